@@ -1,0 +1,1 @@
+"""spikelm command-line interface (Typer + rich). The library is `spikelm_core`."""

@@ -1,0 +1,41 @@
+"""Turn `SpikelmError`s into `error: ...` lines on stderr and an exit code, without a traceback.
+
+`SPIKELM_DEBUG=1` re-raises instead. Any other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import typer
+from rich.markup import escape
+
+from spikelm_core.errors import SpikelmError
+
+from .console import err
+
+
+def report(exc: SpikelmError) -> None:
+    err.print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
+    for d in exc.details:
+        err.print(f"  - {escape(d)}", soft_wrap=True)
+    if exc.hint:
+        err.print(f"[yellow]hint:[/] {escape(exc.hint)}", soft_wrap=True)
+
+
+def friendly_errors(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except SpikelmError as exc:
+            if os.environ.get("SPIKELM_DEBUG") == "1":
+                raise
+            report(exc)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("[red]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper

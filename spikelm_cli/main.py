@@ -1,0 +1,61 @@
+"""The `spikelm` command. Each verb lives in `commands/<verb>.py`; only built verbs are registered."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+import typer
+
+from .commands.convert import convert_command
+
+app = typer.Typer(
+    name="spikelm",
+    help="Spiking language models (SpikeLM, ICML 2024): convert, train, evaluate and audit the energy of "
+    "spike-driven BERT.",
+    no_args_is_help=True,
+    invoke_without_command=False,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+) -> None:
+    """Spiking language models (SpikeLM, ICML 2024).
+
+    Example: spikelm convert minilm --out runs/minilm-spiking
+    """
+    if version:
+        from spikelm_core import __version__
+
+        typer.echo(f"spikelm {__version__}")
+        raise typer.Exit()
+
+
+app.command("convert")(convert_command)
+
+
+def _quiet_libraries() -> None:
+    """Keep library chatter (load reports, progress bars) off the terminal; errors still surface."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", module="fvcore")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    logging.getLogger("fvcore").setLevel(logging.ERROR)
+
+
+def main() -> None:
+    _quiet_libraries()
+    app()
+
+
+if __name__ == "__main__":
+    main()

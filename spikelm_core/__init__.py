@@ -1,0 +1,47 @@
+"""spikelm core library: spiking neurons, spiking BERT as Hugging Face models, conversion,
+calibration, training, evaluation and energy audit (SpikeLM, Xing et al., ICML 2024).
+
+Importing the package registers the spiking models with the transformers Auto classes, so
+`AutoModel.from_pretrained(dir)` loads a saved spiking model. It never imports typer or rich.
+"""
+
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForPreTraining,
+    AutoModelForSequenceClassification,
+)
+
+from .models.spiking_bert import (
+    SpikingBertConfig,
+    SpikingBertForMaskedLM,
+    SpikingBertForPreTraining,
+    SpikingBertForSequenceClassification,
+    SpikingBertModel,
+)
+
+__version__ = "0.1.0"
+
+
+def _register() -> None:
+    AutoConfig.register(SpikingBertConfig.model_type, SpikingBertConfig, exist_ok=True)
+    for auto, cls in (
+        (AutoModel, SpikingBertModel),
+        (AutoModelForSequenceClassification, SpikingBertForSequenceClassification),
+        (AutoModelForMaskedLM, SpikingBertForMaskedLM),
+        (AutoModelForPreTraining, SpikingBertForPreTraining),
+    ):
+        auto.register(SpikingBertConfig, cls, exist_ok=True)
+
+
+_register()
+
+__all__ = [
+    "SpikingBertConfig",
+    "SpikingBertModel",
+    "SpikingBertForSequenceClassification",
+    "SpikingBertForMaskedLM",
+    "SpikingBertForPreTraining",
+    "__version__",
+]

@@ -1,0 +1,43 @@
+"""Errors that reach the user as a message, not a traceback.
+
+Each carries a message (what is wrong), optional details (where) and a hint (what to do next).
+The CLI prints them and exits with `exit_code`; any other exception is a bug.
+"""
+
+from __future__ import annotations
+
+
+class SpikelmError(Exception):
+    """Base class of the errors spikelm reports to users."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, details: list[str] | None = None, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.details = list(details or [])
+        self.hint = hint
+
+    def __str__(self) -> str:
+        parts = [self.message, *(f"  - {d}" for d in self.details)]
+        if self.hint:
+            parts.append(f"hint: {self.hint}")
+        return "\n".join(parts)
+
+
+class ConfigError(SpikelmError):
+    """A bad option, recipe key or setting."""
+
+    exit_code = 2
+
+
+class CheckpointError(SpikelmError):
+    """A model source that cannot be found, read or used."""
+
+    exit_code = 3
+
+
+class DataError(SpikelmError):
+    """A data file or directory that cannot be found, read or used."""
+
+    exit_code = 4

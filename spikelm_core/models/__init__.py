@@ -1,0 +1,1 @@
+"""Spiking language models as Hugging Face models."""

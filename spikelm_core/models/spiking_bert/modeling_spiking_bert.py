@@ -1,0 +1,465 @@
+"""Spiking BERT (SpikeLM placement, spikelm-method.md section 3) as Hugging Face models.
+
+Every tensor inside the encoder is time-first, `[T, B, L, D]`. Per layer:
+
+    0  embeddings (float, computed once) repeated T times
+    1  Q, K, V = SpikeLinear_q/k/v(h)          three separate stateful neurons before the projections
+    2  scores  = Q . spike(K)^T / sqrt(d_h)    `qk`: stateless spike on K; Q stays float
+    3  softmax(scores + mask), dropout         float
+    4  context = probs . spike(V)              `av`: stateless spike on V
+    5  SpikeLinear_o(context), LayerNorm(+h)   neuron before the output projection
+    6  GELU(SpikeLinear_1(h'))                 neuron before FFN1; exact erf GELU
+    7  SpikeLinear_2(.), LayerNorm(+h')        neuron before FFN2
+    readout: mean over T of the last layer; pooler and heads run on that float state.
+
+Every spike-driven op is a module with a child named `neuron` that spikes its (right) operand:
+`SpikeLinear` (an `nn.Linear`, so parameter names equal Hugging Face BERT's and dense weights load
+key for key) and `SpikeMatmul` (`attention.self.qk`, `attention.self.av`). The energy audit and the
+firing-rate tracing rely on this: each op's spiking operand is its `neuron`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPoolingAndCrossAttentions,
+    MaskedLMOutput,
+    SequenceClassifierOutput,
+)
+from transformers.models.bert.modeling_bert import (
+    BertEmbeddings,
+    BertOnlyMLMHead,
+    BertPooler,
+    BertPreTrainingHeads,
+)
+from transformers.utils import ModelOutput
+
+from ...neurons import BiSpikeNeuron, LIFNeuron, SpikingNeuron, TernarySpike
+from .configuration_spiking_bert import SpikingBertConfig
+
+
+@dataclass
+class SpikingBertModelOutput(BaseModelOutputWithPoolingAndCrossAttentions):
+    """`BaseModelOutputWithPoolingAndCrossAttentions` plus the last layer's per-step states."""
+
+    spike_states: torch.FloatTensor | None = None
+
+
+@dataclass
+class SpikingBertForPreTrainingOutput(ModelOutput):
+    loss: torch.FloatTensor | None = None
+    prediction_logits: torch.FloatTensor | None = None
+    seq_relationship_logits: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+def make_neuron(config: SpikingBertConfig) -> SpikingNeuron:
+    """The stateful neuron placed before a linear layer."""
+    if config.neuron_kind == "lif":
+        return LIFNeuron(
+            config.lif_tau, config.lif_v_threshold, config.lif_v_reset, config.lif_surrogate_alpha,
+            num_timesteps=config.num_timesteps,
+        )
+    return BiSpikeNeuron(
+        config.num_timesteps, k=config.k, decay=config.decay, reset=config.reset, levels=config.levels,
+        amplitude=config.amplitude, alpha_mode=config.alpha_mode, fixed_alpha=config.fixed_alpha,
+    )
+
+
+def make_kv_spike(config: SpikingBertConfig) -> nn.Module:
+    """The spike applied to K or V after its projection (identity when `spike_kv` is off)."""
+    if not config.spike_kv:
+        return nn.Identity()
+    if config.neuron_kind == "lif":
+        return make_neuron(config)
+    return TernarySpike(
+        config.num_timesteps, k=config.k, levels=config.levels, amplitude=config.amplitude,
+        alpha_mode=config.alpha_mode, fixed_alpha=config.fixed_alpha,
+    )
+
+
+class SpikeLinear(nn.Linear):
+    """`nn.Linear` driven by spikes: `linear(neuron(x))` on `x: [T, ..., in]` (T folded into the batch)."""
+
+    def __init__(self, in_features: int, out_features: int, neuron: nn.Module, bias: bool = True):
+        super().__init__(in_features, out_features, bias=bias)
+        self.neuron = neuron
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.neuron(x), self.weight, self.bias)
+
+
+class SpikeMatmul(nn.Module):
+    """`left @ neuron(right)^T` (`transpose_right=True`, Q.K^T) or `left @ neuron(right)` (probs.V).
+
+    A module of its own so that its MACs get their own fvcore scope and can be paired with the
+    firing rate of its `neuron`.
+    """
+
+    def __init__(self, neuron: nn.Module, transpose_right: bool):
+        super().__init__()
+        self.neuron = neuron
+        self.transpose_right = transpose_right
+
+    def forward(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+        right = self.neuron(right)
+        return torch.matmul(left, right.transpose(-1, -2) if self.transpose_right else right)
+
+
+class SpikingBertSelfAttention(nn.Module):
+    def __init__(self, config: SpikingBertConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        d = config.hidden_size
+        self.query = SpikeLinear(d, d, make_neuron(config))
+        self.key = SpikeLinear(d, d, make_neuron(config))
+        self.value = SpikeLinear(d, d, make_neuron(config))
+        self.qk = SpikeMatmul(make_kv_spike(config), transpose_right=True)
+        self.av = SpikeMatmul(make_kv_spike(config), transpose_right=False)
+        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:  # [T, B, L, D] -> [T, B, H, L, dh]
+        T, B, L, _ = x.shape
+        return x.view(T, B, L, self.num_heads, self.head_dim).transpose(2, 3)
+
+    def forward(self, h, mask, output_attentions: bool = False):
+        q, k, v = self._heads(self.query(h)), self._heads(self.key(h)), self._heads(self.value(h))
+        scores = self.qk(q, k) / math.sqrt(self.head_dim)
+        if mask is not None:
+            scores = scores + mask
+        probs = self.dropout(torch.softmax(scores, dim=-1))
+        ctx = self.av(probs, v)  # [T, B, H, L, dh]
+        T, B, H, L, dh = ctx.shape
+        ctx = ctx.transpose(2, 3).reshape(T, B, L, H * dh)
+        return ctx, (probs if output_attentions else None)
+
+
+class SpikingBertSelfOutput(nn.Module):
+    def __init__(self, config: SpikingBertConfig):
+        super().__init__()
+        self.dense = SpikeLinear(config.hidden_size, config.hidden_size, make_neuron(config))
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x, residual):
+        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
+
+
+class SpikingBertAttention(nn.Module):
+    def __init__(self, config: SpikingBertConfig):
+        super().__init__()
+        self.self = SpikingBertSelfAttention(config)
+        self.output = SpikingBertSelfOutput(config)
+
+    def forward(self, h, mask, output_attentions: bool = False):
+        ctx, probs = self.self(h, mask, output_attentions)
+        return self.output(ctx, h), probs
+
+
+class SpikingBertIntermediate(nn.Module):
+    def __init__(self, config: SpikingBertConfig):
+        super().__init__()
+        self.dense = SpikeLinear(config.hidden_size, config.intermediate_size, make_neuron(config))
+
+    def forward(self, x):
+        return F.gelu(self.dense(x))  # exact erf GELU, as in the released code
+
+
+class SpikingBertOutput(nn.Module):
+    def __init__(self, config: SpikingBertConfig):
+        super().__init__()
+        self.dense = SpikeLinear(config.intermediate_size, config.hidden_size, make_neuron(config))
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x, residual):
+        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
+
+
+class SpikingBertLayer(nn.Module):
+    def __init__(self, config: SpikingBertConfig):
+        super().__init__()
+        self.attention = SpikingBertAttention(config)
+        self.intermediate = SpikingBertIntermediate(config)
+        self.output = SpikingBertOutput(config)
+
+    def forward(self, h, mask, output_attentions: bool = False):
+        a, probs = self.attention(h, mask, output_attentions)
+        return self.output(self.intermediate(a), a), probs
+
+
+class SpikingBertEncoder(nn.Module):
+    def __init__(self, config: SpikingBertConfig):
+        super().__init__()
+        self.layer = nn.ModuleList([SpikingBertLayer(config) for _ in range(config.num_hidden_layers)])
+        self.gradient_checkpointing = False
+
+    def forward(self, h, mask, output_hidden_states=False, output_attentions=False):
+        """`h: [T, B, L, D]` -> last `[T, B, L, D]`, per-layer states and attention probabilities."""
+        states, attns = [h] if output_hidden_states else None, [] if output_attentions else None
+        for layer in self.layer:
+            if self.gradient_checkpointing and self.training:
+                h, probs = torch.utils.checkpoint.checkpoint(layer, h, mask, output_attentions, use_reentrant=False)
+            else:
+                h, probs = layer(h, mask, output_attentions)
+            if output_hidden_states:
+                states.append(h)
+            if output_attentions:
+                attns.append(probs)
+        return h, states, attns
+
+
+class SpikingBertPreTrainedModel(PreTrainedModel):
+    config_class = SpikingBertConfig
+    config: SpikingBertConfig
+    base_model_prefix = "bert"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["SpikingBertLayer"]
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, BertEmbeddings):
+            with torch.no_grad():
+                module.position_ids.copy_(torch.arange(module.position_ids.shape[-1]).expand((1, -1)))
+                module.token_type_ids.zero_()
+        elif hasattr(module, "bias") and type(module).__name__ == "BertLMPredictionHead":
+            nn.init.zeros_(module.bias)
+
+    def spiking_neurons(self):
+        """(name, neuron) for every spiking neuron in the model, in forward order."""
+        return [(n, m) for n, m in self.named_modules() if isinstance(m, SpikingNeuron)]
+
+
+class SpikingBertModel(SpikingBertPreTrainedModel):
+    """Spiking BERT encoder. Outputs are means over T; per-step states behind `output_spike_states`."""
+
+    def __init__(self, config: SpikingBertConfig, add_pooling_layer: bool = True):
+        super().__init__(config)
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = SpikingBertEncoder(config)
+        self.pooler = BertPooler(config) if add_pooling_layer else None
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value):
+        self.embeddings.word_embeddings = value
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        inputs_embeds=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        output_spike_states: bool = False,
+        return_dict=None,
+        **kwargs,
+    ):
+        """As `BertModel.forward`. `hidden_states` and `attentions` are means over T;
+        `output_spike_states=True` adds `spike_states`, the last layer's `[T, B, L, D]` output."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        output_attentions = bool(output_attentions if output_attentions is not None else self.config.output_attentions)
+        output_hidden_states = bool(
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        emb = self.embeddings(
+            input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids, inputs_embeds=inputs_embeds
+        )
+        B, L, D = emb.shape
+        T = self.config.num_timesteps
+        mask = None
+        if attention_mask is not None:
+            mask = (1.0 - attention_mask[:, None, None, :].to(emb.dtype)) * torch.finfo(emb.dtype).min
+        h = emb.unsqueeze(0).expand(T, B, L, D)  # direct encoding: the same float input at every step
+        h_T, states, attns = self.encoder(h, mask, output_hidden_states, output_attentions)
+        sequence_output = h_T.mean(0)
+        pooled = self.pooler(sequence_output) if self.pooler is not None else None
+        hidden_states = tuple(s.mean(0) if s.dim() == 4 else s for s in states) if states is not None else None
+        attentions = tuple(a.mean(0) for a in attns) if attns is not None else None
+        out = SpikingBertModelOutput(
+            last_hidden_state=sequence_output,
+            pooler_output=pooled,
+            hidden_states=hidden_states,
+            attentions=attentions,
+            spike_states=h_T if output_spike_states else None,
+        )
+        return out if return_dict else out.to_tuple()
+
+
+class SpikingBertForSequenceClassification(SpikingBertPreTrainedModel):
+    """Classification (cross-entropy) or STS-B style regression (num_labels = 1, MSE) head."""
+
+    def __init__(self, config: SpikingBertConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.bert = SpikingBertModel(config)
+        p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(p)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        inputs_embeds=None,
+        labels=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
+        **kwargs,
+    ):
+        out = self.bert(
+            input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, position_ids=position_ids,
+            inputs_embeds=inputs_embeds, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, return_dict=True,
+        )
+        logits = self.classifier(self.dropout(out.pooler_output))
+        loss = None
+        if labels is not None:
+            if self.config.problem_type is None:
+                if self.num_labels == 1:
+                    self.config.problem_type = "regression"
+                elif labels.dtype in (torch.long, torch.int):
+                    self.config.problem_type = "single_label_classification"
+                else:
+                    self.config.problem_type = "multi_label_classification"
+            if self.config.problem_type == "regression":
+                loss = F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype).view(-1))
+            elif self.config.problem_type == "single_label_classification":
+                loss = F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
+            else:
+                loss = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+        result = SequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions
+        )
+        return result if return_dict is not False else result.to_tuple()
+
+
+class SpikingBertForMaskedLM(SpikingBertPreTrainedModel):
+    """Masked-LM head (float) on the T-mean of the spiking encoder; decoder tied to the embeddings."""
+
+    _tied_weights_keys = {
+        "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
+        "cls.predictions.decoder.bias": "cls.predictions.bias",
+    }
+
+    def __init__(self, config: SpikingBertConfig):
+        super().__init__(config)
+        self.bert = SpikingBertModel(config, add_pooling_layer=False)
+        self.cls = BertOnlyMLMHead(config)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.cls.predictions.decoder
+
+    def set_output_embeddings(self, new_embeddings):
+        self.cls.predictions.decoder = new_embeddings
+        self.cls.predictions.bias = new_embeddings.bias
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        inputs_embeds=None,
+        labels=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
+        **kwargs,
+    ):
+        out = self.bert(
+            input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, position_ids=position_ids,
+            inputs_embeds=inputs_embeds, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, return_dict=True,
+        )
+        logits = self.cls(out.last_hidden_state)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.view(-1, self.config.vocab_size), labels.view(-1), ignore_index=-100)
+        result = MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
+        return result if return_dict is not False else result.to_tuple()
+
+
+class SpikingBertForPreTraining(SpikingBertPreTrainedModel):
+    """Masked-LM + next-sentence heads, as in BERT pretraining (the released SpikeLM objective)."""
+
+    _tied_weights_keys = {
+        "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
+        "cls.predictions.decoder.bias": "cls.predictions.bias",
+    }
+
+    def __init__(self, config: SpikingBertConfig):
+        super().__init__(config)
+        self.bert = SpikingBertModel(config)
+        self.cls = BertPreTrainingHeads(config)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.cls.predictions.decoder
+
+    def set_output_embeddings(self, new_embeddings):
+        self.cls.predictions.decoder = new_embeddings
+        self.cls.predictions.bias = new_embeddings.bias
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        inputs_embeds=None,
+        labels=None,
+        next_sentence_label=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
+        **kwargs,
+    ):
+        out = self.bert(
+            input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, position_ids=position_ids,
+            inputs_embeds=inputs_embeds, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, return_dict=True,
+        )
+        mlm_logits, nsp_logits = self.cls(out.last_hidden_state, out.pooler_output)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(mlm_logits.view(-1, self.config.vocab_size), labels.view(-1), ignore_index=-100)
+            if next_sentence_label is not None:
+                loss = loss + F.cross_entropy(nsp_logits.view(-1, 2), next_sentence_label.view(-1))
+        result = SpikingBertForPreTrainingOutput(
+            loss=loss, prediction_logits=mlm_logits, seq_relationship_logits=nsp_logits,
+            hidden_states=out.hidden_states, attentions=out.attentions,
+        )
+        return result if return_dict is not False else result.to_tuple()
+
+
+__all__ = [
+    "SpikeLinear",
+    "SpikeMatmul",
+    "SpikingBertPreTrainedModel",
+    "SpikingBertModel",
+    "SpikingBertForSequenceClassification",
+    "SpikingBertForMaskedLM",
+    "SpikingBertForPreTraining",
+    "make_neuron",
+    "make_kv_spike",
+]

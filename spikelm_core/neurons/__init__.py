@@ -1,0 +1,13 @@
+"""Spiking neurons. Time-first shapes: every neuron maps `x: [T, ...]` to spikes `[T, ...]`.
+
+- `BiSpikeNeuron`: SpikeLM's elastic bi-spiking neuron (ternary {-a, 0, +a}, membrane, calibrated a).
+- `TernarySpike`: the stateless spike SpikeLM applies to K and V after their projections.
+- `LIFNeuron`: binary LIF (SpikingJelly LIFNode semantics) for the LIF-BERT baseline.
+- `reference`: plain loops the fast paths are tested against.
+"""
+
+from .base import SpikingNeuron, distributed_mean
+from .elastic import BiSpikeNeuron, TernarySpike
+from .lif import LIFNeuron
+
+__all__ = ["SpikingNeuron", "BiSpikeNeuron", "TernarySpike", "LIFNeuron", "distributed_mean"]

@@ -1,0 +1,84 @@
+"""Common machinery of every spiking neuron: time-first shapes, firing statistics, calibration state."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def distributed_mean(value: torch.Tensor) -> torch.Tensor:
+    """Average a tensor across torch.distributed ranks (identity when not distributed)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        value = value.clone()
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+        value /= dist.get_world_size()
+    return value
+
+
+class SpikingNeuron(nn.Module):
+    """Base class: maps `x: [T, ...]` to spikes of the same shape.
+
+    Firing statistics: with `track_stats = True` each forward adds, per time step, the number of
+    positive and negative spikes and the number of elements. Counts are accumulated on the
+    device (no host synchronisation) and read with `firing_stats()`. Statistics are never
+    recorded while fvcore/TorchScript traces the model.
+    """
+
+    #: "ternary" ({-a, 0, +a}) or "binary" ({0, a} or {0, 1}); energy accounting reads it.
+    levels: str = "ternary"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.track_stats = False
+        self.impl = "fast"  # "fast" | "reference"
+        self._pos: torch.Tensor | None = None
+        self._neg: torch.Tensor | None = None
+        self._elems = 0
+
+    # -- statistics -------------------------------------------------------------------------
+    def reset_stats(self) -> None:
+        self._pos = self._neg = None
+        self._elems = 0
+
+    @torch.no_grad()
+    def _record(self, spikes: torch.Tensor) -> None:
+        if not self.track_stats or torch.jit.is_tracing():
+            return
+        dims = tuple(range(1, spikes.dim()))
+        pos = (spikes > 0).sum(dims)
+        neg = (spikes < 0).sum(dims)
+        if self._pos is None or self._pos.shape != pos.shape:
+            self._pos, self._neg, self._elems = pos, neg, 0
+        else:
+            self._pos += pos
+            self._neg += neg
+        self._elems += spikes[0].numel()
+
+    def firing_stats(self) -> dict[str, list[float]] | None:
+        """Per-step fractions of elements that spiked: `{"pos": [T], "neg": [T], "rate": [T]}`."""
+        if self._pos is None or self._elems == 0:
+            return None
+        pos = (self._pos.double() / self._elems).tolist()
+        neg = (self._neg.double() / self._elems).tolist()
+        return {"pos": pos, "neg": neg, "rate": [p + n for p, n in zip(pos, neg)], "elements": self._elems}
+
+    def firing_rate(self) -> float | None:
+        """Mean over steps of the fraction of non-zero spikes (None if nothing recorded)."""
+        st = self.firing_stats()
+        return None if st is None else sum(st["rate"]) / len(st["rate"])
+
+    # -- calibration (overridden by neurons with amplitudes) ---------------------------------
+    @property
+    def is_calibrated(self) -> bool:
+        return True
+
+    def mark_uncalibrated(self) -> None:
+        """Make the next forward calibrate again (no-op for neurons without amplitudes)."""
+
+    def _check_time(self, x: torch.Tensor, expected: int | None) -> None:
+        if expected is not None and x.shape[0] != expected:
+            raise ValueError(
+                f"{type(self).__name__} expects a time-first input with T={expected}, got shape {tuple(x.shape)}"
+            )

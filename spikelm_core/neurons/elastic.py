@@ -1,0 +1,191 @@
+"""SpikeLM's elastic bi-spiking neuron and the stateless spike used on K and V.
+
+Method: ../shared/docs/spikelm-method.md, section 2 (the released code's behaviour).
+
+- Membrane over T steps with decay 0.25 and a reset form: "official" (the released code's
+  multiplicative u_t = decay * u_{t-1} * (a_{t-1} - s_{t-1}) + x_t), "soft", or "none".
+- Spike s_t = a_t * clamp(round(u_t / a_t), -1, 1): ternary {-a, 0, +a}, threshold a/2.
+- Elastic frequency: a_t = k * mean|u_t|, calibrated on the first batch the neuron sees (or by an
+  explicit `spikelm_core.calibration.calibrate` pass), then frozen. `alpha` and `calibrated` are
+  persistent buffers: a reloaded model never recalibrates.
+- Straight-through backward, gradient 1 where lo*a_t <= u_t <= a_t, full BPTT through the membrane.
+
+Ablation switches (paper's component ablation): `levels` binary ({0, a}) or ternary;
+`amplitude` "elastic" (emit a) or "unit" (emit 1); `alpha_mode` "calibrated" (a_t = k mean|u_t|)
+or "fixed" (a_t = fixed_alpha, a fixed threshold fixed_alpha/2).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from . import functional as F
+from . import reference as R
+from .base import SpikingNeuron, distributed_mean
+
+Reset = Literal["official", "soft", "none"]
+Levels = Literal["ternary", "binary"]
+Amplitude = Literal["elastic", "unit"]
+AlphaMode = Literal["calibrated", "fixed"]
+
+
+def _validate(num_timesteps, k, levels, amplitude, alpha_mode, fixed_alpha) -> None:
+    if int(num_timesteps) < 1:
+        raise ValueError(f"num_timesteps must be >= 1, got {num_timesteps}")
+    if not k > 0:
+        raise ValueError(f"k must be > 0, got {k}")
+    if levels not in ("ternary", "binary"):
+        raise ValueError(f"levels must be 'ternary' or 'binary', got {levels!r}")
+    if amplitude not in ("elastic", "unit"):
+        raise ValueError(f"amplitude must be 'elastic' or 'unit', got {amplitude!r}")
+    if alpha_mode not in ("calibrated", "fixed"):
+        raise ValueError(f"alpha_mode must be 'calibrated' or 'fixed', got {alpha_mode!r}")
+    if not fixed_alpha > 0:
+        raise ValueError(f"fixed_alpha must be > 0, got {fixed_alpha}")
+
+
+class _AmplitudeNeuron(SpikingNeuron):
+    """Shared state of neurons with per-step amplitudes `alpha: [T]` and a `calibrated` flag."""
+
+    def __init__(self, num_timesteps, k, levels, amplitude, alpha_mode, fixed_alpha) -> None:
+        super().__init__()
+        _validate(num_timesteps, k, levels, amplitude, alpha_mode, fixed_alpha)
+        self.num_timesteps = int(num_timesteps)
+        self.k = float(k)
+        self.levels = levels
+        self.amplitude = amplitude
+        self.alpha_mode = alpha_mode
+        self.fixed_alpha = float(fixed_alpha)
+        self.register_buffer("alpha", torch.ones(self.num_timesteps))
+        self.register_buffer("calibrated", torch.tensor(False))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            if self.alpha_mode == "fixed":
+                self.alpha.fill_(self.fixed_alpha)
+                self.calibrated.fill_(True)
+            else:
+                self.alpha.fill_(1.0)
+                self.calibrated.fill_(False)
+
+    @property
+    def _lo(self) -> int:
+        return -1 if self.levels == "ternary" else 0
+
+    @property
+    def _unit(self) -> bool:
+        return self.amplitude == "unit"
+
+    @property
+    def is_calibrated(self) -> bool:
+        return bool(self.calibrated)
+
+    def mark_uncalibrated(self) -> None:
+        if self.alpha_mode == "calibrated":
+            self.calibrated.fill_(False)
+
+    def _set_alpha(self, alpha: torch.Tensor) -> None:
+        with torch.no_grad():
+            self.alpha.copy_(alpha.to(self.alpha.dtype))
+            self.calibrated.fill_(True)
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_timesteps={self.num_timesteps}, k={self.k}, levels={self.levels}, "
+            f"amplitude={self.amplitude}, alpha_mode={self.alpha_mode}"
+        )
+
+
+class BiSpikeNeuron(_AmplitudeNeuron):
+    """Elastic bi-spiking neuron: `[T, ...]` currents -> `[T, ...]` spikes in {-a_t, 0, +a_t}.
+
+    Args:
+        num_timesteps: T, the length of the leading time axis.
+        k: frequency coefficient; a_t = k * mean|u_t| at calibration (2 in the released code).
+        decay: membrane decay tau (0.25).
+        reset: "official" (released code, default), "soft" or "none".
+        levels: "ternary" (default) or "binary" ({0, a}).
+        amplitude: "elastic" (emit a_t, default) or "unit" (emit 1).
+        alpha_mode: "calibrated" (default) or "fixed" (a_t = fixed_alpha, no calibration).
+        fixed_alpha: the amplitude with alpha_mode="fixed".
+    """
+
+    def __init__(
+        self,
+        num_timesteps: int = 4,
+        k: float = 2.0,
+        decay: float = 0.25,
+        reset: Reset = "official",
+        levels: Levels = "ternary",
+        amplitude: Amplitude = "elastic",
+        alpha_mode: AlphaMode = "calibrated",
+        fixed_alpha: float = 1.0,
+    ) -> None:
+        if reset not in F.RESETS:
+            raise ValueError(f"reset must be one of {F.RESETS}, got {reset!r}")
+        if not 0.0 <= decay <= 1.0:
+            raise ValueError(f"decay must be in [0, 1], got {decay}")
+        self.decay = float(decay)
+        self.reset = reset
+        super().__init__(num_timesteps, k, levels, amplitude, alpha_mode, fixed_alpha)
+
+    @torch.no_grad()
+    def calibrate(self, x: torch.Tensor) -> None:
+        """Set a_t = k * mean|u_t| from `x` (averaged over ranks under torch.distributed)."""
+        self._check_time(x, self.num_timesteps)
+        self._set_alpha(
+            F.calibrate_bi_spike(x.detach(), self.k, self.decay, self.reset, self._lo, self._unit, distributed_mean)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_time(x, self.num_timesteps)
+        if not self.is_calibrated and not torch.jit.is_tracing():
+            self.calibrate(x)
+        if self.impl == "reference":
+            s = R.bi_spike_reference(x, self.alpha, self.decay, self.reset, self.levels, self.amplitude)
+        else:
+            s = F.BiSpikeFunction.apply(x, self.alpha, self.decay, self.reset, self._lo, self._unit)
+        self._record(s)
+        return s
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, decay={self.decay}, reset={self.reset}"
+
+
+class TernarySpike(_AmplitudeNeuron):
+    """Stateless spike per time slice (SpikeLM's K/V spikes): s_t = a_t * clamp(round(x_t/a_t), -1, 1).
+
+    No membrane; a_t = k * mean|x_t| calibrated like `BiSpikeNeuron`.
+    """
+
+    def __init__(
+        self,
+        num_timesteps: int = 4,
+        k: float = 2.0,
+        levels: Levels = "ternary",
+        amplitude: Amplitude = "elastic",
+        alpha_mode: AlphaMode = "calibrated",
+        fixed_alpha: float = 1.0,
+    ) -> None:
+        super().__init__(num_timesteps, k, levels, amplitude, alpha_mode, fixed_alpha)
+
+    @torch.no_grad()
+    def calibrate(self, x: torch.Tensor) -> None:
+        self._check_time(x, self.num_timesteps)
+        dims = tuple(range(1, x.dim()))
+        means = distributed_mean(x.detach().abs().float().mean(dims))
+        self._set_alpha(self.k * means)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_time(x, self.num_timesteps)
+        if not self.is_calibrated and not torch.jit.is_tracing():
+            self.calibrate(x)
+        if self.impl == "reference":
+            s = R.ternary_spike_reference(x, self.alpha, self.levels, self.amplitude)
+        else:
+            s = F.StatelessSpikeFunction.apply(x, self.alpha, self._lo, self._unit)
+        self._record(s)
+        return s

@@ -1,0 +1,145 @@
+"""Fast paths of the spiking neurons: one autograd Function per neuron over the whole time axis.
+
+Design: the forward runs the membrane loop without building an autograd graph and saves only
+what the backward needs, as compact tensors: the spike levels `q` as int8 and the
+straight-through window `lo*a <= u <= a` as bool (the reference loop keeps several float copies
+per step). The backward is the hand-written BPTT of the same equations. `reference.py` holds the
+plain loops these are tested against (spikes exactly equal, gradients to 1e-6).
+
+Shapes are time-first: `x: [T, ...]`; `alpha: [T]`, one amplitude per step.
+"""
+
+from __future__ import annotations
+
+import torch
+
+RESETS = ("official", "soft", "none")
+
+
+def _bcast(a: torch.Tensor, ndim: int) -> torch.Tensor:
+    """`[T]` -> `[T, 1, 1, ...]`, broadcastable against a `[T, ...]` tensor of `ndim` dims."""
+    return a.view(-1, *([1] * (ndim - 1)))
+
+
+def membrane_step(u, s_prev, a_prev, x_t, decay: float, reset: str):
+    """u_t from u_{t-1}, the previous spike and amplitude; `u is None` at t = 0."""
+    if u is None or reset == "none":
+        return x_t
+    if reset == "official":
+        return decay * u * (a_prev - s_prev) + x_t
+    return decay * (u - s_prev) + x_t
+
+
+@torch.no_grad()
+def calibrate_bi_spike(
+    x: torch.Tensor, k: float, decay: float, reset: str, lo: int, unit: bool, reduce_mean=None
+) -> torch.Tensor:
+    """alpha_t = k * mean|u_t|, sequentially over t (u_t depends on alpha_{t-1}).
+
+    `reduce_mean(t: Tensor) -> Tensor` averages a scalar across processes (identity if None),
+    so every rank calibrates the same amplitudes.
+    """
+    T = x.shape[0]
+    alpha = torch.empty(T, dtype=torch.float32, device=x.device)
+    u = s = None
+    for t in range(T):
+        u = membrane_step(u, s, alpha[t - 1] if t else None, x[t], decay, reset)
+        m = u.abs().float().mean()
+        if reduce_mean is not None:
+            m = reduce_mean(m)
+        alpha[t] = k * m
+        a = alpha[t].clamp_min(1e-5).to(x.dtype)
+        q = torch.clamp(torch.round(u / a), lo, 1)
+        s = q if unit else a * q
+    return alpha
+
+
+class BiSpikeFunction(torch.autograd.Function):
+    """Multi-step elastic bi-spiking neuron with straight-through BPTT."""
+
+    @staticmethod
+    def forward(ctx, x, alpha, decay: float, reset: str, lo: int, unit: bool):
+        T = x.shape[0]
+        a_all = alpha.to(x.dtype)
+        a_clamped = a_all.clamp_min(1e-5)
+        out = torch.empty_like(x)
+        q_all = torch.empty(x.shape, dtype=torch.int8, device=x.device)
+        inside = torch.empty(x.shape, dtype=torch.bool, device=x.device)
+        u = s = None
+        for t in range(T):
+            u = membrane_step(u, s, a_all[t - 1] if t else None, x[t], decay, reset)
+            a = a_clamped[t]
+            q = torch.clamp(torch.round(u / a), lo, 1)
+            s = q if unit else a * q
+            out[t] = s
+            q_all[t] = q.to(torch.int8)
+            inside[t] = (u >= lo * a) & (u <= a)
+        ctx.save_for_backward(a_all, q_all, inside)
+        ctx.decay, ctx.reset, ctx.unit = decay, reset, unit
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        a_all, q_all, inside = ctx.saved_tensors
+        decay, reset, unit = ctx.decay, ctx.reset, ctx.unit
+        a_clamped = a_all.clamp_min(1e-5)
+        grad_x = torch.empty_like(grad_out)
+        g_next = None
+        for t in range(grad_out.shape[0] - 1, -1, -1):
+            g = grad_out[t] * inside[t]
+            if g_next is not None and reset != "none":
+                if reset == "official":
+                    q = q_all[t].to(grad_out.dtype)
+                    s = q if unit else a_clamped[t] * q
+                    # u_{t+1} = (decay * u_t) * (a_t - s_t) + x_{t+1}
+                    g = g + g_next * (a_all[t] - s) * decay
+                else:
+                    g = g + g_next * decay
+            grad_x[t] = g
+            g_next = g
+        return grad_x, None, None, None, None, None
+
+
+class StatelessSpikeFunction(torch.autograd.Function):
+    """s_t = alpha_t * clamp(round(x_t / alpha_t), lo, 1) for all t at once; straight-through."""
+
+    @staticmethod
+    def forward(ctx, x, alpha, lo: int, unit: bool):
+        a = _bcast(alpha.to(x.dtype).clamp_min(1e-5), x.dim())
+        q = torch.clamp(torch.round(x / a), lo, 1)
+        ctx.save_for_backward((x >= lo * a) & (x <= a))
+        return q if unit else a * q
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (inside,) = ctx.saved_tensors
+        return grad_out * inside, None, None, None
+
+
+class LIFSpikeFunction(torch.autograd.Function):
+    """Heaviside forward, sigmoid-surrogate backward: dS/dz = a * sig(a z) * (1 - sig(a z))."""
+
+    @staticmethod
+    def forward(ctx, z, surrogate_alpha: float):
+        ctx.save_for_backward(z)
+        ctx.surrogate_alpha = surrogate_alpha
+        return (z >= 0).to(z.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (z,) = ctx.saved_tensors
+        a = ctx.surrogate_alpha
+        sig = torch.sigmoid(a * z)
+        return grad_out * a * sig * (1 - sig), None
+
+
+def lif_multistep(x, tau: float, v_threshold: float, v_reset: float, surrogate_alpha: float):
+    """LIF over `x: [T, ...]` (SpikingJelly LIFNode semantics); autograd through the membrane."""
+    v = torch.full_like(x[0], v_reset)
+    outs = []
+    for t in range(x.shape[0]):
+        h = v + (x[t] - (v - v_reset)) / tau
+        s = LIFSpikeFunction.apply(h - v_threshold, surrogate_alpha)
+        v = h * (1 - s) + v_reset * s
+        outs.append(s)
+    return torch.stack(outs)

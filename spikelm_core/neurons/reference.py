@@ -1,0 +1,109 @@
+"""Whiteboard reference implementations of the spiking neurons.
+
+These are plain Python loops over the time axis, written to be obviously correct rather than fast.
+Every fast path in `functional.py` is tested against them: spikes exactly equal, input gradients
+to 1e-6 (see tests/test_neurons.py). Shapes are time-first: `x: [T, ...]`.
+
+Straight-through estimator: `s = spike.detach() + (c - c.detach())` with `c = u.clamp(lo*a, a)`.
+The forward value is the spike; the gradient is that of the clamp, 1 where `lo*a <= u <= a`
+(inclusive, as torch.clamp's backward is) and 0 elsewhere.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _ste_spike(u: torch.Tensor, a: torch.Tensor, lo: int, unit_amplitude: bool) -> torch.Tensor:
+    q = torch.clamp(torch.round(u / a), lo, 1)
+    spike = q if unit_amplitude else a * q
+    window = torch.clamp(u, lo * a, a)
+    return spike.detach() + (window - window.detach())
+
+
+def bi_spike_reference(
+    x: torch.Tensor,
+    alpha: torch.Tensor,
+    decay: float = 0.25,
+    reset: str = "official",
+    levels: str = "ternary",
+    amplitude: str = "elastic",
+) -> torch.Tensor:
+    """Elastic bi-spiking neuron over `x: [T, ...]` with fixed amplitudes `alpha: [T]`.
+
+    official: u_t = decay * u_{t-1} * (alpha_{t-1} - s_{t-1}) + x_t   (alpha, s detached)
+    soft:     u_t = decay * (u_{t-1} - s_{t-1}) + x_t                (s detached)
+    none:     u_t = x_t
+    s_t = alpha_t * clamp(round(u_t / alpha_t), lo, 1), lo = -1 (ternary) or 0 (binary).
+    """
+    lo = -1 if levels == "ternary" else 0
+    unit = amplitude == "unit"
+    outs = []
+    u = s = None
+    for t in range(x.shape[0]):
+        if t == 0 or reset == "none":
+            u = x[t]
+        elif reset == "official":
+            u = decay * u * (alpha[t - 1] - s).detach() + x[t]
+        elif reset == "soft":
+            u = decay * (u - s.detach()) + x[t]
+        else:
+            raise ValueError(f"unknown reset {reset!r}")
+        a = alpha[t].clamp_min(1e-5)
+        s = _ste_spike(u, a, lo, unit)
+        outs.append(s)
+    return torch.stack(outs)
+
+
+def bi_spike_calibrate_reference(
+    x: torch.Tensor, k: float, decay: float = 0.25, reset: str = "official", levels: str = "ternary",
+    amplitude: str = "elastic",
+) -> torch.Tensor:
+    """The amplitudes a neuron calibrates on `x`: alpha_t = k * mean|u_t|, step by step."""
+    lo = -1 if levels == "ternary" else 0
+    alpha = torch.empty(x.shape[0], dtype=x.dtype)
+    u = s = None
+    with torch.no_grad():
+        for t in range(x.shape[0]):
+            if t == 0 or reset == "none":
+                u = x[t]
+            elif reset == "official":
+                u = decay * u * (alpha[t - 1] - s) + x[t]
+            else:
+                u = decay * (u - s) + x[t]
+            alpha[t] = k * u.abs().mean()
+            a = alpha[t].clamp_min(1e-5)
+            q = torch.clamp(torch.round(u / a), lo, 1)
+            s = q if amplitude == "unit" else a * q
+    return alpha
+
+
+def ternary_spike_reference(
+    x: torch.Tensor, alpha: torch.Tensor, levels: str = "ternary", amplitude: str = "elastic"
+) -> torch.Tensor:
+    """Stateless spike of each time slice: s_t = alpha_t * clamp(round(x_t / alpha_t), lo, 1)."""
+    lo = -1 if levels == "ternary" else 0
+    unit = amplitude == "unit"
+    return torch.stack([_ste_spike(x[t], alpha[t].clamp_min(1e-5), lo, unit) for t in range(x.shape[0])])
+
+
+def lif_reference(
+    x: torch.Tensor, tau: float = 2.0, v_threshold: float = 1.0, v_reset: float = 0.0, surrogate_alpha: float = 4.0
+) -> torch.Tensor:
+    """SpikingJelly `LIFNode` semantics (decay_input=True, hard reset, detach_reset=False).
+
+    H_t = V_{t-1} + (X_t - (V_{t-1} - V_reset)) / tau,  V_{-1} = V_reset
+    S_t = Heaviside(H_t - V_th) forward, sigmoid surrogate (slope `surrogate_alpha`) backward
+    V_t = H_t * (1 - S_t) + V_reset * S_t
+    """
+    v = torch.full_like(x[0], v_reset)
+    outs = []
+    for t in range(x.shape[0]):
+        h = v + (x[t] - (v - v_reset)) / tau
+        z = h - v_threshold
+        sig = torch.sigmoid(surrogate_alpha * z)
+        heaviside = (z >= 0).to(x.dtype)
+        s = heaviside.detach() + (sig - sig.detach())  # forward: step; backward: sigmoid'
+        v = h * (1 - s) + v_reset * s
+        outs.append(s)
+    return torch.stack(outs)

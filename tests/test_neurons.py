@@ -1,0 +1,163 @@
+"""Neurons: fast paths against the reference loops, calibration, statistics, LIF semantics."""
+
+import pytest
+import torch
+
+from spikelm_core.neurons import BiSpikeNeuron, LIFNeuron, TernarySpike
+from spikelm_core.neurons import reference as R
+
+CASES = [
+    pytest.param(T, reset, k, levels, id=f"T{T}-{reset}-k{k}-{levels}")
+    for T in (1, 4)
+    for reset in ("official", "soft")
+    for k in (2.0, 3.0, 4.0)
+    for levels in ("ternary", "binary")
+]
+
+
+@pytest.mark.parametrize("T,reset,k,levels", CASES)
+def test_bi_spike_fast_equals_reference(T, reset, k, levels):
+    torch.manual_seed(T * 7 + int(k))
+    x = torch.randn(T, 5, 7, 24) * 1.3 + 0.1
+    n = BiSpikeNeuron(num_timesteps=T, k=k, reset=reset, levels=levels)
+    x1 = x.clone().requires_grad_()
+    s = n(x1)
+    assert n.is_calibrated
+    assert torch.allclose(n.alpha, R.bi_spike_calibrate_reference(x, k, reset=reset, levels=levels))
+    x2 = x.clone().requires_grad_()
+    r = R.bi_spike_reference(x2, n.alpha, reset=reset, levels=levels)
+    assert torch.equal(s, r)
+    g = torch.randn_like(s)
+    s.backward(g)
+    r.backward(g)
+    torch.testing.assert_close(x1.grad, x2.grad, atol=1e-6, rtol=0)
+    # spikes take only the allowed levels
+    alpha = n.alpha.view(T, 1, 1, 1)
+    q = s / alpha
+    allowed = {-1.0, 0.0, 1.0} if levels == "ternary" else {0.0, 1.0}
+    assert set(torch.round(q).unique().tolist()) <= allowed
+    torch.testing.assert_close(q, torch.round(q))
+
+
+def test_module_reference_switch_gives_same_result():
+    torch.manual_seed(1)
+    x = torch.randn(4, 3, 11)
+    n = BiSpikeNeuron(4)
+    fast = n(x)
+    n.impl = "reference"
+    assert torch.equal(n(x), fast)
+
+
+@pytest.mark.parametrize("T", [1, 4])
+@pytest.mark.parametrize("levels", ["ternary", "binary"])
+def test_stateless_spike_fast_equals_reference(T, levels):
+    torch.manual_seed(T)
+    x = torch.randn(T, 5, 3, 7, 8)
+    n = TernarySpike(num_timesteps=T, levels=levels)
+    x1 = x.clone().requires_grad_()
+    s = n(x1)
+    torch.testing.assert_close(n.alpha, 2.0 * x.abs().mean(dim=(1, 2, 3, 4)))
+    x2 = x.clone().requires_grad_()
+    r = R.ternary_spike_reference(x2, n.alpha, levels)
+    assert torch.equal(s, r)
+    g = torch.randn_like(s)
+    s.backward(g)
+    r.backward(g)
+    torch.testing.assert_close(x1.grad, x2.grad, atol=1e-6, rtol=0)
+
+
+def test_first_step_firing_rate_matches_gaussian_tail():
+    # P(|x| > (k/2) E|x|) for N(0,1) at k = 2: P(|x| > sqrt(2/pi)) = 0.4249
+    torch.manual_seed(0)
+    x = torch.randn(100_000).expand(4, -1).contiguous()
+    n = BiSpikeNeuron(4, k=2.0)
+    n.track_stats = True
+    n(x)
+    assert abs(n.firing_stats()["rate"][0] - 0.425) < 0.01
+    # the method's sanity numbers (spikelm-method.md section 6), official reset, k = 2
+    torch.testing.assert_close(n.alpha, torch.tensor([1.60, 2.24, 3.20, 5.32]), atol=0, rtol=0.01)
+    rates = n.firing_stats()["rate"]
+    for got, want in zip(rates, [0.43, 0.34, 0.29, 0.23]):
+        assert abs(got - want) < 0.01
+
+
+def test_step_zero_amplitude_is_k_mean_abs():
+    x = torch.randn(2, 1000)
+    n = BiSpikeNeuron(2, k=3.0)
+    n(x)
+    torch.testing.assert_close(n.alpha[0], 3.0 * x[0].abs().mean())
+
+
+def test_ties_round_half_to_even_and_ste_window_inclusive():
+    n = BiSpikeNeuron(1, alpha_mode="fixed", fixed_alpha=2.0)
+    x = torch.tensor([[1.0, 1.0001, -1.0, -1.0001, 2.0, 2.0001, -2.0]], requires_grad=True)
+    s = n(x)
+    assert s.tolist() == [[0.0, 2.0, 0.0, -2.0, 2.0, 2.0, -2.0]]
+    s.sum().backward()
+    assert x.grad.tolist() == [[1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0]]
+
+
+def test_calibration_happens_once_and_survives_state_dict():
+    torch.manual_seed(0)
+    n = BiSpikeNeuron(3)
+    n(torch.randn(3, 50))
+    alpha = n.alpha.clone()
+    n(torch.randn(3, 50) * 10)  # a second, very different batch does not recalibrate
+    assert torch.equal(n.alpha, alpha)
+    sd = n.state_dict()
+    assert set(sd) == {"alpha", "calibrated"} and bool(sd["calibrated"])
+    m = BiSpikeNeuron(3)
+    m.load_state_dict(sd)
+    m(torch.randn(3, 50) * 5)
+    assert torch.equal(m.alpha, alpha)
+
+
+def test_fixed_alpha_never_calibrates():
+    n = BiSpikeNeuron(2, alpha_mode="fixed", fixed_alpha=0.5, amplitude="unit")
+    s = n(torch.tensor([[0.3, -0.2, 0.1], [0.0, 0.0, 0.0]]))
+    assert n.alpha.tolist() == [0.5, 0.5]
+    assert s[0].tolist() == [1.0, 0.0, 0.0]  # unit amplitude, threshold 0.25
+
+
+def test_firing_stats_split_positive_negative():
+    n = TernarySpike(1, alpha_mode="fixed", fixed_alpha=1.0)
+    n.track_stats = True
+    n(torch.tensor([[[0.9, -0.9, 0.1, -0.1]]]))
+    st = n.firing_stats()
+    assert st["pos"] == [0.25] and st["neg"] == [0.25] and st["rate"] == [0.5]
+
+
+@pytest.mark.parametrize("bad", [dict(k=0.0), dict(num_timesteps=0), dict(reset="hard"), dict(levels="quaternary")])
+def test_bad_neuron_arguments(bad):
+    with pytest.raises(ValueError):
+        BiSpikeNeuron(**bad)
+
+
+def test_wrong_time_axis_is_reported():
+    with pytest.raises(ValueError, match="T=4"):
+        BiSpikeNeuron(4)(torch.randn(3, 2))
+
+
+def test_lif_hand_worked_sequence():
+    # tau 2, V_th 1, V_reset 0: H_t = V + (X - V)/2, spike iff H >= 1, hard reset to 0.
+    # X = 1.5 -> H 0.75; 0.8 -> 0.775; 0.8 -> 0.7875; 3.0 -> 1.89375 (spike, V=0); 2.0 -> 1.0 (spike)
+    x = torch.tensor([1.5, 0.8, 0.8, 3.0, 2.0]).view(5, 1)
+    s = LIFNeuron()(x)
+    assert s.view(-1).tolist() == [0.0, 0.0, 0.0, 1.0, 1.0]
+
+
+def test_lif_fast_equals_reference_with_surrogate_gradient():
+    torch.manual_seed(3)
+    x = torch.randn(4, 5, 9) * 1.5 + 0.5
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    s, r = LIFNeuron()(x1), R.lif_reference(x2)
+    assert torch.equal(s, r)
+    g = torch.randn_like(s)
+    s.backward(g)
+    r.backward(g)
+    torch.testing.assert_close(x1.grad, x2.grad, atol=1e-6, rtol=0)
+    # single step: dS/dX = (1/tau) * a * sig(a z) (1 - sig(a z)), z = X/tau - 1
+    x0 = torch.tensor([[0.6]], requires_grad=True)
+    LIFNeuron()(x0).sum().backward()
+    sig = torch.sigmoid(torch.tensor(4 * (0.3 - 1.0)))
+    torch.testing.assert_close(x0.grad, (0.5 * 4 * sig * (1 - sig)).view(1, 1))
