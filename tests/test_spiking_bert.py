@@ -152,3 +152,28 @@ def test_bad_config_values_name_the_field():
         tiny_config(reset="hard")
     with pytest.raises(Exception, match="num_timesteps must be >= 1"):
         tiny_config(num_timesteps=0)
+
+
+@pytest.mark.parametrize("T", [1, 3])
+def test_fused_attention_equals_reference(T):
+    from spikelm_core.models.spiking_bert.modeling_spiking_bert import SpikingBertSelfAttention
+
+    torch.manual_seed(0)
+    cfg = tiny_config(num_timesteps=T, attention_probs_dropout_prob=0.0, hidden_dropout_prob=0.0, num_labels=2)
+    model = SpikingBertForSequenceClassification(cfg)
+    b = batch()
+    calibrate(model, b)
+    labels = torch.tensor([0, 1, 1, 0, 1])
+    results = {}
+    for impl in ("fused", "reference"):
+        SpikingBertSelfAttention.attention_impl = impl
+        try:
+            model.zero_grad()
+            out = model(**b, labels=labels)
+            out.loss.backward()
+            results[impl] = (out.logits.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None])
+        finally:
+            SpikingBertSelfAttention.attention_impl = "fused"
+    torch.testing.assert_close(results["fused"][0], results["reference"][0], atol=1e-5, rtol=1e-5)
+    for g1, g2 in zip(results["fused"][1], results["reference"][1]):
+        torch.testing.assert_close(g1, g2, atol=1e-5, rtol=1e-4)

@@ -130,16 +130,36 @@ class SpikingBertSelfAttention(nn.Module):
         T, B, L, _ = x.shape
         return x.view(T, B, L, self.num_heads, self.head_dim).transpose(2, 3)
 
+    #: "fused": spike K and V, then one fused scaled-dot-product-attention kernel (the default);
+    #: "reference": explicit Q.K^T / softmax / probs.V through the `qk` and `av` modules. Both give
+    #: the same result; tracing (MAC counting) and `output_attentions` always take the reference.
+    attention_impl = "fused"
+
     def forward(self, h, mask, output_attentions: bool = False):
         q, k, v = self._heads(self.query(h)), self._heads(self.key(h)), self._heads(self.value(h))
-        scores = self.qk(q, k) / math.sqrt(self.head_dim)
-        if mask is not None:
-            scores = scores + mask
-        probs = self.dropout(torch.softmax(scores, dim=-1))
-        ctx = self.av(probs, v)  # [T, B, H, L, dh]
+        if self.attention_impl == "fused" and not output_attentions and not torch.jit.is_tracing():
+            ctx, probs = self._fused(q, k, v, mask), None
+        else:
+            scores = self.qk(q, k) / math.sqrt(self.head_dim)
+            if mask is not None:
+                scores = scores + mask
+            probs = self.dropout(torch.softmax(scores, dim=-1))
+            ctx = self.av(probs, v)  # [T, B, H, L, dh]
         T, B, H, L, dh = ctx.shape
         ctx = ctx.transpose(2, 3).reshape(T, B, L, H * dh)
         return ctx, (probs if output_attentions else None)
+
+    def _fused(self, q, k, v, mask):
+        """softmax(Q.spike(K)^T/sqrt(dh) + mask) . spike(V), T folded into the batch of one SDPA call."""
+        k, v = self.qk.neuron(k), self.av.neuron(v)
+        T, B, H, L, dh = q.shape
+        fold = lambda x: x.reshape(T * B, H, x.shape[-2], dh)  # noqa: E731
+        attn_mask = None
+        if mask is not None:
+            attn_mask = mask.to(q.dtype).expand(T, *mask.shape).reshape(T * B, 1, 1, mask.shape[-1])
+        p = self.dropout.p if self.training else 0.0
+        ctx = F.scaled_dot_product_attention(fold(q), fold(k), fold(v), attn_mask=attn_mask, dropout_p=p)
+        return ctx.view(T, B, H, L, dh)
 
 
 class SpikingBertSelfOutput(nn.Module):

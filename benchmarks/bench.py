@@ -1,0 +1,239 @@
+"""Side-by-side benchmark: dense BERT vs spiking BERT on this machine, one run, ratios in JSON.
+
+    python benchmarks/bench.py                      # MiniLM shape (6 x 384), batch 16 x 128
+    python benchmarks/bench.py --shape bert-base --batch 8
+    python benchmarks/bench.py --quick              # tiny shapes, seconds (a smoke run)
+
+Measures, in one process and one run so the ratios compare like with like:
+- training step (forward + backward + AdamW) of dense BERT and of spiking BERT at each T;
+  `train_step_ratio_over_T` = (spiking step / dense step) / T, whose floor is 1.0;
+- inference throughput (tokens/s) under torch.inference_mode;
+- activation memory: bytes of the tensors autograd saves for backward in one training forward
+  (exact and repeatable on CPU, where allocator peaks are not observable);
+- the fast neuron against its reference loop on [4, 16, 128, 1536] (forward + backward);
+- the wall time of `spikelm energy` when that command exists.
+Times are medians over repeated steps after warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from transformers import BertConfig, BertForSequenceClassification  # noqa: E402
+
+import spikelm_core  # noqa: E402
+from spikelm_core.calibration import calibrate  # noqa: E402
+from spikelm_core.models.spiking_bert import SpikingBertConfig, SpikingBertForSequenceClassification  # noqa: E402
+from spikelm_core.neurons import BiSpikeNeuron  # noqa: E402
+
+SHAPES = {
+    "minilm": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
+    "bert-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+    "tiny": dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96),
+}
+
+
+def median_time(fn, warmup: int, repeat: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def make_batch(batch: int, seq: int, vocab: int, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "input_ids": torch.randint(1000 % vocab, vocab, (batch, seq), generator=g),
+        "attention_mask": torch.ones(batch, seq, dtype=torch.long),
+        "labels": torch.randint(0, 2, (batch,), generator=g),
+    }
+
+
+def build(kind: str, shape: dict, T: int | None):
+    torch.manual_seed(0)
+    common = dict(vocab_size=30522, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, **shape)
+    if kind == "dense":
+        return BertForSequenceClassification(BertConfig(**common))
+    return SpikingBertForSequenceClassification(SpikingBertConfig(num_timesteps=T, **common))
+
+
+def train_step_fn(model, batch):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    model.train()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        model(**batch).loss.backward()
+        opt.step()
+
+    return step
+
+
+def saved_activation_bytes(model, batch) -> int:
+    """Bytes autograd saves for backward during one training forward (deduplicated by storage)."""
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        try:
+            st = t.untyped_storage()
+            seen[st.data_ptr()] = max(seen.get(st.data_ptr(), 0), st.nbytes())
+        except RuntimeError:
+            pass
+        return t
+
+    model.train()
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = model(**batch).loss
+    del loss
+    return sum(n for ptr, n in seen.items() if ptr not in params)
+
+
+def inference_tokens_per_s(model, batch, warmup, repeat) -> float:
+    model.eval()
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+
+    def fwd():
+        with torch.inference_mode():
+            model(**inputs)
+
+    t = median_time(fwd, warmup, repeat)
+    return batch["input_ids"].numel() / t
+
+
+def neuron_speedup(shape=(4, 16, 128, 1536), warmup=1, repeat=3) -> dict:
+    x = torch.randn(*shape)
+    n = BiSpikeNeuron(shape[0])
+    n(x)  # calibrate
+    g = torch.randn(*shape)
+
+    def run(impl):
+        n.impl = impl
+
+        def f():
+            xi = x.detach().requires_grad_()
+            n(xi).backward(g)
+
+        return median_time(f, warmup, repeat)
+
+    fast, ref = run("fast"), run("reference")
+    n.impl = "fast"
+    return {"shape": list(shape), "fast_s": fast, "reference_s": ref, "speedup": ref / fast}
+
+
+def energy_wall_time() -> float | None:
+    exe = Path(sys.executable).with_name("spikelm")
+    if not exe.exists():
+        return None
+    probe = subprocess.run([str(exe), "energy", "--help"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        return None
+    t0 = time.perf_counter()
+    res = subprocess.run([str(exe), "energy", "--k", "2", "3", "4", "--format", "json"], capture_output=True, text=True)
+    return time.perf_counter() - t0 if res.returncode == 0 else None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="minilm")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--timesteps", type=int, nargs="+", default=[1, 4])
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="tiny shapes, for a smoke run")
+    ap.add_argument("--skip-energy", action="store_true")
+    ap.add_argument("--out", type=Path, default=Path("runs/bench/bench.json"))
+    args = ap.parse_args()
+    if args.quick:
+        args.shape, args.batch, args.seq_len = "tiny", 4, 32
+    shape = SHAPES[args.shape]
+    batch = make_batch(args.batch, args.seq_len, 30522)
+    info = {
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "spikelm": spikelm_core.__version__,
+        "device": "cpu",
+        "shape": args.shape,
+        "batch": args.batch,
+        "seq_len": args.seq_len,
+    }
+    print(json.dumps(info), file=sys.stderr)
+
+    dense = build("dense", shape, None)
+    dense_step = median_time(train_step_fn(dense, batch), args.warmup, args.repeat)
+    dense_tps = inference_tokens_per_s(dense, batch, args.warmup, args.repeat)
+    dense_mem = saved_activation_bytes(dense, batch)
+    print(f"dense: step {dense_step:.3f} s, {dense_tps:,.0f} tok/s, activations {dense_mem / 2**20:.1f} MiB",
+          file=sys.stderr)
+    del dense
+
+    per_t = {}
+    for T in args.timesteps:
+        model = build("spiking", shape, T)
+        calibrate(model, batch)
+        step = median_time(train_step_fn(model, batch), args.warmup, args.repeat)
+        tps = inference_tokens_per_s(model, batch, args.warmup, args.repeat)
+        mem = saved_activation_bytes(model, batch)
+        per_t[str(T)] = {
+            "train_step_s": step,
+            "train_step_ratio": step / dense_step,
+            "train_step_ratio_over_T": step / dense_step / T,
+            "inference_tokens_per_s": tps,
+            "inference_throughput_ratio": tps / dense_tps,
+            "inference_throughput_ratio_times_T": tps / dense_tps * T,
+            "activation_bytes": mem,
+            "peak_memory_ratio": mem / dense_mem,
+            "peak_memory_ratio_over_T": mem / dense_mem / T,
+        }
+        print(f"spiking T={T}: step {step:.3f} s (ratio/T {step / dense_step / T:.3f}), {tps:,.0f} tok/s, "
+              f"activations {mem / 2**20:.1f} MiB ({mem / dense_mem / T:.2f} x T x dense)", file=sys.stderr)
+        del model
+
+    neuron = neuron_speedup(warmup=args.warmup, repeat=args.repeat) if not args.quick else neuron_speedup(
+        (4, 4, 32, 96), 1, 2)
+    print(f"neuron {neuron['shape']}: fast {neuron['fast_s']:.3f} s, reference {neuron['reference_s']:.3f} s, "
+          f"speedup {neuron['speedup']:.2f}x", file=sys.stderr)
+    energy_s = None if args.skip_energy else energy_wall_time()
+
+    result = {
+        **info,
+        "dense": {"train_step_s": dense_step, "inference_tokens_per_s": dense_tps, "activation_bytes": dense_mem},
+        "spiking": per_t,
+        "train_step_ratio_over_T": {T: v["train_step_ratio_over_T"] for T, v in per_t.items()},
+        "inference_throughput_ratio": {T: v["inference_throughput_ratio"] for T, v in per_t.items()},
+        "peak_memory_ratio": {T: v["peak_memory_ratio"] for T, v in per_t.items()},
+        "neuron_speedup_vs_reference": neuron["speedup"],
+        "neuron": neuron,
+        "energy_command_s": energy_s,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
