@@ -1,0 +1,634 @@
+"""GLUE: the task registry, loading from local TSVs or the hub, and tokenisation.
+
+Design:
+
+- `GLUE_TASKS` describes the eight GLUE tasks once: directory and file names of the standard
+  GLUE layout (as written by GLUE's download_glue_data.py), TSV columns, label names in the
+  order of nyu-mll/glue on the hub (so label ids agree with hub-trained checkpoints), the dev
+  splits and the metrics. Everything else reads from it.
+- Every split comes back with the same columns, whichever the task or source:
+  `text_a` (str), `text_b` (str, or None for the single-sentence tasks CoLA and SST-2),
+  `label` (`ClassLabel` int ids; float32 score for STS-B) and `idx` (row number in the file).
+- Split names are the GLUE file stems: `train`, `dev`, and for MNLI `dev_matched` and
+  `dev_mismatched`. The hub's names (`validation`, `validation_matched`, ...) are accepted
+  as aliases. Test splits are not loaded: GLUE's test labels are not public.
+- Local files win: `data_dir`, else $GLUE_DIR. Either may be the GLUE root (holding SST-2/,
+  MRPC/, ...) or one task's directory. Only when neither is given is the hub tried, and only
+  when it is not marked offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) and answers a single
+  3-second connection probe, so that offline runs fail at once instead of waiting on retries.
+- TSVs are read with pandas (`sep="\\t"`, `quoting=csv.QUOTE_NONE` because GLUE text holds
+  bare `"`, `keep_default_na=False` so "null" stays text, `encoding="utf-8-sig"` for MRPC's
+  BOM, `dtype=str`). CoLA has no header row.
+- Problems are `DataError`s (exit 4) naming the file, the columns found or the bad lines; an
+  unknown task is a `ConfigError` (exit 2) listing the valid ones. pandas and datasets are
+  imported lazily so that importing the registry (e.g. by the config schema) stays cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import difflib
+import math
+import os
+import socket
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlparse
+
+from spikelm_core.errors import ConfigError, DataError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import datasets
+
+__all__ = [
+    "GlueTask",
+    "GLUE_TASKS",
+    "GLUE_TASK_NAMES",
+    "get_glue_task",
+    "normalize_glue_task",
+    "normalize_glue_split",
+    "infer_glue_task",
+    "glue_data_dir",
+    "find_glue_task_dir",
+    "load_glue",
+    "tokenize_glue",
+]
+
+HUB_DATASET_ID = "nyu-mll/glue"
+"""The hub dataset used when no local GLUE directory is given (one config per task)."""
+
+_SPLIT_ALIASES = {
+    "validation": "dev",
+    "validation_matched": "dev_matched",
+    "validation_mismatched": "dev_mismatched",
+}
+
+
+@dataclass(frozen=True)
+class GlueTask:
+    """One GLUE task: where its files are, which columns hold text and label, how to score it."""
+
+    name: str
+    """Lower-case task id, as on the hub: 'sst2', 'stsb', ..."""
+    dir_name: str
+    """Directory in the standard GLUE layout: 'SST-2', 'STS-B', ..."""
+    text_columns: tuple[str, ...]
+    """TSV column(s) holding the text: one for single-sentence tasks, two for pairs."""
+    label_column: str
+    """TSV column holding the label."""
+    label_names: tuple[str, ...]
+    """Class names in label-id order (hub order); empty for the regression task STS-B."""
+    label_format: Literal["index", "name", "float"]
+    """How GLUE's TSV writes labels: class ids ('0', '1'), class names ('entailment'), or a
+    score. For classification, reading accepts both ids and names."""
+    files: tuple[tuple[str, str], ...]
+    """(split, file name) pairs, training split first."""
+    metrics: tuple[str, ...]
+    """Metric names as `glue_metrics` returns them; the first is the model-selection key."""
+    hub_text_columns: tuple[str, ...]
+    """Text column(s) of the task's config in nyu-mll/glue."""
+    column_names: tuple[str, ...] | None = None
+    """Column names of a headerless TSV (CoLA); None = the file has a header row."""
+
+    @property
+    def num_labels(self) -> int:
+        """Output size of the classifier: number of classes, or 1 for regression."""
+        return len(self.label_names) if self.label_names else 1
+
+    @property
+    def is_regression(self) -> bool:
+        return self.label_format == "float"
+
+    @property
+    def is_pair(self) -> bool:
+        return len(self.text_columns) == 2
+
+    @property
+    def split_names(self) -> tuple[str, ...]:
+        return tuple(split for split, _ in self.files)
+
+    @property
+    def eval_splits(self) -> tuple[str, ...]:
+        """The labelled dev split(s): ('dev',) or, for MNLI, ('dev_matched', 'dev_mismatched')."""
+        return tuple(split for split in self.split_names if split != "train")
+
+    @property
+    def primary_metric(self) -> str:
+        """Model-selection key: matthews_correlation (CoLA), pearson (STS-B), else accuracy."""
+        return self.metrics[0]
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        """For the model config; regression gets {0: 'score'}."""
+        names = self.label_names or ("score",)
+        return dict(enumerate(names))
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {name: i for i, name in self.id2label.items()}
+
+    def file_for(self, split: str) -> str:
+        return dict(self.files)[split]
+
+
+_TRAIN_DEV = (("train", "train.tsv"), ("dev", "dev.tsv"))
+
+GLUE_TASKS: dict[str, GlueTask] = {
+    task.name: task
+    for task in (
+        GlueTask(
+            name="cola",
+            dir_name="CoLA",
+            text_columns=("sentence",),
+            label_column="label",
+            label_names=("unacceptable", "acceptable"),
+            label_format="index",
+            files=_TRAIN_DEV,
+            metrics=("matthews_correlation",),
+            hub_text_columns=("sentence",),
+            column_names=("source", "label", "orig_label", "sentence"),
+        ),
+        GlueTask(
+            name="sst2",
+            dir_name="SST-2",
+            text_columns=("sentence",),
+            label_column="label",
+            label_names=("negative", "positive"),
+            label_format="index",
+            files=_TRAIN_DEV,
+            metrics=("accuracy",),
+            hub_text_columns=("sentence",),
+        ),
+        GlueTask(
+            name="mrpc",
+            dir_name="MRPC",
+            text_columns=("#1 String", "#2 String"),
+            label_column="Quality",
+            label_names=("not_equivalent", "equivalent"),
+            label_format="index",
+            files=_TRAIN_DEV,
+            metrics=("accuracy", "f1"),
+            hub_text_columns=("sentence1", "sentence2"),
+        ),
+        GlueTask(
+            name="qqp",
+            dir_name="QQP",
+            text_columns=("question1", "question2"),
+            label_column="is_duplicate",
+            label_names=("not_duplicate", "duplicate"),
+            label_format="index",
+            files=_TRAIN_DEV,
+            metrics=("accuracy", "f1"),
+            hub_text_columns=("question1", "question2"),
+        ),
+        GlueTask(
+            name="stsb",
+            dir_name="STS-B",
+            text_columns=("sentence1", "sentence2"),
+            label_column="score",
+            label_names=(),
+            label_format="float",
+            files=_TRAIN_DEV,
+            metrics=("pearson", "spearmanr"),
+            hub_text_columns=("sentence1", "sentence2"),
+        ),
+        GlueTask(
+            name="mnli",
+            dir_name="MNLI",
+            text_columns=("sentence1", "sentence2"),
+            label_column="gold_label",
+            label_names=("entailment", "neutral", "contradiction"),
+            label_format="name",
+            files=(
+                ("train", "train.tsv"),
+                ("dev_matched", "dev_matched.tsv"),
+                ("dev_mismatched", "dev_mismatched.tsv"),
+            ),
+            metrics=("accuracy",),
+            hub_text_columns=("premise", "hypothesis"),
+        ),
+        GlueTask(
+            name="qnli",
+            dir_name="QNLI",
+            text_columns=("question", "sentence"),
+            label_column="label",
+            label_names=("entailment", "not_entailment"),
+            label_format="name",
+            files=_TRAIN_DEV,
+            metrics=("accuracy",),
+            hub_text_columns=("question", "sentence"),
+        ),
+        GlueTask(
+            name="rte",
+            dir_name="RTE",
+            text_columns=("sentence1", "sentence2"),
+            label_column="label",
+            label_names=("entailment", "not_entailment"),
+            label_format="name",
+            files=_TRAIN_DEV,
+            metrics=("accuracy",),
+            hub_text_columns=("sentence1", "sentence2"),
+        ),
+    )
+}
+"""Task id -> `GlueTask`, for all eight GLUE tasks (WNLI and AX are not included)."""
+
+GLUE_TASK_NAMES: tuple[str, ...] = tuple(GLUE_TASKS)
+
+# Spellings people use for the MNLI dev variants; all score as the task 'mnli'.
+_TASK_ALIASES = {"mnlim": "mnli", "mnlimm": "mnli", "mnlimatched": "mnli", "mnlimismatched": "mnli"}
+
+
+def _squash(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def normalize_glue_task(name: str) -> str | None:
+    """'SST-2', 'sst_2', 'glue/sst2', 'STS-B', 'mnli-mm' -> the task id; None if not a GLUE task."""
+    text = name.strip()
+    if text.lower().startswith("glue/"):
+        text = text[len("glue/"):]
+    key = _squash(text)
+    key = _TASK_ALIASES.get(key, key)
+    return key if key in GLUE_TASKS else None
+
+
+def get_glue_task(name: str) -> GlueTask:
+    """The registry entry for `name` (any spelling `normalize_glue_task` accepts).
+
+    Raises ConfigError listing the valid tasks (and the closest one) when it is unknown.
+    """
+    task = normalize_glue_task(name)
+    if task is None:
+        close = difflib.get_close_matches(_squash(name), GLUE_TASK_NAMES, n=1, cutoff=0.6)
+        raise ConfigError(
+            f"unknown GLUE task {name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""),
+            details=[f"valid tasks: {', '.join(GLUE_TASK_NAMES)}"],
+        )
+    return GLUE_TASKS[task]
+
+
+def normalize_glue_split(task: str, split: str) -> str | None:
+    """The canonical split name ('validation' -> 'dev'), or None if `task` has no such split."""
+    spec = get_glue_task(task)
+    canonical = _SPLIT_ALIASES.get(split.strip().lower(), split.strip().lower())
+    return canonical if canonical in spec.split_names else None
+
+
+def infer_glue_task(source: str | None) -> str | None:
+    """The GLUE task a `data.source` names, or None when it names none.
+
+    'glue/<task>' must name a real task (ValueError otherwise). For a path, the last component
+    is matched against the task ids and GLUE directory names ('../glue/SST-2' -> 'sst2'); a GLUE
+    root or any other directory gives None. Pure string work: nothing is read from disk.
+    """
+    if source is None:
+        return None
+    text = source.strip()
+    if text.lower().startswith("glue/"):
+        task = normalize_glue_task(text)
+        if task is None:
+            raise ValueError(f"unknown GLUE task in {source!r}; choose from {', '.join(GLUE_TASK_NAMES)}")
+        return task
+    leaf = Path(text.rstrip("/\\")).name
+    key = _squash(leaf)
+    return key if key in GLUE_TASKS else None
+
+
+def glue_data_dir(source: str | None, data_dir: str | None) -> str | None:
+    """The local directory to read for a `data.source`/`data.data_dir` pair.
+
+    A path `source` is used as is (a task directory or a GLUE root); for 'glue/<task>' or no
+    source, `data_dir` (None lets `load_glue` fall back to $GLUE_DIR, then the hub).
+    """
+    if source is not None and not source.strip().lower().startswith("glue/"):
+        return source
+    return data_dir
+
+
+# -------------------------------------------------------------------------- locating files
+
+
+def _layout(spec: GlueTask) -> str:
+    files = ",".join(name for _, name in spec.files)
+    return f"expected the standard GLUE layout <GLUE_DIR>/{spec.dir_name}/{{{files}}}"
+
+
+def _layout_hint(spec: GlueTask) -> str:
+    return (
+        f"{_layout(spec)}; pass --data-dir (data.data_dir), set GLUE_DIR, "
+        f"or point data.source at the {spec.dir_name} directory"
+    )
+
+
+def find_glue_task_dir(task: str, data_dir: str | os.PathLike[str]) -> Path:
+    """The directory holding `task`'s TSVs: `data_dir` itself or its `<dir_name>` child.
+
+    `data_dir` counts as the task directory when its name is the task's (SST-2, sst2, ...) or
+    when it directly holds one of the task's files and has no `<dir_name>` child.
+    """
+    spec = get_glue_task(task)
+    root = Path(data_dir).expanduser()
+    if not root.exists():
+        raise DataError(f"GLUE data directory not found: {root}", hint=_layout_hint(spec))
+    if not root.is_dir():
+        raise DataError(f"GLUE data path is not a directory: {root}", hint=_layout_hint(spec))
+    if _squash(root.name) == spec.name:
+        return root
+    children = [p for p in root.iterdir() if p.is_dir() and _squash(p.name) == spec.name]
+    exact = [p for p in children if p.name == spec.dir_name]
+    if exact or children:
+        return (exact or sorted(children))[0]
+    other = _squash(root.name)
+    if other in GLUE_TASKS:
+        raise DataError(
+            f"{root} is the {GLUE_TASKS[other].dir_name} directory, not {spec.dir_name}",
+            hint=_layout_hint(spec),
+        )
+    if any((root / name).is_file() for _, name in spec.files):
+        return root
+    raise DataError(
+        f"no {spec.dir_name} data in {root}",
+        details=[f"looked for {root / spec.dir_name}/ and {root / spec.file_for('train')}"],
+        hint=_layout_hint(spec),
+    )
+
+
+# ------------------------------------------------------------------------------- reading
+
+
+def _features(spec: GlueTask) -> datasets.Features:
+    import datasets
+
+    label = (
+        datasets.Value("float32") if spec.is_regression else datasets.ClassLabel(names=list(spec.label_names))
+    )
+    return datasets.Features(
+        {
+            "text_a": datasets.Value("string"),
+            "text_b": datasets.Value("string"),
+            "label": label,
+            "idx": datasets.Value("int64"),
+        }
+    )
+
+
+def _parse_label(spec: GlueTask, raw: str) -> int | float | None:
+    """One TSV label -> id or score; None when it cannot be read."""
+    text = raw.strip()
+    if spec.label_format == "float":
+        try:
+            value = float(text)
+        except ValueError:
+            return None
+        return value if math.isfinite(value) else None
+    if text in spec.label_names:
+        return spec.label_names.index(text)
+    if text.isdigit() and int(text) < len(spec.label_names):
+        return int(text)  # class ids are accepted for every classification task
+    return None
+
+
+def _read_tsv(spec: GlueTask, path: Path) -> Any:
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(
+            path,
+            sep="\t",
+            quoting=csv.QUOTE_NONE,
+            keep_default_na=False,
+            dtype=str,
+            encoding="utf-8-sig",
+            header=None if spec.column_names else 0,
+            names=list(spec.column_names) if spec.column_names else None,
+            index_col=False,
+        )
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path} is empty", hint=_layout_hint(spec)) from None
+    except pd.errors.ParserError as exc:
+        raise DataError(
+            f"cannot parse {path} as a tab-separated GLUE file",
+            details=[str(exc).strip()],
+            hint=_layout_hint(spec),
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not UTF-8 text", details=[str(exc)]) from None
+    return frame.fillna("")  # short rows give NaN even with keep_default_na=False
+
+
+def _read_split(spec: GlueTask, task_dir: Path, split: str) -> datasets.Dataset:
+    import datasets
+
+    path = task_dir / spec.file_for(split)
+    if not path.is_file():
+        present = sorted(p.name for p in task_dir.iterdir() if p.is_file())
+        raise DataError(
+            f"missing {split} file for {spec.name}: {path}",
+            details=[f"files in {task_dir}: {', '.join(present) or '(none)'}"],
+            hint=_layout_hint(spec),
+        )
+    frame = _read_tsv(spec, path)
+    wanted = [*spec.text_columns, spec.label_column]
+    missing = [col for col in wanted if col not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{path}: missing column(s) {', '.join(map(repr, missing))}",
+            details=[f"columns found: {', '.join(map(repr, map(str, frame.columns)))}"],
+            hint=_layout_hint(spec)
+            + ("; CoLA files have no header row" if spec.column_names else ""),
+        )
+    first_line = 1 if spec.column_names else 2
+    labels, bad = [], []
+    for row, raw in enumerate(frame[spec.label_column].tolist()):
+        value = _parse_label(spec, raw)
+        if value is None:
+            bad.append(f"line {row + first_line}: {spec.label_column}={raw!r}")
+        labels.append(value)
+    if bad:
+        expected = "a number" if spec.is_regression else " or ".join(map(repr, spec.label_names))
+        ids = "" if spec.is_regression else f" (or ids 0-{spec.num_labels - 1})"
+        raise DataError(
+            f"{path}: {len(bad)} row(s) with an unreadable label",
+            details=bad[:5] + ([f"... and {len(bad) - 5} more"] if len(bad) > 5 else []),
+            hint=f"{spec.name} labels must be {expected}{ids}",
+        )
+    text_a = frame[spec.text_columns[0]].tolist()
+    text_b = frame[spec.text_columns[1]].tolist() if spec.is_pair else [None] * len(frame)
+    columns = {"text_a": text_a, "text_b": text_b, "label": labels, "idx": list(range(len(frame)))}
+    return datasets.Dataset.from_dict(columns, features=_features(spec), split=split)
+
+
+# -------------------------------------------------------------------------------- the hub
+
+
+def _hub_offline() -> str | None:
+    """'VAR=value' for the environment variable that marks the hub offline, if any."""
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        value = os.environ.get(var, "")
+        if value.strip().lower() in {"1", "true", "yes", "on"}:
+            return f"{var}={value}"
+    return None
+
+
+def _hub_reachable(timeout_s: float = 3.0) -> bool:
+    """One TCP connection to the hub endpoint; no retries, so an unreachable hub costs <= timeout_s."""
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host = endpoint.hostname or "huggingface.co"
+    port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def _load_from_hub(spec: GlueTask, splits: Sequence[str]) -> dict[str, datasets.Dataset]:
+    import datasets
+
+    hint = (
+        f"give a local copy: --data-dir DIR (data.data_dir), GLUE_DIR=DIR, or data.source=DIR/{spec.dir_name}; "
+        + _layout(spec)
+    )
+    offline_var = _hub_offline()
+    if offline_var:
+        raise DataError(
+            f"no local data for GLUE task '{spec.name}', and the hub is offline ({offline_var})",
+            hint=hint,
+        )
+    if not _hub_reachable():
+        raise DataError(f"no local data for GLUE task '{spec.name}', and the hub cannot be reached", hint=hint)
+    try:
+        hub = datasets.load_dataset(HUB_DATASET_ID, spec.name)
+    except Exception as exc:  # the hub client raises many kinds; all mean "not available"
+        raise DataError(
+            f"could not load {HUB_DATASET_ID} '{spec.name}' from the hub",
+            details=[f"{type(exc).__name__}: {exc}"],
+            hint=hint,
+        ) from exc
+    out = {}
+    reverse = {v: k for k, v in _SPLIT_ALIASES.items()}
+    for split in splits:
+        hub_split = reverse.get(split, split)
+        if hub_split not in hub:
+            raise DataError(
+                f"{HUB_DATASET_ID} '{spec.name}' has no split {hub_split!r}",
+                details=[f"splits: {', '.join(hub)}"],
+            )
+        table = hub[hub_split]
+        missing = [c for c in (*spec.hub_text_columns, "label") if c not in table.column_names]
+        if missing:
+            raise DataError(
+                f"{HUB_DATASET_ID} '{spec.name}' ({hub_split}) lacks column(s) {', '.join(map(repr, missing))}",
+                details=[f"columns found: {', '.join(table.column_names)}"],
+            )
+        n = len(table)
+        columns = {
+            "text_a": table[spec.hub_text_columns[0]],
+            "text_b": table[spec.hub_text_columns[1]] if spec.is_pair else [None] * n,
+            "label": table["label"],
+            "idx": table["idx"] if "idx" in table.column_names else list(range(n)),
+        }
+        out[split] = datasets.Dataset.from_dict(
+            {k: list(v) for k, v in columns.items()}, features=_features(spec), split=split
+        )
+    return out
+
+
+# ------------------------------------------------------------------------------ public API
+
+
+def load_glue(
+    task: str,
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    split: str | Sequence[str] | None = None,
+    subset: int | None = None,
+) -> datasets.Dataset | datasets.DatasetDict:
+    """Load GLUE `task` with uniform columns text_a, text_b, label, idx.
+
+    data_dir: the GLUE root or the task's directory; None = $GLUE_DIR, else the hub (online only).
+    split: one split name -> a `Dataset`; a list, or None for every split of the task
+        (train + dev split(s)) -> a `DatasetDict`. Hub names such as 'validation' are accepted.
+    subset: keep only the first N rows of each split (deterministic).
+    """
+    spec = get_glue_task(task)
+    names = [split] if isinstance(split, str) else list(split) if split is not None else list(spec.split_names)
+    canonical = []
+    for name in names:
+        value = normalize_glue_split(spec.name, name)
+        if value is None:
+            raise ConfigError(
+                f"GLUE task '{spec.name}' has no split {name!r}",
+                details=[f"splits: {', '.join(spec.split_names)} (test labels are not public)"],
+            )
+        canonical.append(value)
+    if subset is not None and subset < 1:
+        raise ConfigError(f"subset must be >= 1, got {subset}")
+
+    local = data_dir if data_dir is not None else (os.environ.get("GLUE_DIR") or None)
+    if local is not None:
+        task_dir = find_glue_task_dir(spec.name, local)
+        loaded = {name: _read_split(spec, task_dir, name) for name in canonical}
+    else:
+        loaded = _load_from_hub(spec, canonical)
+
+    if subset is not None:
+        loaded = {k: ds.select(range(min(subset, len(ds)))) for k, ds in loaded.items()}
+    if isinstance(split, str):
+        return loaded[canonical[0]]
+    import datasets
+
+    return datasets.DatasetDict(loaded)
+
+
+@contextlib.contextmanager
+def _quiet_progress() -> Iterator[None]:
+    """Silence datasets' progress bars for one call, restoring the caller's setting after."""
+    import datasets
+
+    was_disabled = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            datasets.enable_progress_bars()
+
+
+def tokenize_glue(
+    dataset: datasets.Dataset | datasets.DatasetDict,
+    tokenizer: Any,
+    max_length: int = 128,
+) -> datasets.Dataset | datasets.DatasetDict:
+    """Tokenise a `load_glue` result into input_ids, attention_mask, token_type_ids (when the
+    tokenizer makes them) and labels; the text columns are dropped.
+
+    Truncates to `max_length` without padding: pad per batch with a collator such as
+    `DataCollatorWithPadding`. Pairs are encoded as (text_a, text_b); rows whose text_b is None
+    as single sentences.
+    """
+
+    def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        firsts, seconds = batch["text_a"], batch["text_b"]
+        if all(b is None for b in seconds):
+            enc = tokenizer(firsts, truncation=True, max_length=max_length)
+        else:
+            enc = tokenizer(firsts, [b or "" for b in seconds], truncation=True, max_length=max_length)
+        out = {key: list(value) for key, value in enc.items()}
+        out["labels"] = batch["label"]
+        return out
+
+    import datasets
+
+    columns = dataset.column_names
+    remove = sorted({c for cols in columns.values() for c in cols}) if isinstance(columns, dict) else columns
+    features = next(iter(dataset.values())).features if isinstance(dataset, dict) else dataset.features
+    with _quiet_progress():
+        out = dataset.map(encode, batched=True, remove_columns=remove)
+        if isinstance(features.get("label"), datasets.Value):  # regression: keep float32 targets
+            out = out.cast_column("labels", datasets.Value("float32"))
+    return out
