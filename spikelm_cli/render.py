@@ -31,9 +31,167 @@ def convert_summary(r) -> None:
     if r.alpha_min is not None:
         t.add_row("amplitude range", f"{r.alpha_min:.4g} .. {r.alpha_max:.4g}")
     t.add_row("firing rate", f"{r.firing_rate:.3f} (mean over neurons and steps, {r.calibration_tokens:,} tokens)")
-    t.add_row("per layer", " ".join(f"{x:.3f}" for x in r.layer_firing_rates))
+    t.add_row("per layer", " ".join(f"{x:.3f}" for x in r.layer_firing_rates.values()))
     t.add_row("time", f"{r.seconds:.1f} s")
     out.print(t)
     if r.newly_initialised:
         err.print(f"[yellow]note:[/] {len(r.newly_initialised)} tensor(s) not in the checkpoint were initialised "
                   f"randomly, e.g. {r.newly_initialised[0]}")
+
+
+# -- training commands (finetune, distill, pretrain, eval) -------------------------------------
+
+def enable_library_logs(level: int = 20) -> None:
+    """Route the `spikelm` logger (INFO and up) to stderr as `info: ...` / `warning: ...` lines."""
+    import logging
+    import sys
+
+    logger = logging.getLogger("spikelm")
+    for h in list(logger.handlers):
+        if getattr(h, "_spikelm_cli", False):
+            logger.removeHandler(h)
+    handler = logging.StreamHandler(sys.stderr)
+    handler._spikelm_cli = True
+    handler.setFormatter(logging.Formatter("%(levelname_lower)s: %(message)s"))
+    handler.addFilter(_lower_level)
+    logger.addHandler(handler)
+    logger.setLevel(level)
+
+
+def _lower_level(record) -> bool:
+    record.levelname_lower = record.levelname.lower()
+    return True
+
+
+def _fmt_duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def status_line(step: int, total: int, logs: dict, ms_per_step: float | None) -> str:
+    """`step 2000/20000 | loss 0.412 (ce 0.318, kd 0.094) | lr 4.8e-05 | spike rate 0.137 | 41 ms/step | eta 0:12:20`"""
+    parts = [f"step {step}/{total}"]
+    if "loss" in logs:
+        sub = [f"{k[5:]} {v:.3f}" for k, v in logs.items() if k.startswith("loss_") and isinstance(v, (int, float))]
+        parts.append(f"loss {logs['loss']:.3f}" + (f" ({', '.join(sub)})" if sub else ""))
+    if "learning_rate" in logs:
+        parts.append(f"lr {logs['learning_rate']:.2g}")
+    if "firing_rate" in logs:
+        parts.append(f"spike rate {logs['firing_rate']:.3f}")
+    if ms_per_step is not None:
+        parts.append(f"{ms_per_step:.0f} ms/step")
+        parts.append(f"eta {_fmt_duration(ms_per_step * max(0, total - step) / 1000)}")
+    return " | ".join(parts)
+
+
+def progress_callback():
+    """A TrainerCallback drawing progress on stderr (main process only): a rich progress bar with
+    loss, learning rate, firing rate and throughput on a terminal; plain status lines (one per
+    logged step) otherwise. Evaluation results print as one line each."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from transformers import TrainerCallback
+
+    class _Progress(TrainerCallback):
+        def __init__(self):
+            self.bar = None
+            self.task = None
+            self.t_last = None
+            self.step_last = 0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if not state.is_world_process_zero:
+                return
+            self.t_last, self.step_last = time.perf_counter(), state.global_step
+            if err.is_terminal:
+                self.bar = Progress(
+                    TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+                    TimeRemainingColumn(), console=err, transient=False,
+                )
+                self.bar.start()
+                self.task = self.bar.add_task("train", total=state.max_steps, completed=state.global_step, status="")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.update(self.task, completed=state.global_step)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs:
+                return
+            if "loss" in logs:
+                now = time.perf_counter()
+                steps = state.global_step - self.step_last
+                ms = (now - self.t_last) * 1000 / steps if steps > 0 else None
+                self.t_last, self.step_last = now, state.global_step
+                line = status_line(state.global_step, state.max_steps, logs, ms)
+                if self.bar is not None:
+                    self.bar.update(self.task, status=line.split(" | ", 1)[1] if " | " in line else "")
+                else:
+                    err.print(line, soft_wrap=True, markup=False)
+            elif any(k.startswith("eval_") for k in logs):
+                shown = [f"{k[5:]} {v:.4f}" for k, v in logs.items()
+                         if k.startswith("eval_") and isinstance(v, float) and not k.endswith(("_runtime", "_per_second"))]
+                msg = f"eval step {state.global_step} | " + " | ".join(shown)
+                (self.bar.console if self.bar is not None else err).print(msg, soft_wrap=True, markup=False)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.stop()
+                self.bar = None
+
+    return _Progress()
+
+
+def training_result(r, fmt) -> None:
+    """Summary of a finetune/distill/pretrain run (stdout), or its JSON."""
+    if getattr(fmt, "value", fmt) == "json":
+        print_json(r.to_dict())
+        return
+    t = Table(title=f"spikelm {r.command}", show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("run directory", r.out_dir)
+    t.add_row("final model", r.final_dir)
+    if r.glue_task:
+        t.add_row("task", r.glue_task)
+    t.add_row("steps", f"{r.global_step} ({r.epochs:.2f} epochs)")
+    if r.resumed_from:
+        t.add_row("resumed from", r.resumed_from)
+    if r.train_loss is not None:
+        t.add_row("train loss", f"{r.train_loss:.4f}")
+    for split, metrics in r.metrics.items():
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, (int, float)))
+        t.add_row(f"{split}", shown)
+    if r.best_checkpoint:
+        t.add_row("best checkpoint", r.best_checkpoint)
+    if r.firing_rate is not None:
+        t.add_row("firing rate", f"{r.firing_rate:.3f}")
+        t.add_row("per layer", " ".join(f"{v:.3f}" for v in r.layer_firing_rates.values()))
+    if r.calibrated:
+        t.add_row("calibration", "amplitudes calibrated on the first training batch")
+    if r.samples_per_second:
+        t.add_row("throughput", f"{r.samples_per_second:.1f} samples/s")
+    t.add_row("time", f"{r.seconds:.1f} s")
+    out.print(t)
+    for w in r.warnings:
+        err.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
+
+
+def eval_result(r, fmt) -> None:
+    """Dev metrics and per-layer firing rates of `spikelm eval` (stdout), or their JSON."""
+    if getattr(fmt, "value", fmt) == "json":
+        print_json(r.to_dict())
+        return
+    t = Table(title=f"spikelm eval: {r.glue_task}", title_justify="left")
+    t.add_column("split", style="bold")
+    t.add_column("examples", justify="right")
+    t.add_column("metrics")
+    for split, metrics in r.metrics.items():
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        t.add_row(split, str(r.examples.get(split, "")), shown)
+    out.print(t)
+    out.print(f"model: {r.model}")
+    if r.firing_rate is not None:
+        out.print(f"firing rate: {r.firing_rate:.3f} (mean)   per layer: "
+                  + " ".join(f"{k} {v:.3f}" for k, v in r.layer_firing_rates.items()))

@@ -1,4 +1,4 @@
-"""spikelm core library: spiking neurons, spiking BERT as Hugging Face models, conversion,
+"""spikelm core library: spiking neurons, spiking BERT and BART as Hugging Face models, conversion,
 calibration, training, evaluation and energy audit (SpikeLM, Xing et al., ICML 2024).
 
 Importing the package registers the spiking models with the transformers Auto classes, so
@@ -10,8 +10,11 @@ from transformers import (
     AutoModel,
     AutoModelForMaskedLM,
     AutoModelForPreTraining,
+    AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
 )
+
+from .models.spiking_bart import SpikingBartConfig, SpikingBartForConditionalGeneration, SpikingBartModel
 
 from .models.spiking_bert import (
     SpikingBertConfig,
@@ -26,6 +29,9 @@ __version__ = "0.1.0"
 
 def _register() -> None:
     AutoConfig.register(SpikingBertConfig.model_type, SpikingBertConfig, exist_ok=True)
+    AutoConfig.register(SpikingBartConfig.model_type, SpikingBartConfig, exist_ok=True)
+    AutoModel.register(SpikingBartConfig, SpikingBartModel, exist_ok=True)
+    AutoModelForSeq2SeqLM.register(SpikingBartConfig, SpikingBartForConditionalGeneration, exist_ok=True)
     for auto, cls in (
         (AutoModel, SpikingBertModel),
         (AutoModelForSequenceClassification, SpikingBertForSequenceClassification),
@@ -43,5 +49,8 @@ __all__ = [
     "SpikingBertForSequenceClassification",
     "SpikingBertForMaskedLM",
     "SpikingBertForPreTraining",
+    "SpikingBartConfig",
+    "SpikingBartModel",
+    "SpikingBartForConditionalGeneration",
     "__version__",
 ]

@@ -1,4 +1,4 @@
-"""`spikelm convert` and `convert_bert`: weights copied exactly, calibration, and every bad input."""
+"""`spikelm convert` and `convert_model`: weights copied exactly, calibration, and every bad input."""
 
 import json
 import subprocess
@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import spikelm_core  # noqa: F401
 from spikelm_cli.main import app
 from spikelm_core.calibration import is_calibrated
-from spikelm_core.convert import NeuronSettings, convert_bert
+from spikelm_core.convert import NeuronSettings, convert_model
 from spikelm_core.errors import CheckpointError, ConfigError
 
 from .conftest import TINY, write_tiny_vocab
@@ -28,7 +28,7 @@ def run(*args):
 
 def test_converted_weights_equal_source_tensor_by_tensor(tiny_dense_bert_dir, tmp_path):
     out = tmp_path / "spiking"
-    r = convert_bert(str(tiny_dense_bert_dir), out, NeuronSettings(num_timesteps=3), seq_len=16, batch_size=2)
+    r = convert_model(str(tiny_dense_bert_dir), out, NeuronSettings(num_timesteps=3), seq_len=16, batch_size=2)
     src = load_file(tiny_dense_bert_dir / "model.safetensors")
     dst = load_file(out / "model.safetensors")
     for key, tensor in src.items():
@@ -47,13 +47,13 @@ def test_head_checkpoint_converts_to_head_model(tmp_path):
     d = tmp_path / "dense_cls"
     BertForSequenceClassification(BertConfig(**TINY, num_labels=3)).save_pretrained(d)
     write_tiny_vocab(d / "vocab.txt")
-    r = convert_bert(str(d), tmp_path / "out", NeuronSettings(num_timesteps=2), seq_len=12, batch_size=2)
+    r = convert_model(str(d), tmp_path / "out", NeuronSettings(num_timesteps=2), seq_len=12, batch_size=2)
     assert r.architecture == "SpikingBertForSequenceClassification"
     assert not r.newly_initialised
 
 
 def test_lif_conversion(tiny_dense_bert_dir, tmp_path):
-    r = convert_bert(str(tiny_dense_bert_dir), tmp_path / "lif", NeuronSettings(neuron_kind="lif", num_timesteps=2),
+    r = convert_model(str(tiny_dense_bert_dir), tmp_path / "lif", NeuronSettings(neuron_kind="lif", num_timesteps=2),
                      seq_len=12, batch_size=2)
     assert r.neurons == {"LIFNeuron": 16} and r.alpha_min is None
 
@@ -156,7 +156,7 @@ def test_pickled_weights_are_refused(tiny_dense_bert_dir, tmp_path):
     shutil.copytree(tiny_dense_bert_dir, d)
     (d / "model.safetensors").rename(d / "pytorch_model.bin")
     with pytest.raises(CheckpointError, match="no model.safetensors"):
-        convert_bert(str(d), tmp_path / "x")
+        convert_model(str(d), tmp_path / "x")
 
 
 def test_bad_settings_raise_config_error():

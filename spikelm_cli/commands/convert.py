@@ -1,4 +1,4 @@
-"""`spikelm convert`: dense BERT -> calibrated spiking BERT."""
+"""`spikelm convert`: dense BERT or BART -> calibrated spiking model."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from spikelm_core.convert import NeuronSettings, convert_bert
+from spikelm_core.convert import NeuronSettings, convert_model
 
 from .. import render
 from ..console import err
@@ -17,7 +17,7 @@ from ..params import ForceOpt, FormatOpt, Levels, NeuronKind, OutputFormat, Rese
 
 @friendly_errors
 def convert_command(
-    source: Annotated[str, typer.Argument(help="Local model directory, alias (bert-base, bert-large, minilm) or hub id.")],
+    source: Annotated[str, typer.Argument(help="Local model directory, alias (bert-base, bert-large, bart-base, bart-large, minilm) or hub id.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory for the spiking model.")],
     neuron: Annotated[NeuronKind, typer.Option(help="elastic_bi (SpikeLM) or lif (LIF-BERT baseline).")] = NeuronKind.elastic_bi,
     timesteps: Annotated[int, typer.Option("--timesteps", "-T", help="Time steps T per forward.")] = 4,
@@ -32,7 +32,7 @@ def convert_command(
     force: ForceOpt = False,
     format: FormatOpt = OutputFormat.table,
 ) -> None:
-    """Convert a dense BERT into a spiking BERT, calibrate its amplitudes and save it.
+    """Convert a dense BERT or BART into a spiking model, calibrate its amplitudes and save it.
 
     Example: spikelm convert minilm --out runs/minilm-spiking
     """
@@ -41,7 +41,7 @@ def convert_command(
     )
     if format is OutputFormat.table:
         err.print(f"converting [bold]{source}[/] ...")
-    result = convert_bert(
+    result = convert_model(
         source, out, settings, calib_data=calib_data, calib_batches=calib_batches, batch_size=batch_size,
         seq_len=seq_len, tokenizer=tokenizer, force=force,
     )

@@ -1,13 +1,14 @@
-"""Turn a dense Hugging Face BERT checkpoint into a calibrated spiking BERT.
+"""Turn a dense Hugging Face BERT or BART checkpoint into a calibrated spiking model.
 
-The spiking BERT keeps Hugging Face BERT's parameter names, so conversion is a key-for-key copy of
-the dense weights (checked: every encoder and embedding weight must find its place) plus the
+The spiking models keep Hugging Face's parameter names, so conversion is a key-for-key copy of the
+dense weights (checked: every embedding, encoder and decoder weight must find its place) plus the
 neurons' amplitudes, calibrated on a few batches of text. Weights are read from safetensors only.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from ..calibration import calibrate, measure_firing, packaged_calibration_text, 
 from ..errors import CheckpointError, ConfigError
 from ..hub import resolve_model_source
 from ..io import atomic_output_dir, check_output_dir
+from ..models.spiking_bart import SpikingBartConfig, SpikingBartForConditionalGeneration, SpikingBartModel
 from ..models.spiking_bert import (
     SpikingBertConfig,
     SpikingBertForMaskedLM,
@@ -25,15 +27,36 @@ from ..models.spiking_bert import (
     SpikingBertForSequenceClassification,
     SpikingBertModel,
 )
-from ..models.spiking_bert.configuration_spiking_bert import LEVELS, NEURON_KINDS, RESETS
+from ..models.common import LEVELS, NEURON_KINDS, RESETS
 
-SUPPORTED_MODEL_TYPES = ("bert", "spiking_bert")
-#: dense architecture suffix -> spiking class
-HEADS = {
-    "ForSequenceClassification": SpikingBertForSequenceClassification,
-    "ForMaskedLM": SpikingBertForMaskedLM,
-    "ForPreTraining": SpikingBertForPreTraining,
-}
+@dataclass(frozen=True)
+class Family:
+    """How one dense architecture family maps onto its spiking twin."""
+
+    config_class: type
+    base_class: type
+    heads: dict  # dense architecture suffix -> spiking class
+    essential: tuple[str, ...]  # key fragments that must all come from the checkpoint
+
+
+_BERT = Family(
+    SpikingBertConfig,
+    SpikingBertModel,
+    {
+        "ForSequenceClassification": SpikingBertForSequenceClassification,
+        "ForMaskedLM": SpikingBertForMaskedLM,
+        "ForPreTraining": SpikingBertForPreTraining,
+    },
+    (".embeddings.", ".encoder."),
+)
+_BART = Family(
+    SpikingBartConfig,
+    SpikingBartModel,
+    {"ForConditionalGeneration": SpikingBartForConditionalGeneration},
+    (".shared.", ".encoder.", ".decoder."),
+)
+FAMILIES = {"bert": _BERT, "spiking_bert": _BERT, "bart": _BART, "spiking_bart": _BART}
+SUPPORTED_MODEL_TYPES = tuple(FAMILIES)
 _NOT_COPIED_CONFIG_KEYS = {"model_type", "architectures", "transformers_version", "auto_map", "_name_or_path"}
 
 
@@ -72,7 +95,7 @@ class NeuronSettings:
 
 @dataclass
 class ConvertResult:
-    """What `convert_bert` did, for the CLI summary and `--format json`."""
+    """What `convert_model` did, for the CLI summary and `--format json`."""
 
     out_dir: str
     source: str
@@ -83,7 +106,7 @@ class ConvertResult:
     alpha_min: float | None
     alpha_max: float | None
     firing_rate: float
-    layer_firing_rates: list[float]
+    layer_firing_rates: dict[str, float]
     calibration_tokens: int
     copied_tensors: int
     newly_initialised: list[str] = field(default_factory=list)
@@ -110,9 +133,10 @@ def read_config(model_dir: Path) -> dict:
     model_type = cfg.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise CheckpointError(
-            f"'{model_dir}' holds a '{model_type}' model; spikelm converts BERT models",
+            f"'{model_dir}' holds a '{model_type}' model; spikelm converts BERT and BART models",
             details=[f"supported model_type values: {', '.join(SUPPORTED_MODEL_TYPES)}"],
-            hint="BERT-family checkpoints (bert-base-uncased, MiniLM, ...) convert to spiking BERT",
+            hint="BERT-family checkpoints (bert-base-uncased, MiniLM, ...) convert to spiking BERT, "
+            "BART checkpoints (facebook/bart-base, ...) to spiking BART",
         )
     return cfg
 
@@ -153,12 +177,13 @@ def load_dense_state_dict(model_dir: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _spiking_class(cfg: dict):
+def _spiking_class(cfg: dict, family: Family | None = None):
+    family = family or FAMILIES[cfg["model_type"]]
     for arch in cfg.get("architectures") or []:
-        for suffix, cls in HEADS.items():
+        for suffix, cls in family.heads.items():
             if arch.endswith(suffix):
                 return cls
-    return SpikingBertModel
+    return family.base_class
 
 
 def _canonical_key(key: str) -> str:
@@ -173,21 +198,23 @@ def _is_neuron_state(key: str) -> bool:
 def spiking_model_from_dense(model_dir: Path, settings: NeuronSettings, num_labels: int | None = None):
     """Build the spiking twin of the dense checkpoint in `model_dir` and copy its weights.
 
-    Returns (model, copied, newly_initialised, dropped). Every embedding and encoder weight of the
-    spiking model must come from the checkpoint, else the checkpoint is not a BERT of that shape.
+    Returns (model, copied, newly_initialised, dropped). Every embedding, encoder and decoder weight
+    of the spiking model must come from the checkpoint (directly or through weight tying), else the
+    checkpoint is not a model of that shape.
     """
     cfg = read_config(model_dir)
+    family = FAMILIES[cfg["model_type"]]
     fields = {k: v for k, v in cfg.items() if k not in _NOT_COPIED_CONFIG_KEYS}
     fields.update(asdict(settings))
     if num_labels is not None:
         fields["num_labels"] = num_labels
         fields.pop("id2label", None)
         fields.pop("label2id", None)
-    cls = _spiking_class(cfg)
+    cls = _spiking_class(cfg, family)
     try:
-        config = SpikingBertConfig(**fields)
+        config = family.config_class(**fields)
     except Exception as exc:  # strict validation of the dense config's values
-        raise CheckpointError(f"'{model_dir}/config.json' is not a valid BERT configuration: {exc}") from exc
+        raise CheckpointError(f"'{model_dir}/config.json' is not a valid {cfg['model_type']} configuration: {exc}") from exc
     config.architectures = [cls.__name__]
     model = cls(config)
     source = load_dense_state_dict(model_dir)
@@ -211,19 +238,20 @@ def spiking_model_from_dense(model_dir: Path, settings: NeuronSettings, num_labe
         else:
             if not _is_neuron_state(key) and not key.endswith("position_ids"):  # a non-persistent buffer
                 dropped.append(key)
-    missing = [k for k in target if k not in mapped and not _is_neuron_state(k)]
-    essential = [k for k in missing if ".embeddings." in f".{k}" or ".encoder." in f".{k}"]
-    if essential:
-        raise CheckpointError(
-            f"the checkpoint lacks {len(essential)} BERT encoder weight(s)",
-            details=[f"first missing: {essential[0]}", f"checkpoint keys look like: {next(iter(source), '(none)')}"],
-            hint="is this a BERT checkpoint? spikelm converts BertModel / BertFor* checkpoints",
-        )
-    tied = {"cls.predictions.decoder.weight", "cls.predictions.decoder.bias"}
-    newly = [k for k in missing if k not in tied]
     model.load_state_dict(mapped, strict=False)
     if hasattr(model, "tie_weights"):
         model.tie_weights()
+    state = model.state_dict()
+    loaded = {state[k].data_ptr() for k in mapped}
+    missing = [k for k in target if k not in mapped and not _is_neuron_state(k)]
+    newly = [k for k in missing if state[k].data_ptr() not in loaded]  # tied copies of loaded weights are fine
+    essential = [k for k in newly if any(f in f".{k}" for f in family.essential)]
+    if essential:
+        raise CheckpointError(
+            f"the checkpoint lacks {len(essential)} {cfg['model_type']} weight(s)",
+            details=[f"first missing: {essential[0]}", f"checkpoint keys look like: {next(iter(source), '(none)')}"],
+            hint=f"is this a {cfg['model_type']} checkpoint of the shape config.json describes?",
+        )
     return model, len(mapped), newly, dropped
 
 
@@ -240,16 +268,20 @@ def load_tokenizer(model_dir: Path, tokenizer: str | None = None):
         ) from exc
 
 
-def _layer_rates(report, num_layers: int) -> list[float]:
-    rates = []
-    for i in range(num_layers):
-        tag = f"encoder.layer.{i}."
-        vals = [report.rate(n) for n in report.neurons if tag in n]
-        rates.append(sum(vals) / len(vals) if vals else 0.0)
-    return rates
+_LAYER = re.compile(r"(encoder|decoder)\.layers?\.(\d+)\.")
 
 
-def convert_bert(
+def layer_firing_rates(report) -> dict[str, float]:
+    """Mean firing rate of the neurons of each layer, keyed 'encoder.0', 'decoder.3', ..."""
+    groups: dict[str, list[float]] = {}
+    for name in report.neurons:
+        m = _LAYER.search(name)
+        if m:
+            groups.setdefault(f"{m.group(1)}.{m.group(2)}", []).append(report.rate(name))
+    return {k: sum(v) / len(v) for k, v in groups.items()}
+
+
+def convert_model(
     source: str,
     out_dir: str | Path,
     settings: NeuronSettings = NeuronSettings(),
@@ -262,7 +294,7 @@ def convert_bert(
     force: bool = False,
     seed: int = 0,
 ) -> ConvertResult:
-    """Convert a dense BERT (local dir, alias or hub id) into a calibrated spiking BERT in `out_dir`.
+    """Convert a dense BERT or BART (local dir, alias or hub id) into a calibrated spiking model in `out_dir`.
 
     The first text batch calibrates the amplitudes; the firing rate is then measured on up to
     `calib_batches` batches. The output appears atomically (temporary directory + rename).
@@ -299,7 +331,7 @@ def convert_bert(
         alpha_min=float(torch.cat(alphas).min()) if alphas else None,
         alpha_max=float(torch.cat(alphas).max()) if alphas else None,
         firing_rate=report.mean_rate,
-        layer_firing_rates=_layer_rates(report, model.config.num_hidden_layers),
+        layer_firing_rates=layer_firing_rates(report),
         calibration_tokens=int(sum(int(b["attention_mask"].sum()) for b in batches)),
         copied_tensors=copied,
         newly_initialised=newly,

@@ -12,10 +12,8 @@ Every tensor inside the encoder is time-first, `[T, B, L, D]`. Per layer:
     7  SpikeLinear_2(.), LayerNorm(+h')        neuron before FFN2
     readout: mean over T of the last layer; pooler and heads run on that float state.
 
-Every spike-driven op is a module with a child named `neuron` that spikes its (right) operand:
-`SpikeLinear` (an `nn.Linear`, so parameter names equal Hugging Face BERT's and dense weights load
-key for key) and `SpikeMatmul` (`attention.self.qk`, `attention.self.av`). The energy audit and the
-firing-rate tracing rely on this: each op's spiking operand is its `neuron`.
+Spike-driven ops are `SpikeLinear` (parameter names equal Hugging Face BERT's) and `SpikeMatmul`
+(`attention.self.qk`, `attention.self.av`), each with a `neuron` child (see `models/common.py`).
 """
 
 from __future__ import annotations
@@ -40,7 +38,8 @@ from transformers.models.bert.modeling_bert import (
 )
 from transformers.utils import ModelOutput
 
-from ...neurons import BiSpikeNeuron, LIFNeuron, SpikingNeuron, TernarySpike
+from ...neurons import SpikingNeuron
+from ..common import SpikeLinear, SpikeMatmul, make_kv_spike, make_neuron
 from .configuration_spiking_bert import SpikingBertConfig
 
 
@@ -58,59 +57,6 @@ class SpikingBertForPreTrainingOutput(ModelOutput):
     seq_relationship_logits: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
-
-
-def make_neuron(config: SpikingBertConfig) -> SpikingNeuron:
-    """The stateful neuron placed before a linear layer."""
-    if config.neuron_kind == "lif":
-        return LIFNeuron(
-            config.lif_tau, config.lif_v_threshold, config.lif_v_reset, config.lif_surrogate_alpha,
-            num_timesteps=config.num_timesteps,
-        )
-    return BiSpikeNeuron(
-        config.num_timesteps, k=config.k, decay=config.decay, reset=config.reset, levels=config.levels,
-        amplitude=config.amplitude, alpha_mode=config.alpha_mode, fixed_alpha=config.fixed_alpha,
-    )
-
-
-def make_kv_spike(config: SpikingBertConfig) -> nn.Module:
-    """The spike applied to K or V after its projection (identity when `spike_kv` is off)."""
-    if not config.spike_kv:
-        return nn.Identity()
-    if config.neuron_kind == "lif":
-        return make_neuron(config)
-    return TernarySpike(
-        config.num_timesteps, k=config.k, levels=config.levels, amplitude=config.amplitude,
-        alpha_mode=config.alpha_mode, fixed_alpha=config.fixed_alpha,
-    )
-
-
-class SpikeLinear(nn.Linear):
-    """`nn.Linear` driven by spikes: `linear(neuron(x))` on `x: [T, ..., in]` (T folded into the batch)."""
-
-    def __init__(self, in_features: int, out_features: int, neuron: nn.Module, bias: bool = True):
-        super().__init__(in_features, out_features, bias=bias)
-        self.neuron = neuron
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.neuron(x), self.weight, self.bias)
-
-
-class SpikeMatmul(nn.Module):
-    """`left @ neuron(right)^T` (`transpose_right=True`, Q.K^T) or `left @ neuron(right)` (probs.V).
-
-    A module of its own so that its MACs get their own fvcore scope and can be paired with the
-    firing rate of its `neuron`.
-    """
-
-    def __init__(self, neuron: nn.Module, transpose_right: bool):
-        super().__init__()
-        self.neuron = neuron
-        self.transpose_right = transpose_right
-
-    def forward(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-        right = self.neuron(right)
-        return torch.matmul(left, right.transpose(-1, -2) if self.transpose_right else right)
 
 
 class SpikingBertSelfAttention(nn.Module):

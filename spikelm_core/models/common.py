@@ -1,0 +1,146 @@
+"""Pieces every spiking model shares: the spiking config fields, neuron factories and spike-driven ops.
+
+Every spike-driven op is a module with a child named `neuron` that spikes its (right) operand:
+`SpikeLinear` (an `nn.Linear`, so parameter names equal the dense model's and dense weights load
+key for key) and `SpikeMatmul` (Q.K^T and probs.V). The energy audit and the firing-rate tracing
+rely on this: each op's spiking operand is its `neuron`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..neurons import BiSpikeNeuron, LIFNeuron, SpikingNeuron, TernarySpike
+
+NEURON_KINDS = ("elastic_bi", "lif")
+RESETS = ("official", "soft", "none")
+LEVELS = ("ternary", "binary")
+AMPLITUDES = ("elastic", "unit")
+ALPHA_MODES = ("calibrated", "fixed")
+#: The spiking fields every spiking config carries (and `spikelm convert` sets).
+SPIKING_FIELDS = (
+    "num_timesteps", "neuron_kind", "k", "decay", "reset", "levels", "amplitude", "alpha_mode", "fixed_alpha",
+    "spike_kv", "lif_tau", "lif_v_threshold", "lif_v_reset", "lif_surrogate_alpha",
+)
+
+
+@dataclass
+class SpikingFields:
+    r"""Spiking fields, mixed into a transformers config class.
+
+    Args:
+        num_timesteps (`int`, defaults to 4): T, the time steps every layer runs; the embeddings are
+            repeated T times and the output is the mean over T.
+        neuron_kind (`str`, defaults to "elastic_bi"): "elastic_bi" (SpikeLM's ternary neuron) or
+            "lif" (binary LIF, the LIF-BERT baseline).
+        k (`float`, defaults to 2.0): frequency coefficient, a_t = k * mean|u_t| at calibration.
+        decay (`float`, defaults to 0.25): membrane decay of the elastic bi-spiking neuron.
+        reset (`str`, defaults to "official"): membrane reset form, "official" (the released code's
+            multiplicative form), "soft" or "none".
+        levels (`str`, defaults to "ternary"): spike levels, "ternary" {-a, 0, a} or "binary" {0, a}.
+        amplitude (`str`, defaults to "elastic"): "elastic" (spikes carry a_t) or "unit" (spikes are 1).
+        alpha_mode (`str`, defaults to "calibrated"): "calibrated" (a_t = k mean|u_t|) or "fixed"
+            (a_t = fixed_alpha: a fixed threshold, no frequency calibration).
+        fixed_alpha (`float`, defaults to 1.0): the amplitude when alpha_mode is "fixed".
+        spike_kv (`bool`, defaults to True): spike K and V after their projections (SpikeLM's
+            stateless spikes; LIF neurons for the LIF baseline, an assumption: the baseline code is
+            not released). False keeps K and V float.
+        lif_tau (`float`, defaults to 2.0), lif_v_threshold (`float`, defaults to 1.0),
+        lif_v_reset (`float`, defaults to 0.0), lif_surrogate_alpha (`float`, defaults to 4.0):
+            LIF neuron parameters (SpikingJelly LIFNode defaults).
+    """
+
+    num_timesteps: int = 4
+    neuron_kind: str = "elastic_bi"
+    k: float | int = 2.0
+    decay: float | int = 0.25
+    reset: str = "official"
+    levels: str = "ternary"
+    amplitude: str = "elastic"
+    alpha_mode: str = "calibrated"
+    fixed_alpha: float | int = 1.0
+    spike_kv: bool = True
+    lif_tau: float | int = 2.0
+    lif_v_threshold: float | int = 1.0
+    lif_v_reset: float | int = 0.0
+    lif_surrogate_alpha: float | int = 4.0
+
+    def validate_spiking(self) -> None:
+        """Part of `@strict` validation: the spiking fields, naming the field at fault."""
+        if self.num_timesteps < 1:
+            raise ValueError(f"num_timesteps must be >= 1, got {self.num_timesteps}")
+        if not self.k > 0:
+            raise ValueError(f"k must be > 0, got {self.k}")
+        if not 0 <= self.decay <= 1:
+            raise ValueError(f"decay must be in [0, 1], got {self.decay}")
+        for name, allowed in (
+            ("neuron_kind", NEURON_KINDS),
+            ("reset", RESETS),
+            ("levels", LEVELS),
+            ("amplitude", AMPLITUDES),
+            ("alpha_mode", ALPHA_MODES),
+        ):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        if not self.fixed_alpha > 0:
+            raise ValueError(f"fixed_alpha must be > 0, got {self.fixed_alpha}")
+
+
+def make_neuron(config: SpikingFields) -> SpikingNeuron:
+    """The stateful neuron placed before a linear layer."""
+    if config.neuron_kind == "lif":
+        return LIFNeuron(
+            config.lif_tau, config.lif_v_threshold, config.lif_v_reset, config.lif_surrogate_alpha,
+            num_timesteps=config.num_timesteps,
+        )
+    return BiSpikeNeuron(
+        config.num_timesteps, k=config.k, decay=config.decay, reset=config.reset, levels=config.levels,
+        amplitude=config.amplitude, alpha_mode=config.alpha_mode, fixed_alpha=config.fixed_alpha,
+    )
+
+
+def make_kv_spike(config: SpikingFields) -> nn.Module:
+    """The spike applied to K or V after its projection (identity when `spike_kv` is off)."""
+    if not config.spike_kv:
+        return nn.Identity()
+    if config.neuron_kind == "lif":
+        return make_neuron(config)
+    return TernarySpike(
+        config.num_timesteps, k=config.k, levels=config.levels, amplitude=config.amplitude,
+        alpha_mode=config.alpha_mode, fixed_alpha=config.fixed_alpha,
+    )
+
+
+class SpikeLinear(nn.Linear):
+    """`nn.Linear` driven by spikes: `linear(neuron(x))` on `x: [T, ..., in]` (T folded into the batch)."""
+
+    def __init__(self, in_features: int, out_features: int, neuron: nn.Module, bias: bool = True):
+        super().__init__(in_features, out_features, bias=bias)
+        self.neuron = neuron
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.neuron(x), self.weight, self.bias)
+
+
+class SpikeMatmul(nn.Module):
+    """`left @ neuron(right)^T` (`transpose_right=True`, Q.K^T) or `left @ neuron(right)` (probs.V).
+
+    A module of its own so that its MACs get their own fvcore scope and can be paired with the
+    firing rate of its `neuron`. `spiked=True` says `right` was spiked already (a KV cache holds
+    spiked K and V), so the neuron is skipped.
+    """
+
+    def __init__(self, neuron: nn.Module, transpose_right: bool):
+        super().__init__()
+        self.neuron = neuron
+        self.transpose_right = transpose_right
+
+    def forward(self, left: torch.Tensor, right: torch.Tensor, spiked: bool = False) -> torch.Tensor:
+        if not spiked:
+            right = self.neuron(right)
+        return torch.matmul(left, right.transpose(-1, -2) if self.transpose_right else right)

@@ -1,0 +1,420 @@
+"""Spiking BART as Hugging Face models (spikelm's port; spikelm-method.md section 4, docs/spiking-bart.md).
+
+The paper reports a spiking BART-base on summarisation but released no BART code. spikelm applies
+the BERT placement to every linear layer of the encoder-decoder:
+
+- a stateful neuron before every projection: self-attention Q/K/V/O (encoder and causal decoder),
+  cross-attention Q/K/V/O, FFN1 and FFN2 (`SpikeLinear`, parameter names equal Hugging Face BART's);
+- stateless spikes on every K and V after projection, the cross-attention K/V computed from encoder
+  states included (`SpikeMatmul` modules `qk` and `av`);
+- float: embeddings, LayerNorm, softmax, GELU, residuals, the LM head;
+- embeddings repeated T times; decoder step t cross-attends to encoder step t
+  (`encoder_readout="per_step"`, or to the encoder's mean with "mean"); mean over T only at the
+  decoder output, before the LM head.
+
+Incremental decoding caches the *spiked* K and V of every step, laid out `[B, T*H, S, d_h]` in the
+transformers `Cache` objects (batch first, so beam search can reorder it). Spikes on K and V are
+stateless and the neurons' membranes run over T for each token independently, so the cache is exact:
+cached and uncached decoding give the same tokens (tested).
+
+Encoder outputs carry both the mean over T (`last_hidden_state`, `[B, S, D]`, what transformers
+expects) and the per-step states (`step_hidden_states`, `[B, T, S, D]`, batch first so that
+`generate()` can expand them for beams).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
+from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
+from transformers.models.bart.modeling_bart import (
+    BartLearnedPositionalEmbedding,
+    BartScaledWordEmbedding,
+    shift_tokens_right,
+)
+
+from ...neurons import SpikingNeuron
+from ..common import SpikeLinear, SpikeMatmul, make_kv_spike, make_neuron
+from .configuration_spiking_bart import SpikingBartConfig
+
+
+@dataclass
+class SpikingBartEncoderOutput(BaseModelOutput):
+    """`last_hidden_state` is the mean over T; `step_hidden_states` `[B, T, S, D]` the per-step states."""
+
+    step_hidden_states: torch.FloatTensor | None = None
+
+
+def _additive(mask_bool: torch.Tensor, dtype) -> torch.Tensor:
+    """True = attend -> 0, False = masked -> most negative value."""
+    return torch.zeros(mask_bool.shape, dtype=dtype, device=mask_bool.device).masked_fill(
+        ~mask_bool, torch.finfo(dtype).min
+    )
+
+
+class SpikingBartAttention(nn.Module):
+    """Spike-driven multi-head attention over `[T, B, L, D]` (self, causal self, or cross)."""
+
+    #: "fused" (one SDPA call over spiked K/V) or "reference" (explicit qk / softmax / av modules).
+    attention_impl = "fused"
+
+    def __init__(self, config: SpikingBartConfig, num_heads: int, layer_idx: int | None = None):
+        super().__init__()
+        d = config.d_model
+        self.num_heads = num_heads
+        self.head_dim = d // num_heads
+        self.layer_idx = layer_idx
+        self.dropout = config.attention_dropout
+        self.k_proj = SpikeLinear(d, d, make_neuron(config))
+        self.v_proj = SpikeLinear(d, d, make_neuron(config))
+        self.q_proj = SpikeLinear(d, d, make_neuron(config))
+        self.out_proj = SpikeLinear(d, d, make_neuron(config))
+        self.qk = SpikeMatmul(make_kv_spike(config), transpose_right=True)
+        self.av = SpikeMatmul(make_kv_spike(config), transpose_right=False)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:  # [T, B, L, D] -> [T, B, H, L, dh]
+        T, B, L, _ = x.shape
+        return x.view(T, B, L, self.num_heads, self.head_dim).transpose(2, 3)
+
+    def _to_cache(self, x: torch.Tensor) -> torch.Tensor:  # [T, B, H, S, dh] -> [B, T*H, S, dh]
+        T, B, H, S, dh = x.shape
+        return x.permute(1, 0, 2, 3, 4).reshape(B, T * H, S, dh)
+
+    def _from_cache(self, x: torch.Tensor, T: int) -> torch.Tensor:  # [B, T*H, S, dh] -> [T, B, H, S, dh]
+        B, _, S, dh = x.shape
+        return x.view(B, T, self.num_heads, S, dh).permute(1, 0, 2, 3, 4)
+
+    def forward(self, h, key_value_states=None, mask=None, cache: Cache | None = None):
+        """`h: [T, B, L, D]`; `key_value_states: [T, B, S, D]` for cross-attention; `mask` additive,
+        broadcastable to `[T, B, H, L, S]`. Returns `[T, B, L, D]`."""
+        T = h.shape[0]
+        is_cross = key_value_states is not None
+        q = self._heads(self.q_proj(h))
+        layer_cache, reuse = None, False
+        if cache is not None:
+            if isinstance(cache, EncoderDecoderCache):
+                layer_cache = cache.cross_attention_cache if is_cross else cache.self_attention_cache
+                reuse = is_cross and cache.is_updated.get(self.layer_idx, False)
+            else:
+                layer_cache = cache
+        if reuse:
+            layer = layer_cache.layers[self.layer_idx]
+            k, v = self._from_cache(layer.keys, T), self._from_cache(layer.values, T)
+        else:
+            src = key_value_states if is_cross else h
+            k = self.qk.neuron(self._heads(self.k_proj(src)))
+            v = self.av.neuron(self._heads(self.v_proj(src)))
+            if layer_cache is not None:
+                ck, cv = layer_cache.update(self._to_cache(k), self._to_cache(v), self.layer_idx)
+                k, v = self._from_cache(ck, T), self._from_cache(cv, T)
+                if is_cross and isinstance(cache, EncoderDecoderCache):
+                    cache.is_updated[self.layer_idx] = True
+        if self.attention_impl == "fused" and not torch.jit.is_tracing():
+            Tq, B, H, L, dh = q.shape
+            S = k.shape[-2]
+            attn_mask = None if mask is None else mask.expand(T, B, 1, L, S).reshape(T * B, 1, L, S)
+            ctx = F.scaled_dot_product_attention(
+                q.reshape(T * B, H, L, dh), k.reshape(T * B, H, S, dh), v.reshape(T * B, H, S, dh),
+                attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0,
+            ).view(T, B, H, L, dh)
+        else:
+            scores = self.qk(q, k, spiked=True) / math.sqrt(self.head_dim)
+            if mask is not None:
+                scores = scores + mask
+            probs = F.dropout(torch.softmax(scores, dim=-1), p=self.dropout, training=self.training)
+            ctx = self.av(probs, v, spiked=True)
+        T, B, H, L, dh = ctx.shape
+        return self.out_proj(ctx.transpose(2, 3).reshape(T, B, L, H * dh))
+
+
+class SpikingBartEncoderLayer(nn.Module):
+    def __init__(self, config: SpikingBartConfig, layer_idx: int):
+        super().__init__()
+        d = config.d_model
+        self.self_attn = SpikingBartAttention(config, config.encoder_attention_heads, layer_idx)
+        self.self_attn_layer_norm = nn.LayerNorm(d)
+        self.fc1 = SpikeLinear(d, config.encoder_ffn_dim, make_neuron(config))
+        self.fc2 = SpikeLinear(config.encoder_ffn_dim, d, make_neuron(config))
+        self.final_layer_norm = nn.LayerNorm(d)
+        self.dropout, self.activation_dropout = config.dropout, config.activation_dropout
+
+    def forward(self, h, mask):
+        x = F.dropout(self.self_attn(h, mask=mask), p=self.dropout, training=self.training)
+        h = self.self_attn_layer_norm(h + x)
+        x = F.dropout(F.gelu(self.fc1(h)), p=self.activation_dropout, training=self.training)
+        x = F.dropout(self.fc2(x), p=self.dropout, training=self.training)
+        return self.final_layer_norm(h + x)
+
+
+class SpikingBartDecoderLayer(nn.Module):
+    def __init__(self, config: SpikingBartConfig, layer_idx: int):
+        super().__init__()
+        d = config.d_model
+        self.self_attn = SpikingBartAttention(config, config.decoder_attention_heads, layer_idx)
+        self.self_attn_layer_norm = nn.LayerNorm(d)
+        self.encoder_attn = SpikingBartAttention(config, config.decoder_attention_heads, layer_idx)
+        self.encoder_attn_layer_norm = nn.LayerNorm(d)
+        self.fc1 = SpikeLinear(d, config.decoder_ffn_dim, make_neuron(config))
+        self.fc2 = SpikeLinear(config.decoder_ffn_dim, d, make_neuron(config))
+        self.final_layer_norm = nn.LayerNorm(d)
+        self.dropout, self.activation_dropout = config.dropout, config.activation_dropout
+
+    def forward(self, h, self_mask, enc_states, enc_mask, cache):
+        x = F.dropout(self.self_attn(h, mask=self_mask, cache=cache), p=self.dropout, training=self.training)
+        h = self.self_attn_layer_norm(h + x)
+        x = self.encoder_attn(h, key_value_states=enc_states, mask=enc_mask, cache=cache)
+        h = self.encoder_attn_layer_norm(h + F.dropout(x, p=self.dropout, training=self.training))
+        x = F.dropout(F.gelu(self.fc1(h)), p=self.activation_dropout, training=self.training)
+        x = F.dropout(self.fc2(x), p=self.dropout, training=self.training)
+        return self.final_layer_norm(h + x)
+
+
+class SpikingBartPreTrainedModel(PreTrainedModel):
+    config_class = SpikingBartConfig
+    config: SpikingBartConfig
+    base_model_prefix = "model"
+    _no_split_modules = ["SpikingBartEncoderLayer", "SpikingBartDecoderLayer"]
+    _keys_to_ignore_on_load_unexpected = ["encoder.version", "decoder.version"]
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, SpikingBartForConditionalGeneration):
+            with torch.no_grad():
+                module.final_logits_bias.zero_()
+
+    def spiking_neurons(self):
+        """(name, neuron) for every spiking neuron in the model, in registration order."""
+        return [(n, m) for n, m in self.named_modules() if isinstance(m, SpikingNeuron)]
+
+
+class SpikingBartEncoder(SpikingBartPreTrainedModel):
+    def __init__(self, config: SpikingBartConfig, embed_tokens: nn.Embedding | None = None):
+        super().__init__(config)
+        d = config.d_model
+        scale = math.sqrt(d) if config.scale_embedding else 1.0
+        self.embed_tokens = BartScaledWordEmbedding(config.vocab_size, d, config.pad_token_id, embed_scale=scale)
+        if embed_tokens is not None:
+            self.embed_tokens.weight = embed_tokens.weight
+        self.embed_positions = BartLearnedPositionalEmbedding(config.max_position_embeddings, d)
+        self.layers = nn.ModuleList([SpikingBartEncoderLayer(config, i) for i in range(config.encoder_layers)])
+        self.layernorm_embedding = nn.LayerNorm(d)
+        self.dropout = config.dropout
+        self.post_init()
+
+    def forward(
+        self, input_ids=None, attention_mask=None, inputs_embeds=None, output_hidden_states=None, **kwargs
+    ) -> SpikingBartEncoderOutput:
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)
+        B, S, D = inputs_embeds.shape
+        pos = self.embed_positions(inputs_embeds[..., 0])
+        h = F.dropout(self.layernorm_embedding(inputs_embeds + pos), p=self.dropout, training=self.training)
+        T = self.config.num_timesteps
+        h = h.unsqueeze(0).expand(T, B, S, D)
+        mask = None
+        if attention_mask is not None:
+            mask = _additive(attention_mask.bool()[:, None, None, :], h.dtype)  # [B, 1, 1, S]
+        states = [h.mean(0)] if output_hidden_states else None
+        for layer in self.layers:
+            h = layer(h, mask)
+            if states is not None:
+                states.append(h.mean(0))
+        return SpikingBartEncoderOutput(
+            last_hidden_state=h.mean(0), step_hidden_states=h.transpose(0, 1),
+            hidden_states=tuple(states) if states is not None else None,
+        )
+
+
+class SpikingBartDecoder(SpikingBartPreTrainedModel):
+    def __init__(self, config: SpikingBartConfig, embed_tokens: nn.Embedding | None = None):
+        super().__init__(config)
+        d = config.d_model
+        scale = math.sqrt(d) if config.scale_embedding else 1.0
+        self.embed_tokens = BartScaledWordEmbedding(config.vocab_size, d, config.pad_token_id, embed_scale=scale)
+        if embed_tokens is not None:
+            self.embed_tokens.weight = embed_tokens.weight
+        self.embed_positions = BartLearnedPositionalEmbedding(config.max_position_embeddings, d)
+        self.layers = nn.ModuleList([SpikingBartDecoderLayer(config, i) for i in range(config.decoder_layers)])
+        self.layernorm_embedding = nn.LayerNorm(d)
+        self.dropout = config.dropout
+        self.post_init()
+
+    def forward(self, input_ids, encoder_states, encoder_attention_mask=None, attention_mask=None, cache=None,
+                output_hidden_states=False):
+        """`encoder_states: [T, B, S, D]`. Returns the per-step output `[T, B, L, D]` and, if asked,
+        the T-means of the embedding output and of every layer's output."""
+        emb = self.embed_tokens(input_ids)
+        B, L, D = emb.shape
+        past = cache.get_seq_length() if cache is not None else 0
+        pos = self.embed_positions(input_ids, past)
+        h = F.dropout(self.layernorm_embedding(emb + pos), p=self.dropout, training=self.training)
+        T = self.config.num_timesteps
+        h = h.unsqueeze(0).expand(T, B, L, D)
+        q_pos = torch.arange(past, past + L, device=h.device)
+        k_pos = torch.arange(past + L, device=h.device)
+        allowed = (k_pos[None, :] <= q_pos[:, None])[None, None]  # [1, 1, L, past+L]
+        if attention_mask is not None:  # decoder padding mask over all keys so far
+            allowed = allowed & attention_mask.bool()[:, None, None, -(past + L):]
+        self_mask = _additive(allowed, h.dtype)
+        enc_mask = None
+        if encoder_attention_mask is not None:
+            enc_mask = _additive(encoder_attention_mask.bool()[:, None, None, :], h.dtype)
+        states = [h.mean(0)] if output_hidden_states else None
+        for layer in self.layers:
+            h = layer(h, self_mask, encoder_states, enc_mask, cache)
+            if states is not None:
+                states.append(h.mean(0))
+        return h, (tuple(states) if states is not None else None)
+
+
+class SpikingBartModel(SpikingBartPreTrainedModel):
+    _tied_weights_keys = {
+        "decoder.embed_tokens.weight": "shared.weight",
+        "encoder.embed_tokens.weight": "shared.weight",
+    }
+
+    def __init__(self, config: SpikingBartConfig):
+        super().__init__(config)
+        scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0
+        self.shared = BartScaledWordEmbedding(config.vocab_size, config.d_model, config.pad_token_id, embed_scale=scale)
+        self.encoder = SpikingBartEncoder(config, self.shared)
+        self.decoder = SpikingBartDecoder(config, self.shared)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.shared
+
+    def set_input_embeddings(self, value):
+        self.shared = value
+        self.encoder.embed_tokens = self.shared
+        self.decoder.embed_tokens = self.shared
+
+    def get_encoder(self):
+        return self.encoder
+
+    def _encoder_steps(self, enc: BaseModelOutput) -> torch.Tensor:
+        """The `[T, B, S, D]` states the decoder cross-attends to."""
+        T = self.config.num_timesteps
+        steps = getattr(enc, "step_hidden_states", None)
+        if self.config.encoder_readout == "per_step" and steps is not None:
+            return steps.transpose(0, 1)
+        mean = enc.last_hidden_state
+        return mean.unsqueeze(0).expand(T, *mean.shape)
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        decoder_input_ids=None,
+        decoder_attention_mask=None,
+        encoder_outputs=None,
+        cache=None,
+        use_cache=None,
+        output_hidden_states=None,
+        return_dict=None,
+        past_key_values=None,
+        **kwargs,
+    ):
+        cache = cache if cache is not None else past_key_values
+        output_hidden_states = bool(output_hidden_states)
+        if decoder_input_ids is None:
+            if input_ids is None:
+                raise ValueError("pass input_ids or decoder_input_ids")
+            decoder_input_ids = shift_tokens_right(input_ids, self.config.pad_token_id, self.config.decoder_start_token_id)
+        if encoder_outputs is None:
+            encoder_outputs = self.encoder(
+                input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=output_hidden_states
+            )
+        elif not isinstance(encoder_outputs, BaseModelOutput):
+            encoder_outputs = SpikingBartEncoderOutput(last_hidden_state=encoder_outputs[0])
+        use_cache = use_cache if use_cache is not None else self.config.use_cache
+        if use_cache and cache is None and not self.training:
+            cache = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
+        if not use_cache:
+            cache = None
+        h, dec_states = self.decoder(
+            decoder_input_ids, self._encoder_steps(encoder_outputs), attention_mask, decoder_attention_mask, cache,
+            output_hidden_states=output_hidden_states,
+        )
+        return Seq2SeqModelOutput(
+            last_hidden_state=h.mean(0),
+            cache=cache,
+            decoder_hidden_states=dec_states,
+            encoder_last_hidden_state=encoder_outputs.last_hidden_state,
+            encoder_hidden_states=encoder_outputs.hidden_states,
+        )
+
+
+class SpikingBartForConditionalGeneration(SpikingBartPreTrainedModel, GenerationMixin):
+    """Spiking BART with the (float) LM head, for summarisation; works with `generate()`."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.shared.weight"}
+    _keys_to_ignore_on_load_missing = ["final_logits_bias"]
+
+    def __init__(self, config: SpikingBartConfig):
+        super().__init__(config)
+        self.model = SpikingBartModel(config)
+        self.register_buffer("final_logits_bias", torch.zeros((1, config.vocab_size)))
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_encoder(self):
+        return self.model.encoder
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings):
+        self.lm_head = new_embeddings
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        decoder_input_ids=None,
+        decoder_attention_mask=None,
+        encoder_outputs=None,
+        cache=None,
+        labels=None,
+        use_cache=None,
+        output_hidden_states=None,
+        return_dict=None,
+        past_key_values=None,
+        **kwargs,
+    ):
+        if labels is not None:
+            use_cache = False
+            if decoder_input_ids is None:
+                decoder_input_ids = shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
+        out = self.model(
+            input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask, encoder_outputs=encoder_outputs,
+            cache=cache if cache is not None else past_key_values, use_cache=use_cache,
+            output_hidden_states=output_hidden_states,
+        )
+        logits = self.lm_head(out.last_hidden_state) + self.final_logits_bias
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.view(-1, self.config.vocab_size), labels.view(-1), ignore_index=-100)
+        return Seq2SeqLMOutput(
+            loss=loss, logits=logits, cache=out.cache, decoder_hidden_states=out.decoder_hidden_states,
+            encoder_last_hidden_state=out.encoder_last_hidden_state, encoder_hidden_states=out.encoder_hidden_states,
+        )
+
+    def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor):
+        return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
+
+
+__all__ = [
+    "SpikingBartConfig",
+    "SpikingBartPreTrainedModel",
+    "SpikingBartModel",
+    "SpikingBartForConditionalGeneration",
+    "SpikingBartEncoderOutput",
+]
