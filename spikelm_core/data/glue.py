@@ -31,14 +31,13 @@ import csv
 import difflib
 import math
 import os
-import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlparse
 
 from spikelm_core.errors import ConfigError, DataError
+from spikelm_core.hub import DATASET_OFFLINE_VARS, hub_reachable, offline_flag
 
 if TYPE_CHECKING:  # pragma: no cover
     import datasets
@@ -466,24 +465,10 @@ def _read_split(spec: GlueTask, task_dir: Path, split: str) -> datasets.Dataset:
 
 
 def _hub_offline() -> str | None:
-    """'VAR=value' for the environment variable that marks the hub offline, if any."""
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
-        value = os.environ.get(var, "")
-        if value.strip().lower() in {"1", "true", "yes", "on"}:
-            return f"{var}={value}"
-    return None
+    return offline_flag(DATASET_OFFLINE_VARS)
 
 
-def _hub_reachable(timeout_s: float = 3.0) -> bool:
-    """One TCP connection to the hub endpoint; no retries, so an unreachable hub costs <= timeout_s."""
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    host = endpoint.hostname or "huggingface.co"
-    port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
+_hub_reachable = hub_reachable  # module attribute, so tests can stub the probe
 
 
 def _load_from_hub(spec: GlueTask, splits: Sequence[str]) -> dict[str, datasets.Dataset]:
