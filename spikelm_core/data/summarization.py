@@ -1,0 +1,168 @@
+"""Summarisation data: XSUM and CNN/DailyMail from local jsonl/csv files or the hub.
+
+Every split comes back as a `datasets.Dataset` with two string columns, `document` and `summary`
+(plus whatever else the file holds). Sources, in order:
+
+1. `train_file` / `validation_file` / `test_file`: explicit jsonl, json or csv files;
+2. `data_dir`: a directory holding `<split>.jsonl` (or `.json`, `.csv`) per split;
+3. the hub (`EdinburghNLP/xsum`, `abisee/cnn_dailymail` config 3.0.0), only when not offline and
+   the hub answers one quick probe, so offline runs fail at once.
+
+Column names follow each dataset (`document`/`summary` for XSUM, `article`/`highlights` for
+CNN/DailyMail); `text_column` / `summary_column` override them (e.g. the SumLLM files, whose
+`abstract` column is GPT-4 written, not gold). ROUGE-Lsum splits sentences on newlines, so
+summaries keep their line breaks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import ConfigError, DataError
+from ..hub import DATASET_OFFLINE_VARS, hub_reachable, offline_flag
+
+if TYPE_CHECKING:  # pragma: no cover
+    import datasets
+
+
+@dataclass(frozen=True)
+class SummarizationTask:
+    name: str
+    hub_id: str
+    hub_config: str | None
+    text_column: str
+    summary_column: str
+
+
+SUMMARIZATION_TASKS = {
+    "xsum": SummarizationTask("xsum", "EdinburghNLP/xsum", None, "document", "summary"),
+    "cnn_dm": SummarizationTask("cnn_dm", "abisee/cnn_dailymail", "3.0.0", "article", "highlights"),
+}
+SPLITS = ("train", "validation", "test")
+_EXTENSIONS = (".jsonl", ".json", ".csv")
+
+
+def get_summarization_task(name: str) -> SummarizationTask:
+    key = name.lower().replace("-", "_").replace("/", "_")
+    key = {"cnndm": "cnn_dm", "cnn_dailymail": "cnn_dm"}.get(key, key)
+    if key not in SUMMARIZATION_TASKS:
+        raise ConfigError(
+            f"unknown summarization task '{name}'",
+            details=[f"valid tasks: {', '.join(SUMMARIZATION_TASKS)}"],
+        )
+    return SUMMARIZATION_TASKS[key]
+
+
+def _read_file(path: Path, split: str) -> datasets.Dataset:
+    import datasets
+
+    if not path.is_file():
+        raise DataError(f"data file '{path}' does not exist")
+    suffix = path.suffix.lower()
+    if suffix not in _EXTENSIONS:
+        raise DataError(f"'{path}': expected a .jsonl, .json or .csv file, got '{suffix or 'no suffix'}'")
+    builder = "csv" if suffix == ".csv" else "json"
+    try:
+        ds = datasets.load_dataset(builder, data_files={split: str(path)}, split=split)
+    except Exception as exc:  # pyarrow / json parse errors come in many types
+        raise DataError(f"cannot read '{path}': {type(exc).__name__}: {exc}") from exc
+    return ds
+
+
+def _find_split_file(data_dir: Path, split: str) -> Path | None:
+    for ext in _EXTENSIONS:
+        p = data_dir / f"{split}{ext}"
+        if p.is_file():
+            return p
+    return None
+
+
+def _normalise(ds, task: SummarizationTask, text_col: str, summary_col: str, where: str, subset: int | None):
+    missing = [c for c in (text_col, summary_col) if c not in ds.column_names]
+    if missing:
+        raise DataError(
+            f"{where} lacks column(s) {', '.join(repr(c) for c in missing)} for task '{task.name}'",
+            details=[f"columns found: {', '.join(ds.column_names)}"],
+            hint="name the columns with --text-column / --summary-column (data.text_column / data.summary_column)",
+        )
+    if subset is not None:
+        ds = ds.select(range(min(subset, len(ds))))
+    empty = [i for i, d in enumerate(ds[text_col]) if not isinstance(d, str) or not d.strip()]
+    if empty:
+        raise DataError(
+            f"{where}: {len(empty)} empty document(s), first at row {empty[0]}",
+            hint="remove the empty rows; a summary needs a document",
+        )
+    if text_col != "document":
+        ds = ds.rename_column(text_col, "document") if "document" not in ds.column_names else ds
+    if summary_col != "summary":
+        ds = ds.rename_column(summary_col, "summary") if "summary" not in ds.column_names else ds
+    return ds
+
+
+def load_summarization(
+    task: str,
+    split: str = "validation",
+    *,
+    data_dir: str | Path | None = None,
+    files: dict[str, str | Path] | None = None,
+    text_column: str | None = None,
+    summary_column: str | None = None,
+    subset: int | None = None,
+) -> datasets.Dataset:
+    """One split of a summarisation task with `document` and `summary` columns."""
+    spec = get_summarization_task(task)
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split '{split}'", details=[f"valid splits: {', '.join(SPLITS)}"])
+    text_col = text_column or spec.text_column
+    summary_col = summary_column or spec.summary_column
+    files = {k: v for k, v in (files or {}).items() if v}
+    if split in files:
+        path = Path(files[split])
+        return _normalise(_read_file(path, split), spec, text_col, summary_col, f"'{path}'", subset)
+    if data_dir is not None:
+        d = Path(data_dir)
+        if not d.is_dir():
+            raise DataError(f"data directory '{d}' does not exist")
+        path = _find_split_file(d, split)
+        if path is None:
+            raise DataError(
+                f"no {split} file in '{d}'",
+                details=[f"looked for {', '.join(split + e for e in _EXTENSIONS)}"],
+                hint=f"name it explicitly with --{split}-file, or lay the directory out as {split}.jsonl",
+            )
+        return _normalise(_read_file(path, split), spec, text_col, summary_col, f"'{path}'", subset)
+    hint = "give local files: --data-dir DIR (train.jsonl, validation.jsonl) or --train-file / --validation-file"
+    flag = offline_flag(DATASET_OFFLINE_VARS)
+    if flag:
+        raise DataError(f"no local data for '{spec.name}', and the hub is offline ({flag})", hint=hint)
+    if not hub_reachable():
+        raise DataError(f"no local data for '{spec.name}', and the hub cannot be reached", hint=hint)
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(spec.hub_id, spec.hub_config, split=split)
+    except Exception as exc:
+        raise DataError(f"could not load {spec.hub_id} ({split}) from the hub: {exc}", hint=hint) from exc
+    return _normalise(ds, spec, text_col, summary_col, f"{spec.hub_id} ({split})", subset)
+
+
+def tokenize_summarization(dataset, tokenizer, max_source_length: int = 512, max_target_length: int = 64,
+                           model_max_positions: int | None = None):
+    """`input_ids`, `attention_mask` from `document` and `labels` from `summary` (dynamic padding later)."""
+    if model_max_positions is not None and max_source_length > model_max_positions:
+        raise ConfigError(
+            f"max source length {max_source_length} exceeds the model's {model_max_positions} positions",
+            hint=f"set the source length to at most {model_max_positions}",
+        )
+
+    def encode(batch):
+        enc = tokenizer(batch["document"], max_length=max_source_length, truncation=True)
+        enc["labels"] = tokenizer(text_target=batch["summary"], max_length=max_target_length, truncation=True)[
+            "input_ids"
+        ]
+        return enc
+
+    return dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc=None)
