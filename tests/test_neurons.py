@@ -161,3 +161,25 @@ def test_lif_fast_equals_reference_with_surrogate_gradient():
     LIFNeuron()(x0).sum().backward()
     sig = torch.sigmoid(torch.tensor(4 * (0.3 - 1.0)))
     torch.testing.assert_close(x0.grad, (0.5 * 4 * sig * (1 - sig)).view(1, 1))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reset", ["official", "soft"])
+def test_compiled_kernels_equal_reference(reset):
+    from spikelm_core.neurons import functional as F
+
+    if F.compiled_kernels() is None:
+        pytest.skip("torch.compile is unavailable here")
+    torch.manual_seed(5)
+    x = torch.randn(4, 3, 5, 16)
+    n = BiSpikeNeuron(4, reset=reset)
+    n.impl = "compiled"
+    x1 = x.clone().requires_grad_()
+    s = n(x1)
+    x2 = x.clone().requires_grad_()
+    r = R.bi_spike_reference(x2, n.alpha, reset=reset)
+    assert torch.equal(s, r)
+    g = torch.randn_like(s)
+    s.backward(g)
+    r.backward(g)
+    torch.testing.assert_close(x1.grad, x2.grad, atol=1e-6, rtol=0)

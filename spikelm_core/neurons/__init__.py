@@ -6,8 +6,8 @@
 - `reference`: plain loops the fast paths are tested against.
 """
 
-from .base import SpikingNeuron, distributed_mean
+from .base import SpikingNeuron, distributed_mean, set_neuron_impl
 from .elastic import BiSpikeNeuron, TernarySpike
 from .lif import LIFNeuron
 
-__all__ = ["SpikingNeuron", "BiSpikeNeuron", "TernarySpike", "LIFNeuron", "distributed_mean"]
+__all__ = ["SpikingNeuron", "BiSpikeNeuron", "TernarySpike", "LIFNeuron", "distributed_mean", "set_neuron_impl"]

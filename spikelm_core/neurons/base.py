@@ -17,6 +17,28 @@ def distributed_mean(value: torch.Tensor) -> torch.Tensor:
     return value
 
 
+IMPLS = ("fast", "compiled", "reference")
+
+
+def default_impl() -> str:
+    """The neuron implementation new neurons start with: $SPIKELM_NEURON_IMPL, else "fast"."""
+    import os
+
+    impl = os.environ.get("SPIKELM_NEURON_IMPL", "fast")
+    if impl not in IMPLS:
+        raise ValueError(f"SPIKELM_NEURON_IMPL must be one of {', '.join(IMPLS)}, got {impl!r}")
+    return impl
+
+
+def set_neuron_impl(model: nn.Module, impl: str) -> None:
+    """Switch every spiking neuron of `model` to `impl` ("fast", "compiled" or "reference")."""
+    if impl not in IMPLS:
+        raise ValueError(f"neuron impl must be one of {', '.join(IMPLS)}, got {impl!r}")
+    for m in model.modules():
+        if isinstance(m, SpikingNeuron):
+            m.impl = impl
+
+
 class SpikingNeuron(nn.Module):
     """Base class: maps `x: [T, ...]` to spikes of the same shape.
 
@@ -32,7 +54,9 @@ class SpikingNeuron(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.track_stats = False
-        self.impl = "fast"  # "fast" | "reference"
+        #: "fast" (fused autograd Function, eager), "compiled" (the same with torch.compile'd
+        #: kernels: fastest for long runs, pays a one-off compile), or "reference" (plain loops).
+        self.impl = default_impl()
         self._pos: torch.Tensor | None = None
         self._neg: torch.Tensor | None = None
         self._elems = 0

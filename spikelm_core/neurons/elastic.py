@@ -152,7 +152,8 @@ class BiSpikeNeuron(_AmplitudeNeuron):
         if self.impl == "reference":
             s = R.bi_spike_reference(x, self.alpha, self.decay, self.reset, self.levels, self.amplitude)
         else:
-            s = F.BiSpikeFunction.apply(x, self.alpha, self.decay, self.reset, self._lo, self._unit)
+            compiled = self.impl == "compiled"
+            s = F.BiSpikeFunction.apply(x, self.alpha, self.decay, self.reset, self._lo, self._unit, compiled)
         self._record(s)
         return s
 

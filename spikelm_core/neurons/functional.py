@@ -54,50 +54,85 @@ def calibrate_bi_spike(
     return alpha
 
 
+def bi_spike_forward_kernel(x, alpha, decay: float, reset: str, lo: int, unit: bool):
+    """Forward of the whole time axis without autograd: spikes, levels as int8, STE window as bool."""
+    a_all = alpha.to(x.dtype)
+    a_clamped = a_all.clamp_min(1e-5)
+    outs, levels, windows = [], [], []
+    u = s = None
+    for t in range(x.shape[0]):
+        u = membrane_step(u, s, a_all[t - 1] if t else None, x[t], decay, reset)
+        a = a_clamped[t]
+        q = torch.clamp(torch.round(u / a), lo, 1)
+        s = q if unit else a * q
+        outs.append(s)
+        levels.append(q.to(torch.int8))
+        windows.append((u >= lo * a) & (u <= a))
+    return torch.stack(outs), torch.stack(levels), torch.stack(windows)
+
+
+def bi_spike_backward_kernel(grad_out, alpha, levels, windows, decay: float, reset: str, unit: bool):
+    """Hand-written BPTT: dL/du_t = dL/ds_t * window_t + dL/du_{t+1} * du_{t+1}/du_t."""
+    a_all = alpha.to(grad_out.dtype)
+    a_clamped = a_all.clamp_min(1e-5)
+    grads = [None] * grad_out.shape[0]
+    g_next = None
+    for t in range(grad_out.shape[0] - 1, -1, -1):
+        g = grad_out[t] * windows[t]
+        if g_next is not None and reset != "none":
+            if reset == "official":
+                q = levels[t].to(grad_out.dtype)
+                s = q if unit else a_clamped[t] * q
+                # u_{t+1} = (decay * u_t) * (a_t - s_t) + x_{t+1}
+                g = g + g_next * (a_all[t] - s) * decay
+            else:
+                g = g + g_next * decay
+        grads[t] = g
+        g_next = g
+    return torch.stack(grads)
+
+
+_COMPILED: dict[str, object] = {}
+
+
+def compiled_kernels():
+    """torch.compile'd (fused) versions of the two kernels, or None where compiling is unavailable."""
+    if "kernels" not in _COMPILED:
+        try:
+            _COMPILED["kernels"] = (
+                torch.compile(bi_spike_forward_kernel, dynamic=True),
+                torch.compile(bi_spike_backward_kernel, dynamic=True),
+            )
+        except Exception as exc:  # no compiler backend on this platform
+            from ..log import logger
+
+            logger.warning("torch.compile is unavailable (%s); neurons run eagerly", exc)
+            _COMPILED["kernels"] = None
+    return _COMPILED["kernels"]
+
+
 class BiSpikeFunction(torch.autograd.Function):
-    """Multi-step elastic bi-spiking neuron with straight-through BPTT."""
+    """Multi-step elastic bi-spiking neuron with straight-through BPTT.
+
+    Saves only int8 levels and a bool window per element (instead of float copies per step).
+    `compiled=True` runs torch.compile'd kernels that fuse each step's elementwise work.
+    """
 
     @staticmethod
-    def forward(ctx, x, alpha, decay: float, reset: str, lo: int, unit: bool):
-        T = x.shape[0]
-        a_all = alpha.to(x.dtype)
-        a_clamped = a_all.clamp_min(1e-5)
-        out = torch.empty_like(x)
-        q_all = torch.empty(x.shape, dtype=torch.int8, device=x.device)
-        inside = torch.empty(x.shape, dtype=torch.bool, device=x.device)
-        u = s = None
-        for t in range(T):
-            u = membrane_step(u, s, a_all[t - 1] if t else None, x[t], decay, reset)
-            a = a_clamped[t]
-            q = torch.clamp(torch.round(u / a), lo, 1)
-            s = q if unit else a * q
-            out[t] = s
-            q_all[t] = q.to(torch.int8)
-            inside[t] = (u >= lo * a) & (u <= a)
-        ctx.save_for_backward(a_all, q_all, inside)
-        ctx.decay, ctx.reset, ctx.unit = decay, reset, unit
+    def forward(ctx, x, alpha, decay: float, reset: str, lo: int, unit: bool, compiled: bool = False):
+        kernels = compiled_kernels() if compiled else None
+        fwd = kernels[0] if kernels else bi_spike_forward_kernel
+        out, levels, windows = fwd(x, alpha, decay, reset, lo, unit)
+        ctx.save_for_backward(alpha, levels, windows)
+        ctx.decay, ctx.reset, ctx.unit, ctx.kernels = decay, reset, unit, kernels
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        a_all, q_all, inside = ctx.saved_tensors
-        decay, reset, unit = ctx.decay, ctx.reset, ctx.unit
-        a_clamped = a_all.clamp_min(1e-5)
-        grad_x = torch.empty_like(grad_out)
-        g_next = None
-        for t in range(grad_out.shape[0] - 1, -1, -1):
-            g = grad_out[t] * inside[t]
-            if g_next is not None and reset != "none":
-                if reset == "official":
-                    q = q_all[t].to(grad_out.dtype)
-                    s = q if unit else a_clamped[t] * q
-                    # u_{t+1} = (decay * u_t) * (a_t - s_t) + x_{t+1}
-                    g = g + g_next * (a_all[t] - s) * decay
-                else:
-                    g = g + g_next * decay
-            grad_x[t] = g
-            g_next = g
-        return grad_x, None, None, None, None, None
+        alpha, levels, windows = ctx.saved_tensors
+        bwd = ctx.kernels[1] if ctx.kernels else bi_spike_backward_kernel
+        grad_x = bwd(grad_out.contiguous(), alpha, levels, windows, ctx.decay, ctx.reset, ctx.unit)
+        return grad_x, None, None, None, None, None, None
 
 
 class StatelessSpikeFunction(torch.autograd.Function):
