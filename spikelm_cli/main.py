@@ -9,6 +9,7 @@ import warnings
 import typer
 
 from .commands.convert import convert_command
+from .commands.energy import EnergyCommand, energy_command
 
 app = typer.Typer(
     name="spikelm",
@@ -37,6 +38,7 @@ def root(
 
 
 app.command("convert")(convert_command)
+app.command("energy", cls=EnergyCommand)(energy_command)
 
 
 def _quiet_libraries() -> None:

@@ -1,0 +1,131 @@
+"""`spikelm energy`: audited dense-MAC vs spiking-AC energy estimate, swept over k and T."""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from typer.core import TyperCommand
+
+from spikelm_core.energy import EnergyArgs, run_energy
+
+from .. import render_energy
+from ..console import err
+from ..errors import friendly_errors
+from ..params import ForceOpt
+
+_VARIADIC = ("--k", "--timesteps", "-T")
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^[-+]?(inf|nan)$", re.IGNORECASE)
+
+
+class EnergyCommand(TyperCommand):
+    """Lets `--k 2 3 4` and `--timesteps 1 4` take several values (Click options take one each).
+
+    Before parsing, every number that follows such an option is given the option again:
+    `--k 2 3 4 -T 1 4` becomes `--k 2 --k 3 --k 4 -T 1 -T 4`. The command takes no positional
+    argument, so a bare number can only belong to the option before it.
+    """
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, expand_variadic(args))
+
+
+def expand_variadic(args: list[str]) -> list[str]:
+    expanded: list[str] = []
+    current: str | None = None
+    values = 0
+    for token in args:
+        if token == "--":
+            current = None
+            expanded.append(token)
+            continue
+        if current is not None and (values == 0 or _NUMBER.match(token)):
+            if values > 0:
+                expanded.append(current)
+            expanded.append(token)
+            values += 1
+            continue
+        current, values = (token, 0) if token in _VARIADIC else (None, 0)
+        expanded.append(token)
+    return expanded
+
+
+class EnergyFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    markdown = "markdown"
+
+
+class Profile(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    int8 = "int8"
+
+
+@friendly_errors
+def energy_command(
+    model: Annotated[Optional[str], typer.Option(
+        "--model", "-m",
+        help="Spiking checkpoint dir, dense BERT dir (converted on the fly), alias or hub id, or a dir with only "
+        "config.json (architecture audit, random weights). Default: the bundled MiniLM.")] = None,
+    k: Annotated[Optional[list[float]], typer.Option(
+        "--k", help="Amplitude coefficient(s) to sweep, e.g. --k 2 3 4. Default: the checkpoint's own k "
+        "(its saved amplitudes), else 2.")] = None,
+    timesteps: Annotated[Optional[list[int]], typer.Option(
+        "--timesteps", "-T", help="Time step count(s) T to sweep, e.g. -T 1 4. Default: the checkpoint's own T, else 4.")] = None,
+    seq_len: Annotated[int, typer.Option(help="Tokens per sequence (MACs are per sample at this length).")] = 128,
+    data: Annotated[Optional[Path], typer.Option(help="UTF-8 calibration text (default: the packaged text).")] = None,
+    batches: Annotated[int, typer.Option(help="Calibration batches: the first calibrates, all are traced.")] = 4,
+    batch_size: Annotated[int, typer.Option(help="Sequences per calibration batch.")] = 8,
+    profile: Annotated[Profile, typer.Option(help="Energy cost profile (Horowitz, ISSCC 2014, 45 nm).")] = Profile.fp32,
+    e_mac: Annotated[Optional[float], typer.Option(help="Override E_MAC in pJ.")] = None,
+    e_ac: Annotated[Optional[float], typer.Option(help="Override E_AC in pJ.")] = None,
+    format: Annotated[EnergyFormat, typer.Option("--format", help="table (rich), json, csv or markdown (stdout).")] = EnergyFormat.table,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="Also write report.json/.csv/.md and PNG plots to this directory (atomically).")] = None,
+    force: ForceOpt = False,
+    detail: Annotated[bool, typer.Option("--detail", help="Add the per-component and per-layer breakdown.")] = False,
+    count_norm: Annotated[bool, typer.Option("--count-norm", help="Also count LayerNorm (MAC, both sides).")] = False,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the ratio's confidence interval (0: none).")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap (and of random weights / token ids).")] = 0,
+) -> None:
+    """Estimate dense vs spiking energy (arithmetic only), sweeping k and T.
+
+    Example: spikelm energy --k 2 3 4
+    """
+    args = EnergyArgs(
+        model=model,
+        ks=tuple(k) if k else None,
+        timesteps=tuple(timesteps) if timesteps else None,
+        seq_len=seq_len,
+        data=str(data) if data is not None else None,
+        batches=batches,
+        batch_size=batch_size,
+        profile=profile.value,
+        e_mac_pj=e_mac,
+        e_ac_pj=e_ac,
+        count_norm=count_norm,
+        bootstrap=bootstrap,
+        seed=seed,
+    )
+    if out is not None:
+        from spikelm_core.io import check_output_dir
+
+        check_output_dir(out, force)  # fail before any work
+    progress = (lambda message: err.print(f"[dim]{message} ...[/]")) if format is EnergyFormat.table else None
+    report = run_energy(args, progress=progress)
+    if format is EnergyFormat.table:
+        render_energy.print_table(report, detail=detail)
+    elif format is EnergyFormat.json:
+        render_energy.print_text(render_energy.json_text(report))
+    elif format is EnergyFormat.csv:
+        render_energy.print_text(render_energy.csv_text(report))
+        render_energy.print_caveat_to_stderr(report)
+    else:
+        render_energy.print_text(render_energy.markdown_text(report, detail=detail))
+    if out is not None:
+        render_energy.print_written(render_energy.write_outputs(report, out, force=force))
