@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 setup: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(OFFLINE) $(VENV)/bin/spikelm convert minilm --out runs/minilm-spiking --force
+	$(OFFLINE) $(VENV)/bin/spikelm energy --k 2 3 4
 
 test: $(VENV)/.installed
 	$(OFFLINE) $(PY) -m pytest -q $(PYTEST_ARGS)

@@ -45,7 +45,7 @@ def tiny_dense_bert_dir(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     model = BertModel(BertConfig(**TINY))
     model.save_pretrained(d)
-    tok = BertTokenizerFast(vocab_file=str(write_tiny_vocab(d / "vocab.txt")), do_lower_case=True)
+    tok = BertTokenizerFast(vocab=str(write_tiny_vocab(d / "vocab.txt")), do_lower_case=True)
     tok.save_pretrained(d)
     return d
 

@@ -468,7 +468,7 @@ def tokenizer(tmp_path_factory):
              "shares rose stocks fell what plane takes off an air taking woman cooks plays").split()
     vocab = tmp_path_factory.mktemp("tok") / "vocab.txt"
     vocab.write_text("\n".join(words) + "\n")
-    return BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    return BertTokenizerFast(vocab=str(vocab), do_lower_case=True)
 
 
 def test_tokenize_pairs(glue_root, tokenizer):

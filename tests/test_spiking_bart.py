@@ -121,7 +121,7 @@ def tiny_dense_bart_dir(tmp_path):
     d = tmp_path / "dense_bart"
     torch.manual_seed(0)
     BartForConditionalGeneration(BartConfig(**BART_TINY)).save_pretrained(d)
-    BertTokenizerFast(vocab_file=str(write_tiny_vocab(tmp_path / "vocab.txt"))).save_pretrained(d)
+    BertTokenizerFast(vocab=str(write_tiny_vocab(tmp_path / "vocab.txt"))).save_pretrained(d)
     return d
 
 

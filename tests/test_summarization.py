@@ -63,7 +63,7 @@ def _empty_dir(tmp_path):
 def test_source_length_beyond_positions_is_refused(tmp_path):
     write_jsonl(tmp_path / "validation.jsonl", [{"document": "a", "summary": "b"}])
     ds = load_summarization("xsum", "validation", data_dir=tmp_path)
-    tok = BertTokenizerFast(vocab_file=str(write_tiny_vocab(tmp_path / "vocab.txt")))
+    tok = BertTokenizerFast(vocab=str(write_tiny_vocab(tmp_path / "vocab.txt")))
     with pytest.raises(ConfigError, match="exceeds the model's 64 positions"):
         tokenize_summarization(ds, tok, max_source_length=128, model_max_positions=64)
 
@@ -77,7 +77,7 @@ def test_rouge_hand_computed():
 
 
 def test_generation_and_rouge_on_a_tiny_spiking_bart(tmp_path):
-    tok = BertTokenizerFast(vocab_file=str(write_tiny_vocab(tmp_path / "vocab.txt")))
+    tok = BertTokenizerFast(vocab=str(write_tiny_vocab(tmp_path / "vocab.txt")))
     cfg = SpikingBartConfig(**{**BART_TINY, "num_timesteps": 2, "pad_token_id": tok.pad_token_id,
                                "bos_token_id": tok.cls_token_id, "eos_token_id": tok.sep_token_id,
                                "decoder_start_token_id": tok.cls_token_id})
