@@ -70,14 +70,17 @@ class Profile(str, Enum):
 def energy_command(
     model: Annotated[Optional[str], typer.Option(
         "--model", "-m",
-        help="Spiking checkpoint dir, dense BERT dir (converted on the fly), alias or hub id, or a dir with only "
+        help="Spiking checkpoint dir, dense BERT or BART dir (converted on the fly), alias or hub id, or a dir with only "
         "config.json (architecture audit, random weights). Default: the bundled MiniLM.")] = None,
     k: Annotated[Optional[list[float]], typer.Option(
         "--k", help="Amplitude coefficient(s) to sweep, e.g. --k 2 3 4. Default: the checkpoint's own k "
         "(its saved amplitudes), else 2.")] = None,
     timesteps: Annotated[Optional[list[int]], typer.Option(
         "--timesteps", "-T", help="Time step count(s) T to sweep, e.g. -T 1 4. Default: the checkpoint's own T, else 4.")] = None,
-    seq_len: Annotated[int, typer.Option(help="Tokens per sequence (MACs are per sample at this length).")] = 128,
+    seq_len: Annotated[int, typer.Option(
+        help="Tokens per sequence (MACs are per sample at this length); for BART the source length.")] = 128,
+    target_len: Annotated[Optional[int], typer.Option(
+        help="BART only: summary tokens generated per input (decoder steps). Default: 64.")] = None,
     data: Annotated[Optional[Path], typer.Option(help="UTF-8 calibration text (default: the packaged text).")] = None,
     batches: Annotated[int, typer.Option(help="Calibration batches: the first calibrates, all are traced.")] = 4,
     batch_size: Annotated[int, typer.Option(help="Sequences per calibration batch.")] = 8,
@@ -95,6 +98,9 @@ def energy_command(
 ) -> None:
     """Estimate dense vs spiking energy (arithmetic only), sweeping k and T.
 
+    BERT: per sample at --seq-len tokens. BART: encoder once per input (--seq-len source tokens),
+    decoder per generated token (--target-len per summary), with and without the KV cache.
+
     Example: spikelm energy --k 2 3 4
     """
     args = EnergyArgs(
@@ -102,6 +108,7 @@ def energy_command(
         ks=tuple(k) if k else None,
         timesteps=tuple(timesteps) if timesteps else None,
         seq_len=seq_len,
+        target_len=target_len,
         data=str(data) if data is not None else None,
         batches=batches,
         batch_size=batch_size,

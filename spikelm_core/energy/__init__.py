@@ -3,9 +3,11 @@
 A theoretical, arithmetic-only estimate that ignores data movement (docs: energy-method.md).
 
 - `costs`: `CostProfile` presets fp32/fp16/int8 (Horowitz, ISSCC 2014, 45 nm), `get_profile`.
-- `macs`: `count_macs` (fvcore, per module/operator/component/layer), BERT closed forms.
+- `macs`: `count_macs` (fvcore, per module/operator/component/layer/stack), BERT and BART closed forms.
 - `firing`: spike counts per neuron from forward hooks (`collect_firing_rates`).
 - `estimate`: `energy_from_counts` (the arithmetic), `estimate_energy`, `paper_setting`.
+- `seq2seq`: BART generation energy (encoder once, decoder per generated token, with and without
+  the KV cache): `generation_energy`, `generation_rows`, `decoder_step_rows`, `bart_paper_setting`.
 - `sweep`: `run_energy(EnergyArgs)` / `estimate_energy_sweep(...)`, the k x T sweep behind
   `spikelm energy`, returning an `EnergySweepReport` (JSON schema: `EnergySweepReport.to_dict`).
 """
@@ -33,13 +35,27 @@ from spikelm_core.energy.firing import (
 )
 from spikelm_core.energy.macs import (
     COMPONENTS,
+    CROSS_COMPONENTS,
+    DECODER_COMPONENTS,
     ENCODER_COMPONENTS,
     SPIKING_COMPONENTS,
+    STACKS,
     MacCount,
     MacRow,
+    bart_closed_form_macs,
+    bart_expected_macs,
+    bart_layer_macs,
     bert_closed_form_macs,
     bert_layer_macs,
     count_macs,
+)
+from spikelm_core.energy.seq2seq import (
+    GenerationEnergy,
+    GenerationMode,
+    bart_paper_setting,
+    decoder_step_rows,
+    generation_energy,
+    generation_rows,
 )
 from spikelm_core.energy.sweep import (
     SCHEMA,
@@ -57,7 +73,19 @@ __all__ = [
     "ASSUMPTIONS",
     "CAVEAT",
     "COMPONENTS",
+    "CROSS_COMPONENTS",
+    "DECODER_COMPONENTS",
     "ENCODER_COMPONENTS",
+    "STACKS",
+    "GenerationEnergy",
+    "GenerationMode",
+    "bart_closed_form_macs",
+    "bart_expected_macs",
+    "bart_layer_macs",
+    "bart_paper_setting",
+    "decoder_step_rows",
+    "generation_energy",
+    "generation_rows",
     "SCHEMA",
     "FP16",
     "FP32",

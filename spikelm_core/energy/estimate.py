@@ -28,6 +28,7 @@ from spikelm_core.energy.macs import (
     DEFAULT_SEQ_LEN,
     ENCODER_COMPONENTS,
     SPIKING_COMPONENTS,
+    STACKS,
     MacRow,
     bert_layer_macs,
     count_macs,
@@ -77,6 +78,8 @@ class EnergyRow:
     module: str = ""
     op: str = ""
     operand: str | None = None
+    stack: str | None = None
+    """'encoder' / 'decoder' for an encoder-decoder model (BART), else None."""
 
 
 @dataclass(frozen=True)
@@ -103,12 +106,14 @@ class EnergyReport:
     caveat: str = CAVEAT
 
     def by_component(self) -> tuple[EnergyRow, ...]:
-        """Rows summed per component over layers (layer None; firing rate MAC-weighted)."""
-        return _aggregate(self.rows, lambda r: (r.component, None))
+        """Rows summed per (stack, component) over layers (layer None; firing rate MAC-weighted).
+
+        A BERT has one stack (None), so this is per component."""
+        return _aggregate(self.rows, lambda r: (r.stack, r.component, None))
 
     def by_layer(self) -> tuple[EnergyRow, ...]:
-        """Rows summed per (component, layer)."""
-        return _aggregate(self.rows, lambda r: (r.component, r.layer))
+        """Rows summed per (stack, component, layer)."""
+        return _aggregate(self.rows, lambda r: (r.stack, r.component, r.layer))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able form (the same numbers as the table)."""
@@ -119,11 +124,11 @@ class EnergyReport:
 
 
 def _aggregate(rows: Iterable[EnergyRow], key: Any) -> tuple[EnergyRow, ...]:
-    groups: dict[tuple[str, int | None], list[EnergyRow]] = {}
+    groups: dict[tuple[str | None, str, int | None], list[EnergyRow]] = {}
     for row in rows:
         groups.setdefault(key(row), []).append(row)
     out = []
-    for (component, layer), members in groups.items():
+    for (stack, component, layer), members in groups.items():
         macs = sum(r.macs for r in members)
         spiking = [r for r in members if r.firing_rate is not None]
         spiking_macs = sum(r.macs for r in spiking)
@@ -143,9 +148,11 @@ def _aggregate(rows: Iterable[EnergyRow], key: Any) -> tuple[EnergyRow, ...]:
                 module=members[0].module if len(members) == 1 else "",
                 op=members[0].op if len({r.op for r in members}) == 1 else "",
                 operand=members[0].operand if len(members) == 1 else None,
+                stack=stack,
             )
         )
-    out.sort(key=lambda r: (r.layer is None, r.layer or 0, COMPONENTS.index(r.component) if r.component in COMPONENTS else len(COMPONENTS)))
+    out.sort(key=lambda r: (STACKS.index(r.stack) if r.stack in STACKS else len(STACKS), r.layer is None, r.layer or 0,
+                            COMPONENTS.index(r.component) if r.component in COMPONENTS else len(COMPONENTS)))
     return tuple(out)
 
 
@@ -158,7 +165,8 @@ def _is_spiking(row: MacRow) -> bool:
 def _lookup_rate(row: MacRow, firing_rates: FiringRates) -> float | None:
     if not isinstance(firing_rates, Mapping):
         return firing_rates
-    for key in (row.operand, (row.component, row.layer), row.component):
+    stacked = ((row.stack, row.component, row.layer), (row.stack, row.component)) if row.stack is not None else ()
+    for key in (row.operand, *stacked, (row.component, row.layer), row.component):
         if key is not None and key in firing_rates:
             return firing_rates[key]
     return None
@@ -190,7 +198,8 @@ def energy_from_counts(
     Args:
         mac_rows: per-sample, per-step MACs (e.g. `count_macs(model).rows`, or built by hand).
         firing_rates: a single rate, or a mapping keyed by the row's operand neuron name,
-            (component, layer) or component (tried in that order).
+            (stack, component, layer), (stack, component) (BART rows), (component, layer) or
+            component (tried in that order).
         timesteps: T of the spiking model.
         profile: E_MAC / E_AC in pJ.
 
@@ -228,13 +237,13 @@ def energy_from_counts(
             acs = timesteps * rate * row.macs
             rows.append(
                 EnergyRow(row.component, row.layer, row.macs, float(rate), acs, 0, dense_mj, e_ac * acs / PJ_PER_MJ,
-                          row.module, row.op, row.operand)
+                          row.module, row.op, row.operand, row.stack)
             )
         else:
             float_macs = row.macs * row.steps
             rows.append(
                 EnergyRow(row.component, row.layer, row.macs, None, 0.0, float_macs, dense_mj,
-                          e_mac * float_macs / PJ_PER_MJ, row.module, row.op, row.operand)
+                          e_mac * float_macs / PJ_PER_MJ, row.module, row.op, row.operand, row.stack)
             )
     if missing:
         raise EnergyAuditError(

@@ -12,7 +12,7 @@ Every hook here returns at once while `torch.jit.is_tracing()`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -270,6 +270,9 @@ class FiringRateRecorder:
         self._modules = {n: modules[n] for n in names}
         self._handles: list[Any] = []
         self.token_mask: torch.Tensor | None = None
+        self.mask_for: Callable[[str], torch.Tensor | None] | None = None
+        """Optional per-neuron mask (neuron name -> [B, L] mask), used instead of `token_mask`:
+        an encoder-decoder's decoder neurons see the decoder's tokens, not the source's."""
         self.stats: dict[str, SpikeStats] = {n: SpikeStats() for n in names}
         self.detail = detail
         """Also keep a `SpikeProfile` per neuron (per step, position and sequence) in `profiles`."""
@@ -280,11 +283,12 @@ class FiringRateRecorder:
             if torch.jit.is_tracing():
                 return
             spikes = output[0] if isinstance(output, (tuple, list)) else output
+            mask = self.mask_for(name) if self.mask_for is not None else self.token_mask
             if self.detail:
-                profile, stats = _profile_and_stats(spikes, self.token_mask)
+                profile, stats = _profile_and_stats(spikes, mask)
                 self.profiles[name] = self.profiles[name].merge(profile)
             else:
-                stats = spike_stats(spikes, self.token_mask)
+                stats = spike_stats(spikes, mask)
             self.stats[name] = self.stats[name].merge(stats)
 
         return hook

@@ -46,11 +46,21 @@ logger = get_logger("energy")
 
 DEFAULT_SEQ_LEN = 128
 
-COMPONENTS: tuple[str, ...] = ("q", "k", "v", "o", "ffn1", "ffn2", "qk", "av", "pooler", "head", "norm", "other")
-"""Every component a MAC can be charged to, in report order."""
+COMPONENTS: tuple[str, ...] = (
+    "q", "k", "v", "o", "ffn1", "ffn2", "qk", "av",
+    "cross_q", "cross_k", "cross_v", "cross_o", "cross_qk", "cross_av",
+    "pooler", "head", "norm", "other",
+)
+"""Every component a MAC can be charged to, in report order (cross_*: BART decoder cross-attention)."""
 ENCODER_COMPONENTS: tuple[str, ...] = ("q", "k", "v", "o", "ffn1", "ffn2", "qk", "av")
 """The matmul work of an encoder layer; in SpikeLM each has a spiking operand (billed as AC)."""
-SPIKING_COMPONENTS = frozenset(ENCODER_COMPONENTS)
+CROSS_COMPONENTS: tuple[str, ...] = ("cross_q", "cross_k", "cross_v", "cross_o", "cross_qk", "cross_av")
+"""Cross-attention of a BART decoder layer: Q/O on decoder tokens, K/V on encoder tokens, QK^T, AV."""
+DECODER_COMPONENTS: tuple[str, ...] = ("q", "k", "v", "o", "qk", "av", *CROSS_COMPONENTS, "ffn1", "ffn2")
+"""The matmul work of a BART decoder layer (q..av: causal self-attention)."""
+STACKS: tuple[str, ...] = ("encoder", "decoder")
+"""Stacks of an encoder-decoder model; a BERT's rows carry stack None."""
+SPIKING_COMPONENTS = frozenset(ENCODER_COMPONENTS) | frozenset(CROSS_COMPONENTS)
 
 _MODULE_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(pattern), component)
@@ -63,13 +73,30 @@ _MODULE_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"(?:^|\.)attention\.output\.dense$", "o"),
         (r"(?:^|\.)intermediate\.dense$", "ffn1"),
         (r"(?:^|\.)layer\.\d+\.output\.dense$", "ffn2"),
+        # BART (dense and spiking): self_attn / encoder_attn, fc1 / fc2
+        (r"(?:^|\.)self_attn\.q_proj$", "q"),
+        (r"(?:^|\.)self_attn\.k_proj$", "k"),
+        (r"(?:^|\.)self_attn\.v_proj$", "v"),
+        (r"(?:^|\.)self_attn\.out_proj$", "o"),
+        (r"(?:^|\.)self_attn\.qk$", "qk"),
+        (r"(?:^|\.)self_attn\.av$", "av"),
+        (r"(?:^|\.)encoder_attn\.q_proj$", "cross_q"),
+        (r"(?:^|\.)encoder_attn\.k_proj$", "cross_k"),
+        (r"(?:^|\.)encoder_attn\.v_proj$", "cross_v"),
+        (r"(?:^|\.)encoder_attn\.out_proj$", "cross_o"),
+        (r"(?:^|\.)encoder_attn\.qk$", "cross_qk"),
+        (r"(?:^|\.)encoder_attn\.av$", "cross_av"),
+        (r"(?:^|\.)layers\.\d+\.fc1$", "ffn1"),
+        (r"(?:^|\.)layers\.\d+\.fc2$", "ffn2"),
         (r"(?:^|\.)pooler(?:\.|$)", "pooler"),
-        (r"^(?:classifier|cls|qa_outputs|lm_head)(?:\.|$)", "head"),
+        (r"^(?:classifier|cls|qa_outputs|lm_head|classification_head)(?:\.|$)", "head"),
     )
 )
-_LAYER_RE = re.compile(r"(?:^|\.)layer\.(\d+)(?:\.|$)")
+_LAYER_RE = re.compile(r"(?:^|\.)layers?\.(\d+)(?:\.|$)")
+_STACK_RE = re.compile(r"(?:^|\.)(encoder|decoder)(?:\.|$)")
+_CROSS_SCOPE_RE = re.compile(r"(?:^|\.)encoder_attn$")
 # Scopes where HF runs the attention matmuls inline (eager: two aten::matmul per call).
-_ATTENTION_SCOPE_RE = re.compile(r"(?:^|\.)attention\.self$")
+_ATTENTION_SCOPE_RE = re.compile(r"(?:^|\.)(?:attention\.self|self_attn|encoder_attn)$")
 
 _NORM_OPS = ("aten::layer_norm", "aten::group_norm", "aten::instance_norm", "aten::batch_norm")
 _NORM_LABELS = frozenset(op.split("::", 1)[1] for op in _NORM_OPS)
@@ -100,7 +127,7 @@ class MacRow:
     component: str
     """One of COMPONENTS."""
     layer: int | None
-    """Encoder layer index, or None outside the encoder (pooler, head, embeddings)."""
+    """Encoder (or decoder) layer index, or None outside the layers (pooler, head, embeddings)."""
     macs: int
     """Per sample and per time step: the count of the op's dense twin."""
     module: str = ""
@@ -114,6 +141,8 @@ class MacRow:
     spiking: bool | None = None
     """True: driven by the spikes of `operand` (billed as AC); False: float (MAC); None: not
     known (a dense twin's count or a hand-built row), decided by component."""
+    stack: str | None = None
+    """'encoder' or 'decoder' in an encoder-decoder model (BART); None for BERT and the LM head."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +164,8 @@ class MacCount:
     """The BERT closed form this count was checked against (per step), or None if not checked."""
     ignored_ops: tuple[tuple[str, int], ...]
     """Operators fvcore saw and, by convention, does not count (adds, GELU, softmax, ...)."""
+    decoder_len: int | None = None
+    """Decoder tokens of the traced batch (encoder-decoder models; `seq_len` is then the source)."""
 
     @property
     def total(self) -> int:
@@ -158,6 +189,19 @@ class MacCount:
         for row in self.rows:
             totals[row.component] += row.macs
         return {c: totals[c] for c in COMPONENTS if c in totals}
+
+    def stack_total(self, stack: str | None) -> int:
+        """All MACs charged to one stack ('encoder', 'decoder'; None: outside both, e.g. the LM head)."""
+        return sum(row.macs for row in self.rows if row.stack == stack)
+
+    def by_stack(self) -> dict[str | None, dict[str, int]]:
+        """Per stack (None = outside the stacks), MACs per component, in COMPONENTS order."""
+        table: dict[str | None, dict[str, int]] = {}
+        for row in self.rows:
+            per = table.setdefault(row.stack, {})
+            per[row.component] = per.get(row.component, 0) + row.macs
+        order = [s for s in (*STACKS, None) if s in table] + [s for s in table if s not in (*STACKS, None)]
+        return {s: {c: table[s][c] for c in COMPONENTS if c in table[s]} for s in order}
 
     def by_layer(self) -> dict[int | None, dict[str, int]]:
         """Per layer (None = outside the encoder), MACs per component."""
@@ -211,6 +255,61 @@ def bert_closed_form_macs(
     _check_positive(layers=layers)
     per_layer = sum(bert_layer_macs(hidden, heads, intermediate, seq_len).values())
     return layers * per_layer + (hidden * hidden if pooler else 0)
+
+
+def bart_layer_macs(
+    d_model: int, ffn_dim: int, source_len: int, target_len: int | None = None, *, stack: str = "encoder"
+) -> dict[str, int]:
+    """Per-component MACs of one BART layer at batch 1 (energy-method.md, section 5).
+
+    encoder layer (n_e = source_len): 4·d²·n_e + 2·n_e²·d + 2·n_e·d·d_ff;
+    decoder layer (n_d = target_len): 4·d²·n_d + 2·n_d²·d (causal self-attention, not halved)
+    + 2·d²·n_d + 2·d²·n_e + 2·n_d·n_e·d (cross: Q,O | K,V | QKᵀ, AV) + 2·n_d·d·d_ff.
+    The head count drops out (h·n²·d_h = n²·d).
+    """
+    if stack not in STACKS:
+        raise ValueError(f"stack must be one of {STACKS}, got {stack!r}")
+    _check_positive(d_model=d_model, ffn_dim=ffn_dim, source_len=source_len)
+    d, ne = d_model, source_len
+    if stack == "encoder":
+        return {"q": ne * d * d, "k": ne * d * d, "v": ne * d * d, "o": ne * d * d,
+                "ffn1": ne * d * ffn_dim, "ffn2": ne * ffn_dim * d, "qk": ne * ne * d, "av": ne * ne * d}
+    if target_len is None:
+        raise ValueError("a decoder layer needs target_len")
+    _check_positive(target_len=target_len)
+    nd = target_len
+    return {
+        "q": nd * d * d, "k": nd * d * d, "v": nd * d * d, "o": nd * d * d,
+        "qk": nd * nd * d, "av": nd * nd * d,
+        "cross_q": nd * d * d, "cross_k": ne * d * d, "cross_v": ne * d * d, "cross_o": nd * d * d,
+        "cross_qk": nd * ne * d, "cross_av": nd * ne * d,
+        "ffn1": nd * d * ffn_dim, "ffn2": nd * ffn_dim * d,
+    }
+
+
+def bart_closed_form_macs(
+    d_model: int,
+    encoder_layers: int,
+    decoder_layers: int,
+    encoder_ffn_dim: int,
+    decoder_ffn_dim: int,
+    source_len: int,
+    target_len: int,
+    vocab_size: int | None = None,
+) -> int:
+    """Exact BART MACs at batch 1: encoder and decoder stacks (+ the LM head n_d·d·V if `vocab_size`).
+
+    No embeddings, LayerNorm, softmax, GELU or bias adds. BART-base (d 768, 6 + 6 layers, d_ff 3072)
+    at 128/128 gives 13,136,560,128 (BartModel); the LM head (V = 50,265) adds 4,941,250,560.
+    """
+    _check_positive(encoder_layers=encoder_layers, decoder_layers=decoder_layers)
+    enc = sum(bart_layer_macs(d_model, encoder_ffn_dim, source_len, stack="encoder").values())
+    dec = sum(bart_layer_macs(d_model, decoder_ffn_dim, source_len, target_len, stack="decoder").values())
+    head = 0
+    if vocab_size is not None:
+        _check_positive(vocab_size=vocab_size)
+        head = target_len * d_model * vocab_size
+    return encoder_layers * enc + decoder_layers * dec + head
 
 
 def _check_positive(**values: int) -> None:
@@ -355,8 +454,13 @@ def _model_config(model: nn.Module) -> Any:
     return getattr(model, "config", None)
 
 
-def _default_inputs(model: nn.Module, seq_len: int, batch_size: int) -> tuple[torch.Tensor, ...]:
-    """input_ids only: no padding, so no mask is needed (and sdpa masks cannot run on 'meta')."""
+def _default_inputs(
+    model: nn.Module, seq_len: int, batch_size: int, decoder_len: int | None = None
+) -> tuple[torch.Tensor | None, ...]:
+    """input_ids only: no padding, so no mask is needed (and sdpa masks cannot run on 'meta').
+
+    An encoder-decoder model gets `(input_ids, None, decoder_input_ids)` (BART's positional order).
+    """
     config = _model_config(model)
     vocab = int(getattr(config, "vocab_size", 0) or 2)
     try:
@@ -364,7 +468,10 @@ def _default_inputs(model: nn.Module, seq_len: int, batch_size: int) -> tuple[to
     except StopIteration:
         device = torch.device("cpu")
     ids = (torch.arange(batch_size * seq_len, device=device) % max(vocab - 1, 1) + 1).view(batch_size, seq_len)
-    return (ids,)
+    if decoder_len is None:
+        return (ids,)
+    dec = (torch.arange(batch_size * decoder_len, device=device) % max(vocab - 1, 1) + 1).view(batch_size, decoder_len)
+    return (ids, None, dec)
 
 
 def _component_of(module: str, label: str) -> str:
@@ -372,11 +479,31 @@ def _component_of(module: str, label: str) -> str:
     if op in _NORM_LABELS:
         return "norm"
     if label.endswith(".qk") or label.endswith(".av"):
-        return label.rsplit(".", 1)[1]
+        sub = label.rsplit(".", 1)[1]
+        return f"cross_{sub}" if _CROSS_SCOPE_RE.search(module) else sub
     for pattern, component in _MODULE_RULES:
         if pattern.search(module):
             return component
     return "other"
+
+
+def _stack_of(module: str) -> str | None:
+    match = _STACK_RE.search(module)
+    return match.group(1) if match else None
+
+
+def _is_encoder_decoder(config: Any) -> bool:
+    return bool(getattr(config, "is_encoder_decoder", False))
+
+
+def _is_standard_bart(config: Any) -> bool:
+    needed = ("d_model", "encoder_layers", "decoder_layers", "encoder_ffn_dim", "decoder_ffn_dim",
+              "encoder_attention_heads", "decoder_attention_heads")
+    if config is None or not all(isinstance(getattr(config, k, None), int) for k in needed):
+        return False
+    if getattr(config, "model_type", None) not in ("bart", "spiking_bart"):
+        return False
+    return config.d_model % config.encoder_attention_heads == 0 and config.d_model % config.decoder_attention_heads == 0
 
 
 def _layer_of(module: str) -> int | None:
@@ -433,8 +560,9 @@ def count_macs(
     batch_size: int = 1,
     count_norm: bool = False,
     num_timesteps: int | None = None,
-    inputs: tuple[torch.Tensor, ...] | None = None,
+    inputs: tuple[torch.Tensor | None, ...] | None = None,
     check_closed_form: bool = True,
+    decoder_len: int | None = None,
 ) -> MacCount:
     """Count the MACs of `model` per sample and per time step, with fvcore.
 
@@ -449,7 +577,11 @@ def count_macs(
             holds spiking neurons, else 1.
         inputs: positional inputs for the trace, default `(input_ids,)` of shape [batch, seq_len].
         check_closed_form: for a standard BERT shape, require the encoder (+ pooler) count to
-            equal `bert_closed_form_macs`.
+            equal `bert_closed_form_macs`; for a BART (dense or spiking), every (stack, component)
+            and the LM head to equal `bart_layer_macs` (sum: `bart_closed_form_macs`).
+        decoder_len: decoder tokens of an encoder-decoder model (BART); default `seq_len`. The
+            model is traced with `use_cache=False` (a Cache output breaks the tracer) and inputs
+            `(input_ids, None, decoder_input_ids)`; rows carry their stack ('encoder'/'decoder').
 
     Raises:
         EnergyAuditError: a matmul-class or custom operator without a handle, a trace failure,
@@ -462,13 +594,21 @@ def count_macs(
         from fvcore.nn.flop_count import _DEFAULT_SUPPORTED_OPS
 
     model = getattr(model, "_orig_mod", model)
+    config = _model_config(model)
+    seq2seq = _is_encoder_decoder(config)
+    if seq2seq and decoder_len is None:
+        decoder_len = seq_len
+    checked = [("seq_len", seq_len), ("batch_size", batch_size)]
+    if decoder_len is not None:
+        if not seq2seq:
+            raise ConfigError(f"decoder_len applies to encoder-decoder models only, not {type(model).__name__}")
+        checked.append(("decoder_len", decoder_len))
     problems = [
         f"{name} must be a positive integer, got {value!r}"
-        for name, value in (("seq_len", seq_len), ("batch_size", batch_size))
+        for name, value in checked
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0
     ]
     neuron_scopes = set(neuron_module_names(model))
-    config = _model_config(model)
     if num_timesteps is None:
         num_timesteps = int(getattr(config, "num_timesteps", 1) or 1) if neuron_scopes else 1
     elif isinstance(num_timesteps, bool) or not isinstance(num_timesteps, int) or num_timesteps <= 0:
@@ -480,7 +620,7 @@ def count_macs(
 
     default_inputs = inputs is None
     if inputs is None:
-        inputs = _default_inputs(model, seq_len, batch_size)
+        inputs = _default_inputs(model, seq_len, batch_size, decoder_len)
     handles = _Handles(num_timesteps, batch_size, neuron_scopes)
     analysis = FlopCountAnalysis(model, inputs)
     for kind, fn in _DEFAULT_SUPPORTED_OPS.items():
@@ -495,8 +635,11 @@ def count_macs(
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
 
     was_training = model.training
+    had_cache = getattr(config, "use_cache", None) if seq2seq else None
     model.eval()
     try:
+        if seq2seq and had_cache is not None:
+            config.use_cache = False  # an EncoderDecoderCache output breaks the tracer
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             counts = analysis.by_module_and_operator()
@@ -509,6 +652,8 @@ def count_macs(
         ) from err
     finally:
         model.train(was_training)
+        if seq2seq and had_cache is not None:
+            config.use_cache = had_cache
 
     unsupported = {name: analysis.unsupported_ops(name) for name in counts}
     root_unsupported = analysis.unsupported_ops("")
@@ -535,7 +680,8 @@ def count_macs(
     if ignored:
         logger.debug("operators not counted by convention: %s", dict(ignored))
 
-    rows = _rows_from_counts(_exclusive_counts(counts), counts.get("", Counter()), num_timesteps, batch_size, neuron_scopes)
+    rows = _rows_from_counts(_exclusive_counts(counts), counts.get("", Counter()), num_timesteps, batch_size, neuron_scopes,
+                             seq2seq=seq2seq)
     result = MacCount(
         rows=rows,
         seq_len=seq_len,
@@ -547,9 +693,12 @@ def count_macs(
         fvcore_total=int(sum(counts.get("", Counter()).values())),
         closed_form_total=None,
         ignored_ops=ignored,
+        decoder_len=decoder_len,
     )
     if check_closed_form and default_inputs and _is_standard_bert(config):
         result = _check_closed_form(result, config, model)
+    elif check_closed_form and default_inputs and seq2seq and _is_standard_bart(config):
+        result = _check_bart_closed_form(result, config)
     return result
 
 
@@ -559,6 +708,8 @@ def _rows_from_counts(
     num_timesteps: int,
     batch_size: int,
     neuron_scopes: set[str],
+    *,
+    seq2seq: bool = False,
 ) -> tuple[MacRow, ...]:
     rows = []
     for module, ops in exclusive.items():
@@ -583,11 +734,12 @@ def _rows_from_counts(
                     operand=operand,
                     steps=steps,
                     spiking=(operand is not None) if neuron_scopes else None,
+                    stack=_stack_of(module) if seq2seq else None,
                 )
             )
     if sum(ops_total for ops_total in (sum(c.values()) for c in exclusive.values())) != sum(root.values()):
         raise EnergyAuditError("per-module MAC counts do not add up to fvcore's total")
-    rows.sort(key=lambda r: (r.layer is None, r.layer if r.layer is not None else 0, COMPONENTS.index(r.component), r.module, r.op))
+    rows.sort(key=lambda r: (STACKS.index(r.stack) if r.stack in STACKS else len(STACKS), r.layer is None, r.layer if r.layer is not None else 0, COMPONENTS.index(r.component), r.module, r.op))
     return tuple(rows)
 
 
@@ -619,3 +771,44 @@ def _check_closed_form(result: MacCount, config: Any, model: nn.Module) -> MacCo
             "pass check_closed_form=False only for a deliberately non-standard model",
         )
     return replace(result, closed_form_total=expected_core + expected_pooler)
+
+
+def bart_expected_macs(config: Any, source_len: int, target_len: int) -> dict[tuple[str | None, str], int]:
+    """Closed-form MACs per (stack, component) of a BART config (all layers), batch 1, no LM head."""
+    expected: dict[tuple[str | None, str], int] = {}
+    for stack, layers, ffn in (("encoder", config.encoder_layers, config.encoder_ffn_dim),
+                               ("decoder", config.decoder_layers, config.decoder_ffn_dim)):
+        for component, macs in bart_layer_macs(config.d_model, ffn, source_len, target_len, stack=stack).items():
+            expected[(stack, component)] = layers * macs
+    return expected
+
+
+def _check_bart_closed_form(result: MacCount, config: Any) -> MacCount:
+    n_e, n_d = result.seq_len, result.decoder_len or result.seq_len
+    expected = bart_expected_macs(config, n_e, n_d)
+    has_head = any(r.component == "head" for r in result.rows)
+    head = n_d * config.d_model * config.vocab_size if has_head else 0
+    got: dict[tuple[str | None, str], int] = defaultdict(int)
+    for row in result.rows:
+        if row.component != "norm":
+            got[(row.stack, row.component)] += row.macs
+    want = {**expected, **({(None, "head"): head} if has_head else {})}
+    diffs = [
+        f"{stack or '-'} {component}: fvcore {got.get((stack, component), 0):,} vs closed form {macs:,}"
+        for (stack, component), macs in want.items()
+        if got.get((stack, component), 0) != macs
+    ]
+    diffs += [
+        f"{stack or '-'} {component}: fvcore {macs:,}, not in the closed form"
+        for (stack, component), macs in got.items()
+        if (stack, component) not in want and macs
+    ]
+    if diffs:
+        raise EnergyAuditError(
+            f"MAC count of {result.model_class} disagrees with the BART closed form "
+            f"(fvcore {sum(got.values()):,} vs closed form {sum(want.values()):,})",
+            details=diffs,
+            hint="an operator is probably uncounted or charged to the wrong module; "
+            "pass check_closed_form=False only for a deliberately non-standard model",
+        )
+    return replace(result, closed_form_total=sum(want.values()))

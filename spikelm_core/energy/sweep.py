@@ -14,6 +14,13 @@ forward hooks over the calibration batches (pads masked), and the counts are pri
   calibration sequences with replacement (seeded);
 - per-layer, per-neuron, per-step (+/-) and per-token-position firing rates.
 
+A BART (dense, spiking or config-only) runs the same sweep: the MAC count is one teacher-forced
+forward (`--seq-len` source tokens, `--target-len` decoder tokens, `use_cache=False`), firing rates
+are traced teacher-forced (decoder fed the shifted input, decoder neurons masked with the decoder's
+padding), and each run adds `generation` (seq2seq.py): one summary with and without the KV cache,
+per summary, per token and per line (encoder, cross K/V, decoder, LM head). The paper setting is
+then BART-base at 128/128 tokens.
+
 The sweep returns an `EnergySweepReport`; `EnergySweepReport.to_dict()` is the stable JSON schema
 (`SCHEMA`, documented there and in docs/energy-report.md). Nothing here prints or exits.
 """
@@ -36,8 +43,14 @@ from spikelm_core.energy.costs import DEFAULT_PROFILE, CostProfile, get_profile
 from spikelm_core.energy.errors import EnergyAuditError
 from spikelm_core.energy.estimate import ASSUMPTIONS, CAVEAT, EnergyReport, EnergyRow, energy_from_counts, paper_setting
 from spikelm_core.energy.firing import FiringRateRecorder, SpikeProfile, SpikeStats
-from spikelm_core.energy.macs import COMPONENTS, DEFAULT_SEQ_LEN, ENCODER_COMPONENTS, MacCount, count_macs
+from spikelm_core.energy.macs import COMPONENTS, DEFAULT_SEQ_LEN, ENCODER_COMPONENTS, SPIKING_COMPONENTS, MacCount, count_macs
+from spikelm_core.energy.seq2seq import GenerationEnergy, bart_paper_setting, generation_energy
 from spikelm_core.errors import CheckpointError, ConfigError
+
+DEFAULT_TARGET_LEN = 64
+"""Summary tokens generated per input when auditing a BART (--target-len)."""
+BART_TYPES = ("bart", "spiking_bart")
+SPIKING_TYPES = ("spiking_bert", "spiking_bart")
 
 SCHEMA = "spikelm.energy/1"
 """Version tag of `EnergySweepReport.to_dict()`; bumped on any incompatible change."""
@@ -65,7 +78,9 @@ class EnergyArgs:
     timesteps: tuple[int, ...] | None = None
     """Time steps T to sweep; None = the checkpoint's own T (spiking) or 4 (dense)."""
     seq_len: int = DEFAULT_SEQ_LEN
-    """Tokens per sequence, for the MAC count and the calibration text."""
+    """Tokens per sequence, for the MAC count and the calibration text (BART: source tokens n_e)."""
+    target_len: int | None = None
+    """BART only: tokens generated per summary (m); None = DEFAULT_TARGET_LEN."""
     data: str | None = None
     """UTF-8 calibration text file; None = the packaged calibration text."""
     batches: int = 4
@@ -97,6 +112,8 @@ class EnergyArgs:
             problems += [f"time steps must be >= 1, got {t}" for t in self.timesteps if t < 1]
         if self.seq_len < 3:
             problems.append(f"sequence length must be at least 3 ([CLS] x [SEP]), got {self.seq_len}")
+        if self.target_len is not None and self.target_len < 1:
+            problems.append(f"target length must be >= 1, got {self.target_len}")
         if self.batches < 1:
             problems.append(f"batches must be >= 1, got {self.batches}")
         if self.batch_size < 1:
@@ -157,6 +174,8 @@ class FloatMatmul:
     steps: int
     """How many times it runs per forward (T when it sits inside the time loop)."""
     reason: str
+    stack: str | None = None
+    """BART: 'encoder' / 'decoder' (None for BERT and the LM head; not in the JSON when None)."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +197,8 @@ class EnergyRun:
     firing_rates_meaningful: bool
     ratio_ci: Interval | None = None
     mean_firing_rate_ci: Interval | None = None
+    generation: GenerationEnergy | None = None
+    """BART only: one summary generated with and without the KV cache (seq2seq.py)."""
 
     @property
     def spike_driven_share(self) -> float:
@@ -205,6 +226,12 @@ class EnergySweepReport:
     assumptions: str = ASSUMPTIONS
     caveat: str = CAVEAT
     included: tuple[str, ...] = ()
+    target_len: int | None = None
+    """BART only: tokens generated per summary (None for BERT)."""
+
+    @property
+    def is_seq2seq(self) -> bool:
+        return self.target_len is not None
 
     @property
     def firing_rates_meaningful(self) -> bool:
@@ -220,7 +247,8 @@ class EnergySweepReport:
                                hidden_size, num_hidden_layers, num_attention_heads,
                                intermediate_size, max_position_embeddings}
             constants         {profile, e_mac_pj, e_ac_pj, source}
-            seq_len           tokens per sequence (MACs are per sample at this length)
+            seq_len           tokens per sequence (MACs are per sample at this length; BART: source)
+            target_len        BART only: summary tokens per input
             data              {source, batches, sequences, tokens}
             count_norm        LayerNorm counted on both sides
             dense_twin        {class, macs, components: {component: macs}}
@@ -249,6 +277,12 @@ class EnergySweepReport:
             paper_setting     {model, seq_len, timesteps, dense_macs, spiking_acs, spiking_macs,
                                energy_dense_mj, energy_spiking_mj, ratio, mean_firing_rate,
                                components}
+            generation        BART only: {source_len, target_len, kv_cache, no_cache}; each mode
+                              {per_summary, per_token, last_token: totals, lines: [{line, charged,
+                              totals}]} (GenerationEnergy.to_dict)
+
+        BART rows of components / layers / float_matmuls also carry `stack`; the BART model block
+        carries model_type and the BART shape keys instead of BERT's.
         """
         return {
             "schema": SCHEMA,
@@ -260,6 +294,7 @@ class EnergySweepReport:
                 "source": self.profile.source,
             },
             "seq_len": self.seq_len,
+            **({"target_len": self.target_len} if self.target_len is not None else {}),
             "data": dict(self.data),
             "count_norm": self.count_norm,
             "dense_twin": dict(self.dense_twin),
@@ -281,7 +316,9 @@ def _finite(x: float | None) -> float | None:
 
 
 def _row_dict(row: EnergyRow, *, layer: bool) -> dict[str, Any]:
+    stack = {"stack": row.stack} if row.stack is not None else {}  # BART rows only: BERT's schema is unchanged
     data = {
+        **stack,
         "component": row.component,
         "macs": row.macs,
         "firing_rate": row.firing_rate,
@@ -291,7 +328,8 @@ def _row_dict(row: EnergyRow, *, layer: bool) -> dict[str, Any]:
         "energy_spiking_mj": row.energy_spiking_mj,
     }
     if layer:
-        data = {"component": row.component, "layer": row.layer, **{k: v for k, v in data.items() if k != "component"}}
+        data = {**stack, "component": row.component, "layer": row.layer,
+                **{k: v for k, v in data.items() if k not in ("component", "stack")}}
     return data
 
 
@@ -305,6 +343,21 @@ def _totals(report: EnergyReport) -> dict[str, Any]:
         "energy_spiking_mj": report.energy_spiking_mj,
         "ratio": _finite(report.ratio),
     }
+
+
+BART_PAPER_MODEL = ("BART-base (closed form: d=768, 6+6 layers, 12 heads, d_ff=3072, V=50265), teacher-forced "
+                    "at 128/128 tokens, LM head as MAC")
+
+
+BART_SHAPE_KEYS = ("d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads", "decoder_attention_heads",
+                   "encoder_ffn_dim", "decoder_ffn_dim", "vocab_size", "max_position_embeddings")
+
+
+def _float_dict(f: FloatMatmul) -> dict[str, Any]:
+    data = asdict(f)
+    if data["stack"] is None:
+        del data["stack"]  # BERT's schema is unchanged
+    return data
 
 
 def _run_dict(run: EnergyRun) -> dict[str, Any]:
@@ -326,9 +379,11 @@ def _run_dict(run: EnergyRun) -> dict[str, Any]:
             for n in run.neurons
         ],
         "per_position": {k: list(v) for k, v in run.per_position.items()},
-        "float_matmuls": [asdict(f) for f in run.float_matmuls],
+        "float_matmuls": [_float_dict(f) for f in run.float_matmuls],
+        **({"generation": run.generation.to_dict()} if run.generation is not None else {}),
         "paper_setting": {
-            "model": "BERT-base (closed form: d=768, 12 layers, 12 heads, d_ff=3072, pooler)",
+            "model": BART_PAPER_MODEL if run.generation is not None else
+            "BERT-base (closed form: d=768, 12 layers, 12 heads, d_ff=3072, pooler)",
             "seq_len": paper.seq_len,
             "timesteps": paper.num_timesteps,
             **_totals(paper),
@@ -356,17 +411,17 @@ def _resolve(model: str | None) -> _Source:
     name = model or "minilm"
     path = resolve_model_source(name)
     config = read_config(path)  # CheckpointError: no config.json, unsupported model type
-    if config.get("model_type") not in ("bert", "spiking_bert"):
+    if config.get("model_type") not in ("bert", "spiking_bert", *BART_TYPES):
         raise CheckpointError(
-            f"'{name}' holds a '{config.get('model_type')}' model; the energy sweep audits BERT models",
-            hint="give a BERT-family model (dense or spiking); BART energy is not audited yet",
+            f"'{name}' holds a '{config.get('model_type')}' model; the energy sweep audits BERT and BART models",
+            hint="give a BERT- or BART-family model (dense or spiking)",
         )
     has_weights = any((path / f).is_file() for f in _WEIGHT_FILES)
     pickled = [p.name for p in (*path.glob("*.bin"), *path.glob("*.pt"))]
     if not has_weights and not pickled:
         kind = "config-only"
     else:
-        kind = "spiking" if config.get("model_type") == "spiking_bert" else "dense"
+        kind = "spiking" if config.get("model_type") in SPIKING_TYPES else "dense"
     return _Source(path=path, kind=kind, config=config, name=name)
 
 
@@ -378,7 +433,7 @@ def _settings(source: _Source, timesteps: int, k: float | None):
     from spikelm_core.convert import NeuronSettings
 
     base = NeuronSettings()
-    if source.config.get("model_type") == "spiking_bert":
+    if source.config.get("model_type") in SPIKING_TYPES:
         known = {f: source.config[f] for f in asdict(base) if f in source.config}
         base = NeuronSettings(**known)
     return replace(base, num_timesteps=timesteps, k=float(k) if k is not None else base.k)
@@ -387,8 +442,18 @@ def _settings(source: _Source, timesteps: int, k: float | None):
 _NOT_COPIED_KEYS = frozenset({"model_type", "architectures", "transformers_version", "auto_map", "_name_or_path"})
 
 
+def _is_bart(config: dict) -> bool:
+    return config.get("model_type") in BART_TYPES
+
+
 def _spiking_class(config: dict) -> type:
-    from spikelm_core.models import spiking_bert
+    from spikelm_core.models import spiking_bart, spiking_bert
+
+    if _is_bart(config):
+        archs = config.get("architectures") or []
+        if any(a.endswith("ForConditionalGeneration") for a in archs):
+            return spiking_bart.SpikingBartForConditionalGeneration
+        return spiking_bart.SpikingBartModel
 
     for arch in config.get("architectures") or []:
         for suffix in ("ForSequenceClassification", "ForMaskedLM", "ForPreTraining"):
@@ -400,6 +465,7 @@ def _spiking_class(config: dict) -> type:
 def _build(source: _Source, settings) -> nn.Module:
     """The spiking model at `settings`: weights from the checkpoint, or random (config-only)."""
     from spikelm_core.convert import spiking_model_from_dense
+    from spikelm_core.models.spiking_bart import SpikingBartConfig
     from spikelm_core.models.spiking_bert import SpikingBertConfig
 
     if source.kind != "config-only":
@@ -407,10 +473,11 @@ def _build(source: _Source, settings) -> nn.Module:
         return model
     fields = {k: v for k, v in source.config.items() if k not in _NOT_COPIED_KEYS}
     fields.update(asdict(settings))
+    family, config_class = ("BART", SpikingBartConfig) if _is_bart(source.config) else ("BERT", SpikingBertConfig)
     try:
-        config = SpikingBertConfig(**fields)
+        config = config_class(**fields)
     except Exception as exc:
-        raise CheckpointError(f"'{source.path}/config.json' is not a valid BERT configuration: {exc}") from exc
+        raise CheckpointError(f"'{source.path}/config.json' is not a valid {family} configuration: {exc}") from exc
     return _spiking_class(source.config)(config)
 
 
@@ -448,12 +515,22 @@ _SPIKING_FIELDS = ("num_timesteps", "neuron_kind", "k", "decay", "reset", "level
                    "fixed_alpha", "spike_kv", "lif_tau", "lif_v_threshold", "lif_v_reset", "lif_surrogate_alpha")
 
 
-def _dense_twin(config: dict, spiking_class: str, seq_len: int, count_norm: bool) -> MacCount:
-    """The plain HF BERT of the same shape and head, on 'meta' (shapes only), counted once."""
+def _dense_twin(config: dict, spiking_class: str, seq_len: int, count_norm: bool, target_len: int | None = None) -> MacCount:
+    """The plain HF BERT (or BART) of the same shape and head, on 'meta' (shapes only), counted once."""
     import transformers
-    from transformers import BertConfig
+    from transformers import BartConfig, BertConfig
 
     data = {k: v for k, v in config.items() if k not in _NOT_COPIED_KEYS and k not in _SPIKING_FIELDS}
+    if _is_bart(config):
+        data.pop("encoder_readout", None)
+        cls = getattr(transformers, spiking_class.replace("SpikingBart", "Bart"), transformers.BartModel)
+        try:
+            bart_config = BartConfig(**{**data, "use_cache": False})
+        except Exception as exc:
+            raise CheckpointError(f"config.json is not a valid BART configuration: {exc}") from exc
+        with torch.device("meta"):
+            twin = cls(bart_config)
+        return count_macs(twin, seq_len=seq_len, decoder_len=target_len, count_norm=count_norm)
     cls = getattr(transformers, spiking_class.replace("SpikingBert", "Bert"), transformers.BertModel)
     try:
         bert_config = BertConfig(**data)
@@ -465,11 +542,13 @@ def _dense_twin(config: dict, spiking_class: str, seq_len: int, count_norm: bool
 
 
 def _check_twin(spiking: MacCount, dense: MacCount) -> None:
-    got, want = spiking.by_component(), dense.by_component()
+    got, want = spiking.by_stack(), dense.by_stack()
     diffs = [
-        f"{c}: spiking model {got.get(c, 0):,} vs dense twin {want.get(c, 0):,}"
+        f"{(stack + ' ') if stack else ''}{c}: spiking model {got.get(stack, {}).get(c, 0):,} "
+        f"vs dense twin {want.get(stack, {}).get(c, 0):,}"
+        for stack in dict.fromkeys([*got, *want])
         for c in COMPONENTS
-        if got.get(c, 0) != want.get(c, 0)
+        if got.get(stack, {}).get(c, 0) != want.get(stack, {}).get(c, 0)
     ]
     if diffs:
         raise EnergyAuditError(
@@ -522,8 +601,17 @@ def _batches(source: _Source, args: EnergyArgs, max_positions: int, vocab_size: 
 # Firing pass, join, bootstrap
 
 
+_ENCODER_SIDE = (".encoder_attn.k_proj.neuron", ".encoder_attn.v_proj.neuron", ".encoder_attn.qk.neuron",
+                 ".encoder_attn.av.neuron")
+
+
+def _encoder_side(name: str) -> bool:
+    """A BART neuron that sees source tokens: the encoder's, and cross-attention K/V (encoder states)."""
+    return name.startswith("encoder.") or ".encoder." in name or name.endswith(_ENCODER_SIDE)
+
+
 def _trace(
-    model: nn.Module, batches: Sequence[dict], *, calibrate: bool
+    model: nn.Module, batches: Sequence[dict], *, calibrate: bool, seq2seq: bool = False
 ) -> tuple[dict[str, SpikeStats], dict[str, SpikeProfile]]:
     """Spike counts of every neuron over `batches` (eval mode, no grad, pads masked).
 
@@ -540,12 +628,18 @@ def _trace(
     if calibrate:
         for _, neuron in neurons:
             neuron.mark_uncalibrated()
-    keys = ("input_ids", "attention_mask", "token_type_ids")
+    keys = ("input_ids", "attention_mask") if seq2seq else ("input_ids", "attention_mask", "token_type_ids")
+    extra = {"use_cache": False} if seq2seq else {}
     try:
         with torch.no_grad(), FiringRateRecorder(model, detail=True) as recorder:
             for batch in batches:
-                recorder.token_mask = batch.get("attention_mask")
-                model(**{k: v for k, v in batch.items() if k in keys})
+                mask = batch.get("attention_mask")
+                recorder.token_mask = mask
+                if seq2seq and mask is not None:
+                    # the decoder reads shift_tokens_right(input_ids): the start token, then tokens 0..L-2
+                    dec_mask = torch.cat([torch.ones_like(mask[:, :1]), mask[:, :-1]], dim=1)
+                    recorder.mask_for = lambda name, m=mask, d=dec_mask: m if _encoder_side(name) else d
+                model(**{k: v for k, v in batch.items() if k in keys}, **extra)
     finally:
         model.train(was_training)
     uncalibrated = [name for name, neuron in neurons if not neuron.is_calibrated]
@@ -564,15 +658,17 @@ def _float_matmuls(count: MacCount) -> tuple[FloatMatmul, ...]:
             continue
         if row.component == "pooler":
             reason = "pooler: float input (the mean over T of the last layer)"
+        elif row.component == "head" and row.module.endswith("lm_head"):
+            reason = "LM head: float input (the mean over T of the decoder output)"
         elif row.component == "head":
             reason = "task head: float input"
-        elif row.component in ("qk", "av"):
+        elif row.component in ("qk", "av", "cross_qk", "cross_av"):
             reason = "K/V not spiked (spike_kv off): Q.K^T / probs.V with two float operands"
-        elif row.component in ENCODER_COMPONENTS:
+        elif row.component in SPIKING_COMPONENTS:
             reason = "no spiking neuron in front of this op"
         else:
             reason = "op outside the spiking encoder: float operands"
-        out.append(FloatMatmul(row.module, row.op, row.component, row.layer, row.macs, row.steps, reason))
+        out.append(FloatMatmul(row.module, row.op, row.component, row.layer, row.macs, row.steps, reason, row.stack))
     return tuple(out)
 
 
@@ -652,8 +748,10 @@ def _bootstrap(
     return ratio_ci, rate_ci
 
 
-def _component_rates(report: EnergyReport) -> dict[str, float]:
-    return {r.component: r.firing_rate for r in report.by_component() if r.firing_rate is not None}
+def _component_rates(report: EnergyReport) -> dict[Any, float]:
+    """MAC-weighted rates per component, keyed (stack, component) for BART rows."""
+    return {(r.stack, r.component) if r.stack is not None else r.component: r.firing_rate
+            for r in report.by_component() if r.firing_rate is not None}
 
 
 def _included(count_norm: bool, count: MacCount) -> tuple[str, ...]:
@@ -672,7 +770,7 @@ def run_energy(args: EnergyArgs, progress: Progress | None = None) -> EnergySwee
     Raises:
         ConfigError (exit 2): bad settings, --seq-len beyond the model's positions, --k with
             neurons that have no k.
-        CheckpointError (exit 3): no such model, no config.json, not a BERT, offline hub id.
+        CheckpointError (exit 3): no such model, no config.json, not a BERT or BART, offline hub id.
         DataError (exit 4): missing, unreadable or empty --data.
         EnergyAuditError (exit 1): an uncounted matmul-class operator (named), a count that
             disagrees with the closed form or with the dense twin, spikes that are not spikes.
@@ -688,7 +786,22 @@ def run_energy(args: EnergyArgs, progress: Progress | None = None) -> EnergySwee
             f"--seq-len {args.seq_len} exceeds the model's maximum of {max_positions} positions",
             hint=f"use --seq-len {min(DEFAULT_SEQ_LEN, max_positions)} or less",
         )
-    is_spiking = source.kind == "spiking" or cfg.get("model_type") == "spiking_bert"
+    seq2seq = _is_bart(cfg)
+    target_len: int | None = None
+    if seq2seq:
+        target_len = args.target_len if args.target_len is not None else min(DEFAULT_TARGET_LEN, max_positions)
+        if target_len > max_positions:
+            raise ConfigError(
+                f"--target-len {target_len} exceeds the model's maximum of {max_positions} positions",
+                hint=f"use --target-len {min(DEFAULT_TARGET_LEN, max_positions)} or less",
+            )
+    elif args.target_len is not None:
+        raise ConfigError(
+            f"--target-len applies to encoder-decoder (BART) models; '{source.name}' is a "
+            f"{cfg.get('model_type')} model",
+            hint="leave out --target-len for a BERT",
+        )
+    is_spiking = source.kind == "spiking" or cfg.get("model_type") in SPIKING_TYPES
     k_applies = _k_applies(cfg) if is_spiking else True
     if args.ks is not None and not k_applies:
         raise ConfigError(
@@ -714,14 +827,22 @@ def run_energy(args: EnergyArgs, progress: Progress | None = None) -> EnergySwee
         torch.manual_seed(args.seed)
         model = _build(source, _settings(source, T, ks[0]))
         model.eval()
-        say(f"counting MACs at T={T}, {args.seq_len} tokens (fvcore)")
-        count = count_macs(model, seq_len=args.seq_len, count_norm=args.count_norm, num_timesteps=T)
+        what = f"{args.seq_len} source / {target_len} summary tokens" if seq2seq else f"{args.seq_len} tokens"
+        say(f"counting MACs at T={T}, {what} (fvcore)")
+        count = count_macs(model, seq_len=args.seq_len, count_norm=args.count_norm, num_timesteps=T,
+                           decoder_len=target_len)
         if twin is None:
-            twin = _dense_twin(cfg, type(model).__name__, args.seq_len, args.count_norm)
+            twin = _dense_twin(cfg, type(model).__name__, args.seq_len, args.count_norm, target_len)
             included = _included(args.count_norm, count)
+            if seq2seq:
+                included = tuple("LM head (MAC: float x float, on the mean over T)" if item == "task head (MAC)" else item
+                                 for item in included)
+                included += (f"BART: encoder once per input at {args.seq_len} tokens, decoder per generated token "
+                             f"({target_len} per summary), with and without the KV cache",)
         _check_twin(count, twin)
         floats = _float_matmuls(count)
         float_components = {f.component for f in floats if f.component in ENCODER_COMPONENTS}
+        float_pairs = {(f.stack, f.component) for f in floats if f.component in SPIKING_COMPONENTS}
         for k in ks:
             checkpoint_amps = use_checkpoint_amplitudes and T == own_t
             if checkpoint_amps:
@@ -735,7 +856,7 @@ def run_energy(args: EnergyArgs, progress: Progress | None = None) -> EnergySwee
             label = f"k={k:g}, T={T}" if k is not None else f"T={T}"
             say(f"{label}: {'calibrating on batch 1, ' if not checkpoint_amps else ''}"
                 f"tracing firing rates over {len(batches)} batch(es)")
-            stats, profiles = _trace(model, batches, calibrate=not checkpoint_amps)
+            stats, profiles = _trace(model, batches, calibrate=not checkpoint_amps, seq2seq=seq2seq)
             dense = [n for n, s in stats.items() if s.kind == "dense"]
             if dense:
                 raise EnergyAuditError(
@@ -744,8 +865,15 @@ def run_energy(args: EnergyArgs, progress: Progress | None = None) -> EnergySwee
                 )
             rates = {n: s.firing_rate for n, s in stats.items()}
             report = energy_from_counts(count.rows, rates, T, profile, seq_len=args.seq_len, included=included)
-            paper = paper_setting(_component_rates(report), timesteps=T, profile=profile,
-                                  float_components=float_components)
+            generation = None
+            if seq2seq:
+                assert target_len is not None
+                generation = generation_energy(count, rates, T, profile, target_len=target_len, included=included)
+                paper = bart_paper_setting(_component_rates(report), timesteps=T, profile=profile,
+                                           float_components=float_pairs)
+            else:
+                paper = paper_setting(_component_rates(report), timesteps=T, profile=profile,
+                                      float_components=float_components)
             ratio_ci, rate_ci = _bootstrap(report, profiles, args.bootstrap, args.confidence, args.seed)
             runs.append(
                 EnergyRun(
@@ -753,19 +881,21 @@ def run_energy(args: EnergyArgs, progress: Progress | None = None) -> EnergySwee
                     neurons=_neuron_rates(stats, profiles, count),
                     per_position=_per_position(profiles, count),
                     float_matmuls=floats, amplitudes=amplitudes, firing_rates_meaningful=meaningful,
-                    ratio_ci=ratio_ci, mean_firing_rate_ci=rate_ci,
+                    ratio_ci=ratio_ci, mean_firing_rate_ci=rate_ci, generation=generation,
                 )
             )
         del model
 
     assert twin is not None
+    shape_keys = (BART_SHAPE_KEYS if seq2seq else
+                  ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "max_position_embeddings"))
     model_info = {
         "source": source.name,
         "path": str(source.path),
         "kind": source.kind,
-        "architecture": (cfg.get("architectures") or ["BertModel"])[0],
-        **{key: cfg.get(key) for key in ("hidden_size", "num_hidden_layers", "num_attention_heads",
-                                          "intermediate_size", "max_position_embeddings")},
+        "architecture": (cfg.get("architectures") or ["BartModel" if seq2seq else "BertModel"])[0],
+        **({"model_type": cfg.get("model_type")} if seq2seq else {}),
+        **{key: cfg.get(key) for key in shape_keys},
     }
     return EnergySweepReport(
         runs=tuple(runs),
@@ -773,11 +903,13 @@ def run_energy(args: EnergyArgs, progress: Progress | None = None) -> EnergySwee
         profile=profile,
         seq_len=args.seq_len,
         data=data_info,
-        dense_twin={"class": twin.model_class, "macs": twin.total, "components": twin.by_component()},
+        dense_twin={"class": twin.model_class, "macs": twin.total, "components": twin.by_component(),
+                    **({"stacks": {(k or "other"): v for k, v in twin.by_stack().items()}} if seq2seq else {})},
         count_norm=args.count_norm,
         seed=args.seed,
         seconds=time.perf_counter() - start,
         included=included,
+        target_len=target_len,
     )
 
 
