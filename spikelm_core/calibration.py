@@ -31,8 +31,12 @@ def is_calibrated(model: nn.Module) -> bool:
     return all(n.is_calibrated for _, n in spiking_neurons(model))
 
 
+_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "decoder_input_ids", "decoder_attention_mask")
+
+
 def _model_inputs(batch: dict) -> dict:
-    return {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    """The batch entries a forward takes (labels dropped: calibration needs no loss)."""
+    return {k: v for k, v in batch.items() if k in _MODEL_INPUTS}
 
 
 @torch.no_grad()
