@@ -9,7 +9,11 @@ import warnings
 import typer
 
 from .commands.convert import convert_command
+from .commands.distill import distill_command
 from .commands.energy import EnergyCommand, energy_command
+from .commands.eval import eval_command
+from .commands.finetune import finetune_command
+from .commands.pretrain import pretrain_command
 
 app = typer.Typer(
     name="spikelm",
@@ -38,6 +42,10 @@ def root(
 
 
 app.command("convert")(convert_command)
+app.command("finetune")(finetune_command)
+app.command("eval")(eval_command)
+app.command("distill")(distill_command)
+app.command("pretrain")(pretrain_command)
 app.command("energy", cls=EnergyCommand)(energy_command)
 
 

@@ -50,7 +50,14 @@ def enable_library_logs(level: int = 20) -> None:
     for h in list(logger.handlers):
         if getattr(h, "_spikelm_cli", False):
             logger.removeHandler(h)
-    handler = logging.StreamHandler(sys.stderr)
+    class _Stderr(logging.Handler):  # looks up sys.stderr on every record (test runners swap it)
+        def emit(self, record):
+            try:
+                sys.stderr.write(self.format(record) + "\n")
+            except Exception:
+                self.handleError(record)
+
+    handler = _Stderr()
     handler._spikelm_cli = True
     handler.setFormatter(logging.Formatter("%(levelname_lower)s: %(message)s"))
     handler.addFilter(_lower_level)

@@ -86,8 +86,9 @@ class _Checks:
 class NeuronArgs:
     """Spiking neuron placed before every linear layer (spikelm-method.md sections 2 and 5)."""
 
-    kind: Literal["elastic_bi", "lif"] = "elastic_bi"
-    """'elastic_bi' = SpikeLM elastic bi-spiking neuron; 'lif' = binary LIF baseline."""
+    kind: Literal["elastic_bi", "lif", "dense"] = "elastic_bi"
+    """'elastic_bi' = SpikeLM elastic bi-spiking neuron; 'lif' = binary LIF baseline; 'dense' = no
+    spiking neurons: finetune/eval use a dense BERT as it is (e.g. a distillation teacher)."""
     num_timesteps: int = 4
     """Time steps T; the input is repeated T times (direct encoding). T = 1 has no dynamics."""
     k: float = 2.0
@@ -417,6 +418,7 @@ class DistillConfig:
         c = _Checks()
         c.require(self.model.strip() != "", "model", "must not be empty")
         c.require(self.distill.teacher is not None, "distill.teacher", "is required")
+        c.require(self.neuron.kind != "dense", "neuron.kind", "'dense' has no spiking student; choose elastic_bi or lif")
         _check_glue_task(self, c, required=False)
         c.require(
             self.glue_task is not None or self.data.source is not None,
@@ -455,6 +457,9 @@ class PretrainConfig:
     model_config: dict[str, Any] = field(default_factory=dict)
     """Model config overrides, e.g. {hidden_size: 384, num_hidden_layers: 6}; from scratch they
     size the model, with a checkpoint they are passed to from_pretrained."""
+    tokenizer: str | None = None
+    """Tokenizer directory, alias ('minilm') or hub id; None = the starting model's own. Required
+    when training from scratch (model null): its vocabulary sizes the embeddings."""
     out_dir: str | None = None
     """Run directory; None = runs/pretrain."""
     neuron: NeuronArgs = field(default_factory=NeuronArgs)
@@ -472,6 +477,7 @@ class PretrainConfig:
         c = _Checks()
         c.require(self.model is None or self.model.strip() != "", "model", "must not be empty (null = from scratch)")
         c.require(self.data.source is not None, "data.source", "is required (a text file or directory)")
+        c.require(self.neuron.kind != "dense", "neuron.kind", "'dense' is not a spiking model; choose elastic_bi or lif")
         c.require(
             self.distill is None or self.distill.teacher is not None,
             "distill.teacher",

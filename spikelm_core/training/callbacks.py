@@ -1,0 +1,140 @@
+"""Trainer callbacks: the metrics.jsonl sink and the firing-rate monitor.
+
+Both write or log on the main process only. Neither prints: warnings go to the `spikelm` logger,
+and the CLI decides what reaches the terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from ..calibration import spiking_neurons
+from ..log import get_logger
+
+log = get_logger("training")
+
+#: Wall-clock keys the Trainer logs; kept out of metrics.jsonl so that two runs with one seed
+#: write bit-identical files (they are reported in the run summary instead).
+WALL_CLOCK_KEYS = ("_runtime", "_per_second", "total_flos")
+
+
+def _is_wall_clock(key: str) -> bool:
+    return any(key.endswith(s) for s in WALL_CLOCK_KEYS)
+
+
+class JsonlMetricsCallback(TrainerCallback):
+    """Appends every Trainer log (training loss, learning rate, evaluation metrics, firing rate) to
+    `<out_dir>/metrics.jsonl`, one JSON object per line with `step` and `epoch`.
+
+    On resume the lines after the checkpoint's step are dropped first, so a run killed mid-way
+    and resumed leaves the same file as one that was never interrupted.
+    """
+
+    def __init__(self, path: str | Path, *, resume_step: int | None = None):
+        self.path = Path(path)
+        self.resume_step = resume_step
+        self.wall_clock: dict[str, float] = {}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.resume_step is None:
+            self.path.write_text("", encoding="utf-8")
+        elif self.path.exists():
+            kept = []
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    if json.loads(line).get("step", 0) <= self.resume_step:
+                        kept.append(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by a kill
+            self.path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        record = {"step": state.global_step, "epoch": state.epoch}
+        for key, value in logs.items():
+            if _is_wall_clock(key):
+                self.wall_clock[key] = value
+                continue
+            if isinstance(value, float) and not math.isfinite(value):
+                value = str(value)  # JSON has no NaN; keep the fact visible
+            record[key] = value
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+
+class FiringRateCallback(TrainerCallback):
+    """Measures the mean firing rate on each logged step and adds it to the logs as `firing_rate`.
+
+    Spike counting is switched on for the one optimizer step that precedes a log, so it costs
+    nothing on the other steps. The first time a layer's neurons are all silent (rate 0) or all
+    saturated (rate 1) a warning names it, once per layer and kind.
+    """
+
+    def __init__(self, *, low: float = 0.0, high: float = 1.0):
+        self.low, self.high = low, high
+        self.last_rate: float | None = None
+        self.last_layer_rates: dict[str, float] = {}
+        self.warnings: list[str] = []
+        self._warned: set[tuple[str, str]] = set()
+        self._tracking = False
+
+    @staticmethod
+    def _neurons(model):
+        return spiking_neurons(model)
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        if model is None or args.logging_steps <= 0:
+            return
+        if (state.global_step + 1) % int(args.logging_steps) == 0:
+            for _, n in self._neurons(model):
+                n.reset_stats()
+                n.track_stats = True
+            self._tracking = True
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if not self._tracking or model is None:
+            return
+        self._tracking = False
+        per_layer: dict[str, list[float]] = {}
+        for name, n in self._neurons(model):
+            rate = n.firing_rate()
+            n.track_stats = False
+            n.reset_stats()
+            if rate is None:
+                continue
+            per_layer.setdefault(layer_of(name), []).append(rate)
+        if not per_layer:
+            return
+        self.last_layer_rates = {k: sum(v) / len(v) for k, v in per_layer.items()}
+        rates = [r for v in per_layer.values() for r in v]
+        self.last_rate = sum(rates) / len(rates)
+        for layer, rate in self.last_layer_rates.items():
+            kind = "dead (firing rate 0)" if rate <= self.low else "saturated (firing rate 1)" if rate >= self.high else None
+            if kind and (layer, kind) not in self._warned:
+                self._warned.add((layer, kind))
+                message = f"{layer}: neurons are {kind} at step {state.global_step}"
+                self.warnings.append(message)
+                if state.is_world_process_zero:
+                    log.warning(message)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is not None and self.last_rate is not None and "loss" in logs:
+            logs["firing_rate"] = round(self.last_rate, 6)
+
+
+def layer_of(neuron_name: str) -> str:
+    """'bert.encoder.layer.3.attention.self.k_spike' -> 'layer.3'; other neurons -> their module path."""
+    parts = neuron_name.split(".")
+    if "layer" in parts:
+        i = parts.index("layer")
+        if i + 1 < len(parts):
+            return f"layer.{parts[i + 1]}"
+    return neuron_name

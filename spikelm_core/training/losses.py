@@ -1,0 +1,60 @@
+"""Distillation loss terms (the teacher is dense; the student's hidden states are means over T).
+
+All functions take plain tensors and are independent of the Trainer, so they are tested directly.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def logit_kd(student: torch.Tensor, teacher: torch.Tensor, temperature: float, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """KL(softmax(teacher/T) || softmax(student/T)) * T^2, averaged over the rows kept by `mask`.
+
+    student, teacher: [..., C] logits. mask: boolean [...] selecting rows (e.g. masked tokens of an
+    MLM batch); None keeps every row. For regression (C = 1) the term is the MSE of the outputs.
+    """
+    if student.shape[-1] != teacher.shape[-1]:
+        raise ValueError(f"student has {student.shape[-1]} outputs, teacher {teacher.shape[-1]}")
+    s = student.reshape(-1, student.shape[-1]).float()
+    t = teacher.reshape(-1, teacher.shape[-1]).float()
+    if mask is not None:
+        keep = mask.reshape(-1)
+        s, t = s[keep], t[keep]
+    if s.shape[0] == 0:
+        return student.sum() * 0.0
+    if s.shape[-1] == 1:
+        return F.mse_loss(s, t)
+    log_p_s = F.log_softmax(s / temperature, dim=-1)
+    log_p_t = F.log_softmax(t / temperature, dim=-1)
+    return F.kl_div(log_p_s, log_p_t, log_target=True, reduction="batchmean") * temperature**2
+
+
+def hidden_mse(student: tuple[torch.Tensor, ...], teacher: tuple[torch.Tensor, ...], attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean over layers of the MSE between hidden states [B, L, D], over real (unpadded) tokens."""
+    if len(student) != len(teacher):
+        raise ValueError(f"student returns {len(student)} hidden states, teacher {len(teacher)}")
+    total = student[0].new_zeros(())
+    for s, t in zip(student, teacher):
+        if s.shape != t.shape:
+            raise ValueError(f"hidden state shapes differ: student {tuple(s.shape)}, teacher {tuple(t.shape)}")
+        err = (s.float() - t.float()).pow(2).mean(-1)  # [B, L]
+        if attention_mask is not None:
+            m = attention_mask.to(err.dtype)
+            total = total + (err * m).sum() / m.sum().clamp_min(1.0)
+        else:
+            total = total + err.mean()
+    return total / len(student)
+
+
+def attention_mse(student: tuple[torch.Tensor, ...], teacher: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Mean over layers of the MSE between attention probabilities [B, H, L, L]."""
+    if len(student) != len(teacher):
+        raise ValueError(f"student returns {len(student)} attention maps, teacher {len(teacher)}")
+    total = student[0].new_zeros(())
+    for s, t in zip(student, teacher):
+        if s.shape != t.shape:
+            raise ValueError(f"attention shapes differ: student {tuple(s.shape)}, teacher {tuple(t.shape)}")
+        total = total + F.mse_loss(s.float(), t.float())
+    return total / len(student)

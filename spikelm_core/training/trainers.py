@@ -1,0 +1,161 @@
+"""Trainer subclasses: `SpikelmTrainer` (schedule horizon, non-finite loss guard, loss-part logs)
+and `DistillTrainer` (knowledge distillation from a dense teacher).
+
+They extend `transformers.Trainer` through its documented hooks (`create_scheduler`,
+`training_step`, `compute_loss`, `log`) and copy none of its loop, so DDP/FSDP/DeepSpeed,
+mixed precision, checkpointing and resume keep coming from transformers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from transformers import Trainer
+from transformers.trainer_utils import get_last_checkpoint
+
+from ..config.schema import DistillArgs
+from ..errors import SpikelmError
+from .losses import attention_mse, hidden_mse, logit_kd
+
+_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class NonFiniteLossError(SpikelmError):
+    """Training produced a NaN or infinite loss; the run stopped before updating the weights."""
+
+    exit_code = 1
+
+
+def linear_schedule_with_horizon(warmup_steps: int, horizon: int):
+    """lr factor: linear warmup 0 -> 1 over `warmup_steps`, then linear decay to 0 at `horizon`.
+
+    The horizon may exceed the steps actually run (the released pretraining: 5k warmup over a
+    500k horizon, stopped at 100k, where the factor is 0.8163).
+    """
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return step / max(1, warmup_steps)
+        return max(0.0, (horizon - step) / max(1, horizon - warmup_steps))
+
+    return factor
+
+
+class SpikelmTrainer(Trainer):
+    """`Trainer` with three additions:
+
+    - `schedule_steps`: a linear schedule over a horizon other than the run length;
+    - a finite-loss guard: a NaN/inf loss raises `NonFiniteLossError` before the optimizer step,
+      so the weights stay those of the last good step and the last checkpoint stays intact;
+    - loss parts (`self.loss_parts`, e.g. ce/kd) averaged into each training log as `loss_<part>`.
+
+    Our models read no loss kwargs (they never normalise by `num_items_in_batch`), which is said
+    explicitly so the Trainer does not rescale their losses.
+    """
+
+    def __init__(self, *args, schedule_steps: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        self.remove_callback(PrinterCallback)  # the library never prints; the CLI shows progress
+        self.remove_callback(ProgressCallback)
+        self.schedule_steps = schedule_steps
+        self.model_accepts_loss_kwargs = False
+        self._part_sums: dict[str, float] = {}
+        self._part_count = 0
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.schedule_steps is None or self.lr_scheduler is not None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        optimizer = optimizer if optimizer is not None else self.optimizer
+        factor = linear_schedule_with_horizon(self.args.get_warmup_steps(self.schedule_steps), self.schedule_steps)
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        self._created_lr_scheduler = True
+        return self.lr_scheduler
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if not torch.isfinite(loss).all():
+            last = get_last_checkpoint(self.args.output_dir) if self.args.output_dir else None
+            step = self.state.global_step + 1
+            raise NonFiniteLossError(
+                f"the training loss became {loss.item()} at step {step}; the run stopped before that update",
+                details=[f"last good checkpoint: {last}" if last else "no checkpoint was saved before this step"],
+                hint="lower train.lr, set train.grad_clip (e.g. 1.0), or check the data; "
+                "--resume auto continues from the last good checkpoint",
+            )
+        return loss
+
+    def record_loss_parts(self, parts: dict[str, torch.Tensor]) -> None:
+        for name, value in parts.items():
+            self._part_sums[name] = self._part_sums.get(name, 0.0) + float(value.detach())
+        self._part_count += 1
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._part_count:
+            for name, total in self._part_sums.items():
+                logs[f"loss_{name}"] = round(total / self._part_count, 6)
+            self._part_sums, self._part_count = {}, 0
+        super().log(logs, start_time)
+
+
+def _logits(outputs):
+    for name in ("logits", "prediction_logits"):
+        value = getattr(outputs, name, None)
+        if value is not None:
+            return value
+    raise ValueError("the model output has no logits")
+
+
+class DistillTrainer(SpikelmTrainer):
+    """Knowledge distillation into a spiking student:
+
+        loss = alpha_ce * CE(student, labels) + alpha_kd * KL(student/T || teacher/T) * T^2
+             + alpha_hidden * MSE(hidden states) + alpha_attn * MSE(attention probabilities)
+
+    The teacher is a dense model on the student's device, in eval mode, under `no_grad`. The
+    student's hidden states and attention maps are means over its T time steps. For masked-LM
+    batches the logit term covers the masked positions only (labels != -100). Evaluation uses the
+    student's own task loss.
+    """
+
+    def __init__(self, *args, teacher: torch.nn.Module, distill: DistillArgs, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.teacher = teacher.to(self.args.device).eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.distill = distill
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not model.training:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        d = self.distill
+        need_hidden, need_attn = d.alpha_hidden > 0, d.alpha_attn > 0
+        outputs = model(**inputs, output_hidden_states=need_hidden, output_attentions=need_attn)
+        teacher_inputs = {k: v for k, v in inputs.items() if k in _MODEL_INPUTS}
+        self.teacher.eval()
+        with torch.no_grad():
+            t_out = self.teacher(**teacher_inputs, output_hidden_states=need_hidden, output_attentions=need_attn)
+        s_logits, t_logits = _logits(outputs), _logits(t_out)
+        mask = None
+        labels = inputs.get("labels")
+        if s_logits.dim() == 3 and labels is not None:  # MLM: only masked tokens
+            mask = labels != -100
+        parts: dict[str, torch.Tensor] = {}
+        if d.alpha_ce > 0:
+            parts["ce"] = outputs.loss
+        if d.alpha_kd > 0:
+            parts["kd"] = logit_kd(s_logits, t_logits, d.temperature, mask)
+        if need_hidden:
+            parts["hidden"] = hidden_mse(outputs.hidden_states, t_out.hidden_states, inputs.get("attention_mask"))
+        if need_attn:
+            parts["attn"] = attention_mse(outputs.attentions, t_out.attentions)
+        weights = {"ce": d.alpha_ce, "kd": d.alpha_kd, "hidden": d.alpha_hidden, "attn": d.alpha_attn}
+        loss = sum(weights[name] * value for name, value in parts.items())
+        self.record_loss_parts(parts)
+        return (loss, outputs) if return_outputs else loss
+
+
+def is_finite_number(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
