@@ -497,7 +497,7 @@ def test_save_and_replay_gives_an_equal_config(tmp_path, cls, overrides):
 def test_config_to_dict_is_plain_and_ordered():
     cfg = load_config(FinetuneConfig, None, [*MINIMAL, "train.report_to=wandb"])
     data = config_to_dict(cfg)
-    assert list(data) == ["task", "model", "glue_task", "out_dir", "neuron", "data", "train"]
+    assert list(data) == ["task", "model", "glue_task", "summarization_task", "generate", "out_dir", "neuron", "data", "train"]
     assert data["train"]["report_to"] == ["wandb"] and isinstance(data["neuron"], dict)
     with pytest.raises(TypeError):
         config_to_dict({"not": "a config"})

@@ -18,7 +18,7 @@ ResumeOpt = Annotated[
     str,
     typer.Option("--resume", help="never (default), auto (latest checkpoint in the run directory, else fresh), or a checkpoint directory."),
 ]
-DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Local GLUE root (SST-2/, MNLI/, ...); overrides $GLUE_DIR.")]
+DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Local GLUE root (SST-2/, MNLI/, ...; overrides $GLUE_DIR), or for xsum/cnn_dm a directory with train.jsonl / validation.jsonl.")]
 
 
 def recipe_or_default(recipe: Path | None, task: str | None, command: str) -> Path:

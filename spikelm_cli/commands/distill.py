@@ -18,7 +18,7 @@ from ._training import DataDirOpt, OverridesOpt, ResumeOpt, RunOutDirOpt, recipe
 @friendly_errors
 def distill_command(
     recipe: Annotated[Optional[Path], typer.Argument(help="Recipe YAML (or a run's run_config.yaml).")] = None,
-    task: Annotated[Optional[str], typer.Option("--task", help="GLUE task; without RECIPE, picks recipes/bert_base/distill_<task>.yaml.")] = None,
+    task: Annotated[Optional[str], typer.Option("--task", help="GLUE task (sst2, ...) or summarization task (xsum, cnn_dm); without RECIPE, picks the paper recipe (recipes/bert_base/ or recipes/bart_base/).")] = None,
     teacher: Annotated[Optional[str], typer.Option("--teacher", help="Dense teacher fine-tuned on the task (overrides distill.teacher).")] = None,
     overrides: OverridesOpt = None,
     out_dir: RunOutDirOpt = None,

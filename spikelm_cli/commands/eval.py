@@ -1,4 +1,4 @@
-"""`spikelm eval`: dev metrics and firing rates of a checkpoint on a GLUE task."""
+"""`spikelm eval`: dev metrics (GLUE) or ROUGE (xsum, cnn_dm) and firing rates of a checkpoint."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from ._training import DataDirOpt, OverridesOpt, RunOutDirOpt
 @friendly_errors
 def eval_command(
     source: Annotated[str, typer.Argument(help="Checkpoint directory (e.g. runs/sst2/final) or an eval recipe (.yaml).")],
-    task: Annotated[Optional[str], typer.Option("--task", help="GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte).")] = None,
+    task: Annotated[Optional[str], typer.Option("--task", help="GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte) or summarization task (xsum, cnn_dm: beam search + ROUGE).")] = None,
     overrides: OverridesOpt = None,
     data_dir: DataDirOpt = None,
     out_dir: RunOutDirOpt = None,

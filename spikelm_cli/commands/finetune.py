@@ -18,7 +18,7 @@ from ._training import DataDirOpt, OverridesOpt, ResumeOpt, RunOutDirOpt, recipe
 @friendly_errors
 def finetune_command(
     recipe: Annotated[Optional[Path], typer.Argument(help="Recipe YAML (or a run's run_config.yaml).")] = None,
-    task: Annotated[Optional[str], typer.Option("--task", help="GLUE task; without RECIPE, picks recipes/bert_base/finetune_<task>.yaml.")] = None,
+    task: Annotated[Optional[str], typer.Option("--task", help="GLUE task (cola, sst2, ...) or summarization task (xsum, cnn_dm); without RECIPE, picks the paper recipe (recipes/bert_base/ or recipes/bart_base/).")] = None,
     overrides: OverridesOpt = None,
     out_dir: RunOutDirOpt = None,
     resume: ResumeOpt = "never",

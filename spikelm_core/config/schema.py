@@ -31,6 +31,7 @@ from spikelm_core.data.glue import (
     normalize_glue_split,
     normalize_glue_task,
 )
+from spikelm_core.data.summarization import SUMMARIZATION_TASKS
 
 __all__ = [
     "ConfigProblems",
@@ -137,10 +138,21 @@ class DataArgs:
     """Use only the first N training examples (deterministic); None = all."""
     eval_subset: int | None = None
     """Use only the first N examples of each evaluation split; None = all."""
+    train_file: str | None = None
+    """Summarisation: a jsonl/json/csv training file (overrides data_dir)."""
+    validation_file: str | None = None
+    """Summarisation: a jsonl/json/csv validation file (overrides data_dir)."""
+    text_column: str | None = None
+    """Summarisation: the document column; None = the dataset's (document for XSUM, article for CNN/DM)."""
+    summary_column: str | None = None
+    """Summarisation: the summary column; None = the dataset's (summary for XSUM, highlights for CNN/DM)."""
+    max_target_length: int = 64
+    """Summarisation: maximum summary tokens for training (labels are truncated)."""
 
     def __post_init__(self) -> None:
         c = _Checks()
         c.require(self.max_length >= 2, "max_length", f"must be >= 2, got {self.max_length}")
+        c.require(self.max_target_length >= 2, "max_target_length", f"must be >= 2, got {self.max_target_length}")
         for name in ("train_subset", "eval_subset"):
             value = getattr(self, name)
             c.require(value is None or value >= 1, name, f"must be >= 1 or null, got {value}")
@@ -149,6 +161,7 @@ class DataArgs:
 
 
 _REPORT_TO = ("none", "tensorboard", "wandb")
+SUMMARIZATION_TASK_NAMES = tuple(SUMMARIZATION_TASKS)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -307,6 +320,22 @@ class DistillArgs:
 
 
 @dataclass(frozen=True, kw_only=True)
+class GenerateArgs:
+    """Summarisation: how summaries are generated for ROUGE (beam search, KV cache)."""
+
+    num_beams: int = 4
+    """Beam size (1 = greedy). Not public for the paper's BART experiments."""
+    max_new_tokens: int = 64
+    """Maximum summary tokens generated."""
+
+    def __post_init__(self) -> None:
+        c = _Checks()
+        c.require(self.num_beams >= 1, "num_beams", f"beam size must be >= 1, got {self.num_beams}")
+        c.require(self.max_new_tokens >= 1, "max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
+        c.done()
+
+
+@dataclass(frozen=True, kw_only=True)
 class MlmArgs:
     """Masked language modelling (the released pretraining objective: MLM CE + NSP CE)."""
 
@@ -326,6 +355,34 @@ class MlmArgs:
 
 
 # ------------------------------------------------------------------------------ task configs
+
+
+def _summarization_name(value: str | None) -> str | None:
+    if not value:
+        return None
+    key = value.strip().lower().replace("-", "_")
+    key = key.removeprefix("summarization/")
+    key = {"cnndm": "cnn_dm", "cnn_dailymail": "cnn_dm"}.get(key, key)
+    return key if key in SUMMARIZATION_TASK_NAMES else None
+
+
+def _check_task(config: Any, c: _Checks, *, required: bool) -> None:
+    """A summarisation task (xsum, cnn_dm: from `summarization_task`, `glue_task`/--task or
+    `data.source`) or else a GLUE task (see `_check_glue_task`)."""
+    task = (_summarization_name(config.summarization_task) or _summarization_name(config.glue_task)
+            or _summarization_name(config.data.source))
+    if config.summarization_task is not None and task is None:
+        c.require(False, "summarization_task",
+                  f"unknown summarization task {config.summarization_task!r}; choose from {', '.join(SUMMARIZATION_TASK_NAMES)}")
+    if task is not None:
+        object.__setattr__(config, "summarization_task", task)
+        if _summarization_name(config.glue_task):
+            object.__setattr__(config, "glue_task", None)
+        c.require(config.glue_task is None, "glue_task",
+                  f"{config.glue_task!r} is a GLUE task but the recipe summarises ({task}); set only one",
+                  also=("summarization_task",))
+        return
+    _check_glue_task(config, c, required=required)
 
 
 def _check_glue_task(config: Any, c: _Checks, *, required: bool) -> None:
@@ -374,6 +431,11 @@ class FinetuneConfig:
     """Model to fine-tune: a local directory (config.json + model.safetensors) or a hub id."""
     glue_task: str | None = None
     """GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte); None = inferred from data.source."""
+    summarization_task: str | None = None
+    """Summarisation task (xsum, cnn_dm) for BART models; None = inferred from --task or data.source.
+    GLUE tasks and summarisation tasks are exclusive."""
+    generate: GenerateArgs = field(default_factory=GenerateArgs)
+    """Summarisation: generation settings for the ROUGE evaluation."""
     out_dir: str | None = None
     """Run directory (checkpoints, metrics.jsonl, run_config.yaml, final/); None = runs/<task>."""
     neuron: NeuronArgs = field(default_factory=NeuronArgs)
@@ -386,7 +448,7 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         c = _Checks()
         c.require(self.model.strip() != "", "model", "must not be empty")
-        _check_glue_task(self, c, required=True)
+        _check_task(self, c, required=True)
         c.done()
 
 
@@ -401,6 +463,11 @@ class DistillConfig:
     """Student initialisation: a local directory or hub id (dense weights are converted)."""
     glue_task: str | None = None
     """GLUE task to distill on; None = inferred from data.source, else MLM distillation on text."""
+    summarization_task: str | None = None
+    """Summarisation task (xsum, cnn_dm) for BART models; None = inferred from --task or data.source.
+    GLUE tasks and summarisation tasks are exclusive."""
+    generate: GenerateArgs = field(default_factory=GenerateArgs)
+    """Summarisation: generation settings for the ROUGE evaluation."""
     out_dir: str | None = None
     """Run directory; None = runs/distill."""
     neuron: NeuronArgs = field(default_factory=NeuronArgs)
@@ -419,9 +486,9 @@ class DistillConfig:
         c.require(self.model.strip() != "", "model", "must not be empty")
         c.require(self.distill.teacher is not None, "distill.teacher", "is required")
         c.require(self.neuron.kind != "dense", "neuron.kind", "'dense' has no spiking student; choose elastic_bi or lif")
-        _check_glue_task(self, c, required=False)
+        _check_task(self, c, required=False)
         c.require(
-            self.glue_task is not None or self.data.source is not None,
+            self.glue_task is not None or self.summarization_task is not None or self.data.source is not None,
             "data.source",
             "is required: 'glue/<task>', a GLUE task directory, or a text file/directory for MLM",
             also=("glue_task",),
@@ -496,6 +563,11 @@ class EvalConfig:
     """Model to evaluate: a local directory or hub id."""
     glue_task: str | None = None
     """GLUE task; None = inferred from data.source."""
+    summarization_task: str | None = None
+    """Summarisation task (xsum, cnn_dm) for BART models; None = inferred from --task or data.source.
+    GLUE tasks and summarisation tasks are exclusive."""
+    generate: GenerateArgs = field(default_factory=GenerateArgs)
+    """Summarisation: generation settings for the ROUGE evaluation."""
     out_dir: str | None = None
     """Where eval_results.json and run_config.yaml go; None = next to nothing (stdout only)."""
     splits: tuple[str, ...] = ()
@@ -516,8 +588,11 @@ class EvalConfig:
         c.require(self.model.strip() != "", "model", "must not be empty")
         c.require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         c.require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
-        _check_glue_task(self, c, required=True)
-        task = normalize_glue_task(self.glue_task) if self.glue_task else None
+        _check_task(self, c, required=True)
+        if self.summarization_task is not None:
+            bad = [x for x in self.splits if x not in ("train", "validation", "test")]
+            c.require(not bad, "splits", f"{self.summarization_task} splits are train, validation, test; got {bad}")
+        task = normalize_glue_task(self.glue_task) if self.glue_task and not self.summarization_task else None
         if task is not None:
             splits = []
             for split in self.splits:

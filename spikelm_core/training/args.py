@@ -59,12 +59,14 @@ def training_arguments(
     metric_for_best_model: str | None = None,
     label_names: tuple[str, ...] = ("labels",),
     evaluate: bool = True,
+    args_class=None,
 ):
     """`TrainingArguments` for `train`, writing checkpoints under `out_dir`.
 
     metric_for_best_model: the metric name (without the 'eval_' prefix) that selects the best
         checkpoint when `train.keep_best`; greater is better for every GLUE metric.
     evaluate: False when the run has no evaluation data (pretraining); evaluation is then off.
+    args_class: the arguments class, e.g. `Seq2SeqTrainingArguments` for seq2seq runs.
     """
     from transformers import TrainingArguments
 
@@ -86,7 +88,7 @@ def training_arguments(
         scheduler = "constant_with_warmup" if train.warmup_steps > 0 else "constant"
     else:
         scheduler = "linear"
-    return TrainingArguments(
+    return (args_class or TrainingArguments)(
         output_dir=str(out_dir),
         # optimisation (AdamW, as the released code)
         optim="adamw_torch",

@@ -72,6 +72,11 @@ def run_distill(cfg: DistillConfig, *, resume: str | None = "never", callbacks=N
 
     if cfg.distill.teacher is None:
         raise ConfigError("distill.teacher is required")
+    if cfg.summarization_task is not None:
+        from .summarization import run_summarization_training
+
+        return run_summarization_training(cfg, resume=resume, callbacks=callbacks, command="distill",
+                                          distill=cfg.distill)
     if cfg.glue_task is None:
         from .pretrain import run_mlm_training
 

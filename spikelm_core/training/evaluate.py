@@ -69,11 +69,16 @@ def _check_labels(model_dir: Path, spec) -> None:
 
 
 def run_eval(cfg: EvalConfig) -> EvalResult:
-    """Evaluate `cfg.model` on the dev split(s) of `cfg.glue_task`."""
+    """Evaluate `cfg.model` on the dev split(s) of `cfg.glue_task`, or (a BART) with beam search and
+    ROUGE on `cfg.summarization_task`."""
     from transformers import DataCollatorWithPadding
 
     from .trainers import SpikelmTrainer
 
+    if cfg.summarization_task is not None:
+        from .summarization import run_summarization_eval
+
+        return run_summarization_eval(cfg)
     timer = Timer()
     check_device(cfg.device)
     seed_everything(cfg.seed)

@@ -167,6 +167,10 @@ def run_finetune(cfg: FinetuneConfig, *, resume: str | None = "never", callbacks
 
     if isinstance(cfg, DistillConfig):
         raise ConfigError("run_finetune takes a FinetuneConfig; use run_distill for a distill recipe")
+    if cfg.summarization_task is not None:
+        from .summarization import run_summarization_training
+
+        return run_summarization_training(cfg, resume=resume, callbacks=callbacks, command="finetune")
     return run_glue_training(
         cfg, resume=resume, callbacks=callbacks, command="finetune",
         trainer_factory=lambda **kw: SpikelmTrainer(**kw, schedule_steps=cfg.train.schedule_steps),

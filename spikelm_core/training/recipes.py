@@ -23,17 +23,21 @@ def recipes_dir() -> Path | None:
 
 
 def paper_recipe(command: str, glue_task: str) -> Path:
-    """recipes/bert_base/<command>_<task>.yaml, e.g. the paper's MNLI fine-tuning recipe."""
+    """recipes/bert_base/<command>_<task>.yaml (GLUE, e.g. the paper's MNLI fine-tuning recipe) or
+    recipes/bart_base/<command>_<task>.yaml (summarisation: xsum, cnn_dm)."""
+    from ..config.schema import _summarization_name
     from ..data.glue import get_glue_task
 
-    task = get_glue_task(glue_task).name
+    summarization = _summarization_name(glue_task)
+    task = summarization or get_glue_task(glue_task).name
+    family = "bart_base" if summarization else "bert_base"
     root = recipes_dir()
     if root is None:
         raise ConfigError(
             "cannot find the recipes/ directory",
             hint="give a recipe path, or set SPIKELM_RECIPES to the recipes/ directory of a spikelm checkout",
         )
-    path = root / "bert_base" / f"{command}_{task}.yaml"
+    path = root / family / f"{command}_{task}.yaml"
     if not path.is_file():
         raise ConfigError(f"no bundled {command} recipe for {task}: {path} does not exist",
                           hint="give a recipe path")
