@@ -45,7 +45,7 @@ from .common import (
     write_run_config,
 )
 from .losses import hidden_mse, logit_kd
-from .trainers import SpikelmTrainer
+from .trainers import DistillTrainer, SpikelmTrainer
 
 BART_TYPES = ("bart", "spiking_bart")
 
@@ -116,16 +116,13 @@ class SpikelmSeq2SeqTrainer(SpikelmTrainer, Seq2SeqTrainer):
     """`Seq2SeqTrainer` with spikelm's schedule horizon, finite-loss guard and loss-part logs."""
 
 
-class Seq2SeqDistillTrainer(SpikelmSeq2SeqTrainer):
-    """loss = alpha_ce * CE + alpha_kd * KL(student/T || teacher/T) * T^2 on summary tokens
-    + alpha_hidden * MSE(decoder and encoder hidden states)."""
+class Seq2SeqDistillTrainer(DistillTrainer, Seq2SeqTrainer):
+    """`DistillTrainer` (teacher handling, loss-part logs) on the seq2seq Trainer, with the loss
+    read off encoder-decoder outputs:
 
-    def __init__(self, *args, teacher: torch.nn.Module, distill: DistillArgs, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.teacher = teacher.to(self.args.device).eval()
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
-        self.distill = distill
+        loss = alpha_ce * CE + alpha_kd * KL(student/T || teacher/T) * T^2 on summary tokens
+             + alpha_hidden * MSE(decoder and encoder hidden states)
+    """
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not model.training:
