@@ -137,3 +137,21 @@ def test_task_flag_picks_the_bart_recipe():
 
     assert paper_recipe("distill", "xsum").as_posix().endswith("recipes/bart_base/distill_xsum.yaml")
     assert paper_recipe("finetune", "cnn-dm").name == "finetune_cnn_dm.yaml"
+
+
+@pytest.mark.slow
+def test_finetune_without_a_teacher_on_tiny_bart(tiny_bart_teacher, tmp_path):
+    train, val = _data(tmp_path)
+    out = tmp_path / "ft"
+    res = runner.invoke(app, [
+        "finetune", "--task", "xsum", "--out-dir", str(out), "--format", "json",
+        "-s", f"model={tiny_bart_teacher}", "-s", f"data.train_file={train}", "-s", f"data.validation_file={val}",
+        "-s", "data.max_length=64", "-s", "data.max_target_length=16", "-s", "train.max_steps=2",
+        "-s", "train.batch_size=4", "-s", "train.eval_batch_size=4", "-s", "train.eval_strategy=no",
+        "-s", "train.keep_best=false", "-s", "train.device=cpu", "-s", "neuron.num_timesteps=2",
+        "-s", "generate.num_beams=1", "-s", "generate.max_new_tokens=4",
+    ])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["global_step"] == 2 and set(data["metrics"]["validation"]) >= {"rouge1", "rougeL"}
+    assert data["calibrated"] is True  # the dense BART was converted and calibrated before training
