@@ -54,8 +54,9 @@ def calibrate_bi_spike(
     return alpha
 
 
-def bi_spike_forward_kernel(x, alpha, decay: float, reset: str, lo: int, unit: bool):
-    """Forward of the whole time axis without autograd: spikes, levels as int8, STE window as bool."""
+def bi_spike_forward_kernel(x, alpha, decay: float, reset: str, lo: int, unit: bool, need_state: bool = True):
+    """Forward of the whole time axis without autograd: spikes and, when `need_state` (a backward
+    will follow), the levels as int8 and the straight-through window as bool."""
     a_all = alpha.to(x.dtype)
     a_clamped = a_all.clamp_min(1e-5)
     outs, levels, windows = [], [], []
@@ -66,8 +67,11 @@ def bi_spike_forward_kernel(x, alpha, decay: float, reset: str, lo: int, unit: b
         q = torch.clamp(torch.round(u / a), lo, 1)
         s = q if unit else a * q
         outs.append(s)
-        levels.append(q.to(torch.int8))
-        windows.append((u >= lo * a) & (u <= a))
+        if need_state:
+            levels.append(q.to(torch.int8))
+            windows.append((u >= lo * a) & (u <= a))
+    if not need_state:
+        return torch.stack(outs), None, None
     return torch.stack(outs), torch.stack(levels), torch.stack(windows)
 
 
@@ -99,6 +103,10 @@ def compiled_kernels():
     """torch.compile'd (fused) versions of the two kernels, or None where compiling is unavailable."""
     if "kernels" not in _COMPILED:
         try:
+            import torch._dynamo
+
+            # one graph per (T, reset form, levels, amplitude, grad/no-grad): allow more than the default 8
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
             _COMPILED["kernels"] = (
                 torch.compile(bi_spike_forward_kernel, dynamic=True),
                 torch.compile(bi_spike_backward_kernel, dynamic=True),
@@ -122,8 +130,10 @@ class BiSpikeFunction(torch.autograd.Function):
     def forward(ctx, x, alpha, decay: float, reset: str, lo: int, unit: bool, compiled: bool = False):
         kernels = compiled_kernels() if compiled else None
         fwd = kernels[0] if kernels else bi_spike_forward_kernel
-        out, levels, windows = fwd(x, alpha, decay, reset, lo, unit)
-        ctx.save_for_backward(alpha, levels, windows)
+        need_state = any(ctx.needs_input_grad)  # inference and tracing keep no backward state
+        out, levels, windows = fwd(x, alpha, decay, reset, lo, unit, need_state)
+        if need_state:
+            ctx.save_for_backward(alpha, levels, windows)
         ctx.decay, ctx.reset, ctx.unit, ctx.kernels = decay, reset, unit, kernels
         return out
 
