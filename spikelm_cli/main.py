@@ -18,7 +18,7 @@ from .commands.pretrain import pretrain_command
 app = typer.Typer(
     name="spikelm",
     help="Spiking language models (SpikeLM, ICML 2024): convert, train, evaluate and audit the energy of "
-    "spike-driven BERT.",
+    "spike-driven BERT and BART.",
     no_args_is_help=True,
     invoke_without_command=False,
     add_completion=False,

@@ -24,7 +24,7 @@ def eval_command(
     out_dir: RunOutDirOpt = None,
     format: FormatOpt = OutputFormat.table,
 ) -> None:
-    """Evaluate a checkpoint on a GLUE task's dev set(s): metrics and per-layer firing rates.
+    """Evaluate a checkpoint: GLUE dev metrics, or beam-search ROUGE for xsum/cnn_dm; per-layer firing rates.
 
     Example: spikelm eval runs/sst2/final --task sst2 --data-dir ../shared/data/glue --format json
     """

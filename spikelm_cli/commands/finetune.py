@@ -25,7 +25,7 @@ def finetune_command(
     data_dir: DataDirOpt = None,
     format: FormatOpt = OutputFormat.table,
 ) -> None:
-    """Fine-tune a spiking model (or a dense BERT converted on the fly) on a GLUE task.
+    """Fine-tune a spiking model (or a dense model converted on the fly) on a GLUE or summarization task.
 
     Example: spikelm finetune recipes/tiny/finetune.yaml -s train.max_steps=10
     """
