@@ -193,8 +193,11 @@ class SpikingBartPreTrainedModel(PreTrainedModel):
         return [(n, m) for n, m in self.named_modules() if isinstance(m, SpikingNeuron)]
 
 
-class SpikingBartEncoder(SpikingBartPreTrainedModel):
-    def __init__(self, config: SpikingBartConfig, embed_tokens: nn.Embedding | None = None):
+class _SpikingBartStack(SpikingBartPreTrainedModel):
+    """What the encoder and decoder stacks share: token and position embeddings (tokens tied to
+    the model's shared table), `layernorm_embedding`, the layers, and direct encoding over T."""
+
+    def __init__(self, config: SpikingBartConfig, embed_tokens: nn.Embedding | None, layer_cls, num_layers: int):
         super().__init__(config)
         d = config.d_model
         scale = math.sqrt(d) if config.scale_embedding else 1.0
@@ -202,21 +205,27 @@ class SpikingBartEncoder(SpikingBartPreTrainedModel):
         if embed_tokens is not None:
             self.embed_tokens.weight = embed_tokens.weight
         self.embed_positions = BartLearnedPositionalEmbedding(config.max_position_embeddings, d)
-        self.layers = nn.ModuleList([SpikingBartEncoderLayer(config, i) for i in range(config.encoder_layers)])
+        self.layers = nn.ModuleList([layer_cls(config, i) for i in range(num_layers)])
         self.layernorm_embedding = nn.LayerNorm(d)
         self.dropout = config.dropout
         self.post_init()
+
+    def _steps(self, embeds: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Float embeddings `[B, L, D]`, computed once and repeated over T: `[T, B, L, D]`."""
+        h = F.dropout(self.layernorm_embedding(embeds + positions), p=self.dropout, training=self.training)
+        return h.unsqueeze(0).expand(self.config.num_timesteps, *h.shape)
+
+
+class SpikingBartEncoder(_SpikingBartStack):
+    def __init__(self, config: SpikingBartConfig, embed_tokens: nn.Embedding | None = None):
+        super().__init__(config, embed_tokens, SpikingBartEncoderLayer, config.encoder_layers)
 
     def forward(
         self, input_ids=None, attention_mask=None, inputs_embeds=None, output_hidden_states=None, **kwargs
     ) -> SpikingBartEncoderOutput:
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
-        B, S, D = inputs_embeds.shape
-        pos = self.embed_positions(inputs_embeds[..., 0])
-        h = F.dropout(self.layernorm_embedding(inputs_embeds + pos), p=self.dropout, training=self.training)
-        T = self.config.num_timesteps
-        h = h.unsqueeze(0).expand(T, B, S, D)
+        h = self._steps(inputs_embeds, self.embed_positions(inputs_embeds[..., 0]))
         mask = None
         if attention_mask is not None:
             mask = _additive(attention_mask.bool()[:, None, None, :], h.dtype)  # [B, 1, 1, S]
@@ -231,31 +240,17 @@ class SpikingBartEncoder(SpikingBartPreTrainedModel):
         )
 
 
-class SpikingBartDecoder(SpikingBartPreTrainedModel):
+class SpikingBartDecoder(_SpikingBartStack):
     def __init__(self, config: SpikingBartConfig, embed_tokens: nn.Embedding | None = None):
-        super().__init__(config)
-        d = config.d_model
-        scale = math.sqrt(d) if config.scale_embedding else 1.0
-        self.embed_tokens = BartScaledWordEmbedding(config.vocab_size, d, config.pad_token_id, embed_scale=scale)
-        if embed_tokens is not None:
-            self.embed_tokens.weight = embed_tokens.weight
-        self.embed_positions = BartLearnedPositionalEmbedding(config.max_position_embeddings, d)
-        self.layers = nn.ModuleList([SpikingBartDecoderLayer(config, i) for i in range(config.decoder_layers)])
-        self.layernorm_embedding = nn.LayerNorm(d)
-        self.dropout = config.dropout
-        self.post_init()
+        super().__init__(config, embed_tokens, SpikingBartDecoderLayer, config.decoder_layers)
 
     def forward(self, input_ids, encoder_states, encoder_attention_mask=None, attention_mask=None, cache=None,
                 output_hidden_states=False):
         """`encoder_states: [T, B, S, D]`. Returns the per-step output `[T, B, L, D]` and, if asked,
         the T-means of the embedding output and of every layer's output."""
-        emb = self.embed_tokens(input_ids)
-        B, L, D = emb.shape
+        L = input_ids.shape[1]
         past = cache.get_seq_length() if cache is not None else 0
-        pos = self.embed_positions(input_ids, past)
-        h = F.dropout(self.layernorm_embedding(emb + pos), p=self.dropout, training=self.training)
-        T = self.config.num_timesteps
-        h = h.unsqueeze(0).expand(T, B, L, D)
+        h = self._steps(self.embed_tokens(input_ids), self.embed_positions(input_ids, past))
         q_pos = torch.arange(past, past + L, device=h.device)
         k_pos = torch.arange(past + L, device=h.device)
         allowed = (k_pos[None, :] <= q_pos[:, None])[None, None]  # [1, 1, L, past+L]
