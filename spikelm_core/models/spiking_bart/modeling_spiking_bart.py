@@ -133,26 +133,35 @@ class SpikingBartAttention(nn.Module):
         return self.out_proj(ctx.transpose(2, 3).reshape(T, B, L, H * dh))
 
 
-class SpikingBartEncoderLayer(nn.Module):
-    def __init__(self, config: SpikingBartConfig, layer_idx: int):
-        super().__init__()
+class _SpikingBartLayer(nn.Module):
+    """The feed-forward sublayer both stacks share: neuron -> fc1 -> GELU -> neuron -> fc2, residual, LayerNorm."""
+
+    def _init_ffn(self, config: SpikingBartConfig, ffn_dim: int) -> None:
         d = config.d_model
-        self.self_attn = SpikingBartAttention(config, config.encoder_attention_heads, layer_idx)
-        self.self_attn_layer_norm = nn.LayerNorm(d)
-        self.fc1 = SpikeLinear(d, config.encoder_ffn_dim, make_neuron(config))
-        self.fc2 = SpikeLinear(config.encoder_ffn_dim, d, make_neuron(config))
+        self.fc1 = SpikeLinear(d, ffn_dim, make_neuron(config))
+        self.fc2 = SpikeLinear(ffn_dim, d, make_neuron(config))
         self.final_layer_norm = nn.LayerNorm(d)
         self.dropout, self.activation_dropout = config.dropout, config.activation_dropout
 
-    def forward(self, h, mask):
-        x = F.dropout(self.self_attn(h, mask=mask), p=self.dropout, training=self.training)
-        h = self.self_attn_layer_norm(h + x)
+    def _ffn(self, h):
         x = F.dropout(F.gelu(self.fc1(h)), p=self.activation_dropout, training=self.training)
         x = F.dropout(self.fc2(x), p=self.dropout, training=self.training)
         return self.final_layer_norm(h + x)
 
 
-class SpikingBartDecoderLayer(nn.Module):
+class SpikingBartEncoderLayer(_SpikingBartLayer):
+    def __init__(self, config: SpikingBartConfig, layer_idx: int):
+        super().__init__()
+        self.self_attn = SpikingBartAttention(config, config.encoder_attention_heads, layer_idx)
+        self.self_attn_layer_norm = nn.LayerNorm(config.d_model)
+        self._init_ffn(config, config.encoder_ffn_dim)
+
+    def forward(self, h, mask):
+        x = F.dropout(self.self_attn(h, mask=mask), p=self.dropout, training=self.training)
+        return self._ffn(self.self_attn_layer_norm(h + x))
+
+
+class SpikingBartDecoderLayer(_SpikingBartLayer):
     def __init__(self, config: SpikingBartConfig, layer_idx: int):
         super().__init__()
         d = config.d_model
@@ -160,19 +169,14 @@ class SpikingBartDecoderLayer(nn.Module):
         self.self_attn_layer_norm = nn.LayerNorm(d)
         self.encoder_attn = SpikingBartAttention(config, config.decoder_attention_heads, layer_idx)
         self.encoder_attn_layer_norm = nn.LayerNorm(d)
-        self.fc1 = SpikeLinear(d, config.decoder_ffn_dim, make_neuron(config))
-        self.fc2 = SpikeLinear(config.decoder_ffn_dim, d, make_neuron(config))
-        self.final_layer_norm = nn.LayerNorm(d)
-        self.dropout, self.activation_dropout = config.dropout, config.activation_dropout
+        self._init_ffn(config, config.decoder_ffn_dim)
 
     def forward(self, h, self_mask, enc_states, enc_mask, cache):
         x = F.dropout(self.self_attn(h, mask=self_mask, cache=cache), p=self.dropout, training=self.training)
         h = self.self_attn_layer_norm(h + x)
         x = self.encoder_attn(h, key_value_states=enc_states, mask=enc_mask, cache=cache)
         h = self.encoder_attn_layer_norm(h + F.dropout(x, p=self.dropout, training=self.training))
-        x = F.dropout(F.gelu(self.fc1(h)), p=self.activation_dropout, training=self.training)
-        x = F.dropout(self.fc2(x), p=self.dropout, training=self.training)
-        return self.final_layer_norm(h + x)
+        return self._ffn(h)
 
 
 class SpikingBartPreTrainedModel(PreTrainedModel):
