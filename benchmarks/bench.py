@@ -11,6 +11,10 @@ Measures, in one process and one run so the ratios compare like with like:
 - activation memory: bytes of the tensors autograd saves for backward in one training forward
   (exact and repeatable on CPU, where allocator peaks are not observable);
 - the fast neuron against its reference loop on [4, 16, 128, 1536] (forward + backward);
+- with `--exec layers` (the default) the spiking model runs `compile_layers` (each encoder layer one
+  torch.compile'd graph, neurons fused with their neighbours); `--exec neurons` runs eager layers
+  with compiled neuron kernels. The dense model is Hugging Face BERT, eager, as users run it;
+  `--compile-dense` also measures it under torch.compile, for a second, stricter ratio;
 - the wall time of `spikelm energy` when that command exists.
 Times are medians over repeated steps after warm-up.
 """
@@ -37,6 +41,7 @@ from transformers import BertConfig, BertForSequenceClassification  # noqa: E402
 
 import spikelm_core  # noqa: E402
 from spikelm_core.calibration import calibrate  # noqa: E402
+from spikelm_core.models.common import compile_layers  # noqa: E402
 from spikelm_core.models.spiking_bert import SpikingBertConfig, SpikingBertForSequenceClassification  # noqa: E402
 from spikelm_core.neurons import BiSpikeNeuron, set_neuron_impl  # noqa: E402
 
@@ -169,7 +174,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="tiny shapes, for a smoke run")
     ap.add_argument("--neuron-impl", choices=["fast", "compiled", "reference"], default="compiled",
-                    help="neuron implementation of the spiking model (default: compiled)")
+                    help="neuron implementation of the spiking model with --exec neurons (default: compiled)")
+    ap.add_argument("--exec", dest="exec_mode", choices=["layers", "neurons"], default="layers",
+                    help="'layers': compiled encoder layers (default); 'neurons': eager layers, --neuron-impl neurons")
+    ap.add_argument("--compile-dense", action="store_true",
+                    help="also time the dense model under torch.compile (extra ratios *_vs_compiled_dense)")
     ap.add_argument("--skip-energy", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("runs/bench/bench.json"))
     args = ap.parse_args()
@@ -187,7 +196,8 @@ def main() -> None:
         "transformers": transformers.__version__,
         "spikelm": spikelm_core.__version__,
         "device": "cpu",
-        "neuron_impl": args.neuron_impl,
+        "exec": args.exec_mode,
+        "neuron_impl": "inline (compiled layers)" if args.exec_mode == "layers" else args.neuron_impl,
         "shape": args.shape,
         "batch": args.batch,
         "seq_len": args.seq_len,
@@ -200,14 +210,28 @@ def main() -> None:
     dense_mem = saved_activation_bytes(dense, batch)
     print(f"dense: step {dense_step:.3f} s, {dense_tps:,.0f} tok/s, activations {dense_mem / 2**20:.1f} MiB",
           file=sys.stderr)
+    dense_compiled = None
+    if args.compile_dense:
+        compiled = torch.compile(dense)
+        dense_compiled = {
+            "train_step_s": median_time(train_step_fn(compiled, batch), args.warmup + 1, args.repeat),
+            "inference_tokens_per_s": inference_tokens_per_s(compiled, batch, args.warmup + 1, args.repeat),
+        }
+        print(f"dense (torch.compile): step {dense_compiled['train_step_s']:.3f} s, "
+              f"{dense_compiled['inference_tokens_per_s']:,.0f} tok/s", file=sys.stderr)
+        del compiled
     del dense
 
     per_t = {}
     for T in args.timesteps:
         model = build("spiking", shape, T, args.neuron_impl)
         calibrate(model, batch)
-        step = median_time(train_step_fn(model, batch), args.warmup, args.repeat)
-        tps = inference_tokens_per_s(model, batch, args.warmup, args.repeat)
+        extra_warmup = 0
+        if args.exec_mode == "layers":
+            compile_layers(model)
+            extra_warmup = 1  # the first call of each mode compiles
+        step = median_time(train_step_fn(model, batch), args.warmup + extra_warmup, args.repeat)
+        tps = inference_tokens_per_s(model, batch, args.warmup + extra_warmup, args.repeat)
         mem = saved_activation_bytes(model, batch)
         per_t[str(T)] = {
             "train_step_s": step,
@@ -220,6 +244,10 @@ def main() -> None:
             "peak_memory_ratio": mem / dense_mem,
             "peak_memory_ratio_over_T": mem / dense_mem / T,
         }
+        if dense_compiled is not None:
+            per_t[str(T)]["train_step_ratio_over_T_vs_compiled_dense"] = step / dense_compiled["train_step_s"] / T
+            per_t[str(T)]["inference_throughput_ratio_times_T_vs_compiled_dense"] = (
+                tps / dense_compiled["inference_tokens_per_s"] * T)
         print(f"spiking T={T}: step {step:.3f} s (ratio/T {step / dense_step / T:.3f}), {tps:,.0f} tok/s, "
               f"activations {mem / 2**20:.1f} MiB ({mem / dense_mem / T:.2f} x T x dense)", file=sys.stderr)
         del model
@@ -234,6 +262,7 @@ def main() -> None:
     result = {
         **info,
         "dense": {"train_step_s": dense_step, "inference_tokens_per_s": dense_tps, "activation_bytes": dense_mem},
+        "dense_compiled": dense_compiled,
         "spiking": per_t,
         "train_step_ratio_over_T": {T: v["train_step_ratio_over_T"] for T, v in per_t.items()},
         "inference_throughput_ratio": {T: v["inference_throughput_ratio"] for T, v in per_t.items()},

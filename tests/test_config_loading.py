@@ -321,6 +321,15 @@ def test_post_init_problems_all_reported():
     ]
 
 
+def test_learn_alpha_needs_elastic_calibrated_amplitudes():
+    with pytest.raises(ConfigError) as exc:
+        load_config(FinetuneConfig, None, [*MINIMAL, "neuron.learn_alpha=true", "neuron.amplitude=unit"])
+    assert problems(exc) == ["neuron.learn_alpha: needs kind 'elastic_bi', amplitude 'elastic' and alpha_mode 'calibrated'"]
+    cfg = load_config(FinetuneConfig, None, [*MINIMAL, "neuron.learn_alpha=true", "train.compile=layers",
+                                             "train.sampling=group_by_length"])
+    assert cfg.neuron.learn_alpha and cfg.train.compile == "layers" and cfg.train.sampling == "group_by_length"
+
+
 def test_direct_construction_validates_too():
     with pytest.raises(ValueError, match="k: must be > 0"):
         NeuronArgs(k=-1.0)

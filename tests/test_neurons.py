@@ -15,11 +15,13 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("impl", ["fast", "inline"])  # inline: the plain-op form compiled layers trace
 @pytest.mark.parametrize("T,reset,k,levels", CASES)
-def test_bi_spike_fast_equals_reference(T, reset, k, levels):
+def test_bi_spike_fast_equals_reference(T, reset, k, levels, impl):
     torch.manual_seed(T * 7 + int(k))
     x = torch.randn(T, 5, 7, 24) * 1.3 + 0.1
     n = BiSpikeNeuron(num_timesteps=T, k=k, reset=reset, levels=levels)
+    n.impl = impl
     x1 = x.clone().requires_grad_()
     s = n(x1)
     assert n.is_calibrated
@@ -39,6 +41,18 @@ def test_bi_spike_fast_equals_reference(T, reset, k, levels):
     torch.testing.assert_close(q, torch.round(q))
 
 
+def test_calibrated_flag_is_read_again_after_load():
+    """The host-side cache of the `calibrated` flag follows load_state_dict and mark_uncalibrated."""
+    n = BiSpikeNeuron(2)
+    n.calibrate(torch.randn(2, 3, 4))
+    assert n.is_calibrated
+    n.load_state_dict(BiSpikeNeuron(2).state_dict())
+    assert not n.is_calibrated
+    n.calibrate(torch.randn(2, 3, 4))
+    n.mark_uncalibrated()
+    assert not n.is_calibrated
+
+
 def test_module_reference_switch_gives_same_result():
     torch.manual_seed(1)
     x = torch.randn(4, 3, 11)
@@ -48,12 +62,14 @@ def test_module_reference_switch_gives_same_result():
     assert torch.equal(n(x), fast)
 
 
+@pytest.mark.parametrize("impl", ["fast", "inline"])
 @pytest.mark.parametrize("T", [1, 4])
 @pytest.mark.parametrize("levels", ["ternary", "binary"])
-def test_stateless_spike_fast_equals_reference(T, levels):
+def test_stateless_spike_fast_equals_reference(T, levels, impl):
     torch.manual_seed(T)
     x = torch.randn(T, 5, 3, 7, 8)
     n = TernarySpike(num_timesteps=T, levels=levels)
+    n.impl = impl
     x1 = x.clone().requires_grad_()
     s = n(x1)
     torch.testing.assert_close(n.alpha, 2.0 * x.abs().mean(dim=(1, 2, 3, 4)))
@@ -183,3 +199,48 @@ def test_compiled_kernels_equal_reference(reset):
     s.backward(g)
     r.backward(g)
     torch.testing.assert_close(x1.grad, x2.grad, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("T,reset", [(1, "official"), (4, "official"), (4, "soft")])
+@pytest.mark.parametrize("levels", ["ternary", "binary"])
+def test_learn_alpha_lsq_gradient_equals_reference(T, reset, levels):
+    """learn_alpha: the autograd form gives the method doc's LSQ amplitude gradient (the reference's
+    explicit -1 / +1 / round(v) - v rule times 1/sqrt(numel)), and the same input gradient."""
+    torch.manual_seed(11 + T)
+    x = torch.randn(T, 5, 7, 24) * 1.3 + 0.1
+    n = BiSpikeNeuron(num_timesteps=T, reset=reset, levels=levels, learn_alpha=True)
+    n.calibrate(x)
+    assert isinstance(n.alpha, torch.nn.Parameter) and n.alpha.requires_grad
+    x1 = x.clone().requires_grad_()
+    s = n(x1)
+    alpha2 = n.alpha.detach().clone().requires_grad_()
+    x2 = x.clone().requires_grad_()
+    r = R.bi_spike_reference(x2, alpha2, reset=reset, levels=levels, learn_alpha=True)
+    assert torch.equal(s, r)
+    g = torch.randn_like(s)
+    s.backward(g)
+    r.backward(g)
+    torch.testing.assert_close(x1.grad, x2.grad, atol=1e-6, rtol=0)
+    torch.testing.assert_close(n.alpha.grad, alpha2.grad, atol=1e-6, rtol=1e-5)
+    assert n.alpha.grad.abs().sum() > 0
+    # the stateless K/V spike
+    k = TernarySpike(num_timesteps=T, levels=levels, learn_alpha=True)
+    k.calibrate(x)
+    x3 = x.clone().requires_grad_()
+    sk = k(x3)
+    alpha4 = k.alpha.detach().clone().requires_grad_()
+    rk = R.ternary_spike_reference(x.clone(), alpha4, levels, learn_alpha=True)
+    assert torch.equal(sk, rk)
+    sk.backward(g)
+    rk.backward(g)
+    torch.testing.assert_close(k.alpha.grad, alpha4.grad, atol=1e-6, rtol=1e-5)
+
+
+def test_learn_alpha_state_dict_loads_across_frozen_and_learnt():
+    frozen = BiSpikeNeuron(2)
+    frozen.calibrate(torch.randn(2, 3, 4))
+    learnt = BiSpikeNeuron(2, learn_alpha=True)
+    learnt.load_state_dict(frozen.state_dict())
+    assert torch.equal(learnt.alpha.detach(), frozen.alpha) and learnt.is_calibrated
+    with pytest.raises(ValueError, match="learn_alpha needs"):
+        BiSpikeNeuron(2, learn_alpha=True, amplitude="unit")

@@ -177,3 +177,23 @@ def test_fused_attention_equals_reference(T):
     torch.testing.assert_close(results["fused"][0], results["reference"][0], atol=1e-5, rtol=1e-5)
     for g1, g2 in zip(results["fused"][1], results["reference"][1]):
         torch.testing.assert_close(g1, g2, atol=1e-5, rtol=1e-4)
+
+
+def test_learn_alpha_trains_amplitudes_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    model = SpikingBertForSequenceClassification(tiny_config(learn_alpha=True, num_labels=2))
+    b = batch()
+    calibrate(model, b)
+    neurons = [m for m in model.modules() if isinstance(m, (BiSpikeNeuron, TernarySpike))]
+    assert neurons and all(isinstance(n.alpha, torch.nn.Parameter) for n in neurons)
+    before = {id(n): n.alpha.detach().clone() for n in neurons}
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model(**b, labels=torch.tensor([0, 1, 1, 0, 1])).loss.backward()
+    assert all(n.alpha.grad is not None for n in neurons)
+    opt.step()
+    assert any(not torch.equal(n.alpha.detach(), before[id(n)]) for n in neurons)
+    model.save_pretrained(tmp_path / "m")
+    again = AutoModelForSequenceClassification.from_pretrained(tmp_path / "m")
+    assert again.config.learn_alpha and is_calibrated(again)
+    torch.testing.assert_close(again.bert.encoder.layer[0].attention.self.query.neuron.alpha.detach(),
+                               model.bert.encoder.layer[0].attention.self.query.neuron.alpha.detach())

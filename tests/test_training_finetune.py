@@ -161,3 +161,20 @@ def test_other_tasks(tiny_dirs, tmp_path, task, splits, metric):
                           "train.eval_steps=1", "train.save_steps=1"))
     assert set(r.metrics) == splits and all(metric in m for m in r.metrics.values())
     assert r.primary_metric == metric
+
+
+def test_compiled_layers_and_length_grouping(tiny_dirs, tmp_path):
+    """`train.compile: layers` and `train.sampling: group_by_length` run end to end; steps that
+    record firing rates (every logging step) take the eager layers, the others the compiled graph."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    cfg = _cfg(tiny_dirs, tmp_path / "run", "train.compile=layers", "train.sampling=group_by_length",
+               "train.logging_steps=4")
+    r = run_finetune(cfg)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
+    assert r.global_step == 4 and 0.0 <= r.metrics["dev"]["accuracy"] <= 1.0
+    assert 0.0 < r.firing_rate < 1.0
+    losses = _losses(tmp_path / "run" / "metrics.jsonl")
+    assert len(losses) == 1 and losses[0] == losses[0]  # logged once, finite

@@ -109,6 +109,9 @@ class NeuronArgs:
     """Amplitude used when alpha_mode is 'fixed'."""
     spike_kv: bool = True
     """Spike keys and values (stateless) before attention; queries are never spiked."""
+    learn_alpha: bool = False
+    """Train the amplitudes after calibration with LSQ gradients (method doc 2.4; off in the
+    released code, where they stay frozen). Needs amplitude 'elastic', alpha_mode 'calibrated'."""
 
     def __post_init__(self) -> None:
         c = _Checks()
@@ -116,6 +119,12 @@ class NeuronArgs:
         c.require(self.k > 0, "k", f"must be > 0, got {self.k}")
         c.require(0.0 <= self.decay <= 1.0, "decay", f"must be in [0, 1], got {self.decay}")
         c.require(self.fixed_alpha > 0, "fixed_alpha", f"must be > 0, got {self.fixed_alpha}")
+        c.require(
+            not self.learn_alpha or (self.kind == "elastic_bi" and self.amplitude == "elastic"
+                                     and self.alpha_mode == "calibrated"),
+            "learn_alpha",
+            "needs kind 'elastic_bi', amplitude 'elastic' and alpha_mode 'calibrated'",
+        )
         c.done()
 
 
@@ -216,6 +225,14 @@ class TrainArgs:
     """Keep the best evaluated checkpoint (by the task's primary metric) as the final model."""
     num_workers: int = 0
     """DataLoader worker processes."""
+    compile: Literal["none", "layers"] = "none"
+    """'layers': after calibration, run each spiking encoder layer as one torch.compile'd graph that
+    fuses the neurons with their neighbours (faster steps after a one-off compile, about a minute on
+    CPU; steps that record firing rates run eagerly); 'none': eager layers. Same spikes either way."""
+    sampling: Literal["random", "group_by_length"] = "random"
+    """Order of training examples: 'random' (shuffled) or 'group_by_length' (shuffled, then batches
+    of similar length, so that dynamic padding wastes little: faster on short, varied texts such as
+    SST-2; the Trainer's `train_sampling_strategy`)."""
 
     def __post_init__(self) -> None:
         c = _Checks()

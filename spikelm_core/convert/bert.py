@@ -74,6 +74,7 @@ class NeuronSettings:
     alpha_mode: str = "calibrated"
     fixed_alpha: float = 1.0
     spike_kv: bool = True
+    learn_alpha: bool = False
 
     def __post_init__(self) -> None:
         problems = []

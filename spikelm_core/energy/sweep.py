@@ -46,6 +46,7 @@ from spikelm_core.energy.firing import FiringRateRecorder, SpikeProfile, SpikeSt
 from spikelm_core.energy.macs import COMPONENTS, DEFAULT_SEQ_LEN, ENCODER_COMPONENTS, SPIKING_COMPONENTS, MacCount, count_macs
 from spikelm_core.energy.seq2seq import GenerationEnergy, bart_paper_setting, generation_energy
 from spikelm_core.errors import CheckpointError, ConfigError
+from spikelm_core.models.common import SPIKING_FIELDS
 
 DEFAULT_TARGET_LEN = 64
 """Summary tokens generated per input when auditing a BART (--target-len)."""
@@ -511,8 +512,7 @@ def _set_k(model: nn.Module, k: float) -> None:
             module.k = float(k)
 
 
-_SPIKING_FIELDS = ("num_timesteps", "neuron_kind", "k", "decay", "reset", "levels", "amplitude", "alpha_mode",
-                   "fixed_alpha", "spike_kv", "lif_tau", "lif_v_threshold", "lif_v_reset", "lif_surrogate_alpha")
+_SPIKING_FIELDS = SPIKING_FIELDS
 
 
 def _dense_twin(config: dict, spiking_class: str, seq_len: int, count_norm: bool, target_len: int | None = None) -> MacCount:

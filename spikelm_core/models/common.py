@@ -24,7 +24,7 @@ ALPHA_MODES = ("calibrated", "fixed")
 #: The spiking fields every spiking config carries (and `spikelm convert` sets).
 SPIKING_FIELDS = (
     "num_timesteps", "neuron_kind", "k", "decay", "reset", "levels", "amplitude", "alpha_mode", "fixed_alpha",
-    "spike_kv", "lif_tau", "lif_v_threshold", "lif_v_reset", "lif_surrogate_alpha",
+    "spike_kv", "lif_tau", "lif_v_threshold", "lif_v_reset", "lif_surrogate_alpha", "learn_alpha",
 )
 
 
@@ -52,6 +52,8 @@ class SpikingFields:
         lif_tau (`float`, defaults to 2.0), lif_v_threshold (`float`, defaults to 1.0),
         lif_v_reset (`float`, defaults to 0.0), lif_surrogate_alpha (`float`, defaults to 4.0):
             LIF neuron parameters (SpikingJelly LIFNode defaults).
+        learn_alpha (`bool`, defaults to False): train the amplitudes after calibration with LSQ
+            gradients (method doc 2.4); False keeps them frozen, as the released code does.
     """
 
     num_timesteps: int = 4
@@ -68,6 +70,7 @@ class SpikingFields:
     lif_v_threshold: float | int = 1.0
     lif_v_reset: float | int = 0.0
     lif_surrogate_alpha: float | int = 4.0
+    learn_alpha: bool = False
 
     def validate_spiking(self) -> None:
         """Part of `@strict` validation: the spiking fields, naming the field at fault."""
@@ -89,6 +92,10 @@ class SpikingFields:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
         if not self.fixed_alpha > 0:
             raise ValueError(f"fixed_alpha must be > 0, got {self.fixed_alpha}")
+        if self.learn_alpha and self.neuron_kind == "elastic_bi" and (
+            self.amplitude != "elastic" or self.alpha_mode != "calibrated"
+        ):
+            raise ValueError("learn_alpha needs amplitude 'elastic' and alpha_mode 'calibrated'")
 
 
 def make_neuron(config: SpikingFields) -> SpikingNeuron:
@@ -101,6 +108,7 @@ def make_neuron(config: SpikingFields) -> SpikingNeuron:
     return BiSpikeNeuron(
         config.num_timesteps, k=config.k, decay=config.decay, reset=config.reset, levels=config.levels,
         amplitude=config.amplitude, alpha_mode=config.alpha_mode, fixed_alpha=config.fixed_alpha,
+        learn_alpha=getattr(config, "learn_alpha", False),
     )
 
 
@@ -112,7 +120,7 @@ def make_kv_spike(config: SpikingFields) -> nn.Module:
         return make_neuron(config)
     return TernarySpike(
         config.num_timesteps, k=config.k, levels=config.levels, amplitude=config.amplitude,
-        alpha_mode=config.alpha_mode, fixed_alpha=config.fixed_alpha,
+        alpha_mode=config.alpha_mode, fixed_alpha=config.fixed_alpha, learn_alpha=getattr(config, "learn_alpha", False),
     )
 
 
@@ -144,3 +152,68 @@ class SpikeMatmul(nn.Module):
         if not spiked:
             right = self.neuron(right)
         return torch.matmul(left, right.transpose(-1, -2) if self.transpose_right else right)
+
+
+class CompilableLayer(nn.Module):
+    """A layer whose `forward` can run as one `torch.compile`d graph (`compile_layers`).
+
+    Subclasses implement `_forward(*args, output_attentions=False)`. Once compiled, the layer takes
+    the compiled graph whenever it can, and its eager `_forward` otherwise: when attention maps are
+    asked for, while a neuron records firing statistics or is not calibrated yet (calibration reads
+    data on the host), and while fvcore/TorchScript traces the model. Both give the same spikes.
+    """
+
+    #: the compiled (unbound) `_forward`, or None; shared by copies of the layer
+    _compiled = None
+
+    def forward(self, *args, output_attentions: bool = False):
+        if self._compiled is not None and not output_attentions and self._compilable_now():
+            # contiguous: the first layer's input is the embeddings expanded over T (stride 0), the
+            # others are not; one graph serves both
+            return self._compiled(self, args[0].contiguous(), *args[1:])
+        return self._forward(*args, output_attentions=output_attentions)
+
+    def _compilable_now(self) -> bool:
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return False
+        neurons = self.__dict__.get("_neurons_cache")
+        if neurons is None:
+            neurons = self.__dict__["_neurons_cache"] = [m for m in self.modules() if isinstance(m, SpikingNeuron)]
+        return all(n.is_calibrated and not n.track_stats for n in neurons)
+
+    def compile_forward(self, **compile_kwargs) -> None:
+        """Compile `_forward` (neurons should use the traceable "inline" implementation)."""
+        self._compiled = torch.compile(type(self)._forward, **compile_kwargs)
+
+    def uncompile_forward(self) -> None:
+        self._compiled = None
+
+
+def compile_layers(model: nn.Module, *, dynamic: bool | None = None) -> int:
+    """Run every `CompilableLayer` of `model` as one compiled graph; returns how many.
+
+    The neurons switch to the "inline" implementation (plain differentiable ops), so that the
+    compiler fuses each neuron with its neighbours (LayerNorm, GELU, residual adds, dropout) in the
+    forward and in the backward. Spikes equal the eager model's exactly (tests/test_compile_layers.py).
+    Falls back to the eager layers, with a warning, where torch.compile is unavailable.
+    """
+    from ..neurons import set_neuron_impl
+
+    try:
+        import torch._dynamo
+
+        # one graph per (training/eval, grad mode, static/dynamic shapes): more than the default 8
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        layers = [m for m in model.modules() if isinstance(m, CompilableLayer)]
+        for layer in layers:
+            layer.compile_forward(dynamic=dynamic)
+    except Exception as exc:  # no compiler backend on this platform
+        from ..log import logger
+
+        logger.warning("torch.compile is unavailable (%s); layers run eagerly", exc)
+        for m in model.modules():
+            if isinstance(m, CompilableLayer):
+                m.uncompile_forward()
+        return 0
+    set_neuron_impl(model, "inline")
+    return len(layers)

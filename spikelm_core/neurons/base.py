@@ -17,7 +17,7 @@ def distributed_mean(value: torch.Tensor) -> torch.Tensor:
     return value
 
 
-IMPLS = ("fast", "compiled", "reference")
+IMPLS = ("fast", "compiled", "inline", "reference")
 
 
 def default_impl() -> str:
@@ -31,7 +31,7 @@ def default_impl() -> str:
 
 
 def set_neuron_impl(model: nn.Module, impl: str) -> None:
-    """Switch every spiking neuron of `model` to `impl` ("fast", "compiled" or "reference")."""
+    """Switch every spiking neuron of `model` to `impl` ("fast", "compiled", "inline" or "reference")."""
     if impl not in IMPLS:
         raise ValueError(f"neuron impl must be one of {', '.join(IMPLS)}, got {impl!r}")
     for m in model.modules():
@@ -55,7 +55,8 @@ class SpikingNeuron(nn.Module):
         super().__init__()
         self.track_stats = False
         #: "fast" (fused autograd Function, eager), "compiled" (the same with torch.compile'd
-        #: kernels: fastest for long runs, pays a one-off compile), or "reference" (plain loops).
+        #: kernels: fastest for long runs, pays a one-off compile), "inline" (plain differentiable
+        #: ops that torch.compile traces into a compiled layer's graph) or "reference" (plain loops).
         self.impl = default_impl()
         self._pos: torch.Tensor | None = None
         self._neg: torch.Tensor | None = None

@@ -31,7 +31,7 @@ Amplitude = Literal["elastic", "unit"]
 AlphaMode = Literal["calibrated", "fixed"]
 
 
-def _validate(num_timesteps, k, levels, amplitude, alpha_mode, fixed_alpha) -> None:
+def _validate(num_timesteps, k, levels, amplitude, alpha_mode, fixed_alpha, learn_alpha=False) -> None:
     if int(num_timesteps) < 1:
         raise ValueError(f"num_timesteps must be >= 1, got {num_timesteps}")
     if not k > 0:
@@ -44,25 +44,32 @@ def _validate(num_timesteps, k, levels, amplitude, alpha_mode, fixed_alpha) -> N
         raise ValueError(f"alpha_mode must be 'calibrated' or 'fixed', got {alpha_mode!r}")
     if not fixed_alpha > 0:
         raise ValueError(f"fixed_alpha must be > 0, got {fixed_alpha}")
+    if learn_alpha and (amplitude != "elastic" or alpha_mode != "calibrated"):
+        raise ValueError("learn_alpha needs amplitude 'elastic' and alpha_mode 'calibrated'")
 
 
 class _AmplitudeNeuron(SpikingNeuron):
     """Shared state of neurons with per-step amplitudes `alpha: [T]` and a `calibrated` flag."""
 
-    def __init__(self, num_timesteps, k, levels, amplitude, alpha_mode, fixed_alpha) -> None:
+    def __init__(self, num_timesteps, k, levels, amplitude, alpha_mode, fixed_alpha, learn_alpha=False) -> None:
         super().__init__()
-        _validate(num_timesteps, k, levels, amplitude, alpha_mode, fixed_alpha)
+        _validate(num_timesteps, k, levels, amplitude, alpha_mode, fixed_alpha, learn_alpha)
         self.num_timesteps = int(num_timesteps)
         self.k = float(k)
         self.levels = levels
         self.amplitude = amplitude
         self.alpha_mode = alpha_mode
         self.fixed_alpha = float(fixed_alpha)
-        self.register_buffer("alpha", torch.ones(self.num_timesteps))
+        self.learn_alpha = bool(learn_alpha)
+        if self.learn_alpha:  # same state-dict key either way: checkpoints load across the two
+            self.alpha = torch.nn.Parameter(torch.ones(self.num_timesteps))
+        else:
+            self.register_buffer("alpha", torch.ones(self.num_timesteps))
         self.register_buffer("calibrated", torch.tensor(False))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        self._calibrated_seen = False
         with torch.no_grad():
             if self.alpha_mode == "fixed":
                 self.alpha.fill_(self.fixed_alpha)
@@ -83,7 +90,14 @@ class _AmplitudeNeuron(SpikingNeuron):
     def is_calibrated(self) -> bool:
         if self.calibrated.device.type == "meta":  # shape-only runs (MAC counting) never calibrate
             return True
-        return bool(self.calibrated)
+        # read the flag from the device once, then remember it: no host-device sync per forward
+        if not self._calibrated_seen:
+            self._calibrated_seen = bool(self.calibrated)
+        return self._calibrated_seen
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._calibrated_seen = False  # the loaded `calibrated` flag is read again on the next forward
+        super()._load_from_state_dict(*args, **kwargs)
 
     def _needs_calibration(self) -> bool:
         return not torch.jit.is_tracing() and not self.is_calibrated
@@ -91,6 +105,7 @@ class _AmplitudeNeuron(SpikingNeuron):
     def mark_uncalibrated(self) -> None:
         if self.alpha_mode == "calibrated":
             self.calibrated.fill_(False)
+            self._calibrated_seen = False
 
     def _set_alpha(self, alpha: torch.Tensor) -> None:
         with torch.no_grad():
@@ -101,7 +116,12 @@ class _AmplitudeNeuron(SpikingNeuron):
         return (
             f"num_timesteps={self.num_timesteps}, k={self.k}, levels={self.levels}, "
             f"amplitude={self.amplitude}, alpha_mode={self.alpha_mode}"
+            + (", learn_alpha=True" if self.learn_alpha else "")
         )
+
+    def _learning_alpha(self) -> bool:
+        """LSQ gradients for alpha are wanted in this forward."""
+        return self.learn_alpha and self.alpha.requires_grad and torch.is_grad_enabled()
 
 
 class BiSpikeNeuron(_AmplitudeNeuron):
@@ -116,6 +136,8 @@ class BiSpikeNeuron(_AmplitudeNeuron):
         amplitude: "elastic" (emit a_t, default) or "unit" (emit 1).
         alpha_mode: "calibrated" (default) or "fixed" (a_t = fixed_alpha, no calibration).
         fixed_alpha: the amplitude with alpha_mode="fixed".
+        learn_alpha: train the amplitudes after calibration with LSQ gradients (method doc 2.4;
+            off in the released code, where alpha stays frozen).
     """
 
     def __init__(
@@ -128,6 +150,7 @@ class BiSpikeNeuron(_AmplitudeNeuron):
         amplitude: Amplitude = "elastic",
         alpha_mode: AlphaMode = "calibrated",
         fixed_alpha: float = 1.0,
+        learn_alpha: bool = False,
     ) -> None:
         if reset not in F.RESETS:
             raise ValueError(f"reset must be one of {F.RESETS}, got {reset!r}")
@@ -135,7 +158,7 @@ class BiSpikeNeuron(_AmplitudeNeuron):
             raise ValueError(f"decay must be in [0, 1], got {decay}")
         self.decay = float(decay)
         self.reset = reset
-        super().__init__(num_timesteps, k, levels, amplitude, alpha_mode, fixed_alpha)
+        super().__init__(num_timesteps, k, levels, amplitude, alpha_mode, fixed_alpha, learn_alpha)
 
     @torch.no_grad()
     def calibrate(self, x: torch.Tensor) -> None:
@@ -150,7 +173,10 @@ class BiSpikeNeuron(_AmplitudeNeuron):
         if self._needs_calibration():
             self.calibrate(x)
         if self.impl == "reference":
-            s = R.bi_spike_reference(x, self.alpha, self.decay, self.reset, self.levels, self.amplitude)
+            s = R.bi_spike_reference(x, self.alpha, self.decay, self.reset, self.levels, self.amplitude,
+                                     self._learning_alpha())
+        elif self.impl == "inline" or self._learning_alpha():
+            s = F.bi_spike_inline(x, self.alpha, self.decay, self.reset, self._lo, self._unit, self._learning_alpha())
         else:
             compiled = self.impl == "compiled"
             s = F.BiSpikeFunction.apply(x, self.alpha, self.decay, self.reset, self._lo, self._unit, compiled)
@@ -164,7 +190,7 @@ class BiSpikeNeuron(_AmplitudeNeuron):
 class TernarySpike(_AmplitudeNeuron):
     """Stateless spike per time slice (SpikeLM's K/V spikes): s_t = a_t * clamp(round(x_t/a_t), -1, 1).
 
-    No membrane; a_t = k * mean|x_t| calibrated like `BiSpikeNeuron`.
+    No membrane; a_t = k * mean|x_t| calibrated like `BiSpikeNeuron` (and learnt with `learn_alpha`).
     """
 
     def __init__(
@@ -175,8 +201,9 @@ class TernarySpike(_AmplitudeNeuron):
         amplitude: Amplitude = "elastic",
         alpha_mode: AlphaMode = "calibrated",
         fixed_alpha: float = 1.0,
+        learn_alpha: bool = False,
     ) -> None:
-        super().__init__(num_timesteps, k, levels, amplitude, alpha_mode, fixed_alpha)
+        super().__init__(num_timesteps, k, levels, amplitude, alpha_mode, fixed_alpha, learn_alpha)
 
     @torch.no_grad()
     def calibrate(self, x: torch.Tensor) -> None:
@@ -190,7 +217,9 @@ class TernarySpike(_AmplitudeNeuron):
         if self._needs_calibration():
             self.calibrate(x)
         if self.impl == "reference":
-            s = R.ternary_spike_reference(x, self.alpha, self.levels, self.amplitude)
+            s = R.ternary_spike_reference(x, self.alpha, self.levels, self.amplitude, self._learning_alpha())
+        elif self.impl == "inline" or self._learning_alpha():
+            s = F.stateless_spike_inline(x, self.alpha, self._lo, self._unit, self._learning_alpha())
         else:
             s = F.StatelessSpikeFunction.apply(x, self.alpha, self._lo, self._unit)
         self._record(s)

@@ -96,6 +96,63 @@ def bi_spike_backward_kernel(grad_out, alpha, levels, windows, decay: float, res
     return torch.stack(grads)
 
 
+def _straight_through(value, u, window):
+    """`value` in the forward; gradient `window` (0/1) with respect to `u` in the backward."""
+    return value + torch.where(window, u - u.detach(), torch.zeros_like(u))
+
+
+def alpha_grad_scale(x_t: torch.Tensor) -> float:
+    """LSQ's gradient scale for a step's amplitude: 1 / sqrt(numel * Qp), Qp = 1 (one level each side)."""
+    return 1.0 / float(x_t.numel()) ** 0.5
+
+
+def _scaled(alpha: torch.Tensor, scale: float) -> torch.Tensor:
+    """`alpha` in the forward (exactly); its gradient multiplied by `scale`."""
+    return alpha.detach() + (alpha * scale - (alpha * scale).detach())
+
+
+def _spike(u, a, lo: int, unit: bool, learn_alpha: bool):
+    """One step's spike with the straight-through gradient to `u`; with `learn_alpha` also the LSQ
+    gradient to `a`: -1 (lo) below the range, +1 above, round(u/a) - u/a inside."""
+    q = torch.clamp(torch.round(u / a), lo, 1)
+    if not learn_alpha:
+        return _straight_through(q if unit else a * q, u, (u >= lo * a) & (u <= a))
+    c = torch.clamp(u / a, lo, 1)
+    return a * (q.detach() + (c - c.detach()))
+
+
+def bi_spike_inline(x, alpha, decay: float, reset: str, lo: int, unit: bool, learn_alpha: bool = False):
+    """The neuron in plain differentiable ops: the same spikes and gradients as `BiSpikeFunction`.
+
+    No custom autograd Function and no host synchronisation, so `torch.compile` can trace it into
+    the graph of a whole layer and fuse it with its neighbours (LayerNorm, GELU, the residual adds)
+    in both the forward and the backward. Run eagerly it is slower than `BiSpikeFunction`.
+    `learn_alpha`: the amplitudes get LSQ gradients (scaled by `alpha_grad_scale`); the membrane
+    still sees them detached (method doc 2.1, 2.4).
+    """
+    a_all = alpha.detach().to(x.dtype)
+    outs = []
+    u = s = None
+    for t in range(x.shape[0]):
+        u = membrane_step(u, None if s is None else s.detach(), a_all[t - 1] if t else None, x[t], decay, reset)
+        a = alpha[t].to(x.dtype).clamp_min(1e-5)
+        if learn_alpha:
+            a = _scaled(a, alpha_grad_scale(x[t]))
+        s = _spike(u, a if learn_alpha else a.detach(), lo, unit, learn_alpha)
+        outs.append(s)
+    return torch.stack(outs)
+
+
+def stateless_spike_inline(x, alpha, lo: int, unit: bool, learn_alpha: bool = False):
+    """`StatelessSpikeFunction` in plain differentiable ops (see `bi_spike_inline`)."""
+    outs = []
+    for t in range(x.shape[0]):
+        a = alpha[t].to(x.dtype).clamp_min(1e-5)
+        a = _scaled(a, alpha_grad_scale(x[t])) if learn_alpha else a.detach()
+        outs.append(_spike(x[t], a, lo, unit, learn_alpha))
+    return torch.stack(outs)
+
+
 _COMPILED: dict[str, object] = {}
 
 

@@ -14,11 +14,19 @@ from __future__ import annotations
 import torch
 
 
-def _ste_spike(u: torch.Tensor, a: torch.Tensor, lo: int, unit_amplitude: bool) -> torch.Tensor:
+def _ste_spike(u: torch.Tensor, a: torch.Tensor, lo: int, unit_amplitude: bool, learn_alpha: bool = False) -> torch.Tensor:
     q = torch.clamp(torch.round(u / a), lo, 1)
     spike = q if unit_amplitude else a * q
-    window = torch.clamp(u, lo * a, a)
-    return spike.detach() + (window - window.detach())
+    window = torch.clamp(u, lo * a.detach(), a.detach())
+    out = spike.detach() + (window - window.detach())
+    if learn_alpha:
+        # LSQ (method doc 2.4): ds/da = lo below the range, +1 above, round(u/a) - u/a inside,
+        # times grad_scale = 1/sqrt(numel * Qp), Qp = 1
+        v = (u / a).detach()
+        dsda = torch.where(v < lo, float(lo), torch.where(v > 1, 1.0, torch.round(v) - v))
+        scale = 1.0 / u.numel() ** 0.5
+        out = out + (a - a.detach()) * dsda * scale
+    return out
 
 
 def bi_spike_reference(
@@ -28,8 +36,10 @@ def bi_spike_reference(
     reset: str = "official",
     levels: str = "ternary",
     amplitude: str = "elastic",
+    learn_alpha: bool = False,
 ) -> torch.Tensor:
-    """Elastic bi-spiking neuron over `x: [T, ...]` with fixed amplitudes `alpha: [T]`.
+    """Elastic bi-spiking neuron over `x: [T, ...]` with amplitudes `alpha: [T]` (fixed, or with
+    LSQ gradients when `learn_alpha`).
 
     official: u_t = decay * u_{t-1} * (alpha_{t-1} - s_{t-1}) + x_t   (alpha, s detached)
     soft:     u_t = decay * (u_{t-1} - s_{t-1}) + x_t                (s detached)
@@ -50,7 +60,7 @@ def bi_spike_reference(
         else:
             raise ValueError(f"unknown reset {reset!r}")
         a = alpha[t].clamp_min(1e-5)
-        s = _ste_spike(u, a, lo, unit)
+        s = _ste_spike(u, a, lo, unit, learn_alpha)
         outs.append(s)
     return torch.stack(outs)
 
@@ -79,12 +89,12 @@ def bi_spike_calibrate_reference(
 
 
 def ternary_spike_reference(
-    x: torch.Tensor, alpha: torch.Tensor, levels: str = "ternary", amplitude: str = "elastic"
+    x: torch.Tensor, alpha: torch.Tensor, levels: str = "ternary", amplitude: str = "elastic", learn_alpha: bool = False
 ) -> torch.Tensor:
     """Stateless spike of each time slice: s_t = alpha_t * clamp(round(x_t / alpha_t), lo, 1)."""
     lo = -1 if levels == "ternary" else 0
     unit = amplitude == "unit"
-    return torch.stack([_ste_spike(x[t], alpha[t].clamp_min(1e-5), lo, unit) for t in range(x.shape[0])])
+    return torch.stack([_ste_spike(x[t], alpha[t].clamp_min(1e-5), lo, unit, learn_alpha) for t in range(x.shape[0])])
 
 
 def lif_reference(

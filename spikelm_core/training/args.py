@@ -126,6 +126,7 @@ def training_arguments(
         log_level="warning",
         # data
         dataloader_num_workers=train.num_workers,
+        train_sampling_strategy=train.sampling,
         dataloader_pin_memory=torch.cuda.is_available() and train.device != "cpu",
         remove_unused_columns=False,
         label_names=list(label_names),

@@ -174,7 +174,7 @@ def neuron_settings(neuron: NeuronArgs) -> NeuronSettings:
     return NeuronSettings(
         neuron_kind=neuron.kind, num_timesteps=neuron.num_timesteps, k=neuron.k, decay=neuron.decay,
         reset=neuron.reset, levels=neuron.levels, amplitude=neuron.amplitude, alpha_mode=neuron.alpha_mode,
-        fixed_alpha=neuron.fixed_alpha, spike_kv=neuron.spike_kv,
+        fixed_alpha=neuron.fixed_alpha, spike_kv=neuron.spike_kv, learn_alpha=neuron.learn_alpha,
     )
 
 
@@ -255,6 +255,22 @@ def calibrate_if_needed(model, batch: dict[str, torch.Tensor], converted: bool) 
         calibrate(model, batch)
         return True
     return False
+
+
+def compile_if_asked(model, mode: str) -> int:
+    """`train.compile: layers`: run each spiking layer of `model` as one compiled graph (after
+    calibration, which compiled layers leave to the eager path). Returns how many layers."""
+    if mode != "layers":
+        return 0
+    from ..models.common import compile_layers
+
+    n = compile_layers(model, dynamic=True)  # batches vary in length: one graph for all lengths
+    if n == 0:
+        log.warning("train.compile is 'layers' but %s has no compilable spiking layers; it runs eagerly",
+                    type(model).__name__)
+    else:
+        log.info("compiled %d spiking layers (the first steps in training and in evaluation compile)", n)
+    return n
 
 
 def first_batch(dataset, collator, batch_size: int) -> dict[str, torch.Tensor]:

@@ -28,6 +28,7 @@ from .common import (
     RunResult,
     Timer,
     calibrate_if_needed,
+    compile_if_asked,
     check_resume_config,
     default_out_dir,
     eval_batches,
@@ -119,6 +120,7 @@ def run_glue_training(cfg, *, resume: str | None, callbacks, trainer_factory, co
             callbacks=[firing, sink, *(callbacks or [])],
         )
         calibrated = calibrate_if_needed(trainer.model, first_batch(train_ds, collator, cfg.train.batch_size), converted)
+        compile_if_asked(trainer.model, cfg.train.compile)
         train_out = trainer.train(resume_from_checkpoint=resume_from)
         metrics = {}
         for split, ds in eval_sets.items():

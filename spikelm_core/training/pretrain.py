@@ -25,6 +25,7 @@ from .common import (
     RunResult,
     Timer,
     calibrate_if_needed,
+    compile_if_asked,
     check_resume_config,
     default_out_dir,
     layer_firing,
@@ -36,7 +37,8 @@ from .common import (
 )
 from .finetune import run_header
 
-_SPIKING_FIELDS = ("num_timesteps", "k", "decay", "reset", "levels", "amplitude", "alpha_mode", "fixed_alpha", "spike_kv")
+_SPIKING_FIELDS = ("num_timesteps", "k", "decay", "reset", "levels", "amplitude", "alpha_mode", "fixed_alpha", "spike_kv",
+                   "learn_alpha")
 
 
 def _scratch_model(cfg, head_cls, tokenizer):
@@ -114,6 +116,7 @@ def run_mlm_training(cfg, *, resume, callbacks, distill: DistillArgs | None, com
         trainer = DistillTrainer(**common, teacher=teacher, distill=distill) if teacher is not None else SpikelmTrainer(**common)
         calib = _first_unmasked_batch(train_ds, tokenizer, cfg.train.batch_size)
         calibrated = calibrate_if_needed(trainer.model, calib, converted)
+        compile_if_asked(trainer.model, cfg.train.compile)
         train_out = trainer.train(resume_from_checkpoint=resume_from)
         rate, per_layer = layer_firing(trainer.model, [calib])
         final_dir = out_dir / "final"

@@ -35,6 +35,7 @@ from .common import (
     RunResult,
     Timer,
     calibrate_if_needed,
+    compile_if_asked,
     check_resume_config,
     default_out_dir,
     first_batch,
@@ -205,6 +206,7 @@ def run_summarization_training(cfg, *, resume: str | None, callbacks, command: s
         else:
             trainer = SpikelmSeq2SeqTrainer(**kwargs)
         calibrated = calibrate_if_needed(trainer.model, first_batch(train_ds, collator, cfg.train.batch_size), converted)
+        compile_if_asked(trainer.model, cfg.train.compile)
         train_out = trainer.train(resume_from_checkpoint=resume_from)
         final_dir = out_dir / "final"
         trainer.save_model(str(final_dir))

@@ -39,7 +39,7 @@ from transformers.models.bert.modeling_bert import (
 from transformers.utils import ModelOutput
 
 from ...neurons import SpikingNeuron
-from ..common import SpikeLinear, SpikeMatmul, make_kv_spike, make_neuron
+from ..common import CompilableLayer, SpikeLinear, SpikeMatmul, make_kv_spike, make_neuron
 from .configuration_spiking_bert import SpikingBertConfig
 
 
@@ -150,14 +150,14 @@ class SpikingBertOutput(nn.Module):
         return self.LayerNorm(self.dropout(self.dense(x)) + residual)
 
 
-class SpikingBertLayer(nn.Module):
+class SpikingBertLayer(CompilableLayer):
     def __init__(self, config: SpikingBertConfig):
         super().__init__()
         self.attention = SpikingBertAttention(config)
         self.intermediate = SpikingBertIntermediate(config)
         self.output = SpikingBertOutput(config)
 
-    def forward(self, h, mask, output_attentions: bool = False):
+    def _forward(self, h, mask, output_attentions: bool = False):
         a, probs = self.attention(h, mask, output_attentions)
         return self.output(self.intermediate(a), a), probs
 
@@ -173,9 +173,11 @@ class SpikingBertEncoder(nn.Module):
         states, attns = [h] if output_hidden_states else None, [] if output_attentions else None
         for layer in self.layer:
             if self.gradient_checkpointing and self.training:
-                h, probs = torch.utils.checkpoint.checkpoint(layer, h, mask, output_attentions, use_reentrant=False)
+                h, probs = torch.utils.checkpoint.checkpoint(
+                    layer, h, mask, output_attentions=output_attentions, use_reentrant=False
+                )
             else:
-                h, probs = layer(h, mask, output_attentions)
+                h, probs = layer(h, mask, output_attentions=output_attentions)
             if output_hidden_states:
                 states.append(h)
             if output_attentions:
