@@ -74,3 +74,22 @@ def test_compiled_layers_fall_back_to_eager_when_recording_or_uncalibrated():
     assert 0.0 < report.mean_rate < 1.0
     out = model(**b, output_attentions=True)
     assert len(out.attentions) == TINY["num_hidden_layers"]
+
+
+def test_a_failing_compiler_falls_back_to_eager(caplog):
+    model = _model(2)
+    b = {k: v for k, v in _batch().items() if k != "labels"}
+    calibrate(model, b)
+    expected = model(**b).logits
+    compile_layers(model)
+    layer = model.bert.encoder.layer[0]
+
+    def broken(*args):
+        raise RuntimeError("no C++ compiler")
+
+    for lyr in model.bert.encoder.layer:
+        lyr._compiled = broken
+    with caplog.at_level("WARNING"):
+        got = model(**b).logits
+    torch.testing.assert_close(got, expected)
+    assert layer._compiled is None and "runs eagerly from now on" in caplog.text

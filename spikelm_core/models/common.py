@@ -168,9 +168,16 @@ class CompilableLayer(nn.Module):
 
     def forward(self, *args, output_attentions: bool = False):
         if self._compiled is not None and not output_attentions and self._compilable_now():
-            # contiguous: the first layer's input is the embeddings expanded over T (stride 0), the
-            # others are not; one graph serves both
-            return self._compiled(self, args[0].contiguous(), *args[1:])
+            try:
+                # contiguous: the first layer's input is the embeddings expanded over T (stride 0),
+                # the others are not; one graph serves both
+                return self._compiled(self, args[0].contiguous(), *args[1:])
+            except Exception as exc:  # the compiler failed here (no C++ toolchain, unsupported op)
+                from ..log import logger
+
+                logger.warning("torch.compile failed for %s (%s: %s); it runs eagerly from now on",
+                               type(self).__name__, type(exc).__name__, exc)
+                self._compiled = None
         return self._forward(*args, output_attentions=output_attentions)
 
     def _compilable_now(self) -> bool:
@@ -195,7 +202,7 @@ def compile_layers(model: nn.Module, *, dynamic: bool | None = None) -> int:
     The neurons switch to the "inline" implementation (plain differentiable ops), so that the
     compiler fuses each neuron with its neighbours (LayerNorm, GELU, residual adds, dropout) in the
     forward and in the backward. Spikes equal the eager model's exactly (tests/test_compile_layers.py).
-    Falls back to the eager layers, with a warning, where torch.compile is unavailable.
+    Falls back to the eager layers, with a warning, where torch.compile is unavailable or fails.
     """
     from ..neurons import set_neuron_impl
 
