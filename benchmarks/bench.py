@@ -16,7 +16,9 @@ Measures, in one process and one run so the ratios compare like with like:
   with compiled neuron kernels. The dense model is Hugging Face BERT, eager, as users run it;
   `--compile-dense` also measures it under torch.compile, for a second, stricter ratio;
 - the wall time of `spikelm energy` when that command exists.
-Times are medians over repeated steps after warm-up.
+Times are medians over repeated steps after warm-up. Training steps of the dense and the spiking
+model alternate, and each ratio is the median of the per-pair ratios, so that drift in the
+machine's speed (other processes, thermal limits) cancels out.
 """
 
 from __future__ import annotations
@@ -61,6 +63,20 @@ def median_time(fn, warmup: int, repeat: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def paired_times(fn_a, fn_b, warmup: int, repeat: int) -> tuple[float, float, float]:
+    """(median time of a, median time of b, median of the per-pair ratios b / a), a and b alternating."""
+    for _ in range(warmup):
+        fn_a()
+        fn_b()
+    ta, tb = [], []
+    for _ in range(repeat):
+        for fn, out in ((fn_a, ta), (fn_b, tb)):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    return statistics.median(ta), statistics.median(tb), statistics.median(b / a for a, b in zip(ta, tb))
 
 
 def make_batch(batch: int, seq: int, vocab: int, seed: int = 0) -> dict:
@@ -171,7 +187,7 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--timesteps", type=int, nargs="+", default=[1, 4])
     ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="tiny shapes, for a smoke run")
     ap.add_argument("--neuron-impl", choices=["fast", "compiled", "reference"], default="compiled",
                     help="neuron implementation of the spiking model with --exec neurons (default: compiled)")
@@ -197,7 +213,7 @@ def main() -> None:
         "spikelm": spikelm_core.__version__,
         "device": "cpu",
         "exec": args.exec_mode,
-        "neuron_impl": "inline (compiled layers)" if args.exec_mode == "layers" else args.neuron_impl,
+        "neuron_impl": "fast, traced into compiled layers" if args.exec_mode == "layers" else args.neuron_impl,
         "shape": args.shape,
         "batch": args.batch,
         "seq_len": args.seq_len,
@@ -220,7 +236,7 @@ def main() -> None:
         print(f"dense (torch.compile): step {dense_compiled['train_step_s']:.3f} s, "
               f"{dense_compiled['inference_tokens_per_s']:,.0f} tok/s", file=sys.stderr)
         del compiled
-    del dense
+    dense_train = train_step_fn(dense, batch)
 
     per_t = {}
     for T in args.timesteps:
@@ -230,13 +246,15 @@ def main() -> None:
         if args.exec_mode == "layers":
             compile_layers(model)
             extra_warmup = 1  # the first call of each mode compiles
-        step = median_time(train_step_fn(model, batch), args.warmup + extra_warmup, args.repeat)
+        dense_now, step, ratio = paired_times(dense_train, train_step_fn(model, batch), args.warmup + extra_warmup,
+                                              args.repeat)
         tps = inference_tokens_per_s(model, batch, args.warmup + extra_warmup, args.repeat)
         mem = saved_activation_bytes(model, batch)
         per_t[str(T)] = {
             "train_step_s": step,
-            "train_step_ratio": step / dense_step,
-            "train_step_ratio_over_T": step / dense_step / T,
+            "dense_train_step_s": dense_now,
+            "train_step_ratio": ratio,
+            "train_step_ratio_over_T": ratio / T,
             "inference_tokens_per_s": tps,
             "inference_throughput_ratio": tps / dense_tps,
             "inference_throughput_ratio_times_T": tps / dense_tps * T,
@@ -248,9 +266,10 @@ def main() -> None:
             per_t[str(T)]["train_step_ratio_over_T_vs_compiled_dense"] = step / dense_compiled["train_step_s"] / T
             per_t[str(T)]["inference_throughput_ratio_times_T_vs_compiled_dense"] = (
                 tps / dense_compiled["inference_tokens_per_s"] * T)
-        print(f"spiking T={T}: step {step:.3f} s (ratio/T {step / dense_step / T:.3f}), {tps:,.0f} tok/s, "
+        print(f"spiking T={T}: step {step:.3f} s against dense {dense_now:.3f} s (ratio/T {ratio / T:.3f}), {tps:,.0f} tok/s, "
               f"activations {mem / 2**20:.1f} MiB ({mem / dense_mem / T:.2f} x T x dense)", file=sys.stderr)
         del model
+    del dense, dense_train
 
     neuron = neuron_speedup(warmup=args.warmup, repeat=args.repeat) if not args.quick else neuron_speedup(
         (4, 4, 32, 96), 1, 2)

@@ -244,3 +244,26 @@ def test_learn_alpha_state_dict_loads_across_frozen_and_learnt():
     assert torch.equal(learnt.alpha.detach(), frozen.alpha) and learnt.is_calibrated
     with pytest.raises(ValueError, match="learn_alpha needs"):
         BiSpikeNeuron(2, learn_alpha=True, amplitude="unit")
+
+
+def test_fast_neuron_saves_compact_state():
+    """The backward state of the fused neuron: the amplitudes, int8 levels and a bool window."""
+    saved = []
+    n = BiSpikeNeuron(4)
+    x = torch.randn(4, 3, 5, 8, requires_grad=True)
+    n.calibrate(x.detach())
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        n(x)
+    assert sorted((str(t.dtype), t.numel()) for t in saved) == [
+        ("torch.bool", x.numel()), ("torch.float32", 4), ("torch.int8", x.numel())]
+
+
+def test_packed_state_round_trips():
+    from spikelm_core.neurons.functional import decode_state, encode_state
+
+    q = torch.tensor([-1.0, 0.0, 1.0, -1.0, 0.0, 1.0])
+    outside = torch.tensor([False, False, False, True, True, True])
+    code = encode_state(q, outside)
+    assert code.dtype == torch.int8
+    level, window = decode_state(code, torch.float32)
+    assert torch.equal(level, q) and torch.equal(window, (~outside).float())

@@ -1,9 +1,10 @@
 """Fast paths of the spiking neurons: one autograd Function per neuron over the whole time axis.
 
 Design: the forward runs the membrane loop without building an autograd graph and saves only
-what the backward needs, as compact tensors: the spike levels `q` as int8 and the
-straight-through window `lo*a <= u <= a` as bool (the reference loop keeps several float copies
-per step). The backward is the hand-written BPTT of the same equations. `reference.py` holds the
+what the backward needs: the spike level `q` and the straight-through window `lo*a <= u <= a`,
+as int8 levels and a bool window eagerly, or packed in one int8 code per element inside a
+compiled graph, where a bool output defeats vectorisation (the reference loop keeps several float
+copies per step). The backward is the hand-written BPTT of the same equations. `reference.py` holds the
 plain loops these are tested against (spikes exactly equal, gradients to 1e-6).
 
 Shapes are time-first: `x: [T, ...]`; `alpha: [T]`, one amplitude per step.
@@ -54,12 +55,48 @@ def calibrate_bi_spike(
     return alpha
 
 
+def encode_state(q: torch.Tensor, outside: torch.Tensor) -> torch.Tensor:
+    """One int8 per element for the backward: the level q in {-1, 0, 1} plus 3 when u lies outside
+    the straight-through window. One int8 store fuses and vectorises where a separate bool mask
+    does not (a bool output made the compiled CPU kernel about ten times slower)."""
+    return (q + 3.0 * outside.to(q.dtype)).to(torch.int8)
+
+
+def decode_state(code: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(level q, window 0/1) as `dtype` from `encode_state`'s code."""
+    c = code.to(dtype)
+    outside = (c > 1.5).to(dtype)
+    return c - 3.0 * outside, 1.0 - outside
+
+
+def _packed_state() -> bool:
+    """Inside a compiled graph the backward state is one int8 code per element (`encode_state`);
+    eagerly it is int8 levels and a bool window, which need fewer separate kernels."""
+    return torch.compiler.is_compiling()
+
+
+def _step_state(q, u, a, lo: int, packed: bool):
+    if packed:
+        return (encode_state(q, (u < lo * a) | (u > a)),)
+    return q.to(torch.int8), (u >= lo * a) & (u <= a)
+
+
+def _unpack_step(state, t: int, dtype):
+    """(level q, window) of step t as `dtype` from either form of the backward state."""
+    if len(state) == 1:
+        return decode_state(state[0][t], dtype)
+    levels, windows = state
+    return levels[t].to(dtype), windows[t]
+
+
 def bi_spike_forward_kernel(x, alpha, decay: float, reset: str, lo: int, unit: bool, need_state: bool = True):
     """Forward of the whole time axis without autograd: spikes and, when `need_state` (a backward
-    will follow), the levels as int8 and the straight-through window as bool."""
+    will follow), the backward state: each element's level and straight-through window, as one
+    int8 code (inside a compiled graph) or as int8 levels and a bool window (eagerly)."""
     a_all = alpha.to(x.dtype)
     a_clamped = a_all.clamp_min(1e-5)
-    outs, levels, windows = [], [], []
+    packed = _packed_state()
+    outs, steps = [], []
     u = s = None
     for t in range(x.shape[0]):
         u = membrane_step(u, s, a_all[t - 1] if t else None, x[t], decay, reset)
@@ -68,24 +105,23 @@ def bi_spike_forward_kernel(x, alpha, decay: float, reset: str, lo: int, unit: b
         s = q if unit else a * q
         outs.append(s)
         if need_state:
-            levels.append(q.to(torch.int8))
-            windows.append((u >= lo * a) & (u <= a))
+            steps.append(_step_state(q, u, a, lo, packed))
     if not need_state:
-        return torch.stack(outs), None, None
-    return torch.stack(outs), torch.stack(levels), torch.stack(windows)
+        return torch.stack(outs), ()
+    return torch.stack(outs), tuple(torch.stack(parts) for parts in zip(*steps))
 
 
-def bi_spike_backward_kernel(grad_out, alpha, levels, windows, decay: float, reset: str, unit: bool):
+def bi_spike_backward_kernel(grad_out, alpha, state, decay: float, reset: str, unit: bool):
     """Hand-written BPTT: dL/du_t = dL/ds_t * window_t + dL/du_{t+1} * du_{t+1}/du_t."""
     a_all = alpha.to(grad_out.dtype)
     a_clamped = a_all.clamp_min(1e-5)
     grads = [None] * grad_out.shape[0]
     g_next = None
     for t in range(grad_out.shape[0] - 1, -1, -1):
-        g = grad_out[t] * windows[t]
+        q, window = _unpack_step(state, t, grad_out.dtype)
+        g = grad_out[t] * window
         if g_next is not None and reset != "none":
             if reset == "official":
-                q = levels[t].to(grad_out.dtype)
                 s = q if unit else a_clamped[t] * q
                 # u_{t+1} = (decay * u_t) * (a_t - s_t) + x_{t+1}
                 g = g + g_next * (a_all[t] - s) * decay
@@ -179,7 +215,8 @@ def compiled_kernels():
 class BiSpikeFunction(torch.autograd.Function):
     """Multi-step elastic bi-spiking neuron with straight-through BPTT.
 
-    Saves only int8 levels and a bool window per element (instead of float copies per step).
+    Saves int8 levels and a bool window (one int8 code inside a compiled graph) instead of float
+    copies per step.
     `compiled=True` runs torch.compile'd kernels that fuse each step's elementwise work.
     """
 
@@ -188,17 +225,17 @@ class BiSpikeFunction(torch.autograd.Function):
         kernels = compiled_kernels() if compiled else None
         fwd = kernels[0] if kernels else bi_spike_forward_kernel
         need_state = any(ctx.needs_input_grad)  # inference and tracing keep no backward state
-        out, levels, windows = fwd(x, alpha, decay, reset, lo, unit, need_state)
+        out, state = fwd(x, alpha, decay, reset, lo, unit, need_state)
         if need_state:
-            ctx.save_for_backward(alpha, levels, windows)
+            ctx.save_for_backward(alpha, *state)
         ctx.decay, ctx.reset, ctx.unit, ctx.kernels = decay, reset, unit, kernels
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        alpha, levels, windows = ctx.saved_tensors
+        alpha, *state = ctx.saved_tensors
         bwd = ctx.kernels[1] if ctx.kernels else bi_spike_backward_kernel
-        grad_x = bwd(grad_out.contiguous(), alpha, levels, windows, ctx.decay, ctx.reset, ctx.unit)
+        grad_x = bwd(grad_out.contiguous(), alpha, tuple(state), ctx.decay, ctx.reset, ctx.unit)
         return grad_x, None, None, None, None, None, None
 
 
@@ -209,13 +246,17 @@ class StatelessSpikeFunction(torch.autograd.Function):
     def forward(ctx, x, alpha, lo: int, unit: bool):
         a = _bcast(alpha.to(x.dtype).clamp_min(1e-5), x.dim())
         q = torch.clamp(torch.round(x / a), lo, 1)
-        ctx.save_for_backward((x >= lo * a) & (x <= a))
+        if _packed_state():
+            ctx.save_for_backward(encode_state(q, (x < lo * a) | (x > a)))
+        else:
+            ctx.save_for_backward((x >= lo * a) & (x <= a))
         return q if unit else a * q
 
     @staticmethod
     def backward(ctx, grad_out):
-        (inside,) = ctx.saved_tensors
-        return grad_out * inside, None, None, None
+        (state,) = ctx.saved_tensors
+        window = decode_state(state, grad_out.dtype)[1] if state.dtype == torch.int8 else state
+        return grad_out * window, None, None, None
 
 
 class LIFSpikeFunction(torch.autograd.Function):
