@@ -261,9 +261,12 @@ def test_fast_neuron_saves_compact_state():
 def test_packed_state_round_trips():
     from spikelm_core.neurons.functional import decode_state, encode_state
 
-    q = torch.tensor([-1.0, 0.0, 1.0, -1.0, 0.0, 1.0])
-    outside = torch.tensor([False, False, False, True, True, True])
-    code = encode_state(q, outside)
-    assert code.dtype == torch.int8
-    level, window = decode_state(code, torch.float32)
-    assert torch.equal(level, q) and torch.equal(window, (~outside).float())
+    a = torch.tensor(2.0)
+    for lo in (-1, 0):
+        u = torch.tensor([-5.0, -2.0, -1.5, -1.0, 0.0, 0.5, 1.0, 1.5, 2.0, 2.0001, 7.0])
+        q = torch.clamp(torch.round(u / a), lo, 1)
+        code = encode_state(q, u, a, lo)
+        assert code.dtype == torch.int8
+        level, window = decode_state(code, torch.float32)
+        assert torch.equal(level, q)
+        assert torch.equal(window, ((u >= lo * a) & (u <= a)).float())

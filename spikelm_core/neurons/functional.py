@@ -55,18 +55,21 @@ def calibrate_bi_spike(
     return alpha
 
 
-def encode_state(q: torch.Tensor, outside: torch.Tensor) -> torch.Tensor:
-    """One int8 per element for the backward: the level q in {-1, 0, 1} plus 3 when u lies outside
-    the straight-through window. One int8 store fuses and vectorises where a separate bool mask
-    does not (a bool output made the compiled CPU kernel about ten times slower)."""
-    return (q + 3.0 * outside.to(q.dtype)).to(torch.int8)
+def encode_state(q: torch.Tensor, u: torch.Tensor, a: torch.Tensor, lo: int) -> torch.Tensor:
+    """One int8 per element for the backward: the level q in {-1, 0, 1}, plus 3 when u lies outside
+    the straight-through window [lo*a, a]. Written without boolean tensors: inside a compiled
+    graph a bool mask (saved or stored) keeps the CPU kernels from vectorising (about ten times
+    slower). ceil(u - a) >= 1 exactly when u > a, so the window matches the reference's clamp."""
+    above = torch.clamp(torch.ceil(u - a), 0, 1)
+    below = torch.clamp(torch.ceil(lo * a - u), 0, 1)
+    return (q + 3.0 * (above + below)).to(torch.int8)
 
 
 def decode_state(code: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """(level q, window 0/1) as `dtype` from `encode_state`'s code."""
+    """(level q, window 0/1) as `dtype` from `encode_state`'s code, again without booleans."""
     c = code.to(dtype)
-    outside = (c > 1.5).to(dtype)
-    return c - 3.0 * outside, 1.0 - outside
+    window = torch.clamp(2.0 - c, 0, 1)
+    return c - 3.0 + 3.0 * window, window
 
 
 def _packed_state() -> bool:
@@ -77,7 +80,7 @@ def _packed_state() -> bool:
 
 def _step_state(q, u, a, lo: int, packed: bool):
     if packed:
-        return (encode_state(q, (u < lo * a) | (u > a)),)
+        return (encode_state(q, u, a, lo),)
     return q.to(torch.int8), (u >= lo * a) & (u <= a)
 
 
@@ -247,7 +250,7 @@ class StatelessSpikeFunction(torch.autograd.Function):
         a = _bcast(alpha.to(x.dtype).clamp_min(1e-5), x.dim())
         q = torch.clamp(torch.round(x / a), lo, 1)
         if _packed_state():
-            ctx.save_for_backward(encode_state(q, (x < lo * a) | (x > a)))
+            ctx.save_for_backward(encode_state(q, x, a, lo))
         else:
             ctx.save_for_backward((x >= lo * a) & (x <= a))
         return q if unit else a * q
