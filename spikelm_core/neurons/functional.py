@@ -55,14 +55,18 @@ def calibrate_bi_spike(
     return alpha
 
 
+def window_of(u: torch.Tensor, a: torch.Tensor, lo: int) -> torch.Tensor:
+    """The straight-through window as 1.0 where lo*a <= u <= a, else 0.0, without boolean tensors:
+    inside a compiled graph a bool mask (saved or stored) keeps the CPU kernels from vectorising
+    (about ten times slower). ceil(u - a) >= 1 exactly when u > a, so the window matches the
+    reference's clamp bit for bit."""
+    return 1.0 - torch.clamp(torch.ceil(u - a), 0, 1) - torch.clamp(torch.ceil(lo * a - u), 0, 1)
+
+
 def encode_state(q: torch.Tensor, u: torch.Tensor, a: torch.Tensor, lo: int) -> torch.Tensor:
     """One int8 per element for the backward: the level q in {-1, 0, 1}, plus 3 when u lies outside
-    the straight-through window [lo*a, a]. Written without boolean tensors: inside a compiled
-    graph a bool mask (saved or stored) keeps the CPU kernels from vectorising (about ten times
-    slower). ceil(u - a) >= 1 exactly when u > a, so the window matches the reference's clamp."""
-    above = torch.clamp(torch.ceil(u - a), 0, 1)
-    below = torch.clamp(torch.ceil(lo * a - u), 0, 1)
-    return (q + 3.0 * (above + below)).to(torch.int8)
+    the straight-through window [lo*a, a] (`window_of`)."""
+    return (q + 3.0 * (1.0 - window_of(u, a, lo))).to(torch.int8)
 
 
 def decode_state(code: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,8 +140,8 @@ def bi_spike_backward_kernel(grad_out, alpha, state, decay: float, reset: str, u
 
 
 def _straight_through(value, u, window):
-    """`value` in the forward; gradient `window` (0/1) with respect to `u` in the backward."""
-    return value + torch.where(window, u - u.detach(), torch.zeros_like(u))
+    """`value` in the forward; gradient `window` (0.0/1.0) with respect to `u` in the backward."""
+    return value + (u - u.detach()) * window
 
 
 def alpha_grad_scale(x_t: torch.Tensor) -> float:
@@ -155,7 +159,7 @@ def _spike(u, a, lo: int, unit: bool, learn_alpha: bool):
     gradient to `a`: -1 (lo) below the range, +1 above, round(u/a) - u/a inside."""
     q = torch.clamp(torch.round(u / a), lo, 1)
     if not learn_alpha:
-        return _straight_through(q if unit else a * q, u, (u >= lo * a) & (u <= a))
+        return _straight_through(q if unit else a * q, u, window_of(u, a, lo))
     c = torch.clamp(u / a, lo, 1)
     return a * (q.detach() + (c - c.detach()))
 
