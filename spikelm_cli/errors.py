@@ -5,13 +5,14 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 
 import typer
 from rich.markup import escape
 
-from spikelm_core.errors import SpikelmError
+from spikelm_core.errors import OutputError, SpikelmError
 
 from .console import err
 
@@ -24,6 +25,19 @@ def report(exc: SpikelmError) -> None:
         err.print(f"[yellow]hint:[/] {escape(exc.hint)}", soft_wrap=True)
 
 
+#: errno values that mean "the output location cannot take the write", not a bug.
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EBUSY, errno.EDQUOT, errno.EFBIG}
+
+
+def output_error(exc: OSError) -> OutputError:
+    where = exc.filename or "the output location"
+    return OutputError(
+        f"cannot write '{where}': {exc.strerror or exc}",
+        hint="free disk space, choose a writable location (--out / --out-dir), or check the permissions; "
+        "earlier outputs and checkpoints are left as they were",
+    )
+
+
 def friendly_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -34,6 +48,12 @@ def friendly_errors(fn):
                 raise
             report(exc)
             raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:
+            if exc.errno not in _OUTPUT_ERRNOS or os.environ.get("SPIKELM_DEBUG") == "1":
+                raise
+            error = output_error(exc)
+            report(error)
+            raise typer.Exit(error.exit_code) from None
         except KeyboardInterrupt:
             err.print("[red]interrupted[/]")
             raise typer.Exit(130) from None

@@ -21,24 +21,29 @@ app = typer.Typer(
     "spike-driven BERT and BART.",
     no_args_is_help=True,
     invoke_without_command=False,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 
 
+def _print_version(value: bool) -> None:
+    """Eager: runs while the options are parsed, before typer asks for a command."""
+    if value:
+        from spikelm_core import __version__
+
+        typer.echo(f"spikelm {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def root(
-    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True,
+                                 callback=_print_version),
 ) -> None:
     """Spiking language models (SpikeLM, ICML 2024).
 
     Example: spikelm convert minilm --out runs/minilm-spiking
     """
-    if version:
-        from spikelm_core import __version__
-
-        typer.echo(f"spikelm {__version__}")
-        raise typer.Exit()
 
 
 app.command("convert")(convert_command)

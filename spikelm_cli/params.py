@@ -8,27 +8,26 @@ from typing import Annotated
 
 import typer
 
+from spikelm_core.neurons.settings import LEVELS, RESETS, SPIKING_KINDS
+
 
 class OutputFormat(str, Enum):
     table = "table"
     json = "json"
 
 
-class Reset(str, Enum):
-    official = "official"
-    soft = "soft"
-    none = "none"
+def choice_enum(name: str, values: tuple[str, ...]) -> type[Enum]:
+    """A str Enum with one member per value (member name = value), for typer choices.
+
+    The choices come from the library's vocabulary (e.g. `spikelm_core.neurons.settings.RESETS`),
+    so the CLI never restates them.
+    """
+    return Enum(name, [(v, v) for v in values], type=str)
 
 
-class NeuronKind(str, Enum):
-    elastic_bi = "elastic_bi"
-    lif = "lif"
-
-
-class Levels(str, Enum):
-    ternary = "ternary"
-    binary = "binary"
-
+SpikingKind = choice_enum("SpikingKind", SPIKING_KINDS)
+Reset = choice_enum("Reset", RESETS)
+Levels = choice_enum("Levels", LEVELS)
 
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", help="table (rich, for people) or json (stdout, for programs).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace a non-empty output directory.")]

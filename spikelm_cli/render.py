@@ -160,8 +160,8 @@ def training_result(r, fmt) -> None:
     t.add_column()
     t.add_row("run directory", r.out_dir)
     t.add_row("final model", r.final_dir)
-    if r.glue_task:
-        t.add_row("task", r.glue_task)
+    if r.task:
+        t.add_row("task", r.task)
     t.add_row("steps", f"{r.global_step} ({r.epochs:.2f} epochs)")
     if r.resumed_from:
         t.add_row("resumed from", r.resumed_from)
@@ -173,7 +173,7 @@ def training_result(r, fmt) -> None:
     if r.best_checkpoint:
         t.add_row("best checkpoint", r.best_checkpoint)
     if r.firing_rate is not None:
-        t.add_row("firing rate", f"{r.firing_rate:.3f}")
+        t.add_row("firing rate", f"{r.firing_rate:.3f} ({r.firing_rate_mean})")
         t.add_row("per layer", " ".join(f"{v:.3f}" for v in r.layer_firing_rates.values()))
     if r.calibrated:
         t.add_row("calibration", "amplitudes calibrated on the first training batch")
@@ -190,7 +190,7 @@ def eval_result(r, fmt) -> None:
     if getattr(fmt, "value", fmt) == "json":
         print_json(r.to_dict())
         return
-    t = Table(title=f"spikelm eval: {r.glue_task}", title_justify="left")
+    t = Table(title=f"spikelm eval: {r.task}", title_justify="left")
     t.add_column("split", style="bold")
     t.add_column("examples", justify="right")
     t.add_column("metrics")
@@ -200,5 +200,5 @@ def eval_result(r, fmt) -> None:
     out.print(t)
     out.print(f"model: {r.model}")
     if r.firing_rate is not None:
-        out.print(f"firing rate: {r.firing_rate:.3f} (mean)   per layer: "
+        out.print(f"firing rate: {r.firing_rate:.3f} ({r.firing_rate_mean})   per layer: "
                   + " ".join(f"{k} {v:.3f}" for k, v in r.layer_firing_rates.items()))

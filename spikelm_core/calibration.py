@@ -1,4 +1,4 @@
-"""Explicit amplitude calibration and firing-rate measurement.
+"""Explicit amplitude calibration, and the calibration text.
 
 spikelm's pipelines never rely on a neuron calibrating itself on whatever batch it happens to see
 first (the released code's side effect, spikelm-method.md gotcha 2). They call `calibrate(model,
@@ -6,14 +6,13 @@ batch)` on a chosen batch before anything else runs: every neuron is marked unca
 forward in eval mode (no dropout) lets each neuron, in forward order, set a_t = k * mean|u_t| on its
 own input. Under torch.distributed the means are averaged across ranks, so all ranks hold the same
 amplitudes. The `calibrated` flags are saved with the model: a reloaded model never recalibrates.
+
+Firing rates live in `spikelm_core.firing` (`measure_firing`, `record_firing`, `FiringReport`).
 """
 
 from __future__ import annotations
 
-import contextlib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import torch
 from torch import nn
@@ -34,8 +33,8 @@ def is_calibrated(model: nn.Module) -> bool:
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "decoder_input_ids", "decoder_attention_mask")
 
 
-def _model_inputs(batch: dict) -> dict:
-    """The batch entries a forward takes (labels dropped: calibration needs no loss)."""
+def model_inputs(batch: dict) -> dict:
+    """The batch entries a forward takes (labels dropped: calibration and firing need no loss)."""
     return {k: v for k, v in batch.items() if k in _MODEL_INPUTS}
 
 
@@ -49,66 +48,12 @@ def calibrate(model: nn.Module, batch: dict[str, torch.Tensor]) -> None:
     model.eval()
     try:
         device = next(model.parameters()).device
-        model(**{k: v.to(device) for k, v in _model_inputs(batch).items()})
+        model(**{k: v.to(device) for k, v in model_inputs(batch).items()})
     finally:
         model.train(was_training)
     missing = [name for name, n in neurons if not n.is_calibrated]
     if missing:  # a neuron the forward never reached (e.g. an unused head)
         raise RuntimeError(f"calibration did not reach {len(missing)} neuron(s), first: {missing[0]}")
-
-
-@dataclass
-class FiringReport:
-    """Firing statistics gathered over some batches: per neuron, per step, positive and negative."""
-
-    neurons: dict[str, dict] = field(default_factory=dict)
-
-    @property
-    def mean_rate(self) -> float:
-        rates = [sum(s["rate"]) / len(s["rate"]) for s in self.neurons.values()]
-        return sum(rates) / len(rates) if rates else 0.0
-
-    def rate(self, name: str) -> float:
-        s = self.neurons[name]
-        return sum(s["rate"]) / len(s["rate"])
-
-    def dead_or_saturated(self, low: float = 0.0, high: float = 1.0) -> list[str]:
-        return [n for n in self.neurons if self.rate(n) <= low or self.rate(n) >= high]
-
-
-@contextlib.contextmanager
-def record_firing(model: nn.Module) -> Iterator[FiringReport]:
-    """Within the block every neuron counts its spikes; the yielded report is filled on exit."""
-    neurons = spiking_neurons(model)
-    previous = [n.track_stats for _, n in neurons]
-    for _, n in neurons:
-        n.reset_stats()
-        n.track_stats = True
-    report = FiringReport()
-    try:
-        yield report
-    finally:
-        for (name, n), prev in zip(neurons, previous):
-            stats = n.firing_stats()
-            if stats is not None:
-                report.neurons[name] = stats
-            n.track_stats = prev
-            n.reset_stats()
-
-
-@torch.no_grad()
-def measure_firing(model: nn.Module, batches: Iterable[dict]) -> FiringReport:
-    """Firing statistics of `model` (eval mode) over `batches`."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    try:
-        with record_firing(model) as report:
-            for batch in batches:
-                model(**{k: v.to(device) for k, v in _model_inputs(batch).items()})
-    finally:
-        model.train(was_training)
-    return report
 
 
 # -- calibration text ---------------------------------------------------------------------------

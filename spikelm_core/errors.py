@@ -41,3 +41,9 @@ class DataError(SpikelmError):
     """A data file or directory that cannot be found, read or used."""
 
     exit_code = 4
+
+
+class OutputError(SpikelmError):
+    """An output location that cannot be written (read-only, full disk, busy device)."""
+
+    exit_code = 5

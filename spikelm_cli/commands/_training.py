@@ -1,7 +1,13 @@
-"""Options shared by the training commands (finetune, distill, pretrain, eval)."""
+"""Options and config loading shared by the training commands (finetune, distill, pretrain, eval).
+
+Every option a user types beats the recipe: `--model`, `--task`, `--data-dir`, `--out-dir`,
+`--teacher` become the flags of `load_config`, which applies them after the recipe and its `-s`
+overrides; `run_config.yaml` records the result.
+"""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -18,7 +24,10 @@ ResumeOpt = Annotated[
     str,
     typer.Option("--resume", help="never (default), auto (latest checkpoint in the run directory, else fresh), or a checkpoint directory."),
 ]
-DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Local GLUE root (SST-2/, MNLI/, ...; overrides $GLUE_DIR), or for xsum/cnn_dm a directory with train.jsonl / validation.jsonl.")]
+DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Local GLUE root (SST-2/, MNLI/, ...), or for xsum/cnn_dm a directory with train.jsonl / validation.jsonl; beats the recipe's data.source path.")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model to start from: a local directory, an alias (minilm, bert-base, bart-base, ...) or a hub id; a dense model is converted with the recipe's neuron settings. Beats the recipe's model.")]
+PrintConfigOpt = Annotated[bool, typer.Option("--print-config", help="Print the resolved recipe (every field with its description, as YAML that replays the run) and exit.")]
+TaskOpt = Annotated[Optional[str], typer.Option("--task", help="Benchmark task: a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte) or xsum, cnn_dm. Without RECIPE, picks the paper recipe (recipes/bert_base/ or recipes/bart_base/).")]
 
 
 def recipe_or_default(recipe: Path | None, task: str | None, command: str) -> Path:
@@ -31,3 +40,27 @@ def recipe_or_default(recipe: Path | None, task: str | None, command: str) -> Pa
     from spikelm_core.training.recipes import paper_recipe
 
     return paper_recipe(command, task)
+
+
+def load_run_config(cls, recipe: Path | None, overrides: list[str] | None, *, task: str | None = None,
+                    model: str | None = None, data_dir: Path | None = None, out_dir: Path | None = None,
+                    **more: str | None):
+    """The task config from `recipe` < `-s` overrides < the command-line options."""
+    from spikelm_core.config import load_config
+
+    flags = {
+        "model": model,
+        "out_dir": str(out_dir) if out_dir else None,
+        "data.task": task,
+        "data.data_dir": str(data_dir) if data_dir else None,
+        **more,
+    }
+    return load_config(cls, recipe, overrides or [], **flags)
+
+
+def print_config_and_exit(cfg) -> None:
+    """`--print-config`: the resolved config with field descriptions on stdout, exit 0."""
+    from spikelm_core.config import describe_config
+
+    sys.stdout.write(describe_config(cfg))
+    raise typer.Exit(0)

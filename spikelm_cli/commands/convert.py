@@ -6,24 +6,42 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from pydantic import ValidationError
 
-from spikelm_core.convert import NeuronSettings, convert_model
+from spikelm_core.conversion import convert_model
+from spikelm_core.errors import ConfigError
+from spikelm_core.neurons.settings import K_HELP, NeuronSettings, validation_messages
 
 from .. import render
 from ..console import err
 from ..errors import friendly_errors
-from ..params import ForceOpt, FormatOpt, Levels, NeuronKind, OutputFormat, Reset
+from ..params import ForceOpt, FormatOpt, Levels, OutputFormat, Reset, SpikingKind
+_DEFAULTS = NeuronSettings()
+#: NeuronSettings field -> the flag that sets it, for error messages in the user's spelling.
+_FLAGS = {"kind": "--neuron", "num_timesteps": "--timesteps", "k": "--k", "reset": "--reset", "levels": "--levels"}
+
+
+def _settings(**values) -> NeuronSettings:
+    try:
+        return NeuronSettings(**values)
+    except ValidationError as exc:
+        lines = []
+        for line in validation_messages(exc):
+            name, _, msg = line.partition(": ")
+            lines.append(f"{_FLAGS[name]}: {msg}" if name in _FLAGS else line)
+        raise ConfigError("invalid neuron settings", details=lines,
+                          hint="T must be >= 1 and k a finite number > 0 (spikelm convert --help)") from None
 
 
 @friendly_errors
 def convert_command(
     source: Annotated[str, typer.Argument(help="Local model directory, alias (bert-base, bert-large, bart-base, bart-large, minilm) or hub id.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory for the spiking model.")],
-    neuron: Annotated[NeuronKind, typer.Option(help="elastic_bi (SpikeLM) or lif (LIF-BERT baseline).")] = NeuronKind.elastic_bi,
-    timesteps: Annotated[int, typer.Option("--timesteps", "-T", help="Time steps T per forward.")] = 4,
-    k: Annotated[float, typer.Option(help="Frequency coefficient: a_t = k * mean|u_t|.")] = 2.0,
-    reset: Annotated[Reset, typer.Option(help="Membrane reset form.")] = Reset.official,
-    levels: Annotated[Levels, typer.Option(help="Spike levels.")] = Levels.ternary,
+    neuron: Annotated[SpikingKind, typer.Option(help="elastic_bi (SpikeLM) or lif (LIF-BERT baseline).")] = SpikingKind(_DEFAULTS.kind),
+    timesteps: Annotated[int, typer.Option("--timesteps", "-T", help="Time steps T per forward.")] = _DEFAULTS.num_timesteps,
+    k: Annotated[float, typer.Option(help=K_HELP)] = _DEFAULTS.k,
+    reset: Annotated[Reset, typer.Option(help="Membrane reset form.")] = Reset(_DEFAULTS.reset),
+    levels: Annotated[Levels, typer.Option(help="Spike levels.")] = Levels(_DEFAULTS.levels),
     calib_data: Annotated[Optional[Path], typer.Option(help="UTF-8 text file to calibrate on (default: packaged text).")] = None,
     calib_batches: Annotated[int, typer.Option(help="Batches of text: the first calibrates, all measure firing.")] = 4,
     batch_size: Annotated[int, typer.Option(help="Sequences per calibration batch.")] = 8,
@@ -36,9 +54,7 @@ def convert_command(
 
     Example: spikelm convert minilm --out runs/minilm-spiking
     """
-    settings = NeuronSettings(
-        neuron_kind=neuron.value, num_timesteps=timesteps, k=k, reset=reset.value, levels=levels.value
-    )
+    settings = _settings(kind=neuron.value, num_timesteps=timesteps, k=k, reset=reset.value, levels=levels.value)
     if format is OutputFormat.table:
         err.print(f"converting [bold]{source}[/] ...")
     result = convert_model(

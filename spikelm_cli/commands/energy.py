@@ -11,6 +11,7 @@ import typer
 from typer.core import TyperCommand
 
 from spikelm_core.energy import EnergyArgs, run_energy
+from spikelm_core.energy.tables import csv_text, markdown_text
 
 from .. import render_energy
 from ..console import err
@@ -130,9 +131,9 @@ def energy_command(
     elif format is EnergyFormat.json:
         render_energy.print_text(render_energy.json_text(report))
     elif format is EnergyFormat.csv:
-        render_energy.print_text(render_energy.csv_text(report))
+        render_energy.print_text(csv_text(report))
         render_energy.print_caveat_to_stderr(report)
     else:
-        render_energy.print_text(render_energy.markdown_text(report, detail=detail))
+        render_energy.print_text(markdown_text(report, detail=detail))
     if out is not None:
         render_energy.print_written(render_energy.write_outputs(report, out, force=force))

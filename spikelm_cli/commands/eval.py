@@ -7,34 +7,40 @@ from typing import Annotated, Optional
 
 import typer
 
-from spikelm_core.config import EvalConfig, load_config
+from spikelm_core.config import EvalConfig
 
 from .. import render
 from ..errors import friendly_errors
 from ..params import FormatOpt, OutputFormat
-from ._training import DataDirOpt, OverridesOpt, RunOutDirOpt
+from ._training import (DataDirOpt, ModelOpt, OverridesOpt, PrintConfigOpt, TaskOpt,
+                        load_run_config, print_config_and_exit)
 
 
 @friendly_errors
 def eval_command(
-    source: Annotated[str, typer.Argument(help="Checkpoint directory (e.g. runs/sst2/final) or an eval recipe (.yaml).")],
-    task: Annotated[Optional[str], typer.Option("--task", help="GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte) or summarization task (xsum, cnn_dm: beam search + ROUGE).")] = None,
-    overrides: OverridesOpt = None,
+    source: Annotated[Optional[str], typer.Argument(help="Checkpoint directory (e.g. runs/sst2/final), alias, or an eval recipe (.yaml).")] = None,
+    task: TaskOpt = None,
+    model: ModelOpt = None,
     data_dir: DataDirOpt = None,
-    out_dir: RunOutDirOpt = None,
+    overrides: OverridesOpt = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out-dir", help="Where eval_results.json and eval_config.yaml go (a training run's directory is fine: its run_config.yaml is left alone).")] = None,
+    print_config: PrintConfigOpt = False,
     format: FormatOpt = OutputFormat.table,
 ) -> None:
     """Evaluate a checkpoint: GLUE dev metrics, or beam-search ROUGE for xsum/cnn_dm; per-layer firing rates.
 
     Example: spikelm eval runs/sst2/final --task sst2 --data-dir ../shared/data/glue --format json
     """
+    from spikelm_core.errors import ConfigError
     from spikelm_core.training.evaluate import run_eval
 
-    is_recipe = source.endswith((".yaml", ".yml"))
-    cfg = load_config(
-        EvalConfig, Path(source) if is_recipe else None, overrides or [],
-        model=None if is_recipe else source, glue_task=task, out_dir=str(out_dir) if out_dir else None,
-        **{"data.data_dir": str(data_dir) if data_dir else None},
-    )
+    is_recipe = source is not None and source.endswith((".yaml", ".yml"))
+    if source is None and model is None:
+        raise ConfigError("give a model to evaluate (MODEL argument or --model) or an eval recipe",
+                          hint="spikelm eval runs/sst2/final --task sst2 --data-dir ../shared/data/glue")
     render.enable_library_logs()
+    cfg = load_run_config(EvalConfig, Path(source) if is_recipe else None, overrides, task=task,
+                          model=model or (None if is_recipe else source), data_dir=data_dir, out_dir=out_dir)
+    if print_config:
+        print_config_and_exit(cfg)
     render.eval_result(run_eval(cfg), format)

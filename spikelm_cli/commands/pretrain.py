@@ -3,34 +3,41 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
-from spikelm_core.config import PretrainConfig, load_config
+from spikelm_core.config import PretrainConfig
 
 from .. import render
 from ..errors import friendly_errors
 from ..params import FormatOpt, OutputFormat
-from ._training import OverridesOpt, ResumeOpt, RunOutDirOpt
+from ._training import (ModelOpt, OverridesOpt, PrintConfigOpt, ResumeOpt, RunOutDirOpt,
+                        load_run_config, print_config_and_exit)
 
 
 @friendly_errors
 def pretrain_command(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML (or a run's run_config.yaml).")],
+    model: ModelOpt = None,
+    text: Annotated[Optional[Path], typer.Option("--text", help="Text file or directory of .txt files to pretrain on (beats data.source).")] = None,
     overrides: OverridesOpt = None,
     out_dir: RunOutDirOpt = None,
     resume: ResumeOpt = "never",
+    print_config: PrintConfigOpt = False,
     format: FormatOpt = OutputFormat.table,
 ) -> None:
     """Pretrain a spiking BERT with masked-LM (optionally NSP and a dense teacher) on text files.
 
-    Example: spikelm pretrain recipes/tiny/pretrain.yaml --out-dir runs/tiny-pretrain
+    Example: spikelm pretrain recipes/tiny/pretrain.yaml --model minilm --out-dir runs/tiny-pretrain
     Multi-GPU: torchrun --nproc-per-node 8 -m spikelm_cli pretrain recipes/bert_base/pretrain_base.yaml
     """
     from spikelm_core.training import run_pretrain
 
-    cfg = load_config(PretrainConfig, recipe, overrides or [], out_dir=str(out_dir) if out_dir else None)
     render.enable_library_logs()
+    cfg = load_run_config(PretrainConfig, recipe, overrides, model=model, out_dir=out_dir,
+                          **{"data.source": str(text) if text else None})
+    if print_config:
+        print_config_and_exit(cfg)
     result = run_pretrain(cfg, resume=resume, callbacks=[render.progress_callback()])
     render.training_result(result, format)

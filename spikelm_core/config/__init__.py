@@ -1,12 +1,14 @@
-"""Recipe configs: typed, frozen dataclasses (`schema`) and strict loading/saving (`loading`).
+"""Recipe configs: frozen pydantic models (`schema`) and strict loading/saving (`loading`).
 
     cfg = load_config(FinetuneConfig, "recipes/tiny/finetune.yaml", ["train.lr=3e-5"], out_dir="runs/x")
+    cfg.command, cfg.task, cfg.task_family    # 'finetune', 'sst2', 'glue'
     save_config(cfg, "runs/x/run_config.yaml")   # load_config(FinetuneConfig, that path) == cfg
 """
 
 from spikelm_core.config.loading import (
     config_from_dict,
     config_to_dict,
+    describe_config,
     diff_configs,
     load_config,
     parse_overrides,
@@ -14,7 +16,7 @@ from spikelm_core.config.loading import (
 )
 from spikelm_core.config.schema import (
     TASK_CONFIGS,
-    ConfigProblems,
+    TASK_NAMES,
     DataArgs,
     DistillArgs,
     DistillConfig,
@@ -23,12 +25,16 @@ from spikelm_core.config.schema import (
     GenerateArgs,
     MlmArgs,
     NeuronArgs,
+    NeuronSettings,
     PretrainConfig,
+    TaskFamily,
     TrainArgs,
+    infer_task,
+    normalize_task,
+    task_family,
 )
 
 __all__ = [
-    "ConfigProblems",
     "DataArgs",
     "DistillArgs",
     "DistillConfig",
@@ -37,13 +43,20 @@ __all__ = [
     "GenerateArgs",
     "MlmArgs",
     "NeuronArgs",
+    "NeuronSettings",
     "PretrainConfig",
     "TASK_CONFIGS",
+    "TASK_NAMES",
+    "TaskFamily",
     "TrainArgs",
     "config_from_dict",
     "config_to_dict",
+    "describe_config",
     "diff_configs",
+    "infer_task",
     "load_config",
+    "normalize_task",
     "parse_overrides",
     "save_config",
+    "task_family",
 ]

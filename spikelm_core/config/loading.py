@@ -1,41 +1,45 @@
 """Build task configs from recipes, `-s key=value` overrides and flags; save them for replay.
 
-Precedence: dataclass defaults < recipe YAML < `-s key=value` overrides (in order given; each
-value parsed with `yaml.safe_load`) < dedicated flags (keyword arguments of `load_config`;
-None means "flag not given").
+Precedence: model defaults < recipe YAML < `-s key=value` overrides (in order given; each value
+parsed with `yaml.safe_load`) < dedicated flags (keyword arguments of `load_config`, dotted keys
+such as `data.data_dir`; None means "flag not given").
 
-Everything is merged into one plain nested dict first, then checked against the schema in one
-pass. Every problem found on the way (unreadable or malformed recipe, a recipe for another
-command, `-s` without `=`, unknown keys with a did-you-mean, wrong types, Literal values out of
-their choices, missing required fields and the `__post_init__` checks) becomes one detail line
-of a single `ConfigError`, written with the user's dotted key.
+Everything is merged into one plain nested dict, then validated by the pydantic schema in one
+pass. Every problem found on the way (unreadable or malformed recipe, duplicate keys, a recipe for
+another command, `-s` without `=`, unknown keys with a did-you-mean, wrong types, values out of
+their choices, missing fields, broken rules) becomes one detail line of a single `ConfigError`,
+written with the user's dotted key.
 
-Coercions, beyond exact types: an int is a valid float; a numeric string is a valid float
-(PyYAML reads `2e-5` as a string, because YAML 1.1 floats need a dot); an integral float or
-numeric string is a valid int (`save_steps: 5e4`); YAML 1.1 booleans (`no`, `off`) are taken
-as the matching Literal choice (`eval_strategy: no`); a single string is a one-element list.
+Relative input paths (`model`, `tokenizer`, `data.source`, `data.data_dir`, `data.train_file`,
+`data.validation_file`, `distill.teacher`) are made absolute: in a recipe against the recipe's
+folder, in `-s` overrides and flags against the current directory. A value counts as a path when
+it starts with ./ or ../, or when it exists there (so `minilm` and `facebook/bart-base` stay).
+
+Recipes and run_config.yaml files of spikelm 0.1 still load: a top-level `task: <command>` is
+read as `command`, `glue_task` / `summarization_task` as `data.task` (each renaming logged once),
+and paths in such a file are read from the current directory, as 0.1 did.
 
 `save_config` writes `run_config.yaml` atomically (temporary file + `os.replace`), and
-`load_config(cls, "run_config.yaml", [])` returns an equal config: a run replays itself.
+`load_config(cls, "run_config.yaml")` returns an equal config: a run replays itself.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import os
 import re
 import tempfile
-import types
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union
+from typing import Any, Literal, TypeVar
 
 import yaml
+from pydantic import BaseModel, ValidationError
 
-from spikelm_core.config.schema import TASK_CONFIGS, ConfigProblems
+from spikelm_core.config.schema import TASK_CONFIGS, infer_task, normalize_task, task_family
 from spikelm_core.errors import ConfigError
+from spikelm_core.log import get_logger
 
 __all__ = [
     "load_config",
@@ -44,11 +48,11 @@ __all__ = [
     "config_to_dict",
     "save_config",
     "diff_configs",
+    "describe_config",
 ]
 
-T = TypeVar("T")
-
-_INVALID = object()  # marks a value that failed its check (the problem is already recorded)
+T = TypeVar("T", bound=BaseModel)
+log = get_logger("config")
 
 # Names from other tools, mapped to ours, for did-you-mean hints only (never accepted).
 _KEY_ALIASES = {
@@ -71,318 +75,136 @@ _KEY_ALIASES = {
     "T": "num_timesteps",
     "timesteps": "num_timesteps",
     "time_steps": "num_timesteps",
-    "task_name": "glue_task",
+    "task_name": "task",
     "dataloader_num_workers": "num_workers",
     "mask_probability": "mlm_probability",
 }
-
-_NUMBER = re.compile(r"[-+]?(?:\d[\d_]*\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+_HINT = "recipe keys are dotted paths (train.lr, neuron.k, data.task); `spikelm <command> RECIPE --print-config` lists every field with its description"
 _KEY = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
+_PATH_KEYS = ("model", "tokenizer", "data.source", "data.data_dir", "data.train_file", "data.validation_file",
+              "distill.teacher")
+_LEGACY_KEYS = {"task": "command", "glue_task": "data.task", "summarization_task": "data.task"}
+_warned: set[str] = set()
 
 
-# ------------------------------------------------------------------------------ type helpers
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _is_union(tp: Any) -> bool:
-    return typing.get_origin(tp) in (Union, types.UnionType)
-
-
-def _type_name(tp: Any) -> str:
-    if _is_union(tp):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        names = " or ".join(_type_name(a) for a in args)
-        return f"{names} or null" if len(args) < len(typing.get_args(tp)) else names
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(c) for c in typing.get_args(tp))
-    if origin in (tuple, list):
-        return f"list of {_type_name(typing.get_args(tp)[0])}"
-    if origin is dict or tp is dict:
-        return "mapping"
-    if dataclasses.is_dataclass(tp):
-        return "mapping"
-    return getattr(tp, "__name__", str(tp))
+# ----------------------------------------------------------------------------- error lines
 
 
 def _show(value: Any) -> str:
     return "null" if value is None else repr(value)
 
 
-def _join(path: str, key: Any) -> str:
-    return f"{path}.{key}" if path else str(key)
+def _fields(model: type[BaseModel]) -> dict[str, Any]:
+    """Recipe key (the alias, where a field has one) -> annotation."""
+    return {(f.alias or name): f.annotation for name, f in model.model_fields.items()}
 
 
-def _literal_from_bool(value: bool, choices: tuple[Any, ...]) -> Any:
-    """YAML 1.1 reads `no`/`off` as False and `yes`/`on` as True; map back to a string choice."""
-    spellings = ("no", "off", "false") if value is False else ("yes", "on", "true")
-    for spelling in spellings:
-        if spelling in choices:
-            return spelling
-    return _INVALID
+def _models_in(tp: Any) -> list[type[BaseModel]]:
+    return [a for a in (tp, *typing.get_args(tp)) if isinstance(a, type) and issubclass(a, BaseModel)]
 
 
-def _coerce(value: Any, tp: Any, path: str, errors: list[str]) -> Any:
-    """Check scalar/list/dict `value` against annotation `tp`, converting where documented;
-    else record a problem and return `_INVALID`. Sections are handled by `_build`."""
-    origin = typing.get_origin(tp)
-
-    if _is_union(tp):
-        args = typing.get_args(tp)
-        if value is None:
-            if type(None) in args:
-                return None
-            errors.append(f"{path}: expected {_type_name(tp)}, got null")
-            return _INVALID
-        inner = [a for a in args if a is not type(None)]
-        if len(inner) == 1:
-            sub: list[str] = []
-            coerced = _coerce(value, inner[0], path, sub)
-            plain, optional = f"{path}: expected {_type_name(inner[0])}", f"{path}: expected {_type_name(tp)}"
-            errors.extend(optional + m[len(plain):] if m.startswith(plain) else m for m in sub)
-            return coerced
-        raise TypeError(f"unsupported union in schema at {path}: {tp}")  # schema bug
-
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if isinstance(value, bool) and not any(isinstance(c, bool) for c in choices):
-            mapped = _literal_from_bool(value, choices)
-            if mapped is not _INVALID:
-                return mapped
-        if not isinstance(value, bool) and value in choices:
-            return value
-        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)
-        suggestion = f" (did you mean {close[0]!r}?)" if close else ""
-        if isinstance(value, bool):
-            suggestion = " (YAML reads yes/no/on/off/true/false as booleans; quote the value)"
-        errors.append(f"{path}: expected {_type_name(tp)}, got {_show(value)}{suggestion}")
-        return _INVALID
-
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
-            number = float(value.replace("_", ""))
-            if number.is_integer():
-                return int(number)
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
-            return float(value.replace("_", ""))
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    elif origin in (tuple, list):
-        item_tp = typing.get_args(tp)[0]
-        items = [value] if isinstance(value, str) else value
-        if isinstance(items, (list, tuple)):
-            out = [_coerce(v, item_tp, f"{path}[{i}]", errors) for i, v in enumerate(items)]
-            if any(v is _INVALID for v in out):
-                return _INVALID
-            return tuple(out) if origin is tuple else out
-    elif origin is dict or tp is dict:
-        if isinstance(value, Mapping):
-            bad = [k for k in value if not isinstance(k, str)]
-            if bad:
-                errors.append(f"{path}: keys must be strings, got {', '.join(map(_show, bad))}")
-                return _INVALID
-            return dict(value)
-    elif tp is Any:
-        return value
-    else:
-        raise TypeError(f"unsupported type in schema at {path}: {tp}")  # schema bug
-
-    errors.append(f"{path}: expected {_type_name(tp)}, got {_show(value)}")
-    return _INVALID
+def _annotation_at(root: type[BaseModel], loc: Sequence[Any]) -> Any:
+    """The annotation of the value at pydantic location `loc`, or None when unknown."""
+    tp: Any = root
+    for part in loc:
+        if isinstance(part, int):
+            args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+            tp = args[0] if args else None
+        else:
+            models = _models_in(tp)
+            tp = _fields(models[0]).get(part) if models else None
+    return tp
 
 
-# -------------------------------------------------------------------------- did you mean
+def _describe(tp: Any) -> str:
+    """'float', 'int or null', "one of 'a', 'b'", 'list of str', 'a mapping of TrainArgs keys'."""
+    args = typing.get_args(tp)
+    if type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return f"{' or '.join(_describe(a) for a in rest)} or null"
+    if typing.get_origin(tp) is Literal:
+        return repr(args[0]) if len(args) == 1 else "one of " + ", ".join(map(repr, args))
+    if typing.get_origin(tp) in (tuple, list):
+        return f"list of {_describe(args[0])}"
+    if _models_in(tp):
+        return f"a mapping of {tp.__name__} keys"
+    if tp is dict or typing.get_origin(tp) is dict:
+        return "mapping"
+    return getattr(tp, "__name__", str(tp))
 
 
-def _schema_paths(cls: type, prefix: str = "") -> list[str]:
+def _schema_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
     """Every dotted key of a config class, sections included."""
     paths = []
-    for name, tp in _hints(cls).items():
-        path = _join(prefix, name)
+    for key, tp in _fields(model).items():
+        path = f"{prefix}{key}"
         paths.append(path)
-        inner = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)] if _is_union(tp) else [tp]
-        for sub in inner:
-            if dataclasses.is_dataclass(sub):
-                paths.extend(_schema_paths(sub, path))
+        for sub in _models_in(tp)[:1]:
+            paths.extend(_schema_paths(sub, f"{path}."))
     return paths
 
 
-def _suggest(key: str, path: str, siblings: Sequence[str], root: type) -> str:
-    """' (did you mean 'train.warmup_steps'?)' or ''."""
+def _suggest(loc: Sequence[Any], root: type[BaseModel]) -> str:
+    """' (did you mean 'train.warmup_steps'?)' or '' for the unknown key at `loc`."""
+    key, parent = str(loc[-1]), ".".join(map(str, loc[:-1]))
+    prefix = f"{parent}." if parent else ""
+    siblings = [p[len(prefix):] for p in _schema_paths(root) if p.startswith(prefix) and "." not in p[len(prefix):]]
     alias = _KEY_ALIASES.get(key) or _KEY_ALIASES.get(key.lower())
-    if alias in siblings:
-        return f" (did you mean {_join(path, alias)!r}?)"
     everywhere = _schema_paths(root)
-    leaf_matches = [p for p in everywhere if p.rsplit(".", 1)[-1] in {key, alias}]
-    if leaf_matches:
-        return f" (did you mean {leaf_matches[0]!r}?)"
-    close = difflib.get_close_matches(key, list(siblings), n=1, cutoff=0.5)
-    if close:
-        return f" (did you mean {_join(path, close[0])!r}?)"
-    close = difflib.get_close_matches(_join(path, key), everywhere, n=1, cutoff=0.75)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-# -------------------------------------------------------------------------------- building
-
-
-def _section_type(tp: Any) -> type | None:
-    """The dataclass behind a section annotation (`TrainArgs` or `DistillArgs | None`)."""
-    if dataclasses.is_dataclass(tp):
-        return tp
-    if _is_union(tp):
-        inner = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)]
-        return inner[0] if inner else None
-    return None
-
-
-def _touches(involved: frozenset[str], invalid: set[str]) -> bool:
-    """Whether a check reading `involved` paths reads any replaced (`invalid`) path."""
-    return any(a == b or a.startswith(b + ".") or b.startswith(a + ".") for a in involved for b in invalid)
-
-
-def _partial(cls: type, kwargs: dict[str, Any]) -> Any:
-    """An instance holding `kwargs` without running `__post_init__`: a stand-in that lets the
-    enclosing section run its own checks on the values that were fine."""
-    obj = object.__new__(cls)
-    for name, value in kwargs.items():
-        object.__setattr__(obj, name, value)
-    return obj
-
-
-def _build(
-    cls: type[T], raw: Mapping[str, Any], path: str, errors: list[str], *, base: Any, root: type
-) -> tuple[Any, set[str]]:
-    """One dataclass from a mapping, recording every problem in `errors`.
-
-    Missing keys come from `base` (an instance: task-specific section defaults) or the field
-    defaults. Returns `(instance, invalid)`: `invalid` holds the paths (relative to `cls`) whose
-    values were bad and replaced by their default; when it is non-empty the instance is a
-    stand-in built without `__post_init__`, or `_INVALID` when no stand-in could be made.
-
-    `__post_init__` runs even when some values were bad, so that its remaining problems are
-    reported in the same pass; problems that read a replaced value are dropped, as they would
-    only describe the stand-in.
-    """
-    hints = _hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    for key in raw:
-        if key not in fields:
-            errors.append(f"{_join(path, key)}: unknown key{_suggest(str(key), path, list(fields), root)}")
-    kwargs: dict[str, Any] = {}
-    invalid: set[str] = set()
-    for name, spec in fields.items():
-        field_path = _join(path, name)
-        if base is not None:
-            default = getattr(base, name)
-        elif spec.default is not dataclasses.MISSING:
-            default = spec.default
-        elif spec.default_factory is not dataclasses.MISSING:
-            default = spec.default_factory()
-        else:
-            default = dataclasses.MISSING
-        if name not in raw:
-            if default is dataclasses.MISSING:
-                errors.append(f"{field_path}: required, no default")
-                invalid.add(name)
-            kwargs[name] = default
-            continue
-        value, section = raw[name], _section_type(hints[name])
-        if section is not None and value is not None:
-            if not isinstance(value, Mapping):
-                errors.append(f"{field_path}: expected a mapping of {section.__name__} keys, got {_show(value)}")
-                invalid.add(name)
-                kwargs[name] = default
-                continue
-            nested_base = default if dataclasses.is_dataclass(default) else None
-            built, sub_invalid = _build(section, value, field_path, errors, base=nested_base, root=root)
-            if built is _INVALID:
-                invalid.add(name)
-                kwargs[name] = default
-            else:
-                invalid.update(f"{name}.{sub}" for sub in sub_invalid)
-                kwargs[name] = built
-            continue
-        coerced = _coerce(value, hints[name], field_path, errors)
-        if coerced is _INVALID:
-            invalid.add(name)
-            coerced = default
-        kwargs[name] = coerced
-
-    for name, value in kwargs.items():
-        if value is dataclasses.MISSING:
-            if hints[name] is not str:
-                return _INVALID, invalid  # no sensible stand-in: skip the checks
-            kwargs[name] = "?"
-    try:
-        cfg = cls(**kwargs)
-    except ConfigProblems as exc:
-        for (name, message), involved in zip(exc.problems, exc.involved):
-            if not _touches(involved, invalid):
-                errors.append(f"{_join(path, name)}: {message}")
-            invalid.add(name)
-        return _partial(cls, kwargs), invalid
-    except ValueError as exc:
-        if not invalid:
-            errors.append(f"{path or cls.__name__}: {exc}")
-        return _INVALID, invalid
-    if invalid:
-        return _partial(cls, kwargs), invalid
-    return cfg, invalid
-
-
-def _task_of(cls: type) -> str | None:
-    """The command a task config is for (its `task` field default), or None."""
-    for f in dataclasses.fields(cls):
-        if f.name == "task":
-            return f.default if isinstance(f.default, str) else None
-    return None
-
-
-def _check_task(cls: type, raw: dict[str, Any], errors: list[str], hints: list[str], origin: str) -> None:
-    """A recipe's `task:` must name the command; drop it from `raw` once checked."""
-    expected = _task_of(cls)
-    if expected is None or "task" not in raw:
-        return
-    given = raw.pop("task")
-    if given == expected:
-        return
-    if isinstance(given, str) and given in TASK_CONFIGS:
-        errors.append(f"task: {origin} is for '{given}', not '{expected}'")
-        hints.append(f"run it with `spikelm {given}`, or use a '{expected}' recipe")
+    if alias in siblings:
+        match = [prefix + alias]
     else:
-        errors.append(f"task: expected '{expected}', got {_show(given)}")
+        match = [p for p in everywhere if p.rsplit(".", 1)[-1] in {key, alias}]
+        match = match or [prefix + m for m in difflib.get_close_matches(key, siblings, n=1, cutoff=0.5)]
+        match = match or difflib.get_close_matches(prefix + key, everywhere, n=1, cutoff=0.75)
+    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
-def config_from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
-    """Build `cls` from a nested mapping with the full checks of `load_config`."""
-    errors: list[str] = []
-    hints: list[str] = []
-    raw = dict(data)
-    _check_task(cls, raw, errors, hints, "config")
-    cfg, _ = _build(cls, raw, "", errors, base=None, root=cls)
-    if errors or cfg is _INVALID:
-        raise _config_error("invalid config", errors, hints)
-    return cfg
+_BOUNDS = {"greater_than": ("gt", ">"), "greater_than_equal": ("ge", ">="), "less_than": ("lt", "<"),
+           "less_than_equal": ("le", "<=")}
+
+
+def _problems(exc: ValidationError, root: type[BaseModel]) -> list[str]:
+    """One 'dotted.path: what is wrong' line per problem pydantic found."""
+    lines = []
+    for err in exc.errors():
+        loc, kind, value, ctx = err["loc"], err["type"], err.get("input"), err.get("ctx") or {}
+        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+        if kind == "config_rules":
+            lines += [f"{path + '.' if path else ''}{field}: {message}" for field, message in ctx["problems"]]
+            continue
+        if kind == "extra_forbidden":
+            message = f"unknown key{_suggest(loc, root)}"
+        elif kind == "missing":
+            message = "required, no default"
+        elif kind in _BOUNDS:
+            name, op = _BOUNDS[kind]
+            limit = ctx[name]
+            limit = int(limit) if isinstance(limit, float) and limit.is_integer() else limit
+            message = f"must be {op} {limit}, got {_show(value)}"
+        elif kind == "finite_number":
+            message = f"must be a finite number, got {_show(value)}"
+        elif kind in ("value_error", "assertion_error"):
+            message = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        else:
+            tp = _annotation_at(root, loc)
+            message = f"expected {_describe(tp)}, got {_show(value)}" if tp is not None else err["msg"]
+            if kind == "literal_error" and isinstance(value, bool):
+                message += " (YAML reads yes/no/on/off/true/false as booleans; quote the value)"
+            elif kind == "literal_error" and len(choices := typing.get_args(_bare_literal(tp))) > 1:
+                close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)
+                message += f" (did you mean {close[0]!r}?)" if close else ""
+        lines.append(f"{path}: {message}" if path else message)
+    return lines
+
+
+def _bare_literal(tp: Any) -> Any:
+    return next((a for a in (tp, *typing.get_args(tp)) if typing.get_origin(a) is Literal), None)
 
 
 def _config_error(what: str, errors: list[str], hints: list[str]) -> ConfigError:
     n = len(errors)
-    hint = "; ".join(dict.fromkeys(hints)) or "keys are dotted dataclass paths; --print-config shows them all"
+    hint = "; ".join(dict.fromkeys(hints)) or _HINT
     return ConfigError(f"{what}: {n} problem{'s' if n != 1 else ''}", details=errors, hint=hint)
 
 
@@ -433,16 +255,14 @@ def _read_recipe(path: Path, errors: list[str]) -> dict[str, Any] | None:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
-        problem = exc.problem or exc.context or "malformed YAML"
-        errors.append(f"{path}: invalid YAML at {where}: {problem}")
+        errors.append(f"{path}: invalid YAML at {where}: {exc.problem or exc.context or 'malformed YAML'}")
         return None
     except yaml.YAMLError as exc:
         errors.append(f"{path}: invalid YAML: {exc}")
         return None
     finally:
         loader.dispose()
-    for key, line in loader.duplicates:
-        errors.append(f"{path}: duplicate key {key!r} at line {line}")
+    errors.extend(f"{path}: duplicate key {key!r} at line {line}" for key, line in loader.duplicates)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -451,7 +271,7 @@ def _read_recipe(path: Path, errors: list[str]) -> dict[str, Any] | None:
     return data
 
 
-# ---------------------------------------------------------------------------- overrides
+# ------------------------------------------------------------------------ layers and merging
 
 
 def parse_overrides(overrides: Sequence[str], errors: list[str] | None = None) -> list[tuple[str, Any]]:
@@ -461,26 +281,22 @@ def parse_overrides(overrides: Sequence[str], errors: list[str] | None = None) -
     the schema coerces them further. Problems are appended to `errors`, or raised as one
     ConfigError when `errors` is None.
     """
-    own = errors is None
     problems: list[str] = [] if errors is None else errors
     out = []
     for item in overrides:
-        if "=" not in item:
-            problems.append(f"{item!r}: expected key=value")
-            continue
-        key, text = item.split("=", 1)
+        key, eq, text = item.partition("=")
         key = key.strip()
-        if not _KEY.fullmatch(key):
+        if not eq:
+            problems.append(f"{item!r}: expected key=value")
+        elif not _KEY.fullmatch(key):
             problems.append(f"{item!r}: bad key {key!r} (use a dotted path such as train.lr)")
-            continue
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            problems.append(f"{item!r}: value is not valid YAML ({reason})")
-            continue
-        out.append((key, value))
-    if own and problems:
+        else:
+            try:
+                out.append((key, yaml.safe_load(text)))
+            except yaml.YAMLError as exc:
+                reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+                problems.append(f"{item!r}: value is not valid YAML ({reason})")
+    if errors is None and problems:
         raise _config_error("invalid --set overrides", problems, [])
     return out
 
@@ -488,14 +304,11 @@ def parse_overrides(overrides: Sequence[str], errors: list[str] | None = None) -
 def _merge(target: dict[str, Any], key: str, value: Any) -> None:
     """Set dotted `key` in nested dict `target`; mappings merge into mappings."""
     node = target
-    parts = key.split(".")
-    for part in parts[:-1]:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = {}
-            node[part] = child
-        node = child
-    leaf = parts[-1]
+    *parents, leaf = key.split(".")
+    for part in parents:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
     if isinstance(value, Mapping) and isinstance(node.get(leaf), dict):
         for sub_key, sub_value in value.items():
             _merge(node[leaf], str(sub_key), sub_value)
@@ -503,7 +316,117 @@ def _merge(target: dict[str, Any], key: str, value: Any) -> None:
         node[leaf] = dict(value) if isinstance(value, Mapping) else value
 
 
+def _get(data: Mapping[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        data = data.get(part) if isinstance(data, Mapping) else None
+    return data
+
+
+def _resolve_paths(layer: dict[str, Any], base: Path) -> None:
+    """Make the relative input paths of one layer absolute against `base` (module docstring)."""
+    for key in _PATH_KEYS:
+        value = _get(layer, key)
+        if not isinstance(value, str) or not value or os.path.isabs(value):
+            continue
+        if key == "data.source" and value.strip().lower().startswith("glue/"):
+            continue
+        if value in (".", "..") or value.startswith(("./", "../")) or (base / value).exists():
+            _merge(layer, key, os.path.normpath(os.path.join(os.path.abspath(base), value)))
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        log.warning(message)
+
+
+def _migrate(layer: dict[str, Any], where: str, errors: list[str]) -> dict[str, Any]:
+    """Rename the spikelm 0.1 top-level keys of one layer (module docstring); problems to `errors`."""
+    out = {k: v for k, v in layer.items() if k not in _LEGACY_KEYS}
+    for old, new in _LEGACY_KEYS.items():
+        if old not in layer:
+            continue
+        value = layer[old]
+        if old == "task" and value not in TASK_CONFIGS:
+            task = normalize_task(value) if isinstance(value, str) else None
+            guess = f" (did you mean 'data.task: {task}'?)" if task else ""
+            errors.append(f"task: {_show(value)} is not a command ({', '.join(TASK_CONFIGS)}); 'task' was renamed "
+                          f"'command', and the benchmark task is 'data.task'{guess}")
+            continue
+        _warn_once(old, f"{where}: '{old}' is the spikelm 0.1.0 name of '{new}'; rename it "
+                        f"(read as {new}: {_show(value)})")
+        if value is None:
+            continue
+        current = _get(out, new)
+        same = current == value or (isinstance(current, str) and isinstance(value, str)
+                                    and normalize_task(current) == normalize_task(value))
+        if current is not None and not same:
+            errors.append(f"{old}: {_show(value)} disagrees with {new} {_show(current)}; keep only {new}")
+        else:
+            _merge(out, new, value)
+    return out
+
+
+def _layer(data: Mapping[str, Any], base: Path, where: str, errors: list[str]) -> dict[str, Any]:
+    layer = _migrate(dict(data), where, errors)
+    _resolve_paths(layer, base)
+    return layer
+
+
+def _prefer_flags(raw: dict[str, Any], flags: Mapping[str, Any]) -> None:
+    """Flags beat the recipe's `data.source` (see `DataArgs`): a `data.data_dir` flag drops a local
+    GLUE directory path (after inferring `data.task` from it), a `data.task` flag drops a source
+    that names another benchmark ('glue/<task>', 'xsum')."""
+    data = raw.get("data")
+    source = data.get("source") if isinstance(data, dict) else None
+    if not isinstance(source, str):
+        return
+    try:
+        inferred = infer_task(source)
+    except ValueError:
+        inferred = None
+    by_name = source.strip().lower().startswith("glue/") or task_family(inferred) == "summarization"
+    flag_task = flags.get("data.task")
+    if isinstance(flag_task, str) and by_name and inferred != normalize_task(flag_task):
+        del data["source"]
+        return
+    given = data.get("task")
+    task = normalize_task(given) if isinstance(given, str) else inferred
+    if flags.get("data.data_dir") is not None and not by_name and task_family(task) == "glue":
+        data["task"] = given if given is not None else inferred
+        del data["source"]
+
+
+def _check_command(cls: type[BaseModel], raw: dict[str, Any], errors: list[str], hints: list[str], origin: str) -> None:
+    """A recipe's `command` must name this command; one for another command is refused with a hint."""
+    expected = cls.model_fields["command"].default
+    given = raw.get("command")
+    if isinstance(given, str) and given != expected and given in TASK_CONFIGS:
+        del raw["command"]
+        errors.append(f"command: {origin} is for '{given}', not '{expected}'")
+        hints.append(f"run it with `spikelm {given}`, or use a '{expected}' recipe")
+
+
+def _validate(cls: type[T], raw: dict[str, Any], errors: list[str], hints: list[str], what: str) -> T:
+    _check_command(cls, raw, errors, hints, what.removeprefix("invalid "))
+    cfg = None
+    try:
+        cfg = cls.model_validate(raw, strict=True)
+    except ValidationError as exc:
+        errors.extend(_problems(exc, cls))
+    if errors or cfg is None:
+        raise _config_error(what, errors, hints)
+    return cfg
+
+
 # ----------------------------------------------------------------------------- public API
+
+
+def config_from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
+    """Build `cls` from a nested mapping with the checks of `load_config` (0.1 keys migrated;
+    paths left as they are)."""
+    errors: list[str] = []
+    return _validate(cls, _migrate(dict(data), "config", errors), errors, [], "invalid config")
 
 
 def load_config(
@@ -516,64 +439,56 @@ def load_config(
 
     recipe: path of a YAML recipe (or a saved run_config.yaml), or None for defaults only.
     overrides: `-s` strings 'dotted.key=value'.
-    flags: dedicated CLI flags by key, e.g. `out_dir="runs/x"` or `**{"train.seed": 3}`;
-        a None value means the flag was not given and is skipped.
+    flags: dedicated CLI flags by dotted key, e.g. `out_dir="runs/x"` or
+        `**{"data.data_dir": "../glue", "data.task": "sst2"}`; a None value means the flag was
+        not given. A `data.data_dir` flag drops a local GLUE `data.source` path, a `data.task`
+        flag a source naming another task (`_prefer_flags`).
     Raises ConfigError listing every problem found.
     """
     errors: list[str] = []
-    hints: list[str] = []
     raw: dict[str, Any] = {}
-    usable = True
-    origin = "config"
+    origin, cwd = "config", Path.cwd()
     if recipe is not None:
         path = Path(recipe)
         origin = f"recipe {str(path)!r}"
         data = _read_recipe(path, errors)
         if data is None:
-            usable = False
-        else:
-            raw = data
-    for key, value in parse_overrides(overrides, errors):
-        _merge(raw, key, value)
-    for key, value in flags.items():
-        if value is not None:
-            _merge(raw, key, value)
-    if not usable:
-        # Without a readable recipe, schema errors (missing 'model' ...) would only be noise.
-        raise _config_error(f"cannot load {origin}", errors, hints)
-    _check_task(cls, raw, errors, hints, origin if recipe is not None else "config")
-    cfg, _ = _build(cls, raw, "", errors, base=None, root=cls)
-    if errors or cfg is _INVALID:
-        raise _config_error(f"invalid {origin}", errors, hints)
-    return cfg
+            # Without a readable recipe, schema errors (missing 'model' ...) would only be noise.
+            parse_overrides(overrides, errors)
+            raise _config_error(f"cannot load {origin}", errors, [])
+        legacy = "task" in data and "command" not in data  # spikelm 0.1.0: paths from the current directory
+        if legacy:
+            _warn_once("paths", f"{origin}: a spikelm 0.1.0 recipe, its relative paths are read from the current "
+                                "directory; once its keys are renamed they are read from the recipe's folder")
+        raw = _layer(data, cwd if legacy else path.parent, origin, errors)
+    given = [*parse_overrides(overrides, errors), *((k, v) for k, v in flags.items() if v is not None)]
+    for key, value in given:
+        nested: dict[str, Any] = {}
+        _merge(nested, key, value)
+        for top, sub in _layer(nested, cwd, f"{key}={value}", errors).items():
+            _merge(raw, top, sub)
+    _prefer_flags(raw, flags)
+    return _validate(cls, raw, errors, [], f"invalid {origin}")
 
 
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return value
-
-
-def config_to_dict(cfg: Any) -> dict[str, Any]:
+def config_to_dict(cfg: BaseModel) -> dict[str, Any]:
     """The config as plain nested dicts/lists/scalars, in field order (YAML/JSON ready)."""
-    if not (dataclasses.is_dataclass(cfg) and not isinstance(cfg, type)):
-        raise TypeError(f"expected a config dataclass instance, got {type(cfg).__name__}")
-    return _plain(cfg)
+    if not isinstance(cfg, BaseModel):
+        raise TypeError(f"expected a config model instance, got {type(cfg).__name__}")
+    return cfg.model_dump(mode="json", by_alias=True)
 
 
-def save_config(cfg: Any, path: str | os.PathLike[str], *, header: str | None = None) -> Path:
+def save_config(cfg: BaseModel, path: str | os.PathLike[str], *, header: str | None = None) -> Path:
     """Write `cfg` as YAML to `path` atomically (temp file in the same directory + os.replace).
 
-    `header` lines are written as `# ` comments first. Returns the path written.
+    Each `header` line is written as one `# ` comment first (a line that already starts with
+    '#' is not commented twice). Returns the path written.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     body = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=False, allow_unicode=True)
-    comments = "".join(f"# {line}\n" for line in header.splitlines()) if header else ""
+    lines = (re.sub(r"^#+ ?", "", line) for line in (header or "").splitlines())
+    comments = "".join(f"# {line}".rstrip() + "\n" for line in lines)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -582,28 +497,21 @@ def save_config(cfg: Any, path: str | os.PathLike[str], *, header: str | None = 
             os.fsync(handle.fileno())
         os.replace(tmp, target)
     except BaseException:
-        _unlink_quietly(tmp)
+        Path(tmp).unlink(missing_ok=True)
         raise
     return target
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(value, dict) and value:
         out: dict[str, Any] = {}
         for key, sub in value.items():
-            out.update(_flatten(sub, _join(prefix, key)))
+            out.update(_flatten(sub, f"{prefix}.{key}" if prefix else key))
         return out
     return {prefix: value}
 
 
-def diff_configs(old: Any, new: Any) -> list[tuple[str, Any, Any]]:
+def diff_configs(old: BaseModel, new: BaseModel) -> list[tuple[str, Any, Any]]:
     """`(dotted key, old value, new value)` for every leaf that differs, e.g. to check a resume."""
     a, b = _flatten(config_to_dict(old)), _flatten(config_to_dict(new))
     missing = object()
@@ -612,3 +520,29 @@ def diff_configs(old: Any, new: Any) -> list[tuple[str, Any, Any]]:
         for key in sorted(set(a) | set(b))
         if a.get(key, missing) != b.get(key, missing)
     ]
+
+
+def describe_config(cfg: BaseModel) -> str:
+    """The resolved config as YAML, each key preceded by its description as a `# ` comment (what
+    `--print-config` shows): a recipe that replays the run and documents itself."""
+    lines: list[str] = []
+
+    def emit(model: BaseModel, indent: int) -> None:
+        pad = "  " * indent
+        for name, info in type(model).model_fields.items():
+            key = info.alias or name
+            doc = " ".join((info.description or "").split())
+            if doc:
+                lines.append(f"{pad}# {doc}")
+            value = getattr(model, name)
+            if isinstance(value, BaseModel):
+                lines.append(f"{pad}{key}:")
+                emit(value, indent + 1)
+                continue
+            plain = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+            dumped = yaml.safe_dump({key: list(plain) if isinstance(plain, tuple) else plain}, sort_keys=False,
+                                    default_flow_style=True, allow_unicode=True, width=10_000).strip()
+            lines.append(f"{pad}{dumped.removeprefix('{').removesuffix('}')}")
+
+    emit(cfg, 0)
+    return "\n".join(lines) + "\n"

@@ -1,28 +1,37 @@
-"""The recipe schema: frozen, typed dataclasses, one per recipe section.
+"""The recipe schema: frozen pydantic models, one per recipe section.
 
 Design:
 
-- A recipe key is a dotted dataclass path (`train.lr`, `neuron.k`); there are no other spellings
-  and no import-path strings. Every choice is a `Literal` field.
-- Each field carries a docstring (the string right below it). `--print-config` and the recipe
-  README take their wording from these.
-- `__post_init__` validates values and reports *all* problems of a section at once through
-  `ConfigProblems` (a `ValueError` that carries `(field, message)` pairs); `loading.py` turns them
-  into dotted detail lines of one `ConfigError`.
-- Type checking and coercion (`"2e-5"` for a float field, YAML `no` for a Literal containing
-  "no") live in `loading.py`, so building these classes directly in Python stays cheap.
-- Defaults that depend on the task (pretraining and fine-tuning use different learning rates)
-  are set by the task config's `default_factory`, not by the section class; the loader starts
-  from those task-specific defaults.
-- Section classes: `NeuronArgs`, `DataArgs`, `TrainArgs`, `DistillArgs`, `MlmArgs`.
-  Task configs: `FinetuneConfig`, `DistillConfig`, `PretrainConfig`, `EvalConfig`; each has a
-  `task` field naming its command, which a recipe must match.
+- A recipe key is a dotted model path (`train.lr`, `neuron.k`, `data.task`); there are no other
+  spellings and no import-path strings. Every choice is a `Literal` field, and each field's
+  docstring (the string right below it) is its description (`use_attribute_docstrings`).
+- Models are frozen, refuse unknown keys and are strict about types. The few coercions a YAML
+  recipe needs are applied by `_Section` before validation: a numeric string is a float (PyYAML
+  reads `2e-5` as a string), an integral number is an int (`save_steps: 5e4`), a YAML boolean
+  maps back to a Literal choice spelled like it (`eval_strategy: no`), a single string is a
+  one-element list. Non-finite floats are refused.
+- Single-field bounds are `Field` constraints; rules over several fields are `model_validator`s
+  that report every broken rule of their model together (`_Rules`), so that a recipe's problems
+  all come out in one `ValidationError` (turned into one `ConfigError` by `loading.py`).
+- The neuron section *is* `spikelm_core.neurons.settings.NeuronSettings` (exported here as
+  `NeuronArgs` too): its fields, choices and the learn_alpha rule are defined there only.
+- The benchmark task is one field, `data.task` (GLUE: cola, sst2, ...; summarisation: xsum,
+  cnn_dm), normalised ('SST-2' -> 'sst2') and inferred from `data.source` when unset. Task configs
+  expose it as `cfg.task`, with `cfg.task_family` ('glue', 'summarization' or 'mlm').
+- Shared fields are declared once, on `_TaskConfig` (command, model, out_dir, neuron, data) and
+  the bases below it; each task config's `command` names the CLI command it is for.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
+import math
+import re
+import typing
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from spikelm_core.data.glue import (
     GLUE_TASK_NAMES,
@@ -31,121 +40,201 @@ from spikelm_core.data.glue import (
     normalize_glue_split,
     normalize_glue_task,
 )
+from spikelm_core.data.summarization import SPLITS as SUMMARIZATION_SPLITS
 from spikelm_core.data.summarization import SUMMARIZATION_TASKS
+from spikelm_core.neurons.settings import NeuronSettings
 
 __all__ = [
-    "ConfigProblems",
     "NeuronArgs",
+    "NeuronSettings",
     "DataArgs",
     "TrainArgs",
     "DistillArgs",
+    "GenerateArgs",
     "MlmArgs",
     "FinetuneConfig",
     "DistillConfig",
     "PretrainConfig",
     "EvalConfig",
     "TASK_CONFIGS",
+    "TASK_NAMES",
+    "TaskFamily",
+    "infer_task",
+    "normalize_task",
+    "task_family",
 ]
 
+NeuronArgs = NeuronSettings
+"""The recipe's `neuron:` section (the name spikelm 0.1 used)."""
 
-class ConfigProblems(ValueError):
-    """Validation failures of one config section: a list of `(field, message)` pairs.
+# ------------------------------------------------------------------------------ benchmark tasks
 
-    Raised by `__post_init__`; `str()` reads `k: must be > 0, got -1.0; decay: ...`.
-    `involved[i]` names every (dotted) field that problem i reads, so the
-    loader can drop problems that only arise because a badly typed value was replaced.
-    """
+SUMMARIZATION_TASK_NAMES: tuple[str, ...] = tuple(SUMMARIZATION_TASKS)
+TASK_NAMES: tuple[str, ...] = GLUE_TASK_NAMES + SUMMARIZATION_TASK_NAMES
+"""Every benchmark task `data.task` accepts: the eight GLUE tasks, then the summarisation ones."""
+TaskName = Literal[TASK_NAMES]  # type: ignore[valid-type]
+TaskFamily = Literal["glue", "summarization", "mlm"]
 
-    def __init__(self, problems: list[tuple[str, str]], involved: list[frozenset[str]] | None = None):
-        self.problems = list(problems)
-        self.involved = list(involved) if involved is not None else [frozenset({name}) for name, _ in self.problems]
-        super().__init__("; ".join(f"{name}: {msg}" for name, msg in self.problems))
+_SUMMARIZATION_ALIASES = {"cnndm": "cnn_dm", "cnn_dailymail": "cnn_dm"}
 
 
-class _Checks:
-    """Collects `(field, message)` problems; `done()` raises them together, if any."""
+def _summarization_task(name: str) -> str | None:
+    key = name.strip().lower().replace("-", "_").removeprefix("summarization/")
+    key = _SUMMARIZATION_ALIASES.get(key, key)
+    return key if key in SUMMARIZATION_TASKS else None
+
+
+def normalize_task(name: str) -> str | None:
+    """'SST-2', 'glue/sst2', 'mnli-mm' -> the GLUE task id; 'XSum', 'cnndm', 'cnn-dm' -> the
+    summarisation task id; None when `name` is no benchmark task."""
+    return normalize_glue_task(name) or _summarization_task(name)
+
+
+def infer_task(source: str | None) -> str | None:
+    """The benchmark task a `data.source` names: 'glue/<task>', a GLUE task directory
+    ('../glue/SST-2'), or a summarisation dataset ('xsum'); None for anything else (a GLUE root,
+    a text corpus). ValueError for 'glue/<unknown>'. Pure string work: nothing is read."""
+    if source is None:
+        return None
+    return _summarization_task(source) or infer_glue_task(source)
+
+
+def task_family(task: str | None) -> TaskFamily:
+    """'glue' or 'summarization' for a benchmark task; 'mlm' for none (masked-LM on text)."""
+    if task in GLUE_TASKS:
+        return "glue"
+    return "summarization" if task in SUMMARIZATION_TASKS else "mlm"
+
+
+# ------------------------------------------------------------------------------ base and rules
+
+_NUMBER = re.compile(r"[-+]?(?:\d[\d_]*\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def _bare(annotation: Any) -> Any:
+    """`X` for `X | None`; anything else unchanged."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, type(int | None)) and len(args) == 1:
+        return args[0]
+    return annotation
+
+
+def _coerce(annotation: Any, value: Any) -> Any:
+    """The documented YAML coercions for one value of a field typed `annotation`; a value that
+    does not fit is returned unchanged, for validation to report."""
+    tp = _bare(annotation)
+    numeric = float(value.strip().replace("_", "")) if isinstance(value, str) and _NUMBER.fullmatch(value.strip()) else value
+    if tp is float and not isinstance(numeric, bool) and isinstance(numeric, (int, float)):
+        return float(numeric)
+    if tp is int and isinstance(numeric, float) and math.isfinite(numeric) and numeric.is_integer():
+        return int(numeric)
+    if typing.get_origin(tp) is Literal and isinstance(value, bool):
+        choices = typing.get_args(tp)
+        spellings = ("yes", "on", "true") if value else ("no", "off", "false")
+        return next((s for s in spellings if s in choices), value)
+    if typing.get_origin(tp) is tuple and isinstance(value, (str, list)):
+        items = [value] if isinstance(value, str) else value
+        return tuple(_coerce(typing.get_args(tp)[0], item) for item in items)
+    return value
+
+
+def coerce_fields(model: type[BaseModel], data: Any) -> Any:
+    """`data` (a recipe mapping for `model`) with `_coerce` applied to every known key."""
+    if not isinstance(data, Mapping):
+        return data
+    fields = {(f.alias or name): f for name, f in model.model_fields.items()}
+    return {key: _coerce(fields[key].annotation, value) if key in fields else value for key, value in data.items()}
+
+
+class _Section(BaseModel):
+    """Base of every recipe model: frozen, strict, unknown keys refused, docstrings as descriptions."""
+
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", strict=True, allow_inf_nan=False, use_attribute_docstrings=True
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_coercions(cls, data: Any) -> Any:
+        return coerce_fields(cls, data)
+
+
+_NEURON_COERCIONS = BeforeValidator(lambda data: coerce_fields(NeuronSettings, data))
+"""The YAML coercions for the `neuron` section (NeuronSettings is not a `_Section`)."""
+
+
+class _Rules:
+    """Collects `(field, message)` problems of one model; `done()` raises them together as one
+    pydantic error of type 'config_rules' whose ctx holds the pairs (`loading.py` spreads them
+    into dotted lines); its message reads `field: message; field: message`."""
 
     def __init__(self) -> None:
         self.problems: list[tuple[str, str]] = []
-        self.involved: list[frozenset[str]] = []
 
-    def require(self, ok: bool, name: str, message: str, *, also: tuple[str, ...] = ()) -> None:
-        """Record `name: message` unless `ok`; `also` lists other fields the check reads."""
+    def require(self, ok: bool, field: str, message: str) -> None:
         if not ok:
-            self.problems.append((name, message))
-            self.involved.append(frozenset((name, *also)))
+            self.problems.append((field, message))
 
     def done(self) -> None:
         if self.problems:
-            raise ConfigProblems(self.problems, self.involved)
+            summary = "; ".join(f"{field}: {message}" for field, message in self.problems)
+            raise PydanticCustomError("config_rules", "{summary}", {"summary": summary, "problems": self.problems})
+
+
+class _RuledSection(_Section):
+    """A section with rules over several fields: subclasses fill `_check`."""
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> _RuledSection:
+        rules = _Rules()
+        self._check(rules)
+        rules.done()
+        return self
+
+    def _check(self, rules: _Rules) -> None:
+        raise NotImplementedError
+
+
+def _not_blank(rules: _Rules, value: str | None, field: str, note: str = "") -> None:
+    rules.require(value is None or value.strip() != "", field, "must not be empty" + note)
 
 
 # ----------------------------------------------------------------------------------- sections
 
 
-@dataclass(frozen=True, kw_only=True)
-class NeuronArgs:
-    """Spiking neuron placed before every linear layer (spikelm-method.md sections 2 and 5)."""
-
-    kind: Literal["elastic_bi", "lif", "dense"] = "elastic_bi"
-    """'elastic_bi' = SpikeLM elastic bi-spiking neuron; 'lif' = binary LIF baseline; 'dense' = no
-    spiking neurons: finetune/eval use a dense BERT as it is (e.g. a distillation teacher)."""
-    num_timesteps: int = 4
-    """Time steps T; the input is repeated T times (direct encoding). T = 1 has no dynamics."""
-    k: float = 2.0
-    """Amplitude coefficient: alpha_t = k * mean|u_t| at calibration."""
-    decay: float = 0.25
-    """Membrane decay tau of the bi-spiking neuron, in [0, 1]."""
-    reset: Literal["official", "soft", "none"] = "official"
-    """Membrane reset: 'official' = the released code's multiplicative reset; 'soft' =
-    subtract the spike; 'none' = no membrane carried between steps."""
-    levels: Literal["ternary", "binary"] = "ternary"
-    """Spike levels: 'ternary' = {-1, 0, +1} (bidirectional); 'binary' = {0, +1} (ablation)."""
-    amplitude: Literal["elastic", "unit"] = "elastic"
-    """Spike amplitude: 'elastic' = alpha_t * q_t; 'unit' = q_t (ablation)."""
-    alpha_mode: Literal["calibrated", "fixed"] = "calibrated"
-    """'calibrated' = alpha from data (k * mean|u|); 'fixed' = `fixed_alpha` (ablation)."""
-    fixed_alpha: float = 1.0
-    """Amplitude used when alpha_mode is 'fixed'."""
-    spike_kv: bool = True
-    """Spike keys and values (stateless) before attention; queries are never spiked."""
-    learn_alpha: bool = False
-    """Train the amplitudes after calibration with LSQ gradients (method doc 2.4; off in the
-    released code, where they stay frozen). Needs amplitude 'elastic', alpha_mode 'calibrated'."""
-
-    def __post_init__(self) -> None:
-        c = _Checks()
-        c.require(self.num_timesteps >= 1, "num_timesteps", f"must be >= 1, got {self.num_timesteps}")
-        c.require(self.k > 0, "k", f"must be > 0, got {self.k}")
-        c.require(0.0 <= self.decay <= 1.0, "decay", f"must be in [0, 1], got {self.decay}")
-        c.require(self.fixed_alpha > 0, "fixed_alpha", f"must be > 0, got {self.fixed_alpha}")
-        c.require(
-            not self.learn_alpha or (self.kind == "elastic_bi" and self.amplitude == "elastic"
-                                     and self.alpha_mode == "calibrated"),
-            "learn_alpha",
-            "needs kind 'elastic_bi', amplitude 'elastic' and alpha_mode 'calibrated'",
-        )
-        c.done()
-
-
-@dataclass(frozen=True, kw_only=True)
-class DataArgs:
-    """Where the data comes from and how it is cut.
+class DataArgs(_RuledSection):
+    """Which benchmark task, where its data comes from and how it is cut.
 
     For GLUE, `source` is 'glue/<task>' (files from `data_dir`, else $GLUE_DIR, else the hub
     when online), a GLUE task directory such as ../shared/data/glue/SST-2, or a GLUE root
-    directory together with `glue_task`. For pretraining it is a text file or directory.
+    directory together with `task`. For summarisation it names the dataset (xsum, cnn_dm); for
+    pretraining and MLM distillation it is a text file or directory.
+
+    The `--data-dir` flag beats a recipe's `source` path: when it is given and `source` is a local
+    GLUE directory path (not 'glue/<task>'), `task` is first inferred from that path (if unset) and
+    `source` is then dropped, so that the data comes from the flag's directory. Likewise a `--task`
+    flag (the `data.task` flag) drops a `source` that names another task ('glue/<task>', 'xsum').
+    The resolved config (run_config.yaml) shows the result.
+
+    Relative paths in a recipe (`source`, `data_dir`, `train_file`, `validation_file`) are read
+    from the recipe file's folder; in `-s` overrides and flags, from the current directory.
     """
 
+    task: TaskName | None = None
+    """Benchmark task: a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte) or a summarisation
+    task (xsum, cnn_dm); any usual spelling ('SST-2', 'cnndm'). None = inferred from `source`; none
+    at all = masked-LM on text (distill, pretrain)."""
     source: str | None = None
-    """'glue/<task>', a local directory or file, or None (the task config says what is needed)."""
+    """'glue/<task>', a local directory or file, a summarisation dataset name, or None (the task
+    config says what is needed)."""
     data_dir: str | None = None
-    """Local GLUE root (holding SST-2/, MRPC/, ...) for 'glue/<task>' sources; overrides $GLUE_DIR."""
-    max_length: int = 128
+    """Local GLUE root (holding SST-2/, MRPC/, ...) for 'glue/<task>' sources, overriding $GLUE_DIR;
+    for summarisation, a directory holding train.jsonl / validation.jsonl."""
+    max_length: int = Field(128, ge=2)
     """Maximum tokens per example after truncation; batches are padded dynamically."""
-    train_subset: int | None = None
+    train_subset: int | None = Field(None, ge=1)
     """Use only the first N training examples (deterministic); None = all."""
-    eval_subset: int | None = None
+    eval_subset: int | None = Field(None, ge=1)
     """Use only the first N examples of each evaluation split; None = all."""
     train_file: str | None = None
     """Summarisation: a jsonl/json/csv training file (overrides data_dir)."""
@@ -155,63 +244,69 @@ class DataArgs:
     """Summarisation: the document column; None = the dataset's (document for XSUM, article for CNN/DM)."""
     summary_column: str | None = None
     """Summarisation: the summary column; None = the dataset's (summary for XSUM, highlights for CNN/DM)."""
-    max_target_length: int = 64
+    max_target_length: int = Field(64, ge=2)
     """Summarisation: maximum summary tokens for training (labels are truncated)."""
 
-    def __post_init__(self) -> None:
-        c = _Checks()
-        c.require(self.max_length >= 2, "max_length", f"must be >= 2, got {self.max_length}")
-        c.require(self.max_target_length >= 2, "max_target_length", f"must be >= 2, got {self.max_target_length}")
-        for name in ("train_subset", "eval_subset"):
-            value = getattr(self, name)
-            c.require(value is None or value >= 1, name, f"must be >= 1 or null, got {value}")
-        c.require(self.source is None or self.source.strip() != "", "source", "must not be empty")
-        c.done()
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task_spelling(cls, value: Any) -> Any:
+        return (normalize_task(value) or value) if isinstance(value, str) else value
+
+    def _check(self, rules: _Rules) -> None:
+        """Infer `task` from `source` when unset (the model is frozen: set once, here)."""
+        _not_blank(rules, self.source, "source")
+        try:
+            inferred = infer_task(self.source) if self.source and self.source.strip() else None
+        except ValueError as exc:
+            rules.require(False, "source", str(exc))
+            return
+        if self.task is None:
+            object.__setattr__(self, "task", inferred)
+        rules.require(
+            inferred is None or inferred == self.task,
+            "task",
+            f"{self.task!r} disagrees with data.source {self.source!r} (task {inferred!r})",
+        )
 
 
-_REPORT_TO = ("none", "tensorboard", "wandb")
-SUMMARIZATION_TASK_NAMES = tuple(SUMMARIZATION_TASKS)
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainArgs:
+class TrainArgs(_RuledSection):
     """Optimisation, schedule, evaluation and checkpointing; mapped to `TrainingArguments`
     in `training/args.py`. Defaults follow the released GLUE fine-tuning code (method doc 7.2)."""
 
-    lr: float = 2e-5
+    lr: float = Field(2e-5, gt=0)
     """Peak learning rate of AdamW."""
     lr_schedule: Literal["constant", "linear"] = "constant"
     """'constant' (after warmup) or 'linear' decay to 0 at `schedule_steps` (or the run's end)."""
-    warmup_steps: int = 0
+    warmup_steps: int = Field(0, ge=0)
     """Linear warmup steps from 0 to `lr`."""
-    schedule_steps: int | None = None
+    schedule_steps: int | None = Field(None, ge=1)
     """Horizon of the linear schedule when it differs from the run length (pretraining: 500000
     while stopping at 100000); None = the run length."""
-    batch_size: int = 32
+    batch_size: int = Field(32, ge=1)
     """Training batch size per device."""
-    eval_batch_size: int = 64
+    eval_batch_size: int = Field(64, ge=1)
     """Evaluation batch size per device."""
-    grad_accum_steps: int = 1
+    grad_accum_steps: int = Field(1, ge=1)
     """Gradient accumulation steps per optimiser step."""
-    epochs: float = 3.0
+    epochs: float = Field(3.0, gt=0)
     """Training epochs (fractions allowed); ignored when max_steps > 0."""
     max_steps: int = -1
     """Stop after this many optimiser steps; -1 = use `epochs`."""
-    weight_decay: float = 0.0
+    weight_decay: float = Field(0.0, ge=0)
     """AdamW weight decay."""
-    seed: int = 42
+    seed: int = Field(42, ge=0)
     """Random seed (set inside run_<verb>(), never at import)."""
-    grad_clip: float | None = None
+    grad_clip: float | None = Field(None, gt=0)
     """Clip the gradient norm at this value; None = no clipping (the released code)."""
-    save_steps: int = 500
+    save_steps: int = Field(500, ge=1)
     """Save a checkpoint-<step>/ every N steps (when eval_strategy is 'steps' or 'no')."""
-    save_total_limit: int | None = None
+    save_total_limit: int | None = Field(None, ge=1)
     """Keep at most N checkpoints (the best one is always kept); None = keep all."""
     eval_strategy: Literal["epoch", "steps", "no"] = "epoch"
     """When to evaluate on the dev split(s)."""
-    eval_steps: int | None = None
+    eval_steps: int | None = Field(None, ge=1)
     """Evaluate every N steps; required when eval_strategy is 'steps'."""
-    logging_steps: int = 50
+    logging_steps: int = Field(50, ge=1)
     """Log training metrics every N steps."""
     bf16: bool = False
     """Train in bfloat16 mixed precision."""
@@ -219,11 +314,11 @@ class TrainArgs:
     """Train in float16 mixed precision."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """'auto' = CUDA when available, else CPU."""
-    report_to: tuple[str, ...] = ("none",)
+    report_to: tuple[Literal["none", "tensorboard", "wandb"], ...] = ("none",)
     """Extra metric sinks besides metrics.jsonl: a list of 'none', 'tensorboard', 'wandb'."""
     keep_best: bool = True
     """Keep the best evaluated checkpoint (by the task's primary metric) as the final model."""
-    num_workers: int = 0
+    num_workers: int = Field(0, ge=0)
     """DataLoader worker processes."""
     compile: Literal["none", "layers"] = "none"
     """'layers': after calibration, run each spiking encoder layer as one torch.compile'd graph that
@@ -234,283 +329,141 @@ class TrainArgs:
     of similar length, so that dynamic padding wastes little: faster on short, varied texts such as
     SST-2; the Trainer's `train_sampling_strategy`)."""
 
-    def __post_init__(self) -> None:
-        c = _Checks()
-        c.require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
-        c.require(self.warmup_steps >= 0, "warmup_steps", f"must be >= 0, got {self.warmup_steps}")
-        c.require(
-            self.schedule_steps is None or self.schedule_steps >= 1,
-            "schedule_steps",
-            f"must be >= 1 or null, got {self.schedule_steps}",
-        )
-        c.require(
-            self.schedule_steps is None or self.lr_schedule == "linear",
-            "schedule_steps",
-            "is only used with lr_schedule 'linear'",
-            also=("lr_schedule",),
-        )
-        for name in ("batch_size", "eval_batch_size", "grad_accum_steps", "save_steps", "logging_steps"):
-            value = getattr(self, name)
-            c.require(value >= 1, name, f"must be >= 1, got {value}")
-        c.require(self.epochs > 0, "epochs", f"must be > 0, got {self.epochs}")
-        c.require(
-            self.max_steps == -1 or self.max_steps >= 1,
-            "max_steps",
-            f"must be -1 (use epochs) or >= 1, got {self.max_steps}",
-        )
-        c.require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
-        c.require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
-        c.require(
-            self.grad_clip is None or self.grad_clip > 0, "grad_clip", f"must be > 0 or null, got {self.grad_clip}"
-        )
-        c.require(
-            self.save_total_limit is None or self.save_total_limit >= 1,
-            "save_total_limit",
-            f"must be >= 1 or null, got {self.save_total_limit}",
-        )
-        c.require(
-            self.eval_steps is None or self.eval_steps >= 1,
-            "eval_steps",
-            f"must be >= 1 or null, got {self.eval_steps}",
-        )
-        c.require(
-            self.eval_strategy != "steps" or self.eval_steps is not None,
-            "eval_steps",
-            "is required when eval_strategy is 'steps'",
-            also=("eval_strategy",),
-        )
-        c.require(not (self.bf16 and self.fp16), "fp16", "bf16 and fp16 cannot both be true", also=("bf16",))
-        c.require(
-            not (self.keep_best and self.eval_strategy == "no"),
-            "keep_best",
-            "needs evaluation: set eval_strategy to 'epoch' or 'steps', or keep_best to false",
-            also=("eval_strategy",),
-        )
-        c.require(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
-        unknown = [r for r in self.report_to if r not in _REPORT_TO]
-        c.require(
-            not unknown,
-            "report_to",
-            f"unknown sink(s) {', '.join(map(repr, unknown))}; choose from {', '.join(map(repr, _REPORT_TO))}",
-        )
-        c.require(
-            not ("none" in self.report_to and len(self.report_to) > 1),
-            "report_to",
-            "'none' cannot be combined with other sinks",
-        )
-        c.done()
+    def _check(self, rules: _Rules) -> None:
+        rules.require(self.max_steps == -1 or self.max_steps >= 1, "max_steps",
+                      f"must be -1 (use epochs) or >= 1, got {self.max_steps}")
+        rules.require(self.schedule_steps is None or self.lr_schedule == "linear", "schedule_steps",
+                      "is only used with lr_schedule 'linear'")
+        rules.require(self.eval_strategy != "steps" or self.eval_steps is not None, "eval_steps",
+                      "is required when eval_strategy is 'steps'")
+        rules.require(not (self.bf16 and self.fp16), "fp16", "bf16 and fp16 cannot both be true")
+        rules.require(not (self.keep_best and self.eval_strategy == "no"), "keep_best",
+                      "needs evaluation: set eval_strategy to 'epoch' or 'steps', or keep_best to false")
+        rules.require(not ("none" in self.report_to and len(self.report_to) > 1), "report_to",
+                      "'none' cannot be combined with other sinks")
 
 
-@dataclass(frozen=True, kw_only=True)
-class DistillArgs:
+class DistillArgs(_RuledSection):
     """Knowledge distillation from a dense teacher: loss = alpha_ce * CE + alpha_kd * KD(T)
     + alpha_hidden * MSE(hidden states) + alpha_attn * MSE(attention scores)."""
 
     teacher: str | None = None
-    """Teacher model: local directory or hub id (required by the distill command)."""
-    temperature: float = 1.0
+    """Teacher model: local directory or hub id (required by the distill command). A relative
+    path in a recipe is read from the recipe's folder."""
+    temperature: float = Field(1.0, gt=0)
     """Softmax temperature of the logit KD term."""
-    alpha_kd: float = 1.0
+    alpha_kd: float = Field(1.0, ge=0)
     """Weight of the logit KD term (KL divergence at `temperature`)."""
-    alpha_ce: float = 0.0
+    alpha_ce: float = Field(0.0, ge=0)
     """Weight of the hard-label loss (CE, or MSE for regression)."""
-    alpha_hidden: float = 0.0
+    alpha_hidden: float = Field(0.0, ge=0)
     """Weight of the hidden-state MSE term."""
-    alpha_attn: float = 0.0
+    alpha_attn: float = Field(0.0, ge=0)
     """Weight of the attention-score MSE term."""
 
-    def __post_init__(self) -> None:
-        c = _Checks()
-        c.require(self.teacher is None or self.teacher.strip() != "", "teacher", "must not be empty")
-        c.require(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
-        weights = ("alpha_kd", "alpha_ce", "alpha_hidden", "alpha_attn")
-        for name in weights:
-            value = getattr(self, name)
-            c.require(value >= 0, name, f"must be >= 0, got {value}")
-        c.require(
-            any(getattr(self, name) > 0 for name in weights),
-            "alpha_kd",
-            "at least one of alpha_kd, alpha_ce, alpha_hidden, alpha_attn must be > 0",
-            also=weights,
-        )
-        c.done()
+    def _check(self, rules: _Rules) -> None:
+        _not_blank(rules, self.teacher, "teacher")
+        rules.require(max(self.alpha_kd, self.alpha_ce, self.alpha_hidden, self.alpha_attn) > 0, "alpha_kd",
+                      "at least one of alpha_kd, alpha_ce, alpha_hidden, alpha_attn must be > 0")
 
 
-@dataclass(frozen=True, kw_only=True)
-class GenerateArgs:
+class GenerateArgs(_Section):
     """Summarisation: how summaries are generated for ROUGE (beam search, KV cache)."""
 
-    num_beams: int = 4
+    num_beams: int = Field(4, ge=1)
     """Beam size (1 = greedy). Not public for the paper's BART experiments."""
-    max_new_tokens: int = 64
+    max_new_tokens: int = Field(64, ge=1)
     """Maximum summary tokens generated."""
 
-    def __post_init__(self) -> None:
-        c = _Checks()
-        c.require(self.num_beams >= 1, "num_beams", f"beam size must be >= 1, got {self.num_beams}")
-        c.require(self.max_new_tokens >= 1, "max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
-        c.done()
 
-
-@dataclass(frozen=True, kw_only=True)
-class MlmArgs:
+class MlmArgs(_Section):
     """Masked language modelling (the released pretraining objective: MLM CE + NSP CE)."""
 
-    mlm_probability: float = 0.15
+    mlm_probability: float = Field(0.15, gt=0, lt=1)
     """Fraction of tokens selected for masking (80% [MASK], 10% random, 10% kept)."""
     nsp: bool = False
     """Add the next-sentence-prediction head and loss."""
 
-    def __post_init__(self) -> None:
-        c = _Checks()
-        c.require(
-            0.0 < self.mlm_probability < 1.0,
-            "mlm_probability",
-            f"must be in (0, 1), got {self.mlm_probability}",
-        )
-        c.done()
-
 
 # ------------------------------------------------------------------------------ task configs
 
-
-def _summarization_name(value: str | None) -> str | None:
-    if not value:
-        return None
-    key = value.strip().lower().replace("-", "_")
-    key = key.removeprefix("summarization/")
-    key = {"cnndm": "cnn_dm", "cnn_dailymail": "cnn_dm"}.get(key, key)
-    return key if key in SUMMARIZATION_TASK_NAMES else None
+_TASK_REQUIRED = ("is required: set data.task, or data.source to 'glue/<task>', a GLUE task directory "
+                  "or a summarisation dataset (xsum, cnn_dm)")
 
 
-def _check_task(config: Any, c: _Checks, *, required: bool) -> None:
-    """A summarisation task (xsum, cnn_dm: from `summarization_task`, `glue_task`/--task or
-    `data.source`) or else a GLUE task (see `_check_glue_task`)."""
-    task = (_summarization_name(config.summarization_task) or _summarization_name(config.glue_task)
-            or _summarization_name(config.data.source))
-    if config.summarization_task is not None and task is None:
-        c.require(False, "summarization_task",
-                  f"unknown summarization task {config.summarization_task!r}; choose from {', '.join(SUMMARIZATION_TASK_NAMES)}")
-    if task is not None:
-        object.__setattr__(config, "summarization_task", task)
-        if _summarization_name(config.glue_task):
-            object.__setattr__(config, "glue_task", None)
-        c.require(config.glue_task is None, "glue_task",
-                  f"{config.glue_task!r} is a GLUE task but the recipe summarises ({task}); set only one",
-                  also=("summarization_task",))
-        return
-    _check_glue_task(config, c, required=required)
+class _TaskConfig(_RuledSection):
+    """Fields every command's config has. `cfg.task` and `cfg.task_family` read `data.task`."""
 
-
-def _check_glue_task(config: Any, c: _Checks, *, required: bool) -> None:
-    """Normalise `config.glue_task`, infer it from `data.source`, and check the two agree."""
-    given = config.glue_task
-    inferred_ok = True
-    try:
-        inferred = infer_glue_task(config.data.source)
-    except ValueError as exc:
-        c.require(False, "data.source", str(exc))
-        inferred, inferred_ok = None, False
-    task = None
-    if given is not None:
-        task = normalize_glue_task(given)
-        c.require(
-            task is not None,
-            "glue_task",
-            f"unknown GLUE task {given!r}; choose from {', '.join(GLUE_TASK_NAMES)}",
-        )
-    if task is not None and inferred is not None and task != inferred:
-        c.require(
-            False,
-            "glue_task",
-            f"{given!r} disagrees with data.source {config.data.source!r} (task {inferred!r})",
-            also=("data.source",),
-        )
-    if task is None and given is None:
-        task = inferred
-    if required and task is None and given is None and inferred_ok:
-        c.require(
-            False,
-            "glue_task",
-            "is required: set glue_task, or data.source to 'glue/<task>' or a GLUE task directory",
-            also=("data.source",),
-        )
-    object.__setattr__(config, "glue_task", task if task is not None else given)
-
-
-@dataclass(frozen=True, kw_only=True)
-class FinetuneConfig:
-    """`spikelm finetune`: fine-tune a spiking model on one GLUE task (method doc 7.2)."""
-
-    task: Literal["finetune"] = "finetune"
-    """Command this recipe is for."""
+    command: str
+    """The command this recipe is for; a recipe for another command is refused."""
     model: str
-    """Model to fine-tune: a local directory (config.json + model.safetensors) or a hub id."""
-    glue_task: str | None = None
-    """GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte); None = inferred from data.source."""
-    summarization_task: str | None = None
-    """Summarisation task (xsum, cnn_dm) for BART models; None = inferred from --task or data.source.
-    GLUE tasks and summarisation tasks are exclusive."""
-    generate: GenerateArgs = field(default_factory=GenerateArgs)
-    """Summarisation: generation settings for the ROUGE evaluation."""
+    """Model: a local directory (config.json + model.safetensors), an alias (minilm, bert-base,
+    bart-base) or a hub id. A relative path in a recipe is read from the recipe's folder."""
     out_dir: str | None = None
-    """Run directory (checkpoints, metrics.jsonl, run_config.yaml, final/); None = runs/<task>."""
-    neuron: NeuronArgs = field(default_factory=NeuronArgs)
+    """Run directory (checkpoints, metrics.jsonl, run_config.yaml, final/), relative to the current
+    directory; None = runs/<command>-<task>."""
+    neuron: Annotated[NeuronSettings, _NEURON_COERCIONS] = Field(default_factory=NeuronSettings)
     """Spiking neuron settings (used when the model is converted from a dense checkpoint)."""
-    data: DataArgs = field(default_factory=DataArgs)
-    """Data source and lengths."""
-    train: TrainArgs = field(default_factory=TrainArgs)
+    data: DataArgs = Field(default_factory=DataArgs)
+    """Benchmark task, data source and lengths."""
+
+    @property
+    def task(self) -> str | None:
+        """The benchmark task (`data.task`, canonical), or None for masked-LM on text."""
+        return self.data.task
+
+    @property
+    def task_family(self) -> TaskFamily:
+        """'glue', 'summarization' or 'mlm' (no benchmark task)."""
+        return task_family(self.data.task)
+
+    def _check(self, rules: _Rules) -> None:
+        _not_blank(rules, self.model, "model")
+
+
+class _BenchmarkConfig(_TaskConfig):
+    """A config that can score a benchmark task, summarisation included."""
+
+    generate: GenerateArgs = Field(default_factory=GenerateArgs)
+    """Summarisation: generation settings for the ROUGE evaluation."""
+
+
+class _TrainingConfig(_BenchmarkConfig):
+    """A config that trains on a benchmark task."""
+
+    train: TrainArgs = Field(default_factory=TrainArgs)
     """Optimisation and evaluation (defaults: lr 2e-5 constant, batch 32, eval every epoch)."""
 
-    def __post_init__(self) -> None:
-        c = _Checks()
-        c.require(self.model.strip() != "", "model", "must not be empty")
-        _check_task(self, c, required=True)
-        c.done()
 
+class FinetuneConfig(_TrainingConfig):
+    """`spikelm finetune`: fine-tune a spiking (or, with neuron.kind 'dense', a dense) model on one
+    GLUE or summarisation task (method doc 7.2)."""
 
-@dataclass(frozen=True, kw_only=True)
-class DistillConfig:
-    """`spikelm distill`: train a spiking student against a dense teacher, on a GLUE task
-    (glue_task set or inferred) or with MLM on text (glue_task null)."""
-
-    task: Literal["distill"] = "distill"
+    command: Literal["finetune"] = "finetune"
     """Command this recipe is for."""
-    model: str
-    """Student initialisation: a local directory or hub id (dense weights are converted)."""
-    glue_task: str | None = None
-    """GLUE task to distill on; None = inferred from data.source, else MLM distillation on text."""
-    summarization_task: str | None = None
-    """Summarisation task (xsum, cnn_dm) for BART models; None = inferred from --task or data.source.
-    GLUE tasks and summarisation tasks are exclusive."""
-    generate: GenerateArgs = field(default_factory=GenerateArgs)
-    """Summarisation: generation settings for the ROUGE evaluation."""
-    out_dir: str | None = None
-    """Run directory; None = runs/distill."""
-    neuron: NeuronArgs = field(default_factory=NeuronArgs)
-    """Spiking neuron settings of the student."""
-    data: DataArgs = field(default_factory=DataArgs)
-    """Data source and lengths."""
-    train: TrainArgs = field(default_factory=TrainArgs)
-    """Optimisation and evaluation."""
-    distill: DistillArgs = field(default_factory=DistillArgs)
-    """Teacher and loss weights; distill.teacher is required."""
-    mlm: MlmArgs = field(default_factory=MlmArgs)
-    """Masking settings, used for MLM distillation on text (glue_task null)."""
 
-    def __post_init__(self) -> None:
-        c = _Checks()
-        c.require(self.model.strip() != "", "model", "must not be empty")
-        c.require(self.distill.teacher is not None, "distill.teacher", "is required")
-        c.require(self.neuron.kind != "dense", "neuron.kind", "'dense' has no spiking student; choose elastic_bi or lif")
-        _check_task(self, c, required=False)
-        c.require(
-            self.glue_task is not None or self.summarization_task is not None or self.data.source is not None,
-            "data.source",
-            "is required: 'glue/<task>', a GLUE task directory, or a text file/directory for MLM",
-            also=("glue_task",),
-        )
-        c.done()
+    def _check(self, rules: _Rules) -> None:
+        super()._check(rules)
+        rules.require(self.data.task is not None, "data.task", _TASK_REQUIRED)
+
+
+class DistillConfig(_TrainingConfig):
+    """`spikelm distill`: train a spiking student against a dense teacher, on a benchmark task
+    (data.task set or inferred) or with MLM on text (no task)."""
+
+    command: Literal["distill"] = "distill"
+    """Command this recipe is for."""
+    distill: DistillArgs = Field(default_factory=DistillArgs)
+    """Teacher and loss weights; distill.teacher is required."""
+    mlm: MlmArgs = Field(default_factory=MlmArgs)
+    """Masking settings, used for MLM distillation on text (no data.task)."""
+
+    def _check(self, rules: _Rules) -> None:
+        super()._check(rules)
+        rules.require(self.distill.teacher is not None, "distill.teacher", "is required")
+        rules.require(self.neuron.spiking, "neuron.kind", "'dense' has no spiking student; choose elastic_bi or lif")
+        rules.require(self.data.task is not None or self.data.source is not None, "data.source",
+                      "is required: 'glue/<task>', a GLUE task directory, or a text file/directory for MLM")
 
 
 def _pretrain_train_defaults() -> TrainArgs:
@@ -529,103 +482,77 @@ def _pretrain_train_defaults() -> TrainArgs:
     )
 
 
-@dataclass(frozen=True, kw_only=True)
-class PretrainConfig:
+class PretrainConfig(_TaskConfig):
     """`spikelm pretrain`: masked-language-model pretraining, from scratch or from a checkpoint,
     optionally with a distillation teacher (method doc 7.1)."""
 
-    task: Literal["pretrain"] = "pretrain"
+    command: Literal["pretrain"] = "pretrain"
     """Command this recipe is for."""
     model: str | None = None
     """Starting checkpoint (local directory or hub id); None = from scratch, normal(0, 0.02)."""
-    model_config: dict[str, Any] = field(default_factory=dict)
-    """Model config overrides, e.g. {hidden_size: 384, num_hidden_layers: 6}; from scratch they
-    size the model, with a checkpoint they are passed to from_pretrained."""
+    model_overrides: dict[str, Any] = Field(default_factory=dict, alias="model_config")
+    """Recipe key `model_config`: model config overrides, e.g. {hidden_size: 384, num_hidden_layers: 6};
+    from scratch they size the model, with a checkpoint they are passed to from_pretrained."""
     tokenizer: str | None = None
     """Tokenizer directory, alias ('minilm') or hub id; None = the starting model's own. Required
     when training from scratch (model null): its vocabulary sizes the embeddings."""
-    out_dir: str | None = None
-    """Run directory; None = runs/pretrain."""
-    neuron: NeuronArgs = field(default_factory=NeuronArgs)
-    """Spiking neuron settings."""
-    data: DataArgs = field(default_factory=DataArgs)
-    """Text source (file or directory) and lengths; data.source is required."""
-    train: TrainArgs = field(default_factory=_pretrain_train_defaults)
-    """Optimisation (defaults: lr 2e-4, linear, 5000 warmup, 500000-step horizon, stop at 100000)."""
-    mlm: MlmArgs = field(default_factory=MlmArgs)
+    train: TrainArgs = Field(default_factory=_pretrain_train_defaults)
+    """Optimisation (defaults: lr 2e-4, linear, 5000 warmup, 500000-step horizon, stop at 100000);
+    keys a recipe leaves out keep these pretraining defaults."""
+    mlm: MlmArgs = Field(default_factory=MlmArgs)
     """Masking and NSP."""
     distill: DistillArgs | None = None
     """Optional teacher and KD weights; null = plain MLM (the released code)."""
 
-    def __post_init__(self) -> None:
-        c = _Checks()
-        c.require(self.model is None or self.model.strip() != "", "model", "must not be empty (null = from scratch)")
-        c.require(self.data.source is not None, "data.source", "is required (a text file or directory)")
-        c.require(self.neuron.kind != "dense", "neuron.kind", "'dense' is not a spiking model; choose elastic_bi or lif")
-        c.require(
-            self.distill is None or self.distill.teacher is not None,
-            "distill.teacher",
-            "is required when distill is set",
-        )
-        c.done()
+    @field_validator("train", mode="before")
+    @classmethod
+    def _over_pretrain_defaults(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {**_pretrain_train_defaults().model_dump(), **value}
+        return value
+
+    def _check(self, rules: _Rules) -> None:
+        _not_blank(rules, self.model, "model", " (null = from scratch)")
+        rules.require(self.data.source is not None, "data.source", "is required (a text file or directory)")
+        rules.require(self.data.task is None, "data.task", "must be null: pretraining reads plain text")
+        rules.require(self.neuron.spiking, "neuron.kind", "'dense' is not a spiking model; choose elastic_bi or lif")
+        rules.require(self.distill is None or self.distill.teacher is not None, "distill.teacher",
+                      "is required when distill is set")
 
 
-@dataclass(frozen=True, kw_only=True)
-class EvalConfig:
-    """`spikelm eval`: evaluate a saved model on the dev split(s) of a GLUE task."""
+class EvalConfig(_BenchmarkConfig):
+    """`spikelm eval`: evaluate a saved model on the dev split(s) of a GLUE task, or with ROUGE on a
+    summarisation task."""
 
-    task: Literal["eval"] = "eval"
+    command: Literal["eval"] = "eval"
     """Command this recipe is for."""
-    model: str
-    """Model to evaluate: a local directory or hub id."""
-    glue_task: str | None = None
-    """GLUE task; None = inferred from data.source."""
-    summarization_task: str | None = None
-    """Summarisation task (xsum, cnn_dm) for BART models; None = inferred from --task or data.source.
-    GLUE tasks and summarisation tasks are exclusive."""
-    generate: GenerateArgs = field(default_factory=GenerateArgs)
-    """Summarisation: generation settings for the ROUGE evaluation."""
-    out_dir: str | None = None
-    """Where eval_results.json and run_config.yaml go; None = next to nothing (stdout only)."""
+    neuron: Annotated[NeuronSettings | None, _NEURON_COERCIONS] = None
+    """Neuron settings for a dense model being converted; null = the model's own config."""
     splits: tuple[str, ...] = ()
     """Splits to score (e.g. [dev_matched, dev_mismatched]); empty = every dev split of the task."""
-    neuron: NeuronArgs | None = None
-    """Neuron overrides for a dense model being converted; null = the model's own config."""
-    data: DataArgs = field(default_factory=DataArgs)
-    """Data source and lengths (data.eval_subset limits the examples)."""
-    batch_size: int = 64
+    batch_size: int = Field(64, ge=1)
     """Evaluation batch size."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """'auto' = CUDA when available, else CPU."""
-    seed: int = 42
+    seed: int = Field(42, ge=0)
     """Random seed (only matters for non-deterministic kernels)."""
 
-    def __post_init__(self) -> None:
-        c = _Checks()
-        c.require(self.model.strip() != "", "model", "must not be empty")
-        c.require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
-        c.require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
-        _check_task(self, c, required=True)
-        if self.summarization_task is not None:
-            bad = [x for x in self.splits if x not in ("train", "validation", "test")]
-            c.require(not bad, "splits", f"{self.summarization_task} splits are train, validation, test; got {bad}")
-        task = normalize_glue_task(self.glue_task) if self.glue_task and not self.summarization_task else None
-        if task is not None:
-            splits = []
-            for split in self.splits:
-                canonical = normalize_glue_split(task, split)
-                c.require(
-                    canonical is not None,
-                    "splits",
-                    f"{task} has no split {split!r}; choose from {', '.join(GLUE_TASKS[task].split_names)}",
-                    also=("glue_task", "data.source"),
-                )
-                splits.append(canonical or split)
-            object.__setattr__(self, "splits", tuple(splits))
-        c.done()
+    def _check(self, rules: _Rules) -> None:
+        super()._check(rules)
+        task = self.data.task
+        rules.require(task is not None, "data.task", _TASK_REQUIRED)
+        if task in SUMMARIZATION_TASKS:
+            bad = [s for s in self.splits if s not in SUMMARIZATION_SPLITS]
+            rules.require(not bad, "splits", f"{task} splits are {', '.join(SUMMARIZATION_SPLITS)}; got {bad}")
+        elif task in GLUE_TASKS:
+            canonical = [normalize_glue_split(task, split) for split in self.splits]
+            for split, name in zip(self.splits, canonical):
+                rules.require(name is not None, "splits",
+                              f"{task} has no split {split!r}; choose from {', '.join(GLUE_TASKS[task].split_names)}")
+            object.__setattr__(self, "splits", tuple(n or s for n, s in zip(canonical, self.splits)))
 
 
-TASK_CONFIGS: dict[str, type] = {
+TASK_CONFIGS: dict[str, type[_TaskConfig]] = {
     "finetune": FinetuneConfig,
     "distill": DistillConfig,
     "pretrain": PretrainConfig,

@@ -3,71 +3,64 @@
 A theoretical, arithmetic-only estimate that ignores data movement (docs: energy-method.md).
 
 - `costs`: `CostProfile` presets fp32/fp16/int8 (Horowitz, ISSCC 2014, 45 nm), `get_profile`.
-- `macs`: `count_macs` (fvcore, per module/operator/component/layer/stack), BERT and BART closed forms.
-- `firing`: spike counts per neuron from forward hooks (`collect_firing_rates`).
-- `estimate`: `energy_from_counts` (the arithmetic), `estimate_energy`, `paper_setting`.
+- `components`: the component vocabulary (q, k, v, o, ffn1, ffn2, qk, av, cross_*, pooler, head, ...).
+- `closed_form`: BERT and BART closed-form MAC counts, the MAC counter's reference.
+- `macs`: `count_macs` (fvcore, per module/operator/component/layer/stack).
+- `estimate`: `energy_from_counts` (the arithmetic), `estimate_energy`.
+- `report`: `EnergyRow`/`EnergyReport` (with `totals()`), the sweep report and its JSON schema.
+- `paper`: `paper_setting` / `bart_paper_setting`, measured rates applied to BERT-base / BART-base.
 - `seq2seq`: BART generation energy (encoder once, decoder per generated token, with and without
-  the KV cache): `generation_energy`, `generation_rows`, `decoder_step_rows`, `bart_paper_setting`.
+  the KV cache): `generation_energy`, `generation_rows`, `decoder_step_rows`.
+- `firing_pass`: the audit's firing pass over `spikelm_core.firing` (calibration, checks, bootstrap).
+- `models`: the audited model, its dense twin and the calibration text (every checkpoint read).
 - `sweep`: `run_energy(EnergyArgs)` / `estimate_energy_sweep(...)`, the k x T sweep behind
-  `spikelm energy`, returning an `EnergySweepReport` (JSON schema: `EnergySweepReport.to_dict`).
+  `spikelm energy`, returning an `EnergySweepReport`.
+- `tables`: every table of the report built once as data, for the rich and Markdown renderers.
+- `plots`: the PNG plots of `spikelm energy --out`.
+
+Spike counting itself (`SpikeStats`, `spike_stats`, `spike_profile`) lives in `spikelm_core.firing`.
 """
 
-from spikelm_core.energy.costs import FP16, FP32, INT8, PROFILES, CostProfile, get_profile
-from spikelm_core.energy.errors import EnergyAuditError
-from spikelm_core.energy.estimate import (
-    ASSUMPTIONS,
-    CAVEAT,
-    EnergyReport,
-    EnergyRow,
-    energy_from_counts,
-    estimate_energy,
-    implied_mean_firing_rate,
-    paper_setting,
+from spikelm_core.energy.closed_form import (
+    bart_closed_form_macs,
+    bart_expected_macs,
+    bart_layer_macs,
+    bert_closed_form_macs,
+    bert_layer_macs,
 )
-from spikelm_core.energy.firing import (
-    FiringRateRecorder,
-    SpikeProfile,
-    SpikeStats,
-    collect_firing_rates,
-    neuron_module_names,
-    spike_profile,
-    spike_stats,
-)
-from spikelm_core.energy.macs import (
+from spikelm_core.energy.components import (
     COMPONENTS,
     CROSS_COMPONENTS,
     DECODER_COMPONENTS,
     ENCODER_COMPONENTS,
     SPIKING_COMPONENTS,
     STACKS,
-    MacCount,
-    MacRow,
-    bart_closed_form_macs,
-    bart_expected_macs,
-    bart_layer_macs,
-    bert_closed_form_macs,
-    bert_layer_macs,
-    count_macs,
 )
-from spikelm_core.energy.seq2seq import (
-    GenerationEnergy,
-    GenerationMode,
-    bart_paper_setting,
-    decoder_step_rows,
-    generation_energy,
-    generation_rows,
-)
-from spikelm_core.energy.sweep import (
+from spikelm_core.energy.costs import FP16, FP32, INT8, PROFILES, CostProfile, get_profile
+from spikelm_core.energy.errors import EnergyAuditError
+from spikelm_core.energy.estimate import energy_from_counts, estimate_energy, implied_mean_firing_rate
+from spikelm_core.energy.macs import MacCount, MacRow, count_macs
+from spikelm_core.energy.paper import bart_paper_setting, paper_setting
+from spikelm_core.energy.report import (
+    ASSUMPTIONS,
+    CAVEAT,
     SCHEMA,
-    EnergyArgs,
+    EnergyReport,
+    EnergyRow,
     EnergyRun,
     EnergySweepReport,
     FloatMatmul,
     Interval,
     NeuronRates,
-    estimate_energy_sweep,
-    run_energy,
 )
+from spikelm_core.energy.seq2seq import (
+    GenerationEnergy,
+    GenerationMode,
+    decoder_step_rows,
+    generation_energy,
+    generation_rows,
+)
+from spikelm_core.energy.sweep import EnergyArgs, estimate_energy_sweep, run_energy
 
 __all__ = [
     "ASSUMPTIONS",
@@ -76,22 +69,13 @@ __all__ = [
     "CROSS_COMPONENTS",
     "DECODER_COMPONENTS",
     "ENCODER_COMPONENTS",
-    "STACKS",
-    "GenerationEnergy",
-    "GenerationMode",
-    "bart_closed_form_macs",
-    "bart_expected_macs",
-    "bart_layer_macs",
-    "bart_paper_setting",
-    "decoder_step_rows",
-    "generation_energy",
-    "generation_rows",
-    "SCHEMA",
     "FP16",
     "FP32",
     "INT8",
     "PROFILES",
+    "SCHEMA",
     "SPIKING_COMPONENTS",
+    "STACKS",
     "CostProfile",
     "EnergyArgs",
     "EnergyAuditError",
@@ -99,26 +83,28 @@ __all__ = [
     "EnergyRow",
     "EnergyRun",
     "EnergySweepReport",
-    "FiringRateRecorder",
     "FloatMatmul",
+    "GenerationEnergy",
+    "GenerationMode",
     "Interval",
     "MacCount",
     "MacRow",
     "NeuronRates",
-    "SpikeProfile",
-    "SpikeStats",
+    "bart_closed_form_macs",
+    "bart_expected_macs",
+    "bart_layer_macs",
+    "bart_paper_setting",
     "bert_closed_form_macs",
     "bert_layer_macs",
-    "collect_firing_rates",
     "count_macs",
+    "decoder_step_rows",
     "energy_from_counts",
     "estimate_energy",
     "estimate_energy_sweep",
+    "generation_energy",
+    "generation_rows",
     "get_profile",
     "implied_mean_firing_rate",
-    "neuron_module_names",
     "paper_setting",
     "run_energy",
-    "spike_profile",
-    "spike_stats",
 ]

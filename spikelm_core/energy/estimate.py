@@ -8,152 +8,30 @@ fraction of its spiking operand (a -alpha spike is one AC, like +alpha), `MACs_f
 two float operands (pooler, heads). It is arithmetic only and ignores data movement (section 9).
 
 `energy_from_counts` is the whole arithmetic on plain numbers; `estimate_energy` counts a model
-first; `paper_setting` applies firing rates to the BERT-base closed form (the paper's setting).
+first. The report objects live in `report.py`; `paper.py` prices the paper's closed-form models.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
 from typing import Any, Union
 
 from torch import nn
 
+from spikelm_core.energy.components import DEFAULT_SEQ_LEN, SPIKING_COMPONENTS
 from spikelm_core.energy.costs import FP32, CostProfile
 from spikelm_core.energy.errors import EnergyAuditError
-from spikelm_core.energy.firing import neuron_module_names
-from spikelm_core.energy.macs import (
-    COMPONENTS,
-    DEFAULT_SEQ_LEN,
-    ENCODER_COMPONENTS,
-    SPIKING_COMPONENTS,
-    STACKS,
-    MacRow,
-    bert_layer_macs,
-    count_macs,
-)
+from spikelm_core.energy.macs import MacRow, count_macs
+from spikelm_core.energy.report import EnergyReport, EnergyRow
 from spikelm_core.errors import ConfigError
+from spikelm_core.firing import neuron_module_names
 
 PJ_PER_MJ = 1e9
-
-ASSUMPTIONS = (
-    "arithmetic-only estimate, ignores data movement. "
-    "E_dense = E_MAC x MACs; E_spiking = E_AC x sum_op(T x fr_op x MACs_op) + E_MAC x MACs_float; "
-    "per sample at a fixed sequence length; one AC per non-zero spike of either sign "
-    "(ternary -alpha spikes are subtractions); alpha folded into the weights; "
-    "excluded on both sides: embedding lookups, LayerNorm, softmax, GELU, residual and bias adds, "
-    "the mean over T and neuron membrane updates"
-)
-
-CAVEAT = (
-    "This estimate covers arithmetic only, at 45 nm and fp32: it leaves out memory access and data "
-    "movement, addressing, control and state updates. Yan et al. (arXiv 2409.08290) count data "
-    "movement and compare SNNs with equivalent quantised ANNs: under typical neuromorphic-hardware "
-    "assumptions, SNNs with moderate T (5-10) then need average spike rates below about 6% to win "
-    "(6.4% in v2-v3, 5.7% at T = 5 in v4). SpikeLM's ~33% is far above that."
-)
 
 FiringRates = Union[float, Mapping[Any, float]]
 """One rate for every spiking op, or a mapping keyed by operand neuron name, (component, layer)
 or component; lookups try them in that order."""
-
-
-@dataclass(frozen=True)
-class EnergyRow:
-    """One op (module x operator) of the model, dense and spiking side by side."""
-
-    component: str
-    layer: int | None
-    macs: int
-    """Dense MACs per sample and per time step."""
-    firing_rate: float | None
-    """Non-zero fraction of the spiking operand; None for float ops (billed as MACs)."""
-    spiking_acs: float
-    """T · fr · macs for spiking ops, else 0."""
-    spiking_macs: int
-    """MACs the spiking model still does in float (steps · macs), else 0."""
-    energy_dense_mj: float
-    energy_spiking_mj: float
-    module: str = ""
-    op: str = ""
-    operand: str | None = None
-    stack: str | None = None
-    """'encoder' / 'decoder' for an encoder-decoder model (BART), else None."""
-
-
-@dataclass(frozen=True)
-class EnergyReport:
-    """Dense versus spiking energy of one model at one input shape, with its assumptions."""
-
-    rows: tuple[EnergyRow, ...]
-    profile: CostProfile
-    num_timesteps: int
-    total_macs: int
-    """Dense MACs per sample (all rows)."""
-    total_spiking_acs: float
-    total_spiking_macs: int
-    energy_dense_mj: float
-    energy_spiking_mj: float
-    ratio: float
-    """energy_dense_mj / energy_spiking_mj (inf when the spiking side costs nothing)."""
-    mean_firing_rate: float | None
-    """MAC-weighted mean firing rate over the spiking ops (None if there are none)."""
-    seq_len: int | None = None
-    included: tuple[str, ...] = ()
-    """What the counts include, for the report header."""
-    assumptions: str = ASSUMPTIONS
-    caveat: str = CAVEAT
-
-    def by_component(self) -> tuple[EnergyRow, ...]:
-        """Rows summed per (stack, component) over layers (layer None; firing rate MAC-weighted).
-
-        A BERT has one stack (None), so this is per component."""
-        return _aggregate(self.rows, lambda r: (r.stack, r.component, None))
-
-    def by_layer(self) -> tuple[EnergyRow, ...]:
-        """Rows summed per (stack, component, layer)."""
-        return _aggregate(self.rows, lambda r: (r.stack, r.component, r.layer))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able form (the same numbers as the table)."""
-        data = asdict(self)
-        data["ratio"] = None if math.isinf(self.ratio) else self.ratio
-        data["by_component"] = [asdict(r) for r in self.by_component()]
-        return data
-
-
-def _aggregate(rows: Iterable[EnergyRow], key: Any) -> tuple[EnergyRow, ...]:
-    groups: dict[tuple[str | None, str, int | None], list[EnergyRow]] = {}
-    for row in rows:
-        groups.setdefault(key(row), []).append(row)
-    out = []
-    for (stack, component, layer), members in groups.items():
-        macs = sum(r.macs for r in members)
-        spiking = [r for r in members if r.firing_rate is not None]
-        spiking_macs = sum(r.macs for r in spiking)
-        rate = sum(r.firing_rate * r.macs for r in spiking) / spiking_macs if spiking_macs else None
-        if rate is None and spiking:
-            rate = sum(r.firing_rate for r in spiking) / len(spiking)
-        out.append(
-            EnergyRow(
-                component=component,
-                layer=layer,
-                macs=macs,
-                firing_rate=rate,
-                spiking_acs=sum(r.spiking_acs for r in members),
-                spiking_macs=sum(r.spiking_macs for r in members),
-                energy_dense_mj=sum(r.energy_dense_mj for r in members),
-                energy_spiking_mj=sum(r.energy_spiking_mj for r in members),
-                module=members[0].module if len(members) == 1 else "",
-                op=members[0].op if len({r.op for r in members}) == 1 else "",
-                operand=members[0].operand if len(members) == 1 else None,
-                stack=stack,
-            )
-        )
-    out.sort(key=lambda r: (STACKS.index(r.stack) if r.stack in STACKS else len(STACKS), r.layer is None, r.layer or 0,
-                            COMPONENTS.index(r.component) if r.component in COMPONENTS else len(COMPONENTS)))
-    return tuple(out)
 
 
 def _is_spiking(row: MacRow) -> bool:
@@ -274,7 +152,7 @@ def energy_from_counts(
     )
 
 
-def _included(count_norm: bool, components: Iterable[str]) -> tuple[str, ...]:
+def included_items(count_norm: bool, components: Iterable[str]) -> tuple[str, ...]:
     present = set(components)
     items = ["Q/K/V/O projections, FFN1/FFN2, Q.K^T and probs.V (AC when spiking)"]
     if "pooler" in present:
@@ -299,9 +177,9 @@ def estimate_energy(
 ) -> EnergyReport:
     """Count `model`'s MACs with fvcore (`count_macs`) and price them with `energy_from_counts`.
 
-    `model` is the spiking model (T from its config; rates keyed by neuron module name, as from
-    `collect_firing_rates`) or a dense BERT of the same shape (then give `num_timesteps` and rates
-    keyed by component or (component, layer)).
+    `model` is the spiking model (T from its config; rates keyed by neuron module name, as
+    `spikelm_core.firing.measure_firing` gives them) or a dense BERT of the same shape (then give
+    `num_timesteps` and rates keyed by component or (component, layer)).
     """
     if neuron_module_names(model):
         count = count_macs(model, seq_len=seq_len, count_norm=count_norm, num_timesteps=num_timesteps)
@@ -320,49 +198,7 @@ def estimate_energy(
         timesteps,
         profile,
         seq_len=seq_len,
-        included=_included(count_norm, (r.component for r in count.rows)),
-    )
-
-
-def paper_setting(
-    firing_rates: FiringRates,
-    *,
-    timesteps: int = 4,
-    profile: CostProfile = FP32,
-    seq_len: int = DEFAULT_SEQ_LEN,
-    hidden: int = 768,
-    layers: int = 12,
-    heads: int = 12,
-    intermediate: int = 3072,
-    pooler: bool = True,
-    float_components: Iterable[str] = (),
-) -> EnergyReport:
-    """Energy of BERT-base at 128 tokens (closed form, batch 1) under the given firing rates.
-
-    Comparable to the paper's claim of 3.7x at T = 4 (which implies a MAC-weighted mean rate of
-    about 0.345): all encoder matmuls are ACs, the pooler is a MAC. `firing_rates` is one rate or
-    a mapping keyed by component or (component, layer). Encoder components named in
-    `float_components` (e.g. qk and av of a model with spike_kv off) are billed as float MACs.
-    """
-    per_layer = bert_layer_macs(hidden, heads, intermediate, seq_len)
-    floats = set(float_components)
-    rows = [
-        MacRow(component=c, layer=i, macs=per_layer[c], module=f"encoder.layer.{i}", op="closed form",
-               steps=timesteps if c in floats else 1, spiking=False if c in floats else None)
-        for i in range(layers)
-        for c in ENCODER_COMPONENTS
-    ]
-    if pooler:
-        rows.append(MacRow(component="pooler", layer=None, macs=hidden * hidden, module="pooler.dense", op="closed form"))
-    return energy_from_counts(
-        rows,
-        firing_rates,
-        timesteps,
-        profile,
-        seq_len=seq_len,
-        included=_included(False, ["pooler"] if pooler else []) + (
-            f"closed form: d={hidden}, {layers} layers, {heads} heads, d_ff={intermediate}",
-        ),
+        included=included_items(count_norm, (r.component for r in count.rows)),
     )
 
 

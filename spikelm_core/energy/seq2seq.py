@@ -31,24 +31,18 @@ rates; an assumption: the rates of free-running generation are not traced).
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from spikelm_core.energy.costs import FP32, CostProfile
 from spikelm_core.energy.errors import EnergyAuditError
-from spikelm_core.energy.estimate import EnergyReport, FiringRates, energy_from_counts
-from spikelm_core.energy.macs import MacCount, MacRow, bart_layer_macs
+from spikelm_core.energy.estimate import FiringRates, energy_from_counts
+from spikelm_core.energy.macs import MacCount, MacRow
+from spikelm_core.energy.report import CHARGED, GenerationEnergy, GenerationMode
 
 LINES: tuple[str, ...] = ("encoder", "cross_kv", "decoder", "lm_head")
 """Lines of a summary's energy, in report order."""
-CHARGED = {
-    "encoder": "once per input",
-    "cross_kv": "once per input",  # with the KV cache; per generated token without it
-    "decoder": "per generated token",
-    "lm_head": "per generated token",
-}
 MODES: tuple[str, ...] = ("kv_cache", "no_cache")
 
 # How a decoder op's MACs grow with the decoder length n_d: linear, square, constant.
@@ -149,75 +143,6 @@ def decoder_step_rows(count: MacCount, position: int, *, cache: bool) -> tuple[M
     return tuple(rows)
 
 
-@dataclass(frozen=True)
-class GenerationMode:
-    """The energy of one summary, with or without the KV cache."""
-
-    cache: bool
-    target_len: int
-    lines: dict[str, EnergyReport]
-    """Per line (LINES order; lines with no ops left out), each summed over the summary."""
-    per_summary: EnergyReport
-    """All lines together."""
-    last_token: EnergyReport
-    """The decoder step at position target_len alone (decoder + LM head, no once-per-input work)."""
-
-    def to_dict(self) -> dict[str, Any]:
-        m = self.target_len
-        return {
-            "per_summary": report_totals(self.per_summary),
-            "per_token": report_totals(self.per_summary, divide=m),
-            "last_token": report_totals(self.last_token),
-            "lines": [
-                {"line": line, "charged": "per generated token" if line == "cross_kv" and not self.cache else CHARGED[line],
-                 **report_totals(report)}
-                for line, report in self.lines.items()
-            ],
-        }
-
-
-@dataclass(frozen=True)
-class GenerationEnergy:
-    """Energy of generating a summary of `target_len` tokens from `source_len` source tokens."""
-
-    source_len: int
-    target_len: int
-    kv_cache: GenerationMode
-    no_cache: GenerationMode
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "source_len": self.source_len,
-            "target_len": self.target_len,
-            "kv_cache": self.kv_cache.to_dict(),
-            "no_cache": self.no_cache.to_dict(),
-        }
-
-
-def report_totals(report: EnergyReport, divide: int = 1) -> dict[str, Any]:
-    """The totals of a report (the keys of a sweep run), optionally divided by `divide` tokens."""
-    ratio = None if math.isinf(report.ratio) else report.ratio
-    if divide == 1:
-        return {
-            "mean_firing_rate": report.mean_firing_rate,
-            "dense_macs": report.total_macs,
-            "spiking_acs": report.total_spiking_acs,
-            "spiking_macs": report.total_spiking_macs,
-            "energy_dense_mj": report.energy_dense_mj,
-            "energy_spiking_mj": report.energy_spiking_mj,
-            "ratio": ratio,
-        }
-    return {
-        "mean_firing_rate": report.mean_firing_rate,
-        "dense_macs": report.total_macs / divide,
-        "spiking_acs": report.total_spiking_acs / divide,
-        "spiking_macs": report.total_spiking_macs / divide,
-        "energy_dense_mj": report.energy_dense_mj / divide,
-        "energy_spiking_mj": report.energy_spiking_mj / divide,
-        "ratio": ratio,
-    }
-
-
 def _mode(count: MacCount, firing_rates: FiringRates, timesteps: int, profile: CostProfile, target_len: int,
           cache: bool, included: tuple[str, ...]) -> GenerationMode:
     lines = generation_rows(count, target_len, cache=cache)
@@ -259,59 +184,13 @@ def generation_energy(
     )
 
 
-BART_BASE = dict(d_model=768, encoder_layers=6, decoder_layers=6, encoder_ffn_dim=3072, decoder_ffn_dim=3072,
-                 vocab_size=50265)
-"""BART-base shapes (energy-method.md, section 5)."""
-
-
-def bart_paper_setting(
-    firing_rates: Mapping[Any, float],
-    *,
-    timesteps: int = 4,
-    profile: CostProfile = FP32,
-    source_len: int = 128,
-    target_len: int = 128,
-    lm_head: bool = True,
-    float_components: Iterable[tuple[str, str]] = (),
-) -> EnergyReport:
-    """Energy of BART-base, teacher-forced at `source_len`/`target_len` (closed form, batch 1).
-
-    `firing_rates` is keyed by (stack, component) or component; the LM head (n_d·d·V) is a float
-    MAC. (stack, component) pairs in `float_components` (e.g. K/V matmuls with spike_kv off) are
-    billed as float MACs, T times.
-    """
-    b = BART_BASE
-    floats = set(float_components)
-    rows = []
-    for stack, layers, ffn in (("encoder", b["encoder_layers"], b["encoder_ffn_dim"]),
-                               ("decoder", b["decoder_layers"], b["decoder_ffn_dim"])):
-        per_layer = bart_layer_macs(b["d_model"], ffn, source_len, target_len, stack=stack)
-        for i in range(layers):
-            for component, macs in per_layer.items():
-                is_float = (stack, component) in floats
-                rows.append(MacRow(component=component, layer=i, macs=macs, module=f"{stack}.layers.{i}",
-                                   op="closed form", steps=timesteps if is_float else 1,
-                                   spiking=False if is_float else None, stack=stack))
-    if lm_head:
-        rows.append(MacRow(component="head", layer=None, macs=target_len * b["d_model"] * b["vocab_size"],
-                           module="lm_head", op="closed form", spiking=False))
-    return energy_from_counts(
-        rows, firing_rates, timesteps, profile, seq_len=source_len,
-        included=(f"closed form: BART-base d=768, 6+6 layers, d_ff=3072, {source_len}/{target_len} tokens"
-                  + (", LM head V=50265 (MAC)" if lm_head else ""),),
-    )
-
-
 __all__ = [
-    "BART_BASE",
     "CHARGED",
     "LINES",
     "MODES",
     "GenerationEnergy",
     "GenerationMode",
-    "bart_paper_setting",
     "decoder_step_rows",
     "generation_energy",
     "generation_rows",
-    "report_totals",
 ]

@@ -3,7 +3,7 @@
 Design:
 
 - `evaluate` ships no metric scripts offline, so the GLUE definitions are written out here
-  (offline-and-data.md section 5): CoLA Matthews correlation; STS-B Pearson and Spearman on
+  (the Hugging Face GLUE metric's definitions): CoLA Matthews correlation; STS-B Pearson and Spearman on
   float predictions; MRPC and QQP accuracy and F1 of the positive class 1; every other task
   accuracy. MNLI is scored per split: the caller passes matched and mismatched predictions
   separately and gets accuracy for each.

@@ -8,14 +8,15 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..calibration import record_firing
 from ..errors import ConfigError
+from ..firing import FiringReport, record_firing
 from .metrics import rouge_scores
 
 
 @dataclass
 class SummarizationResult:
-    """ROUGE F-measures x 100 over `num_examples`, plus the spiking model's firing during generation."""
+    """ROUGE F-measures x 100 over `num_examples`, plus the spiking model's firing during generation
+    (`spikelm_core.firing`: pads excluded; per layer keyed 'encoder.layers.N' / 'decoder.layers.N')."""
 
     rouge: dict[str, float]
     num_examples: int
@@ -24,9 +25,13 @@ class SummarizationResult:
     layer_firing_rates: dict[str, float] = field(default_factory=dict)
     examples: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    firing: FiringReport | None = field(default=None, repr=False)
+    """The whole firing report (None for a dense model); `to_dict` leaves it out."""
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        out.pop("firing")
+        return out
 
 
 def lead_sentences(document: str, n: int = 1) -> str:
@@ -73,8 +78,6 @@ def evaluate_summarization(
     batch_size: int = 8, keep_examples: int = 3,
 ) -> SummarizationResult:
     """Generate a summary for every `document` of `dataset` and score it against `summary` with ROUGE."""
-    from ..convert.bert import layer_firing_rates
-
     start = time.perf_counter()
     documents, references = list(dataset["document"]), list(dataset["summary"])
     max_pos = getattr(model.config, "max_position_embeddings", None)
@@ -91,8 +94,9 @@ def evaluate_summarization(
         num_examples=len(documents),
         num_beams=num_beams,
         mean_firing_rate=firing.mean_rate if firing.neurons else None,
-        layer_firing_rates=layer_firing_rates(firing),
+        layer_firing_rates=firing.layer_rates(),
         examples=[{"document": d[:300], "reference": r, "prediction": p}
                   for d, r, p in list(zip(documents, references, predictions))[:keep_examples]],
         seconds=time.perf_counter() - start,
+        firing=firing if firing.neurons else None,
     )

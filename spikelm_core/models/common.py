@@ -15,17 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..neurons import BiSpikeNeuron, LIFNeuron, SpikingNeuron, TernarySpike
-
-NEURON_KINDS = ("elastic_bi", "lif")
-RESETS = ("official", "soft", "none")
-LEVELS = ("ternary", "binary")
-AMPLITUDES = ("elastic", "unit")
-ALPHA_MODES = ("calibrated", "fixed")
-#: The spiking fields every spiking config carries (and `spikelm convert` sets).
-SPIKING_FIELDS = (
-    "num_timesteps", "neuron_kind", "k", "decay", "reset", "levels", "amplitude", "alpha_mode", "fixed_alpha",
-    "spike_kv", "lif_tau", "lif_v_threshold", "lif_v_reset", "lif_surrogate_alpha", "learn_alpha",
-)
+from ..neurons.settings import SPIKING_FIELDS, check_model_neuron_fields
 
 
 @dataclass
@@ -37,7 +27,8 @@ class SpikingFields:
             repeated T times and the output is the mean over T.
         neuron_kind (`str`, defaults to "elastic_bi"): "elastic_bi" (SpikeLM's ternary neuron) or
             "lif" (binary LIF, the LIF-BERT baseline).
-        k (`float`, defaults to 2.0): frequency coefficient, a_t = k * mean|u_t| at calibration.
+        k (`float`, defaults to 2.0): frequency coefficient k: amplitudes are calibrated to
+            a_t = k * mean|u_t| (larger k: fewer spikes).
         decay (`float`, defaults to 0.25): membrane decay of the elastic bi-spiking neuron.
         reset (`str`, defaults to "official"): membrane reset form, "official" (the released code's
             multiplicative form), "soft" or "none".
@@ -73,29 +64,8 @@ class SpikingFields:
     learn_alpha: bool = False
 
     def validate_spiking(self) -> None:
-        """Part of `@strict` validation: the spiking fields, naming the field at fault."""
-        if self.num_timesteps < 1:
-            raise ValueError(f"num_timesteps must be >= 1, got {self.num_timesteps}")
-        if not self.k > 0:
-            raise ValueError(f"k must be > 0, got {self.k}")
-        if not 0 <= self.decay <= 1:
-            raise ValueError(f"decay must be in [0, 1], got {self.decay}")
-        for name, allowed in (
-            ("neuron_kind", NEURON_KINDS),
-            ("reset", RESETS),
-            ("levels", LEVELS),
-            ("amplitude", AMPLITUDES),
-            ("alpha_mode", ALPHA_MODES),
-        ):
-            value = getattr(self, name)
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
-        if not self.fixed_alpha > 0:
-            raise ValueError(f"fixed_alpha must be > 0, got {self.fixed_alpha}")
-        if self.learn_alpha and self.neuron_kind == "elastic_bi" and (
-            self.amplitude != "elastic" or self.alpha_mode != "calibrated"
-        ):
-            raise ValueError("learn_alpha needs amplitude 'elastic' and alpha_mode 'calibrated'")
+        """Part of `@strict` validation: the spiking fields, checked by `NeuronSettings`."""
+        check_model_neuron_fields({name: getattr(self, name, None) for name in SPIKING_FIELDS})
 
 
 def make_neuron(config: SpikingFields) -> SpikingNeuron:
@@ -186,7 +156,7 @@ class CompilableLayer(nn.Module):
         neurons = self.__dict__.get("_neurons_cache")
         if neurons is None:
             neurons = self.__dict__["_neurons_cache"] = [m for m in self.modules() if isinstance(m, SpikingNeuron)]
-        return all(n.is_calibrated and not n.track_stats for n in neurons)
+        return all(n.is_calibrated and not n._forward_hooks for n in neurons)  # hooked: firing is recorded
 
     def compile_forward(self, **compile_kwargs) -> None:
         """Compile `_forward` (neurons should run "fast" or "inline", which the compiler traces)."""

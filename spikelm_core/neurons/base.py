@@ -1,4 +1,4 @@
-"""Common machinery of every spiking neuron: time-first shapes, firing statistics, calibration state."""
+"""Common machinery of every spiking neuron: time-first shapes, implementation switch, calibration state."""
 
 from __future__ import annotations
 
@@ -42,10 +42,8 @@ def set_neuron_impl(model: nn.Module, impl: str) -> None:
 class SpikingNeuron(nn.Module):
     """Base class: maps `x: [T, ...]` to spikes of the same shape.
 
-    Firing statistics: with `track_stats = True` each forward adds, per time step, the number of
-    positive and negative spikes and the number of elements. Counts are accumulated on the
-    device (no host synchronisation) and read with `firing_stats()`. Statistics are never
-    recorded while fvcore/TorchScript traces the model.
+    Neurons keep no firing statistics: `spikelm_core.firing` counts their outputs with forward
+    hooks (one definition of the firing rate, pads excluded).
     """
 
     #: "ternary" ({-a, 0, +a}) or "binary" ({0, a} or {0, 1}); energy accounting reads it.
@@ -53,46 +51,10 @@ class SpikingNeuron(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.track_stats = False
         #: "fast" (fused autograd Function, eager), "compiled" (the same with torch.compile'd
         #: kernels: fastest for long runs, pays a one-off compile), "inline" (plain differentiable
         #: ops that torch.compile traces into a compiled layer's graph) or "reference" (plain loops).
         self.impl = default_impl()
-        self._pos: torch.Tensor | None = None
-        self._neg: torch.Tensor | None = None
-        self._elems = 0
-
-    # -- statistics -------------------------------------------------------------------------
-    def reset_stats(self) -> None:
-        self._pos = self._neg = None
-        self._elems = 0
-
-    @torch.no_grad()
-    def _record(self, spikes: torch.Tensor) -> None:
-        if not self.track_stats or torch.jit.is_tracing():
-            return
-        dims = tuple(range(1, spikes.dim()))
-        pos = (spikes > 0).sum(dims)
-        neg = (spikes < 0).sum(dims)
-        if self._pos is None or self._pos.shape != pos.shape:
-            self._pos, self._neg, self._elems = pos, neg, 0
-        else:
-            self._pos += pos
-            self._neg += neg
-        self._elems += spikes[0].numel()
-
-    def firing_stats(self) -> dict[str, list[float]] | None:
-        """Per-step fractions of elements that spiked: `{"pos": [T], "neg": [T], "rate": [T]}`."""
-        if self._pos is None or self._elems == 0:
-            return None
-        pos = (self._pos.double() / self._elems).tolist()
-        neg = (self._neg.double() / self._elems).tolist()
-        return {"pos": pos, "neg": neg, "rate": [p + n for p, n in zip(pos, neg)], "elements": self._elems}
-
-    def firing_rate(self) -> float | None:
-        """Mean over steps of the fraction of non-zero spikes (None if nothing recorded)."""
-        st = self.firing_stats()
-        return None if st is None else sum(st["rate"]) / len(st["rate"])
 
     # -- calibration (overridden by neurons with amplitudes) ---------------------------------
     @property

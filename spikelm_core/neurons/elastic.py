@@ -1,6 +1,6 @@
 """SpikeLM's elastic bi-spiking neuron and the stateless spike used on K and V.
 
-Method: ../shared/docs/spikelm-method.md, section 2 (the released code's behaviour).
+Method: docs/spikelm-method.md, section 2 (the released code's behaviour).
 
 - Membrane over T steps with decay 0.25 and a reset form: "official" (the released code's
   multiplicative u_t = decay * u_{t-1} * (a_{t-1} - s_{t-1}) + x_t), "soft", or "none".
@@ -17,35 +17,22 @@ or "fixed" (a_t = fixed_alpha, a fixed threshold fixed_alpha/2).
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
+from pydantic import ValidationError
 
 from . import functional as F
 from . import reference as R
 from .base import SpikingNeuron, distributed_mean
-
-Reset = Literal["official", "soft", "none"]
-Levels = Literal["ternary", "binary"]
-Amplitude = Literal["elastic", "unit"]
-AlphaMode = Literal["calibrated", "fixed"]
+from .settings import AlphaMode, Amplitude, Levels, NeuronSettings, Reset, validation_messages
 
 
-def _validate(num_timesteps, k, levels, amplitude, alpha_mode, fixed_alpha, learn_alpha=False) -> None:
-    if int(num_timesteps) < 1:
-        raise ValueError(f"num_timesteps must be >= 1, got {num_timesteps}")
-    if not k > 0:
-        raise ValueError(f"k must be > 0, got {k}")
-    if levels not in ("ternary", "binary"):
-        raise ValueError(f"levels must be 'ternary' or 'binary', got {levels!r}")
-    if amplitude not in ("elastic", "unit"):
-        raise ValueError(f"amplitude must be 'elastic' or 'unit', got {amplitude!r}")
-    if alpha_mode not in ("calibrated", "fixed"):
-        raise ValueError(f"alpha_mode must be 'calibrated' or 'fixed', got {alpha_mode!r}")
-    if not fixed_alpha > 0:
-        raise ValueError(f"fixed_alpha must be > 0, got {fixed_alpha}")
-    if learn_alpha and (amplitude != "elastic" or alpha_mode != "calibrated"):
-        raise ValueError("learn_alpha needs amplitude 'elastic' and alpha_mode 'calibrated'")
+def _validate(num_timesteps, k, levels, amplitude, alpha_mode, fixed_alpha, learn_alpha=False, **more) -> None:
+    """The neuron vocabulary's checks (`NeuronSettings`), as a ValueError naming the field."""
+    try:
+        NeuronSettings(num_timesteps=num_timesteps, k=k, levels=levels, amplitude=amplitude, alpha_mode=alpha_mode,
+                       fixed_alpha=fixed_alpha, learn_alpha=learn_alpha, **more)
+    except ValidationError as exc:
+        raise ValueError("; ".join(validation_messages(exc))) from None
 
 
 class _AmplitudeNeuron(SpikingNeuron):
@@ -152,10 +139,7 @@ class BiSpikeNeuron(_AmplitudeNeuron):
         fixed_alpha: float = 1.0,
         learn_alpha: bool = False,
     ) -> None:
-        if reset not in F.RESETS:
-            raise ValueError(f"reset must be one of {F.RESETS}, got {reset!r}")
-        if not 0.0 <= decay <= 1.0:
-            raise ValueError(f"decay must be in [0, 1], got {decay}")
+        _validate(num_timesteps, k, levels, amplitude, alpha_mode, fixed_alpha, learn_alpha, reset=reset, decay=decay)
         self.decay = float(decay)
         self.reset = reset
         super().__init__(num_timesteps, k, levels, amplitude, alpha_mode, fixed_alpha, learn_alpha)
@@ -180,7 +164,6 @@ class BiSpikeNeuron(_AmplitudeNeuron):
         else:
             compiled = self.impl == "compiled"
             s = F.BiSpikeFunction.apply(x, self.alpha, self.decay, self.reset, self._lo, self._unit, compiled)
-        self._record(s)
         return s
 
     def extra_repr(self) -> str:
@@ -222,5 +205,4 @@ class TernarySpike(_AmplitudeNeuron):
             s = F.stateless_spike_inline(x, self.alpha, self._lo, self._unit, self._learning_alpha())
         else:
             s = F.StatelessSpikeFunction.apply(x, self.alpha, self._lo, self._unit)
-        self._record(s)
         return s

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import torch
 
-RESETS = ("official", "soft", "none")
-
 
 def _bcast(a: torch.Tensor, ndim: int) -> torch.Tensor:
     """`[T]` -> `[T, 1, 1, ...]`, broadcastable against a `[T, ...]` tensor of `ndim` dims."""

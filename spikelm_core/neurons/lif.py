@@ -39,7 +39,6 @@ class LIFNeuron(SpikingNeuron):
         self._check_time(x, self.num_timesteps)
         fn = R.lif_reference if self.impl == "reference" else F.lif_multistep
         s = fn(x, self.tau, self.v_threshold, self.v_reset, self.surrogate_alpha)
-        self._record(s)
         return s
 
     def extra_repr(self) -> str:

@@ -1,14 +1,17 @@
 """Training on the Hugging Face Trainer: `run_finetune`, `run_distill`, `run_pretrain`, `run_eval`.
 
 Each entry point takes a task config (spikelm_core.config) and returns a result dataclass; the
-library never prints. Modules: `args` (recipe -> TrainingArguments), `trainers` (Trainer
-subclasses), `callbacks` (metrics.jsonl, firing rate), `losses` (distillation terms).
+library never prints. The verbs (`finetune`, `distill`, `pretrain`, `evaluate`) only dispatch to a
+data family (`glue`, `mlm`, `seq2seq`), each of which fills in the one skeleton of `pipeline`; the
+run directory is `rundir.RunDirectory`, results are in `results`. Other modules: `args` (recipe ->
+TrainingArguments), `trainers` (Trainer subclasses), `callbacks` (metrics.jsonl, firing rate),
+`losses` (distillation terms), `recipes` (the bundled recipes).
 """
 
-from .common import RunResult
 from .distill import run_distill
-from .evaluate import EvalResult, run_eval
+from .evaluate import run_eval
 from .finetune import run_finetune
 from .pretrain import run_pretrain
+from .results import EvalResult, RunResult
 
 __all__ = ["EvalResult", "RunResult", "run_distill", "run_eval", "run_finetune", "run_pretrain"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from ..calibration import spiking_neurons
+from ..firing import FiringRecorder
 from ..log import get_logger
 
 log = get_logger("training")
@@ -71,11 +71,14 @@ class JsonlMetricsCallback(TrainerCallback):
 
 
 class FiringRateCallback(TrainerCallback):
-    """Measures the mean firing rate on each logged step and adds it to the logs as `firing_rate`.
+    """Measures the firing rate on each logged step and adds it to the logs as `firing_rate`.
 
-    Spike counting is switched on for the one optimizer step that precedes a log, so it costs
-    nothing on the other steps. The first time a layer's neurons are all silent (rate 0) or all
-    saturated (rate 1) a warning names it, once per layer and kind.
+    The rate is `spikelm_core.firing`'s: per neuron the non-zero fraction of its output with pad
+    tokens excluded, then the mean over neurons (`FiringReport.mean_rate`); `last_layer_rates`
+    holds the per-layer means (`FiringReport.layer_rates()`, keys from `layer_key`). Recording is
+    switched on for the one optimizer step that precedes a log, so it costs nothing on the other
+    steps. The first time a layer's neurons are silent (rate 0) or saturated (rate 1) a warning
+    names it, once per layer and kind.
     """
 
     def __init__(self, *, low: float = 0.0, high: float = 1.0):
@@ -84,38 +87,24 @@ class FiringRateCallback(TrainerCallback):
         self.last_layer_rates: dict[str, float] = {}
         self.warnings: list[str] = []
         self._warned: set[tuple[str, str]] = set()
-        self._tracking = False
-
-    @staticmethod
-    def _neurons(model):
-        return spiking_neurons(model)
+        self._recorder: FiringRecorder | None = None
 
     def on_step_begin(self, args, state, control, model=None, **kwargs):
         if model is None or args.logging_steps <= 0:
             return
         if (state.global_step + 1) % int(args.logging_steps) == 0:
-            for _, n in self._neurons(model):
-                n.reset_stats()
-                n.track_stats = True
-            self._tracking = True
+            self._recorder = FiringRecorder(model)
+            self._recorder.start()
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        if not self._tracking or model is None:
+        if self._recorder is None:
             return
-        self._tracking = False
-        per_layer: dict[str, list[float]] = {}
-        for name, n in self._neurons(model):
-            rate = n.firing_rate()
-            n.track_stats = False
-            n.reset_stats()
-            if rate is None:
-                continue
-            per_layer.setdefault(layer_of(name), []).append(rate)
-        if not per_layer:
+        report = self._recorder.stop()
+        self._recorder = None
+        if not report.neurons:
             return
-        self.last_layer_rates = {k: sum(v) / len(v) for k, v in per_layer.items()}
-        rates = [r for v in per_layer.values() for r in v]
-        self.last_rate = sum(rates) / len(rates)
+        self.last_rate = report.mean_rate
+        self.last_layer_rates = report.layer_rates()
         for layer, rate in self.last_layer_rates.items():
             kind = "dead (firing rate 0)" if rate <= self.low else "saturated (firing rate 1)" if rate >= self.high else None
             if kind and (layer, kind) not in self._warned:
@@ -129,12 +118,3 @@ class FiringRateCallback(TrainerCallback):
         if logs is not None and self.last_rate is not None and "loss" in logs:
             logs["firing_rate"] = round(self.last_rate, 6)
 
-
-def layer_of(neuron_name: str) -> str:
-    """'bert.encoder.layer.3.attention.self.k_spike' -> 'layer.3'; other neurons -> their module path."""
-    parts = neuron_name.split(".")
-    if "layer" in parts:
-        i = parts.index("layer")
-        if i + 1 < len(parts):
-            return f"layer.{parts[i + 1]}"
-    return neuron_name

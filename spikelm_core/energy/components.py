@@ -1,0 +1,26 @@
+"""The energy audit's vocabulary: the components a MAC is charged to, and the stacks of a BART.
+
+Every counted op belongs to one component (per layer); reports, closed forms and tables list them
+in `COMPONENTS` order.
+"""
+
+from __future__ import annotations
+
+DEFAULT_SEQ_LEN = 128
+
+COMPONENTS: tuple[str, ...] = (
+    "q", "k", "v", "o", "ffn1", "ffn2", "qk", "av",
+    "cross_q", "cross_k", "cross_v", "cross_o", "cross_qk", "cross_av",
+    "pooler", "head", "norm", "other",
+)
+"""Every component a MAC can be charged to, in report order (cross_*: BART decoder cross-attention)."""
+ENCODER_COMPONENTS: tuple[str, ...] = ("q", "k", "v", "o", "ffn1", "ffn2", "qk", "av")
+"""The matmul work of an encoder layer; in SpikeLM each has a spiking operand (billed as AC)."""
+CROSS_COMPONENTS: tuple[str, ...] = ("cross_q", "cross_k", "cross_v", "cross_o", "cross_qk", "cross_av")
+"""Cross-attention of a BART decoder layer: Q/O on decoder tokens, K/V on encoder tokens, QK^T, AV."""
+DECODER_COMPONENTS: tuple[str, ...] = ("q", "k", "v", "o", "qk", "av", *CROSS_COMPONENTS, "ffn1", "ffn2")
+"""The matmul work of a BART decoder layer (q..av: causal self-attention)."""
+STACKS: tuple[str, ...] = ("encoder", "decoder")
+"""Stacks of an encoder-decoder model; a BERT's rows carry stack None."""
+SPIKING_COMPONENTS = frozenset(ENCODER_COMPONENTS) | frozenset(CROSS_COMPONENTS)
+"""The components whose op has a spiking operand in SpikeLM (billed as AC)."""

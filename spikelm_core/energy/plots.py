@@ -1,0 +1,85 @@
+"""The PNG plots of `spikelm energy --out`: firing rate per layer, and energy per component.
+
+matplotlib (Agg back end, imported on first use) draws from the report's JSON form; nothing is shown
+on screen.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from spikelm_core.energy.components import COMPONENTS
+from spikelm_core.energy.report import EnergySweepReport
+from spikelm_core.energy.tables import component_label, run_label
+
+
+def plot_firing_rates(report: EnergySweepReport, path: Path) -> None:
+    """Firing rate per layer, one panel per component, one line per (k, T)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    data = report.to_dict()
+    comps = list(dict.fromkeys(
+        (row.get("stack"), row["component"])
+        for c in COMPONENTS for run in data["runs"] for row in run["layers"]
+        if row["component"] == c and row["firing_rate"] is not None and row["layer"] is not None
+    ))
+    cols = min(4, max(1, len(comps)))
+    rows = max(1, -(-len(comps) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False, sharey=True)
+    for ax, (stack, comp) in zip(axes.flat, comps):
+        for run in data["runs"]:
+            pts = sorted((row["layer"], row["firing_rate"]) for row in run["layers"]
+                         if row["component"] == comp and row.get("stack") == stack and row["layer"] is not None
+                         and row["firing_rate"] is not None)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=run_label(run))
+        ax.set_title(f"{stack} {comp}" if stack else comp)
+        ax.set_xlabel("layer")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(comps):]:
+        ax.axis("off")
+    axes[0][0].set_ylabel("firing rate")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6) or 1)
+    suffix = "" if data["firing_rates_meaningful"] else " (random weights: not meaningful)"
+    fig.suptitle(f"firing rate per layer and component{suffix}")
+    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_energy_breakdown(report: EnergySweepReport, path: Path) -> None:
+    """Energy per component: the dense twin against the spiking model at each (k, T)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = report.to_dict()
+    runs = data["runs"]
+    comps = [component_label(c) for c in runs[0]["components"]]
+    series = [("dense", [c["energy_dense_mj"] for c in runs[0]["components"]])]
+    for run in runs:
+        by = {component_label(c): c["energy_spiking_mj"] for c in run["components"]}
+        series.append((f"spiking {run_label(run)}", [by.get(c, 0.0) for c in comps]))
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(comps) + 2), 4))
+    for i, (name, values) in enumerate(series):
+        ax.bar([x + i * width for x in range(len(comps))], values, width, label=name)
+    ax.set_xticks([x + width * (len(series) - 1) / 2 for x in range(len(comps))])
+    ax.set_xticklabels(comps, rotation=60 if len(comps) > 12 else 0, fontsize="small" if len(comps) > 12 else None)
+    ax.set_ylabel(f"energy per sample (mJ, {data['constants']['profile']})")
+    suffix = "" if data["firing_rates_meaningful"] else " (random weights: not meaningful)"
+    ax.set_title(f"energy per component, dense vs spiking{suffix}")
+    ax.legend(fontsize="small")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+__all__ = ["plot_energy_breakdown", "plot_firing_rates"]

@@ -1,0 +1,371 @@
+"""Every table of an energy report, built once as data (title, columns, rows, notes).
+
+`report_blocks(report)` turns an `EnergySweepReport` into the sequence of text lines and tables that
+`spikelm energy` shows; two small back ends draw it: `markdown(blocks)` here (report.md,
+`--format markdown`) and the rich renderer of the CLI (`spikelm_cli/render_energy.py`). Every
+number is formatted here, from the report's JSON form, so both back ends print the same strings.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from typing import Any, Union
+
+from spikelm_core.energy.components import COMPONENTS
+from spikelm_core.energy.report import EnergySweepReport
+
+TITLE = "spikelm energy: dense MACs vs spike-driven ACs"
+NOT_MEANINGFUL = "random weights (config-only audit): firing rates and energies are NOT meaningful, MAC counts are"
+MODES = {"kv_cache": "KV cache", "no_cache": "no cache"}
+_KIND = {
+    "spiking": "spiking checkpoint",
+    "dense": "dense BERT, converted on the fly",
+    "config-only": "config.json only: random weights",
+}
+
+
+@dataclass(frozen=True)
+class Text:
+    """A line of the report. `style`: title, lead, header, alert, note, warning or ok; `label`
+    (e.g. 'caveat:') is emphasised apart from the text."""
+
+    text: str
+    style: str = "note"
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class Table:
+    """One table: `level` is its heading depth in Markdown (2: the report's tables, 3: per run)."""
+
+    title: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    left: frozenset[str] = frozenset()
+    """Columns aligned left (the others right)."""
+    level: int = 2
+    total_row: bool = False
+    """The last row is a total (drawn bold)."""
+
+
+Block = Union[Text, Table]
+
+
+# ---------------------------------------------------------------------------------------------
+# formatters
+
+
+def num(x: float | int | None) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, int) or float(x).is_integer():
+        return f"{int(x):,}"
+    return f"{x:,.0f}" if abs(x) >= 1e3 else f"{x:.4g}"
+
+
+def mj(x: float) -> str:
+    return f"{x:.2f}" if x >= 1 else f"{x:.3g}"
+
+
+def rate(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def ratio(x: float | None) -> str:
+    return "inf" if x is None else f"{x:.2f}x"
+
+
+def interval(ci: dict | None) -> str:
+    if not ci:
+        return "-"
+    digits = 2 if ci["high"] - ci["low"] >= 0.05 else 3
+    return f"{ci['low']:.{digits}f}-{ci['high']:.{digits}f}"
+
+
+def k_label(k: float | None) -> str:
+    return "-" if k is None else f"{k:g}"
+
+
+def run_label(run: dict) -> str:
+    return f"k={k_label(run['k'])}, T={run['timesteps']}"
+
+
+def component_label(row: dict) -> str:
+    """A component's label: 'encoder q', 'decoder cross_k' for BART rows, 'q' for BERT."""
+    return f"{row['stack']} {row['component']}" if row.get("stack") else row["component"]
+
+
+def is_bart(data: dict) -> bool:
+    return data.get("target_len") is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# the report
+
+
+def header_lines(data: dict) -> list[str]:
+    m, c, d = data["model"], data["constants"], data["data"]
+    if is_bart(data):
+        shape = (f"d={m['d_model']}, {m['encoder_layers']}+{m['decoder_layers']} layers, "
+                 f"{m['encoder_attention_heads']}/{m['decoder_attention_heads']} heads, "
+                 f"d_ff={m['encoder_ffn_dim']}/{m['decoder_ffn_dim']}, V={m['vocab_size']}")
+        where = (f"per sample: {data['seq_len']} source tokens, {data['target_len']} summary tokens; firing rates "
+                 "teacher-forced (decoder fed the shifted input)")
+        kind = "dense BART, converted on the fly" if m["kind"] == "dense" else _KIND.get(m["kind"], m["kind"])
+    else:
+        shape = (f"d={m['hidden_size']}, {m['num_hidden_layers']} layers, {m['num_attention_heads']} heads, "
+                 f"d_ff={m['intermediate_size']}")
+        where = f"per sample at {data['seq_len']} tokens; firing rates"
+        kind = _KIND.get(m["kind"], m["kind"])
+    return [
+        "arithmetic-only estimate, ignores data movement",
+        f"model: {m['source']} ({kind}), {m['architecture']}, {shape}",
+        f"profile: {c['profile']}: E_MAC {c['e_mac_pj']:g} pJ, E_AC {c['e_ac_pj']:g} pJ ({c['source']})",
+        f"{where} from {d['sequences']} sequence(s), {d['tokens']:,} tokens "
+        f"of {d['source']} ({d['batches']} batch(es)); pads excluded",
+        f"dense twin {data['dense_twin']['class']}: {data['dense_twin']['macs']:,} MACs (fvcore, checked against "
+        "the spiking model component by component)",
+        "counted: " + "; ".join(data["included"]),
+    ]
+
+
+def report_blocks(report: EnergySweepReport | dict[str, Any], *, detail: bool = False) -> list[Block]:
+    """The whole report, in print order; `detail` adds the per-run component and layer tables."""
+    data = report.to_dict() if isinstance(report, EnergySweepReport) else report
+    star = "" if data["firing_rates_meaningful"] else "*"
+    lines = header_lines(data)
+    blocks: list[Block] = [Text(TITLE, "title"), Text(lines[0], "lead"), *[Text(line, "header") for line in lines[1:]]]
+    if star:
+        blocks.append(Text(NOT_MEANINGFUL, "alert"))
+    blocks += energy_table(data, star)
+    if is_bart(data):
+        blocks += generation_table(data, star)
+        blocks += [generation_lines_table(run, star) for run in (data["runs"] if detail else data["runs"][:1])]
+    if detail:
+        for run in data["runs"]:
+            blocks += components_table(run, star)
+            blocks += layers_table(run)
+    blocks += paper_table(data, star)
+    blocks += purity_blocks(data)
+    blocks += [Text(data["assumptions"], "note", "assumptions:"), Text(data["caveat"], "warning", "caveat:")]
+    return blocks
+
+
+def energy_table(data: dict, star: str) -> list[Block]:
+    conf = next((r["ratio_ci"]["confidence"] for r in data["runs"] if r["ratio_ci"]), None)
+    columns = ["k", "T", "mean fr", "dense MACs", "spiking ACs", "spiking MACs", "E_dense (mJ)", "E_spiking (mJ)",
+               "ratio"] + ([f"{conf:.0%} CI"] if conf is not None else [])
+    rows = []
+    for r in data["runs"]:
+        row = [k_label(r["k"]), str(r["timesteps"]), rate(r["mean_firing_rate"]) + star, num(r["dense_macs"]),
+               num(r["spiking_acs"]), num(r["spiking_macs"]), mj(r["energy_dense_mj"]),
+               mj(r["energy_spiking_mj"]) + star, ratio(r["ratio"]) + star]
+        rows.append(tuple(row + ([interval(r["ratio_ci"])] if conf is not None else [])))
+    title = ("energy per sample: one teacher-forced forward "
+             f"({data['seq_len']} source / {data['target_len']} summary tokens, LM head on every position)"
+             if is_bart(data) else "energy per sample")
+    blocks: list[Block] = [Table(title, tuple(columns), tuple(rows))]
+    if star:
+        blocks.append(Text("* random weights: not meaningful", "alert"))
+    if conf is not None:
+        first = next(r["ratio_ci"] for r in data["runs"] if r["ratio_ci"])
+        blocks.append(Text(f"CI: bootstrap percentile interval of the ratio, {first['resamples']} resamples of the "
+                           f"calibration {first['unit']}s (seed {data['seed']})"))
+    return blocks
+
+
+def generation_table(data: dict, star: str) -> list[Block]:
+    rows = []
+    for r in data["runs"]:
+        for mode, label in MODES.items():
+            g = r["generation"][mode]
+            s, tok, last = g["per_summary"], g["per_token"], g["last_token"]
+            rows.append((k_label(r["k"]), str(r["timesteps"]), label, num(s["dense_macs"]), mj(s["energy_dense_mj"]),
+                         mj(s["energy_spiking_mj"]) + star, ratio(s["ratio"]) + star, mj(tok["energy_dense_mj"]),
+                         mj(tok["energy_spiking_mj"]) + star, mj(last["energy_spiking_mj"]) + star))
+    title = (f"generation: one summary of {data['target_len']} tokens from {data['seq_len']} source tokens "
+             "(encoder once, decoder per token)")
+    columns = ("k", "T", "decoding", "dense MACs", "E_dense (mJ)", "E_spiking (mJ)", "ratio", "E_dense/token (mJ)",
+               "E_spiking/token (mJ)", "last token E_spiking (mJ)")
+    return [Table(title, columns, tuple(rows)),
+            Text("per token = per summary / summary tokens (encoder and cross K/V amortised); last token = the "
+                 "decoder step at the last position alone. Firing rates of the teacher-forced pass applied to every "
+                 "step.")]
+
+
+def generation_lines_table(run: dict, star: str) -> Table:
+    rows = tuple(
+        (label, line["line"], line["charged"], num(line["dense_macs"]), rate(line["mean_firing_rate"]),
+         num(line["spiking_acs"]), num(line["spiking_macs"]), mj(line["energy_dense_mj"]),
+         mj(line["energy_spiking_mj"]) + star)
+        for mode, label in MODES.items() for line in run["generation"][mode]["lines"]
+    )
+    columns = ("decoding", "line", "charged", "dense MACs", "fr", "spiking ACs", "spiking MACs", "E_dense (mJ)",
+               "E_spiking (mJ)")
+    return Table(f"summary lines at {run_label(run)}", columns, rows, frozenset({"decoding", "line", "charged"}), 3)
+
+
+def components_table(run: dict, star: str) -> list[Block]:
+    total = run["energy_spiking_mj"] or 1.0
+    rows = [
+        (component_label(c), num(c["macs"]), rate(c["firing_rate"]) + (star if c["firing_rate"] is not None else ""),
+         num(c["spiking_acs"]), num(c["spiking_macs"]), mj(c["energy_dense_mj"]), mj(c["energy_spiking_mj"]),
+         f"{c['energy_spiking_mj'] / total:.1%}")
+        for c in run["components"]
+    ]
+    rows.append(("total", num(run["dense_macs"]), rate(run["mean_firing_rate"]), num(run["spiking_acs"]),
+                 num(run["spiking_macs"]), mj(run["energy_dense_mj"]), mj(run["energy_spiking_mj"]), "100.0%"))
+    columns = ("component", "MACs", "fr", "spiking ACs", "spiking MACs", "E_dense (mJ)", "E_spiking (mJ)",
+               "share of E_spiking")
+    neurons = run["neurons"]
+    negative = [n for n in neurons if n["negative_rate"] > 0]
+    elements = sum(n["elements"] for n in neurons) or 1
+    positive_rate = sum(n["positive_rate"] * n["elements"] for n in neurons) / elements
+    negative_rate = sum(n["negative_rate"] * n["elements"] for n in neurons) / elements
+    return [Table(f"components at {run_label(run)} ({run['amplitudes']})", columns, tuple(rows),
+                  frozenset({"component"}), 3, total_row=True),
+            Text(f"spikes: +{positive_rate:.3f} / -{negative_rate:.3f} of all neuron outputs "
+                 f"({len(negative)} of {len(neurons)} neurons emit -a spikes)")]
+
+
+def layers_table(run: dict) -> list[Block]:
+    keys = list(dict.fromkeys((row.get("stack"), row["layer"]) for row in run["layers"] if row["layer"] is not None))
+    comps = [c for c in COMPONENTS if any(row["component"] == c and row["firing_rate"] is not None
+                                           for row in run["layers"])]
+    if not keys or not comps:
+        return []
+    rates = {(row.get("stack"), row["component"], row["layer"]): row["firing_rate"] for row in run["layers"]}
+    rows = tuple((f"{stack} {layer}" if stack else str(layer), *[rate(rates.get((stack, c, layer))) for c in comps])
+                 for stack, layer in keys)
+    return [Table(f"firing rate per layer at {run_label(run)}", ("layer", *comps), rows, level=3)]
+
+
+def paper_table(data: dict, star: str) -> list[Block]:
+    bart = is_bart(data)
+    rows = tuple(
+        (k_label(r["k"]), str(p["timesteps"]), rate(p["mean_firing_rate"]) + star, num(p["dense_macs"]),
+         mj(p["energy_dense_mj"]), mj(p["energy_spiking_mj"]) + star, ratio(p["ratio"]) + star)
+        for r in data["runs"] for p in [r["paper_setting"]]
+    )
+    title = ("paper setting: BART-base, 128/128 tokens teacher-forced, LM head as MAC, measured rates" if bart
+             else "paper setting: BERT-base, 128 tokens, measured rates")
+    note = ("the measured per-(stack, component) firing rates applied to BART-base (closed form, "
+            "energy-method.md section 5); the paper reports no BART energy" if bart else
+            "the measured per-component firing rates applied to BERT-base (closed form, pooler as MAC); "
+            "the paper (SpikeLM, ICML 2024) reports 3.7x at T=4 and 12.9x at T=1 (secondary sources)")
+    columns = ("k", "T", "mean fr", "dense MACs", "E_dense (mJ)", "E_spiking (mJ)", "ratio")
+    return [Table(title, columns, rows), Text(note)]
+
+
+def purity_blocks(data: dict) -> list[Block]:
+    run = data["runs"][0]
+    floats, share = run["float_matmuls"], run["spike_driven_share"]
+    if not floats:
+        return [Text(f"every counted matmul is spike-driven ({share:.2%} of dense MACs)", "ok", "spike purity:")]
+    rows = tuple((f["module"], f["op"], num(f["macs"]), str(f["steps"]), f["reason"]) for f in floats)
+    return [Table(f"spike purity: float x float matmuls left in the model ({1 - share:.3%} of dense MACs)",
+                  ("module", "op", "MACs/step", "steps", "why float"), rows,
+                  frozenset({"module", "op", "why float"}))]
+
+
+# ---------------------------------------------------------------------------------------------
+# the Markdown back end
+
+
+def markdown(blocks: list[Block]) -> str:
+    """The blocks as a Markdown document: headings for tables, bullets for the header lines."""
+    parts: list[str] = []
+    for i, block in enumerate(blocks):
+        if isinstance(block, Table):
+            heading = block.title[:1].upper() + block.title[1:]
+            parts += [f"{'#' * block.level} {heading}", "", _md_table(block), ""]
+        elif block.style == "title":
+            parts += [f"# {block.text}", ""]
+        elif block.style in ("lead", "header"):
+            parts.append(f"- {block.text}")
+            if i + 1 == len(blocks) or not _is_header(blocks[i + 1]):
+                parts.append("")
+        elif block.label:
+            parts += [f"**{block.label[:1].upper()}{block.label[1:]}** {block.text}", ""]
+        elif block.style == "alert":
+            parts += [f"**{_md_escape(block.text)}**", ""]
+        else:
+            parts += [block.text, ""]
+    return "\n".join(parts)
+
+
+def _is_header(block: Block) -> bool:
+    return isinstance(block, Text) and block.style in ("lead", "header")
+
+
+def _md_escape(text: str) -> str:
+    """Literal text in Markdown: the `*` that marks random-weight numbers, and table pipes."""
+    return text.replace("*", "\\*").replace("|", "\\|")
+
+
+def _md_table(table: Table) -> str:
+    rows = [tuple(_md_escape(cell) for cell in row) for row in table.rows]
+    if table.total_row:
+        rows[-1] = (f"**{rows[-1][0]}**", *rows[-1][1:])
+    align = ["---" if c in table.left else "--:" for c in table.columns]
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def markdown_text(report: EnergySweepReport, *, detail: bool = True) -> str:
+    """report.md / `--format markdown`: the same tables as the terminal, in Markdown."""
+    return markdown(report_blocks(report, detail=detail))
+
+
+# ---------------------------------------------------------------------------------------------
+# the CSV form
+
+CSV_COLUMNS = (
+    "k", "timesteps", "scope", "component", "macs", "firing_rate", "spiking_acs", "spiking_macs",
+    "energy_dense_mj", "energy_spiking_mj", "ratio", "ratio_ci_low", "ratio_ci_high", "firing_rates_meaningful",
+)
+
+
+def csv_text(report: EnergySweepReport) -> str:
+    """Long format: per run a 'total' row, one 'component' row each, and a 'paper_setting' row."""
+    data = report.to_dict()
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for r in data["runs"]:
+        base = {"k": r["k"], "timesteps": r["timesteps"], "firing_rates_meaningful": r["firing_rates_meaningful"]}
+        ci = r["ratio_ci"] or {}
+        writer.writerow({
+            **base, "scope": "total", "component": "", "macs": r["dense_macs"], "firing_rate": r["mean_firing_rate"],
+            "spiking_acs": r["spiking_acs"], "spiking_macs": r["spiking_macs"],
+            "energy_dense_mj": r["energy_dense_mj"], "energy_spiking_mj": r["energy_spiking_mj"], "ratio": r["ratio"],
+            "ratio_ci_low": ci.get("low"), "ratio_ci_high": ci.get("high"),
+        })
+        for c in r["components"]:
+            writer.writerow({**base, "scope": "component", **{k: c[k] for k in c if k in CSV_COLUMNS},
+                             "component": component_label(c).replace(" ", ".")})
+        for mode, g in (r.get("generation") or {}).items():
+            if mode not in ("kv_cache", "no_cache"):
+                continue
+            for part in ("per_summary", "per_token", "last_token"):
+                p = g[part]
+                writer.writerow({
+                    **base, "scope": f"generation_{mode}", "component": part, "macs": p["dense_macs"],
+                    "firing_rate": p["mean_firing_rate"], "spiking_acs": p["spiking_acs"],
+                    "spiking_macs": p["spiking_macs"], "energy_dense_mj": p["energy_dense_mj"],
+                    "energy_spiking_mj": p["energy_spiking_mj"], "ratio": p["ratio"],
+                })
+        p = r["paper_setting"]
+        writer.writerow({
+            **base, "scope": "paper_setting", "component": "", "macs": p["dense_macs"],
+            "firing_rate": p["mean_firing_rate"], "spiking_acs": p["spiking_acs"], "spiking_macs": p["spiking_macs"],
+            "energy_dense_mj": p["energy_dense_mj"], "energy_spiking_mj": p["energy_spiking_mj"], "ratio": p["ratio"],
+        })
+    return buf.getvalue()
+
+
+__all__ = ["CSV_COLUMNS", "Block", "csv_text", "NOT_MEANINGFUL", "TITLE", "Table", "Text", "header_lines", "markdown", "markdown_text",
+           "report_blocks"]

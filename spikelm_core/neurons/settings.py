@@ -1,0 +1,146 @@
+"""The neuron vocabulary: every neuron setting's name, choices, meaning and validity, defined once.
+
+Recipes (`neuron:` section), the spiking model configs (`SpikingFields`), `spikelm convert` and the
+CLI choices all derive from `NeuronSettings` and the `Literal` types below; nothing else restates
+them. In a model config the kind is stored as `neuron_kind` (transformers configs are flat); every
+other field keeps its name.
+"""
+
+from __future__ import annotations
+
+import math
+import typing
+from typing import Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+NeuronKind = Literal["elastic_bi", "lif", "dense"]
+"""'elastic_bi': SpikeLM's elastic bi-spiking neuron (ternary); 'lif': binary LIF (the LIF-BERT
+baseline); 'dense': no neurons at all (a dense model used as it is, e.g. a distillation teacher)."""
+Reset = Literal["official", "soft", "none"]
+Levels = Literal["ternary", "binary"]
+Amplitude = Literal["elastic", "unit"]
+AlphaMode = Literal["calibrated", "fixed"]
+
+NEURON_KINDS: tuple[str, ...] = typing.get_args(NeuronKind)
+SPIKING_KINDS: tuple[str, ...] = ("elastic_bi", "lif")
+"""The kinds a spiking model can be built with ('dense' has no neurons)."""
+RESETS: tuple[str, ...] = typing.get_args(Reset)
+LEVELS: tuple[str, ...] = typing.get_args(Levels)
+AMPLITUDES: tuple[str, ...] = typing.get_args(Amplitude)
+ALPHA_MODES: tuple[str, ...] = typing.get_args(AlphaMode)
+
+K_HELP = "Frequency coefficient k: amplitudes are calibrated to a_t = k * mean|u_t| (larger k: fewer spikes)."
+"""The one description of k (method doc 2.3: frequency encoding)."""
+
+LEARN_ALPHA_RULE = "learn_alpha needs kind 'elastic_bi', amplitude 'elastic' and alpha_mode 'calibrated'"
+
+
+class NeuronSettings(BaseModel):
+    """Spiking neuron placed before every weight matmul (method doc sections 2 and 5)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+    kind: NeuronKind = "elastic_bi"
+    """'elastic_bi' = SpikeLM elastic bi-spiking neuron; 'lif' = binary LIF baseline; 'dense' = no
+    spiking neurons: finetune/eval use a dense model as it is (e.g. a distillation teacher)."""
+    num_timesteps: int = Field(4, ge=1)
+    """Time steps T; the input is repeated T times (direct encoding). T = 1 has no dynamics."""
+    k: float = Field(2.0, gt=0, allow_inf_nan=False, description=K_HELP)
+    decay: float = Field(0.25, ge=0, le=1)
+    """Membrane decay tau of the bi-spiking neuron, in [0, 1]."""
+    reset: Reset = "official"
+    """Membrane reset: 'official' = the released code's multiplicative reset; 'soft' = subtract the
+    spike; 'none' = no membrane carried between steps."""
+    levels: Levels = "ternary"
+    """Spike levels: 'ternary' = {-1, 0, +1} (bidirectional); 'binary' = {0, +1} (ablation)."""
+    amplitude: Amplitude = "elastic"
+    """Spike amplitude: 'elastic' = alpha_t * q_t; 'unit' = q_t (ablation)."""
+    alpha_mode: AlphaMode = "calibrated"
+    """'calibrated' = alpha from data (k * mean|u|); 'fixed' = `fixed_alpha` (ablation)."""
+    fixed_alpha: float = Field(1.0, gt=0, allow_inf_nan=False)
+    """Amplitude used when alpha_mode is 'fixed'."""
+    spike_kv: bool = True
+    """Spike keys and values (stateless) before attention; queries are never spiked."""
+    learn_alpha: bool = False
+    """Train the amplitudes after calibration with LSQ gradients (method doc 2.4; off in the released
+    code, where they stay frozen). Needs kind 'elastic_bi', amplitude 'elastic', alpha_mode 'calibrated'."""
+
+    @model_validator(mode="after")
+    def _learn_alpha_rule(self) -> "NeuronSettings":
+        if self.learn_alpha and not (
+            self.kind == "elastic_bi" and self.amplitude == "elastic" and self.alpha_mode == "calibrated"
+        ):
+            raise ValueError(LEARN_ALPHA_RULE)
+        return self
+
+    @property
+    def spiking(self) -> bool:
+        return self.kind != "dense"
+
+    def model_fields_dict(self) -> dict[str, Any]:
+        """The settings as spiking model-config fields (`kind` stored as `neuron_kind`)."""
+        fields = self.model_dump()
+        fields["neuron_kind"] = fields.pop("kind")
+        return fields
+
+    @classmethod
+    def from_model_config(cls, config: Any) -> "NeuronSettings":
+        """The settings a spiking model config (or its dict) carries."""
+        get = config.get if isinstance(config, Mapping) else lambda key, default=None: getattr(config, key, default)
+        values = {name: get(name) for name in cls.model_fields if name != "kind" and get(name) is not None}
+        values["kind"] = get("neuron_kind", "elastic_bi")
+        return cls(**values)
+
+
+#: Model-config names of the neuron settings, then the LIF neuron's own constants.
+SPIKING_FIELDS: tuple[str, ...] = tuple(
+    "neuron_kind" if name == "kind" else name for name in NeuronSettings.model_fields
+) + ("lif_tau", "lif_v_threshold", "lif_v_reset", "lif_surrogate_alpha")
+
+
+def validation_messages(exc: ValidationError, prefix: str = "") -> list[str]:
+    """'path: message' lines of a pydantic ValidationError (paths dotted, prefixed)."""
+    out = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        path = ".".join(p for p in (prefix, loc) if p)
+        msg = err.get("msg", "invalid").removeprefix("Value error, ")
+        out.append(f"{path}: {msg}" if path else msg)
+    return out
+
+
+def check_model_neuron_fields(values: Mapping[str, Any]) -> None:
+    """Validate the spiking fields of a model config with `NeuronSettings`; ValueError naming the
+    field at fault. The kind must be a spiking one, and the LIF constants finite."""
+    kind = values.get("neuron_kind", "elastic_bi")
+    if kind not in SPIKING_KINDS:
+        raise ValueError(f"neuron_kind must be one of {', '.join(SPIKING_KINDS)}; got {kind!r}")
+    for name in ("lif_tau", "lif_v_threshold", "lif_v_reset", "lif_surrogate_alpha"):
+        value = values.get(name)
+        if value is not None and (isinstance(value, bool) or not math.isfinite(float(value))):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+    try:
+        NeuronSettings.from_model_config(values)
+    except ValidationError as exc:
+        raise ValueError("; ".join(validation_messages(exc).__iter__())) from None
+
+
+__all__ = [
+    "ALPHA_MODES",
+    "AMPLITUDES",
+    "AlphaMode",
+    "Amplitude",
+    "K_HELP",
+    "LEVELS",
+    "Levels",
+    "NEURON_KINDS",
+    "NeuronKind",
+    "NeuronSettings",
+    "RESETS",
+    "Reset",
+    "SPIKING_FIELDS",
+    "SPIKING_KINDS",
+    "check_model_neuron_fields",
+    "validation_messages",
+]

@@ -1,0 +1,161 @@
+"""The GLUE family: classification and regression heads, trained (finetune, distill) and scored (eval).
+
+The paper's setting (released code, method doc 7.2): AdamW, lr 2e-5 constant, batch 32, max length
+128 with dynamic padding, per-task epochs, evaluation on dev after every epoch, the best epoch kept by
+the task's primary metric; MNLI-mismatched is scored once, on the final model. Prediction in `eval`
+runs through `Trainer.predict` (so `torchrun` shards it as it shards training); metrics come from
+scikit-learn / scipy, offline.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from ..checkpoints import LoadedModel, load_model, load_teacher
+from ..config import TrainArgs
+from ..data.glue import get_glue_task, glue_data_dir, load_glue, tokenize_glue
+from ..evaluation.metrics import glue_compute_metrics, glue_metrics, predictions_from_logits
+from .args import training_arguments
+from .pipeline import Evaluation, Pipeline, firing_of, first_batch, leading_batches, max_length
+from .trainers import DistillTrainer, SpikelmTrainer
+
+HEAD = "sequence_classification"
+FAMILIES = ("bert",)
+MODEL_FIX = ("pass --model minilm (bundled), bert-base (hub) or a BERT directory, or pretrain one: "
+             "spikelm pretrain recipes/bert_base/pretrain_base.yaml")
+
+
+def _label_maps(spec) -> dict | None:
+    return None if spec.is_regression else {"id2label": spec.id2label, "label2id": spec.label2id}
+
+
+def _load_classifier(cfg, spec, role: str) -> LoadedModel:
+    """The model to train or score, with a head for `spec` (spiking, or dense with neuron.kind dense)."""
+    loaded = load_model(cfg.model, head=HEAD, neuron=cfg.neuron, num_labels=spec.num_labels,
+                        label_maps=_label_maps(spec), families=FAMILIES, role=role)
+    if spec.is_regression:
+        loaded.model.config.problem_type = "regression"
+    return loaded
+
+
+def _splits(cfg, spec, loaded, splits, subset) -> dict:
+    where = glue_data_dir(cfg.data.source, cfg.data.data_dir)
+    length = max_length(cfg, loaded.model)
+    return {s: tokenize_glue(load_glue(spec.name, where, split=s, subset=subset), loaded.tokenizer, length)
+            for s in splits}
+
+
+def _check_split(cfg, spec, split: str) -> None:
+    load_glue(spec.name, glue_data_dir(cfg.data.source, cfg.data.data_dir), split=split, subset=1)
+
+
+class GluePipeline(Pipeline):
+    """finetune and distill on a GLUE task."""
+
+    family = "glue"
+    model_fix = MODEL_FIX
+
+    def __init__(self, cfg, command: str, distill=None):
+        super().__init__(cfg, command, distill)
+        self.spec = get_glue_task(cfg.task)
+        self.evals: dict = {}
+
+    def check_data(self) -> None:
+        _check_split(self.cfg, self.spec, self.spec.eval_splits[0])
+
+    def load_student(self) -> LoadedModel:
+        return _load_classifier(self.cfg, self.spec, "student" if self.distill else "model")
+
+    def load_teacher(self, student):
+        if self.distill is None:
+            return None
+        return load_teacher(self.distill.teacher, HEAD, student=student, distill=self.distill,
+                            num_labels=self.spec.num_labels, families=FAMILIES)
+
+    def load_data(self, loaded: LoadedModel):
+        d = self.cfg.data
+        train = _splits(self.cfg, self.spec, loaded, ["train"], d.train_subset)["train"]
+        self.evals = _splits(self.cfg, self.spec, loaded, self.spec.eval_splits, d.eval_subset)
+        return train, self.evals
+
+    def collator(self, loaded: LoadedModel):
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(loaded.tokenizer)
+
+    def training_arguments(self, out_dir):
+        return training_arguments(self.cfg.train, out_dir, metric_for_best_model=self.spec.primary_metric)
+
+    def trainer(self, teacher, **kwargs):
+        select = self.spec.eval_splits[0]  # MNLI: matched selects; mismatched is scored at the end
+        kwargs.update(
+            eval_dataset=self.evals[select] if kwargs["args"].eval_strategy != "no" else None,
+            compute_metrics=glue_compute_metrics(self.spec.name),
+            schedule_steps=self.cfg.train.schedule_steps,
+        )
+        if teacher is None:
+            return SpikelmTrainer(**kwargs)
+        return DistillTrainer(**kwargs, teacher=teacher, distill=self.distill)
+
+    def final_evaluation(self, trainer, evals, collator, tokenizer):
+        metrics = {}
+        for split, ds in evals.items():
+            prefix = f"final_{split}"
+            raw = trainer.evaluate(ds, metric_key_prefix=prefix)
+            metrics[split] = {k[len(prefix) + 1:]: v for k, v in raw.items()
+                              if k.startswith(prefix + "_") and not k.endswith(("_runtime", "_per_second"))}
+        select = evals[self.spec.eval_splits[0]]
+        report = firing_of(trainer.model, leading_batches(select, collator, self.cfg.train.eval_batch_size))
+        return metrics, self.spec.primary_metric, report
+
+
+class GlueEvaluation(Evaluation):
+    """eval on the dev split(s) of a GLUE task (a dense model is converted with the recipe's neuron
+    settings and calibrated on the first dev batch: the untrained spiking twin; with `neuron.kind:
+    dense` it is scored as it is)."""
+
+    model_fix = MODEL_FIX
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.spec = get_glue_task(cfg.task)
+        self.split_names = list(cfg.splits) or list(self.spec.eval_splits)
+
+    def check_data(self) -> None:
+        _check_split(self.cfg, self.spec, self.split_names[0])
+
+    def load(self) -> LoadedModel:
+        return _load_classifier(self.cfg, self.spec, "model")
+
+    def load_data(self, loaded: LoadedModel):
+        return _splits(self.cfg, self.spec, loaded, self.split_names, self.cfg.data.eval_subset)
+
+    def _collator(self, loaded):
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(loaded.tokenizer)
+
+    def calibration_batch(self, loaded, data):
+        return first_batch(data[self.split_names[0]], self._collator(loaded), self.cfg.batch_size)
+
+    def score(self, loaded, data):
+        cfg, spec = self.cfg, self.spec
+        collator = self._collator(loaded)
+        scratch = Path(tempfile.mkdtemp(prefix="spikelm-eval-"))
+        try:
+            train = TrainArgs(eval_batch_size=cfg.batch_size, device=cfg.device, seed=cfg.seed, eval_strategy="no",
+                              keep_best=False)
+            args = training_arguments(train, scratch, evaluate=False)
+            trainer = SpikelmTrainer(model=loaded.model, args=args, data_collator=collator,
+                                     processing_class=loaded.tokenizer)
+            metrics, examples = {}, {}
+            for split, ds in data.items():
+                out = trainer.predict(ds, metric_key_prefix=split)
+                metrics[split] = glue_metrics(spec.name, predictions_from_logits(spec.name, out.predictions), out.label_ids)
+                examples[split] = len(ds)
+            report = firing_of(trainer.model, leading_batches(data[self.split_names[0]], collator, cfg.batch_size))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return metrics, examples, spec.primary_metric, report

@@ -1,0 +1,123 @@
+"""The masked-LM family: pretraining (MLM, optionally + next-sentence prediction) of a spiking BERT on
+local text, from scratch (the paper) or from a checkpoint, optionally distilled from a dense MLM
+teacher (`pretrain` with a `distill` section, or `distill` without a task).
+
+The released schedule (method doc 7.1): AdamW lr 2e-4, weight decay 0, linear schedule with 5k warmup
+over a 500k-step horizon, stopped at 100k steps, batch 512 (64 x 8 GPUs), length 128, mask
+probability 0.15. The horizon is `train.schedule_steps`, implemented by `SpikelmTrainer.create_scheduler`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..checkpoints import LoadedModel, load_model, load_teacher, load_tokenizer, resolve_source
+from ..data.text import mlm_dataset
+from ..errors import CheckpointError, ConfigError, DataError
+from ..models.spiking_bert import SpikingBertConfig, SpikingBertForMaskedLM, SpikingBertForPreTraining
+from .args import training_arguments
+from .pipeline import Pipeline, firing_of, max_length
+from .trainers import DistillTrainer, SpikelmTrainer
+
+FAMILIES = ("bert",)
+
+
+def scratch_model(cfg, nsp: bool, tokenizer):
+    """A randomly initialised spiking BERT sized by `cfg.model_config` and the tokenizer."""
+    head_cls = SpikingBertForPreTraining if nsp else SpikingBertForMaskedLM
+    fields = dict(cfg.model_overrides)
+    fields.setdefault("vocab_size", len(tokenizer))
+    if fields["vocab_size"] < len(tokenizer):
+        raise ConfigError(f"model_config.vocab_size ({fields['vocab_size']}) is smaller than the tokenizer's "
+                          f"vocabulary ({len(tokenizer)})")
+    fields["pad_token_id"] = tokenizer.pad_token_id or 0
+    fields.update(cfg.neuron.model_fields_dict())
+    try:
+        config = SpikingBertConfig(**fields)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid model_config: {exc}") from exc
+    config.architectures = [head_cls.__name__]
+    return head_cls(config)
+
+
+class MlmPipeline(Pipeline):
+    """pretrain, and distill on a text corpus."""
+
+    family = "mlm"
+    model_fix = "pass --model minilm or a BERT directory, or set model: null to pretrain from scratch"
+
+    def __init__(self, cfg, command: str, distill=None):
+        super().__init__(cfg, command, distill)
+        self.nsp = bool(cfg.mlm.nsp)
+        self.head = "pretraining" if self.nsp else "masked_lm"
+
+    def check_data(self) -> None:
+        source = Path(self.cfg.data.source)
+        if not source.exists():
+            raise DataError(f"text source '{source}' does not exist",
+                            hint="give a UTF-8 text file or a directory of .txt files as data.source")
+
+    def _tokenizer_override(self):
+        source = getattr(self.cfg, "tokenizer", None)
+        return None if source is None else load_tokenizer(resolve_source(source))
+
+    def load_student(self) -> LoadedModel:
+        cfg = self.cfg
+        if cfg.model is None:
+            tokenizer = self._tokenizer_override()
+            if tokenizer is None:
+                raise ConfigError("tokenizer is required when pretraining from scratch (model: null)",
+                                  hint="set tokenizer: minilm (30522-token uncased WordPiece) or a tokenizer directory")
+            model = scratch_model(cfg, self.nsp, tokenizer)
+            loaded = LoadedModel(model=model, tokenizer=tokenizer, model_dir=None, family="bert", converted=True,
+                                 config=model.config.to_dict())
+        else:
+            loaded = load_model(cfg.model, head=self.head, neuron=cfg.neuron,
+                                config_overrides=dict(getattr(cfg, "model_overrides", {}) or {}), families=FAMILIES,
+                                role="student" if self.distill else "model")
+            tokenizer = self._tokenizer_override()
+            if tokenizer is not None:
+                loaded.tokenizer = tokenizer
+            if len(loaded.tokenizer) > loaded.model.config.vocab_size:
+                raise CheckpointError(f"the tokenizer has {len(loaded.tokenizer)} tokens, the model "
+                                      f"{loaded.model.config.vocab_size}")
+        self.max_length = max_length(cfg, loaded.model)
+        return loaded
+
+    def load_teacher(self, student):
+        if self.distill is None:
+            return None
+        return load_teacher(self.distill.teacher, "masked_lm", student=student, distill=self.distill,
+                            num_labels=None, families=FAMILIES)
+
+    def load_data(self, loaded: LoadedModel):
+        cfg = self.cfg
+        self.tokenizer = loaded.tokenizer
+        train = mlm_dataset(cfg.data.source, loaded.tokenizer, self.max_length, nsp=self.nsp,
+                            subset=cfg.data.train_subset, seed=cfg.train.seed)
+        return train, {}
+
+    def collator(self, loaded: LoadedModel):
+        from transformers import DataCollatorForLanguageModeling
+
+        return DataCollatorForLanguageModeling(loaded.tokenizer, mlm=True, mlm_probability=self.cfg.mlm.mlm_probability)
+
+    def training_arguments(self, out_dir):
+        labels = ("labels", "next_sentence_label") if self.nsp else ("labels",)
+        return training_arguments(self.cfg.train, out_dir, label_names=labels, evaluate=False)
+
+    def trainer(self, teacher, **kwargs):
+        kwargs["schedule_steps"] = self.cfg.train.schedule_steps
+        if teacher is None:
+            return SpikelmTrainer(**kwargs)
+        return DistillTrainer(**kwargs, teacher=teacher, distill=self.distill)
+
+    def calibration_batch(self, train_ds, collator):
+        """The first sequences without masking (calibration sees real text)."""
+        rows = [{k: train_ds[i][k] for k in ("input_ids", "token_type_ids", "attention_mask")}
+                for i in range(min(self.cfg.train.batch_size, len(train_ds)))]
+        self._calib = self.tokenizer.pad(rows, return_tensors="pt")
+        return self._calib
+
+    def final_evaluation(self, trainer, evals, collator, tokenizer):
+        return {}, None, firing_of(trainer.model, [self._calib])

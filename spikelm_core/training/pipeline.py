@@ -1,0 +1,306 @@
+"""The one skeleton every training run follows; the data families fill in its steps.
+
+    run directory (lock, resume, seed) -> student (and teacher) -> data -> run_config.yaml
+    -> Trainer -> calibrate on the first batch -> compile -> train -> final evaluation
+    -> firing rates -> final/ -> RunResult
+
+`Pipeline` is the interface a data family implements (`glue.GluePipeline`, `mlm.MlmPipeline`,
+`seq2seq.Seq2SeqPipeline`); `run_training` and `run_evaluation` are the skeletons. Inputs are
+checked (`Pipeline.preflight`) before the run directory is created, so a refused run leaves
+nothing behind.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from ..calibration import calibrate, is_calibrated
+from ..checkpoints import LoadedModel, resolve_source
+from ..errors import CheckpointError, ConfigError, DataError, SpikelmError
+from ..firing import FiringReport, measure_firing
+from ..log import get_logger
+from .args import check_device
+from .callbacks import FiringRateCallback
+from .results import EvalResult, RunResult, Timer
+from .rundir import RunDirectory
+
+log = get_logger("training")
+
+
+def preflight(command: str, model: str | None, check_data, model_fix: str | None = None) -> None:
+    """Check that the model and the data can be had, reporting every problem at once.
+
+    The model source must resolve (local directory, alias or reachable hub id) and the data must
+    load (`check_data()` raises DataError otherwise). One problem is raised as it is; several as
+    one error listing each with its fix (exit code of the first: 3 for the model, 4 for data).
+    """
+    problems: list[SpikelmError] = []
+    if model is not None:
+        try:
+            resolve_source(model)
+        except CheckpointError as exc:
+            if model_fix:
+                exc.hint = f"{model_fix}; {exc.hint}" if exc.hint else model_fix
+            problems.append(exc)
+    try:
+        check_data()
+    except DataError as exc:
+        problems.append(exc)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        details = []
+        for p in problems:
+            details.append(p.message)
+            details.extend(f"  {d}" for d in p.details)
+            if p.hint:
+                details.append(f"  fix: {p.hint}")
+        raise type(problems[0])(f"{command} cannot start: {len(problems)} problems", details=details)
+
+
+class Pipeline:
+    """One data family's steps. Subclasses set `family` and implement the abstract methods."""
+
+    family = ""
+    model_fix: str | None = None
+    """How to get a model when the recipe's is missing (shown by `preflight`)."""
+
+    def __init__(self, cfg, command: str, distill=None):
+        self.cfg = cfg
+        self.command = command
+        self.distill = distill
+        """The distillation settings (teacher and loss weights), or None to train on labels."""
+
+    # -- checks before anything is written ----------------------------------------------------
+
+    def preflight(self) -> None:
+        preflight(self.command, self.cfg.model, self.check_data, self.model_fix)
+
+    def check_data(self) -> None:
+        """Raise DataError when the run's data cannot be read (cheap: a few rows)."""
+
+    # -- the steps ----------------------------------------------------------------------------
+
+    def load_student(self) -> LoadedModel:
+        raise NotImplementedError
+
+    def load_teacher(self, student):
+        """The dense teacher (distillation) or None."""
+        return None
+
+    def load_data(self, loaded: LoadedModel) -> tuple[Any, dict[str, Any]]:
+        """(training dataset, {evaluation split: dataset})."""
+        raise NotImplementedError
+
+    def collator(self, loaded: LoadedModel):
+        raise NotImplementedError
+
+    def training_arguments(self, out_dir):
+        raise NotImplementedError
+
+    def trainer(self, teacher, **kwargs):
+        raise NotImplementedError
+
+    def calibration_batch(self, train_ds, collator) -> dict[str, torch.Tensor]:
+        return first_batch(train_ds, collator, self.cfg.train.batch_size)
+
+    def final_evaluation(self, trainer, evals, collator, tokenizer) -> tuple[dict, str | None, FiringReport | None]:
+        """({split: metrics}, primary metric, firing report) of the trained model."""
+        raise NotImplementedError
+
+    def after_training(self, trainer, run: RunDirectory, metrics: dict) -> None:
+        """Anything a family writes once training and evaluation are done."""
+
+
+def max_length(cfg, model) -> int:
+    """Tokens per example: `data.max_length`, or the model's positions when fewer and the length
+    was left at its default. A length set explicitly beyond the model's positions is an error."""
+    limit = model.config.max_position_embeddings
+    if cfg.data.max_length <= limit:
+        return cfg.data.max_length
+    if "max_length" in cfg.data.model_fields_set:
+        raise ConfigError(f"data.max_length is {cfg.data.max_length} but the model has {limit} positions",
+                          hint=f"set -s data.max_length={limit} or less")
+    return limit
+
+
+def first_batch(dataset, collator, batch_size: int) -> dict[str, torch.Tensor]:
+    """The first `batch_size` examples in file order, collated: the same batch on every rank."""
+    return collator([dataset[i] for i in range(min(batch_size, len(dataset)))])
+
+
+def leading_batches(dataset, collator, batch_size: int, limit: int = 4) -> list[dict[str, torch.Tensor]]:
+    """Up to `limit` batches from the start of `dataset` (for firing rates)."""
+    out = []
+    for start in range(0, min(len(dataset), batch_size * limit), batch_size):
+        out.append(collator([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]))
+    return out
+
+
+def calibrate_if_needed(model, batch: dict[str, torch.Tensor], converted: bool) -> bool:
+    """Calibrate amplitudes on `batch` when the model was converted here or is uncalibrated.
+
+    Every rank passes the same batch and `calibrate` averages across ranks, so all ranks hold
+    identical amplitudes. Returns whether it calibrated (False for a dense model)."""
+    from ..calibration import spiking_neurons
+
+    if not spiking_neurons(model):
+        return False
+    if converted or not is_calibrated(model):
+        calibrate(model, batch)
+        return True
+    return False
+
+
+def compile_if_asked(model, mode: str) -> int:
+    """`train.compile: layers`: run each spiking layer of `model` as one compiled graph (after
+    calibration, which compiled layers leave to the eager path). Returns how many layers."""
+    if mode != "layers":
+        return 0
+    from ..models.common import compile_layers
+
+    n = compile_layers(model, dynamic=True)  # batches vary in length: one graph for all lengths
+    if n == 0:
+        log.warning("train.compile is 'layers' but %s has no compilable spiking layers; it runs eagerly",
+                    type(model).__name__)
+    else:
+        log.info("compiled %d spiking layers (the first steps in training and in evaluation compile)", n)
+    return n
+
+
+def firing_of(model, batches) -> FiringReport | None:
+    """The firing report of `model` over `batches`; None for a model without spiking neurons."""
+    from ..calibration import spiking_neurons
+
+    if not spiking_neurons(model):
+        return None
+    return measure_firing(model, batches)
+
+
+def check_not_empty(task: str | None, splits: dict[str, Any]) -> None:
+    """DataError (exit 4) naming every split without examples, before any training or scoring."""
+    empty = [name for name, ds in splits.items() if len(ds) == 0]
+    if empty:
+        raise DataError(f"the {task or 'text'} data has no examples in: {', '.join(empty)}",
+                        hint="check the data files (and data.train_subset / data.eval_subset)")
+
+
+def _finite(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
+
+
+def run_training(pipeline: Pipeline, *, resume: str | None, callbacks=None) -> RunResult:
+    """Train as `pipeline` says, in its run directory; return what happened."""
+    cfg = pipeline.cfg
+    check_device(cfg.train.device)
+    pipeline.preflight()
+    with RunDirectory(cfg, pipeline.command, resume) as run:
+        loaded = pipeline.load_student()
+        teacher = pipeline.load_teacher(loaded.model)
+        train_ds, evals = pipeline.load_data(loaded)
+        check_not_empty(cfg.task, {"train": train_ds, **evals})
+        collator = pipeline.collator(loaded)
+        args = pipeline.training_arguments(run.out_dir)
+        run.write_config()
+        firing = FiringRateCallback()
+        trainer = pipeline.trainer(
+            teacher,
+            model=loaded.model,
+            args=args,
+            train_dataset=train_ds,
+            data_collator=collator,
+            processing_class=loaded.tokenizer,
+            callbacks=[firing, run.metrics_callback(), *(callbacks or [])],
+        )
+        calibrated = calibrate_if_needed(trainer.model, pipeline.calibration_batch(train_ds, collator), loaded.converted)
+        compile_if_asked(trainer.model, cfg.train.compile)
+        train_out = trainer.train(resume_from_checkpoint=run.resume_from)
+        metrics, primary, report = pipeline.final_evaluation(trainer, evals, collator, loaded.tokenizer)
+        trainer.save_model(str(run.final_dir))  # every rank calls it; only the main process writes
+        if trainer.is_world_process_zero():
+            loaded.tokenizer.save_pretrained(str(run.final_dir))
+        pipeline.after_training(trainer, run, metrics)
+        return RunResult(
+            command=pipeline.command,
+            out_dir=str(run.out_dir),
+            final_dir=str(run.final_dir),
+            task=cfg.task,
+            global_step=trainer.state.global_step,
+            epochs=float(trainer.state.epoch or 0.0),
+            train_loss=_finite(train_out.training_loss),
+            metrics=metrics,
+            primary_metric=primary,
+            best_checkpoint=trainer.state.best_model_checkpoint,
+            resumed_from=run.resume_from,
+            calibrated=calibrated,
+            firing_rate=report.mean_rate if report else None,
+            firing_rate_mean=report.description if report else None,
+            layer_firing_rates=report.layer_rates() if report else {},
+            warnings=list(firing.warnings),
+            samples_per_second=train_out.metrics.get("train_samples_per_second"),
+            seconds=run.timer.seconds,
+        )
+
+
+class Evaluation:
+    """One data family's evaluation steps (`glue.GlueEvaluation`, `seq2seq.Seq2SeqEvaluation`)."""
+
+    model_fix: str | None = None
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def check_data(self) -> None:
+        """Raise DataError when the evaluation data cannot be read (cheap: a few rows)."""
+
+    def load(self) -> LoadedModel:
+        raise NotImplementedError
+
+    def load_data(self, loaded: LoadedModel) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def calibration_batch(self, loaded: LoadedModel, data: dict[str, Any]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def score(self, loaded: LoadedModel, data: dict[str, Any]) -> tuple[dict, dict, str, FiringReport | None]:
+        """({split: metrics}, {split: examples}, primary metric, firing report)."""
+        raise NotImplementedError
+
+
+def run_evaluation(evaluation: Evaluation) -> EvalResult:
+    """Score a model as `evaluation` says; write eval_results.json (and eval_config.yaml) to
+    `out_dir` when one is given. Never writes run_config.yaml, so evaluating into a training run's
+    directory leaves that run replayable."""
+    import json
+    from pathlib import Path
+
+    from ..config import save_config
+    from ..io import atomic_write_text
+    from .rundir import seed_everything
+
+    cfg = evaluation.cfg
+    timer = Timer()
+    check_device(cfg.device)
+    seed_everything(cfg.seed)
+    preflight("eval", cfg.model, evaluation.check_data, evaluation.model_fix)
+    loaded = evaluation.load()
+    data = evaluation.load_data(loaded)
+    check_not_empty(cfg.task, data)
+    if loaded.converted:
+        calibrate_if_needed(loaded.model, evaluation.calibration_batch(loaded, data), True)
+    metrics, examples, primary, report = evaluation.score(loaded, data)
+    result = EvalResult(
+        model=str(cfg.model), task=cfg.task, metrics=metrics, examples=examples, primary_metric=primary,
+        firing_rate=report.mean_rate if report else None,
+        firing_rate_mean=report.description if report else None,
+        layer_firing_rates=report.layer_rates() if report else {},
+        converted=loaded.converted, seconds=timer.seconds,
+    )
+    if cfg.out_dir:
+        out_dir = Path(cfg.out_dir)
+        save_config(cfg, out_dir / "eval_config.yaml", header="Resolved config of a `spikelm eval` run")
+        atomic_write_text(out_dir / "eval_results.json", json.dumps(result.to_dict(), indent=2) + "\n")
+    return result

@@ -1,0 +1,249 @@
+"""The run directory: one object owns a training run's lifecycle on disk.
+
+`RunDirectory` takes the lock, resolves `--resume`, checks that a resumed run keeps its config,
+seeds every generator, writes `run_config.yaml` (with one header that says how to replay the run),
+provides the `metrics.jsonl` sink and times the run. Every training pipeline (GLUE, masked LM,
+sequence-to-sequence) goes through it, so all run directories look alike:
+
+    <out_dir>/run_config.yaml  metrics.jsonl  checkpoint-<step>/ ...  final/  .spikelm.lock (while running)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+from ..config import diff_configs, load_config, save_config
+from ..errors import CheckpointError, ConfigError
+from ..log import get_logger
+from .callbacks import JsonlMetricsCallback
+from .results import Timer
+
+log = get_logger("training")
+
+LOCK_NAME = ".spikelm.lock"
+RUN_CONFIG = "run_config.yaml"
+METRICS = "metrics.jsonl"
+FINAL = "final"
+#: Fields that may differ between a run and its resumption (they do not change the numbers).
+RESUME_MAY_CHANGE = (
+    "out_dir", "data.data_dir", "train.logging_steps", "train.save_total_limit", "train.report_to",
+    "train.num_workers", "train.eval_batch_size", "train.device",
+)
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def seed_everything(seed: int) -> None:
+    from transformers import set_seed
+
+    set_seed(seed)
+
+
+class RunLock:
+    """`<out_dir>/.spikelm.lock` holding `host pid` of the run that writes there (main process only).
+
+    A lock of a process that is gone on this host is stale and taken over; a live one, or any lock
+    written by another host (whose processes cannot be checked from here), refuses the directory.
+    """
+
+    def __init__(self, out_dir: Path):
+        self.path = out_dir / LOCK_NAME
+        self.held = False
+
+    def acquire(self) -> None:
+        if not is_main_process():
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        host = socket.gethostname()
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                owner_host, pid = _read_lock(self.path)
+                other_host = owner_host is not None and owner_host != host
+                if other_host or (pid is not None and pid != os.getpid() and _alive(pid)):
+                    where = f"host {owner_host}, pid {pid}" if other_host else f"pid {pid}"
+                    raise ConfigError(
+                        f"output directory '{self.path.parent}' is in use by another run ({where})",
+                        details=[f"lock file: {self.path}"],
+                        hint="wait for that run to finish, or choose another --out-dir; if no such run "
+                        "exists, delete the lock file",
+                    ) from None
+                log.info("removing a stale lock %s (pid %s is not running)", self.path, pid)
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(f"{host} {os.getpid()}\n")
+            self.held = True
+            return
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+def _read_lock(path: Path) -> tuple[str | None, int | None]:
+    """(host, pid) of a lock file; 0.1.0 locks hold the pid alone (host None: this host)."""
+    try:
+        parts = path.read_text().split()
+    except OSError:
+        return None, None
+    try:
+        if len(parts) == 1:
+            return None, int(parts[0])
+        return parts[0], int(parts[1])
+    except (ValueError, IndexError):
+        return None, None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def checkpoint_is_complete(path: Path) -> bool:
+    """Whether a checkpoint-<step>/ was written to the end.
+
+    The Trainer writes the weights, then optimizer, scheduler and RNG state, and `trainer_state.json`
+    last: a checkpoint is complete once that file exists and parses. A kill or a full disk during a
+    save leaves it absent or cut short."""
+    try:
+        json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def last_complete_checkpoint(out_dir: Path) -> str | None:
+    """The complete checkpoint-<step>/ of `out_dir` with the highest step; incomplete ones later
+    than it are skipped with a warning (they are what a kill during a save leaves)."""
+    steps = []
+    for child in out_dir.iterdir() if out_dir.is_dir() else ():
+        name = child.name
+        if child.is_dir() and name.startswith("checkpoint-") and name[len("checkpoint-"):].isdigit():
+            steps.append((int(name[len("checkpoint-"):]), child))
+    for _, path in sorted(steps, reverse=True):
+        if checkpoint_is_complete(path):
+            return str(path)
+        if is_main_process():
+            log.warning("skipping the incomplete checkpoint %s (its save did not finish)", path)
+    return None
+
+
+def resolve_resume(resume: str | None, out_dir: Path) -> str | None:
+    """`never` -> None (refusing a directory with checkpoints); `auto` -> the latest complete
+    checkpoint-<step>/ in `out_dir` or None; anything else must be a complete checkpoint directory."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if resume in (None, "", "never"):
+        if out_dir.is_dir() and get_last_checkpoint(str(out_dir)) is not None:
+            raise ConfigError(
+                f"'{out_dir}' already holds checkpoints of an earlier run",
+                hint="pass --resume auto to continue it, or choose another --out-dir",
+            )
+        return None
+    if resume == "auto":
+        last = last_complete_checkpoint(out_dir)
+        if is_main_process():
+            if last is None:
+                log.info("--resume auto: no checkpoint in %s, starting fresh", out_dir)
+            else:
+                log.info("--resume auto: continuing from %s", last)
+        return last
+    path = Path(resume)
+    if not checkpoint_is_complete(path):
+        raise CheckpointError(
+            f"'{resume}' is not a Trainer checkpoint, or its save did not finish (no readable trainer_state.json)",
+            hint="give a checkpoint-<step>/ directory of an earlier run, or --resume auto",
+        )
+    return str(path)
+
+
+def steps_of_checkpoint(path: str | None) -> int | None:
+    if path is None:
+        return None
+    state = json.loads((Path(path) / "trainer_state.json").read_text())
+    return int(state.get("global_step", 0))
+
+
+def default_out_dir(cfg, command: str) -> Path:
+    """The recipe's out_dir, else runs/<command>-<task> (runs/<command> without a task)."""
+    if cfg.out_dir:
+        return Path(cfg.out_dir)
+    return Path("runs") / (f"{command}-{cfg.task}" if cfg.task else command)
+
+
+def replay_header(command: str, out_dir: Path) -> str:
+    """The comment atop run_config.yaml: what wrote it and how to replay or continue the run."""
+    return (f"Resolved config of a `spikelm {command}` run; replay or continue it with:\n"
+            f"  spikelm {command} {out_dir / RUN_CONFIG} --resume auto")
+
+
+class RunDirectory:
+    """A training run's directory, used as a context manager around the whole run.
+
+    On entry: lock, resolve `resume`, check a resumed run's config, seed. `write_config()` writes
+    run_config.yaml (call it once the inputs are known to be good); `metrics_callback()` is the
+    metrics.jsonl sink; `append_metrics()` adds a record after training. On exit the lock goes.
+    """
+
+    def __init__(self, cfg, command: str, resume: str | None):
+        self.cfg = cfg
+        self.command = command
+        self.resume = resume
+        self.out_dir = default_out_dir(cfg, command)
+        self.final_dir = self.out_dir / FINAL
+        self.timer = Timer()
+        self.resume_from: str | None = None
+        self._lock = RunLock(self.out_dir)
+
+    def __enter__(self) -> "RunDirectory":
+        self._lock.acquire()
+        try:
+            self.resume_from = resolve_resume(self.resume, self.out_dir)
+            self._check_resumed_config()
+            seed_everything(self.cfg.train.seed)
+        except BaseException:
+            self._lock.release()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._lock.release()
+
+    def _check_resumed_config(self) -> None:
+        saved = self.out_dir / RUN_CONFIG
+        if self.resume_from is None or not saved.is_file():
+            return
+        old = load_config(type(self.cfg), saved, [])
+        changed = [(k, a, b) for k, a, b in diff_configs(old, self.cfg) if not k.startswith(RESUME_MAY_CHANGE)]
+        if changed:
+            raise ConfigError(
+                "the resumed run's config differs from the one it started with",
+                details=[f"{k}: {a!r} in {saved}, now {b!r}" for k, a, b in changed],
+                hint="resume with the same recipe and overrides, or start a new run in another --out-dir; "
+                f"these may change: {', '.join(RESUME_MAY_CHANGE)}",
+            )
+
+    def write_config(self) -> None:
+        if is_main_process():
+            save_config(self.cfg, self.out_dir / RUN_CONFIG, header=replay_header(self.command, self.out_dir))
+
+    def metrics_callback(self) -> JsonlMetricsCallback:
+        return JsonlMetricsCallback(self.out_dir / METRICS, resume_step=steps_of_checkpoint(self.resume_from))
+
+    def append_metrics(self, record: dict) -> None:
+        if is_main_process():
+            with (self.out_dir / METRICS).open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")

@@ -1,0 +1,184 @@
+"""The sequence-to-sequence family: summarisation (XSUM, CNN/DailyMail) with spiking BART.
+
+`finetune` trains the student on the reference summaries (cross-entropy); `distill` adds token-level
+logit KL (temperature T, on the summary tokens) and hidden-state MSE against a dense BART teacher
+(decoder and encoder states; the student's are means over its time steps), the teacher in eval mode
+under `no_grad`. The student is a spiking BART checkpoint or a dense BART converted on the fly with
+the recipe's neuron settings, calibrated on the first training batch (decoder fed the summaries).
+At the end the student generates summaries for the validation split (beam search) and is scored with
+ROUGE-1/2/L/Lsum; `eval` does the same for a saved model.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import Seq2SeqTrainer
+
+from ..checkpoints import LoadedModel, load_model, load_teacher
+from ..data.summarization import get_summarization_task, load_summarization, tokenize_summarization
+from ..evaluation.summarization import evaluate_summarization
+from .args import training_arguments
+from .losses import hidden_mse, logit_kd
+from .pipeline import Evaluation, Pipeline
+from .trainers import DistillTrainer, SpikelmTrainer
+
+HEAD = "seq2seq_lm"
+FAMILIES = ("bart",)
+PRIMARY = "rougeL"
+MODEL_FIX = "pass --model bart-base (hub) or a (spiking) BART directory, e.g. from `spikelm convert DIR --out DIR2`"
+
+
+class SpikelmSeq2SeqTrainer(SpikelmTrainer, Seq2SeqTrainer):
+    """`Seq2SeqTrainer` with spikelm's schedule horizon, finite-loss guard and loss-part logs."""
+
+
+class Seq2SeqDistillTrainer(DistillTrainer, Seq2SeqTrainer):
+    """`DistillTrainer` (teacher handling, loss-part logs) on the seq2seq Trainer, with the loss
+    read off encoder-decoder outputs:
+
+        loss = alpha_ce * CE + alpha_kd * KL(student/T || teacher/T) * T^2 on summary tokens
+             + alpha_hidden * MSE(decoder and encoder hidden states)
+    """
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not model.training:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        d = self.distill
+        need_hidden = d.alpha_hidden > 0
+        outputs = model(**inputs, output_hidden_states=need_hidden)
+        teacher_inputs = {k: inputs[k] for k in ("input_ids", "attention_mask", "decoder_input_ids") if k in inputs}
+        self.teacher.eval()
+        with torch.no_grad():
+            t_out = self.teacher(**teacher_inputs, output_hidden_states=need_hidden, use_cache=False)
+        summary_mask = inputs["labels"] != -100
+        parts: dict[str, torch.Tensor] = {}
+        if d.alpha_ce > 0:
+            parts["ce"] = outputs.loss
+        if d.alpha_kd > 0:
+            parts["kd"] = logit_kd(outputs.logits, t_out.logits, d.temperature, summary_mask)
+        if need_hidden:
+            dec = hidden_mse(outputs.decoder_hidden_states, t_out.decoder_hidden_states, summary_mask)
+            enc = hidden_mse(outputs.encoder_hidden_states, t_out.encoder_hidden_states, inputs.get("attention_mask"))
+            parts["hidden"] = (dec + enc) / 2
+        weights = {"ce": d.alpha_ce, "kd": d.alpha_kd, "hidden": d.alpha_hidden}
+        loss = sum(weights[name] * value for name, value in parts.items())
+        self.record_loss_parts(parts)
+        return (loss, outputs) if return_outputs else loss
+
+
+def _load_bart(cfg, role: str) -> LoadedModel:
+    loaded = load_model(cfg.model, head=HEAD, neuron=cfg.neuron, families=FAMILIES, role=role)
+    model = loaded.model
+    for key in ("pad_token_id", "eos_token_id", "decoder_start_token_id", "bos_token_id"):
+        setattr(model.generation_config, key, getattr(model.config, key))
+    return loaded
+
+
+def _raw_split(cfg, split: str, subset: int | None):
+    d = cfg.data
+    files = {"train": d.train_file, "validation": d.validation_file}
+    return load_summarization(cfg.task, split, data_dir=d.data_dir, files=files, text_column=d.text_column,
+                              summary_column=d.summary_column, subset=subset)
+
+
+def _score(cfg, model, tokenizer, raw, batch_size: int):
+    g = cfg.generate
+    return evaluate_summarization(model, tokenizer, raw, num_beams=g.num_beams, max_source_length=cfg.data.max_length,
+                                  max_new_tokens=g.max_new_tokens, batch_size=batch_size)
+
+
+class Seq2SeqPipeline(Pipeline):
+    """finetune and distill on a summarisation task."""
+
+    family = "summarization"
+    model_fix = MODEL_FIX
+
+    def __init__(self, cfg, command: str, distill=None):
+        super().__init__(cfg, command, distill)
+        self.spec = get_summarization_task(cfg.task)
+
+    def check_data(self) -> None:
+        _raw_split(self.cfg, "validation", 1)
+
+    def load_student(self) -> LoadedModel:
+        return _load_bart(self.cfg, "student" if self.distill else "model")
+
+    def load_teacher(self, student):
+        if self.distill is None:
+            return None
+        return load_teacher(self.distill.teacher, HEAD, student=student, distill=self.distill, num_labels=None,
+                            families=FAMILIES)
+
+    def load_data(self, loaded: LoadedModel):
+        d = self.cfg.data
+        positions = loaded.model.config.max_position_embeddings
+        out = {}
+        for split, subset in (("train", d.train_subset), ("validation", d.eval_subset)):
+            raw = _raw_split(self.cfg, split, subset)
+            out[split] = (raw, tokenize_summarization(raw, loaded.tokenizer, d.max_length, d.max_target_length,
+                                                      model_max_positions=positions))
+        self.eval_raw, self.eval_ds = out["validation"]
+        return out["train"][1], {"validation": self.eval_raw}
+
+    def collator(self, loaded: LoadedModel):
+        from transformers import DataCollatorForSeq2Seq
+
+        return DataCollatorForSeq2Seq(loaded.tokenizer, model=loaded.model, label_pad_token_id=-100)
+
+    def training_arguments(self, out_dir):
+        from transformers import Seq2SeqTrainingArguments
+
+        return training_arguments(self.cfg.train, out_dir, args_class=Seq2SeqTrainingArguments)
+
+    def trainer(self, teacher, **kwargs):
+        kwargs.update(eval_dataset=self.eval_ds if kwargs["args"].eval_strategy != "no" else None,
+                      schedule_steps=self.cfg.train.schedule_steps)
+        if teacher is None:
+            return SpikelmSeq2SeqTrainer(**kwargs)
+        return Seq2SeqDistillTrainer(**kwargs, teacher=teacher, distill=self.distill)
+
+    def final_evaluation(self, trainer, evals, collator, tokenizer):
+        res = _score(self.cfg, trainer.model, tokenizer, evals["validation"], self.cfg.train.eval_batch_size)
+        return {"validation": res.rouge}, PRIMARY, res.firing
+
+    def after_training(self, trainer, run, metrics):
+        run.append_metrics({"step": trainer.state.global_step,
+                            **{f"final_validation_{k}": v for k, v in metrics["validation"].items()}})
+
+
+class Seq2SeqEvaluation(Evaluation):
+    """eval: beam-search summaries of a split, ROUGE, firing rates."""
+
+    model_fix = MODEL_FIX
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.spec = get_summarization_task(cfg.task)
+        self.split_names = list(cfg.splits) or ["validation"]
+
+    def check_data(self) -> None:
+        _raw_split(self.cfg, self.split_names[0], 1)
+
+    def load(self) -> LoadedModel:
+        loaded = _load_bart(self.cfg, "model")
+        device = "cuda" if self.cfg.device == "cuda" or (self.cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
+        loaded.model.to(device)
+        return loaded
+
+    def load_data(self, loaded):
+        return {s: _raw_split(self.cfg, s, self.cfg.data.eval_subset) for s in self.split_names}
+
+    def calibration_batch(self, loaded, data):
+        """A dense BART converted here calibrates on the first documents."""
+        raw = data[self.split_names[0]]
+        enc = loaded.tokenizer(list(raw["document"][: self.cfg.batch_size]), max_length=self.cfg.data.max_length,
+                               truncation=True, padding=True, return_tensors="pt")
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    def score(self, loaded, data):
+        metrics, examples, report = {}, {}, None
+        for split, raw in data.items():
+            res = _score(self.cfg, loaded.model, loaded.tokenizer, raw, self.cfg.batch_size)
+            metrics[split], examples[split] = res.rouge, res.num_examples
+            report = report or res.firing
+        return metrics, examples, PRIMARY, report

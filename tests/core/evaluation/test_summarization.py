@@ -1,0 +1,104 @@
+"""Summarisation data loading, ROUGE evaluation with generation, and their bad inputs."""
+
+import json
+
+import pytest
+import torch
+from transformers import BertTokenizerFast
+
+import spikelm_core  # noqa: F401
+from spikelm_core.calibration import calibrate
+from spikelm_core.data.summarization import load_summarization, tokenize_summarization
+from spikelm_core.errors import ConfigError, DataError
+from spikelm_core.evaluation.metrics import rouge_scores
+from spikelm_core.evaluation.summarization import evaluate_summarization, generate_summaries, lead_sentences
+from spikelm_core.models.spiking_bart import SpikingBartConfig, SpikingBartForConditionalGeneration
+
+from tests.conftest import write_tiny_vocab
+from tests.core.models.test_spiking_bart import BART_TINY
+
+
+def write_jsonl(path, rows):
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def test_local_jsonl_and_column_names(tmp_path):
+    write_jsonl(tmp_path / "validation.jsonl", [{"document": "a b c", "summary": "a", "id": 1}] * 3)
+    ds = load_summarization("xsum", "validation", data_dir=tmp_path)
+    assert len(ds) == 3 and ds[0]["document"] == "a b c" and ds[0]["summary"] == "a"
+    f = write_jsonl(tmp_path / "cnn.jsonl", [{"article": "x y", "highlights": "x\ny"}])
+    ds = load_summarization("cnn_dm", "validation", files={"validation": f})
+    assert set(ds.column_names) == {"document", "summary"}
+    assert ds[0]["summary"] == "x\ny"
+
+
+def test_missing_columns_are_named(tmp_path):
+    f = write_jsonl(tmp_path / "v.jsonl", [{"article": "x", "abstract": "y"}])
+    with pytest.raises(DataError) as exc:
+        load_summarization("cnn_dm", "validation", files={"validation": f})
+    assert "highlights" in exc.value.message and "article, abstract" in exc.value.details[0]
+    ds = load_summarization("cnn_dm", "validation", files={"validation": f}, summary_column="abstract")
+    assert ds[0]["summary"] == "y"
+
+
+def test_empty_document_and_missing_files(tmp_path):
+    f = write_jsonl(tmp_path / "v.jsonl", [{"document": "ok", "summary": "s"}, {"document": "  ", "summary": "s"}])
+    with pytest.raises(DataError, match="empty document"):
+        load_summarization("xsum", "validation", files={"validation": f})
+    with pytest.raises(DataError, match="no validation file"):
+        load_summarization("xsum", "validation", data_dir=_empty_dir(tmp_path))
+    with pytest.raises(DataError, match="hub is offline"):
+        load_summarization("xsum", "validation")
+    with pytest.raises(ConfigError, match="valid tasks"):
+        load_summarization("gigaword", "validation")
+
+
+def _empty_dir(tmp_path):
+    d = tmp_path / "empty"
+    d.mkdir()
+    return d
+
+
+def test_source_length_beyond_positions_is_refused(tmp_path):
+    write_jsonl(tmp_path / "validation.jsonl", [{"document": "a", "summary": "b"}])
+    ds = load_summarization("xsum", "validation", data_dir=tmp_path)
+    tok = BertTokenizerFast(vocab=str(write_tiny_vocab(tmp_path / "vocab.txt")))
+    with pytest.raises(ConfigError, match="exceeds the model's 64 positions"):
+        tokenize_summarization(ds, tok, max_source_length=128, model_max_positions=64)
+
+
+def test_rouge_hand_computed():
+    # unigram overlap 2 of 3 both ways -> R1 F = 2/3; bigram "the cat" shared of 2 -> R2 F = 1/2
+    scores = rouge_scores(["the cat sat"], ["the cat ran"])
+    assert scores["rouge1"] == pytest.approx(200 / 3)
+    assert scores["rouge2"] == pytest.approx(50.0)
+    assert scores["rougeL"] == pytest.approx(200 / 3)
+
+
+def test_generation_and_rouge_on_a_tiny_spiking_bart(tmp_path):
+    tok = BertTokenizerFast(vocab=str(write_tiny_vocab(tmp_path / "vocab.txt")))
+    cfg = SpikingBartConfig(**{**BART_TINY, "num_timesteps": 2, "pad_token_id": tok.pad_token_id,
+                               "bos_token_id": tok.cls_token_id, "eos_token_id": tok.sep_token_id,
+                               "decoder_start_token_id": tok.cls_token_id})
+    torch.manual_seed(0)
+    model = SpikingBartForConditionalGeneration(cfg)
+    write_jsonl(tmp_path / "validation.jsonl",
+                [{"document": "the river rose and the farmers watched", "summary": "the river rose"}] * 4)
+    ds = load_summarization("xsum", "validation", data_dir=tmp_path)
+    enc = tok(list(ds["document"]), return_tensors="pt", padding=True)
+    calibrate(model, {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
+    res = evaluate_summarization(model, tok, ds, num_beams=2, max_source_length=32, max_new_tokens=5, batch_size=2)
+    assert res.num_examples == 4 and set(res.rouge) == {"rouge1", "rouge2", "rougeL", "rougeLsum"}
+    assert 0.0 < res.mean_firing_rate < 1.0 and "decoder.layers.0" in res.layer_firing_rates
+    with pytest.raises(ConfigError, match="beam size"):
+        generate_summaries(model, tok, ["x"], num_beams=0)
+
+
+def test_lead_1_on_real_xsum_matches_the_documented_sanity_value(shared_data):
+    ds = load_summarization("xsum", "test", files={"test": shared_data / "summarization/xsum/xsum-1000.jsonl"},
+                            subset=50)
+    scores = rouge_scores([lead_sentences(d) for d in ds["document"]], list(ds["summary"]))
+    assert scores["rouge1"] == pytest.approx(17.5, abs=0.1)
+    assert scores["rouge2"] == pytest.approx(1.5, abs=0.1)
+    assert scores["rougeL"] == pytest.approx(12.8, abs=0.1)

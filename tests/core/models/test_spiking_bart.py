@@ -1,0 +1,142 @@
+"""Spiking BART: placement, dense-weight round trip, cached = uncached decoding, Auto classes."""
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForSeq2SeqLM, BartConfig, BartForConditionalGeneration, BertTokenizerFast
+
+import spikelm_core  # noqa: F401
+from spikelm_core.calibration import calibrate, is_calibrated
+from spikelm_core.conversion import convert_model
+from spikelm_core.neurons.settings import NeuronSettings
+from spikelm_core.models.common import SpikeLinear, SpikeMatmul
+from spikelm_core.models.spiking_bart import SpikingBartConfig, SpikingBartForConditionalGeneration
+from spikelm_core.models.spiking_bart.modeling_spiking_bart import SpikingBartAttention
+from spikelm_core.neurons import BiSpikeNeuron, TernarySpike
+
+from tests.conftest import write_tiny_vocab
+
+BART_TINY = dict(
+    vocab_size=99, d_model=24, encoder_layers=2, decoder_layers=2, encoder_attention_heads=3,
+    decoder_attention_heads=3, encoder_ffn_dim=37, decoder_ffn_dim=37, max_position_embeddings=64,
+    pad_token_id=0, bos_token_id=2, eos_token_id=3, decoder_start_token_id=2, forced_eos_token_id=None,
+)
+
+
+def tiny(**kw):
+    return SpikingBartConfig(**{**BART_TINY, "num_timesteps": 3, **kw})
+
+
+def batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 99, (5, 9), generator=g)
+    mask = torch.ones_like(ids)
+    mask[0, 7:] = 0
+    ids[0, 7:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def test_neurons_before_every_linear_and_on_every_kv():
+    m = SpikingBartForConditionalGeneration(tiny())
+    dec = m.model.decoder.layers[0]
+    for attn in (m.model.encoder.layers[0].self_attn, dec.self_attn, dec.encoder_attn):
+        for lin in (attn.q_proj, attn.k_proj, attn.v_proj, attn.out_proj):
+            assert isinstance(lin, SpikeLinear) and isinstance(lin.neuron, BiSpikeNeuron)
+        assert isinstance(attn.qk, SpikeMatmul) and isinstance(attn.qk.neuron, TernarySpike)
+        assert isinstance(attn.av.neuron, TernarySpike)
+    assert isinstance(dec.fc1, SpikeLinear) and isinstance(dec.fc2, SpikeLinear)
+    assert type(m.lm_head) is torch.nn.Linear
+    # 2 encoder layers x 8 + 2 decoder layers x 14
+    assert len(m.spiking_neurons()) == 44
+
+
+def test_parameter_names_equal_hf_bart():
+    dense = BartForConditionalGeneration(BartConfig(**BART_TINY))
+    spiking = SpikingBartForConditionalGeneration(tiny())
+    spiking_keys = {k for k in spiking.state_dict() if not k.endswith((".alpha", ".calibrated"))}
+    assert spiking_keys == set(dense.state_dict())
+
+
+def test_training_loss_backpropagates_with_hidden_states():
+    m = SpikingBartForConditionalGeneration(tiny())
+    labels = torch.randint(5, 99, (5, 6))
+    out = m(**batch(), labels=labels, output_hidden_states=True)
+    assert out.logits.shape == (5, 6, 99)
+    assert len(out.decoder_hidden_states) == 3 and len(out.encoder_hidden_states) == 3
+    out.loss.backward()
+    assert m.model.decoder.layers[0].encoder_attn.k_proj.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("readout", ["per_step", "mean"])
+def test_incremental_decoding_equals_full_forward(readout):
+    torch.manual_seed(1)
+    m = SpikingBartForConditionalGeneration(tiny(encoder_readout=readout, dropout=0.0)).eval()
+    b = batch()
+    calibrate(m, b)
+    dec = torch.randint(5, 99, (5, 6))
+    dec[:, 0] = 2
+    with torch.no_grad():
+        full = m(**b, decoder_input_ids=dec, use_cache=False).logits
+        enc = m.get_encoder()(**b)
+        cache, steps = None, []
+        for i in range(dec.shape[1]):
+            out = m(attention_mask=b["attention_mask"], encoder_outputs=enc, decoder_input_ids=dec[:, i : i + 1],
+                    cache=cache, use_cache=True)
+            cache = out.cache
+            steps.append(out.logits)
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_generate_with_and_without_cache_gives_same_tokens(num_beams):
+    torch.manual_seed(2)
+    m = SpikingBartForConditionalGeneration(tiny(dropout=0.0)).eval()
+    b = batch(seed=3)
+    calibrate(m, b)
+    kw = dict(max_new_tokens=7, min_new_tokens=7, num_beams=num_beams, do_sample=False,
+              pad_token_id=0, eos_token_id=3, decoder_start_token_id=2)
+    with_cache = m.generate(**b, use_cache=True, **kw)
+    without = m.generate(**b, use_cache=False, **kw)
+    assert with_cache.shape == (5, 8)
+    assert torch.equal(with_cache, without)
+
+
+def test_fused_and_reference_attention_agree():
+    torch.manual_seed(4)
+    m = SpikingBartForConditionalGeneration(tiny(dropout=0.0, attention_dropout=0.0)).eval()
+    b = batch()
+    calibrate(m, b)
+    dec = torch.randint(5, 99, (5, 4))
+    outs = {}
+    for impl in ("fused", "reference"):
+        SpikingBartAttention.attention_impl = impl
+        try:
+            outs[impl] = m(**b, decoder_input_ids=dec, use_cache=False).logits
+        finally:
+            SpikingBartAttention.attention_impl = "fused"
+    torch.testing.assert_close(outs["fused"], outs["reference"], atol=1e-5, rtol=1e-5)
+
+
+@pytest.fixture
+def tiny_dense_bart_dir(tmp_path):
+    d = tmp_path / "dense_bart"
+    torch.manual_seed(0)
+    BartForConditionalGeneration(BartConfig(**BART_TINY)).save_pretrained(d)
+    BertTokenizerFast(vocab=str(write_tiny_vocab(tmp_path / "vocab.txt"))).save_pretrained(d)
+    return d
+
+
+def test_convert_dense_bart_round_trip(tiny_dense_bart_dir, tmp_path):
+    out = tmp_path / "spiking_bart"
+    r = convert_model(str(tiny_dense_bart_dir), out, NeuronSettings(num_timesteps=2), seq_len=16, batch_size=2)
+    assert r.architecture == "SpikingBartForConditionalGeneration"
+    assert not r.newly_initialised
+    src, dst = load_file(tiny_dense_bart_dir / "model.safetensors"), load_file(out / "model.safetensors")
+    for key, tensor in src.items():
+        assert torch.equal(dst[key], tensor), key
+    model = AutoModelForSeq2SeqLM.from_pretrained(out)
+    assert isinstance(model, SpikingBartForConditionalGeneration) and is_calibrated(model)
+    assert set(r.layer_firing_rates) == {"encoder.layers.0", "encoder.layers.1", "decoder.layers.0", "decoder.layers.1"}
+    dense = BartForConditionalGeneration.from_pretrained(tiny_dense_bart_dir)
+    assert torch.equal(model.model.shared.weight, dense.model.shared.weight)
+    assert model.lm_head.weight.data_ptr() == model.model.shared.weight.data_ptr()

@@ -1,0 +1,200 @@
+"""Spiking BERT: placement, shapes, Auto round trip, calibration state, gradients."""
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification
+
+import spikelm_core  # noqa: F401  (registers the Auto classes)
+from spikelm_core.calibration import calibrate, is_calibrated
+from spikelm_core.firing import measure_firing
+from spikelm_core.models.spiking_bert import (
+    SpikeLinear,
+    SpikeMatmul,
+    SpikingBertConfig,
+    SpikingBertForMaskedLM,
+    SpikingBertForPreTraining,
+    SpikingBertForSequenceClassification,
+    SpikingBertModel,
+)
+from spikelm_core.neurons import BiSpikeNeuron, LIFNeuron, TernarySpike
+
+from tests.conftest import TINY
+
+
+def tiny_config(**kw):
+    return SpikingBertConfig(**{**TINY, "num_timesteps": 3, **kw})
+
+
+def batch(B=5, L=7, vocab=99, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, vocab, (B, L), generator=g)
+    mask = torch.ones(B, L, dtype=torch.long)
+    mask[0, L - 2 :] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def test_neurons_sit_where_spikelm_puts_them():
+    m = SpikingBertModel(tiny_config())
+    layer = m.encoder.layer[0]
+    for lin in (layer.attention.self.query, layer.attention.self.key, layer.attention.self.value,
+                layer.attention.output.dense, layer.intermediate.dense, layer.output.dense):
+        assert isinstance(lin, SpikeLinear) and isinstance(lin.neuron, BiSpikeNeuron)
+    for mm in (layer.attention.self.qk, layer.attention.self.av):
+        assert isinstance(mm, SpikeMatmul) and isinstance(mm.neuron, TernarySpike)
+    # three separate Q/K/V neurons
+    ids = {id(layer.attention.self.query.neuron), id(layer.attention.self.key.neuron),
+           id(layer.attention.self.value.neuron)}
+    assert len(ids) == 3
+    assert len(m.spiking_neurons()) == 8 * TINY["num_hidden_layers"]
+    assert type(m.pooler.dense) is torch.nn.Linear  # pooler stays float
+
+
+def test_lif_variant_and_float_kv():
+    m = SpikingBertModel(tiny_config(neuron_kind="lif", spike_kv=False))
+    layer = m.encoder.layer[0]
+    assert isinstance(layer.attention.self.query.neuron, LIFNeuron)
+    assert isinstance(layer.attention.self.qk.neuron, torch.nn.Identity)
+
+
+def test_parameter_names_equal_hf_bert():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    dense = BertForSequenceClassification(BertConfig(**TINY))
+    spiking = SpikingBertForSequenceClassification(tiny_config())
+    dense_keys = set(dense.state_dict())
+    spiking_params = {k for k in spiking.state_dict() if not k.endswith((".alpha", ".calibrated"))}
+    assert spiking_params == dense_keys
+
+
+@pytest.mark.parametrize("T", [1, 3])
+def test_forward_shapes_and_time_axis(T):
+    m = SpikingBertModel(tiny_config(num_timesteps=T)).eval()
+    out = m(**batch(), output_hidden_states=True, output_spike_states=True, output_attentions=True)
+    assert out.last_hidden_state.shape == (5, 7, 24)
+    assert out.pooler_output.shape == (5, 24)
+    assert out.spike_states.shape == (T, 5, 7, 24)
+    torch.testing.assert_close(out.spike_states.mean(0), out.last_hidden_state)
+    assert len(out.hidden_states) == 3 and out.hidden_states[0].shape == (5, 7, 24)
+    assert out.attentions[0].shape == (5, 3, 7, 7)
+
+
+def test_padding_does_not_change_unpadded_rows():
+    m = SpikingBertModel(tiny_config()).eval()
+    b = batch()
+    calibrate(m, b)
+    full = m(**b).last_hidden_state
+    longer = {k: torch.cat([v, torch.zeros(5, 3, dtype=v.dtype)], 1) for k, v in b.items()}
+    padded = m(**longer).last_hidden_state[:, :7]
+    torch.testing.assert_close(full[1:], padded[1:], atol=1e-5, rtol=1e-5)
+
+
+def test_classification_regression_and_mlm_losses_backpropagate():
+    b = batch()
+    cls = SpikingBertForSequenceClassification(tiny_config(num_labels=3))
+    out = cls(**b, labels=torch.tensor([0, 1, 2, 1, 0]))
+    out.loss.backward()
+    assert cls.bert.encoder.layer[0].attention.self.query.weight.grad.abs().sum() > 0
+    reg = SpikingBertForSequenceClassification(tiny_config(num_labels=1))
+    out = reg(**b, labels=torch.rand(5) * 5)
+    assert reg.config.problem_type == "regression" and out.logits.shape == (5, 1)
+    out.loss.backward()
+    mlm = SpikingBertForMaskedLM(tiny_config())
+    labels = b["input_ids"].clone()
+    labels[:, ::2] = -100
+    out = mlm(**b, labels=labels)
+    assert out.logits.shape == (5, 7, 99)
+    out.loss.backward()
+    pt = SpikingBertForPreTraining(tiny_config())
+    pt(**b, labels=labels, next_sentence_label=torch.tensor([0, 1, 0, 1, 1])).loss.backward()
+
+
+def test_explicit_calibration_and_auto_round_trip(tmp_path):
+    model = SpikingBertForSequenceClassification(tiny_config()).eval()
+    assert not is_calibrated(model)
+    calibrate(model, batch(seed=1))
+    assert is_calibrated(model)
+    b = batch(seed=2)
+    logits = model(**b).logits
+    model.save_pretrained(tmp_path)
+    assert AutoConfig.from_pretrained(tmp_path).model_type == "spiking_bert"
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    assert is_calibrated(loaded)
+    for (n1, a), (n2, c) in zip(model.spiking_neurons(), loaded.spiking_neurons()):
+        assert n1 == n2 and torch.equal(a.alpha, c.alpha)
+    torch.testing.assert_close(loaded(**b).logits, logits, atol=0, rtol=0)  # no recalibration on load
+    base = AutoModel.from_pretrained(tmp_path)
+    assert isinstance(base, SpikingBertModel) and is_calibrated(base)
+    assert (tmp_path / "model.safetensors").is_file()
+
+
+def test_mlm_round_trip_keeps_tied_decoder(tmp_path):
+    m = SpikingBertForMaskedLM(tiny_config())
+    calibrate(m, batch())
+    m.save_pretrained(tmp_path)
+    loaded = AutoModelForMaskedLM.from_pretrained(tmp_path)
+    assert loaded.cls.predictions.decoder.weight.data_ptr() == loaded.bert.embeddings.word_embeddings.weight.data_ptr()
+
+
+def test_measure_firing_reports_every_neuron():
+    m = SpikingBertModel(tiny_config())
+    b = batch()
+    calibrate(m, b)
+    rep = measure_firing(m, [b, batch(seed=3)], detail=True)
+    assert len(rep.neurons) == 16
+    assert 0.0 < rep.mean_rate < 1.0
+    profile = next(iter(rep.profiles.values()))
+    assert len(profile.step_positive) == 3 and len(profile.step_negative) == 3
+
+
+def test_bad_config_values_name_the_field():
+    with pytest.raises(Exception, match="k: Input should be greater than 0"):
+        tiny_config(k=-1.0)
+    with pytest.raises(Exception, match="reset: Input should be .official., .soft. or .none."):
+        tiny_config(reset="hard")
+    with pytest.raises(Exception, match="num_timesteps: Input should be greater than or equal to 1"):
+        tiny_config(num_timesteps=0)
+
+
+@pytest.mark.parametrize("T", [1, 3])
+def test_fused_attention_equals_reference(T):
+    from spikelm_core.models.spiking_bert.modeling_spiking_bert import SpikingBertSelfAttention
+
+    torch.manual_seed(0)
+    cfg = tiny_config(num_timesteps=T, attention_probs_dropout_prob=0.0, hidden_dropout_prob=0.0, num_labels=2)
+    model = SpikingBertForSequenceClassification(cfg)
+    b = batch()
+    calibrate(model, b)
+    labels = torch.tensor([0, 1, 1, 0, 1])
+    results = {}
+    for impl in ("fused", "reference"):
+        SpikingBertSelfAttention.attention_impl = impl
+        try:
+            model.zero_grad()
+            out = model(**b, labels=labels)
+            out.loss.backward()
+            results[impl] = (out.logits.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None])
+        finally:
+            SpikingBertSelfAttention.attention_impl = "fused"
+    torch.testing.assert_close(results["fused"][0], results["reference"][0], atol=1e-5, rtol=1e-5)
+    for g1, g2 in zip(results["fused"][1], results["reference"][1]):
+        torch.testing.assert_close(g1, g2, atol=1e-5, rtol=1e-4)
+
+
+def test_learn_alpha_trains_amplitudes_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    model = SpikingBertForSequenceClassification(tiny_config(learn_alpha=True, num_labels=2))
+    b = batch()
+    calibrate(model, b)
+    neurons = [m for m in model.modules() if isinstance(m, (BiSpikeNeuron, TernarySpike))]
+    assert neurons and all(isinstance(n.alpha, torch.nn.Parameter) for n in neurons)
+    before = {id(n): n.alpha.detach().clone() for n in neurons}
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model(**b, labels=torch.tensor([0, 1, 1, 0, 1])).loss.backward()
+    assert all(n.alpha.grad is not None for n in neurons)
+    opt.step()
+    assert any(not torch.equal(n.alpha.detach(), before[id(n)]) for n in neurons)
+    model.save_pretrained(tmp_path / "m")
+    again = AutoModelForSequenceClassification.from_pretrained(tmp_path / "m")
+    assert again.config.learn_alpha and is_calibrated(again)
+    torch.testing.assert_close(again.bert.encoder.layer[0].attention.self.query.neuron.alpha.detach(),
+                               model.bert.encoder.layer[0].attention.self.query.neuron.alpha.detach())

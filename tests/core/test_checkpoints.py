@@ -1,0 +1,596 @@
+"""`spikelm_core.checkpoints`: the one loader. Key-for-key copies, round trips, and every refusal
+(pickles, remote code, label counts, neuron settings, families), plus a source-tree check that no
+other module loads models, weights or tokenizers itself."""
+
+import ast
+import json
+import logging
+import pickle
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import (
+    AutoModel,
+    BartConfig,
+    BartForConditionalGeneration,
+    BertConfig,
+    BertForMaskedLM,
+    BertForSequenceClassification,
+    BertModel,
+    BertTokenizerFast,
+)
+
+import spikelm_core  # noqa: F401
+from spikelm_core.calibration import calibrate, is_calibrated
+from spikelm_core.checkpoints import (
+    FAMILIES,
+    HEADS,
+    check_teacher,
+    load_model,
+    load_teacher,
+    load_tokenizer,
+    read_config,
+    read_state_dict,
+    save_model,
+)
+from spikelm_core.errors import CheckpointError, ConfigError
+from spikelm_core.neurons.settings import NeuronSettings
+from tests.conftest import REPO, TINY, write_tiny_vocab
+
+BART_TINY = dict(
+    vocab_size=99, d_model=24, encoder_layers=2, decoder_layers=2, encoder_attention_heads=3,
+    decoder_attention_heads=3, encoder_ffn_dim=37, decoder_ffn_dim=37, max_position_embeddings=64,
+    pad_token_id=0, bos_token_id=2, eos_token_id=3, decoder_start_token_id=2, forced_eos_token_id=None,
+)
+
+
+def _save(model, d: Path) -> Path:
+    model.save_pretrained(d)
+    BertTokenizerFast(vocab=str(write_tiny_vocab(d / "vocab.txt")), do_lower_case=True).save_pretrained(d)
+    return d
+
+
+def dense_dir(tmp_path: Path, kind: str, seed: int = 0, **kw) -> Path:
+    torch.manual_seed(seed)
+    make = {
+        "bert": lambda: BertModel(BertConfig(**{**TINY, **kw})),
+        "bert-cls": lambda: BertForSequenceClassification(BertConfig(**{**TINY, "num_labels": 3, **kw})),
+        "bert-mlm": lambda: BertForMaskedLM(BertConfig(**{**TINY, **kw})),
+        "bart": lambda: BartForConditionalGeneration(BartConfig(**{**BART_TINY, **kw})),
+    }[kind]
+    return _save(make(), tmp_path / kind)
+
+
+def batch():
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 99, (5, 7), generator=g)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def spiking_dir(tmp_path: Path, kind: str = "bert", **neuron) -> Path:
+    loaded = load_model(dense_dir(tmp_path, kind), head=None, neuron=NeuronSettings(**{"num_timesteps": 3, **neuron}))
+    calibrate(loaded.model, batch())
+    return save_model(loaded.model, loaded.tokenizer, tmp_path / f"{kind}-spiking")
+
+
+# ------------------------------------------------------------------------------- the family table
+
+def test_family_table_names_every_head_with_a_spiking_and_a_dense_class():
+    import transformers
+
+    for family in FAMILIES.values():
+        assert set(family.heads) <= set(HEADS) and "base" in family.heads
+        for head, (spiking_cls, dense_name) in family.heads.items():
+            assert spiking_cls.config_class is family.spiking_config
+            assert hasattr(transformers, dense_name), dense_name
+    assert FAMILIES["bart"].heads["seq2seq_lm"][1] == "BartForConditionalGeneration"
+
+
+# ------------------------------------------------------------------------------- dense -> spiking
+
+@pytest.mark.parametrize("kind,head,cls", [
+    pytest.param("bert", "base", "SpikingBertModel", id="bert-base"),
+    pytest.param("bert-cls", None, "SpikingBertForSequenceClassification", id="bert-classifier"),
+    pytest.param("bert-mlm", "masked_lm", "SpikingBertForMaskedLM", id="bert-mlm"),
+    pytest.param("bart", "seq2seq_lm", "SpikingBartForConditionalGeneration", id="bart-lm"),
+    pytest.param("bart", "base", "SpikingBartModel", id="bart-base-from-lm"),
+])
+def test_dense_to_spiking_copies_every_weight_key_for_key(tmp_path, kind, head, cls):
+    d = dense_dir(tmp_path, kind)
+    loaded = load_model(d, head=head, neuron=NeuronSettings(num_timesteps=3))
+    assert type(loaded.model).__name__ == cls and loaded.converted and not is_calibrated(loaded.model)
+    assert loaded.family == kind.split("-")[0] and loaded.model_dir == d
+    target = loaded.model.state_dict()
+    prefix = loaded.model.base_model_prefix + "."
+    copied = 0
+    for key, tensor in read_state_dict(d).items():
+        dest = key if key in target else key.removeprefix(prefix)
+        if dest not in target:  # the LM head of a checkpoint loaded as its base model
+            assert head == "base" and key in loaded.weights.dropped, key
+            continue
+        assert torch.equal(target[dest], tensor), key
+        copied += 1
+    assert loaded.weights.copied == copied and not loaded.weights.newly_initialised
+    assert loaded.model.config.num_timesteps == 3
+
+
+def test_tf_style_layernorm_names_are_mapped(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    d = dense_dir(tmp_path, "bert")
+    state = load_file(d / "model.safetensors")
+    renamed = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+               for k, v in state.items()}
+    save_file(renamed, d / "model.safetensors")
+    loaded = load_model(d)
+    key = "embeddings.LayerNorm.weight"
+    assert torch.equal(loaded.model.state_dict()[key], state[key])
+
+
+def test_missing_encoder_weights_are_an_error(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    d = dense_dir(tmp_path, "bert")
+    state = load_file(d / "model.safetensors")
+    save_file({k: v for k, v in state.items() if ".layer.1." not in k}, d / "model.safetensors")
+    with pytest.raises(CheckpointError, match="lacks .* BERT weight") as exc:
+        load_model(d)
+    assert exc.value.exit_code == 3
+
+
+def test_sharded_checkpoint_loads_and_shard_names_stay_inside(tmp_path):
+    torch.manual_seed(0)
+    d = _save(BertModel(BertConfig(**TINY)), tmp_path / "sharded")
+    (d / "model.safetensors").unlink()
+    BertModel(BertConfig(**TINY)).save_pretrained(tmp_path / "tmp", max_shard_size="20KB")
+    for f in (tmp_path / "tmp").glob("model*.safetensors*"):
+        shutil.copy(f, d / f.name)
+    assert (d / "model.safetensors.index.json").is_file()
+    assert len(read_state_dict(d)) == len(BertModel(BertConfig(**TINY)).state_dict())
+    index = json.loads((d / "model.safetensors.index.json").read_text())
+    first = next(iter(index["weight_map"]))
+    index["weight_map"][first] = "../elsewhere.safetensors"
+    (d / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match="outside the model directory"):
+        read_state_dict(d)
+
+
+# --------------------------------------------------------------------------------- spiking checkpoints
+
+def test_spiking_round_trip(tmp_path):
+    out = spiking_dir(tmp_path, k=3.0)
+    first = load_model(out)
+    assert type(first.model).__name__ == "SpikingBertModel" and not first.converted
+    assert is_calibrated(first.model)
+    assert NeuronSettings.from_model_config(first.model.config) == NeuronSettings(num_timesteps=3, k=3.0)
+    again = save_model(first.model, first.tokenizer, tmp_path / "again")
+    second = load_model(again)
+    a, b = first.model.state_dict(), second.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with torch.no_grad():
+        assert torch.equal(first.model(**batch()).last_hidden_state, second.model(**batch()).last_hidden_state)
+    assert type(AutoModel.from_pretrained(again)).__name__ == "SpikingBertModel"  # Auto classes still work
+
+
+def test_spiking_encoder_gets_a_fresh_classifier(tmp_path):
+    out = spiking_dir(tmp_path)
+    labels = {"id2label": {0: "neg", 1: "pos"}, "label2id": {"neg": 0, "pos": 1}}
+    loaded = load_model(out, head="sequence_classification", num_labels=2, label_maps=labels)
+    assert type(loaded.model).__name__ == "SpikingBertForSequenceClassification"
+    assert sorted(loaded.weights.newly_initialised) == ["classifier.bias", "classifier.weight"]
+    assert loaded.model.config.id2label == {0: "neg", 1: "pos"} and is_calibrated(loaded.model)
+
+
+def test_explicit_neuron_settings_must_agree_with_a_spiking_checkpoint(tmp_path):
+    out = spiking_dir(tmp_path)  # saved with T=3, k=2
+    assert load_model(out, neuron=NeuronSettings()).model.config.num_timesteps == 3  # defaults do not count
+    assert load_model(out, neuron=NeuronSettings(num_timesteps=3, k=2.0)).model.config.num_timesteps == 3
+    with pytest.raises(ConfigError) as exc:
+        load_model(out, neuron=NeuronSettings(num_timesteps=4, k=3.0, reset="soft"))
+    assert exc.value.exit_code == 2
+    assert exc.value.details == ["neuron.k: checkpoint 2.0, asked 3.0", "neuron.num_timesteps: checkpoint 3, asked 4",
+                                 "neuron.reset: checkpoint 'official', asked 'soft'"]
+    assert "convert" in exc.value.hint
+    with pytest.raises(ConfigError, match="neuron.kind: checkpoint 'elastic_bi', asked 'dense'"):
+        load_model(out, neuron=NeuronSettings(kind="dense"))
+
+
+def test_learn_alpha_may_be_switched_on_for_a_spiking_checkpoint(tmp_path):
+    out = spiking_dir(tmp_path)
+    loaded = load_model(out, neuron=NeuronSettings(learn_alpha=True))
+    assert loaded.model.config.learn_alpha is True
+    neuron = next(n for _, n in loaded.model.spiking_neurons() if hasattr(n, "alpha"))
+    assert isinstance(neuron.alpha, torch.nn.Parameter) and is_calibrated(loaded.model)
+
+
+def test_neuron_fields_in_config_overrides_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="may not set neuron fields: k"):
+        load_model(dense_dir(tmp_path, "bert"), config_overrides={"k": 3.0, "hidden_dropout_prob": 0.0})
+
+
+# --------------------------------------------------------------------------------------- dense models
+
+def test_dense_kind_loads_the_dense_transformers_model(tmp_path):
+    d = dense_dir(tmp_path, "bert-cls")
+    loaded = load_model(d, head="sequence_classification", neuron=NeuronSettings(kind="dense"), num_labels=3)
+    assert type(loaded.model) is BertForSequenceClassification and not loaded.converted
+    state = read_state_dict(d)
+    target = loaded.model.state_dict()
+    assert all(torch.equal(target[k], v) for k, v in state.items() if k in target)
+    assert not loaded.weights.newly_initialised and not loaded.model.training
+
+
+# ------------------------------------------------------------------------------------------ labels
+
+def test_label_count_mismatch_is_refused_unless_the_head_is_reinitialised(tmp_path):
+    d = dense_dir(tmp_path, "bert-cls")  # 3 labels
+    with pytest.raises(CheckpointError) as exc:
+        load_model(d, head="sequence_classification", num_labels=2, role="student")
+    assert exc.value.exit_code == 3
+    assert "student" in exc.value.message and "3 labels" in exc.value.message and "2 are asked" in exc.value.message
+    assert "reinit_head" in exc.value.hint
+    loaded = load_model(d, head="sequence_classification", num_labels=2, reinit_head=True)
+    assert loaded.model.classifier.weight.shape == (2, 24)
+    assert sorted(loaded.weights.reinitialised) == ["classifier.bias", "classifier.weight"]
+    assert loaded.model.config.num_labels == 2 and len(loaded.model.config.id2label) == 2
+
+
+# ----------------------------------------------------------------------------------------- families
+
+def test_family_restriction_names_what_was_found_and_what_is_accepted(tmp_path):
+    d = dense_dir(tmp_path, "bart")
+    with pytest.raises(CheckpointError) as exc:
+        load_model(d, head="sequence_classification", families=("bert",), role="student")
+    assert exc.value.exit_code == 3
+    assert "'bart'" in exc.value.message and "BERT-family encoder" in exc.value.message and "student" in exc.value.message
+    assert "GLUE tasks" in " ".join(exc.value.details) and "BERT" in exc.value.hint
+    with pytest.raises(CheckpointError, match=r"needs an encoder-decoder \(BART\) model"):
+        load_model(dense_dir(tmp_path, "bert"), head="seq2seq_lm", families=("bart",))
+    with pytest.raises(CheckpointError, match="BART models have no 'masked_lm' head"):
+        load_model(d, head="masked_lm")
+
+
+def test_unsupported_model_type_names_the_families(tmp_path):
+    d = tmp_path / "gpt"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    with pytest.raises(CheckpointError) as exc:
+        read_config(d)
+    assert "'gpt2'" in exc.value.message and "spiking_bart" in " ".join(exc.value.details)
+
+
+# ------------------------------------------------------------------------------------------ pickles
+
+class _Payload:
+    """Unpickling this object creates `path` (what a malicious checkpoint could do)."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_pickle_only_directory_is_refused_and_never_unpickled(tmp_path):
+    proof = tmp_path / "proof-the-payload-works"
+    pickle.loads(pickle.dumps(_Payload(proof)))
+    assert proof.exists()  # the payload really runs when unpickled
+
+    marker = tmp_path / "UNPICKLED"
+    d = tmp_path / "pickled"
+    shutil.copytree(dense_dir(tmp_path, "bert"), d)
+    (d / "model.safetensors").unlink()
+    (d / "pytorch_model.bin").write_bytes(pickle.dumps(_Payload(marker)))
+    for call in (lambda: load_model(d), lambda: read_state_dict(d),
+                 lambda: load_model(d, neuron=NeuronSettings(kind="dense"))):
+        with pytest.raises(CheckpointError) as exc:
+            call()
+        assert exc.value.exit_code == 3 and "no model.safetensors" in exc.value.message
+        assert "pytorch_model.bin" in " ".join(exc.value.details) and "safetensors" in exc.value.hint
+    # a pickle under the safetensors name is corrupt safetensors, never a pickle
+    (d / "model.safetensors").write_bytes(pickle.dumps(_Payload(marker)))
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_model(d)
+    assert not marker.exists()
+
+
+# -------------------------------------------------------------------------------------- remote code
+
+EVIL = """
+from pathlib import Path
+Path({marker!r}).write_text("code from the checkpoint ran")
+"""
+
+CHILD = """
+import builtins, io, json, sys
+from pathlib import Path
+
+reads = []
+class NoStdin(io.TextIOBase):
+    def read(self, *a): reads.append("read"); raise OSError("stdin is closed")
+    def readline(self, *a): reads.append("readline"); raise OSError("stdin is closed")
+    def fileno(self): raise OSError("stdin is closed")
+sys.stdin = NoStdin()
+def no_input(*a, **k):
+    reads.append("input")
+    raise EOFError("stdin is closed")
+builtins.input = no_input
+
+from spikelm_core.checkpoints import load_model, load_tokenizer
+from spikelm_core.errors import CheckpointError
+
+builtin_dir, custom_dir = Path(sys.argv[1]), Path(sys.argv[2])
+loaded = load_model(builtin_dir)
+result = {"model": type(loaded.model).__name__, "tokenizer": type(loaded.tokenizer).__name__}
+try:
+    load_tokenizer(custom_dir)
+    result["custom"] = "loaded"
+except CheckpointError as exc:
+    result["custom"] = exc.message
+result["reads"] = list(reads)
+# what transformers itself does with this directory: with trust_remote_code=False it never prompts;
+# with its default (None) it prompts on stdin, so the trap above does catch a prompt
+from transformers import AutoTokenizer
+for key, kwargs in (("explicit_false_reads", {"trust_remote_code": False}), ("default_reads", {})):
+    before = len(reads)
+    try:
+        AutoTokenizer.from_pretrained(str(custom_dir), **kwargs)
+    except Exception:
+        pass
+    result[key] = reads[before:]
+print(json.dumps(result))
+"""
+
+
+def _with_auto_map(tmp_path: Path, name: str, marker: Path, tokenizer_class: str, model_type: str = "bert") -> Path:
+    d = tmp_path / name
+    shutil.copytree(dense_dir(tmp_path / f"src-{name}", "bert"), d)
+    for module in ("evil_config", "evil_model", "evil_tokenizer"):
+        (d / f"{module}.py").write_text(EVIL.format(marker=str(marker)))
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["auto_map"] = {"AutoConfig": "evil_config.EvilConfig", "AutoModel": "evil_model.EvilModel"}
+    cfg["trust_remote_code"] = True
+    cfg["model_type"] = model_type
+    (d / "config.json").write_text(json.dumps(cfg))
+    tcfg = json.loads((d / "tokenizer_config.json").read_text())
+    tcfg["auto_map"] = {"AutoTokenizer": ["evil_tokenizer.EvilTokenizer", "evil_tokenizer.EvilTokenizer"]}
+    tcfg["tokenizer_class"] = tokenizer_class
+    (d / "tokenizer_config.json").write_text(json.dumps(tcfg))
+    return d
+
+
+def test_auto_map_never_runs_code_never_prompts_never_reads_stdin(tmp_path):
+    marker = tmp_path / "CODE_RAN"
+    builtin = _with_auto_map(tmp_path, "builtin", marker, "BertTokenizer")
+    custom = _with_auto_map(tmp_path, "custom", marker, "EvilTokenizer", model_type="evil")
+    res = subprocess.run(
+        [sys.executable, "-c", CHILD, str(builtin), str(custom)], stdin=subprocess.DEVNULL, capture_output=True,
+        text=True, timeout=180, cwd=REPO,
+        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+    )
+    assert res.returncode == 0, res.stderr
+    result = json.loads(res.stdout.strip().splitlines()[-1])
+    assert result["model"] == "SpikingBertModel" and result["tokenizer"] == "BertTokenizer"
+    assert "custom code" in result["custom"] and "never runs code" in result["custom"]
+    assert result["reads"] == [] and result["explicit_false_reads"] == []
+    assert "input" in result["default_reads"]  # the control: the trap catches transformers' own prompt
+    assert not marker.exists()
+
+
+def test_save_model_strips_auto_map(tmp_path, caplog):
+    marker = tmp_path / "CODE_RAN"
+    d = _with_auto_map(tmp_path, "builtin", marker, "BertTokenizer")
+    loaded = load_model(d)
+    assert "auto_map" not in loaded.config and "trust_remote_code" not in loaded.config
+    loaded.model.config.auto_map = {"AutoModel": "evil_model.EvilModel"}  # as a config read by transformers has
+    loaded.tokenizer.init_kwargs["auto_map"] = {"AutoTokenizer": ["evil_tokenizer.EvilTokenizer", None]}
+    with caplog.at_level(logging.WARNING, logger="spikelm"):
+        out = save_model(loaded.model, loaded.tokenizer, tmp_path / "saved")
+    for name in ("config.json", "tokenizer_config.json"):
+        data = json.loads((out / name).read_text())
+        assert "auto_map" not in data and "trust_remote_code" not in data, name
+    assert not list(out.glob("*.py")) and not list(out.glob("*.bin")) and (out / "model.safetensors").is_file()
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "auto_map" in warnings[0].getMessage()
+    assert not marker.exists()
+
+
+def test_save_model_refuses_a_non_empty_directory_without_force(tmp_path):
+    loaded = load_model(dense_dir(tmp_path, "bert"))
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "keep").write_text("x")
+    with pytest.raises(ConfigError, match="not empty"):
+        save_model(loaded.model, loaded.tokenizer, out)
+    save_model(loaded.model, loaded.tokenizer, out, force=True)
+    assert not (out / "keep").exists() and (out / "config.json").is_file()
+
+
+# -------------------------------------------------------------------------------------- tokenizers
+
+def test_directory_without_tokenizer_files_is_an_error(tmp_path):
+    src = dense_dir(tmp_path, "bert")
+    d = tmp_path / "bare"
+    d.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(src / name, d / name)
+    with pytest.raises(CheckpointError, match="has no tokenizer files") as exc:
+        load_model(d)
+    assert exc.value.exit_code == 3
+    assert load_model(d, tokenizer=src).tokenizer.get_vocab() == load_tokenizer(src).get_vocab()
+    assert load_model(d, need_tokenizer=False).tokenizer is None
+
+
+# ----------------------------------------------------------------------------------------- teachers
+
+def test_load_teacher_refuses_spiking_and_headless_teachers(tmp_path):
+    with pytest.raises(CheckpointError, match="a teacher must be dense"):
+        load_teacher(spiking_dir(tmp_path / "s"), "sequence_classification")
+    with pytest.raises(CheckpointError, match="no sequence-classification head"):
+        load_teacher(dense_dir(tmp_path, "bert"), "sequence_classification")
+    teacher = load_teacher(dense_dir(tmp_path, "bert-cls"), "sequence_classification", attn_eager=True)
+    assert type(teacher) is BertForSequenceClassification and not teacher.training
+    assert teacher.config._attn_implementation == "eager"
+
+
+def test_check_teacher_bert_and_bart(tmp_path):
+    class Distill:
+        alpha_hidden = 1.0
+        alpha_attn = 0.0
+
+    student = load_model(dense_dir(tmp_path, "bert"), head="sequence_classification", num_labels=2,
+                         need_tokenizer=False).model
+    teacher = load_teacher(dense_dir(tmp_path / "t", "bert-cls", vocab_size=120), "sequence_classification")
+    with pytest.raises(CheckpointError) as exc:
+        check_teacher(teacher, student, distill=Distill(), num_labels=2, source="t")
+    assert exc.value.details == ["vocabulary: teacher 120 tokens, student 99", "labels: teacher 3, task 2"]
+    bart_student = load_model(dense_dir(tmp_path, "bart"), head="seq2seq_lm", need_tokenizer=False).model
+    bart_teacher = load_teacher(dense_dir(tmp_path / "bt", "bart", decoder_layers=1), "seq2seq_lm",
+                                student=None)
+    with pytest.raises(CheckpointError) as exc:
+        check_teacher(bart_teacher, bart_student, distill=Distill(), source="bt")
+    assert exc.value.details == ["decoder_layers: teacher 1, student 2"]
+    with pytest.raises(CheckpointError, match="family: teacher BERT, student BART"):
+        check_teacher(teacher, bart_student, source="t")
+    load_teacher(dense_dir(tmp_path / "ok", "bart"), "seq2seq_lm", student=bart_student, distill=Distill())
+
+
+# ----------------------------------------------------------------------------------- one loader only
+
+#: What only checkpoints.py may do: load models / configs / tokenizers, or read safetensors files.
+_FORBIDDEN_ATTRS = {"from_pretrained", "load_file", "safe_open", "load_checkpoint_and_dispatch"}
+_FORBIDDEN_NAMES = {"AutoTokenizer"}
+_FORBIDDEN_MODULES = ("safetensors",)
+
+
+def _violations(path: Path, root: Path = REPO) -> list[str]:
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        where = f"{path.relative_to(root)}:{getattr(node, 'lineno', '?')}"
+        if isinstance(node, ast.Attribute) and node.attr in _FORBIDDEN_ATTRS:
+            out.append(f"{where}: .{node.attr}")
+        elif isinstance(node, ast.Name) and node.id in _FORBIDDEN_NAMES | _FORBIDDEN_ATTRS:
+            out.append(f"{where}: {node.id}")
+        elif isinstance(node, ast.Import):
+            out += [f"{where}: import {a.name}" for a in node.names if a.name.split(".")[0] in _FORBIDDEN_MODULES]
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if module.split(".")[0] in _FORBIDDEN_MODULES:
+                out.append(f"{where}: from {module} import ...")
+            out += [f"{where}: import {a.name}" for a in node.names if a.name in _FORBIDDEN_NAMES | _FORBIDDEN_ATTRS]
+    return out
+
+
+def test_only_checkpoints_py_loads_models_weights_and_tokenizers():
+    core = REPO / "spikelm_core"
+    allowed = {core / "checkpoints.py"}
+    found = [v for p in sorted(core.rglob("*.py")) if p not in allowed for v in _violations(p)]
+    assert found == [], "load through spikelm_core.checkpoints instead:\n" + "\n".join(found)
+
+
+def test_the_source_check_sees_what_it_forbids(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text(textwrap.dedent("""
+        from safetensors.torch import load_file
+        from transformers import AutoTokenizer
+        def f(cls, d):
+            return cls.from_pretrained(d), AutoTokenizer.from_pretrained(d), load_file(d)
+        def ok(model, tokenizer, d):
+            model.save_pretrained(d), tokenizer.save_pretrained(d)
+    """))
+    found = _violations(sample, tmp_path)
+    assert {v.split(": ", 1)[1] for v in found} == {
+        "from safetensors.torch import ...", "import load_file", "import AutoTokenizer", ".from_pretrained",
+        "AutoTokenizer", "load_file"}
+    assert not any(v.startswith("sample.py:7") for v in found)
+
+
+# ------------------------------------------------------------------------------------------ sources
+
+@pytest.fixture
+def local_http_server():
+    import http.server
+    import threading
+
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            seen.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def hub_online(monkeypatch):
+    """huggingface_hub's offline switch off (tests run offline), and a fresh HTTP session after."""
+    from huggingface_hub import close_session, constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    for var in ("NO_PROXY", "no_proxy", "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY",
+                "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    close_session()
+    yield monkeypatch
+    close_session()
+
+
+def test_hub_probe_honours_hf_endpoint_and_proxies(local_http_server, hub_online):
+    import time
+
+    from huggingface_hub import close_session
+
+    from spikelm_core.hub import hub_reachable
+
+    url, seen = local_http_server
+    hub_online.setenv("HF_ENDPOINT", url)
+    assert hub_reachable(timeout_s=2) and seen == ["/api/models"]  # any HTTP answer means reachable
+    hub_online.setenv("HF_ENDPOINT", "http://hub.invalid")
+    hub_online.setenv("HTTP_PROXY", url)
+    close_session()  # proxies are read when the session is made
+    assert hub_reachable(timeout_s=2) and seen[-1] == "http://hub.invalid/api/models"  # through the proxy
+    hub_online.delenv("HTTP_PROXY")
+    close_session()
+    hub_online.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    start = time.monotonic()
+    assert not hub_reachable(timeout_s=2)
+    assert time.monotonic() - start < 5
+
+
+def test_offline_hub_probe_fails_without_a_request(local_http_server, monkeypatch):
+    from spikelm_core.hub import hub_reachable
+
+    url, seen = local_http_server
+    monkeypatch.setenv("HF_ENDPOINT", url)
+    assert not hub_reachable() and seen == []  # huggingface_hub's offline mode blocks the request
+
+
+def test_resolve_source_local_bundled_and_offline(tmp_path):
+    from spikelm_core.checkpoints import resolve_source
+
+    d = dense_dir(tmp_path, "bert")
+    assert resolve_source(d) == d and resolve_source(str(d)) == d
+    with pytest.raises(CheckpointError, match="is a file"):
+        resolve_source(d / "config.json")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        resolve_source(tmp_path / "nope")
+    with pytest.raises(CheckpointError, match="HF_HUB_OFFLINE") as exc:
+        resolve_source("bart-base")
+    assert "facebook/bart-base" in exc.value.message and "minilm" in exc.value.hint

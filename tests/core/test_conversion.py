@@ -1,0 +1,127 @@
+"""`convert_model`: weights copied exactly, calibrated amplitudes, the checkpoint's head kept, bad inputs."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModel, BartConfig, BartForConditionalGeneration, BertConfig, BertForSequenceClassification
+from transformers import BertTokenizerFast
+
+import spikelm_core  # noqa: F401
+from spikelm_core.calibration import is_calibrated
+from spikelm_core.checkpoints import load_model
+from spikelm_core.conversion import convert_model
+from spikelm_core.errors import CheckpointError, ConfigError
+from spikelm_core.neurons.settings import NeuronSettings
+from tests.conftest import TINY, write_tiny_vocab
+
+BART_TINY = dict(
+    vocab_size=99, d_model=24, encoder_layers=2, decoder_layers=2, encoder_attention_heads=3,
+    decoder_attention_heads=3, encoder_ffn_dim=37, decoder_ffn_dim=37, max_position_embeddings=64,
+    pad_token_id=0, bos_token_id=2, eos_token_id=3, decoder_start_token_id=2, forced_eos_token_id=None,
+)
+
+
+def test_converted_weights_equal_source_tensor_by_tensor(tiny_dense_bert_dir, tmp_path):
+    out = tmp_path / "spiking"
+    r = convert_model(str(tiny_dense_bert_dir), out, NeuronSettings(num_timesteps=3), seq_len=16, batch_size=2)
+    src = load_file(tiny_dense_bert_dir / "model.safetensors")
+    dst = load_file(out / "model.safetensors")
+    for key, tensor in src.items():
+        if key.endswith("position_ids"):
+            continue
+        assert torch.equal(dst[key], tensor), key
+    assert r.copied_tensors == len([k for k in src if not k.endswith("position_ids")])
+    model = AutoModel.from_pretrained(out)  # the saved model loads with the Auto classes
+    assert type(model).__name__ == "SpikingBertModel" and is_calibrated(model)
+    assert model.config.num_timesteps == 3
+    assert (out / "tokenizer.json").is_file() or (out / "vocab.txt").is_file()
+    assert 0 < r.firing_rate < 1 and r.neurons == {"BiSpikeNeuron": 12, "TernarySpike": 4}
+    assert set(r.layer_firing_rates) == {"layer.0", "layer.1"}
+
+
+def test_result_settings_keep_the_model_config_names(tiny_dense_bert_dir, tmp_path):
+    r = convert_model(str(tiny_dense_bert_dir), tmp_path / "o", NeuronSettings(num_timesteps=2, k=3.0), seq_len=12,
+                      batch_size=2)
+    assert r.settings == {"neuron_kind": "elastic_bi", "num_timesteps": 2, "k": 3.0, "decay": 0.25, "reset": "official",
+                          "levels": "ternary", "amplitude": "elastic", "alpha_mode": "calibrated", "fixed_alpha": 1.0,
+                          "spike_kv": True, "learn_alpha": False}
+    assert list(r.settings)[0] == "neuron_kind"
+
+
+def test_head_checkpoint_converts_to_head_model(tmp_path):
+    d = tmp_path / "dense_cls"
+    BertForSequenceClassification(BertConfig(**TINY, num_labels=3)).save_pretrained(d)
+    write_tiny_vocab(d / "vocab.txt")
+    r = convert_model(str(d), tmp_path / "out", NeuronSettings(num_timesteps=2), seq_len=12, batch_size=2)
+    assert r.architecture == "SpikingBertForSequenceClassification"
+    assert not r.newly_initialised
+
+
+def test_lif_conversion(tiny_dense_bert_dir, tmp_path):
+    r = convert_model(str(tiny_dense_bert_dir), tmp_path / "lif", NeuronSettings(kind="lif", num_timesteps=2),
+                      seq_len=12, batch_size=2)
+    assert r.neurons == {"LIFNeuron": 16} and r.alpha_min is None
+    assert r.settings["neuron_kind"] == "lif"
+
+
+def test_bart_conversion_keeps_the_lm_head_and_generation_settings(tmp_path):
+    d = tmp_path / "bart"
+    torch.manual_seed(0)
+    BartForConditionalGeneration(BartConfig(**BART_TINY)).save_pretrained(d)
+    BertTokenizerFast(vocab=str(write_tiny_vocab(tmp_path / "vocab.txt"))).save_pretrained(d)
+    r = convert_model(str(d), tmp_path / "out", NeuronSettings(num_timesteps=2), seq_len=16, batch_size=2)
+    assert r.architecture == "SpikingBartForConditionalGeneration" and not r.newly_initialised
+    assert {"encoder.layers.0", "decoder.layers.1"} <= set(r.layer_firing_rates)
+    loaded = load_model(tmp_path / "out", head="seq2seq_lm")
+    assert not loaded.converted and is_calibrated(loaded.model)
+    assert loaded.model.generation_config.decoder_start_token_id == 2
+
+
+def test_dense_kind_is_refused(tiny_dense_bert_dir, tmp_path):
+    with pytest.raises(ConfigError, match="'dense' has no neurons"):
+        convert_model(str(tiny_dense_bert_dir), tmp_path / "x", NeuronSettings(kind="dense"))
+    assert not (tmp_path / "x").exists()
+
+
+def test_spiking_source_is_refused(tiny_dense_bert_dir, tmp_path):
+    convert_model(str(tiny_dense_bert_dir), tmp_path / "s", NeuronSettings(num_timesteps=2), seq_len=12, batch_size=2)
+    with pytest.raises(CheckpointError, match="spiking model already") as exc:
+        convert_model(str(tmp_path / "s"), tmp_path / "again")
+    assert exc.value.exit_code == 3 and not (tmp_path / "again").exists()
+
+
+def test_pickled_weights_are_refused(tiny_dense_bert_dir, tmp_path):
+    import shutil
+
+    d = tmp_path / "pickled"
+    shutil.copytree(tiny_dense_bert_dir, d)
+    (d / "model.safetensors").rename(d / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="no model.safetensors"):
+        convert_model(str(d), tmp_path / "x")
+
+
+@pytest.mark.parametrize("values", [dict(num_timesteps=0), dict(k=0), dict(k=-1.5), dict(k=float("inf")),
+                                    dict(k=float("nan")), dict(decay=1.5)], ids=["T0", "k0", "k-neg", "k-inf",
+                                                                                 "k-nan", "decay"])
+def test_bad_settings_are_refused_by_the_settings_type(values):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        NeuronSettings(**values)
+
+
+def test_core_imports_without_typer_and_rich():
+    code = (
+        "import sys\n"
+        "sys.modules['typer'] = None\n"  # a None entry makes `import typer` fail as if absent
+        "sys.modules['rich'] = None\n"
+        "import spikelm_core, spikelm_core.conversion, spikelm_core.checkpoints, spikelm_core.calibration\n"
+        "assert 'typer' not in [m for m, v in sys.modules.items() if v is not None]\n"
+        "print('ok')\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "ok"

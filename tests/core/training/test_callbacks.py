@@ -1,0 +1,121 @@
+"""FiringRateCallback: the pad-excluded rate in the logs, per-layer rates, one warning per dead layer;
+JsonlMetricsCallback on resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import TrainerControl, TrainerState, TrainingArguments
+
+from spikelm_core.calibration import calibrate
+from spikelm_core.firing import measure_firing
+from spikelm_core.models.spiking_bert import SpikingBertConfig, SpikingBertForSequenceClassification
+from spikelm_core.training.callbacks import FiringRateCallback, JsonlMetricsCallback
+from tests.conftest import TINY
+
+
+def _model(**neuron):
+    torch.manual_seed(0)
+    config = SpikingBertConfig(**TINY, num_timesteps=3, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                               **neuron)
+    return SpikingBertForSequenceClassification(config).eval()
+
+
+def _padded_batch():
+    gen = torch.Generator().manual_seed(3)
+    ids = torch.randint(5, 99, (5, 7), generator=gen)
+    mask = torch.ones_like(ids)
+    mask[0, 3:] = 0
+    mask[4, 5:] = 0
+    ids[mask == 0] = 0
+    return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 1, 0, 1, 1])}
+
+
+def _args(tmp_path, logging_steps=1):
+    return TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, logging_steps=logging_steps)
+
+
+def _step(cb, model, args, state, batch=None):
+    """One training step as the Trainer runs it: callback, forward with grad, backward, optimizer step."""
+    batch = batch or {"input_ids": torch.randint(5, 99, (5, 7))}
+    cb.on_step_begin(args, state, TrainerControl(), model=model)
+    model.train()
+    out = model(**batch)
+    if out.loss is not None:
+        out.loss.backward()
+        torch.optim.SGD(model.parameters(), lr=0.0).step()
+    state.global_step += 1
+    cb.on_step_end(args, state, TrainerControl(), model=model)
+
+
+def test_training_step_reports_the_pad_excluded_rate_and_layers(tmp_path):
+    model = _model()
+    batch = _padded_batch()
+    calibrate(model, batch)
+    expected = measure_firing(model, [batch])  # eval, no grad; without dropout the same spikes
+    cb = FiringRateCallback()
+    _step(cb, model, _args(tmp_path), TrainerState(global_step=0), batch)
+    assert cb.last_rate == pytest.approx(expected.mean_rate, abs=1e-12) and 0.0 < cb.last_rate < 1.0
+    assert cb.last_layer_rates == pytest.approx(expected.layer_rates(), abs=1e-12)
+    assert list(cb.last_layer_rates) == ["layer.0", "layer.1"] and cb.warnings == []
+    # counting the pads would give another number: the callback does not
+    with_pads = measure_firing(model, [{"input_ids": batch["input_ids"], "labels": batch["labels"]}])
+    assert with_pads.mean_rate != pytest.approx(cb.last_rate, abs=1e-9)
+    logs = {"loss": 1.0}
+    cb.on_log(None, None, TrainerControl(), logs=logs)
+    assert logs["firing_rate"] == round(cb.last_rate, 6)
+    assert not any(n._forward_hooks for _, n in model.spiking_neurons())  # recording stops with the step
+
+
+def test_dead_layers_warn_once_and_rate_is_logged(caplog, tmp_path):
+    args = _args(tmp_path)
+    state = TrainerState(global_step=0)
+    dead = _model(alpha_mode="fixed", fixed_alpha=1e6, reset="soft")  # threshold 5e5: no neuron ever fires
+    cb = FiringRateCallback()
+    with caplog.at_level("WARNING", logger="spikelm"):
+        for _ in range(2):
+            _step(cb, dead, args, state)
+    assert cb.last_rate == 0.0
+    assert sorted(cb.last_layer_rates) == ["layer.0", "layer.1"]
+    assert len(cb.warnings) == 2 and all("dead" in w for w in cb.warnings)  # once per layer, not per step
+    assert caplog.text.count("dead (firing rate 0)") == 2
+    logs = {"loss": 1.0}
+    cb.on_log(args, state, TrainerControl(), logs=logs)
+    assert logs["firing_rate"] == 0.0
+    # counting is off outside logged steps
+    assert not any(n._forward_hooks for _, n in dead.spiking_neurons())
+
+
+def test_only_logged_steps_are_recorded(tmp_path):
+    args = _args(tmp_path, logging_steps=2)
+    model = _model()
+    calibrate(model, {"input_ids": torch.randint(5, 99, (5, 7))})
+    cb = FiringRateCallback()
+    state = TrainerState(global_step=0)
+    _step(cb, model, args, state)  # step 1: not logged
+    assert cb.last_rate is None
+    _step(cb, model, args, state)  # step 2: logged
+    assert cb.last_rate is not None and 0.0 < cb.last_rate < 1.0
+
+
+def test_healthy_model_does_not_warn(tmp_path):
+    model = _model()
+    calibrate(model, {"input_ids": torch.randint(5, 99, (5, 7))})
+    cb = FiringRateCallback()
+    _step(cb, model, _args(tmp_path), TrainerState(global_step=0))
+    assert 0.0 < cb.last_rate < 1.0 and cb.warnings == []
+
+
+def test_jsonl_resume_drops_lines_after_the_checkpoint(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"step": s, "loss": s / 10}) + "\n" for s in (1, 2, 3, 4)) + '{"step": 5, "lo')
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
+    cb = JsonlMetricsCallback(path, resume_step=3)
+    cb.on_train_begin(args, TrainerState(), TrainerControl())
+    assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == [1, 2, 3]
+    cb.on_log(args, TrainerState(global_step=4, epoch=1.0), TrainerControl(),
+              logs={"loss": float("nan"), "train_runtime": 3.0})
+    last = json.loads(path.read_text().splitlines()[-1])
+    assert last == {"step": 4, "epoch": 1.0, "loss": "nan"} and cb.wall_clock == {"train_runtime": 3.0}

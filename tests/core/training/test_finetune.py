@@ -1,0 +1,180 @@
+"""run_finetune end to end on tiny models: outputs, determinism, resume equivalence, faults."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+from spikelm_core.config import FinetuneConfig, load_config
+from spikelm_core.errors import CheckpointError, ConfigError, SpikelmError
+from spikelm_core.training import run_finetune
+from spikelm_core.training.rundir import LOCK_NAME
+from tests.training_fixtures import finetune_overrides, tiny_dirs  # noqa: F401
+
+pytestmark = pytest.mark.slow
+
+RECIPE = "recipes/tiny/finetune.yaml"
+
+
+def _cfg(dirs, out, *extra):
+    return load_config(FinetuneConfig, RECIPE, finetune_overrides(dirs, *extra), out_dir=str(out))
+
+
+def _losses(path):
+    return [json.loads(line)["loss"] for line in path.read_text().splitlines() if '"loss"' in line]
+
+
+def test_finetune_writes_run_directory(tiny_dirs, tmp_path):
+    r = run_finetune(_cfg(tiny_dirs, tmp_path / "run"))
+    out = tmp_path / "run"
+    assert (out / "run_config.yaml").is_file() and (out / "metrics.jsonl").is_file()
+    assert (out / "final" / "model.safetensors").is_file() and (out / "final" / "config.json").is_file()
+    assert (out / "final" / "tokenizer_config.json").is_file()
+    assert (out / "checkpoint-2").is_dir() and (out / "checkpoint-4").is_dir()
+    assert not (out / LOCK_NAME).exists()
+    assert r.global_step == 4 and r.calibrated and r.task == "sst2"
+    assert set(r.metrics) == {"dev"} and 0.0 <= r.metrics["dev"]["accuracy"] <= 1.0
+    assert r.best_checkpoint is not None and 0.0 < r.firing_rate < 1.0
+    assert set(r.layer_firing_rates) == {"layer.0", "layer.1"}
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train_logs = [x for x in records if "loss" in x]
+    assert [x["step"] for x in train_logs] == [1, 2, 3, 4]
+    assert all("firing_rate" in x and "learning_rate" in x for x in train_logs)
+    assert any("eval_accuracy" in x for x in records)
+    # the resolved config replays the run
+    assert load_config(FinetuneConfig, out / "run_config.yaml", []) == _cfg(tiny_dirs, tmp_path / "run")
+    # the saved model is calibrated and reloads as a spiking classifier
+    from transformers import AutoModelForSequenceClassification
+
+    import spikelm_core  # noqa: F401  (Auto registration)
+    from spikelm_core.calibration import is_calibrated
+
+    m = AutoModelForSequenceClassification.from_pretrained(out / "final")
+    assert is_calibrated(m) and m.config.num_labels == 2
+
+
+def test_same_seed_gives_identical_metrics_jsonl(tiny_dirs, tmp_path):
+    for name in ("a", "b"):
+        run_finetune(_cfg(tiny_dirs, tmp_path / name, "train.eval_strategy=no", "train.keep_best=false"))
+    a, b = (tmp_path / "a" / "metrics.jsonl").read_text(), (tmp_path / "b" / "metrics.jsonl").read_text()
+    assert a == b and len(_losses(tmp_path / "a" / "metrics.jsonl")) == 4
+
+
+class _Kill(Exception):
+    pass
+
+
+class _KillAfter(TrainerCallback):
+    """Stands in for SIGKILL: the process dies after `step`, past the last checkpoint."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise _Kill()
+
+
+def test_resume_gives_identical_final_weights(tiny_dirs, tmp_path):
+    extra = ("train.max_steps=6", "train.save_steps=3", "train.eval_strategy=no", "train.keep_best=false")
+    run_finetune(_cfg(tiny_dirs, tmp_path / "full", *extra))
+    with pytest.raises(_Kill):
+        run_finetune(_cfg(tiny_dirs, tmp_path / "cut", *extra), callbacks=[_KillAfter(4)])
+    assert (tmp_path / "cut" / "checkpoint-3").is_dir() and not (tmp_path / "cut" / "final").exists()
+    r = run_finetune(_cfg(tiny_dirs, tmp_path / "cut", *extra), resume="auto")
+    assert r.resumed_from.endswith("checkpoint-3") and r.global_step == 6
+    full = load_file(tmp_path / "full" / "final" / "model.safetensors")
+    cut = load_file(tmp_path / "cut" / "final" / "model.safetensors")
+    assert full.keys() == cut.keys()
+    for k in full:
+        torch.testing.assert_close(cut[k], full[k], rtol=0, atol=0, msg=k)
+    assert _losses(tmp_path / "cut" / "metrics.jsonl") == _losses(tmp_path / "full" / "metrics.jsonl")
+
+
+def test_resume_auto_without_checkpoint_starts_fresh(tiny_dirs, tmp_path, caplog):
+    with caplog.at_level("INFO", logger="spikelm"):
+        r = run_finetune(_cfg(tiny_dirs, tmp_path / "run", "train.max_steps=1", "train.eval_strategy=no",
+                              "train.keep_best=false"), resume="auto")
+    assert r.resumed_from is None and "starting fresh" in caplog.text
+
+
+def test_never_refuses_a_directory_with_checkpoints_and_resume_checks_config(tiny_dirs, tmp_path):
+    extra = ("train.max_steps=2", "train.save_steps=1", "train.eval_strategy=no", "train.keep_best=false")
+    run_finetune(_cfg(tiny_dirs, tmp_path / "run", *extra))
+    with pytest.raises(ConfigError, match="already holds checkpoints"):
+        run_finetune(_cfg(tiny_dirs, tmp_path / "run", *extra))
+    with pytest.raises(ConfigError, match="differs") as info:
+        run_finetune(_cfg(tiny_dirs, tmp_path / "run", *extra, "train.lr=1e-3"), resume="auto")
+    assert any("train.lr" in d for d in info.value.details)
+    with pytest.raises(CheckpointError, match="not a Trainer checkpoint"):
+        run_finetune(_cfg(tiny_dirs, tmp_path / "run", *extra), resume=str(tmp_path))
+
+
+def test_output_directory_in_use_is_refused(tiny_dirs, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / LOCK_NAME).write_text(f"{os.getppid()}\n")  # a live process that is not us
+    with pytest.raises(ConfigError, match="in use by another run"):
+        run_finetune(_cfg(tiny_dirs, out))
+    (out / LOCK_NAME).write_text("999999999\n")  # stale: no such process
+    r = run_finetune(_cfg(tiny_dirs, out, "train.max_steps=1", "train.eval_strategy=no", "train.keep_best=false"))
+    assert r.global_step == 1 and not (out / LOCK_NAME).exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA error")
+def test_cuda_requested_but_unavailable(tiny_dirs, tmp_path):
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        run_finetune(_cfg(tiny_dirs, tmp_path / "run", "train.device=cuda"))
+
+
+class _Poison(TrainerCallback):
+    """Makes the weights NaN at the start of step 3, after checkpoint-2 was written."""
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        if state.global_step == 2:
+            with torch.no_grad():
+                model.classifier.weight.fill_(float("nan"))
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_dirs, tmp_path):
+    out = tmp_path / "run"
+    cfg = _cfg(tiny_dirs, out, "train.save_steps=2", "train.eval_strategy=no", "train.keep_best=false")
+    with pytest.raises(SpikelmError, match="loss became nan at step 3") as info:
+        run_finetune(cfg, callbacks=[_Poison()])
+    assert "checkpoint-2" in info.value.details[0]
+    good = load_file(out / "checkpoint-2" / "model.safetensors")
+    assert torch.isfinite(good["classifier.weight"]).all()
+    assert not (out / "checkpoint-3").exists() and not (out / LOCK_NAME).exists()
+
+
+@pytest.mark.parametrize("task,splits,metric", [
+    pytest.param("stsb", {"dev"}, "pearson", id="stsb-regression"),
+    pytest.param("mnli", {"dev_matched", "dev_mismatched"}, "accuracy", id="mnli-matched-mismatched"),
+])
+def test_other_tasks(tiny_dirs, tmp_path, task, splits, metric):
+    r = run_finetune(_cfg(tiny_dirs, tmp_path / task, f"data.source=glue/{task}", "train.max_steps=2",
+                          "train.eval_steps=1", "train.save_steps=1"))
+    assert set(r.metrics) == splits and all(metric in m for m in r.metrics.values())
+    assert r.primary_metric == metric
+
+
+def test_compiled_layers_and_length_grouping(tiny_dirs, tmp_path):
+    """`train.compile: layers` and `train.sampling: group_by_length` run end to end; steps that
+    record firing rates (every logging step) take the eager layers, the others the compiled graph."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    cfg = _cfg(tiny_dirs, tmp_path / "run", "train.compile=layers", "train.sampling=group_by_length",
+               "train.logging_steps=4")
+    r = run_finetune(cfg)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
+    assert r.global_step == 4 and 0.0 <= r.metrics["dev"]["accuracy"] <= 1.0
+    assert 0.0 < r.firing_rate < 1.0
+    losses = _losses(tmp_path / "run" / "metrics.jsonl")
+    assert len(losses) == 1 and losses[0] == losses[0]  # logged once, finite

@@ -1,0 +1,157 @@
+"""Spiking BART summarisation end to end: a tiny dense teacher trained here, distilled into its
+spiking twin with `spikelm distill`, scored with `spikelm eval` (ROUGE); and the bad inputs."""
+
+import json
+
+import pytest
+import torch
+from transformers import BartConfig, BartForConditionalGeneration, BertTokenizerFast
+from typer.testing import CliRunner
+
+from spikelm_cli.main import app
+
+from tests.conftest import write_tiny_vocab
+from tests.core.models.test_spiking_bart import BART_TINY
+
+runner = CliRunner()
+WORDS = "the a of and to in is was it for on that with as at by river rose bridge farmers".split()
+
+
+def _docs(n: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(n):
+        words = [WORDS[int(i)] for i in torch.randint(0, len(WORDS), (12,), generator=g)]
+        rows.append({"document": " ".join(words), "summary": " ".join(words[:3])})
+    return rows
+
+
+def _write(path, rows):
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_bart_teacher(tmp_path_factory):
+    """A tiny dense BART trained for a few steps to copy the first words of the document."""
+    d = tmp_path_factory.mktemp("bart_teacher")
+    tok = BertTokenizerFast(vocab=str(write_tiny_vocab(d / "vocab.txt")), do_lower_case=True)
+    cfg = BartConfig(**{**BART_TINY, "pad_token_id": tok.pad_token_id, "bos_token_id": tok.cls_token_id,
+                        "eos_token_id": tok.sep_token_id, "decoder_start_token_id": tok.cls_token_id})
+    torch.manual_seed(0)
+    model = BartForConditionalGeneration(cfg)
+    rows = _docs(16)
+    enc = tok([r["document"] for r in rows], return_tensors="pt", padding=True)
+    labels = tok([r["summary"] for r in rows], return_tensors="pt", padding=True)["input_ids"]
+    labels[labels == tok.pad_token_id] = -100
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(30):
+        opt.zero_grad()
+        model(**enc, labels=labels).loss.backward()
+        opt.step()
+    model.save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+def _data(tmp_path, n_train=8, n_val=4):
+    train = _write(tmp_path / "train.jsonl", _docs(n_train, seed=1))
+    val = _write(tmp_path / "validation.jsonl", _docs(n_val, seed=2))
+    return train, val
+
+
+@pytest.mark.slow
+def test_distill_then_eval_on_tiny_bart(tiny_bart_teacher, tmp_path):
+    train, val = _data(tmp_path)
+    out = tmp_path / "run"
+    res = runner.invoke(app, [
+        "distill", "recipes/tiny/distill_xsum.yaml", "--out-dir", str(out), "--format", "json",
+        "-s", f"model={tiny_bart_teacher}", "-s", f"distill.teacher={tiny_bart_teacher}",
+        "-s", f"data.train_file={train}", "-s", f"data.validation_file={val}", "-s", "train.max_steps=8",
+        "-s", "data.train_subset=4",
+    ])
+    assert res.exit_code == 0, res.output
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = [x["loss"] for x in lines if "loss" in x]
+    assert len(losses) == 8 and losses[-1] < losses[0]  # distillation loss decreases on one repeated batch
+    assert {"loss_kd", "loss_hidden", "loss_ce"} <= set(next(x for x in lines if "loss" in x))
+    final = lines[-1]
+    assert {"final_validation_rouge1", "final_validation_rougeL"} <= set(final)
+    assert (out / "final" / "model.safetensors").is_file() and (out / "run_config.yaml").is_file()
+
+    res = runner.invoke(app, ["eval", str(out / "final"), "--task", "xsum", "--format", "json",
+                              "-s", f"data.validation_file={val}", "-s", "generate.num_beams=2",
+                              "-s", "generate.max_new_tokens=6", "-s", "data.max_length=64"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert set(data["metrics"]["validation"]) == {"rouge1", "rouge2", "rougeL", "rougeLsum"}
+    assert data["examples"]["validation"] == 4 and 0 < data["firing_rate"] < 1
+
+
+@pytest.mark.slow
+def test_distill_and_eval_on_the_stored_xsum_sample(tiny_bart_teacher, tmp_path, shared_data):
+    out = tmp_path / "xsum"
+    res = runner.invoke(app, [
+        "distill", "recipes/tiny/distill_xsum.yaml", "--out-dir", str(out),
+        "-s", f"model={tiny_bart_teacher}", "-s", f"distill.teacher={tiny_bart_teacher}",
+        "-s", f"data.train_file={shared_data / 'summarization/xsum/xsum-1000.jsonl'}",
+        "-s", f"data.validation_file={shared_data / 'summarization/xsum/xsum-1000.jsonl'}",
+    ])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["eval", "recipes/tiny/eval_xsum.yaml", "--format", "json", "-s", f"model={out / 'final'}",
+                              "-s", f"data.validation_file={shared_data / 'summarization/xsum/xsum-1000.jsonl'}"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["task"] == "xsum"
+
+
+def test_summarization_task_with_a_bert_checkpoint_names_the_architectures(tiny_dense_bert_dir, tmp_path):
+    _, val = _data(tmp_path)
+    res = runner.invoke(app, ["eval", str(tiny_dense_bert_dir), "--task", "xsum", "-s", f"data.validation_file={val}",
+                              "-s", "data.max_length=64"])
+    assert res.exit_code == 3
+    assert "needs an encoder-decoder (BART)" in res.stderr and "GLUE tasks" in res.stderr
+    assert "Traceback" not in res.output
+
+
+def test_beam_size_below_one_is_refused(tiny_bart_teacher, tmp_path):
+    _, val = _data(tmp_path)
+    res = runner.invoke(app, ["eval", str(tiny_bart_teacher), "--task", "xsum", "-s", f"data.validation_file={val}",
+                              "-s", "generate.num_beams=0", "-s", "data.max_length=64"])
+    assert res.exit_code == 2 and "generate.num_beams: must be >= 1, got 0" in res.stderr
+
+
+def test_missing_columns_and_long_sources_are_reported(tiny_bart_teacher, tmp_path):
+    bad = _write(tmp_path / "bad.jsonl", [{"article": "x", "abstract": "y"}])
+    res = runner.invoke(app, ["eval", str(tiny_bart_teacher), "--task", "xsum", "-s", f"data.validation_file={bad}",
+                              "-s", "data.max_length=64"])
+    assert res.exit_code == 4 and "columns found: article, abstract" in res.stderr
+    _, val = _data(tmp_path)
+    res = runner.invoke(app, ["eval", str(tiny_bart_teacher), "--task", "xsum", "-s", f"data.validation_file={val}",
+                              "-s", "data.max_length=4096"])
+    assert res.exit_code == 2 and "exceeds the model's 64 positions" in res.stderr
+
+
+def test_task_flag_picks_the_bart_recipe():
+    from spikelm_core.training.recipes import paper_recipe
+
+    assert paper_recipe("distill", "xsum").as_posix().endswith("recipes/bart_base/distill_xsum.yaml")
+    assert paper_recipe("finetune", "cnn-dm").name == "finetune_cnn_dm.yaml"
+
+
+@pytest.mark.slow
+def test_finetune_without_a_teacher_on_tiny_bart(tiny_bart_teacher, tmp_path):
+    train, val = _data(tmp_path)
+    out = tmp_path / "ft"
+    res = runner.invoke(app, [
+        "finetune", "--task", "xsum", "--out-dir", str(out), "--format", "json",
+        "-s", f"model={tiny_bart_teacher}", "-s", f"data.train_file={train}", "-s", f"data.validation_file={val}",
+        "-s", "data.max_length=64", "-s", "data.max_target_length=16", "-s", "train.max_steps=2",
+        "-s", "train.batch_size=4", "-s", "train.eval_batch_size=4", "-s", "train.eval_strategy=no",
+        "-s", "train.keep_best=false", "-s", "train.device=cpu", "-s", "neuron.num_timesteps=2",
+        "-s", "generate.num_beams=1", "-s", "generate.max_new_tokens=4",
+    ])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["global_step"] == 2 and set(data["metrics"]["validation"]) >= {"rouge1", "rougeL"}
+    assert data["calibrated"] is True  # the dense BART was converted and calibrated before training
