@@ -30,7 +30,7 @@ def convert_summary(r) -> None:
     )
     if r.alpha_min is not None:
         t.add_row("amplitude range", f"{r.alpha_min:.4g} .. {r.alpha_max:.4g}")
-    t.add_row("firing rate", f"{r.firing_rate:.3f} (mean over neurons and steps, {r.calibration_tokens:,} tokens)")
+    t.add_row("firing rate", f"{r.firing_rate:.3f} ({r.firing_rate_mean}; {r.calibration_tokens:,} tokens)")
     t.add_row("per layer", " ".join(f"{x:.3f}" for x in r.layer_firing_rates.values()))
     t.add_row("time", f"{r.seconds:.1f} s")
     out.print(t)

@@ -41,6 +41,7 @@ class ConvertResult:
     alpha_min: float | None
     alpha_max: float | None
     firing_rate: float
+    firing_rate_mean: str
     layer_firing_rates: dict[str, float]
     calibration_tokens: int
     copied_tensors: int
@@ -116,6 +117,7 @@ def convert_model(
         alpha_min=float(torch.cat(alphas).min()) if alphas else None,
         alpha_max=float(torch.cat(alphas).max()) if alphas else None,
         firing_rate=report.mean_rate,
+        firing_rate_mean=report.description,
         layer_firing_rates=report.layer_rates(),
         calibration_tokens=int(sum(int(b["attention_mask"].sum()) for b in batches)),
         copied_tensors=loaded.weights.copied,

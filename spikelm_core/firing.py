@@ -42,10 +42,7 @@ from .calibration import model_inputs, spiking_neurons
 KINDS = ("none", "binary", "ternary", "dense")
 """Operand kinds, in merge order: 'none' = no non-zero value seen yet."""
 
-MEAN_RATE_DESCRIPTION = (
-    "mean over neurons of each neuron's firing rate (non-zero fraction of its output over all steps "
-    "and real tokens, pads excluded)"
-)
+MEAN_RATE_DESCRIPTION = "mean over neurons, each over all steps and real tokens (pads excluded)"
 """What `FiringReport.mean_rate` is (the energy audit's MAC-weighted mean is a different number)."""
 
 _MAGNITUDE_RTOL = 1e-5
