@@ -683,7 +683,7 @@ def load_model(
                     details=[f"saved labels: {', '.join(map(str, (cfg.get('id2label') or {}).values())) or saved}",
                              f"asked: {num_labels} labels"],
                     hint="give a checkpoint trained for this task, or the encoder without its classifier; "
-                    "to start a fresh classifier on purpose, ask for a new head (reinit_head)",
+                    "to start a fresh classifier on purpose, pass --reinit-head (recipe: reinit_head: true)",
                 )
             skip = _classifier_keys(state)
     where = str(model_dir / "config.json")

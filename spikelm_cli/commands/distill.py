@@ -23,6 +23,7 @@ def distill_command(
     model: ModelOpt = None,
     teacher: Annotated[Optional[str], typer.Option("--teacher", help="Dense teacher fine-tuned on the task: a directory, alias or hub id (beats distill.teacher).")] = None,
     data_dir: DataDirOpt = None,
+    reinit_head: Annotated[Optional[bool], typer.Option("--reinit-head/--keep-head", help="Start a fresh classifier when the model's saved one has another label count (default: refuse such a model).", show_default=False)] = None,
     overrides: OverridesOpt = None,
     out_dir: RunOutDirOpt = None,
     resume: ResumeOpt = "never",
@@ -38,6 +39,7 @@ def distill_command(
     path = recipe_or_default(recipe, task, "distill")
     render.enable_library_logs()
     cfg = load_run_config(DistillConfig, path, overrides, task=task, model=model, data_dir=data_dir, out_dir=out_dir,
+                          reinit_head=reinit_head,
                           **{"distill.teacher": teacher})
     if print_config:
         print_config_and_exit(cfg)

@@ -22,6 +22,7 @@ def finetune_command(
     task: TaskOpt = None,
     model: ModelOpt = None,
     data_dir: DataDirOpt = None,
+    reinit_head: Annotated[Optional[bool], typer.Option("--reinit-head/--keep-head", help="Start a fresh classifier when the model's saved one has another label count (default: refuse such a model).", show_default=False)] = None,
     overrides: OverridesOpt = None,
     out_dir: RunOutDirOpt = None,
     resume: ResumeOpt = "never",
@@ -36,7 +37,8 @@ def finetune_command(
 
     path = recipe_or_default(recipe, task, "finetune")
     render.enable_library_logs()
-    cfg = load_run_config(FinetuneConfig, path, overrides, task=task, model=model, data_dir=data_dir, out_dir=out_dir)
+    cfg = load_run_config(FinetuneConfig, path, overrides, task=task, model=model, data_dir=data_dir, out_dir=out_dir,
+                          reinit_head=reinit_head)
     if print_config:
         print_config_and_exit(cfg)
     result = run_finetune(cfg, resume=resume, callbacks=[render.progress_callback()])

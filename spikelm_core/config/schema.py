@@ -433,6 +433,9 @@ class _TrainingConfig(_BenchmarkConfig):
 
     train: TrainArgs = Field(default_factory=TrainArgs)
     """Optimisation and evaluation (defaults: lr 2e-5 constant, batch 32, eval every epoch)."""
+    reinit_head: bool = False
+    """Start a fresh classifier when the model's saved one has another label count (e.g. an SST-2
+    model continued on MNLI); false refuses such a model instead of guessing."""
 
 
 class FinetuneConfig(_TrainingConfig):

@@ -34,7 +34,8 @@ def _label_maps(spec) -> dict | None:
 def _load_classifier(cfg, spec, role: str) -> LoadedModel:
     """The model to train or score, with a head for `spec` (spiking, or dense with neuron.kind dense)."""
     loaded = load_model(cfg.model, head=HEAD, neuron=cfg.neuron, num_labels=spec.num_labels,
-                        label_maps=_label_maps(spec), families=FAMILIES, role=role)
+                        label_maps=_label_maps(spec), families=FAMILIES, role=role,
+                        reinit_head=getattr(cfg, "reinit_head", False))
     if spec.is_regression:
         loaded.model.config.problem_type = "regression"
     return loaded

@@ -1,4 +1,5 @@
-"""Finding the bundled recipes (recipes/ at the project root) from a checkout or an editable install."""
+"""Finding the bundled recipes: `recipes/` at the project root, shipped inside the package as
+`spikelm_core/recipes` (a link to it in a checkout, a copy in a wheel or sdist)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,17 @@ from ..errors import ConfigError
 
 
 def recipes_dir() -> Path | None:
-    """$SPIKELM_RECIPES, else recipes/ next to the spikelm_core package (source checkout or
-    editable install), else ./recipes; None when none exists."""
+    """$SPIKELM_RECIPES, else the recipes shipped in the package (spikelm_core/recipes), else
+    ./recipes; None when none exists. Links are resolved, so a recipe's relative paths are read
+    from its real folder."""
     candidates = []
     if os.environ.get("SPIKELM_RECIPES"):
         candidates.append(Path(os.environ["SPIKELM_RECIPES"]))
-    candidates.append(Path(__file__).resolve().parents[2] / "recipes")
+    candidates.append(Path(__file__).resolve().parents[1] / "recipes")
     candidates.append(Path.cwd() / "recipes")
     for c in candidates:
         if c.is_dir():
-            return c
+            return c.resolve()
     return None
 
 

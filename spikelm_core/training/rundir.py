@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
+import sys
 from pathlib import Path
 
 from ..config import diff_configs, load_config, save_config
@@ -209,18 +211,47 @@ class RunDirectory:
         self._lock = RunLock(self.out_dir)
 
     def __enter__(self) -> "RunDirectory":
+        self._check_contents()
+        self._created = not self.out_dir.exists()
+        self._config_written = False
         self._lock.acquire()
         try:
             self.resume_from = resolve_resume(self.resume, self.out_dir)
             self._check_resumed_config()
             seed_everything(self.cfg.train.seed)
         except BaseException:
-            self._lock.release()
+            self.__exit__(*sys.exc_info())
             raise
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         self._lock.release()
+        if exc_type is not None and self._created and not self._config_written and is_main_process():
+            # refused before anything was written: leave no empty run directory behind
+            shutil.rmtree(self.out_dir, ignore_errors=True)
+
+    def _check_contents(self) -> None:
+        """Refuse a directory that holds files of something other than a spikelm run, and one that
+        holds an earlier run unless it is being resumed. The main process checks (the other ranks
+        would see its files)."""
+        if not is_main_process() or not self.out_dir.exists():
+            return
+        if not self.out_dir.is_dir():
+            raise ConfigError(f"the run directory '{self.out_dir}' is a file", hint="choose another --out-dir")
+        names = sorted(p.name for p in self.out_dir.iterdir() if p.name != LOCK_NAME)
+        if not names:
+            return
+        if RUN_CONFIG not in names:
+            raise ConfigError(
+                f"the run directory '{self.out_dir}' is not empty and holds no spikelm run",
+                details=[f"found: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"],
+                hint="choose another --out-dir (a run never writes into a directory of other files)",
+            )
+        if self.resume in (None, "", "never") and not any(n.startswith("checkpoint-") for n in names):
+            raise ConfigError(
+                f"'{self.out_dir}' holds an earlier run ({', '.join(names[:4])})",
+                hint="pass --resume auto to continue it (the recipe must match), or choose another --out-dir",
+            )
 
     def _check_resumed_config(self) -> None:
         saved = self.out_dir / RUN_CONFIG
@@ -237,6 +268,7 @@ class RunDirectory:
             )
 
     def write_config(self) -> None:
+        self._config_written = True
         if is_main_process():
             save_config(self.cfg, self.out_dir / RUN_CONFIG, header=replay_header(self.command, self.out_dir))
 

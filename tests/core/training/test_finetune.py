@@ -96,6 +96,38 @@ def test_resume_gives_identical_final_weights(tiny_dirs, tmp_path):
     assert _losses(tmp_path / "cut" / "metrics.jsonl") == _losses(tmp_path / "full" / "metrics.jsonl")
 
 
+@pytest.mark.parametrize("failure", ["kill", "disk full"])
+def test_a_save_cut_short_is_skipped_and_resume_gives_identical_weights(tiny_dirs, tmp_path, monkeypatch, failure):
+    """A kill (or a full disk) while checkpoint-6 is being written leaves its weights but not its
+    optimizer or trainer state; --resume auto skips it, continues from checkpoint-3 and ends with the
+    weights of an uninterrupted run."""
+    import errno
+
+    from spikelm_core.training.trainers import SpikelmTrainer
+
+    extra = ("train.max_steps=9", "train.save_steps=3", "train.eval_strategy=no", "train.keep_best=false")
+    run_finetune(_cfg(tiny_dirs, tmp_path / "full", *extra))
+    original = SpikelmTrainer._save_optimizer_and_scheduler
+
+    def cut_short(self, output_dir):
+        if output_dir.endswith("checkpoint-6"):
+            raise _Kill() if failure == "kill" else OSError(errno.ENOSPC, "No space left on device", output_dir)
+        return original(self, output_dir)
+
+    monkeypatch.setattr(SpikelmTrainer, "_save_optimizer_and_scheduler", cut_short)
+    with pytest.raises((_Kill, OSError)):
+        run_finetune(_cfg(tiny_dirs, tmp_path / "cut", *extra))
+    monkeypatch.setattr(SpikelmTrainer, "_save_optimizer_and_scheduler", original)
+    half = tmp_path / "cut" / "checkpoint-6"
+    assert (half / "model.safetensors").is_file() and not (half / "trainer_state.json").exists()
+    r = run_finetune(_cfg(tiny_dirs, tmp_path / "cut", *extra), resume="auto")
+    assert r.resumed_from.endswith("checkpoint-3") and r.global_step == 9
+    full = load_file(tmp_path / "full" / "final" / "model.safetensors")
+    cut = load_file(tmp_path / "cut" / "final" / "model.safetensors")
+    for k in full:
+        torch.testing.assert_close(cut[k], full[k], rtol=0, atol=0, msg=k)
+
+
 def test_resume_auto_without_checkpoint_starts_fresh(tiny_dirs, tmp_path, caplog):
     with caplog.at_level("INFO", logger="spikelm"):
         r = run_finetune(_cfg(tiny_dirs, tmp_path / "run", "train.max_steps=1", "train.eval_strategy=no",

@@ -1,0 +1,304 @@
+"""The bad-input matrix: one parametrised test per category (recipes and flags, data files, model
+directories including hostile ones, outputs, resume). Each case asserts the exit code, a message that
+says what is wrong (`error: ...`), no traceback, and that nothing was written or changed. Hostile
+checkpoints carry payloads that would create a marker file if their code ran or their pickle loaded.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import pickle
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from spikelm_cli.main import app
+from spikelm_core.training.rundir import LOCK_NAME
+from tests.core.test_checkpoints import _Payload, _with_auto_map, dense_dir
+from tests.training_fixtures import finetune_overrides, tiny_dirs  # noqa: F401
+
+runner = CliRunner()
+RECIPE = "recipes/tiny/finetune.yaml"
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def refused(res, code: int, *needles: str) -> None:
+    assert res.exit_code == code, (res.exit_code, res.stdout, res.stderr)
+    assert "\nerror:" in f"\n{res.stderr}", res.stderr  # after any progress line
+    assert "Traceback" not in res.output
+    for needle in needles:
+        assert needle in res.stderr, (needle, res.stderr)
+
+
+def _sets(*items: str) -> list[str]:
+    return [arg for item in items for arg in ("-s", item)]
+
+
+def finetune(dirs, out, *extra_sets, extra_args=()):
+    return ["finetune", RECIPE, "--out-dir", str(out), *_sets(*finetune_overrides(dirs, *extra_sets)), *extra_args]
+
+
+# ------------------------------------------------------------------------------ recipes and flags
+
+RECIPE_CASES = {
+    "unknown key": (["-s", "train.learning_rate=1e-4"], 2, ["did you mean 'train.lr'"]),
+    "wrong type": (["-s", "train.lr=fast"], 2, ["train.lr"]),
+    "choice": (["-s", "neuron.reset=hard"], 2, ["neuron.reset", "official"]),
+    "infinite k": (["-s", "neuron.k=.inf"], 2, ["neuron.k", "finite"]),
+    "zero k": (["-s", "neuron.k=0"], 2, ["neuron.k", "> 0"]),
+    "no T": (["-s", "neuron.num_timesteps=0"], 2, ["neuron.num_timesteps"]),
+    "override without =": (["-s", "train.lr"], 2, ["key=value"]),
+    "unknown task": (["--task", "sst3"], 2, ["did you mean 'sst2'"]),
+    "three at once": (["-s", "train.learning_rate=1", "-s", "train.lr=x", "-s", "neuron.levels=four"], 2,
+                      ["3 problems", "train.learning_rate", "train.lr", "neuron.levels"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RECIPE_CASES))
+def test_recipes_and_flags(case, tiny_dirs, tmp_path):
+    args, code, needles = RECIPE_CASES[case]
+    out = tmp_path / "run"
+    refused(runner.invoke(app, finetune(tiny_dirs, out, extra_args=args)), code, *needles)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("command: finetune\nneuron:\ntrain: {lr: 1e-4}\n", "neuron"),  # an empty section
+    ("command: pretrain\nmodel: m\n", "pretrain"),  # a recipe for another command
+    ("command: finetune\n  model: [\n", "invalid YAML"),
+    ("command: finetune\nmodel: a\nmodel: b\n", "duplicate key"),
+])
+def test_bad_recipe_files(text, needle, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(text)
+    before = snapshot(tmp_path)
+    refused(runner.invoke(app, ["finetune", str(recipe), "--out-dir", str(tmp_path / "run")]), 2, needle)
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--k", "inf"], ["--k"]), (["--k", "-1"], ["--k"]), (["-T", "0"], ["-T"]),
+    (["--reset", "hard"], ["hard"]),
+])
+def test_convert_flags(args, needles, tiny_dirs, tmp_path):
+    res = runner.invoke(app, ["convert", str(tiny_dirs["dense"]), "--out", str(tmp_path / "s"), *args])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert not (tmp_path / "s").exists()
+
+
+# ----------------------------------------------------------------------------------- data files
+
+def _glue_copy(dirs, tmp_path, edit) -> Path:
+    root = tmp_path / "glue"
+    shutil.copytree(dirs["glue"], root)
+    edit(root)
+    return root
+
+
+DATA_CASES = {
+    "missing data dir": (lambda root: shutil.rmtree(root), 4, ["not found"]),
+    "empty dev split": (lambda root: (root / "SST-2" / "dev.tsv").write_text("sentence\tlabel\n"), 4, ["dev"]),
+    "header only train": (lambda root: (root / "SST-2" / "train.tsv").write_text("sentence\tlabel\n"), 4, ["train"]),
+    "bad label": (lambda root: (root / "SST-2" / "dev.tsv").write_text("sentence\tlabel\ngood\tseven\n"), 4,
+                  ["label"]),
+    "no dev file": (lambda root: (root / "SST-2" / "dev.tsv").unlink(), 4, ["dev"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DATA_CASES))
+def test_data_files(case, tiny_dirs, tmp_path):
+    edit, code, needles = DATA_CASES[case]
+    root = _glue_copy(tiny_dirs, tmp_path, edit)
+    out = tmp_path / "run"
+    refused(runner.invoke(app, finetune(tiny_dirs, out, f"data.data_dir={root}")), code, *needles)
+    assert not out.exists()
+
+
+def test_pretrain_text_missing(tmp_path):
+    out = tmp_path / "p"
+    refused(runner.invoke(app, ["pretrain", "recipes/tiny/pretrain.yaml", "--text", str(tmp_path / "none.txt"),
+                                "--out-dir", str(out)]), 4, "none.txt")
+    assert not out.exists()
+
+
+# -------------------------------------------------------------------------- model directories
+
+def _pickle_only(tmp_path, marker):
+    d = dense_dir(tmp_path / "src", "bert")
+    (d / "model.safetensors").unlink()
+    (d / "pytorch_model.bin").write_bytes(pickle.dumps(_Payload(marker)))
+    return d
+
+
+def _corrupt_weights(tmp_path, marker):
+    d = dense_dir(tmp_path / "src", "bert")
+    (d / "model.safetensors").write_bytes(b"\x00" * 64)
+    return d
+
+
+def _bad_saved_config(tmp_path, marker):
+    d = dense_dir(tmp_path / "src", "bert")
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, "model_type": "spiking_bert", "num_timesteps": 0}))
+    return d
+
+
+def _other_architecture(tmp_path, marker):
+    d = dense_dir(tmp_path / "src", "bert")
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, "model_type": "gpt2"}))
+    return d
+
+
+def _no_tokenizer(tmp_path, marker):
+    d = dense_dir(tmp_path / "src", "bert")
+    for f in d.iterdir():
+        if "token" in f.name or f.name == "vocab.txt":
+            f.unlink()
+    return d
+
+
+def _three_labels(tmp_path, marker):
+    return dense_dir(tmp_path / "src", "bert-cls")  # a 3-label head; SST-2 has 2
+
+
+MODEL_CASES = {
+    "pickle only": (_pickle_only, 3, ["no model.safetensors", "pytorch_model.bin"]),
+    "corrupt weights": (_corrupt_weights, 3, ["corrupt"]),
+    "saved config with T=0": (_bad_saved_config, 3, ["num_timesteps"]),
+    "another architecture": (_other_architecture, 3, ["gpt2"]),
+    "no tokenizer": (_no_tokenizer, 3, ["tokenizer"]),
+    "label count": (_three_labels, 3, ["3 labels", "--reinit-head"]),
+}
+
+
+@pytest.mark.parametrize("command", ["finetune", "eval", "convert"])
+@pytest.mark.parametrize("case", sorted(MODEL_CASES))
+def test_model_directories(case, command, tiny_dirs, tmp_path):
+    make, code, needles = MODEL_CASES[case]
+    if command == "convert" and case == "label count":
+        pytest.skip("convert keeps the checkpoint's own head")
+    if command == "convert" and case == "saved config with T=0":
+        needles = ["a spiking checkpoint keeps the neuron settings"]  # convert refuses any spiking source before reading its settings
+    marker = tmp_path / "PAYLOAD_RAN"
+    model = make(tmp_path, marker)
+    before = snapshot(model)
+    out = tmp_path / "out"
+    if command == "finetune":
+        args = finetune(tiny_dirs, out, f"model={model}")
+    elif command == "eval":
+        args = ["eval", str(model), "--task", "sst2", "--data-dir", str(tiny_dirs["glue"]), "--out-dir", str(out)]
+    else:
+        args = ["convert", str(model), "--out", str(out)]
+    refused(runner.invoke(app, args), code, *needles)
+    assert not out.exists() and not marker.exists()
+    assert snapshot(model) == before
+
+
+@pytest.mark.parametrize("command", ["convert", "eval"])
+def test_checkpoint_code_never_runs(command, tiny_dirs, tmp_path):
+    marker = tmp_path / "CODE_RAN"
+    model = _with_auto_map(tmp_path, "hostile", marker, "BertTokenizer")
+    if command == "convert":
+        args = ["convert", str(model), "--out", str(tmp_path / "s"), "--seq-len", "16", "--format", "json"]
+    else:
+        args = ["eval", str(model), "--task", "sst2", "--data-dir", str(tiny_dirs["glue"]), "-s", "data.max_length=16",
+                "--format", "json"]
+    res = runner.invoke(app, args, input="y\n" * 50)  # would answer a trust prompt, were one shown
+    assert res.exit_code == 0, res.stderr
+    json.loads(res.stdout)  # stdout is clean JSON: no prompt was printed into it
+    assert "custom code" not in res.output and not marker.exists()
+    if command == "convert":
+        written = json.loads((tmp_path / "s" / "config.json").read_text())
+        assert "auto_map" not in written and "trust_remote_code" not in written
+        assert not list((tmp_path / "s").glob("*.py"))
+
+
+# ------------------------------------------------------------------------------------- outputs
+
+def test_output_is_a_file(tiny_dirs, tmp_path):
+    target = tmp_path / "taken"
+    target.write_text("mine")
+    refused(runner.invoke(app, ["convert", str(tiny_dirs["dense"]), "--out", str(target)]), 2, "is a file")
+    refused(runner.invoke(app, finetune(tiny_dirs, target)), 2, "is a file")
+    assert target.read_text() == "mine"
+
+
+def test_output_holding_other_files(tiny_dirs, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    refused(runner.invoke(app, ["convert", str(tiny_dirs["dense"]), "--out", str(out)]), 2, "not empty")
+    refused(runner.invoke(app, finetune(tiny_dirs, out)), 2, "holds no spikelm run")
+    assert snapshot(out) == {"notes.txt": b"keep me"}
+
+
+def test_disk_full_while_writing_is_a_message_and_leaves_nothing(tiny_dirs, tmp_path, monkeypatch):
+    import transformers.modeling_utils
+
+    def full(tensors, filename, *args, **kwargs):  # the disk fills up while the weights are written
+        Path(filename).write_bytes(b"\0" * 16)
+        raise OSError(errno.ENOSPC, "No space left on device", str(filename))
+
+    monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", full)
+    out = tmp_path / "s"
+    refused(runner.invoke(app, ["convert", str(tiny_dirs["dense"]), "--out", str(out), "--seq-len", "16"]), 5,
+            "No space left on device")
+    assert list(tmp_path.iterdir()) == []  # neither the output nor its temporary directory
+
+
+def test_eval_into_a_training_run_leaves_its_run_config_alone(tiny_dirs, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run_config.yaml").write_text("# a training run's record\ncommand: finetune\n")
+    res = runner.invoke(app, ["eval", str(tiny_dirs["dense"]), "--task", "sst2", "--data-dir", str(tiny_dirs["glue"]),
+                              "-s", "data.max_length=16", "--out-dir", str(run)])
+    assert res.exit_code == 0, res.stderr
+    assert (run / "run_config.yaml").read_text() == "# a training run's record\ncommand: finetune\n"
+    assert (run / "eval_results.json").is_file() and (run / "eval_config.yaml").is_file()
+
+
+# -------------------------------------------------------------------------------------- resume
+
+RESUME = ("train.max_steps=2", "train.save_steps=1", "train.eval_strategy=no", "train.keep_best=false")
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_dirs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("resume") / "run"
+    res = runner.invoke(app, finetune(tiny_dirs, out, *RESUME))
+    assert res.exit_code == 0, res.stderr
+    return out
+
+
+def _resume_case(name, run: Path, tmp_path: Path):
+    """(args, expected code, needles) of one resume case; may prepare `run`."""
+    if name == "not a checkpoint":
+        return ["--resume", str(tmp_path)], 3, ["not a Trainer checkpoint"]
+    if name == "changed recipe":
+        return ["--resume", "auto", "-s", "train.lr=0.5"], 2, ["differs", "train.lr"]
+    if name == "never over checkpoints":
+        return [], 2, ["already holds checkpoints", "--resume auto"]
+    if name == "live lock":
+        (run / LOCK_NAME).write_text(f"{socket.gethostname()} {__import__('os').getppid()}\n")
+        return ["--resume", "auto"], 2, ["in use by another run"]
+    (run / LOCK_NAME).write_text("another-machine 4242\n")
+    return ["--resume", "auto"], 2, ["host another-machine"]
+
+
+@pytest.mark.parametrize("case", ["not a checkpoint", "changed recipe", "never over checkpoints", "live lock",
+                                  "lock of another host"])
+def test_resume(case, finished_run, tiny_dirs, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    args, code, needles = _resume_case(case, run, tmp_path)
+    before = snapshot(run)
+    refused(runner.invoke(app, finetune(tiny_dirs, run, *RESUME, extra_args=args)), code, *needles)
+    assert snapshot(run) == before

@@ -1,0 +1,85 @@
+"""The run directory: which checkpoints count, the lock across hosts, what a run refuses to write into,
+and that a run refused early leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+from spikelm_core.config import FinetuneConfig, config_from_dict
+from spikelm_core.errors import ConfigError
+from spikelm_core.training.rundir import LOCK_NAME, RunDirectory, RunLock, last_complete_checkpoint
+
+
+def _checkpoint(root, step, state='{"global_step": 1}'):
+    d = root / f"checkpoint-{step}"
+    d.mkdir(parents=True)
+    (d / "config.json").write_text("{}")
+    if state is not None:
+        (d / "trainer_state.json").write_text(state)
+    return d
+
+
+def _cfg(out):
+    return config_from_dict(FinetuneConfig, {"model": "m", "out_dir": str(out), "data": {"task": "sst2"}})
+
+
+def test_incomplete_checkpoints_are_skipped_with_a_warning(tmp_path, caplog):
+    _checkpoint(tmp_path, 2)
+    _checkpoint(tmp_path, 10, state=None)  # killed before trainer_state.json
+    _checkpoint(tmp_path, 4, state='{"global_st')  # cut short while writing it
+    with caplog.at_level("WARNING", logger="spikelm"):
+        assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-2")
+    assert "checkpoint-10" in caplog.text and "checkpoint-4" in caplog.text
+    assert last_complete_checkpoint(tmp_path / "none") is None
+
+
+def test_lock_of_another_host_is_never_taken_over(tmp_path):
+    (tmp_path / LOCK_NAME).write_text("some-other-host 1\n")
+    with pytest.raises(ConfigError, match="host some-other-host"):
+        RunLock(tmp_path).acquire()
+    assert (tmp_path / LOCK_NAME).read_text() == "some-other-host 1\n"
+
+
+def test_stale_lock_on_this_host_is_taken_over_and_records_host_and_pid(tmp_path):
+    for stale in (f"{socket.gethostname()} 999999999\n", "999999999\n"):  # 0.1.0 locks hold the pid alone
+        (tmp_path / LOCK_NAME).write_text(stale)
+        lock = RunLock(tmp_path)
+        lock.acquire()
+        assert (tmp_path / LOCK_NAME).read_text() == f"{socket.gethostname()} {os.getpid()}\n"
+        lock.release()
+        assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_a_directory_of_other_files_is_refused_untouched(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="holds no spikelm run"):
+        RunDirectory(_cfg(tmp_path), "finetune", "never").__enter__()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_an_earlier_run_needs_resume(tmp_path):
+    (tmp_path / "run_config.yaml").write_text("command: finetune\n")
+    (tmp_path / "metrics.jsonl").write_text("")
+    with pytest.raises(ConfigError, match="holds an earlier run") as info:
+        RunDirectory(_cfg(tmp_path), "finetune", "never").__enter__()
+    assert "--resume auto" in info.value.hint
+
+
+def test_a_run_refused_before_writing_leaves_no_directory(tmp_path):
+    out = tmp_path / "new"
+    run = RunDirectory(_cfg(out), "finetune", "never")
+    with pytest.raises(RuntimeError):
+        with run:
+            assert out.is_dir()  # the lock is there
+            raise RuntimeError("the teacher does not match")
+    assert not out.exists()
+    # once run_config.yaml is written the directory stays (it is a run that can be resumed)
+    with pytest.raises(RuntimeError):
+        with RunDirectory(_cfg(out), "finetune", "never") as run:
+            run.write_config()
+            raise RuntimeError("later failure")
+    assert (out / "run_config.yaml").is_file() and not (out / LOCK_NAME).exists()
+    assert sorted(p.name for p in out.iterdir()) == ["run_config.yaml"]
