@@ -43,7 +43,7 @@ from transformers import BertConfig, BertForSequenceClassification  # noqa: E402
 
 import spikelm_core  # noqa: E402
 from spikelm_core.calibration import calibrate  # noqa: E402
-from spikelm_core.models.common import compile_layers  # noqa: E402
+from spikelm_core.models.common import SharedInputProjections, compile_layers  # noqa: E402
 from spikelm_core.models.spiking_bert import SpikingBertConfig, SpikingBertForSequenceClassification  # noqa: E402
 from spikelm_core.neurons import BiSpikeNeuron, set_neuron_impl  # noqa: E402
 
@@ -88,13 +88,16 @@ def make_batch(batch: int, seq: int, vocab: int, seed: int = 0) -> dict:
     }
 
 
-def build(kind: str, shape: dict, T: int | None, neuron_impl: str = "compiled"):
+def build(kind: str, shape: dict, T: int | None, neuron_impl: str = "compiled", share: bool = True):
     torch.manual_seed(0)
     common = dict(vocab_size=30522, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, **shape)
     if kind == "dense":
         return BertForSequenceClassification(BertConfig(**common))
     model = SpikingBertForSequenceClassification(SpikingBertConfig(num_timesteps=T, **common))
     set_neuron_impl(model, neuron_impl)
+    for m in model.modules():
+        if isinstance(m, SharedInputProjections):
+            m.share_input_spikes = share
     return model
 
 
@@ -196,6 +199,10 @@ def main() -> None:
     ap.add_argument("--compile-dense", action="store_true",
                     help="also time the dense model under torch.compile (extra ratios *_vs_compiled_dense)")
     ap.add_argument("--skip-energy", action="store_true")
+    ap.add_argument("--no-share", dest="share", action="store_false",
+                    help="run Q, K and V with three neuron passes and three GEMMs (default: one shared pass)")
+    ap.add_argument("--compare-sharing", action="store_true",
+                    help="also pair the training step of the shared-spike model with one running Q/K/V apart")
     ap.add_argument("--out", type=Path, default=Path("runs/bench/bench.json"))
     args = ap.parse_args()
     if args.quick:
@@ -215,6 +222,7 @@ def main() -> None:
         "exec": args.exec_mode,
         "neuron_impl": "fast, traced into compiled layers" if args.exec_mode == "layers" else args.neuron_impl,
         "shape": args.shape,
+        "share_input_spikes": args.share,
         "batch": args.batch,
         "seq_len": args.seq_len,
     }
@@ -240,12 +248,24 @@ def main() -> None:
 
     per_t = {}
     for T in args.timesteps:
-        model = build("spiking", shape, T, args.neuron_impl)
+        model = build("spiking", shape, T, args.neuron_impl, share=args.share)
         calibrate(model, batch)
         extra_warmup = 0
         if args.exec_mode == "layers":
             compile_layers(model)
             extra_warmup = 1  # the first call of each mode compiles
+        sharing = None
+        if args.compare_sharing:
+            apart = build("spiking", shape, T, args.neuron_impl, share=False)
+            apart.load_state_dict(model.state_dict())
+            if args.exec_mode == "layers":
+                compile_layers(apart)
+            shared_s, apart_s, shared_over_apart = paired_times(
+                train_step_fn(model, batch), train_step_fn(apart, batch), args.warmup + extra_warmup, args.repeat)
+            sharing = {"shared_step_s": shared_s, "apart_step_s": apart_s, "shared_over_apart": 1 / shared_over_apart}
+            print(f"spiking T={T}: shared Q/K/V spikes {shared_s:.3f} s, apart {apart_s:.3f} s "
+                  f"(shared/apart {1 / shared_over_apart:.3f})", file=sys.stderr)
+            del apart
         dense_now, step, ratio = paired_times(dense_train, train_step_fn(model, batch), args.warmup + extra_warmup,
                                               args.repeat)
         tps = inference_tokens_per_s(model, batch, args.warmup + extra_warmup, args.repeat)
@@ -261,6 +281,7 @@ def main() -> None:
             "activation_bytes": mem,
             "peak_memory_ratio": mem / dense_mem,
             "peak_memory_ratio_over_T": mem / dense_mem / T,
+            "sharing": sharing,
         }
         if dense_compiled is not None:
             per_t[str(T)]["train_step_ratio_over_T_vs_compiled_dense"] = step / dense_compiled["train_step_s"] / T

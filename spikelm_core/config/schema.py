@@ -320,10 +320,12 @@ class TrainArgs(_RuledSection):
     """Keep the best evaluated checkpoint (by the task's primary metric) as the final model."""
     num_workers: int = Field(0, ge=0)
     """DataLoader worker processes."""
-    compile: Literal["none", "layers"] = "none"
+    compile: Literal["auto", "none", "layers"] = "auto"
     """'layers': after calibration, run each spiking encoder layer as one torch.compile'd graph that
     fuses the neurons with their neighbours (faster steps after a one-off compile, about a minute on
-    CPU; steps that record firing rates run eagerly); 'none': eager layers. Same spikes either way."""
+    CPU, cached by torch for later runs; steps that record firing rates run eagerly); 'none': eager
+    layers; 'auto' (default): 'layers' when the run has at least 300 optimizer steps, so that the
+    compile pays for itself, else 'none'. Same spikes either way."""
     sampling: Literal["random", "group_by_length"] = "random"
     """Order of training examples: 'random' (shuffled) or 'group_by_length' (shuffled, then batches
     of similar length, so that dynamic padding wastes little: faster on short, varied texts such as
@@ -539,6 +541,9 @@ class EvalConfig(_BenchmarkConfig):
     """'auto' = CUDA when available, else CPU."""
     seed: int = Field(42, ge=0)
     """Random seed (only matters for non-deterministic kernels)."""
+    compile: Literal["auto", "none", "layers"] = "auto"
+    """Compiled spiking layers for scoring (see train.compile): 'auto' (default) compiles when at
+    least 2000 examples are scored, 'layers' always, 'none' never."""
 
     def _check(self, rules: _Rules) -> None:
         super()._check(rules)

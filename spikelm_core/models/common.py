@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..neurons import BiSpikeNeuron, LIFNeuron, SpikingNeuron, TernarySpike
+from ..neurons.base import spike_identically
 from ..neurons.settings import SPIKING_FIELDS, check_model_neuron_fields
 
 
@@ -105,6 +106,69 @@ class SpikeLinear(nn.Linear):
         return F.linear(self.neuron(x), self.weight, self.bias)
 
 
+class SharedInputProjections(nn.Module):
+    """A module whose `SpikeLinear`s may read one input (Q, K and V of self-attention; K and V of
+    BART's cross-attention). Their neurons see the same input and, calibrated on it with the same
+    settings, hold the same amplitudes, so they emit identical spikes: one neuron pass then serves
+    all of them, and one GEMM multiplies the shared spikes with the concatenated weights. The
+    result, its gradients and the state-dict keys are those of separate projections.
+
+    The projections run apart whenever sharing would not be exact or would hide something: while a
+    neuron is uncalibrated or learns its amplitudes (`learn_alpha`), when the amplitudes differ,
+    while a hook watches a neuron (firing rates, the energy audit: each neuron's spikes are counted
+    as before), while TorchScript/fvcore traces the model (MACs are counted per projection), or with
+    `share_input_spikes = False`. The synaptic operations (ACs) are the same either way; only the
+    neuron work is done once instead of once per projection.
+    """
+
+    #: one neuron pass and one GEMM where exact (see the class docstring); False: always apart
+    share_input_spikes = True
+
+    def shared_projection_sets(self) -> dict[str, tuple["SpikeLinear", ...]]:
+        """The groups of projections that read one input, by name, e.g. {"qkv": (query, key, value)}."""
+        raise NotImplementedError
+
+    def refresh_input_sharing(self) -> None:
+        """Decide (eagerly, outside any compiled graph) which groups can share their input spikes;
+        each decision is cached until one of its neurons' state changes."""
+        for group in self.shared_projection_sets():
+            self._decide(group)
+
+    def _decide(self, group: str) -> bool:
+        neurons = [lin.neuron for lin in self.shared_projection_sets()[group]]
+        key = tuple((n.state_version, getattr(getattr(n, "alpha", None), "_version", 0)) for n in neurons)
+        keys = self.__dict__.setdefault("_sharing_keys", {})
+        if keys.get(group) != key:
+            keys[group] = key
+            # a plain bool attribute per group: a compiled graph guards on its value, so one graph
+            # serves every layer
+            self.__dict__[f"_share_{group}"] = bool(self.share_input_spikes) and spike_identically(neurons)
+        return self.__dict__[f"_share_{group}"]
+
+    def sharing(self, group: str) -> bool:
+        """The cached decision for `group` (False when not decided yet)."""
+        return bool(self.__dict__.get(f"_share_{group}", False))
+
+    def project(self, h: torch.Tensor, group: str) -> tuple[torch.Tensor, ...]:
+        """Each projection of `group` applied to `h`, through one shared spike pass where exact."""
+        linears = self.shared_projection_sets()[group]
+        if not self._can_share(group, linears):
+            return tuple(lin(h) for lin in linears)
+        spikes = linears[0].neuron(h)
+        weight = torch.cat([lin.weight for lin in linears])
+        bias = None if linears[0].bias is None else torch.cat([lin.bias for lin in linears])
+        return F.linear(spikes, weight, bias).split([lin.out_features for lin in linears], dim=-1)
+
+    def _can_share(self, group: str, linears) -> bool:
+        if torch.jit.is_tracing() or not self.share_input_spikes:
+            return False
+        if any(lin.neuron._forward_hooks or lin.neuron._forward_pre_hooks for lin in linears):
+            return False
+        if not torch.compiler.is_compiling():
+            return self._decide(group)
+        return self.sharing(group)
+
+
 class SpikeMatmul(nn.Module):
     """`left @ neuron(right)^T` (`transpose_right=True`, Q.K^T) or `left @ neuron(right)` (probs.V).
 
@@ -137,6 +201,9 @@ class CompilableLayer(nn.Module):
     _compiled = None
 
     def forward(self, *args, output_attentions: bool = False):
+        if self._compiled is not None:
+            for module in self._sharing_modules():  # decided here, eagerly: the graph only reads it
+                module.refresh_input_sharing()
         if self._compiled is not None and not output_attentions and self._compilable_now():
             try:
                 # contiguous: the first layer's input is the embeddings expanded over T (stride 0),
@@ -149,6 +216,12 @@ class CompilableLayer(nn.Module):
                                type(self).__name__, type(exc).__name__, exc)
                 self._compiled = None
         return self._forward(*args, output_attentions=output_attentions)
+
+    def _sharing_modules(self) -> list:
+        modules = self.__dict__.get("_sharing_cache")
+        if modules is None:
+            modules = self.__dict__["_sharing_cache"] = [m for m in self.modules() if isinstance(m, SharedInputProjections)]
+        return modules
 
     def _compilable_now(self) -> bool:
         if torch.jit.is_tracing() or torch.compiler.is_compiling():

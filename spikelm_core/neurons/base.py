@@ -39,6 +39,15 @@ def set_neuron_impl(model: nn.Module, impl: str) -> None:
             m.impl = impl
 
 
+def spike_identically(neurons) -> bool:
+    """Whether the neurons emit identical spikes for identical inputs: the same kind and settings,
+    equal amplitudes, none learning its amplitudes. Reads amplitudes from the device: cache the answer
+    (see `SpikingNeuron.state_version`)."""
+    first, *rest = neurons
+    signature = first.spike_signature()
+    return signature is not None and all(n.spike_signature() == signature and first.same_state(n) for n in rest)
+
+
 class SpikingNeuron(nn.Module):
     """Base class: maps `x: [T, ...]` to spikes of the same shape.
 
@@ -48,6 +57,9 @@ class SpikingNeuron(nn.Module):
 
     #: "ternary" ({-a, 0, +a}) or "binary" ({0, a} or {0, 1}); energy accounting reads it.
     levels: str = "ternary"
+    #: bumped whenever the state that decides the spikes changes (calibration, loading), so callers
+    #: can cache decisions that read it (`spike_identically`)
+    state_version: int = 0
 
     def __init__(self) -> None:
         super().__init__()
@@ -63,6 +75,16 @@ class SpikingNeuron(nn.Module):
 
     def mark_uncalibrated(self) -> None:
         """Make the next forward calibrate again (no-op for neurons without amplitudes)."""
+
+    def spike_signature(self) -> tuple | None:
+        """The settings that decide this neuron's spikes, or None when they may change during
+        training (learnt amplitudes) or are not known yet (uncalibrated). Two neurons with equal
+        signatures and equal state (`same_state`) spike identically on the same input."""
+        return None
+
+    def same_state(self, other: "SpikingNeuron") -> bool:
+        """Whether `other` holds the same spike-deciding state (amplitudes) as this neuron."""
+        return True
 
     def _check_time(self, x: torch.Tensor, expected: int | None) -> None:
         if expected is not None and x.shape[0] != expected:

@@ -57,6 +57,7 @@ class _AmplitudeNeuron(SpikingNeuron):
 
     def reset_parameters(self) -> None:
         self._calibrated_seen = False
+        self.state_version += 1
         with torch.no_grad():
             if self.alpha_mode == "fixed":
                 self.alpha.fill_(self.fixed_alpha)
@@ -84,6 +85,7 @@ class _AmplitudeNeuron(SpikingNeuron):
 
     def _load_from_state_dict(self, *args, **kwargs):
         self._calibrated_seen = False  # the loaded `calibrated` flag is read again on the next forward
+        self.state_version += 1
         super()._load_from_state_dict(*args, **kwargs)
 
     def _needs_calibration(self) -> bool:
@@ -93,11 +95,25 @@ class _AmplitudeNeuron(SpikingNeuron):
         if self.alpha_mode == "calibrated":
             self.calibrated.fill_(False)
             self._calibrated_seen = False
+            self.state_version += 1
 
     def _set_alpha(self, alpha: torch.Tensor) -> None:
         with torch.no_grad():
             self.alpha.copy_(alpha.to(self.alpha.dtype))
             self.calibrated.fill_(True)
+        self.state_version += 1
+
+    def spike_signature(self) -> tuple | None:
+        if self.learn_alpha or not self.is_calibrated:
+            return None
+        return (type(self), self.impl, self.num_timesteps, self.k, self.levels, self.amplitude, self.alpha_mode,
+                self.fixed_alpha, *self._dynamics())
+
+    def _dynamics(self) -> tuple:
+        return ()
+
+    def same_state(self, other) -> bool:
+        return torch.equal(self.alpha, other.alpha)
 
     def extra_repr(self) -> str:
         return (
@@ -165,6 +181,9 @@ class BiSpikeNeuron(_AmplitudeNeuron):
             compiled = self.impl == "compiled"
             s = F.BiSpikeFunction.apply(x, self.alpha, self.decay, self.reset, self._lo, self._unit, compiled)
         return s
+
+    def _dynamics(self) -> tuple:
+        return (self.decay, self.reset)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, decay={self.decay}, reset={self.reset}"

@@ -41,5 +41,9 @@ class LIFNeuron(SpikingNeuron):
         s = fn(x, self.tau, self.v_threshold, self.v_reset, self.surrogate_alpha)
         return s
 
+    def spike_signature(self) -> tuple:
+        return (type(self), self.impl, self.num_timesteps, self.tau, self.v_threshold, self.v_reset,
+                self.surrogate_alpha)
+
     def extra_repr(self) -> str:
         return f"tau={self.tau}, v_threshold={self.v_threshold}, v_reset={self.v_reset}"

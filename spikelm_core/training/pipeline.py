@@ -155,19 +155,43 @@ def calibrate_if_needed(model, batch: dict[str, torch.Tensor], converted: bool) 
     return False
 
 
-def compile_if_asked(model, mode: str) -> int:
-    """`train.compile: layers`: run each spiking layer of `model` as one compiled graph (after
-    calibration, which compiled layers leave to the eager path). Returns how many layers."""
+#: `compile: auto` compiles a training run of at least this many optimizer steps: the one-off
+#: compile (about a minute on 2 CPU cores) then costs less than the eager steps would
+AUTO_COMPILE_MIN_STEPS = 300
+#: ... and an evaluation of at least this many examples
+AUTO_COMPILE_MIN_EXAMPLES = 2000
+
+
+def planned_steps(args, examples: int) -> int:
+    """Optimizer steps a Trainer run with `args` will take over `examples` training examples."""
+    if args.max_steps > 0:
+        return args.max_steps
+    per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * max(1, args.world_size)
+    return math.ceil(math.ceil(examples / per_step) * args.num_train_epochs)
+
+
+def compile_if_asked(model, mode: str, *, work: int = 0, threshold: int = AUTO_COMPILE_MIN_STEPS) -> int:
+    """`compile: layers` (or `auto` with `work` at least `threshold`): run each spiking layer of
+    `model` as one compiled graph (after calibration, which compiled layers leave to the eager
+    path). Returns how many layers."""
+    from ..models.common import CompilableLayer, compile_layers
+
+    asked = mode
+    if mode == "auto":
+        compilable = any(isinstance(m, CompilableLayer) for m in model.modules())
+        mode = "layers" if compilable and work >= threshold else "none"
+        if compilable:
+            log.info("compile: auto -> %s (%d %s; compiled from %d)", mode, work,
+                     "steps" if threshold == AUTO_COMPILE_MIN_STEPS else "examples", threshold)
     if mode != "layers":
         return 0
-    from ..models.common import compile_layers
-
     n = compile_layers(model, dynamic=True)  # batches vary in length: one graph for all lengths
-    if n == 0:
-        log.warning("train.compile is 'layers' but %s has no compilable spiking layers; it runs eagerly",
+    if n == 0 and asked == "layers":
+        log.warning("compile is 'layers' but %s has no compilable spiking layers; it runs eagerly",
                     type(model).__name__)
-    else:
-        log.info("compiled %d spiking layers (the first steps in training and in evaluation compile)", n)
+    elif n:
+        log.info("compiled %d spiking layers: the first training and evaluation steps compile (about a "
+                 "minute on CPU; torch caches the result for later runs)", n)
     return n
 
 
@@ -216,7 +240,7 @@ def run_training(pipeline: Pipeline, *, resume: str | None, callbacks=None) -> R
             callbacks=[firing, run.metrics_callback(), *(callbacks or [])],
         )
         calibrated = calibrate_if_needed(trainer.model, pipeline.calibration_batch(train_ds, collator), loaded.converted)
-        compile_if_asked(trainer.model, cfg.train.compile)
+        compile_if_asked(trainer.model, cfg.train.compile, work=planned_steps(args, len(train_ds)))
         train_out = trainer.train(resume_from_checkpoint=run.resume_from)
         metrics, primary, report = pipeline.final_evaluation(trainer, evals, collator, loaded.tokenizer)
         trainer.save_model(str(run.final_dir))  # every rank calls it; only the main process writes
@@ -291,6 +315,8 @@ def run_evaluation(evaluation: Evaluation) -> EvalResult:
     check_not_empty(cfg.task, data)
     if loaded.converted:
         calibrate_if_needed(loaded.model, evaluation.calibration_batch(loaded, data), True)
+    compile_if_asked(loaded.model, cfg.compile, work=sum(len(ds) for ds in data.values()),
+                     threshold=AUTO_COMPILE_MIN_EXAMPLES)
     metrics, examples, primary, report = evaluation.score(loaded, data)
     result = EvalResult(
         model=str(cfg.model), task=cfg.task, metrics=metrics, examples=examples, primary_metric=primary,

@@ -40,7 +40,7 @@ from transformers.models.bart.modeling_bart import (
 )
 
 from ...neurons import SpikingNeuron
-from ..common import SpikeLinear, SpikeMatmul, make_kv_spike, make_neuron
+from ..common import SharedInputProjections, SpikeLinear, SpikeMatmul, make_kv_spike, make_neuron
 from .configuration_spiking_bart import SpikingBartConfig
 
 
@@ -58,8 +58,10 @@ def _additive(mask_bool: torch.Tensor, dtype) -> torch.Tensor:
     )
 
 
-class SpikingBartAttention(nn.Module):
-    """Spike-driven multi-head attention over `[T, B, L, D]` (self, causal self, or cross)."""
+class SpikingBartAttention(SharedInputProjections):
+    """Spike-driven multi-head attention over `[T, B, L, D]` (self, causal self, or cross). Q, K and V
+    of self-attention, and K and V of cross-attention, share one spike pass where exact
+    (`SharedInputProjections`)."""
 
     #: "fused" (one SDPA call over spiked K/V) or "reference" (explicit qk / softmax / av modules).
     attention_impl = "fused"
@@ -78,6 +80,9 @@ class SpikingBartAttention(nn.Module):
         self.qk = SpikeMatmul(make_kv_spike(config), transpose_right=True)
         self.av = SpikeMatmul(make_kv_spike(config), transpose_right=False)
 
+    def shared_projection_sets(self):
+        return {"qkv": (self.q_proj, self.k_proj, self.v_proj), "kv": (self.k_proj, self.v_proj)}
+
     def _heads(self, x: torch.Tensor) -> torch.Tensor:  # [T, B, L, D] -> [T, B, H, L, dh]
         T, B, L, _ = x.shape
         return x.view(T, B, L, self.num_heads, self.head_dim).transpose(2, 3)
@@ -95,7 +100,6 @@ class SpikingBartAttention(nn.Module):
         broadcastable to `[T, B, H, L, S]`. Returns `[T, B, L, D]`."""
         T = h.shape[0]
         is_cross = key_value_states is not None
-        q = self._heads(self.q_proj(h))
         layer_cache, reuse = None, False
         if cache is not None:
             if isinstance(cache, EncoderDecoderCache):
@@ -104,12 +108,17 @@ class SpikingBartAttention(nn.Module):
             else:
                 layer_cache = cache
         if reuse:
+            q = self._heads(self.q_proj(h))
             layer = layer_cache.layers[self.layer_idx]
             k, v = self._from_cache(layer.keys, T), self._from_cache(layer.values, T)
         else:
-            src = key_value_states if is_cross else h
-            k = self.qk.neuron(self._heads(self.k_proj(src)))
-            v = self.av.neuron(self._heads(self.v_proj(src)))
+            if is_cross:
+                q = self._heads(self.q_proj(h))
+                k, v = self.project(key_value_states, "kv")
+            else:
+                q, k, v = self.project(h, "qkv")
+                q = self._heads(q)
+            k, v = self.qk.neuron(self._heads(k)), self.av.neuron(self._heads(v))
             if layer_cache is not None:
                 ck, cv = layer_cache.update(self._to_cache(k), self._to_cache(v), self.layer_idx)
                 k, v = self._from_cache(ck, T), self._from_cache(cv, T)

@@ -3,7 +3,8 @@
 Every tensor inside the encoder is time-first, `[T, B, L, D]`. Per layer:
 
     0  embeddings (float, computed once) repeated T times
-    1  Q, K, V = SpikeLinear_q/k/v(h)          three separate stateful neurons before the projections
+    1  Q, K, V = SpikeLinear_q/k/v(h)          three stateful neurons before the projections (one
+                                               shared pass and one GEMM when they spike identically)
     2  scores  = Q . spike(K)^T / sqrt(d_h)    `qk`: stateless spike on K; Q stays float
     3  softmax(scores + mask), dropout         float
     4  context = probs . spike(V)              `av`: stateless spike on V
@@ -39,7 +40,7 @@ from transformers.models.bert.modeling_bert import (
 from transformers.utils import ModelOutput
 
 from ...neurons import SpikingNeuron
-from ..common import CompilableLayer, SpikeLinear, SpikeMatmul, make_kv_spike, make_neuron
+from ..common import CompilableLayer, SharedInputProjections, SpikeLinear, SpikeMatmul, make_kv_spike, make_neuron
 from .configuration_spiking_bert import SpikingBertConfig
 
 
@@ -59,7 +60,7 @@ class SpikingBertForPreTrainingOutput(ModelOutput):
     attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
-class SpikingBertSelfAttention(nn.Module):
+class SpikingBertSelfAttention(SharedInputProjections):
     def __init__(self, config: SpikingBertConfig):
         super().__init__()
         self.num_heads = config.num_attention_heads
@@ -72,6 +73,9 @@ class SpikingBertSelfAttention(nn.Module):
         self.av = SpikeMatmul(make_kv_spike(config), transpose_right=False)
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
 
+    def shared_projection_sets(self):
+        return {"qkv": (self.query, self.key, self.value)}
+
     def _heads(self, x: torch.Tensor) -> torch.Tensor:  # [T, B, L, D] -> [T, B, H, L, dh]
         T, B, L, _ = x.shape
         return x.view(T, B, L, self.num_heads, self.head_dim).transpose(2, 3)
@@ -82,7 +86,7 @@ class SpikingBertSelfAttention(nn.Module):
     attention_impl = "fused"
 
     def forward(self, h, mask, output_attentions: bool = False):
-        q, k, v = self._heads(self.query(h)), self._heads(self.key(h)), self._heads(self.value(h))
+        q, k, v = (self._heads(x) for x in self.project(h, "qkv"))
         if self.attention_impl == "fused" and not output_attentions and not torch.jit.is_tracing():
             ctx, probs = self._fused(q, k, v, mask), None
         else:

@@ -1,0 +1,68 @@
+"""The training skeleton's own decisions: compile by default only where it pays, the planned step
+count, and one error listing every missing input."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from spikelm_core.errors import CheckpointError, DataError
+from spikelm_core.models.spiking_bert import SpikingBertConfig, SpikingBertForSequenceClassification
+from spikelm_core.training.pipeline import (
+    AUTO_COMPILE_MIN_EXAMPLES,
+    AUTO_COMPILE_MIN_STEPS,
+    compile_if_asked,
+    planned_steps,
+    preflight,
+)
+from tests.conftest import TINY
+
+
+def _layers_compiled(model):
+    return [layer._compiled is not None for layer in model.bert.encoder.layer]
+
+
+@pytest.mark.parametrize("mode, work, threshold, compiled", [
+    ("auto", AUTO_COMPILE_MIN_STEPS - 1, AUTO_COMPILE_MIN_STEPS, False),
+    ("auto", AUTO_COMPILE_MIN_STEPS, AUTO_COMPILE_MIN_STEPS, True),
+    ("auto", AUTO_COMPILE_MIN_EXAMPLES, AUTO_COMPILE_MIN_EXAMPLES, True),
+    ("none", 10**6, AUTO_COMPILE_MIN_STEPS, False),
+    ("layers", 1, AUTO_COMPILE_MIN_STEPS, True),
+])
+def test_compile_auto_compiles_long_runs_only(mode, work, threshold, compiled):
+    model = SpikingBertForSequenceClassification(SpikingBertConfig(**TINY, num_timesteps=2))
+    n = compile_if_asked(model, mode, work=work, threshold=threshold)
+    assert n == (TINY["num_hidden_layers"] if compiled else 0)
+    assert _layers_compiled(model) == [compiled] * TINY["num_hidden_layers"]
+
+
+def test_compile_auto_leaves_models_without_spiking_layers_alone(caplog):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    with caplog.at_level("INFO", logger="spikelm"):
+        assert compile_if_asked(BertForSequenceClassification(BertConfig(**TINY)), "auto", work=10**6) == 0
+    assert "compile" not in caplog.text
+
+
+def test_planned_steps():
+    args = SimpleNamespace(max_steps=-1, per_device_train_batch_size=8, gradient_accumulation_steps=2, world_size=1,
+                           num_train_epochs=3.0)
+    assert planned_steps(args, 100) == 21  # ceil(100 / 16) = 7 steps an epoch
+    assert planned_steps(SimpleNamespace(**{**vars(args), "num_train_epochs": 0.5}), 100) == 4
+    assert planned_steps(SimpleNamespace(**{**vars(args), "max_steps": 5}), 100) == 5
+
+
+def test_preflight_lists_model_and_data_with_their_fixes(tmp_path):
+    def no_data():
+        raise DataError("no local data for GLUE task 'mnli'", hint="give --data-dir DIR")
+
+    with pytest.raises(CheckpointError) as info:
+        preflight("finetune", str(tmp_path / "missing-model"), no_data, "pass --model minilm")
+    err = info.value
+    assert "2 problems" in err.message and err.exit_code == 3
+    text = "\n".join(err.details)
+    assert "missing-model" in text and "fix: pass --model minilm" in text and "fix: give --data-dir DIR" in text
+    with pytest.raises(DataError):  # one problem is raised as it is
+        preflight("finetune", None, no_data)
+    preflight("finetune", None, lambda: None)
