@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table as RichTable
 
 from spikelm_core.energy import EnergySweepReport
-from spikelm_core.energy.plots import plot_energy_breakdown, plot_firing_rates
+from spikelm_core.energy.plots import plot_energy_breakdown, plot_energy_vs_firing_rate, plot_firing_rates
 from spikelm_core.energy.tables import Table, Text, csv_text, markdown_text, report_blocks
 from spikelm_core.io import atomic_output_dir
 
@@ -63,17 +63,21 @@ def json_text(report: EnergySweepReport) -> str:
 
 
 OUT_FILES = ("report.json", "report.csv", "report.md", "firing_rates.png", "energy_breakdown.png")
+MEMORY_PLOT = "energy_vs_firing_rate.png"
 
 
 def write_outputs(report: EnergySweepReport, out_dir: Path, *, force: bool = False) -> list[Path]:
-    """Write every OUT_FILES entry into `out_dir` atomically (all or nothing)."""
+    """Write every OUT_FILES entry (and MEMORY_PLOT with memory bounds) into `out_dir` atomically."""
+    names = OUT_FILES + ((MEMORY_PLOT,) if report.memory_cost is not None else ())
     with atomic_output_dir(out_dir, force) as tmp:
         (tmp / "report.json").write_text(json_text(report) + "\n", encoding="utf-8")
         (tmp / "report.csv").write_text(csv_text(report), encoding="utf-8")
         (tmp / "report.md").write_text(markdown_text(report, detail=True), encoding="utf-8")
         plot_firing_rates(report, tmp / "firing_rates.png")
         plot_energy_breakdown(report, tmp / "energy_breakdown.png")
-    return [Path(out_dir) / name for name in OUT_FILES]
+        if report.memory_cost is not None:
+            plot_energy_vs_firing_rate(report, tmp / MEMORY_PLOT)
+    return [Path(out_dir) / name for name in names]
 
 
 def print_written(paths: list[Path]) -> None:

@@ -61,6 +61,13 @@ class EnergyFormat(str, Enum):
     markdown = "markdown"
 
 
+class Memory(str, Enum):
+    none = "none"
+    weight_stationary = "weight-stationary"
+    event_driven = "event-driven"
+    both = "both"
+
+
 class Profile(str, Enum):
     fp32 = "fp32"
     fp16 = "fp16"
@@ -88,6 +95,15 @@ def energy_command(
     profile: Annotated[Profile, typer.Option(help="Energy cost profile (Horowitz, ISSCC 2014, 45 nm).")] = Profile.fp32,
     e_mac: Annotated[Optional[float], typer.Option(help="Override E_MAC in pJ.")] = None,
     e_ac: Annotated[Optional[float], typer.Option(help="Override E_AC in pJ.")] = None,
+    memory: Annotated[Optional[Memory], typer.Option(
+        "--memory", help="Memory bounds beside the arithmetic: none, weight-stationary, event-driven or both "
+        "(default: both, or the cost file's bounds).")] = None,
+    memory_cost: Annotated[Optional[str], typer.Option(
+        "--memory-cost", help="Cost of a byte moved: lemaire (default, buffer-size dependent), flat, sram, dram, "
+        "or a YAML cost file (docs/energy-report.md).")] = None,
+    neurobench: Annotated[bool, typer.Option(
+        "--neurobench", help="Add NeuroBench-compatible metrics (Footprint, ConnectionSparsity, ActivationSparsity, "
+        "SynapticOperations, MembraneUpdates) per sample.")] = False,
     format: Annotated[EnergyFormat, typer.Option("--format", help="table (rich), json, csv or markdown (stdout).")] = EnergyFormat.table,
     out: Annotated[Optional[Path], typer.Option(
         "--out", "-o", help="Also write report.json/.csv/.md and PNG plots to this directory (atomically).")] = None,
@@ -97,7 +113,7 @@ def energy_command(
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the ratio's confidence interval (0: none).")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap (and of random weights / token ids).")] = 0,
 ) -> None:
-    """Estimate dense vs spiking energy (arithmetic only), sweeping k and T.
+    """Estimate dense vs spiking energy (arithmetic, and two memory bounds), sweeping k and T.
 
     BERT: per sample at --seq-len tokens. BART: encoder once per input (--seq-len source tokens),
     decoder per generated token (--target-len per summary), with and without the KV cache.
@@ -119,6 +135,9 @@ def energy_command(
         count_norm=count_norm,
         bootstrap=bootstrap,
         seed=seed,
+        memory=memory.value if memory is not None else None,
+        memory_cost=memory_cost,
+        neurobench=neurobench,
     )
     if out is not None:
         from spikelm_core.io import check_output_dir

@@ -1,6 +1,7 @@
-"""Energy audit: dense MACs versus spiking ACs, priced with per-operation costs.
+"""Energy audit: dense MACs versus spiking ACs, priced with per-operation costs, and two memory bounds.
 
-A theoretical, arithmetic-only estimate that ignores data movement (docs: energy-method.md).
+The arithmetic estimate ignores data movement (docs: energy-method.md); `memory` adds the bytes moved
+under a weight-stationary and an event-driven bound (docs: energy-report.md).
 
 - `costs`: `CostProfile` presets fp32/fp16/int8 (Horowitz, ISSCC 2014, 45 nm), `get_profile`.
 - `components`: the component vocabulary (q, k, v, o, ffn1, ffn2, qk, av, cross_*, pooler, head, ...).
@@ -15,6 +16,10 @@ A theoretical, arithmetic-only estimate that ignores data movement (docs: energy
 - `models`: the audited model, its dense twin and the calibration text (every checkpoint read).
 - `sweep`: `run_energy(EnergyArgs)` / `estimate_energy_sweep(...)`, the k x T sweep behind
   `spikelm energy`, returning an `EnergySweepReport`.
+- `memory`: the memory model (bytes per op, the two bounds, memory costs and cost files, the
+  break-even firing rate, the quantised ANN, BART generation traffic): `load_memory_cost`,
+  `memory_report`, `forward_ops`, `generation_ops`.
+- `neurobench`: NeuroBench-compatible metrics (`neurobench_metrics`).
 - `tables`: every table of the report built once as data, for the rich and Markdown renderers.
 - `plots`: the PNG plots of `spikelm energy --out`.
 
@@ -40,6 +45,14 @@ from spikelm_core.energy.costs import FP16, FP32, INT8, PROFILES, CostProfile, g
 from spikelm_core.energy.errors import EnergyAuditError
 from spikelm_core.energy.estimate import energy_from_counts, estimate_energy, implied_mean_firing_rate
 from spikelm_core.energy.macs import MacCount, MacRow, count_macs
+from spikelm_core.energy.memory import (
+    MEMORY_PRESETS,
+    MemoryCost,
+    MemoryReport,
+    load_memory_cost,
+    memory_report,
+)
+from spikelm_core.energy.neurobench import neurobench_metrics
 from spikelm_core.energy.paper import bart_paper_setting, paper_setting
 from spikelm_core.energy.report import (
     ASSUMPTIONS,
@@ -72,6 +85,7 @@ __all__ = [
     "FP16",
     "FP32",
     "INT8",
+    "MEMORY_PRESETS",
     "PROFILES",
     "SCHEMA",
     "SPIKING_COMPONENTS",
@@ -89,6 +103,8 @@ __all__ = [
     "Interval",
     "MacCount",
     "MacRow",
+    "MemoryCost",
+    "MemoryReport",
     "NeuronRates",
     "bart_closed_form_macs",
     "bart_expected_macs",
@@ -105,6 +121,9 @@ __all__ = [
     "generation_rows",
     "get_profile",
     "implied_mean_firing_rate",
+    "load_memory_cost",
+    "memory_report",
+    "neurobench_metrics",
     "paper_setting",
     "run_energy",
 ]

@@ -14,6 +14,7 @@ from spikelm_core.energy.components import DEFAULT_SEQ_LEN, ENCODER_COMPONENTS
 from spikelm_core.energy.costs import FP32, CostProfile
 from spikelm_core.energy.estimate import FiringRates, energy_from_counts, included_items
 from spikelm_core.energy.macs import MacRow
+from spikelm_core.energy.memory import Shape
 from spikelm_core.energy.report import EnergyReport
 
 
@@ -102,4 +103,11 @@ def bart_paper_setting(
     )
 
 
-__all__ = ["BART_BASE", "bart_paper_setting", "paper_setting"]
+PAPER_SHAPES = {
+    "bert": Shape(hidden=768, heads=12, ffn=3072, seq_len=DEFAULT_SEQ_LEN),
+    "bart": Shape(hidden=768, heads=12, ffn=3072, seq_len=128, decoder_len=128, decoder_ffn=3072),
+}
+"""BERT-base at 128 tokens and BART-base at 128/128 tokens, for the memory model of the paper setting."""
+
+
+__all__ = ["BART_BASE", "PAPER_SHAPES", "bart_paper_setting", "paper_setting"]

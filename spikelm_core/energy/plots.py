@@ -10,7 +10,7 @@ from pathlib import Path
 
 from spikelm_core.energy.components import COMPONENTS
 from spikelm_core.energy.report import EnergySweepReport
-from spikelm_core.energy.tables import component_label, run_label
+from spikelm_core.energy.tables import BOUND_LABELS, component_label, run_label
 
 
 def plot_firing_rates(report: EnergySweepReport, path: Path) -> None:
@@ -82,4 +82,46 @@ def plot_energy_breakdown(report: EnergySweepReport, path: Path) -> None:
     plt.close(fig)
 
 
-__all__ = ["plot_energy_breakdown", "plot_firing_rates"]
+def plot_energy_vs_firing_rate(report: EnergySweepReport, path: Path) -> None:
+    """Energy (arithmetic + memory) against the mean firing rate, one panel per memory bound.
+
+    Per run: the spiking energy as the rates scale in proportion (line), the measured point, the
+    break-even rate (dotted vertical); the dense energy and the quantised ANN's are horizontal lines.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = report.to_dict()
+    runs = [r for r in data["runs"] if r.get("memory")]
+    bounds = [b for b in BOUND_LABELS if runs and b in runs[0]["memory"]]
+    fig, axes = plt.subplots(1, max(1, len(bounds)), figsize=(5.5 * max(1, len(bounds)), 4.2), squeeze=False)
+    for ax, bound in zip(axes[0], bounds):
+        first = runs[0]["memory"][bound]
+        ax.axhline(first["energy_dense_mj"], color="black", label="dense")
+        q = first["quantised_ann"]
+        ax.axhline(q["energy_mj"], color="gray", linestyle="--", label=f"{q['bits']}-bit ANN")
+        for i, run in enumerate(runs):
+            m = run["memory"][bound]
+            color = f"C{i % 10}"
+            ax.plot(m["curve"]["firing_rate"], m["curve"]["energy_spiking_mj"], color=color, label=f"spiking {run_label(run)}")
+            ax.plot([m["mean_firing_rate"]], [m["energy_spiking_mj"]], "o", color=color)
+            if m["break_even_firing_rate"] is not None and m["break_even_firing_rate"] <= 1:
+                ax.axvline(m["break_even_firing_rate"], color=color, linestyle=":")
+        ax.set_yscale("log")
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("mean firing rate (rates scaled in proportion)")
+        ax.set_ylabel(f"energy per sample (mJ, {data['constants']['profile']} + memory)")
+        ax.set_title(f"{BOUND_LABELS[bound]}: dots measured, dotted break-even")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    suffix = "" if data["firing_rates_meaningful"] else " (random weights: not meaningful)"
+    fig.suptitle(f"energy against firing rate, memory cost {data['memory_constants']['preset']}{suffix}"
+                 if bounds else "no memory bound requested")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+__all__ = ["plot_energy_breakdown", "plot_energy_vs_firing_rate", "plot_firing_rates"]

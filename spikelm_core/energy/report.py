@@ -1,4 +1,4 @@
-"""The energy report: dataclasses and the stable JSON schema `spikelm.energy/1` (docs/energy-report.md).
+"""The energy report: dataclasses and the stable JSON schema `spikelm.energy/2` (docs/energy-report.md).
 
 - `EnergyRow` / `EnergyReport`: the energy arithmetic's result for one model at one shape (rows,
   per-component and per-layer sums, `totals()`: the one place the totals of a report are written);
@@ -19,8 +19,9 @@ from typing import Any
 
 from spikelm_core.energy.components import COMPONENTS, STACKS
 from spikelm_core.energy.costs import CostProfile
+from spikelm_core.energy.memory import MemoryCost, MemoryReport
 
-SCHEMA = "spikelm.energy/1"
+SCHEMA = "spikelm.energy/2"
 """Version tag of `EnergySweepReport.to_dict()`; bumped on any incompatible change."""
 
 ASSUMPTIONS = (
@@ -38,6 +39,15 @@ CAVEAT = (
     "movement and compare SNNs with equivalent quantised ANNs: under typical neuromorphic-hardware "
     "assumptions, SNNs with moderate T (5-10) then need average spike rates below about 6% to win "
     "(6.4% in v2-v3, 5.7% at T = 5 in v4). SpikeLM's ~33% is far above that."
+)
+
+MEMORY_CAVEAT = (
+    "The arithmetic ratio covers arithmetic only. The memory bounds add the bytes moved under two dataflow "
+    "bounds (weight-stationary: each weight read once per inference; event-driven: each spike fetches its "
+    "weights), priced per byte by the chosen memory cost; they are bounds, not a simulation of any chip: no "
+    "addressing, control or caching, batch 1. Yan et al. (arXiv 2409.08290) find that SNNs with moderate T "
+    "need spike rates below about 6% to beat an equivalent quantised ANN once data movement counts (5.7% at "
+    "T = 5 in v4)."
 )
 
 
@@ -278,6 +288,12 @@ class EnergyRun:
     mean_firing_rate_ci: Interval | None = None
     generation: GenerationEnergy | None = None
     """BART only: one summary generated with and without the KV cache (seq2seq.py)."""
+    memory: MemoryReport | None = None
+    """The memory bounds (memory.py); None with --memory none."""
+    neurobench: dict[str, Any] | None = None
+    """NeuroBench-compatible metrics per sample (neurobench.py); None unless asked for."""
+    paper_memory: MemoryReport | None = None
+    """The memory bounds of the paper setting (BERT-base / BART-base closed-form shapes)."""
 
     @property
     def spike_driven_share(self) -> float:
@@ -307,6 +323,8 @@ class EnergySweepReport:
     included: tuple[str, ...] = ()
     target_len: int | None = None
     """BART only: tokens generated per summary (None for BERT)."""
+    memory_cost: MemoryCost | None = None
+    """The cost of a byte moved (memory.py); None with --memory none."""
 
     @property
     def is_seq2seq(self) -> bool:
@@ -317,15 +335,16 @@ class EnergySweepReport:
         return all(r.firing_rates_meaningful for r in self.runs)
 
     def to_dict(self) -> dict[str, Any]:
-        """The stable JSON form (schema `spikelm.energy/1`, docs/energy-report.md).
+        """The stable JSON form (schema `spikelm.energy/2`, docs/energy-report.md).
 
         Top level::
 
-            schema            "spikelm.energy/1"
+            schema            "spikelm.energy/2"
             model             {source, path, kind: spiking|dense|config-only, architecture,
                                hidden_size, num_hidden_layers, num_attention_heads,
                                intermediate_size, max_position_embeddings}
             constants         {profile, e_mac_pj, e_ac_pj, source}
+            memory_constants  with a memory bound: {preset, access_bits, points, source}
             seq_len           tokens per sequence (MACs are per sample at this length; BART: source)
             target_len        BART only: summary tokens per input
             data              {source, batches, sequences, tokens}
@@ -355,7 +374,10 @@ class EnergySweepReport:
             float_matmuls     [{module, op, component, layer, macs, steps, reason}]
             paper_setting     {model, seq_len, timesteps, dense_macs, spiking_acs, spiking_macs,
                                energy_dense_mj, energy_spiking_mj, ratio, mean_firing_rate,
-                               components}
+                               components, memory (per bound: totals, ratio, break-even)}
+            memory            with a memory bound: {value_bytes, spike_bits, quantised_ann_bits,
+                              weight_stationary, event_driven} (memory.MemoryReport.to_dict)
+            neurobench        with --neurobench: NeuroBench-compatible metrics (neurobench.py)
             generation        BART only: {source_len, target_len, kv_cache, no_cache}; each mode
                               {per_summary, per_token, last_token: totals, lines: [{line, charged,
                               totals}]} (GenerationEnergy.to_dict)
@@ -372,6 +394,7 @@ class EnergySweepReport:
                 "e_ac_pj": self.profile.e_ac_pj,
                 "source": self.profile.source,
             },
+            **({"memory_constants": self.memory_cost.to_dict()} if self.memory_cost is not None else {}),
             "seq_len": self.seq_len,
             **({"target_len": self.target_len} if self.target_len is not None else {}),
             "data": dict(self.data),
@@ -440,6 +463,8 @@ def _run_dict(run: EnergyRun) -> dict[str, Any]:
         "per_position": {k: list(v) for k, v in run.per_position.items()},
         "float_matmuls": [_float_dict(f) for f in run.float_matmuls],
         **({"generation": run.generation.to_dict()} if run.generation is not None else {}),
+        **({"memory": run.memory.to_dict()} if run.memory is not None else {}),
+        **({"neurobench": dict(run.neurobench)} if run.neurobench is not None else {}),
         "paper_setting": {
             "model": BART_PAPER_MODEL if run.generation is not None else
             "BERT-base (closed form: d=768, 12 layers, 12 heads, d_ff=3072, pooler)",
@@ -447,5 +472,6 @@ def _run_dict(run: EnergyRun) -> dict[str, Any]:
             "timesteps": paper.num_timesteps,
             **paper.totals(),
             "components": [_row_dict(r, layer=False) for r in paper.by_component()],
+            **({"memory": run.paper_memory.summary()} if run.paper_memory is not None else {}),
         },
     }

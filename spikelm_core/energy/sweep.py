@@ -16,6 +16,11 @@ forward (`--seq-len` source tokens, `--target-len` decoder tokens, `use_cache=Fa
 are traced teacher-forced, and each run adds `generation` (seq2seq.py): one summary with and
 without the KV cache. The paper setting is then BART-base at 128/128 tokens.
 
+Each run also carries the memory bounds (`memory.py`: weight-stationary and event-driven, the
+break-even firing rate, the quantised ANN; for BART per generated token with and without the KV
+cache), for the audited model and for the paper setting, and, when asked, NeuroBench-compatible
+metrics (`neurobench.py`).
+
 Where things live: settings here (`EnergyArgs`); model, twin and text in `models.py`; the report
 and its JSON schema in `report.py`. Nothing here prints or exits.
 """
@@ -36,8 +41,20 @@ from spikelm_core.energy.costs import DEFAULT_PROFILE, CostProfile, get_profile
 from spikelm_core.energy.estimate import energy_from_counts, included_items
 from spikelm_core.energy.firing_pass import bootstrap, neuron_rates, per_position, trace_firing
 from spikelm_core.energy.macs import MacCount, count_macs
-from spikelm_core.energy.paper import bart_paper_setting, paper_setting
-from spikelm_core.energy.report import EnergyReport, EnergyRun, EnergySweepReport, FloatMatmul
+from spikelm_core.energy.memory import (
+    Assumptions,
+    MemoryReport,
+    MemorySettings,
+    forward_ops,
+    generation_ops,
+    load_memory_cost,
+    memory_report,
+    shape_of,
+    value_bytes,
+)
+from spikelm_core.energy.neurobench import neurobench_metrics
+from spikelm_core.energy.paper import PAPER_SHAPES, bart_paper_setting, paper_setting
+from spikelm_core.energy.report import CAVEAT, MEMORY_CAVEAT, EnergyReport, EnergyRun, EnergySweepReport, FloatMatmul
 from spikelm_core.energy.seq2seq import generation_energy
 from spikelm_core.errors import ConfigError
 
@@ -78,6 +95,12 @@ class EnergyArgs:
     """Bootstrap resamples of the calibration sequences for the ratio CI; 0 = none."""
     confidence: float = 0.95
     seed: int = 0
+    memory: str | None = None
+    """Memory bounds: none, weight-stationary, event-driven or both; None = the cost file's, else both."""
+    memory_cost: str | None = None
+    """A memory cost preset (lemaire, flat, sram, dram) or a YAML cost file; None = lemaire."""
+    neurobench: bool = False
+    """Add NeuroBench-compatible metrics per run (neurobench.py)."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -219,6 +242,7 @@ def run_energy(args: EnergyArgs, progress: Progress | None = None) -> EnergySwee
     say = progress or (lambda message: None)
     start = time.perf_counter()
     profile = get_profile(args.profile, e_mac_pj=args.e_mac_pj, e_ac_pj=args.e_ac_pj)
+    memory = load_memory_cost(args.memory_cost, args.memory)
     source = models.open_source(args.model)
     plan = _plan(args, source)
     torch.manual_seed(args.seed)
@@ -242,7 +266,7 @@ def run_energy(args: EnergyArgs, progress: Progress | None = None) -> EnergySwee
             included = _included(plan, args, count)
         models.check_twin(count, twin)
         for k in plan.ks:
-            runs.append(_run_point(model, plan, args, profile, batches, count, included, k, T, say))
+            runs.append(_run_point(model, plan, args, profile, memory, batches, count, included, k, T, say))
         del model
     assert twin is not None
     return EnergySweepReport(
@@ -258,10 +282,39 @@ def run_energy(args: EnergyArgs, progress: Progress | None = None) -> EnergySwee
         seconds=time.perf_counter() - start,
         included=included,
         target_len=plan.target_len,
+        memory_cost=memory.cost if memory.bounds else None,
+        caveat=MEMORY_CAVEAT if memory.bounds else CAVEAT,
     )
 
 
-def _run_point(model, plan: _Plan, args: EnergyArgs, profile: CostProfile, batches: Sequence[dict],
+def _memory(model, plan: _Plan, args: EnergyArgs, profile: CostProfile, memory: MemorySettings,
+            report: EnergyReport, paper: EnergyReport, neurons,
+            T: int) -> tuple[MemoryReport | None, MemoryReport | None, dict[str, Any] | None]:
+    """The memory bounds of one run (memory.py: the forward, and for a BART one summary per mode), of its
+    paper setting, and the NeuroBench-compatible metrics (neurobench.py), each when asked for."""
+    if not memory.bounds and not args.neurobench:
+        return None, None, None
+    linear = {name: (m.in_features, m.out_features) for name, m in model.named_modules()
+              if isinstance(m, torch.nn.Linear)}
+    shape = shape_of(plan.source.config, args.seq_len, plan.target_len, linear)
+    ops = forward_ops(report.rows, shape)
+    bench = neurobench_metrics(model, ops, neurons, T) if args.neurobench else None
+    if not memory.bounds:
+        return None, None, bench
+    binary = bool(neurons) and all(n.kind == "binary" for n in neurons)
+    assumptions = Assumptions(T, profile, memory.cost, value_bytes(profile), 1 if binary else 2)
+    generation = None
+    if plan.seq2seq:
+        assert plan.target_len is not None
+        generation = {mode: generation_ops(ops, shape, plan.target_len, cache=mode == "kv_cache")
+                      for mode in ("kv_cache", "no_cache")}
+    paper_ops = forward_ops(paper.rows, PAPER_SHAPES["bart" if plan.seq2seq else "bert"])
+    return (memory_report(ops, assumptions, memory.bounds, memory.what_if, generation, plan.target_len),
+            memory_report(paper_ops, assumptions, memory.bounds), bench)
+
+
+def _run_point(model, plan: _Plan, args: EnergyArgs, profile: CostProfile, memory: MemorySettings,
+               batches: Sequence[dict],
                count: MacCount, included: tuple[str, ...], k: float | None, T: int, say: Progress) -> EnergyRun:
     """One (k, T) point: amplitudes, the firing pass, the energy, the paper setting and the bootstrap."""
     checkpoint_amps = plan.use_checkpoint_amplitudes and T == plan.own_t
@@ -291,12 +344,15 @@ def _run_point(model, plan: _Plan, args: EnergyArgs, profile: CostProfile, batch
         paper = paper_setting(_component_rates(report), timesteps=T, profile=profile,
                               float_components={f.component for f in floats if f.component in ENCODER_COMPONENTS})
     ratio_ci, rate_ci = bootstrap(report, firing.profiles, args.bootstrap, args.confidence, args.seed)
+    neurons = neuron_rates(firing, count)
+    run_memory, paper_memory, bench = _memory(model, plan, args, profile, memory, report, paper, neurons, T)
     return EnergyRun(
         k=k, timesteps=T, report=report, paper=paper,
-        neurons=neuron_rates(firing, count),
+        neurons=neurons,
         per_position=per_position(firing.profiles, count),
         float_matmuls=floats, amplitudes=amplitudes, firing_rates_meaningful=plan.source.kind != "config-only",
         ratio_ci=ratio_ci, mean_firing_rate_ci=rate_ci, generation=generation,
+        memory=run_memory, paper_memory=paper_memory, neurobench=bench,
     )
 
 
@@ -311,7 +367,7 @@ def estimate_energy_sweep(
     """Keyword form of `run_energy`: `estimate_energy_sweep("minilm", ks=[2, 3, 4])`.
 
     Other keywords are `EnergyArgs` fields (seq_len, data, batches, batch_size, profile, e_mac_pj,
-    e_ac_pj, count_norm, bootstrap, confidence, seed).
+    e_ac_pj, count_norm, bootstrap, confidence, seed, memory, memory_cost, neurobench).
     """
     unknown = sorted(set(settings) - set(EnergyArgs.__dataclass_fields__))
     if unknown:

@@ -119,7 +119,12 @@ def header_lines(data: dict) -> list[str]:
                  f"d_ff={m['intermediate_size']}")
         where = f"per sample at {data['seq_len']} tokens; firing rates"
         kind = _KIND.get(m["kind"], m["kind"])
+    memory = data.get("memory_constants")
+    cost = ([f"memory: {memory_cost_line(memory)}; {data['runs'][0]['memory']['value_bytes']:g} bytes per value, "
+             f"spikes {data['runs'][0]['memory']['spike_bits']} bit(s) per element or events, whichever is smaller"]
+            if memory and data["runs"] and data["runs"][0].get("memory") else [])
     return [
+        "arithmetic estimate, with two memory bounds beside it" if cost else
         "arithmetic-only estimate, ignores data movement",
         f"model: {m['source']} ({kind}), {m['architecture']}, {shape}",
         f"profile: {c['profile']}: E_MAC {c['e_mac_pj']:g} pJ, E_AC {c['e_ac_pj']:g} pJ ({c['source']})",
@@ -127,8 +132,28 @@ def header_lines(data: dict) -> list[str]:
         f"of {d['source']} ({d['batches']} batch(es)); pads excluded",
         f"dense twin {data['dense_twin']['class']}: {data['dense_twin']['macs']:,} MACs (fvcore, checked against "
         "the spiking model component by component)",
+        *cost,
         "counted: " + "; ".join(data["included"]),
     ]
+
+
+def memory_cost_line(memory: dict) -> str:
+    """One line for a memory cost: its name, its pJ per access (per buffer size) and its source."""
+    pts = memory["points"]
+    unit = "per byte" if memory["access_bits"] == 8 else f"per {memory['access_bits']:g}-bit access"
+    if len(pts) == 1:
+        cost = f"{pts[0]['pj_per_access']:g} pJ {unit}"
+    else:
+        cost = ", ".join(f"{p['pj_per_access']:g} pJ at {_size(p['buffer_bytes'])}" for p in pts) + f" {unit}"
+    return f"{memory['preset']}: {cost} ({memory['source']})"
+
+
+def _size(n: float) -> str:
+    return f"{n / 2**20:g} MB" if n >= 2**20 else f"{n / 2**10:g} KB"
+
+
+BOUND_LABELS = {"weight_stationary": "weight-stationary", "event_driven": "event-driven"}
+BOUND_SHORT = {"weight_stationary": "WS", "event_driven": "ED"}
 
 
 def report_blocks(report: EnergySweepReport | dict[str, Any], *, detail: bool = False) -> list[Block]:
@@ -140,12 +165,15 @@ def report_blocks(report: EnergySweepReport | dict[str, Any], *, detail: bool = 
     if star:
         blocks.append(Text(NOT_MEANINGFUL, "alert"))
     blocks += energy_table(data, star)
+    blocks += memory_blocks(data, star)
+    blocks += neurobench_blocks(data, star)
     if is_bart(data):
         blocks += generation_table(data, star)
         blocks += [generation_lines_table(run, star) for run in (data["runs"] if detail else data["runs"][:1])]
     if detail:
         for run in data["runs"]:
             blocks += components_table(run, star)
+            blocks += memory_components_table(run, star)
             blocks += layers_table(run)
     blocks += paper_table(data, star)
     blocks += purity_blocks(data)
@@ -173,6 +201,133 @@ def energy_table(data: dict, star: str) -> list[Block]:
         first = next(r["ratio_ci"] for r in data["runs"] if r["ratio_ci"])
         blocks.append(Text(f"CI: bootstrap percentile interval of the ratio, {first['resamples']} resamples of the "
                            f"calibration {first['unit']}s (seed {data['seed']})"))
+    return blocks
+
+
+def memory_blocks(data: dict, star: str) -> list[Block]:
+    """Per (k, T): the arithmetic ratio, each bound's ratio and break-even rate, and one sentence."""
+    runs = [r for r in data["runs"] if r.get("memory")]
+    if not runs:
+        return []
+    bounds = [b for b in BOUND_LABELS if b in runs[0]["memory"]]
+    columns = ["k", "T", "mean fr", "arithmetic"]
+    for b in bounds:
+        columns += [f"{BOUND_SHORT[b]} ratio", f"{BOUND_SHORT[b]} break-even fr"]
+    q = runs[0]["memory"]["quantised_ann_bits"]
+    columns += [f"{BOUND_SHORT[b]} vs {q}-bit ANN" for b in bounds]
+    rows = []
+    for r in runs:
+        m = r["memory"]
+        row = [k_label(r["k"]), str(r["timesteps"]), rate(r["mean_firing_rate"]) + star, ratio(r["ratio"]) + star]
+        for b in bounds:
+            row += [ratio(m[b]["ratio"]) + star, rate(m[b]["break_even_firing_rate"]) + star]
+        row += [ratio(m[b]["quantised_ann"]["ratio"]) + star for b in bounds]
+        rows.append(tuple(row))
+    title = ("memory bounds: arithmetic + data movement, one teacher-forced forward" if is_bart(data)
+             else "memory bounds: arithmetic + data movement per sample")
+    blocks: list[Block] = [Table(title, tuple(columns), tuple(rows))]
+    blocks += [Text(memory_sentence(r, bounds), "note", f"at {run_label(r)}:") for r in runs]
+    blocks.append(Text(MEMORY_NOTE))
+    if is_bart(data) and "generation" in runs[0]["memory"][bounds[0]]:
+        blocks += memory_generation_table(data, runs, bounds, star)
+    return blocks
+
+
+MEMORY_NOTE = ("ratio = E_dense / E_spiking with memory traffic added to the arithmetic on both sides (arithmetic: "
+               "the energy table's ratio); WS = weight-stationary: "
+               "every weight read once per inference, only activations, spikes and membranes move; ED = event-driven: "
+               "every non-zero spike fetches the weight row it drives (one weight per AC); the dense model reads each "
+               "weight once in both. Break-even fr: the MAC-weighted mean firing rate (all rates scaled in proportion) "
+               "at which spiking costs as much as dense. vs ANN: E_ANN / E_spiking for the dense model moving its activations at "
+               "ceil(log2(2T+1)) bits (Yan et al., arXiv 2409.08290). docs/energy-report.md gives every formula.")
+
+
+def memory_sentence(run: dict, bounds: list[str]) -> str:
+    """Under which assumption the spiking model's saving holds, in one sentence."""
+    m, fr = run["memory"], run["mean_firing_rate"]
+    holds = [b for b in bounds if (m[b]["ratio"] or 0) > 1]
+    fails = [b for b in bounds if b not in holds]
+    arith = "the arithmetic alone favours spikes" if (run["ratio"] or 0) > 1 else "even the arithmetic favours dense"
+
+    def need(b: str) -> str:
+        be = m[b]["break_even_firing_rate"]
+        return ("it would not break even at any rate" if be is None else
+                f"it would need a mean rate below {be:.3g} (measured {fr:.3f})")
+    if holds and not fails:
+        return (f"{arith} ({ratio(run['ratio'])}), and the saving holds under both memory bounds "
+                f"({', '.join(BOUND_LABELS[b] + ' ' + ratio(m[b]['ratio']) for b in holds)}).")
+    if not holds:
+        return (f"{arith} ({ratio(run['ratio'])}), but the saving does not hold once data movement is counted: "
+                + "; ".join(f"{BOUND_LABELS[b]} {ratio(m[b]['ratio'])}, {need(b)}" for b in fails) + ".")
+    return (f"{arith} ({ratio(run['ratio'])}); the saving holds only if weights stay on chip and are reused over "
+            f"tokens and steps ({', '.join(BOUND_LABELS[b] + ' ' + ratio(m[b]['ratio']) for b in holds)}), not if "
+            "every spike fetches its weights (" + "; ".join(f"{BOUND_LABELS[b]} {ratio(m[b]['ratio'])}, {need(b)}"
+                                                               for b in fails) + ").")
+
+
+def neurobench_blocks(data: dict, star: str) -> list[Block]:
+    """NeuroBench's metrics per (k, T), per sample, and the attention matmuls it cannot see."""
+    runs = [r for r in data["runs"] if r.get("neurobench")]
+    if not runs:
+        return []
+    rows = []
+    for r in runs:
+        nb = r["neurobench"]
+        syn, att = nb["SynapticOperations"], nb["attention_matmuls"]
+        rows.append((k_label(r["k"]), str(r["timesteps"]), num(nb["Footprint"]), f"{nb['ConnectionSparsity']:.4f}",
+                     f"{nb['ActivationSparsity']:.4f}" + star, num(syn["Effective_ACs"]) + star,
+                     num(syn["Effective_MACs"]), num(syn["Dense"]), num(nb["MembraneUpdates"]),
+                     num(att["Effective_ACs"]) + star, num(att["Dense"])))
+    columns = ("k", "T", "Footprint (B)", "ConnectionSparsity", "ActivationSparsity", "Effective_ACs",
+               "Effective_MACs", "Dense", "MembraneUpdates", "attention ACs", "attention Dense")
+    return [Table("NeuroBench metrics per sample (Linear layers; attention matmuls apart)", columns, tuple(rows)),
+            Text(f"{runs[0]['neurobench']['source']}: Linear layers as NeuroBench's SynapticOperations counts them; "
+                 "attention ACs / Dense: the Q.K^T and probs.V matmuls NeuroBench's layer hooks cannot see. Per real "
+                 "sample (NeuroBench divides by the input's leading dimension, T times too many when T is folded "
+                 "into the batch).")]
+
+
+def memory_generation_table(data: dict, runs: list[dict], bounds: list[str], star: str) -> list[Block]:
+    rows = []
+    for r in runs:
+        for b in bounds:
+            for mode, label in MODES.items():
+                g = r["memory"][b]["generation"][mode]
+                s, tok = g["per_summary"], g["per_token"]
+                rows.append((k_label(r["k"]), str(r["timesteps"]), BOUND_LABELS[b], label, num(tok["bytes_dense"]),
+                             num(tok["bytes_spiking"]), num(tok["kv_cache_bytes_dense"]),
+                             num(tok["kv_cache_bytes_spiking"]), mj(tok["energy_dense_mj"]),
+                             mj(tok["energy_spiking_mj"]) + star, ratio(s["ratio"]) + star))
+    columns = ("k", "T", "bound", "decoding", "bytes/token dense", "bytes/token spiking", "KV bytes/token dense",
+               "KV bytes/token spiking", "E_dense/token (mJ)", "E_spiking/token (mJ)", "ratio")
+    return [Table(f"generation with memory: one summary of {data['target_len']} tokens, per token "
+                  "(encoder and cross K/V amortised; each decoder step reads its weights once)", columns, tuple(rows),
+                  frozenset({"bound", "decoding"}))]
+
+
+def memory_components_table(run: dict, star: str) -> list[Block]:
+    if not run.get("memory"):
+        return []
+    blocks: list[Block] = []
+    for b, label in BOUND_LABELS.items():
+        m = run["memory"].get(b)
+        if not m:
+            continue
+        rows = [(component_label(c), num(c["bytes_dense"]), num(c["bytes_spiking"]),
+                 num(c["spiking_bytes"]["weights"]), num(c["spiking_bytes"]["activations"]),
+                 num(c["spiking_bytes"]["spikes"]), num(c["spiking_bytes"]["membrane"]),
+                 num(c["spiking_bytes"]["kv_cache"]), mj(c["energy_dense_mj"]), mj(c["energy_spiking_mj"]) + star,
+                 c["spike_format"] or "-")
+                for c in m["components"]]
+        rows.append(("total", num(m["bytes_dense"]), num(m["bytes_spiking"]), num(m["spiking_bytes"]["weights"]),
+                     num(m["spiking_bytes"]["activations"]), num(m["spiking_bytes"]["spikes"]),
+                     num(m["spiking_bytes"]["membrane"]), num(m["spiking_bytes"]["kv_cache"]),
+                     mj(m["energy_dense_mj"]), mj(m["energy_spiking_mj"]) + star, m["spike_format"] or "-"))
+        columns = ("component", "bytes dense", "bytes spiking", "weights", "activations", "spikes", "membrane",
+                   "KV cache", "E_dense (mJ)", "E_spiking (mJ)", "spike format")
+        blocks.append(Table(f"memory per component at {run_label(run)}, {label} (spiking bytes by kind; energies "
+                            "include the arithmetic)", columns, tuple(rows), frozenset({"component", "spike format"}),
+                            3, total_row=True))
     return blocks
 
 
@@ -244,9 +399,12 @@ def layers_table(run: dict) -> list[Block]:
 
 def paper_table(data: dict, star: str) -> list[Block]:
     bart = is_bart(data)
+    bounds = [b for b in BOUND_LABELS if data["runs"] and b in data["runs"][0]["paper_setting"].get("memory", {})]
     rows = tuple(
         (k_label(r["k"]), str(p["timesteps"]), rate(p["mean_firing_rate"]) + star, num(p["dense_macs"]),
-         mj(p["energy_dense_mj"]), mj(p["energy_spiking_mj"]) + star, ratio(p["ratio"]) + star)
+         mj(p["energy_dense_mj"]), mj(p["energy_spiking_mj"]) + star, ratio(p["ratio"]) + star,
+         *[ratio(p["memory"][b]["ratio"]) + star for b in bounds],
+         *[rate(p["memory"][b]["break_even_firing_rate"]) + star for b in bounds])
         for r in data["runs"] for p in [r["paper_setting"]]
     )
     title = ("paper setting: BART-base, 128/128 tokens teacher-forced, LM head as MAC, measured rates" if bart
@@ -255,7 +413,10 @@ def paper_table(data: dict, star: str) -> list[Block]:
             "energy-method.md section 5); the paper reports no BART energy" if bart else
             "the measured per-component firing rates applied to BERT-base (closed form, pooler as MAC); "
             "the paper (SpikeLM, ICML 2024) reports 3.7x at T=4 and 12.9x at T=1 (secondary sources)")
-    columns = ("k", "T", "mean fr", "dense MACs", "E_dense (mJ)", "E_spiking (mJ)", "ratio")
+    if bounds:
+        note += "; WS / ED: the memory bounds at these shapes, with their break-even mean rates"
+    columns = ("k", "T", "mean fr", "dense MACs", "E_dense (mJ)", "E_spiking (mJ)", "ratio",
+               *[f"{BOUND_SHORT[b]} ratio" for b in bounds], *[f"{BOUND_SHORT[b]} break-even fr" for b in bounds])
     return [Table(title, columns, rows), Text(note)]
 
 
@@ -326,6 +487,7 @@ def markdown_text(report: EnergySweepReport, *, detail: bool = True) -> str:
 CSV_COLUMNS = (
     "k", "timesteps", "scope", "component", "macs", "firing_rate", "spiking_acs", "spiking_macs",
     "energy_dense_mj", "energy_spiking_mj", "ratio", "ratio_ci_low", "ratio_ci_high", "firing_rates_meaningful",
+    "bytes_dense", "bytes_spiking", "break_even_firing_rate",
 )
 
 
@@ -357,6 +519,19 @@ def csv_text(report: EnergySweepReport) -> str:
                     "firing_rate": p["mean_firing_rate"], "spiking_acs": p["spiking_acs"],
                     "spiking_macs": p["spiking_macs"], "energy_dense_mj": p["energy_dense_mj"],
                     "energy_spiking_mj": p["energy_spiking_mj"], "ratio": p["ratio"],
+                })
+        for bound, m in (r.get("memory") or {}).items():
+            if bound not in BOUND_LABELS:
+                continue
+            for c in [None, *m["components"]]:
+                row = m if c is None else c
+                writer.writerow({
+                    **base, "scope": f"memory_{bound}", "component": "" if c is None else component_label(c).replace(" ", "."),
+                    "firing_rate": m["mean_firing_rate"] if c is None else None,
+                    "energy_dense_mj": row["energy_dense_mj"], "energy_spiking_mj": row["energy_spiking_mj"],
+                    "ratio": m["ratio"] if c is None else None, "bytes_dense": row["bytes_dense"],
+                    "bytes_spiking": row["bytes_spiking"],
+                    "break_even_firing_rate": m["break_even_firing_rate"] if c is None else None,
                 })
         p = r["paper_setting"]
         writer.writerow({

@@ -133,6 +133,81 @@ def test_table_shows_every_number_of_the_json(sweep):
             assert text in table, text
 
 
+def test_memory_bounds_in_json(sweep):
+    data, _, _, _ = sweep
+    assert data["memory_constants"]["preset"] == "lemaire" and "2210.13107" in data["memory_constants"]["source"]
+    assert "weight-stationary" in data["caveat"]
+    for r in data["runs"]:
+        m = r["memory"]
+        assert m["value_bytes"] == 4 and m["spike_bits"] == 2 and m["quantised_ann_bits"] == 4
+        for bound in ("weight_stationary", "event_driven"):
+            b = m[bound]
+            for key in ("bytes_dense", "bytes_spiking", "energy_dense_mj", "energy_spiking_mj", "ratio",
+                        "break_even_firing_rate"):
+                assert key in b, key
+            assert sums_close(b["ratio"], b["energy_dense_mj"] / b["energy_spiking_mj"])
+            # the arithmetic inside is the run's, and the component rows sum to the totals
+            assert sums_close(b["arithmetic_dense_mj"], r["energy_dense_mj"])
+            assert math.isclose(b["arithmetic_spiking_mj"], r["energy_spiking_mj"], rel_tol=1e-9)
+            for key in ("bytes_dense", "bytes_spiking", "energy_dense_mj", "energy_spiking_mj", "memory_spiking_mj"):
+                assert math.isclose(sum(c[key] for c in b["components"]), b[key], rel_tol=1e-9), key
+            assert {c["component"] for c in b["components"]} == {c["component"] for c in r["components"]}
+            # at the break-even rate the curve crosses the dense energy
+            be = b["break_even_firing_rate"]
+            assert be is None or be > 0
+            curve = b["curve"]
+            assert curve["firing_rate"][0] == 0 and curve["firing_rate"][-1] == 1
+            assert curve["energy_spiking_mj"] == sorted(curve["energy_spiking_mj"])
+        paper = r["paper_setting"]["memory"]
+        assert set(paper) == {"weight_stationary", "event_driven"} and paper["event_driven"]["ratio"] > 0
+        ws, ed = m["weight_stationary"], m["event_driven"]
+        assert ws["bytes_dense"] == ed["bytes_dense"]  # the dense model reads each weight once in both
+        assert ed["spiking_bytes"]["weights"] > ws["spiking_bytes"]["weights"] == ws["dense_bytes"]["weights"]
+
+
+def test_table_shows_the_three_accountings(sweep):
+    data, table, out_dir, _ = sweep
+    assert "memory bounds: arithmetic + data movement" in table and "memory: lemaire" in table
+    assert "WS ratio" in table and "ED break-even fr" in table and "WS = weight-stationary" in table
+    assert "memory per component at k=2, T=4, weight-stationary" in table
+    for r in data["runs"]:
+        m = r["memory"]
+        assert f"at k={r['k']:g}, T=4:" in table
+        for text in (f"{m['weight_stationary']['ratio']:.2f}x", f"{m['event_driven']['ratio']:.2f}x"):
+            assert text in table, text
+    assert (out_dir / "energy_vs_firing_rate.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = list(csv.DictReader(io.StringIO((out_dir / "report.csv").read_text())))
+    totals = [x for x in rows if x["scope"] == "memory_event_driven" and x["component"] == ""]
+    assert len(totals) == 3 and float(totals[0]["bytes_spiking"]) == data["runs"][0]["memory"]["event_driven"]["bytes_spiking"]
+
+
+def test_memory_flag_and_cost_file(tiny_bert, text_file, tmp_path):
+    common = ("--model", tiny_bert, "--k", 2, "--seq-len", SEQ, "--data", text_file, "--batches", 1, "--bootstrap", 0)
+    res = run(*common, "--memory", "none", "--neurobench", "--format", "json")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert "memory" not in data["runs"][0] and "memory_constants" not in data
+    assert "leaves out memory access" in data["caveat"]
+    nb = data["runs"][0]["neurobench"]
+    assert {"Footprint", "ConnectionSparsity", "ActivationSparsity", "SynapticOperations", "MembraneUpdates"} <= set(nb)
+    syn = nb["SynapticOperations"]
+    assert sums_close(syn["Effective_ACs"] + nb["attention_matmuls"]["Effective_ACs"], data["runs"][0]["spiking_acs"])
+    assert syn["Effective_MACs"] == data["runs"][0]["spiking_macs"]
+    table = run(*common, "--memory", "none", "--neurobench")
+    assert table.exit_code == 0 and "NeuroBench metrics per sample" in table.stdout and "memory bounds" not in table.stdout
+    cost = tmp_path / "cost.yaml"
+    cost.write_text("name: chip\npj_per_byte: 2\nbounds: [event-driven]\nfiring_rates: [0.01, 0.2]\n")
+    res = run(*common, "--memory-cost", cost, "--format", "json")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    m = data["runs"][0]["memory"]
+    assert "weight_stationary" not in m and data["memory_constants"]["preset"] == "chip"
+    assert [w["firing_rate"] for w in m["event_driven"]["what_if"]] == [0.01, 0.2]
+    res = run(*common, "--memory-cost", cost, "--memory", "weight-stationary", "--format", "json")
+    assert set(json.loads(res.stdout)["runs"][0]["memory"]) >= {"weight_stationary"}
+    assert "event_driven" not in json.loads(res.stdout)["runs"][0]["memory"]
+
+
 def test_bootstrap_interval_brackets_the_point_estimate(sweep):
     data, _, _, _ = sweep
     for r in data["runs"]:
@@ -179,7 +254,8 @@ def test_csv_and_markdown(sweep):
 def test_out_dir_files(sweep, tmp_path):
     data, _, out_dir, common = sweep
     names = sorted(p.name for p in out_dir.iterdir())
-    assert names == sorted(["report.json", "report.csv", "report.md", "firing_rates.png", "energy_breakdown.png"])
+    assert names == sorted(["report.json", "report.csv", "report.md", "firing_rates.png", "energy_breakdown.png",
+                            "energy_vs_firing_rate.png"])
     for png in ("firing_rates.png", "energy_breakdown.png"):
         assert (out_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads((out_dir / "report.json").read_text())
@@ -279,12 +355,25 @@ def test_float_matmuls_listed_when_kv_not_spiked(tmp_path, text_file):
         pytest.param(["--data", "{missing}"], 4, "does not exist", id="data-missing"),
         pytest.param(["--data", "{empty}"], 4, "is empty", id="data-empty"),
         pytest.param(["--data", "{binary}"], 4, "cannot read", id="data-not-utf8"),
+        pytest.param(["--memory", "all"], 2, "all", id="unknown-memory-bound"),
+        pytest.param(["--memory-cost", "lemair"], 2, "--memory-cost: unknown preset 'lemair'", id="unknown-memory-preset"),
+        pytest.param(["--memory-cost", "{negative}"], 2, "pj_per_byte: must be >= 0, got -2", id="cost-negative"),
+        pytest.param(["--memory-cost", "{nocost}"], 2, "pj_per_byte: missing constant", id="cost-missing"),
+        pytest.param(["--memory-cost", "{badrate}"], 2, "firing_rates[0]: a firing rate must lie in [0, 1]",
+                     id="cost-rate-outside"),
+        pytest.param(["--memory-cost", "{badbound}"], 2, "bounds[0]: unknown bound 'event-drive'", id="cost-bound"),
+        pytest.param(["--memory-cost", "{badpreset}"], 2, "preset: unknown preset 'hbm'", id="cost-preset"),
     ],
 )
 def test_bad_input_clear_error_no_traceback(tiny_bert, tmp_path, args, code, message):
     (tmp_path / "empty.txt").write_text("  \n\n", encoding="utf-8")
     (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00\x9f" * 10)
     paths = {"missing": tmp_path / "nope.txt", "empty": tmp_path / "empty.txt", "binary": tmp_path / "binary.txt"}
+    for name, text in (("negative", "pj_per_byte: -2\n"), ("nocost", "source: a chip\n"),
+                       ("badrate", "pj_per_byte: 1\nfiring_rates: [1.2]\n"),
+                       ("badbound", "pj_per_byte: 1\nbounds: [event-drive]\n"), ("badpreset", "preset: hbm\n")):
+        paths[name] = tmp_path / f"{name}.yaml"
+        paths[name].write_text(text, encoding="utf-8")
     args = [str(a).format(**paths) for a in args]
     res = run("--model", tiny_bert, "--seq-len", SEQ, *args) if "--seq-len" not in args else run("--model", tiny_bert, *args)
     assert res.exit_code == code, res.output
@@ -344,6 +433,10 @@ def test_bundled_minilm_sweep():
     assert 0.2 < rates[0] < 0.5  # k = 2: roughly the paper's ~33%
     assert data["model"]["kind"] == "dense" and data["data"]["source"] == "packaged calibration text"
     assert data["dense_twin"]["macs"] == data["runs"][0]["dense_macs"]
+    for r in data["runs"]:  # the three accountings: arithmetic, weight-stationary, event-driven
+        m = r["memory"]
+        assert r["ratio"] > m["weight_stationary"]["ratio"] > m["event_driven"]["ratio"] > 0
+        assert 0 < m["event_driven"]["break_even_firing_rate"] < r["mean_firing_rate"]
     assert time.perf_counter() - start < 300  # 90 s on an idle 2-core machine; generous under CI load
 
 

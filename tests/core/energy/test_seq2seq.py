@@ -236,7 +236,7 @@ def bart_sweep(tiny_dense_bart, tmp_path_factory):
 
 def test_cli_bart_json(bart_sweep):
     data, _, out_dir = bart_sweep
-    assert data["schema"] == "spikelm.energy/1" and data["seq_len"] == SRC and data["target_len"] == TGT
+    assert data["schema"] == "spikelm.energy/2" and data["seq_len"] == SRC and data["target_len"] == TGT
     assert data["model"]["model_type"] == "bart" and data["model"]["d_model"] == D
     forward = bart_closed_form_macs(D, 2, 2, F, F, SRC, TGT, vocab_size=V)
     assert data["dense_twin"]["macs"] == forward
