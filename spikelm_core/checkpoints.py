@@ -361,7 +361,7 @@ def _check_tokenizer_config(where: Path) -> None:
         raise CheckpointError(
             f"the tokenizer in '{where}' is custom code (tokenizer_config.json has an auto_map"
             f"{f' for {name!r}' if name else ''}); spikelm never runs code from a checkpoint",
-            hint="give a directory with a standard tokenizer (tokenizer.json or vocab.txt), or pass --tokenizer DIR",
+            hint="give a directory with a standard tokenizer (tokenizer.json or vocab.txt), or (spikelm convert) pass --tokenizer DIR",
         )
     log.debug("%s: ignoring auto_map, loading the built-in %s", path, builtin.__name__)
 
@@ -379,7 +379,7 @@ def load_tokenizer(model_dir: str | os.PathLike, tokenizer: str | os.PathLike | 
         raise CheckpointError(
             f"'{where}' has no tokenizer files",
             details=[f"looked for: {', '.join(TOKENIZER_FILES)}"],
-            hint="copy the tokenizer files (tokenizer.json / vocab.txt) there, or pass --tokenizer DIR",
+            hint="copy the tokenizer files (tokenizer.json / vocab.txt) there, or (spikelm convert) pass --tokenizer DIR",
         )
     _check_tokenizer_config(where)
     try:
@@ -387,7 +387,7 @@ def load_tokenizer(model_dir: str | os.PathLike, tokenizer: str | os.PathLike | 
     except Exception as exc:  # transformers raises ValueError, OSError, KeyError, ... for unusable files
         raise CheckpointError(
             f"no usable tokenizer in '{where}': {exc}",
-            hint="copy the tokenizer files (tokenizer.json / vocab.txt) there, or pass --tokenizer DIR",
+            hint="copy the tokenizer files (tokenizer.json / vocab.txt) there, or (spikelm convert) pass --tokenizer DIR",
         ) from exc
     if getattr(tok, "_auto_map", None) is not None:  # never written back by save_pretrained
         tok._auto_map = None
@@ -683,7 +683,7 @@ def load_model(
                     details=[f"saved labels: {', '.join(map(str, (cfg.get('id2label') or {}).values())) or saved}",
                              f"asked: {num_labels} labels"],
                     hint="give a checkpoint trained for this task, or the encoder without its classifier; "
-                    "to start a fresh classifier on purpose, pass --reinit-head (recipe: reinit_head: true)",
+                    "finetune and distill start a fresh classifier on purpose with --reinit-head (recipe: reinit_head: true)",
                 )
             skip = _classifier_keys(state)
     where = str(model_dir / "config.json")

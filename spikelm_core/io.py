@@ -9,12 +9,36 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from .errors import ConfigError
+from .errors import ConfigError, OutputError
+
+
+def check_output_location(out: str | Path) -> Path:
+    """Refuse an output path that cannot be created: a file in the way, or a location that does not
+    take writes (read-only, a virtual filesystem, no permission). Probes the nearest existing folder
+    with a temporary directory, removed at once, so the check is the one the real write will meet."""
+    out = Path(out)
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    if existing != out and not existing.is_dir():
+        raise ConfigError(f"cannot create '{out}': '{existing}' is a file", hint="choose another output location")
+    folder = existing if existing.is_dir() else existing.parent
+    try:
+        probe = tempfile.mkdtemp(prefix=".spikelm-probe-", dir=folder)
+        os.rmdir(probe)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write '{out}': '{folder}' does not take new files ({exc.strerror or exc})",
+            hint="choose a writable output location (check the permissions and free space)",
+        ) from None
+    return out
 
 
 def check_output_dir(out: str | Path, force: bool) -> Path:
-    """Refuse an existing non-empty directory (or a file) unless `force`."""
+    """Refuse an existing non-empty directory (or a file) unless `force`, and a location that cannot
+    be written (`check_output_location`)."""
     out = Path(out)
+    check_output_location(out)
     if out.exists():
         if not out.is_dir():
             raise ConfigError(f"output path '{out}' exists and is a file", hint="choose another --out")
@@ -38,6 +62,7 @@ def atomic_output_dir(out: str | Path, force: bool = False) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         yield tmp
+        _follow_umask(tmp)
         old = None
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}"
@@ -50,6 +75,20 @@ def atomic_output_dir(out: str | Path, force: bool = False) -> Iterator[Path]:
         raise
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _follow_umask(root: Path) -> None:
+    """mkdtemp/mkstemp create private (0700/0600) entries; give the finished output the usual modes."""
+    mask = _umask()
+    for path in [root, *root.rglob("*")]:
+        with contextlib.suppress(OSError):
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write a text file via a temporary file and `os.replace`."""
     path = Path(path)
@@ -58,6 +97,9 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -42,11 +42,30 @@ def recipe_or_default(recipe: Path | None, task: str | None, command: str) -> Pa
     return paper_recipe(command, task)
 
 
+def packaged_recipe(recipe: Path | None) -> Path | None:
+    """`recipes/...` names the recipes shipped with spikelm when no such file exists here (e.g. run
+    from another directory, or an installed package)."""
+    if recipe is None or recipe.exists() or recipe.is_absolute() or recipe.parts[:1] != ("recipes",):
+        return recipe
+    from spikelm_core.training.recipes import recipes_dir
+
+    root = recipes_dir()
+    shipped = root / Path(*recipe.parts[1:]) if root is not None else None
+    return shipped if shipped is not None and shipped.is_file() else recipe
+
+
 def load_run_config(cls, recipe: Path | None, overrides: list[str] | None, *, task: str | None = None,
                     model: str | None = None, data_dir: Path | None = None, out_dir: Path | None = None,
                     **more: str | None):
-    """The task config from `recipe` < `-s` overrides < the command-line options."""
+    """The task config from `recipe` < `-s` overrides < the command-line options.
+
+    A run's own `run_config.yaml` replays that run: without `--out-dir` the run directory is the
+    folder holding the file (so a copied run continues in its copy, never in the original)."""
     from spikelm_core.config import load_config
+
+    recipe = packaged_recipe(recipe)
+    if recipe is not None and recipe.name == "run_config.yaml" and out_dir is None:
+        out_dir = recipe.resolve().parent
 
     flags = {
         "model": model,

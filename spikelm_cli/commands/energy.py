@@ -81,7 +81,7 @@ def energy_command(
         help="Spiking checkpoint dir, dense BERT or BART dir (converted on the fly), alias or hub id, or a dir with only "
         "config.json (architecture audit, random weights). Default: the bundled MiniLM.")] = None,
     k: Annotated[Optional[list[float]], typer.Option(
-        "--k", help="Amplitude coefficient(s) to sweep, e.g. --k 2 3 4. Default: the checkpoint's own k "
+        "--k", help="Frequency coefficient(s) k to sweep (a_t = k * mean|u_t|; larger k: fewer spikes), e.g. --k 2 3 4. Default: the checkpoint's own k "
         "(its saved amplitudes), else 2.")] = None,
     timesteps: Annotated[Optional[list[int]], typer.Option(
         "--timesteps", "-T", help="Time step count(s) T to sweep, e.g. -T 1 4. Default: the checkpoint's own T, else 4.")] = None,

@@ -28,7 +28,6 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import tempfile
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -376,7 +375,8 @@ def _layer(data: Mapping[str, Any], base: Path, where: str, errors: list[str]) -
 def _prefer_flags(raw: dict[str, Any], flags: Mapping[str, Any]) -> None:
     """Flags beat the recipe's `data.source` (see `DataArgs`): a `data.data_dir` flag drops a local
     GLUE directory path (after inferring `data.task` from it), a `data.task` flag drops a source
-    that names another benchmark ('glue/<task>', 'xsum')."""
+    that names another benchmark ('glue/<task>', 'xsum'), and a local GLUE task directory of another
+    task becomes its GLUE root (`data.data_dir`), from which the asked task is read."""
     data = raw.get("data")
     source = data.get("source") if isinstance(data, dict) else None
     if not isinstance(source, str):
@@ -388,6 +388,13 @@ def _prefer_flags(raw: dict[str, Any], flags: Mapping[str, Any]) -> None:
     by_name = source.strip().lower().startswith("glue/") or task_family(inferred) == "summarization"
     flag_task = flags.get("data.task")
     if isinstance(flag_task, str) and by_name and inferred != normalize_task(flag_task):
+        del data["source"]
+        return
+    if (isinstance(flag_task, str) and not by_name and task_family(inferred) == "glue"
+            and inferred != normalize_task(flag_task)):
+        # a GLUE task directory of another task: read the asked task from the same GLUE root
+        if data.get("data_dir") is None:
+            data["data_dir"] = str(Path(source).parent)
         del data["source"]
         return
     given = data.get("task")
@@ -484,21 +491,13 @@ def save_config(cfg: BaseModel, path: str | os.PathLike[str], *, header: str | N
     Each `header` line is written as one `# ` comment first (a line that already starts with
     '#' is not commented twice). Returns the path written.
     """
+    from ..io import atomic_write_text
+
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     body = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=False, allow_unicode=True)
     lines = (re.sub(r"^#+ ?", "", line) for line in (header or "").splitlines())
     comments = "".join(f"# {line}".rstrip() + "\n" for line in lines)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(comments + body)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(target, comments + body)
     return target
 
 

@@ -134,7 +134,7 @@ def load_summarization(
                 hint=f"name it explicitly with --{split}-file, or lay the directory out as {split}.jsonl",
             )
         return _normalise(_read_file(path, split), spec, text_col, summary_col, f"'{path}'", subset)
-    hint = "give local files: --data-dir DIR (train.jsonl, validation.jsonl) or --train-file / --validation-file"
+    hint = "give local files: --data-dir DIR (train.jsonl, validation.jsonl) or -s data.train_file=FILE -s data.validation_file=FILE"
     flag = offline_flag(DATASET_OFFLINE_VARS)
     if flag:
         raise DataError(f"no local data for '{spec.name}', and the hub is offline ({flag})", hint=hint)

@@ -59,6 +59,8 @@ def open_source(model: str | None) -> AuditSource:
             f"'{name}' holds a '{config.get('model_type')}' model; the energy sweep audits BERT and BART models",
             hint="give a BERT- or BART-family model (dense or spiking)",
         )
+    if config.get("model_type") in SPIKING_TYPES:  # its own neuron settings, checked before any use
+        checkpoints.saved_neuron_settings(config, str(path / "config.json"))
     pickled = [p.name for p in (*path.glob("*.bin"), *path.glob("*.pt"))]
     if not checkpoints.has_weights(path) and not pickled:
         kind = "config-only"

@@ -272,7 +272,7 @@ class EnergyRun:
     """One (k, T) point of the sweep."""
 
     k: float | None
-    """Amplitude coefficient (None for neurons without one: LIF, fixed amplitudes)."""
+    """Frequency coefficient k (None for neurons without one: LIF, fixed amplitudes)."""
     timesteps: int
     report: EnergyReport
     paper: EnergyReport

@@ -74,7 +74,7 @@ class EnergyArgs:
     """Spiking checkpoint dir, dense BERT dir, alias or hub id, or a dir holding only config.json;
     None = the bundled pretrained MiniLM."""
     ks: tuple[float, ...] | None = None
-    """Amplitude coefficients to sweep; None = the checkpoint's own k (spiking) or 2.0 (dense)."""
+    """Frequency coefficients k to sweep; None = the checkpoint's own k (spiking) or 2.0 (dense)."""
     timesteps: tuple[int, ...] | None = None
     """Time steps T to sweep; None = the checkpoint's own T (spiking) or 4 (dense)."""
     seq_len: int = DEFAULT_SEQ_LEN
@@ -176,7 +176,7 @@ def _plan(args: EnergyArgs, source: models.AuditSource) -> _Plan:
     if args.ks is not None and not k_applies:
         raise ConfigError(
             f"'{source.name}' uses {cfg.get('neuron_kind')} neurons with alpha_mode={cfg.get('alpha_mode', 'calibrated')}: "
-            "they have no amplitude coefficient k",
+            "they have no frequency coefficient k",
             hint="leave out --k for this model",
         )
     own_t = int(cfg.get("num_timesteps", 4)) if is_spiking else 4

@@ -130,6 +130,21 @@ class GlueEvaluation(Evaluation):
     def load(self) -> LoadedModel:
         return _load_classifier(self.cfg, self.spec, "model")
 
+    def warnings(self, loaded: LoadedModel) -> list[str]:
+        out = []
+        fresh = [k for k in (loaded.weights.newly_initialised if loaded.weights else []) if "classifier" in k]
+        if fresh:
+            out.append(f"'{self.cfg.model}' has no trained classifier: its {self.spec.name} head is newly "
+                       "initialised, so these scores are those of a random classifier (evaluate a fine-tuned "
+                       "model, e.g. a run's final/)")
+        saved = [str(v).lower() for v in (loaded.config.get("id2label") or {}).values()]
+        expected = [str(v).lower() for v in self.spec.id2label.values()]
+        generic = all(label.startswith("label_") for label in saved)
+        if not fresh and saved and not generic and not self.spec.is_regression and saved != expected:
+            out.append(f"'{self.cfg.model}' was trained with the labels {saved}, {self.spec.name} has {expected}: "
+                       "is it a model of another task?")
+        return out
+
     def load_data(self, loaded: LoadedModel):
         return _splits(self.cfg, self.spec, loaded, self.split_names, self.cfg.data.eval_subset)
 

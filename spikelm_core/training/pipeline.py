@@ -13,6 +13,7 @@ nothing behind.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -43,7 +44,7 @@ def preflight(command: str, model: str | None, check_data, model_fix: str | None
             resolve_source(model)
         except CheckpointError as exc:
             if model_fix:
-                exc.hint = f"{model_fix}; {exc.hint}" if exc.hint else model_fix
+                exc.hint = model_fix  # the family's own fix (the loader's generic hint may name other families)
             problems.append(exc)
     try:
         check_data()
@@ -54,10 +55,9 @@ def preflight(command: str, model: str | None, check_data, model_fix: str | None
     if problems:
         details = []
         for p in problems:
-            details.append(p.message)
-            details.extend(f"  {d}" for d in p.details)
+            details.append(p.message + (f" ({'; '.join(p.details)})" if p.details else ""))
             if p.hint:
-                details.append(f"  fix: {p.hint}")
+                details.append(f"fix: {p.hint}")
         raise type(problems[0])(f"{command} cannot start: {len(problems)} problems", details=details)
 
 
@@ -246,6 +246,8 @@ def run_training(pipeline: Pipeline, *, resume: str | None, callbacks=None) -> R
         trainer.save_model(str(run.final_dir))  # every rank calls it; only the main process writes
         if trainer.is_world_process_zero():
             loaded.tokenizer.save_pretrained(str(run.final_dir))
+            # the Trainer's pickled arguments: run_config.yaml is the record, and final/ stays pickle-free
+            (run.final_dir / "training_args.bin").unlink(missing_ok=True)
         pipeline.after_training(trainer, run, metrics)
         return RunResult(
             command=pipeline.command,
@@ -280,6 +282,10 @@ class Evaluation:
     def check_data(self) -> None:
         """Raise DataError when the evaluation data cannot be read (cheap: a few rows)."""
 
+    def warnings(self, loaded: LoadedModel) -> list[str]:
+        """What makes the scores of this model doubtful (an untrained head, another task's labels)."""
+        return []
+
     def load(self) -> LoadedModel:
         raise NotImplementedError
 
@@ -299,15 +305,21 @@ def run_evaluation(evaluation: Evaluation) -> EvalResult:
     `out_dir` when one is given. Never writes run_config.yaml, so evaluating into a training run's
     directory leaves that run replayable."""
     import json
-    from pathlib import Path
 
     from ..config import save_config
     from ..io import atomic_write_text
     from .rundir import seed_everything
 
+    from ..io import check_output_location
+
     cfg = evaluation.cfg
     timer = Timer()
     check_device(cfg.device)
+    if cfg.out_dir:
+        out = Path(cfg.out_dir)
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out-dir '{out}' is a file", hint="choose a directory for eval_results.json")
+        check_output_location(out)
     seed_everything(cfg.seed)
     preflight("eval", cfg.model, evaluation.check_data, evaluation.model_fix)
     loaded = evaluation.load()
@@ -318,12 +330,14 @@ def run_evaluation(evaluation: Evaluation) -> EvalResult:
     compile_if_asked(loaded.model, cfg.compile, work=sum(len(ds) for ds in data.values()),
                      threshold=AUTO_COMPILE_MIN_EXAMPLES)
     metrics, examples, primary, report = evaluation.score(loaded, data)
+    for message in evaluation.warnings(loaded):
+        log.warning(message)
     result = EvalResult(
         model=str(cfg.model), task=cfg.task, metrics=metrics, examples=examples, primary_metric=primary,
         firing_rate=report.mean_rate if report else None,
         firing_rate_mean=report.description if report else None,
         layer_firing_rates=report.layer_rates() if report else {},
-        converted=loaded.converted, seconds=timer.seconds,
+        converted=loaded.converted, warnings=evaluation.warnings(loaded), seconds=timer.seconds,
     )
     if cfg.out_dir:
         out_dir = Path(cfg.out_dir)

@@ -56,6 +56,7 @@ class EvalResult:
     firing_rate_mean: str | None = None
     layer_firing_rates: dict[str, float] = field(default_factory=dict)
     converted: bool = False
+    warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
     schema: str = EVAL_SCHEMA
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..config import diff_configs, load_config, save_config
 from ..errors import CheckpointError, ConfigError
+from ..io import check_output_location
 from ..log import get_logger
 from .callbacks import JsonlMetricsCallback
 from .results import Timer
@@ -172,6 +173,32 @@ def resolve_resume(resume: str | None, out_dir: Path) -> str | None:
     return str(path)
 
 
+#: The Trainer's own resume state in a checkpoint-<step>/ (besides the safetensors weights)
+TRAINER_STATE_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state.pth", "rng_state_*.pth")
+
+
+def check_resume_state(checkpoint: str) -> None:
+    """Read the Trainer's resume state files as the Trainer will (`torch.load(weights_only=True)`:
+    tensors and plain containers only, never code) and turn a damaged or foreign file into a
+    CheckpointError naming it, before the run starts."""
+    import torch
+    from transformers.trainer_pt_utils import safe_globals  # the numpy RNG types the Trainer allows too
+
+    folder = Path(checkpoint)
+    for pattern in TRAINER_STATE_FILES:
+        for path in sorted(folder.glob(pattern)):
+            try:
+                with safe_globals():
+                    torch.load(path, weights_only=True, map_location="cpu")
+            except Exception as exc:  # unpickling refused, truncated zip, not a torch file
+                raise CheckpointError(
+                    f"cannot resume from '{folder}': '{path.name}' is damaged or holds more than tensors",
+                    details=[f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"],
+                    hint="resume from an earlier checkpoint (--resume DIR), or start a new run in another "
+                    "--out-dir; spikelm never loads such a file with weights_only=False",
+                ) from None
+
+
 def steps_of_checkpoint(path: str | None) -> int | None:
     if path is None:
         return None
@@ -217,6 +244,8 @@ class RunDirectory:
         self._lock.acquire()
         try:
             self.resume_from = resolve_resume(self.resume, self.out_dir)
+            if self.resume_from is not None:
+                check_resume_state(self.resume_from)
             self._check_resumed_config()
             seed_everything(self.cfg.train.seed)
         except BaseException:
@@ -234,10 +263,13 @@ class RunDirectory:
         """Refuse a directory that holds files of something other than a spikelm run, and one that
         holds an earlier run unless it is being resumed. The main process checks (the other ranks
         would see its files)."""
-        if not is_main_process() or not self.out_dir.exists():
+        if not is_main_process():
             return
-        if not self.out_dir.is_dir():
+        if self.out_dir.exists() and not self.out_dir.is_dir():
             raise ConfigError(f"the run directory '{self.out_dir}' is a file", hint="choose another --out-dir")
+        check_output_location(self.out_dir)
+        if not self.out_dir.exists():
+            return
         names = sorted(p.name for p in self.out_dir.iterdir() if p.name != LOCK_NAME)
         if not names:
             return
@@ -268,9 +300,12 @@ class RunDirectory:
             )
 
     def write_config(self) -> None:
+        """run_config.yaml with the run directory written out (absolute), so that a replay from any
+        folder continues this run."""
         self._config_written = True
         if is_main_process():
-            save_config(self.cfg, self.out_dir / RUN_CONFIG, header=replay_header(self.command, self.out_dir))
+            cfg = self.cfg.model_copy(update={"out_dir": str(self.out_dir.resolve())})
+            save_config(cfg, self.out_dir / RUN_CONFIG, header=replay_header(self.command, self.out_dir))
 
     def metrics_callback(self) -> JsonlMetricsCallback:
         return JsonlMetricsCallback(self.out_dir / METRICS, resume_step=steps_of_checkpoint(self.resume_from))

@@ -179,12 +179,12 @@ MODEL_CASES = {
 }
 
 
-@pytest.mark.parametrize("command", ["finetune", "eval", "convert"])
+@pytest.mark.parametrize("command", ["finetune", "eval", "convert", "energy"])
 @pytest.mark.parametrize("case", sorted(MODEL_CASES))
 def test_model_directories(case, command, tiny_dirs, tmp_path):
     make, code, needles = MODEL_CASES[case]
-    if command == "convert" and case == "label count":
-        pytest.skip("convert keeps the checkpoint's own head")
+    if command in ("convert", "energy") and case == "label count":
+        pytest.skip("convert and energy keep the checkpoint's own head")
     if command == "convert" and case == "saved config with T=0":
         needles = ["a spiking checkpoint keeps the neuron settings"]  # convert refuses any spiking source before reading its settings
     marker = tmp_path / "PAYLOAD_RAN"
@@ -195,6 +195,8 @@ def test_model_directories(case, command, tiny_dirs, tmp_path):
         args = finetune(tiny_dirs, out, f"model={model}")
     elif command == "eval":
         args = ["eval", str(model), "--task", "sst2", "--data-dir", str(tiny_dirs["glue"]), "--out-dir", str(out)]
+    elif command == "energy":
+        args = ["energy", "--model", str(model), "--seq-len", "16", "--out", str(out)]
     else:
         args = ["convert", str(model), "--out", str(out)]
     refused(runner.invoke(app, args), code, *needles)
@@ -229,6 +231,22 @@ def test_output_is_a_file(tiny_dirs, tmp_path):
     refused(runner.invoke(app, ["convert", str(tiny_dirs["dense"]), "--out", str(target)]), 2, "is a file")
     refused(runner.invoke(app, finetune(tiny_dirs, target)), 2, "is a file")
     assert target.read_text() == "mine"
+
+
+@pytest.mark.parametrize("command", ["convert", "finetune", "energy", "eval"])
+@pytest.mark.parametrize("where, code", [("a-file/sub", 2), ("/proc/spikelm-cannot-write-here", 5)])
+def test_output_location_that_cannot_be_created(command, where, code, tiny_dirs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("mine")
+    args = {
+        "convert": ["convert", str(tiny_dirs["dense"]), "--out", where],
+        "finetune": finetune(tiny_dirs, Path(where)),
+        "energy": ["energy", "--model", str(tiny_dirs["dense"]), "--seq-len", "16", "--out", where],
+        "eval": ["eval", str(tiny_dirs["dense"]), "--task", "sst2", "--data-dir", str(tiny_dirs["glue"]),
+                 "--out-dir", where],
+    }[command]
+    refused(runner.invoke(app, args), code, where)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
 
 
 def test_output_holding_other_files(tiny_dirs, tmp_path):
@@ -302,3 +320,21 @@ def test_resume(case, finished_run, tiny_dirs, tmp_path):
     before = snapshot(run)
     refused(runner.invoke(app, finetune(tiny_dirs, run, *RESUME, extra_args=args)), code, *needles)
     assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("damage", ["pickle with code", "truncated"])
+def test_resume_with_damaged_trainer_state(damage, finished_run, tiny_dirs, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    marker = tmp_path / "UNPICKLED"
+    optimizer = run / "checkpoint-2" / "optimizer.pt"
+    if damage == "pickle with code":
+        optimizer.write_bytes(pickle.dumps(_Payload(marker)))
+    else:
+        optimizer.write_bytes(optimizer.read_bytes()[:100])
+    before = snapshot(run)
+    res = runner.invoke(app, finetune(tiny_dirs, run, *RESUME, extra_args=["--resume", "auto"]))
+    refused(res, 3, "optimizer.pt", "earlier checkpoint")
+    assert "weights_only set to False" not in res.output and not marker.exists()
+    assert snapshot(run) == before
+    assert not (finished_run / "final" / "training_args.bin").exists()  # final/ holds no pickle

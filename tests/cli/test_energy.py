@@ -468,7 +468,7 @@ def test_head_model_and_lif_checkpoint(tmp_path, text_file):
     SpikingBertModel(SpikingBertConfig(**TINY, num_timesteps=2, neuron_kind="lif")).save_pretrained(lif)
     BertTokenizerFast(vocab=str(write_tiny_vocab(lif / "vocab.txt"))).save_pretrained(lif)
     res = run("--model", lif, "--k", 2, "--seq-len", SEQ)
-    assert res.exit_code == 2 and "no amplitude coefficient k" in res.stderr
+    assert res.exit_code == 2 and "no frequency coefficient k" in res.stderr
     res = run("--model", lif, "--seq-len", SEQ, "--data", text_file, "--batches", 1, "--bootstrap", 0, "--format", "json")
     assert res.exit_code == 0, res.output
     (only,) = json.loads(res.stdout)["runs"]

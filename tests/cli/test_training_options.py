@@ -76,3 +76,41 @@ def test_model_option_trains_the_bundled_minilm(tiny_dirs, tmp_path):
     config = json.loads((out / "final" / "config.json").read_text())
     assert config["hidden_size"] == 384 and config["num_hidden_layers"] == 6  # MiniLM, not the tiny model
     assert yaml.safe_load((out / "run_config.yaml").read_text())["model"] == "minilm"
+
+
+def test_task_option_reads_the_asked_task_beside_the_recipes_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["finetune", "recipes/tiny/finetune.yaml", "--task", "rte", "--print-config"])
+    assert res.exit_code == 0, res.stderr  # `recipes/...` names the shipped recipes from anywhere
+    data = yaml.safe_load(res.stdout)["data"]
+    assert data["task"] == "rte" and data["source"] is None
+    assert Path(data["data_dir"]) == (REPO.parent / "shared" / "data" / "glue").resolve()
+
+
+@pytest.mark.slow
+def test_a_copied_run_replays_in_its_own_folder(tiny_dirs, tmp_path):
+    import shutil
+
+    run, copy = tmp_path / "run", tmp_path / "copy"
+    res = runner.invoke(app, ["finetune", str(TINY_RECIPE), "--model", str(tiny_dirs["dense"]), "--data-dir",
+                              str(tiny_dirs["glue"]), "--out-dir", str(run), *SMALL, "-s", "train.max_steps=4",
+                              "-s", "train.eval_strategy=no", "-s", "train.keep_best=false"])
+    assert res.exit_code == 0, res.stderr
+    assert yaml.safe_load((run / "run_config.yaml").read_text())["out_dir"] == str(run.resolve())
+    shutil.copytree(run, copy)
+    shutil.rmtree(copy / "final")
+    shutil.rmtree(copy / "checkpoint-4")
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    res = runner.invoke(app, ["finetune", str(copy / "run_config.yaml"), "--resume", "auto", "--format", "json"])
+    assert res.exit_code == 0, res.stderr
+    result = json.loads(res.stdout)
+    assert result["out_dir"] == str(copy.resolve()) and result["resumed_from"].startswith(str(copy))
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before  # the original run is untouched
+
+
+def test_eval_warns_about_an_untrained_classifier(tiny_dirs):
+    res = runner.invoke(app, ["eval", str(tiny_dirs["dense"]), "--task", "sst2", "--data-dir", str(tiny_dirs["glue"]),
+                              "-s", "data.max_length=16", "--format", "json"])
+    assert res.exit_code == 0, res.stderr
+    warnings = json.loads(res.stdout)["warnings"]
+    assert len(warnings) == 1 and "no trained classifier" in warnings[0]

@@ -382,10 +382,12 @@ def test_task_flag_beats_a_recipe_source_naming_another_task(tmp_path):
     assert load_config(FinetuneConfig, recipe, [], **{"data.task": "sst2"}).data.source == "glue/sst2"
     summ = load_config(FinetuneConfig, None, ["model=m", "data.source=xsum"], **{"data.task": "cnndm"})
     assert (summ.task, summ.data.source) == ("cnn_dm", None)
-    # a local directory for another task is not dropped: its disagreement is reported
-    assert problems(None, ["model=m", "data.source=/d/SST-2"], **{"data.task": "rte"}) == [
-        "data.task: 'rte' disagrees with data.source '/d/SST-2' (task 'sst2')"
-    ]
+    # a local GLUE task directory of another task becomes its GLUE root: the asked task is read beside it
+    local = load_config(FinetuneConfig, None, ["model=m", "data.source=/d/SST-2"], **{"data.task": "rte"})
+    assert (local.task, local.data.source, local.data.data_dir) == ("rte", None, "/d")
+    kept = load_config(FinetuneConfig, None, ["model=m", "data.source=/d/SST-2", "data.data_dir=/g"],
+                       **{"data.task": "rte"})
+    assert (kept.data.source, kept.data.data_dir) == (None, "/g")
     # -s is not a flag: a disagreement between -s and the recipe is reported
     assert problems(recipe, ["data.task=rte"]) == ["data.task: 'rte' disagrees with data.source 'glue/sst2' (task 'sst2')"]
 
