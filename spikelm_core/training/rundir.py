@@ -165,6 +165,9 @@ def resolve_resume(resume: str | None, out_dir: Path) -> str | None:
                 log.info("--resume auto: continuing from %s", last)
         return last
     path = Path(resume)
+    if not path.exists():
+        raise CheckpointError(f"--resume '{resume}' does not exist",
+                              hint="give a checkpoint-<step>/ directory of an earlier run, or --resume auto")
     if not checkpoint_is_complete(path):
         raise CheckpointError(
             f"'{resume}' is not a Trainer checkpoint, or its save did not finish (no readable trainer_state.json)",

@@ -85,7 +85,7 @@ def test_bad_recipe_files(text, needle, tmp_path):
 
 @pytest.mark.parametrize("args, needles", [
     (["--k", "inf"], ["--k"]), (["--k", "-1"], ["--k"]), (["-T", "0"], ["-T"]),
-    (["--reset", "hard"], ["hard"]),
+    (["--reset", "hard"], ["hard"]), (["--seq-len", "0"], ["--seq-len"]),
 ])
 def test_convert_flags(args, needles, tiny_dirs, tmp_path):
     res = runner.invoke(app, ["convert", str(tiny_dirs["dense"]), "--out", str(tmp_path / "s"), *args])
@@ -300,6 +300,8 @@ def _resume_case(name, run: Path, tmp_path: Path):
     """(args, expected code, needles) of one resume case; may prepare `run`."""
     if name == "not a checkpoint":
         return ["--resume", str(tmp_path)], 3, ["not a Trainer checkpoint"]
+    if name == "missing checkpoint":
+        return ["--resume", str(tmp_path / "nope")], 3, ["does not exist"]
     if name == "changed recipe":
         return ["--resume", "auto", "-s", "train.lr=0.5"], 2, ["differs", "train.lr"]
     if name == "never over checkpoints":
@@ -311,7 +313,7 @@ def _resume_case(name, run: Path, tmp_path: Path):
     return ["--resume", "auto"], 2, ["host another-machine"]
 
 
-@pytest.mark.parametrize("case", ["not a checkpoint", "changed recipe", "never over checkpoints", "live lock",
+@pytest.mark.parametrize("case", ["not a checkpoint", "missing checkpoint", "changed recipe", "never over checkpoints", "live lock",
                                   "lock of another host"])
 def test_resume(case, finished_run, tiny_dirs, tmp_path):
     run = tmp_path / "run"

@@ -11,35 +11,17 @@ import torch
 from spikelm_core.calibration import calibrate
 from spikelm_core.firing import measure_firing
 from spikelm_core.models.common import compile_layers
-from spikelm_core.models.spiking_bert import SpikingBertConfig, SpikingBertForSequenceClassification
 from tests.conftest import TINY
+from tests.core.models.test_compile_layers import _batch, _run
+from tests.core.models.test_compile_layers import _model as compiled_test_model
 
 
 def _model(**kw):
-    torch.manual_seed(0)
-    cfg = SpikingBertConfig(**{**TINY, "num_timesteps": 3, "num_labels": 2, "attention_probs_dropout_prob": 0.0,
-                               "hidden_dropout_prob": 0.0, **kw})
-    return SpikingBertForSequenceClassification(cfg)
-
-
-def _batch():
-    g = torch.Generator().manual_seed(1)
-    ids = torch.randint(5, 99, (3, 9), generator=g)
-    mask = torch.ones(3, 9, dtype=torch.long)
-    mask[0, 6:] = 0
-    return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 1, 1])}
+    return compiled_test_model(3, **kw)
 
 
 def _attentions(model):
     return [layer.attention.self for layer in model.bert.encoder.layer]
-
-
-def _run(model, batch):
-    model.zero_grad()
-    out = model(**batch, output_hidden_states=True)
-    out.loss.backward()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    return out.logits.detach(), [h.detach() for h in out.hidden_states], grads
 
 
 def _apart(model):
