@@ -307,10 +307,8 @@ def run_evaluation(evaluation: Evaluation) -> EvalResult:
     import json
 
     from ..config import save_config
-    from ..io import atomic_write_text
+    from ..io import atomic_write_text, check_output_location
     from .rundir import seed_everything
-
-    from ..io import check_output_location
 
     cfg = evaluation.cfg
     timer = Timer()
@@ -330,14 +328,15 @@ def run_evaluation(evaluation: Evaluation) -> EvalResult:
     compile_if_asked(loaded.model, cfg.compile, work=sum(len(ds) for ds in data.values()),
                      threshold=AUTO_COMPILE_MIN_EXAMPLES)
     metrics, examples, primary, report = evaluation.score(loaded, data)
-    for message in evaluation.warnings(loaded):
+    warnings = evaluation.warnings(loaded)
+    for message in warnings:
         log.warning(message)
     result = EvalResult(
         model=str(cfg.model), task=cfg.task, metrics=metrics, examples=examples, primary_metric=primary,
         firing_rate=report.mean_rate if report else None,
         firing_rate_mean=report.description if report else None,
         layer_firing_rates=report.layer_rates() if report else {},
-        converted=loaded.converted, warnings=evaluation.warnings(loaded), seconds=timer.seconds,
+        converted=loaded.converted, warnings=warnings, seconds=timer.seconds,
     )
     if cfg.out_dir:
         out_dir = Path(cfg.out_dir)
