@@ -150,6 +150,14 @@ def progress_callback():
     return _Progress()
 
 
+def layer_rates_text(rates: dict[str, float]) -> str:
+    """Per-layer rates in layer order: bare numbers for BERT's `layer.N`, named otherwise (BART's
+    `encoder.layers.N` / `decoder.layers.N`, so encoder and decoder stay apart)."""
+    if all(key.startswith("layer.") for key in rates):
+        return " ".join(f"{v:.3f}" for v in rates.values())
+    return " ".join(f"{key.replace('.layers.', '.')} {v:.3f}" for key, v in rates.items())
+
+
 def training_result(r, fmt) -> None:
     """Summary of a finetune/distill/pretrain run (stdout), or its JSON."""
     if getattr(fmt, "value", fmt) == "json":
@@ -174,7 +182,7 @@ def training_result(r, fmt) -> None:
         t.add_row("best checkpoint", r.best_checkpoint)
     if r.firing_rate is not None:
         t.add_row("firing rate", f"{r.firing_rate:.3f} ({r.firing_rate_mean})")
-        t.add_row("per layer", " ".join(f"{v:.3f}" for v in r.layer_firing_rates.values()))
+        t.add_row("per layer", layer_rates_text(r.layer_firing_rates))
     if r.calibrated:
         t.add_row("calibration", "amplitudes calibrated on the first training batch")
     if r.samples_per_second:
