@@ -397,16 +397,12 @@ def load_tokenizer(model_dir: str | os.PathLike, tokenizer: str | os.PathLike | 
 
 # ----------------------------------------------------------------------------------- building
 
-def _neuron_problems(exc: ValidationError, prefix: str = "neuron") -> list[str]:
-    return validation_messages(exc, prefix)
-
-
 def saved_neuron_settings(cfg: Mapping[str, Any], where: str = "config.json") -> NeuronSettings:
     """The neuron settings a spiking checkpoint's config carries (CheckpointError when invalid)."""
     try:
         return NeuronSettings.from_model_config(cfg)
     except ValidationError as exc:
-        raise CheckpointError(f"'{where}' holds invalid neuron settings", details=_neuron_problems(exc, "")) from exc
+        raise CheckpointError(f"'{where}' holds invalid neuron settings", details=validation_messages(exc)) from exc
 
 
 def _resolve_neuron(cfg: Mapping[str, Any], neuron: NeuronSettings | None, where: str) -> NeuronSettings:
@@ -432,7 +428,7 @@ def _resolve_neuron(cfg: Mapping[str, Any], neuron: NeuronSettings | None, where
     try:
         return NeuronSettings(**{**saved.model_dump(), **differ})
     except ValidationError as exc:
-        raise ConfigError("invalid neuron settings for this checkpoint", details=_neuron_problems(exc)) from exc
+        raise ConfigError("invalid neuron settings for this checkpoint", details=validation_messages(exc, "neuron")) from exc
 
 
 def build_model(

@@ -123,7 +123,7 @@ def check_model_neuron_fields(values: Mapping[str, Any]) -> None:
     try:
         NeuronSettings.from_model_config(values)
     except ValidationError as exc:
-        raise ValueError("; ".join(validation_messages(exc).__iter__())) from None
+        raise ValueError("; ".join(validation_messages(exc))) from None
 
 
 __all__ = [

@@ -48,6 +48,13 @@ def _splits(cfg, spec, loaded, splits, subset) -> dict:
             for s in splits}
 
 
+def _collator(tokenizer):
+    """Dynamic padding of tokenised GLUE examples (training, evaluation and calibration batches)."""
+    from transformers import DataCollatorWithPadding
+
+    return DataCollatorWithPadding(tokenizer)
+
+
 def _check_split(cfg, spec, split: str) -> None:
     load_glue(spec.name, glue_data_dir(cfg.data.source, cfg.data.data_dir), split=split, subset=1)
 
@@ -82,9 +89,7 @@ class GluePipeline(Pipeline):
         return train, self.evals
 
     def collator(self, loaded: LoadedModel):
-        from transformers import DataCollatorWithPadding
-
-        return DataCollatorWithPadding(loaded.tokenizer)
+        return _collator(loaded.tokenizer)
 
     def training_arguments(self, out_dir):
         return training_arguments(self.cfg.train, out_dir, metric_for_best_model=self.spec.primary_metric)
@@ -148,17 +153,12 @@ class GlueEvaluation(Evaluation):
     def load_data(self, loaded: LoadedModel):
         return _splits(self.cfg, self.spec, loaded, self.split_names, self.cfg.data.eval_subset)
 
-    def _collator(self, loaded):
-        from transformers import DataCollatorWithPadding
-
-        return DataCollatorWithPadding(loaded.tokenizer)
-
     def calibration_batch(self, loaded, data):
-        return first_batch(data[self.split_names[0]], self._collator(loaded), self.cfg.batch_size)
+        return first_batch(data[self.split_names[0]], _collator(loaded.tokenizer), self.cfg.batch_size)
 
     def score(self, loaded, data):
         cfg, spec = self.cfg, self.spec
-        collator = self._collator(loaded)
+        collator = _collator(loaded.tokenizer)
         scratch = Path(tempfile.mkdtemp(prefix="spikelm-eval-"))
         try:
             train = TrainArgs(eval_batch_size=cfg.batch_size, device=cfg.device, seed=cfg.seed, eval_strategy="no",

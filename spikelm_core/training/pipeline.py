@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ..calibration import calibrate, is_calibrated
+from ..calibration import calibrate, is_calibrated, spiking_neurons
 from ..checkpoints import LoadedModel, resolve_source
 from ..errors import CheckpointError, ConfigError, DataError, SpikelmError
 from ..firing import FiringReport, measure_firing
@@ -145,8 +145,6 @@ def calibrate_if_needed(model, batch: dict[str, torch.Tensor], converted: bool) 
 
     Every rank passes the same batch and `calibrate` averages across ranks, so all ranks hold
     identical amplitudes. Returns whether it calibrated (False for a dense model)."""
-    from ..calibration import spiking_neurons
-
     if not spiking_neurons(model):
         return False
     if converted or not is_calibrated(model):
@@ -197,8 +195,6 @@ def compile_if_asked(model, mode: str, *, work: int = 0, threshold: int = AUTO_C
 
 def firing_of(model, batches) -> FiringReport | None:
     """The firing report of `model` over `batches`; None for a model without spiking neurons."""
-    from ..calibration import spiking_neurons
-
     if not spiking_neurons(model):
         return None
     return measure_firing(model, batches)
