@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from rich.markup import escape
 from rich.table import Table
 
 from .console import err, out
@@ -183,6 +184,8 @@ def training_result(r, fmt) -> None:
     if r.firing_rate is not None:
         t.add_row("firing rate", f"{r.firing_rate:.3f} ({r.firing_rate_mean})")
         t.add_row("per layer", layer_rates_text(r.layer_firing_rates))
+    if r.target_firing_rate is not None:
+        t.add_row("target rate", f"{r.target_firing_rate:.3f} per layer (train.target_firing_rate)")
     if r.calibrated:
         t.add_row("calibration", "amplitudes calibrated on the first training batch")
     if r.samples_per_second:
@@ -210,3 +213,16 @@ def eval_result(r, fmt) -> None:
     if r.firing_rate is not None:
         out.print(f"firing rate: {r.firing_rate:.3f} ({r.firing_rate_mean})   per layer: "
                   + " ".join(f"{k} {v:.3f}" for k, v in r.layer_firing_rates.items()))
+
+
+def firing_picture_written(picture, paths) -> None:
+    """Where `eval --plot-firing` wrote its picture, and what it shows (stderr: stdout keeps the results)."""
+    png, data = paths
+    err.print(f"firing picture of {escape(picture.describe_input())}: [bold]{escape(str(png))}[/] "
+              f"(data: {escape(str(data))})", soft_wrap=True)
+    for panel in picture.panels:
+        err.print(f"  {panel.side}, {len(panel.tokens)} tokens: {escape(layer_rates_text(panel.layer_rates()))}",
+                  soft_wrap=True)
+        if panel.dead_layers():
+            err.print(f"  [yellow]dead (no spike at any token):[/] {escape(', '.join(panel.dead_layers()))}",
+                      soft_wrap=True)

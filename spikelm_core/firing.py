@@ -14,6 +14,9 @@ accumulate (energy-method.md, section 1).
 - `FiringReport`: per-neuron stats; `rate(name)`, `mean_rate`, `layer_rates()`, `to_dict()`.
 - `record_firing(model)` / `FiringRecorder`: forward hooks that fill a report while the model runs
   (training steps included); `measure_firing(model, batches)`: eval mode, no grad.
+- `token_firing(model, batch)` / `TokenFiring`: the same rates per layer (rows) and token position
+  (columns), from the per-position counts of `SpikeProfile`; a row's token-weighted mean is the
+  layer's rate (`spikelm eval --plot-firing` draws it).
 
 Which tokens are real comes from the model's own inputs. A forward pre-hook on every module whose
 `forward` takes `attention_mask` (BERT: the `SpikingBertModel`; BART: the encoder and the decoder
@@ -103,6 +106,15 @@ def _token_axis(shape: tuple[int, ...], mask_shape: tuple[int, ...]) -> int:
     return candidates[-1]
 
 
+def real_tokens(x: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
+    """The `[B, L]` token mask as a bool view broadcastable against the time-first `x` (True = a
+    real token): the one place that decides which elements of a neuron output are counted."""
+    axis = _token_axis(tuple(x.shape), tuple(token_mask.shape))
+    view = [1] * x.dim()
+    view[1], view[axis] = token_mask.shape
+    return (token_mask.to(device=x.device) != 0).view(view)
+
+
 def spike_stats(x: torch.Tensor, token_mask: torch.Tensor | None = None) -> SpikeStats:
     """Count non-zero, positive and negative elements of a time-first spike tensor.
 
@@ -116,10 +128,7 @@ def spike_stats(x: torch.Tensor, token_mask: torch.Tensor | None = None) -> Spik
     if token_mask is None:
         total = x.numel()
     else:
-        axis = _token_axis(tuple(x.shape), tuple(token_mask.shape))
-        view = [1] * x.dim()
-        view[1], view[axis] = token_mask.shape
-        weight = (token_mask.to(device=x.device) != 0).view(view).expand_as(x)
+        weight = real_tokens(x, token_mask).expand_as(x)
         total = int(weight.sum())
         nonzero = nonzero & weight
 
@@ -419,16 +428,20 @@ class FiringRecorder:
                 return
             spikes = output[0] if isinstance(output, (tuple, list)) else output
             masks = self._masks.get(owner) if owner is not None else None
-            mask = None if masks is None else masks[1 if cross else 0]
-            report = self.report
-            if self.detail:
-                profile, stats = profile_and_stats(spikes, mask)
-                report.profiles[name] = report.profiles.get(name, SpikeProfile.empty()).merge(profile)
-            else:
-                stats = spike_stats(spikes, mask)
-            report.neurons[name] = report.neurons[name].merge(stats) if name in report.neurons else stats
+            self.observe(name, module, spikes, None if masks is None else masks[1 if cross else 0])
 
         return hook
+
+    def observe(self, name: str, module: nn.Module, spikes: torch.Tensor, token_mask: torch.Tensor | None) -> None:
+        """Count one neuron output into the report (a subclass may collect something else: the
+        firing-rate target's differentiable counts, `training/firing_target.py`)."""
+        report = self.report
+        if self.detail:
+            profile, stats = profile_and_stats(spikes, token_mask)
+            report.profiles[name] = report.profiles.get(name, SpikeProfile.empty()).merge(profile)
+        else:
+            stats = spike_stats(spikes, token_mask)
+        report.neurons[name] = report.neurons[name].merge(stats) if name in report.neurons else stats
 
     def start(self) -> FiringReport:
         """Register the hooks on a fresh report and return it (filled as the model runs)."""
@@ -479,34 +492,208 @@ def measure_firing(
     `attention_mask` marks real source tokens, `decoder_attention_mask` real decoder tokens (BART;
     without it every decoder token counts). An encoder-decoder runs without its KV cache.
     """
+    config = getattr(model, "config", None)
+    extra = {"use_cache": False} if getattr(config, "is_encoder_decoder", False) else {}
+
+    def run(device: torch.device) -> None:
+        for batch in batches:
+            model(**{k: v.to(device) for k, v in model_inputs(batch).items()}, **extra)
+
+    return _recorded(model, run, detail=detail)
+
+
+def _recorded(model: nn.Module, run, *, detail: bool) -> FiringReport:
+    """`run(device)` in eval mode, without grad, with every neuron recorded; the mode is restored."""
     was_training = model.training
     model.eval()
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
-    config = getattr(model, "config", None)
-    extra = {"use_cache": False} if getattr(config, "is_encoder_decoder", False) else {}
     try:
         with torch.no_grad(), record_firing(model, detail=detail) as report:
-            for batch in batches:
-                model(**{k: v.to(device) for k, v in model_inputs(batch).items()}, **extra)
+            run(device)
     finally:
         model.train(was_training)
     return report
 
 
+# ---------------------------------------------------------------------------------------------
+# per token
+
+TOKEN_RATE_DESCRIPTION = (
+    "per layer and token: mean over the layer's neurons of each neuron's non-zero fraction at that token "
+    "(all channels, heads and steps; pads excluded); a row's token-weighted mean is the layer's rate"
+)
+"""What a cell of `TokenFiring.rates` is."""
+
+CROSS_KV_ROW = ".cross_kv"
+"""Suffix of the row of a BART decoder layer's cross-attention K/V spikes (they read source tokens)."""
+
+_DECODER = re.compile(r"(?:^|\.)decoder(?:\.|$)")
+
+
+def token_row(neuron_name: str) -> tuple[str, str]:
+    """(side, row) of a neuron in the per-token view.
+
+    side: 'target' for a BART decoder neuron that reads decoder tokens, else 'source' (BERT, the
+    BART encoder, and the BART cross-attention K/V spikes, which are computed from encoder states);
+    row: `layer_key`, with `CROSS_KV_ROW` added for the cross-attention K/V neurons, so that every
+    neuron sits in exactly one (side, row):
+    'model.decoder.layers.1.encoder_attn.k_proj.neuron' -> ('source', 'decoder.layers.1.cross_kv').
+    """
+    key = layer_key(neuron_name)
+    if reads_encoder_tokens(neuron_name):
+        return "source", key + CROSS_KV_ROW
+    return ("target" if _DECODER.search(neuron_name) else "source"), key
+
+
+@dataclass(frozen=True)
+class TokenFiring:
+    """Firing rate per layer (rows) and token position (columns) of one side of a model's input.
+
+    A cell is the mean over the row's neurons of each neuron's firing rate at that position: its
+    non-zero fraction over every channel (and head) and all T steps of the real tokens there, the
+    same count as `FiringReport` (pads excluded). Hence the `counts`-weighted mean of a row over the
+    positions is the mean of the neurons' rates: `FiringReport.layer_rates()` of that layer.
+
+    No neuron in spikelm's models spikes attention probabilities (K and V are spiked after their
+    projections, `[T, B, H, L, d_h]`: per token). A neuron with a query and a key axis
+    (`[T, B, H, L, L]`) would be counted per query token: the token mask goes on the last axis of size
+    L before the feature axis (`_token_axis`).
+    """
+
+    side: str
+    """'source' (BERT's input; BART's encoder input) or 'target' (BART's decoder input, teacher-forced)."""
+    tokens: tuple[str, ...]
+    """Column labels, one per position."""
+    layers: tuple[str, ...]
+    """Row keys in module order (`token_row`)."""
+    rates: torch.Tensor
+    """[layers, positions] float64; NaN at a position without a real token."""
+    counts: torch.Tensor
+    """[positions] real tokens seen at each position (1 each for one unpadded sequence): the weights."""
+    neurons: tuple[int, ...]
+    """Neurons per row."""
+    description: str = TOKEN_RATE_DESCRIPTION
+
+    def layer_rates(self) -> dict[str, float]:
+        """Each row's mean over positions, weighted by `counts` (= `FiringReport.layer_rates()`, for
+        a layer whose neurons all read this side)."""
+        weights = self.counts.to(torch.float64)
+        total = float(weights.sum())
+        sums = (torch.nan_to_num(self.rates, nan=0.0) * weights).sum(1)
+        return {layer: float(v) / total if total else 0.0 for layer, v in zip(self.layers, sums.tolist())}
+
+    def dead_layers(self) -> tuple[str, ...]:
+        """Rows without a single spike at any real token."""
+        real = self.counts > 0
+        return tuple(layer for layer, row in zip(self.layers, self.rates) if not bool((row[real] > 0).any()))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able form (NaN -> None)."""
+        return {
+            "side": self.side,
+            "description": self.description,
+            "tokens": list(self.tokens),
+            "counts": self.counts.tolist(),
+            "layers": list(self.layers),
+            "neurons": list(self.neurons),
+            "rates": [[None if v != v else v for v in row] for row in self.rates.tolist()],
+            "layer_rates": self.layer_rates(),
+            "dead_layers": list(self.dead_layers()),
+        }
+
+
+def token_firing(
+    model: nn.Module,
+    batch: Mapping[str, torch.Tensor],
+    *,
+    source_tokens: Iterable[str] | None = None,
+    target_tokens: Iterable[str] | None = None,
+) -> tuple[TokenFiring, ...]:
+    """Per-token firing of `model` on `batch` (eval mode, no grad): one `TokenFiring` per side.
+
+    `batch`: `input_ids`, `attention_mask` (absent: every token is real), `token_type_ids`; for an
+    encoder-decoder, the target as `decoder_input_ids` (+ `decoder_attention_mask`, absent: every
+    decoder token is real) or as `labels` (shifted right as in training; -100 marks pads). Without
+    a target only the encoder runs, and only the 'source' side is returned. With several sequences
+    a column is a position, over the real tokens of all sequences there (`counts`).
+
+    `source_tokens` / `target_tokens` label the columns (default: the position numbers).
+    """
+    ids = batch["input_ids"]
+    inputs = dict(model_inputs(batch))
+    inputs.setdefault("attention_mask", torch.ones_like(ids))
+    seq2seq = bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
+    if seq2seq and "decoder_input_ids" not in inputs and batch.get("labels") is not None:
+        labels = batch["labels"]
+        inputs["decoder_input_ids"] = model.prepare_decoder_input_ids_from_labels(labels=labels)
+        inputs.setdefault("decoder_attention_mask", (labels != -100).long())
+    target = seq2seq and "decoder_input_ids" in inputs
+    if target:
+        inputs.setdefault("decoder_attention_mask", torch.ones_like(inputs["decoder_input_ids"]))
+
+    def run(device: torch.device) -> None:
+        moved = {k: v.to(device) for k, v in inputs.items()}
+        if not seq2seq:
+            model(**moved)
+        elif target:
+            model(**moved, use_cache=False)
+        else:
+            model.get_encoder()(input_ids=moved["input_ids"], attention_mask=moved["attention_mask"])
+
+    report = _recorded(model, run, detail=True)
+    sides = {"source": (inputs["attention_mask"], source_tokens)}
+    if target:
+        sides["target"] = (inputs["decoder_attention_mask"], target_tokens)
+    rows: dict[str, dict[str, list[str]]] = {side: {} for side in sides}
+    for name in report.profiles:
+        side, row = token_row(name)
+        rows[side].setdefault(row, []).append(name)
+    return tuple(_token_panel(side, rows[side], report, mask, labels) for side, (mask, labels) in sides.items())
+
+
+def _token_panel(side: str, rows: dict[str, list[str]], report: FiringReport, mask: torch.Tensor,
+                 labels: Iterable[str] | None) -> TokenFiring:
+    counts = (mask != 0).sum(0).long().cpu()
+    length = counts.numel()
+    tokens = tuple(str(t) for t in labels) if labels is not None else tuple(str(i) for i in range(length))
+    if len(tokens) != length:
+        raise ValueError(f"{len(tokens)} {side} token labels for {length} positions")
+    table = []
+    for row, names in rows.items():
+        per_neuron = []
+        for name in names:
+            profile = report.profiles[name]
+            if not profile.position_total.numel():
+                raise ValueError(f"neuron {name} was recorded without a token mask")
+            nonzero = _pad_to(profile.position_nonzero, length).to(torch.float64)
+            total = _pad_to(profile.position_total, length).to(torch.float64)
+            per_neuron.append(torch.where(total > 0, nonzero / total.clamp(min=1), torch.nan))
+        table.append(torch.stack(per_neuron).mean(0))
+    rates = torch.stack(table) if table else torch.zeros(0, length, dtype=torch.float64)
+    return TokenFiring(side=side, tokens=tokens, layers=tuple(rows), rates=rates, counts=counts,
+                       neurons=tuple(len(names) for names in rows.values()))
+
+
 __all__ = [
+    "CROSS_KV_ROW",
     "KINDS",
     "MEAN_RATE_DESCRIPTION",
+    "TOKEN_RATE_DESCRIPTION",
     "FiringRecorder",
     "FiringReport",
     "SpikeProfile",
     "SpikeStats",
+    "TokenFiring",
     "layer_key",
     "measure_firing",
     "neuron_module_names",
     "profile_and_stats",
     "reads_encoder_tokens",
+    "real_tokens",
     "record_firing",
     "spike_profile",
     "spike_stats",
+    "token_firing",
+    "token_row",
 ]

@@ -27,6 +27,10 @@ ResumeOpt = Annotated[
 DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Local GLUE root (SST-2/, MNLI/, ...), or for xsum/cnn_dm a directory with train.jsonl / validation.jsonl; beats the recipe's data.source path.")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model to start from: a local directory, an alias (minilm, bert-base, bart-base, ...) or a hub id; a dense model is converted with the recipe's neuron settings. Beats the recipe's model.")]
 PrintConfigOpt = Annotated[bool, typer.Option("--print-config", help="Print the resolved recipe (every field with its description, as YAML that replays the run) and exit.")]
+GridOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--grid", "-g", help="Sweep a recipe key over values: -g neuron.k=2,3,4 (repeatable; every combination is one run under --out-dir, then one table: see sweep: in recipes/README.md)."),
+]
 TaskOpt = Annotated[Optional[str], typer.Option("--task", help="Benchmark task: a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte) or xsum, cnn_dm. Without RECIPE, picks the paper recipe (recipes/bert_base/ or recipes/bart_base/).")]
 
 
@@ -83,3 +87,26 @@ def print_config_and_exit(cfg) -> None:
 
     sys.stdout.write(describe_config(cfg))
     raise typer.Exit(0)
+
+
+def with_grid_option(cfg, grid: list[str] | None):
+    """`cfg` with the `--grid` values added to its sweep section (one is made when it has none)."""
+    from spikelm_core.sweep import parse_grid, with_grid
+
+    return with_grid(cfg, parse_grid(grid)) if grid else cfg
+
+
+def train_or_sweep(cfg, run, resume: str, fmt) -> None:
+    """One run (`run(cfg, resume=..., callbacks=...)`), or for a config with a sweep section the
+    sweep of its points (each point continues where it stopped; `--resume` is for one run)."""
+    from spikelm_core.sweep import run_sweep
+
+    from .. import render, render_sweep
+    from ..console import err
+
+    if cfg.sweep is None:
+        render.training_result(run(cfg, resume=resume, callbacks=[render.progress_callback()]), fmt)
+        return
+    report = run_sweep(cfg, progress=lambda message: err.print(f"sweep: {message}", markup=False, soft_wrap=True),
+                       callbacks=[render.progress_callback()])
+    render_sweep.sweep_result(report, fmt)

@@ -12,8 +12,9 @@ from spikelm_core.config import DistillConfig
 from .. import render
 from ..errors import friendly_errors
 from ..params import FormatOpt, OutputFormat
-from ._training import (DataDirOpt, ModelOpt, OverridesOpt, PrintConfigOpt, ResumeOpt, RunOutDirOpt,
-                        TaskOpt, load_run_config, print_config_and_exit, recipe_or_default)
+from ._training import (DataDirOpt, GridOpt, ModelOpt, OverridesOpt, PrintConfigOpt, ResumeOpt, RunOutDirOpt,
+                        TaskOpt, load_run_config, print_config_and_exit, recipe_or_default, train_or_sweep,
+                        with_grid_option)
 
 
 @friendly_errors
@@ -25,6 +26,7 @@ def distill_command(
     data_dir: DataDirOpt = None,
     reinit_head: Annotated[Optional[bool], typer.Option("--reinit-head/--keep-head", help="Start a fresh classifier when the model's saved one has another label count (default: refuse such a model).", show_default=False)] = None,
     overrides: OverridesOpt = None,
+    grid: GridOpt = None,
     out_dir: RunOutDirOpt = None,
     resume: ResumeOpt = "never",
     print_config: PrintConfigOpt = False,
@@ -33,6 +35,9 @@ def distill_command(
     """Distill a dense teacher into a spiking student (logit KL, hidden-state and attention MSE).
 
     Example: spikelm distill recipes/tiny/distill.yaml --teacher runs/teacher -s train.max_steps=10
+
+    Sweep (one run per point, then a table and a Pareto plot of metric against energy):
+    spikelm distill recipes/minilm/sst2_distill_spikelm.yaml -g neuron.k=2,3,4 --out-dir runs/k-sweep
     """
     from spikelm_core.training import run_distill
 
@@ -41,7 +46,7 @@ def distill_command(
     cfg = load_run_config(DistillConfig, path, overrides, task=task, model=model, data_dir=data_dir, out_dir=out_dir,
                           reinit_head=reinit_head,
                           **{"distill.teacher": teacher})
+    cfg = with_grid_option(cfg, grid)
     if print_config:
         print_config_and_exit(cfg)
-    result = run_distill(cfg, resume=resume, callbacks=[render.progress_callback()])
-    render.training_result(result, format)
+    train_or_sweep(cfg, run_distill, resume, format)

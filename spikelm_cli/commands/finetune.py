@@ -12,8 +12,9 @@ from spikelm_core.config import FinetuneConfig
 from .. import render
 from ..errors import friendly_errors
 from ..params import FormatOpt, OutputFormat
-from ._training import (DataDirOpt, ModelOpt, OverridesOpt, PrintConfigOpt, ResumeOpt, RunOutDirOpt,
-                        TaskOpt, load_run_config, print_config_and_exit, recipe_or_default)
+from ._training import (DataDirOpt, GridOpt, ModelOpt, OverridesOpt, PrintConfigOpt, ResumeOpt, RunOutDirOpt,
+                        TaskOpt, load_run_config, print_config_and_exit, recipe_or_default, train_or_sweep,
+                        with_grid_option)
 
 
 @friendly_errors
@@ -24,6 +25,7 @@ def finetune_command(
     data_dir: DataDirOpt = None,
     reinit_head: Annotated[Optional[bool], typer.Option("--reinit-head/--keep-head", help="Start a fresh classifier when the model's saved one has another label count (default: refuse such a model).", show_default=False)] = None,
     overrides: OverridesOpt = None,
+    grid: GridOpt = None,
     out_dir: RunOutDirOpt = None,
     resume: ResumeOpt = "never",
     print_config: PrintConfigOpt = False,
@@ -32,6 +34,9 @@ def finetune_command(
     """Fine-tune a spiking model (or a dense model converted on the fly) on a GLUE or summarization task.
 
     Example: spikelm finetune --task sst2 --model minilm --data-dir ../shared/data/glue -s train.max_steps=20
+
+    Sweep (one run per point, then a table and a Pareto plot of metric against energy):
+    spikelm finetune recipes/tiny/finetune.yaml -g neuron.k=2,3,4 -g neuron.num_timesteps=1,4 --out-dir runs/sweep
     """
     from spikelm_core.training import run_finetune
 
@@ -39,7 +44,7 @@ def finetune_command(
     render.enable_library_logs()
     cfg = load_run_config(FinetuneConfig, path, overrides, task=task, model=model, data_dir=data_dir, out_dir=out_dir,
                           reinit_head=reinit_head)
+    cfg = with_grid_option(cfg, grid)
     if print_config:
         print_config_and_exit(cfg)
-    result = run_finetune(cfg, resume=resume, callbacks=[render.progress_callback()])
-    render.training_result(result, format)
+    train_or_sweep(cfg, run_finetune, resume, format)

@@ -74,6 +74,8 @@ TASK_NAMES: tuple[str, ...] = GLUE_TASK_NAMES + SUMMARIZATION_TASK_NAMES
 """Every benchmark task `data.task` accepts: the eight GLUE tasks, then the summarisation ones."""
 TaskName = Literal[TASK_NAMES]  # type: ignore[valid-type]
 TaskFamily = Literal["glue", "summarization", "mlm"]
+FiringPenalty = Literal["hinge", "squared"]
+"""Forms of the firing-rate penalty (`train.firing_rate_penalty`, `training.firing_target`)."""
 
 _SUMMARIZATION_ALIASES = {"cnndm": "cnn_dm", "cnn_dailymail": "cnn_dm"}
 
@@ -330,6 +332,17 @@ class TrainArgs(_RuledSection):
     """Order of training examples: 'random' (shuffled) or 'group_by_length' (shuffled, then batches
     of similar length, so that dynamic padding wastes little: faster on short, varied texts such as
     SST-2; the Trainer's `train_sampling_strategy`)."""
+    target_firing_rate: float | None = Field(None, gt=0, lt=1)
+    """Firing-rate target: add `firing_rate_weight` times a penalty on the per-layer firing rates
+    of each training batch (non-zero fraction of each neuron's output, pads excluded, mean over a
+    layer's neurons), so that a run is asked for a rate instead of a k (method doc 11). Spiking models
+    only; the layers then run eagerly (compile is ignored). None = no penalty."""
+    firing_rate_weight: float = Field(1.0, ge=0)
+    """Weight of the firing-rate penalty in the training loss (used with target_firing_rate)."""
+    firing_rate_penalty: FiringPenalty = "hinge"
+    """'hinge' = mean over layers of max(0, rate - target)^2: a budget, only rates above the target
+    cost; 'squared' = mean of (rate - target)^2, towards the target from both sides (ternary neurons'
+    straight-through gradient can only lower rates)."""
 
     def _check(self, rules: _Rules) -> None:
         rules.require(self.max_steps == -1 or self.max_steps >= 1, "max_steps",
@@ -393,6 +406,47 @@ _TASK_REQUIRED = ("is required: set data.task, or data.source to 'glue/<task>', 
                   "or a summarisation dataset (xsum, cnn_dm)")
 
 
+_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+_POINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=+-]*")
+
+
+class SweepEnergyArgs(_Section):
+    """How a sweep audits the energy of each trained point (the settings of `spikelm energy`)."""
+
+    enabled: bool = True
+    """Audit each trained model (false: the table has no energy columns)."""
+    seq_len: int | None = Field(None, ge=3)
+    """Tokens per sequence for the audit; None = the recipe's data.max_length."""
+    data: str | None = None
+    """A UTF-8 text file for the audit's firing pass; None = the packaged calibration text."""
+    batches: int = Field(4, ge=1)
+    """Calibration-text batches traced for the firing rates."""
+
+
+class SweepArgs(_RuledSection):
+    """An accuracy-energy sweep of this recipe (`training/sweep.py`): one run per point."""
+
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    """Dotted key -> values; every combination is a point, named after its values (k2_num_timesteps4)."""
+    points: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Named points, each a mapping of dotted key -> value, run after the grid's."""
+    reference: str | None = None
+    """The dense reference model (a row of the table, a line on the plot); None = distill.teacher
+    in a distill recipe, no reference in a finetune recipe."""
+    energy: SweepEnergyArgs = Field(default_factory=SweepEnergyArgs)
+    """The energy audit of each trained point."""
+
+    def _check(self, rules: _Rules) -> None:
+        for key, values in self.grid.items():
+            rules.require(bool(_DOTTED.fullmatch(key)), f"grid.{key}", "must be a dotted key such as neuron.k")
+            rules.require(bool(values), f"grid.{key}", "needs at least one value")
+        for name, values in self.points.items():
+            rules.require(bool(_POINT_NAME.fullmatch(name)), f"points.{name}", "name: use letters, digits and . _ = + -")
+            for key in values:
+                rules.require(bool(_DOTTED.fullmatch(key)), f"points.{name}.{key}", "must be a dotted key such as neuron.k")
+        rules.require(bool(self.grid or self.points), "grid", "give a grid (e.g. neuron.k: [2, 3, 4]) or named points")
+
+
 class _TaskConfig(_RuledSection):
     """Fields every command's config has. `cfg.task` and `cfg.task_family` read `data.task`."""
 
@@ -438,6 +492,14 @@ class _TrainingConfig(_BenchmarkConfig):
     reinit_head: bool = False
     """Start a fresh classifier when the model's saved one has another label count (e.g. an SST-2
     model continued on MNLI); false refuses such a model instead of guessing."""
+    sweep: SweepArgs | None = None
+    """Run this recipe as a sweep: one run directory per point under out_dir, and one table
+    (`spikelm distill recipe.yaml --grid neuron.k=2,3,4`); None = one ordinary run."""
+
+    def _check(self, rules: _Rules) -> None:
+        super()._check(rules)
+        rules.require(self.train.target_firing_rate is None or self.neuron.spiking, "train.target_firing_rate",
+                      "needs a spiking model, but neuron.kind is 'dense': choose elastic_bi or lif, or drop the target")
 
 
 class FinetuneConfig(_TrainingConfig):

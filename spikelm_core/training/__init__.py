@@ -5,7 +5,8 @@ library never prints. The verbs (`finetune`, `distill`, `pretrain`, `evaluate`) 
 data family (`glue`, `mlm`, `seq2seq`), each of which fills in the one skeleton of `pipeline`; the
 run directory is `rundir.RunDirectory`, results are in `results`. Other modules: `args` (recipe ->
 TrainingArguments), `trainers` (Trainer subclasses), `callbacks` (metrics.jsonl, firing rate),
-`losses` (distillation terms), `recipes` (the bundled recipes).
+`losses` (distillation terms), `firing_target` (the firing-rate penalty), `recipes` (the bundled
+recipes).
 """
 
 from .distill import run_distill

@@ -25,6 +25,7 @@ from ..firing import FiringReport, measure_firing
 from ..log import get_logger
 from .args import check_device
 from .callbacks import FiringRateCallback
+from .firing_target import FiringTarget
 from .results import EvalResult, RunResult, Timer
 from .rundir import RunDirectory
 
@@ -193,6 +194,16 @@ def compile_if_asked(model, mode: str, *, work: int = 0, threshold: int = AUTO_C
     return n
 
 
+def training_compile_mode(train) -> str:
+    """`train.compile`, except 'none' when a firing-rate target is set: its penalty reads every
+    neuron's spikes through forward hooks, and a hooked layer never takes its compiled graph."""
+    if train.target_firing_rate is None or train.compile == "none":
+        return train.compile
+    log.info("train.target_firing_rate is set: spiking layers run eagerly (train.compile %r -> 'none'), "
+             "as the firing-rate penalty reads every neuron's spikes through forward hooks", train.compile)
+    return "none"
+
+
 def firing_of(model, batches) -> FiringReport | None:
     """The firing report of `model` over `batches`; None for a model without spiking neurons."""
     if not spiking_neurons(model):
@@ -234,9 +245,11 @@ def run_training(pipeline: Pipeline, *, resume: str | None, callbacks=None) -> R
             data_collator=collator,
             processing_class=loaded.tokenizer,
             callbacks=[firing, run.metrics_callback(), *(callbacks or [])],
+            firing_target=FiringTarget.from_train_args(cfg.train),
         )
         calibrated = calibrate_if_needed(trainer.model, pipeline.calibration_batch(train_ds, collator), loaded.converted)
-        compile_if_asked(trainer.model, cfg.train.compile, work=planned_steps(args, len(train_ds)))
+        compile_if_asked(trainer.model, training_compile_mode(cfg.train),
+                         work=planned_steps(args, len(train_ds)))
         train_out = trainer.train(resume_from_checkpoint=run.resume_from)
         metrics, primary, report = pipeline.final_evaluation(trainer, evals, collator, loaded.tokenizer)
         trainer.save_model(str(run.final_dir))  # every rank calls it; only the main process writes
@@ -261,6 +274,7 @@ def run_training(pipeline: Pipeline, *, resume: str | None, callbacks=None) -> R
             firing_rate=report.mean_rate if report else None,
             firing_rate_mean=report.description if report else None,
             layer_firing_rates=report.layer_rates() if report else {},
+            target_firing_rate=cfg.train.target_firing_rate,
             warnings=list(firing.warnings),
             samples_per_second=train_out.metrics.get("train_samples_per_second"),
             seconds=run.timer.seconds,

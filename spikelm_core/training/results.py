@@ -2,7 +2,8 @@
 
 JSON schemas: `spikelm.run/2` and `spikelm.eval/2` (version 2 renamed `glue_task` to `task`, which
 names any benchmark task: a GLUE task, xsum or cnn_dm, or null for masked-LM runs, and added
-`firing_rate_mean`, which says which mean `firing_rate` is).
+`firing_rate_mean`, which says which mean `firing_rate` is). Fields added since, without a new
+version (readers of version 2 can ignore them): `spikelm.run/2` `target_firing_rate`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class RunResult:
     firing_rate: float | None = None
     firing_rate_mean: str | None = None
     layer_firing_rates: dict[str, float] = field(default_factory=dict)
+    target_firing_rate: float | None = None
+    """`train.target_firing_rate` (None = none), to compare with `layer_firing_rates`."""
     warnings: list[str] = field(default_factory=list)
     samples_per_second: float | None = None
     seconds: float = 0.0

@@ -40,9 +40,7 @@ class Seq2SeqDistillTrainer(DistillTrainer, Seq2SeqTrainer):
              + alpha_hidden * MSE(decoder and encoder hidden states)
     """
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if not model.training:
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+    def training_loss(self, model, inputs, num_items_in_batch=None):
         d = self.distill
         need_hidden = d.alpha_hidden > 0
         outputs = model(**inputs, output_hidden_states=need_hidden)
@@ -61,9 +59,7 @@ class Seq2SeqDistillTrainer(DistillTrainer, Seq2SeqTrainer):
             enc = hidden_mse(outputs.encoder_hidden_states, t_out.encoder_hidden_states, inputs.get("attention_mask"))
             parts["hidden"] = (dec + enc) / 2
         weights = {"ce": d.alpha_ce, "kd": d.alpha_kd, "hidden": d.alpha_hidden}
-        loss = sum(weights[name] * value for name, value in parts.items())
-        self.record_loss_parts(parts)
-        return (loss, outputs) if return_outputs else loss
+        return sum(weights[name] * value for name, value in parts.items()), outputs, parts
 
 
 def _load_bart(cfg, role: str) -> LoadedModel:

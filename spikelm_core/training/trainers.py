@@ -1,5 +1,5 @@
-"""Trainer subclasses: `SpikelmTrainer` (schedule horizon, non-finite loss guard, loss-part logs)
-and `DistillTrainer` (knowledge distillation from a dense teacher).
+"""Trainer subclasses: `SpikelmTrainer` (schedule horizon, non-finite loss guard, loss-part logs,
+firing-rate target) and `DistillTrainer` (knowledge distillation from a dense teacher).
 
 They extend `transformers.Trainer` through its documented hooks (`create_scheduler`,
 `training_step`, `compute_loss`, `log`) and copy none of its loop, so DDP/FSDP/DeepSpeed,
@@ -16,6 +16,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from ..config.schema import DistillArgs
 from ..errors import SpikelmError
+from .firing_target import FiringTarget, LayerRateRecorder
 from .losses import attention_mse, hidden_mse, logit_kd
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -43,18 +44,22 @@ def linear_schedule_with_horizon(warmup_steps: int, horizon: int):
 
 
 class SpikelmTrainer(Trainer):
-    """`Trainer` with three additions:
+    """`Trainer` with four additions:
 
     - `schedule_steps`: a linear schedule over a horizon other than the run length;
     - a finite-loss guard: a NaN/inf loss raises `NonFiniteLossError` before the optimizer step,
       so the weights stay those of the last good step and the last checkpoint stays intact;
-    - loss parts (`self.loss_parts`, e.g. ce/kd) averaged into each training log as `loss_<part>`.
+    - loss parts (unweighted terms, e.g. ce/kd, from `training_loss`) averaged into each training
+      log as `loss_<part>`;
+    - `firing_target`: a penalty on the training batch's per-layer firing rates
+      (`firing_target.py`), added as `firing_target.weight * loss_firing`.
 
     Our models read no loss kwargs (they never normalise by `num_items_in_batch`), which is said
     explicitly so the Trainer does not rescale their losses.
     """
 
-    def __init__(self, *args, schedule_steps: int | None = None, **kwargs):
+    def __init__(self, *args, schedule_steps: int | None = None, firing_target: FiringTarget | None = None,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -64,6 +69,8 @@ class SpikelmTrainer(Trainer):
         self.model_accepts_loss_kwargs = False
         self._part_sums: dict[str, float] = {}
         self._part_count = 0
+        self.firing_target = firing_target
+        self._layer_rates = LayerRateRecorder(self.model) if firing_target is not None else None
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.schedule_steps is None or self.lr_scheduler is not None:
@@ -86,6 +93,27 @@ class SpikelmTrainer(Trainer):
                 "--resume auto continues from the last good checkpoint",
             )
         return loss
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Evaluation: the model's own loss. Training: `training_loss`, plus the firing-rate penalty
+        when a target is set; the parts are logged."""
+        if not model.training:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if self.firing_target is None:
+            loss, outputs, parts = self.training_loss(model, inputs, num_items_in_batch)
+        else:
+            with self._layer_rates:
+                loss, outputs, parts = self.training_loss(model, inputs, num_items_in_batch)
+            parts["firing"] = self.firing_target.penalty(self._layer_rates.layer_rates())
+            loss = loss + self.firing_target.weight * parts["firing"].to(loss.dtype)
+        if parts:
+            self.record_loss_parts(parts)
+        return (loss, outputs) if return_outputs else loss
+
+    def training_loss(self, model, inputs, num_items_in_batch=None):
+        """(loss, outputs, {part: unweighted term}) of one training batch: here the model's own loss."""
+        loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
+        return loss, outputs, {}
 
     def record_loss_parts(self, parts: dict[str, torch.Tensor]) -> None:
         for name, value in parts.items():
@@ -127,9 +155,7 @@ class DistillTrainer(SpikelmTrainer):
             p.requires_grad_(False)
         self.distill = distill
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if not model.training:
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+    def training_loss(self, model, inputs, num_items_in_batch=None):
         d = self.distill
         need_hidden, need_attn = d.alpha_hidden > 0, d.alpha_attn > 0
         outputs = model(**inputs, output_hidden_states=need_hidden, output_attentions=need_attn)
@@ -152,9 +178,7 @@ class DistillTrainer(SpikelmTrainer):
         if need_attn:
             parts["attn"] = attention_mse(outputs.attentions, t_out.attentions)
         weights = {"ce": d.alpha_ce, "kd": d.alpha_kd, "hidden": d.alpha_hidden, "attn": d.alpha_attn}
-        loss = sum(weights[name] * value for name, value in parts.items())
-        self.record_loss_parts(parts)
-        return (loss, outputs) if return_outputs else loss
+        return sum(weights[name] * value for name, value in parts.items()), outputs, parts
 
 
 def is_finite_number(value) -> bool:

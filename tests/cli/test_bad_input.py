@@ -56,6 +56,9 @@ RECIPE_CASES = {
     "no T": (["-s", "neuron.num_timesteps=0"], 2, ["neuron.num_timesteps"]),
     "override without =": (["-s", "train.lr"], 2, ["key=value"]),
     "unknown task": (["--task", "sst3"], 2, ["did you mean 'sst2'"]),
+    "firing target above 1": (["-s", "train.target_firing_rate=1.5"], 2, ["train.target_firing_rate", "< 1"]),
+    "firing target on a dense model": (["-s", "train.target_firing_rate=0.2", "-s", "neuron.kind=dense"], 2,
+                                       ["train.target_firing_rate: needs a spiking model"]),
     "three at once": (["-s", "train.learning_rate=1", "-s", "train.lr=x", "-s", "neuron.levels=four"], 2,
                       ["3 problems", "train.learning_rate", "train.lr", "neuron.levels"]),
 }

@@ -228,6 +228,24 @@ def test_progress_bar_on_a_terminal_and_plain_lines_otherwise(monkeypatch):
         state.global_step = 0
 
 
+def test_run_summary_shows_the_firing_target_beside_the_reached_rates(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from spikelm_cli import render
+    from spikelm_core.training import RunResult
+
+    buf = io.StringIO()
+    monkeypatch.setattr(render, "out", Console(file=buf, width=200, highlight=False))
+    result = RunResult(command="finetune", out_dir="o", final_dir="o/final", task="sst2", global_step=4, epochs=1.0,
+                       train_loss=0.5, firing_rate=0.2, firing_rate_mean="mean over neurons",
+                       layer_firing_rates={"layer.0": 0.25, "layer.1": 0.15}, target_firing_rate=0.2)
+    render.training_result(result, "text")
+    text = buf.getvalue()
+    assert "0.250 0.150" in text and "target rate" in text and "0.200 per layer" in text
+
+
 def test_missing_metric_sink_is_a_config_error(tiny_dirs, tmp_path):
     import importlib.util
 

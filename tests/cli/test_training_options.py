@@ -114,3 +114,12 @@ def test_eval_warns_about_an_untrained_classifier(tiny_dirs):
     assert res.exit_code == 0, res.stderr
     warnings = json.loads(res.stdout)["warnings"]
     assert len(warnings) == 1 and "no trained classifier" in warnings[0]
+
+
+def test_print_config_shows_a_firing_rate_target():
+    res = runner.invoke(app, ["finetune", str(TINY_RECIPE), "-s", "train.target_firing_rate=0.2", "--print-config"])
+    assert res.exit_code == 0, res.stderr
+    train = yaml.safe_load(res.stdout)["train"]
+    assert train["target_firing_rate"] == 0.2
+    assert (train["firing_rate_weight"], train["firing_rate_penalty"]) == (1.0, "hinge")
+    assert "# Firing-rate target:" in res.stdout

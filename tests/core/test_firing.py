@@ -17,6 +17,8 @@ from spikelm_core.firing import (
     record_firing,
     spike_profile,
     spike_stats,
+    token_firing,
+    token_row,
 )
 from spikelm_core.models.spiking_bart import SpikingBartConfig, SpikingBartForConditionalGeneration
 from spikelm_core.models.spiking_bert import SpikingBertConfig, SpikingBertForSequenceClassification
@@ -252,3 +254,126 @@ def test_a_bare_neuron_is_recorded_per_step_with_signs_apart():
     with record_firing(stateless) as report:
         stateless(torch.tensor([[[0.9, -0.9, 0.1, -0.1]]]))
     assert report.neurons[""] == SpikeStats(nonzero=2, positive=1, negative=1, total=4, kind="ternary")
+
+
+# --- per token ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, side, row", [
+    pytest.param("bert.encoder.layer.1.intermediate.dense.neuron", "source", "layer.1", id="bert"),
+    pytest.param("model.encoder.layers.0.self_attn.qk.neuron", "source", "encoder.layers.0", id="bart-encoder"),
+    pytest.param("model.decoder.layers.1.self_attn.k_proj.neuron", "target", "decoder.layers.1", id="bart-decoder"),
+    pytest.param("model.decoder.layers.1.encoder_attn.q_proj.neuron", "target", "decoder.layers.1", id="bart-cross-q"),
+    pytest.param("model.decoder.layers.1.encoder_attn.v_proj.neuron", "source", "decoder.layers.1.cross_kv",
+                 id="bart-cross-v"),
+    pytest.param("model.decoder.layers.0.encoder_attn.av.neuron", "source", "decoder.layers.0.cross_kv",
+                 id="bart-cross-v-spike"),
+])
+def test_token_rows(name, side, row):
+    assert token_row(name) == (side, row)
+
+
+def _force(model, pattern):
+    """Replace every neuron's output by `pattern(name, output)` (hooks registered before the recorder's)."""
+    return [module.register_forward_hook(lambda mod, i, o, n=name: pattern(n, o))
+            for name, module in model.spiking_neurons()]
+
+
+def test_token_firing_by_hand_with_padding_and_a_dead_layer():
+    """Forced spikes: in layer 0 only the query neuron fires, everywhere at token 1 and on a third of
+    the channels of token 3; layer 1 never fires. A cell is the mean over the layer's 8 neurons."""
+    model = tiny_bert()
+    ids = torch.randint(5, 99, (2, 5), generator=torch.Generator().manual_seed(3))
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])  # position 3: one real token; 4: none
+
+    def pattern(name, out):
+        spikes = torch.zeros_like(out)
+        if name == "bert.encoder.layer.0.attention.self.query.neuron":  # [T, B, L, D]
+            spikes[:, :, 1] = 0.5
+            spikes[:, :, 3, : TINY["hidden_size"] // 3] = -0.5
+            spikes[:, 1, 4] = 0.5  # a pad: never counted
+        return spikes
+
+    hooks = _force(model, pattern)
+    try:
+        (panel,) = token_firing(model, {"input_ids": ids, "attention_mask": mask},
+                                source_tokens=["[CLS]", "a", "b", "c", "[SEP]"])
+    finally:
+        for handle in hooks:
+            handle.remove()
+    assert panel.side == "source" and panel.layers == ("layer.0", "layer.1") and panel.neurons == (8, 8)
+    assert panel.tokens == ("[CLS]", "a", "b", "c", "[SEP]") and panel.counts.tolist() == [2, 2, 2, 1, 1]
+    assert panel.rates[0].tolist() == [0.0, 1 / 8, 0.0, (1 / 3) / 8, 0.0]
+    assert panel.rates[1].tolist() == [0.0] * 5
+    assert panel.dead_layers() == ("layer.1",)
+    # the weighted mean is the neuron's rate over real elements: (2 tokens + 1/3 of one) / 8 real tokens, / 8 neurons
+    assert panel.layer_rates() == {"layer.0": pytest.approx((2 + 1 / 3) / 8 / 8, rel=1e-12), "layer.1": 0.0}
+    data = panel.to_dict()
+    assert data["rates"][0][1] == 1 / 8 and data["dead_layers"] == ["layer.1"] and data["counts"] == [2, 2, 2, 1, 1]
+
+
+def test_token_rows_average_back_to_the_layer_rates_on_a_padded_batch():
+    model = tiny_bert()
+    batch = padded()
+    batch["attention_mask"][:, 6] = 0  # no sequence has a real token at the last position
+    calibrate(model, batch)
+    report = measure_firing(model, [batch])
+    (panel,) = token_firing(model, batch)
+    assert panel.tokens == tuple(str(i) for i in range(7))
+    assert panel.counts.tolist() == batch["attention_mask"].sum(0).tolist()
+    assert torch.isnan(panel.rates[:, 6]).all() and not torch.isnan(panel.rates[:, :6]).any()
+    assert list(panel.layer_rates()) == list(report.layer_rates())
+    for layer, rate in report.layer_rates().items():
+        assert panel.layer_rates()[layer] == pytest.approx(rate, rel=1e-12, abs=1e-15), layer
+    assert panel.to_dict()["rates"][0][6] is None  # JSON has no NaN
+    # one unpadded sequence: every position counts once, and the plain mean of a row is the layer rate
+    single = {"input_ids": batch["input_ids"][:1, :6]}
+    (alone,) = token_firing(model, single)
+    rates = measure_firing(model, [single]).layer_rates()
+    assert alone.counts.tolist() == [1] * 6
+    assert alone.rates.mean(1).tolist() == pytest.approx(list(rates.values()), rel=1e-12)
+
+
+def test_token_firing_of_bart_source_target_and_encoder_only():
+    model = tiny_bart()
+    calibrate(model, padded(batch=4, length=9))
+    batch = {k: v[1:2] for k, v in padded(batch=4, length=9).items()}  # 4 real source tokens, 5 pads
+    labels = torch.tensor([[7, 8, 9, 3, -100]])
+    source, target = token_firing(model, {**batch, "labels": labels})
+    assert source.side == "source" and target.side == "target"
+    assert source.layers == ("encoder.layers.0", "encoder.layers.1", "decoder.layers.0.cross_kv",
+                             "decoder.layers.1.cross_kv")
+    assert source.neurons == (8, 8, 4, 4) and target.neurons == (10, 10)
+    assert source.counts.tolist() == [1] * 4 + [0] * 5 and torch.isnan(source.rates[:, 4:]).all()
+    assert target.layers == ("decoder.layers.0", "decoder.layers.1") and target.counts.tolist() == [1, 1, 1, 1, 0]
+    # the same forward through measure_firing: the decoder reads the labels shifted right, pads masked
+    decoder = {"decoder_input_ids": torch.tensor([[2, 7, 8, 9, 3]]), "decoder_attention_mask": (labels != -100).long()}
+    report = measure_firing(model, [{**batch, **decoder}])
+    layers = report.layer_rates()
+    for key in ("encoder.layers.0", "encoder.layers.1"):
+        assert source.layer_rates()[key] == pytest.approx(layers[key], rel=1e-12)
+    for i in (0, 1):  # a decoder layer's rate mixes its decoder-side and cross K/V neurons, 10 : 4
+        key = f"decoder.layers.{i}"
+        mixed = (10 * target.layer_rates()[key] + 4 * source.layer_rates()[key + ".cross_kv"]) / 14
+        assert mixed == pytest.approx(layers[key], rel=1e-12)
+    # no target: the encoder alone runs, with the same spikes
+    (encoder,) = token_firing(model, batch)
+    assert encoder.layers == ("encoder.layers.0", "encoder.layers.1")
+    torch.testing.assert_close(encoder.rates, source.rates[:2], rtol=0, atol=0, equal_nan=True)
+
+
+def test_an_attention_shaped_spike_counts_per_query_token():
+    """[T, B, H, L_query, L_key]: the mask goes on the query axis (no spikelm neuron has this shape)."""
+    x = torch.zeros(2, 1, 3, 4, 4)
+    x[:, :, :, 1, :] = 1.0  # query token 1 fires towards every key
+    x[:, :, :, 3, 0] = 1.0  # query 3 (a pad) towards key 0
+    profile = spike_profile(x, torch.tensor([[1, 1, 1, 0]]))
+    assert profile.position_nonzero.tolist() == [0, 2 * 3 * 4, 0, 0]
+    assert profile.position_total.tolist() == [2 * 3 * 4] * 3 + [0]
+
+
+def test_token_labels_must_match_the_positions():
+    model = tiny_bert()
+    with pytest.raises(ValueError, match="2 source token labels for 3 positions"):
+        token_firing(model, {"input_ids": torch.tensor([[5, 6, 7]])}, source_tokens=["a", "b"])
+

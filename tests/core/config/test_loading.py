@@ -432,7 +432,7 @@ def test_header_is_commented_once(tmp_path):
 def test_config_to_dict_is_plain_and_ordered():
     cfg = load_config(FinetuneConfig, None, [*MINIMAL, "train.report_to=wandb"])
     data = config_to_dict(cfg)
-    assert list(data) == ["command", "model", "out_dir", "neuron", "data", "generate", "train", "reinit_head"]
+    assert list(data) == ["command", "model", "out_dir", "neuron", "data", "generate", "train", "reinit_head", "sweep"]
     assert data["train"]["report_to"] == ["wandb"] and isinstance(data["neuron"], dict)
     assert data["data"]["task"] == "sst2"
     assert "model_config" in config_to_dict(load_config(PretrainConfig, None, ["data.source=t.txt"]))
@@ -470,11 +470,13 @@ BENCHMARK = json.loads((Path(__file__).parent / "sst2_benchmark_0.1.0.json").rea
 
 def _renamed(old: dict) -> dict:
     """A 0.1.0 config dict with the renamed fields (task -> command, glue_task -> data.task) and the
-    fields added since, at their defaults (reinit_head)."""
+    fields added since, at their defaults (reinit_head, sweep, the train.*firing_rate* fields)."""
     new = {"command": old["task"], **{k: v for k, v in old.items() if k not in ("task", "glue_task", "summarization_task")}}
     new["data"] = {"task": old["glue_task"], **old["data"]}
+    new["train"] = {**old["train"], "target_firing_rate": None, "firing_rate_weight": 1.0, "firing_rate_penalty": "hinge"}
     if new["command"] in ("finetune", "distill"):
         new["reinit_head"] = False
+        new["sweep"] = None
     return new
 
 

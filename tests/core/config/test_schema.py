@@ -289,6 +289,24 @@ def test_dense_finetune_is_allowed():
     assert load_config(FinetuneConfig, None, [*MINIMAL, "neuron.kind=dense"]).neuron.spiking is False
 
 
+def test_firing_rate_target():
+    cfg = load_config(FinetuneConfig, None, [*MINIMAL, "train.target_firing_rate=0.2"])
+    assert (cfg.train.target_firing_rate, cfg.train.firing_rate_weight, cfg.train.firing_rate_penalty) == (
+        0.2, 1.0, "hinge")
+    assert load_config(FinetuneConfig, None, MINIMAL).train.target_firing_rate is None
+    assert problems([*MINIMAL, "train.target_firing_rate=1", "train.firing_rate_weight=-1",
+                     "train.firing_rate_penalty=hing"]) == [
+        "train.target_firing_rate: must be < 1, got 1.0",
+        "train.firing_rate_weight: must be >= 0, got -1.0",
+        "train.firing_rate_penalty: expected one of 'hinge', 'squared', got 'hing' (did you mean 'hinge'?)",
+    ]
+    assert problems([*MINIMAL, "train.target_firing_rate=0"]) == ["train.target_firing_rate: must be > 0, got 0.0"]
+    assert problems([*MINIMAL, "train.target_firing_rate=0.2", "neuron.kind=dense"]) == [
+        "train.target_firing_rate: needs a spiking model, but neuron.kind is 'dense': choose elastic_bi or lif, "
+        "or drop the target"
+    ]
+
+
 # ---------------------------------------------------------------------------- benchmark task
 
 

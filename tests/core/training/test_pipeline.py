@@ -15,6 +15,7 @@ from spikelm_core.training.pipeline import (
     compile_if_asked,
     planned_steps,
     preflight,
+    training_compile_mode,
 )
 from tests.conftest import TINY
 
@@ -43,6 +44,15 @@ def test_compile_auto_leaves_models_without_spiking_layers_alone(caplog):
     with caplog.at_level("INFO", logger="spikelm"):
         assert compile_if_asked(BertForSequenceClassification(BertConfig(**TINY)), "auto", work=10**6) == 0
     assert "compile" not in caplog.text
+
+
+@pytest.mark.parametrize("compile_mode", ["auto", "layers", "none"])
+def test_a_firing_target_keeps_the_layers_eager(compile_mode, caplog):
+    train = SimpleNamespace(compile=compile_mode, target_firing_rate=None)
+    assert training_compile_mode(train) == compile_mode
+    with caplog.at_level("INFO", logger="spikelm"):
+        assert training_compile_mode(SimpleNamespace(compile=compile_mode, target_firing_rate=0.2)) == "none"
+    assert ("spiking layers run eagerly" in caplog.text) == (compile_mode != "none")
 
 
 def test_planned_steps():

@@ -1,0 +1,32 @@
+"""Rendering of a sweep (`finetune`/`distill` with --grid or a sweep: section): the table of points
+for people, the report as JSON for programs."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from .console import out
+from .render import print_json
+
+
+def _num(value, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def sweep_result(report, fmt) -> None:
+    if fmt.value == "json":
+        print_json(report.to_dict())
+        return
+    metric = next((r.metric_name for r in report.rows if r.metric_name), "metric")
+    t = Table(title=f"sweep: {report.out_dir}", title_justify="left")
+    for col in ("point", "settings", metric, "firing rate", "energy ratio", "Pareto", "min"):
+        t.add_column(col, justify="right" if col in (metric, "firing rate", "energy ratio", "min") else "left")
+    for row in ([report.reference] if report.reference else []) + report.rows:
+        settings = ", ".join(f"{k}={v}" for k, v in row.values.items())
+        if row.same_as:
+            settings += f" (= {row.same_as}, not run again)"
+        t.add_row(row.name, settings, "–" if row.metric is None else f"{100 * row.metric:.1f}",
+                  _num(row.firing_rate), _num(row.energy_ratio, 2), "*" if row.pareto else "", _num(row.minutes, 1))
+    out.print(t)
+    out.print(f"table: {report.out_dir}/sweep.csv, sweep.json, sweep.md; plot: {report.out_dir}/pareto.png",
+              soft_wrap=True)

@@ -1,0 +1,430 @@
+"""Accuracy-energy sweeps: a finetune/distill recipe with a `sweep:` section (or `--grid`), one
+ordinary run directory per point, one table.
+
+    cfg = load_config(DistillConfig, "recipes/studies/sst2_ablation.yaml")   # has a sweep: section
+    report = run_sweep(cfg)
+    report.rows[0].metric, report.rows[0].firing_rate, report.rows[0].energy_ratio
+
+A point is the recipe with `sweep` removed and the point's values set on top (they beat the recipe,
+`-s` and flags): an ordinary run in `<out_dir>/<point>/` (run_config.yaml, checkpoints, final/),
+then the energy audit of its trained model (`spikelm energy` on final/, with its own amplitudes).
+`<point>/sweep_point.json` marks a point as finished: a second call skips finished points,
+continues an interrupted one from its last checkpoint (`--resume auto`) and runs the rest; a
+finished point run with other settings is refused. Two points whose resolved configs are equal run
+once (the second row says `same_as`). The table (`sweep.json`, `sweep.csv`, `sweep.md`) and
+`pareto.png` are rewritten after every point, so an interrupted sweep leaves the table of what is
+done.
+
+The Pareto front is over (metric up, energy down): a point is on it when no other point has a
+metric at least as high at an energy at most as low (one of the two strictly).
+"""
+
+from __future__ import annotations
+
+import csv
+import gc
+import io
+import itertools
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .config import EvalConfig, config_from_dict, config_to_dict, diff_configs, load_config, parse_overrides
+from .errors import ConfigError
+from .io import atomic_write_text, check_output_location
+from .training.results import Timer
+from .training.rundir import FINAL, RESUME_MAY_CHANGE, RUN_CONFIG, default_out_dir
+
+SWEEP_SCHEMA = "spikelm.sweep/1"
+POINT_FILE = "sweep_point.json"
+
+Progress = Callable[[str], None]
+
+
+# ----------------------------------------------------------------------------- points
+
+
+@dataclass(frozen=True)
+class Point:
+    """One point of a sweep: its name and the settings it changes."""
+
+    name: str
+    values: dict[str, Any]
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _grid_name(values: dict[str, Any]) -> str:
+    parts = []
+    for key, value in values.items():
+        leaf, shown = key.rsplit(".", 1)[-1], _show(value)
+        parts.append(f"{leaf}{'-' if shown[:1].isalpha() else ''}{shown}")
+    return "_".join(parts)
+
+
+def expand_points(sweep) -> list[Point]:
+    """The grid's combinations (the first key varies slowest), then the named points."""
+    points = []
+    if sweep.grid:
+        keys = list(sweep.grid)
+        for combo in itertools.product(*(sweep.grid[k] for k in keys)):
+            values = dict(zip(keys, combo))
+            points.append(Point(_grid_name(values), values))
+    points += [Point(name, dict(values)) for name, values in sweep.points.items()]
+    seen: set[str] = set()
+    dupes = [p.name for p in points if p.name in seen or seen.add(p.name)]
+    if dupes:
+        raise ConfigError(f"two sweep points share the name {dupes[0]!r}",
+                          hint="rename the named point (grid points are named after their values)")
+    return points
+
+
+def parse_grid(items: list[str]) -> dict[str, list[Any]]:
+    """`["neuron.k=2,3,4"]` -> `{"neuron.k": [2, 3, 4]}` (each value read as YAML, like -s)."""
+    grid: dict[str, list[Any]] = {}
+    problems: list[str] = []
+    for item in items:
+        key, eq, text = item.partition("=")
+        if not eq or not text.strip():
+            problems.append(f"--grid {item!r}: expected key=v1,v2,... (e.g. neuron.k=2,3,4)")
+            continue
+        parsed = parse_overrides([f"{key.strip()}={v}" for v in text.split(",")], problems)
+        grid[key.strip()] = [v for _, v in parsed]
+    if problems:
+        raise ConfigError("invalid --grid", details=problems)
+    return grid
+
+
+def with_grid(cfg, grid: dict[str, list[Any]] | None):
+    """`cfg` with `grid` added to its sweep (keys given here replace the recipe's); a recipe without
+    a sweep section gets one."""
+    if not grid:
+        return cfg
+    data = config_to_dict(cfg)
+    sweep = data.get("sweep") or {}
+    data["sweep"] = {**sweep, "grid": {**sweep.get("grid", {}), **grid}}
+    return config_from_dict(type(cfg), data)
+
+
+def _set(data: dict[str, Any], key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    for part in parents:
+        if not isinstance(data.get(part), dict):
+            data[part] = {}
+        data = data[part]
+    data[leaf] = value
+
+
+def sweep_dir(cfg) -> Path:
+    """Where the points and the table go: out_dir, else runs/sweep-<command>-<task>."""
+    return default_out_dir(cfg, f"sweep-{cfg.command}")
+
+
+def point_config(cfg, point: Point, out_dir: Path):
+    """The finetune/distill config of `point`: the recipe without its sweep, the point's values on top."""
+    data = config_to_dict(cfg)
+    data["sweep"] = None
+    for key, value in point.values.items():
+        _set(data, key, value)
+    data["out_dir"] = str(out_dir / point.name)
+    try:
+        return config_from_dict(type(cfg), data)
+    except ConfigError as exc:
+        raise ConfigError(f"sweep point {point.name!r}: {exc.message}", details=exc.details, hint=exc.hint) from None
+
+
+def _comparable(run_cfg) -> dict[str, Any]:
+    data = config_to_dict(run_cfg)
+    data.pop("out_dir", None)
+    return data
+
+
+# ----------------------------------------------------------------------------- results
+
+
+@dataclass
+class SweepRow:
+    """One point's line of the table."""
+
+    name: str
+    values: dict[str, Any]
+    status: str
+    """"done", "same_as" (equal config to an earlier point, not run again) or "reference"."""
+    metric: float | None = None
+    metric_name: str | None = None
+    firing_rate: float | None = None
+    """Mean firing rate of the trained model on the dev batches (the training summary's)."""
+    layer_firing_rates: dict[str, float] = field(default_factory=dict)
+    energy_ratio: float | None = None
+    """Dense / spiking energy of the trained model at the audit's shape (`spikelm energy`)."""
+    paper_energy_ratio: float | None = None
+    """The same measured rates applied to BERT-base at 128 tokens (the paper setting)."""
+    energy_firing_rate: float | None = None
+    """MAC-weighted firing rate of the energy audit's firing pass."""
+    minutes: float | None = None
+    out_dir: str | None = None
+    command: str | None = None
+    """The command that replays (or resumes) this point."""
+    same_as: str | None = None
+    pareto: bool = False
+
+    @property
+    def relative_energy(self) -> float | None:
+        """Spiking energy as a share of the dense model's (1 / energy_ratio)."""
+        if self.status == "reference":
+            return 1.0
+        return 1.0 / self.energy_ratio if self.energy_ratio else None
+
+
+@dataclass
+class SweepReport:
+    """The table of a sweep: one row per point, the dense reference apart."""
+
+    command: str
+    task: str | None
+    out_dir: str
+    rows: list[SweepRow]
+    reference: SweepRow | None = None
+    schema: str = SWEEP_SCHEMA
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for row, out in zip([*self.rows, self.reference], [*data["rows"], data["reference"]]):
+            if row is not None:
+                out["relative_energy"] = row.relative_energy
+        return data
+
+
+def mark_pareto(rows: list[SweepRow]) -> None:
+    """Set `pareto` on the rows that no other row dominates in (metric up, relative energy down)."""
+    scored = [r for r in rows if r.status == "done" and r.metric is not None and r.relative_energy is not None]
+    for row in rows:
+        row.pareto = False
+    for row in scored:
+        row.pareto = not any(
+            o is not row and o.metric >= row.metric and o.relative_energy <= row.relative_energy
+            and (o.metric > row.metric or o.relative_energy < row.relative_energy)
+            for o in scored
+        )
+
+
+COLUMNS = ("name", "status", "metric_name", "metric", "firing_rate", "energy_ratio", "paper_energy_ratio",
+           "relative_energy", "pareto", "minutes", "same_as", "values", "command")
+
+
+def table_rows(report: SweepReport) -> list[dict[str, Any]]:
+    out = []
+    for row in ([report.reference] if report.reference else []) + report.rows:
+        line = {c: getattr(row, c) for c in COLUMNS}
+        line["values"] = ", ".join(f"{k}={_show(v)}" for k, v in row.values.items())
+        out.append(line)
+    return out
+
+
+def to_csv(report: SweepReport) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(table_rows(report))
+    return buf.getvalue()
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else ""
+    if isinstance(value, float):
+        return f"{value:.{digits}f}" if math.isfinite(value) else str(value)
+    return str(value)
+
+
+def to_markdown(report: SweepReport) -> str:
+    head = "| point | settings | metric | firing rate | energy ratio | paper-setting ratio | Pareto | minutes |"
+    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    for line, row in zip(table_rows(report), ([report.reference] if report.reference else []) + report.rows):
+        metric = "–" if row.metric is None else f"{100 * row.metric:.1f}"
+        status = f" (= {row.same_as})" if row.same_as else ""
+        lines.append(f"| {row.name}{status} | {line['values'] or '–'} | {metric} | {_fmt(row.firing_rate)} | "
+                     f"{_fmt(row.energy_ratio, 2)} | {_fmt(row.paper_energy_ratio, 2)} | {_fmt(row.pareto)} | "
+                     f"{_fmt(row.minutes, 1)} |")
+    metric_name = next((r.metric_name for r in report.rows if r.metric_name), "metric")
+    return (f"Sweep ({report.command}, {report.task}); metric: {metric_name} x 100 on the dev split.\n\n"
+            + "\n".join(lines) + "\n")
+
+
+def plot_pareto(report: SweepReport, path: Path) -> None:
+    """Metric against spiking energy (share of dense), the Pareto front joined, the reference dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in report.rows if r.status == "done" and r.metric is not None and r.relative_energy is not None]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for row in rows:
+        ax.scatter(row.relative_energy, 100 * row.metric, s=40, zorder=3,
+                   color="tab:red" if row.pareto else "tab:blue")
+        ax.annotate(row.name, (row.relative_energy, 100 * row.metric), textcoords="offset points", xytext=(4, 4),
+                    fontsize=7)
+    front = sorted((r.relative_energy, 100 * r.metric) for r in rows if r.pareto)
+    if front:
+        ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="tab:red", alpha=0.6,
+                label="Pareto front")
+    ref = report.reference
+    if ref is not None and ref.metric is not None:
+        ax.axhline(100 * ref.metric, color="grey", linestyle="--", label=f"dense reference ({100 * ref.metric:.1f})")
+    metric_name = next((r.metric_name for r in report.rows if r.metric_name), "metric")
+    ax.set_xlabel("spiking energy / dense energy (arithmetic, lower is better)")
+    ax.set_ylabel(f"dev {metric_name} x 100")
+    ax.set_title(f"accuracy-energy sweep: {report.command} {report.task or ''}")
+    ax.grid(alpha=0.3)
+    if front or ref is not None:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def write_report(report: SweepReport, out_dir: Path, *, plot: bool = True) -> None:
+    mark_pareto(report.rows)
+    atomic_write_text(out_dir / "sweep.json", json.dumps(report.to_dict(), indent=2) + "\n")
+    atomic_write_text(out_dir / "sweep.csv", to_csv(report))
+    atomic_write_text(out_dir / "sweep.md", to_markdown(report))
+    if plot and any(r.status == "done" and r.relative_energy is not None for r in report.rows):
+        plot_pareto(report, out_dir / "pareto.png")
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def _primary(metrics: dict[str, dict[str, float]], name: str | None) -> float | None:
+    for split in metrics.values():
+        if name in split:
+            return float(split[name])
+    return None
+
+
+def _energy(final_dir: Path, run_cfg, settings) -> dict[str, Any]:
+    from .energy import EnergyArgs, run_energy
+
+    args = EnergyArgs(model=str(final_dir), seq_len=settings.seq_len or run_cfg.data.max_length,
+                      data=settings.data, batches=settings.batches, bootstrap=0, memory="none")
+    report = run_energy(args)
+    run = report.runs[0]
+    return {"ratio": run.report.totals()["ratio"], "paper_ratio": run.paper.totals()["ratio"],
+            "mean_firing_rate": run.report.mean_firing_rate, "seq_len": args.seq_len,
+            "data": report.data, "amplitudes": run.amplitudes}
+
+
+def _replay(command: str, run_dir: Path) -> str:
+    return f"spikelm {command} {run_dir / RUN_CONFIG} --resume auto"
+
+
+def _row_from(point: Point, record: dict[str, Any]) -> SweepRow:
+    run, energy = record["run"], record.get("energy") or {}
+    return SweepRow(
+        name=point.name, values=point.values, status="done",
+        metric=_primary(run["metrics"], run.get("primary_metric")), metric_name=run.get("primary_metric"),
+        firing_rate=run.get("firing_rate"), layer_firing_rates=run.get("layer_firing_rates") or {},
+        energy_ratio=energy.get("ratio"), paper_energy_ratio=energy.get("paper_ratio"),
+        energy_firing_rate=energy.get("mean_firing_rate"), minutes=record.get("minutes"),
+        out_dir=run["out_dir"], command=record.get("command"),
+    )
+
+
+def _check_unchanged(point: Point, run_cfg, run_dir: Path) -> None:
+    """A finished point must have been run with the settings the sweep now asks for."""
+    saved = run_dir / RUN_CONFIG
+    old = load_config(type(run_cfg), saved, [])
+    changed = [(k, a, b) for k, a, b in diff_configs(old, run_cfg)
+               if k != "out_dir" and not k.startswith(RESUME_MAY_CHANGE)]
+    if changed:
+        raise ConfigError(
+            f"sweep point {point.name!r} in '{run_dir}' was run with other settings",
+            details=[f"{k}: {a!r} there, now {b!r}" for k, a, b in changed],
+            hint="use another --out-dir for the changed sweep, or delete that point's directory to run it again",
+        )
+
+
+def _reference_row(cfg, out_dir: Path, say: Progress) -> SweepRow | None:
+    ref = cfg.sweep.reference
+    if ref is None and cfg.command == "distill":
+        ref = cfg.distill.teacher
+    if ref is None:
+        return None
+    ref_dir = out_dir / "reference"
+    results = ref_dir / "eval_results.json"
+    if not results.is_file():
+        from .training import run_eval
+
+        say(f"reference: evaluating the dense model {ref}")
+        eval_cfg = config_from_dict(EvalConfig, {
+            "command": "eval", "model": ref, "out_dir": str(ref_dir), "data": config_to_dict(cfg.data),
+            "neuron": {"kind": "dense"}, "batch_size": cfg.train.eval_batch_size, "device": cfg.train.device})
+        run_eval(eval_cfg)
+    data = json.loads(results.read_text(encoding="utf-8"))
+    return SweepRow(name="reference", values={"model": ref}, status="reference",
+                    metric=_primary(data["metrics"], data.get("primary_metric")),
+                    metric_name=data.get("primary_metric"), out_dir=str(ref_dir),
+                    command=f"spikelm eval {ref} --task {cfg.task} -s neuron.kind=dense")
+
+
+def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None) -> SweepReport:
+    """Run every point of `cfg.sweep` not yet finished, audit its energy, and write the table
+    after each point. `callbacks` go to each point's Trainer (progress bars).
+
+    Raises ConfigError (exit 2) for a bad point or a finished point run with other settings, and
+    whatever a run raises.
+    """
+    from .training import run_distill, run_finetune
+
+    if cfg.sweep is None:
+        raise ConfigError("this recipe has no sweep section", hint="add sweep: {grid: ...} or pass --grid")
+    say = progress or (lambda message: None)
+    out_dir = sweep_dir(cfg)
+    check_output_location(out_dir)
+    points = expand_points(cfg.sweep)
+    configs = [point_config(cfg, p, out_dir) for p in points]
+    runner = {"finetune": run_finetune, "distill": run_distill}[cfg.command]
+    report = SweepReport(command=cfg.command, task=cfg.task, out_dir=str(out_dir), rows=[])
+    report.reference = _reference_row(cfg, out_dir, say)
+    energy = cfg.sweep.energy
+    seen: dict[str, str] = {}
+    for i, (point, run_cfg) in enumerate(zip(points, configs), 1):
+        key = json.dumps(_comparable(run_cfg), sort_keys=True, default=str)
+        if key in seen:
+            report.rows.append(SweepRow(name=point.name, values=point.values, status="same_as", same_as=seen[key]))
+            continue
+        seen[key] = point.name
+        run_dir = out_dir / point.name
+        record_path = run_dir / POINT_FILE
+        where = f"point {i}/{len(points)} {point.name}"
+        if record_path.is_file():
+            _check_unchanged(point, run_cfg, run_dir)
+            record = json.loads(record_path.read_text(encoding="utf-8"))
+            say(f"{where}: finished earlier, skipped")
+        else:
+            say(f"{where}: {cfg.command} ({', '.join(f'{k}={_show(v)}' for k, v in point.values.items())})")
+            timer = Timer()
+            result = runner(run_cfg, resume="auto", callbacks=list(callbacks or []))
+            record = {"point": point.name, "values": point.values, "run": result.to_dict(),
+                      "minutes": timer.seconds / 60, "command": _replay(cfg.command, run_dir), "energy": None}
+            atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
+        if energy.enabled and not record.get("energy") and run_cfg.neuron.spiking:
+            say(f"{where}: energy audit of {run_dir / FINAL}")
+            record["energy"] = _energy(run_dir / FINAL, run_cfg, energy)
+            atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
+        report.rows.append(_row_from(point, record))
+        write_report(report, out_dir)
+        gc.collect()
+    write_report(report, out_dir)
+    return report

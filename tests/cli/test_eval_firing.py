@@ -1,0 +1,135 @@
+"""`spikelm eval --plot-firing`: the per-token firing picture of a tiny BERT and a tiny BART, and its bad inputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from spikelm_cli.main import app
+from tests.cli.test_bad_input import refused
+from tests.training_fixtures import tiny_dirs  # noqa: F401
+
+runner = CliRunner()
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TINY_SETS = ["-s", "data.max_length=16", "-s", "neuron.num_timesteps=3"]
+
+
+def _eval(dirs, png, *extra):
+    return ["eval", str(dirs["teacher"]), "--task", "sst2", "--data-dir", str(dirs["glue"]), *TINY_SETS,
+            "--plot-firing", str(png), *extra]
+
+
+def _written(png):
+    assert png.read_bytes()[:8] == PNG_MAGIC
+    return json.loads(png.with_suffix(".json").read_text())
+
+
+def test_eval_pictures_the_first_dev_example(tiny_dirs, tmp_path):
+    from transformers import AutoTokenizer
+
+    png = tmp_path / "pics" / "firing.png"
+    res = runner.invoke(app, _eval(tiny_dirs, png, "--format", "json"))
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["metrics"]["dev"]["accuracy"] >= 0  # stdout stays the eval JSON
+    assert "firing picture of dev example 0" in res.stderr and str(png) in res.stderr
+    data = _written(png)
+    assert data["schema"] == "spikelm.firing_tokens/1" and data["task"] == "sst2" and data["timesteps"] == 3
+    assert data["input"] == {"kind": "example", "split": "dev", "index": 0}
+    (panel,) = data["panels"]
+    sentence = (tiny_dirs["glue"] / "SST-2" / "dev.tsv").read_text().splitlines()[1].split("\t")[0]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dirs["teacher"])
+    assert panel["tokens"] == tokenizer.convert_ids_to_tokens(tokenizer(sentence)["input_ids"])
+    assert panel["layers"] == ["layer.0", "layer.1"] and panel["neurons"] == [8, 8]
+    assert panel["counts"] == [1] * len(panel["tokens"])
+    for layer, row in zip(panel["layers"], panel["rates"]):
+        assert sum(row) / len(row) == pytest.approx(panel["layer_rates"][layer])
+        assert all(0.0 <= r <= 1.0 for r in row)
+
+
+def test_eval_pictures_a_free_sentence(tiny_dirs, tmp_path):
+    png = tmp_path / "text.png"
+    res = runner.invoke(app, _eval(tiny_dirs, png, "--firing-text", "The river rose"))
+    assert res.exit_code == 0, res.output
+    assert "firing picture of free text" in res.stderr and "spikelm eval: sst2" in res.stdout
+    data = _written(png)
+    assert data["input"] == {"kind": "text", "text": "The river rose"}
+    assert data["panels"][0]["tokens"] == ["[CLS]", "the", "river", "rose", "[SEP]"]
+
+
+@pytest.fixture(scope="module")
+def tiny_bart(tmp_path_factory):
+    """An untrained tiny dense BART (converted by eval) with a WordPiece tokenizer, and 3 validation documents."""
+    from transformers import BartConfig, BartForConditionalGeneration, BertTokenizerFast
+
+    from tests.conftest import write_tiny_vocab
+    from tests.core.models.test_spiking_bart import BART_TINY
+
+    d = tmp_path_factory.mktemp("bart")
+    tok = BertTokenizerFast(vocab=str(write_tiny_vocab(d / "vocab.txt")), do_lower_case=True)
+    cfg = BartConfig(**{**BART_TINY, "pad_token_id": tok.pad_token_id, "bos_token_id": tok.cls_token_id,
+                        "eos_token_id": tok.sep_token_id, "decoder_start_token_id": tok.cls_token_id})
+    torch.manual_seed(0)
+    BartForConditionalGeneration(cfg).save_pretrained(d / "model")
+    tok.save_pretrained(d / "model")
+    rows = [{"document": "the river rose by the bridge", "summary": "river rose"},
+            {"document": "farmers of the river", "summary": "the farmers"},
+            {"document": "a bridge was on it", "summary": "a bridge"}]
+    val = d / "validation.jsonl"
+    val.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return d / "model", val
+
+
+def test_eval_pictures_bart_source_and_teacher_forced_target(tiny_bart, tmp_path):
+    model, val = tiny_bart
+    png = tmp_path / "bart.png"
+    res = runner.invoke(app, [
+        "eval", str(model), "--task", "xsum", "-s", f"data.validation_file={val}", "-s", "data.max_length=16",
+        "-s", "data.max_target_length=8", "-s", "neuron.num_timesteps=3", "-s", "generate.num_beams=1",
+        "-s", "generate.max_new_tokens=3", "--plot-firing", str(png), "--firing-example", "1",
+    ])
+    assert res.exit_code == 0, res.output
+    data = _written(png)
+    assert data["input"] == {"kind": "example", "split": "validation", "index": 1}
+    source, target = data["panels"]
+    assert source["tokens"] == ["[CLS]", "farmers", "of", "the", "river", "[SEP]"]
+    assert source["layers"] == ["encoder.layers.0", "encoder.layers.1", "decoder.layers.0.cross_kv",
+                                "decoder.layers.1.cross_kv"]
+    assert target["tokens"] == ["[CLS]", "[CLS]", "the", "farmers"]  # decoder start + the summary shifted right
+    assert target["layers"] == ["decoder.layers.0", "decoder.layers.1"] and target["neurons"] == [10, 10]
+    assert any("teacher-forced" in note for note in data["notes"])
+    assert "decoder.0 " in res.stderr and "decoder.0.cross_kv" in res.stderr
+
+
+BAD = {
+    "empty text": (["--firing-text", "  "], ["--firing-text is empty"]),
+    "example out of range": (["--firing-example", "11"], ["--firing-example 11 is out of range", "has 11 example",
+                                                          "choose an index from 0 to 10"]),
+    "example beyond the subset": (["--firing-example", "3", "-s", "data.eval_subset=2"], ["(data.eval_subset=2)"]),
+    "negative example": (["--firing-example", "-1"], ["must be 0 or more"]),
+    "text and example": (["--firing-text", "a", "--firing-example", "1"], ["not both"]),
+    "dense model": (["-s", "neuron.kind=dense"], ["has no spiking neurons", "neuron.kind=dense"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_firing_inputs(case, tiny_dirs, tmp_path):
+    args, needles = BAD[case]
+    png = tmp_path / "out" / "firing.png"
+    refused(runner.invoke(app, _eval(tiny_dirs, png, *args)), 2, *needles)
+    assert not png.parent.exists()
+
+
+@pytest.mark.parametrize("args, needles", [
+    pytest.param(["--firing-text", "a river"], ["choose the input of --plot-firing", "--plot-firing firing.png"],
+                 id="text-without-plot"),
+    pytest.param(["--plot-firing", "firing.jpg"], ["must name a .png file"], id="not-png"),
+])
+def test_bad_firing_flags(args, needles, tiny_dirs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["eval", str(tiny_dirs["teacher"]), "--task", "sst2", "--data-dir", str(tiny_dirs["glue"]),
+                              *args])
+    refused(res, 2, *needles)
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,73 @@
+"""Sweeps through the CLI (`distill`/`finetune` with --grid or a sweep: section): a tiny k sweep end to
+end with its energy audit, table and plot; a second call runs nothing; bad grids are exit 2."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from spikelm_cli.main import app
+from tests.training_fixtures import tiny_dirs  # noqa: F401
+
+runner = CliRunner()
+
+TINY_SETS = ["data.max_length=16", "neuron.num_timesteps=3", "train.batch_size=5", "train.eval_batch_size=11",
+             "train.max_steps=2", "train.eval_strategy=no",
+             "train.keep_best=false"]
+
+
+def _args(dirs, out, *extra):
+    sets = []
+    for item in (f"model={dirs['teacher']}", "data.source=glue/sst2", *TINY_SETS):
+        sets += ["-s", item]
+    return ["distill", "recipes/tiny/distill.yaml", "--teacher", str(dirs["teacher"]), "--data-dir",
+            str(dirs["glue"]), "--out-dir", str(out), *sets, *extra]
+
+
+@pytest.mark.slow
+def test_k_sweep_end_to_end_then_nothing_to_do(tiny_dirs, tmp_path):
+    out = tmp_path / "sweep"
+    res = runner.invoke(app, _args(tiny_dirs, out, "-g", "neuron.k=2,3", "--format", "json"))
+    assert res.exit_code == 0, res.stderr
+    assert "Traceback" not in res.stderr
+    assert "sweep: point 1/2 k2: distill (neuron.k=2)" in res.stderr and "energy audit" in res.stderr
+    report = json.loads(res.stdout)
+    assert report["schema"] == "spikelm.sweep/1" and report["reference"]["status"] == "reference"
+    k2, k3 = report["rows"]
+    assert (k2["name"], k3["name"]) == ("k2", "k3")
+    # a higher k fires less and costs less: the trend the sweep exists to show
+    assert k3["firing_rate"] < k2["firing_rate"] and k3["energy_ratio"] > k2["energy_ratio"] > 1
+    assert k3["relative_energy"] == pytest.approx(1 / k3["energy_ratio"])
+    assert any(r["pareto"] for r in report["rows"])
+    run_config = (out / "k3" / "run_config.yaml").read_text()
+    assert "k: 3.0" in run_config and "sweep: null" in run_config  # each point is an ordinary run
+    assert (out / "k3" / "final" / "model.safetensors").is_file()
+    rows = list(csv.DictReader((out / "sweep.csv").open()))
+    assert [r["name"] for r in rows] == ["reference", "k2", "k3"]
+    assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    res = runner.invoke(app, _args(tiny_dirs, out, "-g", "neuron.k=2,3"))
+    assert res.exit_code == 0, res.stderr
+    assert res.stderr.count("finished earlier, skipped") == 2 and "step 1/" not in res.stderr
+    assert "k3" in res.stdout and "pareto.png" in res.stdout
+
+
+@pytest.mark.parametrize("grid, needle", [
+    ("neuron.k", "expected key=v1,v2"),
+    ("neuron.k=2,-1", "neuron.k"),
+    ("neuron.bogus=1,2", "bogus"),
+])
+def test_bad_grid_is_exit_2_without_traceback(tiny_dirs, tmp_path, grid, needle):
+    res = runner.invoke(app, _args(tiny_dirs, tmp_path / "s", "-g", grid))
+    assert res.exit_code == 2, (res.stdout, res.stderr)
+    assert res.stderr.startswith("error:") and "Traceback" not in res.stderr and needle in res.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def test_print_config_shows_the_grid(tiny_dirs, tmp_path):
+    res = runner.invoke(app, _args(tiny_dirs, tmp_path / "s", "-g", "neuron.k=2,3", "--print-config"))
+    assert res.exit_code == 0, res.stderr
+    assert "grid: {neuron.k: [2, 3]}" in res.stdout

@@ -1,0 +1,145 @@
+"""Sweeps: grid expansion and names, the point configs, the Pareto front, and the run loop (finished
+points skipped, an interrupted one run again, changed settings refused) with a stand-in trainer."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+import spikelm_core.training as training
+from spikelm_core.config import FinetuneConfig, config_from_dict, save_config
+from spikelm_core.errors import ConfigError
+from spikelm_core.sweep import (POINT_FILE, SWEEP_SCHEMA, Point, SweepRow, expand_points, mark_pareto, parse_grid,
+                                point_config, run_sweep, with_grid)
+from spikelm_core.training.results import RunResult
+
+
+def _cfg(out, sweep=None, **more):
+    data = {"model": "m", "out_dir": str(out), "data": {"task": "sst2"}, "neuron": {"k": 2.0},
+            "train": {"lr": 1e-4}, **more}
+    if sweep is not None:
+        data["sweep"] = sweep
+    return config_from_dict(FinetuneConfig, data)
+
+
+def test_grid_points_are_every_combination_first_key_slowest_then_named_points(tmp_path):
+    cfg = _cfg(tmp_path, {"grid": {"neuron.k": [2.0, 3], "neuron.num_timesteps": [1, 4]},
+                          "points": {"lif": {"neuron.kind": "lif"}}})
+    points = expand_points(cfg.sweep)
+    assert [p.name for p in points] == ["k2_num_timesteps1", "k2_num_timesteps4", "k3_num_timesteps1",
+                                        "k3_num_timesteps4", "lif"]
+    assert points[1].values == {"neuron.k": 2.0, "neuron.num_timesteps": 4}
+    assert expand_points(_cfg(tmp_path, {"grid": {"neuron.kind": ["lif"]}}).sweep)[0].name == "kind-lif"
+
+
+def test_a_named_point_with_a_grid_point_name_is_refused(tmp_path):
+    cfg = _cfg(tmp_path, {"grid": {"neuron.k": [2.0]}, "points": {"k2": {"neuron.k": 3.0}}})
+    with pytest.raises(ConfigError, match="share the name 'k2'"):
+        expand_points(cfg.sweep)
+
+
+def test_parse_grid_reads_each_value_as_yaml():
+    assert parse_grid(["neuron.k=2,3.5", "neuron.kind=lif,elastic_bi", "neuron.learn_alpha=true"]) == {
+        "neuron.k": [2, 3.5], "neuron.kind": ["lif", "elastic_bi"], "neuron.learn_alpha": [True]}
+    with pytest.raises(ConfigError) as exc:
+        parse_grid(["neuron.k", "neuron.k=", "bad key=1"])
+    assert len(exc.value.details) == 3
+
+
+@pytest.mark.parametrize("sweep, where", [
+    ({"grid": {"neuron.k": []}}, "sweep.grid.neuron.k: needs at least one value"),
+    ({}, "sweep.grid: give a grid"),
+    ({"points": {"a b": {"neuron.k": 3.0}}}, "sweep.points.a b: name"),
+    ({"grid": {"neuron..k": [1]}}, "must be a dotted key"),
+])
+def test_bad_sweep_sections_name_the_field(tmp_path, sweep, where):
+    with pytest.raises(ConfigError) as exc:
+        _cfg(tmp_path, sweep)
+    assert where in str(exc.value)
+
+
+def test_point_values_beat_the_recipe_and_the_point_runs_in_its_own_folder(tmp_path):
+    cfg = _cfg(tmp_path / "study", {"grid": {"neuron.k": [3.0]}})
+    point = point_config(cfg, Point("k3", {"neuron.k": 3.0, "train.lr": 5e-5}), tmp_path / "study")
+    assert point.neuron.k == 3.0 and point.train.lr == 5e-5 and point.sweep is None
+    assert point.out_dir == str(tmp_path / "study" / "k3")
+    with pytest.raises(ConfigError, match="sweep point 'bad'") as exc:
+        point_config(cfg, Point("bad", {"neuron.k": -1.0}), tmp_path)
+    assert "neuron.k" in str(exc.value)
+
+
+def test_grid_option_adds_to_the_recipe_grid_and_makes_a_sweep_section(tmp_path):
+    assert with_grid(_cfg(tmp_path), None).sweep is None
+    cfg = with_grid(_cfg(tmp_path), {"neuron.k": [2.0, 3.0]})
+    assert cfg.sweep.grid == {"neuron.k": [2.0, 3.0]}
+    cfg = with_grid(_cfg(tmp_path, {"grid": {"neuron.k": [4.0]}, "points": {"lif": {"neuron.kind": "lif"}}}),
+                    {"neuron.num_timesteps": [1]})
+    assert cfg.sweep.grid == {"neuron.k": [4.0], "neuron.num_timesteps": [1]} and "lif" in cfg.sweep.points
+
+
+def _row(name, metric, energy_ratio, status="done"):
+    return SweepRow(name=name, values={}, status=status, metric=metric, energy_ratio=energy_ratio)
+
+
+def test_pareto_front_by_hand():
+    rows = [_row("a", 0.80, 2.0), _row("b", 0.78, 4.0), _row("c", 0.77, 3.0), _row("d", 0.80, 1.5),
+            _row("e", 0.70, 8.0), _row("f", 0.60, None), _row("g", 0.90, 1.0, status="same_as")]
+    mark_pareto(rows)
+    # c is beaten by b (higher metric, less energy); d by a (same metric, less energy); f has no energy
+    assert [r.name for r in rows if r.pareto] == ["a", "b", "e"]
+    assert rows[0].relative_energy == 0.5
+
+
+class _FakeTrainer:
+    """Stands in for run_finetune: writes what a finished run leaves (run_config.yaml, final/)."""
+
+    def __init__(self, fail_on=None):
+        self.calls = []
+        self.fail_on = fail_on
+
+    def __call__(self, cfg, resume, callbacks):
+        from pathlib import Path
+
+        out = Path(cfg.out_dir)
+        self.calls.append((out.name, resume))
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "run_config.yaml")
+        if out.name == self.fail_on:
+            raise KeyboardInterrupt
+        (out / "final").mkdir(exist_ok=True)
+        acc = 0.9 - 0.05 * cfg.neuron.k
+        return RunResult(command="finetune", out_dir=str(out), final_dir=str(out / "final"), task="sst2",
+                         global_step=3, epochs=1.0, train_loss=0.5, metrics={"dev": {"accuracy": acc}},
+                         primary_metric="accuracy", firing_rate=0.6 / cfg.neuron.k)
+
+
+def test_sweep_skips_finished_points_reruns_an_interrupted_one_and_refuses_changed_settings(tmp_path, monkeypatch):
+    out = tmp_path / "study"
+    sweep = {"grid": {"neuron.k": [2.0, 3.0, 4.0]}, "points": {"again": {"neuron.k": 3.0}},
+             "energy": {"enabled": False}}
+    fake = _FakeTrainer(fail_on="k4")
+    monkeypatch.setattr(training, "run_finetune", fake)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(_cfg(out, sweep))
+    assert [c[0] for c in fake.calls] == ["k2", "k3", "k4"]
+    assert (out / "k3" / POINT_FILE).is_file() and not (out / "k4" / POINT_FILE).exists()
+    rows = list(csv.DictReader((out / "sweep.csv").open()))
+    assert [r["name"] for r in rows] == ["k2", "k3"]  # the table of what was done, written after each point
+
+    fake = _FakeTrainer()
+    monkeypatch.setattr(training, "run_finetune", fake)
+    report = run_sweep(_cfg(out, sweep))
+    assert fake.calls == [("k4", "auto")]  # continues the interrupted point only
+    assert [(r.name, r.status, r.same_as) for r in report.rows] == [
+        ("k2", "done", None), ("k3", "done", None), ("k4", "done", None), ("again", "same_as", "k3")]
+    assert report.rows[0].metric == pytest.approx(0.8) and report.rows[2].firing_rate == pytest.approx(0.15)
+    data = json.loads((out / "sweep.json").read_text())
+    assert data["schema"] == SWEEP_SCHEMA and len(data["rows"]) == 4 and data["reference"] is None
+    assert "| k2 | neuron.k=2 | 80.0 |" in (out / "sweep.md").read_text()
+    assert not (out / "pareto.png").exists()  # no energy audit, nothing to plot
+
+    with pytest.raises(ConfigError, match="sweep point 'k2' .* was run with other settings") as exc:
+        run_sweep(_cfg(out, sweep, train={"lr": 3e-4}))
+    assert "train.lr" in str(exc.value)
