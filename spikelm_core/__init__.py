@@ -1,4 +1,4 @@
-"""spikelm core library: spiking neurons, spiking BERT and BART as Hugging Face models, conversion,
+"""spikelm core library: spiking neurons, spiking BERT, BART and Llama as Hugging Face models, conversion,
 calibration, training, evaluation and energy audit (SpikeLM, Xing et al., ICML 2024).
 
 Importing the package registers the spiking models with the transformers Auto classes, so
@@ -8,6 +8,7 @@ Importing the package registers the spiking models with the transformers Auto cl
 from transformers import (
     AutoConfig,
     AutoModel,
+    AutoModelForCausalLM,
     AutoModelForMaskedLM,
     AutoModelForPreTraining,
     AutoModelForSeq2SeqLM,
@@ -23,6 +24,7 @@ from .models.spiking_bert import (
     SpikingBertForSequenceClassification,
     SpikingBertModel,
 )
+from .models.spiking_llama import SpikingLlamaConfig, SpikingLlamaForCausalLM, SpikingLlamaModel
 
 __version__ = "0.1.0"
 
@@ -32,6 +34,9 @@ def _register() -> None:
     AutoConfig.register(SpikingBartConfig.model_type, SpikingBartConfig, exist_ok=True)
     AutoModel.register(SpikingBartConfig, SpikingBartModel, exist_ok=True)
     AutoModelForSeq2SeqLM.register(SpikingBartConfig, SpikingBartForConditionalGeneration, exist_ok=True)
+    AutoConfig.register(SpikingLlamaConfig.model_type, SpikingLlamaConfig, exist_ok=True)
+    AutoModel.register(SpikingLlamaConfig, SpikingLlamaModel, exist_ok=True)
+    AutoModelForCausalLM.register(SpikingLlamaConfig, SpikingLlamaForCausalLM, exist_ok=True)
     for auto, cls in (
         (AutoModel, SpikingBertModel),
         (AutoModelForSequenceClassification, SpikingBertForSequenceClassification),
@@ -52,5 +57,8 @@ __all__ = [
     "SpikingBartConfig",
     "SpikingBartModel",
     "SpikingBartForConditionalGeneration",
+    "SpikingLlamaConfig",
+    "SpikingLlamaModel",
+    "SpikingLlamaForCausalLM",
     "__version__",
 ]

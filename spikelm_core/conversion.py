@@ -1,9 +1,10 @@
-"""`spikelm convert`: a dense BERT or BART checkpoint becomes a calibrated spiking model on disk.
+"""`spikelm convert`: a dense BERT, BART or Llama-family checkpoint becomes a calibrated spiking model on disk.
 
 The spiking models keep Hugging Face's parameter names, so the conversion itself is
 `checkpoints.load_model` (a key-for-key copy into the spiking twin, every essential weight checked);
 this module adds what makes the result usable on its own: the amplitudes are calibrated on the
-first batch of text (`calibration.calibrate`), the firing rates are measured on a few batches
+first batch of text (`calibration.calibrate`; a causal LM reads `[BOS]`-framed running text, by
+default WikiText-2 validation when the shared data are present), the firing rates are measured on a few batches
 (`firing.measure_firing`: pads excluded, per layer keyed by `firing.layer_key`), and
 the model and its tokenizer are saved atomically (`checkpoints.save_model`).
 """
@@ -16,8 +17,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .calibration import calibrate, packaged_calibration_text, read_text_file, text_batches
-from .checkpoints import is_spiking_type, load_model, read_config, resolve_source, save_model
+from .calibration import calibrate, calibration_text, text_batches
+from .checkpoints import MODEL_TYPES, is_spiking_type, load_model, read_config, resolve_source, save_model
 from .errors import CheckpointError, ConfigError
 from .firing import measure_firing
 from .io import check_output_dir
@@ -45,6 +46,7 @@ class ConvertResult:
     layer_firing_rates: dict[str, float]
     calibration_tokens: int
     copied_tensors: int
+    calibration_text: str = "packaged"  # the file the amplitudes were calibrated on, or "packaged"
     newly_initialised: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -66,10 +68,12 @@ def convert_model(
     force: bool = False,
     seed: int = 0,
 ) -> ConvertResult:
-    """Convert a dense BERT or BART (local dir, alias or hub id) into a calibrated spiking model in `out_dir`.
+    """Convert a dense BERT, BART or Llama-family model (local dir, GGUF file, alias or hub id) into a
+    calibrated spiking model in `out_dir`.
 
-    The model keeps the checkpoint's head. The first text batch calibrates the amplitudes; the
-    firing rate is then measured on up to `calib_batches` batches. The output appears atomically.
+    The model keeps the checkpoint's head. The first text batch of `calib_data` (default:
+    `calibration.calibration_text`) calibrates the amplitudes; the firing rate is then measured on
+    up to `calib_batches` batches. The output appears atomically.
     Errors: ConfigError (exit 2) for settings and options, CheckpointError (exit 3) for the source
     (a spiking source included: it is converted already), DataError (exit 4) for the text.
     """
@@ -88,19 +92,20 @@ def convert_model(
     name = os.fspath(source)
     model_dir = resolve_source(name)
     model_type = read_config(model_dir)["model_type"]
+    causal = MODEL_TYPES[model_type].causal
     if is_spiking_type(model_type):
         raise CheckpointError(
             f"'{name}' is a spiking model already ('{model_type}')",
             hint="convert the dense model it came from; a spiking checkpoint keeps the neuron settings it was saved with",
         )
-    text = read_text_file(calib_data) if calib_data else packaged_calibration_text()
+    text, text_source = calibration_text(calib_data, causal=causal)
     torch.manual_seed(seed)
     loaded = load_model(model_dir, head=None, neuron=settings, tokenizer=tokenizer)
     model, tok = loaded.model, loaded.tokenizer
     max_pos = model.config.max_position_embeddings
     if seq_len > max_pos:
         raise ConfigError(f"sequence length {seq_len} exceeds the model's {max_pos} positions")
-    batches = text_batches(tok, text, seq_len=seq_len, batch_size=batch_size)[:calib_batches]
+    batches = text_batches(tok, text, seq_len=seq_len, batch_size=batch_size, causal=causal, max_batches=calib_batches)
     calibrate(model, batches[0])
     report = measure_firing(model, batches)
     neurons = [n for _, n in model.spiking_neurons()]
@@ -123,6 +128,7 @@ def convert_model(
         layer_firing_rates=report.layer_rates(),
         calibration_tokens=int(sum(int(b["attention_mask"].sum()) for b in batches)),
         copied_tensors=loaded.weights.copied,
+        calibration_text=text_source,
         newly_initialised=loaded.weights.newly_initialised,
         dropped=loaded.weights.dropped,
         seconds=time.perf_counter() - start,

@@ -54,6 +54,7 @@ _CROSS_KV_SUFFIXES = (".encoder_attn.k_proj.neuron", ".encoder_attn.v_proj.neuro
                       ".encoder_attn.av.neuron")
 _BART_LAYER = re.compile(r"(?:^|\.)(encoder|decoder)\.layers\.(\d+)(?:\.|$)")
 _BERT_LAYER = re.compile(r"(?:^|\.)layer\.(\d+)(?:\.|$)")
+_DECODER_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)(?:\.|$)")  # a decoder-only stack (Llama)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,7 +295,8 @@ def layer_key(neuron_name: str) -> str:
 
     'bert.encoder.layer.3.attention.self.query.neuron' -> 'layer.3';
     'model.encoder.layers.2.fc1.neuron' -> 'encoder.layers.2' (BART's stacks kept apart:
-    'decoder.layers.2'); a neuron outside the layers -> its own module path.
+    'decoder.layers.2'); 'model.layers.5.mlp.down_proj.neuron' -> 'layers.5' (a decoder-only Llama);
+    a neuron outside the layers -> its own module path.
     """
     match = _BART_LAYER.search(neuron_name)
     if match:
@@ -302,6 +304,9 @@ def layer_key(neuron_name: str) -> str:
     match = _BERT_LAYER.search(neuron_name)
     if match:
         return f"layer.{match.group(1)}"
+    match = _DECODER_LAYER.search(neuron_name)
+    if match:
+        return f"layers.{match.group(1)}"
     return neuron_name
 
 

