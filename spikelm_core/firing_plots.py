@@ -10,17 +10,14 @@ imported on first use) draws; nothing is shown on screen.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 from .errors import ConfigError
 from .firing import CROSS_KV_ROW
-from .io import atomic_write_text, check_output_location
+from .io import atomic_write_bytes, atomic_write_text, check_output_location
 
 MAX_PLOTTED_TOKENS = 64
 """Columns drawn per panel; the JSON keeps every token."""
@@ -120,29 +117,6 @@ def token_firing_figure(picture, *, max_tokens: int = MAX_PLOTTED_TOKENS):
     return fig
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a binary file via a temporary file and `os.replace` (as `io.atomic_write_text`)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def write_firing_picture(picture, png: str | Path, *, max_tokens: int = MAX_PLOTTED_TOKENS) -> tuple[Path, Path]:
     """Write the PNG and, beside it, its data as JSON (every token; `max_plotted_tokens` says how
     many the PNG shows). Each file is replaced atomically. Returns (png, json)."""
@@ -151,7 +125,7 @@ def write_firing_picture(picture, png: str | Path, *, max_tokens: int = MAX_PLOT
     plot_token_firing(picture, buffer, max_tokens=max_tokens)
     payload = {**picture.to_dict(), "max_plotted_tokens": max_tokens}
     atomic_write_text(data, json.dumps(payload, indent=2) + "\n")
-    _atomic_write_bytes(png, buffer.getvalue())
+    atomic_write_bytes(png, buffer.getvalue())
     return png, data
 
 

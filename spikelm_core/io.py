@@ -89,14 +89,15 @@ def _follow_umask(root: Path) -> None:
             os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write a text file via a temporary file and `os.replace`."""
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write a file via a temporary file in the same folder and `os.replace`: readers see the old
+    file or the new one, never a part; permissions follow the umask."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
@@ -105,3 +106,8 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a UTF-8 text file atomically (`atomic_write_bytes`)."""
+    atomic_write_bytes(path, text.encode("utf-8"))

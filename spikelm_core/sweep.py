@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 from .config import EvalConfig, config_from_dict, config_to_dict, diff_configs, load_config, parse_overrides
 from .errors import ConfigError
-from .io import atomic_write_text, check_output_location
+from .io import atomic_write_bytes, atomic_write_text, check_output_location
 from .training.results import Timer
 from .training.rundir import FINAL, RESUME_MAY_CHANGE, RUN_CONFIG, default_out_dir
 
@@ -288,10 +288,10 @@ def plot_pareto(report: SweepReport, path: Path) -> None:
     if front or ref is not None:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
-    tmp.replace(path)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def write_report(report: SweepReport, out_dir: Path, *, plot: bool = True) -> None:
@@ -320,7 +320,8 @@ def _energy(final_dir: Path, run_cfg, settings) -> dict[str, Any]:
                       data=settings.data, batches=settings.batches, bootstrap=0, memory="none")
     report = run_energy(args)
     run = report.runs[0]
-    return {"ratio": run.report.totals()["ratio"], "paper_ratio": run.paper.totals()["ratio"],
+    return {"ratio": run.report.totals()["ratio"],
+            "paper_ratio": run.paper.totals()["ratio"] if run.paper is not None else None,  # none for a decoder
             "mean_firing_rate": run.report.mean_firing_rate, "seq_len": args.seq_len,
             "data": report.data, "amplitudes": run.amplitudes}
 
@@ -375,7 +376,8 @@ def _reference_row(cfg, out_dir: Path, say: Progress) -> SweepRow | None:
     return SweepRow(name="reference", values={"model": ref}, status="reference",
                     metric=_primary(data["metrics"], data.get("primary_metric")),
                     metric_name=data.get("primary_metric"), out_dir=str(ref_dir),
-                    command=f"spikelm eval {ref} --task {cfg.task} -s neuron.kind=dense")
+                    command=f"spikelm eval {ref} --task {cfg.task}"
+                            + (f" --data-dir {cfg.data.data_dir}" if cfg.data.data_dir else "") + " -s neuron.kind=dense")
 
 
 def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None) -> SweepReport:

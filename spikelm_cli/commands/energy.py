@@ -12,6 +12,7 @@ from typer.core import TyperCommand
 
 from spikelm_core.energy import EnergyArgs, run_energy
 from spikelm_core.energy.tables import csv_text, markdown_text
+from spikelm_core.errors import ConfigError
 
 from .. import render_energy
 from ..console import err
@@ -26,8 +27,9 @@ class EnergyCommand(TyperCommand):
     """Lets `--k 2 3 4` and `--timesteps 1 4` take several values (Click options take one each).
 
     Before parsing, every number that follows such an option is given the option again:
-    `--k 2 3 4 -T 1 4` becomes `--k 2 --k 3 --k 4 -T 1 -T 4`. The command takes no positional
-    argument, so a bare number can only belong to the option before it.
+    `--k 2 3 4 -T 1 4` becomes `--k 2 --k 3 --k 4 -T 1 -T 4`. The one positional argument (the
+    model) is a path or a name, so a bare number after `--k` or `-T` belongs to that option (a model
+    directory named like a number goes before the option, after `--`, or with `--model`).
     """
 
     def parse_args(self, ctx, args: list[str]) -> list[str]:
@@ -76,19 +78,25 @@ class Profile(str, Enum):
 
 @friendly_errors
 def energy_command(
+    source: Annotated[Optional[str], typer.Argument(
+        metavar="MODEL", show_default=False,
+        help="The model to audit, as --model (the two are the same; give one).")] = None,
     model: Annotated[Optional[str], typer.Option(
         "--model", "-m",
-        help="Spiking checkpoint dir, dense BERT or BART dir (converted on the fly), alias or hub id, or a dir with only "
-        "config.json (architecture audit, random weights). Default: the bundled MiniLM.")] = None,
+        help="Spiking checkpoint dir, dense BERT, BART or Llama dir (converted on the fly), alias ('minilm', "
+        "'smollm2') or hub id, or a dir with only config.json (architecture audit, random weights). "
+        "Default: the bundled MiniLM.")] = None,
     k: Annotated[Optional[list[float]], typer.Option(
         "--k", help="Frequency coefficient(s) k to sweep (a_t = k * mean|u_t|; larger k: fewer spikes), e.g. --k 2 3 4. Default: the checkpoint's own k "
         "(its saved amplitudes), else 2.")] = None,
     timesteps: Annotated[Optional[list[int]], typer.Option(
         "--timesteps", "-T", help="Time step count(s) T to sweep, e.g. -T 1 4. Default: the checkpoint's own T, else 4.")] = None,
     seq_len: Annotated[int, typer.Option(
-        help="Tokens per sequence (MACs are per sample at this length); for BART the source length.")] = 128,
+        help="Tokens per sequence (MACs are per sample at this length); for BART the source length, for a "
+        "Llama also the prompt length of generation.")] = 128,
     target_len: Annotated[Optional[int], typer.Option(
-        help="BART only: summary tokens generated per input (decoder steps). Default: 64.")] = None,
+        help="BART and Llama: tokens generated per input (decoder steps: a BART summary, or a Llama's "
+        "continuation of the --seq-len prompt). Default: 64.")] = None,
     data: Annotated[Optional[Path], typer.Option(help="UTF-8 calibration text (default: the packaged text).")] = None,
     batches: Annotated[int, typer.Option(help="Calibration batches: the first calibrates, all are traced.")] = 4,
     batch_size: Annotated[int, typer.Option(help="Sequences per calibration batch.")] = 8,
@@ -116,12 +124,17 @@ def energy_command(
     """Estimate dense vs spiking energy (arithmetic, and two memory bounds), sweeping k and T.
 
     BERT: per sample at --seq-len tokens. BART: encoder once per input (--seq-len source tokens),
-    decoder per generated token (--target-len per summary), with and without the KV cache.
+    decoder per generated token (--target-len per summary), with and without the KV cache. Llama:
+    one forward over --seq-len tokens, and per generated token after a --seq-len prompt (--target-len
+    tokens), with and without the KV cache.
 
-    Example: spikelm energy --k 2 3 4
+    Example: spikelm energy --k 2 3 4;  spikelm energy smollm2 --seq-len 64 --target-len 16
     """
+    if source is not None and model is not None and source != model:
+        raise ConfigError("two models given: the MODEL argument and --model differ",
+                          details=[f"MODEL: {source}", f"--model: {model}"], hint="give the model once")
     args = EnergyArgs(
-        model=model,
+        model=model if model is not None else source,
         ks=tuple(k) if k else None,
         timesteps=tuple(timesteps) if timesteps else None,
         seq_len=seq_len,

@@ -4,14 +4,18 @@ The arithmetic estimate ignores data movement (docs: energy-method.md); `memory`
 under a weight-stationary and an event-driven bound (docs: energy-report.md).
 
 - `costs`: `CostProfile` presets fp32/fp16/int8 (Horowitz, ISSCC 2014, 45 nm), `get_profile`.
-- `components`: the component vocabulary (q, k, v, o, ffn1, ffn2, qk, av, cross_*, pooler, head, ...).
-- `closed_form`: BERT and BART closed-form MAC counts, the MAC counter's reference.
+- `components`: the component vocabulary (q, k, v, o, ffn1, gate, up, ffn2, qk, av, cross_*, pooler, head, ...).
+- `closed_form`: BERT, BART and Llama closed-form MAC counts, the MAC counter's reference.
 - `macs`: `count_macs` (fvcore, per module/operator/component/layer/stack).
 - `estimate`: `energy_from_counts` (the arithmetic), `estimate_energy`.
 - `report`: `EnergyRow`/`EnergyReport` (with `totals()`), the sweep report and its JSON schema.
-- `paper`: `paper_setting` / `bart_paper_setting`, measured rates applied to BERT-base / BART-base.
-- `seq2seq`: BART generation energy (encoder once, decoder per generated token, with and without
-  the KV cache): `generation_energy`, `generation_rows`, `decoder_step_rows`.
+- `paper`: `paper_setting` / `bart_paper_setting`, measured rates applied to BERT-base / BART-base
+  (none for a decoder-only model).
+- `schedule`: the decoding schedule (what each generation step feeds and attends to), shared by the
+  arithmetic and the memory model.
+- `seq2seq`: generation energy with and without the KV cache, BART (encoder once, decoder per
+  generated token) and decoder-only Llama (the prompt once, then per generated token):
+  `generation_energy`, `generation_rows`, `decoder_step_rows`.
 - `firing_pass`: the audit's firing pass over `spikelm_core.firing` (calibration, checks, bootstrap).
 - `models`: the audited model, its dense twin and the calibration text (every checkpoint read).
 - `sweep`: `run_energy(EnergyArgs)` / `estimate_energy_sweep(...)`, the k x T sweep behind
@@ -32,12 +36,15 @@ from spikelm_core.energy.closed_form import (
     bart_layer_macs,
     bert_closed_form_macs,
     bert_layer_macs,
+    llama_closed_form_macs,
+    llama_layer_macs,
 )
 from spikelm_core.energy.components import (
     COMPONENTS,
     CROSS_COMPONENTS,
     DECODER_COMPONENTS,
     ENCODER_COMPONENTS,
+    LLAMA_COMPONENTS,
     SPIKING_COMPONENTS,
     STACKS,
 )
@@ -85,6 +92,7 @@ __all__ = [
     "FP16",
     "FP32",
     "INT8",
+    "LLAMA_COMPONENTS",
     "MEMORY_PRESETS",
     "PROFILES",
     "SCHEMA",
@@ -121,6 +129,8 @@ __all__ = [
     "generation_rows",
     "get_profile",
     "implied_mean_firing_rate",
+    "llama_closed_form_macs",
+    "llama_layer_macs",
     "load_memory_cost",
     "memory_report",
     "neurobench_metrics",

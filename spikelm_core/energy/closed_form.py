@@ -1,8 +1,9 @@
-"""Closed-form MAC counts of BERT and BART (energy-method.md, sections 4 and 5): the MAC counter's reference.
+"""Closed-form MAC counts of BERT, BART and Llama (energy-method.md, sections 4, 5 and 5a): the MAC
+counter's reference.
 
-Batch 1, no embeddings, LayerNorm, softmax, GELU or bias adds. BERT-base at 128 tokens:
-11,174,215,680 MACs with the pooler; BART-base (`BartModel`) at 128/128 tokens: 13,136,560,128.
-`count_macs` checks every standard BERT or BART count against these formulas.
+Batch 1, no embeddings, LayerNorm/RMSNorm, softmax, GELU/SiLU, RoPE or bias adds. BERT-base at 128
+tokens: 11,174,215,680 MACs with the pooler; BART-base (`BartModel`) at 128/128 tokens:
+13,136,560,128. `count_macs` checks every standard BERT, BART or Llama count against these formulas.
 """
 
 from __future__ import annotations
@@ -96,6 +97,70 @@ def bart_closed_form_macs(
         _check_positive(vocab_size=vocab_size)
         head = target_len * d_model * vocab_size
     return encoder_layers * enc + decoder_layers * dec + head
+
+
+def llama_layer_macs(
+    hidden: int, heads: int, kv_heads: int, head_dim: int, intermediate: int, seq_len: int, keys: int | None = None
+) -> dict[str, int]:
+    """Per-component MACs of one Llama decoder layer at batch 1 (energy-method.md, section 5a).
+
+    `seq_len` (L) query tokens attend to `keys` (S, default L) keys; D hidden, H heads of d_h,
+    H_kv K/V heads (grouped-query attention: H_kv divides H), I intermediate:
+
+        q = L·D·H·d_h;  k = v = L·D·H_kv·d_h;  o = L·H·d_h·D
+        qk = av = H·L·S·d_h   (K/V heads repeated to the H query heads; causal masking not halved)
+        gate = up = L·D·I;  ffn2 (down_proj) = L·I·D
+    """
+    _check_positive(hidden=hidden, heads=heads, kv_heads=kv_heads, head_dim=head_dim, intermediate=intermediate,
+                    seq_len=seq_len)
+    if heads % kv_heads:
+        raise ValueError(f"kv_heads ({kv_heads}) must divide heads ({heads})")
+    n = seq_len
+    s = n if keys is None else keys
+    _check_positive(keys=s)
+    d, i = hidden, intermediate
+    return {
+        "q": n * d * heads * head_dim,
+        "k": n * d * kv_heads * head_dim,
+        "v": n * d * kv_heads * head_dim,
+        "o": n * heads * head_dim * d,
+        "gate": n * d * i,
+        "up": n * d * i,
+        "ffn2": n * i * d,
+        "qk": heads * n * s * head_dim,
+        "av": heads * n * s * head_dim,
+    }
+
+
+def llama_closed_form_macs(
+    hidden: int,
+    layers: int,
+    heads: int,
+    kv_heads: int,
+    head_dim: int,
+    intermediate: int,
+    seq_len: int,
+    vocab_size: int | None = None,
+) -> int:
+    """Exact Llama MACs at batch 1 over `seq_len` tokens: the layers (+ the LM head L·D·V if `vocab_size`).
+
+    No embeddings, RMSNorm, RoPE, softmax, SiLU, the gate product or residual adds. With
+    `tie_word_embeddings` the LM head reuses the embedding matrix; it is still L·D·V MACs.
+    """
+    _check_positive(layers=layers)
+    per_layer = sum(llama_layer_macs(hidden, heads, kv_heads, head_dim, intermediate, seq_len).values())
+    head = 0
+    if vocab_size is not None:
+        _check_positive(vocab_size=vocab_size)
+        head = seq_len * hidden * vocab_size
+    return layers * per_layer + head
+
+
+def llama_expected_macs(config: Any, seq_len: int) -> dict[str, int]:
+    """Closed-form MACs per component of a Llama config (all layers), batch 1, no LM head."""
+    layer = llama_layer_macs(config.hidden_size, config.num_attention_heads, config.num_key_value_heads,
+                             config.head_dim, config.intermediate_size, seq_len)
+    return {component: config.num_hidden_layers * macs for component, macs in layer.items()}
 
 
 def _check_positive(**values: int) -> None:

@@ -70,7 +70,8 @@ def energy_from_counts(
     """The energy arithmetic on plain numbers: MAC rows, firing rates, T and a cost profile.
 
     Rows marked `spiking` (from a spiking model's count), or, when unmarked, rows of the spiking
-    components (q, k, v, o, ffn1, ffn2, qk, av) or with an `operand`, are billed as ACs: T · fr · macs · E_AC. All other rows are float: steps · macs · E_MAC. The
+    components (q, k, v, o, ffn1, gate, up, ffn2, qk, av, cross_*) or with an `operand`, are billed as
+    ACs: T · fr · macs · E_AC. All other rows are float: steps · macs · E_MAC. The
     dense side is macs · E_MAC for every row.
 
     Args:

@@ -1,9 +1,9 @@
-"""MAC counting for dense and spiking BERT with fvcore, per module, operator, component and layer.
+"""MAC counting for dense and spiking BERT, BART and Llama with fvcore, per module, operator, component and layer.
 
 One fvcore "flop" is one multiply-accumulate. `count_macs` traces the model once
 (`FlopCountAnalysis`, TorchScript tracing) with one fixed-shape batch and turns fvcore's
 `by_module_and_operator()` table into `MacRow`s: per sample, per time step, charged to a component
-(q, k, v, o, ffn1, ffn2, qk, av, pooler, head, norm, other) and an encoder layer.
+(q, k, v, o, ffn1, gate, up, ffn2, qk, av, cross_*, pooler, head, norm, other) and a layer.
 
 fvcore 0.1.5 has traps that silently give wrong numbers; each is closed here (energy-method.md,
 section 7):
@@ -37,7 +37,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from spikelm_core.energy.closed_form import bart_expected_macs, bert_closed_form_macs, bert_layer_macs
+from spikelm_core.energy.closed_form import (
+    bart_expected_macs,
+    bert_closed_form_macs,
+    bert_layer_macs,
+    llama_expected_macs,
+)
 from spikelm_core.energy.components import (
     COMPONENTS,
     DEFAULT_SEQ_LEN,
@@ -77,6 +82,11 @@ _MODULE_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"(?:^|\.)encoder_attn\.av$", "cross_av"),
         (r"(?:^|\.)layers\.\d+\.fc1$", "ffn1"),
         (r"(?:^|\.)layers\.\d+\.fc2$", "ffn2"),
+        # Llama (dense and spiking): self_attn.{q,k,v,o}_proj, mlp.{gate,up,down}_proj (down = ffn2)
+        (r"(?:^|\.)self_attn\.o_proj$", "o"),
+        (r"(?:^|\.)mlp\.gate_proj$", "gate"),
+        (r"(?:^|\.)mlp\.up_proj$", "up"),
+        (r"(?:^|\.)mlp\.down_proj$", "ffn2"),
         (r"(?:^|\.)pooler(?:\.|$)", "pooler"),
         (r"^(?:classifier|cls|qa_outputs|lm_head|classification_head)(?:\.|$)", "head"),
     )
@@ -155,6 +165,8 @@ class MacCount:
     """Operators fvcore saw and, by convention, does not count (adds, GELU, softmax, ...)."""
     decoder_len: int | None = None
     """Decoder tokens of the traced batch (encoder-decoder models; `seq_len` is then the source)."""
+    decoder_only: bool = False
+    """A decoder-only causal LM (Llama): one stack, no `stack` on its rows, generated token by token."""
 
     @property
     def total(self) -> int:
@@ -389,6 +401,22 @@ def _is_encoder_decoder(config: Any) -> bool:
     return bool(getattr(config, "is_encoder_decoder", False))
 
 
+def is_decoder_only(config: Any) -> bool:
+    """A decoder-only causal LM of a spikelm family (Llama, dense or spiking)."""
+    from spikelm_core.checkpoints import family_of
+
+    family = family_of(getattr(config, "model_type", None))
+    return bool(family is not None and family.causal)
+
+
+def _is_standard_llama(config: Any) -> bool:
+    needed = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
+              "intermediate_size")
+    if config is None or not all(isinstance(getattr(config, k, None), int) for k in needed):
+        return False
+    return is_decoder_only(config) and config.num_attention_heads % config.num_key_value_heads == 0
+
+
 def _is_standard_bart(config: Any) -> bool:
     needed = ("d_model", "encoder_layers", "decoder_layers", "encoder_ffn_dim", "decoder_ffn_dim",
               "encoder_attention_heads", "decoder_attention_heads")
@@ -460,9 +488,10 @@ def count_macs(
     """Count the MACs of `model` per sample and per time step, with fvcore.
 
     Args:
-        model: a dense Hugging Face BERT (any head) or a spiking BERT (time-first; each spiking op
-            a module whose child `neuron` is a `SpikingNeuron`). A `torch.compile`d model is analysed through its `_orig_mod`. It may live on
-            the 'meta' device (shapes only, fast); its train/eval mode is restored afterwards.
+        model: a dense Hugging Face BERT (any head), BART or Llama, or its spiking twin (time-first;
+            each spiking op a module whose child `neuron` is a `SpikingNeuron`). A `torch.compile`d
+            model is analysed through its `_orig_mod`. It may live on the 'meta' device (shapes
+            only, fast); its train/eval mode is restored afterwards.
         seq_len: fixed sequence length of the traced batch (no padding).
         batch_size: traced batch; counts are divided by it. Must differ from T when T > 1.
         count_norm: also count LayerNorm (fvcore's 5 per element); off by convention.
@@ -471,10 +500,13 @@ def count_macs(
         inputs: positional inputs for the trace, default `(input_ids,)` of shape [batch, seq_len].
         check_closed_form: for a standard BERT shape, require the encoder (+ pooler) count to
             equal `bert_closed_form_macs`; for a BART (dense or spiking), every (stack, component)
-            and the LM head to equal `bart_layer_macs` (sum: `bart_closed_form_macs`).
+            and the LM head to equal `bart_layer_macs` (sum: `bart_closed_form_macs`); for a Llama
+            (dense or spiking, grouped-query heads included), every component and the LM head to
+            equal `llama_layer_macs` (sum: `llama_closed_form_macs`).
         decoder_len: decoder tokens of an encoder-decoder model (BART); default `seq_len`. The
             model is traced with `use_cache=False` (a Cache output breaks the tracer) and inputs
             `(input_ids, None, decoder_input_ids)`; rows carry their stack ('encoder'/'decoder').
+            A decoder-only model (Llama) is traced over `seq_len` tokens with `use_cache=False` too.
 
     Raises:
         EnergyAuditError: a matmul-class or custom operator without a handle, a trace failure,
@@ -489,6 +521,7 @@ def count_macs(
     model = getattr(model, "_orig_mod", model)
     config = _model_config(model)
     seq2seq = _is_encoder_decoder(config)
+    decoder_only = is_decoder_only(config)
     if seq2seq and decoder_len is None:
         decoder_len = seq_len
     checked = [("seq_len", seq_len), ("batch_size", batch_size)]
@@ -528,11 +561,11 @@ def count_macs(
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
 
     was_training = model.training
-    had_cache = getattr(config, "use_cache", None) if seq2seq else None
+    had_cache = getattr(config, "use_cache", None) if seq2seq or decoder_only else None
     model.eval()
     try:
-        if seq2seq and had_cache is not None:
-            config.use_cache = False  # an EncoderDecoderCache output breaks the tracer
+        if had_cache is not None:
+            config.use_cache = False  # a Cache output (EncoderDecoderCache, DynamicCache) breaks the tracer
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             counts = analysis.by_module_and_operator()
@@ -545,7 +578,7 @@ def count_macs(
         ) from err
     finally:
         model.train(was_training)
-        if seq2seq and had_cache is not None:
+        if had_cache is not None:
             config.use_cache = had_cache
 
     unsupported = {name: analysis.unsupported_ops(name) for name in counts}
@@ -587,11 +620,14 @@ def count_macs(
         closed_form_total=None,
         ignored_ops=ignored,
         decoder_len=decoder_len,
+        decoder_only=decoder_only,
     )
     if check_closed_form and default_inputs and _is_standard_bert(config):
         result = _check_closed_form(result, config, model)
     elif check_closed_form and default_inputs and seq2seq and _is_standard_bart(config):
         result = _check_bart_closed_form(result, config)
+    elif check_closed_form and default_inputs and decoder_only and _is_standard_llama(config):
+        result = _check_llama_closed_form(result, config)
     return result
 
 
@@ -689,6 +725,29 @@ def _check_bart_closed_form(result: MacCount, config: Any) -> MacCount:
     if diffs:
         raise EnergyAuditError(
             f"MAC count of {result.model_class} disagrees with the BART closed form "
+            f"(fvcore {sum(got.values()):,} vs closed form {sum(want.values()):,})",
+            details=diffs,
+            hint="an operator is probably uncounted or charged to the wrong module; "
+            "pass check_closed_form=False only for a deliberately non-standard model",
+        )
+    return replace(result, closed_form_total=sum(want.values()))
+
+
+def _check_llama_closed_form(result: MacCount, config: Any) -> MacCount:
+    """Every component of every layer and the LM head against `llama_layer_macs` (grouped-query heads)."""
+    want = llama_expected_macs(config, result.seq_len)
+    if any(r.component == "head" for r in result.rows):
+        want["head"] = result.seq_len * config.hidden_size * config.vocab_size
+    got: dict[str, int] = defaultdict(int)
+    for row in result.rows:
+        if row.component != "norm":
+            got[row.component] += row.macs
+    diffs = [f"{c}: fvcore {got.get(c, 0):,} vs closed form {macs:,}" for c, macs in want.items()
+             if got.get(c, 0) != macs]
+    diffs += [f"{c}: fvcore {macs:,}, not in the closed form" for c, macs in got.items() if c not in want and macs]
+    if diffs:
+        raise EnergyAuditError(
+            f"MAC count of {result.model_class} disagrees with the Llama closed form "
             f"(fvcore {sum(got.values()):,} vs closed form {sum(want.values()):,})",
             details=diffs,
             hint="an operator is probably uncounted or charged to the wrong module; "

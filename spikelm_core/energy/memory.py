@@ -269,7 +269,7 @@ class MemOp:
     """The neuron in front keeps a membrane over T (the stateless K/V spikes do not)."""
     stack: str | None = None
     line: str | None = None
-    """BART generation: encoder, cross_kv, decoder or lm_head."""
+    """Generation: encoder, prompt, cross_kv, decoder or lm_head (seq2seq.LINES)."""
 
 
 @dataclass(frozen=True)
@@ -532,7 +532,8 @@ class BoundReport:
 
 @dataclass(frozen=True)
 class GenerationMemory:
-    """One BART summary under one bound, with and without the KV cache: per summary and per token."""
+    """One generation (a BART summary, or a decoder-only continuation) under one bound, with and
+    without the KV cache: per summary and per token."""
 
     target_len: int
     modes: dict[str, dict[str, Traffic]]
@@ -563,7 +564,7 @@ class MemoryReport:
     assumptions: Assumptions
     bounds: dict[str, BoundReport]
     generation: dict[str, GenerationMemory] = field(default_factory=dict)
-    """BART only: per bound."""
+    """BART and decoder-only models: per bound."""
 
     def summary(self) -> dict[str, Any]:
         """Per bound the totals alone (no rows, curve or generation): the paper setting's `memory`."""
@@ -632,7 +633,7 @@ def quantised_ann(ops: Sequence[MemOp], bound: str, a: Assumptions, snn: Traffic
 def memory_report(ops: Sequence[MemOp], a: Assumptions, bounds: Sequence[str] = BOUNDS, what_if: Sequence[float] = (),
                   generation: Mapping[str, Mapping[str, Sequence[MemOp]]] | None = None,
                   target_len: int | None = None) -> MemoryReport:
-    """Both bounds of one inference; `generation`: mode -> line -> ops of one BART summary."""
+    """Both bounds of one inference; `generation`: mode -> line -> ops of one generation (BART, Llama)."""
     reports = {bound: bound_report(ops, bound, a, what_if) for bound in bounds}
     gen: dict[str, GenerationMemory] = {}
     if generation is not None and target_len:
@@ -644,7 +645,7 @@ def memory_report(ops: Sequence[MemOp], a: Assumptions, bounds: Sequence[str] = 
 
 
 # ---------------------------------------------------------------------------------------------
-# geometry: the ops of a BERT or BART forward, and of one BART generation step
+# geometry: the ops of a BERT, BART or Llama forward, and of one generation step
 
 
 @dataclass(frozen=True)
@@ -662,6 +663,10 @@ class Shape:
     """module name -> (in_features, out_features), when the model is at hand."""
     kv_stateful: bool = False
     """K/V spikes come from neurons with a membrane (LIF); SpikeLM's are stateless."""
+    kv_heads: int | None = None
+    """K/V heads of grouped-query attention (Llama); None: as many as `heads`."""
+    causal: bool = False
+    """A decoder-only model (Llama): `seq_len` tokens, generation continues a prompt of that length."""
 
 
 def _tokens(component: str, stack: str | None, s: Shape) -> int:
@@ -685,9 +690,11 @@ def row_op(component: str, layer: int | None, stack: str | None, macs: int, firi
         n_q = s.decoder_len if stack == "decoder" and s.decoder_len else s.seq_len
         n_k = s.seq_len if cross or stack != "decoder" else n_q
         inner, rest = divmod(macs, n_q * n_k)
-        if rest:
+        kv_inner, kv_rest = divmod(inner * (s.kv_heads or s.heads), s.heads)
+        if rest or kv_rest:
             raise EnergyAuditError(f"{module or component}: {macs:,} MACs do not factor as {n_q} x {n_k} x width")
-        operand = n_k * inner
+        # grouped-query attention: the spiked K/V holds H_kv heads, read once per group of query heads
+        operand = n_k * kv_inner
         probs = s.heads * n_q * n_k
         other, out = (n_q * inner, probs) if component.endswith("qk") else (probs, n_q * inner)
         return MemOp(produced=operand, read=operand, other=other, out=out, stateful=s.kv_stateful, **common)
@@ -722,47 +729,73 @@ def forward_ops(rows: Iterable[Any], s: Shape) -> list[MemOp]:
 
 
 def generation_ops(forward: Sequence[MemOp], s: Shape, target_len: int, *, cache: bool) -> dict[str, list[MemOp]]:
-    """The MemOps of one summary of `target_len` tokens, per line (seq2seq.py's schedule), from the
-    teacher-forced forward's ops (their rates and widths): encoder once; with the cache, cross K/V and
-    their spikes once, each step one token reading the cached K/V; without it, every step the prefix."""
-    n_e, n_d = s.seq_len, s.decoder_len or 1
-    lines: dict[str, list[MemOp]] = {"encoder": [], "cross_kv": [], "decoder": [], "lm_head": []}
+    """The MemOps of one generation of `target_len` tokens, per line, step by step (`schedule.decoding_steps`,
+    the schedule of seq2seq.py), from the teacher-forced forward's ops (their rates and widths).
+
+    BART: the encoder once; with the cache, cross K/V and their spikes once, each step one token reading
+    the cached K/V; without it, every step the prefix. Decoder-only (`s.causal`): step 1 runs the prompt
+    (its K/V spikes written, nothing read from a cache); later steps feed one token that reads the n + j - 1
+    cached K/V (cache) or re-run the prefix (no cache); the LM head scores one position per step.
+    """
+    from spikelm_core.energy.schedule import decoding_steps
+
+    n_e = s.seq_len
+    n = s.seq_len if s.causal else s.decoder_len or 1  # the decoder length of the forward
+    steps = decoding_steps(target_len, cache=cache, prompt_len=n if s.causal else None)
+    lines: dict[str, list[MemOp]] = {"encoder": [], "prompt": [], "cross_kv": [], "decoder": [], "lm_head": []}
+
+    def line_of(op: MemOp, step) -> str:
+        if op.stack is None and op.component == "head":
+            return "lm_head"
+        return "prompt" if step.prompt else "decoder"
+
     for op in forward:
         if op.stack == "encoder":
             lines["encoder"].append(op)
             continue
-        line = "lm_head" if op.stack is None else "cross_kv" if op.component in ("cross_k", "cross_v") else "decoder"
-        if op.component in ("norm", "other"):
-            per = op.macs // n_d
-            for i in range(1, target_len + 1):
-                lines[line].append(replace(op, macs=per * (1 if cache else i), line=line))
-            continue
         if op.component in ("cross_k", "cross_v"):
-            lines[line] += [replace(op, line=line)] * (1 if cache else target_len)
+            lines["cross_kv"] += [replace(op, line="cross_kv")] * (1 if cache else target_len)
             continue
-        if op.component in MATMULS:
-            inner = op.produced // (n_e if op.component.startswith("cross_") else n_d)
-            if op.component.startswith("cross_") and cache:  # the cached cross K/V spikes, made once
+        if op.component.startswith("cross_") and op.component in MATMULS:
+            inner = op.produced // n_e
+            if cache:  # the cached cross K/V spikes, made once
                 lines["cross_kv"].append(replace(op, macs=0, read=0, other=0, out=0, line="cross_kv"))
-            for i in range(1, target_len + 1):
-                n_q = 1 if cache else i
-                n_k = n_e if op.component.startswith("cross_") else i
-                probs = s.heads * n_q * n_k
+            for step in steps:
+                n_q = step.tokens
+                probs = s.heads * n_q * n_e
                 other, out = (n_q * inner, probs) if op.component.endswith("qk") else (probs, n_q * inner)
-                if cache:
-                    produced = 0 if op.component.startswith("cross_") else inner
-                    step = replace(op, macs=n_k * inner * n_q, produced=produced, read=0, cached=n_k * inner,
-                                   other=other, out=out, line=line)
+                read = (dict(produced=0, read=0, cached=n_e * inner) if cache
+                        else dict(produced=n_e * inner, read=n_e * inner))
+                lines["decoder"].append(replace(op, macs=n_e * inner * n_q, other=other, out=out, line="decoder",
+                                                **read))
+            continue
+        if op.component in ("norm", "other"):
+            per = op.macs // n
+            for step in steps:
+                line = line_of(op, step)
+                tokens = step.logits if line == "lm_head" else step.tokens
+                lines[line].append(replace(op, macs=per * tokens, line=line))
+            continue
+        if op.component in MATMULS:  # self-attention: n x n in the forward
+            width = op.macs // (n * n)  # query width H·d_h
+            kv = op.produced // n  # K/V width H_kv·d_h (grouped-query heads)
+            for step in steps:
+                n_q, n_k = step.tokens, step.keys
+                probs = s.heads * n_q * n_k
+                other, out = (n_q * width, probs) if op.component.endswith("qk") else (probs, n_q * width)
+                if cache and not step.prompt:  # the new K/V spikes are written, all n_k read from the cache
+                    read = dict(produced=n_q * kv, read=0, cached=n_k * kv)
                 else:
-                    step = replace(op, macs=n_k * inner * n_q, produced=n_k * inner, read=n_k * inner,
-                                   other=other, out=out, line=line)
-                lines[line].append(step)
+                    read = dict(produced=n_k * kv, read=n_k * kv, cached=0)
+                lines[line_of(op, step)].append(replace(op, macs=n_k * width * n_q, other=other, out=out,
+                                                        line=line_of(op, step), **read))
             continue
         tokens = op.macs // op.weights  # a linear op: MACs = tokens x in x out, weights = in x out
         fan_in = op.read // tokens
         fan_out = op.weights // fan_in
-        for i in range(1, target_len + 1):
-            m = 1 if cache else i
+        for step in steps:
+            line = line_of(op, step)
+            m = step.logits if line == "lm_head" else step.tokens
             lines[line].append(replace(op, macs=m * fan_in * fan_out, read=m * fan_in,
                                        produced=m * fan_in if op.firing_rate is not None else 0,
                                        out=m * fan_out, line=line))
@@ -771,7 +804,16 @@ def generation_ops(forward: Sequence[MemOp], s: Shape, target_len: int, *, cache
 
 def shape_of(config: Mapping[str, Any], seq_len: int, decoder_len: int | None,
              linear_shapes: Mapping[str, tuple[int, int]] | None = None) -> Shape:
-    """The `Shape` of a BERT or BART config (a config.json dict)."""
+    """The `Shape` of a BERT, BART or Llama config (a config.json dict)."""
+    from spikelm_core.checkpoints import family_of
+
+    family = family_of(config.get("model_type"))
+    if family is not None and family.causal:
+        heads = int(config["num_attention_heads"])
+        return Shape(hidden=int(config["hidden_size"]), heads=heads, ffn=int(config["intermediate_size"]),
+                     seq_len=seq_len, linear_shapes=dict(linear_shapes or {}),
+                     kv_stateful=config.get("neuron_kind") == "lif",
+                     kv_heads=int(config.get("num_key_value_heads") or heads), causal=True)
     if decoder_len is not None:
         return Shape(hidden=int(config["d_model"]), heads=int(config.get("encoder_attention_heads", 1)),
                      ffn=int(config["encoder_ffn_dim"]), seq_len=seq_len, decoder_len=decoder_len,

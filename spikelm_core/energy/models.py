@@ -8,7 +8,9 @@ Checkpoints are read with `spikelm_core.checkpoints` (`resolve_source`, `read_co
   a spiking checkpoint's weights, or random weights for a config-only directory);
 - `load_checkpoint_amplitudes`, `set_k`, `neuron_settings`, `k_applies`: the amplitudes of a run;
 - `dense_twin_count`, `check_twin`: the plain Hugging Face model of the same shape, counted on 'meta';
-- `calibration_batches`: the packaged text, a --data file, or random token ids without a tokenizer.
+- `calibration_batches`: the packaged text, a --data file, or random token ids without a tokenizer
+  (a causal LM: running text framed `[BOS] ...`, by default WikiText-2 validation when present, as
+  `spikelm convert` calibrates it).
 """
 
 from __future__ import annotations
@@ -28,11 +30,15 @@ from spikelm_core.errors import CheckpointError
 from spikelm_core.neurons.settings import SPIKING_FIELDS, NeuronSettings
 
 BART_TYPES = ("bart", "spiking_bart")
-SPIKING_TYPES = ("spiking_bert", "spiking_bart")
+LLAMA_TYPES = ("llama", "spiking_llama")
+SPIKING_TYPES = ("spiking_bert", "spiking_bart", "spiking_llama")
+AUDITED_TYPES = ("bert", "spiking_bert", *BART_TYPES, *LLAMA_TYPES)
 BERT_SHAPE_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                    "max_position_embeddings")
 BART_SHAPE_KEYS = ("d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads", "decoder_attention_heads",
                    "encoder_ffn_dim", "decoder_ffn_dim", "vocab_size", "max_position_embeddings")
+LLAMA_SHAPE_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
+                    "intermediate_size", "vocab_size", "max_position_embeddings", "tie_word_embeddings")
 _NOT_COPIED_KEYS = frozenset({"model_type", "architectures", "transformers_version", "auto_map", "_name_or_path"})
 
 
@@ -54,10 +60,11 @@ def open_source(model: str | None) -> AuditSource:
     name = model or "minilm"
     path = checkpoints.resolve_source(name)
     config = checkpoints.read_config(path)
-    if config.get("model_type") not in ("bert", "spiking_bert", *BART_TYPES):
+    if config.get("model_type") not in AUDITED_TYPES:
         raise CheckpointError(
-            f"'{name}' holds a '{config.get('model_type')}' model; the energy sweep audits BERT and BART models",
-            hint="give a BERT- or BART-family model (dense or spiking)",
+            f"'{name}' holds a '{config.get('model_type')}' model; the energy sweep audits BERT, BART and Llama models",
+            details=[f"audited model_type values: {', '.join(AUDITED_TYPES)}"],
+            hint="give a BERT-, BART- or Llama-family model (dense or spiking)",
         )
     if config.get("model_type") in SPIKING_TYPES:  # its own neuron settings, checked before any use
         checkpoints.saved_neuron_settings(config, str(path / "config.json"))
@@ -73,6 +80,15 @@ def model_info(source: AuditSource) -> dict[str, Any]:
     """The report's model block: source, path, kind, architecture and the shape keys of its family."""
     cfg = source.config
     seq2seq = is_bart(cfg)
+    if is_llama(cfg):
+        return {
+            "source": source.name,
+            "path": str(source.path),
+            "kind": source.kind,
+            "architecture": (cfg.get("architectures") or ["LlamaForCausalLM"])[0],
+            "model_type": cfg.get("model_type"),
+            **llama_shape(cfg),
+        }
     return {
         "source": source.name,
         "path": str(source.path),
@@ -85,6 +101,24 @@ def model_info(source: AuditSource) -> dict[str, Any]:
 
 def is_bart(config: dict) -> bool:
     return config.get("model_type") in BART_TYPES
+
+
+def is_llama(config: dict) -> bool:
+    """A decoder-only Llama-family causal LM (dense or spiking)."""
+    return config.get("model_type") in LLAMA_TYPES
+
+
+def llama_shape(config: dict) -> dict[str, Any]:
+    """The Llama shape keys of a config.json, with transformers' defaults where a key is absent
+    (head_dim = hidden / heads, num_key_value_heads = heads, untied embeddings)."""
+    heads = config.get("num_attention_heads")
+    hidden = config.get("hidden_size")
+    defaults = {
+        "num_key_value_heads": heads,
+        "head_dim": hidden // heads if isinstance(hidden, int) and isinstance(heads, int) and heads else None,
+        "tie_word_embeddings": False,
+    }
+    return {key: config.get(key) if config.get(key) is not None else defaults.get(key) for key in LLAMA_SHAPE_KEYS}
 
 
 def k_applies(config: dict) -> bool:
@@ -147,15 +181,18 @@ def set_k(model: nn.Module, k: float) -> None:
 
 
 def dense_twin_count(config: dict, spiking_class: str, seq_len: int, count_norm: bool, target_len: int | None = None) -> MacCount:
-    """The plain HF BERT (or BART) of the same shape and head, on 'meta' (shapes only), counted once."""
+    """The plain HF BERT (BART, Llama) of the same shape and head, on 'meta' (shapes only), counted once."""
     import transformers
-    from transformers import BartConfig, BertConfig
+    from transformers import BartConfig, BertConfig, LlamaConfig
 
     data = {k: v for k, v in config.items() if k not in _NOT_COPIED_KEYS and k not in SPIKING_FIELDS}
     if is_bart(config):
         data.pop("encoder_readout", None)
         data["use_cache"] = False
         family, prefix, config_class, default = "BART", "Bart", BartConfig, transformers.BartModel
+    elif is_llama(config):
+        data["use_cache"] = False
+        family, prefix, config_class, default = "Llama", "Llama", LlamaConfig, transformers.LlamaModel
     else:
         family, prefix, config_class, default = "BERT", "Bert", BertConfig, transformers.BertModel
     cls = getattr(transformers, spiking_class.replace(f"Spiking{prefix}", prefix), default)
@@ -193,8 +230,15 @@ def calibration_batches(
     source: AuditSource, *, data: str | None, batches: int, batch_size: int, seq_len: int, seed: int
 ) -> tuple[list[dict], dict[str, Any]]:
     """The audit's batches (`batches` of `batch_size` sequences of `seq_len` tokens) and their summary."""
-    from spikelm_core.calibration import packaged_calibration_text, read_text_file, text_batches
+    from spikelm_core.calibration import (
+        PACKAGED,
+        calibration_text,
+        packaged_calibration_text,
+        read_text_file,
+        text_batches,
+    )
 
+    causal = is_llama(source.config)
     text = read_text_file(data) if data else None  # DataError: missing, empty, unreadable
     if source.kind == "config-only" and not checkpoints.has_tokenizer(source.path):
         tokenizer = None
@@ -211,8 +255,13 @@ def calibration_batches(
         out = []
         for _ in range(batches):
             ids = torch.randint(1, max(vocab_size, 2), (batch_size, seq_len), generator=gen)
-            out.append({"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)})
+            batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+            out.append(batch if causal else {**batch, "token_type_ids": torch.zeros_like(ids)})
         what = "random token ids (no tokenizer)"
+    elif causal:  # running text [BOS] ..., WikiText-2 validation by default when present (as convert)
+        text, where = (text, str(data)) if text is not None else calibration_text(None, causal=True)
+        out = text_batches(tokenizer, text, seq_len=seq_len, batch_size=batch_size, causal=True, max_batches=batches)
+        what = "packaged calibration text" if where == PACKAGED else where
     else:
         out = text_batches(tokenizer, text if text is not None else packaged_calibration_text(),
                            seq_len=seq_len, batch_size=batch_size)[:batches]

@@ -2,7 +2,8 @@
 
 - `EnergyRow` / `EnergyReport`: the energy arithmetic's result for one model at one shape (rows,
   per-component and per-layer sums, `totals()`: the one place the totals of a report are written);
-- `GenerationMode` / `GenerationEnergy`: one BART summary with and without the KV cache (seq2seq.py);
+- `GenerationMode` / `GenerationEnergy`: one generation (a BART summary, or a Llama continuation of a
+  prompt) with and without the KV cache (seq2seq.py);
 - `EnergyRun` (one (k, T) point of the sweep, with `NeuronRates`, `Interval`, `FloatMatmul`) and
   `EnergySweepReport` (everything `spikelm energy` shows); `EnergySweepReport.to_dict()` is the schema.
 
@@ -167,6 +168,7 @@ def _aggregate(rows: Iterable[EnergyRow], key: Any) -> tuple[EnergyRow, ...]:
 
 CHARGED = {
     "encoder": "once per input",
+    "prompt": "once per input",  # decoder-only: the prompt's forward (step 1), both modes
     "cross_kv": "once per input",  # with the KV cache; per generated token without it
     "decoder": "per generated token",
     "lm_head": "per generated token",
@@ -187,6 +189,13 @@ class GenerationMode:
     last_token: EnergyReport
     """The decoder step at position target_len alone (decoder + LM head, no once-per-input work)."""
 
+    def _charged(self, line: str) -> str:
+        if line == "cross_kv" and not self.cache:
+            return "per generated token"
+        if line == "decoder" and "prompt" in self.lines:  # decoder-only: step 1 is the prompt's line
+            return "per generated token after the first"
+        return CHARGED[line]
+
     def to_dict(self) -> dict[str, Any]:
         m = self.target_len
         return {
@@ -194,8 +203,7 @@ class GenerationMode:
             "per_token": self.per_summary.totals(per=m),
             "last_token": self.last_token.totals(),
             "lines": [
-                {"line": line, "charged": "per generated token" if line == "cross_kv" and not self.cache else CHARGED[line],
-                 **report.totals()}
+                {"line": line, "charged": self._charged(line), **report.totals()}
                 for line, report in self.lines.items()
             ],
         }
@@ -203,16 +211,18 @@ class GenerationMode:
 
 @dataclass(frozen=True)
 class GenerationEnergy:
-    """Energy of generating a summary of `target_len` tokens from `source_len` source tokens."""
+    """Energy of generating `target_len` tokens: a BART summary from `source_len` source tokens, or a
+    decoder-only continuation of a prompt of `source_len` tokens (JSON `prompt_len`)."""
 
     source_len: int
     target_len: int
     kv_cache: GenerationMode
     no_cache: GenerationMode
+    decoder_only: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "source_len": self.source_len,
+            ("prompt_len" if self.decoder_only else "source_len"): self.source_len,
             "target_len": self.target_len,
             "kv_cache": self.kv_cache.to_dict(),
             "no_cache": self.no_cache.to_dict(),
@@ -275,8 +285,9 @@ class EnergyRun:
     """Frequency coefficient k (None for neurons without one: LIF, fixed amplitudes)."""
     timesteps: int
     report: EnergyReport
-    paper: EnergyReport
-    """The measured per-component rates applied to BERT-base at 128 tokens (closed form)."""
+    paper: EnergyReport | None
+    """The measured per-component rates applied to BERT-base at 128 tokens (BART-base at 128/128 for a
+    BART; closed form); None for a decoder-only model (the paper reports none)."""
     neurons: tuple[NeuronRates, ...]
     per_position: dict[str, tuple[float, ...]]
     """Firing rate per token position: 'all' neurons and per component."""
@@ -287,7 +298,7 @@ class EnergyRun:
     ratio_ci: Interval | None = None
     mean_firing_rate_ci: Interval | None = None
     generation: GenerationEnergy | None = None
-    """BART only: one summary generated with and without the KV cache (seq2seq.py)."""
+    """BART and Llama: one generation with and without the KV cache (seq2seq.py)."""
     memory: MemoryReport | None = None
     """The memory bounds (memory.py); None with --memory none."""
     neurobench: dict[str, Any] | None = None
@@ -322,13 +333,15 @@ class EnergySweepReport:
     caveat: str = CAVEAT
     included: tuple[str, ...] = ()
     target_len: int | None = None
-    """BART only: tokens generated per summary (None for BERT)."""
+    """BART and Llama: tokens generated per input (None for BERT)."""
     memory_cost: MemoryCost | None = None
     """The cost of a byte moved (memory.py); None with --memory none."""
+    decoder_only: bool = False
+    """A decoder-only model (Llama): `seq_len` is the forward's length and the prompt of generation."""
 
     @property
     def is_seq2seq(self) -> bool:
-        return self.target_len is not None
+        return self.target_len is not None and not self.decoder_only
 
     @property
     def firing_rates_meaningful(self) -> bool:
@@ -345,8 +358,9 @@ class EnergySweepReport:
                                intermediate_size, max_position_embeddings}
             constants         {profile, e_mac_pj, e_ac_pj, source}
             memory_constants  with a memory bound: {preset, access_bits, points, source}
-            seq_len           tokens per sequence (MACs are per sample at this length; BART: source)
-            target_len        BART only: summary tokens per input
+            seq_len           tokens per sequence (MACs are per sample at this length; BART: source;
+                              Llama: the forward's length and the prompt of generation)
+            target_len        BART: summary tokens per input; Llama: tokens generated after the prompt
             data              {source, batches, sequences, tokens}
             count_norm        LayerNorm counted on both sides
             dense_twin        {class, macs, components: {component: macs}}
@@ -374,16 +388,18 @@ class EnergySweepReport:
             float_matmuls     [{module, op, component, layer, macs, steps, reason}]
             paper_setting     {model, seq_len, timesteps, dense_macs, spiking_acs, spiking_macs,
                                energy_dense_mj, energy_spiking_mj, ratio, mean_firing_rate,
-                               components, memory (per bound: totals, ratio, break-even)}
+                               components, memory (per bound: totals, ratio, break-even)};
+                              null for a decoder-only model (the paper reports none)
             memory            with a memory bound: {value_bytes, spike_bits, quantised_ann_bits,
                               weight_stationary, event_driven} (memory.MemoryReport.to_dict)
             neurobench        with --neurobench: NeuroBench-compatible metrics (neurobench.py)
-            generation        BART only: {source_len, target_len, kv_cache, no_cache}; each mode
-                              {per_summary, per_token, last_token: totals, lines: [{line, charged,
-                              totals}]} (GenerationEnergy.to_dict)
+            generation        BART and Llama: {source_len (Llama: prompt_len), target_len, kv_cache,
+                              no_cache}; each mode {per_summary, per_token, last_token: totals,
+                              lines: [{line, charged, totals}]} (GenerationEnergy.to_dict)
 
         BART rows of components / layers / float_matmuls also carry `stack`; the BART model block
-        carries model_type and the BART shape keys instead of BERT's.
+        carries model_type and the BART shape keys instead of BERT's, the Llama block model_type and
+        the Llama shape keys (num_key_value_heads, head_dim, vocab_size, tie_word_embeddings, ...).
         """
         return {
             "schema": SCHEMA,
@@ -442,8 +458,22 @@ def _float_dict(f: FloatMatmul) -> dict[str, Any]:
     return data
 
 
-def _run_dict(run: EnergyRun) -> dict[str, Any]:
+def _paper_dict(run: EnergyRun) -> dict[str, Any] | None:
     paper = run.paper
+    if paper is None:
+        return None
+    return {
+        "model": BART_PAPER_MODEL if run.generation is not None else
+        "BERT-base (closed form: d=768, 12 layers, 12 heads, d_ff=3072, pooler)",
+        "seq_len": paper.seq_len,
+        "timesteps": paper.num_timesteps,
+        **paper.totals(),
+        "components": [_row_dict(r, layer=False) for r in paper.by_component()],
+        **({"memory": run.paper_memory.summary()} if run.paper_memory is not None else {}),
+    }
+
+
+def _run_dict(run: EnergyRun) -> dict[str, Any]:
     return {
         "k": run.k,
         "timesteps": run.timesteps,
@@ -465,13 +495,5 @@ def _run_dict(run: EnergyRun) -> dict[str, Any]:
         **({"generation": run.generation.to_dict()} if run.generation is not None else {}),
         **({"memory": run.memory.to_dict()} if run.memory is not None else {}),
         **({"neurobench": dict(run.neurobench)} if run.neurobench is not None else {}),
-        "paper_setting": {
-            "model": BART_PAPER_MODEL if run.generation is not None else
-            "BERT-base (closed form: d=768, 12 layers, 12 heads, d_ff=3072, pooler)",
-            "seq_len": paper.seq_len,
-            "timesteps": paper.num_timesteps,
-            **paper.totals(),
-            "components": [_row_dict(r, layer=False) for r in paper.by_component()],
-            **({"memory": run.paper_memory.summary()} if run.paper_memory is not None else {}),
-        },
+        "paper_setting": _paper_dict(run),
     }

@@ -1,18 +1,21 @@
-"""Energy of generating a summary with a (spiking) BART: encoder once, decoder per generated token.
+"""Energy of generation, with and without the KV cache: BART (encoder once, decoder per generated
+token) and decoder-only models (Llama: the prompt once, then one step per generated token).
 
-`count_macs` gives one teacher-forced forward (n_e source tokens, n_d decoder tokens). Generation
-runs the decoder once per new token, so each decoder op is rescheduled by how its MACs grow with
-the decoder length (energy-method.md, section 5; the causal self-attention of a full forward is not
-halved, the incremental one attends to exactly i keys at position i):
+`count_macs` gives one teacher-forced forward (BART: n_e source and n_d decoder tokens; a Llama: L
+tokens). Generation runs the decoder once per new token (`schedule.decoding_steps`), so each decoder
+op is rescheduled by how its MACs grow with the decoder length (energy-method.md, sections 5 and 5a;
+the causal self-attention of a full forward is not halved, an incremental step attends its one query
+to every key):
 
-| op (per decoder layer) | MACs at n_d | with KV cache, token i | without cache, token i |
+| op (per decoder layer) | MACs at n | with KV cache, step | without cache, step |
 |---|---|---|---|
-| Q, K, V, O, cross Q, cross O, FFN1, FFN2, LM head | ∝ n_d | one token | the whole prefix (i tokens) |
-| self Q·Kᵀ, probs·V | n_d²·d | i·d (one query, i keys) | i²·d |
-| cross Q·Kᵀ, probs·V | n_d·n_e·d | n_e·d | i·n_e·d |
-| cross K, V projections | n_e·d² | 0 (computed once per input) | n_e·d² (recomputed) |
+| Q, K, V, O, FFN (BART: FFN1/2, cross Q/O; Llama: gate, up, ffn2) | ∝ n | the fed token | the whole prefix |
+| self Q·Kᵀ, probs·V | n²·d | one query against every key | prefix² |
+| BART cross Q·Kᵀ, probs·V | n_d·n_e·d | n_e·d | prefix·n_e·d |
+| BART cross K, V projections | n_e·d² | 0 (computed once per input) | n_e·d² (recomputed) |
+| LM head | n·d·V | one position | BART: every prefix position; Llama: the last one |
 
-Summed over a summary of m tokens (positions i = 1..m, the start token first):
+BART, a summary of m tokens (positions i = 1..m, the start token first), in lines:
 
 - **encoder** (line `encoder`): once per input, at n_e tokens;
 - **cross K/V** (line `cross_kv`): the cross-attention K/V projections of every decoder layer over
@@ -23,10 +26,20 @@ Summed over a summary of m tokens (positions i = 1..m, the start token first):
   position per step, without it every prefix position (as transformers' BART computes logits for
   the whole decoder input).
 
-Per token = per summary / m (everything amortised, the encoder included). `last_token` is the cost
-of the m-th step alone (no once-per-input work). Firing rates come from a teacher-forced pass on
-real text and are applied unchanged to every generation step (spiked K/V in the cache keep their
-rates; an assumption: the rates of free-running generation are not traced).
+Decoder-only (Llama), m tokens generated after a prompt of n tokens (`count.seq_len`):
+
+- **prompt** (line `prompt`): step 1, the forward over the n prompt tokens that yields the first
+  token; the same in both modes, once per input (it fills the cache);
+- **decoder** (line `decoder`): steps 2..m. With the cache, step j feeds one token and attends to
+  n + j - 1 cached keys; without it, it re-runs the prefix of n + j - 1 tokens;
+- **LM head** (line `lm_head`): one position per step in both modes (`generate` asks for the last
+  position's logits only: `logits_to_keep=1`).
+
+Per token = per summary / m (everything amortised: the encoder, or the prompt). `last_token` is the
+cost of the m-th step alone (BART: no once-per-input work; decoder-only with m = 1: the prompt).
+Firing rates come from a teacher-forced pass on real text and are applied unchanged to every
+generation step (spiked K/V in the cache keep their rates; an assumption: the rates of free-running
+generation are not traced).
 """
 
 from __future__ import annotations
@@ -40,14 +53,16 @@ from spikelm_core.energy.errors import EnergyAuditError
 from spikelm_core.energy.estimate import FiringRates, energy_from_counts
 from spikelm_core.energy.macs import MacCount, MacRow
 from spikelm_core.energy.report import CHARGED, GenerationEnergy, GenerationMode
+from spikelm_core.energy.schedule import Step, decoding_steps
 
-LINES: tuple[str, ...] = ("encoder", "cross_kv", "decoder", "lm_head")
-"""Lines of a summary's energy, in report order."""
+LINES: tuple[str, ...] = ("encoder", "prompt", "cross_kv", "decoder", "lm_head")
+"""Lines of a summary's energy, in report order (BART: encoder, cross_kv, decoder, lm_head;
+decoder-only: prompt, decoder, lm_head)."""
 MODES: tuple[str, ...] = ("kv_cache", "no_cache")
 
-# How a decoder op's MACs grow with the decoder length n_d: linear, square, constant.
+# How a decoder op's MACs grow with the decoder length n: linear, square, constant.
 _SCALING = {
-    "q": "lin", "k": "lin", "v": "lin", "o": "lin", "ffn1": "lin", "ffn2": "lin",
+    "q": "lin", "k": "lin", "v": "lin", "o": "lin", "ffn1": "lin", "gate": "lin", "up": "lin", "ffn2": "lin",
     "qk": "sq", "av": "sq",
     "cross_q": "lin", "cross_o": "lin", "cross_qk": "lin", "cross_av": "lin",
     "cross_k": "const", "cross_v": "const",
@@ -60,84 +75,107 @@ def _check_len(name: str, value: Any) -> None:
         raise EnergyAuditError(f"{name} must be a positive integer, got {value!r}")
 
 
-def _unit(row: MacRow, n_d: int) -> tuple[str, int]:
+def _unit(row: MacRow, n: int) -> tuple[str, int]:
     """(scaling, MACs per unit): per decoder token (lin), per token² (sq) or once (const)."""
     scaling = _SCALING.get(row.component)
     if scaling is None:
         raise EnergyAuditError(
             f"cannot schedule '{row.module}' ({row.component}) over generation steps",
-            hint="only BART's attention, FFN, LayerNorm and LM head ops are known to the generation model",
+            hint="only the attention, FFN, norm and LM head ops of BART and Llama are known to the generation model",
         )
-    divisor = {"lin": n_d, "sq": n_d * n_d, "const": 1}[scaling]
+    divisor = {"lin": n, "sq": n * n, "const": 1}[scaling]
     if row.macs % divisor:
         raise EnergyAuditError(
-            f"MACs of '{row.module}' ({row.macs:,}) do not scale with the decoder length {n_d} as a "
+            f"MACs of '{row.module}' ({row.macs:,}) do not scale with the decoder length {n} as a "
             f"{row.component} op should"
         )
     return scaling, row.macs // divisor
 
 
-def _line_of(row: MacRow) -> str:
-    if row.stack == "encoder":
-        return "encoder"
+def _line_of(row: MacRow, decoder_only: bool) -> str:
     if row.component == "head" and row.stack is None:
         return "lm_head"
+    if decoder_only and row.stack is None:
+        return "decoder"
+    if row.stack == "encoder":
+        return "encoder"
     if row.stack == "decoder":
         return "cross_kv" if _SCALING.get(row.component) == "const" else "decoder"
     raise EnergyAuditError(
         f"'{row.module or row.component}' lies outside the encoder, the decoder and the LM head",
-        hint="count a BART (dense or spiking) with count_macs",
+        hint="count a BART or a Llama (dense or spiking) with count_macs",
     )
 
 
 def _split(count: MacCount) -> list[tuple[MacRow, str]]:
-    if count.decoder_len is None:
-        raise EnergyAuditError("the MAC count has no decoder length: count an encoder-decoder model")
-    return [(row, _line_of(row)) for row in count.rows if row.macs]
+    if count.decoder_len is None and not count.decoder_only:
+        raise EnergyAuditError("the MAC count has no decoder: count an encoder-decoder or a decoder-only model")
+    return [(row, _line_of(row, count.decoder_only)) for row in count.rows if row.macs]
+
+
+def _length(count: MacCount) -> int:
+    """The decoder length of the traced forward (BART: n_d; decoder-only: the traced tokens)."""
+    return count.seq_len if count.decoder_only else count.decoder_len or 0
+
+
+def _steps(count: MacCount, target_len: int, cache: bool) -> tuple[Step, ...]:
+    return decoding_steps(target_len, cache=cache, prompt_len=count.seq_len if count.decoder_only else None)
+
+
+def _step_macs(row: MacRow, scaling: str, unit: int, step: Step) -> int:
+    if scaling == "sq":
+        return unit * step.tokens * step.keys
+    return unit * (step.logits if row.component == "head" else step.tokens)
 
 
 def generation_rows(count: MacCount, target_len: int, *, cache: bool) -> dict[str, tuple[MacRow, ...]]:
     """MAC rows of one summary of `target_len` generated tokens, per line (see the module docstring).
 
-    `count` is a teacher-forced count of a BART (`count_macs(model, seq_len=n_e, decoder_len=...)`);
-    the source length is its `seq_len`. Each row keeps its module, operand, steps and spiking flag,
+    `count` is a teacher-forced count of a BART (`count_macs(model, seq_len=n_e, decoder_len=...)`;
+    the source length is its `seq_len`) or of a decoder-only model (`count_macs(model, seq_len=n)`;
+    the prompt length is its `seq_len`). Each row keeps its module, operand, steps and spiking flag,
     so `energy_from_counts` bills it exactly as in the forward.
     """
     _check_len("target_len", target_len)
-    m, n_d = target_len, count.decoder_len or 0
-    s1, s2 = m * (m + 1) // 2, m * (m + 1) * (2 * m + 1) // 6  # Σ i, Σ i² over i = 1..m
+    n = _length(count)
+    steps = _steps(count, target_len, cache)
     lines: dict[str, list[MacRow]] = {line: [] for line in LINES}
     for row, line in _split(count):
         if line == "encoder":
             lines[line].append(row)
             continue
-        scaling, unit = _unit(row, n_d)
-        if cache:
-            macs = {"lin": unit * m, "sq": unit * s1, "const": unit}[scaling]
-        else:
-            macs = {"lin": unit * s1, "sq": unit * s2, "const": unit * m}[scaling]
-        lines[line].append(replace(row, macs=macs))
+        scaling, unit = _unit(row, n)
+        if scaling == "const":  # BART's cross K/V: once per input with the cache, every step without
+            lines[line].append(replace(row, macs=unit * (1 if cache else target_len)))
+            continue
+        per_line: dict[str, int] = {}
+        for step in steps:
+            where = "prompt" if step.prompt and line == "decoder" else line
+            per_line[where] = per_line.get(where, 0) + _step_macs(row, scaling, unit, step)
+        for where, macs in per_line.items():
+            if macs:
+                lines[where].append(replace(row, macs=macs))
     return {line: tuple(rows) for line, rows in lines.items() if rows}
 
 
 def decoder_step_rows(count: MacCount, position: int, *, cache: bool) -> tuple[MacRow, ...]:
-    """MAC rows of generating the token at decoder position `position` (1 = the start token).
+    """MAC rows of the generation step at `position` (1 = the first generated token).
 
-    With the cache: projections for the new token only, self-attention over `position` keys, cross
-    attention over the cached encoder K/V. Without it: the full decoder forward over the prefix of
-    `position` tokens (cross K/V recomputed). The encoder is not included.
+    BART (position = decoder position, 1 = the start token): with the cache, projections for the new
+    token only, self-attention over `position` keys, cross attention over the cached encoder K/V;
+    without it, the full decoder forward over the prefix of `position` tokens (cross K/V recomputed).
+    The encoder is not included. Decoder-only: position 1 is the prompt's forward; later positions
+    feed one token against n + position - 1 keys (cache) or re-run that prefix (no cache).
     """
     _check_len("position", position)
-    i, n_d = position, count.decoder_len or 0
+    n = _length(count)
+    step = _steps(count, position, cache)[-1]
     rows = []
     for row, line in _split(count):
         if line == "encoder":
             continue
-        scaling, unit = _unit(row, n_d)
-        if cache:
-            macs = {"lin": unit, "sq": unit * i, "const": 0}[scaling]
-        else:
-            macs = {"lin": unit * i, "sq": unit * i * i, "const": unit}[scaling]
+        scaling, unit = _unit(row, n)
+        macs = (0 if cache else unit) if scaling == "const" else _step_macs(row, scaling, unit, step)
         if macs:
             rows.append(replace(row, macs=macs))
     return tuple(rows)
@@ -166,19 +204,21 @@ def generation_energy(
     target_len: int = 64,
     included: Iterable[str] = (),
 ) -> GenerationEnergy:
-    """Dense versus spiking energy of one summary, with and without the KV cache.
+    """Dense versus spiking energy of one generation of `target_len` tokens, with and without the KV cache.
 
     Args:
-        count: `count_macs` of a BART (spiking: rows carry their operand neurons; dense: give rates
-            keyed by (stack, component) or component).
+        count: `count_macs` of a BART or a decoder-only Llama (spiking: rows carry their operand
+            neurons; dense: give rates keyed by (stack, component) or component).
         firing_rates: as for `energy_from_counts`.
         timesteps: T of the spiking model.
-        target_len: tokens generated per summary (m); the source length is `count.seq_len`.
+        target_len: tokens generated (m); the source (BART) or prompt (decoder-only) length is
+            `count.seq_len`.
     """
     included = tuple(included)
     return GenerationEnergy(
         source_len=count.seq_len,
         target_len=target_len,
+        decoder_only=count.decoder_only,
         kv_cache=_mode(count, firing_rates, timesteps, profile, target_len, True, included),
         no_cache=_mode(count, firing_rates, timesteps, profile, target_len, False, included),
     )
@@ -186,6 +226,8 @@ def generation_energy(
 
 __all__ = [
     "CHARGED",
+    "Step",
+    "decoding_steps",
     "LINES",
     "MODES",
     "GenerationEnergy",

@@ -16,9 +16,15 @@ forward (`--seq-len` source tokens, `--target-len` decoder tokens, `use_cache=Fa
 are traced teacher-forced, and each run adds `generation` (seq2seq.py): one summary with and
 without the KV cache. The paper setting is then BART-base at 128/128 tokens.
 
+A Llama (decoder-only, dense, spiking or config-only; 'smollm2') is counted over one forward of
+`--seq-len` tokens (checked against the Llama closed form, grouped-query heads included), its firing
+rates are traced on running text (`[BOS] ...`), and each run adds `generation`: a prompt of
+`--seq-len` tokens, then `--target-len` generated tokens, with and without the KV cache. There is no
+paper setting for it (the paper reports no decoder-only model): `paper` is None.
+
 Each run also carries the memory bounds (`memory.py`: weight-stationary and event-driven, the
-break-even firing rate, the quantised ANN; for BART per generated token with and without the KV
-cache), for the audited model and for the paper setting, and, when asked, NeuroBench-compatible
+break-even firing rate, the quantised ANN; for BART and Llama per generated token with and without
+the KV cache), for the audited model and for the paper setting, and, when asked, NeuroBench-compatible
 metrics (`neurobench.py`).
 
 Where things live: settings here (`EnergyArgs`); model, twin and text in `models.py`; the report
@@ -59,7 +65,7 @@ from spikelm_core.energy.seq2seq import generation_energy
 from spikelm_core.errors import ConfigError
 
 DEFAULT_TARGET_LEN = 64
-"""Summary tokens generated per input when auditing a BART (--target-len)."""
+"""Tokens generated per input when auditing a BART (summary tokens) or a Llama (after the prompt): --target-len."""
 
 Progress = Callable[[str], None]
 
@@ -71,16 +77,17 @@ class EnergyArgs:
     """Settings of one energy sweep (the flags of `spikelm energy`)."""
 
     model: str | None = None
-    """Spiking checkpoint dir, dense BERT dir, alias or hub id, or a dir holding only config.json;
-    None = the bundled pretrained MiniLM."""
+    """Spiking checkpoint dir, dense BERT, BART or Llama dir, alias ('minilm', 'smollm2') or hub id, or a dir
+    holding only config.json; None = the bundled pretrained MiniLM."""
     ks: tuple[float, ...] | None = None
     """Frequency coefficients k to sweep; None = the checkpoint's own k (spiking) or 2.0 (dense)."""
     timesteps: tuple[int, ...] | None = None
     """Time steps T to sweep; None = the checkpoint's own T (spiking) or 4 (dense)."""
     seq_len: int = DEFAULT_SEQ_LEN
-    """Tokens per sequence, for the MAC count and the calibration text (BART: source tokens n_e)."""
+    """Tokens per sequence, for the MAC count and the calibration text (BART: source tokens n_e; Llama:
+    the prompt of generation)."""
     target_len: int | None = None
-    """BART only: tokens generated per summary (m); None = DEFAULT_TARGET_LEN."""
+    """BART and Llama: tokens generated per input (m); None = DEFAULT_TARGET_LEN."""
     data: str | None = None
     """UTF-8 calibration text file; None = the packaged calibration text."""
     batches: int = 4
@@ -142,9 +149,16 @@ class _Plan:
     own_t: int
     target_len: int | None
     use_checkpoint_amplitudes: bool
+    decoder_only: bool = False
 
     @property
     def seq2seq(self) -> bool:
+        """An encoder-decoder (BART)."""
+        return self.target_len is not None and not self.decoder_only
+
+    @property
+    def generates(self) -> bool:
+        """A model audited per generated token (BART or a decoder-only Llama)."""
         return self.target_len is not None
 
 
@@ -165,9 +179,17 @@ def _plan(args: EnergyArgs, source: models.AuditSource) -> _Plan:
                 f"--target-len {target_len} exceeds the model's maximum of {max_positions} positions",
                 hint=f"use --target-len {min(DEFAULT_TARGET_LEN, max_positions)} or less",
             )
+    elif models.is_llama(cfg):
+        target_len = args.target_len if args.target_len is not None else DEFAULT_TARGET_LEN
+        if args.seq_len + target_len - 1 > max_positions:
+            raise ConfigError(
+                f"--seq-len {args.seq_len} + --target-len {target_len} - 1 exceeds the model's maximum of "
+                f"{max_positions} positions (the last generation step attends to every earlier token)",
+                hint=f"use --target-len {max(1, max_positions - args.seq_len + 1)} or less",
+            )
     elif args.target_len is not None:
         raise ConfigError(
-            f"--target-len applies to encoder-decoder (BART) models; '{source.name}' is a "
+            f"--target-len applies to generating models (BART, Llama); '{source.name}' is a "
             f"{cfg.get('model_type')} model",
             hint="leave out --target-len for a BERT",
         )
@@ -188,11 +210,20 @@ def _plan(args: EnergyArgs, source: models.AuditSource) -> _Plan:
         own_t=own_t,
         target_len=target_len,
         use_checkpoint_amplitudes=source.kind == "spiking" and args.ks is None,
+        decoder_only=models.is_llama(cfg),
     )
 
 
 def _included(plan: _Plan, args: EnergyArgs, count: MacCount) -> tuple[str, ...]:
     included = included_items(args.count_norm, (r.component for r in count.rows))
+    if plan.decoder_only:
+        llama = {"task head (MAC)": "LM head (MAC: float x float, on the mean over T after the final RMSNorm)",
+                 included[0]: "Q/K/V/O projections, gate/up/down (down = ffn2), Q.K^T and probs.V over grouped-query "
+                 "heads (AC when spiking); RMSNorm, RoPE and SiLU(gate) x up are elementwise: not counted on either "
+                 "side"}
+        included = tuple(llama.get(item, item) for item in included)
+        included += (f"Llama: one forward over {args.seq_len} tokens (LM head on every position); generation: a "
+                     f"prompt of {args.seq_len} tokens, then {plan.target_len} tokens, with and without the KV cache",)
     if plan.seq2seq:
         included = tuple("LM head (MAC: float x float, on the mean over T)" if item == "task head (MAC)" else item
                          for item in included)
@@ -201,13 +232,26 @@ def _included(plan: _Plan, args: EnergyArgs, count: MacCount) -> tuple[str, ...]
     return included
 
 
-def _float_matmuls(count: MacCount) -> tuple[FloatMatmul, ...]:
+def _float_matmuls(count: MacCount, model: torch.nn.Module | None = None) -> tuple[FloatMatmul, ...]:
+    """Every float x float matmul left in the spiking model; for a decoder-only model also its
+    embedding lookups (float, no MACs: listed so that the report names every float weight it reads)."""
     out = []
+    tied = bool(getattr(getattr(model, "config", None), "tie_word_embeddings", False))
+    if count.decoder_only and model is not None:
+        for name, module in model.named_modules():
+            if isinstance(module, torch.nn.Embedding):
+                out.append(FloatMatmul(name, "embedding", "embedding", None, 0, 1,
+                                       "token embeddings: a float lookup, once per token, repeated over the T steps "
+                                       "(direct encoding; no MACs, not counted on either side)"
+                                       + ("; tied to the LM head" if tied else "")))
     for row in count.rows:
         if row.spiking or row.op in _NON_MATMUL_OPS or row.component == "norm" or row.macs == 0:
             continue
         if row.component == "pooler":
             reason = "pooler: float input (the mean over T of the last layer)"
+        elif row.component == "head" and row.module.endswith("lm_head") and count.decoder_only:
+            reason = ("LM head: float input (the mean over T of the last layer, after the final RMSNorm)"
+                      + ("; its weight is the token embedding matrix (tied)" if tied else ""))
         elif row.component == "head" and row.module.endswith("lm_head"):
             reason = "LM head: float input (the mean over T of the decoder output)"
         elif row.component == "head":
@@ -233,8 +277,8 @@ def run_energy(args: EnergyArgs, progress: Progress | None = None) -> EnergySwee
 
     Raises:
         ConfigError (exit 2): bad settings, --seq-len beyond the model's positions, --k with
-            neurons that have no k.
-        CheckpointError (exit 3): no such model, no config.json, not a BERT or BART, offline hub id.
+            neurons that have no k, --target-len for a BERT.
+        CheckpointError (exit 3): no such model, no config.json, not a BERT, BART or Llama, offline hub id.
         DataError (exit 4): missing, unreadable or empty --data.
         EnergyAuditError (exit 1): an uncounted matmul-class operator (named), a count that
             disagrees with the closed form or with the dense twin, spikes that are not spikes.
@@ -259,7 +303,7 @@ def run_energy(args: EnergyArgs, progress: Progress | None = None) -> EnergySwee
         what = f"{args.seq_len} source / {plan.target_len} summary tokens" if plan.seq2seq else f"{args.seq_len} tokens"
         say(f"counting MACs at T={T}, {what} (fvcore)")
         count = count_macs(model, seq_len=args.seq_len, count_norm=args.count_norm, num_timesteps=T,
-                           decoder_len=plan.target_len)
+                           decoder_len=plan.target_len if plan.seq2seq else None)
         if twin is None:
             twin = models.dense_twin_count(source.config, type(model).__name__, args.seq_len, args.count_norm,
                                            plan.target_len)
@@ -282,13 +326,14 @@ def run_energy(args: EnergyArgs, progress: Progress | None = None) -> EnergySwee
         seconds=time.perf_counter() - start,
         included=included,
         target_len=plan.target_len,
+        decoder_only=plan.decoder_only,
         memory_cost=memory.cost if memory.bounds else None,
         caveat=MEMORY_CAVEAT if memory.bounds else CAVEAT,
     )
 
 
 def _memory(model, plan: _Plan, args: EnergyArgs, profile: CostProfile, memory: MemorySettings,
-            report: EnergyReport, paper: EnergyReport, neurons,
+            report: EnergyReport, paper: EnergyReport | None, neurons,
             T: int) -> tuple[MemoryReport | None, MemoryReport | None, dict[str, Any] | None]:
     """The memory bounds of one run (memory.py: the forward, and for a BART one summary per mode), of its
     paper setting, and the NeuroBench-compatible metrics (neurobench.py), each when asked for."""
@@ -296,7 +341,7 @@ def _memory(model, plan: _Plan, args: EnergyArgs, profile: CostProfile, memory: 
         return None, None, None
     linear = {name: (m.in_features, m.out_features) for name, m in model.named_modules()
               if isinstance(m, torch.nn.Linear)}
-    shape = shape_of(plan.source.config, args.seq_len, plan.target_len, linear)
+    shape = shape_of(plan.source.config, args.seq_len, plan.target_len if plan.seq2seq else None, linear)
     ops = forward_ops(report.rows, shape)
     bench = neurobench_metrics(model, ops, neurons, T) if args.neurobench else None
     if not memory.bounds:
@@ -304,13 +349,16 @@ def _memory(model, plan: _Plan, args: EnergyArgs, profile: CostProfile, memory: 
     binary = bool(neurons) and all(n.kind == "binary" for n in neurons)
     assumptions = Assumptions(T, profile, memory.cost, value_bytes(profile), 1 if binary else 2)
     generation = None
-    if plan.seq2seq:
+    if plan.generates:
         assert plan.target_len is not None
         generation = {mode: generation_ops(ops, shape, plan.target_len, cache=mode == "kv_cache")
                       for mode in ("kv_cache", "no_cache")}
-    paper_ops = forward_ops(paper.rows, PAPER_SHAPES["bart" if plan.seq2seq else "bert"])
+    paper_memory = None
+    if paper is not None:
+        paper_ops = forward_ops(paper.rows, PAPER_SHAPES["bart" if plan.seq2seq else "bert"])
+        paper_memory = memory_report(paper_ops, assumptions, memory.bounds)
     return (memory_report(ops, assumptions, memory.bounds, memory.what_if, generation, plan.target_len),
-            memory_report(paper_ops, assumptions, memory.bounds), bench)
+            paper_memory, bench)
 
 
 def _run_point(model, plan: _Plan, args: EnergyArgs, profile: CostProfile, memory: MemorySettings,
@@ -332,11 +380,15 @@ def _run_point(model, plan: _Plan, args: EnergyArgs, profile: CostProfile, memor
     firing = trace_firing(model, batches, calibrate=not checkpoint_amps, seq2seq=plan.seq2seq)
     rates = {name: stats.firing_rate for name, stats in firing.neurons.items()}
     report = energy_from_counts(count.rows, rates, T, profile, seq_len=args.seq_len, included=included)
-    floats = _float_matmuls(count)
+    floats = _float_matmuls(count, model)
     generation = None
-    if plan.seq2seq:
+    paper: EnergyReport | None
+    if plan.generates:
         assert plan.target_len is not None
         generation = generation_energy(count, rates, T, profile, target_len=plan.target_len, included=included)
+    if plan.decoder_only:
+        paper = None  # the paper reports no decoder-only model; the count itself is the closed form's
+    elif plan.seq2seq:
         paper = bart_paper_setting(_component_rates(report), timesteps=T, profile=profile,
                                    float_components={(f.stack, f.component) for f in floats
                                                      if f.component in SPIKING_COMPONENTS})

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from spikelm_core.energy.components import COMPONENTS
+from spikelm_core.energy.models import BART_TYPES, LLAMA_TYPES
 from spikelm_core.energy.report import EnergySweepReport
 
 TITLE = "spikelm energy: dense MACs vs spike-driven ACs"
@@ -98,7 +99,19 @@ def component_label(row: dict) -> str:
 
 
 def is_bart(data: dict) -> bool:
-    return data.get("target_len") is not None
+    return data["model"].get("model_type") in BART_TYPES
+
+
+def is_llama(data: dict) -> bool:
+    """A decoder-only Llama report (dense or spiking)."""
+    return data["model"].get("model_type") in LLAMA_TYPES
+
+
+def generation_title(data: dict) -> str:
+    """What one generation is: a BART summary, or a Llama continuation of the prompt."""
+    if is_llama(data):
+        return f"{data['target_len']} tokens generated after a prompt of {data['seq_len']} tokens"
+    return f"one summary of {data['target_len']} tokens from {data['seq_len']} source tokens"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,6 +127,13 @@ def header_lines(data: dict) -> list[str]:
         where = (f"per sample: {data['seq_len']} source tokens, {data['target_len']} summary tokens; firing rates "
                  "teacher-forced (decoder fed the shifted input)")
         kind = "dense BART, converted on the fly" if m["kind"] == "dense" else _KIND.get(m["kind"], m["kind"])
+    elif is_llama(data):
+        shape = (f"d={m['hidden_size']}, {m['num_hidden_layers']} layers, {m['num_attention_heads']} heads "
+                 f"({m['num_key_value_heads']} K/V heads, d_h={m['head_dim']}), d_ff={m['intermediate_size']}, "
+                 f"V={m['vocab_size']}{', tied embeddings' if m.get('tie_word_embeddings') else ''}")
+        where = (f"per sample: one forward over {data['seq_len']} tokens, and generation of {data['target_len']} "
+                 f"tokens after a {data['seq_len']}-token prompt; firing rates")
+        kind = "dense Llama, converted on the fly" if m["kind"] == "dense" else _KIND.get(m["kind"], m["kind"])
     else:
         shape = (f"d={m['hidden_size']}, {m['num_hidden_layers']} layers, {m['num_attention_heads']} heads, "
                  f"d_ff={m['intermediate_size']}")
@@ -167,7 +187,7 @@ def report_blocks(report: EnergySweepReport | dict[str, Any], *, detail: bool = 
     blocks += energy_table(data, star)
     blocks += memory_blocks(data, star)
     blocks += neurobench_blocks(data, star)
-    if is_bart(data):
+    if data.get("target_len") is not None:  # BART and Llama: energy per generated token
         blocks += generation_table(data, star)
         blocks += [generation_lines_table(run, star) for run in (data["runs"] if detail else data["runs"][:1])]
     if detail:
@@ -191,9 +211,13 @@ def energy_table(data: dict, star: str) -> list[Block]:
                num(r["spiking_acs"]), num(r["spiking_macs"]), mj(r["energy_dense_mj"]),
                mj(r["energy_spiking_mj"]) + star, ratio(r["ratio"]) + star]
         rows.append(tuple(row + ([interval(r["ratio_ci"])] if conf is not None else [])))
-    title = ("energy per sample: one teacher-forced forward "
-             f"({data['seq_len']} source / {data['target_len']} summary tokens, LM head on every position)"
-             if is_bart(data) else "energy per sample")
+    if is_bart(data):
+        title = ("energy per sample: one teacher-forced forward "
+                 f"({data['seq_len']} source / {data['target_len']} summary tokens, LM head on every position)")
+    elif is_llama(data):
+        title = f"energy per sample: one forward over {data['seq_len']} tokens (LM head on every position)"
+    else:
+        title = "energy per sample"
     blocks: list[Block] = [Table(title, tuple(columns), tuple(rows))]
     if star:
         blocks.append(Text("* random weights: not meaningful", "alert"))
@@ -223,12 +247,13 @@ def memory_blocks(data: dict, star: str) -> list[Block]:
             row += [ratio(m[b]["ratio"]) + star, rate(m[b]["break_even_firing_rate"]) + star]
         row += [ratio(m[b]["quantised_ann"]["ratio"]) + star for b in bounds]
         rows.append(tuple(row))
-    title = ("memory bounds: arithmetic + data movement, one teacher-forced forward" if is_bart(data)
-             else "memory bounds: arithmetic + data movement per sample")
+    title = ("memory bounds: arithmetic + data movement, one teacher-forced forward" if is_bart(data) else
+             "memory bounds: arithmetic + data movement, one forward" if is_llama(data) else
+             "memory bounds: arithmetic + data movement per sample")
     blocks: list[Block] = [Table(title, tuple(columns), tuple(rows))]
     blocks += [Text(memory_sentence(r, bounds), "note", f"at {run_label(r)}:") for r in runs]
     blocks.append(Text(MEMORY_NOTE))
-    if is_bart(data) and "generation" in runs[0]["memory"][bounds[0]]:
+    if data.get("target_len") is not None and "generation" in runs[0]["memory"][bounds[0]]:
         blocks += memory_generation_table(data, runs, bounds, star)
     return blocks
 
@@ -300,8 +325,9 @@ def memory_generation_table(data: dict, runs: list[dict], bounds: list[str], sta
                              mj(tok["energy_spiking_mj"]) + star, ratio(s["ratio"]) + star))
     columns = ("k", "T", "bound", "decoding", "bytes/token dense", "bytes/token spiking", "KV bytes/token dense",
                "KV bytes/token spiking", "E_dense/token (mJ)", "E_spiking/token (mJ)", "ratio")
-    return [Table(f"generation with memory: one summary of {data['target_len']} tokens, per token "
-                  "(encoder and cross K/V amortised; each decoder step reads its weights once)", columns, tuple(rows),
+    amortised = "the prompt amortised" if is_llama(data) else "encoder and cross K/V amortised"
+    return [Table(f"generation with memory: {generation_title(data)}, per token "
+                  f"({amortised}; each decoder step reads its weights once)", columns, tuple(rows),
                   frozenset({"bound", "decoding"}))]
 
 
@@ -340,14 +366,19 @@ def generation_table(data: dict, star: str) -> list[Block]:
             rows.append((k_label(r["k"]), str(r["timesteps"]), label, num(s["dense_macs"]), mj(s["energy_dense_mj"]),
                          mj(s["energy_spiking_mj"]) + star, ratio(s["ratio"]) + star, mj(tok["energy_dense_mj"]),
                          mj(tok["energy_spiking_mj"]) + star, mj(last["energy_spiking_mj"]) + star))
-    title = (f"generation: one summary of {data['target_len']} tokens from {data['seq_len']} source tokens "
-             "(encoder once, decoder per token)")
+    llama = is_llama(data)
+    title = f"generation: {generation_title(data)} " + (
+        "(the prompt once, then one decoder step per token)" if llama else "(encoder once, decoder per token)")
     columns = ("k", "T", "decoding", "dense MACs", "E_dense (mJ)", "E_spiking (mJ)", "ratio", "E_dense/token (mJ)",
                "E_spiking/token (mJ)", "last token E_spiking (mJ)")
-    return [Table(title, columns, tuple(rows)),
-            Text("per token = per summary / summary tokens (encoder and cross K/V amortised); last token = the "
-                 "decoder step at the last position alone. Firing rates of the teacher-forced pass applied to every "
-                 "step.")]
+    note = ("per token = the whole generation / generated tokens (the prompt's forward amortised); with the KV cache "
+            "each later step feeds one token against every cached K/V, without it every step re-runs the prefix; the "
+            "LM head scores the last position only (logits_to_keep=1); last token = the step that yields the last "
+            "token alone. Firing rates of the teacher-forced pass applied to every step." if llama else
+            "per token = per summary / summary tokens (encoder and cross K/V amortised); last token = the "
+            "decoder step at the last position alone. Firing rates of the teacher-forced pass applied to every "
+            "step.")
+    return [Table(title, columns, tuple(rows)), Text(note)]
 
 
 def generation_lines_table(run: dict, star: str) -> Table:
@@ -359,7 +390,8 @@ def generation_lines_table(run: dict, star: str) -> Table:
     )
     columns = ("decoding", "line", "charged", "dense MACs", "fr", "spiking ACs", "spiking MACs", "E_dense (mJ)",
                "E_spiking (mJ)")
-    return Table(f"summary lines at {run_label(run)}", columns, rows, frozenset({"decoding", "line", "charged"}), 3)
+    what = "generation" if "prompt" in {x["line"] for x in run["generation"]["kv_cache"]["lines"]} else "summary"
+    return Table(f"{what} lines at {run_label(run)}", columns, rows, frozenset({"decoding", "line", "charged"}), 3)
 
 
 def components_table(run: dict, star: str) -> list[Block]:
@@ -397,7 +429,15 @@ def layers_table(run: dict) -> list[Block]:
     return [Table(f"firing rate per layer at {run_label(run)}", ("layer", *comps), rows, level=3)]
 
 
+PAPER_NOT_APPLICABLE = ("not applicable to a decoder-only model: SpikeLM (ICML 2024) reports BERT only (and no BART or "
+                        "decoder energy), so there is no reference setting to price the measured rates on; the MAC "
+                        "count above is already checked against the Llama closed form at the model's own shape "
+                        "(energy-method.md, section 5a)")
+
+
 def paper_table(data: dict, star: str) -> list[Block]:
+    if any(r["paper_setting"] is None for r in data["runs"]):
+        return [Text(PAPER_NOT_APPLICABLE, "note", "paper setting:")]
     bart = is_bart(data)
     bounds = [b for b in BOUND_LABELS if data["runs"] and b in data["runs"][0]["paper_setting"].get("memory", {})]
     rows = tuple(
@@ -426,8 +466,11 @@ def purity_blocks(data: dict) -> list[Block]:
     if not floats:
         return [Text(f"every counted matmul is spike-driven ({share:.2%} of dense MACs)", "ok", "spike purity:")]
     rows = tuple((f["module"], f["op"], num(f["macs"]), str(f["steps"]), f["reason"]) for f in floats)
-    return [Table(f"spike purity: float x float matmuls left in the model ({1 - share:.3%} of dense MACs)",
-                  ("module", "op", "MACs/step", "steps", "why float"), rows,
+    lookups = any(f["op"] == "embedding" for f in floats)
+    title = (f"spike purity: float ops left in the model (float x float matmuls: {1 - share:.3%} of dense MACs; "
+             "embedding lookups: no MACs)" if lookups else
+             f"spike purity: float x float matmuls left in the model ({1 - share:.3%} of dense MACs)")
+    return [Table(title, ("module", "op", "MACs/step", "steps", "why float"), rows,
                   frozenset({"module", "op", "why float"}))]
 
 
@@ -534,6 +577,8 @@ def csv_text(report: EnergySweepReport) -> str:
                     "break_even_firing_rate": m["break_even_firing_rate"] if c is None else None,
                 })
         p = r["paper_setting"]
+        if p is None:  # a decoder-only model: no paper setting
+            continue
         writer.writerow({
             **base, "scope": "paper_setting", "component": "", "macs": p["dense_macs"],
             "firing_rate": p["mean_firing_rate"], "spiking_acs": p["spiking_acs"], "spiking_macs": p["spiking_macs"],

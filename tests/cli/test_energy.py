@@ -392,6 +392,14 @@ def test_model_sources_errors(tmp_path):
     assert time.perf_counter() - start < 10
 
 
+def test_an_architecture_the_audit_does_not_support_exits_cleanly(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_embd": 24, "n_layer": 2}))
+    res = run(tmp_path, "--seq-len", SEQ)  # the model as the positional argument
+    assert res.exit_code == 3 and res.stdout == "" and "Traceback" not in res.output
+    assert "holds a 'gpt2' model; spikelm supports BERT, BART and Llama models" in res.stderr
+    assert "spiking_llama" in res.stderr  # the supported model types are listed
+
+
 def test_unsupported_matmul_operator_is_named(tiny_bert, monkeypatch):
     from spikelm_core.models.spiking_bert import modeling_spiking_bert as mod
 

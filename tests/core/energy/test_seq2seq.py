@@ -314,4 +314,4 @@ def test_cli_bart_bad_target_len(tiny_dense_bart, tiny_dense_bert_dir):
     res = run("--model", tiny_dense_bart, "--target-len", 0)
     assert res.exit_code == 2 and "target length must be >= 1" in res.stderr and res.stdout == ""
     res = run("--model", tiny_dense_bert_dir, "--seq-len", SRC, "--target-len", 5)
-    assert res.exit_code == 2 and "applies to encoder-decoder (BART) models" in res.stderr and res.stdout == ""
+    assert res.exit_code == 2 and "applies to generating models (BART, Llama)" in res.stderr and res.stdout == ""
