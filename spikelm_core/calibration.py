@@ -63,6 +63,10 @@ def calibrate(model: nn.Module, batch: dict[str, torch.Tensor]) -> None:
 CAUSAL_CALIBRATION_FILE = Path("../shared/data/text/wikitext-2/valid.txt")
 PACKAGED = "packaged"
 """What `calibration_text` reports as the source of the packaged text."""
+#: How `spikelm convert` calibrates (and `eval`, for a dense model it converts): on the first batch
+#: of `CALIBRATION_BATCH_SIZE` packed sequences of `CALIBRATION_SEQ_LEN` tokens of the calibration text.
+CALIBRATION_SEQ_LEN = 128
+CALIBRATION_BATCH_SIZE = 8
 
 
 def packaged_calibration_text() -> str:
@@ -142,3 +146,13 @@ def text_batches(tokenizer, text: str, seq_len: int = 128, batch_size: int = 8, 
             batch["token_type_ids"] = torch.zeros_like(input_ids)
         batches.append(batch)
     return batches
+
+
+def text_calibration_batch(tokenizer, *, causal: bool, max_positions: int | None = None,
+                           path: str | Path | None = None) -> dict[str, torch.Tensor]:
+    """The batch `spikelm convert` calibrates on: the first `CALIBRATION_BATCH_SIZE` sequences of
+    `CALIBRATION_SEQ_LEN` tokens (fewer for a model with fewer positions) of `calibration_text`."""
+    text, _ = calibration_text(path, causal=causal)
+    seq_len = min(CALIBRATION_SEQ_LEN, max_positions or CALIBRATION_SEQ_LEN)
+    return text_batches(tokenizer, text, seq_len=seq_len, batch_size=CALIBRATION_BATCH_SIZE, causal=causal,
+                        max_batches=1)[0]

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .calibration import calibrate, calibration_text, text_batches
+from .calibration import CALIBRATION_BATCH_SIZE, CALIBRATION_SEQ_LEN, calibrate, calibration_text, text_batches
 from .checkpoints import MODEL_TYPES, is_spiking_type, load_model, read_config, resolve_source, save_model
 from .errors import CheckpointError, ConfigError
 from .firing import measure_firing
@@ -62,8 +62,8 @@ def convert_model(
     *,
     calib_data: str | os.PathLike | None = None,
     calib_batches: int = 4,
-    batch_size: int = 8,
-    seq_len: int = 128,
+    batch_size: int = CALIBRATION_BATCH_SIZE,
+    seq_len: int = CALIBRATION_SEQ_LEN,
     tokenizer: str | os.PathLike | None = None,
     force: bool = False,
     seed: int = 0,

@@ -24,14 +24,14 @@ ResumeOpt = Annotated[
     str,
     typer.Option("--resume", help="never (default), auto (latest checkpoint in the run directory, else fresh), or a checkpoint directory."),
 ]
-DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Local GLUE root (SST-2/, MNLI/, ...), or for xsum/cnn_dm a directory with train.jsonl / validation.jsonl; beats the recipe's data.source path.")]
+DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Local GLUE root (SST-2/, MNLI/, ...), for xsum/cnn_dm a directory with train.jsonl / validation.jsonl, for wikitext2 a folder with wikitext-2/<split>.txt or any text file; beats the recipe's data.source path.")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model to start from: a local directory, an alias (minilm, bert-base, bart-base, ...) or a hub id; a dense model is converted with the recipe's neuron settings. Beats the recipe's model.")]
 PrintConfigOpt = Annotated[bool, typer.Option("--print-config", help="Print the resolved recipe (every field with its description, as YAML that replays the run) and exit.")]
 GridOpt = Annotated[
     Optional[list[str]],
     typer.Option("--grid", "-g", help="Sweep a recipe key over values: -g neuron.k=2,3,4 (repeatable; every combination is one run under --out-dir, then one table: see sweep: in recipes/README.md)."),
 ]
-TaskOpt = Annotated[Optional[str], typer.Option("--task", help="Benchmark task: a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte) or xsum, cnn_dm. Without RECIPE, picks the paper recipe (recipes/bert_base/ or recipes/bart_base/).")]
+TaskOpt = Annotated[Optional[str], typer.Option("--task", help="Benchmark task: a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte) or xsum, cnn_dm; eval also wikitext2 (perplexity of a causal LM). Without RECIPE, picks the paper recipe (recipes/bert_base/ or recipes/bart_base/).")]
 
 
 def recipe_or_default(recipe: Path | None, task: str | None, command: str) -> Path:

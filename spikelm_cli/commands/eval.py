@@ -1,4 +1,5 @@
-"""`spikelm eval`: dev metrics (GLUE) or ROUGE (xsum, cnn_dm) and firing rates of a checkpoint."""
+"""`spikelm eval`: dev metrics (GLUE), ROUGE (xsum, cnn_dm) or perplexity (wikitext2) and firing rates of a
+checkpoint; with `--prompt`, a causal LM's continuation of a prompt (eval's generation mode)."""
 
 from __future__ import annotations
 
@@ -36,11 +37,43 @@ def eval_command(
         "BART: encoder only).")] = None,
     firing_example: Annotated[Optional[int], typer.Option(
         "--firing-example", help="Index of the example --plot-firing pictures, in the first split scored (default "
-        "0; BART: the decoder is teacher-forced with its reference summary).")] = None,
+        "0; BART: the decoder is teacher-forced with its reference summary; wikitext2: a window).")] = None,
+    seq_len: Annotated[Optional[int], typer.Option(
+        "--seq-len", help="wikitext2: positions per window, BOS included (default 256, or the model's context when "
+        "smaller; above the context: exit 2). data.seq_len.")] = None,
+    stride: Annotated[Optional[int], typer.Option(
+        "--stride", help="wikitext2: text tokens between window starts (default seq_len - 1: non-overlapping, every "
+        "token scored once; smaller: sliding windows scoring only new tokens). data.stride.")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option(
+        "--max-tokens", help="wikitext2: score only the first N tokens of the text (quick runs). data.max_tokens.")] = None,
+    dense: Annotated[Optional[str], typer.Option(
+        "--dense", help="The dense model a spiking checkpoint is compared with (dense_perplexity; --compare-dense). "
+        "A dense model converted here is compared with itself without it. dense_reference.")] = None,
+    prompt: Annotated[Optional[str], typer.Option(
+        "--prompt", help="Generation mode: continue this text with a causal LM (KV cache) and show tokens/s, "
+        "instead of scoring a task. prompt.text.")] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option(
+        "--max-new-tokens", help="--prompt: most tokens generated (default 32).")] = None,
+    chat: Annotated[bool, typer.Option(
+        "--chat", help="--prompt: wrap the prompt in the tokenizer's chat template as one user turn.")] = False,
+    greedy: Annotated[bool, typer.Option("--greedy", help="--prompt: greedy decoding (the default).")] = False,
+    temperature: Annotated[Optional[float], typer.Option(
+        "--temperature", help="--prompt: sample at this temperature (from --seed).")] = None,
+    top_p: Annotated[Optional[float], typer.Option(
+        "--top-p", help="--prompt: sample from the smallest token set holding this probability (from --seed).")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed (sampling with --prompt). seed.")] = None,
+    compare_dense: Annotated[bool, typer.Option(
+        "--compare-dense", help="--prompt: also continue the prompt with the dense model (the model before "
+        "conversion, or --dense), from the same seed.")] = False,
 ) -> None:
-    """Evaluate a checkpoint: GLUE dev metrics, or beam-search ROUGE for xsum/cnn_dm; per-layer firing rates.
+    """Evaluate a checkpoint: GLUE dev metrics, beam-search ROUGE for xsum/cnn_dm, or perplexity (wikitext2,
+    dense and spiking on the same windows); per-layer firing rates. With --prompt: generate text.
 
     Example: spikelm eval runs/sst2/final --task sst2 --data-dir ../shared/data/glue --format json
+
+    Perplexity: spikelm eval smollm2 --task wikitext2 --data-dir ../shared/data/text --max-tokens 4096
+
+    Generation: spikelm eval runs/smollm2-spiking --chat --prompt "What is the capital of France?" --compare-dense --dense smollm2
 
     Firing picture: spikelm eval runs/sst2/final --task sst2 --data-dir ../shared/data/glue --plot-firing firing.png
     """
@@ -54,19 +87,54 @@ def eval_command(
     if plot_firing is None and (firing_text is not None or firing_example is not None):
         raise ConfigError("--firing-text and --firing-example choose the input of --plot-firing",
                           hint="add --plot-firing firing.png")
+    generation_flags = _given(max_new_tokens=max_new_tokens, chat=chat, greedy=greedy, temperature=temperature,
+                              top_p=top_p, compare_dense=compare_dense)
+    if prompt is None and generation_flags and not is_recipe:
+        raise ConfigError(f"{', '.join(generation_flags)} {'is' if len(generation_flags) == 1 else 'are'} for "
+                          "generation: add --prompt TEXT", hint=_GENERATE_EXAMPLE)
+    if greedy and (temperature is not None or top_p is not None):
+        raise ConfigError("--greedy decodes without sampling; --temperature and --top-p sample: choose one")
+    if prompt is not None:
+        text_flags = _given(seq_len=seq_len, stride=stride, max_tokens=max_tokens, plot_firing=plot_firing)
+        if text_flags:
+            raise ConfigError(f"{', '.join(text_flags)}: --prompt generates text and scores no task",
+                              hint="drop them, or drop --prompt to score a task (e.g. --task wikitext2)")
     if plot_firing is not None:
         from spikelm_core.firing_plots import check_picture_path
 
         check_picture_path(plot_firing)  # fail before any work
     render.enable_library_logs()
+    sample = True if (temperature is not None or top_p is not None) else (False if greedy else None)
+    flags = {
+        "data.seq_len": seq_len, "data.stride": stride, "data.max_tokens": max_tokens, "dense_reference": dense,
+        "seed": seed, "prompt.text": prompt, "prompt.max_new_tokens": max_new_tokens, "prompt.chat": chat or None,
+        "prompt.sample": sample, "prompt.temperature": temperature, "prompt.top_p": top_p,
+        "prompt.compare_dense": compare_dense or None,
+    }
     cfg = load_run_config(EvalConfig, Path(source) if is_recipe else None, overrides, task=task,
-                          model=model or (None if is_recipe else source), data_dir=data_dir, out_dir=out_dir)
+                          model=model or (None if is_recipe else source), data_dir=data_dir, out_dir=out_dir, **flags)
     if print_config:
         print_config_and_exit(cfg)
+    if cfg.prompt is not None:
+        if plot_firing is not None:
+            raise ConfigError("--plot-firing pictures a task's input; the recipe's prompt generates text",
+                              hint="drop --plot-firing, or prompt from the recipe")
+        from spikelm_core.training.evaluate import run_generation
+
+        render.generation_result(run_generation(cfg), format)
+        return
     if plot_firing is not None:  # before scoring: a bad input fails at once, and the picture is kept
         from spikelm_core.firing_plots import write_firing_picture
         from spikelm_core.training.firing_picture import run_firing_picture
 
         picture = run_firing_picture(cfg, text=firing_text, example=firing_example)
         render.firing_picture_written(picture, write_firing_picture(picture, plot_firing))
-    render.eval_result(run_eval(cfg), format)
+    render.eval_result(run_eval(cfg, progress=render.eval_progress()), format)
+
+
+_GENERATE_EXAMPLE = 'spikelm eval runs/smollm2-spiking --chat --prompt "What is the capital of France?"'
+
+
+def _given(**options) -> list[str]:
+    """The `--flag` spellings of the options that were given (not None, not False)."""
+    return [f"--{name.replace('_', '-')}" for name, value in options.items() if value is not None and value is not False]

@@ -11,8 +11,8 @@ their choices, missing fields, broken rules) becomes one detail line of a single
 written with the user's dotted key.
 
 Relative input paths (`model`, `tokenizer`, `data.source`, `data.data_dir`, `data.train_file`,
-`data.validation_file`, `distill.teacher`) are made absolute: in a recipe against the recipe's
-folder, in `-s` overrides and flags against the current directory. A value counts as a path when
+`data.validation_file`, `distill.teacher`, `dense_reference`) are made absolute: in a recipe against
+the recipe's folder, in `-s` overrides and flags against the current directory. A value counts as a path when
 it starts with ./ or ../, or when it exists there (so `minilm` and `facebook/bart-base` stay).
 
 Recipes and run_config.yaml files of spikelm 0.1 still load: a top-level `task: <command>` is
@@ -81,7 +81,7 @@ _KEY_ALIASES = {
 _HINT = "recipe keys are dotted paths (train.lr, neuron.k, data.task); `spikelm <command> RECIPE --print-config` lists every field with its description"
 _KEY = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
 _PATH_KEYS = ("model", "tokenizer", "data.source", "data.data_dir", "data.train_file", "data.validation_file",
-              "distill.teacher")
+              "distill.teacher", "dense_reference")
 _LEGACY_KEYS = {"task": "command", "glue_task": "data.task", "summarization_task": "data.task"}
 _warned: set[str] = set()
 

@@ -16,8 +16,9 @@ Design:
 - The neuron section *is* `spikelm_core.neurons.settings.NeuronSettings` (exported here as
   `NeuronArgs` too): its fields, choices and the learn_alpha rule are defined there only.
 - The benchmark task is one field, `data.task` (GLUE: cola, sst2, ...; summarisation: xsum,
-  cnn_dm), normalised ('SST-2' -> 'sst2') and inferred from `data.source` when unset. Task configs
-  expose it as `cfg.task`, with `cfg.task_family` ('glue', 'summarization' or 'mlm').
+  cnn_dm; language modelling: wikitext2, scored by eval only), normalised ('SST-2' -> 'sst2') and
+  inferred from `data.source` when unset. Task configs expose it as `cfg.task`, with
+  `cfg.task_family` ('glue', 'summarization', 'lm' or 'mlm').
 - Shared fields are declared once, on `_TaskConfig` (command, model, out_dir, neuron, data) and
   the bases below it; each task config's `command` names the CLI command it is for.
 """
@@ -40,6 +41,7 @@ from spikelm_core.data.glue import (
     normalize_glue_split,
     normalize_glue_task,
 )
+from spikelm_core.data.lm import LM_SPLITS, LM_TASKS, normalize_lm_split, normalize_lm_task
 from spikelm_core.data.summarization import SPLITS as SUMMARIZATION_SPLITS
 from spikelm_core.data.summarization import SUMMARIZATION_TASKS
 from spikelm_core.neurons.settings import NeuronSettings
@@ -52,6 +54,7 @@ __all__ = [
     "DistillArgs",
     "GenerateArgs",
     "MlmArgs",
+    "PromptArgs",
     "FinetuneConfig",
     "DistillConfig",
     "PretrainConfig",
@@ -70,10 +73,12 @@ NeuronArgs = NeuronSettings
 # ------------------------------------------------------------------------------ benchmark tasks
 
 SUMMARIZATION_TASK_NAMES: tuple[str, ...] = tuple(SUMMARIZATION_TASKS)
-TASK_NAMES: tuple[str, ...] = GLUE_TASK_NAMES + SUMMARIZATION_TASK_NAMES
-"""Every benchmark task `data.task` accepts: the eight GLUE tasks, then the summarisation ones."""
+LM_TASK_NAMES: tuple[str, ...] = tuple(LM_TASKS)
+TASK_NAMES: tuple[str, ...] = GLUE_TASK_NAMES + SUMMARIZATION_TASK_NAMES + LM_TASK_NAMES
+"""Every benchmark task `data.task` accepts: the eight GLUE tasks, the summarisation ones, then the
+language-modelling ones (perplexity, `spikelm eval` only)."""
 TaskName = Literal[TASK_NAMES]  # type: ignore[valid-type]
-TaskFamily = Literal["glue", "summarization", "mlm"]
+TaskFamily = Literal["glue", "summarization", "lm", "mlm"]
 FiringPenalty = Literal["hinge", "squared"]
 """Forms of the firing-rate penalty (`train.firing_rate_penalty`, `training.firing_target`)."""
 
@@ -88,23 +93,26 @@ def _summarization_task(name: str) -> str | None:
 
 def normalize_task(name: str) -> str | None:
     """'SST-2', 'glue/sst2', 'mnli-mm' -> the GLUE task id; 'XSum', 'cnndm', 'cnn-dm' -> the
-    summarisation task id; None when `name` is no benchmark task."""
-    return normalize_glue_task(name) or _summarization_task(name)
+    summarisation task id; 'WikiText-2' -> 'wikitext2'; None when `name` is no benchmark task."""
+    return normalize_glue_task(name) or _summarization_task(name) or normalize_lm_task(name)
 
 
 def infer_task(source: str | None) -> str | None:
     """The benchmark task a `data.source` names: 'glue/<task>', a GLUE task directory
-    ('../glue/SST-2'), or a summarisation dataset ('xsum'); None for anything else (a GLUE root,
-    a text corpus). ValueError for 'glue/<unknown>'. Pure string work: nothing is read."""
+    ('../glue/SST-2'), a summarisation dataset ('xsum') or a language-modelling one by name
+    ('wikitext2'); None for anything else (a GLUE root, a text corpus or file: masked-LM text, or
+    the text of `--task wikitext2`). ValueError for 'glue/<unknown>'. Pure string work: nothing is read."""
     if source is None:
         return None
-    return _summarization_task(source) or infer_glue_task(source)
+    return _summarization_task(source) or normalize_lm_task(source) or infer_glue_task(source)
 
 
 def task_family(task: str | None) -> TaskFamily:
-    """'glue' or 'summarization' for a benchmark task; 'mlm' for none (masked-LM on text)."""
+    """'glue', 'summarization' or 'lm' (perplexity) for a benchmark task; 'mlm' for none (masked-LM on text)."""
     if task in GLUE_TASKS:
         return "glue"
+    if task in LM_TASKS:
+        return "lm"
     return "summarization" if task in SUMMARIZATION_TASKS else "mlm"
 
 
@@ -210,7 +218,9 @@ class DataArgs(_RuledSection):
     For GLUE, `source` is 'glue/<task>' (files from `data_dir`, else $GLUE_DIR, else the hub
     when online), a GLUE task directory such as ../shared/data/glue/SST-2, or a GLUE root
     directory together with `task`. For summarisation it names the dataset (xsum, cnn_dm); for
-    pretraining and MLM distillation it is a text file or directory.
+    pretraining and MLM distillation it is a text file or directory. For language modelling (task
+    wikitext2, `spikelm eval` only) it is 'wikitext2' (the hub's wikitext-2-raw-v1), a plain-text
+    file, or a folder holding wikitext-2/<split>.txt; `--data-dir` (a folder or a file) beats it.
 
     The `--data-dir` flag beats a recipe's `source` path: when it is given and `source` is a local
     GLUE directory path (not 'glue/<task>'), `task` is first inferred from that path (if unset) and
@@ -223,8 +233,9 @@ class DataArgs(_RuledSection):
     """
 
     task: TaskName | None = None
-    """Benchmark task: a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte) or a summarisation
-    task (xsum, cnn_dm); any usual spelling ('SST-2', 'cnndm'). None = inferred from `source`; none
+    """Benchmark task: a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte), a summarisation
+    task (xsum, cnn_dm) or, for eval, the language-modelling task wikitext2 (perplexity of a causal
+    LM); any usual spelling ('SST-2', 'cnndm', 'wikitext-2'). None = inferred from `source`; none
     at all = masked-LM on text (distill, pretrain)."""
     source: str | None = None
     """'glue/<task>', a local directory or file, a summarisation dataset name, or None (the task
@@ -248,6 +259,17 @@ class DataArgs(_RuledSection):
     """Summarisation: the summary column; None = the dataset's (summary for XSUM, highlights for CNN/DM)."""
     max_target_length: int = Field(64, ge=2)
     """Summarisation: maximum summary tokens for training (labels are truncated)."""
+    seq_len: int = Field(256, ge=2)
+    """Language modelling: positions per window, the BOS token included ([BOS] + seq_len - 1 text
+    tokens; seq_len text tokens for a tokenizer without BOS). At most the model's
+    max_position_embeddings: the default is lowered to it for a smaller model, a larger value set
+    explicitly is an error."""
+    stride: int | None = Field(None, ge=1)
+    """Language modelling: text tokens between the starts of consecutive windows; None = seq_len - 1,
+    every token scored exactly once in non-overlapping windows. Smaller = sliding windows: each
+    window re-reads the end of the previous one as context and scores only its new tokens."""
+    max_tokens: int | None = Field(None, ge=2)
+    """Language modelling: keep only the first N tokens of the text (quick runs); None = all of it."""
 
     @field_validator("task", mode="before")
     @classmethod
@@ -391,6 +413,34 @@ class GenerateArgs(_Section):
     """Maximum summary tokens generated."""
 
 
+class PromptArgs(_RuledSection):
+    """Generation mode of eval (`spikelm eval MODEL --prompt TEXT`): continue one prompt with a causal
+    LM, through `generate()` and its KV cache, and time it (no task is scored)."""
+
+    text: str
+    """The prompt."""
+    chat: bool = False
+    """Wrap the prompt in the tokenizer's chat template as one user turn (SmolLM2-Instruct has one);
+    false = plain text after the BOS token."""
+    max_new_tokens: int = Field(32, ge=1)
+    """Most tokens generated (fewer when the model ends its answer with an EOS token)."""
+    sample: bool = False
+    """Sample (with `temperature` and `top_p`, from `seed`) instead of greedy decoding."""
+    temperature: float = Field(1.0, gt=0)
+    """Sampling temperature (sample: true)."""
+    top_p: float = Field(1.0, gt=0, le=1)
+    """Nucleus sampling: keep the smallest set of tokens holding this probability (sample: true)."""
+    compare_dense: bool = False
+    """Also continue the prompt with the dense model (the model itself when it is dense and converted
+    here, else `dense_reference`), from the same seed."""
+
+    def _check(self, rules: _Rules) -> None:
+        rules.require(self.text.strip() != "", "text", "must not be empty: give the text to continue")
+        for name in ("temperature", "top_p"):
+            rules.require(self.sample or name not in self.model_fields_set, name,
+                          "is for sampling: set prompt.sample true (the CLI's --temperature / --top-p do)")
+
+
 class MlmArgs(_Section):
     """Masked language modelling (the released pretraining objective: MLM CE + NSP CE)."""
 
@@ -498,6 +548,9 @@ class _TrainingConfig(_BenchmarkConfig):
 
     def _check(self, rules: _Rules) -> None:
         super()._check(rules)
+        rules.require(self.task_family != "lm", "data.task",
+                      f"{self.data.task} is a language-modelling task that only eval scores (perplexity): "
+                      f"spikelm eval MODEL --task {self.data.task}")
         rules.require(self.train.target_firing_rate is None or self.neuron.spiking, "train.target_firing_rate",
                       "needs a spiking model, but neuron.kind is 'dense': choose elastic_bi or lif, or drop the target")
 
@@ -587,16 +640,22 @@ class PretrainConfig(_TaskConfig):
                       "is required when distill is set")
 
 
+_EVAL_NEEDS = ("is required: set data.task (--task), e.g. sst2, xsum or wikitext2 (perplexity), or give "
+               "prompt.text (--prompt) to generate text")
+
+
 class EvalConfig(_BenchmarkConfig):
-    """`spikelm eval`: evaluate a saved model on the dev split(s) of a GLUE task, or with ROUGE on a
-    summarisation task."""
+    """`spikelm eval`: evaluate a saved model on the dev split(s) of a GLUE task, with ROUGE on a
+    summarisation task, or by its perplexity on a text (wikitext2); or, with `prompt`, generate a
+    continuation of one prompt."""
 
     command: Literal["eval"] = "eval"
     """Command this recipe is for."""
     neuron: Annotated[NeuronSettings | None, _NEURON_COERCIONS] = None
     """Neuron settings for a dense model being converted; null = the model's own config."""
     splits: tuple[str, ...] = ()
-    """Splits to score (e.g. [dev_matched, dev_mismatched]); empty = every dev split of the task."""
+    """Splits to score (e.g. [dev_matched, dev_mismatched]); empty = every dev split of the task
+    (wikitext2: test; valid and train are the others)."""
     batch_size: int = Field(64, ge=1)
     """Evaluation batch size."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -605,13 +664,30 @@ class EvalConfig(_BenchmarkConfig):
     """Random seed (only matters for non-deterministic kernels)."""
     compile: Literal["auto", "none", "layers"] = "auto"
     """Compiled spiking layers for scoring (see train.compile): 'auto' (default) compiles when at
-    least 2000 examples are scored, 'layers' always, 'none' never."""
+    least 2000 examples are scored, 'layers' always, 'none' never. Perplexity records the firing of
+    every window, so its layers run eagerly."""
+    dense_reference: str | None = None
+    """The dense model a spiking checkpoint is compared with: wikitext2 scores it on the same windows
+    (dense_perplexity), and prompt.compare_dense continues the prompt with it. None = the model itself
+    when it is dense and converted here (else no comparison). A relative path in a recipe is read
+    from the recipe's folder."""
+    prompt: PromptArgs | None = None
+    """Generation mode: continue `prompt.text` instead of scoring a task (--prompt); None = score `data.task`."""
 
     def _check(self, rules: _Rules) -> None:
         super()._check(rules)
         task = self.data.task
-        rules.require(task is not None, "data.task", _TASK_REQUIRED)
-        if task in SUMMARIZATION_TASKS:
+        _not_blank(rules, self.dense_reference, "dense_reference")
+        if self.prompt is not None:
+            rules.require(task is None, "prompt", f"generates text; data.task ({task}) scores a task: give one of them")
+            return
+        rules.require(task is not None, "data.task", _EVAL_NEEDS)
+        if task in LM_TASKS:
+            canonical = [normalize_lm_split(split) for split in self.splits]
+            for split, name in zip(self.splits, canonical):
+                rules.require(name is not None, "splits", f"{task} has no split {split!r}; choose from {', '.join(LM_SPLITS)}")
+            object.__setattr__(self, "splits", tuple(n or s for n, s in zip(canonical, self.splits)))
+        elif task in SUMMARIZATION_TASKS:
             bad = [s for s in self.splits if s not in SUMMARIZATION_SPLITS]
             rules.require(not bad, "splits", f"{task} splits are {', '.join(SUMMARIZATION_SPLITS)}; got {bad}")
         elif task in GLUE_TASKS:

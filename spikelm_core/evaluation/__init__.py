@@ -1,4 +1,5 @@
-"""Task metrics computed offline: GLUE (`glue_metrics`) and ROUGE (`rouge_scores`)."""
+"""Task metrics computed offline: GLUE (`glue_metrics`), ROUGE (`rouge_scores`) and perplexity
+(module `perplexity`: `score_windows` over the windows of `lm_windows`)."""
 
 from spikelm_core.evaluation.metrics import (
     glue_compute_metrics,
@@ -7,11 +8,14 @@ from spikelm_core.evaluation.metrics import (
     primary_metric,
     rouge_scores,
 )
+from spikelm_core.evaluation.perplexity import lm_windows, score_windows
 
 __all__ = [
     "glue_compute_metrics",
     "glue_metrics",
+    "lm_windows",
     "predictions_from_logits",
     "primary_metric",
     "rouge_scores",
+    "score_windows",
 ]

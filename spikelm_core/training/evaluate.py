@@ -1,19 +1,32 @@
 """`run_eval`: score a saved model on a task's dev split(s) and measure its firing rates
-(GLUE: `glue.GlueEvaluation`; xsum/cnn_dm: beam search + ROUGE, `seq2seq.Seq2SeqEvaluation`)."""
+(GLUE: `glue.GlueEvaluation`; xsum/cnn_dm: beam search + ROUGE, `seq2seq.Seq2SeqEvaluation`;
+wikitext2: perplexity of a causal LM, `causal_lm.CausalLmEvaluation`). `run_generation`: eval's
+generation mode (`--prompt`), a causal LM's continuation of one prompt."""
 
 from __future__ import annotations
 
 from ..config import EvalConfig
 from ..errors import ConfigError
+from .causal_lm import CausalLmEvaluation, Progress, run_generation
 from .glue import GlueEvaluation
 from .pipeline import run_evaluation
 from .results import EvalResult
 from .seq2seq import Seq2SeqEvaluation
 
 
-def run_eval(cfg: EvalConfig) -> EvalResult:
-    """Evaluate `cfg.model` on `cfg.task`; write eval_results.json to `cfg.out_dir` when set."""
+def run_eval(cfg: EvalConfig, *, progress: Progress | None = None) -> EvalResult:
+    """Evaluate `cfg.model` on `cfg.task`; write eval_results.json to `cfg.out_dir` when set.
+
+    progress: called as scoring goes (language modelling only): progress(what, windows done,
+    windows in all, tokens read, seconds)."""
+    if cfg.prompt is not None:
+        raise ConfigError("this eval config has a prompt: generate with run_generation, or drop prompt to score a task")
+    if cfg.task_family == "lm":
+        return run_evaluation(CausalLmEvaluation(cfg, progress=progress))
     evaluations = {"glue": GlueEvaluation, "summarization": Seq2SeqEvaluation}
     if cfg.task_family not in evaluations:
-        raise ConfigError("eval needs a task: set data.task (or --task), e.g. sst2 or xsum")
+        raise ConfigError("eval needs a task: set data.task (or --task), e.g. sst2, xsum or wikitext2")
     return run_evaluation(evaluations[cfg.task_family](cfg))
+
+
+__all__ = ["run_eval", "run_generation"]

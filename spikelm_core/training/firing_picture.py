@@ -10,6 +10,8 @@ recorded (`spikelm_core.firing.token_firing`).
   cross-attention K/V spikes of each decoder layer, which read encoder states) and the target (the
   decoder layers, teacher-forced with the reference summary: the decoder reads it shifted right, as
   in training). A free sentence has no reference, so only the encoder runs: one panel.
+- Language modelling (spiking Llama, wikitext2): one panel, a perplexity window (`[BOS]` + text
+  tokens, `example` counts windows) or the free text after `[BOS]`, cut at `data.seq_len` positions.
 
 `spikelm_core.firing_plots` draws the picture and writes it with its JSON.
 """
@@ -26,6 +28,7 @@ from ..config import EvalConfig
 from ..errors import ConfigError
 from ..firing import TokenFiring, token_firing
 from .args import check_device
+from .causal_lm import CausalLmEvaluation
 from .glue import GlueEvaluation
 from .pipeline import calibrate_if_needed, check_not_empty, max_length, preflight
 from .rundir import seed_everything
@@ -64,7 +67,7 @@ class FiringPicture:
         }
 
 
-_EVALUATIONS = {"glue": GlueEvaluation, "summarization": Seq2SeqEvaluation}
+_EVALUATIONS = {"glue": GlueEvaluation, "summarization": Seq2SeqEvaluation, "lm": CausalLmEvaluation}
 
 
 def run_firing_picture(cfg: EvalConfig, *, text: str | None = None, example: int | None = None) -> FiringPicture:
@@ -107,6 +110,8 @@ def run_firing_picture(cfg: EvalConfig, *, text: str | None = None, example: int
                               f"{size} example(s){subset}", hint=f"choose an index from 0 to {size - 1}")
     if cfg.task_family == "glue":
         batch, labels = _glue_input(cfg, loaded, data[split], text, example)
+    elif cfg.task_family == "lm":
+        batch, labels = _lm_input(evaluation, loaded, data[split], text, example)
     else:
         batch, labels = _summary_input(cfg, loaded, data[split], text, example)
     panels = token_firing(model, batch, **labels)
@@ -137,6 +142,19 @@ def _glue_input(cfg, loaded, dataset, text, example):
         row = dataset[example]
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in row]
     batch = {k: torch.tensor([list(row[k])], dtype=torch.long) for k in keys}
+    return batch, {"source_tokens": _tokens(loaded.tokenizer, batch["input_ids"])}
+
+
+def _lm_input(evaluation, loaded, windows, text, example):
+    """A perplexity window, or `[BOS]` + the free text (at most the evaluation's window length)."""
+    if text is not None:
+        bos = loaded.tokenizer.bos_token_id
+        ids = ([bos] if bos is not None else []) + list(loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
+        ids = ids[: evaluation.seq_len]
+    else:
+        ids = list(windows[example].input_ids)
+    batch = {"input_ids": torch.tensor([ids], dtype=torch.long)}
+    batch["attention_mask"] = torch.ones_like(batch["input_ids"])
     return batch, {"source_tokens": _tokens(loaded.tokenizer, batch["input_ids"])}
 
 

@@ -282,9 +282,13 @@ def run_training(pipeline: Pipeline, *, resume: str | None, callbacks=None) -> R
 
 
 class Evaluation:
-    """One data family's evaluation steps (`glue.GlueEvaluation`, `seq2seq.Seq2SeqEvaluation`)."""
+    """One data family's evaluation steps (`glue.GlueEvaluation`, `seq2seq.Seq2SeqEvaluation`,
+    `causal_lm.CausalLmEvaluation`)."""
 
     model_fix: str | None = None
+    compiles: bool = True
+    """Whether `compile` applies (False: the family records firing on every forward, which runs
+    spiking layers eagerly anyway)."""
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -308,6 +312,10 @@ class Evaluation:
     def score(self, loaded: LoadedModel, data: dict[str, Any]) -> tuple[dict, dict, str, FiringReport | None]:
         """({split: metrics}, {split: examples}, primary metric, firing report)."""
         raise NotImplementedError
+
+    def result_fields(self) -> dict[str, Any]:
+        """Family-specific `EvalResult` fields, once `score` has run (perplexity, tokens, ...)."""
+        return {}
 
 
 def run_evaluation(evaluation: Evaluation) -> EvalResult:
@@ -335,8 +343,12 @@ def run_evaluation(evaluation: Evaluation) -> EvalResult:
     check_not_empty(cfg.task, data)
     if loaded.converted:
         calibrate_if_needed(loaded.model, evaluation.calibration_batch(loaded, data), True)
-    compile_if_asked(loaded.model, cfg.compile, work=sum(len(ds) for ds in data.values()),
-                     threshold=AUTO_COMPILE_MIN_EXAMPLES)
+    if evaluation.compiles:
+        compile_if_asked(loaded.model, cfg.compile, work=sum(len(ds) for ds in data.values()),
+                         threshold=AUTO_COMPILE_MIN_EXAMPLES)
+    elif cfg.compile == "layers":
+        log.info("compile is 'layers', but %s records the firing of every forward: its spiking layers run eagerly",
+                 cfg.task)
     metrics, examples, primary, report = evaluation.score(loaded, data)
     warnings = evaluation.warnings(loaded)
     for message in warnings:
@@ -346,7 +358,7 @@ def run_evaluation(evaluation: Evaluation) -> EvalResult:
         firing_rate=report.mean_rate if report else None,
         firing_rate_mean=report.description if report else None,
         layer_firing_rates=report.layer_rates() if report else {},
-        converted=loaded.converted, warnings=warnings, seconds=timer.seconds,
+        converted=loaded.converted, warnings=warnings, seconds=timer.seconds, **evaluation.result_fields(),
     )
     if cfg.out_dir:
         out_dir = Path(cfg.out_dir)

@@ -3,7 +3,11 @@
 JSON schemas: `spikelm.run/2` and `spikelm.eval/2` (version 2 renamed `glue_task` to `task`, which
 names any benchmark task: a GLUE task, xsum or cnn_dm, or null for masked-LM runs, and added
 `firing_rate_mean`, which says which mean `firing_rate` is). Fields added since, without a new
-version (readers of version 2 can ignore them): `spikelm.run/2` `target_firing_rate`.
+version (readers of version 2 can ignore them): `spikelm.run/2` `target_firing_rate`;
+`spikelm.eval/2` `perplexity`, `dense_perplexity`, `dense_model`, `tokens`, `seq_len`, `stride`,
+`tokens_per_second`, `dense_tokens_per_second` (language modelling, null for other tasks).
+
+`spikelm eval --prompt` returns a `GenerationResult`, schema `spikelm.generation/1`.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 
 RUN_SCHEMA = "spikelm.run/2"
 EVAL_SCHEMA = "spikelm.eval/2"
+GENERATION_SCHEMA = "spikelm.generation/1"
 
 
 @dataclass
@@ -61,7 +66,69 @@ class EvalResult:
     converted: bool = False
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # -- language modelling (wikitext2); null for other tasks. Per split in `metrics` too; these
+    #    are the first split's.
+    perplexity: float | None = None
+    """exp of the token-weighted mean negative log-likelihood of the model (`evaluation.perplexity`)."""
+    dense_perplexity: float | None = None
+    """The same on the same windows for the dense reference (`dense_model`); null without one."""
+    dense_model: str | None = None
+    """The dense reference: the model itself before conversion, or `dense_reference`."""
+    tokens: int | None = None
+    """Tokens scored (every text token once; without a BOS token all but the first)."""
+    seq_len: int | None = None
+    """Positions per window, the BOS token included."""
+    stride: int | None = None
+    """Text tokens between window starts (seq_len - 1: non-overlapping)."""
+    tokens_per_second: float | None = None
+    """Positions the model read per second while scoring (all splits)."""
+    dense_tokens_per_second: float | None = None
+    """The same for the dense reference."""
     schema: str = EVAL_SCHEMA
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Continuation:
+    """One model's continuation of a prompt, timed."""
+
+    model: str
+    text: str
+    """The generated text (special tokens dropped; the prompt not repeated)."""
+    tokens: int
+    """Tokens generated."""
+    seconds: float
+    """Wall-clock seconds of `generate()` (the prompt's forward included)."""
+    tokens_per_second: float
+    finish_reason: str
+    """'eos' (the model ended its answer) or 'length' (max_new_tokens reached)."""
+    spiking: bool
+
+
+@dataclass
+class GenerationResult:
+    """`spikelm eval MODEL --prompt TEXT`: a causal LM's continuation of one prompt (and the dense one)."""
+
+    model: str
+    prompt: str
+    chat: bool
+    prompt_tokens: int
+    """Tokens the model read before generating (BOS or chat template included)."""
+    text: str
+    tokens: int
+    seconds: float
+    tokens_per_second: float
+    finish_reason: str
+    decoding: dict[str, Any] = field(default_factory=dict)
+    """{'sample': bool, 'temperature', 'top_p', 'seed', 'max_new_tokens'}."""
+    timesteps: int | None = None
+    """The spiking model's T (null for a dense model)."""
+    converted: bool = False
+    dense: Continuation | None = None
+    """The dense model's continuation of the same prompt (prompt.compare_dense)."""
+    schema: str = GENERATION_SCHEMA
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

