@@ -1,7 +1,7 @@
 """Accuracy-energy sweeps: a finetune/distill recipe with a `sweep:` section (or `--grid`), one
 ordinary run directory per point, one table.
 
-    cfg = load_config(DistillConfig, "recipes/studies/sst2_ablation.yaml")   # has a sweep: section
+    cfg = load_config(DistillConfig, "recipes/minilm/sst2_study.yaml")   # has a sweep: section
     report = run_sweep(cfg)
     report.rows[0].metric, report.rows[0].firing_rate, report.rows[0].energy_ratio
 
