@@ -31,7 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import EvalConfig, config_from_dict, config_to_dict, diff_configs, load_config, parse_overrides
+from .config import (EvalConfig, config_from_dict, config_to_dict, diff_configs, load_config, parse_overrides,
+                     set_dotted)
 from .errors import ConfigError
 from .io import atomic_write_bytes, atomic_write_text, check_output_location
 from .training.results import Timer
@@ -112,15 +113,6 @@ def with_grid(cfg, grid: dict[str, list[Any]] | None):
     return config_from_dict(type(cfg), data)
 
 
-def _set(data: dict[str, Any], key: str, value: Any) -> None:
-    *parents, leaf = key.split(".")
-    for part in parents:
-        if not isinstance(data.get(part), dict):
-            data[part] = {}
-        data = data[part]
-    data[leaf] = value
-
-
 def sweep_dir(cfg) -> Path:
     """Where the points and the table go: out_dir, else runs/sweep-<command>-<task>."""
     return default_out_dir(cfg, f"sweep-{cfg.command}")
@@ -131,7 +123,7 @@ def point_config(cfg, point: Point, out_dir: Path):
     data = config_to_dict(cfg)
     data["sweep"] = None
     for key, value in point.values.items():
-        _set(data, key, value)
+        set_dotted(data, key, value)
     data["out_dir"] = str(out_dir / point.name)
     try:
         return config_from_dict(type(cfg), data)

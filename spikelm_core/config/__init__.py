@@ -13,6 +13,7 @@ from spikelm_core.config.loading import (
     load_config,
     parse_overrides,
     save_config,
+    set_dotted,
 )
 from spikelm_core.config.schema import (
     TASK_CONFIGS,
@@ -64,5 +65,6 @@ __all__ = [
     "normalize_task",
     "parse_overrides",
     "save_config",
+    "set_dotted",
     "task_family",
 ]

@@ -300,7 +300,7 @@ def parse_overrides(overrides: Sequence[str], errors: list[str] | None = None) -
     return out
 
 
-def _merge(target: dict[str, Any], key: str, value: Any) -> None:
+def set_dotted(target: dict[str, Any], key: str, value: Any) -> None:
     """Set dotted `key` in nested dict `target`; mappings merge into mappings."""
     node = target
     *parents, leaf = key.split(".")
@@ -310,7 +310,7 @@ def _merge(target: dict[str, Any], key: str, value: Any) -> None:
         node = node[part]
     if isinstance(value, Mapping) and isinstance(node.get(leaf), dict):
         for sub_key, sub_value in value.items():
-            _merge(node[leaf], str(sub_key), sub_value)
+            set_dotted(node[leaf], str(sub_key), sub_value)
     else:
         node[leaf] = dict(value) if isinstance(value, Mapping) else value
 
@@ -330,7 +330,7 @@ def _resolve_paths(layer: dict[str, Any], base: Path) -> None:
         if key == "data.source" and value.strip().lower().startswith("glue/"):
             continue
         if value in (".", "..") or value.startswith(("./", "../")) or (base / value).exists():
-            _merge(layer, key, os.path.normpath(os.path.join(os.path.abspath(base), value)))
+            set_dotted(layer, key, os.path.normpath(os.path.join(os.path.abspath(base), value)))
 
 
 def _warn_once(key: str, message: str) -> None:
@@ -362,7 +362,7 @@ def _migrate(layer: dict[str, Any], where: str, errors: list[str]) -> dict[str, 
         if current is not None and not same:
             errors.append(f"{old}: {_show(value)} disagrees with {new} {_show(current)}; keep only {new}")
         else:
-            _merge(out, new, value)
+            set_dotted(out, new, value)
     return out
 
 
@@ -471,9 +471,9 @@ def load_config(
     given = [*parse_overrides(overrides, errors), *((k, v) for k, v in flags.items() if v is not None)]
     for key, value in given:
         nested: dict[str, Any] = {}
-        _merge(nested, key, value)
+        set_dotted(nested, key, value)
         for top, sub in _layer(nested, cwd, f"{key}={value}", errors).items():
-            _merge(raw, top, sub)
+            set_dotted(raw, top, sub)
     _prefer_flags(raw, flags)
     return _validate(cls, raw, errors, [], f"invalid {origin}")
 
