@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from ..config import EvalConfig
 from ..errors import ConfigError
-from .causal_lm import CausalLmEvaluation, Progress, run_generation
-from .glue import GlueEvaluation
+from .causal_lm import Progress, run_generation
+from .families import EVALUATIONS, NO_TASK
 from .pipeline import run_evaluation
 from .results import EvalResult
-from .seq2seq import Seq2SeqEvaluation
 
 
 def run_eval(cfg: EvalConfig, *, progress: Progress | None = None) -> EvalResult:
@@ -21,12 +20,10 @@ def run_eval(cfg: EvalConfig, *, progress: Progress | None = None) -> EvalResult
     windows in all, tokens read, seconds)."""
     if cfg.prompt is not None:
         raise ConfigError("this eval config has a prompt: generate with run_generation, or drop prompt to score a task")
-    if cfg.task_family == "lm":
-        return run_evaluation(CausalLmEvaluation(cfg, progress=progress))
-    evaluations = {"glue": GlueEvaluation, "summarization": Seq2SeqEvaluation}
-    if cfg.task_family not in evaluations:
-        raise ConfigError("eval needs a task: set data.task (or --task), e.g. sst2, xsum or wikitext2")
-    return run_evaluation(evaluations[cfg.task_family](cfg))
+    if cfg.task_family not in EVALUATIONS:
+        raise ConfigError(NO_TASK)
+    extra = {"progress": progress} if cfg.task_family == "lm" else {}
+    return run_evaluation(EVALUATIONS[cfg.task_family](cfg, **extra))
 
 
 __all__ = ["run_eval", "run_generation"]

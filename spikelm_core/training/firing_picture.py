@@ -28,11 +28,9 @@ from ..config import EvalConfig
 from ..errors import ConfigError
 from ..firing import TokenFiring, token_firing
 from .args import check_device
-from .causal_lm import CausalLmEvaluation
-from .glue import GlueEvaluation
+from .families import EVALUATIONS, NO_TASK
 from .pipeline import calibrate_if_needed, check_not_empty, max_length, preflight
 from .rundir import seed_everything
-from .seq2seq import Seq2SeqEvaluation
 
 FIRING_PICTURE_SCHEMA = "spikelm.firing_tokens/1"
 
@@ -67,9 +65,6 @@ class FiringPicture:
         }
 
 
-_EVALUATIONS = {"glue": GlueEvaluation, "summarization": Seq2SeqEvaluation, "lm": CausalLmEvaluation}
-
-
 def run_firing_picture(cfg: EvalConfig, *, text: str | None = None, example: int | None = None) -> FiringPicture:
     """Per-token firing of `cfg.model` on `text`, or on dev example `example` (default 0) of `cfg.task`.
 
@@ -83,9 +78,9 @@ def run_firing_picture(cfg: EvalConfig, *, text: str | None = None, example: int
                           hint="give a sentence, or leave it out to picture the first dev example")
     if example is not None and example < 0:
         raise ConfigError(f"--firing-example must be 0 or more, got {example}")
-    if cfg.task_family not in _EVALUATIONS:
-        raise ConfigError("eval needs a task: set data.task (or --task), e.g. sst2 or xsum")
-    evaluation = _EVALUATIONS[cfg.task_family](cfg)
+    if cfg.task_family not in EVALUATIONS:
+        raise ConfigError(NO_TASK)
+    evaluation = EVALUATIONS[cfg.task_family](cfg)
     check_device(cfg.device)
     seed_everything(cfg.seed)
     preflight("eval", cfg.model, evaluation.check_data, evaluation.model_fix)
