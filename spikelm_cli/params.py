@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from spikelm_core.neurons.settings import LEVELS, RESETS, SPIKING_KINDS
+from spikelm_core.neurons.settings import LEVELS, RESETS, SALIENT_MODES, SPIKING_KINDS
 
 
 class OutputFormat(str, Enum):
@@ -28,6 +28,7 @@ def choice_enum(name: str, values: tuple[str, ...]) -> type[Enum]:
 SpikingKind = choice_enum("SpikingKind", SPIKING_KINDS)
 Reset = choice_enum("Reset", RESETS)
 Levels = choice_enum("Levels", LEVELS)
+SalientMode = choice_enum("SalientMode", SALIENT_MODES)
 
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", help="table (rich, for people) or json (stdout, for programs).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace a non-empty output directory.")]

@@ -31,6 +31,15 @@ def convert_summary(r) -> None:
     )
     if r.alpha_min is not None:
         t.add_row("amplitude range", f"{r.alpha_min:.4g} .. {r.alpha_max:.4g}")
+    if r.allocation:
+        a = r.allocation
+        parts = []
+        if a["input_channels"]:
+            mode = f"{s['salient_steps']} sub-steps" if s["salient_mode"] == "steps" else "float"
+            parts.append(f"{a['salient_channels']:,} of {a['input_channels']:,} input channels salient ({mode})")
+        if a["k_chosen"]:
+            parts.append("k chosen: " + ", ".join(f"{k} x{n}" for k, n in a["k_chosen"].items()))
+        t.add_row("allocation", "; ".join(parts))
     t.add_row("firing rate", f"{r.firing_rate:.3f} ({r.firing_rate_mean}; {r.calibration_tokens:,} tokens)")
     t.add_row("per layer", " ".join(f"{x:.3f}" for x in r.layer_firing_rates.values()))
     t.add_row("time", f"{r.seconds:.1f} s")

@@ -659,8 +659,9 @@ def _canonical_key(key: str) -> str:
     return key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
 
 
-def _is_neuron_state(key: str) -> bool:
-    return key.endswith((".alpha", ".calibrated"))
+def is_neuron_state(key: str) -> bool:
+    """Whether a state-dict key holds neuron state set by calibration (not a weight)."""
+    return key.endswith((".alpha", ".calibrated", ".salient", ".k_chosen"))
 
 
 def _place(key: str, target: Mapping[str, Any], prefix: str) -> str | None:
@@ -683,7 +684,8 @@ def copy_weights(
 ) -> WeightReport:
     """Copy `state` into `model` key for key; every essential weight must come from it.
 
-    `neuron_state`: also copy saved amplitudes (`.alpha`, `.calibrated`) — only for a spiking
+    `neuron_state`: also copy saved amplitudes (`.alpha`, `.calibrated`; with outlier-aware allocation
+    `.salient`, `.k_chosen`) — only for a spiking
     checkpoint loaded as itself. `skip`: checkpoint keys not to copy (a classifier re-initialised).
     """
     target = model.state_dict()
@@ -694,10 +696,10 @@ def copy_weights(
     for key, tensor in state.items():
         dest = _place(key, target, prefix)
         if dest is None:
-            if not key.endswith("position_ids") and not _is_neuron_state(key):  # a non-persistent buffer
+            if not key.endswith("position_ids") and not is_neuron_state(key):  # a non-persistent buffer
                 report.dropped.append(key)
             continue
-        if _is_neuron_state(dest) and not neuron_state:
+        if is_neuron_state(dest) and not neuron_state:
             continue
         if key in skip:
             report.reinitialised.append(key)
@@ -713,7 +715,7 @@ def copy_weights(
         model.tie_weights()
     now = model.state_dict()
     loaded = {now[k].data_ptr() for k in mapped}
-    missing = [k for k in target if k not in mapped and not _is_neuron_state(k)]
+    missing = [k for k in target if k not in mapped and not is_neuron_state(k)]
     report.newly_initialised = [k for k in missing if now[k].data_ptr() not in loaded]  # tied copies are loaded
     report.copied = len(mapped)
     essential = [k for k in report.newly_initialised if any(f in f".{k}" for f in family.essential)]
@@ -880,6 +882,14 @@ def check_teacher(teacher, student, *, distill=None, num_labels: int | None = No
             for name in ("d_model", "encoder_layers", "decoder_layers"):
                 if getattr(t, name) != getattr(s, name):
                     problems.append(f"{name}: teacher {getattr(t, name)}, student {getattr(s, name)}")
+    elif tf is sf is LLAMA:
+        if alpha_attn > 0:
+            problems.append("distill.alpha_attn: the spiking Llama returns no attention maps (fused attention); "
+                            "set it to 0")
+        if alpha_hidden > 0:
+            for name in ("num_hidden_layers", "hidden_size"):
+                if getattr(t, name) != getattr(s, name):
+                    problems.append(f"{name}: teacher {getattr(t, name)}, student {getattr(s, name)}")
     elif tf is sf is BERT and (alpha_hidden > 0 or alpha_attn > 0):
         if t.num_hidden_layers != s.num_hidden_layers:
             problems.append(f"layers: teacher {t.num_hidden_layers}, student {s.num_hidden_layers} "
@@ -1016,6 +1026,7 @@ __all__ = [
     "cache_root",
     "check_teacher",
     "copy_weights",
+    "is_neuron_state",
     "family_of",
     "gguf_architecture",
     "gguf_model_dir",

@@ -50,6 +50,9 @@ class ConvertResult:
     newly_initialised: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    allocation: dict | None = None
+    """With outlier-aware allocation: `salient_channels` / `input_channels` over all neurons before
+    linear layers, and `k_chosen` ({k: how many neurons chose it}) with per-layer k."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -115,6 +118,7 @@ def convert_model(
         kinds[type(n).__name__] = kinds.get(type(n).__name__, 0) + 1
     save_model(model, tok, out_dir, force=force)
     return ConvertResult(
+        allocation=allocation_summary(neurons) if settings.allocates else None,
         out_dir=str(out_dir),
         source=str(model_dir),
         architecture=type(model).__name__,
@@ -135,4 +139,20 @@ def convert_model(
     )
 
 
-__all__ = ["ConvertResult", "convert_model"]
+def allocation_summary(neurons) -> dict:
+    """What outlier-aware allocation chose, over `neurons`: salient channels among input channels,
+    and how many neurons chose each candidate k."""
+    masks = [n.salient for n in neurons if getattr(n, "_allocating", False)]
+    chosen: dict[str, int] = {}
+    for n in neurons:
+        if getattr(n, "k_candidates", ()):
+            key = f"{float(n.k_chosen):g}"
+            chosen[key] = chosen.get(key, 0) + 1
+    return {
+        "salient_channels": int(sum(int(m.sum()) for m in masks)),
+        "input_channels": int(sum(m.numel() for m in masks)),
+        "k_chosen": dict(sorted(chosen.items(), key=lambda kv: float(kv[0]))),
+    }
+
+
+__all__ = ["ConvertResult", "allocation_summary", "convert_model"]

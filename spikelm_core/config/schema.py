@@ -16,7 +16,7 @@ Design:
 - The neuron section *is* `spikelm_core.neurons.settings.NeuronSettings` (exported here as
   `NeuronArgs` too): its fields, choices and the learn_alpha rule are defined there only.
 - The benchmark task is one field, `data.task` (GLUE: cola, sst2, ...; summarisation: xsum,
-  cnn_dm; language modelling: wikitext2, scored by eval only), normalised ('SST-2' -> 'sst2') and
+  cnn_dm; language modelling: wikitext2, for causal LMs), normalised ('SST-2' -> 'sst2') and
   inferred from `data.source` when unset. Task configs expose it as `cfg.task`, with
   `cfg.task_family` ('glue', 'summarization', 'lm' or 'mlm').
 - Shared fields are declared once, on `_TaskConfig` (command, model, out_dir, neuron, data) and
@@ -76,7 +76,7 @@ SUMMARIZATION_TASK_NAMES: tuple[str, ...] = tuple(SUMMARIZATION_TASKS)
 LM_TASK_NAMES: tuple[str, ...] = tuple(LM_TASKS)
 TASK_NAMES: tuple[str, ...] = GLUE_TASK_NAMES + SUMMARIZATION_TASK_NAMES + LM_TASK_NAMES
 """Every benchmark task `data.task` accepts: the eight GLUE tasks, the summarisation ones, then the
-language-modelling ones (perplexity, `spikelm eval` only)."""
+language-modelling ones (causal LMs: perplexity in eval, next-token training in finetune/distill)."""
 TaskName = Literal[TASK_NAMES]  # type: ignore[valid-type]
 TaskFamily = Literal["glue", "summarization", "lm", "mlm"]
 FiringPenalty = Literal["hinge", "squared"]
@@ -219,7 +219,7 @@ class DataArgs(_RuledSection):
     when online), a GLUE task directory such as ../shared/data/glue/SST-2, or a GLUE root
     directory together with `task`. For summarisation it names the dataset (xsum, cnn_dm); for
     pretraining and MLM distillation it is a text file or directory. For language modelling (task
-    wikitext2, `spikelm eval` only) it is 'wikitext2' (the hub's wikitext-2-raw-v1), a plain-text
+    wikitext2, causal LMs) it is 'wikitext2' (the hub's wikitext-2-raw-v1), a plain-text
     file, or a folder holding wikitext-2/<split>.txt; `--data-dir` (a folder or a file) beats it.
 
     The `--data-dir` flag beats a recipe's `source` path: when it is given and `source` is a local
@@ -234,8 +234,8 @@ class DataArgs(_RuledSection):
 
     task: TaskName | None = None
     """Benchmark task: a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte), a summarisation
-    task (xsum, cnn_dm) or, for eval, the language-modelling task wikitext2 (perplexity of a causal
-    LM); any usual spelling ('SST-2', 'cnndm', 'wikitext-2'). None = inferred from `source`; none
+    task (xsum, cnn_dm) or the language-modelling task wikitext2 (a causal LM: perplexity in eval,
+    next-token training in finetune and distill); any usual spelling ('SST-2', 'cnndm', 'wikitext-2'). None = inferred from `source`; none
     at all = masked-LM on text (distill, pretrain)."""
     source: str | None = None
     """'glue/<task>', a local directory or file, a summarisation dataset name, or None (the task
@@ -250,9 +250,11 @@ class DataArgs(_RuledSection):
     eval_subset: int | None = Field(None, ge=1)
     """Use only the first N examples of each evaluation split; None = all."""
     train_file: str | None = None
-    """Summarisation: a jsonl/json/csv training file (overrides data_dir)."""
+    """Summarisation: a jsonl/json/csv training file (overrides data_dir). Language modelling: a
+    plain-text file to train on (overrides source and data_dir)."""
     validation_file: str | None = None
-    """Summarisation: a jsonl/json/csv validation file (overrides data_dir)."""
+    """Summarisation: a jsonl/json/csv validation file (overrides data_dir). Language modelling: the
+    plain-text file a training run's final perplexity reads."""
     text_column: str | None = None
     """Summarisation: the document column; None = the dataset's (document for XSUM, article for CNN/DM)."""
     summary_column: str | None = None
@@ -548,9 +550,6 @@ class _TrainingConfig(_BenchmarkConfig):
 
     def _check(self, rules: _Rules) -> None:
         super()._check(rules)
-        rules.require(self.task_family != "lm", "data.task",
-                      f"{self.data.task} is a language-modelling task that only eval scores (perplexity): "
-                      f"spikelm eval MODEL --task {self.data.task}")
         rules.require(self.train.target_firing_rate is None or self.neuron.spiking, "train.target_firing_rate",
                       "needs a spiking model, but neuron.kind is 'dense': choose elastic_bi or lif, or drop the target")
 

@@ -56,6 +56,14 @@ def trace_firing(
     if report.missing:
         raise EnergyAuditError("neuron(s) never ran during the firing-rate pass", details=list(report.missing))
     dense = [name for name, stats in report.neurons.items() if stats.kind == "dense"]
+    allocating = {name for name, neuron in neurons if getattr(neuron, "_allocating", False)}
+    if allocating & set(dense):
+        raise EnergyAuditError(
+            "the model's salient channels (outlier-aware allocation, neuron.salient_fraction > 0) emit multi-level "
+            "spikes or float values, which the energy audit does not bill yet",
+            details=sorted(allocating & set(dense))[:5],
+            hint="audit the same model converted without --salient-fraction (per-layer k alone is billed as usual)",
+        )
     if dense:
         raise EnergyAuditError(
             "neuron output(s) are not spikes (more than one magnitude per step): cannot bill them as ACs",

@@ -126,11 +126,12 @@ def k_applies(config: dict) -> bool:
 
 
 def neuron_settings(source: AuditSource, timesteps: int, k: float | None) -> NeuronSettings:
-    """A spiking checkpoint's own settings (else the defaults) at `timesteps` and `k`."""
+    """A spiking checkpoint's own settings (else the defaults) at `timesteps` and `k`. An explicit `k`
+    applies to every neuron: it replaces a checkpoint's per-layer k (`k_candidates`)."""
     base = (checkpoints.saved_neuron_settings(source.config) if source.config.get("model_type") in SPIKING_TYPES
             else NeuronSettings())
-    return NeuronSettings(**{**base.model_dump(), "num_timesteps": timesteps,
-                             "k": float(k) if k is not None else base.k})
+    explicit = {"k": float(k), "k_candidates": ()} if k is not None else {}
+    return NeuronSettings(**{**base.model_dump(), "num_timesteps": timesteps, **explicit})
 
 
 def build_model(source: AuditSource, settings: NeuronSettings) -> nn.Module:
@@ -160,7 +161,7 @@ def load_checkpoint_amplitudes(model: nn.Module, source: AuditSource) -> bool:
     prefix = getattr(model, "base_model_prefix", "bert") + "."
     neuron_state = {}
     for key, tensor in state.items():
-        if not key.endswith((".alpha", ".calibrated")):
+        if not checkpoints.is_neuron_state(key):  # amplitudes, flags, salient masks, chosen k
             continue
         for cand in (key, prefix + key, key[len(prefix):] if key.startswith(prefix) else None):
             if cand is not None and cand in target and target[cand].shape == tensor.shape:

@@ -46,6 +46,10 @@ class SpikingFields:
             LIF neuron parameters (SpikingJelly LIFNode defaults).
         learn_alpha (`bool`, defaults to False): train the amplitudes after calibration with LSQ
             gradients (method doc 2.4); False keeps them frozen, as the released code does.
+        salient_fraction (`float`, defaults to 0.0), salient_mode (`str`, defaults to "steps"),
+        salient_steps (`int`, defaults to 2), k_candidates (`list[float]`, optional): outlier-aware
+            spike allocation of the neurons before linear layers (spikelm's options, off by
+            default): `spikelm_core.neurons.settings.NeuronSettings` documents them.
     """
 
     num_timesteps: int = 4
@@ -63,6 +67,10 @@ class SpikingFields:
     lif_v_reset: float | int = 0.0
     lif_surrogate_alpha: float | int = 4.0
     learn_alpha: bool = False
+    salient_fraction: float | int = 0.0
+    salient_mode: str = "steps"
+    salient_steps: int = 2
+    k_candidates: list[float | int] | None = None
 
     def validate_spiking(self) -> None:
         """Part of `@strict` validation: the spiking fields, checked by `NeuronSettings`."""
@@ -80,6 +88,10 @@ def make_neuron(config: SpikingFields) -> SpikingNeuron:
         config.num_timesteps, k=config.k, decay=config.decay, reset=config.reset, levels=config.levels,
         amplitude=config.amplitude, alpha_mode=config.alpha_mode, fixed_alpha=config.fixed_alpha,
         learn_alpha=getattr(config, "learn_alpha", False),
+        salient_fraction=getattr(config, "salient_fraction", 0.0) or 0.0,
+        salient_mode=getattr(config, "salient_mode", "steps") or "steps",
+        salient_steps=getattr(config, "salient_steps", 2) or 2,
+        k_candidates=tuple(getattr(config, "k_candidates", None) or ()),
     )
 
 
@@ -115,14 +127,21 @@ def causal_mask(length: int, past: int, attention_mask: torch.Tensor | None, dty
 
 
 class SpikeLinear(nn.Linear):
-    """`nn.Linear` driven by spikes: `linear(neuron(x))` on `x: [T, ..., in]` (T folded into the batch)."""
+    """`nn.Linear` driven by spikes: `linear(neuron(x))` on `x: [T, ..., in]` (T folded into the batch).
+
+    A neuron with outlier-aware allocation (`weight_aware`) calibrates knowing this layer's weight."""
 
     def __init__(self, in_features: int, out_features: int, neuron: nn.Module, bias: bool = True):
         super().__init__(in_features, out_features, bias=bias)
         self.neuron = neuron
+        if hasattr(neuron, "set_input_width"):
+            neuron.set_input_width(in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.neuron(x), self.weight, self.bias)
+        neuron = self.neuron
+        if getattr(neuron, "weight_aware", False) and neuron._needs_calibration():
+            neuron.calibrate(x, weight=self.weight)
+        return F.linear(neuron(x), self.weight, self.bias)
 
 
 class SharedInputProjections(nn.Module):

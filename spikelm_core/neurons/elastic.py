@@ -13,6 +13,13 @@ Method: docs/spikelm-method.md, section 2 (the released code's behaviour).
 Ablation switches (paper's component ablation): `levels` binary ({0, a}) or ternary;
 `amplitude` "elastic" (emit a) or "unit" (emit 1); `alpha_mode` "calibrated" (a_t = k mean|u_t|)
 or "fixed" (a_t = fixed_alpha, a fixed threshold fixed_alpha/2).
+
+Outlier-aware allocation (spikelm's options, off by default; docs/spiking-llama.md): a neuron before
+a linear layer calibrates knowing the layer's weight W. `salient_fraction`: the top channels by
+saliency, mean over tokens of (x W^T W)_c x_c, run `salient_steps` sub-steps per step (multi-level
+spikes) or stay float, and the amplitudes are calibrated on the other channels. `k_candidates`: the
+neuron picks the k whose spikes best reproduce x W^T (per-layer k). The mask (`salient`) and the
+chosen k (`k_chosen`) are persistent buffers, like `alpha`.
 """
 
 from __future__ import annotations
@@ -23,7 +30,32 @@ from pydantic import ValidationError
 from . import functional as F
 from . import reference as R
 from .base import SpikingNeuron, distributed_mean
-from .settings import AlphaMode, Amplitude, Levels, NeuronSettings, Reset, validation_messages
+from .settings import AlphaMode, Amplitude, Levels, NeuronSettings, Reset, SalientMode, validation_messages
+
+#: at most this many tokens (per time step) of the calibration batch score saliency and candidate k's
+ALLOCATION_TOKENS = 4096
+
+
+def salient_count(fraction: float, channels: int) -> int:
+    """How many of `channels` input channels are salient at `fraction` (at least one when > 0)."""
+    return 0 if fraction <= 0 else min(channels, max(1, round(fraction * channels)))
+
+
+def saliency_scores(x: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Per input channel, mean over rows of (x W^T W)_c * x_c, `x: [R, C]`, `W: [O, C]` (W = I
+    without a weight: mean x_c^2). The channel's share of the output energy ||x W^T||^2 / R."""
+    x = x.float()
+    if weight is None:
+        return (x * x).mean(0)
+    w = weight.detach().float()
+    return ((x @ w.t()) @ w * x).mean(0)
+
+
+def output_error(diff: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """sum ||diff W^T||^2 over the rows of `diff: [R, C]` (W = I without a weight), in float64."""
+    d = diff.float()
+    y = d if weight is None else d @ weight.detach().float().t()
+    return (y.double() ** 2).sum()
 
 
 def _validate(num_timesteps, k, levels, amplitude, alpha_mode, fixed_alpha, learn_alpha=False, **more) -> None:
@@ -141,6 +173,9 @@ class BiSpikeNeuron(_AmplitudeNeuron):
         fixed_alpha: the amplitude with alpha_mode="fixed".
         learn_alpha: train the amplitudes after calibration with LSQ gradients (method doc 2.4;
             off in the released code, where alpha stays frozen).
+        salient_fraction, salient_mode, salient_steps, k_candidates: outlier-aware allocation
+            (`NeuronSettings`; off by default). A salient mask needs the input width:
+            `set_input_width` (called by `SpikeLinear`).
     """
 
     def __init__(
@@ -154,24 +189,98 @@ class BiSpikeNeuron(_AmplitudeNeuron):
         alpha_mode: AlphaMode = "calibrated",
         fixed_alpha: float = 1.0,
         learn_alpha: bool = False,
+        salient_fraction: float = 0.0,
+        salient_mode: SalientMode = "steps",
+        salient_steps: int = 2,
+        k_candidates: tuple[float, ...] = (),
     ) -> None:
-        _validate(num_timesteps, k, levels, amplitude, alpha_mode, fixed_alpha, learn_alpha, reset=reset, decay=decay)
+        _validate(num_timesteps, k, levels, amplitude, alpha_mode, fixed_alpha, learn_alpha, reset=reset, decay=decay,
+                  salient_fraction=salient_fraction, salient_mode=salient_mode, salient_steps=salient_steps,
+                  k_candidates=tuple(k_candidates))
         self.decay = float(decay)
         self.reset = reset
+        self.salient_fraction = float(salient_fraction)
+        self.salient_mode = salient_mode
+        self.salient_steps = int(salient_steps)
+        self.k_candidates = tuple(float(c) for c in k_candidates)
         super().__init__(num_timesteps, k, levels, amplitude, alpha_mode, fixed_alpha, learn_alpha)
+        if self.k_candidates:
+            self.register_buffer("k_chosen", torch.tensor(float(k)))
+
+    # -- outlier-aware allocation ------------------------------------------------------------
+    @property
+    def weight_aware(self) -> bool:
+        """Whether calibration reads the weight of the layer this neuron drives (allocation is on)."""
+        return self.salient_fraction > 0 or bool(self.k_candidates)
+
+    def set_input_width(self, channels: int) -> None:
+        """Make room for the salient-channel mask of a `channels`-wide input (no-op without one)."""
+        if self.salient_fraction > 0 and getattr(self, "salient", None) is None:
+            self.register_buffer("salient", torch.zeros(int(channels), dtype=torch.bool))
+
+    @property
+    def _allocating(self) -> bool:
+        return self.salient_fraction > 0 and getattr(self, "salient", None) is not None
+
+    def _spikes_allocated(self, x: torch.Tensor, alpha: torch.Tensor, learn_alpha: bool = False) -> torch.Tensor:
+        if self.impl == "reference":
+            return R.bi_spike_allocated_reference(x, alpha, self.salient, self.salient_mode, self.salient_steps,
+                                                  self.decay, self.reset, self.levels, self.amplitude, learn_alpha)
+        return F.bi_spike_allocated(x, alpha, self.decay, self.reset, self._lo, self._unit, self.salient,
+                                    self.salient_mode, self.salient_steps, learn_alpha)
 
     @torch.no_grad()
-    def calibrate(self, x: torch.Tensor) -> None:
-        """Set a_t = k * mean|u_t| from `x` (averaged over ranks under torch.distributed)."""
+    def calibrate(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> None:
+        """Set a_t = k * mean|u_t| from `x` (averaged over ranks under torch.distributed).
+
+        With allocation on, `weight` (`[out, in]`, the layer this neuron drives; None = identity)
+        first picks the salient channels, whose currents then stay out of the means, and with
+        `k_candidates` each candidate k is tried and the one with the least output error kept."""
         self._check_time(x, self.num_timesteps)
-        self._set_alpha(
-            F.calibrate_bi_spike(x.detach(), self.k, self.decay, self.reset, self._lo, self._unit, distributed_mean)
-        )
+        x = x.detach()
+        if not self.weight_aware:
+            self._set_alpha(F.calibrate_bi_spike(x, self.k, self.decay, self.reset, self._lo, self._unit,
+                                                 distributed_mean))
+            return
+        channels = x.shape[-1]
+        rows = x.reshape(x.shape[0], -1, channels)[:, :ALLOCATION_TOKENS]  # [T, R, C]: what scores and errors read
+        if self.salient_fraction > 0:
+            self.set_input_width(channels)
+            if self.salient.numel() != channels:
+                raise ValueError(f"{type(self).__name__} was built for {self.salient.numel()} input channels, got {channels}")
+            scores = distributed_mean(saliency_scores(rows.reshape(-1, channels), weight))
+            mask = torch.zeros(channels, dtype=torch.bool, device=x.device)
+            mask[torch.topk(scores, salient_count(self.salient_fraction, channels)).indices] = True
+            self.salient.copy_(mask)
+        plain = x[..., ~self.salient] if self._allocating else x
+        candidates = self.k_candidates or (self.k,)
+        best = None
+        for k in candidates:
+            alpha = F.calibrate_bi_spike(plain, k, self.decay, self.reset, self._lo, self._unit, distributed_mean)
+            if len(candidates) > 1:
+                spikes = self._spikes_allocated(rows, alpha) if self._allocating else F.bi_spike_inline(
+                    rows, alpha, self.decay, self.reset, self._lo, self._unit)
+                err = float(distributed_mean(output_error((spikes - rows).reshape(-1, channels), weight)))
+            else:
+                err = 0.0
+            if best is None or err < best[0]:
+                best = (err, k, alpha)
+        _, k, alpha = best
+        if self.k_candidates:
+            self.k_chosen.fill_(k)
+        self._set_alpha(alpha)
+
+    def same_state(self, other) -> bool:
+        if not super().same_state(other):
+            return False
+        return not self._allocating or torch.equal(self.salient, other.salient)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_time(x, self.num_timesteps)
         if self._needs_calibration():
             self.calibrate(x)
+        if self._allocating:
+            return self._spikes_allocated(x, self.alpha, self._learning_alpha())
         if self.impl == "reference":
             s = R.bi_spike_reference(x, self.alpha, self.decay, self.reset, self.levels, self.amplitude,
                                      self._learning_alpha())
@@ -183,10 +292,16 @@ class BiSpikeNeuron(_AmplitudeNeuron):
         return s
 
     def _dynamics(self) -> tuple:
-        return (self.decay, self.reset)
+        return (self.decay, self.reset, self.salient_fraction, self.salient_mode, self.salient_steps, self.k_candidates)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, decay={self.decay}, reset={self.reset}"
+        more = ""
+        if self.salient_fraction > 0:
+            more += f", salient_fraction={self.salient_fraction}, salient_mode={self.salient_mode}"
+            more += f", salient_steps={self.salient_steps}" if self.salient_mode == "steps" else ""
+        if self.k_candidates:
+            more += f", k_candidates={self.k_candidates}"
+        return f"{super().extra_repr()}, decay={self.decay}, reset={self.reset}{more}"
 
 
 class TernarySpike(_AmplitudeNeuron):

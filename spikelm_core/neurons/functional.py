@@ -194,6 +194,49 @@ def stateless_spike_inline(x, alpha, lo: int, unit: bool, learn_alpha: bool = Fa
     return torch.stack(outs)
 
 
+def channel_bounds(salient: torch.Tensor, mode: str, steps: int, lo: int, dtype: torch.dtype):
+    """Per-channel spike bounds `(low, high)` of an allocating neuron, each `[C]`: salient channels
+    with mode "steps" reach `steps` levels each side (`lo * steps` below), every other channel
+    `(lo, 1)`. Float-mode salient channels keep `(lo, 1)`: their spikes are replaced by the input."""
+    high = torch.ones(salient.shape, dtype=dtype, device=salient.device)
+    if mode == "steps":
+        high = high + (steps - 1) * salient.to(dtype)
+    return lo * high, high
+
+
+def _bounded_spike(u, a, low, high, unit: bool, learn_alpha: bool):
+    """`_spike` with per-channel bounds: level q = clamp(round(u/a), low, high); straight-through
+    window low*a <= u <= high*a; with `learn_alpha` the LSQ gradient (low below, high above,
+    round(u/a) - u/a inside)."""
+    q = torch.clamp(torch.round(u / a), low, high)
+    if not learn_alpha:
+        window = ((u >= low * a) & (u <= high * a)).to(u.dtype)
+        return _straight_through(q if unit else a * q, u, window)
+    c = torch.clamp(u / a, low, high)
+    return a * (q.detach() + (c - c.detach()))
+
+
+def bi_spike_allocated(x, alpha, decay: float, reset: str, lo: int, unit: bool, salient: torch.Tensor, mode: str,
+                       steps: int, learn_alpha: bool = False):
+    """The elastic bi-spiking neuron with outlier-aware allocation over `x: [T, ..., C]`, in plain
+    differentiable ops (`bi_spike_inline` with per-channel bounds). `salient: [C]` bool marks the
+    salient input channels: with mode "steps" they emit multi-level spikes q * a_t, |q| <= `steps`
+    (the membrane and its reset as for every channel, with the spike's full value); with mode
+    "float" they emit their input x_t unchanged (gradient 1). Reference:
+    `reference.bi_spike_allocated_reference`."""
+    a_all = alpha.detach().to(x.dtype)
+    low, high = channel_bounds(salient, mode, steps, lo, x.dtype)
+    outs = []
+    u = s = None
+    for t in range(x.shape[0]):
+        u = membrane_step(u, None if s is None else s.detach(), a_all[t - 1] if t else None, x[t], decay, reset)
+        a = alpha[t].to(x.dtype).clamp_min(1e-5)
+        a = _scaled(a, alpha_grad_scale(x[t])) if learn_alpha else a.detach()
+        s = _bounded_spike(u, a, low, high, unit, learn_alpha)
+        outs.append(torch.where(salient, x[t], s) if mode == "float" else s)
+    return torch.stack(outs)
+
+
 _COMPILED: dict[str, object] = {}
 
 

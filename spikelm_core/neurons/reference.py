@@ -65,6 +65,64 @@ def bi_spike_reference(
     return torch.stack(outs)
 
 
+def bi_spike_allocated_reference(
+    x: torch.Tensor,
+    alpha: torch.Tensor,
+    salient: torch.Tensor,
+    mode: str = "steps",
+    steps: int = 2,
+    decay: float = 0.25,
+    reset: str = "official",
+    levels: str = "ternary",
+    amplitude: str = "elastic",
+    learn_alpha: bool = False,
+) -> torch.Tensor:
+    """Outlier-aware allocation, written out: the elastic bi-spiking neuron over `x: [T, ..., C]`
+    where the channels marked in `salient: [C]` either run `steps` sub-steps per time step (mode
+    "steps": sub-step j spikes the residual the earlier sub-steps left, r_j = u_t - s_t^(0..j-1), with
+    the step's amplitude; the step's spike is their sum) or stay float (mode "float": x_t).
+
+    Membrane as `bi_spike_reference`, the reset reading the step's summed spike. Gradient: straight
+    through where lo*m*a <= u <= m*a (m = `steps` on salient channels, 1 elsewhere); with `learn_alpha`
+    the LSQ gradient with the same bounds, scaled by 1/sqrt(numel of the step).
+    """
+    lo = -1 if levels == "ternary" else 0
+    unit = amplitude == "unit"
+    m = torch.where(salient, float(steps), 1.0).to(x.dtype) if mode == "steps" else torch.ones_like(salient, dtype=x.dtype)
+    outs = []
+    u = s = None
+    for t in range(x.shape[0]):
+        if t == 0 or reset == "none":
+            u = x[t]
+        elif reset == "official":
+            u = decay * u * (alpha[t - 1] - s).detach() + x[t]
+        elif reset == "soft":
+            u = decay * (u - s.detach()) + x[t]
+        else:
+            raise ValueError(f"unknown reset {reset!r}")
+        a = alpha[t].clamp_min(1e-5)
+        ad = a.detach()
+        # the forward value: sub-steps on the residual (one sub-step on ordinary channels)
+        with torch.no_grad():
+            total = torch.zeros_like(u)
+            residual = u.clone()
+            for j in range(int(m.max())):
+                active = m > j
+                sub = torch.clamp(torch.round(residual / ad), lo, 1) * active
+                total = total + sub
+                residual = residual - sub * ad
+            value = total if unit else ad * total
+        window = torch.clamp(u, lo * m * ad, m * ad)
+        spike = value + (window - window.detach())
+        if learn_alpha:
+            v = (u / a).detach()
+            dsda = torch.where(v < lo * m, lo * m, torch.where(v > m, m, torch.round(v) - v))
+            spike = spike + (a - ad) * dsda / u.numel() ** 0.5
+        s = torch.where(salient, x[t], spike) if mode == "float" else spike
+        outs.append(s)
+    return torch.stack(outs)
+
+
 def bi_spike_calibrate_reference(
     x: torch.Tensor, k: float, decay: float = 0.25, reset: str = "official", levels: str = "ternary",
     amplitude: str = "elastic",

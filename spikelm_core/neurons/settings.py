@@ -21,6 +21,7 @@ Reset = Literal["official", "soft", "none"]
 Levels = Literal["ternary", "binary"]
 Amplitude = Literal["elastic", "unit"]
 AlphaMode = Literal["calibrated", "fixed"]
+SalientMode = Literal["steps", "float"]
 
 NEURON_KINDS: tuple[str, ...] = typing.get_args(NeuronKind)
 SPIKING_KINDS: tuple[str, ...] = ("elastic_bi", "lif")
@@ -29,11 +30,14 @@ RESETS: tuple[str, ...] = typing.get_args(Reset)
 LEVELS: tuple[str, ...] = typing.get_args(Levels)
 AMPLITUDES: tuple[str, ...] = typing.get_args(Amplitude)
 ALPHA_MODES: tuple[str, ...] = typing.get_args(AlphaMode)
+SALIENT_MODES: tuple[str, ...] = typing.get_args(SalientMode)
 
 K_HELP = "Frequency coefficient k: amplitudes are calibrated to a_t = k * mean|u_t| (larger k: fewer spikes)."
 """The one description of k (method doc 2.3: frequency encoding)."""
 
 LEARN_ALPHA_RULE = "learn_alpha needs kind 'elastic_bi', amplitude 'elastic' and alpha_mode 'calibrated'"
+ALLOCATION_RULE = ("salient_fraction and k_candidates (outlier-aware allocation) need kind 'elastic_bi' and "
+                   "alpha_mode 'calibrated'")
 
 
 class NeuronSettings(BaseModel):
@@ -65,6 +69,21 @@ class NeuronSettings(BaseModel):
     learn_alpha: bool = False
     """Train the amplitudes after calibration with LSQ gradients (method doc 2.4; off in the released
     code, where they stay frozen). Needs kind 'elastic_bi', amplitude 'elastic', alpha_mode 'calibrated'."""
+    salient_fraction: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False)
+    """Outlier-aware spike allocation (spikelm's option, after SpikeLLM; 0 = off, as in the paper): at
+    calibration, the top fraction of each linear layer's input channels by saliency, mean over tokens
+    of (x W^T W)_c * x_c, get `salient_mode`; the others spike as usual, with amplitudes calibrated on
+    them alone. Elastic bi-spiking neurons before weight matmuls only (not the K/V spikes)."""
+    salient_mode: SalientMode = "steps"
+    """What salient channels get: 'steps' = `salient_steps` sub-steps per time step (multi-level spikes
+    q * a_t, |q| <= salient_steps: the sum of that many ternary sub-spikes); 'float' = no spike, the
+    projection reads the float input on those channels."""
+    salient_steps: int = Field(2, ge=2, le=64)
+    """Sub-steps per time step of a salient channel with salient_mode 'steps' (2: the channel has 2T steps)."""
+    k_candidates: tuple[float, ...] = ()
+    """Per-layer k (spikelm's option; empty = off): at calibration each linear layer's input neuron picks,
+    from these values, the k whose spikes best reproduce the layer's float output on the calibration
+    batch (least sum over t of ||(s_t - x_t) W^T||^2); `k` then only serves the K/V spikes."""
 
     @model_validator(mode="after")
     def _learn_alpha_rule(self) -> "NeuronSettings":
@@ -74,6 +93,22 @@ class NeuronSettings(BaseModel):
             raise ValueError(LEARN_ALPHA_RULE)
         return self
 
+    @model_validator(mode="after")
+    def _allocation_rule(self) -> "NeuronSettings":
+        bad = [k for k in self.k_candidates if not (math.isfinite(k) and k > 0)]
+        if bad:
+            raise ValueError(f"k_candidates must be positive finite numbers, got {bad[0]!r}")
+        if (self.salient_fraction > 0 or self.k_candidates) and not (
+            self.kind == "elastic_bi" and self.alpha_mode == "calibrated"
+        ):
+            raise ValueError(ALLOCATION_RULE)
+        return self
+
+    @property
+    def allocates(self) -> bool:
+        """Whether outlier-aware allocation (salient channels or per-layer k) is on."""
+        return self.salient_fraction > 0 or bool(self.k_candidates)
+
     @property
     def spiking(self) -> bool:
         return self.kind != "dense"
@@ -82,6 +117,7 @@ class NeuronSettings(BaseModel):
         """The settings as spiking model-config fields (`kind` stored as `neuron_kind`)."""
         fields = self.model_dump()
         fields["neuron_kind"] = fields.pop("kind")
+        fields["k_candidates"] = list(fields["k_candidates"])  # JSON-shaped: model configs are saved as JSON
         return fields
 
     @classmethod
@@ -127,6 +163,7 @@ def check_model_neuron_fields(values: Mapping[str, Any]) -> None:
 
 
 __all__ = [
+    "ALLOCATION_RULE",
     "ALPHA_MODES",
     "AMPLITUDES",
     "AlphaMode",
@@ -139,6 +176,8 @@ __all__ = [
     "NeuronSettings",
     "RESETS",
     "Reset",
+    "SALIENT_MODES",
+    "SalientMode",
     "SPIKING_FIELDS",
     "SPIKING_KINDS",
     "check_model_neuron_fields",

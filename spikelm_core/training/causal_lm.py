@@ -1,4 +1,5 @@
-"""The causal-LM family (spiking Llama) in `spikelm eval`: perplexity on a text, and generation.
+"""The causal-LM family (spiking Llama): perplexity and generation in `spikelm eval`, and training
+(`spikelm finetune` / `spikelm distill` on a language-modelling text).
 
 Perplexity (task `wikitext2`, `CausalLmEvaluation`): the text of each split (`data.lm`) is
 tokenised once, cut into windows (`evaluation.perplexity.lm_windows`: `data.seq_len` positions,
@@ -13,6 +14,15 @@ Generation (`run_generation`, `--prompt`): the prompt is framed `[BOS] + text` (
 and the perplexity windows are), or with `prompt.chat` wrapped in the tokenizer's chat template;
 `generate()` continues it with the KV cache (greedy, or sampled from `seed`), timed;
 `prompt.compare_dense` continues it with the dense reference too, from the same seed.
+
+Training (`CausalLmPipeline`, task `wikitext2`): the train split (or `data.train_file`) is tokenised once and cut into
+full windows of `data.max_length` positions (`lm_windows`, non-overlapping, framed `[BOS] + tokens`
+as calibration and scoring frame them); labels are the inputs (the model shifts them). finetune
+minimises next-token cross-entropy; distill adds (or, with `distill.alpha_ce: 0`, uses only) the KL
+to the dense teacher's next-token distribution at every position (`trainers.DistillTrainer`). A
+model converted here is calibrated as `spikelm convert` calibrates. The final evaluation is the
+perplexity of the validation split (or `data.validation_file`; its first `data.max_tokens` tokens, windows of `data.seq_len`,
+at most `data.eval_subset` windows), with the firing of exactly those windows.
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ from ..evaluation.perplexity import PerplexityScore, lm_windows, score_windows, 
 from ..firing import record_firing
 from ..neurons.settings import NeuronSettings
 from .args import check_device
-from .pipeline import Evaluation
+from .pipeline import Evaluation, Pipeline, max_length
 from .results import Continuation, GenerationResult
 
 HEAD = "causal_lm"
@@ -233,6 +243,113 @@ class CausalLmEvaluation(Evaluation):
         return dict(self.fields)
 
 
+# ------------------------------------------------------------------------------------ training
+
+#: The split the final evaluation of a training run scores.
+TRAINING_EVAL_SPLIT = "valid"
+
+
+class CausalLmPipeline(Pipeline):
+    """finetune and distill on a language-modelling text (see the module docstring)."""
+
+    family = "lm"
+    model_fix = MODEL_FIX
+
+    def _text(self, split: str) -> tuple[str, str]:
+        """The text of `split`: `data.train_file` / `data.validation_file` when set, else the task's."""
+        d = self.cfg.data
+        own = d.train_file if split == "train" else d.validation_file
+        if own is not None:
+            return load_lm_text(self.cfg.task, split, source=own)
+        return load_lm_text(self.cfg.task, split, source=d.source, data_dir=d.data_dir)
+
+    def check_data(self) -> None:
+        for split in ("train", TRAINING_EVAL_SPLIT):
+            self._text(split)
+
+    def load_student(self) -> LoadedModel:
+        cfg = self.cfg
+        causal_config(cfg.model, f"{self.command} --task {cfg.task}")
+        loaded = load_model(cfg.model, head=HEAD, neuron=cfg.neuron, families=FAMILIES,
+                            config_overrides=dict(getattr(cfg, "model_overrides", {}) or {}),
+                            role="student" if self.distill else "model")
+        self.max_length = max_length(cfg, loaded.model)
+        self.tokenizer = loaded.tokenizer
+        return loaded
+
+    def load_teacher(self, student):
+        if self.distill is None:
+            return None
+        from ..checkpoints import load_teacher
+
+        return load_teacher(self.distill.teacher, HEAD, student=student, distill=self.distill, families=FAMILIES)
+
+    def _ids(self, split: str) -> tuple[list[int], str]:
+        text, where = self._text(split)
+        return self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"], where
+
+    def load_data(self, loaded: LoadedModel):
+        import datasets
+
+        d, bos = self.cfg.data, loaded.tokenizer.bos_token_id
+        ids, where = self._ids("train")
+        width = self.max_length - (1 if bos is not None else 0)
+        windows = [w for w in lm_windows(ids, self.max_length, stride=width, bos_token_id=bos,
+                                         what=f"the train text ({where})") if len(w.input_ids) == self.max_length]
+        if d.train_subset is not None:
+            windows = windows[: d.train_subset]
+        train = datasets.Dataset.from_dict({"input_ids": [list(w.input_ids) for w in windows]})
+        positions = loaded.model.config.max_position_embeddings
+        seq_len = min(d.seq_len, positions) if "seq_len" not in d.model_fields_set else d.seq_len
+        if seq_len > positions:
+            raise ConfigError(f"data.seq_len {seq_len} exceeds the model's {positions} positions",
+                              hint=f"set -s data.seq_len={positions} or less")
+        eval_ids, eval_where = self._ids(TRAINING_EVAL_SPLIT)
+        if d.max_tokens is not None:
+            eval_ids = eval_ids[: d.max_tokens]
+        self.eval_windows = lm_windows(eval_ids, seq_len, stride=window_stride(seq_len, d.stride), bos_token_id=bos,
+                                       what=f"the {TRAINING_EVAL_SPLIT} text ({eval_where})")
+        if d.eval_subset is not None:
+            self.eval_windows = self.eval_windows[: d.eval_subset]
+        return train, {}
+
+    def collator(self, loaded: LoadedModel):
+        return collate_windows
+
+    def training_arguments(self, out_dir):
+        from .args import training_arguments
+
+        return training_arguments(self.cfg.train, out_dir, label_names=("labels",), evaluate=False)
+
+    def trainer(self, teacher, **kwargs):
+        from .trainers import DistillTrainer, SpikelmTrainer
+
+        if teacher is None:
+            return SpikelmTrainer(**kwargs)
+        return DistillTrainer(**kwargs, teacher=teacher, distill=self.distill)
+
+    def calibration_batch(self, train_ds, collator):
+        return text_calibration_batch(self.tokenizer, causal=True, max_positions=self.max_length)
+
+    def final_evaluation(self, trainer, evals, collator, tokenizer):
+        model = trainer.model
+        batch_size = self.cfg.train.eval_batch_size
+        if spiking_neurons(model):
+            with record_firing(model) as report:
+                score = score_windows(model, self.eval_windows, batch_size=batch_size)
+        else:
+            report, score = None, score_windows(model, self.eval_windows, batch_size=batch_size)
+        metrics = {"validation": {"perplexity": score.perplexity, "nll": score.mean_nll, "tokens": score.tokens,
+                                  "windows": score.windows}}
+        return metrics, PRIMARY, report
+
+
+def collate_windows(rows: list[dict]) -> dict[str, torch.Tensor]:
+    """Full, equally long windows -> input_ids, an all-ones attention mask, labels = input_ids."""
+    ids = torch.tensor([row["input_ids"] for row in rows], dtype=torch.long)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
+
+
 # ------------------------------------------------------------------------------------ generation
 
 def prompt_ids(tokenizer, text: str, *, chat: bool, source: str = "the model") -> list[int]:
@@ -323,4 +440,4 @@ def run_generation(cfg: EvalConfig) -> GenerationResult:
     )
 
 
-__all__ = ["CausalLmEvaluation", "continue_prompt", "prompt_ids", "run_generation"]
+__all__ = ["CausalLmEvaluation", "CausalLmPipeline", "collate_windows", "continue_prompt", "prompt_ids", "run_generation"]

@@ -1,7 +1,7 @@
 """`run_distill`: knowledge distillation from a dense teacher into a spiking student.
 
 On a GLUE task the teacher is a dense BERT fine-tuned on that task; on xsum/cnn_dm a dense BART;
-without a task, the distillation runs on a text corpus with a masked-LM teacher. The student is a
+on a language-modelling text (wikitext2) a dense Llama-family causal LM; without a task, the distillation runs on a text corpus with a masked-LM teacher. The student is a
 spiking checkpoint or, usually, the spiking twin of a dense model (often the teacher itself,
 converted with the recipe's neuron settings). The loss terms are in `trainers.DistillTrainer`.
 """
@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from ..config import DistillConfig
 from ..errors import ConfigError
+from .causal_lm import CausalLmPipeline
 from .glue import GluePipeline
 from .mlm import MlmPipeline
 from .pipeline import run_training
 from .results import RunResult
 from .seq2seq import Seq2SeqPipeline
 
-PIPELINES = {"glue": GluePipeline, "summarization": Seq2SeqPipeline, "mlm": MlmPipeline}
+PIPELINES = {"glue": GluePipeline, "summarization": Seq2SeqPipeline, "lm": CausalLmPipeline, "mlm": MlmPipeline}
 
 
 def run_distill(cfg: DistillConfig, *, resume: str | None = "never", callbacks=None) -> RunResult:

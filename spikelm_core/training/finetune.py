@@ -1,5 +1,5 @@
 """`run_finetune`: train a model on a benchmark task with its labels (GLUE: `glue.GluePipeline`;
-xsum/cnn_dm: `seq2seq.Seq2SeqPipeline`). The run directory holds run_config.yaml (`spikelm finetune
+xsum/cnn_dm: `seq2seq.Seq2SeqPipeline`; wikitext2, next-token prediction: `causal_lm.CausalLmPipeline`). The run directory holds run_config.yaml (`spikelm finetune
 <out>/run_config.yaml` replays the run), metrics.jsonl, the Trainer's checkpoint-<step>/ directories
 and final/ (the model and its tokenizer)."""
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ..config import DistillConfig, FinetuneConfig
 from ..errors import ConfigError
+from .causal_lm import CausalLmPipeline
 from .glue import GluePipeline
 from .pipeline import run_training
 from .results import RunResult
@@ -23,7 +24,7 @@ def run_finetune(cfg: FinetuneConfig, *, resume: str | None = "never", callbacks
     """
     if isinstance(cfg, DistillConfig):
         raise ConfigError("run_finetune takes a FinetuneConfig; use run_distill for a distill recipe")
-    pipelines = {"glue": GluePipeline, "summarization": Seq2SeqPipeline}
+    pipelines = {"glue": GluePipeline, "summarization": Seq2SeqPipeline, "lm": CausalLmPipeline}
     if cfg.task_family not in pipelines:
-        raise ConfigError("finetune needs a task: set data.task (or --task), e.g. sst2 or xsum")
+        raise ConfigError("finetune needs a task: set data.task (or --task), e.g. sst2, xsum or wikitext2")
     return run_training(pipelines[cfg.task_family](cfg, "finetune"), resume=resume, callbacks=callbacks)

@@ -26,8 +26,9 @@ def recipes_dir() -> Path | None:
 
 
 def paper_recipe(command: str, task: str) -> Path:
-    """recipes/bert_base/<command>_<task>.yaml (GLUE, e.g. the paper's MNLI fine-tuning recipe) or
-    recipes/bart_base/<command>_<task>.yaml (summarisation: xsum, cnn_dm); `task` in any spelling
+    """recipes/bert_base/<command>_<task>.yaml (GLUE, e.g. the paper's MNLI fine-tuning recipe),
+    recipes/bart_base/<command>_<task>.yaml (summarisation: xsum, cnn_dm) or
+    recipes/smollm2/<command>_<task>.yaml (language modelling: wikitext2); `task` in any spelling
     `normalize_task` accepts ('SST-2', 'cnndm')."""
     from ..config.schema import TASK_NAMES, normalize_task, task_family
 
@@ -36,7 +37,7 @@ def paper_recipe(command: str, task: str) -> Path:
         close = difflib.get_close_matches(task.strip().lower(), TASK_NAMES, n=1, cutoff=0.6)
         raise ConfigError(f"unknown task {task!r}" + (f" (did you mean {close[0]!r}?)" if close else ""),
                           details=[f"valid tasks: {', '.join(TASK_NAMES)}"])
-    family = "bart_base" if task_family(name) == "summarization" else "bert_base"
+    family = {"summarization": "bart_base", "lm": "smollm2"}.get(task_family(name), "bert_base")
     root = recipes_dir()
     if root is None:
         raise ConfigError(

