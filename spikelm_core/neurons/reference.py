@@ -29,6 +29,17 @@ def _ste_spike(u: torch.Tensor, a: torch.Tensor, lo: int, unit_amplitude: bool, 
     return out
 
 
+def _membrane(t: int, u, s, alpha: torch.Tensor, x: torch.Tensor, decay: float, reset: str) -> torch.Tensor:
+    """u_t from u_{t-1} and the previous spike s_{t-1} (both None at t = 0), as 2.1 writes it."""
+    if t == 0 or reset == "none":
+        return x[t]
+    if reset == "official":
+        return decay * u * (alpha[t - 1] - s).detach() + x[t]
+    if reset == "soft":
+        return decay * (u - s.detach()) + x[t]
+    raise ValueError(f"unknown reset {reset!r}")
+
+
 def bi_spike_reference(
     x: torch.Tensor,
     alpha: torch.Tensor,
@@ -51,14 +62,7 @@ def bi_spike_reference(
     outs = []
     u = s = None
     for t in range(x.shape[0]):
-        if t == 0 or reset == "none":
-            u = x[t]
-        elif reset == "official":
-            u = decay * u * (alpha[t - 1] - s).detach() + x[t]
-        elif reset == "soft":
-            u = decay * (u - s.detach()) + x[t]
-        else:
-            raise ValueError(f"unknown reset {reset!r}")
+        u = _membrane(t, u, s, alpha, x, decay, reset)
         a = alpha[t].clamp_min(1e-5)
         s = _ste_spike(u, a, lo, unit, learn_alpha)
         outs.append(s)
@@ -92,14 +96,7 @@ def bi_spike_allocated_reference(
     outs = []
     u = s = None
     for t in range(x.shape[0]):
-        if t == 0 or reset == "none":
-            u = x[t]
-        elif reset == "official":
-            u = decay * u * (alpha[t - 1] - s).detach() + x[t]
-        elif reset == "soft":
-            u = decay * (u - s.detach()) + x[t]
-        else:
-            raise ValueError(f"unknown reset {reset!r}")
+        u = _membrane(t, u, s, alpha, x, decay, reset)
         a = alpha[t].clamp_min(1e-5)
         ad = a.detach()
         # the forward value: sub-steps on the residual (one sub-step on ordinary channels)

@@ -181,11 +181,11 @@ class CausalLmEvaluation(Evaluation):
                                       max_positions=loaded.model.config.max_position_embeddings)
 
     def _score(self, model, windows, what: str) -> PerplexityScore:
-        report = None
-        if self.progress is not None:
-            def report(done, total, read, seconds):
-                self.progress(what, done, total, read, seconds)
-        return score_windows(model, windows, batch_size=self.cfg.batch_size, progress=report)
+        def report(done, total, read, seconds):
+            self.progress(what, done, total, read, seconds)
+
+        return score_windows(model, windows, batch_size=self.cfg.batch_size,
+                             progress=report if self.progress is not None else None)
 
     def score(self, loaded, data):
         model = loaded.model

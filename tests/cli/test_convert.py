@@ -216,3 +216,11 @@ def test_bad_allocation_options_exit_2(tiny_dense_llama_dir, tmp_path, args, nee
     assert res.exit_code == 2, res.output
     assert needle in res.stderr and "Traceback" not in res.output
     assert not (tmp_path / "x").exists()
+
+
+def test_allocation_works_on_bert_too(tiny_dense_bert_dir, tmp_path):
+    res = run("convert", tiny_dense_bert_dir, "--out", tmp_path / "b", "-T", 2, "--seq-len", 32,
+              "--salient-fraction", 0.1, "--k-candidates", "1,2,3", "--format", "json")
+    assert res.exit_code == 0, res.output
+    alloc = json.loads(res.stdout)["allocation"]
+    assert 0 < alloc["salient_channels"] < alloc["input_channels"] and sum(alloc["k_chosen"].values()) == 12

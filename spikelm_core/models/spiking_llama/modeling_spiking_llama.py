@@ -31,7 +31,6 @@ equals uncached generation (tested, greedy and sampling).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
