@@ -44,7 +44,7 @@ class SpikingFields:
         lif_tau (`float`, defaults to 2.0), lif_v_threshold (`float`, defaults to 1.0),
         lif_v_reset (`float`, defaults to 0.0), lif_surrogate_alpha (`float`, defaults to 4.0):
             LIF neuron parameters (SpikingJelly LIFNode defaults).
-        learn_alpha (`bool`, defaults to False): train the amplitudes after calibration with LSQ
+        learn_alpha (`bool`, defaults to False): train the amplitudes (after calibration, or from fixed_alpha) with LSQ
             gradients (method doc 2.4); False keeps them frozen, as the released code does.
         salient_fraction (`float`, defaults to 0.0), salient_mode (`str`, defaults to "steps"),
         salient_steps (`int`, defaults to 2), k_candidates (`list[float]`, optional): outlier-aware

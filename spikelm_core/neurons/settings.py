@@ -35,7 +35,7 @@ SALIENT_MODES: tuple[str, ...] = typing.get_args(SalientMode)
 K_HELP = "Frequency coefficient k: amplitudes are calibrated to a_t = k * mean|u_t| (larger k: fewer spikes)."
 """The one description of k (method doc 2.3: frequency encoding)."""
 
-LEARN_ALPHA_RULE = "learn_alpha needs kind 'elastic_bi', amplitude 'elastic' and alpha_mode 'calibrated'"
+LEARN_ALPHA_RULE = "learn_alpha needs kind 'elastic_bi' and amplitude 'elastic'"
 ALLOCATION_RULE = ("salient_fraction and k_candidates (outlier-aware allocation) need kind 'elastic_bi' and "
                    "alpha_mode 'calibrated'")
 
@@ -67,8 +67,10 @@ class NeuronSettings(BaseModel):
     spike_kv: bool = True
     """Spike keys and values (stateless) before attention; queries are never spiked."""
     learn_alpha: bool = False
-    """Train the amplitudes after calibration with LSQ gradients (method doc 2.4; off in the released
-    code, where they stay frozen). Needs kind 'elastic_bi', amplitude 'elastic', alpha_mode 'calibrated'."""
+    """Train the amplitudes with LSQ gradients (method doc 2.4; off in the released code, where they
+    stay frozen): after calibration, or with alpha_mode 'fixed' from `fixed_alpha` (the '+ elastic
+    amplitude' ablation row: a learnt amplitude without frequency calibration). Needs kind
+    'elastic_bi' and amplitude 'elastic'."""
     salient_fraction: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False)
     """Outlier-aware spike allocation (spikelm's option, after SpikeLLM; 0 = off, as in the paper): at
     calibration, the top fraction of each linear layer's input channels by saliency, mean over tokens
@@ -87,9 +89,7 @@ class NeuronSettings(BaseModel):
 
     @model_validator(mode="after")
     def _learn_alpha_rule(self) -> "NeuronSettings":
-        if self.learn_alpha and not (
-            self.kind == "elastic_bi" and self.amplitude == "elastic" and self.alpha_mode == "calibrated"
-        ):
+        if self.learn_alpha and not (self.kind == "elastic_bi" and self.amplitude == "elastic"):
             raise ValueError(LEARN_ALPHA_RULE)
         return self
 

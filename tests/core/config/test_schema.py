@@ -248,7 +248,7 @@ def test_a_rule_is_not_blamed_on_a_bad_value():
 
 def test_learn_alpha_rule_comes_from_neuron_settings():
     assert problems([*MINIMAL, "neuron.learn_alpha=true", "neuron.amplitude=unit"]) == [
-        "neuron: learn_alpha needs kind 'elastic_bi', amplitude 'elastic' and alpha_mode 'calibrated'"
+        "neuron: learn_alpha needs kind 'elastic_bi' and amplitude 'elastic'"
     ]
     cfg = load_config(FinetuneConfig, None, [*MINIMAL, "neuron.learn_alpha=true", "train.compile=layers",
                                              "train.sampling=group_by_length"])

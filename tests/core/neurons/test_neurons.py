@@ -257,3 +257,18 @@ def test_packed_state_round_trips():
         level, window = decode_state(code, torch.float32)
         assert torch.equal(level, q)
         assert torch.equal(window, ((u >= lo * a) & (u <= a)).float())
+
+
+def test_learn_alpha_with_a_fixed_amplitude_starts_there_and_learns():
+    """The '+ elastic amplitude' ablation row: alpha_mode fixed + learn_alpha."""
+    n = BiSpikeNeuron(3, alpha_mode="fixed", fixed_alpha=0.7, learn_alpha=True)
+    assert isinstance(n.alpha, torch.nn.Parameter) and torch.equal(n.alpha.detach(), torch.full((3,), 0.7))
+    assert n.is_calibrated  # never calibrates
+    x = torch.randn(3, 4, 6, requires_grad=True)
+    s = n(x)
+    r = R.bi_spike_reference(x, n.alpha, levels="ternary", learn_alpha=True)
+    assert torch.equal(s, r)
+    s.sum().backward()
+    assert n.alpha.grad is not None and n.alpha.grad.abs().sum() > 0
+    n.mark_uncalibrated()  # a fixed amplitude is never recalibrated: it keeps what it learnt
+    assert n.is_calibrated
