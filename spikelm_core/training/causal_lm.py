@@ -15,14 +15,15 @@ and the perplexity windows are), or with `prompt.chat` wrapped in the tokenizer'
 `generate()` continues it with the KV cache (greedy, or sampled from `seed`), timed;
 `prompt.compare_dense` continues it with the dense reference too, from the same seed.
 
-Training (`CausalLmPipeline`, task `wikitext2`): the train split (or `data.train_file`) is tokenised once and cut into
-full windows of `data.max_length` positions (`lm_windows`, non-overlapping, framed `[BOS] + tokens`
-as calibration and scoring frame them); labels are the inputs (the model shifts them). finetune
-minimises next-token cross-entropy; distill adds (or, with `distill.alpha_ce: 0`, uses only) the KL
-to the dense teacher's next-token distribution at every position (`trainers.DistillTrainer`). A
-model converted here is calibrated as `spikelm convert` calibrates. The final evaluation is the
-perplexity of the validation split (or `data.validation_file`; its first `data.max_tokens` tokens, windows of `data.seq_len`,
-at most `data.eval_subset` windows), with the firing of exactly those windows.
+Training (`CausalLmPipeline`, task `wikitext2`): the train split (or `data.train_file`) is
+tokenised once and cut into full windows of `data.max_length` positions (`lm_windows`,
+non-overlapping, framed `[BOS] + tokens` as calibration and scoring frame them); labels are the
+inputs (the model shifts them). finetune minimises next-token cross-entropy; distill adds (or, with
+`distill.alpha_ce: 0`, uses only) the KL to the dense teacher's next-token distribution at every
+position (`trainers.DistillTrainer`). A model converted here is calibrated as `spikelm convert`
+calibrates. The final evaluation is the perplexity of the validation split (or
+`data.validation_file`): its first `data.max_tokens` tokens, windows of `data.seq_len`, at most
+`data.eval_subset` windows, with the firing of exactly those windows.
 """
 
 from __future__ import annotations
@@ -299,11 +300,7 @@ class CausalLmPipeline(Pipeline):
         if d.train_subset is not None:
             windows = windows[: d.train_subset]
         train = datasets.Dataset.from_dict({"input_ids": [list(w.input_ids) for w in windows]})
-        positions = loaded.model.config.max_position_embeddings
-        seq_len = min(d.seq_len, positions) if "seq_len" not in d.model_fields_set else d.seq_len
-        if seq_len > positions:
-            raise ConfigError(f"data.seq_len {seq_len} exceeds the model's {positions} positions",
-                              hint=f"set -s data.seq_len={positions} or less")
+        seq_len = resolved_seq_len(self.cfg, loaded.model.config.max_position_embeddings)
         eval_ids, eval_where = self._ids(TRAINING_EVAL_SPLIT)
         if d.max_tokens is not None:
             eval_ids = eval_ids[: d.max_tokens]
@@ -440,4 +437,5 @@ def run_generation(cfg: EvalConfig) -> GenerationResult:
     )
 
 
-__all__ = ["CausalLmEvaluation", "CausalLmPipeline", "collate_windows", "continue_prompt", "prompt_ids", "run_generation"]
+__all__ = ["CausalLmEvaluation", "CausalLmPipeline", "collate_windows", "continue_prompt", "prompt_ids",
+           "run_generation"]
