@@ -225,6 +225,8 @@ def test_a_spiking_dense_reference_is_refused_before_scoring(spiking_dir, text_f
     assert "windows" not in res.stderr  # nothing was scored
 
 
-def test_finetune_refuses_the_language_modelling_task(tiny_dense_llama_dir):
-    res = runner.invoke(app, ["finetune", "recipes/tiny/finetune.yaml", "--task", "wikitext2", "--print-config"])
-    refused(res, 2, "only eval scores")
+def test_finetune_on_the_language_modelling_task_needs_a_causal_lm(tiny_dense_bert_dir, text_file, tmp_path):
+    res = runner.invoke(app, ["finetune", "--task", "wikitext2", "--model", str(tiny_dense_bert_dir), "--data-dir",
+                              str(text_file), "--out-dir", str(tmp_path / "x"), "-s", "data.max_length=16"])
+    refused(res, 2, "finetune --task wikitext2 needs a causal (decoder-only) LM")
+    assert not (tmp_path / "x").exists()
