@@ -66,6 +66,13 @@ def test_distill_logs_the_kd_term_and_trains_on_full_windows(tiny_dense_llama_di
     assert not any("loss_ce" in rec for rec in records)  # the recipe's alpha_ce is 0: KD only
     # 400 words -> full windows of 15 tokens each; 3 steps of 4 read 12 of them
     assert 0 < r["epochs"] <= 1
+    # the hidden-state term: student and teacher hidden states compare entry for entry
+    _run("distill", "--task", "wikitext2", "--model", tiny_dense_llama_dir, "--teacher", tiny_dense_llama_dir,
+         "--data-dir", valid, "-s", f"data.train_file={train}", "--out-dir", tmp_path / "kdh", *TINY,
+         "-s", "distill.alpha_hidden=1")
+    records = [json.loads(line) for line in (tmp_path / "kdh" / "metrics.jsonl").read_text().splitlines()]
+    hidden = [rec["loss_hidden"] for rec in records if "loss_hidden" in rec]
+    assert len(hidden) == 3 and all(x > 0 for x in hidden)
 
 
 def test_the_teacher_must_fit_a_causal_student(tiny_dense_llama_dir, tiny_dense_bert_dir, texts, tmp_path):

@@ -228,7 +228,9 @@ class SpikingLlamaModel(SpikingLlamaPreTrainedModel):
         **kwargs,
     ) -> SpikingLlamaModelOutput:
         """As `LlamaModel.forward`. `attention_mask` is the `[B, past + L]` padding mask (1 = real
-        token); `hidden_states` are the T-means of the embeddings and of every layer's output;
+        token); `hidden_states` are laid out as transformers' Llama lays them out: the embeddings, the
+        T-mean of every layer's output but the last, then `last_hidden_state` (after the final norm),
+        so a dense teacher's hidden states compare entry for entry;
         `output_spike_states=True` adds the last layer's per-step `[T, B, L, D]` output."""
         cache = cache if cache is not None else past_key_values
         if (input_ids is None) == (inputs_embeds is None):
@@ -255,8 +257,11 @@ class SpikingLlamaModel(SpikingLlamaPreTrainedModel):
                 h = layer(h, cos, sin, mask, cache)
             if states is not None:
                 states.append(h.mean(0))
+        last = self.norm(h.mean(0))
+        if states is not None:
+            states[-1] = last  # transformers' Llama: the final entry is the normed output
         return SpikingLlamaModelOutput(
-            last_hidden_state=self.norm(h.mean(0)),
+            last_hidden_state=last,
             cache=cache,
             hidden_states=tuple(states) if states is not None else None,
             spike_states=h if output_spike_states else None,

@@ -109,9 +109,14 @@ def test_without_neurons_at_one_step_it_is_the_dense_llama(impl, monkeypatch):
             module.neuron = PassThrough()
     b = batch(pad_first=3)
     with torch.no_grad():
-        want, got = dense(**b).logits, spiking(**b).logits
+        d, s = dense(**b, output_hidden_states=True), spiking(**b, output_hidden_states=True)
+    want, got = d.logits, s.logits
     torch.testing.assert_close(got[1:], want[1:], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got[0, 3:], want[0, 3:], rtol=1e-5, atol=1e-5)  # real tokens of the padded row
+    # hidden states entry for entry (the last one after the final norm), as hidden-state distillation compares them
+    assert len(s.hidden_states) == len(d.hidden_states) == LLAMA_TINY["num_hidden_layers"] + 1
+    for got_h, want_h in zip(s.hidden_states, d.hidden_states):
+        torch.testing.assert_close(got_h[1:], want_h[1:], rtol=1e-5, atol=1e-5)
 
 
 def test_forward_shapes_loss_and_gradients():
