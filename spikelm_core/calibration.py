@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .data.text import read_utf8
 from .errors import DataError
 from .neurons import SpikingNeuron
 
@@ -89,10 +90,7 @@ def read_text_file(path: str | Path) -> str:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"calibration text '{p}' does not exist or is not a file", hint="give a UTF-8 text file")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read '{p}' as UTF-8 text: {exc}") from exc
+    text = read_utf8(p)
     if not text.strip():
         raise DataError(f"calibration text '{p}' is empty", hint="give a file with at least a few sentences")
     return text

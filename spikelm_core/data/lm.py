@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError, DataError
+from .text import read_utf8
 from ..hub import DATASET_OFFLINE_VARS, hub_reachable, offline_flag
 
 
@@ -106,12 +107,7 @@ def local_text_path(task: str, split: str, *, source: str | None = None, data_di
 
 
 def _read(path: Path) -> str:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"'{path}' is not UTF-8 text: {exc}") from None
-    except OSError as exc:
-        raise DataError(f"cannot read '{path}': {exc}") from None
+    text = read_utf8(path)
     if not text.strip():
         raise DataError(f"'{path}' holds no text", hint="give a file with running text (a few thousand tokens)")
     return text

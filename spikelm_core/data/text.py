@@ -18,6 +18,18 @@ from typing import Any
 from ..errors import DataError
 
 
+def read_utf8(path: str | Path) -> str:
+    """The text of one file; DataError (exit 4) when it cannot be read or is not UTF-8. The one
+    reader of plain-text files (corpora, language-modelling splits, calibration text)."""
+    p = Path(path)
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"'{p}' is not UTF-8 text: {exc}") from None
+    except OSError as exc:
+        raise DataError(f"cannot read '{p}': {exc}") from None
+
+
 def text_files(source: str | Path) -> list[Path]:
     """The files a text source names: the file itself, or the sorted `*.txt` files of a directory."""
     p = Path(source).expanduser()
@@ -39,12 +51,7 @@ def read_documents(source: str | Path) -> list[list[str]]:
     """Documents (lists of non-empty lines) of all files of `source`; blank lines split documents."""
     docs: list[list[str]] = []
     for f in text_files(source):
-        try:
-            text = f.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise DataError(f"'{f}' is not UTF-8 text: {exc}") from None
-        except OSError as exc:
-            raise DataError(f"cannot read '{f}': {exc}") from None
+        text = read_utf8(f)
         current: list[str] = []
         for line in text.splitlines():
             if line.strip():
