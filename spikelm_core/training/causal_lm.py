@@ -132,6 +132,16 @@ def resolved_seq_len(cfg: EvalConfig, positions: int) -> int:
     return positions
 
 
+def with_firing(model, run: Callable[[], Any]) -> tuple[Any, Any]:
+    """(`run()`, the firing report of exactly that run): a spiking `model`'s neurons are recorded while
+    it runs (so its layers run eagerly); a dense model's report is None."""
+    if not spiking_neurons(model):
+        return run(), None
+    with record_firing(model) as report:
+        result = run()
+    return result, report
+
+
 class CausalLmEvaluation(Evaluation):
     """eval on a language-modelling task: perplexity per split, dense and spiking, and firing per layer."""
 
@@ -190,17 +200,9 @@ class CausalLmEvaluation(Evaluation):
 
     def score(self, loaded, data):
         model = loaded.model
-        spiking = bool(spiking_neurons(model))
-        kind = "spiking" if spiking else "dense"
-        scores: dict[str, PerplexityScore] = {}
-        report = None
-        if spiking:
-            with record_firing(model) as report:
-                for split, windows in data.items():
-                    scores[split] = self._score(model, windows, f"{split}, {kind}")
-        else:
-            for split, windows in data.items():
-                scores[split] = self._score(model, windows, f"{split}, {kind}")
+        kind = "spiking" if spiking_neurons(model) else "dense"
+        scores, report = with_firing(model, lambda: {
+            split: self._score(model, windows, f"{split}, {kind}") for split, windows in data.items()})
         source = dense_source(self.cfg, loaded)
         dense_scores: dict[str, PerplexityScore] = {}
         if source is not None:
@@ -330,12 +332,8 @@ class CausalLmPipeline(Pipeline):
 
     def final_evaluation(self, trainer, evals, collator, tokenizer):
         model = trainer.model
-        batch_size = self.cfg.train.eval_batch_size
-        if spiking_neurons(model):
-            with record_firing(model) as report:
-                score = score_windows(model, self.eval_windows, batch_size=batch_size)
-        else:
-            report, score = None, score_windows(model, self.eval_windows, batch_size=batch_size)
+        score, report = with_firing(
+            model, lambda: score_windows(model, self.eval_windows, batch_size=self.cfg.train.eval_batch_size))
         metrics = {"validation": {"perplexity": score.perplexity, "nll": score.mean_nll, "tokens": score.tokens,
                                   "windows": score.windows}}
         return metrics, PRIMARY, report
