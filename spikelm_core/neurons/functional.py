@@ -53,12 +53,14 @@ def calibrate_bi_spike(
     return alpha
 
 
-def window_of(u: torch.Tensor, a: torch.Tensor, lo: int) -> torch.Tensor:
+def window_of(u: torch.Tensor, a: torch.Tensor, lo, high: torch.Tensor | None = None) -> torch.Tensor:
     """The straight-through window as 1.0 where lo*a <= u <= a, else 0.0, without boolean tensors:
     inside a compiled graph a bool mask (saved or stored) keeps the CPU kernels from vectorising
     (about ten times slower). ceil(u - a) >= 1 exactly when u > a, so the window matches the
-    reference's clamp bit for bit."""
-    return 1.0 - torch.clamp(torch.ceil(u - a), 0, 1) - torch.clamp(torch.ceil(lo * a - u), 0, 1)
+    reference's clamp bit for bit. With per-channel levels (`high`, allocation) the window is
+    lo*a <= u <= high*a, `lo` then per channel too."""
+    top = a if high is None else high * a
+    return 1.0 - torch.clamp(torch.ceil(u - top), 0, 1) - torch.clamp(torch.ceil(lo * a - u), 0, 1)
 
 
 def encode_state(q: torch.Tensor, u: torch.Tensor, a: torch.Tensor, lo: int) -> torch.Tensor:
@@ -152,13 +154,15 @@ def _scaled(alpha: torch.Tensor, scale: float) -> torch.Tensor:
     return alpha.detach() + (alpha * scale - (alpha * scale).detach())
 
 
-def _spike(u, a, lo: int, unit: bool, learn_alpha: bool):
+def _spike(u, a, lo, unit: bool, learn_alpha: bool, high: torch.Tensor | None = None):
     """One step's spike with the straight-through gradient to `u`; with `learn_alpha` also the LSQ
-    gradient to `a`: -1 (lo) below the range, +1 above, round(u/a) - u/a inside."""
-    q = torch.clamp(torch.round(u / a), lo, 1)
+    gradient to `a`: -1 (lo) below the range, +1 above, round(u/a) - u/a inside. With per-channel
+    levels (`high` and `lo` tensors `[C]`, allocation) the level is clamped to [lo, high] instead."""
+    top = 1 if high is None else high
+    q = torch.clamp(torch.round(u / a), lo, top)
     if not learn_alpha:
-        return _straight_through(q if unit else a * q, u, window_of(u, a, lo))
-    c = torch.clamp(u / a, lo, 1)
+        return _straight_through(q if unit else a * q, u, window_of(u, a, lo, high))
+    c = torch.clamp(u / a, lo, top)
     return a * (q.detach() + (c - c.detach()))
 
 
@@ -204,18 +208,6 @@ def channel_bounds(salient: torch.Tensor, mode: str, steps: int, lo: int, dtype:
     return lo * high, high
 
 
-def _bounded_spike(u, a, low, high, unit: bool, learn_alpha: bool):
-    """`_spike` with per-channel bounds: level q = clamp(round(u/a), low, high); straight-through
-    window low*a <= u <= high*a; with `learn_alpha` the LSQ gradient (low below, high above,
-    round(u/a) - u/a inside)."""
-    q = torch.clamp(torch.round(u / a), low, high)
-    if not learn_alpha:
-        window = ((u >= low * a) & (u <= high * a)).to(u.dtype)
-        return _straight_through(q if unit else a * q, u, window)
-    c = torch.clamp(u / a, low, high)
-    return a * (q.detach() + (c - c.detach()))
-
-
 def bi_spike_allocated(x, alpha, decay: float, reset: str, lo: int, unit: bool, salient: torch.Tensor, mode: str,
                        steps: int, learn_alpha: bool = False):
     """The elastic bi-spiking neuron with outlier-aware allocation over `x: [T, ..., C]`, in plain
@@ -232,7 +224,7 @@ def bi_spike_allocated(x, alpha, decay: float, reset: str, lo: int, unit: bool, 
         u = membrane_step(u, None if s is None else s.detach(), a_all[t - 1] if t else None, x[t], decay, reset)
         a = alpha[t].to(x.dtype).clamp_min(1e-5)
         a = _scaled(a, alpha_grad_scale(x[t])) if learn_alpha else a.detach()
-        s = _bounded_spike(u, a, low, high, unit, learn_alpha)
+        s = _spike(u, a, low, unit, learn_alpha, high)
         outs.append(torch.where(salient, x[t], s) if mode == "float" else s)
     return torch.stack(outs)
 
