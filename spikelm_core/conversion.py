@@ -142,7 +142,7 @@ def convert_model(
 def allocation_summary(neurons) -> dict:
     """What outlier-aware allocation chose, over `neurons`: salient channels among input channels,
     and how many neurons chose each candidate k."""
-    masks = [n.salient for n in neurons if getattr(n, "_allocating", False)]
+    masks = [n.salient for n in neurons if getattr(n, "allocating", False)]
     chosen: dict[str, int] = {}
     for n in neurons:
         if getattr(n, "k_candidates", ()):

@@ -56,7 +56,7 @@ def trace_firing(
     if report.missing:
         raise EnergyAuditError("neuron(s) never ran during the firing-rate pass", details=list(report.missing))
     dense = [name for name, stats in report.neurons.items() if stats.kind == "dense"]
-    allocating = {name for name, neuron in neurons if getattr(neuron, "_allocating", False)}
+    allocating = {name for name, neuron in neurons if getattr(neuron, "allocating", False)}
     if allocating & set(dense):
         raise EnergyAuditError(
             "the model's salient channels (outlier-aware allocation, neuron.salient_fraction > 0) emit multi-level "

@@ -219,7 +219,8 @@ class BiSpikeNeuron(_AmplitudeNeuron):
             self.register_buffer("salient", torch.zeros(int(channels), dtype=torch.bool))
 
     @property
-    def _allocating(self) -> bool:
+    def allocating(self) -> bool:
+        """Whether this neuron has salient channels (outlier-aware allocation with a mask to fill)."""
         return self.salient_fraction > 0 and getattr(self, "salient", None) is not None
 
     def _spikes_allocated(self, x: torch.Tensor, alpha: torch.Tensor, learn_alpha: bool = False) -> torch.Tensor:
@@ -252,13 +253,13 @@ class BiSpikeNeuron(_AmplitudeNeuron):
             mask = torch.zeros(channels, dtype=torch.bool, device=x.device)
             mask[torch.topk(scores, salient_count(self.salient_fraction, channels)).indices] = True
             self.salient.copy_(mask)
-        plain = x[..., ~self.salient] if self._allocating else x
+        plain = x[..., ~self.salient] if self.allocating else x
         candidates = self.k_candidates or (self.k,)
         best = None
         for k in candidates:
             alpha = F.calibrate_bi_spike(plain, k, self.decay, self.reset, self._lo, self._unit, distributed_mean)
             if len(candidates) > 1:
-                spikes = self._spikes_allocated(rows, alpha) if self._allocating else F.bi_spike_inline(
+                spikes = self._spikes_allocated(rows, alpha) if self.allocating else F.bi_spike_inline(
                     rows, alpha, self.decay, self.reset, self._lo, self._unit)
                 err = float(distributed_mean(output_error((spikes - rows).reshape(-1, channels), weight)))
             else:
@@ -273,13 +274,13 @@ class BiSpikeNeuron(_AmplitudeNeuron):
     def same_state(self, other) -> bool:
         if not super().same_state(other):
             return False
-        return not self._allocating or torch.equal(self.salient, other.salient)
+        return not self.allocating or torch.equal(self.salient, other.salient)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_time(x, self.num_timesteps)
         if self._needs_calibration():
             self.calibrate(x)
-        if self._allocating:
+        if self.allocating:
             return self._spikes_allocated(x, self.alpha, self._learning_alpha())
         if self.impl == "reference":
             s = R.bi_spike_reference(x, self.alpha, self.decay, self.reset, self.levels, self.amplitude,
