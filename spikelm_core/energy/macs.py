@@ -672,6 +672,10 @@ def _rows_from_counts(
     return tuple(rows)
 
 
+_CLOSED_FORM_HINT = ("an operator is probably uncounted or charged to the wrong module; "
+                     "pass check_closed_form=False only for a deliberately non-standard model")
+
+
 def _check_closed_form(result: MacCount, config: Any, model: nn.Module) -> MacCount:
     has_pooler = any(name == "pooler" or name.endswith(".pooler") for name, _ in model.named_modules())
     expected_core = bert_closed_form_macs(
@@ -696,8 +700,7 @@ def _check_closed_form(result: MacCount, config: Any, model: nn.Module) -> MacCo
                 for c in ENCODER_COMPONENTS
                 if got.get(c, 0) != config.num_hidden_layers * layer[c]
             ],
-            hint="an operator is probably uncounted or charged to the wrong module; "
-            "pass check_closed_form=False only for a deliberately non-standard model",
+            hint=_CLOSED_FORM_HINT,
         )
     return replace(result, closed_form_total=expected_core + expected_pooler)
 
@@ -712,25 +715,7 @@ def _check_bart_closed_form(result: MacCount, config: Any) -> MacCount:
         if row.component != "norm":
             got[(row.stack, row.component)] += row.macs
     want = {**expected, **({(None, "head"): head} if has_head else {})}
-    diffs = [
-        f"{stack or '-'} {component}: fvcore {got.get((stack, component), 0):,} vs closed form {macs:,}"
-        for (stack, component), macs in want.items()
-        if got.get((stack, component), 0) != macs
-    ]
-    diffs += [
-        f"{stack or '-'} {component}: fvcore {macs:,}, not in the closed form"
-        for (stack, component), macs in got.items()
-        if (stack, component) not in want and macs
-    ]
-    if diffs:
-        raise EnergyAuditError(
-            f"MAC count of {result.model_class} disagrees with the BART closed form "
-            f"(fvcore {sum(got.values()):,} vs closed form {sum(want.values()):,})",
-            details=diffs,
-            hint="an operator is probably uncounted or charged to the wrong module; "
-            "pass check_closed_form=False only for a deliberately non-standard model",
-        )
-    return replace(result, closed_form_total=sum(want.values()))
+    return _against_closed_form(result, "BART", got, want, name=lambda key: f"{key[0] or '-'} {key[1]}")
 
 
 def _check_llama_closed_form(result: MacCount, config: Any) -> MacCount:
@@ -742,15 +727,21 @@ def _check_llama_closed_form(result: MacCount, config: Any) -> MacCount:
     for row in result.rows:
         if row.component != "norm":
             got[row.component] += row.macs
-    diffs = [f"{c}: fvcore {got.get(c, 0):,} vs closed form {macs:,}" for c, macs in want.items()
-             if got.get(c, 0) != macs]
-    diffs += [f"{c}: fvcore {macs:,}, not in the closed form" for c, macs in got.items() if c not in want and macs]
+    return _against_closed_form(result, "Llama", got, want)
+
+
+def _against_closed_form(result: MacCount, family: str, got: Mapping, want: Mapping, name=str) -> MacCount:
+    """`result` with its closed-form total, or EnergyAuditError listing every entry where fvcore's
+    count `got` and the closed form `want` disagree, either way (`name` spells an entry's key)."""
+    diffs = [f"{name(key)}: fvcore {got.get(key, 0):,} vs closed form {macs:,}" for key, macs in want.items()
+             if got.get(key, 0) != macs]
+    diffs += [f"{name(key)}: fvcore {macs:,}, not in the closed form" for key, macs in got.items()
+              if key not in want and macs]
     if diffs:
         raise EnergyAuditError(
-            f"MAC count of {result.model_class} disagrees with the Llama closed form "
+            f"MAC count of {result.model_class} disagrees with the {family} closed form "
             f"(fvcore {sum(got.values()):,} vs closed form {sum(want.values()):,})",
             details=diffs,
-            hint="an operator is probably uncounted or charged to the wrong module; "
-            "pass check_closed_form=False only for a deliberately non-standard model",
+            hint=_CLOSED_FORM_HINT,
         )
     return replace(result, closed_form_total=sum(want.values()))
