@@ -25,7 +25,7 @@ def read_utf8(path: str | Path) -> str:
     try:
         return p.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise DataError(f"cannot read '{p}' as UTF-8 text: {exc}") from None
+        raise DataError(f"cannot read '{p}': it is not UTF-8 text ({exc})") from None
     except OSError as exc:
         raise DataError(f"cannot read '{p}': {exc}") from None
 
