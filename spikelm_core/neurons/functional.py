@@ -78,31 +78,17 @@ def decode_state(code: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, 
 
 def _packed_state() -> bool:
     """Inside a compiled graph the backward state is one int8 code per element (`encode_state`);
-    eagerly it is int8 levels and a bool window, which need fewer separate kernels."""
+    eagerly it is a bool window (and int8 levels), which need fewer separate kernels."""
     return torch.compiler.is_compiling()
 
 
-def _step_state(q, u, a, lo: int, packed: bool):
-    if packed:
-        return (encode_state(q, u, a, lo),)
-    return q.to(torch.int8), (u >= lo * a) & (u <= a)
-
-
-def _unpack_step(state, t: int, dtype):
-    """(level q, window) of step t as `dtype` from either form of the backward state."""
-    if len(state) == 1:
-        return decode_state(state[0][t], dtype)
-    levels, windows = state
-    return levels[t].to(dtype), windows[t]
-
-
 def bi_spike_forward_kernel(x, alpha, decay: float, reset: str, lo: int, unit: bool, need_state: bool = True):
-    """Forward of the whole time axis without autograd: spikes and, when `need_state` (a backward
-    will follow), the backward state: each element's level and straight-through window, as one
-    int8 code (inside a compiled graph) or as int8 levels and a bool window (eagerly)."""
+    """Forward of the whole time axis without autograd, written for the compiler (which fuses each
+    step's elementwise work): spikes and, when `need_state` (a backward will follow), the backward
+    state, each element's level and straight-through window packed in one int8 code
+    (`encode_state`). Eagerly, `bi_spike_forward_eager` computes the same spikes faster."""
     a_all = alpha.to(x.dtype)
     a_clamped = a_all.clamp_min(1e-5)
-    packed = _packed_state()
     outs, steps = [], []
     u = s = None
     for t in range(x.shape[0]):
@@ -112,10 +98,10 @@ def bi_spike_forward_kernel(x, alpha, decay: float, reset: str, lo: int, unit: b
         s = q if unit else a * q
         outs.append(s)
         if need_state:
-            steps.append(_step_state(q, u, a, lo, packed))
+            steps.append(encode_state(q, u, a, lo))
     if not need_state:
         return torch.stack(outs), ()
-    return torch.stack(outs), tuple(torch.stack(parts) for parts in zip(*steps))
+    return torch.stack(outs), (torch.stack(steps),)
 
 
 def bi_spike_backward_kernel(grad_out, alpha, state, decay: float, reset: str, unit: bool):
@@ -125,7 +111,7 @@ def bi_spike_backward_kernel(grad_out, alpha, state, decay: float, reset: str, u
     grads = [None] * grad_out.shape[0]
     g_next = None
     for t in range(grad_out.shape[0] - 1, -1, -1):
-        q, window = _unpack_step(state, t, grad_out.dtype)
+        q, window = decode_state(state[0][t], grad_out.dtype)
         g = grad_out[t] * window
         if g_next is not None and reset != "none":
             if reset == "official":
@@ -137,6 +123,79 @@ def bi_spike_backward_kernel(grad_out, alpha, state, decay: float, reset: str, u
         grads[t] = g
         g_next = g
     return torch.stack(grads)
+
+
+def bi_spike_forward_eager(x, alpha, decay: float, reset: str, lo: int, unit: bool, need_state: bool = True):
+    """`bi_spike_forward_kernel` for eager execution: the same spikes, bit for bit, in fewer passes
+    over memory. Every step writes into preallocated outputs and one scratch tensor (in-place ops
+    and `out=`, no `torch.stack`), the membrane's products run in the reference's order (no fused
+    multiply-add, which rounds differently), and the backward state is a bool window per step
+    (|u| <= a for ternary spikes, one comparison) plus int8 levels only where the backward reads
+    them (steps 0..T-2 of the official reset). Returns (spikes, (windows, levels or None))."""
+    T = x.shape[0]
+    a_all = alpha.to(x.dtype)
+    a_clamped = a_all.clamp_min(1e-5)
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    scratch = torch.empty(x.shape[1:], dtype=x.dtype, device=x.device)
+    windows = levels = below = None
+    if need_state:
+        windows = torch.empty(x.shape, dtype=torch.bool, device=x.device)
+        if lo != -1:
+            below = torch.empty(x.shape[1:], dtype=torch.bool, device=x.device)
+        if T > 1 and reset == "official":
+            levels = torch.empty((T - 1, *x.shape[1:]), dtype=torch.int8, device=x.device)
+    u = None
+    for t in range(T):
+        a = a_clamped[t]
+        if t == 0 or reset == "none":
+            u = x[t]
+        elif reset == "official":  # (decay * u) * (a_{t-1} - s_{t-1}) + x_t
+            u = torch.mul(u, decay)
+            torch.sub(a_all[t - 1], out[t - 1], out=scratch)
+            u.mul_(scratch).add_(x[t])
+        else:  # decay * (u - s_{t-1}) + x_t
+            u = torch.sub(u, out[t - 1]).mul_(decay).add_(x[t])
+        q = torch.div(u, a, out=scratch).round_().clamp_(lo, 1)
+        if unit:
+            out[t].copy_(q)
+        else:
+            torch.mul(a, q, out=out[t])
+        if need_state:
+            if levels is not None and t < T - 1:
+                levels[t].copy_(q)
+            if lo == -1:  # lo*a <= u <= a is |u| <= a, exactly
+                torch.le(torch.abs(u, out=scratch), a, out=windows[t])
+            else:
+                torch.le(u, a, out=windows[t])
+                windows[t].logical_and_(torch.ge(u, lo * a, out=below))
+    return out, ((windows, levels) if need_state else ())
+
+
+def bi_spike_backward_eager(grad_out, alpha, state, decay: float, reset: str, unit: bool):
+    """The backward of `bi_spike_forward_eager` (the BPTT of `bi_spike_backward_kernel`), written
+    into one preallocated gradient, each product in the reference's order (no fused multiply-add):
+    the same gradients bit for bit."""
+    windows, levels = state
+    T = grad_out.shape[0]
+    a_all = alpha.to(grad_out.dtype)
+    a_clamped = a_all.clamp_min(1e-5)
+    grad_x = torch.empty(grad_out.shape, dtype=grad_out.dtype, device=grad_out.device)
+    scratch = None
+    for t in range(T - 1, -1, -1):
+        g = torch.mul(grad_out[t], windows[t], out=grad_x[t])
+        if t == T - 1 or reset == "none":
+            continue
+        if reset == "official":  # + dL/du_{t+1} * (a_t - s_t) * decay
+            if scratch is None:
+                scratch = torch.empty(g.shape, dtype=g.dtype, device=g.device)
+            scratch.copy_(levels[t])
+            if not unit:
+                scratch.mul_(a_clamped[t])
+            torch.sub(a_all[t], scratch, out=scratch)
+            g.add_(scratch.mul_(grad_x[t + 1]).mul_(decay))  # the reference's order: bit for bit
+        else:
+            g.add_(torch.mul(grad_x[t + 1], decay))
+    return grad_x
 
 
 def _straight_through(value, u, window):
@@ -255,27 +314,32 @@ def compiled_kernels():
 class BiSpikeFunction(torch.autograd.Function):
     """Multi-step elastic bi-spiking neuron with straight-through BPTT.
 
-    Saves int8 levels and a bool window (one int8 code inside a compiled graph) instead of float
-    copies per step.
-    `compiled=True` runs torch.compile'd kernels that fuse each step's elementwise work.
+    Eagerly (`bi_spike_forward_eager`) it saves a bool window per step and int8 levels for the steps
+    the backward reads, instead of float copies; inside a compiled graph, or with `compiled=True`
+    (torch.compile'd kernels that fuse each step's elementwise work), one int8 code per element.
     """
 
     @staticmethod
     def forward(ctx, x, alpha, decay: float, reset: str, lo: int, unit: bool, compiled: bool = False):
         kernels = compiled_kernels() if compiled else None
-        fwd = kernels[0] if kernels else bi_spike_forward_kernel
+        eager = kernels is None and not torch.compiler.is_compiling()
+        fwd = kernels[0] if kernels else bi_spike_forward_eager if eager else bi_spike_forward_kernel
         need_state = any(ctx.needs_input_grad)  # inference and tracing keep no backward state
         out, state = fwd(x, alpha, decay, reset, lo, unit, need_state)
         if need_state:
-            ctx.save_for_backward(alpha, *state)
-        ctx.decay, ctx.reset, ctx.unit, ctx.kernels = decay, reset, unit, kernels
+            ctx.save_for_backward(alpha, *(part for part in state if part is not None))
+            ctx.parts = len(state), [i for i, part in enumerate(state) if part is None]
+        ctx.decay, ctx.reset, ctx.unit, ctx.kernels, ctx.eager = decay, reset, unit, kernels, eager
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        alpha, *state = ctx.saved_tensors
-        bwd = ctx.kernels[1] if ctx.kernels else bi_spike_backward_kernel
-        grad_x = bwd(grad_out.contiguous(), alpha, tuple(state), ctx.decay, ctx.reset, ctx.unit)
+        alpha, *saved = ctx.saved_tensors
+        count, missing = ctx.parts
+        it = iter(saved)
+        state = tuple(None if i in missing else next(it) for i in range(count))
+        bwd = ctx.kernels[1] if ctx.kernels else bi_spike_backward_eager if ctx.eager else bi_spike_backward_kernel
+        grad_x = bwd(grad_out.contiguous(), alpha, state, ctx.decay, ctx.reset, ctx.unit)
         return grad_x, None, None, None, None, None, None
 
 
@@ -285,12 +349,18 @@ class StatelessSpikeFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, alpha, lo: int, unit: bool):
         a = _bcast(alpha.to(x.dtype).clamp_min(1e-5), x.dim())
-        q = torch.clamp(torch.round(x / a), lo, 1)
         if _packed_state():
+            q = torch.clamp(torch.round(x / a), lo, 1)
             ctx.save_for_backward(encode_state(q, x, a, lo))
-        else:
-            ctx.save_for_backward((x >= lo * a) & (x <= a))
-        return q if unit else a * q
+            return q if unit else a * q
+        # eagerly: in place, and a window of one comparison for ternary spikes (|x| <= a)
+        if any(ctx.needs_input_grad):
+            if lo == -1:
+                ctx.save_for_backward(torch.abs(x) <= a)
+            else:
+                ctx.save_for_backward((x >= lo * a) & (x <= a))
+        q = torch.div(x, a).round_().clamp_(lo, 1)
+        return q if unit else q.mul_(a)
 
     @staticmethod
     def backward(ctx, grad_out):

@@ -41,6 +41,22 @@ def test_bi_spike_fast_equals_reference(T, reset, k, levels, impl):
     torch.testing.assert_close(q, torch.round(q))
 
 
+@pytest.mark.parametrize("reset", ["official", "soft", "none"])
+@pytest.mark.parametrize("levels", ["ternary", "binary"])
+def test_eager_neuron_with_unit_amplitude_equals_reference(reset, levels):
+    """The eager fast path with spikes of 1 (the ablation's unit amplitude) and with no reset."""
+    torch.manual_seed(5)
+    x = torch.randn(3, 4, 9, 10) * 0.8
+    n = BiSpikeNeuron(num_timesteps=3, reset=reset, levels=levels, amplitude="unit", alpha_mode="fixed", fixed_alpha=0.6)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    s, r = n(x1), R.bi_spike_reference(x2, n.alpha, reset=reset, levels=levels, amplitude="unit")
+    assert torch.equal(s, r)
+    g = torch.randn_like(s)
+    s.backward(g)
+    r.backward(g)
+    assert torch.equal(x1.grad, x2.grad)  # the eager path runs the reference's arithmetic
+
+
 def test_calibrated_flag_is_read_again_after_load():
     """The host-side cache of the `calibrated` flag follows load_state_dict and mark_uncalibrated."""
     n = BiSpikeNeuron(2)
@@ -234,15 +250,19 @@ def test_learn_alpha_state_dict_loads_across_frozen_and_learnt():
 
 
 def test_fast_neuron_saves_compact_state():
-    """The backward state of the fused neuron: the amplitudes, int8 levels and a bool window."""
-    saved = []
-    n = BiSpikeNeuron(4)
-    x = torch.randn(4, 3, 5, 8, requires_grad=True)
-    n.calibrate(x.detach())
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-        n(x)
-    assert sorted((str(t.dtype), t.numel()) for t in saved) == [
-        ("torch.bool", x.numel()), ("torch.float32", 4), ("torch.int8", x.numel())]
+    """The backward state of the fused neuron: the amplitudes, a bool window per step and int8 levels
+    of the steps whose reset the backward reads (all but the last; none at T = 1 or without the
+    official reset)."""
+    for T, reset, levels in ((4, "official", 3), (1, "official", 0), (4, "soft", 0)):
+        saved = []
+        n = BiSpikeNeuron(T, reset=reset)
+        x = torch.randn(T, 3, 5, 8, requires_grad=True)
+        n.calibrate(x.detach())
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+            n(x)
+        step = x.numel() // T
+        expected = [("torch.bool", x.numel()), ("torch.float32", T)] + ([("torch.int8", levels * step)] if levels else [])
+        assert sorted((str(t.dtype), t.numel()) for t in saved) == expected
 
 
 def test_packed_state_round_trips():
