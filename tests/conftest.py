@@ -8,6 +8,9 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# a model as loaded compiles its spiking layers at its first large training step: tests that want
+# that say so (tests/core/models/test_compile_layers.py)
+os.environ.setdefault("SPIKELM_COMPILE", "none")
 
 from pathlib import Path  # noqa: E402
 

@@ -8,6 +8,7 @@ rely on this: each op's spiking operand is its `neuron`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -126,6 +127,47 @@ def causal_mask(length: int, past: int, attention_mask: torch.Tensor | None, dty
     return additive_mask(allowed, dtype)
 
 
+class UniformDropout(nn.Dropout):
+    """`nn.Dropout` whose mask is drawn as `uniform > p` (`torch.rand_like`) instead of with ATen's
+    `bernoulli_`: the same distribution (each element kept with probability 1 - p, to float32's
+    2^-24 resolution), scaled by 1 / (1 - p) as usual, in about half the time on CPU, where
+    `bernoulli_` was 15 % of a MiniLM training step. Inside a compiled layer the comparison and the
+    scaling fuse with their neighbours and the backward keeps an int8 mask. The masks differ from
+    `nn.Dropout`'s for one seed (another stream of random numbers), not in distribution; eager and
+    compiled layers draw the same masks."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return uniform_dropout(x, self.p, self.training)
+
+
+def uniform_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """`F.dropout` with the mask drawn as `uniform > p` (see `UniformDropout`)."""
+    if not training or p == 0.0:
+        return x
+    if p >= 1.0:
+        return torch.zeros_like(x)
+    u = torch.rand_like(x)
+    if torch.compiler.is_compiling():
+        # keep where u > p as an int8 0/1 from ceil (for p < 1, u - p lies in (-1, 1)): inside a
+        # compiled graph a bool mask keeps the CPU kernels from vectorising; int8 is what is saved
+        keep = torch.ceil(u - p).to(torch.int8)
+    else:
+        keep = u > p  # the same mask, one comparison
+    return x * keep * (1.0 / (1.0 - p))
+
+
+def attention_with_dropout(q, k, v, attn_mask, p: float, training: bool):
+    """softmax(q k^T / sqrt(d) + mask) v, like `F.scaled_dot_product_attention`, with the attention
+    probabilities dropped by `uniform_dropout` when training on CPU (where SDPA's dropout draws a
+    `bernoulli_` mask); elsewhere, or without dropout, SDPA itself."""
+    if not training or p == 0.0 or q.device.type != "cpu":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p if training else 0.0)
+    scores = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))
+    if attn_mask is not None:
+        scores = scores + attn_mask
+    return torch.matmul(uniform_dropout(torch.softmax(scores, dim=-1), p, True), v)
+
+
 class SpikeLinear(nn.Linear):
     """`nn.Linear` driven by spikes: `linear(neuron(x))` on `x: [T, ..., in]` (T folded into the batch).
 
@@ -226,6 +268,20 @@ class SpikeMatmul(nn.Module):
         return torch.matmul(left, right.transpose(-1, -2) if self.transpose_right else right)
 
 
+#: `CompilableLayer.compile_policy` "auto" compiles a layer at its first training step whose input
+#: holds at least this many elements (T x batch x tokens x width): a model that size trains long
+#: enough for the one-off compile to pay back; a tiny model never compiles on its own
+AUTO_COMPILE_MIN_ELEMENTS = 1 << 18
+
+
+def _compile_env() -> str | None:
+    """`SPIKELM_COMPILE` (auto | layers | none): the policy of layers left at "auto"; None if unset."""
+    import os
+
+    value = os.environ.get("SPIKELM_COMPILE", "").strip().lower()
+    return value if value in ("auto", "layers", "none") else None
+
+
 class CompilableLayer(nn.Module):
     """A layer whose `forward` can run as one `torch.compile`d graph (`compile_layers`).
 
@@ -233,12 +289,24 @@ class CompilableLayer(nn.Module):
     the compiled graph whenever it can, and its eager `_forward` otherwise: when attention maps are
     asked for, while a neuron records firing statistics or is not calibrated yet (calibration reads
     data on the host), and while fvcore/TorchScript traces the model. Both give the same spikes.
+
+    `compile_policy` says when a layer compiles: "layers" (`compile_layers`, at once), "none" (never)
+    or "auto", the default of a model as loaded: the layer compiles itself at its first training
+    step (train mode, gradients on) whose input holds at least `AUTO_COMPILE_MIN_ELEMENTS` elements,
+    so a converted model trained in a user's own loop or a plain Trainer runs compiled, while tiny
+    models and inference stay eager. spikelm's pipelines decide from the planned run length instead
+    (`training.pipeline.compile_if_asked`). `SPIKELM_COMPILE=layers|none` replaces "auto" (layers:
+    compile at the first training step whatever the size; none: stay eager).
     """
 
     #: the compiled (unbound) `_forward`, or None; shared by copies of the layer
     _compiled = None
+    #: "auto" | "layers" | "none" (see the class docstring); `set_compile_policy` sets it per model
+    compile_policy = "auto"
 
     def forward(self, *args, output_attentions: bool = False):
+        if self._compiled is None and self.training and torch.is_grad_enabled():
+            self._maybe_auto_compile(args[0])
         if self._compiled is not None:
             for module in self._sharing_modules():  # decided here, eagerly: the graph only reads it
                 module.refresh_input_sharing()
@@ -253,7 +321,34 @@ class CompilableLayer(nn.Module):
                 logger.warning("torch.compile failed for %s (%s: %s); it runs eagerly from now on",
                                type(self).__name__, type(exc).__name__, exc)
                 self._compiled = None
+                self.compile_policy = "none"
         return self._forward(*args, output_attentions=output_attentions)
+
+    def _maybe_auto_compile(self, x: torch.Tensor) -> None:
+        policy = self.compile_policy
+        if policy == "auto":
+            policy = _compile_env() or "auto"
+        if policy == "none" or self.__dict__.get("_auto_tried"):
+            return
+        if policy == "auto" and x.numel() < AUTO_COMPILE_MIN_ELEMENTS:
+            return
+        if torch.jit.is_tracing() or torch.compiler.is_compiling() or not self._compilable_now():
+            return
+        self.__dict__["_auto_tried"] = True
+        if any(getattr(n, "impl", None) == "reference" for n in self.__dict__["_neurons_cache"]):
+            return  # the reference loops were asked for: they stay eager
+        from ..neurons import set_neuron_impl
+
+        if not _AUTO_ANNOUNCED:
+            from ..log import logger
+
+            _AUTO_ANNOUNCED.append(True)
+            logger.info("compiling the spiking layers for training (compile policy %r; the first step takes "
+                        "about a minute on CPU, later runs reuse torch's cache; SPIKELM_COMPILE=none keeps "
+                        "them eager)", policy)
+        if _prepare_compiler():
+            self.compile_forward()
+            set_neuron_impl(self, "fast")
 
     def _sharing_modules(self) -> list:
         modules = self.__dict__.get("_sharing_cache")
@@ -280,6 +375,47 @@ class CompilableLayer(nn.Module):
         self._compiled = None
 
 
+_AUTO_ANNOUNCED: list = []
+
+
+def _prepare_compiler() -> bool:
+    """Compiler settings every compiled layer needs; False where torch.compile is unavailable.
+
+    One graph per (training/eval, grad mode, static/dynamic shapes): more than dynamo's default 8
+    recompiles. Compiled code is cached on disk under `$SPIKELM_CACHE/torchinductor` (unless
+    `TORCHINDUCTOR_CACHE_DIR` is set), so a second run skips most of the compile."""
+    import os
+
+    try:
+        import torch._dynamo
+
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    except Exception as exc:  # no compiler backend on this platform
+        from ..log import logger
+
+        logger.warning("torch.compile is unavailable (%s); layers run eagerly", exc)
+        return False
+    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        from ..checkpoints import cache_root
+
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_root() / "torchinductor")
+    return True
+
+
+def set_compile_policy(model: nn.Module, policy: str) -> int:
+    """Set every `CompilableLayer`'s `compile_policy` ("auto" | "layers" | "none"); "none" also drops
+    compiled graphs. Returns how many layers."""
+    if policy not in ("auto", "layers", "none"):
+        raise ValueError(f"compile policy must be auto, layers or none, not {policy!r}")
+    layers = [m for m in model.modules() if isinstance(m, CompilableLayer)]
+    for layer in layers:
+        layer.compile_policy = policy
+        layer.__dict__.pop("_auto_tried", None)
+        if policy == "none":
+            layer.uncompile_forward()
+    return len(layers)
+
+
 def compile_layers(model: nn.Module, *, dynamic: bool | None = None) -> int:
     """Run every `CompilableLayer` of `model` as one compiled graph; returns how many.
 
@@ -292,21 +428,12 @@ def compile_layers(model: nn.Module, *, dynamic: bool | None = None) -> int:
     """
     from ..neurons import set_neuron_impl
 
-    try:
-        import torch._dynamo
-
-        # one graph per (training/eval, grad mode, static/dynamic shapes): more than the default 8
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-        layers = [m for m in model.modules() if isinstance(m, CompilableLayer)]
-        for layer in layers:
-            layer.compile_forward(dynamic=dynamic)
-    except Exception as exc:  # no compiler backend on this platform
-        from ..log import logger
-
-        logger.warning("torch.compile is unavailable (%s); layers run eagerly", exc)
-        for m in model.modules():
-            if isinstance(m, CompilableLayer):
-                m.uncompile_forward()
+    layers = [m for m in model.modules() if isinstance(m, CompilableLayer)]
+    if not _prepare_compiler():  # warned: no compiler backend on this platform
+        set_compile_policy(model, "none")
         return 0
+    for layer in layers:
+        layer.compile_policy = "layers"
+        layer.compile_forward(dynamic=dynamic)
     set_neuron_impl(model, "fast")  # traced into the layer graph; "compiled" would nest a compile
     return len(layers)

@@ -118,3 +118,30 @@ class FiringRateCallback(TrainerCallback):
         if logs is not None and self.last_rate is not None and "loss" in logs:
             logs["firing_rate"] = round(self.last_rate, 6)
 
+
+
+class CompileTimeCallback(TrainerCallback):
+    """Shows, once, what compiling the spiking layers cost: the first optimizer step (which
+    compiles the forward and backward graphs) against the second, logged after the second step.
+    Added by the pipelines when they compile (`compile: layers`, or `auto` for a long run)."""
+
+    def __init__(self):
+        self._begin: float | None = None
+        self._steps: list[float] = []
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        import time
+
+        self._begin = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        import time
+
+        if self._begin is None or len(self._steps) >= 2:
+            return
+        self._steps.append(time.perf_counter() - self._begin)
+        if len(self._steps) == 2 and state.is_world_process_zero:
+            first, second = self._steps
+            log.info("compiled spiking layers: the first step took %.1f s, the second %.2f s (about %.0f s "
+                     "compiling; torch's cache makes the next run's compile shorter)", first, second,
+                     max(0.0, first - second))

@@ -24,7 +24,7 @@ from ..errors import CheckpointError, ConfigError, DataError, SpikelmError
 from ..firing import FiringReport, measure_firing
 from ..log import get_logger
 from .args import check_device
-from .callbacks import FiringRateCallback
+from .callbacks import CompileTimeCallback, FiringRateCallback
 from .firing_target import FiringTarget
 from .results import EvalResult, RunResult, Timer
 from .rundir import RunDirectory
@@ -173,7 +173,7 @@ def compile_if_asked(model, mode: str, *, work: int = 0, threshold: int = AUTO_C
     """`compile: layers` (or `auto` with `work` at least `threshold`): run each spiking layer of
     `model` as one compiled graph (after calibration, which compiled layers leave to the eager
     path). Returns how many layers."""
-    from ..models.common import CompilableLayer, compile_layers
+    from ..models.common import CompilableLayer, compile_layers, set_compile_policy
 
     asked = mode
     if mode == "auto":
@@ -183,13 +183,14 @@ def compile_if_asked(model, mode: str, *, work: int = 0, threshold: int = AUTO_C
             log.info("compile: auto -> %s (%d %s; compiled from %d)", mode, work,
                      "steps" if threshold == AUTO_COMPILE_MIN_STEPS else "examples", threshold)
     if mode != "layers":
+        set_compile_policy(model, "none")  # decided here: the layers do not compile on their own
         return 0
     n = compile_layers(model, dynamic=True)  # batches vary in length: one graph for all lengths
     if n == 0 and asked == "layers":
         log.warning("compile is 'layers' but %s has no compilable spiking layers; it runs eagerly",
                     type(model).__name__)
     elif n:
-        log.info("compiled %d spiking layers: the first training and evaluation steps compile (about a "
+        log.info("compiling %d spiking layers: the first training and evaluation steps compile (about a "
                  "minute on CPU; torch caches the result for later runs)", n)
     return n
 
@@ -248,8 +249,9 @@ def run_training(pipeline: Pipeline, *, resume: str | None, callbacks=None) -> R
             firing_target=FiringTarget.from_train_args(cfg.train),
         )
         calibrated = calibrate_if_needed(trainer.model, pipeline.calibration_batch(train_ds, collator), loaded.converted)
-        compile_if_asked(trainer.model, training_compile_mode(cfg.train),
-                         work=planned_steps(args, len(train_ds)))
+        if compile_if_asked(trainer.model, training_compile_mode(cfg.train),
+                            work=planned_steps(args, len(train_ds))):
+            trainer.add_callback(CompileTimeCallback())
         train_out = trainer.train(resume_from_checkpoint=run.resume_from)
         metrics, primary, report = pipeline.final_evaluation(trainer, evals, collator, loaded.tokenizer)
         trainer.save_model(str(run.final_dir))  # every rank calls it; only the main process writes

@@ -41,13 +41,16 @@ from transformers.models.bart.modeling_bart import (
 
 from ...neurons import SpikingNeuron
 from ..common import (
+    CompilableLayer,
     SharedInputProjections,
     SpikeLinear,
     SpikeMatmul,
     additive_mask,
+    attention_with_dropout,
     causal_mask,
     make_kv_spike,
     make_neuron,
+    uniform_dropout,
 )
 from .configuration_spiking_bart import SpikingBartConfig
 
@@ -96,51 +99,49 @@ class SpikingBartAttention(SharedInputProjections):
         B, _, S, dh = x.shape
         return x.view(B, T, self.num_heads, S, dh).permute(1, 0, 2, 3, 4)
 
-    def forward(self, h, key_value_states=None, mask=None, cache: Cache | None = None):
+    def forward(self, h, key_value_states=None, mask=None, past=None, cached_kv=None, want_kv: bool = False):
         """`h: [T, B, L, D]`; `key_value_states: [T, B, S, D]` for cross-attention; `mask` additive,
-        broadcastable to `[T, B, H, L, S]`. Returns `[T, B, L, D]`."""
+        broadcastable to `[T, B, H, L, S]`. Incremental decoding passes tensors, never a cache
+        object, so that a compiled layer can run it: `past` the cached spiked (K, V) of the tokens
+        before (self-attention), `cached_kv` cross-attention's cached (K, V) used instead of
+        projecting `key_value_states` again, both in the cache layout `[B, T*H, S, d_h]`.
+        Returns `[T, B, L, D]` and, with `want_kv`, the (K, V) to cache, in that layout: the new
+        tokens' (self-attention) or all of them (cross-attention)."""
         T = h.shape[0]
-        is_cross = key_value_states is not None
-        layer_cache, reuse = None, False
-        if cache is not None:
-            if isinstance(cache, EncoderDecoderCache):
-                layer_cache = cache.cross_attention_cache if is_cross else cache.self_attention_cache
-                reuse = is_cross and cache.is_updated.get(self.layer_idx, False)
-            else:
-                layer_cache = cache
-        if reuse:
+        kv = None
+        if cached_kv is not None:
             q = self._heads(self.q_proj(h))
-            layer = layer_cache.layers[self.layer_idx]
-            k, v = self._from_cache(layer.keys, T), self._from_cache(layer.values, T)
+            k, v = self._from_cache(cached_kv[0], T), self._from_cache(cached_kv[1], T)
         else:
-            if is_cross:
+            if key_value_states is not None:
                 q = self._heads(self.q_proj(h))
                 k, v = self.project(key_value_states, "kv")
             else:
                 q, k, v = self.project(h, "qkv")
                 q = self._heads(q)
             k, v = self.qk.neuron(self._heads(k)), self.av.neuron(self._heads(v))
-            if layer_cache is not None:
-                ck, cv = layer_cache.update(self._to_cache(k), self._to_cache(v), self.layer_idx)
-                k, v = self._from_cache(ck, T), self._from_cache(cv, T)
-                if is_cross and isinstance(cache, EncoderDecoderCache):
-                    cache.is_updated[self.layer_idx] = True
+            if want_kv:
+                kv = (self._to_cache(k), self._to_cache(v))
+            if past is not None:
+                k = torch.cat([self._from_cache(past[0], T), k], dim=-2)
+                v = torch.cat([self._from_cache(past[1], T), v], dim=-2)
         if self.attention_impl == "fused" and not torch.jit.is_tracing():
             Tq, B, H, L, dh = q.shape
             S = k.shape[-2]
             attn_mask = None if mask is None else mask.expand(T, B, 1, L, S).reshape(T * B, 1, L, S)
-            ctx = F.scaled_dot_product_attention(
+            ctx = attention_with_dropout(
                 q.reshape(T * B, H, L, dh), k.reshape(T * B, H, S, dh), v.reshape(T * B, H, S, dh),
-                attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0,
+                attn_mask, self.dropout, self.training,
             ).view(T, B, H, L, dh)
         else:
             scores = self.qk(q, k, spiked=True) / math.sqrt(self.head_dim)
             if mask is not None:
                 scores = scores + mask
-            probs = F.dropout(torch.softmax(scores, dim=-1), p=self.dropout, training=self.training)
+            probs = uniform_dropout(torch.softmax(scores, dim=-1), p=self.dropout, training=self.training)
             ctx = self.av(probs, v, spiked=True)
         T, B, H, L, dh = ctx.shape
-        return self.out_proj(ctx.transpose(2, 3).reshape(T, B, L, H * dh))
+        out = self.out_proj(ctx.transpose(2, 3).reshape(T, B, L, H * dh))
+        return (out, kv) if want_kv else out
 
 
 class _SpikingBartLayer(nn.Module):
@@ -154,39 +155,83 @@ class _SpikingBartLayer(nn.Module):
         self.dropout, self.activation_dropout = config.dropout, config.activation_dropout
 
     def _ffn(self, h):
-        x = F.dropout(F.gelu(self.fc1(h)), p=self.activation_dropout, training=self.training)
-        x = F.dropout(self.fc2(x), p=self.dropout, training=self.training)
+        x = uniform_dropout(F.gelu(self.fc1(h)), p=self.activation_dropout, training=self.training)
+        x = uniform_dropout(self.fc2(x), p=self.dropout, training=self.training)
         return self.final_layer_norm(h + x)
 
 
-class SpikingBartEncoderLayer(_SpikingBartLayer):
+class SpikingBartEncoderLayer(_SpikingBartLayer, CompilableLayer):
+    """Self-attention and FFN; runs as one compiled graph after `compile_layers` (`CompilableLayer`)."""
+
     def __init__(self, config: SpikingBartConfig, layer_idx: int):
         super().__init__()
         self.self_attn = SpikingBartAttention(config, config.encoder_attention_heads, layer_idx)
         self.self_attn_layer_norm = nn.LayerNorm(config.d_model)
         self._init_ffn(config, config.encoder_ffn_dim)
 
-    def forward(self, h, mask):
-        x = F.dropout(self.self_attn(h, mask=mask), p=self.dropout, training=self.training)
+    def _forward(self, h, mask, output_attentions: bool = False):
+        x = uniform_dropout(self.self_attn(h, mask=mask), p=self.dropout, training=self.training)
         return self._ffn(self.self_attn_layer_norm(h + x))
 
 
-class SpikingBartDecoderLayer(_SpikingBartLayer):
+class SpikingBartDecoderLayer(_SpikingBartLayer, CompilableLayer):
+    """Causal self-attention, cross-attention and FFN. `forward` reads and writes the KV cache
+    eagerly; the layer's work in between (`_forward`, over tensors only) runs as one compiled graph
+    after `compile_layers`, the same graph for every decoding step (shapes dynamic)."""
+
     def __init__(self, config: SpikingBartConfig, layer_idx: int):
         super().__init__()
         d = config.d_model
+        self.layer_idx = layer_idx
         self.self_attn = SpikingBartAttention(config, config.decoder_attention_heads, layer_idx)
         self.self_attn_layer_norm = nn.LayerNorm(d)
         self.encoder_attn = SpikingBartAttention(config, config.decoder_attention_heads, layer_idx)
         self.encoder_attn_layer_norm = nn.LayerNorm(d)
         self._init_ffn(config, config.decoder_ffn_dim)
 
-    def forward(self, h, self_mask, enc_states, enc_mask, cache):
-        x = F.dropout(self.self_attn(h, mask=self_mask, cache=cache), p=self.dropout, training=self.training)
-        h = self.self_attn_layer_norm(h + x)
-        x = self.encoder_attn(h, key_value_states=enc_states, mask=enc_mask, cache=cache)
-        h = self.encoder_attn_layer_norm(h + F.dropout(x, p=self.dropout, training=self.training))
-        return self._ffn(h)
+    def forward(self, h, self_mask, enc_states, enc_mask, cache: Cache | None = None):
+        if cache is None:
+            return CompilableLayer.forward(self, h, self_mask, enc_states, enc_mask, None, None, False)
+        self_cache, cross_cache, updated = cache, None, False
+        if isinstance(cache, EncoderDecoderCache):
+            self_cache, cross_cache = cache.self_attention_cache, cache.cross_attention_cache
+            updated = cache.is_updated.get(self.layer_idx, False)
+        past = _cached(self_cache, self.layer_idx)
+        cross = _cached(cross_cache, self.layer_idx) if updated else None
+        out, self_kv, cross_kv = CompilableLayer.forward(self, h, self_mask, enc_states, enc_mask, past, cross, True)
+        self_cache.update(*self_kv, self.layer_idx)
+        if cross_cache is not None and not updated:
+            cross_cache.update(*cross_kv, self.layer_idx)
+            cache.is_updated[self.layer_idx] = True
+        return out
+
+    def _forward(self, h, self_mask, enc_states, enc_mask, past, cross, want_kv: bool, output_attentions: bool = False):
+        """The layer over tensors. `past`/`cross`: cached (K, V) of the self-attention (tokens before)
+        and of the cross-attention (None: computed from `enc_states`). With `want_kv` returns
+        (output, self-attention (K, V) of the new tokens, cross-attention (K, V)), else the output."""
+        x = self.self_attn(h, mask=self_mask, past=past, want_kv=want_kv)
+        if want_kv:
+            x, self_kv = x
+        h = self.self_attn_layer_norm(h + uniform_dropout(x, p=self.dropout, training=self.training))
+        x = self.encoder_attn(h, key_value_states=enc_states, mask=enc_mask, cached_kv=cross,
+                              want_kv=want_kv and cross is None)
+        cross_kv = cross
+        if want_kv and cross is None:
+            x, cross_kv = x
+        h = self.encoder_attn_layer_norm(h + uniform_dropout(x, p=self.dropout, training=self.training))
+        h = self._ffn(h)
+        return (h, self_kv, cross_kv) if want_kv else h
+
+
+def _cached(layer_cache, idx: int):
+    """The (K, V) a `DynamicCache` holds for layer `idx`, or None before its first update."""
+    if layer_cache is None or idx >= len(layer_cache.layers):
+        return None
+    layer = layer_cache.layers[idx]
+    keys = getattr(layer, "keys", None)
+    if keys is None or not getattr(layer, "is_initialized", True) or keys.numel() == 0:
+        return None
+    return keys, layer.values
 
 
 class SpikingBartPreTrainedModel(PreTrainedModel):
@@ -226,7 +271,7 @@ class _SpikingBartStack(SpikingBartPreTrainedModel):
 
     def _steps(self, embeds: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Float embeddings `[B, L, D]`, computed once and repeated over T: `[T, B, L, D]`."""
-        h = F.dropout(self.layernorm_embedding(embeds + positions), p=self.dropout, training=self.training)
+        h = uniform_dropout(self.layernorm_embedding(embeds + positions), p=self.dropout, training=self.training)
         return h.unsqueeze(0).expand(self.config.num_timesteps, *h.shape)
 
 

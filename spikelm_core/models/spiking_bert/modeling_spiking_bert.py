@@ -40,7 +40,16 @@ from transformers.models.bert.modeling_bert import (
 from transformers.utils import ModelOutput
 
 from ...neurons import SpikingNeuron
-from ..common import CompilableLayer, SharedInputProjections, SpikeLinear, SpikeMatmul, make_kv_spike, make_neuron
+from ..common import (
+    CompilableLayer,
+    SharedInputProjections,
+    SpikeLinear,
+    SpikeMatmul,
+    UniformDropout,
+    attention_with_dropout,
+    make_kv_spike,
+    make_neuron,
+)
 from .configuration_spiking_bert import SpikingBertConfig
 
 
@@ -71,7 +80,7 @@ class SpikingBertSelfAttention(SharedInputProjections):
         self.value = SpikeLinear(d, d, make_neuron(config))
         self.qk = SpikeMatmul(make_kv_spike(config), transpose_right=True)
         self.av = SpikeMatmul(make_kv_spike(config), transpose_right=False)
-        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+        self.dropout = UniformDropout(config.attention_probs_dropout_prob)
 
     def shared_projection_sets(self):
         return {"qkv": (self.query, self.key, self.value)}
@@ -107,8 +116,7 @@ class SpikingBertSelfAttention(SharedInputProjections):
         attn_mask = None
         if mask is not None:
             attn_mask = mask.to(q.dtype).expand(T, *mask.shape).reshape(T * B, 1, 1, mask.shape[-1])
-        p = self.dropout.p if self.training else 0.0
-        ctx = F.scaled_dot_product_attention(fold(q), fold(k), fold(v), attn_mask=attn_mask, dropout_p=p)
+        ctx = attention_with_dropout(fold(q), fold(k), fold(v), attn_mask, self.dropout.p, self.training)
         return ctx.view(T, B, H, L, dh)
 
 
@@ -117,7 +125,7 @@ class SpikingBertSelfOutput(nn.Module):
         super().__init__()
         self.dense = SpikeLinear(config.hidden_size, config.hidden_size, make_neuron(config))
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = UniformDropout(config.hidden_dropout_prob)
 
     def forward(self, x, residual):
         return self.LayerNorm(self.dropout(self.dense(x)) + residual)
@@ -148,7 +156,7 @@ class SpikingBertOutput(nn.Module):
         super().__init__()
         self.dense = SpikeLinear(config.intermediate_size, config.hidden_size, make_neuron(config))
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = UniformDropout(config.hidden_dropout_prob)
 
     def forward(self, x, residual):
         return self.LayerNorm(self.dropout(self.dense(x)) + residual)
@@ -280,7 +288,7 @@ class SpikingBertForSequenceClassification(SpikingBertPreTrainedModel):
         self.num_labels = config.num_labels
         self.bert = SpikingBertModel(config)
         p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = nn.Dropout(p)
+        self.dropout = UniformDropout(p)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 

@@ -198,3 +198,20 @@ def test_learn_alpha_trains_amplitudes_and_round_trips(tmp_path):
     assert again.config.learn_alpha and is_calibrated(again)
     torch.testing.assert_close(again.bert.encoder.layer[0].attention.self.query.neuron.alpha.detach(),
                                model.bert.encoder.layer[0].attention.self.query.neuron.alpha.detach())
+
+
+def test_uniform_dropout_keeps_each_element_with_probability_1_minus_p():
+    from spikelm_core.models.common import UniformDropout, uniform_dropout
+
+    torch.manual_seed(0)
+    x = torch.ones(400, 500)
+    y = uniform_dropout(x, 0.25, True)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.75) < 0.005
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / 0.75))
+    torch.manual_seed(0)
+    assert torch.equal(uniform_dropout(x, 0.25, True), y)  # seeded: the same mask
+    assert uniform_dropout(x, 0.25, False) is x and uniform_dropout(x, 0.0, True) is x
+    assert torch.equal(uniform_dropout(x, 1.0, True), torch.zeros_like(x))
+    d = UniformDropout(0.5).eval()
+    assert d(x) is x

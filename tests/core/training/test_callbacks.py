@@ -119,3 +119,21 @@ def test_jsonl_resume_drops_lines_after_the_checkpoint(tmp_path):
               logs={"loss": float("nan"), "train_runtime": 3.0})
     last = json.loads(path.read_text().splitlines()[-1])
     assert last == {"step": 4, "epoch": 1.0, "loss": "nan"} and cb.wall_clock == {"train_runtime": 3.0}
+
+
+def test_compile_time_is_shown_once_after_the_second_step(caplog, monkeypatch):
+    import time
+    from types import SimpleNamespace
+
+    from spikelm_core.training.callbacks import CompileTimeCallback
+
+    clock = iter([0.0, 40.0, 40.0, 41.5, 41.5, 43.0, 43.0, 44.5])
+    monkeypatch.setattr(time, "perf_counter", lambda: next(clock))
+    cb = CompileTimeCallback()
+    state = SimpleNamespace(is_world_process_zero=True)
+    with caplog.at_level("INFO", logger="spikelm"):
+        for _ in range(4):
+            cb.on_step_begin(None, state, None)
+            cb.on_step_end(None, state, None)
+    assert caplog.text.count("compiled spiking layers") == 1
+    assert "first step took 40.0 s, the second 1.50 s (about 38 s compiling" in caplog.text
