@@ -36,10 +36,13 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from transformers import BertConfig, BertForSequenceClassification  # noqa: E402
+
+transformers.utils.logging.disable_progress_bar()
 
 import spikelm_core  # noqa: E402
 from spikelm_core.calibration import calibrate  # noqa: E402
@@ -106,6 +109,7 @@ def train_step_fn(model, batch):
     model.train()
 
     def step():
+        model.train()  # an inference measurement in between may have left it in eval mode
         opt.zero_grad(set_to_none=True)
         model(**batch).loss.backward()
         opt.step()
@@ -171,6 +175,114 @@ def neuron_speedup(shape=(4, 16, 128, 1536), warmup=1, repeat=3) -> dict:
     }
 
 
+BART_SHAPES = {
+    "bart-base": dict(d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12,
+                      decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072),
+    "tiny": dict(d_model=48, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                 decoder_attention_heads=4, encoder_ffn_dim=96, decoder_ffn_dim=96),
+}
+
+
+def generation_bench(shape_name: str, T: int, batch: int, src_len: int, new_tokens: int, repeat: int) -> dict:
+    """Tokens generated per second with the KV cache, greedy and beam 4, of dense BART and of
+    spiking BART at T (eager, and with compiled encoder and decoder layers): forced lengths
+    (min_new_tokens = max_new_tokens), the same random source batch, medians of `repeat` calls
+    after one warm-up call (which compiles)."""
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    from spikelm_core.models.spiking_bart import SpikingBartConfig, SpikingBartForConditionalGeneration
+
+    common = dict(vocab_size=50265, max_position_embeddings=1024, pad_token_id=1, bos_token_id=0,
+                  eos_token_id=2, decoder_start_token_id=2, forced_eos_token_id=None, forced_bos_token_id=None,
+                  **BART_SHAPES[shape_name])
+    g = torch.Generator().manual_seed(0)
+    src = {"input_ids": torch.randint(4, 50265, (batch, src_len), generator=g),
+           "attention_mask": torch.ones(batch, src_len, dtype=torch.long)}
+    torch.manual_seed(0)
+    dense = BartForConditionalGeneration(BartConfig(**common)).eval()
+    spiking = SpikingBartForConditionalGeneration(SpikingBartConfig(num_timesteps=T, **common)).eval()
+    spiking.model.load_state_dict(dense.model.state_dict(), strict=False)
+    calibrate(spiking, src)
+    out: dict = {"shape": shape_name, "T": T, "batch": batch, "source_len": src_len, "new_tokens": new_tokens}
+
+    def rate(model, beams: int) -> float:
+        kw = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, num_beams=beams, do_sample=False,
+                  use_cache=True, early_stopping=False)
+
+        def gen():
+            with torch.inference_mode():
+                model.generate(**src, **kw)
+
+        return batch * new_tokens / median_time(gen, 1, repeat)
+
+    for beams, name in ((1, "greedy"), (4, "beam4")):
+        d = rate(dense, beams)
+        e = rate(spiking, beams)
+        out[name] = {"dense_tokens_per_s": d, "spiking_eager_tokens_per_s": e, "eager_ratio_times_T": e / d * T}
+    compile_layers(spiking)
+    for beams, name in ((1, "greedy"), (4, "beam4")):
+        c = rate(spiking, beams)
+        out[name]["spiking_compiled_tokens_per_s"] = c
+        out[name]["compiled_ratio_times_T"] = c / out[name]["dense_tokens_per_s"] * T
+        print(f"BART {shape_name} generation, {name}: dense {out[name]['dense_tokens_per_s']:.1f} tok/s, spiking "
+              f"T={T} eager {out[name]['spiking_eager_tokens_per_s']:.1f} (x T / dense "
+              f"{out[name]['eager_ratio_times_T']:.2f}), compiled {c:.1f} ({out[name]['compiled_ratio_times_T']:.2f})",
+              file=sys.stderr)
+    return out
+
+
+def default_path_bench(timesteps, batch, dense_train, dense_compiled_s, warmup: int, repeat: int, workdir: Path) -> dict:
+    """The default path, measured as users take it: `spikelm convert minilm -T T` saves a spiking
+    model; (1) "as_loaded": `AutoModelForSequenceClassification.from_pretrained` of that folder,
+    trained as it loads (the layers' own compile policy, "auto"); (2) "recipe": the same folder
+    as a recipe with default settings runs it (`train.compile: auto` for a run long enough to
+    compile: dynamic-shape compiled layers). Each paired with the eager dense model, and against
+    the compiled dense model where measured."""
+    from transformers import AutoModelForSequenceClassification
+
+    from spikelm_core.models.common import CompilableLayer
+    from spikelm_core.training.pipeline import AUTO_COMPILE_MIN_STEPS, compile_if_asked
+
+    exe = Path(sys.executable).with_name("spikelm")
+    out: dict = {}
+    for T in timesteps:
+        folder = workdir / f"minilm-spiking-T{T}"
+        if not (folder / "config.json").exists():
+            subprocess.run([str(exe), "convert", "minilm", "--out", str(folder), "-T", str(T), "--format", "json"],
+                           check=True, capture_output=True, text=True)
+        per: dict = {}
+        for mode in ("as_loaded", "recipe"):
+            torch.manual_seed(0)
+            model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2)
+            if mode == "recipe":
+                compile_if_asked(model, "auto", work=AUTO_COMPILE_MIN_STEPS)
+            dense_now, step, ratio = paired_times(dense_train, train_step_fn(model, batch), warmup + 1, repeat)
+            compiled = all(m._compiled is not None for m in model.modules() if isinstance(m, CompilableLayer))
+            tps = inference_tokens_per_s(model, batch, warmup + 1, repeat)
+            dense_tps = inference_tokens_per_s(DENSE_FOR_INFERENCE[0], batch, warmup, repeat)
+            mem = saved_activation_bytes(model, batch)
+            per[mode] = {
+                "compiled_layers": compiled,
+                "train_step_s": step,
+                "dense_train_step_s": dense_now,
+                "train_step_ratio_over_T": ratio / T,
+                "train_step_ratio_over_T_vs_compiled_dense": None if dense_compiled_s is None else step / dense_compiled_s / T,
+                "inference_throughput_ratio_times_T": tps / dense_tps * T,
+                "peak_memory_ratio_over_T": mem / DENSE_FOR_INFERENCE[1] / T,
+            }
+            print(f"default path T={T}, {mode} ({'compiled' if compiled else 'eager'} layers): step {step:.3f} s "
+                  f"against dense {dense_now:.3f} s (ratio/T {ratio / T:.3f}), inference x T / dense "
+                  f"{tps / dense_tps * T:.2f}, activations {mem / DENSE_FOR_INFERENCE[1] / T:.2f} x T x dense",
+                  file=sys.stderr)
+            del model
+        out[str(T)] = per
+    return out
+
+
+#: (the eager dense model, its saved-activation bytes), set by main for `default_path_bench`
+DENSE_FOR_INFERENCE: list = []
+
+
 def energy_wall_time() -> float | None:
     exe = Path(sys.executable).with_name("spikelm")
     if not exe.exists():
@@ -181,6 +293,10 @@ def energy_wall_time() -> float | None:
     t0 = time.perf_counter()
     res = subprocess.run([str(exe), "energy", "--k", "2", "3", "4", "--format", "json"], capture_output=True, text=True)
     return time.perf_counter() - t0 if res.returncode == 0 else None
+
+
+#: the harness's sections besides the dense model (`--only`)
+SECTIONS = ("default-path", "explicit", "neuron", "energy", "generation")
 
 
 def main() -> None:
@@ -199,6 +315,12 @@ def main() -> None:
     ap.add_argument("--compile-dense", action="store_true",
                     help="also time the dense model under torch.compile (extra ratios *_vs_compiled_dense)")
     ap.add_argument("--skip-energy", action="store_true")
+    ap.add_argument("--skip-default-path", action="store_true",
+                    help="skip the default path (spikelm convert minilm, then the model as loaded and as a recipe runs it)")
+    ap.add_argument("--only", action="append", choices=SECTIONS, default=None,
+                    help="run only these sections (repeatable); the dense model is always measured")
+    ap.add_argument("--skip-generation", action="store_true",
+                    help="skip the BART generation throughput (bart-base shape, T=4, greedy and beam 4, KV cache)")
     ap.add_argument("--no-share", dest="share", action="store_false",
                     help="run Q, K and V with three neuron passes and three GEMMs (default: one shared pass)")
     ap.add_argument("--compare-sharing", action="store_true",
@@ -207,6 +329,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.shape, args.batch, args.seq_len = "tiny", 4, 32
+    sections = set(args.only or SECTIONS)
+    args.skip_default_path |= "default-path" not in sections
+    args.skip_energy |= "energy" not in sections
+    args.skip_generation |= "generation" not in sections
     shape = SHAPES[args.shape]
     batch = make_batch(args.batch, args.seq_len, 30522)
     info = {
@@ -246,8 +372,19 @@ def main() -> None:
         del compiled
     dense_train = train_step_fn(dense, batch)
 
+    default_path = None
+    if not args.skip_default_path and not args.quick:
+        import tempfile
+
+        DENSE_FOR_INFERENCE[:] = [dense, dense_mem]
+        with tempfile.TemporaryDirectory() as tmp:
+            default_path = default_path_bench(args.timesteps, batch, dense_train,
+                                              dense_compiled["train_step_s"] if dense_compiled else None,
+                                              args.warmup, args.repeat, Path(tmp))
+        DENSE_FOR_INFERENCE.clear()
+
     per_t = {}
-    for T in args.timesteps:
+    for T in (args.timesteps if "explicit" in sections else ()):
         model = build("spiking", shape, T, args.neuron_impl, share=args.share)
         calibrate(model, batch)
         extra_warmup = 0
@@ -292,12 +429,18 @@ def main() -> None:
         del model
     del dense, dense_train
 
-    neuron = neuron_speedup(warmup=args.warmup, repeat=args.repeat) if not args.quick else neuron_speedup(
-        (4, 4, 32, 96), 1, 2)
-    print(f"neuron {neuron['shape']}: reference {neuron['reference_s']:.3f} s, fast {neuron['fast_s']:.3f} s "
-          f"({neuron['speedup_fast']:.2f}x), compiled {neuron['compiled_s']:.3f} s ({neuron['speedup_compiled']:.2f}x)",
-          file=sys.stderr)
+    neuron = None
+    if "neuron" in sections:
+        neuron = neuron_speedup(warmup=args.warmup, repeat=args.repeat) if not args.quick else neuron_speedup(
+            (4, 4, 32, 96), 1, 2)
+        print(f"neuron {neuron['shape']}: reference {neuron['reference_s']:.3f} s, fast (eager) {neuron['fast_s']:.3f} s "
+              f"({neuron['speedup_fast']:.2f}x), compiled {neuron['compiled_s']:.3f} s ({neuron['speedup_compiled']:.2f}x)",
+              file=sys.stderr)
     energy_s = None if args.skip_energy else energy_wall_time()
+    generation = None
+    if not args.skip_generation:
+        generation = (generation_bench("tiny", 4, 2, 16, 4, 2) if args.quick
+                      else generation_bench("bart-base", 4, 4, 128, 32, args.repeat))
 
     result = {
         **info,
@@ -307,9 +450,11 @@ def main() -> None:
         "train_step_ratio_over_T": {T: v["train_step_ratio_over_T"] for T, v in per_t.items()},
         "inference_throughput_ratio": {T: v["inference_throughput_ratio"] for T, v in per_t.items()},
         "peak_memory_ratio": {T: v["peak_memory_ratio"] for T, v in per_t.items()},
-        "neuron_speedup_vs_reference": neuron["speedup_compiled" if args.neuron_impl == "compiled" else "speedup_fast"],
+        "neuron_speedup_vs_reference": None if neuron is None else neuron["speedup_fast"],
         "neuron": neuron,
         "energy_command_s": energy_s,
+        "generation": generation,
+        "default_path": default_path,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
