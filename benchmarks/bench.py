@@ -39,6 +39,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import torch  # noqa: E402
+import torch._dynamo  # noqa: E402
 import transformers  # noqa: E402
 from transformers import BertConfig, BertForSequenceClassification  # noqa: E402
 
@@ -46,7 +47,7 @@ transformers.utils.logging.disable_progress_bar()
 
 import spikelm_core  # noqa: E402
 from spikelm_core.calibration import calibrate  # noqa: E402
-from spikelm_core.models.common import SharedInputProjections, compile_layers  # noqa: E402
+from spikelm_core.models.common import SharedInputProjections, compile_layers, set_compile_policy  # noqa: E402
 from spikelm_core.models.spiking_bert import SpikingBertConfig, SpikingBertForSequenceClassification  # noqa: E402
 from spikelm_core.neurons import BiSpikeNeuron, set_neuron_impl  # noqa: E402
 
@@ -252,6 +253,7 @@ def default_path_bench(timesteps, batch, dense_train, dense_compiled_s, warmup: 
                            check=True, capture_output=True, text=True)
         per: dict = {}
         for mode in ("as_loaded", "recipe"):
+            torch._dynamo.reset()  # each mode compiles as in a process of its own
             torch.manual_seed(0)
             model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2)
             if mode == "recipe":
@@ -385,18 +387,23 @@ def main() -> None:
 
     per_t = {}
     for T in (args.timesteps if "explicit" in sections else ()):
+        torch._dynamo.reset()
         model = build("spiking", shape, T, args.neuron_impl, share=args.share)
         calibrate(model, batch)
         extra_warmup = 0
         if args.exec_mode == "layers":
             compile_layers(model)
             extra_warmup = 1  # the first call of each mode compiles
+        else:
+            set_compile_policy(model, "none")  # eager layers: not even the model's own "auto" compile
         sharing = None
         if args.compare_sharing:
             apart = build("spiking", shape, T, args.neuron_impl, share=False)
             apart.load_state_dict(model.state_dict())
             if args.exec_mode == "layers":
                 compile_layers(apart)
+            else:
+                set_compile_policy(apart, "none")
             shared_s, apart_s, shared_over_apart = paired_times(
                 train_step_fn(model, batch), train_step_fn(apart, batch), args.warmup + extra_warmup, args.repeat)
             sharing = {"shared_step_s": shared_s, "apart_step_s": apart_s, "shared_over_apart": 1 / shared_over_apart}

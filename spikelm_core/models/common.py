@@ -396,7 +396,7 @@ def _prepare_compiler() -> bool:
         logger.warning("torch.compile is unavailable (%s); layers run eagerly", exc)
         return False
     if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
-        from ..checkpoints import cache_root
+        from ..io import cache_root
 
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_root() / "torchinductor")
     return True

@@ -180,9 +180,10 @@ def bi_spike_backward_eager(grad_out, alpha, state, decay: float, reset: str, un
     a_all = alpha.to(grad_out.dtype)
     a_clamped = a_all.clamp_min(1e-5)
     grad_x = torch.empty(grad_out.shape, dtype=grad_out.dtype, device=grad_out.device)
+    zero = torch.zeros((), dtype=grad_out.dtype, device=grad_out.device)
     scratch = None
     for t in range(T - 1, -1, -1):
-        g = torch.mul(grad_out[t], windows[t], out=grad_x[t])
+        g = torch.where(windows[t], grad_out[t], zero, out=grad_x[t])  # one pass (a bool factor would be copied to float)
         if t == T - 1 or reset == "none":
             continue
         if reset == "official":  # + dL/du_{t+1} * (a_t - s_t) * decay
@@ -365,8 +366,9 @@ class StatelessSpikeFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         (state,) = ctx.saved_tensors
-        window = decode_state(state, grad_out.dtype)[1] if state.dtype == torch.int8 else state
-        return grad_out * window, None, None, None
+        if state.dtype == torch.int8:
+            return grad_out * decode_state(state, grad_out.dtype)[1], None, None, None
+        return torch.where(state, grad_out, torch.zeros((), dtype=grad_out.dtype, device=grad_out.device)), None, None, None
 
 
 class LIFSpikeFunction(torch.autograd.Function):
