@@ -347,11 +347,12 @@ class TrainArgs(_RuledSection):
     num_workers: int = Field(0, ge=0)
     """DataLoader worker processes."""
     compile: Literal["auto", "none", "layers"] = "auto"
-    """'layers': after calibration, run each spiking encoder layer as one torch.compile'd graph that
-    fuses the neurons with their neighbours (faster steps after a one-off compile, about a minute on
-    CPU, cached by torch for later runs; steps that record firing rates run eagerly); 'none': eager
-    layers; 'auto' (default): 'layers' when the run has at least 300 optimizer steps, so that the
-    compile pays for itself, else 'none'. Same spikes either way."""
+    """'layers': after calibration, run each spiking layer (BERT; BART encoder and decoder) as one
+    torch.compile'd graph that fuses the neurons with their neighbours (faster steps after a one-off
+    compile, about a minute on CPU, cached under $SPIKELM_CACHE/torchinductor for later runs; steps
+    that record firing rates run eagerly); 'none': eager layers; 'auto' (default): 'layers' when the
+    run has at least 300 optimizer steps, so that the compile pays for itself, else 'none'. Same
+    spikes either way."""
     sampling: Literal["random", "group_by_length"] = "random"
     """Order of training examples: 'random' (shuffled) or 'group_by_length' (shuffled, then batches
     of similar length, so that dynamic padding wastes little: faster on short, varied texts such as
