@@ -1,24 +1,28 @@
-"""Side-by-side benchmark: dense BERT vs spiking BERT on this machine, one run, ratios in JSON.
+"""Side-by-side benchmark: dense vs spiking models on this machine, one run, ratios in JSON.
 
-    python benchmarks/bench.py                      # MiniLM shape (6 x 384), batch 16 x 128
-    python benchmarks/bench.py --shape bert-base --batch 8
+    python benchmarks/bench.py --compile-dense      # everything, MiniLM shape (6 x 384), batch 16 x 128
+    python benchmarks/bench.py --only default-path  # one section (repeatable)
+    python benchmarks/bench.py --exec neurons --neuron-impl fast --only explicit   # the eager path
     python benchmarks/bench.py --quick              # tiny shapes, seconds (a smoke run)
 
 Measures, in one process and one run so the ratios compare like with like:
-- training step (forward + backward + AdamW) of dense BERT and of spiking BERT at each T;
-  `train_step_ratio_over_T` = (spiking step / dense step) / T, whose floor is 1.0;
-- inference throughput (tokens/s) under torch.inference_mode;
-- activation memory: bytes of the tensors autograd saves for backward in one training forward
-  (exact and repeatable on CPU, where allocator peaks are not observable);
-- the fast neuron against its reference loop on [4, 16, 128, 1536] (forward + backward);
-- with `--exec layers` (the default) the spiking model runs `compile_layers` (each encoder layer one
-  torch.compile'd graph, neurons fused with their neighbours); `--exec neurons` runs eager layers
-  with compiled neuron kernels. The dense model is Hugging Face BERT, eager, as users run it;
-  `--compile-dense` also measures it under torch.compile, for a second, stricter ratio;
-- the wall time of `spikelm energy` when that command exists.
-Times are medians over repeated steps after warm-up. Training steps of the dense and the spiking
-model alternate, and each ratio is the median of the per-pair ratios, so that drift in the
-machine's speed (other processes, thermal limits) cancels out.
+- default path: `spikelm convert minilm -T T`, then the saved model (1) as loaded
+  (`from_pretrained`, trained in a plain loop: its layers' own compile policy) and (2) as a recipe
+  with default settings runs it (`train.compile: auto` for a long run);
+- explicit modes: spiking BERT built here with `--exec layers` (`compile_layers`, static shapes)
+  or `--exec neurons` (eager layers, `--neuron-impl`);
+- for each: training step (forward + backward + AdamW), `train_step_ratio_over_T` = (spiking step /
+  dense step) / T, whose floor is 1.0; inference throughput (tokens/s) under torch.inference_mode;
+  activation memory, the bytes autograd saves for backward in one training forward (exact and
+  repeatable on CPU, where allocator peaks are not observable);
+- the eager ("fast") and compiled neuron against the reference loop on [4, 16, 128, 1536];
+- the wall time of `spikelm energy --k 2 3 4`;
+- BART-base generation throughput (greedy and beam 4, KV cache), dense against spiking T=4, eager
+  and compiled.
+The dense model is Hugging Face BERT, eager, as users run it; `--compile-dense` also measures it
+under torch.compile, for a second ratio. Times are medians over repeated steps after warm-up.
+Training steps of the dense and the spiking model alternate, and each ratio is the median of the
+per-pair ratios, so that drift in the machine's speed (other processes, thermal limits) cancels.
 """
 
 from __future__ import annotations
