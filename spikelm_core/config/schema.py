@@ -349,7 +349,7 @@ class TrainArgs(_RuledSection):
     compile: Literal["auto", "none", "layers"] = "auto"
     """'layers': after calibration, run each spiking layer (BERT; BART encoder and decoder) as one
     torch.compile'd graph that fuses the neurons with their neighbours (faster steps after a one-off
-    compile, about a minute on CPU, cached under $SPIKELM_CACHE/torchinductor for later runs; steps
+    compile, about a minute on CPU, cached by torch (TORCHINDUCTOR_CACHE_DIR) for later runs; steps
     that record firing rates run eagerly); 'none': eager layers; 'auto' (default): 'layers' when the
     run has at least 300 optimizer steps, so that the compile pays for itself, else 'none'. Same
     spikes either way."""

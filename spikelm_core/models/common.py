@@ -382,10 +382,8 @@ def _prepare_compiler() -> bool:
     """Compiler settings every compiled layer needs; False where torch.compile is unavailable.
 
     One graph per (training/eval, grad mode, static/dynamic shapes): more than dynamo's default 8
-    recompiles. Compiled code is cached on disk under `$SPIKELM_CACHE/torchinductor` (unless
-    `TORCHINDUCTOR_CACHE_DIR` is set), so a second run skips most of the compile."""
-    import os
-
+    recompiles. Compiled code lands in torch's own on-disk cache (TORCHINDUCTOR_CACHE_DIR, by
+    default /tmp/torchinductor_$USER), so a second run skips most of the compile."""
     try:
         import torch._dynamo
 
@@ -395,10 +393,6 @@ def _prepare_compiler() -> bool:
 
         logger.warning("torch.compile is unavailable (%s); layers run eagerly", exc)
         return False
-    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
-        from ..io import cache_root
-
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_root() / "torchinductor")
     return True
 
 
