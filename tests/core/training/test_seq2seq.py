@@ -140,7 +140,10 @@ def test_task_flag_picks_the_bart_recipe():
 
 
 @pytest.mark.slow
-def test_finetune_without_a_teacher_on_tiny_bart(tiny_bart_teacher, tmp_path):
+@pytest.mark.parametrize("compile_mode, beams", [("none", 1), ("layers", 2)])
+def test_finetune_without_a_teacher_on_tiny_bart(tiny_bart_teacher, tmp_path, compile_mode, beams):
+    """Summarisation fine-tuning end to end, eager and with compiled layers (training, then generation
+    for the final ROUGE through the compiled encoder and decoder layers, KV cache outside the graph)."""
     train, val = _data(tmp_path)
     out = tmp_path / "ft"
     res = runner.invoke(app, [
@@ -149,28 +152,9 @@ def test_finetune_without_a_teacher_on_tiny_bart(tiny_bart_teacher, tmp_path):
         "-s", "data.max_length=64", "-s", "data.max_target_length=16", "-s", "train.max_steps=2",
         "-s", "train.batch_size=4", "-s", "train.eval_batch_size=4", "-s", "train.eval_strategy=no",
         "-s", "train.keep_best=false", "-s", "train.device=cpu", "-s", "neuron.num_timesteps=2",
-        "-s", "generate.num_beams=1", "-s", "generate.max_new_tokens=4",
+        "-s", f"generate.num_beams={beams}", "-s", "generate.max_new_tokens=4", "-s", f"train.compile={compile_mode}",
     ])
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     assert data["global_step"] == 2 and set(data["metrics"]["validation"]) >= {"rouge1", "rougeL"}
     assert data["calibrated"] is True  # the dense BART was converted and calibrated before training
-
-
-@pytest.mark.slow
-def test_summarization_with_compiled_layers_end_to_end(tiny_bart_teacher, tmp_path):
-    """`train.compile: layers` on spiking BART: training, then generation for the final ROUGE, through
-    the compiled encoder and decoder layers (KV cache outside the graph)."""
-    train, val = _data(tmp_path)
-    out = tmp_path / "compiled"
-    res = runner.invoke(app, [
-        "finetune", "--task", "xsum", "--out-dir", str(out), "--format", "json",
-        "-s", f"model={tiny_bart_teacher}", "-s", f"data.train_file={train}", "-s", f"data.validation_file={val}",
-        "-s", "data.max_length=64", "-s", "data.max_target_length=16", "-s", "train.max_steps=3",
-        "-s", "train.batch_size=4", "-s", "train.eval_batch_size=4", "-s", "train.eval_strategy=no",
-        "-s", "train.keep_best=false", "-s", "train.device=cpu", "-s", "neuron.num_timesteps=2",
-        "-s", "generate.num_beams=2", "-s", "generate.max_new_tokens=4", "-s", "train.compile=layers",
-    ])
-    assert res.exit_code == 0, res.output
-    data = json.loads(res.stdout)
-    assert data["global_step"] == 3 and set(data["metrics"]["validation"]) >= {"rouge1", "rougeL"}
