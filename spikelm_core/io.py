@@ -114,7 +114,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def cache_root() -> Path:
-    """Where spikelm keeps files it derives once (de-quantised GGUF weights, compiled code):
+    """Where spikelm keeps files it derives once (de-quantised GGUF weights):
     $SPIKELM_CACHE, else $XDG_CACHE_HOME/spikelm, else ~/.cache/spikelm."""
     if os.environ.get("SPIKELM_CACHE"):
         return Path(os.environ["SPIKELM_CACHE"]).expanduser()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -119,7 +120,6 @@ class FiringRateCallback(TrainerCallback):
             logs["firing_rate"] = round(self.last_rate, 6)
 
 
-
 class CompileTimeCallback(TrainerCallback):
     """Shows, once, what compiling the spiking layers cost: the first optimizer step (which
     compiles the forward and backward graphs) against the second, logged after the second step.
@@ -130,13 +130,9 @@ class CompileTimeCallback(TrainerCallback):
         self._steps: list[float] = []
 
     def on_step_begin(self, args, state, control, **kwargs):
-        import time
-
         self._begin = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
-        import time
-
         if self._begin is None or len(self._steps) >= 2:
             return
         self._steps.append(time.perf_counter() - self._begin)
