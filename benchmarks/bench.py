@@ -1,4 +1,4 @@
-"""Side-by-side benchmark: dense vs spiking models on this machine, one run, ratios in JSON.
+"""Side-by-side benchmark: dense vs spiking models on this machine (CPU, or `--device cuda`), one run, ratios in JSON.
 
     python benchmarks/bench.py --compile-dense      # everything, MiniLM shape (6 x 384), batch 16 x 128
     python benchmarks/bench.py --only default-path  # one section (repeatable)
@@ -62,13 +62,24 @@ SHAPES = {
 }
 
 
+#: where models and batches live (`--device`); timings synchronise with the device when it is not the CPU
+DEVICE = torch.device("cpu")
+
+
+def _sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def median_time(fn, warmup: int, repeat: int) -> float:
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeat):
+        _sync()
         t0 = time.perf_counter()
         fn()
+        _sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
@@ -81,27 +92,30 @@ def paired_times(fn_a, fn_b, warmup: int, repeat: int) -> tuple[float, float, fl
     ta, tb = [], []
     for _ in range(repeat):
         for fn, out in ((fn_a, ta), (fn_b, tb)):
+            _sync()
             t0 = time.perf_counter()
             fn()
+            _sync()
             out.append(time.perf_counter() - t0)
     return statistics.median(ta), statistics.median(tb), statistics.median(b / a for a, b in zip(ta, tb))
 
 
 def make_batch(batch: int, seq: int, vocab: int, seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
-    return {
+    out = {
         "input_ids": torch.randint(1000 % vocab, vocab, (batch, seq), generator=g),
         "attention_mask": torch.ones(batch, seq, dtype=torch.long),
         "labels": torch.randint(0, 2, (batch,), generator=g),
     }
+    return {k: v.to(DEVICE) for k, v in out.items()}
 
 
 def build(kind: str, shape: dict, T: int | None, neuron_impl: str = "compiled", share: bool = True):
     torch.manual_seed(0)
     common = dict(vocab_size=30522, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, **shape)
     if kind == "dense":
-        return BertForSequenceClassification(BertConfig(**common))
-    model = SpikingBertForSequenceClassification(SpikingBertConfig(num_timesteps=T, **common))
+        return BertForSequenceClassification(BertConfig(**common)).to(DEVICE)
+    model = SpikingBertForSequenceClassification(SpikingBertConfig(num_timesteps=T, **common)).to(DEVICE)
     set_neuron_impl(model, neuron_impl)
     for m in model.modules():
         if isinstance(m, SharedInputProjections):
@@ -156,10 +170,10 @@ def inference_tokens_per_s(model, batch, warmup, repeat) -> float:
 
 def neuron_speedup(shape=(4, 16, 128, 1536), warmup=1, repeat=3) -> dict:
     """Forward + backward of one elastic bi-spiking neuron: each implementation against the reference."""
-    x = torch.randn(*shape)
-    n = BiSpikeNeuron(shape[0])
+    x = torch.randn(*shape, device=DEVICE)
+    n = BiSpikeNeuron(shape[0]).to(DEVICE)
     n(x)  # calibrate
-    g = torch.randn(*shape)
+    g = torch.randn(*shape, device=DEVICE)
 
     def run(impl):
         n.impl = impl
@@ -201,11 +215,11 @@ def generation_bench(shape_name: str, T: int, batch: int, src_len: int, new_toke
                   eos_token_id=2, decoder_start_token_id=2, forced_eos_token_id=None, forced_bos_token_id=None,
                   **BART_SHAPES[shape_name])
     g = torch.Generator().manual_seed(0)
-    src = {"input_ids": torch.randint(4, 50265, (batch, src_len), generator=g),
-           "attention_mask": torch.ones(batch, src_len, dtype=torch.long)}
+    src = {"input_ids": torch.randint(4, 50265, (batch, src_len), generator=g).to(DEVICE),
+           "attention_mask": torch.ones(batch, src_len, dtype=torch.long, device=DEVICE)}
     torch.manual_seed(0)
-    dense = BartForConditionalGeneration(BartConfig(**common)).eval()
-    spiking = SpikingBartForConditionalGeneration(SpikingBartConfig(num_timesteps=T, **common)).eval()
+    dense = BartForConditionalGeneration(BartConfig(**common)).to(DEVICE).eval()
+    spiking = SpikingBartForConditionalGeneration(SpikingBartConfig(num_timesteps=T, **common)).to(DEVICE).eval()
     spiking.model.load_state_dict(dense.model.state_dict(), strict=False)
     calibrate(spiking, src)
     out: dict = {"shape": shape_name, "T": T, "batch": batch, "source_len": src_len, "new_tokens": new_tokens}
@@ -259,7 +273,7 @@ def default_path_bench(timesteps, batch, dense_train, dense_compiled_s, warmup: 
         for mode in ("as_loaded", "recipe"):
             torch._dynamo.reset()  # each mode compiles as in a process of its own
             torch.manual_seed(0)
-            model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2)
+            model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2).to(DEVICE)
             if mode == "recipe":
                 compile_if_asked(model, "auto", work=AUTO_COMPILE_MIN_STEPS)
             dense_now, step, ratio = paired_times(dense_train, train_step_fn(model, batch), warmup + 1, repeat)
@@ -306,6 +320,7 @@ SECTIONS = ("default-path", "explicit", "neuron", "energy", "generation")
 
 
 def main() -> None:
+    global DEVICE
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", choices=sorted(SHAPES), default="minilm")
     ap.add_argument("--batch", type=int, default=16)
@@ -331,10 +346,15 @@ def main() -> None:
                     help="run Q, K and V with three neuron passes and three GEMMs (default: one shared pass)")
     ap.add_argument("--compare-sharing", action="store_true",
                     help="also pair the training step of the shared-spike model with one running Q/K/V apart")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="where the models run (cuda: a GPU machine; timings synchronise with it)")
     ap.add_argument("--out", type=Path, default=Path("runs/bench/bench.json"))
     args = ap.parse_args()
     if args.quick:
         args.shape, args.batch, args.seq_len = "tiny", 4, 32
+    if args.device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: no CUDA device is available here")
+    DEVICE = torch.device(args.device)
     sections = set(args.only or SECTIONS)
     args.skip_default_path |= "default-path" not in sections
     args.skip_energy |= "energy" not in sections
@@ -350,7 +370,7 @@ def main() -> None:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "spikelm": spikelm_core.__version__,
-        "device": "cpu",
+        "device": str(DEVICE) if DEVICE.type == "cpu" else torch.cuda.get_device_name(DEVICE),
         "exec": args.exec_mode,
         "neuron_impl": "fast, traced into compiled layers" if args.exec_mode == "layers" else args.neuron_impl,
         "shape": args.shape,
