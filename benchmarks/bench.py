@@ -250,7 +250,8 @@ def generation_bench(shape_name: str, T: int, batch: int, src_len: int, new_toke
     return out
 
 
-def default_path_bench(timesteps, batch, dense_train, dense_compiled_s, warmup: int, repeat: int, workdir: Path) -> dict:
+def default_path_bench(timesteps, batch, dense, dense_mem: int, dense_train, dense_compiled_s, warmup: int, repeat: int,
+                       workdir: Path) -> dict:
     """The default path, measured as users take it: `spikelm convert minilm -T T` saves a spiking
     model; (1) "as_loaded": `AutoModelForSequenceClassification.from_pretrained` of that folder,
     trained as it loads (the layers' own compile policy, "auto"); (2) "recipe": the same folder
@@ -279,7 +280,7 @@ def default_path_bench(timesteps, batch, dense_train, dense_compiled_s, warmup: 
             dense_now, step, ratio = paired_times(dense_train, train_step_fn(model, batch), warmup + 1, repeat)
             compiled = all(m._compiled is not None for m in model.modules() if isinstance(m, CompilableLayer))
             tps = inference_tokens_per_s(model, batch, warmup + 1, repeat)
-            dense_tps = inference_tokens_per_s(DENSE_FOR_INFERENCE[0], batch, warmup, repeat)
+            dense_tps = inference_tokens_per_s(dense, batch, warmup, repeat)
             mem = saved_activation_bytes(model, batch)
             per[mode] = {
                 "compiled_layers": compiled,
@@ -288,19 +289,15 @@ def default_path_bench(timesteps, batch, dense_train, dense_compiled_s, warmup: 
                 "train_step_ratio_over_T": ratio / T,
                 "train_step_ratio_over_T_vs_compiled_dense": None if dense_compiled_s is None else step / dense_compiled_s / T,
                 "inference_throughput_ratio_times_T": tps / dense_tps * T,
-                "peak_memory_ratio_over_T": mem / DENSE_FOR_INFERENCE[1] / T,
+                "peak_memory_ratio_over_T": mem / dense_mem / T,
             }
             print(f"default path T={T}, {mode} ({'compiled' if compiled else 'eager'} layers): step {step:.3f} s "
                   f"against dense {dense_now:.3f} s (ratio/T {ratio / T:.3f}), inference x T / dense "
-                  f"{tps / dense_tps * T:.2f}, activations {mem / DENSE_FOR_INFERENCE[1] / T:.2f} x T x dense",
+                  f"{tps / dense_tps * T:.2f}, activations {mem / dense_mem / T:.2f} x T x dense",
                   file=sys.stderr)
             del model
         out[str(T)] = per
     return out
-
-
-#: (the eager dense model, its saved-activation bytes), set by main for `default_path_bench`
-DENSE_FOR_INFERENCE: list = []
 
 
 def energy_wall_time() -> float | None:
@@ -402,12 +399,10 @@ def main() -> None:
     if not args.skip_default_path and not args.quick:
         import tempfile
 
-        DENSE_FOR_INFERENCE[:] = [dense, dense_mem]
         with tempfile.TemporaryDirectory() as tmp:
-            default_path = default_path_bench(args.timesteps, batch, dense_train,
+            default_path = default_path_bench(args.timesteps, batch, dense, dense_mem, dense_train,
                                               dense_compiled["train_step_s"] if dense_compiled else None,
                                               args.warmup, args.repeat, Path(tmp))
-        DENSE_FOR_INFERENCE.clear()
 
     per_t = {}
     for T in (args.timesteps if "explicit" in sections else ()):

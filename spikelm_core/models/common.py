@@ -339,10 +339,11 @@ class CompilableLayer(nn.Module):
             return  # the reference loops were asked for: they stay eager
         from ..neurons import set_neuron_impl
 
-        if not _AUTO_ANNOUNCED:
+        global _auto_announced
+        if not _auto_announced:
             from ..log import logger
 
-            _AUTO_ANNOUNCED.append(True)
+            _auto_announced = True
             logger.info("compiling the spiking layers for training (compile policy %r; the first step takes "
                         "about a minute on CPU, later runs reuse torch's cache; SPIKELM_COMPILE=none keeps "
                         "them eager)", policy)
@@ -375,7 +376,8 @@ class CompilableLayer(nn.Module):
         self._compiled = None
 
 
-_AUTO_ANNOUNCED: list = []
+#: whether the one INFO line about a model compiling itself was logged in this process
+_auto_announced = False
 
 
 def _prepare_compiler() -> bool:

@@ -131,7 +131,7 @@ def bi_spike_forward_eager(x, alpha, decay: float, reset: str, lo: int, unit: bo
     and `out=`, no `torch.stack`), the membrane's products run in the reference's order (no fused
     multiply-add, which rounds differently), and the backward state is a bool window per step
     (|u| <= a for ternary spikes, one comparison) plus int8 levels only where the backward reads
-    them (steps 0..T-2 of the official reset). Returns (spikes, (windows, levels or None))."""
+    them (steps 0..T-2 of the official reset). Returns (spikes, (windows,) or (windows, levels))."""
     T = x.shape[0]
     a_all = alpha.to(x.dtype)
     a_clamped = a_all.clamp_min(1e-5)
@@ -168,14 +168,16 @@ def bi_spike_forward_eager(x, alpha, decay: float, reset: str, lo: int, unit: bo
             else:
                 torch.le(u, a, out=windows[t])
                 windows[t].logical_and_(torch.ge(u, lo * a, out=below))
-    return out, ((windows, levels) if need_state else ())
+    if not need_state:
+        return out, ()
+    return out, (windows,) if levels is None else (windows, levels)
 
 
 def bi_spike_backward_eager(grad_out, alpha, state, decay: float, reset: str, unit: bool):
     """The backward of `bi_spike_forward_eager` (the BPTT of `bi_spike_backward_kernel`), written
     into one preallocated gradient, each product in the reference's order (no fused multiply-add):
     the same gradients bit for bit."""
-    windows, levels = state
+    windows, levels = state[0], state[1] if len(state) > 1 else None
     T = grad_out.shape[0]
     a_all = alpha.to(grad_out.dtype)
     a_clamped = a_all.clamp_min(1e-5)
@@ -323,24 +325,20 @@ class BiSpikeFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, alpha, decay: float, reset: str, lo: int, unit: bool, compiled: bool = False):
         kernels = compiled_kernels() if compiled else None
-        eager = kernels is None and not torch.compiler.is_compiling()
+        eager = kernels is None and not _packed_state()
         fwd = kernels[0] if kernels else bi_spike_forward_eager if eager else bi_spike_forward_kernel
         need_state = any(ctx.needs_input_grad)  # inference and tracing keep no backward state
         out, state = fwd(x, alpha, decay, reset, lo, unit, need_state)
         if need_state:
-            ctx.save_for_backward(alpha, *(part for part in state if part is not None))
-            ctx.parts = len(state), [i for i, part in enumerate(state) if part is None]
+            ctx.save_for_backward(alpha, *state)
         ctx.decay, ctx.reset, ctx.unit, ctx.kernels, ctx.eager = decay, reset, unit, kernels, eager
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        alpha, *saved = ctx.saved_tensors
-        count, missing = ctx.parts
-        it = iter(saved)
-        state = tuple(None if i in missing else next(it) for i in range(count))
+        alpha, *state = ctx.saved_tensors
         bwd = ctx.kernels[1] if ctx.kernels else bi_spike_backward_eager if ctx.eager else bi_spike_backward_kernel
-        grad_x = bwd(grad_out.contiguous(), alpha, state, ctx.decay, ctx.reset, ctx.unit)
+        grad_x = bwd(grad_out.contiguous(), alpha, tuple(state), ctx.decay, ctx.reset, ctx.unit)
         return grad_x, None, None, None, None, None, None
 
 
