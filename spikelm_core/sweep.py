@@ -11,9 +11,10 @@ then the energy audit of its trained model (`spikelm energy` on final/, with its
 `<point>/sweep_point.json` marks a point as finished: a second call skips finished points,
 continues an interrupted one from its last checkpoint (`--resume auto`) and runs the rest; a
 finished point run with other settings is refused. Two points whose resolved configs are equal run
-once (the second row says `same_as`). The table (`sweep.json`, `sweep.csv`, `sweep.md`) and
-`pareto.png` are rewritten after every point, so an interrupted sweep leaves the table of what is
-done.
+once (the second row says `same_as`). The table (`sweep.json`, `sweep.csv`, `sweep.md`),
+`pareto.png` and `curves.png` (each point's dev metric at every evaluation during training, the
+learning curve) are rewritten after every point, so an interrupted sweep leaves the table of what
+is done.
 
 The Pareto front is over (metric up, energy down): a point is on it when no other point has a
 metric at least as high at an energy at most as low (one of the two strictly).
@@ -36,7 +37,7 @@ from .config import (EvalConfig, config_from_dict, config_to_dict, diff_configs,
 from .errors import ConfigError
 from .io import atomic_write_bytes, atomic_write_text, check_output_location
 from .training.results import Timer
-from .training.rundir import FINAL, RESUME_MAY_CHANGE, RUN_CONFIG, default_out_dir
+from .training.rundir import FINAL, METRICS, RESUME_MAY_CHANGE, RUN_CONFIG, default_out_dir
 
 SWEEP_SCHEMA = "spikelm.sweep/1"
 POINT_FILE = "sweep_point.json"
@@ -165,6 +166,8 @@ class SweepRow:
     """The command that replays (or resumes) this point."""
     same_as: str | None = None
     pareto: bool = False
+    curve: list[list[float]] = field(default_factory=list)
+    """The learning curve: [step, dev metric] of every evaluation during training (`curves.png`)."""
 
     @property
     def relative_energy(self) -> float | None:
@@ -237,15 +240,20 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _curve_text(curve: list[list[float]]) -> str:
+    return " / ".join(f"{100 * value:.1f}" for _, value in curve) if curve else "–"
+
+
 def to_markdown(report: SweepReport) -> str:
-    head = "| point | settings | metric | firing rate | energy ratio | paper-setting ratio | Pareto | minutes |"
-    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    head = ("| point | settings | metric | firing rate | energy ratio | paper-setting ratio | Pareto | minutes "
+            "| dev curve (each evaluation) |")
+    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
     for line, row in zip(table_rows(report), ([report.reference] if report.reference else []) + report.rows):
         metric = "–" if row.metric is None else f"{100 * row.metric:.1f}"
         status = f" (= {row.same_as})" if row.same_as else ""
         lines.append(f"| {row.name}{status} | {line['values'] or '–'} | {metric} | {_fmt(row.firing_rate)} | "
                      f"{_fmt(row.energy_ratio, 2)} | {_fmt(row.paper_energy_ratio, 2)} | {_fmt(row.pareto)} | "
-                     f"{_fmt(row.minutes, 1)} |")
+                     f"{_fmt(row.minutes, 1)} | {_curve_text(row.curve)} |")
     metric_name = next((r.metric_name for r in report.rows if r.metric_name), "metric")
     return (f"Sweep ({report.command}, {report.task}); metric: {metric_name} x 100 on the dev split.\n\n"
             + "\n".join(lines) + "\n")
@@ -286,6 +294,34 @@ def plot_pareto(report: SweepReport, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def plot_curves(report: SweepReport, path: Path) -> None:
+    """The learning curve of every point (dev metric at each evaluation), the reference dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for row in report.rows:
+        if row.status == "done" and row.curve:
+            steps, values = zip(*row.curve)
+            ax.plot(steps, [100 * v for v in values], marker="o", markersize=3, label=row.name)
+    ref = report.reference
+    if ref is not None and ref.metric is not None:
+        ax.axhline(100 * ref.metric, color="grey", linestyle="--", label=f"dense reference ({100 * ref.metric:.1f})")
+    metric_name = next((r.metric_name for r in report.rows if r.metric_name), "metric")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"dev {metric_name} x 100")
+    ax.set_title(f"learning curves: {report.command} {report.task or ''}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
 def write_report(report: SweepReport, out_dir: Path, *, plot: bool = True) -> None:
     mark_pareto(report.rows)
     atomic_write_text(out_dir / "sweep.json", json.dumps(report.to_dict(), indent=2) + "\n")
@@ -293,6 +329,8 @@ def write_report(report: SweepReport, out_dir: Path, *, plot: bool = True) -> No
     atomic_write_text(out_dir / "sweep.md", to_markdown(report))
     if plot and any(r.status == "done" and r.relative_energy is not None for r in report.rows):
         plot_pareto(report, out_dir / "pareto.png")
+    if plot and any(r.status == "done" and r.curve for r in report.rows):
+        plot_curves(report, out_dir / "curves.png")
 
 
 # ----------------------------------------------------------------------------- running
@@ -322,9 +360,28 @@ def _replay(command: str, run_dir: Path) -> str:
     return f"spikelm {command} {run_dir / RUN_CONFIG} --resume auto"
 
 
+def learning_curve(run_dir: Path, metric: str | None) -> list[list[float]]:
+    """[step, value] of each dev evaluation during a run (`eval_<metric>` records of its
+    metrics.jsonl; a step logged twice, as after a resume, keeps its last value)."""
+    path = run_dir / METRICS
+    if metric is None or not path.is_file():
+        return []
+    by_step: dict[int, float] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by an interruption
+        value = record.get(f"eval_{metric}") if isinstance(record, dict) else None
+        if isinstance(value, (int, float)) and "step" in record:
+            by_step[int(record["step"])] = float(value)
+    return [[step, by_step[step]] for step in sorted(by_step)]
+
+
 def _row_from(point: Point, record: dict[str, Any]) -> SweepRow:
     run, energy = record["run"], record.get("energy") or {}
     return SweepRow(
+        curve=learning_curve(Path(run["out_dir"]), run.get("primary_metric")),
         name=point.name, values=point.values, status="done",
         metric=_primary(run["metrics"], run.get("primary_metric")), metric_name=run.get("primary_metric"),
         firing_rate=run.get("firing_rate"), layer_firing_rates=run.get("layer_firing_rates") or {},

@@ -15,6 +15,12 @@ Relative input paths (`model`, `tokenizer`, `data.source`, `data.data_dir`, `dat
 the recipe's folder, in `-s` overrides and flags against the current directory. A value counts as a path when
 it starts with ./ or ../, or when it exists there (so `minilm` and `facebook/bart-base` stay).
 
+A recipe may start from another: `base: ../common/teacher.yaml` (read from the recipe's folder)
+loads that recipe first and lays this one over it, mappings merged key by key, any other value
+(lists included) replaced; a base may have its own base. Each recipe's relative paths are read from
+its own folder. So one template serves many tasks: a base recipe with the method's settings, and a
+per-task recipe of data settings only. A base with another `command` is an error, as for any recipe.
+
 Recipes and run_config.yaml files of spikelm 0.1 still load: a top-level `task: <command>` is
 read as `command`, `glue_task` / `summarization_task` as `data.task` (each renaming logged once),
 and paths in such a file are read from the current directory, as 0.1 did.
@@ -82,6 +88,7 @@ _HINT = "recipe keys are dotted paths (train.lr, neuron.k, data.task); `spikelm 
 _KEY = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
 _PATH_KEYS = ("model", "tokenizer", "data.source", "data.data_dir", "data.train_file", "data.validation_file",
               "distill.teacher", "dense_reference")
+_MAX_BASES = 8  # recipes in one base: chain
 _LEGACY_KEYS = {"task": "command", "glue_task": "data.task", "summarization_task": "data.task"}
 _warned: set[str] = set()
 
@@ -372,6 +379,48 @@ def _layer(data: Mapping[str, Any], base: Path, where: str, errors: list[str]) -
     return layer
 
 
+def _with_base(path: Path, data: Mapping[str, Any], errors: list[str], chain: tuple[Path, ...],
+               folder: Path | None = None) -> dict[str, Any]:
+    """The layer of recipe `path` on top of the layers of its `base:` chain (module docstring).
+
+    `chain` holds the recipes already on the way (cycle check); `folder` is where the recipe's
+    relative paths are read from (its own folder unless a 0.1 recipe says otherwise)."""
+    where = f"recipe {str(path)!r}"
+    layer = _layer({k: v for k, v in data.items() if k != "base"}, folder or path.parent, where, errors)
+    ref = data.get("base")
+    if ref is None:
+        return layer
+    if not isinstance(ref, str) or not ref.strip():
+        errors.append(f"{path}: base: must be the path of another recipe (read from this recipe's folder), "
+                      f"got {_show(ref)}")
+        return layer
+    base_path = Path(ref) if os.path.isabs(ref) else path.parent / ref
+    if base_path.resolve() in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, base_path.resolve()))
+        errors.append(f"{path}: base: {ref} makes a cycle of recipes ({cycle})")
+        return layer
+    if len(chain) > _MAX_BASES:
+        errors.append(f"{path}: base: more than {_MAX_BASES} recipes deep")
+        return layer
+    base_data = _read_recipe(base_path, errors)
+    if base_data is None:
+        errors.append(f"{path}: its base: {ref} cannot be read")
+        return layer
+    return _merged(_with_base(base_path, base_data, errors, (*chain, base_path.resolve())), layer)
+
+
+def _merged(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """`over` laid on `base`: mappings merged key by key (keys taken as they are: a sweep grid's
+    `neuron.k` is one key), anything else replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merged(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
 def _prefer_flags(raw: dict[str, Any], flags: Mapping[str, Any]) -> None:
     """Flags beat the recipe's `data.source` (see `DataArgs`): a `data.data_dir` flag drops a local
     GLUE directory path (after inferring `data.task` from it), a `data.task` flag drops a source
@@ -467,7 +516,7 @@ def load_config(
         if legacy:
             _warn_once("paths", f"{origin}: a spikelm 0.1.0 recipe, its relative paths are read from the current "
                                 "directory; once its keys are renamed they are read from the recipe's folder")
-        raw = _layer(data, cwd if legacy else path.parent, origin, errors)
+        raw = _with_base(path, data, errors, (path.resolve(),), cwd if legacy else path.parent)
     given = [*parse_overrides(overrides, errors), *((k, v) for k, v in flags.items() if v is not None)]
     for key, value in given:
         nested: dict[str, Any] = {}

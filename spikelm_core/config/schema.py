@@ -383,9 +383,31 @@ class TrainArgs(_RuledSection):
                       "'none' cannot be combined with other sinks")
 
 
+class AugmentArgs(_Section):
+    """TinyBERT-style augmentation of a small GLUE training set for distillation
+    (`spikelm_core/data/augment.py`): copies of each example with one-piece words replaced by
+    neighbours in the teacher's embedding space; the teacher labels the copies. Off by default."""
+
+    copies: int = Field(0, ge=0)
+    """Augmented copies of every training example (TinyBERT: 20); 0 = none unless min_examples asks."""
+    min_examples: int | None = Field(None, ge=1)
+    """Add copies until the training set holds at least this many examples (originals included):
+    one setting for tasks of any size (a task already this large gets no copies)."""
+    word_prob: float = Field(0.4, gt=0, le=1)
+    """Probability of replacing each one-piece word (TinyBERT's p_t)."""
+    neighbours: int = Field(15, ge=1)
+    """Candidates per word: its nearest one-piece words by cosine of the teacher's input embeddings
+    (TinyBERT's K)."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.copies > 0 or self.min_examples is not None
+
+
 class DistillArgs(_RuledSection):
     """Knowledge distillation from a dense teacher: loss = alpha_ce * CE + alpha_kd * KD(T)
-    + alpha_hidden * MSE(hidden states) + alpha_attn * MSE(attention scores)."""
+    + alpha_hidden * MSE(hidden states) + alpha_attn * MSE(attention scores); optionally staged
+    (hidden states first) and on augmented data."""
 
     teacher: str | None = None
     """Teacher model: local directory or hub id (required by the distill command). A relative
@@ -400,11 +422,22 @@ class DistillArgs(_RuledSection):
     """Weight of the hidden-state MSE term."""
     alpha_attn: float = Field(0.0, ge=0)
     """Weight of the attention-score MSE term."""
+    hidden_match: Literal["mean", "steps"] = "mean"
+    """What the hidden-state term matches to the teacher's layer outputs: the student's mean over its
+    T time steps (`mean`, the released code), or each time step's state (`steps`: the MSE of every
+    step, averaged; it also penalises the spread over steps). `steps` needs a spiking BERT student."""
+    hidden_stage_steps: int = Field(0, ge=0)
+    """Staged schedule (TinyBERT): the first this many optimizer steps train on the hidden-state and
+    attention terms only; the logit and hard-label terms join after. 0 = one stage, all terms."""
+    augment: AugmentArgs = Field(default_factory=AugmentArgs)
+    """Augmented training data labelled by the teacher (GLUE tasks); off by default."""
 
     def _check(self, rules: _Rules) -> None:
         _not_blank(rules, self.teacher, "teacher")
         rules.require(max(self.alpha_kd, self.alpha_ce, self.alpha_hidden, self.alpha_attn) > 0, "alpha_kd",
                       "at least one of alpha_kd, alpha_ce, alpha_hidden, alpha_attn must be > 0")
+        rules.require(self.hidden_stage_steps == 0 or max(self.alpha_hidden, self.alpha_attn) > 0,
+                      "hidden_stage_steps", "needs alpha_hidden or alpha_attn > 0 (the terms of the first stage)")
 
 
 class GenerateArgs(_Section):
@@ -584,6 +617,10 @@ class DistillConfig(_TrainingConfig):
         rules.require(self.neuron.spiking, "neuron.kind", "'dense' has no spiking student; choose elastic_bi or lif")
         rules.require(self.data.task is not None or self.data.source is not None, "data.source",
                       "is required: 'glue/<task>', a GLUE task directory, or a text file/directory for MLM")
+        rules.require(self.distill.hidden_match == "mean" or self.task_family == "glue", "distill.hidden_match",
+                      "'steps' needs a spiking BERT student (a GLUE task); BART and Llama students match the mean over T")
+        rules.require(not self.distill.augment.enabled or self.task_family == "glue", "distill.augment",
+                      "augments GLUE tasks only (the teacher labels word-replaced copies of sentences)")
 
 
 def _pretrain_train_defaults() -> TrainArgs:

@@ -571,7 +571,7 @@ def load_glue(
 
 
 @contextlib.contextmanager
-def _quiet_progress() -> Iterator[None]:
+def quiet_progress() -> Iterator[None]:
     """Silence datasets' progress bars for one call, restoring the caller's setting after."""
     import datasets
 
@@ -612,7 +612,7 @@ def tokenize_glue(
     columns = dataset.column_names
     remove = sorted({c for cols in columns.values() for c in cols}) if isinstance(columns, dict) else columns
     features = next(iter(dataset.values())).features if isinstance(dataset, dict) else dataset.features
-    with _quiet_progress():
+    with quiet_progress():
         out = dataset.map(encode, batched=True, remove_columns=remove)
         if isinstance(features.get("label"), datasets.Value):  # regression: keep float32 targets
             out = out.cast_column("labels", datasets.Value("float32"))

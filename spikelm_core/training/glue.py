@@ -15,14 +15,17 @@ from pathlib import Path
 
 from ..checkpoints import LoadedModel, load_model, load_teacher
 from ..config import TrainArgs
+from ..data.augment import FLAG, augment_dataset, copies_for
 from ..data.glue import get_glue_task, glue_data_dir, load_glue, tokenize_glue
 from ..evaluation.metrics import glue_compute_metrics, glue_metrics, predictions_from_logits
+from ..log import get_logger
 from .args import training_arguments
 from .pipeline import Evaluation, Pipeline, firing_of, first_batch, leading_batches, max_length
 from .trainers import DistillTrainer, SpikelmTrainer
 
 HEAD = "sequence_classification"
 FAMILIES = ("bert",)
+log = get_logger("training")
 MODEL_FIX = ("pass --model minilm (bundled), bert-base (hub) or a BERT directory, or pretrain one: "
              "spikelm pretrain recipes/bert_base/pretrain_base.yaml")
 
@@ -69,6 +72,7 @@ class GluePipeline(Pipeline):
         super().__init__(cfg, command, distill)
         self.spec = get_glue_task(cfg.task)
         self.evals: dict = {}
+        self.teacher = None
 
     def check_data(self) -> None:
         _check_split(self.cfg, self.spec, self.spec.eval_splits[0])
@@ -79,14 +83,32 @@ class GluePipeline(Pipeline):
     def load_teacher(self, student):
         if self.distill is None:
             return None
-        return load_teacher(self.distill.teacher, HEAD, student=student, distill=self.distill,
-                            num_labels=self.spec.num_labels, families=FAMILIES)
+        self.teacher = load_teacher(self.distill.teacher, HEAD, student=student, distill=self.distill,
+                                    num_labels=self.spec.num_labels, families=FAMILIES)
+        return self.teacher
 
     def load_data(self, loaded: LoadedModel):
         d = self.cfg.data
         train = _splits(self.cfg, self.spec, loaded, ["train"], d.train_subset)["train"]
         self.evals = _splits(self.cfg, self.spec, loaded, self.spec.eval_splits, d.eval_subset)
+        if self.distill is not None and self.distill.augment.enabled:
+            train = self._augmented(train, loaded)
         return train, self.evals
+
+    def _augmented(self, train, loaded: LoadedModel):
+        """The training set with the TinyBERT-style copies of `distill.augment` (teacher-labelled)."""
+        a = self.distill.augment
+        copies = copies_for(len(train), a.copies, a.min_examples)
+        out = augment_dataset(train, loaded.tokenizer, self.teacher.get_input_embeddings().weight, copies=copies,
+                              word_prob=a.word_prob, neighbours=a.neighbours, seed=self.cfg.train.seed)
+        log.info("distill.augment: %d training examples + %d augmented copies of each (%d rows; the teacher "
+                 "labels the copies)", len(train), copies, len(out))
+        return out
+
+    def calibration_batch(self, train_ds, collator):
+        batch = super().calibration_batch(train_ds, collator)
+        batch.pop(FLAG, None)
+        return batch
 
     def collator(self, loaded: LoadedModel):
         return _collator(loaded.tokenizer)

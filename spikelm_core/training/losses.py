@@ -32,17 +32,21 @@ def logit_kd(student: torch.Tensor, teacher: torch.Tensor, temperature: float, m
 
 
 def hidden_mse(student: tuple[torch.Tensor, ...], teacher: tuple[torch.Tensor, ...], attention_mask: torch.Tensor | None) -> torch.Tensor:
-    """Mean over layers of the MSE between hidden states [B, L, D], over real (unpadded) tokens."""
+    """Mean over layers of the MSE between hidden states [B, L, D], over real (unpadded) tokens.
+
+    A student state may carry its time steps in front ([T, B, L, D], `distill.hidden_match: steps`):
+    every step is then matched to the teacher's state and the MSE is also averaged over the steps."""
     if len(student) != len(teacher):
         raise ValueError(f"student returns {len(student)} hidden states, teacher {len(teacher)}")
     total = student[0].new_zeros(())
     for s, t in zip(student, teacher):
-        if s.shape != t.shape:
+        if s.shape[-t.dim():] != t.shape or s.dim() > t.dim() + 1:
             raise ValueError(f"hidden state shapes differ: student {tuple(s.shape)}, teacher {tuple(t.shape)}")
-        err = (s.float() - t.float()).pow(2).mean(-1)  # [B, L]
+        err = (s.float() - t.float()).pow(2).mean(-1)  # [B, L], or [T, B, L] per time step
+        steps = err.shape[0] if s.dim() > t.dim() else 1
         if attention_mask is not None:
             m = attention_mask.to(err.dtype)
-            total = total + (err * m).sum() / m.sum().clamp_min(1.0)
+            total = total + (err * m).sum() / (m.sum().clamp_min(1.0) * steps)
         else:
             total = total + err.mean()
     return total / len(student)

@@ -15,6 +15,7 @@ from transformers import Trainer
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..config.schema import DistillArgs
+from ..data.augment import FLAG
 from ..errors import SpikelmError
 from .firing_target import FiringTarget, LayerRateRecorder
 from .losses import attention_mse, hidden_mse, logit_kd
@@ -146,6 +147,11 @@ class DistillTrainer(SpikelmTrainer):
     student's hidden states and attention maps are means over its T time steps. For masked-LM
     batches the logit term covers the masked positions only (labels != -100). Evaluation uses the
     student's own task loss.
+
+    With `distill.hidden_match: steps` the hidden term matches every time step's state. With
+    `distill.hidden_stage_steps` the first steps weigh the hidden and attention terms only
+    (the other parts are still logged). Rows of an augmented batch marked `teacher_labelled` take
+    the teacher's prediction as their hard label (`teacher_labelled`).
     """
 
     def __init__(self, *args, teacher: torch.nn.Module, distill: DistillArgs, **kwargs):
@@ -155,15 +161,24 @@ class DistillTrainer(SpikelmTrainer):
             p.requires_grad_(False)
         self.distill = distill
 
+    def in_hidden_stage(self) -> bool:
+        """Whether this step belongs to the first stage of a staged schedule (hidden terms only)."""
+        return self.state.global_step < self.distill.hidden_stage_steps
+
     def training_loss(self, model, inputs, num_items_in_batch=None):
         d = self.distill
         need_hidden, need_attn = d.alpha_hidden > 0, d.alpha_attn > 0
-        outputs = model(**inputs, output_hidden_states=need_hidden, output_attentions=need_attn)
+        flagged = inputs.pop(FLAG, None)
         teacher_inputs = {k: v for k, v in inputs.items() if k in _MODEL_INPUTS}
         self.teacher.eval()
         with torch.no_grad():
             t_out = self.teacher(**teacher_inputs, output_hidden_states=need_hidden, output_attentions=need_attn)
-        s_logits, t_logits = _logits(outputs), _logits(t_out)
+        t_logits = _logits(t_out)
+        if flagged is not None and inputs.get("labels") is not None:
+            inputs["labels"] = teacher_labelled(inputs["labels"], t_logits, flagged.bool())
+        per_step = {"hidden_states_per_step": True} if need_hidden and d.hidden_match == "steps" else {}
+        outputs = model(**inputs, output_hidden_states=need_hidden, output_attentions=need_attn, **per_step)
+        s_logits = _logits(outputs)
         mask = None
         labels = inputs.get("labels")
         if s_logits.dim() == 3 and labels is not None:  # MLM: only masked tokens
@@ -178,7 +193,21 @@ class DistillTrainer(SpikelmTrainer):
         if need_attn:
             parts["attn"] = attention_mse(outputs.attentions, t_out.attentions)
         weights = {"ce": d.alpha_ce, "kd": d.alpha_kd, "hidden": d.alpha_hidden, "attn": d.alpha_attn}
+        if self.in_hidden_stage():
+            weights.update(ce=0.0, kd=0.0)
         return sum(weights[name] * value for name, value in parts.items()), outputs, parts
+
+
+def teacher_labelled(labels: torch.Tensor, teacher_logits: torch.Tensor, flagged: torch.Tensor) -> torch.Tensor:
+    """`labels` with the rows marked by `flagged` (augmented copies) set to the teacher's prediction:
+    its class (argmax) for classification, its value for regression (one output)."""
+    if not flagged.any():
+        return labels
+    if teacher_logits.shape[-1] == 1:
+        pred = teacher_logits.squeeze(-1)
+    else:
+        pred = teacher_logits.argmax(-1)
+    return torch.where(flagged.to(labels.device), pred.to(labels.dtype).reshape(labels.shape), labels)
 
 
 def is_finite_number(value) -> bool:

@@ -110,6 +110,9 @@ class _FakeTrainer:
             raise KeyboardInterrupt
         (out / "final").mkdir(exist_ok=True)
         acc = 0.9 - 0.05 * cfg.neuron.k
+        records = [{"step": 1, "eval_accuracy": acc - 0.1}, {"step": 2, "loss": 0.4}, {"step": 1, "eval_accuracy": acc - 0.2},
+                   {"step": 3, "eval_accuracy": acc}]  # step 1 twice (a resume): the last value counts
+        (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records) + '{"step": 4, "ev')
         return RunResult(command="finetune", out_dir=str(out), final_dir=str(out / "final"), task="sst2",
                          global_step=3, epochs=1.0, train_loss=0.5, metrics={"dev": {"accuracy": acc}},
                          primary_metric="accuracy", firing_rate=0.6 / cfg.neuron.k)
@@ -139,6 +142,10 @@ def test_sweep_skips_finished_points_reruns_an_interrupted_one_and_refuses_chang
     assert data["schema"] == SWEEP_SCHEMA and len(data["rows"]) == 4 and data["reference"] is None
     assert "| k2 | neuron.k=2 | 80.0 |" in (out / "sweep.md").read_text()
     assert not (out / "pareto.png").exists()  # no energy audit, nothing to plot
+    assert report.rows[0].curve == [[1, pytest.approx(0.6)], [3, pytest.approx(0.8)]]  # the cut last line skipped
+    assert report.rows[3].curve == [] and data["rows"][0]["curve"][1][0] == 3
+    assert "| 60.0 / 80.0 |" in (out / "sweep.md").read_text()
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
     with pytest.raises(ConfigError, match="sweep point 'k2' .* was run with other settings") as exc:
         run_sweep(_cfg(out, sweep, train={"lr": 3e-4}))

@@ -245,10 +245,12 @@ class SpikingBertModel(SpikingBertPreTrainedModel):
         output_hidden_states=None,
         output_spike_states: bool = False,
         return_dict=None,
+        hidden_states_per_step: bool = False,
         **kwargs,
     ):
         """As `BertModel.forward`. `hidden_states` and `attentions` are means over T;
-        `output_spike_states=True` adds `spike_states`, the last layer's `[T, B, L, D]` output."""
+        `output_spike_states=True` adds `spike_states`, the last layer's `[T, B, L, D]` output;
+        `hidden_states_per_step=True` returns `hidden_states` as `[T, B, L, D]`, one state per step."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
         output_attentions = bool(output_attentions if output_attentions is not None else self.config.output_attentions)
@@ -268,7 +270,9 @@ class SpikingBertModel(SpikingBertPreTrainedModel):
         h_T, states, attns = self.encoder(h, mask, output_hidden_states, output_attentions)
         sequence_output = h_T.mean(0)
         pooled = self.pooler(sequence_output) if self.pooler is not None else None
-        hidden_states = tuple(s.mean(0) if s.dim() == 4 else s for s in states) if states is not None else None
+        hidden_states = None
+        if states is not None:
+            hidden_states = tuple(s if hidden_states_per_step or s.dim() != 4 else s.mean(0) for s in states)
         attentions = tuple(a.mean(0) for a in attns) if attns is not None else None
         out = SpikingBertModelOutput(
             last_hidden_state=sequence_output,
@@ -303,12 +307,13 @@ class SpikingBertForSequenceClassification(SpikingBertPreTrainedModel):
         output_attentions=None,
         output_hidden_states=None,
         return_dict=None,
+        hidden_states_per_step: bool = False,
         **kwargs,
     ):
         out = self.bert(
             input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, position_ids=position_ids,
             inputs_embeds=inputs_embeds, output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states, return_dict=True,
+            output_hidden_states=output_hidden_states, return_dict=True, hidden_states_per_step=hidden_states_per_step,
         )
         logits = self.classifier(self.dropout(out.pooler_output))
         loss = None

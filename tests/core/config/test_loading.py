@@ -337,6 +337,55 @@ def test_relative_paths_resolve_against_the_recipe_folder(tmp_path, monkeypatch)
     assert hub.model == "facebook/bart-base" and hub.data.source == "glue/sst2"
 
 
+def test_a_recipe_lays_itself_over_its_base(tmp_path, monkeypatch):
+    common = tmp_path / "recipes" / "common"
+    write(common, """
+        command: distill
+        model: minilm
+        data: {max_length: 64, train_subset: 100}
+        train: {lr: 1.0e-4, epochs: 2}
+        distill: {teacher: ./teacher, alpha_kd: 1.0, alpha_hidden: 0.5}
+        sweep: {grid: {neuron.k: [2.0, 3.0]}}
+    """, "twin.yaml")
+    task = write(tmp_path / "recipes" / "stsb", """
+        base: ../common/twin.yaml
+        data: {source: glue/stsb, train_subset: null}
+        distill: {teacher: ./stsb-teacher}
+        sweep: {grid: {neuron.k: [4.0]}}
+    """, "twin.yaml")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(DistillConfig, task, ["train.epochs=3"])
+    assert cfg.task == "stsb" and cfg.data.max_length == 64 and cfg.data.train_subset is None
+    assert (cfg.train.lr, cfg.train.epochs) == (1e-4, 3)
+    assert (cfg.distill.alpha_kd, cfg.distill.alpha_hidden) == (1.0, 0.5)
+    # each layer's paths from its own folder; lists replaced, not appended
+    assert cfg.distill.teacher == str(task.parent / "stsb-teacher")
+    assert cfg.sweep.grid == {"neuron.k": [4.0]}
+    # the saved config is the merged one, and replays without the base
+    save_config(cfg, tmp_path / "run_config.yaml")
+    assert "base" not in (tmp_path / "run_config.yaml").read_text()
+    assert load_config(DistillConfig, tmp_path / "run_config.yaml") == cfg
+
+
+def test_base_chains_and_their_problems(tmp_path):
+    write(tmp_path, "command: finetune\nmodel: tiny-model\ntrain: {lr: 1.0e-3}\n", "a.yaml")
+    write(tmp_path, "base: a.yaml\ndata: {task: sst2}\n", "b.yaml")
+    c = write(tmp_path, "base: b.yaml\ntrain: {epochs: 1}\n", "c.yaml")
+    cfg = load_config(FinetuneConfig, c)
+    assert (cfg.model, cfg.task, cfg.train.lr, cfg.train.epochs) == ("tiny-model", "sst2", 1e-3, 1)
+    write(tmp_path, "base: loop2.yaml\n", "loop1.yaml")
+    loop = write(tmp_path, "base: loop1.yaml\n", "loop2.yaml")
+    assert any("makes a cycle" in line for line in problems(loop, MINIMAL))
+    missing = write(tmp_path, "base: nowhere.yaml\n", "missing.yaml")
+    lines = problems(missing, MINIMAL)
+    assert any("nowhere.yaml: recipe file not found" in line for line in lines)
+    assert any("its base: nowhere.yaml cannot be read" in line for line in lines)
+    bad = write(tmp_path, "base: [a.yaml]\n", "bad.yaml")
+    assert any("base: must be the path of another recipe" in line for line in problems(bad, MINIMAL))
+    other = write(tmp_path, "base: a.yaml\n", "other.yaml")
+    assert any("command" in line for line in problems(other, [], cls=DistillConfig))
+
+
 def test_overrides_and_flags_resolve_against_the_current_directory(tmp_path, monkeypatch):
     recipe = write(tmp_path / "recipes", "command: finetune\nmodel: m\ndata: {task: sst2}\n")
     (tmp_path / "work" / "models" / "m").mkdir(parents=True)
@@ -471,7 +520,8 @@ BENCHMARK = json.loads((Path(__file__).parent / "sst2_benchmark_0.1.0.json").rea
 def _renamed(old: dict) -> dict:
     """A 0.1.0 config dict with the renamed fields (task -> command, glue_task -> data.task) and the
     fields added since, at their defaults (reinit_head, sweep, the train.*firing_rate* fields, the
-    language-modelling data.seq_len / stride / max_tokens, the neuron's outlier-aware allocation)."""
+    language-modelling data.seq_len / stride / max_tokens, the neuron's outlier-aware allocation, the
+    distillation options)."""
     new = {"command": old["task"], **{k: v for k, v in old.items() if k not in ("task", "glue_task", "summarization_task")}}
     new["data"] = {"task": old["glue_task"], **old["data"], "seq_len": 256, "stride": None, "max_tokens": None}
     new["train"] = {**old["train"], "target_firing_rate": None, "firing_rate_weight": 1.0, "firing_rate_penalty": "hinge"}
@@ -480,6 +530,9 @@ def _renamed(old: dict) -> dict:
     if new["command"] in ("finetune", "distill"):
         new["reinit_head"] = False
         new["sweep"] = None
+    if new["command"] == "distill":
+        new["distill"] = {**new["distill"], "hidden_match": "mean", "hidden_stage_steps": 0,
+                          "augment": {"copies": 0, "min_examples": None, "word_prob": 0.4, "neighbours": 15}}
     return new
 
 

@@ -26,6 +26,12 @@ def test_there_are_recipes_for_every_paper_experiment():
         assert f"tiny/{verb}.yaml" in names
 
 
+def _command(path):
+    """The recipe's command, from it or from its base chain."""
+    data = yaml.safe_load(path.read_text())
+    return data["command"] if "command" in data else _command(path.parent / data["base"])
+
+
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_recipe_loads_and_has_a_header(path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # recipe paths do not depend on the current directory
@@ -35,8 +41,11 @@ def test_recipe_loads_and_has_a_header(path, tmp_path, monkeypatch):
     assert any(line.startswith("# Run:") for line in head)
     data = yaml.safe_load(text)
     assert not {"task", "glue_task", "summarization_task"} & set(data), "0.1.0 keys: use command and data.task"
-    command = data["command"]
-    cfg = load_config(TASK_CONFIGS[command], path, [])
+    command = _command(path)
+    template = []
+    if path.parent.name == "base":  # a base recipe: every setting but the task's data (and teacher run)
+        template = ["data.source=glue/sst2", "model=minilm"] + (["distill.teacher=minilm"] if command == "distill" else [])
+    cfg = load_config(TASK_CONFIGS[command], path, template)
     assert cfg.command == command
     if path.parent.name == "bert_base" and path.name.startswith("finetune_"):
         glue = path.stem.split("_", 1)[1]
@@ -55,7 +64,7 @@ def test_recipe_loads_and_has_a_header(path, tmp_path, monkeypatch):
 @pytest.mark.parametrize("path", sorted((ROOT / "tiny").glob("*.yaml")), ids=lambda p: p.name)
 def test_tiny_recipes_name_the_shared_data_from_their_folder(path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cfg = load_config(TASK_CONFIGS[yaml.safe_load(path.read_text())["command"]], path)
+    cfg = load_config(TASK_CONFIGS[_command(path)], path)
     d = cfg.data
     for value in (d.source, d.train_file, d.validation_file):
         if value is not None and "shared" in value:
@@ -80,3 +89,18 @@ def test_task_flag_finds_the_paper_recipe():
         paper_recipe("finetune", "sst3")
     with pytest.raises(ConfigError, match="no bundled eval recipe for rte"):
         paper_recipe("eval", "rte")
+
+
+def test_transfer_study_is_one_template_plus_data_settings():
+    """recipes/minilm_glue: the method's settings live in base/; a task recipe names its base, its data
+    and the teacher run it starts from, nothing else."""
+    folder = ROOT / "minilm_glue"
+    tasks = sorted(folder.glob("*.yaml"))
+    assert {p.name for p in (folder / "base").glob("*.yaml")} == {"teacher.yaml", "twin.yaml"}
+    assert len(tasks) >= 6
+    for path in tasks:
+        data = yaml.safe_load(path.read_text())
+        assert data["base"] in ("base/teacher.yaml", "base/twin.yaml"), path
+        assert set(data) <= {"base", "data", "model", "distill"}, path
+        assert set(data.get("distill", {})) <= {"teacher"}, path
+        assert "source" in data["data"], path

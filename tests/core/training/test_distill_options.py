@@ -1,0 +1,170 @@
+"""Distillation options that make the twin transfer across tasks: TinyBERT-style augmentation labelled
+by the teacher, and the staged schedule (hidden states first). Tiny models, hand-computed values."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from spikelm_core.config import DistillConfig, load_config
+from spikelm_core.data.augment import (FLAG, augment_dataset, copies_for, neighbour_table, replace_words,
+                                       word_vocabulary)
+from spikelm_core.errors import ConfigError
+from spikelm_core.training.losses import hidden_mse
+from spikelm_core.training.trainers import teacher_labelled
+from tests.training_fixtures import make_tiny_dense, tiny_dirs, tiny_tokenizer  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    return tiny_tokenizer(tmp_path_factory.mktemp("tok") / "vocab.txt")
+
+
+def test_word_vocabulary_keeps_letter_words_only(tok):
+    words, continuation = word_vocabulary(tok)
+    vocab = tok.get_vocab()
+    assert words[vocab["river"]] and words[vocab["a"]] and not words[vocab["w7"]]
+    assert not words[vocab["[CLS]"]] and not words[vocab["##a"]]
+    assert continuation[vocab["##a"]] and not continuation[vocab["river"]]
+
+
+def test_neighbour_table_is_the_cosine_nearest_other_word():
+    emb = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [-1.0, 0.1], [0.7, 0.7]])
+    words = np.array([True, True, True, True, False])  # row 4 is not a word: never a neighbour, no row
+    table = neighbour_table(emb, words, 2)
+    # cosines from row 0: row 1 0.994, row 2 0, row 3 -0.995 -> [1, 2]; from row 2: row 1 0.110,
+    # row 3 0.0995, row 0 0 -> [1, 3]; from row 3: row 2 0.0995, row 1 -0.977 -> [2, 1]
+    assert table[0].tolist() == [1, 2] and table[2].tolist() == [1, 3] and table[3].tolist() == [2, 1]
+    assert table[4].tolist() == [-1, -1]
+    with pytest.raises(ConfigError, match="neighbours"):
+        neighbour_table(emb, words, 4)
+
+
+def test_replace_words_by_hand():
+    # vocabulary: 0 [CLS], 1 cat, 2 dog, 3 ##s, 4 [SEP]; neighbours of cat: dog, of dog: cat
+    table = np.array([[-1], [2], [1], [-1], [-1]])
+    continuation = np.array([False, False, False, True, False])
+    ids = [0, 1, 2, 3, 4]  # [CLS] cat dog ##s [SEP]: 'dogs' has two pieces and is kept
+    rng = np.random.default_rng(0)
+    assert replace_words(ids, table, continuation, 1.0, rng) == [0, 2, 2, 3, 4]
+    assert replace_words(ids, table, continuation, 1e-9, np.random.default_rng(0)) == ids
+
+
+def test_augmented_dataset_is_deterministic_and_keeps_shapes(tok):
+    import datasets
+
+    rows = tok(["the river rose", "a bridge of farmers", "it was on the bridge"], ["the river", "farmers", "a"])
+    ds = datasets.Dataset.from_dict({**{k: list(v) for k, v in rows.items()}, "labels": [0.5, 1.0, 4.0]})
+    emb = torch.randn(len(tok.get_vocab()), 8, generator=torch.Generator().manual_seed(0))
+    one = augment_dataset(ds, tok, emb, copies=3, word_prob=0.5, neighbours=4, seed=7)
+    two = augment_dataset(ds, tok, emb, copies=3, word_prob=0.5, neighbours=4, seed=7)
+    other = augment_dataset(ds, tok, emb, copies=3, word_prob=0.5, neighbours=4, seed=8)
+    assert len(one) == 12 and one[FLAG] == [0, 0, 0] + [1] * 9
+    assert one["input_ids"] == two["input_ids"] and one["input_ids"] != other["input_ids"]
+    assert one["input_ids"][:3] == ds["input_ids"]  # the originals first, unchanged
+    for i in range(3, 12):
+        src = i % 3
+        assert len(one["input_ids"][i]) == len(ds["input_ids"][src])
+        assert one["token_type_ids"][i] == ds["token_type_ids"][src] and one["labels"][i] == ds["labels"][src]
+    changed = sum(a != b for i in range(3, 12) for a, b in zip(one["input_ids"][i], ds["input_ids"][i % 3]))
+    assert changed > 0
+    specials = set(tok.all_special_ids)
+    for i in range(3, 12):  # special tokens never move
+        assert [t for t in one["input_ids"][i] if t in specials] == [t for t in ds["input_ids"][i % 3] if t in specials]
+    assert len(augment_dataset(ds, tok, emb, copies=0, word_prob=0.5, neighbours=4, seed=7)) == 3
+
+
+def test_copies_for_min_examples():
+    assert copies_for(100, 0, None) == 0
+    assert copies_for(100, 2, None) == 2
+    assert copies_for(5749, 0, 32000) == 5  # 6 x 5749 = 34494 >= 32000
+    assert copies_for(40000, 0, 32000) == 0
+    assert copies_for(100, 5, 150) == 5
+
+
+def test_teacher_labelled_rows_take_the_teacher_prediction():
+    flagged = torch.tensor([0, 1, 1])
+    cls = teacher_labelled(torch.tensor([1, 1, 0]), torch.tensor([[0.2, 0.1], [3.0, -1.0], [0.0, 2.0]]), flagged.bool())
+    assert cls.tolist() == [1, 0, 1] and cls.dtype == torch.long
+    reg = teacher_labelled(torch.tensor([4.0, 1.0, 2.0]), torch.tensor([[0.5], [3.25], [-1.0]]), flagged.bool())
+    assert reg.tolist() == [4.0, 3.25, -1.0]
+
+
+def _distill_cfg(dirs, tmp_path, teacher, *extra):
+    overrides = [f"model={teacher}", f"distill.teacher={teacher}", f"data.data_dir={dirs['glue']}", "data.max_length=16",
+                 "neuron.num_timesteps=3", "train.batch_size=5", "train.eval_strategy=no", "train.keep_best=false",
+                 "train.logging_steps=1", "train.lr=1e-3", *extra]
+    return load_config(DistillConfig, "recipes/tiny/distill.yaml", overrides, out_dir=str(tmp_path / "run"))
+
+
+@pytest.mark.slow
+def test_staged_schedule_weighs_hidden_terms_first(tiny_dirs, tmp_path):
+    from spikelm_core.training import run_distill
+
+    cfg = _distill_cfg(tiny_dirs, tmp_path, tiny_dirs["teacher"], "data.source=glue/sst2", "train.max_steps=4",
+                       "distill.hidden_stage_steps=2", "distill.alpha_kd=1.0", "distill.alpha_ce=0.5",
+                       "distill.alpha_hidden=0.25", "distill.alpha_attn=0.0")
+    run_distill(cfg)
+    logs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [x for x in logs if "loss_kd" in x]
+    assert len(steps) == 4
+    for x in steps[:2]:  # stage 1: the hidden-state term alone
+        assert x["loss"] == pytest.approx(0.25 * x["loss_hidden"], rel=1e-4)
+    for x in steps[2:]:  # stage 2: every term
+        assert x["loss"] == pytest.approx(x["loss_kd"] + 0.5 * x["loss_ce"] + 0.25 * x["loss_hidden"], rel=1e-4)
+
+
+@pytest.mark.slow
+def test_augmented_regression_run(tiny_dirs, tmp_path):
+    from spikelm_core.training import run_distill
+
+    teacher = make_tiny_dense(tmp_path / "stsb-teacher", "cls", num_labels=1, seed=3)
+    cfg = _distill_cfg(tiny_dirs, tmp_path, teacher, "data.source=glue/stsb", "train.epochs=1", "train.max_steps=-1",
+                       "distill.augment.min_examples=60", "distill.augment.word_prob=0.5",
+                       "distill.augment.neighbours=3")
+    result = run_distill(cfg)
+    assert result.global_step == 14  # 23 pairs + 2 copies = 69 rows, batch 5
+    assert math.isfinite(next(iter(result.metrics.values()))["pearson"])
+    assert "augment" in (tmp_path / "run" / "run_config.yaml").read_text()
+
+
+def test_option_rules():
+    base = ["model=m", "distill.teacher=t"]
+    with pytest.raises(ConfigError, match="augments GLUE tasks only"):
+        load_config(DistillConfig, None, [*base, "data.source=corpus.txt", "distill.augment.copies=2"])
+    with pytest.raises(ConfigError, match="hidden_stage_steps"):
+        load_config(DistillConfig, None, [*base, "data.task=sst2", "distill.alpha_hidden=0", "distill.hidden_stage_steps=5"])
+    cfg = load_config(DistillConfig, None, [*base, "data.task=sst2", "distill.augment.min_examples=100"])
+    assert cfg.distill.augment.enabled and not DistillConfig.model_fields["distill"].default_factory().augment.enabled
+    with pytest.raises(ConfigError, match="hidden_match"):
+        load_config(DistillConfig, None, [*base, "data.source=corpus.txt", "distill.hidden_match=steps"])
+
+
+def test_hidden_mse_per_time_step_by_hand():
+    teacher = torch.zeros(1, 2, 2)                                        # B=1, L=2, D=2
+    steps = torch.stack([torch.ones(1, 2, 2), 3 * torch.ones(1, 2, 2)])  # T=2: every entry 1, then 3
+    steps[:, 0, 1] = 100.0                                                # a padded position: ignored
+    mask = torch.tensor([[1, 0]])
+    assert hidden_mse((steps,), (teacher,), mask).item() == pytest.approx(5.0)        # (1 + 9) / 2
+    assert hidden_mse((steps.mean(0),), (teacher,), mask).item() == pytest.approx(4.0)  # 2^2
+    with pytest.raises(ValueError, match="shapes differ"):
+        hidden_mse((torch.zeros(2, 1, 3, 2),), (teacher,), None)
+
+
+@pytest.mark.slow
+def test_per_step_matching_runs_and_costs_at_least_the_mean(tiny_dirs, tmp_path):
+    """Jensen: the mean over steps of the squared error is never below the squared error of the mean."""
+    from spikelm_core.training import run_distill
+
+    first = {}
+    for match in ("mean", "steps"):
+        cfg = _distill_cfg(tiny_dirs, tmp_path / match, tiny_dirs["teacher"], "data.source=glue/sst2",
+                           "train.max_steps=1", f"distill.hidden_match={match}", "distill.alpha_hidden=1.0")
+        run_distill(cfg)
+        logs = [json.loads(x) for x in (tmp_path / match / "run" / "metrics.jsonl").read_text().splitlines()]
+        first[match] = next(x for x in logs if "loss_hidden" in x)["loss_hidden"]
+    assert first["steps"] > first["mean"] > 0
