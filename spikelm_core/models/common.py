@@ -278,8 +278,20 @@ def _compile_env() -> str | None:
     """`SPIKELM_COMPILE` (auto | layers | none): the policy of layers left at "auto"; None if unset."""
     import os
 
-    value = os.environ.get("SPIKELM_COMPILE", "").strip().lower()
-    return value if value in ("auto", "layers", "none") else None
+    raw = os.environ.get("SPIKELM_COMPILE", "")
+    value = raw.strip().lower()
+    if value in ("auto", "layers", "none"):
+        return value
+    if value and raw not in _env_warned:
+        from ..log import logger
+
+        _env_warned.add(raw)
+        logger.warning("SPIKELM_COMPILE=%r is not one of auto, layers, none: ignored (the recipe's "
+                       "train.compile decides)", raw)
+    return None
+
+
+_env_warned: set[str] = set()
 
 
 class CompilableLayer(nn.Module):

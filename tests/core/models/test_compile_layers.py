@@ -146,6 +146,19 @@ def test_a_model_as_loaded_compiles_at_its_first_large_training_step(monkeypatch
         set_compile_policy(model, "always")
 
 
+def test_an_unknown_spikelm_compile_value_is_named_once(monkeypatch, caplog):
+    from spikelm_core.models import common
+
+    monkeypatch.setattr(common, "_env_warned", set())
+    monkeypatch.setenv("SPIKELM_COMPILE", "Always")
+    caplog.set_level("WARNING", logger="spikelm")
+    assert common._compile_env() is None and common._compile_env() is None
+    assert [r.getMessage() for r in caplog.records].count(
+        "SPIKELM_COMPILE='Always' is not one of auto, layers, none: ignored (the recipe's train.compile decides)") == 1
+    monkeypatch.setenv("SPIKELM_COMPILE", " Layers ")
+    assert common._compile_env() == "layers"
+
+
 def test_compiled_bart_equals_eager_in_training_and_cached_generation():
     """Spiking BART's encoder and decoder layers as compiled graphs: the loss and gradients of a
     training step, and greedy and beam-4 generation with the KV cache (the cache is read and
