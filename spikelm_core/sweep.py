@@ -271,8 +271,6 @@ def plot_pareto(report: SweepReport, path: Path) -> None:
     for row in rows:
         ax.scatter(row.relative_energy, 100 * row.metric, s=40, zorder=3,
                    color="tab:red" if row.pareto else "tab:blue")
-        ax.annotate(row.name, (row.relative_energy, 100 * row.metric), textcoords="offset points", xytext=(4, 4),
-                    fontsize=7)
     front = sorted((r.relative_energy, 100 * r.metric) for r in rows if r.pareto)
     if front:
         ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="tab:red", alpha=0.6,
@@ -288,10 +286,44 @@ def plot_pareto(report: SweepReport, path: Path) -> None:
     if front or ref is not None:
         ax.legend(fontsize=8)
     fig.tight_layout()
+    place_labels(ax, [(r.name, r.relative_energy, 100 * r.metric) for r in rows])
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+#: where a point's label may go, in points from the point: tried in order, the first free one is
+#: taken (right of the point, then left, ever further up and down)
+LABEL_OFFSETS = tuple((dx, dy) for step in range(8) for dy in (4 + 10 * step, -10 - 10 * step) for dx in (4, -4))
+
+
+def place_labels(ax, points: list[tuple[str, float, float]], fontsize: int = 7) -> list:
+    """Label each (name, x, y) of `ax` at the first offset of `LABEL_OFFSETS` whose text stays inside
+    the axes and overlaps no label placed before (left of the point for the negative x offsets); a
+    point with no free place keeps the first. Returns the text artists (set the final layout first,
+    e.g. tight_layout: positions are measured in display space)."""
+    renderer = ax.figure.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    placed, texts = [], []
+    for name, x, y in points:
+        chosen = None
+        for dx, dy in LABEL_OFFSETS:
+            text = ax.annotate(name, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=fontsize,
+                               ha="left" if dx >= 0 else "right")
+            box = text.get_window_extent(renderer).expanded(1.02, 1.1)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            if inside and not any(box.overlaps(other) for other in placed):
+                chosen = (text, box)
+                break
+            text.remove()
+        if chosen is None:
+            dx, dy = LABEL_OFFSETS[0]
+            text = ax.annotate(name, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=fontsize)
+            chosen = (text, text.get_window_extent(renderer))
+        texts.append(chosen[0])
+        placed.append(chosen[1])
+    return texts
 
 
 def plot_curves(report: SweepReport, path: Path) -> None:

@@ -150,3 +150,25 @@ def test_sweep_skips_finished_points_reruns_an_interrupted_one_and_refuses_chang
     with pytest.raises(ConfigError, match="sweep point 'k2' .* was run with other settings") as exc:
         run_sweep(_cfg(out, sweep, train={"lr": 3e-4}))
     assert "train.lr" in str(exc.value)
+
+
+def test_crowded_pareto_labels_do_not_overlap():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from spikelm_core.sweep import place_labels
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    points = [(f"bidirectional_s{i}", 0.18 + 0.001 * i, 79.0 + 0.1 * i) for i in range(5)] + [("k2", 0.28, 79.3)]
+    ax.scatter([p[1] for p in points], [p[2] for p in points])
+    ax.set_xlim(0, 0.3)
+    ax.set_ylim(50, 85)
+    fig.tight_layout()
+    texts = place_labels(ax, points)
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in texts]
+    assert [t.get_text() for t in texts] == [p[0] for p in points]
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    plt.close(fig)
