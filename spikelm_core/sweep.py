@@ -259,13 +259,40 @@ def to_markdown(report: SweepReport) -> str:
             + "\n".join(lines) + "\n")
 
 
-def plot_pareto(report: SweepReport, path: Path) -> None:
-    """Metric against spiking energy (share of dense), the Pareto front joined, the reference dashed."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _dress(ax, report: SweepReport, xlabel: str, title: str) -> bool:
+    """The dense reference as a dashed line, the axis labels, title and grid of a sweep plot;
+    whether there is a reference line."""
+    ref = report.reference
+    has_ref = ref is not None and ref.metric is not None
+    if has_ref:
+        ax.axhline(100 * ref.metric, color="grey", linestyle="--", label=f"dense reference ({100 * ref.metric:.1f})")
+    metric_name = next((r.metric_name for r in report.rows if r.metric_name), "metric")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"dev {metric_name} x 100")
+    ax.set_title(f"{title}: {report.command} {report.task or ''}")
+    ax.grid(alpha=0.3)
+    return has_ref
+
+
+def _save(plt, fig, path: Path, dpi: int) -> None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def plot_pareto(report: SweepReport, path: Path) -> None:
+    """Metric against spiking energy (share of dense), the Pareto front joined, the reference dashed."""
+    plt = _pyplot()
     rows = [r for r in report.rows if r.status == "done" and r.metric is not None and r.relative_energy is not None]
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for row in rows:
@@ -275,22 +302,12 @@ def plot_pareto(report: SweepReport, path: Path) -> None:
     if front:
         ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="tab:red", alpha=0.6,
                 label="Pareto front")
-    ref = report.reference
-    if ref is not None and ref.metric is not None:
-        ax.axhline(100 * ref.metric, color="grey", linestyle="--", label=f"dense reference ({100 * ref.metric:.1f})")
-    metric_name = next((r.metric_name for r in report.rows if r.metric_name), "metric")
-    ax.set_xlabel("spiking energy / dense energy (arithmetic, lower is better)")
-    ax.set_ylabel(f"dev {metric_name} x 100")
-    ax.set_title(f"accuracy-energy sweep: {report.command} {report.task or ''}")
-    ax.grid(alpha=0.3)
-    if front or ref is not None:
+    has_ref = _dress(ax, report, "spiking energy / dense energy (arithmetic, lower is better)", "accuracy-energy sweep")
+    if front or has_ref:
         ax.legend(fontsize=8)
     fig.tight_layout()
     place_labels(ax, [(r.name, r.relative_energy, 100 * r.metric) for r in rows])
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    _save(plt, fig, path, 110)
 
 
 #: where a point's label may go, in points from the point: tried in order, the first free one is
@@ -328,30 +345,16 @@ def place_labels(ax, points: list[tuple[str, float, float]], fontsize: int = 7) 
 
 def plot_curves(report: SweepReport, path: Path) -> None:
     """The learning curve of every point (dev metric at each evaluation), the reference dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for row in report.rows:
         if row.status == "done" and row.curve:
             steps, values = zip(*row.curve)
             ax.plot(steps, [100 * v for v in values], marker="o", markersize=3, label=row.name)
-    ref = report.reference
-    if ref is not None and ref.metric is not None:
-        ax.axhline(100 * ref.metric, color="grey", linestyle="--", label=f"dense reference ({100 * ref.metric:.1f})")
-    metric_name = next((r.metric_name for r in report.rows if r.metric_name), "metric")
-    ax.set_xlabel("training step")
-    ax.set_ylabel(f"dev {metric_name} x 100")
-    ax.set_title(f"learning curves: {report.command} {report.task or ''}")
-    ax.grid(alpha=0.3)
+    _dress(ax, report, "training step", "learning curves")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    _save(plt, fig, path, 100)
 
 
 def write_report(report: SweepReport, out_dir: Path, *, plot: bool = True) -> None:
