@@ -36,6 +36,7 @@ from .config import (EvalConfig, config_from_dict, config_to_dict, diff_configs,
                      set_dotted)
 from .errors import ConfigError
 from .io import atomic_write_bytes, atomic_write_text, check_output_location
+from .training.callbacks import read_metrics
 from .training.results import Timer
 from .training.rundir import FINAL, METRICS, RESUME_MAY_CHANGE, RUN_CONFIG, default_out_dir
 
@@ -398,16 +399,11 @@ def _replay(command: str, run_dir: Path) -> str:
 def learning_curve(run_dir: Path, metric: str | None) -> list[list[float]]:
     """[step, value] of each dev evaluation during a run (`eval_<metric>` records of its
     metrics.jsonl; a step logged twice, as after a resume, keeps its last value)."""
-    path = run_dir / METRICS
-    if metric is None or not path.is_file():
+    if metric is None:
         return []
     by_step: dict[int, float] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by an interruption
-        value = record.get(f"eval_{metric}") if isinstance(record, dict) else None
+    for record in read_metrics(run_dir / METRICS):
+        value = record.get(f"eval_{metric}")
         if isinstance(value, (int, float)) and "step" in record:
             by_step[int(record["step"])] = float(value)
     return [[step, by_step[step]] for step in sorted(by_step)]

@@ -27,6 +27,23 @@ def _is_wall_clock(key: str) -> bool:
     return any(key.endswith(s) for s in WALL_CLOCK_KEYS)
 
 
+def read_metrics(path: str | Path) -> list[dict]:
+    """The records of a metrics.jsonl file, in order; a line cut short by a kill (or anything not a
+    JSON object) is skipped. A missing file has none."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
 class JsonlMetricsCallback(TrainerCallback):
     """Appends every Trainer log (training loss, learning rate, evaluation metrics, firing rate) to
     `<out_dir>/metrics.jsonl`, one JSON object per line with `step` and `epoch`.
@@ -47,14 +64,8 @@ class JsonlMetricsCallback(TrainerCallback):
         if self.resume_step is None:
             self.path.write_text("", encoding="utf-8")
         elif self.path.exists():
-            kept = []
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                try:
-                    if json.loads(line).get("step", 0) <= self.resume_step:
-                        kept.append(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut short by a kill
-            self.path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+            kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= self.resume_step]
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
