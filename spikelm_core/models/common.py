@@ -51,6 +51,8 @@ class SpikingFields:
         salient_steps (`int`, defaults to 2), k_candidates (`list[float]`, optional): outlier-aware
             spike allocation of the neurons before linear layers (spikelm's options, off by
             default): `spikelm_core.neurons.settings.NeuronSettings` documents them.
+        channel_scale (`bool`, defaults to False): per-channel amplitudes of the neurons before linear
+            layers (spikelm's option, off by default; `NeuronSettings` documents it).
     """
 
     num_timesteps: int = 4
@@ -72,6 +74,7 @@ class SpikingFields:
     salient_mode: str = "steps"
     salient_steps: int = 2
     k_candidates: list[float | int] | None = None
+    channel_scale: bool = False
 
     def validate_spiking(self) -> None:
         """Part of `@strict` validation: the spiking fields, checked by `NeuronSettings`."""
@@ -93,6 +96,7 @@ def make_neuron(config: SpikingFields) -> SpikingNeuron:
         salient_mode=getattr(config, "salient_mode", "steps") or "steps",
         salient_steps=getattr(config, "salient_steps", 2) or 2,
         k_candidates=tuple(getattr(config, "k_candidates", None) or ()),
+        channel_scale=bool(getattr(config, "channel_scale", False)),
     )
 
 

@@ -86,6 +86,11 @@ class SpikingNeuron(nn.Module):
         """Whether `other` holds the same spike-deciding state (amplitudes) as this neuron."""
         return True
 
+    def spike_levels(self, output: torch.Tensor) -> torch.Tensor:
+        """The spikes inside an output of this neuron, as firing counts and the energy audit read
+        them: the output itself, unless the neuron scales its spikes per channel afterwards."""
+        return output
+
     def _check_time(self, x: torch.Tensor, expected: int | None) -> None:
         if expected is not None and x.shape[0] != expected:
             raise ValueError(

@@ -20,6 +20,11 @@ saliency, mean over tokens of (x W^T W)_c x_c, run `salient_steps` sub-steps per
 spikes) or stay float, and the amplitudes are calibrated on the other channels. `k_candidates`: the
 neuron picks the k whose spikes best reproduce x W^T (per-layer k). The mask (`salient`) and the
 chosen k (`k_chosen`) are persistent buffers, like `alpha`.
+
+Per-channel amplitudes (`channel_scale`, spikelm's option, off by default): at calibration a neuron
+also records c = mean|x_c| / mean|x| per input channel (`channel_scales`, a persistent buffer), spikes
+x / c and emits the spikes times c (ternary levels, per-channel amplitudes a_t * c, folded into the
+next weight at inference). `spike_levels` undoes the factor for counting.
 """
 
 from __future__ import annotations
@@ -176,6 +181,8 @@ class BiSpikeNeuron(_AmplitudeNeuron):
         salient_fraction, salient_mode, salient_steps, k_candidates: outlier-aware allocation
             (`NeuronSettings`; off by default). A salient mask needs the input width:
             `set_input_width` (called by `SpikeLinear`).
+        channel_scale: per-channel amplitudes (`NeuronSettings.channel_scale`; off by default). The
+            scales' buffer is made by `set_input_width`, or at calibration for a bare neuron.
     """
 
     def __init__(
@@ -193,16 +200,18 @@ class BiSpikeNeuron(_AmplitudeNeuron):
         salient_mode: SalientMode = "steps",
         salient_steps: int = 2,
         k_candidates: tuple[float, ...] = (),
+        channel_scale: bool = False,
     ) -> None:
         _validate(num_timesteps, k, levels, amplitude, alpha_mode, fixed_alpha, learn_alpha, reset=reset, decay=decay,
                   salient_fraction=salient_fraction, salient_mode=salient_mode, salient_steps=salient_steps,
-                  k_candidates=tuple(k_candidates))
+                  k_candidates=tuple(k_candidates), channel_scale=channel_scale)
         self.decay = float(decay)
         self.reset = reset
         self.salient_fraction = float(salient_fraction)
         self.salient_mode = salient_mode
         self.salient_steps = int(salient_steps)
         self.k_candidates = tuple(float(c) for c in k_candidates)
+        self.channel_scale = bool(channel_scale)
         super().__init__(num_timesteps, k, levels, amplitude, alpha_mode, fixed_alpha, learn_alpha)
         if self.k_candidates:
             self.register_buffer("k_chosen", torch.tensor(float(k)))
@@ -214,9 +223,35 @@ class BiSpikeNeuron(_AmplitudeNeuron):
         return self.salient_fraction > 0 or bool(self.k_candidates)
 
     def set_input_width(self, channels: int) -> None:
-        """Make room for the salient-channel mask of a `channels`-wide input (no-op without one)."""
+        """Make room for the salient-channel mask and the channel scales of a `channels`-wide input
+        (no-op without those options)."""
         if self.salient_fraction > 0 and getattr(self, "salient", None) is None:
             self.register_buffer("salient", torch.zeros(int(channels), dtype=torch.bool))
+        if self.channel_scale and getattr(self, "channel_scales", None) is None:
+            self.register_buffer("channel_scales", torch.ones(int(channels)))
+
+    def _scales(self) -> torch.Tensor | None:
+        """The per-channel scales c (`[C]`) with `channel_scale`, else None."""
+        return getattr(self, "channel_scales", None) if self.channel_scale else None
+
+    @torch.no_grad()
+    def _calibrate_scales(self, x: torch.Tensor) -> torch.Tensor:
+        """Set c = mean|x_c| / mean|x| per input channel (over every step and row of `x`, averaged
+        over ranks); channels that never carry current keep a floor of 1e-3."""
+        channels = x.shape[-1]
+        self.set_input_width(channels)
+        if self.channel_scales.numel() != channels:
+            raise ValueError(f"{type(self).__name__} was built for {self.channel_scales.numel()} input channels, got {channels}")
+        per_channel = distributed_mean(x.abs().float().reshape(-1, channels).mean(0))
+        scales = (per_channel / per_channel.mean().clamp_min(1e-12)).clamp_min(1e-3)
+        self.channel_scales.copy_(scales.to(self.channel_scales.dtype))
+        return self.channel_scales
+
+    def spike_levels(self, output: torch.Tensor) -> torch.Tensor:
+        """The spikes a_t * q of an output of this neuron, without the channel scales (identity
+        without `channel_scale`): what firing counts and the energy audit read."""
+        scales = self._scales()
+        return output if scales is None else output / scales.to(output.dtype)
 
     @property
     def allocating(self) -> bool:
@@ -236,9 +271,15 @@ class BiSpikeNeuron(_AmplitudeNeuron):
 
         With allocation on, `weight` (`[out, in]`, the layer this neuron drives; None = identity)
         first picks the salient channels, whose currents then stay out of the means, and with
-        `k_candidates` each candidate k is tried and the one with the least output error kept."""
+        `k_candidates` each candidate k is tried and the one with the least output error kept.
+        With `channel_scale` the channel scales c come first, and everything after reads x / c
+        (and the weight W diag(c))."""
         self._check_time(x, self.num_timesteps)
         x = x.detach()
+        if self.channel_scale:
+            scales = self._calibrate_scales(x).to(x.dtype)
+            x = x / scales
+            weight = None if weight is None else weight.detach() * scales.to(weight.dtype)
         if not self.weight_aware:
             self._set_alpha(F.calibrate_bi_spike(x, self.k, self.decay, self.reset, self._lo, self._unit,
                                                  distributed_mean))
@@ -274,12 +315,22 @@ class BiSpikeNeuron(_AmplitudeNeuron):
     def same_state(self, other) -> bool:
         if not super().same_state(other):
             return False
+        if self.channel_scale and not torch.equal(self.channel_scales, other.channel_scales):
+            return False
         return not self.allocating or torch.equal(self.salient, other.salient)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_time(x, self.num_timesteps)
         if self._needs_calibration():
             self.calibrate(x)
+        scales = self._scales()
+        if scales is None:
+            return self._spikes(x)
+        scales = scales.to(x.dtype)
+        return self._spikes(x / scales) * scales
+
+    def _spikes(self, x: torch.Tensor) -> torch.Tensor:
+        """Spikes of the (rescaled) current `x` with the calibrated amplitudes, by `impl`."""
         if self.allocating:
             return self._spikes_allocated(x, self.alpha, self._learning_alpha())
         if self.impl == "reference":
@@ -293,7 +344,8 @@ class BiSpikeNeuron(_AmplitudeNeuron):
         return s
 
     def _dynamics(self) -> tuple:
-        return (self.decay, self.reset, self.salient_fraction, self.salient_mode, self.salient_steps, self.k_candidates)
+        return (self.decay, self.reset, self.salient_fraction, self.salient_mode, self.salient_steps, self.k_candidates,
+                self.channel_scale)
 
     def extra_repr(self) -> str:
         more = ""
@@ -302,6 +354,8 @@ class BiSpikeNeuron(_AmplitudeNeuron):
             more += f", salient_steps={self.salient_steps}" if self.salient_mode == "steps" else ""
         if self.k_candidates:
             more += f", k_candidates={self.k_candidates}"
+        if self.channel_scale:
+            more += ", channel_scale=True"
         return f"{super().extra_repr()}, decay={self.decay}, reset={self.reset}{more}"
 
 

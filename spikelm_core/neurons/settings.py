@@ -38,6 +38,7 @@ K_HELP = "Frequency coefficient k: amplitudes are calibrated to a_t = k * mean|u
 LEARN_ALPHA_RULE = "learn_alpha needs kind 'elastic_bi' and amplitude 'elastic'"
 ALLOCATION_RULE = ("salient_fraction and k_candidates (outlier-aware allocation) need kind 'elastic_bi' and "
                    "alpha_mode 'calibrated'")
+CHANNEL_SCALE_RULE = "channel_scale needs kind 'elastic_bi' and alpha_mode 'calibrated'"
 
 
 class NeuronSettings(BaseModel):
@@ -87,6 +88,13 @@ class NeuronSettings(BaseModel):
     from these values, the k whose spikes best reproduce the layer's float output on the calibration
     batch (least sum over t of ||(s_t - x_t) W^T||^2); `k` then only serves the K/V spikes."""
 
+    channel_scale: bool = False
+    """Per-channel amplitudes (spikelm's option; off in the paper, whose amplitude is one scalar per
+    neuron and step): at calibration each neuron before a linear layer also records, per input channel,
+    c = mean|x_c| / mean|x| and spikes the rescaled current x / c; its spikes are ternary times a_t * c,
+    and c folds into the layer's weight columns (W diag(c)), so inference stays addition-only. Lets
+    the few wide channels of a LayerNorm output spike at their own scale instead of saturating."""
+
     @model_validator(mode="after")
     def _learn_alpha_rule(self) -> "NeuronSettings":
         if self.learn_alpha and not (self.kind == "elastic_bi" and self.amplitude == "elastic"):
@@ -102,6 +110,8 @@ class NeuronSettings(BaseModel):
             self.kind == "elastic_bi" and self.alpha_mode == "calibrated"
         ):
             raise ValueError(ALLOCATION_RULE)
+        if self.channel_scale and not (self.kind == "elastic_bi" and self.alpha_mode == "calibrated"):
+            raise ValueError(CHANNEL_SCALE_RULE)
         return self
 
     @property
@@ -164,6 +174,7 @@ def check_model_neuron_fields(values: Mapping[str, Any]) -> None:
 
 __all__ = [
     "ALLOCATION_RULE",
+    "CHANNEL_SCALE_RULE",
     "ALPHA_MODES",
     "AMPLITUDES",
     "AlphaMode",

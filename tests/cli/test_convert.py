@@ -207,8 +207,9 @@ def test_cli_convert_with_outlier_aware_allocation(tiny_dense_llama_dir, tmp_pat
         (["--salient-fraction", "1"], "--salient-fraction: Input should be less than 1"),
         (["--salient-steps", "1"], "--salient-steps: Input should be greater than or equal to 2"),
         (["--k-candidates", "1,x"], "--k-candidates: expected numbers"),
-        (["--k-candidates", "0,2"], "k_candidates must be positive"),
-        (["--neuron", "lif", "--salient-fraction", "0.1"], "need kind 'elastic_bi'"),
+        (["--k-candidates", "0,2"], "--k-candidates must be positive"),
+        (["--neuron", "lif", "--salient-fraction", "0.1"], "need --neuron 'elastic_bi'"),
+        (["--neuron", "lif", "--channel-scale"], "--channel-scale needs --neuron 'elastic_bi'"),
     ],
 )
 def test_bad_allocation_options_exit_2(tiny_dense_llama_dir, tmp_path, args, needle):
@@ -224,3 +225,19 @@ def test_allocation_works_on_bert_too(tiny_dense_bert_dir, tmp_path):
     assert res.exit_code == 0, res.output
     alloc = json.loads(res.stdout)["allocation"]
     assert 0 < alloc["salient_channels"] < alloc["input_channels"] and sum(alloc["k_chosen"].values()) == 12
+
+
+def test_cli_convert_with_channel_scale_then_energy_audit(tiny_dense_bert_dir, tmp_path):
+    res = run("convert", tiny_dense_bert_dir, "--out", tmp_path / "c", "-T", 2, "--seq-len", 12, "--batch-size", 2,
+              "--channel-scale", "--format", "json")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["settings"]["channel_scale"] is True and 0 < data["firing_rate"] < 1
+    table = run("convert", tiny_dense_bert_dir, "--out", tmp_path / "t", "-T", 2, "--seq-len", 12, "--batch-size", 2,
+                "--channel-scale")
+    assert table.exit_code == 0 and "per-channel amplitudes" in table.stdout
+    # the audit bills the scaled spikes as ternary ACs, recalibrating scales and amplitudes per k
+    res = run("energy", "--model", tmp_path / "c", "--k", 2, 3, "--seq-len", 8, "--bootstrap", 0, "--format", "json")
+    assert res.exit_code == 0, res.output
+    runs = json.loads(res.stdout)["runs"]
+    assert runs[0]["mean_firing_rate"] > runs[1]["mean_firing_rate"] > 0

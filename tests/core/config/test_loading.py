@@ -526,7 +526,7 @@ def _renamed(old: dict) -> dict:
     new["data"] = {"task": old["glue_task"], **old["data"], "seq_len": 256, "stride": None, "max_tokens": None}
     new["train"] = {**old["train"], "target_firing_rate": None, "firing_rate_weight": 1.0, "firing_rate_penalty": "hinge"}
     new["neuron"] = {**old["neuron"], "salient_fraction": 0.0, "salient_mode": "steps", "salient_steps": 2,
-                     "k_candidates": []}
+                     "k_candidates": [], "channel_scale": False}
     if new["command"] in ("finetune", "distill"):
         new["reinit_head"] = False
         new["sweep"] = None
