@@ -4,7 +4,7 @@
     python benchmarks/spike_sites.py runs/glue-stsb-teacher/final --task stsb --data-dir ../shared/data/glue --channel-scale
 
 The dense fine-tuned model is converted (elastic bi-spiking, `--timesteps` T, k = 2) and calibrated on its
-first `--calib-rows` training rows, as `spikelm distill` calibrates a twin before training. A site is one
+first `--calib-rows` training rows (`spikelm distill` calibrates a twin on its first training batch). A site is one
 kind of neuron in every layer (before Q/K/V, the K and V spikes, before the attention output, before FFN1,
 before FFN2). For each site the first `--dev-rows` dev rows are scored twice, with that site alone spiking
 (the others pass their float input on) and with every site spiking but that one, beside the dense model

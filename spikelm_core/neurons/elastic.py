@@ -230,6 +230,15 @@ class BiSpikeNeuron(_AmplitudeNeuron):
         if self.channel_scale and getattr(self, "channel_scales", None) is None:
             self.register_buffer("channel_scales", torch.ones(int(channels)))
 
+    def _fit_input_width(self, channels: int) -> None:
+        """Make the per-channel buffers (salient mask, channel scales) for `channels` input channels,
+        or check that the existing ones have that width."""
+        self.set_input_width(channels)
+        for name in ("salient", "channel_scales"):
+            buffer = getattr(self, name, None)
+            if buffer is not None and buffer.numel() != channels:
+                raise ValueError(f"{type(self).__name__} was built for {buffer.numel()} input channels, got {channels}")
+
     def _scales(self) -> torch.Tensor | None:
         """The per-channel scales c (`[C]`) with `channel_scale`, else None."""
         return getattr(self, "channel_scales", None) if self.channel_scale else None
@@ -239,9 +248,6 @@ class BiSpikeNeuron(_AmplitudeNeuron):
         """Set c = mean|x_c| / mean|x| per input channel (over every step and row of `x`, averaged
         over ranks); channels that never carry current keep a floor of 1e-3."""
         channels = x.shape[-1]
-        self.set_input_width(channels)
-        if self.channel_scales.numel() != channels:
-            raise ValueError(f"{type(self).__name__} was built for {self.channel_scales.numel()} input channels, got {channels}")
         per_channel = distributed_mean(x.abs().float().reshape(-1, channels).mean(0))
         scales = (per_channel / per_channel.mean().clamp_min(1e-12)).clamp_min(1e-3)
         self.channel_scales.copy_(scales.to(self.channel_scales.dtype))
@@ -276,6 +282,7 @@ class BiSpikeNeuron(_AmplitudeNeuron):
         (and the weight W diag(c))."""
         self._check_time(x, self.num_timesteps)
         x = x.detach()
+        self._fit_input_width(x.shape[-1])
         if self.channel_scale:
             scales = self._calibrate_scales(x).to(x.dtype)
             x = x / scales
@@ -287,9 +294,6 @@ class BiSpikeNeuron(_AmplitudeNeuron):
         channels = x.shape[-1]
         rows = x.reshape(x.shape[0], -1, channels)[:, :ALLOCATION_TOKENS]  # [T, R, C]: what scores and errors read
         if self.salient_fraction > 0:
-            self.set_input_width(channels)
-            if self.salient.numel() != channels:
-                raise ValueError(f"{type(self).__name__} was built for {self.salient.numel()} input channels, got {channels}")
             scores = distributed_mean(saliency_scores(rows.reshape(-1, channels), weight))
             mask = torch.zeros(channels, dtype=torch.bool, device=x.device)
             mask[torch.topk(scores, salient_count(self.salient_fraction, channels)).indices] = True
