@@ -431,9 +431,7 @@ class FiringRecorder:
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
             if torch.jit.is_tracing():
                 return
-            spikes = output[0] if isinstance(output, (tuple, list)) else output
-            if hasattr(module, "spike_levels"):
-                spikes = module.spike_levels(spikes)
+            spikes = module.spike_levels(output[0] if isinstance(output, (tuple, list)) else output)
             masks = self._masks.get(owner) if owner is not None else None
             self.observe(name, module, spikes, None if masks is None else masks[1 if cross else 0])
 
