@@ -270,7 +270,12 @@ def resolve_source(name: str | os.PathLike) -> Path:
     repo_id = ALIASES.get(name, name)
     looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1 or (os.sep in name and "/" not in name)
     if looks_like_path:
-        raise CheckpointError(f"model directory '{name}' does not exist", hint=LOCAL_HINT)
+        run_output = path.name == "final" or path.name.startswith("checkpoint-")
+        raise CheckpointError(
+            f"model directory '{name}' does not exist",
+            details=[f"'{path.name}/' is what a training run writes: run the training that makes "
+                     f"'{path.parent}' first (a task recipe's header names its teacher recipe)"] if run_output else None,
+            hint=LOCAL_HINT)
     cached = cached_snapshot(repo_id)
     if cached is not None:
         return cached

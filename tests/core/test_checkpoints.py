@@ -598,8 +598,12 @@ def test_resolve_source_local_bundled_and_offline(tmp_path):
     assert resolve_source(d) == d and resolve_source(str(d)) == d
     with pytest.raises(CheckpointError, match="is a file"):
         resolve_source(d / "config.json")
-    with pytest.raises(CheckpointError, match="does not exist"):
+    with pytest.raises(CheckpointError, match="does not exist") as exc:
         resolve_source(tmp_path / "nope")
+    assert exc.value.details == []
+    with pytest.raises(CheckpointError, match="does not exist") as exc:
+        resolve_source(tmp_path / "teacher" / "final")  # a run's output that has not been trained yet
+    assert "training run" in exc.value.details[0] and str(tmp_path / "teacher") in exc.value.details[0]
     with pytest.raises(CheckpointError, match="HF_HUB_OFFLINE") as exc:
         resolve_source("bart-base")
     assert "facebook/bart-base" in exc.value.message and "minilm" in exc.value.hint
