@@ -493,6 +493,21 @@ _TASK_REQUIRED = ("is required: set data.task, or data.source to 'glue/<task>', 
 
 
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def _flatten_dotted(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"train": {"max_steps": 150}} -> {"train.max_steps": 150}; a later key replaces an earlier one."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            for sub, sub_value in _flatten_dotted(value, f"{dotted}.").items():
+                flat.pop(sub, None)
+                flat[sub] = sub_value
+        else:
+            flat.pop(dotted, None)
+            flat[dotted] = value
+    return flat
 _POINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=+-]*")
 
 
@@ -515,12 +530,21 @@ class SweepArgs(_RuledSection):
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     """Dotted key -> values; every combination is a point, named after its values (k2_num_timesteps4)."""
     points: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    """Named points, each a mapping of dotted key -> value, run after the grid's."""
+    """Named points, each a mapping of dotted key -> value, run after the grid's. Nested mappings
+    (`-s sweep.points.lif.train.max_steps=150` writes one) are flattened to dotted keys."""
     reference: str | None = None
     """The dense reference model (a row of the table, a line on the plot); None = distill.teacher
     in a distill recipe, no reference in a finetune recipe."""
     energy: SweepEnergyArgs = Field(default_factory=SweepEnergyArgs)
     """The energy audit of each trained point."""
+
+    @field_validator("points", mode="before")
+    @classmethod
+    def _dotted_points(cls, points: Any) -> Any:
+        if not isinstance(points, Mapping):
+            return points
+        return {name: _flatten_dotted(values) if isinstance(values, Mapping) else values
+                for name, values in points.items()}
 
     def _check(self, rules: _Rules) -> None:
         for key, values in self.grid.items():

@@ -9,7 +9,7 @@ import json
 import pytest
 
 import spikelm_core.training as training
-from spikelm_core.config import FinetuneConfig, config_from_dict, save_config
+from spikelm_core.config import FinetuneConfig, config_from_dict, load_config, save_config
 from spikelm_core.errors import ConfigError
 from spikelm_core.sweep import (POINT_FILE, SWEEP_SCHEMA, Point, SweepRow, expand_points, mark_pareto, parse_grid,
                                 point_config, run_sweep, with_grid)
@@ -68,6 +68,18 @@ def test_point_values_beat_the_recipe_and_the_point_runs_in_its_own_folder(tmp_p
     with pytest.raises(ConfigError, match="sweep point 'bad'") as exc:
         point_config(cfg, Point("bad", {"neuron.k": -1.0}), tmp_path)
     assert "neuron.k" in str(exc.value)
+
+
+def test_nested_point_settings_become_dotted_keys_and_the_later_one_wins(tmp_path):
+    cfg = _cfg(tmp_path, {"points": {"lif": {"neuron.kind": "lif", "train.max_steps": 150,
+                                             "train": {"max_steps": 75, "eval_steps": 25}}}})
+    assert cfg.sweep.points["lif"] == {"neuron.kind": "lif", "train.max_steps": 75, "train.eval_steps": 25}
+    point = point_config(cfg, expand_points(cfg.sweep)[0], tmp_path)
+    assert (point.train.max_steps, point.train.eval_steps, point.train.lr) == (75, 25, 1e-4)
+    recipe = tmp_path / "r.yaml"  # what `-s sweep.points.lif.train.max_steps=60` writes into a recipe's point
+    save_config(cfg, recipe)
+    loaded = load_config(FinetuneConfig, recipe, ["sweep.points.lif.train.max_steps=60"])
+    assert loaded.sweep.points["lif"] == {"neuron.kind": "lif", "train.max_steps": 60, "train.eval_steps": 25}
 
 
 def test_grid_option_adds_to_the_recipe_grid_and_makes_a_sweep_section(tmp_path):
