@@ -493,6 +493,7 @@ _TASK_REQUIRED = ("is required: set data.task, or data.source to 'glue/<task>', 
 
 
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+_POINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=+-]*")
 
 
 def _flatten_dotted(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -508,7 +509,6 @@ def _flatten_dotted(values: Mapping[str, Any], prefix: str = "") -> dict[str, An
             flat.pop(dotted, None)
             flat[dotted] = value
     return flat
-_POINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=+-]*")
 
 
 class SweepEnergyArgs(_Section):
