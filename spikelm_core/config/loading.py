@@ -42,7 +42,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from spikelm_core.config.schema import TASK_CONFIGS, infer_task, normalize_task, task_family
+from spikelm_core.config.schema import TASK_CONFIGS, flatten_dotted, infer_task, normalize_task, task_family
 from spikelm_core.errors import ConfigError
 from spikelm_core.log import get_logger
 
@@ -550,18 +550,9 @@ def save_config(cfg: BaseModel, path: str | os.PathLike[str], *, header: str | N
     return target
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict) and value:
-        out: dict[str, Any] = {}
-        for key, sub in value.items():
-            out.update(_flatten(sub, f"{prefix}.{key}" if prefix else key))
-        return out
-    return {prefix: value}
-
-
 def diff_configs(old: BaseModel, new: BaseModel) -> list[tuple[str, Any, Any]]:
     """`(dotted key, old value, new value)` for every leaf that differs, e.g. to check a resume."""
-    a, b = _flatten(config_to_dict(old)), _flatten(config_to_dict(new))
+    a, b = flatten_dotted(config_to_dict(old)), flatten_dotted(config_to_dict(new))
     missing = object()
     return [
         (key, a.get(key), b.get(key))

@@ -496,19 +496,15 @@ _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _POINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=+-]*")
 
 
-def _flatten_dotted(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"train": {"max_steps": 150}} -> {"train.max_steps": 150}; a later key replaces an earlier one."""
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            for sub, sub_value in _flatten_dotted(value, f"{dotted}.").items():
-                flat.pop(sub, None)
-                flat[sub] = sub_value
-        else:
-            flat.pop(dotted, None)
-            flat[dotted] = value
-    return flat
+def flatten_dotted(value: Any, prefix: str = "") -> dict[str, Any]:
+    """{"train": {"max_steps": 150}} -> {"train.max_steps": 150}: each leaf under its dotted key (a
+    later key replaces an earlier one; an empty mapping is a leaf)."""
+    if isinstance(value, Mapping) and value:
+        out: dict[str, Any] = {}
+        for key, sub in value.items():
+            out.update(flatten_dotted(sub, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value}
 
 
 class SweepEnergyArgs(_Section):
@@ -543,7 +539,7 @@ class SweepArgs(_RuledSection):
     def _dotted_points(cls, points: Any) -> Any:
         if not isinstance(points, Mapping):
             return points
-        return {name: _flatten_dotted(values) if isinstance(values, Mapping) else values
+        return {name: flatten_dotted(values) if isinstance(values, Mapping) and values else values
                 for name, values in points.items()}
 
     def _check(self, rules: _Rules) -> None:
