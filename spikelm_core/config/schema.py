@@ -590,7 +590,16 @@ class _BenchmarkConfig(_TaskConfig):
     """Summarisation: generation settings for the ROUGE evaluation."""
 
 
-class _TrainingConfig(_BenchmarkConfig):
+class _ModelOverrides(_Section):
+    """The `model_config` key of the commands that build a model to train."""
+
+    model_overrides: dict[str, Any] = Field(default_factory=dict, alias="model_config")
+    """Recipe key `model_config`: fields of the model's config to change, e.g. {hidden_dropout_prob: 0.0,
+    attention_probs_dropout_prob: 0.0} (no dropout in the student); `pretrain` from scratch also sizes
+    the model with them, e.g. {hidden_size: 384, num_hidden_layers: 6}. Neuron fields belong in `neuron`."""
+
+
+class _TrainingConfig(_BenchmarkConfig, _ModelOverrides):
     """A config that trains on a benchmark task."""
 
     train: TrainArgs = Field(default_factory=TrainArgs)
@@ -659,7 +668,7 @@ def _pretrain_train_defaults() -> TrainArgs:
     )
 
 
-class PretrainConfig(_TaskConfig):
+class PretrainConfig(_TaskConfig, _ModelOverrides):
     """`spikelm pretrain`: masked-language-model pretraining, from scratch or from a checkpoint,
     optionally with a distillation teacher (method doc 7.1)."""
 
@@ -667,9 +676,6 @@ class PretrainConfig(_TaskConfig):
     """Command this recipe is for."""
     model: str | None = None
     """Starting checkpoint (local directory or hub id); None = from scratch, normal(0, 0.02)."""
-    model_overrides: dict[str, Any] = Field(default_factory=dict, alias="model_config")
-    """Recipe key `model_config`: model config overrides, e.g. {hidden_size: 384, num_hidden_layers: 6};
-    from scratch they size the model, with a checkpoint they are passed to from_pretrained."""
     tokenizer: str | None = None
     """Tokenizer directory, alias ('minilm') or hub id; None = the starting model's own. Required
     when training from scratch (model null): its vocabulary sizes the embeddings."""

@@ -274,7 +274,7 @@ class CausalLmPipeline(Pipeline):
         cfg = self.cfg
         causal_config(cfg.model, f"{self.command} --task {cfg.task}")
         loaded = load_model(cfg.model, head=HEAD, neuron=cfg.neuron, families=FAMILIES,
-                            config_overrides=dict(getattr(cfg, "model_overrides", {}) or {}),
+                            config_overrides=cfg.model_overrides,
                             role="student" if self.distill else "model")
         self.max_length = max_length(cfg, loaded.model)
         self.tokenizer = loaded.tokenizer

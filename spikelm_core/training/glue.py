@@ -38,6 +38,7 @@ def _load_classifier(cfg, spec, role: str) -> LoadedModel:
     """The model to train or score, with a head for `spec` (spiking, or dense with neuron.kind dense)."""
     loaded = load_model(cfg.model, head=HEAD, neuron=cfg.neuron, num_labels=spec.num_labels,
                         label_maps=_label_maps(spec), families=FAMILIES, role=role,
+                        config_overrides=getattr(cfg, "model_overrides", None),  # eval: none
                         reinit_head=getattr(cfg, "reinit_head", False))
     if spec.is_regression:
         loaded.model.config.problem_type = "regression"

@@ -73,7 +73,7 @@ class MlmPipeline(Pipeline):
                                  config=model.config.to_dict())
         else:
             loaded = load_model(cfg.model, head=self.head, neuron=cfg.neuron,
-                                config_overrides=dict(getattr(cfg, "model_overrides", {}) or {}), families=FAMILIES,
+                                config_overrides=cfg.model_overrides, families=FAMILIES,
                                 role="student" if self.distill else "model")
             tokenizer = self._tokenizer_override()
             if tokenizer is not None:

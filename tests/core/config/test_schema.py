@@ -169,6 +169,15 @@ def test_model_config_is_a_free_mapping():
     ]
 
 
+@pytest.mark.parametrize("cls", [FinetuneConfig, DistillConfig])
+def test_training_commands_take_model_config_and_eval_does_not(cls):
+    extra = ["distill.teacher=t"] if cls is DistillConfig else []
+    cfg = load_config(cls, None, ["model=m", "data.task=sst2", "model_config={hidden_dropout_prob: 0.0}", *extra])
+    assert cfg.model_overrides == {"hidden_dropout_prob": 0.0}
+    [problem] = problems(["model=m", "data.task=sst2", "model_config={hidden_dropout_prob: 0.0}"], EvalConfig)
+    assert problem.startswith("model_config: unknown key")
+
+
 def test_pretrain_section_defaults_survive_a_partial_train_section():
     cfg = load_config(PretrainConfig, None, ["data.source=t.txt", "train={lr: 1.0e-4}"])
     assert cfg.train.lr == 1e-4 and cfg.train.schedule_steps == 500_000 and cfg.train.keep_best is False

@@ -210,3 +210,13 @@ def test_compiled_layers_and_length_grouping(tiny_dirs, tmp_path):
     assert 0.0 < r.firing_rate < 1.0
     losses = _losses(tmp_path / "run" / "metrics.jsonl")
     assert len(losses) == 1 and losses[0] == losses[0]  # logged once, finite
+
+
+def test_model_config_overrides_reach_the_trained_model(tiny_dirs, tmp_path):
+    cfg = _cfg(tiny_dirs, tmp_path / "run", "model_config={hidden_dropout_prob: 0.0, attention_probs_dropout_prob: 0.0}",
+               "train.max_steps=1")
+    run_finetune(cfg)
+    saved = json.loads((tmp_path / "run" / "final" / "config.json").read_text())
+    assert saved["hidden_dropout_prob"] == 0.0 and saved["attention_probs_dropout_prob"] == 0.0
+    with pytest.raises(ConfigError, match="num_timesteps"):  # neuron fields stay in the neuron section
+        run_finetune(_cfg(tiny_dirs, tmp_path / "run2", "model_config={num_timesteps: 2}"))
