@@ -45,3 +45,29 @@ def test_spike_sites_scores_every_site_of_a_converted_model(tmp_path):
         assert 0 <= row["only_this_site_spiking"] <= 100 and 0 <= row["all_but_this_site_spiking"] <= 100
     assert data["no_site_spiking"] == data["dense"]  # the float sites really pass their input on
     assert "all sites spiking" in res.stdout
+
+
+def test_hidden_gap_compares_each_layer_with_the_teacher(tmp_path):
+    from tests.training_fixtures import make_tiny_dense, write_glue
+
+    teacher = make_tiny_dense(tmp_path / "teacher", "cls", seed=1)
+    glue = write_glue(tmp_path / "glue", tasks=("sst2",))
+    out = tmp_path / "gap.json"
+    res = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "hidden_gap.py"), str(teacher), "--task", "sst2", "--data-dir",
+         str(glue), "--calib-rows", "8", "--batch-size", "4", "--convert", "num_timesteps=2",
+         "--convert", "num_timesteps=2,reset=soft,decay=1.0", "--out", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    data = json.loads(out.read_text())
+    rows = data["rows"]
+    assert list(rows) == ["teacher", "converted num_timesteps=2", "converted num_timesteps=2,reset=soft,decay=1.0"]
+    assert rows["teacher"]["relative_error"] == [0.0, 0.0]  # two layers, the teacher against itself
+    for name in list(rows)[1:]:
+        assert len(rows[name]["relative_error"]) == 2 and all(0 < x < 10 for x in rows[name]["relative_error"])
+        assert 0 <= rows[name]["metric"] <= 100
+    assert rows["converted num_timesteps=2"] != rows["converted num_timesteps=2,reset=soft,decay=1.0"]
+    bad = subprocess.run([sys.executable, str(REPO / "benchmarks" / "hidden_gap.py"), str(teacher), "--task", "sst2",
+                          "--data-dir", str(glue), "--convert", "reset"], capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0 and "expected key=value" in bad.stderr
