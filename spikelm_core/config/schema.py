@@ -599,7 +599,7 @@ class _ModelOverrides(_Section):
     the model with them, e.g. {hidden_size: 384, num_hidden_layers: 6}. Neuron fields belong in `neuron`."""
 
 
-class _TrainingConfig(_BenchmarkConfig, _ModelOverrides):
+class _TrainingConfig(_ModelOverrides, _BenchmarkConfig):
     """A config that trains on a benchmark task."""
 
     train: TrainArgs = Field(default_factory=TrainArgs)
@@ -668,7 +668,7 @@ def _pretrain_train_defaults() -> TrainArgs:
     )
 
 
-class PretrainConfig(_TaskConfig, _ModelOverrides):
+class PretrainConfig(_ModelOverrides, _TaskConfig):
     """`spikelm pretrain`: masked-language-model pretraining, from scratch or from a checkpoint,
     optionally with a distillation teacher (method doc 7.1)."""
 

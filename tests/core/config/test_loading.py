@@ -481,7 +481,8 @@ def test_header_is_commented_once(tmp_path):
 def test_config_to_dict_is_plain_and_ordered():
     cfg = load_config(FinetuneConfig, None, [*MINIMAL, "train.report_to=wandb"])
     data = config_to_dict(cfg)
-    assert list(data) == ["command", "model", "out_dir", "neuron", "data", "generate", "train", "reinit_head", "sweep"]
+    assert list(data) == ["command", "model", "out_dir", "neuron", "data", "generate", "model_config", "train",
+                          "reinit_head", "sweep"]
     assert data["train"]["report_to"] == ["wandb"] and isinstance(data["neuron"], dict)
     assert data["data"]["task"] == "sst2"
     assert "model_config" in config_to_dict(load_config(PretrainConfig, None, ["data.source=t.txt"]))
@@ -521,7 +522,7 @@ def _renamed(old: dict) -> dict:
     """A 0.1.0 config dict with the renamed fields (task -> command, glue_task -> data.task) and the
     fields added since, at their defaults (reinit_head, sweep, the train.*firing_rate* fields, the
     language-modelling data.seq_len / stride / max_tokens, the neuron's outlier-aware allocation, the
-    distillation options)."""
+    distillation options, model_config)."""
     new = {"command": old["task"], **{k: v for k, v in old.items() if k not in ("task", "glue_task", "summarization_task")}}
     new["data"] = {"task": old["glue_task"], **old["data"], "seq_len": 256, "stride": None, "max_tokens": None}
     new["train"] = {**old["train"], "target_firing_rate": None, "firing_rate_weight": 1.0, "firing_rate_penalty": "hinge"}
@@ -530,6 +531,7 @@ def _renamed(old: dict) -> dict:
     if new["command"] in ("finetune", "distill"):
         new["reinit_head"] = False
         new["sweep"] = None
+        new["model_config"] = {}
     if new["command"] == "distill":
         new["distill"] = {**new["distill"], "hidden_match": "mean", "hidden_stage_steps": 0,
                           "augment": {"copies": 0, "min_examples": None, "word_prob": 0.4, "neighbours": 15}}
