@@ -26,14 +26,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 import yaml  # noqa: E402
-from transformers import DataCollatorWithPadding  # noqa: E402
 
 from spikelm_core.calibration import calibrate, model_inputs  # noqa: E402
 from spikelm_core.checkpoints import load_model  # noqa: E402
-from spikelm_core.data.glue import get_glue_task, load_glue, quiet_progress, tokenize_glue  # noqa: E402
+from spikelm_core.data.glue import get_glue_task  # noqa: E402
 from spikelm_core.evaluation.metrics import glue_metrics, predictions_from_logits, primary_metric  # noqa: E402
 from spikelm_core.neurons.settings import NeuronSettings  # noqa: E402
 from spikelm_core.training.losses import hidden_mse  # noqa: E402
+from spike_sites import glue_batches  # noqa: E402  (beside this script)
 
 #: the twin template, whose neuron section a --convert starts from
 TEMPLATE = Path(__file__).resolve().parents[1] / "recipes" / "minilm_glue" / "base" / "twin.yaml"
@@ -92,14 +92,8 @@ def main() -> None:
 
     teacher = load_model(args.teacher, head="sequence_classification", num_labels=num_labels,
                          neuron=NeuronSettings(kind="dense"))
-    tok = teacher.tokenizer
-    collate = DataCollatorWithPadding(tok)
-    with quiet_progress():
-        train = tokenize_glue(load_glue(args.task, args.data_dir, split="train", subset=args.calib_rows), tok)
-        dev = tokenize_glue(load_glue(args.task, args.data_dir, split="validation", subset=args.dev_rows), tok)
-    batches = [collate([dev[j] for j in range(i, min(i + args.batch_size, len(dev)))])
-               for i in range(0, len(dev), args.batch_size)]
-    calib = collate([train[i] for i in range(len(train))])
+    calib, batches = glue_batches(args, teacher.tokenizer)
+    dev_rows = sum(len(b["labels"]) for b in batches)
     teacher = teacher.model.eval()
 
     rows = {"teacher": measure(teacher, teacher, args.task, batches)}
@@ -112,14 +106,14 @@ def main() -> None:
         calibrate(model, dict(calib))
         rows[f"converted {pairs or '(template)'}"] = measure(model.eval(), teacher, args.task, batches)
 
-    print(f"{args.task} ({primary_metric(args.task)} x 100, first {len(dev)} dev rows); relative hidden-state "
+    print(f"{args.task} ({primary_metric(args.task)} x 100, first {dev_rows} dev rows); relative hidden-state "
           "error per encoder layer")
     width = max(len(name) for name in rows)
     for name, row in rows.items():
         layers = " ".join(f"{x:5.2f}" for x in row["relative_error"])
         print(f"{name:{width}}  {row['metric']:6.1f}  {layers}")
     if args.out:
-        args.out.write_text(json.dumps({"teacher": args.teacher, "task": args.task, "dev_rows": len(dev),
+        args.out.write_text(json.dumps({"teacher": args.teacher, "task": args.task, "dev_rows": dev_rows,
                                         "rows": rows}, indent=2) + "\n")
 
 

@@ -55,6 +55,18 @@ def float_sites(model, sites: set[str]):
             del n.forward
 
 
+def glue_batches(args, tok) -> tuple[dict, list[dict]]:
+    """(calibration batch of the first `args.calib_rows` training rows, the first `args.dev_rows` dev rows
+    in padded batches of `args.batch_size`) of `args.task` under `args.data_dir`."""
+    collate = DataCollatorWithPadding(tok)
+    with quiet_progress():
+        train = tokenize_glue(load_glue(args.task, args.data_dir, split="train", subset=args.calib_rows), tok)
+        dev = tokenize_glue(load_glue(args.task, args.data_dir, split="validation", subset=args.dev_rows), tok)
+    batches = [collate([dev[j] for j in range(i, min(i + args.batch_size, len(dev)))])
+               for i in range(0, len(dev), args.batch_size)]
+    return collate([train[i] for i in range(len(train))]), batches
+
+
 def score(model, task: str, batches) -> float:
     logits, labels = [], []
     with torch.no_grad():
@@ -82,19 +94,15 @@ def main() -> None:
 
     dense = load_model(args.model, head=None, neuron=NeuronSettings(kind="dense"))
     tok = dense.tokenizer
-    collate = DataCollatorWithPadding(tok)
-    with quiet_progress():
-        train = tokenize_glue(load_glue(args.task, args.data_dir, split="train", subset=args.calib_rows), tok)
-        dev = tokenize_glue(load_glue(args.task, args.data_dir, split="validation", subset=args.dev_rows), tok)
-    batches = [collate([dev[j] for j in range(i, min(i + args.batch_size, len(dev)))])
-               for i in range(0, len(dev), args.batch_size)]
-    result = {"model": args.model, "task": args.task, "metric": primary_metric(args.task), "dev_rows": len(dev),
+    calib, batches = glue_batches(args, tok)
+    dev_rows = sum(len(b["labels"]) for b in batches)
+    result = {"model": args.model, "task": args.task, "metric": primary_metric(args.task), "dev_rows": dev_rows,
               "timesteps": args.timesteps, "channel_scale": args.channel_scale,
               "dense": score(dense.model.eval(), args.task, batches)}
 
     settings = NeuronSettings(num_timesteps=args.timesteps, channel_scale=args.channel_scale)
     spiking = load_model(args.model, head=None, neuron=settings).model
-    calibrate(spiking, collate([train[i] for i in range(len(train))]))
+    calibrate(spiking, calib)
     spiking.eval()
     sites = list(dict.fromkeys(site_of(name) for name, _ in spiking_neurons(spiking)))
     result["all_spiking"] = score(spiking, args.task, batches)
@@ -108,7 +116,7 @@ def main() -> None:
             without = score(spiking, args.task, batches)
         result["sites"][site] = {"only_this_site_spiking": alone, "all_but_this_site_spiking": without}
 
-    print(f"{args.task} ({result['metric']} x 100, first {len(dev)} dev rows), T={args.timesteps}"
+    print(f"{args.task} ({result['metric']} x 100, first {dev_rows} dev rows), T={args.timesteps}"
           f"{', channel_scale' if args.channel_scale else ''}: dense {result['dense']:.1f}, "
           f"all sites spiking {result['all_spiking']:.1f}, none {result['no_site_spiking']:.1f}")
     print(f"{'site':34} {'only this site spiking':>24} {'all but this site':>18}")
