@@ -50,17 +50,23 @@ def neuron_of(pairs: str) -> NeuronSettings:
     return NeuronSettings(**fields)
 
 
-def measure(model, teacher, task: str, batches) -> dict:
-    """The model's dev score and, per encoder layer, its relative hidden-state error against the teacher."""
+def teacher_states(teacher, batches) -> list[tuple[torch.Tensor, ...]]:
+    """The teacher's encoder-layer outputs for every batch, computed once for all the models compared."""
+    with torch.no_grad():
+        return [teacher(**model_inputs(b), output_hidden_states=True).hidden_states[1:] for b in batches]
+
+
+def measure(model, states, task: str, batches) -> dict:
+    """The model's dev score and, per encoder layer, its relative hidden-state error against the
+    teacher's `states` (`teacher_states`)."""
     logits, labels, err, scale = [], [], None, None
     with torch.no_grad():
-        for batch in batches:
+        for batch, t_layers in zip(batches, states):
             inputs = model_inputs(batch)
             s = model(**inputs, output_hidden_states=True)
-            t = teacher(**inputs, output_hidden_states=True)
             mask = inputs["attention_mask"]
-            e = torch.stack([hidden_mse((a,), (b,), mask) for a, b in zip(s.hidden_states[1:], t.hidden_states[1:])])
-            z = torch.stack([hidden_mse((torch.zeros_like(b),), (b,), mask) for b in t.hidden_states[1:]])
+            e = torch.stack([hidden_mse((a,), (b,), mask) for a, b in zip(s.hidden_states[1:], t_layers)])
+            z = torch.stack([hidden_mse((torch.zeros_like(b),), (b,), mask) for b in t_layers])
             n = mask.sum()
             err = e * n if err is None else err + e * n
             scale = z * n if scale is None else scale + z * n
@@ -95,16 +101,17 @@ def main() -> None:
     calib, batches = glue_batches(args, teacher.tokenizer)
     dev_rows = sum(len(b["labels"]) for b in batches)
     teacher = teacher.model.eval()
+    states = teacher_states(teacher, batches)
 
-    rows = {"teacher": measure(teacher, teacher, args.task, batches)}
+    rows = {"teacher": measure(teacher, states, args.task, batches)}
     for path in args.student:
         model = load_model(path, head="sequence_classification", num_labels=num_labels).model.eval()
-        rows[path] = measure(model, teacher, args.task, batches)
+        rows[path] = measure(model, states, args.task, batches)
     for pairs in args.convert:
         model = load_model(args.teacher, head="sequence_classification", num_labels=num_labels,
                            neuron=neuron_of(pairs)).model
         calibrate(model, dict(calib))
-        rows[f"converted {pairs or '(template)'}"] = measure(model.eval(), teacher, args.task, batches)
+        rows[f"converted {pairs or '(template)'}"] = measure(model.eval(), states, args.task, batches)
 
     print(f"{args.task} ({primary_metric(args.task)} x 100, first {dev_rows} dev rows); relative hidden-state "
           "error per encoder layer")

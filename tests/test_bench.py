@@ -25,17 +25,26 @@ def test_bench_quick_smoke_run(tmp_path):
     assert data["neuron"] is None and data["train_step_ratio_over_T"]["3"] > 0
 
 
-def test_spike_sites_scores_every_site_of_a_converted_model(tmp_path):
+def _glue_bench(tmp_path, script: str, *args: str) -> subprocess.CompletedProcess:
+    """benchmarks/<script> on a tiny dense SST-2 teacher (made once per tmp_path) and tiny GLUE files:
+    the teacher, --task sst2, --data-dir, then `args`."""
     from tests.training_fixtures import make_tiny_dense, write_glue
 
-    teacher = make_tiny_dense(tmp_path / "teacher", "cls", seed=1)
-    glue = write_glue(tmp_path / "glue", tasks=("sst2",))
-    out = tmp_path / "sites.json"
-    res = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "spike_sites.py"), str(teacher), "--task", "sst2", "--data-dir",
-         str(glue), "-T", "2", "--calib-rows", "8", "--batch-size", "4", "--channel-scale", "--out", str(out)],
+    teacher = tmp_path / "teacher"
+    if not teacher.exists():
+        make_tiny_dense(teacher, "cls", seed=1)
+        write_glue(tmp_path / "glue", tasks=("sst2",))
+    return subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / script), str(teacher), "--task", "sst2", "--data-dir",
+         str(tmp_path / "glue"), *args],
         capture_output=True, text=True, timeout=600, cwd=tmp_path,
     )
+
+
+def test_spike_sites_scores_every_site_of_a_converted_model(tmp_path):
+    out = tmp_path / "sites.json"
+    res = _glue_bench(tmp_path, "spike_sites.py", "-T", "2", "--calib-rows", "8", "--batch-size", "4",
+                      "--channel-scale", "--out", str(out))
     assert res.returncode == 0, res.stderr[-2000:]
     data = json.loads(out.read_text())
     assert data["dev_rows"] == 11 and data["metric"] == "accuracy" and data["channel_scale"] is True
@@ -48,17 +57,9 @@ def test_spike_sites_scores_every_site_of_a_converted_model(tmp_path):
 
 
 def test_hidden_gap_compares_each_layer_with_the_teacher(tmp_path):
-    from tests.training_fixtures import make_tiny_dense, write_glue
-
-    teacher = make_tiny_dense(tmp_path / "teacher", "cls", seed=1)
-    glue = write_glue(tmp_path / "glue", tasks=("sst2",))
     out = tmp_path / "gap.json"
-    res = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "hidden_gap.py"), str(teacher), "--task", "sst2", "--data-dir",
-         str(glue), "--calib-rows", "8", "--batch-size", "4", "--convert", "num_timesteps=2",
-         "--convert", "num_timesteps=2,reset=soft,decay=1.0", "--out", str(out)],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
-    )
+    res = _glue_bench(tmp_path, "hidden_gap.py", "--calib-rows", "8", "--batch-size", "4", "--convert", "num_timesteps=2",
+                      "--convert", "num_timesteps=2,reset=soft,decay=1.0", "--out", str(out))
     assert res.returncode == 0, res.stderr[-2000:]
     data = json.loads(out.read_text())
     rows = data["rows"]
@@ -68,6 +69,5 @@ def test_hidden_gap_compares_each_layer_with_the_teacher(tmp_path):
         assert len(rows[name]["relative_error"]) == 2 and all(0 < x < 10 for x in rows[name]["relative_error"])
         assert 0 <= rows[name]["metric"] <= 100
     assert rows["converted num_timesteps=2"] != rows["converted num_timesteps=2,reset=soft,decay=1.0"]
-    bad = subprocess.run([sys.executable, str(REPO / "benchmarks" / "hidden_gap.py"), str(teacher), "--task", "sst2",
-                          "--data-dir", str(glue), "--convert", "reset"], capture_output=True, text=True, timeout=600)
+    bad = _glue_bench(tmp_path, "hidden_gap.py", "--convert", "reset")
     assert bad.returncode != 0 and "expected key=value" in bad.stderr
