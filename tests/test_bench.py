@@ -58,8 +58,9 @@ def test_spike_sites_scores_every_site_of_a_converted_model(tmp_path):
 
 def test_hidden_gap_compares_each_layer_with_the_teacher(tmp_path):
     out = tmp_path / "gap.json"
-    res = _glue_bench(tmp_path, "hidden_gap.py", "--calib-rows", "8", "--batch-size", "4", "--convert", "num_timesteps=2",
-                      "--convert", "num_timesteps=2,reset=soft,decay=1.0", "--out", str(out))
+    res = _glue_bench(tmp_path, "hidden_gap.py", "--calib-rows", "8", "--batch-size", "4",
+                      "--convert", "num_timesteps=2", "--convert", "num_timesteps=2,reset=soft,decay=1.0",
+                      "--out", str(out))
     assert res.returncode == 0, res.stderr[-2000:]
     data = json.loads(out.read_text())
     rows = data["rows"]
