@@ -406,7 +406,7 @@ class AugmentArgs(_Section):
 
 class DistillArgs(_RuledSection):
     """Knowledge distillation from a dense teacher: loss = alpha_ce * CE + alpha_kd * KD(T)
-    + alpha_hidden * MSE(hidden states) + alpha_attn * MSE(attention scores); optionally staged
+    + alpha_hidden * MSE(hidden states) + alpha_attn * (MSE or KL of attention); optionally staged
     (hidden states first) and on augmented data."""
 
     teacher: str | None = None
@@ -421,7 +421,12 @@ class DistillArgs(_RuledSection):
     alpha_hidden: float = Field(0.0, ge=0)
     """Weight of the hidden-state MSE term."""
     alpha_attn: float = Field(0.0, ge=0)
-    """Weight of the attention-score MSE term."""
+    """Weight of the attention term (see `attn_loss`)."""
+    attn_loss: Literal["mse", "kl"] = "mse"
+    """The attention term: `mse`, the MSE between the attention probabilities (TinyBERT compares
+    pre-softmax scores), or `kl`, KL(teacher || student) of each real query token's distribution over
+    keys, averaged over heads, tokens and layers (MiniLM's self-attention distillation, every layer);
+    the KL does not shrink with the sequence length as the MSE does."""
     hidden_match: Literal["mean", "steps"] = "mean"
     """What the hidden-state term matches to the teacher's layer outputs: the student's mean over its
     T time steps (`mean`, the released code), or each time step's state (`steps`: the MSE of every

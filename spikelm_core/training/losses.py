@@ -62,3 +62,30 @@ def attention_mse(student: tuple[torch.Tensor, ...], teacher: tuple[torch.Tensor
             raise ValueError(f"attention shapes differ: student {tuple(s.shape)}, teacher {tuple(t.shape)}")
         total = total + F.mse_loss(s.float(), t.float())
     return total / len(student)
+
+
+def attention_kl(student: tuple[torch.Tensor, ...], teacher: tuple[torch.Tensor, ...],
+                 attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean over layers of KL(teacher || student) between attention distributions [B, H, L, L]
+    (MiniLM's self-attention distillation, over every layer): for each head and real (unpadded)
+    query token, the KL divergence of its distribution over keys, averaged over heads and query tokens.
+
+    Scale-free where the probability MSE is not: a row's MSE shrinks with the sequence length, its KL
+    does not. Student probabilities are clamped at 1e-12 before the log (a spiking student's mean over
+    T of softmax rows has no exact zeros on real keys, but a masked key has)."""
+    if len(student) != len(teacher):
+        raise ValueError(f"student returns {len(student)} attention maps, teacher {len(teacher)}")
+    total = student[0].new_zeros((), dtype=torch.float32)
+    for s, t in zip(student, teacher):
+        if s.shape != t.shape:
+            raise ValueError(f"attention shapes differ: student {tuple(s.shape)}, teacher {tuple(t.shape)}")
+        t = t.float()
+        log_s = s.float().clamp_min(1e-12).log()
+        log_t = t.clamp_min(1e-12).log()
+        row_kl = (t * (log_t - log_s)).sum(-1).mean(1)  # [B, L]: summed over keys, averaged over heads
+        if attention_mask is not None:
+            m = attention_mask.to(row_kl.dtype)
+            total = total + (row_kl * m).sum() / m.sum().clamp_min(1.0)
+        else:
+            total = total + row_kl.mean()
+    return total / len(student)

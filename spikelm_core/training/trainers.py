@@ -18,7 +18,7 @@ from ..config.schema import DistillArgs
 from ..data.augment import FLAG
 from ..errors import SpikelmError
 from .firing_target import FiringTarget, LayerRateRecorder
-from .losses import attention_mse, hidden_mse, logit_kd
+from .losses import attention_kl, attention_mse, hidden_mse, logit_kd
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -141,7 +141,8 @@ class DistillTrainer(SpikelmTrainer):
     """Knowledge distillation into a spiking student:
 
         loss = alpha_ce * CE(student, labels) + alpha_kd * KL(student/T || teacher/T) * T^2
-             + alpha_hidden * MSE(hidden states) + alpha_attn * MSE(attention probabilities)
+             + alpha_hidden * MSE(hidden states) + alpha_attn * attention term (`distill.attn_loss`:
+               MSE of the probabilities, or KL(teacher || student) of each query's distribution)
 
     The teacher is a dense model on the student's device, in eval mode, under `no_grad`. The
     student's hidden states and attention maps are means over its T time steps. For masked-LM
@@ -191,7 +192,10 @@ class DistillTrainer(SpikelmTrainer):
         if need_hidden:
             parts["hidden"] = hidden_mse(outputs.hidden_states, t_out.hidden_states, inputs.get("attention_mask"))
         if need_attn:
-            parts["attn"] = attention_mse(outputs.attentions, t_out.attentions)
+            if d.attn_loss == "kl":
+                parts["attn"] = attention_kl(outputs.attentions, t_out.attentions, inputs.get("attention_mask"))
+            else:
+                parts["attn"] = attention_mse(outputs.attentions, t_out.attentions)
         weights = {"ce": d.alpha_ce, "kd": d.alpha_kd, "hidden": d.alpha_hidden, "attn": d.alpha_attn}
         if self.in_hidden_stage():
             weights.update(ce=0.0, kd=0.0)

@@ -119,6 +119,22 @@ def test_staged_schedule_weighs_hidden_terms_first(tiny_dirs, tmp_path):
 
 
 @pytest.mark.slow
+def test_attention_kl_term_in_a_run(tiny_dirs, tmp_path):
+    from spikelm_core.training import run_distill
+
+    cfg = _distill_cfg(tiny_dirs, tmp_path, tiny_dirs["teacher"], "data.source=glue/sst2", "train.max_steps=2",
+                       "distill.alpha_kd=1.0", "distill.alpha_ce=0.0", "distill.alpha_hidden=0.0",
+                       "distill.alpha_attn=2.0", "distill.attn_loss=kl")
+    run_distill(cfg)
+    logs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [x for x in logs if "loss_attn" in x]
+    assert len(steps) == 2
+    for x in steps:  # a spiking student's attention differs from its dense teacher's: KL > 0
+        assert x["loss_attn"] > 0
+        assert x["loss"] == pytest.approx(x["loss_kd"] + 2.0 * x["loss_attn"], rel=1e-4)
+
+
+@pytest.mark.slow
 def test_augmented_regression_run(tiny_dirs, tmp_path):
     from spikelm_core.training import run_distill
 

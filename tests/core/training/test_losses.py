@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from spikelm_core.training.losses import attention_mse, hidden_mse, logit_kd
+from spikelm_core.training.losses import attention_kl, attention_mse, hidden_mse, logit_kd
 from spikelm_core.training.trainers import linear_schedule_with_horizon
 
 
@@ -49,6 +49,22 @@ def test_hidden_mse_ignores_padding_and_attention_mse():
     q = p.clone()
     q[..., 0] += 0.3
     assert attention_mse((p,), (q,)).item() == pytest.approx(0.09 / 3, rel=1e-5)
+
+
+def test_attention_kl_by_hand_over_real_queries():
+    # B=1, H=2, L=3; the third token is padding (no key weight, its query row ignored)
+    t = torch.zeros(1, 2, 3, 3)
+    t[..., :2] = torch.tensor([0.75, 0.25])
+    s = torch.zeros(1, 2, 3, 3)
+    s[..., :2] = 0.5
+    s[0, 1] = t[0, 1]               # the second head agrees with the teacher
+    s[0, :, 2] = torch.tensor([0.1, 0.1, 0.8])  # a padded query row: ignored
+    mask = torch.tensor([[1, 1, 0]])
+    row = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)  # head 1; head 2 gives 0
+    assert attention_kl((s, t), (t, t), mask).item() == pytest.approx(row / 2 / 2, rel=1e-5)  # 2 heads, 2 layers
+    assert attention_kl((t,), (t,), mask).item() == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError, match="attention maps"):
+        attention_kl((t,), (t, t), mask)
 
 
 def test_linear_schedule_over_a_longer_horizon():
