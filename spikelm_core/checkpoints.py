@@ -883,6 +883,8 @@ def check_teacher(teacher, student, *, distill=None, num_labels: int | None = No
     if num_labels is not None and t.num_labels != num_labels:
         problems.append(f"labels: teacher {t.num_labels}, task {num_labels}")
     if tf is sf is BART:
+        if alpha_attn > 0:
+            problems.append("distill.alpha_attn: the seq2seq distillation has no attention term; set it to 0")
         if alpha_hidden > 0:
             for name in ("d_model", "encoder_layers", "decoder_layers"):
                 if getattr(t, name) != getattr(s, name):

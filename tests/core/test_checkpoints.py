@@ -464,6 +464,11 @@ def test_check_teacher_bert_and_bart(tmp_path):
     with pytest.raises(CheckpointError) as exc:
         check_teacher(bart_teacher, bart_student, distill=Distill(), source="bt")
     assert exc.value.details == ["decoder_layers: teacher 1, student 2"]
+    Distill.alpha_attn = 0.5  # no attention term in seq2seq distillation: refused, not ignored
+    with pytest.raises(CheckpointError) as exc:
+        check_teacher(bart_teacher, bart_student, distill=Distill(), source="bt")
+    assert exc.value.details[0].startswith("distill.alpha_attn: the seq2seq distillation has no attention term")
+    Distill.alpha_attn = 0.0
     with pytest.raises(CheckpointError, match="family: teacher BERT, student BART"):
         check_teacher(teacher, bart_student, source="t")
     load_teacher(dense_dir(tmp_path / "ok", "bart"), "seq2seq_lm", student=bart_student, distill=Distill())
