@@ -101,16 +101,20 @@ def _distill_cfg(dirs, tmp_path, teacher, *extra):
     return load_config(DistillConfig, "recipes/tiny/distill.yaml", overrides, out_dir=str(tmp_path / "run"))
 
 
-@pytest.mark.slow
-def test_staged_schedule_weighs_hidden_terms_first(tiny_dirs, tmp_path):
+def _sst2_step_logs(dirs, tmp_path, part: str, *extra) -> list[dict]:
+    """Run a tiny SST-2 distillation and return its per-step logs that carry the loss part `part`."""
     from spikelm_core.training import run_distill
 
-    cfg = _distill_cfg(tiny_dirs, tmp_path, tiny_dirs["teacher"], "data.source=glue/sst2", "train.max_steps=4",
-                       "distill.hidden_stage_steps=2", "distill.alpha_kd=1.0", "distill.alpha_ce=0.5",
-                       "distill.alpha_hidden=0.25", "distill.alpha_attn=0.0")
-    run_distill(cfg)
+    run_distill(_distill_cfg(dirs, tmp_path, dirs["teacher"], "data.source=glue/sst2", *extra))
     logs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    steps = [x for x in logs if "loss_kd" in x]
+    return [x for x in logs if f"loss_{part}" in x]
+
+
+@pytest.mark.slow
+def test_staged_schedule_weighs_hidden_terms_first(tiny_dirs, tmp_path):
+    steps = _sst2_step_logs(tiny_dirs, tmp_path, "kd", "train.max_steps=4", "distill.hidden_stage_steps=2",
+                            "distill.alpha_kd=1.0", "distill.alpha_ce=0.5", "distill.alpha_hidden=0.25",
+                            "distill.alpha_attn=0.0")
     assert len(steps) == 4
     for x in steps[:2]:  # stage 1: the hidden-state term alone
         assert x["loss"] == pytest.approx(0.25 * x["loss_hidden"], rel=1e-4)
@@ -120,14 +124,9 @@ def test_staged_schedule_weighs_hidden_terms_first(tiny_dirs, tmp_path):
 
 @pytest.mark.slow
 def test_attention_kl_term_in_a_run(tiny_dirs, tmp_path):
-    from spikelm_core.training import run_distill
-
-    cfg = _distill_cfg(tiny_dirs, tmp_path, tiny_dirs["teacher"], "data.source=glue/sst2", "train.max_steps=2",
-                       "distill.alpha_kd=1.0", "distill.alpha_ce=0.0", "distill.alpha_hidden=0.0",
-                       "distill.alpha_attn=2.0", "distill.attn_loss=kl")
-    run_distill(cfg)
-    logs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    steps = [x for x in logs if "loss_attn" in x]
+    steps = _sst2_step_logs(tiny_dirs, tmp_path, "attn", "train.max_steps=2", "distill.alpha_kd=1.0",
+                            "distill.alpha_ce=0.0", "distill.alpha_hidden=0.0", "distill.alpha_attn=2.0",
+                            "distill.attn_loss=kl")
     assert len(steps) == 2
     for x in steps:  # a spiking student's attention differs from its dense teacher's: KL > 0
         assert x["loss_attn"] > 0
