@@ -522,7 +522,7 @@ def _renamed(old: dict) -> dict:
     """A 0.1.0 config dict with the renamed fields (task -> command, glue_task -> data.task) and the
     fields added since, at their defaults (reinit_head, sweep, the train.*firing_rate* fields, the
     language-modelling data.seq_len / stride / max_tokens, the neuron's outlier-aware allocation, the
-    distillation options, model_config)."""
+    distillation options, attn_loss among them, model_config)."""
     new = {"command": old["task"], **{k: v for k, v in old.items() if k not in ("task", "glue_task", "summarization_task")}}
     new["data"] = {"task": old["glue_task"], **old["data"], "seq_len": 256, "stride": None, "max_tokens": None}
     new["train"] = {**old["train"], "target_firing_rate": None, "firing_rate_weight": 1.0, "firing_rate_penalty": "hinge"}
@@ -533,7 +533,7 @@ def _renamed(old: dict) -> dict:
         new["sweep"] = None
         new["model_config"] = {}
     if new["command"] == "distill":
-        new["distill"] = {**new["distill"], "hidden_match": "mean", "hidden_stage_steps": 0,
+        new["distill"] = {**new["distill"], "attn_loss": "mse", "hidden_match": "mean", "hidden_stage_steps": 0,
                           "augment": {"copies": 0, "min_examples": None, "word_prob": 0.4, "neighbours": 15}}
     return new
 
