@@ -50,26 +50,33 @@ def neuron_of(pairs: str) -> NeuronSettings:
     return NeuronSettings(**fields)
 
 
-def teacher_states(teacher, batches) -> list[tuple[torch.Tensor, ...]]:
-    """The teacher's encoder-layer outputs for every batch, computed once for all the models compared."""
+def teacher_reference(teacher, batches) -> tuple[list[tuple[torch.Tensor, ...]], torch.Tensor]:
+    """The teacher's encoder-layer outputs for every batch, and per layer their mean square over real
+    tokens (the error of an all-zero state, weighted by each batch's tokens as `measure` weighs errors):
+    computed once for all the models compared."""
+    states, scale = [], None
     with torch.no_grad():
-        return [teacher(**model_inputs(b), output_hidden_states=True).hidden_states[1:] for b in batches]
+        for batch in batches:
+            layers = teacher(**model_inputs(batch), output_hidden_states=True).hidden_states[1:]
+            mask = batch["attention_mask"]
+            z = torch.stack([hidden_mse((torch.zeros_like(h),), (h,), mask) for h in layers]) * mask.sum()
+            scale = z if scale is None else scale + z
+            states.append(layers)
+    return states, scale
 
 
-def measure(model, states, task: str, batches) -> dict:
-    """The model's dev score and, per encoder layer, its relative hidden-state error against the
-    teacher's `states` (`teacher_states`)."""
-    logits, labels, err, scale = [], [], None, None
+def measure(model, reference, task: str, batches) -> dict:
+    """The model's dev score and, per encoder layer, its hidden-state error against the teacher's states
+    relative to their mean square (`reference` from `teacher_reference`)."""
+    states, scale = reference
+    logits, labels, err = [], [], None
     with torch.no_grad():
         for batch, t_layers in zip(batches, states):
             inputs = model_inputs(batch)
             s = model(**inputs, output_hidden_states=True)
             mask = inputs["attention_mask"]
-            e = torch.stack([hidden_mse((a,), (b,), mask) for a, b in zip(s.hidden_states[1:], t_layers)])
-            z = torch.stack([hidden_mse((torch.zeros_like(b),), (b,), mask) for b in t_layers])
-            n = mask.sum()
-            err = e * n if err is None else err + e * n
-            scale = z * n if scale is None else scale + z * n
+            e = torch.stack([hidden_mse((a,), (b,), mask) for a, b in zip(s.hidden_states[1:], t_layers)]) * mask.sum()
+            err = e if err is None else err + e
             logits.append(s.logits)
             labels.append(batch["labels"])
     preds = predictions_from_logits(task, torch.cat(logits))
@@ -98,20 +105,19 @@ def main() -> None:
 
     teacher = load_model(args.teacher, head="sequence_classification", num_labels=num_labels,
                          neuron=NeuronSettings(kind="dense"))
-    calib, batches = glue_batches(args, teacher.tokenizer)
-    dev_rows = sum(len(b["labels"]) for b in batches)
+    calib, batches, dev_rows = glue_batches(args, teacher.tokenizer)
     teacher = teacher.model.eval()
-    states = teacher_states(teacher, batches)
+    reference = teacher_reference(teacher, batches)
 
-    rows = {"teacher": measure(teacher, states, args.task, batches)}
+    rows = {"teacher": measure(teacher, reference, args.task, batches)}
     for path in args.student:
         model = load_model(path, head="sequence_classification", num_labels=num_labels).model.eval()
-        rows[path] = measure(model, states, args.task, batches)
+        rows[path] = measure(model, reference, args.task, batches)
     for pairs in args.convert:
         model = load_model(args.teacher, head="sequence_classification", num_labels=num_labels,
                            neuron=neuron_of(pairs)).model
         calibrate(model, dict(calib))
-        rows[f"converted {pairs or '(template)'}"] = measure(model.eval(), states, args.task, batches)
+        rows[f"converted {pairs or '(template)'}"] = measure(model.eval(), reference, args.task, batches)
 
     print(f"{args.task} ({primary_metric(args.task)} x 100, first {dev_rows} dev rows); relative hidden-state "
           "error per encoder layer")

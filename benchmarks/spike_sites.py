@@ -55,16 +55,16 @@ def float_sites(model, sites: set[str]):
             del n.forward
 
 
-def glue_batches(args, tok) -> tuple[dict, list[dict]]:
+def glue_batches(args, tok) -> tuple[dict, list[dict], int]:
     """(calibration batch of the first `args.calib_rows` training rows, the first `args.dev_rows` dev rows
-    in padded batches of `args.batch_size`) of `args.task` under `args.data_dir`."""
+    in padded batches of `args.batch_size`, how many dev rows there are) of `args.task` under `args.data_dir`."""
     collate = DataCollatorWithPadding(tok)
     with quiet_progress():
         train = tokenize_glue(load_glue(args.task, args.data_dir, split="train", subset=args.calib_rows), tok)
         dev = tokenize_glue(load_glue(args.task, args.data_dir, split="validation", subset=args.dev_rows), tok)
     batches = [collate([dev[j] for j in range(i, min(i + args.batch_size, len(dev)))])
                for i in range(0, len(dev), args.batch_size)]
-    return collate([train[i] for i in range(len(train))]), batches
+    return collate([train[i] for i in range(len(train))]), batches, len(dev)
 
 
 def score(model, task: str, batches) -> float:
@@ -94,8 +94,7 @@ def main() -> None:
 
     dense = load_model(args.model, head=None, neuron=NeuronSettings(kind="dense"))
     tok = dense.tokenizer
-    calib, batches = glue_batches(args, tok)
-    dev_rows = sum(len(b["labels"]) for b in batches)
+    calib, batches, dev_rows = glue_batches(args, tok)
     result = {"model": args.model, "task": args.task, "metric": primary_metric(args.task), "dev_rows": dev_rows,
               "timesteps": args.timesteps, "channel_scale": args.channel_scale,
               "dense": score(dense.model.eval(), args.task, batches)}

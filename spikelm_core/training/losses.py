@@ -31,33 +31,39 @@ def logit_kd(student: torch.Tensor, teacher: torch.Tensor, temperature: float, m
     return F.kl_div(log_p_s, log_p_t, log_target=True, reduction="batchmean") * temperature**2
 
 
+def _layer_pairs(student: tuple[torch.Tensor, ...], teacher: tuple[torch.Tensor, ...], what: str):
+    """zip(student, teacher) of per-layer tensors, refusing lists of different lengths."""
+    if len(student) != len(teacher):
+        raise ValueError(f"student returns {len(student)} {what}, teacher {len(teacher)}")
+    return zip(student, teacher)
+
+
+def _token_mean(values: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of per-token `values` [..., B, L] over real (unpadded) tokens and any leading dims."""
+    if attention_mask is None:
+        return values.mean()
+    m = attention_mask.to(values.dtype)
+    return (values * m).sum() / (m.sum().clamp_min(1.0) * (values.numel() // m.numel()))
+
+
 def hidden_mse(student: tuple[torch.Tensor, ...], teacher: tuple[torch.Tensor, ...], attention_mask: torch.Tensor | None) -> torch.Tensor:
     """Mean over layers of the MSE between hidden states [B, L, D], over real (unpadded) tokens.
 
     A student state may carry its time steps in front ([T, B, L, D], `distill.hidden_match: steps`):
     every step is then matched to the teacher's state and the MSE is also averaged over the steps."""
-    if len(student) != len(teacher):
-        raise ValueError(f"student returns {len(student)} hidden states, teacher {len(teacher)}")
     total = student[0].new_zeros(())
-    for s, t in zip(student, teacher):
+    for s, t in _layer_pairs(student, teacher, "hidden states"):
         if s.shape[-t.dim():] != t.shape or s.dim() > t.dim() + 1:
             raise ValueError(f"hidden state shapes differ: student {tuple(s.shape)}, teacher {tuple(t.shape)}")
         err = (s.float() - t.float()).pow(2).mean(-1)  # [B, L], or [T, B, L] per time step
-        steps = err.shape[0] if s.dim() > t.dim() else 1
-        if attention_mask is not None:
-            m = attention_mask.to(err.dtype)
-            total = total + (err * m).sum() / (m.sum().clamp_min(1.0) * steps)
-        else:
-            total = total + err.mean()
+        total = total + _token_mean(err, attention_mask)
     return total / len(student)
 
 
 def attention_mse(student: tuple[torch.Tensor, ...], teacher: tuple[torch.Tensor, ...]) -> torch.Tensor:
     """Mean over layers of the MSE between attention probabilities [B, H, L, L]."""
-    if len(student) != len(teacher):
-        raise ValueError(f"student returns {len(student)} attention maps, teacher {len(teacher)}")
     total = student[0].new_zeros(())
-    for s, t in zip(student, teacher):
+    for s, t in _layer_pairs(student, teacher, "attention maps"):
         if s.shape != t.shape:
             raise ValueError(f"attention shapes differ: student {tuple(s.shape)}, teacher {tuple(t.shape)}")
         total = total + F.mse_loss(s.float(), t.float())
@@ -73,19 +79,13 @@ def attention_kl(student: tuple[torch.Tensor, ...], teacher: tuple[torch.Tensor,
     Scale-free where the probability MSE is not: a row's MSE shrinks with the sequence length, its KL
     does not. Student probabilities are clamped at 1e-12 before the log (a spiking student's mean over
     T of softmax rows has no exact zeros on real keys, but a masked key has)."""
-    if len(student) != len(teacher):
-        raise ValueError(f"student returns {len(student)} attention maps, teacher {len(teacher)}")
     total = student[0].new_zeros((), dtype=torch.float32)
-    for s, t in zip(student, teacher):
+    for s, t in _layer_pairs(student, teacher, "attention maps"):
         if s.shape != t.shape:
             raise ValueError(f"attention shapes differ: student {tuple(s.shape)}, teacher {tuple(t.shape)}")
         t = t.float()
         log_s = s.float().clamp_min(1e-12).log()
         log_t = t.clamp_min(1e-12).log()
         row_kl = (t * (log_t - log_s)).sum(-1).mean(1)  # [B, L]: summed over keys, averaged over heads
-        if attention_mask is not None:
-            m = attention_mask.to(row_kl.dtype)
-            total = total + (row_kl * m).sum() / m.sum().clamp_min(1.0)
-        else:
-            total = total + row_kl.mean()
+        total = total + _token_mean(row_kl, attention_mask)
     return total / len(student)
