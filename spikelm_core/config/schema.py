@@ -434,6 +434,11 @@ class DistillArgs(_RuledSection):
     hidden_stage_steps: int = Field(0, ge=0)
     """Staged schedule (TinyBERT): the first this many optimizer steps train on the hidden-state and
     attention terms only; the logit and hard-label terms join after. 0 = one stage, all terms."""
+    hidden_stage_local: bool = False
+    """In the hidden-state stage, train each layer on its own terms only (block-wise reconstruction):
+    every layer reads the previous spiking layer's output detached, so no gradient crosses layers and
+    each layer learns to map the student's own spiking states to the teacher's output. False = the
+    gradient of every layer's term flows through all the layers below it. Needs hidden_stage_steps."""
     augment: AugmentArgs = Field(default_factory=AugmentArgs)
     """Augmented training data labelled by the teacher (GLUE tasks); off by default."""
 
@@ -443,6 +448,8 @@ class DistillArgs(_RuledSection):
                       "at least one of alpha_kd, alpha_ce, alpha_hidden, alpha_attn must be > 0")
         rules.require(self.hidden_stage_steps == 0 or max(self.alpha_hidden, self.alpha_attn) > 0,
                       "hidden_stage_steps", "needs alpha_hidden or alpha_attn > 0 (the terms of the first stage)")
+        rules.require(not self.hidden_stage_local or self.hidden_stage_steps > 0, "hidden_stage_local",
+                      "needs hidden_stage_steps > 0 (the stage it applies to)")
 
 
 class GenerateArgs(_Section):

@@ -414,6 +414,36 @@ def _prepare_compiler() -> bool:
     return True
 
 
+class layer_local_gradients:
+    """Within the block, every `CompilableLayer` of `model` (a spiking BERT, BART or Llama layer) takes
+    its tensor inputs detached: a loss on a layer's output trains that layer alone and no gradient
+    crosses from one layer into the layers below it. Each layer still reads the previous spiking
+    layer's output, so it learns to map the student's own (spiking) states to the teacher's: block-wise
+    reconstruction, as post-training quantisation does it (BRECQ), here with all layers in one pass.
+    `distill.hidden_stage_local` uses it for the hidden-state stage. Leaves the model as it was on exit.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.layers = [m for m in model.modules() if isinstance(m, CompilableLayer)]
+        self._handles: list = []
+
+    @staticmethod
+    def _detach(value):
+        return value.detach() if isinstance(value, torch.Tensor) and value.requires_grad else value
+
+    def _hook(self, module, args, kwargs):
+        return tuple(self._detach(a) for a in args), {k: self._detach(v) for k, v in kwargs.items()}
+
+    def __enter__(self) -> "layer_local_gradients":
+        self._handles = [layer.register_forward_pre_hook(self._hook, with_kwargs=True) for layer in self.layers]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
 def set_compile_policy(model: nn.Module, policy: str) -> int:
     """Set every `CompilableLayer`'s `compile_policy` ("auto" | "layers" | "none"); "none" also drops
     compiled graphs. Returns how many layers."""

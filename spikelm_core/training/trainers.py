@@ -9,6 +9,7 @@ mixed precision, checkpointing and resume keep coming from transformers.
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 
 import torch
 from transformers import Trainer
@@ -17,6 +18,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from ..config.schema import DistillArgs
 from ..data.augment import FLAG
 from ..errors import SpikelmError
+from ..models.common import layer_local_gradients
 from .firing_target import FiringTarget, LayerRateRecorder
 from .losses import attention_kl, attention_mse, hidden_mse, logit_kd
 
@@ -151,7 +153,8 @@ class DistillTrainer(SpikelmTrainer):
 
     With `distill.hidden_match: steps` the hidden term matches every time step's state. With
     `distill.hidden_stage_steps` the first steps weigh the hidden and attention terms only
-    (the other parts are still logged). Rows of an augmented batch marked `teacher_labelled` take
+    (the other parts are still logged); with `distill.hidden_stage_local` each layer then learns
+    from its own terms only (`layer_local_gradients`). Rows of an augmented batch marked `teacher_labelled` take
     the teacher's prediction as their hard label (`teacher_labelled`).
     """
 
@@ -178,7 +181,9 @@ class DistillTrainer(SpikelmTrainer):
         if flagged is not None and inputs.get("labels") is not None:
             inputs["labels"] = teacher_labelled(inputs["labels"], t_logits, flagged.bool())
         per_step = {"hidden_states_per_step": True} if need_hidden and d.hidden_match == "steps" else {}
-        outputs = model(**inputs, output_hidden_states=need_hidden, output_attentions=need_attn, **per_step)
+        local = layer_local_gradients(model) if d.hidden_stage_local and self.in_hidden_stage() else nullcontext()
+        with local:
+            outputs = model(**inputs, output_hidden_states=need_hidden, output_attentions=need_attn, **per_step)
         s_logits = _logits(outputs)
         mask = None
         labels = inputs.get("labels")

@@ -111,10 +111,11 @@ def _sst2_step_logs(dirs, tmp_path, part: str, *extra) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_staged_schedule_weighs_hidden_terms_first(tiny_dirs, tmp_path):
+@pytest.mark.parametrize("local", [False, True])
+def test_staged_schedule_weighs_hidden_terms_first(tiny_dirs, tmp_path, local):
     steps = _sst2_step_logs(tiny_dirs, tmp_path, "kd", "train.max_steps=4", "distill.hidden_stage_steps=2",
                             "distill.alpha_kd=1.0", "distill.alpha_ce=0.5", "distill.alpha_hidden=0.25",
-                            "distill.alpha_attn=0.0")
+                            "distill.alpha_attn=0.0", f"distill.hidden_stage_local={str(local).lower()}")
     assert len(steps) == 4
     for x in steps[:2]:  # stage 1: the hidden-state term alone
         assert x["loss"] == pytest.approx(0.25 * x["loss_hidden"], rel=1e-4)
@@ -183,3 +184,56 @@ def test_per_step_matching_runs_and_costs_at_least_the_mean(tiny_dirs, tmp_path)
         logs = [json.loads(x) for x in (tmp_path / match / "run" / "metrics.jsonl").read_text().splitlines()]
         first[match] = next(x for x in logs if "loss_hidden" in x)["loss_hidden"]
     assert first["steps"] > first["mean"] > 0
+
+
+def _tiny_spiking_bert(seed: int = 0):
+    from spikelm_core.models.spiking_bert import SpikingBertConfig, SpikingBertModel
+
+    torch.manual_seed(seed)
+    config = SpikingBertConfig(vocab_size=31, hidden_size=10, num_hidden_layers=3, num_attention_heads=2,
+                               intermediate_size=14, max_position_embeddings=16, num_timesteps=2,
+                               hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model = SpikingBertModel(config).eval()
+    ids = torch.randint(1, 31, (2, 5))
+    model(input_ids=ids)  # calibrates every neuron on this batch
+    return model, ids
+
+
+def _grads_of_layer_loss(model, ids, layer: int, local: bool) -> dict[int, float]:
+    """Gradient norm per encoder layer of a loss on layer `layer`'s output state."""
+    from contextlib import nullcontext
+
+    from spikelm_core.models.common import layer_local_gradients
+
+    model.zero_grad()
+    with layer_local_gradients(model) if local else nullcontext():
+        states = model(input_ids=ids, output_hidden_states=True).hidden_states
+    states[layer + 1].pow(2).mean().backward()
+    return {i: sum(float(p.grad.norm()) for p in m.parameters() if p.grad is not None)
+            for i, m in enumerate(model.encoder.layer)}
+
+
+def test_layer_local_gradients_train_each_layer_on_its_own_term():
+    model, ids = _tiny_spiking_bert()
+    spread = _grads_of_layer_loss(model, ids, 2, local=False)
+    assert spread[0] > 0 and spread[1] > 0 and spread[2] > 0  # through the straight-through spikes
+    local = _grads_of_layer_loss(model, ids, 2, local=True)
+    assert local[0] == 0 and local[1] == 0 and local[2] == pytest.approx(spread[2], rel=1e-6)
+    assert model.embeddings.word_embeddings.weight.grad is None or not model.embeddings.word_embeddings.weight.grad.any()
+    # the forward is unchanged, and leaving the block removes the hooks
+    from spikelm_core.models.common import layer_local_gradients
+
+    with torch.no_grad(), layer_local_gradients(model):
+        inside = model(input_ids=ids).last_hidden_state
+    with torch.no_grad():
+        outside = model(input_ids=ids).last_hidden_state
+    assert torch.equal(inside, outside)
+    assert _grads_of_layer_loss(model, ids, 2, local=False)[0] == pytest.approx(spread[0], rel=1e-6)
+
+
+def test_local_stage_option_rule():
+    base = ["model=m", "distill.teacher=t", "data.task=sst2", "distill.alpha_hidden=1"]
+    with pytest.raises(ConfigError, match="hidden_stage_local"):
+        load_config(DistillConfig, None, [*base, "distill.hidden_stage_local=true"])
+    cfg = load_config(DistillConfig, None, [*base, "distill.hidden_stage_local=true", "distill.hidden_stage_steps=3"])
+    assert cfg.distill.hidden_stage_local
