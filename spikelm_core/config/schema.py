@@ -431,6 +431,10 @@ class DistillArgs(_RuledSection):
     """What the hidden-state term matches to the teacher's layer outputs: the student's mean over its
     T time steps (`mean`, the released code), or each time step's state (`steps`: the MSE of every
     step, averaged; it also penalises the spread over steps). `steps` needs a spiking BERT student."""
+    hidden_norm: Literal["none", "relative"] = "none"
+    """Scale of the hidden-state term: `none`, the MSE of every layer averaged over layers (layers with
+    larger states weigh more), or `relative`, each layer's MSE divided by the teacher's mean square at
+    that layer, so every layer weighs the same."""
     hidden_stage_steps: int = Field(0, ge=0)
     """Staged schedule (TinyBERT): the first this many optimizer steps train on the hidden-state and
     attention terms only; the logit and hard-label terms join after. 0 = one stage, all terms."""

@@ -46,17 +46,24 @@ def _token_mean(values: torch.Tensor, attention_mask: torch.Tensor | None) -> to
     return (values * m).sum() / (m.sum().clamp_min(1.0) * (values.numel() // m.numel()))
 
 
-def hidden_mse(student: tuple[torch.Tensor, ...], teacher: tuple[torch.Tensor, ...], attention_mask: torch.Tensor | None) -> torch.Tensor:
+def hidden_mse(student: tuple[torch.Tensor, ...], teacher: tuple[torch.Tensor, ...], attention_mask: torch.Tensor | None,
+               relative: bool = False) -> torch.Tensor:
     """Mean over layers of the MSE between hidden states [B, L, D], over real (unpadded) tokens.
 
     A student state may carry its time steps in front ([T, B, L, D], `distill.hidden_match: steps`):
-    every step is then matched to the teacher's state and the MSE is also averaged over the steps."""
+    every step is then matched to the teacher's state and the MSE is also averaged over the steps.
+    `relative` (`distill.hidden_norm: relative`): each layer's MSE is divided by the teacher's mean
+    square at that layer (same tokens), a relative error, so every layer weighs the same whatever
+    the scale of its states."""
     total = student[0].new_zeros(())
     for s, t in _layer_pairs(student, teacher, "hidden states"):
         if s.shape[-t.dim():] != t.shape or s.dim() > t.dim() + 1:
             raise ValueError(f"hidden state shapes differ: student {tuple(s.shape)}, teacher {tuple(t.shape)}")
         err = (s.float() - t.float()).pow(2).mean(-1)  # [B, L], or [T, B, L] per time step
-        total = total + _token_mean(err, attention_mask)
+        term = _token_mean(err, attention_mask)
+        if relative:
+            term = term / _token_mean(t.float().pow(2).mean(-1), attention_mask).clamp_min(1e-12)
+        total = total + term
     return total / len(student)
 
 

@@ -55,8 +55,10 @@ class Seq2SeqDistillTrainer(DistillTrainer, Seq2SeqTrainer):
         if d.alpha_kd > 0:
             parts["kd"] = logit_kd(outputs.logits, t_out.logits, d.temperature, summary_mask)
         if need_hidden:
-            dec = hidden_mse(outputs.decoder_hidden_states, t_out.decoder_hidden_states, summary_mask)
-            enc = hidden_mse(outputs.encoder_hidden_states, t_out.encoder_hidden_states, inputs.get("attention_mask"))
+            dec = hidden_mse(outputs.decoder_hidden_states, t_out.decoder_hidden_states, summary_mask,
+                             relative=d.hidden_norm == "relative")
+            enc = hidden_mse(outputs.encoder_hidden_states, t_out.encoder_hidden_states, inputs.get("attention_mask"),
+                             relative=d.hidden_norm == "relative")
             parts["hidden"] = (dec + enc) / 2
         weights = {"ce": d.alpha_ce, "kd": d.alpha_kd, "hidden": d.alpha_hidden}
         return sum(weights[name] * value for name, value in parts.items()), outputs, parts

@@ -195,7 +195,8 @@ class DistillTrainer(SpikelmTrainer):
         if d.alpha_kd > 0:
             parts["kd"] = logit_kd(s_logits, t_logits, d.temperature, mask)
         if need_hidden:
-            parts["hidden"] = hidden_mse(outputs.hidden_states, t_out.hidden_states, inputs.get("attention_mask"))
+            parts["hidden"] = hidden_mse(outputs.hidden_states, t_out.hidden_states, inputs.get("attention_mask"),
+                                         relative=d.hidden_norm == "relative")
         if need_attn:
             if d.attn_loss == "kl":
                 parts["attn"] = attention_kl(outputs.attentions, t_out.attentions, inputs.get("attention_mask"))

@@ -533,8 +533,8 @@ def _renamed(old: dict) -> dict:
         new["sweep"] = None
         new["model_config"] = {}
     if new["command"] == "distill":
-        new["distill"] = {**new["distill"], "attn_loss": "mse", "hidden_match": "mean", "hidden_stage_steps": 0,
-                          "hidden_stage_local": False,
+        new["distill"] = {**new["distill"], "attn_loss": "mse", "hidden_match": "mean", "hidden_norm": "none",
+                          "hidden_stage_steps": 0, "hidden_stage_local": False,
                           "augment": {"copies": 0, "min_examples": None, "word_prob": 0.4, "neighbours": 15}}
     return new
 

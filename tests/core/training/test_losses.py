@@ -45,6 +45,12 @@ def test_hidden_mse_ignores_padding_and_attention_mse():
     assert hidden_mse((a, a), (b, a), mask).item() == pytest.approx(1.0)
     with pytest.raises(ValueError, match="hidden states"):
         hidden_mse((a,), (a, a), mask)
+    # relative, by hand: layer 0's MSE is 2 (above) and the teacher's mean square over its real tokens
+    # is (4 + 0) / 2 = 2, so 1; layer 1 matches exactly (0 over a clamped 0); mean over layers 0.5
+    assert hidden_mse((a, a), (b, a), mask, relative=True).item() == pytest.approx(0.5)
+    c = 3.0 * b  # the same relative error at three times the scale
+    assert hidden_mse((a, a), (c, a), mask, relative=True).item() == pytest.approx(0.5)
+    assert hidden_mse((a, a), (c, a), mask).item() == pytest.approx(9.0)
     p = torch.full((1, 2, 3, 3), 1 / 3)
     q = p.clone()
     q[..., 0] += 0.3
