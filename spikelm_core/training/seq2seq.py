@@ -11,12 +11,15 @@ ROUGE-1/2/L/Lsum; `eval` does the same for a saved model.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from transformers import Seq2SeqTrainer
 
 from ..checkpoints import LoadedModel, load_model, load_teacher
 from ..data.summarization import get_summarization_task, load_summarization, tokenize_summarization
 from ..evaluation.summarization import evaluate_summarization
+from ..models.common import layer_local_gradients
 from .args import training_arguments
 from .losses import hidden_mse, logit_kd
 from .pipeline import Evaluation, Pipeline
@@ -38,12 +41,16 @@ class Seq2SeqDistillTrainer(DistillTrainer, Seq2SeqTrainer):
 
         loss = alpha_ce * CE + alpha_kd * KL(student/T || teacher/T) * T^2 on summary tokens
              + alpha_hidden * MSE(decoder and encoder hidden states)
+
+    `distill.hidden_stage_steps` and `distill.hidden_stage_local` act as in `DistillTrainer`.
     """
 
     def training_loss(self, model, inputs, num_items_in_batch=None):
         d = self.distill
         need_hidden = d.alpha_hidden > 0
-        outputs = model(**inputs, output_hidden_states=need_hidden)
+        local = layer_local_gradients(model) if d.hidden_stage_local and self.in_hidden_stage() else nullcontext()
+        with local:
+            outputs = model(**inputs, output_hidden_states=need_hidden)
         teacher_inputs = {k: inputs[k] for k in ("input_ids", "attention_mask", "decoder_input_ids") if k in inputs}
         self.teacher.eval()
         with torch.no_grad():
@@ -61,6 +68,8 @@ class Seq2SeqDistillTrainer(DistillTrainer, Seq2SeqTrainer):
                              relative=d.hidden_norm == "relative")
             parts["hidden"] = (dec + enc) / 2
         weights = {"ce": d.alpha_ce, "kd": d.alpha_kd, "hidden": d.alpha_hidden}
+        if self.in_hidden_stage():
+            weights.update(ce=0.0, kd=0.0)
         return sum(weights[name] * value for name, value in parts.items()), outputs, parts
 
 

@@ -90,6 +90,25 @@ def test_distill_then_eval_on_tiny_bart(tiny_bart_teacher, tmp_path):
 
 
 @pytest.mark.slow
+def test_staged_local_distillation_on_tiny_bart(tiny_bart_teacher, tmp_path):
+    train, val = _data(tmp_path)
+    out = tmp_path / "run"
+    res = runner.invoke(app, [
+        "distill", "recipes/tiny/distill_xsum.yaml", "--out-dir", str(out), "--format", "json",
+        "-s", f"model={tiny_bart_teacher}", "-s", f"distill.teacher={tiny_bart_teacher}",
+        "-s", f"data.train_file={train}", "-s", f"data.validation_file={val}", "-s", "train.max_steps=3",
+        "-s", "data.train_subset=4", "-s", "distill.hidden_stage_steps=2", "-s", "distill.hidden_stage_local=true",
+    ])
+    assert res.exit_code == 0, res.output
+    steps = [x for x in (json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()) if "loss_kd" in x]
+    assert len(steps) == 3
+    for x in steps[:2]:  # the stage: the hidden-state term alone (alpha_hidden 1.0)
+        assert x["loss"] == pytest.approx(x["loss_hidden"], rel=1e-4)
+    assert steps[2]["loss"] == pytest.approx(steps[2]["loss_kd"] + 0.5 * steps[2]["loss_ce"] + steps[2]["loss_hidden"],
+                                             rel=1e-4)
+
+
+@pytest.mark.slow
 def test_distill_and_eval_on_the_stored_xsum_sample(tiny_bart_teacher, tmp_path, shared_data):
     out = tmp_path / "xsum"
     res = runner.invoke(app, [
