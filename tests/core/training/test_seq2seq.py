@@ -61,17 +61,21 @@ def _data(tmp_path, n_train=8, n_val=4):
     return train, val
 
 
-@pytest.mark.slow
-def test_distill_then_eval_on_tiny_bart(tiny_bart_teacher, tmp_path):
+def _distill_tiny_bart(teacher, tmp_path, *settings: str):
+    """`spikelm distill` of the tiny XSum recipe on 4 generated documents; (run dir, validation file)."""
     train, val = _data(tmp_path)
     out = tmp_path / "run"
-    res = runner.invoke(app, [
-        "distill", "recipes/tiny/distill_xsum.yaml", "--out-dir", str(out), "--format", "json",
-        "-s", f"model={tiny_bart_teacher}", "-s", f"distill.teacher={tiny_bart_teacher}",
-        "-s", f"data.train_file={train}", "-s", f"data.validation_file={val}", "-s", "train.max_steps=8",
-        "-s", "data.train_subset=4",
-    ])
+    args = ["distill", "recipes/tiny/distill_xsum.yaml", "--out-dir", str(out), "--format", "json",
+            "-s", f"model={teacher}", "-s", f"distill.teacher={teacher}", "-s", f"data.train_file={train}",
+            "-s", f"data.validation_file={val}", "-s", "data.train_subset=4"]
+    res = runner.invoke(app, args + [x for setting in settings for x in ("-s", setting)])
     assert res.exit_code == 0, res.output
+    return out, val
+
+
+@pytest.mark.slow
+def test_distill_then_eval_on_tiny_bart(tiny_bart_teacher, tmp_path):
+    out, val = _distill_tiny_bart(tiny_bart_teacher, tmp_path, "train.max_steps=8")
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     losses = [x["loss"] for x in lines if "loss" in x]
     assert len(losses) == 8 and losses[-1] < losses[0]  # distillation loss decreases on one repeated batch
@@ -91,15 +95,8 @@ def test_distill_then_eval_on_tiny_bart(tiny_bart_teacher, tmp_path):
 
 @pytest.mark.slow
 def test_staged_local_distillation_on_tiny_bart(tiny_bart_teacher, tmp_path):
-    train, val = _data(tmp_path)
-    out = tmp_path / "run"
-    res = runner.invoke(app, [
-        "distill", "recipes/tiny/distill_xsum.yaml", "--out-dir", str(out), "--format", "json",
-        "-s", f"model={tiny_bart_teacher}", "-s", f"distill.teacher={tiny_bart_teacher}",
-        "-s", f"data.train_file={train}", "-s", f"data.validation_file={val}", "-s", "train.max_steps=3",
-        "-s", "data.train_subset=4", "-s", "distill.hidden_stage_steps=2", "-s", "distill.hidden_stage_local=true",
-    ])
-    assert res.exit_code == 0, res.output
+    out, _ = _distill_tiny_bart(tiny_bart_teacher, tmp_path, "train.max_steps=3", "distill.hidden_stage_steps=2",
+                                "distill.hidden_stage_local=true")
     steps = [x for x in (json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()) if "loss_kd" in x]
     assert len(steps) == 3
     for x in steps[:2]:  # the stage: the hidden-state term alone (alpha_hidden 1.0)
