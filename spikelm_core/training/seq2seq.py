@@ -11,17 +11,14 @@ ROUGE-1/2/L/Lsum; `eval` does the same for a saved model.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import torch
 from transformers import Seq2SeqTrainer
 
 from ..checkpoints import LoadedModel, load_model, load_teacher
 from ..data.summarization import get_summarization_task, load_summarization, tokenize_summarization
 from ..evaluation.summarization import evaluate_summarization
-from ..models.common import layer_local_gradients
 from .args import training_arguments
-from .losses import hidden_mse, logit_kd
+from .losses import logit_kd
 from .pipeline import Evaluation, Pipeline
 from .trainers import DistillTrainer, SpikelmTrainer
 
@@ -48,8 +45,7 @@ class Seq2SeqDistillTrainer(DistillTrainer, Seq2SeqTrainer):
     def training_loss(self, model, inputs, num_items_in_batch=None):
         d = self.distill
         need_hidden = d.alpha_hidden > 0
-        local = layer_local_gradients(model) if d.hidden_stage_local and self.in_hidden_stage() else nullcontext()
-        with local:
+        with self.student_forward_scope(model):
             outputs = model(**inputs, output_hidden_states=need_hidden)
         teacher_inputs = {k: inputs[k] for k in ("input_ids", "attention_mask", "decoder_input_ids") if k in inputs}
         self.teacher.eval()
@@ -62,15 +58,10 @@ class Seq2SeqDistillTrainer(DistillTrainer, Seq2SeqTrainer):
         if d.alpha_kd > 0:
             parts["kd"] = logit_kd(outputs.logits, t_out.logits, d.temperature, summary_mask)
         if need_hidden:
-            dec = hidden_mse(outputs.decoder_hidden_states, t_out.decoder_hidden_states, summary_mask,
-                             relative=d.hidden_norm == "relative")
-            enc = hidden_mse(outputs.encoder_hidden_states, t_out.encoder_hidden_states, inputs.get("attention_mask"),
-                             relative=d.hidden_norm == "relative")
+            dec = self.hidden_term(outputs.decoder_hidden_states, t_out.decoder_hidden_states, summary_mask)
+            enc = self.hidden_term(outputs.encoder_hidden_states, t_out.encoder_hidden_states, inputs.get("attention_mask"))
             parts["hidden"] = (dec + enc) / 2
-        weights = {"ce": d.alpha_ce, "kd": d.alpha_kd, "hidden": d.alpha_hidden}
-        if self.in_hidden_stage():
-            weights.update(ce=0.0, kd=0.0)
-        return sum(weights[name] * value for name, value in parts.items()), outputs, parts
+        return self.weighed(parts), outputs, parts
 
 
 def _load_bart(cfg, role: str) -> LoadedModel:

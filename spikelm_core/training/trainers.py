@@ -169,6 +169,25 @@ class DistillTrainer(SpikelmTrainer):
         """Whether this step belongs to the first stage of a staged schedule (hidden terms only)."""
         return self.state.global_step < self.distill.hidden_stage_steps
 
+    def student_forward_scope(self, model):
+        """Where the student's forward runs: with layer-local gradients (`layer_local_gradients`) in the
+        hidden-state stage when `distill.hidden_stage_local`, else as it is."""
+        if self.distill.hidden_stage_local and self.in_hidden_stage():
+            return layer_local_gradients(model)
+        return nullcontext()
+
+    def hidden_term(self, student, teacher, attention_mask) -> torch.Tensor:
+        """The hidden-state term (`losses.hidden_mse`) at the recipe's `distill.hidden_norm`."""
+        return hidden_mse(student, teacher, attention_mask, relative=self.distill.hidden_norm == "relative")
+
+    def weighed(self, parts: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The weighted sum of the loss parts; in the hidden-state stage the logit and label terms weigh 0."""
+        d = self.distill
+        weights = {"ce": d.alpha_ce, "kd": d.alpha_kd, "hidden": d.alpha_hidden, "attn": d.alpha_attn}
+        if self.in_hidden_stage():
+            weights.update(ce=0.0, kd=0.0)
+        return sum(weights[name] * value for name, value in parts.items())
+
     def training_loss(self, model, inputs, num_items_in_batch=None):
         d = self.distill
         need_hidden, need_attn = d.alpha_hidden > 0, d.alpha_attn > 0
@@ -181,8 +200,7 @@ class DistillTrainer(SpikelmTrainer):
         if flagged is not None and inputs.get("labels") is not None:
             inputs["labels"] = teacher_labelled(inputs["labels"], t_logits, flagged.bool())
         per_step = {"hidden_states_per_step": True} if need_hidden and d.hidden_match == "steps" else {}
-        local = layer_local_gradients(model) if d.hidden_stage_local and self.in_hidden_stage() else nullcontext()
-        with local:
+        with self.student_forward_scope(model):
             outputs = model(**inputs, output_hidden_states=need_hidden, output_attentions=need_attn, **per_step)
         s_logits = _logits(outputs)
         mask = None
@@ -195,17 +213,13 @@ class DistillTrainer(SpikelmTrainer):
         if d.alpha_kd > 0:
             parts["kd"] = logit_kd(s_logits, t_logits, d.temperature, mask)
         if need_hidden:
-            parts["hidden"] = hidden_mse(outputs.hidden_states, t_out.hidden_states, inputs.get("attention_mask"),
-                                         relative=d.hidden_norm == "relative")
+            parts["hidden"] = self.hidden_term(outputs.hidden_states, t_out.hidden_states, inputs.get("attention_mask"))
         if need_attn:
             if d.attn_loss == "kl":
                 parts["attn"] = attention_kl(outputs.attentions, t_out.attentions, inputs.get("attention_mask"))
             else:
                 parts["attn"] = attention_mse(outputs.attentions, t_out.attentions)
-        weights = {"ce": d.alpha_ce, "kd": d.alpha_kd, "hidden": d.alpha_hidden, "attn": d.alpha_attn}
-        if self.in_hidden_stage():
-            weights.update(ce=0.0, kd=0.0)
-        return sum(weights[name] * value for name, value in parts.items()), outputs, parts
+        return self.weighed(parts), outputs, parts
 
 
 def teacher_labelled(labels: torch.Tensor, teacher_logits: torch.Tensor, flagged: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import nullcontext
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from spikelm_core.config import DistillConfig, load_config
 from spikelm_core.data.augment import (FLAG, augment_dataset, copies_for, neighbour_table, replace_words,
                                        word_vocabulary)
 from spikelm_core.errors import ConfigError
+from spikelm_core.models.common import layer_local_gradients
 from spikelm_core.training.losses import hidden_mse
 from spikelm_core.training.trainers import teacher_labelled
 from tests.training_fixtures import make_tiny_dense, tiny_dirs, tiny_tokenizer  # noqa: F401
@@ -201,10 +203,6 @@ def _tiny_spiking_bert(seed: int = 0):
 
 def _grads_of_layer_loss(model, ids, layer: int, local: bool) -> dict[int, float]:
     """Gradient norm per encoder layer of a loss on layer `layer`'s output state."""
-    from contextlib import nullcontext
-
-    from spikelm_core.models.common import layer_local_gradients
-
     model.zero_grad()
     with layer_local_gradients(model) if local else nullcontext():
         states = model(input_ids=ids, output_hidden_states=True).hidden_states
@@ -221,8 +219,6 @@ def test_layer_local_gradients_train_each_layer_on_its_own_term():
     assert local[0] == 0 and local[1] == 0 and local[2] == pytest.approx(spread[2], rel=1e-6)
     assert model.embeddings.word_embeddings.weight.grad is None or not model.embeddings.word_embeddings.weight.grad.any()
     # the forward is unchanged, and leaving the block removes the hooks
-    from spikelm_core.models.common import layer_local_gradients
-
     with torch.no_grad(), layer_local_gradients(model):
         inside = model(input_ids=ids).last_hidden_state
     with torch.no_grad():
