@@ -357,6 +357,15 @@ class TrainArgs(_RuledSection):
     """Order of training examples: 'random' (shuffled) or 'group_by_length' (shuffled, then batches
     of similar length, so that dynamic padding wastes little: faster on short, varied texts such as
     SST-2; the Trainer's `train_sampling_strategy`)."""
+    calibration_examples: int | None = Field(None, ge=1)
+    """Training examples in the batch that calibrates the spiking neurons' amplitudes before training
+    (alpha_t = k * mean|u_t| over the whole batch, method doc 2.3); None = one training batch
+    (`batch_size`), as the released code. Only runs that convert a dense model calibrate; causal LMs
+    calibrate on the calibration text instead (and refuse this setting)."""
+    calibration_order: Literal["first", "random"] = "first"
+    """Which training examples calibrate: 'first' in file order (the released code: the first batch),
+    or 'random', drawn over the whole training set under `seed`, so that a file ordered by genre or
+    label (STS-B's begins with 2,000 image captions) calibrates on a mix of it."""
     target_firing_rate: float | None = Field(None, gt=0, lt=1)
     """Firing-rate target: add `firing_rate_weight` times a penalty on the per-layer firing rates
     of each training batch (non-zero fraction of each neuron's output, pads excluded, mean over a

@@ -328,6 +328,12 @@ class CausalLmPipeline(Pipeline):
         return DistillTrainer(**kwargs, teacher=teacher, distill=self.distill)
 
     def calibration_batch(self, train_ds, collator):
+        """The calibration text, as `spikelm convert` calibrates a causal LM (not training examples)."""
+        t = self.cfg.train
+        if t.calibration_examples is not None or t.calibration_order != "first":
+            raise ConfigError("train.calibration_examples and train.calibration_order choose training examples, "
+                              "but a causal LM calibrates on the calibration text",
+                              hint="leave both at their defaults for causal LMs")
         return text_calibration_batch(self.tokenizer, causal=True, max_positions=self.max_length)
 
     def final_evaluation(self, trainer, evals, collator, tokenizer):

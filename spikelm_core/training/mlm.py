@@ -16,7 +16,7 @@ from ..data.text import mlm_dataset
 from ..errors import CheckpointError, ConfigError, DataError
 from ..models.spiking_bert import SpikingBertConfig, SpikingBertForMaskedLM, SpikingBertForPreTraining
 from .args import training_arguments
-from .pipeline import Pipeline, firing_of, max_length
+from .pipeline import Pipeline, calibration_indices, firing_of, max_length
 from .trainers import DistillTrainer, SpikelmTrainer
 
 FAMILIES = ("bert",)
@@ -113,9 +113,9 @@ class MlmPipeline(Pipeline):
         return DistillTrainer(**kwargs, teacher=teacher, distill=self.distill)
 
     def calibration_batch(self, train_ds, collator):
-        """The first sequences without masking (calibration sees real text)."""
+        """The sequences of `calibration_indices` without masking (calibration sees real text)."""
         rows = [{k: train_ds[i][k] for k in ("input_ids", "token_type_ids", "attention_mask")}
-                for i in range(min(self.cfg.train.batch_size, len(train_ds)))]
+                for i in calibration_indices(len(train_ds), self.cfg.train)]
         self._calib = self.tokenizer.pad(rows, return_tensors="pt")
         return self._calib
 

@@ -106,7 +106,8 @@ class Pipeline:
         raise NotImplementedError
 
     def calibration_batch(self, train_ds, collator) -> dict[str, torch.Tensor]:
-        return first_batch(train_ds, collator, self.cfg.train.batch_size)
+        """The training examples of `calibration_indices`, collated."""
+        return collator([train_ds[i] for i in calibration_indices(len(train_ds), self.cfg.train)])
 
     def final_evaluation(self, trainer, evals, collator, tokenizer) -> tuple[dict, str | None, FiringReport | None]:
         """({split: metrics}, primary metric, firing report) of the trained model."""
@@ -131,6 +132,17 @@ def max_length(cfg, model) -> int:
 def first_batch(dataset, collator, batch_size: int) -> dict[str, torch.Tensor]:
     """The first `batch_size` examples in file order, collated: the same batch on every rank."""
     return collator([dataset[i] for i in range(min(batch_size, len(dataset)))])
+
+
+def calibration_indices(size: int, train) -> list[int]:
+    """Indices of the training examples that calibrate the amplitudes (`train.calibration_examples`,
+    default one batch): the first in file order, or a draw over all `size` examples under
+    `train.seed` (`train.calibration_order: random`), in file order. The same on every rank."""
+    n = min(train.calibration_examples or train.batch_size, size)
+    if train.calibration_order == "first":
+        return list(range(n))
+    generator = torch.Generator().manual_seed(train.seed)
+    return sorted(torch.randperm(size, generator=generator)[:n].tolist())
 
 
 def leading_batches(dataset, collator, batch_size: int, limit: int = 4) -> list[dict[str, torch.Tensor]]:

@@ -91,3 +91,13 @@ def test_the_teacher_must_fit_a_causal_student(tiny_dense_llama_dir, tiny_dense_
 def test_collate_windows_labels_are_the_inputs():
     b = collate_windows([{"input_ids": [1, 5, 6]}, {"input_ids": [1, 7, 8]}])
     assert torch.equal(b["labels"], b["input_ids"]) and b["attention_mask"].sum() == 6
+
+
+def test_causal_lm_refuses_training_calibration_examples(tiny_dense_llama_dir, texts, tmp_path):
+    train, valid = texts
+    res = runner.invoke(app, [str(a) for a in (
+        "finetune", "--task", "wikitext2", "--model", tiny_dense_llama_dir, "--out-dir", tmp_path / "c",
+        "-s", f"data.train_file={train}", "-s", f"data.validation_file={valid}", *TINY,
+        "-s", "train.calibration_order=random")])
+    assert res.exit_code == 2 and "calibration text" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "c" / "final").exists()

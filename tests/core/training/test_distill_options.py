@@ -126,6 +126,27 @@ def test_staged_schedule_weighs_hidden_terms_first(tiny_dirs, tmp_path, local):
 
 
 @pytest.mark.slow
+def test_calibration_examples_of_a_run(tiny_dirs, tmp_path, monkeypatch):
+    """`train.calibration_examples` / `calibration_order` choose the batch the converted twin calibrates on."""
+    from spikelm_core.training import pipeline, run_distill
+
+    seen = []
+    real = pipeline.calibrate
+    monkeypatch.setattr(pipeline, "calibrate", lambda model, batch: (seen.append(batch), real(model, batch))[1])
+
+    def run(name, *extra):
+        run_distill(_distill_cfg(tiny_dirs, tmp_path / name, tiny_dirs["teacher"], "data.source=glue/sst2",
+                                 "train.max_steps=1", *extra))
+        return seen[-1]["input_ids"]
+
+    first = run("first")
+    assert first.shape[0] == 5  # one training batch by default
+    drawn = run("random", "train.calibration_examples=7", "train.calibration_order=random")
+    assert drawn.shape[0] == 7 and not torch.equal(drawn[:5, :first.shape[1]], first)
+    assert torch.equal(run("again", "train.calibration_examples=7", "train.calibration_order=random"), drawn)
+
+
+@pytest.mark.slow
 def test_attention_kl_term_in_a_run(tiny_dirs, tmp_path):
     steps = _sst2_step_logs(tiny_dirs, tmp_path, "attn", "train.max_steps=2", "distill.alpha_kd=1.0",
                             "distill.alpha_ce=0.0", "distill.alpha_hidden=0.0", "distill.alpha_attn=2.0",

@@ -1,5 +1,5 @@
 """The training skeleton's own decisions: compile by default only where it pays, the planned step
-count, and one error listing every missing input."""
+count, the calibration examples, and one error listing every missing input."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from spikelm_core.models.spiking_bert import SpikingBertConfig, SpikingBertForSe
 from spikelm_core.training.pipeline import (
     AUTO_COMPILE_MIN_EXAMPLES,
     AUTO_COMPILE_MIN_STEPS,
+    calibration_indices,
     compile_if_asked,
     planned_steps,
     preflight,
@@ -76,3 +77,22 @@ def test_preflight_lists_model_and_data_with_their_fixes(tmp_path):
     with pytest.raises(DataError):  # one problem is raised as it is
         preflight("finetune", None, no_data)
     preflight("finetune", None, lambda: None)
+
+
+def _calib(examples=None, order="first", seed=42, batch_size=32):
+    return SimpleNamespace(calibration_examples=examples, calibration_order=order, seed=seed, batch_size=batch_size)
+
+
+def test_calibration_indices_first_in_file_order_by_default():
+    assert calibration_indices(100, _calib()) == list(range(32))  # one training batch, as the released code
+    assert calibration_indices(100, _calib(examples=5)) == [0, 1, 2, 3, 4]
+    assert calibration_indices(3, _calib(examples=5)) == [0, 1, 2]  # never more than the data
+
+
+def test_calibration_indices_random_is_a_seeded_draw_over_the_whole_set():
+    one = calibration_indices(1000, _calib(examples=50, order="random"))
+    assert one == calibration_indices(1000, _calib(examples=50, order="random"))  # the same on every rank
+    assert one != calibration_indices(1000, _calib(examples=50, order="random", seed=43))
+    assert one == sorted(one) and len(set(one)) == 50 and 0 <= one[0] and one[-1] < 1000
+    assert max(one) > 500  # drawn over the whole file, not its start
+    assert calibration_indices(4, _calib(examples=10, order="random")) == [0, 1, 2, 3]
