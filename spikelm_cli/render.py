@@ -197,7 +197,7 @@ def training_result(r, fmt) -> None:
     if r.target_firing_rate is not None:
         t.add_row("target rate", f"{r.target_firing_rate:.3f} per layer (train.target_firing_rate)")
     if r.calibrated:
-        t.add_row("calibration", "amplitudes calibrated on the first training batch")
+        t.add_row("calibration", f"amplitudes calibrated on {r.calibration or 'the first training batch'}")
     if r.samples_per_second:
         t.add_row("throughput", f"{r.samples_per_second:.1f} samples/s")
     t.add_row("time", f"{r.seconds:.1f} s")

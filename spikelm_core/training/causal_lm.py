@@ -336,6 +336,9 @@ class CausalLmPipeline(Pipeline):
                               hint="leave both at their defaults for causal LMs")
         return text_calibration_batch(self.tokenizer, causal=True, max_positions=self.max_length)
 
+    def calibration_source(self, size: int) -> str:
+        return "the calibration text, as spikelm convert calibrates"
+
     def final_evaluation(self, trainer, evals, collator, tokenizer):
         model = trainer.model
         score, report = with_firing(

@@ -109,6 +109,14 @@ class Pipeline:
         """The training examples of `calibration_indices`, collated."""
         return collator([train_ds[i] for i in calibration_indices(len(train_ds), self.cfg.train)])
 
+    def calibration_source(self, size: int) -> str:
+        """What `calibration_batch` calibrates on, in words, for a training set of `size` examples."""
+        t = self.cfg.train
+        n = len(calibration_indices(size, t))
+        if t.calibration_order == "random":
+            return f"{n} training examples drawn at random (seed {t.seed})"
+        return "the first training batch" if t.calibration_examples is None else f"the first {n} training examples"
+
     def final_evaluation(self, trainer, evals, collator, tokenizer) -> tuple[dict, str | None, FiringReport | None]:
         """({split: metrics}, primary metric, firing report) of the trained model."""
         raise NotImplementedError
@@ -285,6 +293,7 @@ def run_training(pipeline: Pipeline, *, resume: str | None, callbacks=None) -> R
             best_checkpoint=trainer.state.best_model_checkpoint,
             resumed_from=run.resume_from,
             calibrated=calibrated,
+            calibration=pipeline.calibration_source(len(train_ds)) if calibrated else None,
             firing_rate=report.mean_rate if report else None,
             firing_rate_mean=report.description if report else None,
             layer_firing_rates=report.layer_rates() if report else {},

@@ -37,6 +37,8 @@ class RunResult:
     best_checkpoint: str | None = None
     resumed_from: str | None = None
     calibrated: bool = False
+    calibration: str | None = None
+    """What the amplitudes were calibrated on, in words (`train.calibration_*`); None when not calibrated."""
     firing_rate: float | None = None
     firing_rate_mean: str | None = None
     layer_firing_rates: dict[str, float] = field(default_factory=dict)

@@ -107,6 +107,7 @@ def test_pretrain_tiny_recipe(tiny_dirs, tmp_path, nsp):
     _ok(res)
     data = json.loads(res.stdout)
     assert data["global_step"] == 4 and data["train_loss"] is not None and data["calibrated"]
+    assert data["calibration"] == "the first training batch"
     cfg = json.loads((tmp_path / "p" / "final" / "config.json").read_text())
     assert cfg["architectures"] == ["SpikingBertForPreTraining" if nsp else "SpikingBertForMaskedLM"]
     lrs = [json.loads(x)["learning_rate"] for x in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()

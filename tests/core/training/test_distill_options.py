@@ -134,9 +134,11 @@ def test_calibration_examples_of_a_run(tiny_dirs, tmp_path, monkeypatch):
     real = pipeline.calibrate
     monkeypatch.setattr(pipeline, "calibrate", lambda model, batch: (seen.append(batch), real(model, batch))[1])
 
+    said = []
+
     def run(name, *extra):
-        run_distill(_distill_cfg(tiny_dirs, tmp_path / name, tiny_dirs["teacher"], "data.source=glue/sst2",
-                                 "train.max_steps=1", *extra))
+        said.append(run_distill(_distill_cfg(tiny_dirs, tmp_path / name, tiny_dirs["teacher"], "data.source=glue/sst2",
+                                             "train.max_steps=1", *extra)).calibration)
         return seen[-1]["input_ids"]
 
     first = run("first")
@@ -144,6 +146,7 @@ def test_calibration_examples_of_a_run(tiny_dirs, tmp_path, monkeypatch):
     drawn = run("random", "train.calibration_examples=7", "train.calibration_order=random")
     assert drawn.shape[0] == 7 and not torch.equal(drawn[:5, :first.shape[1]], first)
     assert torch.equal(run("again", "train.calibration_examples=7", "train.calibration_order=random"), drawn)
+    assert said == ["the first training batch"] + ["7 training examples drawn at random (seed 42)"] * 2
 
 
 @pytest.mark.slow
