@@ -196,8 +196,8 @@ def training_result(r, fmt) -> None:
         t.add_row("per layer", layer_rates_text(r.layer_firing_rates))
     if r.target_firing_rate is not None:
         t.add_row("target rate", f"{r.target_firing_rate:.3f} per layer (train.target_firing_rate)")
-    if r.calibrated:
-        t.add_row("calibration", f"amplitudes calibrated on {r.calibration or 'the first training batch'}")
+    if r.calibration:
+        t.add_row("calibration", f"amplitudes calibrated on {r.calibration}")
     if r.samples_per_second:
         t.add_row("throughput", f"{r.samples_per_second:.1f} samples/s")
     t.add_row("time", f"{r.seconds:.1f} s")
