@@ -39,22 +39,52 @@ def model_inputs(batch: dict) -> dict:
     return {k: v for k, v in batch.items() if k in _MODEL_INPUTS}
 
 
+CALIBRATION_TOKENS = ("all", "real")
+"""What the calibration means average over: every position of the batch, pads included (the released
+code, which pads every batch to 128), or its real tokens only (pads excluded, as firing rates count)."""
+
+
 @torch.no_grad()
-def calibrate(model: nn.Module, batch: dict[str, torch.Tensor]) -> None:
-    """Recalibrate every neuron's amplitudes on `batch` (one forward in eval mode)."""
+def calibrate(model: nn.Module, batch: dict[str, torch.Tensor], *, tokens: str = "all") -> None:
+    """Recalibrate every neuron's amplitudes on `batch` (one forward in eval mode).
+
+    `tokens="real"` leaves the batch's pad positions out of every mean (the batch's `attention_mask`,
+    read as `firing` reads it), so the amplitudes do not depend on how the batch was padded."""
+    if tokens not in CALIBRATION_TOKENS:
+        raise ValueError(f"tokens must be one of {', '.join(CALIBRATION_TOKENS)}, got {tokens!r}")
     neurons = spiking_neurons(model)
     for _, n in neurons:
         n.mark_uncalibrated()
     was_training = model.training
     model.eval()
+    recorder = None
+    if tokens == "real":
+        from .firing import FiringRecorder, real_token_rows
+
+        recorder = FiringRecorder(model)
+        for name, n in neurons:
+            n.calibration_select = _real_rows_of(recorder, name, real_token_rows)
+        recorder.start()
     try:
         device = next(model.parameters()).device
         model(**{k: v.to(device) for k, v in model_inputs(batch).items()})
     finally:
         model.train(was_training)
+        if recorder is not None:
+            recorder.stop()
+            for _, n in neurons:
+                n.calibration_select = None
     missing = [name for name, n in neurons if not n.is_calibrated]
     if missing:  # a neuron the forward never reached (e.g. an unused head)
         raise RuntimeError(f"calibration did not reach {len(missing)} neuron(s), first: {missing[0]}")
+
+
+def _real_rows_of(recorder, name: str, rows):
+    def select(x: torch.Tensor) -> torch.Tensor:
+        mask = recorder.token_mask(name)
+        return x if mask is None else rows(x, mask)
+
+    return select
 
 
 # -- calibration text ---------------------------------------------------------------------------

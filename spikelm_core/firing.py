@@ -116,6 +116,14 @@ def real_tokens(x: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
     return (token_mask.to(device=x.device) != 0).view(view)
 
 
+def real_token_rows(x: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
+    """The real-token elements of the time-first `x`, pads dropped, as `[T, N, ...]` (N real tokens;
+    the axes after the token axis kept, so the feature axis stays last): what a neuron calibrates on
+    with `calibrate(..., tokens="real")`. The token axis is found as `real_tokens` finds it."""
+    axis = _token_axis(tuple(x.shape), tuple(token_mask.shape))
+    return x.movedim(axis, 2)[:, token_mask.to(device=x.device) != 0]
+
+
 def spike_stats(x: torch.Tensor, token_mask: torch.Tensor | None = None) -> SpikeStats:
     """Count non-zero, positive and negative elements of a time-first spike tensor.
 
@@ -393,6 +401,7 @@ class FiringRecorder:
                 continue
             if "attention_mask" in signature.parameters:
                 self._signatures[name] = signature
+        self._owners = {name: self._mask_owner(name) for name in self._neurons}
         self._masks: dict[str, tuple[torch.Tensor | None, torch.Tensor | None]] = {}
         self._handles: list[Any] = []
 
@@ -425,15 +434,19 @@ class FiringRecorder:
 
         return hook
 
-    def _neuron_hook(self, name: str, owner: str | None):
-        cross = reads_encoder_tokens(name)
+    def token_mask(self, name: str) -> torch.Tensor | None:
+        """The `[B, L]` token mask of neuron `name` in the forward now running (None: every token is
+        real), read from its nearest mask-taking ancestor; valid from that ancestor's call on."""
+        owner = self._owners.get(name)
+        masks = self._masks.get(owner) if owner is not None else None
+        return None if masks is None else masks[1 if reads_encoder_tokens(name) else 0]
 
+    def _neuron_hook(self, name: str):
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
             if torch.jit.is_tracing():
                 return
             spikes = module.spike_levels(output[0] if isinstance(output, (tuple, list)) else output)
-            masks = self._masks.get(owner) if owner is not None else None
-            self.observe(name, module, spikes, None if masks is None else masks[1 if cross else 0])
+            self.observe(name, module, spikes, self.token_mask(name))
 
         return hook
 
@@ -452,13 +465,12 @@ class FiringRecorder:
         """Register the hooks on a fresh report and return it (filled as the model runs)."""
         self.stop()
         self.report = FiringReport()
-        owners = {name: self._mask_owner(name) for name in self._neurons}
-        for owner in sorted({o for o in owners.values() if o is not None}):
+        for owner in sorted({o for o in self._owners.values() if o is not None}):
             module = self._modules[owner]
             self._handles.append(module.register_forward_pre_hook(self._pre_hook(owner), with_kwargs=True))
             self._handles.append(module.register_forward_hook(self._post_hook(owner)))
-        for name, owner in owners.items():
-            self._handles.append(self._modules[name].register_forward_hook(self._neuron_hook(name, owner)))
+        for name in self._owners:
+            self._handles.append(self._modules[name].register_forward_hook(self._neuron_hook(name)))
         return self.report
 
     def stop(self) -> FiringReport:

@@ -366,6 +366,11 @@ class TrainArgs(_RuledSection):
     """Which training examples calibrate: 'first' in file order (the released code: the first batch),
     or 'random', drawn over the whole training set under `seed`, so that a file ordered by genre or
     label (STS-B's begins with 2,000 image captions) calibrates on a mix of it."""
+    calibration_tokens: Literal["all", "real"] = "all"
+    """What the calibration means average over: 'all' positions of the calibration batch, pads
+    included (the released code, which pads every batch to 128; spikelm pads each batch to its
+    longest example), or its 'real' tokens only (pads excluded, as firing rates count them), so that
+    the amplitudes do not depend on how the batch was padded."""
     target_firing_rate: float | None = Field(None, gt=0, lt=1)
     """Firing-rate target: add `firing_rate_weight` times a penalty on the per-layer firing rates
     of each training batch (non-zero fraction of each neuron's output, pads excluded, mean over a

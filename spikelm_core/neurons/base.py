@@ -60,6 +60,9 @@ class SpikingNeuron(nn.Module):
     #: bumped whenever the state that decides the spikes changes (calibration, loading), so callers
     #: can cache decisions that read it (`spike_identically`)
     state_version: int = 0
+    #: set only while `calibration.calibrate` runs with `tokens="real"`: maps a time-first input to the
+    #: elements the amplitudes are calibrated on (its real tokens, `firing.real_token_rows`); None = all
+    calibration_select = None
 
     def __init__(self) -> None:
         super().__init__()
@@ -90,6 +93,10 @@ class SpikingNeuron(nn.Module):
         """The spikes inside an output of this neuron, as firing counts and the energy audit read
         them: the output itself, unless the neuron scales its spikes per channel afterwards."""
         return output
+
+    def _calibration_rows(self, x: torch.Tensor) -> torch.Tensor:
+        """The part of `x` calibration reads: all of it, or what `calibration_select` keeps."""
+        return x if self.calibration_select is None else self.calibration_select(x)
 
     def _check_time(self, x: torch.Tensor, expected: int | None) -> None:
         if expected is not None and x.shape[0] != expected:

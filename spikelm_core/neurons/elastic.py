@@ -281,7 +281,7 @@ class BiSpikeNeuron(_AmplitudeNeuron):
         With `channel_scale` the channel scales c come first, and everything after reads x / c
         (and the weight W diag(c))."""
         self._check_time(x, self.num_timesteps)
-        x = x.detach()
+        x = self._calibration_rows(x.detach())
         self._fit_input_width(x.shape[-1])
         if self.channel_scale:
             scales = self._calibrate_scales(x).to(x.dtype)
@@ -384,8 +384,9 @@ class TernarySpike(_AmplitudeNeuron):
     @torch.no_grad()
     def calibrate(self, x: torch.Tensor) -> None:
         self._check_time(x, self.num_timesteps)
+        x = self._calibration_rows(x.detach())
         dims = tuple(range(1, x.dim()))
-        means = distributed_mean(x.detach().abs().float().mean(dims))
+        means = distributed_mean(x.abs().float().mean(dims))
         self._set_alpha(self.k * means)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -114,8 +114,10 @@ class Pipeline:
         t = self.cfg.train
         n = len(calibration_indices(size, t))
         if t.calibration_order == "random":
-            return f"{n} training examples drawn at random (seed {t.seed})"
-        return "the first training batch" if t.calibration_examples is None else f"the first {n} training examples"
+            source = f"{n} training examples drawn at random (seed {t.seed})"
+        else:
+            source = "the first training batch" if t.calibration_examples is None else f"the first {n} training examples"
+        return source + (", pads excluded" if t.calibration_tokens == "real" else "")
 
     def final_evaluation(self, trainer, evals, collator, tokenizer) -> tuple[dict, str | None, FiringReport | None]:
         """({split: metrics}, primary metric, firing report) of the trained model."""
@@ -161,15 +163,16 @@ def leading_batches(dataset, collator, batch_size: int, limit: int = 4) -> list[
     return out
 
 
-def calibrate_if_needed(model, batch: dict[str, torch.Tensor], converted: bool) -> bool:
-    """Calibrate amplitudes on `batch` when the model was converted here or is uncalibrated.
+def calibrate_if_needed(model, batch: dict[str, torch.Tensor], converted: bool, *, tokens: str = "all") -> bool:
+    """Calibrate amplitudes on `batch` (over `tokens`: see `calibration.calibrate`) when the model was
+    converted here or is uncalibrated.
 
     Every rank passes the same batch and `calibrate` averages across ranks, so all ranks hold
     identical amplitudes. Returns whether it calibrated (False for a dense model)."""
     if not spiking_neurons(model):
         return False
     if converted or not is_calibrated(model):
-        calibrate(model, batch)
+        calibrate(model, batch, tokens=tokens)
         return True
     return False
 
@@ -268,7 +271,8 @@ def run_training(pipeline: Pipeline, *, resume: str | None, callbacks=None) -> R
             callbacks=[firing, run.metrics_callback(), *(callbacks or [])],
             firing_target=FiringTarget.from_train_args(cfg.train),
         )
-        calibrated = calibrate_if_needed(trainer.model, pipeline.calibration_batch(train_ds, collator), loaded.converted)
+        calibrated = calibrate_if_needed(trainer.model, pipeline.calibration_batch(train_ds, collator), loaded.converted,
+                                         tokens=cfg.train.calibration_tokens)
         if compile_if_asked(trainer.model, training_compile_mode(cfg.train),
                             work=planned_steps(args, len(train_ds))):
             trainer.add_callback(CompileTimeCallback())

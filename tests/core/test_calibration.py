@@ -69,3 +69,69 @@ def test_default_calibration_text_for_causal_lms(tmp_path, monkeypatch):
     monkeypatch.setattr(calibration, "CAUSAL_CALIBRATION_FILE", tmp_path / "absent.txt")
     assert calibration.calibration_text(causal=True)[1] == calibration.PACKAGED
     assert calibration.calibration_text(wiki, causal=False)[1] == str(wiki)
+
+
+def _tiny_spiking_bert(**kw):
+    from spikelm_core.models.spiking_bert import SpikingBertConfig, SpikingBertForSequenceClassification
+    from tests.conftest import TINY
+
+    torch.manual_seed(0)
+    return SpikingBertForSequenceClassification(SpikingBertConfig(**{**TINY, "num_timesteps": 3, **kw})).eval()
+
+
+def _amplitudes(model) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items() if k.endswith(("alpha", "channel_scales"))}
+
+
+@pytest.mark.parametrize("channel_scale", [False, True])
+def test_real_token_calibration_does_not_depend_on_padding(channel_scale):
+    """tokens='real': a batch padded with 5 extra positions calibrates every neuron (membrane and K/V
+    spikes, amplitudes and channel scales) as the unpadded batch does; tokens='all' does not."""
+    from spikelm_core.calibration import calibrate
+
+    model = _tiny_spiking_bert(channel_scale=channel_scale)
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(5, 99, (3, 6), generator=g)
+    tight = {"input_ids": ids, "attention_mask": torch.ones(3, 6, dtype=torch.long)}
+    padded = {"input_ids": torch.cat([ids, torch.zeros(3, 5, dtype=torch.long)], 1),
+              "attention_mask": torch.cat([torch.ones(3, 6, dtype=torch.long), torch.zeros(3, 5, dtype=torch.long)], 1)}
+    calibrate(model, tight)
+    reference = _amplitudes(model)
+    assert any(k.endswith("channel_scales") for k in reference) == channel_scale
+    calibrate(model, padded, tokens="real")
+    real = _amplitudes(model)
+    calibrate(model, padded)
+    everything = _amplitudes(model)
+    assert reference.keys() == real.keys()
+    for key in reference:
+        torch.testing.assert_close(real[key], reference[key], rtol=1e-5, atol=1e-7)
+    assert any(not torch.allclose(everything[k], reference[k]) for k in reference)
+    assert all(n.calibration_select is None for n in model.modules() if hasattr(n, "calibration_select"))
+
+
+def test_real_token_calibration_is_the_mean_over_real_tokens_only():
+    """Hand-computed: a K-spike neuron (stateless, a_t = k * mean|x_t|) that reads one real token of
+    value 1 and a pad of value 7 per sequence calibrates a_t = 2 * 1 with tokens='real' (2 * 4 with all)."""
+    from spikelm_core.calibration import calibrate
+    from spikelm_core.neurons import TernarySpike
+
+    class Owner(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.neuron = TernarySpike(num_timesteps=2, k=2.0)
+
+        def forward(self, input_ids, attention_mask=None):
+            x = torch.where(attention_mask.bool(), 1.0, 7.0)[..., None].expand(-1, -1, 4)  # [B, L, D]
+            return self.neuron(x.unsqueeze(0).expand(2, -1, -1, -1).float())
+
+        def parameters(self, recurse=True):
+            yield torch.nn.Parameter(torch.zeros(1))
+
+    owner = Owner()
+    batch = {"input_ids": torch.zeros(2, 2, dtype=torch.long), "attention_mask": torch.tensor([[1, 0], [1, 0]])}
+    calibrate(owner, batch, tokens="real")
+    assert owner.neuron.alpha.tolist() == [2.0, 2.0]
+    calibrate(owner, batch)
+    assert owner.neuron.alpha.tolist() == [8.0, 8.0]
+    with pytest.raises(ValueError, match="tokens must be one of all, real"):
+        calibrate(owner, batch, tokens="pads")

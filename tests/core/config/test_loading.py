@@ -526,7 +526,8 @@ def _renamed(old: dict) -> dict:
     new = {"command": old["task"], **{k: v for k, v in old.items() if k not in ("task", "glue_task", "summarization_task")}}
     new["data"] = {"task": old["glue_task"], **old["data"], "seq_len": 256, "stride": None, "max_tokens": None}
     new["train"] = {**old["train"], "target_firing_rate": None, "firing_rate_weight": 1.0, "firing_rate_penalty": "hinge",
-                    "calibration_examples": None, "calibration_order": "first"}
+                    "calibration_examples": None, "calibration_order": "first",
+                    "calibration_tokens": "all"}
     new["neuron"] = {**old["neuron"], "salient_fraction": 0.0, "salient_mode": "steps", "salient_steps": 2,
                      "k_candidates": [], "channel_scale": False}
     if new["command"] in ("finetune", "distill"):

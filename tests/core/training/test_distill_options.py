@@ -127,12 +127,14 @@ def test_staged_schedule_weighs_hidden_terms_first(tiny_dirs, tmp_path, local):
 
 @pytest.mark.slow
 def test_calibration_examples_of_a_run(tiny_dirs, tmp_path, monkeypatch):
-    """`train.calibration_examples` / `calibration_order` choose the batch the converted twin calibrates on."""
+    """`train.calibration_examples` / `calibration_order` choose the batch the converted twin calibrates on,
+    `calibration_tokens` what its means read."""
     from spikelm_core.training import pipeline, run_distill
 
-    seen = []
+    seen, tokens = [], []
     real = pipeline.calibrate
-    monkeypatch.setattr(pipeline, "calibrate", lambda model, batch: (seen.append(batch), real(model, batch))[1])
+    monkeypatch.setattr(pipeline, "calibrate", lambda model, batch, **kw: (seen.append(batch), tokens.append(kw["tokens"]),
+                                                                           real(model, batch, **kw))[2])
 
     said = []
 
@@ -147,6 +149,9 @@ def test_calibration_examples_of_a_run(tiny_dirs, tmp_path, monkeypatch):
     assert drawn.shape[0] == 7 and not torch.equal(drawn[:5, :first.shape[1]], first)
     assert torch.equal(run("again", "train.calibration_examples=7", "train.calibration_order=random"), drawn)
     assert said == ["the first training batch"] + ["7 training examples drawn at random (seed 42)"] * 2
+    assert tokens == ["all"] * 3
+    assert torch.equal(run("real", "train.calibration_tokens=real"), first)
+    assert tokens[-1] == "real" and said[-1] == "the first training batch, pads excluded"
 
 
 @pytest.mark.slow
