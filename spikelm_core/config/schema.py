@@ -318,6 +318,10 @@ class TrainArgs(_RuledSection):
     """Training epochs (fractions allowed); ignored when max_steps > 0."""
     max_steps: int = -1
     """Stop after this many optimiser steps; -1 = use `epochs`."""
+    max_epochs: float | None = Field(None, gt=0)
+    """With `max_steps`: stop after `max_steps` steps or this many passes over the training data,
+    whichever comes first (a schedule that scales down with the data, so that a small task is not
+    repeated until it overfits); the linear schedule then ends at the earlier stop. None = `max_steps`."""
     weight_decay: float = Field(0.0, ge=0)
     """AdamW weight decay."""
     seed: int = Field(42, ge=0)
@@ -386,6 +390,8 @@ class TrainArgs(_RuledSection):
     def _check(self, rules: _Rules) -> None:
         rules.require(self.max_steps == -1 or self.max_steps >= 1, "max_steps",
                       f"must be -1 (use epochs) or >= 1, got {self.max_steps}")
+        rules.require(self.max_epochs is None or self.max_steps >= 1, "max_epochs",
+                      "caps max_steps: set train.max_steps too, or use train.epochs alone")
         rules.require(self.schedule_steps is None or self.lr_schedule == "linear", "schedule_steps",
                       "is only used with lr_schedule 'linear'")
         rules.require(self.eval_strategy != "steps" or self.eval_steps is not None, "eval_steps",

@@ -192,6 +192,19 @@ def planned_steps(args, examples: int) -> int:
     return math.ceil(math.ceil(examples / per_step) * args.num_train_epochs)
 
 
+def cap_steps_by_epochs(args, max_epochs: float | None, examples: int) -> int | None:
+    """`train.max_epochs`: lower `args.max_steps` to the steps of `max_epochs` passes over `examples`
+    training examples when that is fewer. Returns the new step count, or None when unchanged."""
+    if max_epochs is None or args.max_steps <= 0:
+        return None
+    per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * max(1, args.world_size)
+    capped = max(1, math.ceil(math.ceil(examples / per_step) * max_epochs))
+    if capped >= args.max_steps:
+        return None
+    args.max_steps = capped
+    return capped
+
+
 def compile_if_asked(model, mode: str, *, work: int = 0, threshold: int = AUTO_COMPILE_MIN_STEPS) -> int:
     """`compile: layers` (or `auto` with `work` at least `threshold`): run each spiking layer of
     `model` as one compiled graph (after calibration, which compiled layers leave to the eager
@@ -259,6 +272,10 @@ def run_training(pipeline: Pipeline, *, resume: str | None, callbacks=None) -> R
         check_not_empty(cfg.task, {"train": train_ds, **evals})
         collator = pipeline.collator(loaded)
         args = pipeline.training_arguments(run.out_dir)
+        capped = cap_steps_by_epochs(args, cfg.train.max_epochs, len(train_ds))
+        if capped is not None:
+            log.info("max_epochs %g: %d steps (%g passes over %d training examples) instead of max_steps %d",
+                     cfg.train.max_epochs, capped, cfg.train.max_epochs, len(train_ds), cfg.train.max_steps)
         run.write_config()
         firing = FiringRateCallback()
         trainer = pipeline.trainer(

@@ -262,3 +262,17 @@ def test_local_stage_option_rule():
         load_config(DistillConfig, None, [*base, "distill.hidden_stage_local=true"])
     cfg = load_config(DistillConfig, None, [*base, "distill.hidden_stage_local=true", "distill.hidden_stage_steps=3"])
     assert cfg.distill.hidden_stage_local
+
+
+@pytest.mark.slow
+def test_max_epochs_caps_max_steps_by_the_data(tiny_dirs, tmp_path):
+    """`train.max_epochs`: 23 training sentences in batches of 5 are 5 steps a pass, so 1.5 passes stop a
+    20-step run after 8 steps (and the linear schedule reaches 0 there); a cap above max_steps changes nothing."""
+    steps = _sst2_step_logs(tiny_dirs, tmp_path / "a", "kd", "train.max_steps=20", "train.max_epochs=1.5",
+                            "train.lr_schedule=linear")
+    assert [x["step"] for x in steps] == list(range(1, 9))
+    assert steps[-1]["learning_rate"] == pytest.approx(1e-3 / 8)
+    steps = _sst2_step_logs(tiny_dirs, tmp_path / "b", "kd", "train.max_steps=3", "train.max_epochs=2")
+    assert [x["step"] for x in steps] == [1, 2, 3]
+    with pytest.raises(ConfigError, match="max_epochs"):
+        _distill_cfg(tiny_dirs, tmp_path / "c", tiny_dirs["teacher"], "train.max_steps=-1", "train.max_epochs=2")
