@@ -520,9 +520,9 @@ BENCHMARK = json.loads((Path(__file__).parent / "sst2_benchmark_0.1.0.json").rea
 
 def _renamed(old: dict) -> dict:
     """A 0.1.0 config dict with the renamed fields (task -> command, glue_task -> data.task) and the
-    fields added since, at their defaults (reinit_head, sweep, the train.*firing_rate*, calibration and max_epochs fields, the
-    language-modelling data.seq_len / stride / max_tokens, the neuron's outlier-aware allocation, the
-    distillation options, attn_loss among them, model_config)."""
+    fields added since, at their defaults (reinit_head, sweep, the train.*firing_rate*, calibration and
+    max_epochs fields, the language-modelling data.seq_len / stride / max_tokens, the neuron's
+    outlier-aware allocation, the distillation options, attn_loss among them, model_config)."""
     new = {"command": old["task"], **{k: v for k, v in old.items() if k not in ("task", "glue_task", "summarization_task")}}
     new["data"] = {"task": old["glue_task"], **old["data"], "seq_len": 256, "stride": None, "max_tokens": None}
     new["train"] = {**old["train"], "target_firing_rate": None, "firing_rate_weight": 1.0, "firing_rate_penalty": "hinge",
