@@ -135,3 +135,44 @@ def test_real_token_calibration_is_the_mean_over_real_tokens_only():
     assert owner.neuron.alpha.tolist() == [8.0, 8.0]
     with pytest.raises(ValueError, match="tokens must be one of all, real"):
         calibrate(owner, batch, tokens="pads")
+
+
+def _pad(ids: torch.Tensor, extra: int) -> tuple[torch.Tensor, torch.Tensor]:
+    b, n = ids.shape
+    padded = torch.cat([ids, torch.zeros(b, extra, dtype=torch.long)], 1)
+    return padded, torch.cat([torch.ones(b, n, dtype=torch.long), torch.zeros(b, extra, dtype=torch.long)], 1)
+
+
+@pytest.mark.parametrize("family", ["bart", "llama"])
+def test_real_token_calibration_ignores_padding_in_bart_and_llama(family):
+    """The same for a spiking BART (source and decoder pads, cross-attention K/V read the source mask)
+    and a spiking Llama (right pads behind a causal mask)."""
+    from spikelm_core.calibration import calibrate
+
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(5)
+    if family == "bart":
+        from spikelm_core.models.spiking_bart import SpikingBartConfig, SpikingBartForConditionalGeneration
+        from tests.core.models.test_spiking_bart import BART_TINY
+
+        model = SpikingBartForConditionalGeneration(SpikingBartConfig(**BART_TINY, num_timesteps=2)).eval()
+        src, tgt = torch.randint(4, 99, (2, 5), generator=g), torch.randint(4, 99, (2, 4), generator=g)
+        tight = {"input_ids": src, "attention_mask": torch.ones_like(src), "decoder_input_ids": tgt,
+                 "decoder_attention_mask": torch.ones_like(tgt)}
+        (p_src, m_src), (p_tgt, m_tgt) = _pad(src, 3), _pad(tgt, 2)
+        padded = {"input_ids": p_src, "attention_mask": m_src, "decoder_input_ids": p_tgt, "decoder_attention_mask": m_tgt}
+    else:
+        from spikelm_core.models.spiking_llama import SpikingLlamaConfig, SpikingLlamaForCausalLM
+        from tests.conftest import LLAMA_TINY
+
+        model = SpikingLlamaForCausalLM(SpikingLlamaConfig(**LLAMA_TINY, num_timesteps=2)).eval()
+        ids = torch.randint(3, 101, (2, 6), generator=g)
+        tight = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        p_ids, mask = _pad(ids, 4)
+        padded = {"input_ids": p_ids, "attention_mask": mask}
+    calibrate(model, tight)
+    reference = _amplitudes(model)
+    assert reference
+    calibrate(model, padded, tokens="real")
+    for key, value in _amplitudes(model).items():
+        torch.testing.assert_close(value, reference[key], rtol=1e-5, atol=1e-7)
