@@ -188,8 +188,13 @@ def planned_steps(args, examples: int) -> int:
     """Optimizer steps a Trainer run with `args` will take over `examples` training examples."""
     if args.max_steps > 0:
         return args.max_steps
+    return epoch_steps(args, examples, args.num_train_epochs)
+
+
+def epoch_steps(args, examples: int, epochs: float) -> int:
+    """Optimizer steps of `epochs` passes over `examples` training examples (a last short batch counts)."""
     per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * max(1, args.world_size)
-    return math.ceil(math.ceil(examples / per_step) * args.num_train_epochs)
+    return math.ceil(math.ceil(examples / per_step) * epochs)
 
 
 def cap_steps_by_epochs(args, max_epochs: float | None, examples: int) -> int | None:
@@ -197,8 +202,7 @@ def cap_steps_by_epochs(args, max_epochs: float | None, examples: int) -> int | 
     training examples when that is fewer. Returns the new step count, or None when unchanged."""
     if max_epochs is None or args.max_steps <= 0:
         return None
-    per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * max(1, args.world_size)
-    capped = max(1, math.ceil(math.ceil(examples / per_step) * max_epochs))
+    capped = max(1, epoch_steps(args, examples, max_epochs))
     if capped >= args.max_steps:
         return None
     args.max_steps = capped
