@@ -13,6 +13,7 @@ from spikelm_core.training.pipeline import (
     AUTO_COMPILE_MIN_EXAMPLES,
     AUTO_COMPILE_MIN_STEPS,
     calibration_indices,
+    cap_steps_by_epochs,
     compile_if_asked,
     planned_steps,
     preflight,
@@ -96,3 +97,20 @@ def test_calibration_indices_random_is_a_seeded_draw_over_the_whole_set():
     assert one == sorted(one) and len(set(one)) == 50 and 0 <= one[0] and one[-1] < 1000
     assert max(one) > 500  # drawn over the whole file, not its start
     assert calibration_indices(4, _calib(examples=10, order="random")) == [0, 1, 2, 3]
+
+
+def _args(max_steps, batch=32, accum=1, world=1, epochs=3.0):
+    return SimpleNamespace(max_steps=max_steps, per_device_train_batch_size=batch, gradient_accumulation_steps=accum,
+                           world_size=world, num_train_epochs=epochs)
+
+
+def test_max_epochs_caps_steps_by_passes_over_the_data():
+    args = _args(1000)
+    assert cap_steps_by_epochs(args, 3, 3668) == 345 and args.max_steps == 345  # MRPC: 115 batches a pass
+    args = _args(1000)
+    assert cap_steps_by_epochs(args, 3, 32000) is None and args.max_steps == 1000  # SST-2's 32k: 1000 steps first
+    args = _args(1000, batch=8, accum=2, world=2)  # 32 examples a step
+    assert cap_steps_by_epochs(args, 0.5, 8551) == 134 and planned_steps(args, 8551) == 134
+    args = _args(-1)
+    assert cap_steps_by_epochs(args, 3, 100) is None and args.max_steps == -1  # epochs alone: nothing to cap
+    assert cap_steps_by_epochs(_args(50), None, 10) is None
