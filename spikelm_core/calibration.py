@@ -19,24 +19,13 @@ from torch import nn
 
 from .data.text import read_utf8
 from .errors import DataError
-from .neurons import SpikingNeuron
-
-
-def spiking_neurons(model: nn.Module) -> list[tuple[str, SpikingNeuron]]:
-    """(qualified name, neuron) for every spiking neuron, in registration (= forward) order."""
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, SpikingNeuron)]
+from .firing import FiringRecorder, real_token_rows
+from .inputs import model_inputs
+from .neurons import spiking_neurons
 
 
 def is_calibrated(model: nn.Module) -> bool:
     return all(n.is_calibrated for _, n in spiking_neurons(model))
-
-
-_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "decoder_input_ids", "decoder_attention_mask")
-
-
-def model_inputs(batch: dict) -> dict:
-    """The batch entries a forward takes (labels dropped: calibration and firing need no loss)."""
-    return {k: v for k, v in batch.items() if k in _MODEL_INPUTS}
 
 
 CALIBRATION_TOKENS = ("all", "real")
@@ -59,8 +48,6 @@ def calibrate(model: nn.Module, batch: dict[str, torch.Tensor], *, tokens: str =
     model.eval()
     recorder = None
     if tokens == "real":
-        from .firing import FiringRecorder, real_token_rows
-
         recorder = FiringRecorder(model)
         for name, n in neurons:
             n.calibration_select = _real_rows_of(recorder, name, real_token_rows)

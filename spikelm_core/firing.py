@@ -40,7 +40,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .calibration import model_inputs, spiking_neurons
+from .inputs import model_inputs
+from .neurons import spiking_neurons
 
 KINDS = ("none", "binary", "ternary", "dense")
 """Operand kinds, in merge order: 'none' = no non-zero value seen yet."""

@@ -6,8 +6,9 @@
 - `reference`: plain loops the fast paths are tested against.
 """
 
-from .base import SpikingNeuron, distributed_mean, set_neuron_impl
+from .base import SpikingNeuron, distributed_mean, set_neuron_impl, spiking_neurons
 from .elastic import BiSpikeNeuron, TernarySpike
 from .lif import LIFNeuron
 
-__all__ = ["SpikingNeuron", "BiSpikeNeuron", "TernarySpike", "LIFNeuron", "distributed_mean", "set_neuron_impl"]
+__all__ = ["SpikingNeuron", "BiSpikeNeuron", "TernarySpike", "LIFNeuron", "distributed_mean", "set_neuron_impl",
+           "spiking_neurons"]

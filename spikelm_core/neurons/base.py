@@ -103,3 +103,8 @@ class SpikingNeuron(nn.Module):
             raise ValueError(
                 f"{type(self).__name__} expects a time-first input with T={expected}, got shape {tuple(x.shape)}"
             )
+
+
+def spiking_neurons(model: nn.Module) -> list[tuple[str, SpikingNeuron]]:
+    """(qualified name, neuron) for every spiking neuron, in registration (= forward) order."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, SpikingNeuron)]
