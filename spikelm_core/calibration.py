@@ -50,7 +50,7 @@ def calibrate(model: nn.Module, batch: dict[str, torch.Tensor], *, tokens: str =
     if tokens == "real":
         recorder = FiringRecorder(model)
         for name, n in neurons:
-            n.calibration_select = _real_rows_of(recorder, name, real_token_rows)
+            n.calibration_select = _real_rows_of(recorder, name)
         recorder.start()
     try:
         device = next(model.parameters()).device
@@ -66,10 +66,12 @@ def calibrate(model: nn.Module, batch: dict[str, torch.Tensor], *, tokens: str =
         raise RuntimeError(f"calibration did not reach {len(missing)} neuron(s), first: {missing[0]}")
 
 
-def _real_rows_of(recorder, name: str, rows):
+def _real_rows_of(recorder: FiringRecorder, name: str):
+    """Neuron `name`'s calibration input without its pads, by the mask `recorder` holds at the time."""
+
     def select(x: torch.Tensor) -> torch.Tensor:
         mask = recorder.token_mask(name)
-        return x if mask is None else rows(x, mask)
+        return x if mask is None else real_token_rows(x, mask)
 
     return select
 

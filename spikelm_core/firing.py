@@ -403,6 +403,8 @@ class FiringRecorder:
             if "attention_mask" in signature.parameters:
                 self._signatures[name] = signature
         self._owners = {name: self._mask_owner(name) for name in self._neurons}
+        self._cross = {name for name in self._neurons if reads_encoder_tokens(name)}
+        """Neurons that read the encoder's tokens (their mask is the owner's `encoder_attention_mask`)."""
         self._masks: dict[str, tuple[torch.Tensor | None, torch.Tensor | None]] = {}
         self._handles: list[Any] = []
 
@@ -440,7 +442,7 @@ class FiringRecorder:
         real), read from its nearest mask-taking ancestor; valid from that ancestor's call on."""
         owner = self._owners.get(name)
         masks = self._masks.get(owner) if owner is not None else None
-        return None if masks is None else masks[1 if reads_encoder_tokens(name) else 0]
+        return None if masks is None else masks[1 if name in self._cross else 0]
 
     def _neuron_hook(self, name: str):
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:

@@ -202,7 +202,7 @@ def cap_steps_by_epochs(args, max_epochs: float | None, examples: int) -> int | 
     training examples when that is fewer. Returns the new step count, or None when unchanged."""
     if max_epochs is None or args.max_steps <= 0:
         return None
-    capped = max(1, epoch_steps(args, examples, max_epochs))
+    capped = epoch_steps(args, examples, max_epochs)
     if capped >= args.max_steps:
         return None
     args.max_steps = capped
