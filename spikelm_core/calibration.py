@@ -12,7 +12,9 @@ Firing rates live in `spikelm_core.firing` (`measure_firing`, `record_firing`, `
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import nn
@@ -28,13 +30,14 @@ def is_calibrated(model: nn.Module) -> bool:
     return all(n.is_calibrated for _, n in spiking_neurons(model))
 
 
-CALIBRATION_TOKENS = ("all", "real")
+CalibrationTokens = Literal["all", "real"]
+CALIBRATION_TOKENS: tuple[str, ...] = typing.get_args(CalibrationTokens)
 """What the calibration means average over: every position of the batch, pads included (the released
 code, which pads every batch to 128), or its real tokens only (pads excluded, as firing rates count)."""
 
 
 @torch.no_grad()
-def calibrate(model: nn.Module, batch: dict[str, torch.Tensor], *, tokens: str = "all") -> None:
+def calibrate(model: nn.Module, batch: dict[str, torch.Tensor], *, tokens: CalibrationTokens = "all") -> None:
     """Recalibrate every neuron's amplitudes on `batch` (one forward in eval mode).
 
     `tokens="real"` leaves the batch's pad positions out of every mean (the batch's `attention_mask`,

@@ -34,6 +34,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from spikelm_core.calibration import CalibrationTokens
 from spikelm_core.data.glue import (
     GLUE_TASK_NAMES,
     GLUE_TASKS,
@@ -370,7 +371,7 @@ class TrainArgs(_RuledSection):
     """Which training examples calibrate: 'first' in file order (the released code: the first batch),
     or 'random', drawn over the whole training set under `seed`, so that a file ordered by genre or
     label (STS-B's begins with 2,000 image captions) calibrates on a mix of it."""
-    calibration_tokens: Literal["all", "real"] = "all"
+    calibration_tokens: CalibrationTokens = "all"
     """What the calibration means average over: 'all' positions of the calibration batch, pads
     included (the released code, which pads every batch to 128; spikelm pads each batch to its
     longest example), or its 'real' tokens only (pads excluded, as firing rates count them), so that
