@@ -54,7 +54,7 @@ def calibrate(model: nn.Module, batch: dict[str, torch.Tensor], *, tokens: Calib
         recorder = FiringRecorder(model)
         for name, n in neurons:
             n.calibration_select = _real_rows_of(recorder, name)
-        recorder.start()
+        recorder.start(count=False)  # the token masks only
     try:
         device = next(model.parameters()).device
         model(**{k: v.to(device) for k, v in model_inputs(batch).items()})

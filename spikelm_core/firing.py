@@ -464,16 +464,20 @@ class FiringRecorder:
             stats = spike_stats(spikes, token_mask)
         report.neurons[name] = report.neurons[name].merge(stats) if name in report.neurons else stats
 
-    def start(self) -> FiringReport:
-        """Register the hooks on a fresh report and return it (filled as the model runs)."""
+    def start(self, *, count: bool = True) -> FiringReport:
+        """Register the hooks on a fresh report and return it (filled as the model runs).
+
+        `count=False` tracks the token masks only (`token_mask`, for calibration): no spike is
+        counted and the report stays empty."""
         self.stop()
         self.report = FiringReport()
         for owner in sorted({o for o in self._owners.values() if o is not None}):
             module = self._modules[owner]
             self._handles.append(module.register_forward_pre_hook(self._pre_hook(owner), with_kwargs=True))
             self._handles.append(module.register_forward_hook(self._post_hook(owner)))
-        for name in self._owners:
-            self._handles.append(self._modules[name].register_forward_hook(self._neuron_hook(name)))
+        if count:
+            for name in self._owners:
+                self._handles.append(self._modules[name].register_forward_hook(self._neuron_hook(name)))
         return self.report
 
     def stop(self) -> FiringReport:

@@ -10,6 +10,7 @@ from spikelm_core.energy.firing_pass import trace_firing
 from spikelm_core.energy.macs import count_macs
 from spikelm_core.firing import (
     MEAN_RATE_DESCRIPTION,
+    FiringRecorder,
     FiringReport,
     SpikeStats,
     layer_key,
@@ -379,3 +380,22 @@ def test_token_labels_must_match_the_positions():
     with pytest.raises(ValueError, match="2 source token labels for 3 positions"):
         token_firing(model, {"input_ids": torch.tensor([[5, 6, 7]])}, source_tokens=["a", "b"])
 
+
+
+def test_a_mask_only_recorder_tracks_token_masks_and_counts_nothing():
+    model = tiny_bert()
+    batch = padded()
+    calibrate(model, batch)
+    recorder = FiringRecorder(model)
+    name = "bert.encoder.layer.0.intermediate.dense.neuron"
+    seen = []
+    handle = dict(model.named_modules())[name].register_forward_hook(
+        lambda mod, i, o: seen.append(recorder.token_mask(name)))
+    report = recorder.start(count=False)
+    with torch.no_grad():
+        model(**batch)
+    recorder.stop()
+    handle.remove()
+    assert len(seen) == 1 and torch.equal(seen[0], batch["attention_mask"])
+    assert report.neurons == {} and len(report.missing) == 8 * TINY["num_hidden_layers"]
+    assert recorder.token_mask(name) is None  # masks are dropped once the forward is over
