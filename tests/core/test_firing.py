@@ -381,7 +381,6 @@ def test_token_labels_must_match_the_positions():
         token_firing(model, {"input_ids": torch.tensor([[5, 6, 7]])}, source_tokens=["a", "b"])
 
 
-
 def test_a_mask_only_recorder_tracks_token_masks_and_counts_nothing():
     model = tiny_bert()
     batch = padded()
