@@ -53,6 +53,8 @@ class SpikingFields:
             default): `spikelm_core.neurons.settings.NeuronSettings` documents them.
         channel_scale (`bool`, defaults to False): per-channel amplitudes of the neurons before linear
             layers (spikelm's option, off by default; `NeuronSettings` documents it).
+        readout (`str`, defaults to "mean"): what the heads read of the last layer's T steps, "mean"
+            (the paper) or "last" (the last step; `NeuronSettings` documents it); see `read_out`.
     """
 
     num_timesteps: int = 4
@@ -75,10 +77,17 @@ class SpikingFields:
     salient_steps: int = 2
     k_candidates: list[float | int] | None = None
     channel_scale: bool = False
+    readout: str = "mean"
 
     def validate_spiking(self) -> None:
         """Part of `@strict` validation: the spiking fields, checked by `NeuronSettings`."""
         check_model_neuron_fields({name: getattr(self, name, None) for name in SPIKING_FIELDS})
+
+
+def read_out(h: torch.Tensor, config: SpikingFields) -> torch.Tensor:
+    """The float state `[B, ...]` the heads read from a per-step state `[T, B, ...]`: the mean over T,
+    or with `readout: last` the last step."""
+    return h[-1] if getattr(config, "readout", "mean") == "last" else h.mean(0)
 
 
 def make_neuron(config: SpikingFields) -> SpikingNeuron:

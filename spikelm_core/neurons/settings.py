@@ -22,6 +22,7 @@ Levels = Literal["ternary", "binary"]
 Amplitude = Literal["elastic", "unit"]
 AlphaMode = Literal["calibrated", "fixed"]
 SalientMode = Literal["steps", "float"]
+Readout = Literal["mean", "last"]
 
 NEURON_KINDS: tuple[str, ...] = typing.get_args(NeuronKind)
 SPIKING_KINDS: tuple[str, ...] = ("elastic_bi", "lif")
@@ -31,6 +32,7 @@ LEVELS: tuple[str, ...] = typing.get_args(Levels)
 AMPLITUDES: tuple[str, ...] = typing.get_args(Amplitude)
 ALPHA_MODES: tuple[str, ...] = typing.get_args(AlphaMode)
 SALIENT_MODES: tuple[str, ...] = typing.get_args(SalientMode)
+READOUTS: tuple[str, ...] = typing.get_args(Readout)
 
 K_HELP = "Frequency coefficient k: amplitudes are calibrated to a_t = k * mean|u_t| (larger k: fewer spikes)."
 """The one description of k (method doc 2.3: frequency encoding)."""
@@ -94,6 +96,10 @@ class NeuronSettings(BaseModel):
     c = mean|x_c| / mean|x| and spikes the rescaled current x / c; its spikes are ternary times a_t * c,
     and c folds into the layer's weight columns (W diag(c)), so inference stays addition-only. Lets
     the few wide channels of a LayerNorm output spike at their own scale instead of saturating."""
+    readout: Readout = "mean"
+    """How the heads read the T steps of the model's last layer: 'mean' = the mean over T (the paper,
+    method doc 2.6); 'last' = the last step alone (spikelm's option, issue #16's question for
+    regression). Hidden states returned for distillation stay means over T either way."""
 
     @model_validator(mode="after")
     def _learn_alpha_rule(self) -> "NeuronSettings":
@@ -185,7 +191,9 @@ __all__ = [
     "NEURON_KINDS",
     "NeuronKind",
     "NeuronSettings",
+    "READOUTS",
     "RESETS",
+    "Readout",
     "Reset",
     "SALIENT_MODES",
     "SalientMode",

@@ -48,7 +48,7 @@ def test_result_settings_keep_the_model_config_names(tiny_dense_bert_dir, tmp_pa
     assert r.settings == {"neuron_kind": "elastic_bi", "num_timesteps": 2, "k": 3.0, "decay": 0.25, "reset": "official",
                           "levels": "ternary", "amplitude": "elastic", "alpha_mode": "calibrated", "fixed_alpha": 1.0,
                           "spike_kv": True, "learn_alpha": False, "salient_fraction": 0.0, "salient_mode": "steps",
-                          "salient_steps": 2, "k_candidates": [], "channel_scale": False}
+                          "salient_steps": 2, "k_candidates": [], "channel_scale": False, "readout": "mean"}
     assert r.allocation is None
     assert list(r.settings)[0] == "neuron_kind"
 

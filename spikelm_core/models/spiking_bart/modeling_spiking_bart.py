@@ -50,6 +50,7 @@ from ..common import (
     causal_mask,
     make_kv_spike,
     make_neuron,
+    read_out,
     uniform_dropout,
 )
 from .configuration_spiking_bart import SpikingBartConfig
@@ -392,7 +393,7 @@ class SpikingBartModel(SpikingBartPreTrainedModel):
             output_hidden_states=output_hidden_states,
         )
         return Seq2SeqModelOutput(
-            last_hidden_state=h.mean(0),
+            last_hidden_state=read_out(h, self.config),
             cache=cache,
             decoder_hidden_states=dec_states,
             encoder_last_hidden_state=encoder_outputs.last_hidden_state,

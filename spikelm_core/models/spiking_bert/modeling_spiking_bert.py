@@ -49,6 +49,7 @@ from ..common import (
     attention_with_dropout,
     make_kv_spike,
     make_neuron,
+    read_out,
 )
 from .configuration_spiking_bert import SpikingBertConfig
 
@@ -219,7 +220,8 @@ class SpikingBertPreTrainedModel(PreTrainedModel):
 
 
 class SpikingBertModel(SpikingBertPreTrainedModel):
-    """Spiking BERT encoder. Outputs are means over T; per-step states behind `output_spike_states`."""
+    """Spiking BERT encoder. Outputs are means over T (`last_hidden_state` the last step with `readout:
+    last`); per-step states behind `output_spike_states`."""
 
     def __init__(self, config: SpikingBertConfig, add_pooling_layer: bool = True):
         super().__init__(config)
@@ -268,7 +270,7 @@ class SpikingBertModel(SpikingBertPreTrainedModel):
             mask = (1.0 - attention_mask[:, None, None, :].to(emb.dtype)) * torch.finfo(emb.dtype).min
         h = emb.unsqueeze(0).expand(T, B, L, D)  # direct encoding: the same float input at every step
         h_T, states, attns = self.encoder(h, mask, output_hidden_states, output_attentions)
-        sequence_output = h_T.mean(0)
+        sequence_output = read_out(h_T, self.config)
         pooled = self.pooler(sequence_output) if self.pooler is not None else None
         hidden_states = None
         if states is not None:

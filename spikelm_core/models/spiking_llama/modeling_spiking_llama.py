@@ -56,6 +56,7 @@ from ..common import (
     causal_mask,
     make_kv_spike,
     make_neuron,
+    read_out,
 )
 from .configuration_spiking_llama import SpikingLlamaConfig
 
@@ -257,7 +258,7 @@ class SpikingLlamaModel(SpikingLlamaPreTrainedModel):
                 h = layer(h, cos, sin, mask, cache)
             if states is not None:
                 states.append(h.mean(0))
-        last = self.norm(h.mean(0))
+        last = self.norm(read_out(h, self.config))
         if states is not None:
             states[-1] = last  # transformers' Llama: the final entry is the normed output
         return SpikingLlamaModelOutput(

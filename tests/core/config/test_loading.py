@@ -529,7 +529,7 @@ def _renamed(old: dict) -> dict:
                     "calibration_examples": None, "calibration_order": "first",
                     "calibration_tokens": "all", "max_epochs": None}
     new["neuron"] = {**old["neuron"], "salient_fraction": 0.0, "salient_mode": "steps", "salient_steps": 2,
-                     "k_candidates": [], "channel_scale": False}
+                     "k_candidates": [], "channel_scale": False, "readout": "mean"}
     if new["command"] in ("finetune", "distill"):
         new["reinit_head"] = False
         new["sweep"] = None

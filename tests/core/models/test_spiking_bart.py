@@ -87,6 +87,22 @@ def test_incremental_decoding_equals_full_forward(readout):
     torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("readout", ["mean", "last"])
+def test_the_lm_head_reads_the_decoder_steps_as_the_readout_says(readout):
+    torch.manual_seed(4)
+    m = SpikingBartForConditionalGeneration(tiny(readout=readout, dropout=0.0)).eval()
+    b = batch()
+    calibrate(m, b)
+    seen = {}
+    m.model.decoder.register_forward_hook(lambda mod, args, out: seen.update(steps=out[0]))
+    dec = torch.randint(5, 99, (5, 6))
+    with torch.no_grad():
+        out = m.model(**b, decoder_input_ids=dec, use_cache=False)
+    steps = seen["steps"]  # [T, B, L, D]
+    assert steps.shape[0] == 3
+    torch.testing.assert_close(out.last_hidden_state, steps[-1] if readout == "last" else steps.mean(0))
+
+
 @pytest.mark.parametrize("num_beams", [1, 3])
 def test_generate_with_and_without_cache_gives_same_tokens(num_beams):
     torch.manual_seed(2)

@@ -153,6 +153,24 @@ def test_bad_config_values_name_the_field():
         tiny_config(reset="hard")
     with pytest.raises(Exception, match="num_timesteps: Input should be greater than or equal to 1"):
         tiny_config(num_timesteps=0)
+    with pytest.raises(Exception, match="readout: Input should be .mean. or .last."):
+        tiny_config(readout="first")
+
+
+def test_readout_last_feeds_the_heads_the_last_step_and_keeps_hidden_states_as_means():
+    torch.manual_seed(0)
+    m = SpikingBertForSequenceClassification(tiny_config(readout="last", num_labels=1)).eval()
+    b = batch()
+    calibrate(m, b)
+    out = m.bert(**b, output_hidden_states=True, output_spike_states=True)
+    torch.testing.assert_close(out.last_hidden_state, out.spike_states[-1])
+    torch.testing.assert_close(out.hidden_states[-1], out.spike_states.mean(0))  # what distillation matches
+    torch.testing.assert_close(m(**b).logits, m.classifier(m.bert.pooler(out.spike_states[-1])))
+    last = m(**b).logits
+    m.config.readout = "mean"
+    mean = m(**b).logits
+    torch.testing.assert_close(mean, m.classifier(m.bert.pooler(out.spike_states.mean(0))))
+    assert not torch.allclose(mean, last)  # T = 3 steps differ
 
 
 @pytest.mark.parametrize("T", [1, 3])

@@ -138,6 +138,17 @@ def test_forward_shapes_loss_and_gradients():
     assert spikes.shape == (3, 5, 7, 24)
 
 
+def test_readout_last_normalises_the_last_step():
+    torch.manual_seed(0)
+    m = SpikingLlamaModel(tiny(readout="last")).eval()
+    b = batch()
+    calibrate(m, b)
+    out = m(**b, output_spike_states=True)
+    torch.testing.assert_close(out.last_hidden_state, m.norm(out.spike_states[-1]))
+    m.config.readout = "mean"
+    torch.testing.assert_close(m(**b).last_hidden_state, m.norm(out.spike_states.mean(0)))
+
+
 def test_fused_and_reference_attention_agree(monkeypatch):
     m = calibrated(seed=4)
     b = batch(pad_first=2)
