@@ -98,8 +98,8 @@ class NeuronSettings(BaseModel):
     the few wide channels of a LayerNorm output spike at their own scale instead of saturating."""
     readout: Readout = "mean"
     """How the heads read the T steps of the model's last layer: 'mean' = the mean over T (the paper,
-    method doc 2.6); 'last' = the last step alone (spikelm's option, issue #16's question for
-    regression). Hidden states returned for distillation stay means over T either way."""
+    method doc 2.6); 'last' = the last step alone (spikelm's option; recipes/README.md measures it).
+    Hidden states returned for distillation stay means over T either way."""
 
     @model_validator(mode="after")
     def _learn_alpha_rule(self) -> "NeuronSettings":

@@ -9,8 +9,8 @@ the BERT placement to every linear layer of the encoder-decoder:
   states included (`SpikeMatmul` modules `qk` and `av`);
 - float: embeddings, LayerNorm, softmax, GELU, residuals, the LM head;
 - embeddings repeated T times; decoder step t cross-attends to encoder step t
-  (`encoder_readout="per_step"`, or to the encoder's mean with "mean"); mean over T only at the
-  decoder output, before the LM head.
+  (`encoder_readout="per_step"`, or to the encoder's mean with "mean"); mean over T (the last step with
+  `readout="last"`) only at the decoder output, before the LM head.
 
 Incremental decoding caches the *spiked* K and V of every step, laid out `[B, T*H, S, d_h]` in the
 transformers `Cache` objects (batch first, so beam search can reorder it). Spikes on K and V are

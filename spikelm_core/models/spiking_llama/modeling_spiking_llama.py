@@ -16,7 +16,8 @@ time-first, `[T, B, L, D]`. Per layer:
     6  h = h + SpikeLinear_o(context)                    neuron before the output projection
     7  x = RMSNorm(h); g, u = SpikeLinear_gate/up(x)     neurons before gate and up (shared pass)
     8  h = h + SpikeLinear_down(SiLU(g) * u)             neuron before down; SiLU and the product float
-    readout: mean over T of the last layer, then the final RMSNorm and the (float) LM head.
+    readout: mean over T of the last layer (its last step with `readout="last"`), then the final
+    RMSNorm and the (float) LM head.
 
 Float, outside any neuron: the embeddings, RMSNorm, RoPE, softmax, the SiLU-gate product, the
 residual adds, the T-mean and the LM head. Parameter names equal transformers' `LlamaForCausalLM`,
@@ -196,7 +197,8 @@ class SpikingLlamaPreTrainedModel(PreTrainedModel):
 
 
 class SpikingLlamaModel(SpikingLlamaPreTrainedModel):
-    """The spiking decoder stack. `last_hidden_state` is RMSNorm of the mean over T of the last layer."""
+    """The spiking decoder stack. `last_hidden_state` is RMSNorm of the mean over T of the last layer
+    (of its last step with `readout="last"`)."""
 
     def __init__(self, config: SpikingLlamaConfig):
         super().__init__(config)
