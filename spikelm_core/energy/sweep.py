@@ -214,10 +214,17 @@ def _plan(args: EnergyArgs, source: models.AuditSource) -> _Plan:
     )
 
 
-def _included(plan: _Plan, args: EnergyArgs, count: MacCount) -> tuple[str, ...]:
+def _read_out(model: torch.nn.Module | None) -> str:
+    """What the heads read of the last layer's T steps, in words (`models.common.read_out`)."""
+    last = getattr(getattr(model, "config", None), "readout", "mean") == "last"
+    return "the last of the T steps" if last else "the mean over T"
+
+
+def _included(plan: _Plan, args: EnergyArgs, count: MacCount, model: torch.nn.Module | None = None) -> tuple[str, ...]:
     included = included_items(args.count_norm, (r.component for r in count.rows))
+    state = _read_out(model)
     if plan.decoder_only:
-        llama = {"task head (MAC)": "LM head (MAC: float x float, on the mean over T after the final RMSNorm)",
+        llama = {"task head (MAC)": f"LM head (MAC: float x float, on {state} after the final RMSNorm)",
                  included[0]: "Q/K/V/O projections, gate/up/down (down = ffn2), Q.K^T and probs.V over grouped-query "
                  "heads (AC when spiking); RMSNorm, RoPE and SiLU(gate) x up are elementwise: not counted on either "
                  "side"}
@@ -225,7 +232,7 @@ def _included(plan: _Plan, args: EnergyArgs, count: MacCount) -> tuple[str, ...]
         included += (f"Llama: one forward over {args.seq_len} tokens (LM head on every position); generation: a "
                      f"prompt of {args.seq_len} tokens, then {plan.target_len} tokens, with and without the KV cache",)
     if plan.seq2seq:
-        included = tuple("LM head (MAC: float x float, on the mean over T)" if item == "task head (MAC)" else item
+        included = tuple(f"LM head (MAC: float x float, on {state})" if item == "task head (MAC)" else item
                          for item in included)
         included += (f"BART: encoder once per input at {args.seq_len} tokens, decoder per generated token "
                      f"({plan.target_len} per summary), with and without the KV cache",)
@@ -237,6 +244,7 @@ def _float_matmuls(count: MacCount, model: torch.nn.Module | None = None) -> tup
     embedding lookups (float, no MACs: listed so that the report names every float weight it reads)."""
     out = []
     tied = bool(getattr(getattr(model, "config", None), "tie_word_embeddings", False))
+    state = _read_out(model)
     if count.decoder_only and model is not None:
         for name, module in model.named_modules():
             if isinstance(module, torch.nn.Embedding):
@@ -248,12 +256,12 @@ def _float_matmuls(count: MacCount, model: torch.nn.Module | None = None) -> tup
         if row.spiking or row.op in _NON_MATMUL_OPS or row.component == "norm" or row.macs == 0:
             continue
         if row.component == "pooler":
-            reason = "pooler: float input (the mean over T of the last layer)"
+            reason = f"pooler: float input ({state} of the last layer)"
         elif row.component == "head" and row.module.endswith("lm_head") and count.decoder_only:
-            reason = ("LM head: float input (the mean over T of the last layer, after the final RMSNorm)"
+            reason = (f"LM head: float input ({state} of the last layer, after the final RMSNorm)"
                       + ("; its weight is the token embedding matrix (tied)" if tied else ""))
         elif row.component == "head" and row.module.endswith("lm_head"):
-            reason = "LM head: float input (the mean over T of the decoder output)"
+            reason = f"LM head: float input ({state} of the decoder output)"
         elif row.component == "head":
             reason = "task head: float input"
         elif row.component in ("qk", "av", "cross_qk", "cross_av"):
@@ -307,7 +315,7 @@ def run_energy(args: EnergyArgs, progress: Progress | None = None) -> EnergySwee
         if twin is None:
             twin = models.dense_twin_count(source.config, type(model).__name__, args.seq_len, args.count_norm,
                                            plan.target_len)
-            included = _included(plan, args, count)
+            included = _included(plan, args, count, model)
         models.check_twin(count, twin)
         for k in plan.ks:
             runs.append(_run_point(model, plan, args, profile, memory, batches, count, included, k, T, say))

@@ -331,11 +331,28 @@ def test_float_matmuls_listed_when_kv_not_spiked(tmp_path, text_file):
     assert floats == {("qk", 0), ("av", 0), ("qk", 1), ("av", 1), ("pooler", None)}
     assert all("spike_kv" in f.reason for f in run0.float_matmuls if f.component in ("qk", "av"))
     assert all(f.steps == 2 for f in run0.float_matmuls if f.component in ("qk", "av"))
+    (pooler,) = [f for f in run0.float_matmuls if f.component == "pooler"]
+    assert "the mean over T of the last layer" in pooler.reason
     paper = {r.component: r for r in run0.paper.by_component()}
     assert paper["qk"].firing_rate is None and paper["qk"].spiking_macs == 2 * paper["qk"].macs
     res = run("--model", d, "--k", 2, "--seq-len", SEQ, "--data", text_file, "--batches", 1, "--bootstrap", 0)
     assert res.exit_code == 0, res.output
     assert "spike_kv off" in res.stdout and "attention.self.qk" in res.stdout
+
+
+def test_float_head_input_named_after_the_readout(tmp_path, text_file):
+    from transformers import BertTokenizerFast
+
+    from spikelm_core.models.spiking_bert import SpikingBertConfig, SpikingBertModel
+
+    d = tmp_path / "last"
+    torch.manual_seed(0)
+    SpikingBertModel(SpikingBertConfig(**TINY, num_timesteps=2, readout="last")).save_pretrained(d)
+    BertTokenizerFast(vocab=str(write_tiny_vocab(d / "vocab.txt"))).save_pretrained(d)
+    report = estimate_energy_sweep(str(d), ks=[2], seq_len=SEQ, data=str(text_file), batches=1, batch_size=4,
+                                   bootstrap=0)
+    (pooler,) = report.runs[0].float_matmuls
+    assert pooler.reason == "pooler: float input (the last of the T steps of the last layer)"
 
 
 # --- bad input -------------------------------------------------------------------------------------
