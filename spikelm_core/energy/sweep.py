@@ -63,6 +63,7 @@ from spikelm_core.energy.paper import PAPER_SHAPES, bart_paper_setting, paper_se
 from spikelm_core.energy.report import CAVEAT, MEMORY_CAVEAT, EnergyReport, EnergyRun, EnergySweepReport, FloatMatmul
 from spikelm_core.energy.seq2seq import generation_energy
 from spikelm_core.errors import ConfigError
+from spikelm_core.models.common import reads_last_step
 
 DEFAULT_TARGET_LEN = 64
 """Tokens generated per input when auditing a BART (summary tokens) or a Llama (after the prompt): --target-len."""
@@ -216,8 +217,7 @@ def _plan(args: EnergyArgs, source: models.AuditSource) -> _Plan:
 
 def _read_out(model: torch.nn.Module | None) -> str:
     """What the heads read of the last layer's T steps, in words (`models.common.read_out`)."""
-    last = getattr(getattr(model, "config", None), "readout", "mean") == "last"
-    return "the last of the T steps" if last else "the mean over T"
+    return "the last of the T steps" if reads_last_step(getattr(model, "config", None)) else "the mean over T"
 
 
 def _included(plan: _Plan, args: EnergyArgs, count: MacCount, model: torch.nn.Module | None = None) -> tuple[str, ...]:

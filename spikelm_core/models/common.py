@@ -84,10 +84,15 @@ class SpikingFields:
         check_model_neuron_fields({name: getattr(self, name, None) for name in SPIKING_FIELDS})
 
 
+def reads_last_step(config: SpikingFields | None) -> bool:
+    """Whether the heads read the last of the T steps (`readout: last`) rather than the mean over T."""
+    return getattr(config, "readout", "mean") == "last"
+
+
 def read_out(h: torch.Tensor, config: SpikingFields) -> torch.Tensor:
     """The float state `[B, ...]` the heads read from a per-step state `[T, B, ...]`: the mean over T,
     or with `readout: last` the last step."""
-    return h[-1] if getattr(config, "readout", "mean") == "last" else h.mean(0)
+    return h[-1] if reads_last_step(config) else h.mean(0)
 
 
 def make_neuron(config: SpikingFields) -> SpikingNeuron:
