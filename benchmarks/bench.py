@@ -16,6 +16,8 @@ Measures, in one process and one run so the ratios compare like with like:
   activation memory, the bytes autograd saves for backward in one training forward (exact and
   repeatable on CPU, where allocator peaks are not observable);
 - the eager ("fast") and compiled neuron against the reference loop on [4, 16, 128, 1536];
+- precision: bf16 autocast against float32 for a spiking training step (no dropout, fused AdamW),
+  with attention fwd+bwd by SDPA and by plain ops in both, and AdamW's loop against its fused kernel;
 - the wall time of `spikelm energy --k 2 3 4`;
 - BART-base generation throughput (greedy and beam 4, KV cache), dense against spiking T=4, eager
   and compiled.
@@ -194,6 +196,71 @@ def neuron_speedup(shape=(4, 16, 128, 1536), warmup=1, repeat=3) -> dict:
     }
 
 
+def precision_bench(shape: dict, T: int, batch: dict, warmup: int, repeat: int) -> dict:
+    """bf16 autocast against float32, and what makes it pay on CPU, each pair alternating:
+
+    - attention fwd+bwd on the spiking model's folded shapes [T*B, H, L, d] without dropout:
+      `F.scaled_dot_product_attention` against the plain ops (`math_attention`), in float32 and in bf16;
+    - AdamW over the model's parameters: torch's per-tensor loop against its fused kernel;
+    - a training step of the spiking model (T, no dropout, as the distillation template trains it; compiled
+      layers, fused AdamW): float32 against bf16 autocast."""
+    from spikelm_core.models.common import math_attention
+
+    B, L = batch["input_ids"].shape
+    H = shape["num_attention_heads"]
+    d = shape["hidden_size"] // H
+    g = torch.Generator().manual_seed(0)
+    mask = torch.zeros(T * B, 1, 1, L, device=DEVICE)
+    mask[..., L * 3 // 4:] = torch.finfo(torch.float32).min  # a quarter of padding
+    out = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        qkv = [torch.randn(T * B, H, L, d, generator=g).to(DEVICE, dtype).requires_grad_() for _ in range(3)]
+        m = mask.to(dtype)
+        grad = torch.randn(T * B, H, L, d, generator=g).to(DEVICE, dtype)
+
+        def sdpa():
+            torch.autograd.grad(torch.nn.functional.scaled_dot_product_attention(*qkv, attn_mask=m), qkv, grad)
+
+        def plain():
+            torch.autograd.grad(math_attention(*qkv, m), qkv, grad)
+
+        a, b, r = paired_times(sdpa, plain, warmup, repeat)
+        name = "fp32" if dtype == torch.float32 else "bf16"
+        out[f"attention_{name}"] = {"sdpa_s": a, "plain_s": b, "plain_over_sdpa": r}
+        print(f"attention fwd+bwd {name} [{T * B}, {H}, {L}, {d}]: SDPA {a * 1e3:.1f} ms, plain ops {b * 1e3:.1f} ms "
+              f"(plain/SDPA {r:.2f})", file=sys.stderr)
+
+    torch._dynamo.reset()
+    model = build("spiking", shape, T, share=True)
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    calibrate(model, batch)
+    params = [p for p in model.parameters()]
+    for p in params:
+        p.grad = torch.randn_like(p) * 1e-3
+    loop, fused = torch.optim.AdamW(params, lr=1e-5, foreach=False), torch.optim.AdamW(params, lr=1e-5, fused=True)
+    a, b, r = paired_times(loop.step, fused.step, warmup, repeat)
+    out["adamw"] = {"loop_s": a, "fused_s": b, "fused_over_loop": r}
+    print(f"AdamW step: loop {a * 1e3:.1f} ms, fused {b * 1e3:.1f} ms (fused/loop {r:.2f})", file=sys.stderr)
+
+    compile_layers(model, dynamic=True)
+    opt = torch.optim.AdamW(params, lr=1e-5, fused=True)
+
+    def step(bf16: bool):
+        model.train()
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = model(**batch).loss
+        loss.backward()
+        opt.step()
+
+    a, b, r = paired_times(lambda: step(False), lambda: step(True), warmup + 1, repeat)
+    out["train_step"] = {"T": T, "fp32_s": a, "bf16_s": b, "bf16_over_fp32": r}
+    print(f"spiking T={T} training step: fp32 {a:.3f} s, bf16 autocast {b:.3f} s (bf16/fp32 {r:.2f})", file=sys.stderr)
+    return out
+
+
 BART_SHAPES = {
     "bart-base": dict(d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12,
                       decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072),
@@ -313,7 +380,7 @@ def energy_wall_time() -> float | None:
 
 
 #: the harness's sections besides the dense model (`--only`)
-SECTIONS = ("default-path", "explicit", "neuron", "energy", "generation")
+SECTIONS = ("default-path", "explicit", "neuron", "precision", "energy", "generation")
 
 
 def main() -> None:
@@ -462,6 +529,9 @@ def main() -> None:
         print(f"neuron {neuron['shape']}: reference {neuron['reference_s']:.3f} s, fast (eager) {neuron['fast_s']:.3f} s "
               f"({neuron['speedup_fast']:.2f}x), compiled {neuron['compiled_s']:.3f} s ({neuron['speedup_compiled']:.2f}x)",
               file=sys.stderr)
+    precision = None
+    if "precision" in sections:
+        precision = precision_bench(shape, max(args.timesteps), batch, args.warmup, args.repeat)
     energy_s = None if args.skip_energy else energy_wall_time()
     generation = None
     if not args.skip_generation:
@@ -478,6 +548,7 @@ def main() -> None:
         "peak_memory_ratio": {T: v["peak_memory_ratio"] for T, v in per_t.items()},
         "neuron_speedup_vs_reference": None if neuron is None else neuron["speedup_fast"],
         "neuron": neuron,
+        "precision": precision,
         "energy_command_s": energy_s,
         "generation": generation,
         "default_path": default_path,

@@ -174,16 +174,42 @@ def uniform_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     return x * keep * (1.0 / (1.0 - p))
 
 
-def attention_with_dropout(q, k, v, attn_mask, p: float, training: bool):
-    """softmax(q k^T / sqrt(d) + mask) v, like `F.scaled_dot_product_attention`, with the attention
-    probabilities dropped by `uniform_dropout` when training on CPU (where SDPA's dropout draws a
-    `bernoulli_` mask); elsewhere, or without dropout, SDPA itself."""
-    if not training or p == 0.0 or q.device.type != "cpu":
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p if training else 0.0)
-    scores = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))
+_HALF = (torch.bfloat16, torch.float16)
+
+
+def _half_precision(x: torch.Tensor) -> bool:
+    """Whether matmuls on `x` run in bf16/fp16: `x` is, or autocast on its device lowers them."""
+    device = x.device.type
+    return x.dtype in _HALF or (torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) in _HALF)
+
+
+def attention_with_dropout(q, k, v, attn_mask, p: float, training: bool, scale: float | None = None):
+    """softmax(q k^T * scale + mask) v (scale defaults to 1 / sqrt(d)), by
+    `F.scaled_dot_product_attention` except on CPU in two cases, where the same sum runs as plain
+    ops (`math_attention`):
+
+    - training with dropout: the probabilities are dropped by `uniform_dropout` (SDPA's CPU
+      dropout draws a `bernoulli_` mask);
+    - gradients in bf16/fp16 (a bf16 or fp16 input, or autocast to one): SDPA's CPU backward in half
+      precision is 5 to 20 times slower than its float32 one on MiniLM's shapes (torch 2.13), while
+      the plain ops' half-precision matmuls are about twice as fast (`benchmarks/bench.py attention`).
+    """
+    drop = training and p > 0.0
+    if q.device.type != "cpu" or not (drop or (torch.is_grad_enabled() and _half_precision(q))):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p if training else 0.0,
+                                              scale=scale)
+    return math_attention(q, k, v, attn_mask, p if drop else 0.0, scale)
+
+
+def math_attention(q, k, v, attn_mask, p: float = 0.0, scale: float | None = None):
+    """softmax(q k^T * scale + mask) v as plain ops, the softmax in float32, its probabilities
+    dropped by `uniform_dropout` when `p` > 0: the reference `attention_with_dropout` is tested against."""
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    scores = torch.matmul(q, k.transpose(-1, -2)) * scale
     if attn_mask is not None:
         scores = scores + attn_mask
-    return torch.matmul(uniform_dropout(torch.softmax(scores, dim=-1), p, True), v)
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32)
+    return torch.matmul(uniform_dropout(probs, p, True).to(v.dtype), v)
 
 
 class SpikeLinear(nn.Linear):

@@ -233,3 +233,45 @@ def test_uniform_dropout_keeps_each_element_with_probability_1_minus_p():
     assert torch.equal(uniform_dropout(x, 1.0, True), torch.zeros_like(x))
     d = UniformDropout(0.5).eval()
     assert d(x) is x
+
+
+def test_attention_takes_plain_ops_for_half_precision_gradients_on_cpu(monkeypatch):
+    """`attention_with_dropout`: SDPA for float32 and for inference; plain ops (`math_attention`) when
+    the gradients run in bf16 (a bf16 input, or autocast), with the same values and gradients."""
+    import torch.nn.functional as F
+
+    from spikelm_core.models import common
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(3, 2, 5, 4) for _ in range(3))
+    mask = torch.zeros(3, 1, 1, 5)
+    mask[..., 3:] = torch.finfo(torch.float32).min
+    sdpa_calls = []
+    real_sdpa = F.scaled_dot_product_attention
+    monkeypatch.setattr(common.F, "scaled_dot_product_attention",
+                        lambda *a, **kw: sdpa_calls.append(a[0].dtype) or real_sdpa(*a, **kw))
+
+    def run(dtype, autocast=False, grad=True):
+        leaves = [x.to(dtype).clone().requires_grad_(grad) for x in (q, k, v)]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), torch.set_grad_enabled(grad):
+            out = common.attention_with_dropout(*leaves, mask.to(dtype), 0.0, True)
+        grads = torch.autograd.grad(out.float().sum(), leaves) if grad else None
+        return out, grads
+
+    ref = common.math_attention(q, k, v, mask)
+    out, _ = run(torch.float32)
+    assert sdpa_calls == [torch.float32]  # float32: SDPA
+    torch.testing.assert_close(out, ref)
+    run(torch.bfloat16, grad=False)
+    assert len(sdpa_calls) == 2  # inference in bf16: SDPA too
+    out, grads = run(torch.bfloat16)
+    out_ac, grads_ac = run(torch.float32, autocast=True)
+    assert len(sdpa_calls) == 2  # gradients in bf16, either way: plain ops
+    assert out.dtype == torch.bfloat16 and out_ac.dtype == torch.bfloat16
+    leaves = [x.to(torch.bfloat16).clone().requires_grad_() for x in (q, k, v)]
+    sdpa_out = real_sdpa(*leaves, attn_mask=mask.to(torch.bfloat16))
+    sdpa_grads = torch.autograd.grad(sdpa_out.float().sum(), leaves)
+    torch.testing.assert_close(out, sdpa_out, atol=2e-2, rtol=2e-2)
+    for g, g_ac, ref_g in zip(grads, grads_ac, sdpa_grads):
+        torch.testing.assert_close(g, ref_g, atol=3e-2, rtol=3e-2)
+        torch.testing.assert_close(g_ac.float(), ref_g.float(), atol=3e-2, rtol=3e-2)
