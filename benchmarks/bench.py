@@ -3,6 +3,7 @@
     python benchmarks/bench.py --compile-dense      # everything, MiniLM shape (6 x 384), batch 16 x 128
     python benchmarks/bench.py --only default-path  # one section (repeatable)
     python benchmarks/bench.py --exec neurons --neuron-impl fast --only explicit   # the eager path
+    python benchmarks/bench.py --only precision --timesteps 4   # bf16 autocast against float32
     python benchmarks/bench.py --quick              # tiny shapes, seconds (a smoke run)
 
 Measures, in one process and one run so the ratios compare like with like:

@@ -340,7 +340,8 @@ class TrainArgs(_RuledSection):
     logging_steps: int = Field(50, ge=1)
     """Log training metrics every N steps."""
     bf16: bool = False
-    """Train in bfloat16 mixed precision."""
+    """Train in bfloat16 mixed precision (autocast): on a CPU with native bf16 matmuls (AMX,
+    AVX512-BF16) about half the float32 step time of a spiking MiniLM (README, Performance)."""
     fp16: bool = False
     """Train in float16 mixed precision."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
