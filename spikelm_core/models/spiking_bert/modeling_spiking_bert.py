@@ -110,7 +110,8 @@ class SpikingBertSelfAttention(SharedInputProjections):
         return ctx, (probs if output_attentions else None)
 
     def _fused(self, q, k, v, mask):
-        """softmax(Q.spike(K)^T/sqrt(dh) + mask) . spike(V), T folded into the batch of one SDPA call."""
+        """softmax(Q.spike(K)^T/sqrt(dh) + mask) . spike(V), T folded into the batch of one
+        `attention_with_dropout` call."""
         k, v = self.qk.neuron(k), self.av.neuron(v)
         T, B, H, L, dh = q.shape
         fold = lambda x: x.reshape(T * B, H, x.shape[-2], dh)  # noqa: E731

@@ -54,6 +54,7 @@ from ..common import (
     SharedInputProjections,
     SpikeLinear,
     SpikeMatmul,
+    attention_with_dropout,
     causal_mask,
     make_kv_spike,
     make_neuron,
@@ -72,7 +73,7 @@ class SpikingLlamaModelOutput(BaseModelOutputWithPast):
 class SpikingLlamaAttention(SharedInputProjections):
     """Spike-driven causal self-attention with grouped-query heads over `[T, B, L, D]`."""
 
-    #: "fused" (one SDPA call over the spiked K/V) or "reference" (explicit `qk` / softmax / `av`
+    #: "fused" (one `attention_with_dropout` call over the spiked K/V) or "reference" (explicit `qk` / softmax / `av`
     #: modules). Both give the same result; tracing (MAC counting) always takes the reference.
     attention_impl = "fused"
 
@@ -132,9 +133,9 @@ class SpikingLlamaAttention(SharedInputProjections):
         p = self.attention_dropout if self.training else 0.0
         if self.attention_impl == "fused" and not torch.jit.is_tracing():
             attn_mask = None if mask is None else mask.expand(T, B, 1, L, S).reshape(T * B, 1, L, S)
-            ctx = F.scaled_dot_product_attention(
+            ctx = attention_with_dropout(
                 q.reshape(T * B, H, L, dh), k.reshape(T * B, H, S, dh), v.reshape(T * B, H, S, dh),
-                attn_mask=attn_mask, dropout_p=p, scale=self.scaling,
+                attn_mask, p, self.training, scale=self.scaling,
             ).view(T, B, H, L, dh)
         else:
             scores = self.qk(q, k, spiked=True) * self.scaling
