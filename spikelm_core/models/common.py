@@ -190,9 +190,9 @@ def attention_with_dropout(q, k, v, attn_mask, p: float, training: bool, scale: 
 
     - training with dropout: the probabilities are dropped by `uniform_dropout` (SDPA's CPU
       dropout draws a `bernoulli_` mask);
-    - gradients in bf16/fp16 (a bf16 or fp16 input, or autocast to one): SDPA's CPU backward in half
-      precision is 5 to 20 times slower than its float32 one on MiniLM's shapes (torch 2.13), while
-      the plain ops' half-precision matmuls are about twice as fast (`benchmarks/bench.py attention`).
+    - gradients in bf16/fp16 (a bf16 or fp16 input, or autocast to one): SDPA's CPU backward in bf16
+      is several times slower than in float32 (torch 2.13, 2 cores, [64, 12, 128, 32]: forward and
+      backward 282 ms against 60), the plain ops in bf16 took 158 ms (`benchmarks/bench.py --only precision`).
     """
     drop = training and p > 0.0
     if q.device.type != "cpu" or not (drop or (torch.is_grad_enabled() and _half_precision(q))):

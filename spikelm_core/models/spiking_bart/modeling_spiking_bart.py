@@ -68,7 +68,8 @@ class SpikingBartAttention(SharedInputProjections):
     of self-attention, and K and V of cross-attention, share one spike pass where exact
     (`SharedInputProjections`)."""
 
-    #: "fused" (one `attention_with_dropout` call over spiked K/V) or "reference" (explicit qk / softmax / av modules).
+    #: "fused" (one `attention_with_dropout` call over spiked K/V) or "reference" (explicit qk / softmax /
+    #: av modules).
     attention_impl = "fused"
 
     def __init__(self, config: SpikingBartConfig, num_heads: int, layer_idx: int | None = None):

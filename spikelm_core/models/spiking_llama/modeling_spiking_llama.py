@@ -73,8 +73,8 @@ class SpikingLlamaModelOutput(BaseModelOutputWithPast):
 class SpikingLlamaAttention(SharedInputProjections):
     """Spike-driven causal self-attention with grouped-query heads over `[T, B, L, D]`."""
 
-    #: "fused" (one `attention_with_dropout` call over the spiked K/V) or "reference" (explicit `qk` / softmax / `av`
-    #: modules). Both give the same result; tracing (MAC counting) always takes the reference.
+    #: "fused" (one `attention_with_dropout` call over the spiked K/V) or "reference" (explicit `qk` /
+    #: softmax / `av` modules). Both give the same result; tracing (MAC counting) always takes the reference.
     attention_impl = "fused"
 
     def __init__(self, config: SpikingLlamaConfig, layer_idx: int):
