@@ -233,9 +233,9 @@ def precision_bench(shape: dict, T: int, batch: dict, warmup: int, repeat: int) 
 
     torch._dynamo.reset()
     model = build("spiking", shape, T, share=True)
-    for m in model.modules():
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 0.0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
     calibrate(model, batch)
     params = [p for p in model.parameters()]
     for p in params:

@@ -91,7 +91,7 @@ def training_arguments(
     return (args_class or TrainingArguments)(
         output_dir=str(out_dir),
         # optimisation: AdamW, as the released code, in torch's fused kernel (one pass over each
-        # tensor: on 2 CPU cores a MiniLM step takes 17 ms against the loop's 132 ms)
+        # tensor; `benchmarks/bench.py --only precision` times it against the per-tensor loop)
         optim="adamw_torch_fused",
         learning_rate=train.lr,
         weight_decay=train.weight_decay,
