@@ -465,6 +465,14 @@ class DistillArgs(_RuledSection):
     every layer reads the previous spiking layer's output detached, so no gradient crosses layers and
     each layer learns to map the student's own spiking states to the teacher's output. False = the
     gradient of every layer's term flows through all the layers below it. Needs hidden_stage_steps."""
+    spike_drop: float = Field(0.0, ge=0, lt=1)
+    """Spike drop (QDrop for spikes): in the student's training forwards each element of every
+    elastic neuron's and K/V spike's output is its float input instead of its spike with this
+    probability at step 0, falling linearly to 0 at `spike_drop_steps`; from there on, and in every
+    evaluation, the student spikes fully. Eases the move from the dense teacher's weights to spikes.
+    0 = off (the released code)."""
+    spike_drop_steps: int = Field(0, ge=0)
+    """Steps over which `spike_drop` falls to 0 (needed with spike_drop > 0)."""
     augment: AugmentArgs = Field(default_factory=AugmentArgs)
     """Augmented training data labelled by the teacher (GLUE tasks); off by default."""
 
@@ -476,6 +484,15 @@ class DistillArgs(_RuledSection):
                       "hidden_stage_steps", "needs alpha_hidden or alpha_attn > 0 (the terms of the first stage)")
         rules.require(not self.hidden_stage_local or self.hidden_stage_steps > 0, "hidden_stage_local",
                       "needs hidden_stage_steps > 0 (the stage it applies to)")
+        rules.require(self.spike_drop == 0 or self.spike_drop_steps > 0, "spike_drop_steps",
+                      "needs to be > 0 with spike_drop > 0 (the steps over which the drop falls to 0)")
+
+    def spike_drop_at(self, step: int) -> float:
+        """The spike-drop probability of optimizer step `step` (0-based): `spike_drop` falling linearly
+        to 0 at `spike_drop_steps`."""
+        if self.spike_drop == 0 or step >= self.spike_drop_steps:
+            return 0.0
+        return self.spike_drop * (1.0 - step / self.spike_drop_steps)
 
 
 class GenerateArgs(_Section):
@@ -688,6 +705,13 @@ class DistillConfig(_TrainingConfig):
                       "'steps' needs a spiking BERT student (a GLUE task); BART and Llama students match the mean over T")
         rules.require(not self.distill.augment.enabled or self.task_family == "glue", "distill.augment",
                       "augments GLUE tasks only (the teacher labels word-replaced copies of sentences)")
+        if self.distill.spike_drop > 0:
+            rules.require(self.neuron.kind == "elastic_bi", "distill.spike_drop",
+                          f"acts on elastic bi-spiking neurons, but neuron.kind is {self.neuron.kind!r}: "
+                          "choose elastic_bi or set distill.spike_drop to 0")
+            rules.require(self.train.target_firing_rate is None, "distill.spike_drop",
+                          "cannot run with train.target_firing_rate: the firing penalty would count the "
+                          "passed float inputs as spikes; drop one of the two")
 
 
 def _pretrain_train_defaults() -> TrainArgs:

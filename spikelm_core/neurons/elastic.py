@@ -90,6 +90,9 @@ class _AmplitudeNeuron(SpikingNeuron):
         else:
             self.register_buffer("alpha", torch.ones(self.num_timesteps))
         self.register_buffer("calibrated", torch.tensor(False))
+        # spike drop (`spike_drop`): the probability, a tensor so that changing it recompiles nothing
+        self.register_buffer("spike_drop_p", torch.zeros(()), persistent=False)
+        self.spike_dropping = False
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -162,6 +165,14 @@ class _AmplitudeNeuron(SpikingNeuron):
     def _learning_alpha(self) -> bool:
         """LSQ gradients for alpha are wanted in this forward."""
         return self.learn_alpha and self.alpha.requires_grad and torch.is_grad_enabled()
+
+    def _drop_spikes(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """`s`, where inside `spike_drop` (training mode only) each element is its float input `x`
+        instead with probability `spike_drop_p`."""
+        if not (self.spike_dropping and self.training):
+            return s
+        passed = torch.rand(x.shape, device=x.device) < self.spike_drop_p
+        return torch.where(passed, x.to(s.dtype), s)
 
 
 class BiSpikeNeuron(_AmplitudeNeuron):
@@ -329,9 +340,9 @@ class BiSpikeNeuron(_AmplitudeNeuron):
             self.calibrate(x)
         scales = self._scales()
         if scales is None:
-            return self._spikes(x)
+            return self._drop_spikes(x, self._spikes(x))
         scales = scales.to(x.dtype)
-        return self._spikes(x / scales) * scales
+        return self._drop_spikes(x, self._spikes(x / scales) * scales)
 
     def _spikes(self, x: torch.Tensor) -> torch.Tensor:
         """Spikes of the (rescaled) current `x` with the calibrated amplitudes, by `impl`."""
@@ -399,4 +410,31 @@ class TernarySpike(_AmplitudeNeuron):
             s = F.stateless_spike_inline(x, self.alpha, self._lo, self._unit, self._learning_alpha())
         else:
             s = F.StatelessSpikeFunction.apply(x, self.alpha, self._lo, self._unit)
-        return s
+        return self._drop_spikes(x, s)
+
+
+class spike_drop:
+    """Within the block, every amplitude neuron of `model` (`BiSpikeNeuron`, `TernarySpike`) in training
+    mode passes each element of its input on as it is, instead of its spike, with probability `p`, drawn
+    anew per element and forward (QDrop, Wei et al. 2022, for activation quantisation; here for spikes).
+    The membrane still runs on spikes; a passed element's gradient is the identity, a spike's the
+    straight-through one. `distill.spike_drop` anneals `p` to 0 over the first steps, so the model ends
+    fully spiking; evaluation (eval mode) never drops. Firing counts made inside the block count the
+    passed elements as firing. Leaves the neurons as they were on exit.
+    """
+
+    def __init__(self, model: torch.nn.Module, p: float) -> None:
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"spike_drop probability must be in [0, 1), got {p}")
+        self.p = float(p)
+        self.neurons = [m for m in model.modules() if isinstance(m, _AmplitudeNeuron)]
+
+    def __enter__(self) -> "spike_drop":
+        for neuron in self.neurons:
+            neuron.spike_drop_p.fill_(self.p)
+            neuron.spike_dropping = self.p > 0
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for neuron in self.neurons:
+            neuron.spike_dropping = False

@@ -9,7 +9,7 @@ mixed precision, checkpointing and resume keep coming from transformers.
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
+from contextlib import ExitStack
 
 import torch
 from transformers import Trainer
@@ -19,6 +19,7 @@ from ..config.schema import DistillArgs
 from ..data.augment import FLAG
 from ..errors import SpikelmError
 from ..models.common import layer_local_gradients
+from ..neurons import spike_drop
 from .firing_target import FiringTarget, LayerRateRecorder
 from .losses import attention_kl, attention_mse, hidden_mse, logit_kd
 
@@ -151,7 +152,8 @@ class DistillTrainer(SpikelmTrainer):
     batches the logit term covers the masked positions only (labels != -100). Evaluation uses the
     student's own task loss.
 
-    With `distill.hidden_match: steps` the hidden term matches every time step's state. With
+    With `distill.hidden_match: steps` the hidden term matches every time step's state; with
+    `distill.spike_drop` the student's neurons pass some inputs on unspiked over the first steps. With
     `distill.hidden_stage_steps` the first steps weigh the hidden and attention terms only
     (the other parts are still logged); with `distill.hidden_stage_local` each layer then learns
     from its own terms only (`layer_local_gradients`). Rows of an augmented batch marked `teacher_labelled` take
@@ -169,12 +171,17 @@ class DistillTrainer(SpikelmTrainer):
         """Whether this step belongs to the first stage of a staged schedule (hidden terms only)."""
         return self.state.global_step < self.distill.hidden_stage_steps
 
-    def student_forward_scope(self, model):
+    def student_forward_scope(self, model) -> ExitStack:
         """Where the student's forward runs: with layer-local gradients (`layer_local_gradients`) in the
-        hidden-state stage when `distill.hidden_stage_local`, else as it is."""
+        hidden-state stage when `distill.hidden_stage_local`, and with spike drop (`neurons.spike_drop`)
+        while `distill.spike_drop_at` this step is above 0."""
+        scope = ExitStack()
         if self.distill.hidden_stage_local and self.in_hidden_stage():
-            return layer_local_gradients(model)
-        return nullcontext()
+            scope.enter_context(layer_local_gradients(model))
+        p = self.distill.spike_drop_at(self.state.global_step)
+        if p > 0:
+            scope.enter_context(spike_drop(model, p))
+        return scope
 
     def hidden_term(self, student, teacher, attention_mask) -> torch.Tensor:
         """The hidden-state term (`losses.hidden_mse`) at the recipe's `distill.hidden_norm`."""

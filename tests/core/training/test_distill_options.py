@@ -16,6 +16,7 @@ from spikelm_core.data.augment import (FLAG, augment_dataset, copies_for, neighb
                                        word_vocabulary)
 from spikelm_core.errors import ConfigError
 from spikelm_core.models.common import layer_local_gradients
+from spikelm_core.neurons import BiSpikeNeuron, TernarySpike, spike_drop
 from spikelm_core.training.losses import hidden_mse
 from spikelm_core.training.trainers import teacher_labelled
 from tests.training_fixtures import make_tiny_dense, tiny_dirs, tiny_tokenizer  # noqa: F401
@@ -262,6 +263,72 @@ def test_local_stage_option_rule():
         load_config(DistillConfig, None, [*base, "distill.hidden_stage_local=true"])
     cfg = load_config(DistillConfig, None, [*base, "distill.hidden_stage_local=true", "distill.hidden_stage_steps=3"])
     assert cfg.distill.hidden_stage_local
+
+
+@pytest.mark.parametrize("channel_scale", [False, True])
+def test_spike_drop_passes_inputs_on_with_its_probability(channel_scale):
+    torch.manual_seed(0)
+    neuron = BiSpikeNeuron(num_timesteps=2, channel_scale=channel_scale)
+    stateless = TernarySpike(num_timesteps=2)
+    model = torch.nn.ModuleList([neuron, stateless]).train()
+    x = torch.randn(2, 400, 16)
+    neuron.calibrate(x), stateless.calibrate(x)
+    spikes, spikes_kv = neuron(x), stateless(x)
+    xg = x.clone().requires_grad_(True)
+    with spike_drop(model, 0.3):
+        mixed = neuron(xg)
+        mixed_kv = stateless(x)
+        with torch.no_grad():
+            model.eval()
+            assert torch.equal(neuron(x), spikes)  # evaluation never drops
+            model.train()
+    passed = (mixed == x) & (spikes != x)
+    assert torch.equal(torch.where(passed, x, spikes), mixed.detach())  # every element: its spike or its input
+    assert float(passed.float().mean()) == pytest.approx(0.3 * float((spikes != x).float().mean()), abs=0.02)
+    assert float(((mixed_kv == x) & (spikes_kv != x)).float().mean()) == pytest.approx(0.3, abs=0.02)
+    # a passed element's own gradient is the identity (at the last step, where no later membrane adds to it)
+    mixed.sum().backward()
+    assert passed[-1].any() and torch.all(xg.grad[-1][passed[-1]] == 1)
+    assert torch.equal(neuron(x), spikes)  # leaving the block restores plain spikes
+    with spike_drop(model, 0.0):
+        assert torch.equal(neuron(x), spikes)
+    with pytest.raises(ValueError, match="spike_drop"):
+        spike_drop(model, 1.0)
+
+
+def test_spike_drop_schedule_and_rules():
+    base = ["model=m", "distill.teacher=t", "data.task=sst2"]
+    cfg = load_config(DistillConfig, None, [*base, "distill.spike_drop=0.5", "distill.spike_drop_steps=4"])
+    # 0.5 * (1 - step / 4): 0.5, 0.375, 0.25, 0.125, then 0
+    assert [cfg.distill.spike_drop_at(s) for s in range(6)] == [0.5, 0.375, 0.25, 0.125, 0.0, 0.0]
+    assert load_config(DistillConfig, None, base).distill.spike_drop_at(0) == 0.0
+    with pytest.raises(ConfigError, match="spike_drop_steps"):
+        load_config(DistillConfig, None, [*base, "distill.spike_drop=0.5"])
+    with pytest.raises(ConfigError, match="elastic bi-spiking"):
+        load_config(DistillConfig, None, [*base, "distill.spike_drop=0.5", "distill.spike_drop_steps=4",
+                                          "neuron.kind=lif"])
+    with pytest.raises(ConfigError, match="target_firing_rate"):
+        load_config(DistillConfig, None, [*base, "distill.spike_drop=0.5", "distill.spike_drop_steps=4",
+                                          "train.target_firing_rate=0.2"])
+
+
+@pytest.mark.slow
+def test_spike_drop_acts_on_the_first_steps_of_a_run(tiny_dirs, tmp_path, monkeypatch):
+    """The trainer opens `spike_drop` with the schedule's probability for the student's forwards of the
+    first `spike_drop_steps` steps only (and the whole run still trains)."""
+    from spikelm_core.training import trainers
+
+    seen = []
+    real = trainers.spike_drop
+
+    def recording(model, p):
+        seen.append(p)
+        return real(model, p)
+
+    monkeypatch.setattr(trainers, "spike_drop", recording)
+    steps = _sst2_step_logs(tiny_dirs, tmp_path, "kd", "train.max_steps=4", "distill.spike_drop=0.4",
+                            "distill.spike_drop_steps=2")
+    assert seen == [pytest.approx(0.4), pytest.approx(0.2)] and len(steps) == 4
 
 
 @pytest.mark.slow
