@@ -465,6 +465,9 @@ class DistillArgs(_RuledSection):
     every layer reads the previous spiking layer's output detached, so no gradient crosses layers and
     each layer learns to map the student's own spiking states to the teacher's output. False = the
     gradient of every layer's term flows through all the layers below it. Needs hidden_stage_steps."""
+    hidden_stage_lr_scale: float = Field(1.0, gt=0)
+    """Multiplies the learning rate (the schedule's value) during the hidden-state stage; 1 = the one
+    schedule for both stages. Needs hidden_stage_steps."""
     spike_drop: float = Field(0.0, ge=0, lt=1)
     """Spike drop (QDrop for spikes): in the student's training forwards each element of every
     elastic neuron's and K/V spike's output is its float input instead of its spike with this
@@ -483,6 +486,8 @@ class DistillArgs(_RuledSection):
         rules.require(self.hidden_stage_steps == 0 or max(self.alpha_hidden, self.alpha_attn) > 0,
                       "hidden_stage_steps", "needs alpha_hidden or alpha_attn > 0 (the terms of the first stage)")
         rules.require(not self.hidden_stage_local or self.hidden_stage_steps > 0, "hidden_stage_local",
+                      "needs hidden_stage_steps > 0 (the stage it applies to)")
+        rules.require(self.hidden_stage_lr_scale == 1.0 or self.hidden_stage_steps > 0, "hidden_stage_lr_scale",
                       "needs hidden_stage_steps > 0 (the stage it applies to)")
         rules.require(self.spike_drop == 0 or self.spike_drop_steps > 0, "spike_drop_steps",
                       "needs to be > 0 with spike_drop > 0 (the steps over which the drop falls to 0)")

@@ -155,7 +155,8 @@ class DistillTrainer(SpikelmTrainer):
     With `distill.hidden_match: steps` the hidden term matches every time step's state; with
     `distill.spike_drop` the student's neurons pass some inputs on unspiked over the first steps. With
     `distill.hidden_stage_steps` the first steps weigh the hidden and attention terms only
-    (the other parts are still logged); with `distill.hidden_stage_local` each layer then learns
+    (the other parts are still logged), at `distill.hidden_stage_lr_scale` times the learning rate; with
+    `distill.hidden_stage_local` each layer then learns
     from its own terms only (`layer_local_gradients`). Rows of an augmented batch marked `teacher_labelled` take
     the teacher's prediction as their hard label (`teacher_labelled`).
     """
@@ -166,6 +167,27 @@ class DistillTrainer(SpikelmTrainer):
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.distill = distill
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """The schedule of `SpikelmTrainer`, its factor times `distill.hidden_stage_lr_scale` during the
+        hidden-state stage."""
+        created = self.lr_scheduler is None
+        scheduler = super().create_scheduler(num_training_steps, optimizer)
+        scale, stage = self.distill.hidden_stage_lr_scale, self.distill.hidden_stage_steps
+        if not created or scale == 1.0:
+            return scheduler
+        if not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+            raise SpikelmError(f"distill.hidden_stage_lr_scale needs a LambdaLR schedule, got {type(scheduler).__name__}",
+                               hint="use train.lr_schedule linear or constant, or set hidden_stage_lr_scale to 1")
+
+        def staged(factor):  # a plain function: LambdaLR's state dict leaves it out, as it does HF's own
+            return lambda step: factor(step) * (scale if step < stage else 1.0)
+
+        scheduler.lr_lambdas = [staged(f) for f in scheduler.lr_lambdas]
+        for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+            group["lr"] = base * factor(scheduler.last_epoch)
+        scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
+        return scheduler
 
     def in_hidden_stage(self) -> bool:
         """Whether this step belongs to the first stage of a staged schedule (hidden terms only)."""

@@ -537,7 +537,7 @@ def _renamed(old: dict) -> dict:
     if new["command"] == "distill":
         new["distill"] = {**new["distill"], "attn_loss": "mse", "hidden_match": "mean", "hidden_norm": "none",
                           "hidden_stage_steps": 0, "hidden_stage_local": False,
-                          "spike_drop": 0.0, "spike_drop_steps": 0,
+                          "spike_drop": 0.0, "spike_drop_steps": 0, "hidden_stage_lr_scale": 1.0,
                           "augment": {"copies": 0, "min_examples": None, "word_prob": 0.4, "neighbours": 15}}
     return new
 

@@ -332,6 +332,17 @@ def test_spike_drop_acts_on_the_first_steps_of_a_run(tiny_dirs, tmp_path, monkey
 
 
 @pytest.mark.slow
+def test_hidden_stage_lr_scale_multiplies_the_stage_learning_rate(tiny_dirs, tmp_path):
+    """A constant lr of 1e-3, a 2-step stage at 3x: the first two steps train at 3e-3, the next at 1e-3."""
+    steps = _sst2_step_logs(tiny_dirs, tmp_path, "kd", "train.max_steps=4", "train.lr_schedule=constant",
+                            "distill.hidden_stage_steps=2", "distill.hidden_stage_lr_scale=3", "distill.alpha_hidden=0.5")
+    assert [x["learning_rate"] for x in steps] == pytest.approx([3e-3, 3e-3, 1e-3, 1e-3])
+    with pytest.raises(ConfigError, match="hidden_stage_lr_scale"):
+        load_config(DistillConfig, None, ["model=m", "distill.teacher=t", "data.task=sst2",
+                                          "distill.hidden_stage_lr_scale=3"])
+
+
+@pytest.mark.slow
 def test_max_epochs_caps_max_steps_by_the_data(tiny_dirs, tmp_path):
     """`train.max_epochs`: 23 training sentences in batches of 5 are 5 steps a pass, so 1.5 passes stop a
     20-step run after 8 steps (and the linear schedule reaches 0 there); a cap above max_steps changes nothing."""
