@@ -154,10 +154,9 @@ class DistillTrainer(SpikelmTrainer):
 
     With `distill.hidden_match: steps` the hidden term matches every time step's state; with
     `distill.spike_drop` the student's neurons pass some inputs on unspiked over the first steps. With
-    `distill.hidden_stage_steps` the first steps weigh the hidden and attention terms only
-    (the other parts are still logged), at `distill.hidden_stage_lr_scale` times the learning rate; with
-    `distill.hidden_stage_local` each layer then learns
-    from its own terms only (`layer_local_gradients`). Rows of an augmented batch marked `teacher_labelled` take
+    `distill.hidden_stage_steps` the first steps weigh the hidden and attention terms only (the other
+    parts are still logged), at `distill.hidden_stage_lr_scale` times the learning rate; with
+    `distill.hidden_stage_local` each layer then learns from its own terms only (`layer_local_gradients`). Rows of an augmented batch marked `teacher_labelled` take
     the teacher's prediction as their hard label (`teacher_labelled`).
     """
 
@@ -180,7 +179,7 @@ class DistillTrainer(SpikelmTrainer):
             raise SpikelmError(f"distill.hidden_stage_lr_scale needs a LambdaLR schedule, got {type(scheduler).__name__}",
                                hint="use train.lr_schedule linear or constant, or set hidden_stage_lr_scale to 1")
 
-        def staged(factor):  # a plain function: LambdaLR's state dict leaves it out, as it does HF's own
+        def staged(factor):  # a plain function, which LambdaLR's state dict leaves out (a resumed run re-wraps)
             return lambda step: factor(step) * (scale if step < stage else 1.0)
 
         scheduler.lr_lambdas = [staged(f) for f in scheduler.lr_lambdas]
