@@ -182,11 +182,10 @@ class DistillTrainer(SpikelmTrainer):
         def staged(factor):  # a plain function, which LambdaLR's state dict leaves out (a resumed run re-wraps)
             return lambda step: factor(step) * (scale if step < stage else 1.0)
 
-        scheduler.lr_lambdas = [staged(f) for f in scheduler.lr_lambdas]
-        for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
-            group["lr"] = base * factor(scheduler.last_epoch)
-        scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
-        return scheduler
+        # a new LambdaLR over the same optimizer: its groups keep `initial_lr`, so the base rates hold
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(scheduler.optimizer,
+                                                              [staged(f) for f in scheduler.lr_lambdas])
+        return self.lr_scheduler
 
     def in_hidden_stage(self) -> bool:
         """Whether this step belongs to the first stage of a staged schedule (hidden terms only)."""
