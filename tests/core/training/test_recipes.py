@@ -7,6 +7,7 @@ import yaml
 
 from spikelm_core.config import TASK_CONFIGS, load_config
 from spikelm_core.errors import ConfigError
+from spikelm_core.sweep import expand_points, point_config
 from spikelm_core.training.recipes import paper_recipe, recipes_dir
 from tests.conftest import REPO, SHARED_DATA
 
@@ -47,6 +48,9 @@ def test_recipe_loads_and_has_a_header(path, tmp_path, monkeypatch):
         template = ["data.source=glue/sst2", "model=minilm"] + (["distill.teacher=minilm"] if command == "distill" else [])
     cfg = load_config(TASK_CONFIGS[command], path, template)
     assert cfg.command == command
+    if getattr(cfg, "sweep", None) is not None:  # every point is a valid run, as `sweep` checks up front
+        for point in expand_points(cfg.sweep):
+            point_config(cfg, point, tmp_path)
     if path.parent.name == "bert_base" and path.name.startswith("finetune_"):
         glue = path.stem.split("_", 1)[1]
         assert cfg.task == glue and cfg.task_family == "glue"
