@@ -486,9 +486,9 @@ class DistillArgs(_RuledSection):
         rules.require(self.hidden_stage_steps == 0 or max(self.alpha_hidden, self.alpha_attn) > 0,
                       "hidden_stage_steps", "needs alpha_hidden or alpha_attn > 0 (the terms of the first stage)")
         rules.require(not self.hidden_stage_local or self.hidden_stage_steps > 0, "hidden_stage_local",
-                      "needs hidden_stage_steps > 0 (the stage it applies to)")
+                      "needs hidden_stage_steps > 0 (the stage it applies to); without a stage set it to false")
         rules.require(self.hidden_stage_lr_scale == 1.0 or self.hidden_stage_steps > 0, "hidden_stage_lr_scale",
-                      "needs hidden_stage_steps > 0 (the stage it applies to)")
+                      "needs hidden_stage_steps > 0 (the stage it applies to); without a stage set it to 1")
         rules.require(self.spike_drop == 0 or self.spike_drop_steps > 0, "spike_drop_steps",
                       "needs to be > 0 with spike_drop > 0 (the steps over which the drop falls to 0)")
 

@@ -1,4 +1,5 @@
-"""Every recipe loads under the strict schema, carries its header, and has a row in recipes/README.md."""
+"""Every recipe (and each point of its sweep) loads under the strict schema, carries its header, and has a
+row in recipes/README.md."""
 
 from __future__ import annotations
 
