@@ -9,8 +9,8 @@ A point is the recipe with `sweep` removed and the point's values set on top (th
 `-s` and flags): an ordinary run in `<out_dir>/<point>/` (run_config.yaml, checkpoints, final/),
 then the energy audit of its trained model (`spikelm energy` on final/, with its own amplitudes).
 `<point>/sweep_point.json` marks a point as finished: a second call skips finished points,
-continues an interrupted one from its last checkpoint (`--resume auto`) and runs the rest; a
-finished point run with other settings is refused. Two points whose resolved configs are equal run
+continues an interrupted one from its last checkpoint (`--resume auto`) and runs the rest (or
+only the points named with `--point`); a finished point run with other settings is refused. Two points whose resolved configs are equal run
 once (the second row says `same_as`). The table (`sweep.json`, `sweep.csv`, `sweep.md`),
 `pareto.png` and `curves.png` (each point's dev metric at every evaluation during training, the
 learning curve) are rewritten after every point, so an interrupted sweep leaves the table of what
@@ -30,7 +30,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from .config import (EvalConfig, config_from_dict, config_to_dict, diff_configs, load_config, parse_overrides,
                      set_dotted)
@@ -460,12 +460,15 @@ def _reference_row(cfg, out_dir: Path, say: Progress) -> SweepRow | None:
                             + (f" --data-dir {cfg.data.data_dir}" if cfg.data.data_dir else "") + " -s neuron.kind=dense")
 
 
-def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None) -> SweepReport:
+def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None,
+              only: Sequence[str] | None = None) -> SweepReport:
     """Run every point of `cfg.sweep` not yet finished, audit its energy, and write the table
-    after each point. `callbacks` go to each point's Trainer (progress bars).
+    after each point. `callbacks` go to each point's Trainer (progress bars). `only` (point names,
+    `--point`) runs just those now: the other points' finished runs stay in the table, their
+    unfinished ones are left out of it until a later call runs them.
 
-    Raises ConfigError (exit 2) for a bad point or a finished point run with other settings, and
-    whatever a run raises.
+    Raises ConfigError (exit 2) for a bad point, an unknown name in `only` or a finished point run
+    with other settings, and whatever a run raises.
     """
     from .training import run_distill, run_finetune
 
@@ -475,6 +478,11 @@ def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None) -> Sweep
     out_dir = sweep_dir(cfg)
     check_output_location(out_dir)
     points = expand_points(cfg.sweep)
+    names = [p.name for p in points]
+    unknown = [name for name in (only or []) if name not in names]
+    if unknown:
+        raise ConfigError(f"--point {unknown[0]!r}: this sweep has no such point",
+                          details=[f"its points: {', '.join(names)}"], hint="give one of the names above")
     configs = [point_config(cfg, p, out_dir) for p in points]
     runner = {"finetune": run_finetune, "distill": run_distill}[cfg.command]
     report = SweepReport(command=cfg.command, task=cfg.task, out_dir=str(out_dir), rows=[])
@@ -483,13 +491,16 @@ def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None) -> Sweep
     seen: dict[str, str] = {}
     for i, (point, run_cfg) in enumerate(zip(points, configs), 1):
         key = json.dumps(_comparable(run_cfg), sort_keys=True, default=str)
+        run_dir = out_dir / point.name
+        record_path = run_dir / POINT_FILE
+        where = f"point {i}/{len(points)} {point.name}"
+        if only and point.name not in only and key not in seen and not record_path.is_file():
+            say(f"{where}: not among --point, left for later")
+            continue
         if key in seen:
             report.rows.append(SweepRow(name=point.name, values=point.values, status="same_as", same_as=seen[key]))
             continue
         seen[key] = point.name
-        run_dir = out_dir / point.name
-        record_path = run_dir / POINT_FILE
-        where = f"point {i}/{len(points)} {point.name}"
         if record_path.is_file():
             _check_unchanged(point, run_cfg, run_dir)
             record = json.loads(record_path.read_text(encoding="utf-8"))

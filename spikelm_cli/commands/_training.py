@@ -31,6 +31,10 @@ GridOpt = Annotated[
     Optional[list[str]],
     typer.Option("--grid", "-g", help="Sweep a recipe key over values: -g neuron.k=2,3,4 (repeatable; every combination is one run under --out-dir, then one table: see sweep: in recipes/README.md)."),
 ]
+PointOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--point", "-p", help="Run only this point of the sweep now (repeatable): -p spikelm. The other points' finished runs stay in the table; a later call without --point runs the rest."),
+]
 TaskOpt = Annotated[Optional[str], typer.Option("--task", help="Benchmark task: a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte) or xsum, cnn_dm; eval also wikitext2 (perplexity of a causal LM). Without RECIPE, picks the paper recipe (recipes/bert_base/ or recipes/bart_base/).")]
 
 
@@ -96,17 +100,21 @@ def with_grid_option(cfg, grid: list[str] | None):
     return with_grid(cfg, parse_grid(grid)) if grid else cfg
 
 
-def train_or_sweep(cfg, run, resume: str, fmt) -> None:
+def train_or_sweep(cfg, run, resume: str, fmt, points: list[str] | None = None) -> None:
     """One run (`run(cfg, resume=..., callbacks=...)`), or for a config with a sweep section the
-    sweep of its points (each point continues where it stopped; `--resume` is for one run)."""
+    sweep of its points, or of `points` alone (each point continues where it stopped; `--resume`
+    is for one run)."""
     from spikelm_core.sweep import run_sweep
 
     from .. import render, render_sweep
     from ..console import err
 
     if cfg.sweep is None:
+        if points:
+            raise ConfigError("--point names a sweep point, and this run has no sweep",
+                              hint="give a recipe with a sweep: section or --grid, or drop --point")
         render.training_result(run(cfg, resume=resume, callbacks=[render.progress_callback()]), fmt)
         return
     report = run_sweep(cfg, progress=lambda message: err.print(f"sweep: {message}", markup=False, soft_wrap=True),
-                       callbacks=[render.progress_callback()])
+                       callbacks=[render.progress_callback()], only=points)
     render_sweep.sweep_result(report, fmt)

@@ -12,9 +12,9 @@ from spikelm_core.config import DistillConfig
 from .. import render
 from ..errors import friendly_errors
 from ..params import FormatOpt, OutputFormat
-from ._training import (DataDirOpt, GridOpt, ModelOpt, OverridesOpt, PrintConfigOpt, ResumeOpt, RunOutDirOpt,
-                        TaskOpt, load_run_config, print_config_and_exit, recipe_or_default, train_or_sweep,
-                        with_grid_option)
+from ._training import (DataDirOpt, GridOpt, ModelOpt, OverridesOpt, PointOpt, PrintConfigOpt, ResumeOpt,
+                        RunOutDirOpt, TaskOpt, load_run_config, print_config_and_exit, recipe_or_default,
+                        train_or_sweep, with_grid_option)
 
 
 @friendly_errors
@@ -27,6 +27,7 @@ def distill_command(
     reinit_head: Annotated[Optional[bool], typer.Option("--reinit-head/--keep-head", help="Start a fresh classifier when the model's saved one has another label count (default: refuse such a model).", show_default=False)] = None,
     overrides: OverridesOpt = None,
     grid: GridOpt = None,
+    point: PointOpt = None,
     out_dir: RunOutDirOpt = None,
     resume: ResumeOpt = "never",
     print_config: PrintConfigOpt = False,
@@ -41,6 +42,7 @@ def distill_command(
 
     Sweep (one run per point, then a table and a Pareto plot of metric against energy):
     spikelm distill recipes/minilm/sst2_distill_spikelm.yaml -g neuron.k=2,3,4 --out-dir runs/k-sweep
+    (-p k2 runs that point alone now; the same call without -p later runs the rest)
     """
     from spikelm_core.training import run_distill
 
@@ -52,4 +54,4 @@ def distill_command(
     cfg = with_grid_option(cfg, grid)
     if print_config:
         print_config_and_exit(cfg)
-    train_or_sweep(cfg, run_distill, resume, format)
+    train_or_sweep(cfg, run_distill, resume, format, point)

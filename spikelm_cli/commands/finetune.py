@@ -12,9 +12,9 @@ from spikelm_core.config import FinetuneConfig
 from .. import render
 from ..errors import friendly_errors
 from ..params import FormatOpt, OutputFormat
-from ._training import (DataDirOpt, GridOpt, ModelOpt, OverridesOpt, PrintConfigOpt, ResumeOpt, RunOutDirOpt,
-                        TaskOpt, load_run_config, print_config_and_exit, recipe_or_default, train_or_sweep,
-                        with_grid_option)
+from ._training import (DataDirOpt, GridOpt, ModelOpt, OverridesOpt, PointOpt, PrintConfigOpt, ResumeOpt,
+                        RunOutDirOpt, TaskOpt, load_run_config, print_config_and_exit, recipe_or_default,
+                        train_or_sweep, with_grid_option)
 
 
 @friendly_errors
@@ -26,6 +26,7 @@ def finetune_command(
     reinit_head: Annotated[Optional[bool], typer.Option("--reinit-head/--keep-head", help="Start a fresh classifier when the model's saved one has another label count (default: refuse such a model).", show_default=False)] = None,
     overrides: OverridesOpt = None,
     grid: GridOpt = None,
+    point: PointOpt = None,
     out_dir: RunOutDirOpt = None,
     resume: ResumeOpt = "never",
     print_config: PrintConfigOpt = False,
@@ -48,4 +49,4 @@ def finetune_command(
     cfg = with_grid_option(cfg, grid)
     if print_config:
         print_config_and_exit(cfg)
-    train_or_sweep(cfg, run_finetune, resume, format)
+    train_or_sweep(cfg, run_finetune, resume, format, point)

@@ -71,3 +71,14 @@ def test_print_config_shows_the_grid(tiny_dirs, tmp_path):
     res = runner.invoke(app, _args(tiny_dirs, tmp_path / "s", "-g", "neuron.k=2,3", "--print-config"))
     assert res.exit_code == 0, res.stderr
     assert "grid: {neuron.k: [2, 3]}" in res.stdout
+
+
+def test_point_names_a_point_of_the_sweep_or_is_exit_2(tiny_dirs, tmp_path):
+    res = runner.invoke(app, _args(tiny_dirs, tmp_path / "s", "-g", "neuron.k=2,3", "-p", "k5"))
+    assert res.exit_code == 2, (res.stdout, res.stderr)
+    assert "--point 'k5': this sweep has no such point" in res.stderr and "its points: k2, k3" in res.stderr
+    assert "Traceback" not in res.stderr and not (tmp_path / "s" / "k2").exists()
+
+    res = runner.invoke(app, _args(tiny_dirs, tmp_path / "one", "--point", "k2"))
+    assert res.exit_code == 2, (res.stdout, res.stderr)
+    assert "this run has no sweep" in res.stderr and not (tmp_path / "one").exists()

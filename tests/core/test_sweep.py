@@ -164,6 +164,32 @@ def test_sweep_skips_finished_points_reruns_an_interrupted_one_and_refuses_chang
     assert "train.lr" in str(exc.value)
 
 
+def test_point_selection_runs_those_points_keeps_finished_ones_and_names_the_unknown(tmp_path, monkeypatch):
+    out = tmp_path / "study"
+    sweep = {"grid": {"neuron.k": [2.0, 3.0, 4.0]}, "points": {"again": {"neuron.k": 3.0}},
+             "energy": {"enabled": False}}
+    fake = _FakeTrainer()
+    monkeypatch.setattr(training, "run_finetune", fake)
+    report = run_sweep(_cfg(out, sweep), only=["k3"])
+    assert fake.calls == [("k3", "auto")]
+    assert [(r.name, r.status, r.same_as) for r in report.rows] == [("k3", "done", None), ("again", "same_as", "k3")]
+    assert not (out / "k2").exists() and not (out / "k4").exists()
+
+    report = run_sweep(_cfg(out, sweep), only=["k4"])
+    assert fake.calls[1:] == [("k4", "auto")]  # k3 finished: in the table, not run again
+    assert [r.name for r in report.rows] == ["k3", "k4", "again"]
+
+    report = run_sweep(_cfg(out, sweep))
+    assert fake.calls[2:] == [("k2", "auto")]
+    assert [r.name for r in report.rows] == ["k2", "k3", "k4", "again"]
+    assert [r["name"] for r in csv.DictReader((out / "sweep.csv").open())] == ["k2", "k3", "k4", "again"]
+
+    with pytest.raises(ConfigError, match="--point 'k5': this sweep has no such point") as exc:
+        run_sweep(_cfg(out, sweep), only=["k2", "k5"])
+    assert "k2, k3, k4, again" in str(exc.value.details)
+    assert len(fake.calls) == 3
+
+
 def test_crowded_pareto_labels_do_not_overlap():
     import matplotlib
 
