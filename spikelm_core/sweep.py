@@ -10,11 +10,11 @@ A point is the recipe with `sweep` removed and the point's values set on top (th
 then the energy audit of its trained model (`spikelm energy` on final/, with its own amplitudes).
 `<point>/sweep_point.json` marks a point as finished: a second call skips finished points,
 continues an interrupted one from its last checkpoint (`--resume auto`) and runs the rest (or
-only the points named with `--point`); a finished point run with other settings is refused. Two points whose resolved configs are equal run
-once (the second row says `same_as`). The table (`sweep.json`, `sweep.csv`, `sweep.md`),
-`pareto.png` and `curves.png` (each point's dev metric at every evaluation during training, the
-learning curve) are rewritten after every point, so an interrupted sweep leaves the table of what
-is done.
+only the points named with `--point`); a finished point run with other settings is refused. Two
+points whose resolved configs are equal run once (the second row says `same_as`). The table
+(`sweep.json`, `sweep.csv`, `sweep.md`), `pareto.png` and `curves.png` (each point's dev metric at
+every evaluation during training, the learning curve) are rewritten after every point, so an
+interrupted sweep leaves the table of what is done.
 
 The Pareto front is over (metric up, energy down): a point is on it when no other point has a
 metric at least as high at an energy at most as low (one of the two strictly).
