@@ -31,6 +31,11 @@ The rules of `load_model`:
 | spiking    | explicit fields differ  | ConfigError listing the differences (`learn_alpha` may change) |
 | dense      | None or a spiking kind  | the spiking twin, weights copied, amplitudes NOT calibrated    |
 | dense      | kind 'dense'            | the dense transformers model for `head`                        |
+| spiking, `reconvert=True` | any           | its weights alone, read as the dense checkpoint they extend    |
+
+`reconvert=True` drops a spiking checkpoint's neuron state (amplitudes, calibration flags, per-channel
+scales) and builds the model as from a dense checkpoint with those weights: the spiking twin for
+`neuron`, to be calibrated again (a T=4 twin's weights as the start of a T=1 twin).
 
 A head the checkpoint lacks (a classifier on an encoder) starts from the model's initialiser; a
 classifier whose label count differs from `num_labels` is an error unless `reinit_head=True`.
@@ -581,6 +586,21 @@ def _resolve_neuron(cfg: Mapping[str, Any], neuron: NeuronSettings | None, where
         raise ConfigError("invalid neuron settings for this checkpoint", details=validation_messages(exc, "neuron")) from exc
 
 
+def dense_view(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A spiking checkpoint's config dict as that of the dense model its weights extend (neuron
+    fields dropped, the family's dense model type); a dense config comes back unchanged."""
+    cfg = dict(cfg)
+    if not is_spiking_type(cfg.get("model_type")):
+        return cfg
+    family = MODEL_TYPES[cfg["model_type"]]
+    for name in SPIKING_FIELDS:
+        cfg.pop(name, None)
+    cfg["model_type"] = family.dense_types[0]
+    head = family.head_of(cfg)
+    cfg["architectures"] = [family.heads[head][1]]
+    return cfg
+
+
 def build_model(
     cfg: Mapping[str, Any],
     *,
@@ -591,6 +611,7 @@ def build_model(
     config_overrides: Mapping[str, Any] | None = None,
     attn_implementation: str | None = None,
     where: str = "config.json",
+    reconvert: bool = False,
 ) -> tuple[nn.Module, bool]:
     """(model with initialiser weights, converted) for the config dict `cfg` (as `read_config` returns it).
 
@@ -619,6 +640,8 @@ def build_model(
             f"config overrides may not set neuron fields: {', '.join(neuron_keys)}",
             hint="set neuron settings in the neuron section (neuron.k, neuron.num_timesteps, ...)",
         )
+    if reconvert:
+        cfg = dense_view(cfg)
     settings = _resolve_neuron(cfg, neuron, where)
     spiking_ckpt = is_spiking_type(cfg.get("model_type"))
     fields = {k: v for k, v in cfg.items() if k not in _NOT_MODEL_FIELDS}
@@ -797,6 +820,7 @@ def load_model(
     reinit_head: bool = False,
     need_tokenizer: bool = True,
     attn_implementation: str | None = None,
+    reconvert: bool = False,
 ) -> LoadedModel:
     """Load `source` (directory, alias or hub id) as a ready model for `head` (see the module docstring).
 
@@ -808,6 +832,8 @@ def load_model(
     config_overrides: config fields to change (dropout, ...; never neuron fields).
     families: restrict to these families ('bert', 'bart', 'llama'). role: 'model', 'student' or 'teacher',
         in messages. tokenizer: another tokenizer source. need_tokenizer=False skips the tokenizer.
+    reconvert: a spiking checkpoint's weights alone, converted with `neuron` and left uncalibrated
+        (its saved neuron state is dropped); no effect on a dense checkpoint.
     """
     families = _validate_families(families)
     name = os.fspath(source)
@@ -838,6 +864,7 @@ def load_model(
     model, converted = build_model(
         cfg, head=resolved_head, neuron=neuron, num_labels=num_labels, label_maps=label_maps,
         config_overrides=config_overrides, attn_implementation=attn_implementation, where=where,
+        reconvert=reconvert,
     )
     spiking = hasattr(model, "spiking_neurons")
     report = copy_weights(model, state, family, neuron_state=spiking and not converted, skip=skip, where=str(model_dir))

@@ -120,12 +120,17 @@ def sweep_dir(cfg) -> Path:
     return default_out_dir(cfg, f"sweep-{cfg.command}")
 
 
-def point_config(cfg, point: Point, out_dir: Path):
-    """The finetune/distill config of `point`: the recipe without its sweep, the point's values on top."""
+def point_config(cfg, point: Point, out_dir: Path, start_dir: str | None = None):
+    """The finetune/distill config of `point`: the recipe without its sweep, the point's values on top;
+    with `start_dir` (the run directory of the point it starts from, `sweep.start_from`) its `model` is
+    that run's final/, reconverted."""
     data = config_to_dict(cfg)
     data["sweep"] = None
     for key, value in point.values.items():
         set_dotted(data, key, value)
+    if start_dir is not None:
+        data["model"] = str(out_dir / start_dir / FINAL)
+        data["reconvert"] = True
     data["out_dir"] = str(out_dir / point.name)
     try:
         return config_from_dict(type(cfg), data)
@@ -166,6 +171,8 @@ class SweepRow:
     command: str | None = None
     """The command that replays (or resumes) this point."""
     same_as: str | None = None
+    start_from: str | None = None
+    """The point whose trained model this one started from (`sweep.start_from`)."""
     pareto: bool = False
     curve: list[list[float]] = field(default_factory=list)
     """The learning curve: [step, dev metric] of every evaluation during training (`curves.png`)."""
@@ -211,7 +218,7 @@ def mark_pareto(rows: list[SweepRow]) -> None:
 
 
 COLUMNS = ("name", "status", "metric_name", "metric", "firing_rate", "energy_ratio", "paper_energy_ratio",
-           "relative_energy", "pareto", "minutes", "same_as", "values", "command")
+           "relative_energy", "pareto", "minutes", "same_as", "start_from", "values", "command")
 
 
 def table_rows(report: SweepReport) -> list[dict[str, Any]]:
@@ -252,7 +259,8 @@ def to_markdown(report: SweepReport) -> str:
     for line, row in zip(table_rows(report), ([report.reference] if report.reference else []) + report.rows):
         metric = "–" if row.metric is None else f"{100 * row.metric:.1f}"
         status = f" (= {row.same_as})" if row.same_as else ""
-        lines.append(f"| {row.name}{status} | {line['values'] or '–'} | {metric} | {_fmt(row.firing_rate)} | "
+        settings = ", ".join(filter(None, [line["values"], row.start_from and f"from {row.start_from}'s model"]))
+        lines.append(f"| {row.name}{status} | {settings or '–'} | {metric} | {_fmt(row.firing_rate)} | "
                      f"{_fmt(row.energy_ratio, 2)} | {_fmt(row.paper_energy_ratio, 2)} | {_fmt(row.pareto)} | "
                      f"{_fmt(row.minutes, 1)} | {_curve_text(row.curve)} |")
     metric_name = next((r.metric_name for r in report.rows if r.metric_name), "metric")
@@ -409,9 +417,9 @@ def learning_curve(run_dir: Path, metric: str | None) -> list[list[float]]:
     return [[step, by_step[step]] for step in sorted(by_step)]
 
 
-def _row_from(point: Point, record: dict[str, Any]) -> SweepRow:
+def _row_from(point: Point, record: dict[str, Any], start_from: str | None = None) -> SweepRow:
     run, energy = record["run"], record.get("energy") or {}
-    return SweepRow(
+    return SweepRow(start_from=start_from,
         curve=learning_curve(Path(run["out_dir"]), run.get("primary_metric")),
         name=point.name, values=point.values, status="done",
         metric=_primary(run["metrics"], run.get("primary_metric")), metric_name=run.get("primary_metric"),
@@ -420,6 +428,21 @@ def _row_from(point: Point, record: dict[str, Any]) -> SweepRow:
         energy_firing_rate=energy.get("mean_firing_rate"), minutes=record.get("minutes"),
         out_dir=run["out_dir"], command=record.get("command"),
     )
+
+
+def _check_start_from(sweep, points: list[Point]) -> None:
+    """Each `sweep.start_from` entry names two points, the second one earlier than the first."""
+    order = {p.name: i for i, p in enumerate(points)}
+    names = ", ".join(order)
+    for name, source in sweep.start_from.items():
+        for which in (name, source):
+            if which not in order:
+                raise ConfigError(f"sweep.start_from: this sweep has no point {which!r}",
+                                  details=[f"its points: {names}"], hint="give point names from the list above")
+        if order[source] > order[name]:
+            raise ConfigError(f"sweep.start_from: point {name!r} starts from {source!r}, which runs after it",
+                              details=[f"the order of the points: {names}"],
+                              hint="list the point it starts from first (grid points run before named ones)")
 
 
 def _check_unchanged(point: Point, run_cfg, run_dir: Path) -> None:
@@ -483,7 +506,16 @@ def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None,
     if unknown:
         raise ConfigError(f"--point {unknown[0]!r}: this sweep has no such point",
                           details=[f"its points: {', '.join(names)}"], hint="give one of the names above")
-    configs = [point_config(cfg, p, out_dir) for p in points]
+    _check_start_from(cfg.sweep, points)
+    home: dict[str, str] = {}  # point -> the point whose run directory holds its run (itself, unless same_as)
+    homes: dict[str, str] = {}
+    configs = []
+    for p in points:
+        source = cfg.sweep.start_from.get(p.name)
+        run_cfg = point_config(cfg, p, out_dir, home[source] if source else None)
+        key = json.dumps(_comparable(run_cfg), sort_keys=True, default=str)
+        home[p.name] = homes.setdefault(key, p.name)
+        configs.append(run_cfg)
     runner = {"finetune": run_finetune, "distill": run_distill}[cfg.command]
     report = SweepReport(command=cfg.command, task=cfg.task, out_dir=str(out_dir), rows=[])
     report.reference = _reference_row(cfg, out_dir, say)
@@ -506,7 +538,14 @@ def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None,
             record = json.loads(record_path.read_text(encoding="utf-8"))
             say(f"{where}: finished earlier, skipped")
         else:
-            say(f"{where}: {cfg.command} ({', '.join(f'{k}={_show(v)}' for k, v in point.values.items())})")
+            source = cfg.sweep.start_from.get(point.name)
+            if source and not Path(run_cfg.model).is_dir():
+                raise ConfigError(
+                    f"sweep point {point.name!r} starts from point {source!r}'s trained model, which is not there",
+                    details=[f"expected: {run_cfg.model}"],
+                    hint=f"run that point first (--point {source}), or the whole sweep")
+            say(f"{where}: {cfg.command} ({', '.join(f'{k}={_show(v)}' for k, v in point.values.items())}"
+                + (f"; from {source}'s model" if source else "") + ")")
             timer = Timer()
             result = runner(run_cfg, resume="auto", callbacks=list(callbacks or []))
             record = {"point": point.name, "values": point.values, "run": result.to_dict(),
@@ -516,7 +555,7 @@ def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None,
             say(f"{where}: energy audit of {run_dir / FINAL}")
             record["energy"] = _energy(run_dir / FINAL, run_cfg, energy)
             atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
-        report.rows.append(_row_from(point, record))
+        report.rows.append(_row_from(point, record, cfg.sweep.start_from.get(point.name)))
         write_report(report, out_dir)
         gc.collect()
     write_report(report, out_dir)

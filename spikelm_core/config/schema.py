@@ -588,6 +588,10 @@ class SweepArgs(_RuledSection):
     points: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Named points, each a mapping of dotted key -> value, run after the grid's. Nested mappings
     (`-s sweep.points.lif.train.max_steps=150` writes one) are flattened to dotted keys."""
+    start_from: dict[str, str] = Field(default_factory=dict)
+    """Point -> an earlier point whose trained model it starts from: `model` is that point's final/ and
+    `reconvert` is on, so its weights are converted again with this point's neuron settings (e.g.
+    `{T1: spikelm}`: the T=1 twin starts from the trained T=4 twin). That point must have run first."""
     reference: str | None = None
     """The dense reference model (a row of the table, a line on the plot); None = distill.teacher
     in a distill recipe, no reference in a finetune recipe."""
@@ -611,6 +615,10 @@ class SweepArgs(_RuledSection):
             for key in values:
                 rules.require(bool(_DOTTED.fullmatch(key)), f"points.{name}.{key}", "must be a dotted key such as neuron.k")
         rules.require(bool(self.grid or self.points), "grid", "give a grid (e.g. neuron.k: [2, 3, 4]) or named points")
+        for name, source in self.start_from.items():
+            rules.require(name != source, f"start_from.{name}", "a point cannot start from its own model")
+            rules.require("model" not in self.points.get(name, {}), f"start_from.{name}",
+                          "that point sets model itself: drop one of the two")
 
 
 class _TaskConfig(_RuledSection):
@@ -667,6 +675,12 @@ class _TrainingConfig(_ModelOverrides, _BenchmarkConfig):
     reinit_head: bool = False
     """Start a fresh classifier when the model's saved one has another label count (e.g. an SST-2
     model continued on MNLI); false refuses such a model instead of guessing."""
+    reconvert: bool = False
+    """Start from a spiking checkpoint's weights alone: drop its saved neuron state (amplitudes,
+    calibration, per-channel scales) and convert those weights with this recipe's `neuron` settings,
+    calibrated again on the first training batch (a T=4 twin's weights as the start of a T=1 twin).
+    False runs a spiking checkpoint with its own neuron settings. No effect on a dense model. A sweep
+    point sets it through `sweep.start_from`."""
     sweep: SweepArgs | None = None
     """Run this recipe as a sweep: one run directory per point under out_dir, and one table
     (`spikelm distill recipe.yaml --grid neuron.k=2,3,4`); None = one ordinary run."""

@@ -275,7 +275,7 @@ class CausalLmPipeline(Pipeline):
         causal_config(cfg.model, f"{self.command} --task {cfg.task}")
         loaded = load_model(cfg.model, head=HEAD, neuron=cfg.neuron, families=FAMILIES,
                             config_overrides=cfg.model_overrides,
-                            role="student" if self.distill else "model")
+                            role="student" if self.distill else "model", reconvert=getattr(cfg, "reconvert", False))
         self.max_length = max_length(cfg, loaded.model)
         self.tokenizer = loaded.tokenizer
         return loaded

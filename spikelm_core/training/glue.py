@@ -39,7 +39,7 @@ def _load_classifier(cfg, spec, role: str) -> LoadedModel:
     loaded = load_model(cfg.model, head=HEAD, neuron=cfg.neuron, num_labels=spec.num_labels,
                         label_maps=_label_maps(spec), families=FAMILIES, role=role,
                         config_overrides=getattr(cfg, "model_overrides", None),  # eval: none
-                        reinit_head=getattr(cfg, "reinit_head", False))
+                        reinit_head=getattr(cfg, "reinit_head", False), reconvert=getattr(cfg, "reconvert", False))
     if spec.is_regression:
         loaded.model.config.problem_type = "regression"
     return loaded

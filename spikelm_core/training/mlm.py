@@ -74,7 +74,7 @@ class MlmPipeline(Pipeline):
         else:
             loaded = load_model(cfg.model, head=self.head, neuron=cfg.neuron,
                                 config_overrides=cfg.model_overrides, families=FAMILIES,
-                                role="student" if self.distill else "model")
+                                role="student" if self.distill else "model", reconvert=getattr(cfg, "reconvert", False))
             tokenizer = self._tokenizer_override()
             if tokenizer is not None:
                 loaded.tokenizer = tokenizer

@@ -66,7 +66,8 @@ class Seq2SeqDistillTrainer(DistillTrainer, Seq2SeqTrainer):
 
 def _load_bart(cfg, role: str) -> LoadedModel:
     loaded = load_model(cfg.model, head=HEAD, neuron=cfg.neuron, families=FAMILIES, role=role,
-                        config_overrides=getattr(cfg, "model_overrides", None))  # eval: none
+                        config_overrides=getattr(cfg, "model_overrides", None),  # eval: none
+                        reconvert=getattr(cfg, "reconvert", False))
     model = loaded.model
     for key in ("pad_token_id", "eos_token_id", "decoder_start_token_id", "bos_token_id"):
         setattr(model.generation_config, key, getattr(model.config, key))

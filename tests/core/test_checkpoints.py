@@ -34,6 +34,7 @@ from spikelm_core.checkpoints import (
     FAMILIES,
     HEADS,
     check_teacher,
+    is_neuron_state,
     load_model,
     load_teacher,
     load_tokenizer,
@@ -214,6 +215,29 @@ def test_learn_alpha_may_be_switched_on_for_a_spiking_checkpoint(tmp_path):
     assert loaded.model.config.learn_alpha is True
     neuron = next(n for _, n in loaded.model.spiking_neurons() if hasattr(n, "alpha"))
     assert isinstance(neuron.alpha, torch.nn.Parameter) and is_calibrated(loaded.model)
+
+
+def test_reconvert_reads_a_spiking_checkpoint_as_its_weights_and_converts_them_again(tmp_path):
+    out = spiking_dir(tmp_path, "bert-cls")  # saved with T=3, k=2, calibrated
+    saved = read_state_dict(out)
+    loaded = load_model(out, head="sequence_classification", neuron=NeuronSettings(num_timesteps=1, k=3.0),
+                        num_labels=3, reconvert=True)
+    model = loaded.model
+    assert loaded.converted and not is_calibrated(model) and not loaded.weights.dropped
+    assert (model.config.num_timesteps, model.config.k, model.config.model_type) == (1, 3.0, "spiking_bert")
+    state = model.state_dict()
+    weights = [k for k in saved if not is_neuron_state(k)]
+    assert weights and all(torch.equal(state[k], saved[k]) for k in weights)
+    alpha = next(k for k in saved if k.endswith(".alpha"))
+    assert saved[alpha].shape == (3,) and state[alpha].shape == (1,)  # one amplitude per step of the new T
+    assert not loaded.weights.newly_initialised
+    # the same weights as a dense model; and a dense checkpoint is not changed by the flag
+    dense = load_model(out, head="sequence_classification", neuron=NeuronSettings(kind="dense"), num_labels=3,
+                       reconvert=True).model
+    assert type(dense) is BertForSequenceClassification
+    assert all(torch.equal(dense.state_dict()[k], saved[k]) for k in weights)
+    plain = dense_dir(tmp_path, "bert")
+    assert load_model(plain, reconvert=True).model.state_dict().keys() == load_model(plain).model.state_dict().keys()
 
 
 def test_neuron_fields_in_config_overrides_are_refused(tmp_path):

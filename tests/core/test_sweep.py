@@ -190,6 +190,50 @@ def test_point_selection_runs_those_points_keeps_finished_ones_and_names_the_unk
     assert len(fake.calls) == 3
 
 
+def test_a_point_starts_from_an_earlier_points_trained_model_reconverted(tmp_path, monkeypatch):
+    out = tmp_path / "study"
+    sweep = {"grid": {"neuron.k": [2.0]}, "points": {"T1": {"neuron.num_timesteps": 1}},
+             "start_from": {"T1": "k2"}, "energy": {"enabled": False}}
+    fake = _FakeTrainer()
+    monkeypatch.setattr(training, "run_finetune", fake)
+    with pytest.raises(ConfigError, match="'T1' starts from point 'k2'.s trained model, which is not there") as exc:
+        run_sweep(_cfg(out, sweep), only=["T1"])
+    assert "--point k2" in exc.value.hint and fake.calls == []
+
+    report = run_sweep(_cfg(out, sweep))
+    assert [c[0] for c in fake.calls] == ["k2", "T1"]
+    t1 = load_config(FinetuneConfig, out / "T1" / "run_config.yaml", [])
+    k2 = load_config(FinetuneConfig, out / "k2" / "run_config.yaml", [])
+    assert (t1.model, t1.reconvert, t1.neuron.num_timesteps) == (str(out / "k2" / "final"), True, 1)
+    assert (k2.model, k2.reconvert) == ("m", False)
+    assert [(r.name, r.start_from) for r in report.rows] == [("k2", None), ("T1", "k2")]
+    assert "| T1 | neuron.num_timesteps=1, from k2's model |" in (out / "sweep.md").read_text()
+    assert [r["start_from"] for r in csv.DictReader((out / "sweep.csv").open())] == ["", "k2"]
+    run_sweep(_cfg(out, sweep))
+    assert len(fake.calls) == 2  # both finished: skipped, the start unchanged
+
+
+@pytest.mark.parametrize("start_from, message", [
+    ({"T1": "k5"}, "sweep.start_from: this sweep has no point 'k5'"),
+    ({"k2": "T1"}, "point 'k2' starts from 'T1', which runs after it"),
+])
+def test_start_from_names_two_points_the_earlier_one_second(tmp_path, start_from, message):
+    sweep = {"grid": {"neuron.k": [2.0]}, "points": {"T1": {"neuron.num_timesteps": 1}}, "start_from": start_from}
+    with pytest.raises(ConfigError, match=message):
+        run_sweep(_cfg(tmp_path, sweep))
+
+
+@pytest.mark.parametrize("start_from, where", [
+    ({"T1": "T1"}, "sweep.start_from.T1: a point cannot start from its own model"),
+    ({"m1": "T1"}, "sweep.start_from.m1: that point sets model itself"),
+])
+def test_bad_start_from_entries_name_the_field(tmp_path, start_from, where):
+    sweep = {"points": {"T1": {"neuron.num_timesteps": 1}, "m1": {"model": "other"}}, "start_from": start_from}
+    with pytest.raises(ConfigError) as exc:
+        _cfg(tmp_path, sweep)
+    assert where in str(exc.value)
+
+
 def test_crowded_pareto_labels_do_not_overlap():
     import matplotlib
 

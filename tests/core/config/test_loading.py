@@ -482,7 +482,7 @@ def test_config_to_dict_is_plain_and_ordered():
     cfg = load_config(FinetuneConfig, None, [*MINIMAL, "train.report_to=wandb"])
     data = config_to_dict(cfg)
     assert list(data) == ["command", "model", "out_dir", "neuron", "data", "generate", "model_config", "train",
-                          "reinit_head", "sweep"]
+                          "reinit_head", "reconvert", "sweep"]
     assert data["train"]["report_to"] == ["wandb"] and isinstance(data["neuron"], dict)
     assert data["data"]["task"] == "sst2"
     assert "model_config" in config_to_dict(load_config(PretrainConfig, None, ["data.source=t.txt"]))
@@ -520,7 +520,7 @@ BENCHMARK = json.loads((Path(__file__).parent / "sst2_benchmark_0.1.0.json").rea
 
 def _renamed(old: dict) -> dict:
     """A 0.1.0 config dict with the renamed fields (task -> command, glue_task -> data.task) and the
-    fields added since, at their defaults (reinit_head, sweep, the train.*firing_rate*, calibration and
+    fields added since, at their defaults (reinit_head, reconvert, sweep, the train.*firing_rate*, calibration and
     max_epochs fields, the language-modelling data.seq_len / stride / max_tokens, the neuron's
     outlier-aware allocation, the distillation options, attn_loss among them, model_config)."""
     new = {"command": old["task"], **{k: v for k, v in old.items() if k not in ("task", "glue_task", "summarization_task")}}
@@ -532,6 +532,7 @@ def _renamed(old: dict) -> dict:
                      "k_candidates": [], "channel_scale": False, "readout": "mean"}
     if new["command"] in ("finetune", "distill"):
         new["reinit_head"] = False
+        new["reconvert"] = False
         new["sweep"] = None
         new["model_config"] = {}
     if new["command"] == "distill":

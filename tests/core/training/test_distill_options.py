@@ -354,3 +354,30 @@ def test_max_epochs_caps_max_steps_by_the_data(tiny_dirs, tmp_path):
     assert [x["step"] for x in steps] == [1, 2, 3]
     with pytest.raises(ConfigError, match="max_epochs"):
         _distill_cfg(tiny_dirs, tmp_path / "c", tiny_dirs["teacher"], "train.max_steps=-1", "train.max_epochs=2")
+
+
+@pytest.mark.slow
+def test_a_twin_starts_from_another_twins_weights_reconverted(tiny_dirs, tmp_path):
+    """`reconvert`: a T=1 twin from a trained T=3 twin's final/: its weights, new amplitudes calibrated on
+    the first training batch (one per step of the new T), while without the flag the T=3 checkpoint refuses T=1."""
+    from safetensors.torch import load_file
+
+    from spikelm_core.training import run_distill
+
+    run_distill(_distill_cfg(tiny_dirs, tmp_path / "a", tiny_dirs["teacher"], "data.source=glue/sst2",
+                             "train.max_steps=2"))
+    first = tmp_path / "a" / "run" / "final"
+    with pytest.raises(ConfigError, match="neuron.num_timesteps: checkpoint 3, asked 1"):
+        run_distill(_distill_cfg(tiny_dirs, tmp_path / "b", tiny_dirs["teacher"], "data.source=glue/sst2",
+                                 "train.max_steps=1", f"model={first}", "neuron.num_timesteps=1"))
+    cfg = _distill_cfg(tiny_dirs, tmp_path / "c", tiny_dirs["teacher"], "data.source=glue/sst2", "train.max_steps=1",
+                       "train.lr=1e-12", f"model={first}", "neuron.num_timesteps=1", "reconvert=true")
+    assert cfg.model == str(first)
+    run_distill(cfg)
+    before = load_file(str(first / "model.safetensors"))
+    after = load_file(str(tmp_path / "c" / "run" / "final" / "model.safetensors"))
+    weight = "bert.encoder.layer.0.intermediate.dense.weight"
+    alpha = "bert.encoder.layer.0.intermediate.dense.neuron.alpha"
+    assert torch.allclose(after[weight], before[weight], atol=1e-6)  # lr 1e-12: the weights it started from
+    assert before[alpha].shape == (3,) and after[alpha].shape == (1,) and after[alpha][0] > 0
+    assert json.loads((tmp_path / "c" / "run" / "final" / "config.json").read_text())["num_timesteps"] == 1
