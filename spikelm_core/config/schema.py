@@ -656,6 +656,13 @@ class _BenchmarkConfig(_TaskConfig):
 
     generate: GenerateArgs = Field(default_factory=GenerateArgs)
     """Summarisation: generation settings for the ROUGE evaluation."""
+    reconvert: bool = False
+    """Start from a spiking checkpoint's weights alone: drop its saved neuron state (amplitudes,
+    calibration, per-channel scales) and convert those weights with this recipe's `neuron` settings,
+    calibrated again on the first training batch (`eval`: the first batch scored), e.g. a T=4 twin's
+    weights as the start of a T=1 twin.
+    False runs a spiking checkpoint with its own neuron settings. No effect on a dense model. A sweep
+    point sets it through `sweep.start_from`."""
 
 
 class _ModelOverrides(_Section):
@@ -675,12 +682,6 @@ class _TrainingConfig(_ModelOverrides, _BenchmarkConfig):
     reinit_head: bool = False
     """Start a fresh classifier when the model's saved one has another label count (e.g. an SST-2
     model continued on MNLI); false refuses such a model instead of guessing."""
-    reconvert: bool = False
-    """Start from a spiking checkpoint's weights alone: drop its saved neuron state (amplitudes,
-    calibration, per-channel scales) and convert those weights with this recipe's `neuron` settings,
-    calibrated again on the first training batch (a T=4 twin's weights as the start of a T=1 twin).
-    False runs a spiking checkpoint with its own neuron settings. No effect on a dense model. A sweep
-    point sets it through `sweep.start_from`."""
     sweep: SweepArgs | None = None
     """Run this recipe as a sweep: one run directory per point under out_dir, and one table
     (`spikelm distill recipe.yaml --grid neuron.k=2,3,4`); None = one ordinary run."""

@@ -166,7 +166,8 @@ class CausalLmEvaluation(Evaluation):
         self.stride = window_stride(self.seq_len, self.cfg.data.stride)
         if self.cfg.dense_reference is not None:  # fail before any weights are read
             check_dense_reference(self.cfg.dense_reference, config.get("vocab_size"))
-        loaded = load_model(self.cfg.model, head=HEAD, neuron=self.cfg.neuron, families=FAMILIES)
+        loaded = load_model(self.cfg.model, head=HEAD, neuron=self.cfg.neuron, families=FAMILIES,
+                            reconvert=self.cfg.reconvert)
         loaded.model.to(device_of(self.cfg))
         return loaded
 

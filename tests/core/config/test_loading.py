@@ -481,8 +481,8 @@ def test_header_is_commented_once(tmp_path):
 def test_config_to_dict_is_plain_and_ordered():
     cfg = load_config(FinetuneConfig, None, [*MINIMAL, "train.report_to=wandb"])
     data = config_to_dict(cfg)
-    assert list(data) == ["command", "model", "out_dir", "neuron", "data", "generate", "model_config", "train",
-                          "reinit_head", "reconvert", "sweep"]
+    assert list(data) == ["command", "model", "out_dir", "neuron", "data", "generate", "reconvert", "model_config",
+                          "train", "reinit_head", "sweep"]
     assert data["train"]["report_to"] == ["wandb"] and isinstance(data["neuron"], dict)
     assert data["data"]["task"] == "sst2"
     assert "model_config" in config_to_dict(load_config(PretrainConfig, None, ["data.source=t.txt"]))
