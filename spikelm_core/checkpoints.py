@@ -1060,6 +1060,7 @@ __all__ = [
     "cache_root",
     "check_teacher",
     "copy_weights",
+    "dense_view",
     "is_neuron_state",
     "family_of",
     "gguf_architecture",
