@@ -31,11 +31,12 @@ The rules of `load_model`:
 | spiking    | explicit fields differ  | ConfigError listing the differences (`learn_alpha` may change) |
 | dense      | None or a spiking kind  | the spiking twin, weights copied, amplitudes NOT calibrated    |
 | dense      | kind 'dense'            | the dense transformers model for `head`                        |
-| spiking, `reconvert=True` | any           | its weights alone, read as the dense checkpoint they extend    |
+| spiking, `reconvert=True` | any           | its weights alone, converted again: saved settings + explicit |
 
 `reconvert=True` drops a spiking checkpoint's neuron state (amplitudes, calibration flags, per-channel
-scales) and builds the model as from a dense checkpoint with those weights: the spiking twin for
-`neuron`, to be calibrated again (a T=4 twin's weights as the start of a T=1 twin).
+scales) and builds the model as from a dense checkpoint with those weights: the spiking twin with the
+checkpoint's saved neuron settings, the fields set explicitly in `neuron` in their place, to be
+calibrated again (a T=4 twin's weights as the start of a T=1 twin: `neuron.num_timesteps=1` alone).
 
 A head the checkpoint lacks (a classifier on an encoder) starts from the model's initialiser; a
 classifier whose label count differs from `num_labels` is an error unless `reinit_head=True`.
@@ -586,6 +587,18 @@ def _resolve_neuron(cfg: Mapping[str, Any], neuron: NeuronSettings | None, where
         raise ConfigError("invalid neuron settings for this checkpoint", details=validation_messages(exc, "neuron")) from exc
 
 
+def _reconvert_neuron(cfg: Mapping[str, Any], neuron: NeuronSettings | None, where: str) -> NeuronSettings:
+    """The settings a reconverted spiking checkpoint is built with: its saved ones, with the explicit
+    fields of `neuron` in their place (`-s neuron.num_timesteps=1` alone keeps k, the per-channel
+    amplitudes and the rest as the checkpoint has them)."""
+    saved = saved_neuron_settings(cfg, where)
+    explicit = {} if neuron is None else {name: getattr(neuron, name) for name in neuron.model_fields_set}
+    try:
+        return NeuronSettings(**{**saved.model_dump(), **explicit})
+    except ValidationError as exc:
+        raise ConfigError("invalid neuron settings for this checkpoint", details=validation_messages(exc, "neuron")) from exc
+
+
 def dense_view(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """A spiking checkpoint's config dict as that of the dense model its weights extend (neuron
     fields dropped, the family's dense model type); a dense config comes back unchanged."""
@@ -641,6 +654,8 @@ def build_model(
             hint="set neuron settings in the neuron section (neuron.k, neuron.num_timesteps, ...)",
         )
     if reconvert:
+        if is_spiking_type(cfg.get("model_type")):
+            neuron = _reconvert_neuron(cfg, neuron, where)
         cfg = dense_view(cfg)
     settings = _resolve_neuron(cfg, neuron, where)
     spiking_ckpt = is_spiking_type(cfg.get("model_type"))
@@ -832,8 +847,9 @@ def load_model(
     config_overrides: config fields to change (dropout, ...; never neuron fields).
     families: restrict to these families ('bert', 'bart', 'llama'). role: 'model', 'student' or 'teacher',
         in messages. tokenizer: another tokenizer source. need_tokenizer=False skips the tokenizer.
-    reconvert: a spiking checkpoint's weights alone, converted with `neuron` and left uncalibrated
-        (its saved neuron state is dropped); no effect on a dense checkpoint.
+    reconvert: a spiking checkpoint's weights alone, converted with its saved neuron settings updated by
+        the explicit fields of `neuron`, and left uncalibrated (its saved neuron state is dropped); no
+        effect on a dense checkpoint.
     """
     families = _validate_families(families)
     name = os.fspath(source)

@@ -590,7 +590,7 @@ class SweepArgs(_RuledSection):
     (`-s sweep.points.lif.train.max_steps=150` writes one) are flattened to dotted keys."""
     start_from: dict[str, str] = Field(default_factory=dict)
     """Point -> an earlier point whose trained model it starts from: `model` is that point's final/ and
-    `reconvert` is on, so its weights are converted again with this point's neuron settings (e.g.
+    `reconvert` is on, so its weights are converted again with this point's explicit neuron settings (e.g.
     `{T1: spikelm}`: the T=1 twin starts from the trained T=4 twin). That point must have run first."""
     reference: str | None = None
     """The dense reference model (a row of the table, a line on the plot); None = distill.teacher
@@ -658,9 +658,10 @@ class _BenchmarkConfig(_TaskConfig):
     """Summarisation: generation settings for the ROUGE evaluation."""
     reconvert: bool = False
     """Start from a spiking checkpoint's weights alone: drop its saved neuron state (amplitudes,
-    calibration, per-channel scales) and convert those weights with this recipe's `neuron` settings,
+    calibration, per-channel scales) and convert those weights again with the checkpoint's neuron
+    settings, those this config sets explicitly (recipe, point, `-s neuron.*`) in their place,
     calibrated again on the first training batch (`eval`: the first batch scored), e.g. a T=4 twin's
-    weights as the start of a T=1 twin.
+    weights as the start of a T=1 twin (`-s neuron.num_timesteps=1` alone).
     False runs a spiking checkpoint with its own neuron settings. No effect on a dense model. A sweep
     point sets it through `sweep.start_from`."""
 

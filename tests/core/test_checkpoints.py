@@ -240,6 +240,19 @@ def test_reconvert_reads_a_spiking_checkpoint_as_its_weights_and_converts_them_a
     assert load_model(plain, reconvert=True).model.state_dict().keys() == load_model(plain).model.state_dict().keys()
 
 
+def test_reconvert_keeps_the_checkpoints_neuron_settings_but_those_set_explicitly(tmp_path):
+    out = spiking_dir(tmp_path, "bert-cls", k=3.0, decay=0.5, channel_scale=True)
+    model = load_model(out, neuron=NeuronSettings(num_timesteps=1), reconvert=True).model
+    assert (model.config.num_timesteps, model.config.k, model.config.decay, model.config.channel_scale) == (
+        1, 3.0, 0.5, True)
+    model = load_model(out, neuron=NeuronSettings(num_timesteps=2, channel_scale=False), reconvert=True).model
+    assert (model.config.num_timesteps, model.config.k, model.config.channel_scale) == (2, 3.0, False)
+    assert load_model(out, reconvert=True).model.config.k == 3.0  # no settings: the saved ones
+    with pytest.raises(ConfigError, match="invalid neuron settings"):
+        load_model(out, neuron=NeuronSettings.model_construct(num_timesteps=0, _fields_set={"num_timesteps"}),
+                   reconvert=True)
+
+
 def test_neuron_fields_in_config_overrides_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="may not set neuron fields: k"):
         load_model(dense_dir(tmp_path, "bert"), config_overrides={"k": 3.0, "hidden_dropout_prob": 0.0})
