@@ -388,6 +388,12 @@ class TrainArgs(_RuledSection):
     """'hinge' = mean over layers of max(0, rate - target)^2: a budget, only rates above the target
     cost; 'squared' = mean of (rate - target)^2, towards the target from both sides (ternary neurons'
     straight-through gradient can only lower rates)."""
+    weight_average: float | None = Field(None, gt=0, lt=1)
+    """An exponential moving average of the trained weights with this decay (e.g. 0.99: about the last
+    100 steps), updated after every optimizer step from the weights training starts with (the decay
+    warms up as min(decay, (1 + n) / (10 + n)) over the first updates). Evaluations score it, the best
+    checkpoint is the best average and final/ holds it; checkpoints keep the raw weights for resuming,
+    with the average beside them (`training/weight_average.py`). None = no average."""
 
     def _check(self, rules: _Rules) -> None:
         rules.require(self.max_steps == -1 or self.max_steps >= 1, "max_steps",

@@ -28,6 +28,7 @@ from .callbacks import CompileTimeCallback, FiringRateCallback
 from .firing_target import FiringTarget
 from .results import EvalResult, RunResult, Timer
 from .rundir import RunDirectory
+from .weight_average import WeightAverageCallback
 
 log = get_logger("training")
 
@@ -292,6 +293,8 @@ def run_training(pipeline: Pipeline, *, resume: str | None, callbacks=None) -> R
             callbacks=[firing, run.metrics_callback(), *(callbacks or [])],
             firing_target=FiringTarget.from_train_args(cfg.train),
         )
+        if cfg.train.weight_average is not None:
+            trainer.add_callback(WeightAverageCallback(trainer, cfg.train.weight_average))
         calibrated = calibrate_if_needed(trainer.model, pipeline.calibration_batch(train_ds, collator), loaded.converted,
                                          tokens=cfg.train.calibration_tokens)
         if compile_if_asked(trainer.model, training_compile_mode(cfg.train),

@@ -22,6 +22,7 @@ from ..models.common import layer_local_gradients
 from ..neurons import spike_drop
 from .firing_target import FiringTarget, LayerRateRecorder
 from .losses import attention_kl, attention_mse, hidden_mse, logit_kd
+from .weight_average import WeightAverage
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -48,7 +49,7 @@ def linear_schedule_with_horizon(warmup_steps: int, horizon: int):
 
 
 class SpikelmTrainer(Trainer):
-    """`Trainer` with four additions:
+    """`Trainer` with five additions:
 
     - `schedule_steps`: a linear schedule over a horizon other than the run length;
     - a finite-loss guard: a NaN/inf loss raises `NonFiniteLossError` before the optimizer step,
@@ -56,7 +57,9 @@ class SpikelmTrainer(Trainer):
     - loss parts (unweighted terms, e.g. ce/kd, from `training_loss`) averaged into each training
       log as `loss_<part>`;
     - `firing_target`: a penalty on the training batch's per-layer firing rates
-      (`firing_target.py`), added as `firing_target.weight * loss_firing`.
+      (`firing_target.py`), added as `firing_target.weight * loss_firing`;
+    - `weight_average`: while a `WeightAverageCallback` keeps one (`train.weight_average`), every
+      evaluation scores the averaged weights (`weight_average.py`).
 
     Our models read no loss kwargs (they never normalise by `num_items_in_batch`), which is said
     explicitly so the Trainer does not rescale their losses.
@@ -75,6 +78,31 @@ class SpikelmTrainer(Trainer):
         self._part_count = 0
         self.firing_target = firing_target
         self._layer_rates = LayerRateRecorder(self.model) if firing_target is not None else None
+        self.weight_average: WeightAverage | None = None  # set and cleared by WeightAverageCallback
+        self._eval_depth = 0
+
+    def evaluate(self, *args, **kwargs):
+        """`Trainer.evaluate`, on the averaged weights while training keeps an average (the outermost
+        call swaps them in: one evaluation of several dev sets calls this once per set)."""
+        if self.weight_average is None or self._eval_depth > 0:
+            self._eval_depth += 1
+            try:
+                return super().evaluate(*args, **kwargs)
+            finally:
+                self._eval_depth -= 1
+        self._eval_depth += 1
+        try:
+            with self.weight_average.swapped_in(self.model):
+                return super().evaluate(*args, **kwargs)
+        finally:
+            self._eval_depth -= 1
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """`Trainer.save_model`; a checkpoint of a run that averages its weights gets the average
+        beside the raw weights, before `trainer_state.json` marks the checkpoint complete."""
+        super().save_model(output_dir, _internal_call)
+        if self.weight_average is not None and _internal_call and output_dir and self.args.should_save:
+            self.weight_average.save(output_dir)
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.schedule_steps is None or self.lr_scheduler is not None:
