@@ -8,11 +8,11 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import TrainerCallback
 
 from spikelm_core.config import FinetuneConfig, load_config
 from spikelm_core.errors import CheckpointError
 from spikelm_core.training.weight_average import FILE, WeightAverage, decay_at
+from tests.core.training.test_finetune import _Kill, _KillAfter
 from tests.training_fixtures import finetune_overrides, tiny_dirs  # noqa: F401
 
 
@@ -85,19 +85,6 @@ def _cfg(dirs, out, *extra):
     return load_config(FinetuneConfig, "recipes/tiny/finetune.yaml",
                        finetune_overrides(dirs, "train.weight_average=0.5", "train.lr=1e-3", *extra),
                        out_dir=str(out))
-
-
-class _Kill(Exception):
-    pass
-
-
-class _KillAfter(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise _Kill()
 
 
 @pytest.mark.slow
