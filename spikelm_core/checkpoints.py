@@ -58,7 +58,7 @@ from torch import nn
 
 from .errors import CheckpointError, ConfigError
 from .hub import cached_snapshot, download_snapshot, hub_offline, hub_reachable, offline_flag
-from .io import atomic_output_dir
+from .io import atomic_output_dir, atomic_write_bytes
 from .log import get_logger
 from .models.spiking_bart import SpikingBartConfig, SpikingBartForConditionalGeneration, SpikingBartModel
 from .models.spiking_bert import (
@@ -488,6 +488,28 @@ def read_state_dict(model_dir: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not state:
         raise CheckpointError(f"'{model_dir}' holds no weights (empty safetensors)", hint="re-save the checkpoint")
     return state
+
+
+def write_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
+                  metadata: Mapping[str, str] | None = None) -> None:
+    """One safetensors file of `tensors` (and string `metadata`), written atomically: training state
+    beside a checkpoint (`training/weight_average.py`), not a model (`save_model` writes those)."""
+    from safetensors.torch import save
+
+    data = save({name: t.detach().cpu().contiguous() for name, t in tensors.items()}, metadata=dict(metadata or {}))
+    atomic_write_bytes(path, data)
+
+
+def read_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of one safetensors file written by `write_tensors`; `CheckpointError`
+    (exit 3) when it is missing, corrupt or truncated."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return {name: f.get_tensor(name) for name in f.keys()}, dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"cannot read '{path}': {exc}", hint="resume from another checkpoint, or start again") from exc
 
 
 def has_tokenizer(model_dir: str | os.PathLike) -> bool:

@@ -23,11 +23,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from ..checkpoints import read_tensors, write_tensors
 from ..errors import CheckpointError
 
 FILE = "weight_average.safetensors"
@@ -80,23 +79,14 @@ class WeightAverage:
                     p.copy_(w)
 
     def save(self, directory: str | os.PathLike) -> None:
-        """`weight_average.safetensors` in `directory` (written to a temporary name, then renamed)."""
-        path = Path(directory) / FILE
-        tmp = path.with_name(path.name + ".tmp")
-        tensors = {name: t.detach().cpu().contiguous() for name, t in self.average.items()}
-        save_file(tensors, str(tmp), metadata={"updates": str(self.updates), "decay": repr(self.decay)})
-        os.replace(tmp, path)
+        """`weight_average.safetensors` in `directory`, written atomically."""
+        write_tensors(Path(directory) / FILE, self.average, {"updates": str(self.updates), "decay": repr(self.decay)})
 
     def load(self, directory: str | os.PathLike) -> None:
         """Read the average (and its update count) saved by `save` in `directory`."""
         path = Path(directory) / FILE
-        try:
-            with safe_open(str(path), "pt") as f:
-                tensors = {name: f.get_tensor(name) for name in f.keys()}
-                updates = int((f.metadata() or {}).get("updates", "0"))
-        except (OSError, ValueError, SafetensorError) as exc:
-            raise CheckpointError(f"cannot read the weight average '{path}': {exc}",
-                                  hint="resume from another checkpoint, or start the run again") from exc
+        tensors, metadata = read_tensors(path)
+        updates = int(metadata.get("updates", "0"))
         missing = sorted(set(self.names) - set(tensors))
         if missing:
             raise CheckpointError(f"the weight average '{path}' lacks {len(missing)} of the model's parameters",
