@@ -389,9 +389,10 @@ class TrainArgs(_RuledSection):
     cost; 'squared' = mean of (rate - target)^2, towards the target from both sides (ternary neurons'
     straight-through gradient can only lower rates)."""
     weight_average: float | None = Field(None, gt=0, lt=1)
-    """An exponential moving average of the trained weights with this decay (e.g. 0.99: about the last
-    100 steps), updated after every optimizer step from the weights training starts with (the decay
-    warms up as min(decay, (1 + n) / (10 + n)) over the first updates). Evaluations score it, the best
+    """An exponential moving average of the trained weights with this decay, updated after every
+    optimizer step from the weights training starts with; the decay warms up as min(decay, (1 + n) /
+    (10 + n)) at update n, so the average spans about the last n/9 steps until the decay is reached
+    (0.99: at update 890; about the last 100 steps from there on). Evaluations score it, the best
     checkpoint is the best average and final/ holds it; checkpoints keep the raw weights for resuming,
     with the average beside them (`training/weight_average.py`). None = no average."""
 
