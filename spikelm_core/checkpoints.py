@@ -583,6 +583,19 @@ def saved_neuron_settings(cfg: Mapping[str, Any], where: str = "config.json") ->
         raise CheckpointError(f"'{where}' holds invalid neuron settings", details=validation_messages(exc)) from exc
 
 
+def _explicit_fields(neuron: NeuronSettings) -> dict[str, Any]:
+    """The fields of `neuron` that were set explicitly (recipe, point, `-s`), with their values."""
+    return {name: getattr(neuron, name) for name in sorted(neuron.model_fields_set)}
+
+
+def _saved_with(saved: NeuronSettings, fields: Mapping[str, Any]) -> NeuronSettings:
+    """A checkpoint's saved settings with `fields` in their place (ConfigError when invalid)."""
+    try:
+        return NeuronSettings(**{**saved.model_dump(), **fields})
+    except ValidationError as exc:
+        raise ConfigError("invalid neuron settings for this checkpoint", details=validation_messages(exc, "neuron")) from exc
+
+
 def _resolve_neuron(cfg: Mapping[str, Any], neuron: NeuronSettings | None, where: str) -> NeuronSettings:
     """The settings the model is built with: a spiking checkpoint's own (checked against the explicit
     fields of `neuron`), else `neuron` (default: `NeuronSettings()`)."""
@@ -591,8 +604,7 @@ def _resolve_neuron(cfg: Mapping[str, Any], neuron: NeuronSettings | None, where
     saved = saved_neuron_settings(cfg, where)
     if neuron is None:
         return saved
-    explicit = {name: getattr(neuron, name) for name in sorted(neuron.model_fields_set)}
-    differ = {n: v for n, v in explicit.items() if getattr(saved, n) != v}
+    differ = {n: v for n, v in _explicit_fields(neuron).items() if getattr(saved, n) != v}
     conflicts = {n: v for n, v in differ.items() if n not in TRAINING_ONLY_NEURON_FIELDS}
     if conflicts:
         raise ConfigError(
@@ -601,24 +613,14 @@ def _resolve_neuron(cfg: Mapping[str, Any], neuron: NeuronSettings | None, where
             hint="a spiking checkpoint runs with its own neuron settings: drop these neuron settings, or convert "
             "the dense model with them (spikelm convert DENSE --out DIR ...)",
         )
-    if not differ:
-        return saved
-    try:
-        return NeuronSettings(**{**saved.model_dump(), **differ})
-    except ValidationError as exc:
-        raise ConfigError("invalid neuron settings for this checkpoint", details=validation_messages(exc, "neuron")) from exc
+    return _saved_with(saved, differ) if differ else saved
 
 
 def _reconvert_neuron(cfg: Mapping[str, Any], neuron: NeuronSettings | None, where: str) -> NeuronSettings:
     """The settings a reconverted spiking checkpoint is built with: its saved ones, with the explicit
     fields of `neuron` in their place (`-s neuron.num_timesteps=1` alone keeps k, the per-channel
     amplitudes and the rest as the checkpoint has them)."""
-    saved = saved_neuron_settings(cfg, where)
-    explicit = {} if neuron is None else {name: getattr(neuron, name) for name in neuron.model_fields_set}
-    try:
-        return NeuronSettings(**{**saved.model_dump(), **explicit})
-    except ValidationError as exc:
-        raise ConfigError("invalid neuron settings for this checkpoint", details=validation_messages(exc, "neuron")) from exc
+    return _saved_with(saved_neuron_settings(cfg, where), {} if neuron is None else _explicit_fields(neuron))
 
 
 def dense_view(cfg: Mapping[str, Any]) -> dict[str, Any]:

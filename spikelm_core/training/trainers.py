@@ -9,7 +9,7 @@ mixed precision, checkpointing and resume keep coming from transformers.
 from __future__ import annotations
 
 import math
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 
 import torch
 from transformers import Trainer
@@ -84,15 +84,10 @@ class SpikelmTrainer(Trainer):
     def evaluate(self, *args, **kwargs):
         """`Trainer.evaluate`, on the averaged weights while training keeps an average (the outermost
         call swaps them in: one evaluation of several dev sets calls this once per set)."""
-        if self.weight_average is None or self._eval_depth > 0:
-            self._eval_depth += 1
-            try:
-                return super().evaluate(*args, **kwargs)
-            finally:
-                self._eval_depth -= 1
+        average = self.weight_average if self._eval_depth == 0 else None
         self._eval_depth += 1
         try:
-            with self.weight_average.swapped_in(self.model):
+            with average.swapped_in(self.model) if average is not None else nullcontext():
                 return super().evaluate(*args, **kwargs)
         finally:
             self._eval_depth -= 1
