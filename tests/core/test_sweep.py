@@ -213,6 +213,25 @@ def test_a_point_starts_from_an_earlier_points_trained_model_reconverted(tmp_pat
     assert len(fake.calls) == 2  # both finished: skipped, the start unchanged
 
 
+def test_start_from_chains_each_point_from_the_one_before(tmp_path, monkeypatch):
+    """A curriculum over time steps: T2 from k2's model, T1 from T2's, each a finished run of its own."""
+    out = tmp_path / "study"
+    sweep = {"grid": {"neuron.k": [2.0]},
+             "points": {"T2": {"neuron.num_timesteps": 2}, "T1": {"neuron.num_timesteps": 1}},
+             "start_from": {"T2": "k2", "T1": "T2"}, "energy": {"enabled": False}}
+    fake = _FakeTrainer()
+    monkeypatch.setattr(training, "run_finetune", fake)
+    with pytest.raises(ConfigError, match="'T1' starts from point 'T2'.s trained model, which is not there"):
+        run_sweep(_cfg(out, sweep), only=["k2", "T1"])
+    assert [c[0] for c in fake.calls] == ["k2"]  # k2 ran before T1 was refused
+
+    report = run_sweep(_cfg(out, sweep))
+    assert [c[0] for c in fake.calls] == ["k2", "T2", "T1"]
+    models = {name: load_config(FinetuneConfig, out / name / "run_config.yaml", []).model for name in ("T2", "T1")}
+    assert models == {"T2": str(out / "k2" / "final"), "T1": str(out / "T2" / "final")}
+    assert [(r.name, r.start_from) for r in report.rows] == [("k2", None), ("T2", "k2"), ("T1", "T2")]
+
+
 @pytest.mark.parametrize("start_from, message", [
     ({"T1": "k5"}, "sweep.start_from: this sweep has no point 'k5'"),
     ({"k2": "T1"}, "point 'k2' starts from 'T1', which runs after it"),
