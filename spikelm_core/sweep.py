@@ -516,6 +516,8 @@ def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None,
         key = json.dumps(_comparable(run_cfg), sort_keys=True, default=str)
         home[p.name] = homes.setdefault(key, p.name)
         configs.append(run_cfg)
+    # a selected point equal to an earlier one runs as that one (then shows as same_as), never twice
+    selected = {home[name] for name in only or []}
     runner = {"finetune": run_finetune, "distill": run_distill}[cfg.command]
     report = SweepReport(command=cfg.command, task=cfg.task, out_dir=str(out_dir), rows=[])
     report.reference = _reference_row(cfg, out_dir, say)
@@ -526,7 +528,7 @@ def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None,
         run_dir = out_dir / point.name
         record_path = run_dir / POINT_FILE
         where = f"point {i}/{len(points)} {point.name}"
-        if only and point.name not in only and key not in seen and not record_path.is_file():
+        if only and point.name not in selected and key not in seen and not record_path.is_file():
             say(f"{where}: not among --point, left for later")
             continue
         if key in seen:

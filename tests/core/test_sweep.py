@@ -190,6 +190,18 @@ def test_point_selection_runs_those_points_keeps_finished_ones_and_names_the_unk
     assert len(fake.calls) == 3
 
 
+def test_selecting_a_point_equal_to_an_earlier_one_runs_that_one_once(tmp_path, monkeypatch):
+    out = tmp_path / "study"
+    sweep = {"grid": {"neuron.k": [2.0, 3.0]}, "points": {"again": {"neuron.k": 3.0}}, "energy": {"enabled": False}}
+    fake = _FakeTrainer()
+    monkeypatch.setattr(training, "run_finetune", fake)
+    report = run_sweep(_cfg(out, sweep), only=["again"])
+    assert fake.calls == [("k3", "auto")]  # run under the first name, not as a second copy
+    assert [(r.name, r.status, r.same_as) for r in report.rows] == [("k3", "done", None), ("again", "same_as", "k3")]
+    run_sweep(_cfg(out, sweep), only=["k3"])
+    assert fake.calls == [("k3", "auto")] and not (out / "again").exists()
+
+
 def test_a_point_starts_from_an_earlier_points_trained_model_reconverted(tmp_path, monkeypatch):
     out = tmp_path / "study"
     sweep = {"grid": {"neuron.k": [2.0]}, "points": {"T1": {"neuron.num_timesteps": 1}},
