@@ -594,11 +594,13 @@ class SweepArgs(_RuledSection):
     """Dotted key -> values; every combination is a point, named after its values (k2_num_timesteps4)."""
     points: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Named points, each a mapping of dotted key -> value, run after the grid's. Nested mappings
-    (`-s sweep.points.lif.train.max_steps=150` writes one) are flattened to dotted keys."""
+    (`-s sweep.points.lif.train.max_steps=150` writes one) are flattened to dotted keys. A point set
+    to null is left out (how a recipe drops a point its `base:` defines)."""
     start_from: dict[str, str] = Field(default_factory=dict)
     """Point -> an earlier point whose trained model it starts from: `model` is that point's final/ and
     `reconvert` is on, so its weights are converted again with this point's explicit neuron settings (e.g.
-    `{T1: spikelm}`: the T=1 twin starts from the trained T=4 twin). That point must have run first."""
+    `{T1: T2}`: the T=1 twin starts from the trained T=2 twin). That point must have run first. An
+    entry set to null is left out, as for points."""
     reference: str | None = None
     """The dense reference model (a row of the table, a line on the plot); None = distill.teacher
     in a distill recipe, no reference in a finetune recipe."""
@@ -611,7 +613,14 @@ class SweepArgs(_RuledSection):
         if not isinstance(points, Mapping):
             return points
         return {name: flatten_dotted(values) if isinstance(values, Mapping) and values else values
-                for name, values in points.items()}
+                for name, values in points.items() if values is not None}
+
+    @field_validator("start_from", mode="before")
+    @classmethod
+    def _kept_starts(cls, start_from: Any) -> Any:
+        if not isinstance(start_from, Mapping):
+            return start_from
+        return {name: source for name, source in start_from.items() if source is not None}
 
     def _check(self, rules: _Rules) -> None:
         for key, values in self.grid.items():

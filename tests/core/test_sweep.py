@@ -244,6 +244,20 @@ def test_start_from_chains_each_point_from_the_one_before(tmp_path, monkeypatch)
     assert [(r.name, r.start_from) for r in report.rows] == [("k2", None), ("T2", "k2"), ("T1", "T2")]
 
 
+def test_a_recipe_drops_points_and_starts_of_its_base_by_setting_them_null(tmp_path):
+    (tmp_path / "base.yaml").write_text(
+        "command: finetune\nmodel: m\ndata: {task: sst2}\n"
+        "sweep:\n  points: {spikelm: {}, T2: {neuron.num_timesteps: 2}, T1: {neuron.num_timesteps: 1}}\n"
+        "  start_from: {T2: spikelm, T1: T2}\n")
+    (tmp_path / "over.yaml").write_text(
+        "base: base.yaml\nsweep:\n  points: {T2: null, lif: {neuron.kind: lif}}\n  start_from: {T2: null, T1: spikelm}\n")
+    cfg = load_config(FinetuneConfig, tmp_path / "over.yaml", [])
+    assert [p.name for p in expand_points(cfg.sweep)] == ["spikelm", "T1", "lif"]
+    assert cfg.sweep.start_from == {"T1": "spikelm"}
+    base = load_config(FinetuneConfig, tmp_path / "base.yaml", [])
+    assert list(base.sweep.points) == ["spikelm", "T2", "T1"] and base.sweep.start_from == {"T2": "spikelm", "T1": "T2"}
+
+
 @pytest.mark.parametrize("start_from, message", [
     ({"T1": "k5"}, "sweep.start_from: this sweep has no point 'k5'"),
     ({"k2": "T1"}, "point 'k2' starts from 'T1', which runs after it"),
