@@ -918,6 +918,24 @@ def load_model(
                        config=cfg, head=resolved_head, weights=report)
 
 
+def reinitialise(loaded: LoadedModel, seed: int) -> LoadedModel:
+    """`loaded` with every weight drawn afresh by its model's own initialisation (`_init_weights`, e.g.
+    BERT's normal(0, initializer_range)) from `seed`: the architecture and tokenizer of a checkpoint,
+    trained from scratch (`model_init: random`). Marked converted, so the caller calibrates again."""
+    model = loaded.model
+    for tensor in (*model.parameters(), *model.buffers()):
+        if hasattr(tensor, "_is_hf_initialized"):  # transformers' init functions skip tensors it marked loaded
+            del tensor._is_hf_initialized
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model.apply(model._init_weights)
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+    loaded.converted = True
+    loaded.weights = None
+    return loaded
+
+
 def _load_generation_config(model: nn.Module, model_dir: Path) -> None:
     path = model_dir / "generation_config.json"
     if not path.is_file() or not getattr(model, "can_generate", lambda: False)():

@@ -699,6 +699,12 @@ class _TrainingConfig(_ModelOverrides, _BenchmarkConfig):
     reinit_head: bool = False
     """Start a fresh classifier when the model's saved one has another label count (e.g. an SST-2
     model continued on MNLI); false refuses such a model instead of guessing."""
+    model_init: Literal["pretrained", "random"] = "pretrained"
+    """The weights training starts from: `pretrained`, those of `model`; `random`, the architecture
+    and tokenizer of `model` with every weight drawn afresh by the model's own initialisation (BERT's
+    normal(0, initializer_range), seeded by train.seed) and the amplitudes calibrated on them: a student
+    trained from scratch, as the paper's ablation rows were pretrained (method doc 9; the study in
+    recipes/README.md). A teacher is unchanged. Resuming reads the checkpoint's weights as usual."""
     sweep: SweepArgs | None = None
     """Run this recipe as a sweep: one run directory per point under out_dir, and one table
     (`spikelm distill recipe.yaml --grid neuron.k=2,3,4`); None = one ordinary run."""

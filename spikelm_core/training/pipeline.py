@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from ..calibration import calibrate, is_calibrated, spiking_neurons
-from ..checkpoints import LoadedModel, resolve_source
+from ..checkpoints import LoadedModel, reinitialise, resolve_source
 from ..errors import CheckpointError, ConfigError, DataError, SpikelmError
 from ..firing import FiringReport, measure_firing
 from ..log import get_logger
@@ -272,6 +272,10 @@ def run_training(pipeline: Pipeline, *, resume: str | None, callbacks=None) -> R
     pipeline.preflight()
     with RunDirectory(cfg, pipeline.command, resume) as run:
         loaded = pipeline.load_student()
+        if getattr(cfg, "model_init", "pretrained") == "random":
+            log.info("model_init random: %s's architecture with fresh weights (seed %d), calibrated on them",
+                     cfg.model, cfg.train.seed)
+            loaded = reinitialise(loaded, cfg.train.seed)
         teacher = pipeline.load_teacher(loaded.model)
         train_ds, evals = pipeline.load_data(loaded)
         check_not_empty(cfg.task, {"train": train_ds, **evals})

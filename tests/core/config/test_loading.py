@@ -482,7 +482,7 @@ def test_config_to_dict_is_plain_and_ordered():
     cfg = load_config(FinetuneConfig, None, [*MINIMAL, "train.report_to=wandb"])
     data = config_to_dict(cfg)
     assert list(data) == ["command", "model", "out_dir", "neuron", "data", "generate", "reconvert", "model_config",
-                          "train", "reinit_head", "sweep"]
+                          "train", "reinit_head", "model_init", "sweep"]
     assert data["train"]["report_to"] == ["wandb"] and isinstance(data["neuron"], dict)
     assert data["data"]["task"] == "sst2"
     assert "model_config" in config_to_dict(load_config(PretrainConfig, None, ["data.source=t.txt"]))
@@ -520,7 +520,7 @@ BENCHMARK = json.loads((Path(__file__).parent / "sst2_benchmark_0.1.0.json").rea
 
 def _renamed(old: dict) -> dict:
     """A 0.1.0 config dict with the renamed fields (task -> command, glue_task -> data.task) and the
-    fields added since, at their defaults (reinit_head, reconvert, sweep, the train.*firing_rate*, calibration,
+    fields added since, at their defaults (reinit_head, reconvert, model_init, sweep, the train.*firing_rate*, calibration,
     max_epochs and weight_average fields, the language-modelling data.seq_len / stride / max_tokens, the neuron's
     outlier-aware allocation, the distillation options, attn_loss among them, model_config)."""
     new = {"command": old["task"], **{k: v for k, v in old.items() if k not in ("task", "glue_task", "summarization_task")}}
@@ -533,6 +533,7 @@ def _renamed(old: dict) -> dict:
     if new["command"] in ("finetune", "distill"):
         new["reinit_head"] = False
         new["reconvert"] = False
+        new["model_init"] = "pretrained"
         new["sweep"] = None
         new["model_config"] = {}
     if new["command"] == "distill":

@@ -381,3 +381,50 @@ def test_a_twin_starts_from_another_twins_weights_reconverted(tiny_dirs, tmp_pat
     assert torch.allclose(after[weight], before[weight], atol=1e-6)  # lr 1e-12: the weights it started from
     assert before[alpha].shape == (3,) and after[alpha].shape == (1,) and after[alpha][0] > 0
     assert json.loads((tmp_path / "c" / "run" / "final" / "config.json").read_text())["num_timesteps"] == 1
+
+
+def test_reinitialise_draws_every_weight_afresh_from_the_seed(tiny_dirs):
+    """`model_init: random`: the checkpoint's architecture and tokenizer, weights from BERT's own
+    initialisation (normal(0, 0.02), LayerNorm 1 and 0), the same under one seed, other under another."""
+    from spikelm_core.checkpoints import load_model, reinitialise
+
+    def fresh(seed):
+        loaded = load_model(tiny_dirs["teacher"], head="sequence_classification", num_labels=2)
+        return loaded, reinitialise(loaded, seed).model.state_dict()
+
+    trained = load_model(tiny_dirs["teacher"], head="sequence_classification", num_labels=2).model.state_dict()
+    loaded, a = fresh(7)
+    _, b = fresh(7)
+    _, c = fresh(8)
+    assert loaded.converted  # calibrated again by the pipeline
+    weights = [k for k in a if k.endswith(".weight") and "LayerNorm" not in k and "neuron" not in k]
+    assert len(weights) > 10
+    for k in weights:
+        assert torch.equal(a[k], b[k]) and not torch.equal(a[k], c[k]) and not torch.equal(a[k], trained[k]), k
+    linear = torch.cat([a[k].flatten() for k in weights if "embeddings" not in k])
+    assert linear.mean().abs() < 2e-3 and linear.std() == pytest.approx(0.02, rel=0.05)
+    norms = [k for k in a if "LayerNorm.weight" in k]
+    assert norms and all(torch.equal(a[k], torch.ones_like(a[k])) for k in norms)
+    assert all(torch.equal(a[k.replace("weight", "bias")], torch.zeros_like(a[k])) for k in norms)
+
+
+@pytest.mark.slow
+def test_a_run_from_random_weights_starts_from_the_seeded_initialisation(tiny_dirs, tmp_path):
+    """A distillation run with `model_init: random` (lr 1e-12, one step) ends at the weights
+    `reinitialise` draws from train.seed, not at the checkpoint's."""
+    from safetensors.torch import load_file
+
+    from spikelm_core.checkpoints import load_model, reinitialise
+    from spikelm_core.training import run_distill
+
+    run_distill(_distill_cfg(tiny_dirs, tmp_path, tiny_dirs["teacher"], "data.source=glue/sst2", "train.max_steps=1",
+                             "train.lr=1e-12", "model_init=random", "train.seed=5"))
+    after = load_file(str(tmp_path / "run" / "final" / "model.safetensors"))
+    drawn = reinitialise(load_model(tiny_dirs["teacher"], head="sequence_classification", num_labels=2), 5)
+    start = drawn.model.state_dict()
+    weight = "bert.encoder.layer.0.intermediate.dense.weight"
+    assert torch.allclose(after[weight], start[weight], atol=1e-6)
+    teacher = load_file(str(tiny_dirs["teacher"] / "model.safetensors"))
+    assert not torch.allclose(after[weight], teacher[weight], atol=1e-3)
+    with pytest.raises(ConfigError, match="model_init"):
+        load_config(DistillConfig, None, ["model=m", "distill.teacher=t", "data.task=sst2", "model_init=zeros"])
