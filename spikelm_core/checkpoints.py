@@ -708,7 +708,21 @@ def build_model(
         what = f" with overrides {sorted(overrides)}" if overrides else ""
         raise CheckpointError(f"'{where}' is not a valid {family.label} configuration{what}: {exc}") from exc
     config.architectures = [cls.__name__]
-    return cls(config), settings.spiking and not spiking_ckpt
+    return instantiate(cls, config, where), settings.spiking and not spiking_ckpt
+
+
+def instantiate(cls, config, where: str) -> nn.Module:
+    """`cls(config)`, with a model too large for this machine's memory refused by name, not by a traceback."""
+    try:
+        return cls(config)
+    except (MemoryError, RuntimeError) as exc:
+        if not isinstance(exc, MemoryError) and "allocate" not in str(exc):
+            raise
+        sizes = ", ".join(f"{name} {getattr(config, name)}" for name in ("vocab_size", "hidden_size", "intermediate_size",
+                                                                          "num_hidden_layers") if hasattr(config, name))
+        raise CheckpointError(f"the model described by '{where}' does not fit in this machine's memory",
+                              details=[sizes, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"],
+                              hint="check the sizes in the configuration (a typo in one of them?)") from None
 
 
 @dataclass

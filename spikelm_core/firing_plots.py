@@ -39,8 +39,25 @@ def check_picture_path(png: str | Path) -> tuple[Path, Path]:
     for path in (png, data):
         if path.is_dir():
             raise ConfigError(f"--plot-firing: '{path}' is a directory", hint="name a file, e.g. firing.png")
+    if png.parent.exists() and not png.parent.is_dir():
+        raise ConfigError(f"--plot-firing: cannot create '{png}': '{png.parent}' is a file",
+                          hint="name a picture in a folder, e.g. firing.png")
+    if data.is_file() and not _is_picture_data(data):
+        raise ConfigError(f"--plot-firing: '{data}' exists and is not the data of a firing picture",
+                          hint=f"the picture's data is written beside it as {data.name}; choose another picture name")
     check_output_location(png.parent)
     return png, data
+
+
+def _is_picture_data(path: Path) -> bool:
+    """Whether `path` holds what `write_firing_picture` writes (so another run may replace it)."""
+    from .training.firing_picture import FIRING_PICTURE_SCHEMA
+
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(payload, dict) and payload.get("schema") == FIRING_PICTURE_SCHEMA
 
 
 def _side_title(panel) -> str:

@@ -47,6 +47,12 @@ def check_output_dir(out: str | Path, force: bool) -> Path:
                 f"output directory '{out}' exists and is not empty",
                 hint="choose another --out, or pass --force to replace it",
             )
+        cwd = Path.cwd().resolve()
+        if force and (out.resolve() == cwd or out.resolve() in cwd.parents):
+            raise ConfigError(
+                f"--force would replace '{out}', which holds the current directory",
+                hint="choose a new folder for --out, e.g. --out energy-report",
+            )
     return out
 
 
@@ -62,17 +68,24 @@ def atomic_output_dir(out: str | Path, force: bool = False) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         yield tmp
-        _follow_umask(tmp)
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def replace_dir(finished: str | Path, out: str | Path) -> None:
+    """Put the finished directory `finished` (a sibling of `out`) in `out`'s place by renames: readers
+    see the old `out` or the new one, never a part of either; permissions follow the umask."""
+    finished, out = Path(finished), Path(out)
+    _follow_umask(finished)
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+    os.replace(finished, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _umask() -> int:

@@ -250,6 +250,9 @@ def _read_recipe(path: Path, errors: list[str]) -> dict[str, Any] | None:
     if path.is_dir():
         errors.append(f"{path}: is a directory, not a recipe file")
         return None
+    if not path.is_file():  # a pipe or a device would block or never end
+        errors.append(f"{path}: is not a regular file (a pipe, socket or device), not a recipe file")
+        return None
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

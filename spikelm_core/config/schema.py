@@ -607,20 +607,17 @@ class SweepArgs(_RuledSection):
     energy: SweepEnergyArgs = Field(default_factory=SweepEnergyArgs)
     """The energy audit of each trained point."""
 
-    @field_validator("points", mode="before")
+    @field_validator("points", "start_from", mode="before")
     @classmethod
-    def _dotted_points(cls, points: Any) -> Any:
-        if not isinstance(points, Mapping):
-            return points
-        return {name: flatten_dotted(values) if isinstance(values, Mapping) and values else values
-                for name, values in points.items() if values is not None}
-
-    @field_validator("start_from", mode="before")
-    @classmethod
-    def _kept_starts(cls, start_from: Any) -> Any:
-        if not isinstance(start_from, Mapping):
-            return start_from
-        return {name: source for name, source in start_from.items() if source is not None}
+    def _kept_entries(cls, entries: Any, info) -> Any:
+        """Entries set to null are left out; a point's nested mapping becomes dotted keys."""
+        if not isinstance(entries, Mapping):
+            return entries
+        kept = {name: value for name, value in entries.items() if value is not None}
+        if info.field_name == "points":
+            kept = {name: flatten_dotted(values) if isinstance(values, Mapping) and values else values
+                    for name, values in kept.items()}
+        return kept
 
     def _check(self, rules: _Rules) -> None:
         for key, values in self.grid.items():

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..checkpoints import LoadedModel, load_model, load_teacher, load_tokenizer, resolve_source
+from ..checkpoints import LoadedModel, instantiate, load_model, load_teacher, load_tokenizer, resolve_source
 from ..data.text import mlm_dataset
 from ..errors import CheckpointError, ConfigError, DataError
 from ..models.spiking_bert import SpikingBertConfig, SpikingBertForMaskedLM, SpikingBertForPreTraining
@@ -34,10 +34,13 @@ def scratch_model(cfg, nsp: bool, tokenizer):
     fields.update(cfg.neuron.model_fields_dict())
     try:
         config = SpikingBertConfig(**fields)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"invalid model_config: {exc}") from exc
+    except Exception as exc:  # transformers' strict validation raises its own error types
+        raise ConfigError(f"invalid model_config: {exc}") from None
+    if config.num_hidden_layers < 1:
+        raise ConfigError(f"invalid model_config: num_hidden_layers is {config.num_hidden_layers}",
+                          hint="a model needs at least one layer")
     config.architectures = [head_cls.__name__]
-    return head_cls(config)
+    return instantiate(head_cls, config, "model_config")
 
 
 class MlmPipeline(Pipeline):

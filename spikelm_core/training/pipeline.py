@@ -12,7 +12,9 @@ nothing behind.
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +24,13 @@ from ..calibration import calibrate, is_calibrated, spiking_neurons
 from ..checkpoints import LoadedModel, reinitialise, resolve_source
 from ..errors import CheckpointError, ConfigError, DataError, SpikelmError
 from ..firing import FiringReport, measure_firing
+from ..io import replace_dir
 from ..log import get_logger
 from .args import check_device
 from .callbacks import CompileTimeCallback, FiringRateCallback
 from .firing_target import FiringTarget
 from .results import EvalResult, RunResult, Timer
-from .rundir import RunDirectory
+from .rundir import RunDirectory, check_resume_weights
 from .weight_average import WeightAverageCallback
 
 log = get_logger("training")
@@ -276,6 +279,8 @@ def run_training(pipeline: Pipeline, *, resume: str | None, callbacks=None) -> R
             log.info("model_init random: %s's architecture with fresh weights (seed %d), calibrated on them",
                      cfg.model, cfg.train.seed)
             loaded = reinitialise(loaded, cfg.train.seed)
+        if run.resume_from is not None:
+            check_resume_weights(run.resume_from, loaded.model)
         teacher = pipeline.load_teacher(loaded.model)
         train_ds, evals = pipeline.load_data(loaded)
         check_not_empty(cfg.task, {"train": train_ds, **evals})
@@ -306,11 +311,16 @@ def run_training(pipeline: Pipeline, *, resume: str | None, callbacks=None) -> R
             trainer.add_callback(CompileTimeCallback())
         train_out = trainer.train(resume_from_checkpoint=run.resume_from)
         metrics, primary, report = pipeline.final_evaluation(trainer, evals, collator, loaded.tokenizer)
-        trainer.save_model(str(run.final_dir))  # every rank calls it; only the main process writes
+        # final/ appears whole or not at all: written beside it, then renamed into place
+        staging = run.out_dir / f".{run.final_dir.name}.partial"
         if trainer.is_world_process_zero():
-            loaded.tokenizer.save_pretrained(str(run.final_dir))
+            shutil.rmtree(staging, ignore_errors=True)  # what a killed save left
+        trainer.save_model(str(staging))  # every rank calls it; only the main process writes
+        if trainer.is_world_process_zero():
+            loaded.tokenizer.save_pretrained(str(staging))
             # the Trainer's pickled arguments: run_config.yaml is the record, and final/ stays pickle-free
-            (run.final_dir / "training_args.bin").unlink(missing_ok=True)
+            (staging / "training_args.bin").unlink(missing_ok=True)
+            replace_dir(staging, run.final_dir)
         pipeline.after_training(trainer, run, metrics)
         return RunResult(
             command=pipeline.command,
@@ -377,8 +387,6 @@ def run_evaluation(evaluation: Evaluation) -> EvalResult:
     """Score a model as `evaluation` says; write eval_results.json (and eval_config.yaml) to
     `out_dir` when one is given. Never writes run_config.yaml, so evaluating into a training run's
     directory leaves that run replayable."""
-    import json
-
     from ..config import save_config
     from ..io import atomic_write_text, check_output_location
     from .rundir import seed_everything
@@ -417,6 +425,21 @@ def run_evaluation(evaluation: Evaluation) -> EvalResult:
     )
     if cfg.out_dir:
         out_dir = Path(cfg.out_dir)
+        results = out_dir / "eval_results.json"
+        earlier = _earlier_eval(results)
         save_config(cfg, out_dir / "eval_config.yaml", header="Resolved config of a `spikelm eval` run")
-        atomic_write_text(out_dir / "eval_results.json", json.dumps(result.to_dict(), indent=2) + "\n")
+        atomic_write_text(results, json.dumps(result.to_dict(), indent=2) + "\n")
+        if earlier is not None and earlier != (result.model, result.task):
+            log.warning("%s held the results of %s on %s; it now holds these (give each evaluation its own "
+                        "--out-dir to keep both)", results, *earlier)
+        log.info("wrote %s", results)
     return result
+
+
+def _earlier_eval(path: Path) -> tuple[Any, Any] | None:
+    """(model, task) of the eval_results.json at `path`, None when there is none (or it is unreadable)."""
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return (earlier.get("model"), earlier.get("task")) if isinstance(earlier, dict) else None

@@ -122,10 +122,10 @@ def checkpoint_is_complete(path: Path) -> bool:
     last: a checkpoint is complete once that file exists and parses. A kill or a full disk during a
     save leaves it absent or cut short."""
     try:
-        json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+        state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return True
+    return isinstance(state, dict) and isinstance(state.get("global_step", 0), int)
 
 
 def last_complete_checkpoint(out_dir: Path) -> str | None:
@@ -166,7 +166,7 @@ def resolve_resume(resume: str | None, out_dir: Path) -> str | None:
         return last
     path = Path(resume)
     if not path.exists():
-        raise CheckpointError(f"--resume '{resume}' does not exist",
+        raise CheckpointError(f"--resume '{resume}' is neither auto, never nor an existing directory",
                               hint="give a checkpoint-<step>/ directory of an earlier run, or --resume auto")
     if not checkpoint_is_complete(path):
         raise CheckpointError(
@@ -200,6 +200,25 @@ def check_resume_state(checkpoint: str) -> None:
                     hint="resume from an earlier checkpoint (--resume DIR), or start a new run in another "
                     "--out-dir; spikelm never loads such a file with weights_only=False",
                 ) from None
+
+
+def check_resume_weights(checkpoint: str, model) -> None:
+    """Refuse, before training, a checkpoint whose weights cannot be read or do not fit `model` (a
+    checkpoint of another run or model), naming the first mismatches; the Trainer would otherwise fail
+    with a traceback after the data is prepared. Neuron state (set by calibration) is not compared."""
+    from ..checkpoints import is_neuron_state, read_state_dict
+
+    saved = read_state_dict(checkpoint)
+    own = model.state_dict()
+    foreign = [key for key in saved if not is_neuron_state(key) and key not in own]
+    shapes = [f"{key}: {tuple(saved[key].shape)} saved, {tuple(own[key].shape)} in the model"
+              for key in saved if key in own and not is_neuron_state(key) and saved[key].shape != own[key].shape]
+    if foreign or shapes:
+        raise CheckpointError(
+            f"cannot resume from '{checkpoint}': its weights do not fit this run's model",
+            details=(shapes + [f"not in the model: {key}" for key in foreign])[:5],
+            hint="resume from a checkpoint of this run (--resume auto), or start a new run in another --out-dir",
+        )
 
 
 def steps_of_checkpoint(path: str | None) -> int | None:

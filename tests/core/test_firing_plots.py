@@ -84,9 +84,13 @@ def test_png_and_json_are_written_beside_each_other(tmp_path):
     pytest.param("firing.jpg", "must name a .png file", id="not-png"),
     pytest.param("firing", "must name a .png file", id="no-suffix"),
     pytest.param("dir.png", "is a directory", id="directory"),
+    pytest.param("afile/f.png", "'.*afile' is a file", id="under-a-file"),
+    pytest.param("mine.png", "not the data of a firing picture", id="foreign-json-beside"),
 ])
 def test_bad_picture_paths(name, needle, tmp_path):
     (tmp_path / "dir.png").mkdir()
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "mine.json").write_text('{"my": "results"}')
     with pytest.raises(ConfigError, match=needle):
         check_picture_path(tmp_path / name)
     assert check_picture_path(tmp_path / "new" / "f.PNG") == (tmp_path / "new" / "f.PNG", tmp_path / "new" / "f.json")

@@ -222,6 +222,12 @@ def test_recipe_is_a_directory(tmp_path):
     assert problems(tmp_path) == [f"{tmp_path}: is a directory, not a recipe file"]
 
 
+def test_recipe_that_is_a_pipe_is_refused_without_reading(tmp_path):
+    fifo = tmp_path / "recipe.yaml"
+    os.mkfifo(fifo)  # reading it would block: no writer
+    assert problems(fifo) == [f"{fifo}: is not a regular file (a pipe, socket or device), not a recipe file"]
+
+
 def test_recipe_must_be_a_mapping(tmp_path):
     assert problems(write(tmp_path, "- a\n- b\n")) == [f"{tmp_path / 'recipe.yaml'}: a recipe must be a mapping of keys, got list"]
 

@@ -147,6 +147,56 @@ def test_never_refuses_a_directory_with_checkpoints_and_resume_checks_config(tin
         run_finetune(_cfg(tiny_dirs, tmp_path / "run", *extra), resume=str(tmp_path))
 
 
+def test_a_resume_checkpoint_that_does_not_fit_is_refused_before_training(tiny_dirs, tmp_path):
+    """Damaged weights, a foreign model's checkpoint or an unreadable trainer_state.json: a clear
+    CheckpointError before any step, and a new run directory left as it was (absent)."""
+    extra = ("train.max_steps=2", "train.save_steps=2", "train.eval_strategy=no", "train.keep_best=false")
+    run_finetune(_cfg(tiny_dirs, tmp_path / "run", *extra))
+    checkpoint = tmp_path / "run" / "checkpoint-2"
+    foreign = tmp_path / "foreign"
+    import shutil
+
+    shutil.copytree(checkpoint, foreign)
+    weights = load_file(foreign / "model.safetensors")
+    from safetensors.torch import save_file
+
+    name = next(k for k in weights if k.endswith("classifier.weight"))
+    save_file({**weights, name: torch.zeros(3, weights[name].shape[1])}, foreign / "model.safetensors")
+    with pytest.raises(CheckpointError, match="do not fit this run's model") as info:
+        run_finetune(_cfg(tiny_dirs, tmp_path / "new", *extra), resume=str(foreign))
+    assert any(name in d for d in info.value.details) and not (tmp_path / "new").exists()
+    data = (checkpoint / "model.safetensors").read_bytes()
+    (checkpoint / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        run_finetune(_cfg(tiny_dirs, tmp_path / "run", *extra), resume="auto")
+    (checkpoint / "trainer_state.json").write_text("[]")  # JSON, but not a Trainer state
+    with pytest.raises(CheckpointError, match="not a Trainer checkpoint"):
+        run_finetune(_cfg(tiny_dirs, tmp_path / "run", *extra), resume=str(checkpoint))
+    assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".")) == []  # no staging left
+
+
+def test_final_appears_whole_or_not_at_all(tiny_dirs, tmp_path, monkeypatch):
+    """A save of final/ that fails part-way leaves the run's earlier final/ (here: none) and no final/."""
+    from spikelm_core.training.trainers import SpikelmTrainer
+
+    extra = ("train.max_steps=1", "train.eval_strategy=no", "train.keep_best=false")
+    original = SpikelmTrainer.save_model
+
+    def half_then_fail(self, output_dir=None, _internal_call=False):
+        original(self, output_dir, _internal_call)
+        if output_dir and not os.path.basename(output_dir).startswith("checkpoint-"):
+            raise _Kill()
+
+    monkeypatch.setattr(SpikelmTrainer, "save_model", half_then_fail)
+    with pytest.raises(_Kill):
+        run_finetune(_cfg(tiny_dirs, tmp_path / "run", *extra))
+    assert not (tmp_path / "run" / "final").exists()
+    monkeypatch.setattr(SpikelmTrainer, "save_model", original)
+    r = run_finetune(_cfg(tiny_dirs, tmp_path / "run", *extra), resume="auto")
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file() and r.global_step >= 1
+    assert not (tmp_path / "run" / ".final.partial").exists()
+
+
 def test_output_directory_in_use_is_refused(tiny_dirs, tmp_path):
     out = tmp_path / "run"
     out.mkdir()

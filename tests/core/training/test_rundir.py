@@ -9,8 +9,8 @@ import socket
 import pytest
 
 from spikelm_core.config import FinetuneConfig, config_from_dict
-from spikelm_core.errors import ConfigError
-from spikelm_core.training.rundir import LOCK_NAME, RunDirectory, RunLock, last_complete_checkpoint
+from spikelm_core.errors import CheckpointError, ConfigError
+from spikelm_core.training.rundir import LOCK_NAME, RunDirectory, RunLock, last_complete_checkpoint, resolve_resume
 
 
 def _checkpoint(root, step, state='{"global_step": 1}'):
@@ -34,6 +34,14 @@ def test_incomplete_checkpoints_are_skipped_with_a_warning(tmp_path, caplog):
         assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-2")
     assert "checkpoint-10" in caplog.text and "checkpoint-4" in caplog.text
     assert last_complete_checkpoint(tmp_path / "none") is None
+    _checkpoint(tmp_path, 3, state="[]")  # JSON, not a Trainer state
+    _checkpoint(tmp_path, 5, state='{"global_step": "five"}')
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-2")
+
+
+def test_a_resume_value_that_is_no_directory_names_the_words(tmp_path):
+    with pytest.raises(CheckpointError, match="neither auto, never nor an existing directory"):
+        resolve_resume("Auto", tmp_path)
 
 
 def test_lock_of_another_host_is_never_taken_over(tmp_path):

@@ -1,0 +1,44 @@
+"""Safe output: whole directories replace each other by renames, and --force never removes the folder a
+user works in."""
+
+from __future__ import annotations
+
+import pytest
+
+from spikelm_core.errors import ConfigError
+from spikelm_core.io import atomic_output_dir, check_output_dir, replace_dir
+
+
+def test_replace_dir_swaps_whole_directories(tmp_path):
+    out, new = tmp_path / "final", tmp_path / ".final.partial"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    new.mkdir()
+    (new / "model.safetensors").write_text("new")
+    replace_dir(new, out)
+    assert sorted(p.name for p in out.iterdir()) == ["model.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]  # neither the old nor the staging left
+
+
+def test_a_failed_atomic_output_leaves_the_old_directory(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(RuntimeError), atomic_output_dir(out, force=True) as tmp:
+        (tmp / "half.bin").write_text("x")
+        raise RuntimeError("killed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and (out / "keep.txt").read_text() == "mine"
+
+
+def test_force_refuses_the_current_directory_and_its_parents(tmp_path, monkeypatch):
+    work = tmp_path / "project" / "work"
+    work.mkdir(parents=True)
+    (work / "notes.txt").write_text("mine")
+    monkeypatch.chdir(work)
+    for out in (".", "..", str(tmp_path / "project")):
+        with pytest.raises(ConfigError, match="holds the current directory"):
+            check_output_dir(out, force=True)
+    assert (work / "notes.txt").read_text() == "mine"
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "x").write_text("x")
+    assert check_output_dir(tmp_path / "other", force=True) == tmp_path / "other"
