@@ -420,9 +420,11 @@ def read_config(model_dir: str | os.PathLike) -> dict:
     model_dir = Path(model_dir)
     path = model_dir / "config.json"
     if not path.is_file():
+        final = model_dir / "final"
         raise CheckpointError(
             f"'{model_dir}' has no config.json",
-            hint="point at a Hugging Face model directory (saved with save_pretrained)",
+            hint=f"that is a training run's directory: its model is '{final}'" if (final / "config.json").is_file()
+            else "point at a Hugging Face model directory (saved with save_pretrained)",
         )
     cfg = _read_json(path, "the model config")
     ignored = [k for k in REMOTE_CODE_KEYS if k in cfg]

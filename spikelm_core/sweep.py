@@ -483,6 +483,33 @@ def _reference_row(cfg, out_dir: Path, say: Progress) -> SweepRow | None:
                             + (f" --data-dir {cfg.data.data_dir}" if cfg.data.data_dir else "") + " -s neuron.kind=dense")
 
 
+def plan_sweep(cfg, only: Sequence[str] | None = None) -> tuple[Path, list[Point], list, dict[str, str]]:
+    """Check the sweep as it would start, before anything runs (`--print-config` checks it too):
+    (its directory, its points, each point's run config, point -> the point whose run directory holds
+    its run: itself, unless an earlier point has the same settings). ConfigError (exit 2) for no sweep,
+    an unknown name in `only`, a bad `start_from` entry or a point whose values make an invalid config."""
+    if cfg.sweep is None:
+        raise ConfigError("this recipe has no sweep section", hint="add sweep: {grid: ...} or pass --grid")
+    out_dir = sweep_dir(cfg)
+    points = expand_points(cfg.sweep)
+    names = [p.name for p in points]
+    unknown = [name for name in (only or []) if name not in names]
+    if unknown:
+        raise ConfigError(f"--point {unknown[0]!r}: this sweep has no such point",
+                          details=[f"its points: {', '.join(names)}"], hint="give one of the names above")
+    _check_start_from(cfg.sweep, points)
+    home: dict[str, str] = {}
+    homes: dict[str, str] = {}
+    configs = []
+    for p in points:
+        source = cfg.sweep.start_from.get(p.name)
+        run_cfg = point_config(cfg, p, out_dir, home[source] if source else None)
+        key = json.dumps(_comparable(run_cfg), sort_keys=True, default=str)
+        home[p.name] = homes.setdefault(key, p.name)
+        configs.append(run_cfg)
+    return out_dir, points, configs, home
+
+
 def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None,
               only: Sequence[str] | None = None) -> SweepReport:
     """Run every point of `cfg.sweep` not yet finished, audit its energy, and write the table
@@ -495,27 +522,9 @@ def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None,
     """
     from .training import run_distill, run_finetune
 
-    if cfg.sweep is None:
-        raise ConfigError("this recipe has no sweep section", hint="add sweep: {grid: ...} or pass --grid")
     say = progress or (lambda message: None)
-    out_dir = sweep_dir(cfg)
+    out_dir, points, configs, home = plan_sweep(cfg, only)
     check_output_location(out_dir)
-    points = expand_points(cfg.sweep)
-    names = [p.name for p in points]
-    unknown = [name for name in (only or []) if name not in names]
-    if unknown:
-        raise ConfigError(f"--point {unknown[0]!r}: this sweep has no such point",
-                          details=[f"its points: {', '.join(names)}"], hint="give one of the names above")
-    _check_start_from(cfg.sweep, points)
-    home: dict[str, str] = {}  # point -> the point whose run directory holds its run (itself, unless same_as)
-    homes: dict[str, str] = {}
-    configs = []
-    for p in points:
-        source = cfg.sweep.start_from.get(p.name)
-        run_cfg = point_config(cfg, p, out_dir, home[source] if source else None)
-        key = json.dumps(_comparable(run_cfg), sort_keys=True, default=str)
-        home[p.name] = homes.setdefault(key, p.name)
-        configs.append(run_cfg)
     # a selected point equal to an earlier one runs as that one (then shows as same_as), never twice
     selected = {home[name] for name in only or []}
     runner = {"finetune": run_finetune, "distill": run_distill}[cfg.command]

@@ -100,19 +100,30 @@ def with_grid_option(cfg, grid: list[str] | None):
     return with_grid(cfg, parse_grid(grid)) if grid else cfg
 
 
+def check_sweep(cfg, points: list[str] | None = None) -> None:
+    """Refuse, before `--print-config` and before any run, what the sweep would refuse at its start
+    (`spikelm_core.sweep.plan_sweep`: `--point` naming no point, `-g neuron.k=a,b`, `-g nosuch.key=1,2`),
+    and `--point` without a sweep."""
+    if cfg.sweep is None:
+        if points:
+            raise ConfigError("--point names a sweep point, and this run has no sweep",
+                              hint="give a recipe with a sweep: section or --grid, or drop --point")
+        return
+    from spikelm_core.sweep import plan_sweep
+
+    plan_sweep(cfg, points)
+
+
 def train_or_sweep(cfg, run, resume: str, fmt, points: list[str] | None = None) -> None:
     """One run (`run(cfg, resume=..., callbacks=...)`), or for a config with a sweep section the
     sweep of its points, or of `points` alone (each point continues where it stopped; `--resume`
-    is for one run)."""
+    is for one run). The caller has run `check_sweep`."""
     from spikelm_core.sweep import run_sweep
 
     from .. import render, render_sweep
     from ..console import err
 
     if cfg.sweep is None:
-        if points:
-            raise ConfigError("--point names a sweep point, and this run has no sweep",
-                              hint="give a recipe with a sweep: section or --grid, or drop --point")
         render.training_result(run(cfg, resume=resume, callbacks=[render.progress_callback()]), fmt)
         return
     report = run_sweep(cfg, progress=lambda message: err.print(f"sweep: {message}", markup=False, soft_wrap=True),

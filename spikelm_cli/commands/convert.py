@@ -26,12 +26,13 @@ _FLAGS = {"kind": "--neuron", "num_timesteps": "--timesteps", "k": "--k", "reset
 
 def _k_list(text: str | None) -> tuple[float, ...]:
     """'1.5,2,3' -> (1.5, 2.0, 3.0); ConfigError naming the flag for anything else."""
-    if not text:
+    if text is None:
         return ()
-    try:
-        return tuple(float(v) for v in text.replace(" ", "").split(",") if v)
+    try:  # an empty item ('1,,2', ',,,', '2,') is refused too: float('') raises
+        return tuple(float(v) for v in text.replace(" ", "").split(","))
     except ValueError:
-        raise ConfigError(f"--k-candidates: expected numbers separated by commas, e.g. 1.5,2,3; got {text!r}") from None
+        raise ConfigError(f"--k-candidates: expected numbers separated by commas, e.g. 1.5,2,3; got {text!r}",
+                          hint="give each k once between commas, with no empty item (or leave out --k-candidates)") from None
 
 
 def _flag_names(text: str) -> str:

@@ -13,8 +13,8 @@ from .. import render
 from ..errors import friendly_errors
 from ..params import FormatOpt, OutputFormat
 from ._training import (DataDirOpt, GridOpt, ModelOpt, OverridesOpt, PointOpt, PrintConfigOpt, ResumeOpt,
-                        RunOutDirOpt, TaskOpt, load_run_config, print_config_and_exit, recipe_or_default,
-                        train_or_sweep, with_grid_option)
+                        RunOutDirOpt, TaskOpt, check_sweep, load_run_config, print_config_and_exit,
+                        recipe_or_default, train_or_sweep, with_grid_option)
 
 
 @friendly_errors
@@ -52,6 +52,7 @@ def distill_command(
                           reinit_head=reinit_head,
                           **{"distill.teacher": teacher})
     cfg = with_grid_option(cfg, grid)
+    check_sweep(cfg, point)
     if print_config:
         print_config_and_exit(cfg)
     train_or_sweep(cfg, run_distill, resume, format, point)

@@ -84,6 +84,9 @@ def eval_command(
     if source is None and model is None:
         raise ConfigError("give a model to evaluate (MODEL argument or --model) or an eval recipe",
                           hint="spikelm eval runs/sst2/final --task sst2 --data-dir ../shared/data/glue")
+    if not is_recipe and source is not None and model is not None and source != model:
+        raise ConfigError("two models given: the MODEL argument and --model differ",
+                          details=[f"MODEL: {source}", f"--model: {model}"], hint="give the model once")
     if plot_firing is None and (firing_text is not None or firing_example is not None):
         raise ConfigError("--firing-text and --firing-example choose the input of --plot-firing",
                           hint="add --plot-firing firing.png")
@@ -113,6 +116,11 @@ def eval_command(
     }
     cfg = load_run_config(EvalConfig, Path(source) if is_recipe else None, overrides, task=task,
                           model=model or (None if is_recipe else source), data_dir=data_dir, out_dir=out_dir, **flags)
+    perplexity_flags = _given(seq_len=seq_len, stride=stride, max_tokens=max_tokens, dense=dense)
+    if cfg.prompt is None and cfg.task_family != "lm" and perplexity_flags:
+        raise ConfigError(f"{', '.join(perplexity_flags)} {'is' if len(perplexity_flags) == 1 else 'are'} for "
+                          f"wikitext2 (perplexity); this eval scores {cfg.task}",
+                          hint="drop them, or use --task wikitext2 to score perplexity")
     if print_config:
         print_config_and_exit(cfg)
     if cfg.prompt is not None:

@@ -16,6 +16,7 @@ summaries keep their line breaks.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -67,8 +68,50 @@ def _read_file(path: Path, split: str) -> datasets.Dataset:
     try:
         ds = datasets.load_dataset(builder, data_files={split: str(path)}, split=split)
     except Exception as exc:  # pyarrow / json parse errors come in many types
+        problem = _file_problem(path)
+        if problem is not None:
+            raise problem from exc
         raise DataError(f"cannot read '{path}': {type(exc).__name__}: {exc}") from exc
     return ds
+
+
+_ROW_EXAMPLE = '{"document": "...", "summary": "..."}'
+
+
+def _file_problem(path: Path) -> DataError | None:
+    """What is wrong with a data file `datasets` could not read, where we can say it plainly: not
+    UTF-8, empty, or (json/jsonl) the first line that is not a JSON object. None when none of these."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        return DataError(f"'{path}' is not UTF-8 text (byte {exc.start})", hint="save the file as UTF-8")
+    except OSError:
+        return None
+    if not text.strip():
+        return DataError(f"'{path}' is empty",
+                         hint="give a header row and one row per example" if path.suffix.lower() == ".csv" else
+                         f"give one JSON object per line, e.g. {_ROW_EXAMPLE}")
+    if path.suffix.lower() == ".csv":
+        return None
+    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):  # one JSON document: a list of rows
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as exc:
+            return DataError(f"'{path}', line {exc.lineno}: not valid JSON ({exc.msg}, column {exc.colno})",
+                             hint="fix the JSON there (a list of objects, or one object per line)")
+        return None
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            return DataError(f"'{path}', line {number}: not valid JSON ({exc.msg}, column {exc.colno})",
+                             hint=f"fix or remove that line: each line holds one JSON object, e.g. {_ROW_EXAMPLE}")
+        if not isinstance(row, dict):
+            return DataError(f"'{path}', line {number}: expected a JSON object, got {type(row).__name__}",
+                             hint=f"each line holds one JSON object, e.g. {_ROW_EXAMPLE}")
+    return None
 
 
 def _find_split_file(data_dir: Path, split: str) -> Path | None:

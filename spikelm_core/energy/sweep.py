@@ -138,6 +138,11 @@ class EnergyArgs:
             problems.append(f"confidence must be in (0, 1), got {self.confidence}")
         if problems:
             raise ConfigError("invalid energy settings", details=problems)
+        if self.memory == "none" and self.memory_cost is not None:
+            raise ConfigError(
+                f"--memory-cost {self.memory_cost} prices the memory bounds, and --memory none turns them off",
+                hint="leave out --memory-cost, or drop --memory none to keep the memory bounds",
+            )
 
 
 @dataclass(frozen=True)
@@ -170,7 +175,7 @@ def _plan(args: EnergyArgs, source: models.AuditSource) -> _Plan:
     if args.seq_len > max_positions:
         raise ConfigError(
             f"--seq-len {args.seq_len} exceeds the model's maximum of {max_positions} positions",
-            hint=f"use --seq-len {min(DEFAULT_SEQ_LEN, max_positions)} or less",
+            hint=f"use --seq-len {max_positions} or less",
         )
     target_len: int | None = None
     if models.is_bart(cfg):
@@ -178,7 +183,7 @@ def _plan(args: EnergyArgs, source: models.AuditSource) -> _Plan:
         if target_len > max_positions:
             raise ConfigError(
                 f"--target-len {target_len} exceeds the model's maximum of {max_positions} positions",
-                hint=f"use --target-len {min(DEFAULT_TARGET_LEN, max_positions)} or less",
+                hint=f"use --target-len {max_positions} or less",
             )
     elif models.is_llama(cfg):
         target_len = args.target_len if args.target_len is not None else DEFAULT_TARGET_LEN

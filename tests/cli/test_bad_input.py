@@ -304,7 +304,7 @@ def _resume_case(name, run: Path, tmp_path: Path):
     if name == "not a checkpoint":
         return ["--resume", str(tmp_path)], 3, ["not a Trainer checkpoint"]
     if name == "missing checkpoint":
-        return ["--resume", str(tmp_path / "nope")], 3, ["does not exist"]
+        return ["--resume", str(tmp_path / "nope")], 3, ["neither auto, never nor an existing directory"]
     if name == "changed recipe":
         return ["--resume", "auto", "-s", "train.lr=0.5"], 2, ["differs", "train.lr"]
     if name == "never over checkpoints":
@@ -343,3 +343,86 @@ def test_resume_with_damaged_trainer_state(damage, finished_run, tiny_dirs, tmp_
     assert "weights_only set to False" not in res.output and not marker.exists()
     assert snapshot(run) == before
     assert not (finished_run / "final" / "training_args.bin").exists()  # final/ holds no pickle
+
+
+# ------------------------------------------------------------- flags that would be silently dropped
+
+@pytest.mark.parametrize("value", [",,,", "1,,2", "2,"])
+def test_convert_k_candidates_with_an_empty_item(value, tiny_dirs, tmp_path):
+    out = tmp_path / "s"
+    refused(runner.invoke(app, ["convert", str(tiny_dirs["dense"]), "--out", str(out), "--k-candidates", value]), 2,
+            "--k-candidates", repr(value))
+    assert not out.exists()
+
+
+def test_eval_refuses_wikitext2_flags_for_another_task(tiny_dirs, tmp_path):
+    out = tmp_path / "e"
+    refused(runner.invoke(app, ["eval", str(tiny_dirs["teacher"]), "--task", "sst2", "--data-dir", str(tiny_dirs["glue"]),
+                                "--seq-len", "64", "--max-tokens", "10", "--out-dir", str(out)]), 2,
+            "--seq-len, --max-tokens are for wikitext2", "scores sst2")
+    assert not out.exists()
+
+
+def test_eval_refuses_two_models(tiny_dirs, tmp_path):
+    refused(runner.invoke(app, ["eval", str(tiny_dirs["dense"]), "--model", str(tiny_dirs["teacher"]), "--task", "sst2",
+                                "--data-dir", str(tiny_dirs["glue"])]), 2,
+            "two models given", f"MODEL: {tiny_dirs['dense']}", f"--model: {tiny_dirs['teacher']}")
+
+
+def test_energy_refuses_a_memory_cost_without_memory_bounds(tiny_dirs, tmp_path):
+    refused(runner.invoke(app, ["energy", str(tiny_dirs["dense"]), "--seq-len", "16", "--memory", "none",
+                                "--memory-cost", "dram"]), 2, "--memory-cost dram", "--memory none")
+
+
+def test_energy_seq_len_hint_names_the_model_limit(tiny_dirs, tmp_path):
+    config = json.loads((tiny_dirs["dense"] / "config.json").read_text())
+    model = tmp_path / "config-only"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 200}))
+    refused(runner.invoke(app, ["energy", str(model), "--seq-len", "100000"]), 2,
+            "maximum of 200 positions", "use --seq-len 200 or less")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["-g", "neuron.k=a,b"], "neuron.k"),
+    (["-g", "nosuch.key=1,2"], "nosuch"),
+    (["--point", "foo"], "this run has no sweep"),
+    (["-g", "neuron.k=2,3", "--point", "k9"], "this sweep has no such point"),
+], ids=["bad grid value", "unknown grid key", "point without sweep", "unknown point"])
+def test_print_config_refuses_what_the_sweep_refuses(args, needle, tiny_dirs, tmp_path):
+    out = tmp_path / "run"
+    res = runner.invoke(app, finetune(tiny_dirs, out, extra_args=[*args, "--print-config"]))
+    refused(res, 2, needle)
+    assert res.stdout == "" and not out.exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_bart_dir(tmp_path_factory):
+    """An untrained tiny dense BART with a WordPiece tokenizer (as in test_eval_firing)."""
+    import torch
+    from transformers import BartConfig, BartForConditionalGeneration, BertTokenizerFast
+
+    from tests.conftest import write_tiny_vocab
+    from tests.core.models.test_spiking_bart import BART_TINY
+
+    d = tmp_path_factory.mktemp("bart")
+    tok = BertTokenizerFast(vocab=str(write_tiny_vocab(d / "vocab.txt")), do_lower_case=True)
+    cfg = BartConfig(**{**BART_TINY, "pad_token_id": tok.pad_token_id, "bos_token_id": tok.cls_token_id,
+                        "eos_token_id": tok.sep_token_id, "decoder_start_token_id": tok.cls_token_id})
+    torch.manual_seed(0)
+    BartForConditionalGeneration(cfg).save_pretrained(d / "model")
+    tok.save_pretrained(d / "model")
+    return d / "model"
+
+
+@pytest.mark.parametrize("text, needles", [
+    ('{"document": "the river rose", "summary": "river"}\n{"document": "a bridge", "summary": \n',
+     ["line 2: not valid JSON"]),
+    ("", ["is empty"]),
+], ids=["broken line", "empty file"])
+def test_eval_malformed_xsum_jsonl(text, needles, tiny_bart_dir, tmp_path):
+    data = tmp_path / "xsum"
+    data.mkdir()
+    (data / "validation.jsonl").write_text(text)
+    refused(runner.invoke(app, ["eval", str(tiny_bart_dir), "--task", "xsum", "--data-dir", str(data),
+                                "-s", "data.max_length=16"]), 4, str(data / "validation.jsonl"), *needles)

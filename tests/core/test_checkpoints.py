@@ -777,3 +777,14 @@ def test_pretrain_from_scratch_refuses_an_impossible_shape(fields, needle):
     tokenizer = type("Tok", (), {"pad_token_id": 0, "__len__": lambda self: 40})()
     with pytest.raises(ConfigError, match=needle):
         scratch_model(cfg, nsp=False, tokenizer=tokenizer)
+
+
+def test_a_run_directory_given_as_a_model_points_at_its_final(tmp_path):
+    (tmp_path / "run" / "final").mkdir(parents=True)
+    (tmp_path / "run" / "final" / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(CheckpointError, match="has no config.json") as info:
+        read_config(tmp_path / "run")
+    assert str(tmp_path / "run" / "final") in info.value.hint
+    with pytest.raises(CheckpointError, match="has no config.json") as info:
+        read_config(tmp_path / "run" / "final" / "missing")
+    assert "save_pretrained" in info.value.hint
