@@ -554,7 +554,13 @@ def load_tokenizer(model_dir: str | os.PathLike, tokenizer: str | os.PathLike | 
     """
     from transformers import AutoTokenizer
 
-    where = resolve_source(tokenizer) if tokenizer is not None else Path(model_dir)
+    if tokenizer is None:
+        where = Path(model_dir)
+    else:
+        try:
+            where = resolve_source(tokenizer)
+        except CheckpointError as exc:
+            raise CheckpointError(f"tokenizer: {exc.message}", details=exc.details, hint=exc.hint) from None
     if not has_tokenizer(where):
         raise CheckpointError(
             f"'{where}' has no tokenizer files",

@@ -788,3 +788,8 @@ def test_a_run_directory_given_as_a_model_points_at_its_final(tmp_path):
     with pytest.raises(CheckpointError, match="has no config.json") as info:
         read_config(tmp_path / "run" / "final" / "missing")
     assert "save_pretrained" in info.value.hint
+
+
+def test_a_missing_tokenizer_source_is_named_as_the_tokenizer(tmp_path):
+    with pytest.raises(CheckpointError, match=r"^tokenizer: model directory '.*nodir' does not exist"):
+        load_tokenizer(tmp_path, tokenizer=str(tmp_path / "nodir"))
