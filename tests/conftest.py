@@ -39,6 +39,28 @@ def write_tiny_vocab(path: Path, n: int = 99) -> Path:
     return path
 
 
+def make_tiny_bart(folder: Path):
+    """(an untrained tiny dense BART for generation, its WordPiece tokenizer), seeded; the vocabulary
+    file goes to `folder`."""
+    from transformers import BartConfig, BartForConditionalGeneration, BertTokenizerFast
+
+    from tests.core.models.test_spiking_bart import BART_TINY
+
+    tok = BertTokenizerFast(vocab=str(write_tiny_vocab(folder / "vocab.txt")), do_lower_case=True)
+    cfg = BartConfig(**{**BART_TINY, "pad_token_id": tok.pad_token_id, "bos_token_id": tok.cls_token_id,
+                        "eos_token_id": tok.sep_token_id, "decoder_start_token_id": tok.cls_token_id})
+    torch.manual_seed(0)
+    return BartForConditionalGeneration(cfg), tok
+
+
+def write_tiny_bart(folder: Path) -> Path:
+    """`make_tiny_bart`'s model and tokenizer saved in `folder`/model; returns that directory."""
+    model, tok = make_tiny_bart(folder)
+    model.save_pretrained(folder / "model")
+    tok.save_pretrained(folder / "model")
+    return folder / "model"
+
+
 @pytest.fixture(scope="session")
 def tiny_dense_bert_dir(tmp_path_factory) -> Path:
     """A tiny dense `BertModel` with a WordPiece tokenizer, saved with save_pretrained."""

@@ -398,21 +398,10 @@ def test_print_config_refuses_what_the_sweep_refuses(args, needle, tiny_dirs, tm
 
 @pytest.fixture(scope="module")
 def tiny_bart_dir(tmp_path_factory):
-    """An untrained tiny dense BART with a WordPiece tokenizer (as in test_eval_firing)."""
-    import torch
-    from transformers import BartConfig, BartForConditionalGeneration, BertTokenizerFast
+    """An untrained tiny dense BART with a WordPiece tokenizer."""
+    from tests.conftest import write_tiny_bart
 
-    from tests.conftest import write_tiny_vocab
-    from tests.core.models.test_spiking_bart import BART_TINY
-
-    d = tmp_path_factory.mktemp("bart")
-    tok = BertTokenizerFast(vocab=str(write_tiny_vocab(d / "vocab.txt")), do_lower_case=True)
-    cfg = BartConfig(**{**BART_TINY, "pad_token_id": tok.pad_token_id, "bos_token_id": tok.cls_token_id,
-                        "eos_token_id": tok.sep_token_id, "decoder_start_token_id": tok.cls_token_id})
-    torch.manual_seed(0)
-    BartForConditionalGeneration(cfg).save_pretrained(d / "model")
-    tok.save_pretrained(d / "model")
-    return d / "model"
+    return write_tiny_bart(tmp_path_factory.mktemp("bart"))
 
 
 @pytest.mark.parametrize("text, needles", [

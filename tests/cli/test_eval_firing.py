@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from spikelm_cli.main import app
@@ -62,18 +61,10 @@ def test_eval_pictures_a_free_sentence(tiny_dirs, tmp_path):
 @pytest.fixture(scope="module")
 def tiny_bart(tmp_path_factory):
     """An untrained tiny dense BART (converted by eval) with a WordPiece tokenizer, and 3 validation documents."""
-    from transformers import BartConfig, BartForConditionalGeneration, BertTokenizerFast
-
-    from tests.conftest import write_tiny_vocab
-    from tests.core.models.test_spiking_bart import BART_TINY
+    from tests.conftest import write_tiny_bart
 
     d = tmp_path_factory.mktemp("bart")
-    tok = BertTokenizerFast(vocab=str(write_tiny_vocab(d / "vocab.txt")), do_lower_case=True)
-    cfg = BartConfig(**{**BART_TINY, "pad_token_id": tok.pad_token_id, "bos_token_id": tok.cls_token_id,
-                        "eos_token_id": tok.sep_token_id, "decoder_start_token_id": tok.cls_token_id})
-    torch.manual_seed(0)
-    BartForConditionalGeneration(cfg).save_pretrained(d / "model")
-    tok.save_pretrained(d / "model")
+    write_tiny_bart(d)
     rows = [{"document": "the river rose by the bridge", "summary": "river rose"},
             {"document": "farmers of the river", "summary": "the farmers"},
             {"document": "a bridge was on it", "summary": "a bridge"}]

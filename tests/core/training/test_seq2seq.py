@@ -5,13 +5,11 @@ import json
 
 import pytest
 import torch
-from transformers import BartConfig, BartForConditionalGeneration, BertTokenizerFast
 from typer.testing import CliRunner
 
 from spikelm_cli.main import app
 
-from tests.conftest import write_tiny_vocab
-from tests.core.models.test_spiking_bart import BART_TINY
+from tests.conftest import make_tiny_bart
 
 runner = CliRunner()
 WORDS = "the a of and to in is was it for on that with as at by river rose bridge farmers".split()
@@ -35,11 +33,7 @@ def _write(path, rows):
 def tiny_bart_teacher(tmp_path_factory):
     """A tiny dense BART trained for a few steps to copy the first words of the document."""
     d = tmp_path_factory.mktemp("bart_teacher")
-    tok = BertTokenizerFast(vocab=str(write_tiny_vocab(d / "vocab.txt")), do_lower_case=True)
-    cfg = BartConfig(**{**BART_TINY, "pad_token_id": tok.pad_token_id, "bos_token_id": tok.cls_token_id,
-                        "eos_token_id": tok.sep_token_id, "decoder_start_token_id": tok.cls_token_id})
-    torch.manual_seed(0)
-    model = BartForConditionalGeneration(cfg)
+    model, tok = make_tiny_bart(d)
     rows = _docs(16)
     enc = tok([r["document"] for r in rows], return_tensors="pt", padding=True)
     labels = tok([r["summary"] for r in rows], return_tensors="pt", padding=True)["input_ids"]
