@@ -463,7 +463,8 @@ def _check_command(cls: type[BaseModel], raw: dict[str, Any], errors: list[str],
     if isinstance(given, str) and given != expected and given in TASK_CONFIGS:
         del raw["command"]
         errors.append(f"command: {origin} is for '{given}', not '{expected}'")
-        hints.append(f"run it with `spikelm {given}`, or use a '{expected}' recipe")
+        hints.append(f"drop it: the command is the verb you run (`spikelm {expected}`)" if origin.startswith("-s ")
+                     else f"run it with `spikelm {given}`, or use a '{expected}' recipe")
 
 
 def _validate(cls: type[T], raw: dict[str, Any], errors: list[str], hints: list[str], what: str) -> T:
@@ -527,6 +528,8 @@ def load_config(
         for top, sub in _layer(nested, cwd, f"{key}={value}", errors).items():
             set_dotted(raw, top, sub)
     _prefer_flags(raw, flags)
+    if any(key == "command" for key, _ in given):
+        origin = f"-s command={raw.get('command')}"
     return _validate(cls, raw, errors, [], f"invalid {origin}")
 
 

@@ -249,6 +249,14 @@ def test_recipe_for_another_command(tmp_path):
     assert "spikelm pretrain" in exc.value.hint
 
 
+def test_a_command_override_is_blamed_not_the_recipe(tmp_path):
+    recipe = write(tmp_path, "command: finetune\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(FinetuneConfig, recipe, [*MINIMAL, "command=eval"])
+    assert exc.value.details == ["command: -s command=eval is for 'eval', not 'finetune'"]
+    assert "drop it" in exc.value.hint
+
+
 def test_unknown_command_value(tmp_path):
     assert problems(write(tmp_path, "command: finetun\n"), MINIMAL) == ["command: expected 'finetune', got 'finetun'"]
 
