@@ -36,7 +36,11 @@ def _k_list(text: str | None) -> tuple[float, ...]:
 
 
 def _flag_names(text: str) -> str:
-    """A rule's message in the flags' spelling: 'channel_scale needs kind ...' -> '--channel-scale needs --neuron ...'."""
+    """A rule's message in the flags' spelling: 'channel_scale needs kind ...' -> '--channel-scale needs --neuron ...'.
+
+    convert always calibrates its amplitudes, so a rule's "and alpha_mode 'calibrated'" names nothing a user of
+    this command can set and is left out."""
+    text = text.replace(" and alpha_mode 'calibrated'", "")
     for name, flag in _FLAGS.items():
         if "_" in name or name == "kind":
             text = re.sub(rf"\b{name}\b", flag, text)
@@ -52,7 +56,8 @@ def _settings(**values) -> NeuronSettings:
             name, _, msg = line.partition(": ")
             lines.append(f"{_FLAGS[name]}: {msg}" if name in _FLAGS else _flag_names(line))
         raise ConfigError("invalid neuron settings", details=lines,
-                          hint="T must be >= 1, k a finite number > 0, the salient fraction in [0, 1) (spikelm convert --help)") from None
+                          hint="T must be >= 1, k a finite number > 0, the salient fraction in [0, 1); --salient-fraction, "
+                               "--k-candidates and --channel-scale need --neuron elastic_bi (spikelm convert --help)") from None
 
 
 @friendly_errors

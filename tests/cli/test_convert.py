@@ -216,6 +216,7 @@ def test_bad_allocation_options_exit_2(tiny_dense_llama_dir, tmp_path, args, nee
     res = run("convert", tiny_dense_llama_dir, "--out", tmp_path / "x", *args)
     assert res.exit_code == 2, res.output
     assert needle in res.stderr and "Traceback" not in res.output
+    assert "alpha_mode" not in res.stderr  # convert has no flag for it: it always calibrates
     assert not (tmp_path / "x").exists()
 
 
