@@ -467,8 +467,11 @@ def _check_command(cls: type[BaseModel], raw: dict[str, Any], errors: list[str],
                      else f"run it with `spikelm {given}`, or use a '{expected}' recipe")
 
 
-def _validate(cls: type[T], raw: dict[str, Any], errors: list[str], hints: list[str], what: str) -> T:
-    _check_command(cls, raw, errors, hints, what.removeprefix("invalid "))
+def _validate(cls: type[T], raw: dict[str, Any], errors: list[str], hints: list[str], what: str,
+              command_origin: str | None = None) -> T:
+    """`cls` from `raw`; ConfigError headed `what` listing every problem. `command_origin` names where
+    `command` came from when that is not `what`'s origin (an `-s command=...` override)."""
+    _check_command(cls, raw, errors, hints, command_origin or what.removeprefix("invalid "))
     cfg = None
     try:
         cfg = cls.model_validate(raw, strict=True)
@@ -528,9 +531,8 @@ def load_config(
         for top, sub in _layer(nested, cwd, f"{key}={value}", errors).items():
             set_dotted(raw, top, sub)
     _prefer_flags(raw, flags)
-    if any(key == "command" for key, _ in given):
-        origin = f"-s command={raw.get('command')}"
-    return _validate(cls, raw, errors, [], f"invalid {origin}")
+    command_origin = f"-s command={raw.get('command')}" if any(key == "command" for key, _ in given) else None
+    return _validate(cls, raw, errors, [], f"invalid {origin}", command_origin)
 
 
 def config_to_dict(cfg: BaseModel) -> dict[str, Any]:

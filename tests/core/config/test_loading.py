@@ -257,6 +257,13 @@ def test_a_command_override_is_blamed_not_the_recipe(tmp_path):
     assert "drop it" in exc.value.hint
 
 
+def test_a_matching_command_override_takes_no_blame_for_the_recipe(tmp_path):
+    recipe = write(tmp_path, "command: finetune\ntrain: {lr: fast}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(FinetuneConfig, recipe, [*MINIMAL, "command=finetune"])
+    assert exc.value.message.startswith(f"invalid recipe {str(recipe)!r}")
+
+
 def test_unknown_command_value(tmp_path):
     assert problems(write(tmp_path, "command: finetun\n"), MINIMAL) == ["command: expected 'finetune', got 'finetun'"]
 
