@@ -480,7 +480,7 @@ class DistillArgs(_RuledSection):
     elastic neuron's and K/V spike's output is its float input instead of its spike with this
     probability at step 0, falling linearly to 0 at `spike_drop_steps`; from there on, and in every
     evaluation, the student spikes fully: the twin moves from the dense teacher's weights to spikes
-    gradually (on STS-B it did not help; recipes/README.md). 0 = off (the released code)."""
+    gradually (on STS-B it did not help; docs/transfer-study-log.md). 0 = off (the released code)."""
     spike_drop_steps: int = Field(0, ge=0)
     """Steps over which `spike_drop` falls to 0 (needed with spike_drop > 0)."""
     augment: AugmentArgs = Field(default_factory=AugmentArgs)

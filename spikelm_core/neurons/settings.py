@@ -98,7 +98,7 @@ class NeuronSettings(BaseModel):
     the few wide channels of a LayerNorm output spike at their own scale instead of saturating."""
     readout: Readout = "mean"
     """How the heads read the T steps of the model's last layer: 'mean' = the mean over T (the paper,
-    method doc 2.6); 'last' = the last step alone (spikelm's option; recipes/README.md measures it).
+    method doc 2.6); 'last' = the last step alone (spikelm's option; docs/transfer-study-log.md measures it).
     Hidden states returned for distillation stay means over T either way."""
 
     @model_validator(mode="after")
