@@ -340,19 +340,13 @@ class SpikingBertForSequenceClassification(SpikingBertPreTrainedModel):
         return result if return_dict is not False else result.to_tuple()
 
 
-class SpikingBertForMaskedLM(SpikingBertPreTrainedModel):
-    """Masked-LM head (float) on the T-mean of the spiking encoder; decoder tied to the embeddings."""
+class _TiedMLMHead:
+    """The masked-LM decoder of `self.cls.predictions`, tied to the word embeddings (BERT's tying)."""
 
     _tied_weights_keys = {
         "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
         "cls.predictions.decoder.bias": "cls.predictions.bias",
     }
-
-    def __init__(self, config: SpikingBertConfig):
-        super().__init__(config)
-        self.bert = SpikingBertModel(config, add_pooling_layer=False)
-        self.cls = BertOnlyMLMHead(config)
-        self.post_init()
 
     def get_output_embeddings(self):
         return self.cls.predictions.decoder
@@ -360,6 +354,16 @@ class SpikingBertForMaskedLM(SpikingBertPreTrainedModel):
     def set_output_embeddings(self, new_embeddings):
         self.cls.predictions.decoder = new_embeddings
         self.cls.predictions.bias = new_embeddings.bias
+
+
+class SpikingBertForMaskedLM(_TiedMLMHead, SpikingBertPreTrainedModel):
+    """Masked-LM head (float) on the T-mean of the spiking encoder; decoder tied to the embeddings."""
+
+    def __init__(self, config: SpikingBertConfig):
+        super().__init__(config)
+        self.bert = SpikingBertModel(config, add_pooling_layer=False)
+        self.cls = BertOnlyMLMHead(config)
+        self.post_init()
 
     def forward(
         self,
@@ -387,26 +391,14 @@ class SpikingBertForMaskedLM(SpikingBertPreTrainedModel):
         return result if return_dict is not False else result.to_tuple()
 
 
-class SpikingBertForPreTraining(SpikingBertPreTrainedModel):
+class SpikingBertForPreTraining(_TiedMLMHead, SpikingBertPreTrainedModel):
     """Masked-LM + next-sentence heads, as in BERT pretraining (the released SpikeLM objective)."""
-
-    _tied_weights_keys = {
-        "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
-        "cls.predictions.decoder.bias": "cls.predictions.bias",
-    }
 
     def __init__(self, config: SpikingBertConfig):
         super().__init__(config)
         self.bert = SpikingBertModel(config)
         self.cls = BertPreTrainingHeads(config)
         self.post_init()
-
-    def get_output_embeddings(self):
-        return self.cls.predictions.decoder
-
-    def set_output_embeddings(self, new_embeddings):
-        self.cls.predictions.decoder = new_embeddings
-        self.cls.predictions.bias = new_embeddings.bias
 
     def forward(
         self,
