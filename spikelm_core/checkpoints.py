@@ -467,29 +467,48 @@ def has_weights(model_dir: str | os.PathLike) -> bool:
     return any((Path(model_dir) / f).is_file() for f in WEIGHT_FILES)
 
 
+def _read_each_file(model_dir: str | os.PathLike, read) -> dict:
+    """`read(path)` merged over the safetensors files of `model_dir` (single file or sharded with an
+    index); missing, corrupt or truncated files raise `CheckpointError` (exit 3)."""
+    from safetensors import SafetensorError
+
+    model_dir = Path(model_dir)
+    merged: dict = {}
+    for f in _weight_files(model_dir):
+        if not f.is_file():
+            raise CheckpointError(f"shard '{f}' named in the index is missing", hint="re-download or re-save the checkpoint")
+        try:
+            merged.update(read(str(f)))
+        except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as exc:
+            raise CheckpointError(
+                f"'{f}' is corrupt or truncated: {exc}", hint="re-download or re-save the checkpoint"
+            ) from exc
+    if not merged:
+        raise CheckpointError(f"'{model_dir}' holds no weights (empty safetensors)", hint="re-save the checkpoint")
+    return merged
+
+
 def read_state_dict(model_dir: str | os.PathLike) -> dict[str, torch.Tensor]:
     """All tensors of the safetensors checkpoint in `model_dir` (single file or sharded with an index).
 
     Pickled weights (*.bin, *.pt) are refused without being opened. Raises `CheckpointError`
     (exit 3) for missing, corrupt or truncated files.
     """
-    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    model_dir = Path(model_dir)
-    state: dict[str, torch.Tensor] = {}
-    for f in _weight_files(model_dir):
-        if not f.is_file():
-            raise CheckpointError(f"shard '{f}' named in the index is missing", hint="re-download or re-save the checkpoint")
-        try:
-            state.update(load_file(str(f)))
-        except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as exc:
-            raise CheckpointError(
-                f"'{f}' is corrupt or truncated: {exc}", hint="re-download or re-save the checkpoint"
-            ) from exc
-    if not state:
-        raise CheckpointError(f"'{model_dir}' holds no weights (empty safetensors)", hint="re-save the checkpoint")
-    return state
+    return _read_each_file(model_dir, load_file)
+
+
+def read_shapes(model_dir: str | os.PathLike) -> dict[str, tuple[int, ...]]:
+    """Each tensor's shape in the safetensors checkpoint in `model_dir`, from the files' headers alone
+    (no tensor is read); the same files and errors as `read_state_dict`."""
+    from safetensors import safe_open
+
+    def shapes(path: str) -> dict[str, tuple[int, ...]]:
+        with safe_open(path, "pt") as f:
+            return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+
+    return _read_each_file(model_dir, shapes)
 
 
 def write_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],

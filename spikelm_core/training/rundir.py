@@ -206,13 +206,13 @@ def check_resume_weights(checkpoint: str, model) -> None:
     """Refuse, before training, a checkpoint whose weights cannot be read or do not fit `model` (a
     checkpoint of another run or model), naming the first mismatches; the Trainer would otherwise fail
     with a traceback after the data is prepared. Neuron state (set by calibration) is not compared."""
-    from ..checkpoints import is_neuron_state, read_state_dict
+    from ..checkpoints import is_neuron_state, read_shapes
 
-    saved = read_state_dict(checkpoint)
-    own = model.state_dict()
+    saved = read_shapes(checkpoint)     # the headers only: the Trainer reads the tensors themselves
+    own = {key: tuple(value.shape) for key, value in model.state_dict().items()}
     foreign = [key for key in saved if not is_neuron_state(key) and key not in own]
-    shapes = [f"{key}: {tuple(saved[key].shape)} saved, {tuple(own[key].shape)} in the model"
-              for key in saved if key in own and not is_neuron_state(key) and saved[key].shape != own[key].shape]
+    shapes = [f"{key}: {saved[key]} saved, {own[key]} in the model"
+              for key in saved if key in own and not is_neuron_state(key) and saved[key] != own[key]]
     if foreign or shapes:
         raise CheckpointError(
             f"cannot resume from '{checkpoint}': its weights do not fit this run's model",

@@ -39,6 +39,7 @@ from spikelm_core.checkpoints import (
     load_teacher,
     load_tokenizer,
     read_config,
+    read_shapes,
     read_state_dict,
     save_model,
 )
@@ -160,13 +161,17 @@ def test_sharded_checkpoint_loads_and_shard_names_stay_inside(tmp_path):
     for f in (tmp_path / "tmp").glob("model*.safetensors*"):
         shutil.copy(f, d / f.name)
     assert (d / "model.safetensors.index.json").is_file()
-    assert len(read_state_dict(d)) == len(BertModel(BertConfig(**TINY)).state_dict())
+    state = read_state_dict(d)
+    assert len(state) == len(BertModel(BertConfig(**TINY)).state_dict())
+    # the headers alone give every tensor's shape, over all shards, as the tensors have it
+    assert read_shapes(d) == {key: tuple(t.shape) for key, t in state.items()}
     index = json.loads((d / "model.safetensors.index.json").read_text())
     first = next(iter(index["weight_map"]))
     index["weight_map"][first] = "../elsewhere.safetensors"
     (d / "model.safetensors.index.json").write_text(json.dumps(index))
-    with pytest.raises(CheckpointError, match="outside the model directory"):
-        read_state_dict(d)
+    for read in (read_state_dict, read_shapes):
+        with pytest.raises(CheckpointError, match="outside the model directory"):
+            read(d)
 
 
 # --------------------------------------------------------------------------------- spiking checkpoints
