@@ -277,11 +277,19 @@ def resolve_source(name: str | os.PathLike) -> Path:
     looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1 or (os.sep in name and "/" not in name)
     if looks_like_path:
         run_output = path.name == "final" or path.name.startswith("checkpoint-")
-        raise CheckpointError(
-            f"model directory '{name}' does not exist",
-            details=[f"'{path.name}/' is what a training run writes: run the training that makes "
-                     f"'{path.parent}' first (a task recipe's header names its teacher recipe)"] if run_output else None,
-            hint=LOCAL_HINT)
+        details, hint = None, LOCAL_HINT
+        if run_output:
+            from .training.recipes import recipe_writing
+
+            maker = recipe_writing(path.parent)
+            if maker is None:
+                details = [f"'{path.name}/' is what a training run writes: run the training that makes "
+                           f"'{path.parent}' first (a task recipe's header names its teacher recipe)"]
+            else:
+                details = [f"'{path.name}/' is what a training run writes, and the recipe "
+                           f"recipes/{maker[0].parent.name}/{maker[0].name} writes '{path.parent}' (its '# Run:' line)"]
+                hint = f"run it first: {maker[1]}"
+        raise CheckpointError(f"model directory '{name}' does not exist", details=details, hint=hint)
     cached = cached_snapshot(repo_id)
     if cached is not None:
         return cached

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ..calibration import calibrate, is_calibrated, spiking_neurons
-from ..checkpoints import LoadedModel, reinitialise, resolve_source
+from ..checkpoints import LOCAL_HINT, LoadedModel, reinitialise, resolve_source
 from ..errors import CheckpointError, ConfigError, DataError, SpikelmError
 from ..firing import FiringReport, measure_firing
 from ..io import replace_dir
@@ -48,7 +48,7 @@ def preflight(command: str, model: str | None, check_data, model_fix: str | None
         try:
             resolve_source(model)
         except CheckpointError as exc:
-            if model_fix:
+            if model_fix and exc.hint == LOCAL_HINT:
                 exc.hint = model_fix  # the family's own fix (the loader's generic hint may name other families)
             problems.append(exc)
     try:

@@ -49,3 +49,27 @@ def paper_recipe(command: str, task: str) -> Path:
         raise ConfigError(f"no bundled {command} recipe for {name}: {path} does not exist",
                           hint="give a recipe path")
     return path
+
+
+def recipe_writing(run_dir: str | os.PathLike[str]) -> tuple[Path, str] | None:
+    """The bundled recipe whose `# Run:` header writes `run_dir` (its `--out-dir`), with that header
+    command: (recipes/minilm_glue/cola_teacher.yaml, 'spikelm finetune ... --out-dir
+    runs/glue-cola-teacher'), or None. Lets a missing teacher name the run that makes it."""
+    root = recipes_dir()
+    if root is None:
+        return None
+    want = os.path.normpath(os.fspath(run_dir))
+    for path in sorted(root.glob("*/*.yaml")):
+        try:
+            head = path.read_text(encoding="utf-8").splitlines()[:12]
+        except (OSError, UnicodeDecodeError):
+            continue
+        line = next((h for h in head if h.startswith("# Run:")), None)
+        if line is None:
+            continue
+        command = line[len("# Run:"):].strip()
+        words = command.split()
+        for flag, value in zip(words, words[1:]):
+            if flag == "--out-dir" and os.path.normpath(value) == want:
+                return path, command
+    return None

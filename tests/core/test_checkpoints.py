@@ -651,6 +651,32 @@ def test_resolve_source_local_bundled_and_offline(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist") as exc:
         resolve_source(tmp_path / "teacher" / "final")  # a run's output that has not been trained yet
     assert "training run" in exc.value.details[0] and str(tmp_path / "teacher") in exc.value.details[0]
+
+
+def test_missing_run_output_names_the_recipe_that_writes_it(tmp_path, monkeypatch):
+    """A recipe's teacher that has not been trained: the error names the bundled recipe whose
+    '# Run:' line writes that run directory, and its command as the fix (the family's generic hint
+    does not replace it)."""
+    from spikelm_core.checkpoints import resolve_source
+    from spikelm_core.training.pipeline import preflight
+
+    recipes = tmp_path / "recipes" / "study"
+    recipes.mkdir(parents=True)
+    run = "spikelm finetune recipes/study/teacher.yaml --data-dir ../glue --out-dir runs/x-teacher"
+    (recipes / "teacher.yaml").write_text(f"# Paper: none.\n# Run:   {run}\ncommand: finetune\n")
+    (recipes / "other.yaml").write_text("# Run:   spikelm finetune --out-dir runs/x-teacher-2\ncommand: finetune\n")
+    monkeypatch.setenv("SPIKELM_RECIPES", str(tmp_path / "recipes"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CheckpointError, match="does not exist") as exc:
+        resolve_source("runs/x-teacher/final")
+    assert "recipes/study/teacher.yaml writes 'runs/x-teacher'" in exc.value.details[0]
+    assert exc.value.hint == f"run it first: {run}"
+    with pytest.raises(CheckpointError) as exc:
+        preflight("distill", "./runs/x-teacher/final", lambda: None, model_fix="pass --model minilm")
+    assert exc.value.hint == f"run it first: {run}"
+    with pytest.raises(CheckpointError) as exc:  # no recipe writes it: the generic detail, the family's fix
+        preflight("distill", "runs/x-student/final", lambda: None, model_fix="pass --model minilm")
+    assert "a task recipe's header" in exc.value.details[0] and exc.value.hint == "pass --model minilm"
     with pytest.raises(CheckpointError, match="HF_HUB_OFFLINE") as exc:
         resolve_source("bart-base")
     assert "facebook/bart-base" in exc.value.message and "minilm" in exc.value.hint
