@@ -831,6 +831,11 @@ class EvalConfig(_BenchmarkConfig):
     """Compiled spiking layers for scoring (see train.compile): 'auto' (default) compiles when at
     least 2000 examples are scored, 'layers' always, 'none' never. Perplexity records the firing of
     every window, so its layers run eagerly."""
+    bf16: bool = False
+    """Score under bfloat16 autocast, as a `train.bf16` run's own evaluations do (with `compile:
+    layers` as well, they give that run's dev numbers to the digit); default float32. A spike is a
+    threshold decision, so the precision moves predictions: a CoLA twin's dev Matthews 23.1 in bf16,
+    21.4 in float32 (recipes/README.md)."""
     dense_reference: str | None = None
     """The dense model a spiking checkpoint is compared with: wikitext2 scores it on the same windows
     (dense_perplexity), and prompt.compare_dense continues the prompt with it. None = the model itself

@@ -12,6 +12,7 @@ nothing behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -412,7 +413,8 @@ def run_evaluation(evaluation: Evaluation) -> EvalResult:
     elif cfg.compile == "layers":
         log.info("compile is 'layers', but %s records the firing of every forward: its spiking layers run eagerly",
                  cfg.task)
-    metrics, examples, primary, report = evaluation.score(loaded, data)
+    with _autocast(loaded.model, cfg.bf16):
+        metrics, examples, primary, report = evaluation.score(loaded, data)
     warnings = evaluation.warnings(loaded)
     for message in warnings:
         log.warning(message)
@@ -434,6 +436,14 @@ def run_evaluation(evaluation: Evaluation) -> EvalResult:
                         "--out-dir to keep both)", results, *earlier)
         log.info("wrote %s", results)
     return result
+
+
+def _autocast(model, bf16: bool):
+    """bfloat16 autocast on `model`'s device when `bf16` (eval's `bf16`), else nothing."""
+    if not bf16:
+        return contextlib.nullcontext()
+    device = next(model.parameters()).device.type
+    return torch.autocast(device_type=device, dtype=torch.bfloat16)
 
 
 def _earlier_eval(path: Path) -> tuple[Any, Any] | None:

@@ -70,6 +70,25 @@ def test_finetune_then_eval(tiny_dirs, tmp_path):
 
 
 @pytest.mark.slow
+def test_eval_in_bf16_repeats_a_bf16_runs_own_evaluation(tiny_dirs, tmp_path):
+    """A `train.bf16` run evaluates under bfloat16 autocast: eval's `bf16` (and the run's batch size)
+    gives its final dev numbers again; the float32 default scores the same weights otherwise."""
+    args = _ft_args(tiny_dirs, tmp_path / "ft", "train.bf16=true")
+    args[args.index("data.source=glue/sst2")] = "data.source=glue/stsb"  # Pearson: a continuous score
+    _ok(runner.invoke(app, args))
+    records = [json.loads(line) for line in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
+    run_pearson = next(r["final_dev_pearson"] for r in records if "final_dev_pearson" in r)
+    pearson = {}
+    for bf16 in ("true", "false"):
+        res = runner.invoke(app, ["eval", str(tmp_path / "ft" / "final"), "--task", "stsb", "--data-dir",
+                                  str(tiny_dirs["glue"]), "--format", "json", *_sets(f"bf16={bf16}", "batch_size=11")])
+        _ok(res)
+        pearson[bf16] = json.loads(res.stdout)["metrics"]["dev"]["pearson"]
+    assert pearson["true"] == pytest.approx(run_pearson, rel=0, abs=1e-7)
+    assert pearson["false"] != pytest.approx(run_pearson, rel=0, abs=1e-7)
+
+
+@pytest.mark.slow
 def test_finetune_task_flag_picks_the_paper_recipe_and_json(tiny_dirs, tmp_path):
     res = runner.invoke(app, ["finetune", "--task", "mnli", "--data-dir", str(tiny_dirs["glue"]), "--out-dir",
                               str(tmp_path / "mnli"), "--format", "json",
