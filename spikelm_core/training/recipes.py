@@ -58,7 +58,7 @@ def recipe_writing(run_dir: str | os.PathLike[str]) -> tuple[Path, str] | None:
     root = recipes_dir()
     if root is None:
         return None
-    want = os.path.normpath(os.fspath(run_dir))
+    want = Path(run_dir).resolve()  # the headers' --out-dir is read from the current directory
     for path in sorted(root.glob("*/*.yaml")):
         try:
             head = path.read_text(encoding="utf-8").splitlines()[:12]
@@ -70,6 +70,6 @@ def recipe_writing(run_dir: str | os.PathLike[str]) -> tuple[Path, str] | None:
         command = line[len("# Run:"):].strip()
         words = command.split()
         for flag, value in zip(words, words[1:]):
-            if flag == "--out-dir" and os.path.normpath(value) == want:
+            if flag == "--out-dir" and Path(value).resolve() == want:
                 return path, command
     return None

@@ -651,6 +651,9 @@ def test_resolve_source_local_bundled_and_offline(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist") as exc:
         resolve_source(tmp_path / "teacher" / "final")  # a run's output that has not been trained yet
     assert "training run" in exc.value.details[0] and str(tmp_path / "teacher") in exc.value.details[0]
+    with pytest.raises(CheckpointError, match="HF_HUB_OFFLINE") as exc:
+        resolve_source("bart-base")
+    assert "facebook/bart-base" in exc.value.message and "minilm" in exc.value.hint
 
 
 def test_missing_run_output_names_the_recipe_that_writes_it(tmp_path, monkeypatch):
@@ -671,15 +674,12 @@ def test_missing_run_output_names_the_recipe_that_writes_it(tmp_path, monkeypatc
         resolve_source("runs/x-teacher/final")
     assert "recipes/study/teacher.yaml writes 'runs/x-teacher'" in exc.value.details[0]
     assert exc.value.hint == f"run it first: {run}"
-    with pytest.raises(CheckpointError) as exc:
-        preflight("distill", "./runs/x-teacher/final", lambda: None, model_fix="pass --model minilm")
+    with pytest.raises(CheckpointError) as exc:  # the same directory, spelt another way
+        preflight("distill", str(tmp_path / "runs" / "x-teacher" / "final"), lambda: None, model_fix="pass --model minilm")
     assert exc.value.hint == f"run it first: {run}"
     with pytest.raises(CheckpointError) as exc:  # no recipe writes it: the generic detail, the family's fix
         preflight("distill", "runs/x-student/final", lambda: None, model_fix="pass --model minilm")
     assert "a task recipe's header" in exc.value.details[0] and exc.value.hint == "pass --model minilm"
-    with pytest.raises(CheckpointError, match="HF_HUB_OFFLINE") as exc:
-        resolve_source("bart-base")
-    assert "facebook/bart-base" in exc.value.message and "minilm" in exc.value.hint
 
 
 def test_llama_keeps_tied_embeddings_and_its_dense_twin(tmp_path):
