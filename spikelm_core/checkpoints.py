@@ -277,7 +277,7 @@ def resolve_source(name: str | os.PathLike) -> Path:
     looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1 or (os.sep in name and "/" not in name)
     if looks_like_path:
         run_output = path.name == "final" or path.name.startswith("checkpoint-")
-        details, hint = None, LOCAL_HINT
+        details, hint, maker = None, LOCAL_HINT, None
         if run_output:
             from .training.recipes import recipe_writing
 
@@ -289,7 +289,9 @@ def resolve_source(name: str | os.PathLike) -> Path:
                 details = [f"'{path.name}/' is what a training run writes, and the recipe "
                            f"recipes/{maker[0].parent.name}/{maker[0].name} writes '{path.parent}' (its '# Run:' line)"]
                 hint = f"run it first: {maker[1]}"
-        raise CheckpointError(f"model directory '{name}' does not exist", details=details, hint=hint)
+        error = CheckpointError(f"model directory '{name}' does not exist", details=details, hint=hint)
+        error.recipe = f"recipes/{maker[0].parent.name}/{maker[0].name}" if maker else None
+        raise error
     cached = cached_snapshot(repo_id)
     if cached is not None:
         return cached

@@ -49,8 +49,11 @@ def preflight(command: str, model: str | None, check_data, model_fix: str | None
         try:
             resolve_source(model)
         except CheckpointError as exc:
-            if model_fix and exc.hint == LOCAL_HINT:
-                exc.hint = model_fix  # the family's own fix (the loader's generic hint may name other families)
+            if model_fix:  # the family's own fix (the loader's generic hint may name other families),
+                # after the command of the recipe that makes a missing run output, unless the fix names it
+                maker = getattr(exc, "recipe", None)
+                own = exc.hint == LOCAL_HINT or (maker is not None and maker in model_fix)
+                exc.hint = model_fix if own else f"{exc.hint}; or {model_fix}"
             problems.append(exc)
     try:
         check_data()

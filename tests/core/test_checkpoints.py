@@ -658,8 +658,8 @@ def test_resolve_source_local_bundled_and_offline(tmp_path):
 
 def test_missing_run_output_names_the_recipe_that_writes_it(tmp_path, monkeypatch):
     """A recipe's teacher that has not been trained: the error names the bundled recipe whose
-    '# Run:' line writes that run directory, and its command as the fix (the family's generic hint
-    does not replace it)."""
+    '# Run:' line writes that run directory, and its command as the fix (before the family's own
+    fix, which replaces only the loader's generic hint)."""
     from spikelm_core.checkpoints import resolve_source
     from spikelm_core.training.pipeline import preflight
 
@@ -676,7 +676,10 @@ def test_missing_run_output_names_the_recipe_that_writes_it(tmp_path, monkeypatc
     assert exc.value.hint == f"run it first: {run}"
     with pytest.raises(CheckpointError) as exc:  # the same directory, spelt another way
         preflight("distill", str(tmp_path / "runs" / "x-teacher" / "final"), lambda: None, model_fix="pass --model minilm")
-    assert exc.value.hint == f"run it first: {run}"
+    assert exc.value.hint == f"run it first: {run}; or pass --model minilm"
+    with pytest.raises(CheckpointError) as exc:  # a fix that names that recipe already: the fix alone
+        preflight("finetune", "runs/x-teacher/final", lambda: None, model_fix="or train: recipes/study/teacher.yaml")
+    assert exc.value.hint == "or train: recipes/study/teacher.yaml"
     with pytest.raises(CheckpointError) as exc:  # no recipe writes it: the generic detail, the family's fix
         preflight("distill", "runs/x-student/final", lambda: None, model_fix="pass --model minilm")
     assert "a task recipe's header" in exc.value.details[0] and exc.value.hint == "pass --model minilm"
