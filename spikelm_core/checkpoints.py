@@ -286,11 +286,11 @@ def resolve_source(name: str | os.PathLike) -> Path:
                 details = [f"'{path.name}/' is what a training run writes: run the training that makes "
                            f"'{path.parent}' first (a task recipe's header names its teacher recipe)"]
             else:
-                details = [f"'{path.name}/' is what a training run writes, and the recipe "
-                           f"recipes/{maker[0].parent.name}/{maker[0].name} writes '{path.parent}' (its '# Run:' line)"]
+                details = [f"'{path.name}/' is what a training run writes, and the recipe {maker[0]} writes "
+                           f"'{path.parent}' (its '# Run:' line)"]
                 hint = f"run it first: {maker[1]}"
         error = CheckpointError(f"model directory '{name}' does not exist", details=details, hint=hint)
-        error.recipe = f"recipes/{maker[0].parent.name}/{maker[0].name}" if maker else None
+        error.recipe = maker[0] if maker else None
         raise error
     cached = cached_snapshot(repo_id)
     if cached is not None:

@@ -35,6 +35,8 @@ class CheckpointError(SpikelmError):
     """A model source that cannot be found, read or used."""
 
     exit_code = 3
+    recipe: str | None = None
+    """The bundled recipe that writes a missing run output ('recipes/minilm_glue/cola_teacher.yaml'), if any."""
 
 
 class DataError(SpikelmError):

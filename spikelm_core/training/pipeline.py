@@ -12,7 +12,6 @@ nothing behind.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import shutil
@@ -51,8 +50,7 @@ def preflight(command: str, model: str | None, check_data, model_fix: str | None
         except CheckpointError as exc:
             if model_fix:  # the family's own fix (the loader's generic hint may name other families),
                 # after the command of the recipe that makes a missing run output, unless the fix names it
-                maker = getattr(exc, "recipe", None)
-                own = exc.hint == LOCAL_HINT or (maker is not None and maker in model_fix)
+                own = exc.hint == LOCAL_HINT or (exc.recipe is not None and exc.recipe in model_fix)
                 exc.hint = model_fix if own else f"{exc.hint}; or {model_fix}"
             problems.append(exc)
     try:
@@ -416,7 +414,8 @@ def run_evaluation(evaluation: Evaluation) -> EvalResult:
     elif cfg.compile == "layers":
         log.info("compile is 'layers', but %s records the firing of every forward: its spiking layers run eagerly",
                  cfg.task)
-    with _autocast(loaded.model, cfg.bf16):
+    device = next(loaded.model.parameters()).device.type
+    with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=cfg.bf16):  # eval's bf16
         metrics, examples, primary, report = evaluation.score(loaded, data)
     warnings = evaluation.warnings(loaded)
     for message in warnings:
@@ -439,14 +438,6 @@ def run_evaluation(evaluation: Evaluation) -> EvalResult:
                         "--out-dir to keep both)", results, *earlier)
         log.info("wrote %s", results)
     return result
-
-
-def _autocast(model, bf16: bool):
-    """bfloat16 autocast on `model`'s device when `bf16` (eval's `bf16`), else nothing."""
-    if not bf16:
-        return contextlib.nullcontext()
-    device = next(model.parameters()).device.type
-    return torch.autocast(device_type=device, dtype=torch.bfloat16)
 
 
 def _earlier_eval(path: Path) -> tuple[Any, Any] | None:

@@ -51,9 +51,9 @@ def paper_recipe(command: str, task: str) -> Path:
     return path
 
 
-def recipe_writing(run_dir: str | os.PathLike[str]) -> tuple[Path, str] | None:
-    """The bundled recipe whose `# Run:` header writes `run_dir` (its `--out-dir`), with that header
-    command: (recipes/minilm_glue/cola_teacher.yaml, 'spikelm finetune ... --out-dir
+def recipe_writing(run_dir: str | os.PathLike[str]) -> tuple[str, str] | None:
+    """The bundled recipe whose `# Run:` header writes `run_dir` (its `--out-dir`), and that header
+    command: ('recipes/minilm_glue/cola_teacher.yaml', 'spikelm finetune ... --out-dir
     runs/glue-cola-teacher'), or None. Lets a missing teacher name the run that makes it."""
     root = recipes_dir()
     if root is None:
@@ -71,5 +71,5 @@ def recipe_writing(run_dir: str | os.PathLike[str]) -> tuple[Path, str] | None:
         words = command.split()
         for flag, value in zip(words, words[1:]):
             if flag == "--out-dir" and Path(value).resolve() == want:
-                return path, command
+                return f"recipes/{path.parent.name}/{path.name}", command
     return None
