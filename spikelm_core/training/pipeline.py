@@ -84,7 +84,10 @@ class Pipeline:
     # -- checks before anything is written ----------------------------------------------------
 
     def preflight(self) -> None:
-        preflight(self.command, self.cfg.model, self.check_data, self.model_fix)
+        # a twin whose initialisation is its teacher: another --model would change the student alone,
+        # and the teacher would still be missing, so the family's fix is not offered
+        twin = self.distill is not None and self.cfg.model == self.distill.teacher
+        preflight(self.command, self.cfg.model, self.check_data, None if twin else self.model_fix)
 
     def check_data(self) -> None:
         """Raise DataError when the run's data cannot be read (cheap: a few rows)."""

@@ -80,6 +80,22 @@ def test_preflight_lists_model_and_data_with_their_fixes(tmp_path):
     preflight("finetune", None, lambda: None)
 
 
+def test_a_twin_whose_teacher_is_missing_is_not_told_to_change_its_student(tmp_path):
+    """A distillation twin initialised from its own teacher: another --model changes the student only,
+    so the family's fix is offered to a student that is not the teacher, not to the twin."""
+    from spikelm_core.training.pipeline import Pipeline
+
+    missing = str(tmp_path / "teacher" / "final")
+    fixes = {}
+    for name, model in [("twin", missing), ("student", str(tmp_path / "student"))]:
+        pipeline = Pipeline(SimpleNamespace(model=model), "distill", distill=SimpleNamespace(teacher=missing))
+        pipeline.model_fix = "pass --model minilm"
+        with pytest.raises(CheckpointError) as info:
+            pipeline.preflight()
+        fixes[name] = info.value.hint or ""
+    assert "--model minilm" not in fixes["twin"] and fixes["student"].endswith("pass --model minilm")
+
+
 def _calib(examples=None, order="first", seed=42, batch_size=32):
     return SimpleNamespace(calibration_examples=examples, calibration_order=order, seed=seed, batch_size=batch_size)
 
