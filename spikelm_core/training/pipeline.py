@@ -86,7 +86,9 @@ class Pipeline:
     def preflight(self) -> None:
         # a twin whose initialisation is its teacher: another --model would change the student alone,
         # and the teacher would still be missing, so the family's fix is not offered
-        twin = self.distill is not None and self.cfg.model == self.distill.teacher
+        teacher = self.distill.teacher if self.distill is not None else None
+        twin = teacher is not None and self.cfg.model is not None and \
+            Path(self.cfg.model).resolve() == Path(teacher).resolve()  # the same directory, however spelt
         preflight(self.command, self.cfg.model, self.check_data, None if twin else self.model_fix)
 
     def check_data(self) -> None:
