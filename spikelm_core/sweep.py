@@ -167,6 +167,9 @@ class SweepRow:
     energy_firing_rate: float | None = None
     """MAC-weighted firing rate of the energy audit's firing pass."""
     minutes: float | None = None
+    """Wall minutes of the call that finished this point: from its checkpoint on when it resumed."""
+    resumed_from: str | None = None
+    """The checkpoint an interrupted point continued from (so `minutes` counts only what followed)."""
     out_dir: str | None = None
     command: str | None = None
     """The command that replays (or resumes) this point."""
@@ -218,7 +221,7 @@ def mark_pareto(rows: list[SweepRow]) -> None:
 
 
 COLUMNS = ("name", "status", "metric_name", "metric", "firing_rate", "energy_ratio", "paper_energy_ratio",
-           "relative_energy", "pareto", "minutes", "same_as", "start_from", "values", "command")
+           "relative_energy", "pareto", "minutes", "resumed_from", "same_as", "start_from", "values", "command")
 
 
 def table_rows(report: SweepReport) -> list[dict[str, Any]]:
@@ -252,6 +255,11 @@ def _curve_text(curve: list[list[float]]) -> str:
     return " / ".join(f"{100 * value:.1f}" for _, value in curve) if curve else "–"
 
 
+def _minutes_text(row: SweepRow) -> str:
+    minutes = _fmt(row.minutes, 1)
+    return f"{minutes} (from {Path(row.resumed_from).name})" if row.resumed_from else minutes
+
+
 def to_markdown(report: SweepReport) -> str:
     head = ("| point | settings | metric | firing rate | energy ratio | paper-setting ratio | Pareto | minutes "
             "| dev curve (each evaluation) |")
@@ -262,7 +270,7 @@ def to_markdown(report: SweepReport) -> str:
         settings = ", ".join(filter(None, [line["values"], row.start_from and f"from {row.start_from}'s model"]))
         lines.append(f"| {row.name}{status} | {settings or '–'} | {metric} | {_fmt(row.firing_rate)} | "
                      f"{_fmt(row.energy_ratio, 2)} | {_fmt(row.paper_energy_ratio, 2)} | {_fmt(row.pareto)} | "
-                     f"{_fmt(row.minutes, 1)} | {_curve_text(row.curve)} |")
+                     f"{_minutes_text(row)} | {_curve_text(row.curve)} |")
     metric_name = next((r.metric_name for r in report.rows if r.metric_name), "metric")
     return (f"Sweep ({report.command}, {report.task}); metric: {metric_name} x 100 on the dev split.\n\n"
             + "\n".join(lines) + "\n")
@@ -426,7 +434,7 @@ def _row_from(point: Point, record: dict[str, Any], start_from: str | None = Non
         firing_rate=run.get("firing_rate"), layer_firing_rates=run.get("layer_firing_rates") or {},
         energy_ratio=energy.get("ratio"), paper_energy_ratio=energy.get("paper_ratio"),
         energy_firing_rate=energy.get("mean_firing_rate"), minutes=record.get("minutes"),
-        out_dir=run["out_dir"], command=record.get("command"),
+        resumed_from=run.get("resumed_from"), out_dir=run["out_dir"], command=record.get("command"),
     )
 
 

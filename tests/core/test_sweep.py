@@ -118,7 +118,10 @@ class _FakeTrainer:
         self.calls.append((out.name, resume))
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "run_config.yaml")
+        checkpoint = out / "checkpoint-1"
+        resumed = str(checkpoint) if checkpoint.is_dir() else None
         if out.name == self.fail_on:
+            checkpoint.mkdir()
             raise KeyboardInterrupt
         (out / "final").mkdir(exist_ok=True)
         acc = 0.9 - 0.05 * cfg.neuron.k
@@ -127,7 +130,7 @@ class _FakeTrainer:
         (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records) + '{"step": 4, "ev')
         return RunResult(command="finetune", out_dir=str(out), final_dir=str(out / "final"), task="sst2",
                          global_step=3, epochs=1.0, train_loss=0.5, metrics={"dev": {"accuracy": acc}},
-                         primary_metric="accuracy", firing_rate=0.6 / cfg.neuron.k)
+                         primary_metric="accuracy", firing_rate=0.6 / cfg.neuron.k, resumed_from=resumed)
 
 
 def test_sweep_skips_finished_points_reruns_an_interrupted_one_and_refuses_changed_settings(tmp_path, monkeypatch):
@@ -157,6 +160,10 @@ def test_sweep_skips_finished_points_reruns_an_interrupted_one_and_refuses_chang
     assert report.rows[0].curve == [[1, pytest.approx(0.6)], [3, pytest.approx(0.8)]]  # the cut last line skipped
     assert report.rows[3].curve == [] and data["rows"][0]["curve"][1][0] == 3
     assert "| 60.0 / 80.0 |" in (out / "sweep.md").read_text()
+    # the resumed point's minutes count from its checkpoint on, and the table says so
+    assert [r.resumed_from for r in report.rows[:3]] == [None, None, str(out / "k4" / "checkpoint-1")]
+    assert " (from checkpoint-1) |" in [ln for ln in (out / "sweep.md").read_text().splitlines() if "| k4 |" in ln][0]
+    assert [r["resumed_from"] for r in csv.DictReader((out / "sweep.csv").open())][1:3] == ["", str(out / "k4" / "checkpoint-1")]
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
     with pytest.raises(ConfigError, match="sweep point 'k2' .* was run with other settings") as exc:
