@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from spikelm_core.sweep import minutes_text
+
 from .console import out
 from .render import print_json
 
@@ -26,7 +28,7 @@ def sweep_result(report, fmt) -> None:
         if row.same_as:
             settings += f" (= {row.same_as}, not run again)"
         t.add_row(row.name, settings, "–" if row.metric is None else f"{100 * row.metric:.1f}",
-                  _num(row.firing_rate), _num(row.energy_ratio, 2), "*" if row.pareto else "", _num(row.minutes, 1))
+                  _num(row.firing_rate), _num(row.energy_ratio, 2), "*" if row.pareto else "", minutes_text(row))
     out.print(t)
     out.print(f"table: {report.out_dir}/sweep.csv, sweep.json, sweep.md; plot: {report.out_dir}/pareto.png",
               soft_wrap=True)

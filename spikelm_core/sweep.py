@@ -255,7 +255,8 @@ def _curve_text(curve: list[list[float]]) -> str:
     return " / ".join(f"{100 * value:.1f}" for _, value in curve) if curve else "–"
 
 
-def _minutes_text(row: SweepRow) -> str:
+def minutes_text(row: SweepRow) -> str:
+    """The minutes column: "16.6", or "16.6 (from checkpoint-600)" for a point resumed from there."""
     minutes = _fmt(row.minutes, 1)
     return f"{minutes} (from {Path(row.resumed_from).name})" if row.resumed_from else minutes
 
@@ -270,7 +271,7 @@ def to_markdown(report: SweepReport) -> str:
         settings = ", ".join(filter(None, [line["values"], row.start_from and f"from {row.start_from}'s model"]))
         lines.append(f"| {row.name}{status} | {settings or '–'} | {metric} | {_fmt(row.firing_rate)} | "
                      f"{_fmt(row.energy_ratio, 2)} | {_fmt(row.paper_energy_ratio, 2)} | {_fmt(row.pareto)} | "
-                     f"{_minutes_text(row)} | {_curve_text(row.curve)} |")
+                     f"{minutes_text(row)} | {_curve_text(row.curve)} |")
     metric_name = next((r.metric_name for r in report.rows if r.metric_name), "metric")
     return (f"Sweep ({report.command}, {report.task}); metric: {metric_name} x 100 on the dev split.\n\n"
             + "\n".join(lines) + "\n")
