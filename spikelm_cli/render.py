@@ -200,6 +200,8 @@ def training_result(r, fmt) -> None:
         t.add_row("calibration", f"amplitudes calibrated on {r.calibration}")
     if r.samples_per_second:
         t.add_row("throughput", f"{r.samples_per_second:.1f} samples/s")
+    if r.precision:
+        t.add_row("precision", r.precision)
     t.add_row("time", f"{r.seconds:.1f} s")
     out.print(t)
     for w in r.warnings:

@@ -109,6 +109,19 @@ def _models_in(tp: Any) -> list[type[BaseModel]]:
     return [a for a in (tp, *typing.get_args(tp)) if isinstance(a, type) and issubclass(a, BaseModel)]
 
 
+def _is_union(tp: Any) -> bool:
+    return typing.get_origin(tp) in (typing.Union, type(int | None))
+
+
+def _without_union_tag(root: type[BaseModel], loc: Sequence[Any]) -> tuple[Any, ...]:
+    """`loc` without the member tag pydantic appends for a value that fits no member of a union
+    field (('train', 'bf16', 'bool') -> ('train', 'bf16')): one problem per field, not per member."""
+    if len(loc) > 1 and isinstance(loc[-1], str) and _is_union(parent := _annotation_at(root, loc[:-1])) \
+            and not _models_in(parent):
+        return tuple(loc[:-1])
+    return tuple(loc)
+
+
 def _annotation_at(root: type[BaseModel], loc: Sequence[Any]) -> Any:
     """The annotation of the value at pydantic location `loc`, or None when unknown."""
     tp: Any = root
@@ -130,6 +143,8 @@ def _describe(tp: Any) -> str:
         return f"{' or '.join(_describe(a) for a in rest)} or null"
     if typing.get_origin(tp) is Literal:
         return repr(args[0]) if len(args) == 1 else "one of " + ", ".join(map(repr, args))
+    if _is_union(tp):
+        return " or ".join(_describe(a) for a in args)
     if typing.get_origin(tp) in (tuple, list):
         return f"list of {_describe(args[0])}"
     if _models_in(tp):
@@ -175,6 +190,7 @@ def _problems(exc: ValidationError, root: type[BaseModel]) -> list[str]:
     lines = []
     for err in exc.errors():
         loc, kind, value, ctx = err["loc"], err["type"], err.get("input"), err.get("ctx") or {}
+        loc = _without_union_tag(root, loc)
         path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
         if kind == "config_rules":
             lines += [f"{path + '.' if path else ''}{field}: {message}" for field, message in ctx["problems"]]
@@ -201,7 +217,7 @@ def _problems(exc: ValidationError, root: type[BaseModel]) -> list[str]:
                 close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)
                 message += f" (did you mean {close[0]!r}?)" if close else ""
         lines.append(f"{path}: {message}" if path else message)
-    return lines
+    return list(dict.fromkeys(lines))  # a union's members each report the same line
 
 
 def _bare_literal(tp: Any) -> Any:

@@ -339,9 +339,12 @@ class TrainArgs(_RuledSection):
     """Evaluate every N steps; required when eval_strategy is 'steps'."""
     logging_steps: int = Field(50, ge=1)
     """Log training metrics every N steps."""
-    bf16: bool = False
+    bf16: bool | Literal["auto"] = False
     """Train in bfloat16 mixed precision (autocast): on a CPU with native bf16 matmuls (AMX,
-    AVX512-BF16) about half the float32 step time of a spiking MiniLM (README, Performance)."""
+    AVX512-BF16) about half the float32 step time of a spiking MiniLM, on one without them 26 times
+    it (torch emulates bf16; README, Performance). 'auto': bf16 where the run's device computes it
+    natively (those CPUs, CUDA GPUs with bf16), float32 elsewhere; decided and logged when the run
+    starts (`training/precision.py`), and recorded as the run's `precision`."""
     fp16: bool = False
     """Train in float16 mixed precision."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -405,7 +408,8 @@ class TrainArgs(_RuledSection):
                       "is only used with lr_schedule 'linear'")
         rules.require(self.eval_strategy != "steps" or self.eval_steps is not None, "eval_steps",
                       "is required when eval_strategy is 'steps'")
-        rules.require(not (self.bf16 and self.fp16), "fp16", "bf16 and fp16 cannot both be true")
+        rules.require(not (self.bf16 is not False and self.fp16), "fp16",
+                      "cannot be true while bf16 is true or auto: choose one precision")
         rules.require(not (self.keep_best and self.eval_strategy == "no"), "keep_best",
                       "needs evaluation: set eval_strategy to 'epoch' or 'steps', or keep_best to false")
         rules.require(not ("none" in self.report_to and len(self.report_to) > 1), "report_to",
@@ -831,9 +835,10 @@ class EvalConfig(_BenchmarkConfig):
     """Compiled spiking layers for scoring (see train.compile): 'auto' (default) compiles when at
     least 2000 examples are scored, 'layers' always, 'none' never. Perplexity records the firing of
     every window, so its layers run eagerly."""
-    bf16: bool = False
+    bf16: bool | Literal["auto"] = False
     """Score under bfloat16 autocast, as a `train.bf16` run's own evaluations do (with `compile:
-    layers` as well, they give that run's dev numbers to the digit); default float32. A spike is a
+    layers` as well, they give that run's dev numbers to the digit); default float32; 'auto' as
+    `train.bf16` (bf16 where the device computes it natively). A spike is a
     threshold decision, so the precision moves predictions: a CoLA twin's dev Matthews 23.1 in bf16,
     21.4 in float32 (recipes/README.md)."""
     dense_reference: str | None = None

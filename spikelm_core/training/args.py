@@ -24,6 +24,7 @@ import torch
 
 from ..config.schema import TrainArgs
 from ..errors import ConfigError
+from .precision import resolve_bf16, run_device
 
 
 def check_device(device: str) -> None:
@@ -104,7 +105,7 @@ def training_arguments(
         num_train_epochs=train.epochs,
         max_steps=train.max_steps,
         seed=train.seed,
-        bf16=train.bf16,
+        bf16=resolve_bf16(train.bf16, run_device(train.device)),  # 'auto': bf16 where native
         fp16=train.fp16,
         use_cpu=train.device == "cpu",
         # evaluation and model selection

@@ -29,6 +29,7 @@ from ..log import get_logger
 from .args import check_device
 from .callbacks import CompileTimeCallback, FiringRateCallback
 from .firing_target import FiringTarget
+from .precision import precision_name, resolve_bf16
 from .results import EvalResult, RunResult, Timer
 from .rundir import RunDirectory, check_resume_weights
 from .weight_average import WeightAverageCallback
@@ -350,6 +351,7 @@ def run_training(pipeline: Pipeline, *, resume: str | None, callbacks=None) -> R
             warnings=list(firing.warnings),
             samples_per_second=train_out.metrics.get("train_samples_per_second"),
             seconds=run.timer.seconds,
+            precision=precision_name(args.bf16, args.fp16),
         )
 
 
@@ -420,7 +422,8 @@ def run_evaluation(evaluation: Evaluation) -> EvalResult:
         log.info("compile is 'layers', but %s records the firing of every forward: its spiking layers run eagerly",
                  cfg.task)
     device = next(loaded.model.parameters()).device.type
-    with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=cfg.bf16):  # eval's bf16
+    bf16 = resolve_bf16(cfg.bf16, device, "eval")
+    with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):  # eval's bf16
         metrics, examples, primary, report = evaluation.score(loaded, data)
     warnings = evaluation.warnings(loaded)
     for message in warnings:

@@ -3,7 +3,7 @@
 JSON schemas: `spikelm.run/2` and `spikelm.eval/2` (version 2 renamed `glue_task` to `task`, which
 names any benchmark task: a GLUE task, xsum or cnn_dm, or null for masked-LM runs, and added
 `firing_rate_mean`, which says which mean `firing_rate` is). Fields added since, without a new
-version (readers of version 2 can ignore them): `spikelm.run/2` `target_firing_rate`;
+version (readers of version 2 can ignore them): `spikelm.run/2` `target_firing_rate`, `precision`;
 `spikelm.eval/2` `perplexity`, `dense_perplexity`, `dense_model`, `tokens`, `seq_len`, `stride`,
 `tokens_per_second`, `dense_tokens_per_second` (language modelling, null for other tasks).
 
@@ -47,6 +47,8 @@ class RunResult:
     warnings: list[str] = field(default_factory=list)
     samples_per_second: float | None = None
     seconds: float = 0.0
+    precision: str | None = None
+    """What the training matmuls computed in: 'bf16', 'fp16' or 'float32' (`train.bf16: auto` resolved)."""
     schema: str = RUN_SCHEMA
 
     def to_dict(self) -> dict[str, Any]:

@@ -97,6 +97,7 @@ def test_finetune_task_flag_picks_the_paper_recipe_and_json(tiny_dirs, tmp_path)
     _ok(res)
     data = json.loads(res.stdout)
     assert data["task"] == "mnli" and set(data["metrics"]) == {"dev_matched", "dev_mismatched"}
+    assert data["precision"] == "float32"
     saved = (tmp_path / "mnli" / "run_config.yaml").read_text()
     assert "lr: 2.0e-05" in saved and "epochs: 5" in saved and "glue/mnli" in saved
 

@@ -191,8 +191,9 @@ def test_pretrain_section_defaults_survive_a_partial_train_section():
     [
         pytest.param("train.lr=abc", "train.lr: expected float, got 'abc'", id="float"),
         pytest.param("train.batch_size=many", "train.batch_size: expected int, got 'many'", id="int"),
-        pytest.param("train.bf16=maybe", "train.bf16: expected bool, got 'maybe'", id="bool"),
-        pytest.param("train.bf16=1", "train.bf16: expected bool, got 1", id="int-for-bool"),
+        pytest.param("train.keep_best=maybe", "train.keep_best: expected bool, got 'maybe'", id="bool"),
+        pytest.param("train.bf16=maybe", "train.bf16: expected bool or 'auto', got 'maybe'", id="union"),
+        pytest.param("train.bf16=1", "train.bf16: expected bool or 'auto', got 1", id="int-for-bool"),
         pytest.param("neuron.spike_kv=1", "neuron.spike_kv: expected bool, got 1", id="int-for-neuron-bool"),
         pytest.param("train.seed=true", "train.seed: expected int, got True", id="bool-for-int"),
         pytest.param("neuron.k=true", "neuron.k: expected float, got True", id="bool-for-float"),
@@ -226,7 +227,7 @@ def test_bounds_and_rules_all_reported():
         "neuron.decay: must be <= 1, got 1.5",
         "train.max_steps: must be -1 (use epochs) or >= 1, got 0",
         "train.eval_steps: is required when eval_strategy is 'steps'",
-        "train.fp16: bf16 and fp16 cannot both be true",
+        "train.fp16: cannot be true while bf16 is true or auto: choose one precision",
     ]
 
 

@@ -1,0 +1,85 @@
+"""`train.bf16: auto`: bf16 only where the device computes it natively, decided and logged once."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from spikelm_core.config import load_config
+from spikelm_core.config.schema import FinetuneConfig
+from spikelm_core.training import precision
+from spikelm_core.training.args import training_arguments
+from spikelm_core.training.precision import native_bf16, precision_name, resolve_bf16, run_device
+
+
+@pytest.fixture
+def cpu(monkeypatch):
+    """Pretend this CPU has the given bf16 instructions: set(...) of 'amx', 'avx512_bf16'."""
+
+    def have(*features: str, probes: bool = True):
+        native_bf16.cache_clear()
+        resolve_bf16.cache_clear()
+        if probes:
+            monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: "amx" in features, raising=False)
+            monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: "avx512_bf16" in features,
+                                raising=False)
+        else:  # an older or newer torch without the private probes: the kernel's flags decide
+            monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+            flags = {"fpu", "avx2", *("amx_bf16" if f == "amx" else f for f in features)}
+            monkeypatch.setattr(precision, "_cpu_flags", lambda: flags)
+
+    yield have
+    native_bf16.cache_clear()
+    resolve_bf16.cache_clear()
+
+
+@pytest.mark.parametrize("probes", [True, False])
+def test_native_bf16_names_the_instructions(cpu, probes):
+    cpu(probes=probes)
+    assert native_bf16("cpu") is None
+    cpu("avx512_bf16", probes=probes)
+    assert native_bf16("cpu") == "AVX512-BF16"
+    cpu("amx", "avx512_bf16", probes=probes)
+    assert native_bf16("cpu") == "AMX"
+
+
+def test_auto_is_bf16_only_where_native_and_says_so(cpu, caplog):
+    cpu()
+    with caplog.at_level("INFO", logger="spikelm"):
+        assert resolve_bf16("auto", "cpu") is False
+    assert "train.bf16: auto -> float32 (no bf16 instructions on this CPU (AMX or AVX512-BF16))" in caplog.text
+    cpu("amx")
+    caplog.clear()
+    with caplog.at_level("INFO", logger="spikelm"):
+        assert resolve_bf16("auto", "cpu") is True
+        assert resolve_bf16("auto", "cpu") is True  # decided once per process: logged once
+    assert caplog.text.count("train.bf16: auto -> bf16 (AMX on this CPU)") == 1
+
+
+def test_explicit_settings_are_kept_and_emulated_bf16_warns(cpu, caplog):
+    cpu()
+    with caplog.at_level("WARNING", logger="spikelm"):
+        assert resolve_bf16(False, "cpu") is False
+        assert not caplog.text
+        assert resolve_bf16(True, "cpu", "eval") is True  # as asked, with a warning
+    assert "eval.bf16 is true on a CPU without bf16 instructions" in caplog.text
+    assert "set eval.bf16 to auto" in caplog.text
+    cpu("avx512_bf16")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="spikelm"):
+        assert resolve_bf16(True, "cpu") is True
+    assert not caplog.text
+
+
+def test_the_trainer_gets_the_resolved_precision(cpu, tmp_path):
+    for features, expected in (((), False), (("amx",), True)):
+        cpu(*features)
+        cfg = load_config(FinetuneConfig, None, ["model=m", "data.task=sst2", "train.bf16=auto", "train.device=cpu"])
+        assert cfg.train.bf16 == "auto"
+        assert training_arguments(cfg.train, tmp_path).bf16 is expected
+
+
+def test_names_and_devices():
+    assert [precision_name(True), precision_name(False, True), precision_name(False)] == ["bf16", "fp16", "float32"]
+    assert run_device("cpu") == "cpu"
+    assert run_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
