@@ -32,13 +32,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .config import (EvalConfig, config_from_dict, config_to_dict, diff_configs, load_config, parse_overrides,
+from .config import (EvalConfig, config_from_dict, config_to_dict, load_config, parse_overrides,
                      set_dotted)
 from .errors import ConfigError
 from .io import atomic_write_bytes, atomic_write_text, check_output_location
 from .training.callbacks import read_metrics
 from .training.results import Timer
-from .training.rundir import FINAL, METRICS, RESUME_MAY_CHANGE, RUN_CONFIG, default_out_dir
+from .training.rundir import FINAL, METRICS, RUN_CONFIG, changed_settings, default_out_dir
 
 SWEEP_SCHEMA = "spikelm.sweep/1"
 POINT_FILE = "sweep_point.json"
@@ -458,8 +458,7 @@ def _check_unchanged(point: Point, run_cfg, run_dir: Path) -> None:
     """A finished point must have been run with the settings the sweep now asks for."""
     saved = run_dir / RUN_CONFIG
     old = load_config(type(run_cfg), saved, [])
-    changed = [(k, a, b) for k, a, b in diff_configs(old, run_cfg)
-               if k != "out_dir" and not k.startswith(RESUME_MAY_CHANGE)]
+    changed = changed_settings(old, run_cfg)
     if changed:
         raise ConfigError(
             f"sweep point {point.name!r} in '{run_dir}' was run with other settings",

@@ -16,6 +16,7 @@ import shutil
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 from ..config import diff_configs, load_config, save_config
 from ..errors import CheckpointError, ConfigError
@@ -35,6 +36,20 @@ RESUME_MAY_CHANGE = (
     "out_dir", "data.data_dir", "train.logging_steps", "train.save_total_limit", "train.report_to",
     "train.num_workers", "train.eval_batch_size", "train.device",
 )
+
+
+def changed_settings(old, new) -> list[tuple[str, Any, Any]]:
+    """`(dotted key, old, new)` for each setting of run config `new` that would change the numbers of
+    the run `old` describes: `RESUME_MAY_CHANGE` left out, and `train.bf16` compared as the precision
+    it gives on this machine ('auto' is true where bf16 is native: `training/precision.py`)."""
+    from .precision import native_bf16, run_device
+
+    def precision(value, cfg) -> bool:
+        return native_bf16(run_device(cfg.train.device)) is not None if value == "auto" else bool(value)
+
+    return [(k, a, b) for k, a, b in diff_configs(old, new)
+            if not k.startswith(RESUME_MAY_CHANGE)
+            and not (k == "train.bf16" and precision(a, old) == precision(b, new))]
 
 
 def is_main_process() -> bool:
@@ -312,7 +327,7 @@ class RunDirectory:
         if self.resume_from is None or not saved.is_file():
             return
         old = load_config(type(self.cfg), saved, [])
-        changed = [(k, a, b) for k, a, b in diff_configs(old, self.cfg) if not k.startswith(RESUME_MAY_CHANGE)]
+        changed = changed_settings(old, self.cfg)
         if changed:
             raise ConfigError(
                 "the resumed run's config differs from the one it started with",

@@ -83,3 +83,20 @@ def test_names_and_devices():
     assert [precision_name(True), precision_name(False, True), precision_name(False)] == ["bf16", "fp16", "float32"]
     assert run_device("cpu") == "cpu"
     assert run_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_auto_resumes_a_run_saved_with_the_precision_it_gives_here(cpu):
+    """A run (or a finished sweep point) saved with `bf16: true` continues under 'auto' where bf16 is
+    native, and is refused where 'auto' would switch it to float32."""
+    from spikelm_core.training.rundir import changed_settings
+
+    def cfg(*overrides):
+        return load_config(FinetuneConfig, None, ["model=m", "data.task=sst2", "train.device=cpu", *overrides])
+
+    saved, now = cfg("train.bf16=true"), cfg("train.bf16=auto")
+    cpu("avx512_bf16")
+    assert changed_settings(saved, now) == []
+    cpu()
+    assert changed_settings(saved, now) == [("train.bf16", True, "auto")]
+    assert changed_settings(cfg("train.bf16=false"), now) == []
+    assert changed_settings(cfg("train.seed=1"), cfg("train.seed=2", "train.logging_steps=7")) == [("train.seed", 1, 2)]
