@@ -206,14 +206,19 @@ def precision_bench(shape: dict, T: int, batch: dict, warmup: int, repeat: int) 
     - a training step of the spiking model (T, no dropout, as the distillation template trains it; compiled
       layers, fused AdamW): float32 against bf16 autocast."""
     from spikelm_core.models.common import math_attention
+    from spikelm_core.training.precision import native_bf16
 
+    native = native_bf16(DEVICE.type)
+    out = {"native_bf16": native}  # 'AMX', 'AVX512-BF16', 'CUDA', or None: bf16 emulated
+    if native is None:
+        print(f"no native bf16 on this {DEVICE.type}: torch emulates it (a bf16 MiniLM step takes minutes; "
+              f"--warmup 1 --repeat 2 keeps this section short)", file=sys.stderr)
     B, L = batch["input_ids"].shape
     H = shape["num_attention_heads"]
     d = shape["hidden_size"] // H
     g = torch.Generator().manual_seed(0)
     mask = torch.zeros(T * B, 1, 1, L, device=DEVICE)
     mask[..., L * 3 // 4:] = torch.finfo(torch.float32).min  # a quarter of padding
-    out = {}
     for dtype in (torch.float32, torch.bfloat16):
         qkv = [torch.randn(T * B, H, L, d, generator=g).to(DEVICE, dtype).requires_grad_() for _ in range(3)]
         m = mask.to(dtype)
