@@ -325,7 +325,7 @@ def eval_result(r, fmt) -> None:
         shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
         t.add_row(split, str(r.examples.get(split, "")), shown)
     out.print(t)
-    out.print(f"model: {r.model}")
+    out.print(f"model: {r.model}" + (f"   precision: {r.precision}" if r.precision else ""))
     if r.firing_rate is not None:
         out.print(f"firing rate: {r.firing_rate:.3f} ({r.firing_rate_mean})   per layer: "
                   + " ".join(f"{k} {v:.3f}" for k, v in r.layer_firing_rates.items()))

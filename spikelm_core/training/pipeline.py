@@ -433,7 +433,8 @@ def run_evaluation(evaluation: Evaluation) -> EvalResult:
         firing_rate=report.mean_rate if report else None,
         firing_rate_mean=report.description if report else None,
         layer_firing_rates=report.layer_rates() if report else {},
-        converted=loaded.converted, warnings=warnings, seconds=timer.seconds, **evaluation.result_fields(),
+        converted=loaded.converted, warnings=warnings, seconds=timer.seconds, precision=precision_name(bf16),
+        **evaluation.result_fields(),
     )
     if cfg.out_dir:
         out_dir = Path(cfg.out_dir)

@@ -19,6 +19,7 @@ from ..log import get_logger
 
 log = get_logger("training")
 
+
 def run_device(device: str) -> str:
     """The device type a `device` setting ('auto', 'cpu', 'cuda') runs on here."""
     if device == "auto":

@@ -4,7 +4,7 @@ JSON schemas: `spikelm.run/2` and `spikelm.eval/2` (version 2 renamed `glue_task
 names any benchmark task: a GLUE task, xsum or cnn_dm, or null for masked-LM runs, and added
 `firing_rate_mean`, which says which mean `firing_rate` is). Fields added since, without a new
 version (readers of version 2 can ignore them): `spikelm.run/2` `target_firing_rate`, `precision`;
-`spikelm.eval/2` `perplexity`, `dense_perplexity`, `dense_model`, `tokens`, `seq_len`, `stride`,
+`spikelm.eval/2` `precision`, `perplexity`, `dense_perplexity`, `dense_model`, `tokens`, `seq_len`, `stride`,
 `tokens_per_second`, `dense_tokens_per_second` (language modelling, null for other tasks).
 
 `spikelm eval --prompt` returns a `GenerationResult`, schema `spikelm.generation/1`.
@@ -70,6 +70,8 @@ class EvalResult:
     converted: bool = False
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    precision: str | None = None
+    """What the scoring computed in: 'bf16' or 'float32' (`bf16: auto` resolved)."""
     # -- language modelling (wikitext2); null for other tasks. Per split in `metrics` too; these
     #    are the first split's.
     perplexity: float | None = None

@@ -83,7 +83,9 @@ def test_eval_in_bf16_repeats_a_bf16_runs_own_evaluation(tiny_dirs, tmp_path):
         res = runner.invoke(app, ["eval", str(tmp_path / "ft" / "final"), "--task", "stsb", "--data-dir",
                                   str(tiny_dirs["glue"]), "--format", "json", *_sets(f"bf16={bf16}", "batch_size=11")])
         _ok(res)
-        pearson[bf16] = json.loads(res.stdout)["metrics"]["dev"]["pearson"]
+        scored = json.loads(res.stdout)
+        pearson[bf16] = scored["metrics"]["dev"]["pearson"]
+        assert scored["precision"] == ("bf16" if bf16 == "true" else "float32")
     assert pearson["true"] == pytest.approx(run_pearson, rel=0, abs=1e-7)
     assert pearson["false"] != pytest.approx(run_pearson, rel=0, abs=1e-7)
 
