@@ -60,9 +60,10 @@ def resolve_bf16(setting: bool | str, device_type: str, section: str = "train") 
     per process: 'auto' says what it chose, `true` without native bf16 warns)."""
     native = native_bf16(device_type)
     if setting == "auto":
-        kind = "CPU" if device_type == "cpu" else device_type.upper()
-        where = f"{native} on this {kind}" if native else \
-            f"no bf16 instructions on this {kind}" + (" (AMX or AVX512-BF16)" if device_type == "cpu" else "")
+        if device_type == "cpu":
+            where = f"this CPU has {native}" if native else "this CPU has no AMX or AVX512-BF16"
+        else:
+            where = f"this {device_type} device supports bf16" if native else f"this {device_type} device has no bf16"
         log.info("%s.bf16: auto -> %s (%s)", section, "bf16" if native else "float32", where)
         return native is not None
     if setting and native is None and device_type == "cpu":

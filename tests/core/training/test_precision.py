@@ -14,7 +14,7 @@ from spikelm_core.training.precision import native_bf16, precision_name, resolve
 
 @pytest.fixture
 def cpu(monkeypatch):
-    """Pretend this CPU has the given bf16 instructions: set(...) of 'amx', 'avx512_bf16'."""
+    """Pretend this CPU has the given bf16 instructions ('amx', 'avx512_bf16'; none: neither)."""
 
     def have(*features: str, probes: bool = True):
         native_bf16.cache_clear()
@@ -47,13 +47,13 @@ def test_auto_is_bf16_only_where_native_and_says_so(cpu, caplog):
     cpu()
     with caplog.at_level("INFO", logger="spikelm"):
         assert resolve_bf16("auto", "cpu") is False
-    assert "train.bf16: auto -> float32 (no bf16 instructions on this CPU (AMX or AVX512-BF16))" in caplog.text
+    assert "train.bf16: auto -> float32 (this CPU has no AMX or AVX512-BF16)" in caplog.text
     cpu("amx")
     caplog.clear()
     with caplog.at_level("INFO", logger="spikelm"):
         assert resolve_bf16("auto", "cpu") is True
         assert resolve_bf16("auto", "cpu") is True  # decided once per process: logged once
-    assert caplog.text.count("train.bf16: auto -> bf16 (AMX on this CPU)") == 1
+    assert caplog.text.count("train.bf16: auto -> bf16 (this CPU has AMX)") == 1
 
 
 def test_explicit_settings_are_kept_and_emulated_bf16_warns(cpu, caplog):
