@@ -25,22 +25,6 @@ def test_bench_quick_smoke_run(tmp_path):
     assert data["neuron"] is None and data["train_step_ratio_over_T"]["3"] > 0
 
 
-@pytest.mark.slow
-def test_bench_precision_section_says_whether_bf16_is_native(tmp_path):
-    from spikelm_core.training.precision import native_bf16
-
-    out = tmp_path / "bench.json"
-    res = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "bench.py"), "--quick", "--only", "precision", "--timesteps", "1",
-         "--warmup", "1", "--repeat", "1", "--out", str(out)],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
-    )
-    assert res.returncode == 0, res.stderr[-2000:]
-    precision = json.loads(out.read_text())["precision"]
-    assert precision["native_bf16"] == native_bf16("cpu")
-    assert precision["train_step"]["fp32_s"] > 0 and precision["train_step"]["bf16_s"] > 0
-
-
 def _glue_bench(tmp_path, script: str, *args: str) -> subprocess.CompletedProcess:
     """benchmarks/<script> on a tiny dense SST-2 teacher (made once per tmp_path) and tiny GLUE files:
     the teacher, --task sst2, --data-dir, then `args`."""
