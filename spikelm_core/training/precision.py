@@ -54,6 +54,12 @@ def native_bf16(device_type: str) -> str | None:
     return "AMX" if "amx_bf16" in flags else "AVX512-BF16" if "avx512_bf16" in flags else None
 
 
+def uses_bf16(setting: bool | str, device_type: str) -> bool:
+    """Whether `bf16` = `setting` (true, false or 'auto') autocasts to bf16 on `device_type`: 'auto'
+    where bf16 is native there. `resolve_bf16` is this with its log lines."""
+    return native_bf16(device_type) is not None if setting == "auto" else bool(setting)
+
+
 @functools.cache
 def resolve_bf16(setting: bool | str, device_type: str, section: str = "train") -> bool:
     """Whether a run on `device_type` autocasts to bf16 for `<section>.bf16` = `setting` (logged once
@@ -65,12 +71,11 @@ def resolve_bf16(setting: bool | str, device_type: str, section: str = "train") 
         else:
             where = f"this {device_type} device supports bf16" if native else f"this {device_type} device has no bf16"
         log.info("%s.bf16: auto -> %s (%s)", section, "bf16" if native else "float32", where)
-        return native is not None
-    if setting and native is None and device_type == "cpu":
+    elif setting and native is None and device_type == "cpu":
         log.warning("%s.bf16 is true on a CPU without bf16 instructions (AMX or AVX512-BF16): torch emulates "
                     "bf16, and a spiking MiniLM training step measured 26x the float32 time on such cores; "
                     "set %s.bf16 to auto (bf16 only where it is native) or false", section, section)
-    return bool(setting)
+    return uses_bf16(setting, device_type)
 
 
 def precision_name(bf16: bool, fp16: bool = False) -> str:

@@ -4,8 +4,8 @@ JSON schemas: `spikelm.run/2` and `spikelm.eval/2` (version 2 renamed `glue_task
 names any benchmark task: a GLUE task, xsum or cnn_dm, or null for masked-LM runs, and added
 `firing_rate_mean`, which says which mean `firing_rate` is). Fields added since, without a new
 version (readers of version 2 can ignore them): `spikelm.run/2` `target_firing_rate`, `precision`;
-`spikelm.eval/2` `precision`, `perplexity`, `dense_perplexity`, `dense_model`, `tokens`, `seq_len`, `stride`,
-`tokens_per_second`, `dense_tokens_per_second` (language modelling, null for other tasks).
+`spikelm.eval/2` `precision`, and `perplexity`, `dense_perplexity`, `dense_model`, `tokens`, `seq_len`,
+`stride`, `tokens_per_second`, `dense_tokens_per_second` (language modelling, null for other tasks).
 
 `spikelm eval --prompt` returns a `GenerationResult`, schema `spikelm.generation/1`.
 """

@@ -42,14 +42,12 @@ def changed_settings(old, new) -> list[tuple[str, Any, Any]]:
     """`(dotted key, old, new)` for each setting of run config `new` that would change the numbers of
     the run `old` describes: `RESUME_MAY_CHANGE` left out, and `train.bf16` compared as the precision
     it gives on this machine ('auto' is true where bf16 is native: `training/precision.py`)."""
-    from .precision import native_bf16, run_device
-
-    def precision(value, cfg) -> bool:
-        return native_bf16(run_device(cfg.train.device)) is not None if value == "auto" else bool(value)
+    from .precision import run_device, uses_bf16
 
     return [(k, a, b) for k, a, b in diff_configs(old, new)
             if not k.startswith(RESUME_MAY_CHANGE)
-            and not (k == "train.bf16" and precision(a, old) == precision(b, new))]
+            and not (k == "train.bf16" and uses_bf16(a, run_device(old.train.device))
+                     == uses_bf16(b, run_device(new.train.device)))]
 
 
 def is_main_process() -> bool:
