@@ -10,7 +10,8 @@ A point is the recipe with `sweep` removed and the point's values set on top (th
 then the energy audit of its trained model (`spikelm energy` on final/, with its own amplitudes).
 `<point>/sweep_point.json` marks a point as finished: a second call skips finished points,
 continues an interrupted one from its last checkpoint (`--resume auto`) and runs the rest (or
-only the points named with `--point`); a finished point run with other settings is refused. Two
+only the points named with `--point`); a finished point run with other settings is refused (with
+`--point`, one not named is left out of the table instead, and points that start from it are refused). Two
 points whose resolved configs are equal run once (the second row says `same_as`). The table
 (`sweep.json`, `sweep.csv`, `sweep.md`), `pareto.png` and `curves.png` (each point's dev metric at
 every evaluation during training, the learning curve) are rewritten after every point, so an
@@ -454,11 +455,14 @@ def _check_start_from(sweep, points: list[Point]) -> None:
                               hint="list the point it starts from first (grid points run before named ones)")
 
 
+def _changed(run_cfg, run_dir: Path) -> list[tuple[str, object, object]]:
+    """The settings a finished point was run with that differ from what the sweep now asks for."""
+    return changed_settings(load_config(type(run_cfg), run_dir / RUN_CONFIG, []), run_cfg)
+
+
 def _check_unchanged(point: Point, run_cfg, run_dir: Path) -> None:
     """A finished point must have been run with the settings the sweep now asks for."""
-    saved = run_dir / RUN_CONFIG
-    old = load_config(type(run_cfg), saved, [])
-    changed = changed_settings(old, run_cfg)
+    changed = _changed(run_cfg, run_dir)
     if changed:
         raise ConfigError(
             f"sweep point {point.name!r} in '{run_dir}' was run with other settings",
@@ -523,10 +527,12 @@ def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None,
     """Run every point of `cfg.sweep` not yet finished, audit its energy, and write the table
     after each point. `callbacks` go to each point's Trainer (progress bars). `only` (point names,
     `--point`) runs just those now: the other points' finished runs stay in the table, their
-    unfinished ones are left out of it until a later call runs them.
+    unfinished ones, and finished ones run with other settings, are left out of it until a later
+    call runs them.
 
-    Raises ConfigError (exit 2) for a bad point, an unknown name in `only` or a finished point run
-    with other settings, and whatever a run raises.
+    Raises ConfigError (exit 2) for a bad point, an unknown name in `only`, a finished point run
+    with other settings (among `only`, if given) or a point to run that starts from such a point,
+    and whatever a run raises.
     """
     from .training import run_distill, run_finetune
 
@@ -540,6 +546,7 @@ def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None,
     report.reference = _reference_row(cfg, out_dir, say)
     energy = cfg.sweep.energy
     seen: dict[str, str] = {}
+    stale: set[str] = set()  # finished points not among --point whose settings changed since
     for i, (point, run_cfg) in enumerate(zip(points, configs), 1):
         key = json.dumps(_comparable(run_cfg), sort_keys=True, default=str)
         run_dir = out_dir / point.name
@@ -553,11 +560,24 @@ def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None,
             continue
         seen[key] = point.name
         if record_path.is_file():
+            if only and point.name not in selected and (changed := _changed(run_cfg, run_dir)):
+                # not asked for now: its stale run is left out of the table instead of stopping the points asked for
+                setting, was, now = changed[0]
+                say(f"{where}: not among --point and run with other settings ({setting}: {was!r} there, now {now!r}),"
+                    " left out of the table until it runs again")
+                stale.add(point.name)
+                seen.pop(key)
+                continue
             _check_unchanged(point, run_cfg, run_dir)
             record = json.loads(record_path.read_text(encoding="utf-8"))
             say(f"{where}: finished earlier, skipped")
         else:
             source = cfg.sweep.start_from.get(point.name)
+            if source in stale:
+                raise ConfigError(
+                    f"sweep point {point.name!r} starts from point {source!r}'s trained model, whose run has other settings",
+                    details=[f"its run: {out_dir / source}"],
+                    hint=f"run that point again first: delete its directory and add --point {source}")
             if source and not Path(run_cfg.model).is_dir():
                 raise ConfigError(
                     f"sweep point {point.name!r} starts from point {source!r}'s trained model, which is not there",

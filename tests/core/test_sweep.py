@@ -197,6 +197,34 @@ def test_point_selection_runs_those_points_keeps_finished_ones_and_names_the_unk
     assert len(fake.calls) == 3
 
 
+def test_with_point_selection_a_changed_point_not_selected_is_left_out_and_cannot_be_started_from(tmp_path, monkeypatch):
+    out = tmp_path / "study"
+
+    def sweep(a=None, b=None):
+        return {"points": {"a": a or {"neuron.k": 2.0}, "b": b or {"neuron.k": 3.0}, "T1": {"neuron.num_timesteps": 1}},
+                "start_from": {"T1": "a"}, "energy": {"enabled": False}}
+
+    fake = _FakeTrainer()
+    monkeypatch.setattr(training, "run_finetune", fake)
+    run_sweep(_cfg(out, sweep()))
+    assert [c[0] for c in fake.calls] == ["a", "b", "T1"]
+
+    said = []
+    report = run_sweep(_cfg(out, sweep(b={"neuron.k": 3.0, "train.lr": 3e-4})), only=["a"], progress=said.append)
+    assert len(fake.calls) == 3 and [r.name for r in report.rows] == ["a", "T1"]  # b is stale: out of the table
+    assert any("point 2/3 b: not among --point and run with other settings (train.lr: 0.0001 there, now 0.0003)" in s
+               for s in said)
+    with pytest.raises(ConfigError, match="sweep point 'b' .* was run with other settings"):
+        run_sweep(_cfg(out, sweep(b={"neuron.k": 3.0, "train.lr": 3e-4})), only=["b"])  # asked for: refused
+
+    import shutil
+
+    shutil.rmtree(out / "T1")
+    with pytest.raises(ConfigError, match="'T1' starts from point 'a'.s trained model, whose run has other settings") as exc:
+        run_sweep(_cfg(out, sweep(a={"neuron.k": 2.5})), only=["T1"])
+    assert "--point a" in exc.value.hint and len(fake.calls) == 3
+
+
 def test_selecting_a_point_equal_to_an_earlier_one_runs_that_one_once(tmp_path, monkeypatch):
     out = tmp_path / "study"
     sweep = {"grid": {"neuron.k": [2.0, 3.0]}, "points": {"again": {"neuron.k": 3.0}}, "energy": {"enabled": False}}

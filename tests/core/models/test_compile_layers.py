@@ -161,8 +161,9 @@ def test_an_unknown_spikelm_compile_value_is_named_once(monkeypatch, caplog):
 
 def test_compiled_bart_equals_eager_in_training_and_cached_generation():
     """Spiking BART's encoder and decoder layers as compiled graphs: the loss and gradients of a
-    training step, and greedy and beam-4 generation with the KV cache (the cache is read and
-    written outside the graph), equal the eager model's."""
+    training step, and beam-2 generation with the KV cache (the cache is read, written and reordered
+    between beams outside the graph), equal the eager model's. (One beam width: each other width
+    compiles the decoder layers again, about 40 s on 2 cores with an empty compile cache.)"""
     import torch._dynamo
 
     from spikelm_core.models.spiking_bart import SpikingBartForConditionalGeneration
@@ -189,11 +190,10 @@ def test_compiled_bart_equals_eager_in_training_and_cached_generation():
         torch.testing.assert_close(grads[1][1][name], g, atol=1e-5, rtol=1e-4, msg=name)
     kw = dict(max_new_tokens=6, min_new_tokens=6, do_sample=False, pad_token_id=0, eos_token_id=3,
               decoder_start_token_id=2, use_cache=True, output_scores=True, return_dict_in_generate=True)
-    for beams in (1, 4):
-        outs = [m.eval().generate(**b, num_beams=beams, **kw) for m in (eager, compiled)]
-        assert torch.equal(outs[0].sequences, outs[1].sequences)
-        for s0, s1 in zip(outs[0].scores, outs[1].scores):
-            torch.testing.assert_close(s1, s0, atol=1e-5, rtol=1e-5)
+    outs = [m.eval().generate(**b, num_beams=2, **kw) for m in (eager, compiled)]
+    assert torch.equal(outs[0].sequences, outs[1].sequences)
+    for s0, s1 in zip(outs[0].scores, outs[1].scores):
+        torch.testing.assert_close(s1, s0, atol=1e-5, rtol=1e-5)
     assert all(layer._compiled is not None for layer in compiled.model.decoder.layers)  # no fallback
 
 
