@@ -31,7 +31,7 @@ from .callbacks import CompileTimeCallback, FiringRateCallback
 from .firing_target import FiringTarget
 from .precision import precision_name, resolve_bf16
 from .results import EvalResult, RunResult, Timer
-from .rundir import RunDirectory, check_resume_weights
+from .rundir import RunDirectory, check_resume_weights, steps_of_checkpoint
 from .weight_average import WeightAverageCallback
 
 log = get_logger("training")
@@ -317,6 +317,10 @@ def run_training(pipeline: Pipeline, *, resume: str | None, callbacks=None) -> R
         if compile_if_asked(trainer.model, training_compile_mode(cfg.train),
                             work=planned_steps(args, len(train_ds))):
             trainer.add_callback(CompileTimeCallback())
+        start_step = steps_of_checkpoint(run.resume_from) or 0
+        if run.resume_from is not None and start_step >= planned_steps(args, len(train_ds)):
+            log.info("%s is the run's last step (%d): no step left to train, the run ends as it did",
+                     Path(run.resume_from).name, start_step)
         train_out = trainer.train(resume_from_checkpoint=run.resume_from)
         metrics, primary, report = pipeline.final_evaluation(trainer, evals, collator, loaded.tokenizer)
         # final/ appears whole or not at all: written beside it, then renamed into place
@@ -337,7 +341,8 @@ def run_training(pipeline: Pipeline, *, resume: str | None, callbacks=None) -> R
             task=cfg.task,
             global_step=trainer.state.global_step,
             epochs=float(trainer.state.epoch or 0.0),
-            train_loss=_finite(train_out.training_loss),
+            # None when a resumed run had no step left to take (its loss is the earlier run's)
+            train_loss=_finite(train_out.training_loss) if trainer.state.global_step > start_step else None,
             metrics=metrics,
             primary_metric=primary,
             best_checkpoint=trainer.state.best_model_checkpoint,

@@ -99,6 +99,17 @@ class SpikelmTrainer(Trainer):
         if self.weight_average is not None and _internal_call and output_dir and self.args.should_save:
             self.weight_average.save(output_dir)
 
+    def _run_epoch(self, *args, **kwargs):
+        """`Trainer._run_epoch`, skipped once the run has taken all its steps. A run resumed from the
+        checkpoint of its last step (killed before final/ was written, or `--resume auto` on a
+        finished run) has nothing left to train, but the Trainer's epoch loop checks for the end only
+        after a step, so it would take one more and change the weights; this way it goes straight to
+        the end of training (the best checkpoint, the weight average) as an uninterrupted run does."""
+        if self.state.max_steps > 0 and self.state.global_step >= self.state.max_steps:
+            self.control.should_training_stop = True
+            return None
+        return super()._run_epoch(*args, **kwargs)
+
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.schedule_steps is None or self.lr_scheduler is not None:
             return super().create_scheduler(num_training_steps, optimizer)

@@ -96,6 +96,26 @@ def test_resume_gives_identical_final_weights(tiny_dirs, tmp_path):
     assert _losses(tmp_path / "cut" / "metrics.jsonl") == _losses(tmp_path / "full" / "metrics.jsonl")
 
 
+@pytest.mark.parametrize("extra", [("train.keep_best=false",), ("train.eval_steps=3", "train.weight_average=0.9")])
+def test_resuming_from_the_last_steps_checkpoint_takes_no_step(tiny_dirs, tmp_path, extra):
+    """Killed after its last checkpoint but before final/ (or --resume auto on a finished run): the
+    run ends as it did, with no extra step (the Trainer alone would take one) and the same weights,
+    the best checkpoint's average where it keeps one."""
+    import shutil
+
+    extra = ("train.max_steps=6", "train.save_steps=3", *extra)  # 5 steps an epoch: the end is mid-epoch
+    first = run_finetune(_cfg(tiny_dirs, tmp_path / "run", *extra))
+    done = load_file(tmp_path / "run" / "final" / "model.safetensors")
+    shutil.rmtree(tmp_path / "run" / "final")
+    r = run_finetune(_cfg(tiny_dirs, tmp_path / "run", *extra), resume="auto")
+    assert r.resumed_from.endswith("checkpoint-6") and r.global_step == 6 and r.train_loss is None
+    assert not (tmp_path / "run" / "checkpoint-7").exists()
+    assert r.metrics == first.metrics
+    again = load_file(tmp_path / "run" / "final" / "model.safetensors")
+    for k in done:
+        torch.testing.assert_close(again[k], done[k], rtol=0, atol=0, msg=k)
+
+
 @pytest.mark.parametrize("failure", ["kill", "disk full"])
 def test_a_save_cut_short_is_skipped_and_resume_gives_identical_weights(tiny_dirs, tmp_path, monkeypatch, failure):
     """A kill (or a full disk) while checkpoint-6 is being written leaves its weights but not its
