@@ -559,21 +559,33 @@ def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None,
             report.rows.append(SweepRow(name=point.name, values=point.values, status="same_as", same_as=seen[key]))
             continue
         seen[key] = point.name
+        source = cfg.sweep.start_from.get(point.name)
+        source_stale = source is not None and home[source] in stale
         if record_path.is_file():
-            if only and point.name not in selected and (changed := _changed(run_cfg, run_dir)):
-                # not asked for now: its stale run is left out of the table instead of stopping the points asked for
-                setting, was, now = changed[0]
-                say(f"{where}: not among --point and run with other settings ({setting}: {was!r} there, now {now!r}),"
-                    " left out of the table until it runs again")
-                stale.add(point.name)
-                seen.pop(key)
-                continue
+            if only and point.name not in selected:
+                # not asked for now: a stale run (its settings changed, or those of the point it started
+                # from) is left out of the table instead of stopping the points asked for
+                why = None
+                if changed := _changed(run_cfg, run_dir):
+                    setting, was, now = changed[0]
+                    why = f"run with other settings ({setting}: {was!r} there, now {now!r})"
+                elif source_stale:
+                    why = f"trained from point {source!r}, whose run has other settings"
+                if why:
+                    say(f"{where}: not among --point and {why}, left out of the table until it runs again")
+                    stale.add(point.name)
+                    seen.pop(key)
+                    continue
             _check_unchanged(point, run_cfg, run_dir)
+            if source_stale:
+                raise ConfigError(
+                    f"sweep point {point.name!r} was trained from point {source!r}'s model, whose run has other settings",
+                    details=[f"its run: {run_dir}"],
+                    hint=f"run both again: delete their directories and add --point {source} --point {point.name}")
             record = json.loads(record_path.read_text(encoding="utf-8"))
             say(f"{where}: finished earlier, skipped")
         else:
-            source = cfg.sweep.start_from.get(point.name)
-            if source in stale:
+            if source_stale:
                 raise ConfigError(
                     f"sweep point {point.name!r} starts from point {source!r}'s trained model, whose run has other settings",
                     details=[f"its run: {out_dir / source}"],

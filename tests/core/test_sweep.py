@@ -217,6 +217,14 @@ def test_with_point_selection_a_changed_point_not_selected_is_left_out_and_canno
     with pytest.raises(ConfigError, match="sweep point 'b' .* was run with other settings"):
         run_sweep(_cfg(out, sweep(b={"neuron.k": 3.0, "train.lr": 3e-4})), only=["b"])  # asked for: refused
 
+    # a changed: T1, finished but trained from the old a, is stale too; run again, it is refused
+    said.clear()
+    report = run_sweep(_cfg(out, sweep(a={"neuron.k": 2.5})), only=["b"], progress=said.append)
+    assert [r.name for r in report.rows] == ["b"] and len(fake.calls) == 3  # b as it first ran: unchanged, skipped
+    assert any("T1: not among --point and trained from point 'a', whose run has other settings" in s for s in said)
+    with pytest.raises(ConfigError, match="'T1' was trained from point 'a'.s model, whose run has other settings"):
+        run_sweep(_cfg(out, sweep(a={"neuron.k": 2.5})), only=["T1"])
+
     import shutil
 
     shutil.rmtree(out / "T1")
