@@ -952,6 +952,7 @@ def load_model(
                 )
             skip = _classifier_keys(state)
     where = str(model_dir / "config.json")
+    _check_sizes_kept(cfg, config_overrides, role, name)
     model, converted = build_model(
         cfg, head=resolved_head, neuron=neuron, num_labels=num_labels, label_maps=label_maps,
         config_overrides=config_overrides, attn_implementation=attn_implementation, where=where,
@@ -967,6 +968,27 @@ def load_model(
     tok = load_tokenizer(model_dir, tokenizer) if need_tokenizer else None
     return LoadedModel(model=model, tokenizer=tok, model_dir=model_dir, family=family.name, converted=converted,
                        config=cfg, head=resolved_head, weights=report)
+
+
+#: config fields that set the shapes of a model's weights: a checkpoint's weights fix them
+SIZING_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                 "head_dim", "intermediate_size", "max_position_embeddings", "type_vocab_size", "d_model",
+                 "encoder_layers", "decoder_layers", "encoder_attention_heads", "decoder_attention_heads",
+                 "encoder_ffn_dim", "decoder_ffn_dim")
+
+
+def _check_sizes_kept(cfg: Mapping[str, Any], overrides: Mapping[str, Any] | None, role: str, name: str) -> None:
+    """Config overrides may not resize a model whose weights are loaded (a ConfigError, exit 2, before
+    the weights' shapes disagree with the model's and look like a damaged checkpoint)."""
+    resized = [f"{key}: {cfg.get(key)!r} in the checkpoint, {value!r} asked for"
+               for key, value in (overrides or {}).items() if key in SIZING_FIELDS and cfg.get(key) != value]
+    if resized:
+        raise ConfigError(
+            f"model_config resizes the {role} '{name}', whose weights fix its sizes",
+            details=resized,
+            hint="drop those model_config fields to start from this model's weights (-s model_config=null drops "
+            "them all), or train a model of that size from scratch (pretrain with model: null and a tokenizer)",
+        )
 
 
 def reinitialise(loaded: LoadedModel, seed: int) -> LoadedModel:

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from spikelm_core.config import DistillConfig
+from spikelm_core.errors import SpikelmError
 
 from .. import render
 from ..errors import friendly_errors
@@ -22,7 +23,7 @@ def distill_command(
     recipe: Annotated[Optional[Path], typer.Argument(help="Recipe YAML (or a run's run_config.yaml).")] = None,
     task: TaskOpt = None,
     model: ModelOpt = None,
-    teacher: Annotated[Optional[str], typer.Option("--teacher", help="Dense teacher fine-tuned on the task: a directory, alias or hub id (beats distill.teacher).")] = None,
+    teacher: Annotated[Optional[str], typer.Option("--teacher", help="Dense teacher fine-tuned on the task: a directory, alias or hub id (beats distill.teacher). Where the recipe's student is its teacher's twin (model equal to distill.teacher), the student too, unless --model is given.")] = None,
     data_dir: DataDirOpt = None,
     reinit_head: Annotated[Optional[bool], typer.Option("--reinit-head/--keep-head", help="Start a fresh classifier when the model's saved one has another label count (default: refuse such a model).", show_default=False)] = None,
     overrides: OverridesOpt = None,
@@ -35,7 +36,9 @@ def distill_command(
 ) -> None:
     """Distill a dense teacher into a spiking student (logit KL, hidden-state and attention MSE).
 
-    Example: spikelm distill recipes/tiny/distill.yaml --teacher runs/teacher -s train.max_steps=10
+    Example (a tiny dense teacher, then its spiking twin; seconds on CPU):
+    spikelm finetune recipes/tiny/finetune.yaml -s neuron.kind=dense --out-dir runs/tiny-teacher
+    spikelm distill recipes/tiny/distill.yaml --teacher runs/tiny-teacher/final --out-dir runs/tiny-distill
 
     A spiking decoder (KL to the dense model's next-token distribution; recipes/smollm2/distill_wikitext2.yaml):
     spikelm distill --task wikitext2 --data-dir ../shared/data/text -s data.train_file=../shared/data/text/wikitext-2/valid.txt
@@ -48,11 +51,21 @@ def distill_command(
 
     path = recipe_or_default(recipe, task, "distill")
     render.enable_library_logs()
-    cfg = load_run_config(DistillConfig, path, overrides, task=task, model=model, data_dir=data_dir, out_dir=out_dir,
-                          reinit_head=reinit_head,
-                          **{"distill.teacher": teacher})
+    common = dict(task=task, data_dir=data_dir, out_dir=out_dir, reinit_head=reinit_head)
+    if teacher is not None and model is None and _student_is_twin(path, overrides, common):
+        model = teacher  # the recipe's student is its teacher's spiking twin: so with the teacher given here
+    cfg = load_run_config(DistillConfig, path, overrides, model=model, **common, **{"distill.teacher": teacher})
     cfg = with_grid_option(cfg, grid)
     check_sweep(cfg, point)
     if print_config:
         print_config_and_exit(cfg)
     train_or_sweep(cfg, run_distill, resume, format, point)
+
+
+def _student_is_twin(path, overrides, common) -> bool:
+    """Whether the recipe (with its -s overrides) starts the student from its own teacher."""
+    try:
+        recipe = load_run_config(DistillConfig, path, overrides, **common)
+    except SpikelmError:  # e.g. no teacher in the recipe: the load with --teacher says what is wrong
+        return False
+    return recipe.model == recipe.distill.teacher

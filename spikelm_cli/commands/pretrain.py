@@ -29,7 +29,8 @@ def pretrain_command(
 ) -> None:
     """Pretrain a spiking BERT with masked-LM (optionally NSP and a dense teacher) on text files.
 
-    Example: spikelm pretrain recipes/tiny/pretrain.yaml --model minilm --out-dir runs/tiny-pretrain
+    Example (a tiny model from scratch; seconds on CPU): spikelm pretrain recipes/tiny/pretrain.yaml --out-dir runs/tiny-pretrain
+    From the bundled MiniLM's weights instead (the recipe's model sizes dropped): add --model minilm -s model_config=null
     Multi-GPU: torchrun --nproc-per-node 8 -m spikelm_cli pretrain recipes/bert_base/pretrain_base.yaml
     """
     from spikelm_core.training import run_pretrain

@@ -689,7 +689,13 @@ class _ModelOverrides(_Section):
     model_overrides: dict[str, Any] = Field(default_factory=dict, alias="model_config")
     """Recipe key `model_config`: fields of the model's config to change, e.g. {hidden_dropout_prob: 0.0,
     attention_probs_dropout_prob: 0.0} (no dropout in the student); `pretrain` from scratch also sizes
-    the model with them, e.g. {hidden_size: 384, num_hidden_layers: 6}. Neuron fields belong in `neuron`."""
+    the model with them, e.g. {hidden_size: 384, num_hidden_layers: 6}. Neuron fields belong in `neuron`.
+    null = none (`-s model_config=null` drops a recipe's)."""
+
+    @field_validator("model_overrides", mode="before")
+    @classmethod
+    def _null_is_none(cls, value: Any) -> Any:
+        return {} if value is None else value
 
 
 class _TrainingConfig(_ModelOverrides, _BenchmarkConfig):

@@ -9,6 +9,7 @@ import json
 import os
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from spikelm_cli.main import app
@@ -108,9 +109,12 @@ def test_finetune_task_flag_picks_the_paper_recipe_and_json(tiny_dirs, tmp_path)
 def test_distill_tiny_recipe(tiny_dirs, tmp_path):
     res = runner.invoke(app, ["distill", "recipes/tiny/distill.yaml", "--teacher", str(tiny_dirs["teacher"]),
                               "--data-dir", str(tiny_dirs["glue"]), "--out-dir", str(tmp_path / "d"),
-                              *_sets(f"model={tiny_dirs['teacher']}", "data.source=glue/sst2", *TINY_SETS)])
+                              *_sets("data.source=glue/sst2", *TINY_SETS)])
     _ok(res)
     assert "spikelm distill" in res.stdout
+    # the recipe's student is its teacher's twin (model = distill.teacher): --teacher set both
+    saved = yaml.safe_load((tmp_path / "d" / "run_config.yaml").read_text())
+    assert saved["model"] == saved["distill"]["teacher"] == str(tiny_dirs["teacher"])
     assert "(ce " in res.stderr and "kd " in res.stderr and "hidden " in res.stderr and "attn " in res.stderr
     logs = [json.loads(x) for x in (tmp_path / "d" / "metrics.jsonl").read_text().splitlines()]
     assert all(k in logs[0] for k in ("loss_ce", "loss_kd", "loss_hidden", "loss_attn"))

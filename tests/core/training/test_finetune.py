@@ -290,3 +290,9 @@ def test_model_config_overrides_reach_the_trained_model(tiny_dirs, tmp_path):
     assert saved["hidden_dropout_prob"] == 0.0 and saved["attention_probs_dropout_prob"] == 0.0
     with pytest.raises(ConfigError, match="num_timesteps"):  # neuron fields stay in the neuron section
         run_finetune(_cfg(tiny_dirs, tmp_path / "run2", "model_config={num_timesteps: 2}"))
+    # sizes: the loaded weights fix them (a config error, not a "damaged checkpoint")
+    with pytest.raises(ConfigError, match="model_config resizes the model .*dense., whose weights fix its sizes") as exc:
+        run_finetune(_cfg(tiny_dirs, tmp_path / "run3", "model_config={hidden_size: 48, hidden_dropout_prob: 0.0}"))
+    assert exc.value.details == ["hidden_size: 24 in the checkpoint, 48 asked for"]
+    assert not (tmp_path / "run3").exists()
+    assert _cfg(tiny_dirs, tmp_path / "run4", "model_config=null").model_overrides == {}
