@@ -519,3 +519,13 @@ def compile_layers(model: nn.Module, *, dynamic: bool | None = None) -> int:
         layer.compile_forward(dynamic=dynamic)
     set_neuron_impl(model, "fast")  # traced into the layer graph; "compiled" would nest a compile
     return len(layers)
+
+
+def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of `logits` [..., V] against `labels` [...], averaged over the labels that are
+    not -100 (the masked tokens of an MLM batch, the real target tokens of a seq2seq one); 0, with
+    the graph kept, when a batch has none (a short batch can draw no masked token, where the plain
+    mean would be 0/0 = NaN and stop the run)."""
+    flat = labels.reshape(-1)
+    total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), flat, ignore_index=-100, reduction="sum")
+    return total / (flat != -100).sum().clamp(min=1)

@@ -52,6 +52,7 @@ from ..common import (
     make_neuron,
     read_out,
     uniform_dropout,
+    token_cross_entropy,
 )
 from .configuration_spiking_bart import SpikingBartConfig
 
@@ -452,7 +453,7 @@ class SpikingBartForConditionalGeneration(SpikingBartPreTrainedModel, Generation
         logits = self.lm_head(out.last_hidden_state) + self.final_logits_bias
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits.view(-1, self.config.vocab_size), labels.view(-1), ignore_index=-100)
+            loss = token_cross_entropy(logits, labels)
         return Seq2SeqLMOutput(
             loss=loss, logits=logits, cache=out.cache, decoder_hidden_states=out.decoder_hidden_states,
             encoder_last_hidden_state=out.encoder_last_hidden_state, encoder_hidden_states=out.encoder_hidden_states,

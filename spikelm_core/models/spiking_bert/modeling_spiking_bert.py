@@ -50,6 +50,7 @@ from ..common import (
     make_kv_spike,
     make_neuron,
     read_out,
+    token_cross_entropy,
 )
 from .configuration_spiking_bert import SpikingBertConfig
 
@@ -386,7 +387,7 @@ class SpikingBertForMaskedLM(_TiedMLMHead, SpikingBertPreTrainedModel):
         logits = self.cls(out.last_hidden_state)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits.view(-1, self.config.vocab_size), labels.view(-1), ignore_index=-100)
+            loss = token_cross_entropy(logits, labels)
         result = MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
         return result if return_dict is not False else result.to_tuple()
 
@@ -422,7 +423,7 @@ class SpikingBertForPreTraining(_TiedMLMHead, SpikingBertPreTrainedModel):
         mlm_logits, nsp_logits = self.cls(out.last_hidden_state, out.pooler_output)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(mlm_logits.view(-1, self.config.vocab_size), labels.view(-1), ignore_index=-100)
+            loss = token_cross_entropy(mlm_logits, labels)
             if next_sentence_label is not None:
                 loss = loss + F.cross_entropy(nsp_logits.view(-1, 2), next_sentence_label.view(-1))
         result = SpikingBertForPreTrainingOutput(

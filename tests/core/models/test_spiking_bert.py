@@ -103,7 +103,11 @@ def test_classification_regression_and_mlm_losses_backpropagate():
     labels[:, ::2] = -100
     out = mlm(**b, labels=labels)
     assert out.logits.shape == (5, 7, 99)
+    torch.testing.assert_close(out.loss, torch.nn.functional.cross_entropy(out.logits.reshape(-1, 99), labels.reshape(-1)))
     out.loss.backward()
+    # a batch that drew no masked token: loss 0 with a graph, not 0/0 = NaN
+    nothing = mlm(**b, labels=torch.full_like(labels, -100)).loss
+    assert nothing.item() == 0.0 and nothing.requires_grad
     pt = SpikingBertForPreTraining(tiny_config())
     pt(**b, labels=labels, next_sentence_label=torch.tensor([0, 1, 0, 1, 1])).loss.backward()
 
