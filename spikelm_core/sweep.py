@@ -84,13 +84,16 @@ def expand_points(sweep) -> list[Point]:
     seen: set[str] = set()
     dupes = [p.name for p in points if p.name in seen or seen.add(p.name)]
     if dupes:
-        raise ConfigError(f"two sweep points share the name {dupes[0]!r}",
-                          hint="rename the named point (grid points are named after their values)")
+        raise ConfigError(
+            f"two sweep points share the name {dupes[0]!r}",
+            hint="rename the named point (grid points are named after their values)" if dupes[0] in sweep.points
+            else "give each grid value once: two of them name the same point (e.g. 2 and 2.0)")
     return points
 
 
 def parse_grid(items: list[str]) -> dict[str, list[Any]]:
-    """`["neuron.k=2,3,4"]` -> `{"neuron.k": [2, 3, 4]}` (each value read as YAML, like -s)."""
+    """`["neuron.k=2,3,4"]` -> `{"neuron.k": [2, 3, 4]}` (each value read as YAML, like -s). A key
+    given twice takes the values of both, in order (`-g neuron.k=2 -g neuron.k=3` is `neuron.k=2,3`)."""
     grid: dict[str, list[Any]] = {}
     problems: list[str] = []
     for item in items:
@@ -99,7 +102,7 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
             problems.append(f"--grid {item!r}: expected key=v1,v2,... (e.g. neuron.k=2,3,4)")
             continue
         parsed = parse_overrides([f"{key.strip()}={v}" for v in text.split(",")], problems)
-        grid[key.strip()] = [v for _, v in parsed]
+        grid.setdefault(key.strip(), []).extend(v for _, v in parsed)
     if problems:
         raise ConfigError("invalid --grid", details=problems)
     return grid

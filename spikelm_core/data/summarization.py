@@ -128,16 +128,20 @@ def _normalise(ds, task: SummarizationTask, text_col: str, summary_col: str, whe
         raise DataError(
             f"{where} lacks column(s) {', '.join(repr(c) for c in missing)} for task '{task.name}'",
             details=[f"columns found: {', '.join(ds.column_names)}"],
-            hint="name the columns with --text-column / --summary-column (data.text_column / data.summary_column)",
+            hint="name the columns with -s data.text_column=NAME -s data.summary_column=NAME",
         )
     if subset is not None:
         ds = ds.select(range(min(subset, len(ds))))
-    empty = [i for i, d in enumerate(ds[text_col]) if not isinstance(d, str) or not d.strip()]
-    if empty:
-        raise DataError(
-            f"{where}: {len(empty)} empty document(s), first at row {empty[0]}",
-            hint="remove the empty rows; a summary needs a document",
-        )
+    for column, what, hint in ((text_col, "document", "a summary needs a document"),
+                               (summary_col, "summary", "training and ROUGE need a reference summary for each document")):
+        empty = [i for i, d in enumerate(ds[column]) if not isinstance(d, str) or not d.strip()]
+        if empty:
+            first = ds[column][empty[0]]
+            raise DataError(
+                f"{where}: {len(empty)} empty or non-text {what}(s) in column '{column}', first at row {empty[0]}"
+                f" (counting from 0: {first!r})",
+                hint=f"remove or fill those rows; {hint}",
+            )
     if text_col != "document":
         ds = ds.rename_column(text_col, "document") if "document" not in ds.column_names else ds
     if summary_col != "summary":

@@ -36,13 +36,18 @@ def test_grid_points_are_every_combination_first_key_slowest_then_named_points(t
 
 def test_a_named_point_with_a_grid_point_name_is_refused(tmp_path):
     cfg = _cfg(tmp_path, {"grid": {"neuron.k": [2.0]}, "points": {"k2": {"neuron.k": 3.0}}})
-    with pytest.raises(ConfigError, match="share the name 'k2'"):
+    with pytest.raises(ConfigError, match="share the name 'k2'") as exc:
         expand_points(cfg.sweep)
+    assert "rename the named point" in exc.value.hint
+    with pytest.raises(ConfigError, match="share the name 'k2'") as exc:
+        expand_points(_cfg(tmp_path, {"grid": {"neuron.k": [2, 2.0]}}).sweep)
+    assert "give each grid value once" in exc.value.hint
 
 
 def test_parse_grid_reads_each_value_as_yaml():
     assert parse_grid(["neuron.k=2,3.5", "neuron.kind=lif,elastic_bi", "neuron.learn_alpha=true"]) == {
         "neuron.k": [2, 3.5], "neuron.kind": ["lif", "elastic_bi"], "neuron.learn_alpha": [True]}
+    assert parse_grid(["neuron.k=2", "neuron.T=1", "neuron.k=3,4"]) == {"neuron.k": [2, 3, 4], "neuron.T": [1]}
     with pytest.raises(ConfigError) as exc:
         parse_grid(["neuron.k", "neuron.k=", "bad key=1"])
     assert len(exc.value.details) == 3

@@ -44,8 +44,13 @@ def test_missing_columns_are_named(tmp_path):
 
 def test_empty_document_and_missing_files(tmp_path):
     f = write_jsonl(tmp_path / "v.jsonl", [{"document": "ok", "summary": "s"}, {"document": "  ", "summary": "s"}])
-    with pytest.raises(DataError, match="empty document"):
+    with pytest.raises(DataError, match="empty or non-text document"):
         load_summarization("xsum", "validation", files={"validation": f})
+    for bad in ("", None, 5):  # a blank, missing or numeric summary: named before any generation runs
+        g = write_jsonl(tmp_path / "s.jsonl", [{"document": "ok", "summary": "s"}, {"document": "d", "summary": bad}])
+        with pytest.raises(DataError, match=r"1 empty or non-text summary\(s\) in column 'summary', first at row 1") as exc:
+            load_summarization("xsum", "validation", files={"validation": g})
+        assert "fill those rows" in exc.value.hint
     with pytest.raises(DataError, match="no validation file"):
         load_summarization("xsum", "validation", data_dir=_empty_dir(tmp_path))
     with pytest.raises(DataError, match="hub is offline"):
