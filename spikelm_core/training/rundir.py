@@ -275,6 +275,8 @@ class RunDirectory:
     def __enter__(self) -> "RunDirectory":
         self._check_contents()
         self._created = not self.out_dir.exists()
+        # the folders above out_dir that this run creates too (removed with it when the run is refused)
+        self._new_parents = [p for p in self.out_dir.absolute().parents if not p.exists()]
         self._config_written = False
         self._lock.acquire()
         try:
@@ -291,8 +293,14 @@ class RunDirectory:
     def __exit__(self, exc_type, *exc) -> None:
         self._lock.release()
         if exc_type is not None and self._created and not self._config_written and is_main_process():
-            # refused before anything was written: leave no empty run directory behind
+            # refused before anything was written: leave no empty run directory behind, nor the empty
+            # folders created above it
             shutil.rmtree(self.out_dir, ignore_errors=True)
+            for parent in self._new_parents:  # nearest first; one that holds something else stays
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
 
     def _check_contents(self) -> None:
         """Refuse a directory that holds files of something other than a spikelm run, and one that

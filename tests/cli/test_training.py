@@ -306,3 +306,12 @@ def test_dense_teacher_finetune_then_distill_on_text(tiny_dirs, tmp_path):
     _ok(res)
     data = json.loads(res.stdout)
     assert data["task"] is None and data["global_step"] == 4
+
+
+def test_a_missing_teacher_is_named_and_the_refused_run_leaves_no_folders(tiny_dirs, tmp_path):
+    out = tmp_path / "new" / "deeper" / "d"
+    res = runner.invoke(app, ["distill", "recipes/tiny/distill.yaml", "--teacher", str(tmp_path / "no-teacher"),
+                              "--data-dir", str(tiny_dirs["glue"]), "--out-dir", str(out),
+                              *_sets(f"model={tiny_dirs['dense']}", "data.source=glue/sst2", *TINY_SETS)])
+    _fails(res, 3, "the teacher: model directory")
+    assert not (tmp_path / "new").exists()

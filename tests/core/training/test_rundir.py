@@ -84,6 +84,14 @@ def test_a_run_refused_before_writing_leaves_no_directory(tmp_path):
             assert out.is_dir()  # the lock is there
             raise RuntimeError("the teacher does not match")
     assert not out.exists()
+    # nor the folders created above it, while one that holds something else stays
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "keep.txt").write_text("x")
+    with pytest.raises(RuntimeError):
+        with RunDirectory(_cfg(tmp_path / "a" / "b" / "c" / "run"), "finetune", "never"):
+            assert (tmp_path / "a" / "b" / "c" / "run").is_dir()
+            raise RuntimeError("refused")
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["keep.txt"]
     # once run_config.yaml is written the directory stays (it is a run that can be resumed)
     with pytest.raises(RuntimeError):
         with RunDirectory(_cfg(out), "finetune", "never") as run:
