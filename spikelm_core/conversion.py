@@ -25,6 +25,10 @@ from .io import check_output_dir
 from .neurons.settings import NeuronSettings
 
 
+CONVERT_SCHEMA = "spikelm.convert/1"
+"""The `schema` key of `ConvertResult.to_dict()` (`spikelm convert --format json`)."""
+
+
 @dataclass
 class ConvertResult:
     """What `convert_model` did, for the CLI summary and `--format json`.
@@ -53,6 +57,7 @@ class ConvertResult:
     allocation: dict | None = None
     """With outlier-aware allocation: `salient_channels` / `input_channels` over all neurons before
     linear layers, and `k_chosen` ({k: how many neurons chose it}) with per-layer k."""
+    schema: str = CONVERT_SCHEMA
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -7,6 +7,7 @@ overrides; `run_config.yaml` records the result.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -85,11 +86,15 @@ def load_run_config(cls, recipe: Path | None, overrides: list[str] | None, *, ta
     return load_config(cls, recipe, overrides or [], **flags)
 
 
-def print_config_and_exit(cfg) -> None:
-    """`--print-config`: the resolved config with field descriptions on stdout, exit 0."""
-    from spikelm_core.config import describe_config
+def print_config_and_exit(cfg, format=None) -> None:
+    """`--print-config`: the resolved config on stdout, exit 0: YAML with each field's description,
+    or with `--format json` the plain config as JSON (what run_config.yaml would hold)."""
+    from spikelm_core.config import config_to_dict, describe_config
 
-    sys.stdout.write(describe_config(cfg))
+    if format is not None and getattr(format, "value", format) == "json":
+        sys.stdout.write(json.dumps(config_to_dict(cfg), indent=2, default=str) + "\n")
+    else:
+        sys.stdout.write(describe_config(cfg))
     raise typer.Exit(0)
 
 

@@ -122,7 +122,7 @@ def eval_command(
                           f"wikitext2 (perplexity); this eval scores {cfg.task}",
                           hint="drop them, or use --task wikitext2 to score perplexity")
     if print_config:
-        print_config_and_exit(cfg)
+        print_config_and_exit(cfg, format)
     if cfg.prompt is not None:
         if plot_firing is not None:
             raise ConfigError("--plot-firing pictures a task's input; the recipe's prompt generates text",
@@ -131,13 +131,18 @@ def eval_command(
 
         render.generation_result(run_generation(cfg), format)
         return
+    written = None
     if plot_firing is not None:  # before scoring: a bad input fails at once, and the picture is kept
         from spikelm_core.firing_plots import write_firing_picture
         from spikelm_core.training.firing_picture import run_firing_picture
 
         picture = run_firing_picture(cfg, text=firing_text, example=firing_example)
-        render.firing_picture_written(picture, write_firing_picture(picture, plot_firing))
-    render.eval_result(run_eval(cfg, progress=render.eval_progress()), format)
+        written = write_firing_picture(picture, plot_firing)
+        render.firing_picture_written(picture, written)
+    result = run_eval(cfg, progress=render.eval_progress())
+    if written is not None:
+        result.firing_picture = {"png": str(written[0]), "data": str(written[1])}
+    render.eval_result(result, format)
 
 
 _GENERATE_EXAMPLE = 'spikelm eval runs/smollm2-spiking --chat --prompt "What is the capital of France?"'

@@ -49,5 +49,5 @@ def finetune_command(
     cfg = with_grid_option(cfg, grid)
     check_sweep(cfg, point)
     if print_config:
-        print_config_and_exit(cfg)
+        print_config_and_exit(cfg, format)
     train_or_sweep(cfg, run_finetune, resume, format, point)

@@ -39,6 +39,6 @@ def pretrain_command(
     cfg = load_run_config(PretrainConfig, recipe, overrides, model=model, out_dir=out_dir,
                           **{"data.source": str(text) if text else None})
     if print_config:
-        print_config_and_exit(cfg)
+        print_config_and_exit(cfg, format)
     result = run_pretrain(cfg, resume=resume, callbacks=[render.progress_callback()])
     render.training_result(result, format)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, DataError
 from ..hub import DATASET_OFFLINE_VARS, hub_reachable, offline_flag
+from .glue import quiet_progress
 
 if TYPE_CHECKING:  # pragma: no cover
     import datasets
@@ -212,4 +213,5 @@ def tokenize_summarization(dataset, tokenizer, max_source_length: int = 512, max
         ]
         return enc
 
-    return dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc=None)
+    with quiet_progress():  # the CLI shows the run's own progress; datasets' bars would interleave with it
+        return dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc=None)

@@ -530,8 +530,10 @@ def markdown_text(report: EnergySweepReport, *, detail: bool = True) -> str:
 CSV_COLUMNS = (
     "k", "timesteps", "scope", "component", "macs", "firing_rate", "spiking_acs", "spiking_macs",
     "energy_dense_mj", "energy_spiking_mj", "ratio", "ratio_ci_low", "ratio_ci_high", "firing_rates_meaningful",
-    "bytes_dense", "bytes_spiking", "break_even_firing_rate",
+    "bytes_dense", "bytes_spiking", "break_even_firing_rate", "value",
 )
+"""`value` holds the NeuroBench metrics (`--neurobench`): one row each, scope 'neurobench', the
+metric's name in `component` (e.g. `SynapticOperations.Effective_ACs`)."""
 
 
 def csv_text(report: EnergySweepReport) -> str:
@@ -576,6 +578,12 @@ def csv_text(report: EnergySweepReport) -> str:
                     "bytes_spiking": row["bytes_spiking"],
                     "break_even_firing_rate": m["break_even_firing_rate"] if c is None else None,
                 })
+        nb = r.get("neurobench") or {}
+        for name, value in nb.items():
+            for metric, v in (value.items() if isinstance(value, dict) else [(None, value)]):
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    writer.writerow({**base, "scope": "neurobench", "component": name if metric is None else f"{name}.{metric}",
+                                     "value": v})
         p = r["paper_setting"]
         if p is None:  # a decoder-only model: no paper setting
             continue

@@ -90,6 +90,8 @@ class EvalResult:
     """Positions the model read per second while scoring (all splits)."""
     dense_tokens_per_second: float | None = None
     """The same for the dense reference."""
+    firing_picture: dict[str, str] | None = None
+    """With `eval --plot-firing`: where the picture went, {'png': ..., 'data': ...}; null without."""
     schema: str = EVAL_SCHEMA
 
     def to_dict(self) -> dict[str, Any]:

@@ -195,6 +195,9 @@ def test_memory_flag_and_cost_file(tiny_bert, text_file, tmp_path):
     assert syn["Effective_MACs"] == data["runs"][0]["spiking_macs"]
     table = run(*common, "--memory", "none", "--neurobench")
     assert table.exit_code == 0 and "NeuroBench metrics per sample" in table.stdout and "memory bounds" not in table.stdout
+    as_csv = run(*common, "--memory", "none", "--neurobench", "--format", "csv")
+    nb_rows = {r["component"]: float(r["value"]) for r in csv.DictReader(io.StringIO(as_csv.stdout)) if r["scope"] == "neurobench"}
+    assert nb_rows["Footprint"] == nb["Footprint"] and nb_rows["SynapticOperations.Effective_ACs"] == syn["Effective_ACs"]
     cost = tmp_path / "cost.yaml"
     cost.write_text("name: chip\npj_per_byte: 2\nbounds: [event-driven]\nfiring_rates: [0.01, 0.2]\n")
     res = run(*common, "--memory-cost", cost, "--format", "json")

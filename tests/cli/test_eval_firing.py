@@ -32,7 +32,9 @@ def test_eval_pictures_the_first_dev_example(tiny_dirs, tmp_path):
     png = tmp_path / "pics" / "firing.png"
     res = runner.invoke(app, _eval(tiny_dirs, png, "--format", "json"))
     assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout)["metrics"]["dev"]["accuracy"] >= 0  # stdout stays the eval JSON
+    result = json.loads(res.stdout)
+    assert result["metrics"]["dev"]["accuracy"] >= 0  # stdout stays the eval JSON, with the picture's files
+    assert result["firing_picture"] == {"png": str(png), "data": str(png.with_suffix(".json"))}
     assert "firing picture of dev example 0" in res.stderr and str(png) in res.stderr
     data = _written(png)
     assert data["schema"] == "spikelm.firing_tokens/1" and data["task"] == "sst2" and data["timesteps"] == 3

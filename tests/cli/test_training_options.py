@@ -85,6 +85,9 @@ def test_task_option_reads_the_asked_task_beside_the_recipes_directory(tmp_path,
     data = yaml.safe_load(res.stdout)["data"]
     assert data["task"] == "rte" and data["source"] is None
     assert Path(data["data_dir"]) == REPO.parent / "shared" / "data" / "glue"
+    as_json = runner.invoke(app, ["finetune", "recipes/tiny/finetune.yaml", "--task", "rte", "--print-config",
+                                  "--format", "json"])
+    assert as_json.exit_code == 0 and json.loads(as_json.stdout) == yaml.safe_load(res.stdout)  # the same config
 
 
 @pytest.mark.slow
