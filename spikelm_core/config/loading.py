@@ -177,7 +177,9 @@ def _suggest(loc: Sequence[Any], root: type[BaseModel]) -> str:
     else:
         match = [p for p in everywhere if p.rsplit(".", 1)[-1] in {key, alias}]
         match = match or [prefix + m for m in difflib.get_close_matches(key, siblings, n=1, cutoff=0.5)]
-        match = match or difflib.get_close_matches(prefix + key, everywhere, n=1, cutoff=0.75)
+        # a mistyped section name ('trian.lr'): neither the key's own section nor its siblings (tried above)
+        others = [p for p in everywhere if not (prefix + key).startswith(p + ".") and not (prefix and p.startswith(prefix))]
+        match = match or difflib.get_close_matches(prefix + key, others, n=1, cutoff=0.75)
     return f" (did you mean {match[0]!r}?)" if match else ""
 
 
@@ -258,6 +260,31 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+def yaml_problem(exc: Exception) -> str:
+    """'invalid YAML at line 3, column 8: <what>' for a YAML parse error (the position where PyYAML
+    knows it): the one wording of recipes and of every other YAML file spikelm reads."""
+    import yaml
+
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        return f"invalid YAML at {where}: {exc.problem or exc.context or 'malformed YAML'}"
+    return f"invalid YAML: {exc}"
+
+
+def _missing_recipe_hint(path: Path) -> str:
+    """What to do about a recipe path that is not a readable file: the file of the same name with
+    another extension, or the closest name in its folder; else where the shipped recipes are."""
+    if path.exists() or not path.parent.is_dir():
+        return "give the path of a recipe YAML file; recipes/README.md lists the shipped ones"
+    names = sorted(p.name for p in path.parent.iterdir() if p.suffix.lower() in (".yaml", ".yml"))
+    same_stem = [n for n in names if Path(n).stem == path.stem]
+    close = same_stem or difflib.get_close_matches(path.name, names, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean '{path.parent / close[0]}'?"
+    return f"no such recipe in '{path.parent}'; recipes/README.md lists the shipped ones"
+
+
 def _read_recipe(path: Path, errors: list[str]) -> dict[str, Any] | None:
     """The recipe as a dict; None (with problems recorded) when it cannot be used."""
     if not path.exists():
@@ -277,13 +304,8 @@ def _read_recipe(path: Path, errors: list[str]) -> dict[str, Any] | None:
     loader = _StrictLoader(text)
     try:
         data = loader.get_single_data()
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
-        errors.append(f"{path}: invalid YAML at {where}: {exc.problem or exc.context or 'malformed YAML'}")
-        return None
     except yaml.YAMLError as exc:
-        errors.append(f"{path}: invalid YAML: {exc}")
+        errors.append(f"{path}: {yaml_problem(exc)}")
         return None
     finally:
         loader.dispose()
@@ -534,7 +556,7 @@ def load_config(
         if data is None:
             # Without a readable recipe, schema errors (missing 'model' ...) would only be noise.
             parse_overrides(overrides, errors)
-            raise _config_error(f"cannot load {origin}", errors, [])
+            raise _config_error(f"cannot load {origin}", errors, [_missing_recipe_hint(path)])
         legacy = "task" in data and "command" not in data  # spikelm 0.1.0: paths from the current directory
         if legacy:
             _warn_once("paths", f"{origin}: a spikelm 0.1.0 recipe, its relative paths are read from the current "

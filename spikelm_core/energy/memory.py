@@ -188,7 +188,10 @@ def load_memory_cost(spec: str | None = None, bounds: str | None = None) -> Memo
     except OSError as err:
         raise ConfigError(f"memory cost file {spec}: cannot read it ({err.strerror or err})") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"memory cost file {spec}: not valid YAML", details=[str(err).splitlines()[0]]) from None
+        from ..config.loading import yaml_problem
+
+        raise ConfigError(f"memory cost file {spec}: {yaml_problem(err)}",
+                          hint="fix the YAML there (docs/energy-report.md shows a cost file)") from None
     if not isinstance(data, dict):
         raise ConfigError(f"memory cost file {spec}: expected a mapping of keys, got {type(data).__name__}")
     for key in data:

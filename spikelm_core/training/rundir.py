@@ -10,6 +10,7 @@ sequence-to-sequence) goes through it, so all run directories look alike:
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import shutil
@@ -178,6 +179,12 @@ def resolve_resume(resume: str | None, out_dir: Path) -> str | None:
                 log.info("--resume auto: continuing from %s", last)
         return last
     path = Path(resume)
+    if not path.exists() and "/" not in resume and os.sep not in resume:  # a mistyped word, not a path
+        close = difflib.get_close_matches(resume, ["auto", "never"], n=1)
+        raise ConfigError(f"--resume {resume!r}: expected auto, never or a checkpoint directory"
+                          + (f" (did you mean {close[0]!r}?)" if close else ""),
+                          hint="--resume auto continues from the run's latest checkpoint; a checkpoint is "
+                          "named by its path, e.g. runs/sst2/checkpoint-500")
     if not path.exists():
         raise CheckpointError(f"--resume '{resume}' is neither auto, never nor an existing directory",
                               hint="give a checkpoint-<step>/ directory of an earlier run, or --resume auto")

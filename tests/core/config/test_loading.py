@@ -171,6 +171,7 @@ def test_unknown_key_did_you_mean():
         pytest.param("train.sead", "train.sead: unknown key (did you mean 'train.seed'?)", id="typo"),
         pytest.param("task_name", "task_name: unknown key (did you mean 'data.task'?)", id="task-name"),
         pytest.param("train.zzzzqqq", "train.zzzzqqq: unknown key", id="no-match"),
+        pytest.param("sweep.energy.bogus", "sweep.energy.bogus: unknown key", id="never-its-own-section"),
     ],
 )
 def test_unknown_key_suggestions(key, line):
@@ -216,6 +217,14 @@ def test_unclosed_flow_mapping(tmp_path):
 
 def test_missing_recipe_file(tmp_path):
     assert problems(tmp_path / "nope.yaml") == [f"{tmp_path / 'nope.yaml'}: recipe file not found"]
+    (tmp_path / "finetune.yaml").write_text("model: m\n")
+    for typo in ("finetune.yml", "fintune.yaml"):  # the hint names the file meant
+        with pytest.raises(ConfigError) as exc:
+            load_config(FinetuneConfig, tmp_path / typo, [])
+        assert exc.value.hint == f"did you mean '{tmp_path / 'finetune.yaml'}'?"
+    with pytest.raises(ConfigError) as exc:
+        load_config(FinetuneConfig, tmp_path / "zzz.yaml", [])
+    assert "recipes/README.md lists the shipped ones" in exc.value.hint
 
 
 def test_recipe_is_a_directory(tmp_path):

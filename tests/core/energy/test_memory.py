@@ -315,6 +315,14 @@ def test_bad_cost_files_name_the_key(tmp_path, text, key):
     assert err.value.exit_code == 2 and f"{key}:" in err.value.message
 
 
+def test_a_cost_file_that_is_not_yaml_says_where(tmp_path):
+    f = tmp_path / "cost.yaml"
+    f.write_text("name: chip\npj_per_byte: {2\n")
+    with pytest.raises(ConfigError, match="invalid YAML at line 3, column 1: expected ','") as err:
+        load_memory_cost(str(f))
+    assert err.value.exit_code == 2
+
+
 def test_unknown_preset_and_bound():
     with pytest.raises(ConfigError, match="--memory-cost: unknown preset 'lemair'"):
         load_memory_cost("lemair")

@@ -40,8 +40,11 @@ def test_incomplete_checkpoints_are_skipped_with_a_warning(tmp_path, caplog):
 
 
 def test_a_resume_value_that_is_no_directory_names_the_words(tmp_path):
+    with pytest.raises(ConfigError, match="expected auto, never or a checkpoint directory .did you mean 'auto'.") as exc:
+        resolve_resume("autoo", tmp_path)  # a mistyped word: a bad option (exit 2)
+    assert exc.value.exit_code == 2
     with pytest.raises(CheckpointError, match="neither auto, never nor an existing directory"):
-        resolve_resume("Auto", tmp_path)
+        resolve_resume(str(tmp_path / "checkpoint-9"), tmp_path)  # a path: a missing checkpoint (exit 3)
 
 
 def test_lock_of_another_host_is_never_taken_over(tmp_path):
