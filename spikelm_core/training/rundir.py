@@ -332,7 +332,9 @@ class RunDirectory:
         if self.resume in (None, "", "never") and not any(n.startswith("checkpoint-") for n in names):
             raise ConfigError(
                 f"'{self.out_dir}' holds an earlier run ({', '.join(names[:4])})",
-                hint="pass --resume auto to continue it (the recipe must match), or choose another --out-dir",
+                hint="it finished (final/): choose another --out-dir" if FINAL in names else
+                "it saved no checkpoint, so nothing is left to continue: --resume auto starts afresh here (its "
+                "run_config.yaml and metrics.jsonl replaced), or choose another --out-dir",
             )
 
     def _check_resumed_config(self) -> None:

@@ -128,7 +128,8 @@ class SpikelmTrainer(Trainer):
                 f"the training loss became {loss.item()} at step {step}; the run stopped before that update",
                 details=[f"last good checkpoint: {last}" if last else "no checkpoint was saved before this step"],
                 hint="lower train.lr, set train.grad_clip (e.g. 1.0), or check the data; "
-                "--resume auto continues from the last good checkpoint",
+                + ("--resume auto continues from the last good checkpoint" if last else
+                   "no checkpoint to continue from: start again in another --out-dir (or delete this one)"),
             )
         return loss
 

@@ -248,7 +248,11 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_dirs, tmp_pat
     cfg = _cfg(tiny_dirs, out, "train.save_steps=2", "train.eval_strategy=no", "train.keep_best=false")
     with pytest.raises(SpikelmError, match="loss became nan at step 3") as info:
         run_finetune(cfg, callbacks=[_Poison()])
-    assert "checkpoint-2" in info.value.details[0]
+    assert "checkpoint-2" in info.value.details[0] and "--resume auto continues" in info.value.hint
+    with pytest.raises(SpikelmError, match="loss became nan at step 3") as info:  # no checkpoint before it
+        run_finetune(_cfg(tiny_dirs, tmp_path / "early", "train.save_steps=4", "train.eval_strategy=no",
+                          "train.keep_best=false"), callbacks=[_Poison()])
+    assert "no checkpoint to continue from" in info.value.hint
     good = load_file(out / "checkpoint-2" / "model.safetensors")
     assert torch.isfinite(good["classifier.weight"]).all()
     assert not (out / "checkpoint-3").exists() and not (out / LOCK_NAME).exists()

@@ -76,7 +76,11 @@ def test_an_earlier_run_needs_resume(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("")
     with pytest.raises(ConfigError, match="holds an earlier run") as info:
         RunDirectory(_cfg(tmp_path), "finetune", "never").__enter__()
-    assert "--resume auto" in info.value.hint
+    assert "saved no checkpoint" in info.value.hint and "--resume auto starts afresh" in info.value.hint
+    (tmp_path / "final").mkdir()
+    with pytest.raises(ConfigError, match="holds an earlier run") as info:
+        RunDirectory(_cfg(tmp_path), "finetune", "never").__enter__()
+    assert info.value.hint == "it finished (final/): choose another --out-dir"
 
 
 def test_a_run_refused_before_writing_leaves_no_directory(tmp_path):
