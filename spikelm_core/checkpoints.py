@@ -969,14 +969,17 @@ def load_model(
                 )
             skip = _classifier_keys(state)
     where = str(model_dir / "config.json")
-    _check_sizes_kept(cfg, config_overrides, role, name)
     model, converted = build_model(
         cfg, head=resolved_head, neuron=neuron, num_labels=num_labels, label_maps=label_maps,
         config_overrides=config_overrides, attn_implementation=attn_implementation, where=where,
         reconvert=reconvert,
     )
     spiking = hasattr(model, "spiking_neurons")
-    report = copy_weights(model, state, family, neuron_state=spiking and not converted, skip=skip, where=str(model_dir))
+    try:
+        report = copy_weights(model, state, family, neuron_state=spiking and not converted, skip=skip, where=str(model_dir))
+    except CheckpointError:
+        _check_sizes_kept(cfg, config_overrides, role, name)  # a resize asked for explains a shape mismatch
+        raise
     if converted:
         for _, n in model.spiking_neurons():
             n.mark_uncalibrated()
@@ -995,8 +998,10 @@ SIZING_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attentio
 
 
 def _check_sizes_kept(cfg: Mapping[str, Any], overrides: Mapping[str, Any] | None, role: str, name: str) -> None:
-    """Config overrides may not resize a model whose weights are loaded (a ConfigError, exit 2, before
-    the weights' shapes disagree with the model's and look like a damaged checkpoint)."""
+    """Config overrides may not resize a model whose weights are loaded: called when the weights do
+    not fit, a ConfigError (exit 2) naming the resizing fields, rather than the shape error that
+    would call the checkpoint damaged. (A field that sizes no weight, e.g. a Llama's
+    max_position_embeddings, never gets here.)"""
     resized = [f"{key}: {cfg.get(key)!r} in the checkpoint, {value!r} asked for"
                for key, value in (overrides or {}).items() if key in SIZING_FIELDS and cfg.get(key) != value]
     if resized:
