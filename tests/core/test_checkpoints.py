@@ -282,7 +282,7 @@ def test_label_count_mismatch_is_refused_unless_the_head_is_reinitialised(tmp_pa
     with pytest.raises(CheckpointError) as exc:
         load_model(d, head="sequence_classification", num_labels=2, role="student")
     assert exc.value.exit_code == 3
-    assert "student" in exc.value.message and "3 labels" in exc.value.message and "2 are asked" in exc.value.message
+    assert "student" in exc.value.message and "3 labels" in exc.value.message and "2 labels are asked" in exc.value.message
     assert "reinit_head" in exc.value.hint
     loaded = load_model(d, head="sequence_classification", num_labels=2, reinit_head=True)
     assert loaded.model.classifier.weight.shape == (2, 24)
