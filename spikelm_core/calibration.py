@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from .data.text import read_utf8
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .firing import FiringRecorder, real_token_rows
 from .inputs import model_inputs
-from .neurons import spiking_neurons
+from .neurons import non_finite_neurons, spiking_neurons
 
 
 def is_calibrated(model: nn.Module) -> bool:
@@ -67,6 +67,25 @@ def calibrate(model: nn.Module, batch: dict[str, torch.Tensor], *, tokens: Calib
     missing = [name for name, n in neurons if not n.is_calibrated]
     if missing:  # a neuron the forward never reached (e.g. an unused head)
         raise RuntimeError(f"calibration did not reach {len(missing)} neuron(s), first: {missing[0]}")
+    check_finite_neurons(model)
+
+
+def check_finite_neurons(model: nn.Module, where: str = "calibration") -> None:
+    """ConfigError (exit 2) when a neuron's amplitudes (or other state) are not finite: `where`
+    ('calibration', or the checkpoint they were read from) gave amplitudes that drive no spike."""
+    bad = non_finite_neurons(model)
+    if not bad:
+        return
+    official = any(getattr(n, "reset", None) == "official" for _, n in spiking_neurons(model))
+    steps = max((getattr(n, "num_timesteps", 1) for _, n in spiking_neurons(model)), default=1)
+    raise ConfigError(
+        f"{where} gave non-finite amplitudes in {len(bad)} neuron state tensor(s)",
+        details=bad[:5] + ([f"... and {len(bad) - 5} more"] if len(bad) > 5 else []),
+        hint=("the 'official' reset (the released code's; docs/spikelm-method.md, 2.1) amplifies the membrane "
+              f"once amplitudes pass 4, which {steps} time steps reach: use neuron.reset soft (--reset soft), "
+              "fewer time steps, or another k" if official else
+              "lower neuron.k or the number of time steps, or check the model's weights for NaN"),
+    )
 
 
 def _real_rows_of(recorder: FiringRecorder, name: str):

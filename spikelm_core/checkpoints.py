@@ -69,6 +69,7 @@ from .models.spiking_bert import (
     SpikingBertModel,
 )
 from .models.spiking_llama import SpikingLlamaConfig, SpikingLlamaForCausalLM, SpikingLlamaModel
+from .neurons import non_finite_neurons
 from .neurons.settings import SPIKING_FIELDS, NeuronSettings, validation_messages
 
 log = get_logger("checkpoints")
@@ -983,11 +984,26 @@ def load_model(
     if converted:
         for _, n in model.spiking_neurons():
             n.mark_uncalibrated()
+    elif spiking:
+        check_saved_amplitudes(model, role, name)
     _load_generation_config(model, model_dir)
     model.eval()
     tok = load_tokenizer(model_dir, tokenizer) if need_tokenizer else None
     return LoadedModel(model=model, tokenizer=tok, model_dir=model_dir, family=family.name, converted=converted,
                        config=cfg, head=resolved_head, weights=report)
+
+
+def check_saved_amplitudes(model: nn.Module, role: str, name: str) -> None:
+    """CheckpointError (exit 3) when the amplitudes (or other neuron state) loaded from the checkpoint
+    `name` hold a NaN or an infinity: they drive no spike, and nothing computed from them means anything."""
+    bad = non_finite_neurons(model)
+    if bad:
+        raise CheckpointError(
+            f"the {role} '{name}' holds non-finite amplitudes in {len(bad)} neuron state tensor(s)",
+            details=bad[:5] + ([f"... and {len(bad) - 5} more"] if len(bad) > 5 else []),
+            hint="convert or train it again (spikelm now refuses to calibrate such amplitudes); with the 'official' "
+            "reset, long time windows need the soft one (--reset soft, -s neuron.reset=soft) or fewer time steps",
+        )
 
 
 #: config fields that set the shapes of a model's weights: a checkpoint's weights fix them

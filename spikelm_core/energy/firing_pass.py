@@ -22,6 +22,7 @@ from spikelm_core.energy.components import COMPONENTS
 from spikelm_core.energy.errors import EnergyAuditError
 from spikelm_core.energy.macs import MacCount
 from spikelm_core.energy.report import EnergyReport, Interval, NeuronRates
+from spikelm_core.calibration import check_finite_neurons
 from spikelm_core.firing import FiringReport, SpikeProfile, measure_firing
 
 
@@ -53,6 +54,8 @@ def trace_firing(
     uncalibrated = [name for name, neuron in neurons if not neuron.is_calibrated]
     if uncalibrated:
         raise EnergyAuditError("calibration did not reach some neuron(s)", details=uncalibrated[:5])
+    if calibrate:
+        check_finite_neurons(model)  # amplitudes that drive no spike: no numbers from them
     if report.missing:
         raise EnergyAuditError("neuron(s) never ran during the firing-rate pass", details=list(report.missing))
     dense = [name for name, stats in report.neurons.items() if stats.kind == "dense"]

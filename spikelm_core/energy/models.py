@@ -168,6 +168,7 @@ def load_checkpoint_amplitudes(model: nn.Module, source: AuditSource) -> bool:
                 neuron_state[cand] = tensor
                 break
     model.load_state_dict(neuron_state, strict=False)
+    checkpoints.check_saved_amplitudes(model, "model", str(source.path))
     return bool(neuron_state) and is_calibrated(model)
 
 

@@ -7,9 +7,9 @@
 - `reference`: plain loops the fast paths are tested against.
 """
 
-from .base import SpikingNeuron, distributed_mean, set_neuron_impl, spiking_neurons
+from .base import SpikingNeuron, distributed_mean, non_finite_neurons, set_neuron_impl, spiking_neurons
 from .elastic import BiSpikeNeuron, TernarySpike, spike_drop
 from .lif import LIFNeuron
 
 __all__ = ["SpikingNeuron", "BiSpikeNeuron", "TernarySpike", "LIFNeuron", "distributed_mean", "set_neuron_impl",
-           "spike_drop", "spiking_neurons"]
+           "spike_drop", "spiking_neurons", "non_finite_neurons"]

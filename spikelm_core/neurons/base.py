@@ -108,3 +108,18 @@ class SpikingNeuron(nn.Module):
 def spiking_neurons(model: nn.Module) -> list[tuple[str, SpikingNeuron]]:
     """(qualified name, neuron) for every spiking neuron, in registration (= forward) order."""
     return [(n, m) for n, m in model.named_modules() if isinstance(m, SpikingNeuron)]
+
+
+def non_finite_neurons(model: nn.Module) -> list[str]:
+    """'name.buffer (from step t)' for each neuron state tensor (amplitudes, per-channel scales, ...)
+    of `model` that holds a NaN or an infinity: amplitudes that can drive no spike, which every
+    pipeline refuses rather than report numbers from."""
+    bad = []
+    for name, neuron in spiking_neurons(model):
+        for key, tensor in [*neuron.named_parameters(recurse=False), *neuron.named_buffers(recurse=False)]:
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                where = ""
+                if key == "alpha" and tensor.dim() == 1:
+                    where = f" (from step {int((~torch.isfinite(tensor.detach())).nonzero()[0])})"
+                bad.append(f"{name}.{key}{where}")
+    return bad

@@ -176,3 +176,32 @@ def test_real_token_calibration_ignores_padding_in_bart_and_llama(family):
     calibrate(model, padded, tokens="real")
     for key, value in _amplitudes(model).items():
         torch.testing.assert_close(value, reference[key], rtol=1e-5, atol=1e-7)
+
+
+def test_non_finite_amplitudes_are_refused_when_calibrated_and_when_loaded(tmp_path):
+    """The 'official' reset amplifies the membrane once amplitudes pass 4 (method doc 2.1): a tiny
+    BERT at T=16 calibrates to NaN amplitudes, which calibration refuses (naming the neurons and the
+    step), the soft reset does not; amplitudes saved non-finite are refused when a checkpoint loads."""
+    from spikelm_core.calibration import calibrate
+    from spikelm_core.checkpoints import load_model
+    from spikelm_core.errors import CheckpointError, ConfigError
+    from spikelm_core.models.spiking_bert import SpikingBertForSequenceClassification
+    from tests.core.models.test_spiking_bert import batch, tiny_config
+
+    torch.manual_seed(0)
+    model = SpikingBertForSequenceClassification(tiny_config(num_timesteps=16))
+    with pytest.raises(ConfigError, match="calibration gave non-finite amplitudes") as exc:
+        calibrate(model, batch(seed=1))
+    assert exc.value.details[0] == "bert.encoder.layer.0.attention.self.query.neuron.alpha (from step 10)"
+    assert exc.value.details[-1] == "... and 11 more"
+    assert "--reset soft" in exc.value.hint and "16 time steps" in exc.value.hint
+    soft = SpikingBertForSequenceClassification(tiny_config(num_timesteps=16, reset="soft"))
+    calibrate(soft, batch(seed=1))
+    assert all(torch.isfinite(n.alpha).all() for _, n in soft.spiking_neurons())
+
+    name, neuron = soft.spiking_neurons()[2]
+    neuron.alpha[5:] = float("nan")
+    soft.save_pretrained(tmp_path / "nan")
+    with pytest.raises(CheckpointError, match="holds non-finite amplitudes in 1 neuron state tensor") as exc:
+        load_model(tmp_path / "nan", head="sequence_classification", need_tokenizer=False)
+    assert exc.value.details == [f"{name}.alpha (from step 5)"]
