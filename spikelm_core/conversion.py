@@ -96,7 +96,7 @@ def convert_model(
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
     if seq_len < 3:
         raise ConfigError(f"--seq-len must be at least 3 ([CLS], a token, [SEP]), got {seq_len}")
-    check_output_dir(out_dir, force)  # fail before any work
+    check_output_dir(out_dir, force, inputs=[source, calib_data])  # fail before any work
     name = os.fspath(source)
     model_dir = resolve_source(name)
     model_type = read_config(model_dir)["model_type"]

@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from .errors import ConfigError, OutputError
 
@@ -34,11 +34,22 @@ def check_output_location(out: str | Path) -> Path:
     return out
 
 
-def check_output_dir(out: str | Path, force: bool) -> Path:
-    """Refuse an existing non-empty directory (or a file) unless `force`, and a location that cannot
-    be written (`check_output_location`)."""
+def check_output_dir(out: str | Path, force: bool, inputs: Sequence[str | Path | None] = ()) -> Path:
+    """Refuse an existing non-empty directory (or a file) unless `force`, a location that cannot
+    be written (`check_output_location`), and one that holds any of the command's `inputs` (its
+    model, its data: replacing it would delete them)."""
     out = Path(out)
     check_output_location(out)
+    target = out.resolve()
+    for given in inputs:
+        if given is None or not Path(given).exists():
+            continue
+        source = Path(given).resolve()
+        if source == target or target in source.parents:
+            raise ConfigError(
+                f"--out '{out}' holds this command's input '{given}': writing there would replace it",
+                hint=f"choose another --out, a folder of its own (e.g. '{out.parent / (out.name + '-out')}')",
+            )
     if out.exists():
         if not out.is_dir():
             raise ConfigError(f"output path '{out}' exists and is a file", hint="choose another --out")

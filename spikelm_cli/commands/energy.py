@@ -155,7 +155,7 @@ def energy_command(
     if out is not None:
         from spikelm_core.io import check_output_dir
 
-        check_output_dir(out, force)  # fail before any work
+        check_output_dir(out, force, inputs=[args.model, data, memory_cost])  # fail before any work
     progress = (lambda message: err.print(f"[dim]{message} ...[/]")) if format is EnergyFormat.table else None
     report = run_energy(args, progress=progress)
     if format is EnergyFormat.table:

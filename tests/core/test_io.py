@@ -42,3 +42,17 @@ def test_force_refuses_the_current_directory_and_its_parents(tmp_path, monkeypat
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "x").write_text("x")
     assert check_output_dir(tmp_path / "other", force=True) == tmp_path / "other"
+
+
+def test_force_refuses_a_folder_that_holds_the_commands_inputs(tmp_path):
+    model = tmp_path / "runs" / "twin" / "final"
+    model.mkdir(parents=True)
+    (model / "model.safetensors").write_text("weights")
+    for out in (model, model.parent, tmp_path / "runs"):  # the model itself, or a folder above it
+        with pytest.raises(ConfigError, match="holds this command's input") as exc:
+            check_output_dir(out, force=True, inputs=[str(model), None, "dram"])
+        assert "choose another --out" in exc.value.hint
+    assert (model / "model.safetensors").read_text() == "weights"
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "old.md").write_text("x")
+    assert check_output_dir(tmp_path / "report", force=True, inputs=[str(model)]) == tmp_path / "report"
