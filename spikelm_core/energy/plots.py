@@ -100,8 +100,13 @@ def plot_energy_vs_firing_rate(report: EnergySweepReport, path: Path) -> None:
     for ax, bound in zip(axes[0], bounds):
         first = runs[0]["memory"][bound]
         ax.axhline(first["energy_dense_mj"], color="black", label="dense")
-        q = first["quantised_ann"]
-        ax.axhline(q["energy_mj"], color="gray", linestyle="--", label=f"{q['bits']}-bit ANN")
+        anns: dict[int, tuple[float, list[int]]] = {}  # bits (they follow T) -> (energy, the T that use it)
+        for run in runs:
+            q = run["memory"][bound]["quantised_ann"]
+            anns.setdefault(q["bits"], (q["energy_mj"], []))[1].append(run["timesteps"])
+        for j, (bits, (energy, steps)) in enumerate(sorted(anns.items())):
+            which = "" if len(anns) == 1 else f" (T={'/'.join(map(str, sorted(set(steps))))})"
+            ax.axhline(energy, color="gray", linestyle=("--", "-.", ":")[j % 3], label=f"{bits}-bit ANN{which}")
         for i, run in enumerate(runs):
             m = run["memory"][bound]
             color = f"C{i % 10}"

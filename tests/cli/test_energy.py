@@ -502,3 +502,21 @@ def test_head_model_and_lif_checkpoint(tmp_path, text_file):
     (only,) = json.loads(res.stdout)["runs"]
     assert only["k"] is None and only["timesteps"] == 2
     assert {n["kind"] for n in only["neurons"]} <= {"binary", "none"}
+
+
+def test_memory_tables_name_each_runs_ann_and_only_the_bounds_asked_for(tiny_bert, text_file):
+    """The quantised ANN's bits follow T: with T = 1 and 3 each cell names its own (no column label
+    borrowed from the first run); one bound asked for is not called 'both'."""
+    common = ("--model", tiny_bert, "--k", 2, "--seq-len", SEQ, "--data", text_file, "--batches", 1, "--bootstrap", 0,
+              "--memory", "weight-stationary", "--format", "markdown")
+    res = run(*common, "-T", 1, 3)
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if "WS break-even fr" in line)
+    assert lines[at].rstrip(" |").endswith("WS vs quantised ANN")
+    rows = [line for line in lines[at + 2:at + 4]]
+    assert rows[0].rstrip(" |").endswith("(2-bit)") and rows[1].rstrip(" |").endswith("(3-bit)")
+    assert "with the weight-stationary memory bound beside it" in res.stdout
+    assert "both memory bounds" not in res.stdout
+    single = run(*common, "-T", 3)
+    assert "WS vs 3-bit ANN" in single.stdout and "(3-bit)" not in single.stdout
