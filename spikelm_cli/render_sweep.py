@@ -3,6 +3,8 @@ for people, the report as JSON for programs."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.table import Table
 
 from spikelm_core.sweep import minutes_text
@@ -30,5 +32,7 @@ def sweep_result(report, fmt) -> None:
         t.add_row(row.name, settings, "–" if row.metric is None else f"{100 * row.metric:.1f}",
                   _num(row.firing_rate), _num(row.energy_ratio, 2), "*" if row.pareto else "", minutes_text(row))
     out.print(t)
-    out.print(f"table: {report.out_dir}/sweep.csv, sweep.json, sweep.md; plot: {report.out_dir}/pareto.png",
+    plots = [name for name in ("pareto.png", "curves.png") if (Path(report.out_dir) / name).is_file()]
+    out.print(f"table: {report.out_dir}/sweep.csv, sweep.json, sweep.md"
+              + (f"; plots: {', '.join(f'{report.out_dir}/{name}' for name in plots)}" if plots else ""),
               soft_wrap=True)

@@ -36,11 +36,27 @@ class EnergyCommand(TyperCommand):
         return super().parse_args(ctx, expand_variadic(args))
 
 
+def _split_attached(args: list[str]) -> list[str]:
+    """`--k=2` -> `--k 2`, `-T1` / `-T=1` -> `-T 1`, so the numbers after them are read the same way."""
+    out: list[str] = []
+    for i, token in enumerate(args):
+        if token == "--":  # what follows is positional
+            out += args[i:]
+            break
+        option, value = None, None
+        if token.startswith(("--k=", "--timesteps=")):
+            option, _, value = token.partition("=")
+        elif token.startswith("-T") and len(token) > 2 and not token.startswith("--"):
+            option, value = "-T", token[2:].removeprefix("=")
+        out += [option, value] if option is not None and _NUMBER.match(value or "") else [token]
+    return out
+
+
 def expand_variadic(args: list[str]) -> list[str]:
     expanded: list[str] = []
     current: str | None = None
     values = 0
-    for token in args:
+    for token in _split_attached(args):
         if token == "--":
             current = None
             expanded.append(token)

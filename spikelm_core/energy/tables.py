@@ -74,6 +74,12 @@ def rate(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
+def break_even(x: float | None) -> str:
+    """A break-even mean firing rate: '-' when spikes never break even; above 1 (no rate reaches
+    it: spikes win at any rate), 'any (1.128)'."""
+    return "-" if x is None else f"any ({x:.3f})" if x > 1 else f"{x:.3f}"
+
+
 def ratio(x: float | None) -> str:
     return "inf" if x is None else f"{x:.2f}x"
 
@@ -245,7 +251,7 @@ def memory_blocks(data: dict, star: str) -> list[Block]:
         m = r["memory"]
         row = [k_label(r["k"]), str(r["timesteps"]), rate(r["mean_firing_rate"]) + star, ratio(r["ratio"]) + star]
         for b in bounds:
-            row += [ratio(m[b]["ratio"]) + star, rate(m[b]["break_even_firing_rate"]) + star]
+            row += [ratio(m[b]["ratio"]) + star, break_even(m[b]["break_even_firing_rate"]) + star]
         row += [ratio(m[b]["quantised_ann"]["ratio"]) + star + ("" if one else f" ({m['quantised_ann_bits']}-bit)")
                 for b in bounds]
         rows.append(tuple(row))
@@ -265,7 +271,7 @@ MEMORY_NOTE = ("ratio = E_dense / E_spiking with memory traffic added to the ari
                "every weight read once per inference, only activations, spikes and membranes move; ED = event-driven: "
                "every non-zero spike fetches the weight row it drives (one weight per AC); the dense model reads each "
                "weight once in both. Break-even fr: the MAC-weighted mean firing rate (all rates scaled in proportion) "
-               "at which spiking costs as much as dense. vs ANN: E_ANN / E_spiking for the dense model moving its activations at "
+               "at which spiking costs as much as dense ('any (x)': x > 1, spikes win at every rate; '-': at none). vs ANN: E_ANN / E_spiking for the dense model moving its activations at "
                "ceil(log2(2T+1)) bits (Yan et al., arXiv 2409.08290). docs/energy-report.md gives every formula.")
 
 
@@ -457,7 +463,7 @@ def paper_table(data: dict, star: str) -> list[Block]:
         (k_label(r["k"]), str(p["timesteps"]), rate(p["mean_firing_rate"]) + star, num(p["dense_macs"]),
          mj(p["energy_dense_mj"]), mj(p["energy_spiking_mj"]) + star, ratio(p["ratio"]) + star,
          *[ratio(p["memory"][b]["ratio"]) + star for b in bounds],
-         *[rate(p["memory"][b]["break_even_firing_rate"]) + star for b in bounds])
+         *[break_even(p["memory"][b]["break_even_firing_rate"]) + star for b in bounds])
         for r in data["runs"] for p in [r["paper_setting"]]
     )
     title = ("paper setting: BART-base, 128/128 tokens teacher-forced, LM head as MAC, measured rates" if bart

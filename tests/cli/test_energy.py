@@ -445,6 +445,10 @@ def test_variadic_options_are_expanded():
         "--k", "2", "--k", "3", "--k", "4", "-T", "1", "-T", "4", "--detail"]
     assert expand_variadic(["--k", "-1", "2.5e0", "--timesteps", "x"]) == ["--k", "-1", "--k", "2.5e0", "--timesteps", "x"]
     assert expand_variadic(["--model", "m", "--seq-len", "16"]) == ["--model", "m", "--seq-len", "16"]
+    # the attached spellings take the numbers after them too; after `--` nothing is touched
+    assert expand_variadic(["--k=2", "3", "-T1", "4", "--timesteps=2", "--", "-T5"]) == [
+        "--k", "2", "--k", "3", "-T", "1", "-T", "4", "--timesteps", "2", "--", "-T5"]
+    assert expand_variadic(["-T=2", "m", "-Tx"]) == ["-T", "2", "m", "-Tx"]
 
 
 @pytest.mark.slow
@@ -520,3 +524,9 @@ def test_memory_tables_name_each_runs_ann_and_only_the_bounds_asked_for(tiny_ber
     assert "both memory bounds" not in res.stdout
     single = run(*common, "-T", 3)
     assert "WS vs 3-bit ANN" in single.stdout and "(3-bit)" not in single.stdout
+
+
+def test_break_even_rates_above_one_read_as_any_rate():
+    from spikelm_core.energy.tables import break_even
+
+    assert [break_even(x) for x in (0.1764, 1.128, None)] == ["0.176", "any (1.128)", "-"]
