@@ -524,6 +524,14 @@ def test_memory_tables_name_each_runs_ann_and_only_the_bounds_asked_for(tiny_ber
     assert "both memory bounds" not in res.stdout
     single = run(*common, "-T", 3)
     assert "WS vs 3-bit ANN" in single.stdout and "(3-bit)" not in single.stdout
+    # the CSV carries the same numbers: the ANN comparison per run, the paper setting's memory rows
+    data = json.loads(run(*common[:-1], "json", "-T", 1, 3).stdout)
+    rows = list(csv.DictReader(io.StringIO(run(*common[:-1], "csv", "-T", 1, 3).stdout)))
+    ann = [r for r in rows if r["component"].startswith("vs_")]
+    assert [(r["timesteps"], r["component"]) for r in ann] == [("1", "vs_2bit_ann"), ("3", "vs_3bit_ann")]
+    assert float(ann[1]["ratio"]) == data["runs"][1]["memory"]["weight_stationary"]["quantised_ann"]["ratio"]
+    paper = [r for r in rows if r["scope"] == "paper_setting_memory_weight_stationary"]
+    assert float(paper[0]["ratio"]) == data["runs"][0]["paper_setting"]["memory"]["weight_stationary"]["ratio"]
 
 
 def test_break_even_rates_above_one_read_as_any_rate():
