@@ -70,16 +70,17 @@ def calibrate(model: nn.Module, batch: dict[str, torch.Tensor], *, tokens: Calib
     check_finite_neurons(model)
 
 
-def check_finite_neurons(model: nn.Module, where: str = "calibration") -> None:
-    """ConfigError (exit 2) when a neuron's amplitudes (or other state) are not finite: `where`
-    ('calibration', or the checkpoint they were read from) gave amplitudes that drive no spike."""
+def check_finite_neurons(model: nn.Module) -> None:
+    """ConfigError (exit 2) when calibration left a neuron's amplitudes (or other state) non-finite:
+    amplitudes that drive no spike. (Saved ones are checked as a checkpoint loads:
+    `checkpoints.check_saved_amplitudes`.)"""
     bad = non_finite_neurons(model)
     if not bad:
         return
     official = any(getattr(n, "reset", None) == "official" for _, n in spiking_neurons(model))
     steps = max((getattr(n, "num_timesteps", 1) for _, n in spiking_neurons(model)), default=1)
     raise ConfigError(
-        f"{where} gave non-finite amplitudes in {len(bad)} neuron state tensor(s)",
+        f"calibration gave non-finite amplitudes in {len(bad)} neuron state tensor(s)",
         details=bad[:5] + ([f"... and {len(bad) - 5} more"] if len(bad) > 5 else []),
         hint=("the 'official' reset (the released code's; docs/spikelm-method.md, 2.1) amplifies the membrane "
               f"once amplitudes pass 4, which {steps} time steps reach: use neuron.reset soft (--reset soft), "
