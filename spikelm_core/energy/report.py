@@ -43,9 +43,9 @@ CAVEAT = (
 )
 
 MEMORY_CAVEAT = (
-    "The arithmetic ratio covers arithmetic only. The memory bounds add the bytes moved under two dataflow "
-    "bounds (weight-stationary: each weight read once per inference; event-driven: each spike fetches its "
-    "weights), priced per byte by the chosen memory cost; they are bounds, not a simulation of any chip: no "
+    "The arithmetic ratio covers arithmetic only. The memory bounds add the bytes moved under the dataflow "
+    "bounds asked for (weight-stationary: each weight read once per inference; event-driven: each spike fetches "
+    "its weights), priced per byte by the chosen memory cost; they are bounds, not a simulation of any chip: no "
     "addressing, control or caching, batch 1. Yan et al. (arXiv 2409.08290) find that SNNs with moderate T "
     "need spike rates below about 6% to beat an equivalent quantised ANN once data movement counts (5.7% at "
     "T = 5 in v4)."
