@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .data.text import read_utf8
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, first_details
 from .firing import FiringRecorder, real_token_rows
 from .inputs import model_inputs
 from .neurons import non_finite_neurons, spiking_neurons
@@ -81,7 +81,7 @@ def check_finite_neurons(model: nn.Module) -> None:
     steps = max((getattr(n, "num_timesteps", 1) for _, n in spiking_neurons(model)), default=1)
     raise ConfigError(
         f"calibration gave non-finite amplitudes in {len(bad)} neuron state tensor(s)",
-        details=bad[:5] + ([f"... and {len(bad) - 5} more"] if len(bad) > 5 else []),
+        details=first_details(bad),
         hint=("the 'official' reset (the released code's; docs/spikelm-method.md, 2.1) amplifies the membrane "
               f"once amplitudes pass 4, which {steps} time steps reach: use neuron.reset soft (--reset soft), "
               "fewer time steps, or another k" if official else

@@ -56,7 +56,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, first_details
 from .hub import cached_snapshot, download_snapshot, hub_offline, hub_reachable, offline_flag
 from .io import atomic_output_dir, atomic_write_bytes
 from .log import get_logger
@@ -1000,7 +1000,7 @@ def check_saved_amplitudes(model: nn.Module, role: str, name: str) -> None:
     if bad:
         raise CheckpointError(
             f"the {role} '{name}' holds non-finite amplitudes in {len(bad)} neuron state tensor(s)",
-            details=bad[:5] + ([f"... and {len(bad) - 5} more"] if len(bad) > 5 else []),
+            details=first_details(bad),
             hint="convert or train it again (spikelm now refuses to calibrate such amplitudes); with the 'official' "
             "reset, long time windows need the soft one (--reset soft, -s neuron.reset=soft) or fewer time steps",
         )

@@ -25,6 +25,11 @@ class SpikelmError(Exception):
         return "\n".join(parts)
 
 
+def first_details(items: list[str], limit: int = 5) -> list[str]:
+    """The first `limit` of `items` as error details, and a line counting the rest."""
+    return items[:limit] + ([f"... and {len(items) - limit} more"] if len(items) > limit else [])
+
+
 class ConfigError(SpikelmError):
     """A bad option, recipe key or setting."""
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from spikelm_core.errors import ConfigError, DataError
+from spikelm_core.errors import ConfigError, DataError, first_details
 from spikelm_core.hub import DATASET_OFFLINE_VARS, hub_reachable, offline_flag
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -452,7 +452,7 @@ def _read_split(spec: GlueTask, task_dir: Path, split: str) -> datasets.Dataset:
         ids = "" if spec.is_regression else f" (or ids 0-{spec.num_labels - 1})"
         raise DataError(
             f"{path}: {len(bad)} row(s) with an unreadable label",
-            details=bad[:5] + ([f"... and {len(bad) - 5} more"] if len(bad) > 5 else []),
+            details=first_details(bad),
             hint=f"{spec.name} labels must be {expected}{ids}",
         )
     text_a = frame[spec.text_columns[0]].tolist()

@@ -314,11 +314,11 @@ def run_training(pipeline: Pipeline, *, resume: str | None, callbacks=None) -> R
             trainer.add_callback(WeightAverageCallback(trainer, cfg.train.weight_average))
         calibrated = calibrate_if_needed(trainer.model, pipeline.calibration_batch(train_ds, collator), loaded.converted,
                                          tokens=cfg.train.calibration_tokens)
-        if compile_if_asked(trainer.model, training_compile_mode(cfg.train),
-                            work=planned_steps(args, len(train_ds))):
+        steps = planned_steps(args, len(train_ds))
+        if compile_if_asked(trainer.model, training_compile_mode(cfg.train), work=steps):
             trainer.add_callback(CompileTimeCallback())
         start_step = steps_of_checkpoint(run.resume_from) or 0
-        if run.resume_from is not None and start_step >= planned_steps(args, len(train_ds)):
+        if run.resume_from is not None and start_step >= steps:
             log.info("%s is the run's last step (%d): no step left to train, the run ends as it did",
                      Path(run.resume_from).name, start_step)
         train_out = trainer.train(resume_from_checkpoint=run.resume_from)
