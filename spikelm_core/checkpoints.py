@@ -981,6 +981,7 @@ def load_model(
     except CheckpointError:
         _check_sizes_kept(cfg, config_overrides, role, name)  # a resize asked for explains a shape mismatch
         raise
+    _note_truncation(cfg, config_overrides, report, role, name)
     if converted:
         for _, n in model.spiking_neurons():
             n.mark_uncalibrated()
@@ -1027,6 +1028,17 @@ def _check_sizes_kept(cfg: Mapping[str, Any], overrides: Mapping[str, Any] | Non
             hint="drop those model_config fields to start from this model's weights (-s model_config=null drops "
             "them all), or train a model of that size from scratch (pretrain with model: null and a tokenizer)",
         )
+
+
+def _note_truncation(cfg: Mapping[str, Any], overrides: Mapping[str, Any] | None, report: WeightReport,
+                     role: str, name: str) -> None:
+    """Warn when model_config shrank a loaded model whose weights still fit (fewer layers: the first
+    ones load, the rest of the checkpoint is dropped), so the truncation is never silent."""
+    resized = [f"{key} {value!r} (the checkpoint has {cfg.get(key)!r})"
+               for key, value in (overrides or {}).items() if key in SIZING_FIELDS and cfg.get(key) != value]
+    if resized and report.dropped:
+        log.warning("model_config sets %s: the %s '%s' loads truncated, %d of its weights dropped (e.g. %s)",
+                    ", ".join(resized), role, name, len(report.dropped), report.dropped[0])
 
 
 def reinitialise(loaded: LoadedModel, seed: int) -> LoadedModel:

@@ -263,6 +263,24 @@ def test_neuron_fields_in_config_overrides_are_refused(tmp_path):
         load_model(dense_dir(tmp_path, "bert"), config_overrides={"k": 3.0, "hidden_dropout_prob": 0.0})
 
 
+def test_fewer_layers_in_config_overrides_load_the_first_layers_and_say_so(tmp_path, caplog):
+    d = dense_dir(tmp_path, "bert")
+    assert TINY["num_hidden_layers"] > 1
+    with caplog.at_level(logging.WARNING, logger="spikelm"):
+        loaded = load_model(d, config_overrides={"num_hidden_layers": 1})
+    assert len(loaded.model.encoder.layer) == 1
+    state = read_state_dict(d)
+    key = next(k for k in state if k.endswith("layer.0.attention.self.query.weight"))
+    assert torch.equal(loaded.model.state_dict()[key.removeprefix("bert.")], state[key])
+    (record,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "num_hidden_layers 1 (the checkpoint has" in record.getMessage() and "loads truncated" in record.getMessage()
+    assert all(".layer.0." not in k for k in loaded.weights.dropped) and loaded.weights.dropped
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="spikelm"):
+        load_model(d, config_overrides={"hidden_dropout_prob": 0.0})  # no resize: nothing to say
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
 # --------------------------------------------------------------------------------------- dense models
 
 def test_dense_kind_loads_the_dense_transformers_model(tmp_path):
