@@ -261,6 +261,7 @@ def memory_blocks(data: dict, star: str) -> list[Block]:
     blocks: list[Block] = [Table(title, tuple(columns), tuple(rows))]
     blocks += [Text(memory_sentence(r, bounds), "note", f"at {run_label(r)}:") for r in runs]
     blocks.append(Text(MEMORY_NOTE))
+    blocks += memory_what_if_table(runs, bounds, star)
     if data.get("target_len") is not None and "generation" in runs[0]["memory"][bounds[0]]:
         blocks += memory_generation_table(data, runs, bounds, star)
     return blocks
@@ -273,6 +274,29 @@ MEMORY_NOTE = ("ratio = E_dense / E_spiking with memory traffic added to the ari
                "weight once in both. Break-even fr: the MAC-weighted mean firing rate (all rates scaled in proportion) "
                "at which spiking costs as much as dense ('any (x)': x > 1, spikes win at every rate; '-': at none). vs ANN: E_ANN / E_spiking for the dense model moving its activations at "
                "ceil(log2(2T+1)) bits (Yan et al., arXiv 2409.08290). docs/energy-report.md gives every formula.")
+
+
+def memory_what_if_table(runs: list[dict], bounds: list[str], star: str) -> list[Block]:
+    """The memory cost file's what-if mean firing rates (`firing_rates:`): per (k, T) and rate, each
+    bound's E_spiking and ratio, every rate scaled in proportion to the measured ones."""
+    rates = max(([w["firing_rate"] for w in r["memory"][bounds[0]].get("what_if") or []] for r in runs), key=len)
+    if not rates:  # none asked for (or no spike anywhere: nothing to scale)
+        return []
+    columns = ["k", "T", "measured fr", "what-if fr"]
+    for b in bounds:
+        columns += [f"{BOUND_SHORT[b]} E_spiking (mJ)", f"{BOUND_SHORT[b]} ratio"]
+    rows = []
+    for r in runs:
+        for i, fr in enumerate(rates):
+            row = [k_label(r["k"]), str(r["timesteps"]), rate(r["mean_firing_rate"]) + star, rate(fr)]
+            for b in bounds:
+                ws = r["memory"][b].get("what_if") or []
+                row += [mj(ws[i]["energy_spiking_mj"]), ratio(ws[i]["ratio"])] if i < len(ws) else ["-", "-"]
+            rows.append(tuple(row))
+    return [Table("memory bounds at what-if mean firing rates (the cost file's firing_rates)", tuple(columns),
+                  tuple(rows)),
+            Text("what-if: every neuron's rate scaled in proportion so that the MAC-weighted mean is the what-if "
+                 "rate; E_dense is unchanged")]
 
 
 def _bounds_phrase(data: dict) -> str:
@@ -597,6 +621,10 @@ def csv_text(report: EnergySweepReport) -> str:
                     "bytes_spiking": row["bytes_spiking"],
                     "break_even_firing_rate": m["break_even_firing_rate"] if c is None else None,
                 })
+            for w in m.get("what_if") or []:  # the cost file's what-if mean firing rates
+                writer.writerow({**base, "scope": f"memory_{bound}", "component": "what_if",
+                                 "firing_rate": w["firing_rate"], "energy_dense_mj": m["energy_dense_mj"],
+                                 "energy_spiking_mj": w["energy_spiking_mj"], "ratio": w["ratio"]})
             q = m.get("quantised_ann")
             if q:  # the dense model at ceil(log2(2T+1))-bit activations: its energy and E_ANN / E_spiking
                 writer.writerow({**base, "scope": f"memory_{bound}", "component": f"vs_{q['bits']}bit_ann",

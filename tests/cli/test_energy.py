@@ -206,6 +206,14 @@ def test_memory_flag_and_cost_file(tiny_bert, text_file, tmp_path):
     m = data["runs"][0]["memory"]
     assert "weight_stationary" not in m and data["memory_constants"]["preset"] == "chip"
     assert [w["firing_rate"] for w in m["event_driven"]["what_if"]] == [0.01, 0.2]
+    table = run(*common, "--memory-cost", cost)
+    assert table.exit_code == 0 and "what-if mean firing rates" in table.stdout and "ED ratio" in table.stdout
+    rows = [r for r in csv.DictReader(io.StringIO(run(*common, "--memory-cost", cost, "--format", "csv").stdout))
+            if r["component"] == "what_if"]
+    assert [(r["scope"], float(r["firing_rate"])) for r in rows] == [("memory_event_driven", 0.01), ("memory_event_driven", 0.2)]
+    w = m["event_driven"]["what_if"][1]
+    assert float(rows[1]["ratio"]) == pytest.approx(w["ratio"]) and float(rows[1]["energy_spiking_mj"]) == pytest.approx(w["energy_spiking_mj"])
+    assert float(rows[0]["ratio"]) > float(rows[1]["ratio"])  # fewer spikes, less to fetch
     res = run(*common, "--memory-cost", cost, "--memory", "weight-stationary", "--format", "json")
     assert set(json.loads(res.stdout)["runs"][0]["memory"]) >= {"weight_stationary"}
     assert "event_driven" not in json.loads(res.stdout)["runs"][0]["memory"]
