@@ -642,6 +642,11 @@ def _explicit_fields(neuron: NeuronSettings) -> dict[str, Any]:
     return {name: getattr(neuron, name) for name in sorted(neuron.model_fields_set)}
 
 
+def _setting(value: Any) -> str:
+    """A value as `-s key=VALUE` takes it (YAML: null, true, 2, [2, 3])."""
+    return json.dumps(value.value if hasattr(value, "value") else value).strip('"')
+
+
 def _saved_with(saved: NeuronSettings, fields: Mapping[str, Any]) -> NeuronSettings:
     """A checkpoint's saved settings with `fields` in their place (ConfigError when invalid)."""
     try:
@@ -664,7 +669,10 @@ def _resolve_neuron(cfg: Mapping[str, Any], neuron: NeuronSettings | None, where
         raise ConfigError(
             f"the neuron settings differ from those of the spiking checkpoint (saved in '{where}')",
             details=[f"neuron.{n}: checkpoint {getattr(saved, n)!r}, asked {v!r}" for n, v in conflicts.items()],
-            hint="a spiking checkpoint runs with its own neuron settings: drop these neuron settings, or convert "
+            hint="a spiking checkpoint runs with its own neuron settings, and the recipe or -s sets these (a --task "
+            "run reads that task's recipe): set them to the checkpoint's ("
+            + " ".join(f"-s neuron.{n}={_setting(getattr(saved, n))}" for n in conflicts)
+            + "), or convert its weights again with them (-s reconvert=true; finetune, distill, eval), or convert "
             "the dense model with them (spikelm convert DENSE --out DIR ...)",
         )
     return _saved_with(saved, differ) if differ else saved

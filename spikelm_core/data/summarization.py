@@ -179,7 +179,7 @@ def load_summarization(
             raise DataError(
                 f"no {split} file in '{d}'",
                 details=[f"looked for {', '.join(split + e for e in _EXTENSIONS)}"],
-                hint=f"name it explicitly with --{split}-file, or lay the directory out as {split}.jsonl",
+                hint=f"name it explicitly with -s data.{split}_file=FILE, or lay the directory out as {split}.jsonl",
             )
         return _normalise(_read_file(path, split), spec, text_col, summary_col, f"'{path}'", subset)
     hint = "give local files: --data-dir DIR (train.jsonl, validation.jsonl) or -s data.train_file=FILE -s data.validation_file=FILE"
@@ -197,14 +197,29 @@ def load_summarization(
     return _normalise(ds, spec, text_col, summary_col, f"{spec.hub_id} ({split})", subset)
 
 
+def check_lengths(model_max_positions: int | None, *, max_source_length: int | None = None,
+                  max_target_length: int | None = None, max_new_tokens: int | None = None) -> None:
+    """ConfigError (exit 2) when a source, target or generated length would run past the model's
+    learned positions (an encoder's or a decoder's), naming each setting and its limit."""
+    if model_max_positions is None:
+        return
+    asked = (("data.max_length", "source length", max_source_length),
+             ("data.max_target_length", "summary (target) length", max_target_length),
+             ("generate.max_new_tokens", "generated length", max_new_tokens))
+    over = [(key, what, n) for key, what, n in asked if n is not None and n > model_max_positions]
+    if over:
+        key, what, n = over[0]
+        raise ConfigError(
+            f"{what} {n} ({key}) exceeds the model's {model_max_positions} positions",
+            details=[f"{k}: {m} > {model_max_positions}" for k, _, m in over],
+            hint=" ".join(f"-s {k}={model_max_positions}" for k, _, _ in over) + " (or less)",
+        )
+
+
 def tokenize_summarization(dataset, tokenizer, max_source_length: int = 512, max_target_length: int = 64,
                            model_max_positions: int | None = None):
     """`input_ids`, `attention_mask` from `document` and `labels` from `summary` (dynamic padding later)."""
-    if model_max_positions is not None and max_source_length > model_max_positions:
-        raise ConfigError(
-            f"max source length {max_source_length} exceeds the model's {model_max_positions} positions",
-            hint=f"set the source length to at most {model_max_positions}",
-        )
+    check_lengths(model_max_positions, max_source_length=max_source_length, max_target_length=max_target_length)
 
     def encode(batch):
         enc = tokenizer(batch["document"], max_length=max_source_length, truncation=True)

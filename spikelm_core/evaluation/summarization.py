@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from ..data.summarization import check_lengths
 from ..errors import ConfigError
 from ..firing import FiringReport, record_firing
 from .metrics import rouge_scores
@@ -41,7 +42,8 @@ def lead_sentences(document: str, n: int = 1) -> str:
 
 
 def _one_sentence_per_line(text: str) -> str:
-    """Generated summaries come as one line; split on sentence ends so rougeLsum sees sentences."""
+    """One sentence per line, for rougeLsum: generated summaries come as one line, and references
+    may too (any user's data), so both sides are split the same way, on sentence ends."""
     return "\n".join(s.strip() for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s.strip())
 
 
@@ -80,15 +82,15 @@ def evaluate_summarization(
     """Generate a summary for every `document` of `dataset` and score it against `summary` with ROUGE."""
     start = time.perf_counter()
     documents, references = list(dataset["document"]), list(dataset["summary"])
-    max_pos = getattr(model.config, "max_position_embeddings", None)
-    if max_pos is not None and max_source_length > max_pos:
-        raise ConfigError(f"max source length {max_source_length} exceeds the model's {max_pos} positions")
+    check_lengths(getattr(model.config, "max_position_embeddings", None), max_source_length=max_source_length,
+                  max_new_tokens=max_new_tokens)
     with record_firing(model) as firing:
         predictions = generate_summaries(
             model, tokenizer, documents, num_beams=num_beams, max_source_length=max_source_length,
             max_new_tokens=max_new_tokens, batch_size=batch_size,
         )
-    scores = rouge_scores([_one_sentence_per_line(p) for p in predictions], references)
+    scores = rouge_scores([_one_sentence_per_line(p) for p in predictions],
+                          [_one_sentence_per_line(r) for r in references])
     return SummarizationResult(
         rouge=scores,
         num_examples=len(documents),

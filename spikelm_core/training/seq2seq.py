@@ -15,7 +15,7 @@ import torch
 from transformers import Seq2SeqTrainer
 
 from ..checkpoints import LoadedModel, load_model, load_teacher
-from ..data.summarization import get_summarization_task, load_summarization, tokenize_summarization
+from ..data.summarization import check_lengths, get_summarization_task, load_summarization, tokenize_summarization
 from ..evaluation.summarization import evaluate_summarization
 from .args import training_arguments
 from .losses import logit_kd
@@ -97,8 +97,8 @@ class Seq2SeqPipeline(Pipeline):
         super().__init__(cfg, command, distill)
         self.spec = get_summarization_task(cfg.task)
 
-    def check_data(self) -> None:
-        _raw_split(self.cfg, "validation", 1)
+    def check_data(self) -> None:  # the rows the run reads: a problem's count is the run's
+        _raw_split(self.cfg, "validation", self.cfg.data.eval_subset)
 
     def load_student(self) -> LoadedModel:
         return _load_bart(self.cfg, "student" if self.distill else "model")
@@ -112,6 +112,8 @@ class Seq2SeqPipeline(Pipeline):
     def load_data(self, loaded: LoadedModel):
         d = self.cfg.data
         positions = loaded.model.config.max_position_embeddings
+        check_lengths(positions, max_source_length=d.max_length, max_target_length=d.max_target_length,
+                      max_new_tokens=self.cfg.generate.max_new_tokens)  # before any step: the final validation generates
         out = {}
         for split, subset in (("train", d.train_subset), ("validation", d.eval_subset)):
             raw = _raw_split(self.cfg, split, subset)
@@ -156,8 +158,8 @@ class Seq2SeqEvaluation(Evaluation):
         self.spec = get_summarization_task(cfg.task)
         self.split_names = list(cfg.splits) or ["validation"]
 
-    def check_data(self) -> None:
-        _raw_split(self.cfg, self.split_names[0], 1)
+    def check_data(self) -> None:  # the rows the run reads: a problem's count is the run's
+        _raw_split(self.cfg, self.split_names[0], self.cfg.data.eval_subset)
 
     def load(self) -> LoadedModel:
         loaded = _load_bart(self.cfg, "model")
@@ -166,6 +168,8 @@ class Seq2SeqEvaluation(Evaluation):
         return loaded
 
     def load_data(self, loaded):
+        check_lengths(loaded.model.config.max_position_embeddings, max_source_length=self.cfg.data.max_length,
+                      max_new_tokens=self.cfg.generate.max_new_tokens)  # before a converted model calibrates
         return {s: _raw_split(self.cfg, s, self.cfg.data.eval_subset) for s in self.split_names}
 
     def calibration_batch(self, loaded, data):

@@ -209,7 +209,8 @@ def test_explicit_neuron_settings_must_agree_with_a_spiking_checkpoint(tmp_path)
     assert exc.value.exit_code == 2
     assert exc.value.details == ["neuron.k: checkpoint 2.0, asked 3.0", "neuron.num_timesteps: checkpoint 3, asked 4",
                                  "neuron.reset: checkpoint 'official', asked 'soft'"]
-    assert "convert" in exc.value.hint
+    assert "convert" in exc.value.hint and "-s reconvert=true" in exc.value.hint
+    assert "(-s neuron.k=2.0 -s neuron.num_timesteps=3 -s neuron.reset=official)" in exc.value.hint  # the saved values
     with pytest.raises(ConfigError, match="neuron.kind: checkpoint 'elastic_bi', asked 'dense'"):
         load_model(out, neuron=NeuronSettings(kind="dense"))
 

@@ -71,6 +71,9 @@ def test_source_length_beyond_positions_is_refused(tmp_path):
     tok = BertTokenizerFast(vocab=str(write_tiny_vocab(tmp_path / "vocab.txt")))
     with pytest.raises(ConfigError, match="exceeds the model's 64 positions"):
         tokenize_summarization(ds, tok, max_source_length=128, model_max_positions=64)
+    with pytest.raises(ConfigError, match=r"summary \(target\) length 65 \(data.max_target_length\)") as exc:
+        tokenize_summarization(ds, tok, max_source_length=64, max_target_length=65, model_max_positions=64)
+    assert exc.value.hint == "-s data.max_target_length=64 (or less)"
 
 
 def test_rouge_hand_computed():
@@ -98,6 +101,20 @@ def test_generation_and_rouge_on_a_tiny_spiking_bart(tmp_path):
     assert 0.0 < res.mean_firing_rate < 1.0 and "decoder.layers.0" in res.layer_firing_rates
     with pytest.raises(ConfigError, match="beam size"):
         generate_summaries(model, tok, ["x"], num_beams=0)
+
+
+def test_rouge_lsum_splits_predictions_and_references_alike(tmp_path, monkeypatch):
+    """A prediction equal to a multi-sentence reference stored on one line scores 100 on every ROUGE."""
+    import spikelm_core.evaluation.summarization as summ
+
+    text = "The cat sat on the mat. The dog sat on the cat! The mat was red and the cat was red."
+    write_jsonl(tmp_path / "validation.jsonl", [{"document": "d", "summary": text}])
+    ds = load_summarization("xsum", "validation", data_dir=tmp_path)
+    monkeypatch.setattr(summ, "generate_summaries", lambda model, tok, docs, **kw: [text] * len(docs))
+    model = torch.nn.Linear(1, 1)
+    model.config = type("C", (), {"max_position_embeddings": 64})()
+    res = summ.evaluate_summarization(model, None, ds, max_source_length=8, max_new_tokens=8)
+    assert res.rouge == pytest.approx({"rouge1": 100.0, "rouge2": 100.0, "rougeL": 100.0, "rougeLsum": 100.0})
 
 
 def test_lead_1_on_real_xsum_matches_the_documented_sanity_value(shared_data):

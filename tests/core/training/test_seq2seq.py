@@ -136,10 +136,29 @@ def test_missing_columns_and_long_sources_are_reported(tiny_bart_teacher, tmp_pa
     res = runner.invoke(app, ["eval", str(tiny_bart_teacher), "--task", "xsum", "-s", f"data.validation_file={bad}",
                               "-s", "data.max_length=64"])
     assert res.exit_code == 4 and "columns found: article, abstract" in res.stderr
+    blank = _write(tmp_path / "blank.jsonl", [{"document": "x y", "summary": " "}] * 3)
+    res = runner.invoke(app, ["eval", str(tiny_bart_teacher), "--task", "xsum", "-s", f"data.validation_file={blank}",
+                              "-s", "data.max_length=64"])
+    assert res.exit_code == 4 and "3 empty or non-text summary(s)" in res.stderr  # every row counted, not the first
     _, val = _data(tmp_path)
     res = runner.invoke(app, ["eval", str(tiny_bart_teacher), "--task", "xsum", "-s", f"data.validation_file={val}",
                               "-s", "data.max_length=4096"])
     assert res.exit_code == 2 and "exceeds the model's 64 positions" in res.stderr
+    # generation past the decoder's positions: refused before anything runs, with the setting to change
+    res = runner.invoke(app, ["eval", str(tiny_bart_teacher), "--task", "xsum", "-s", f"data.validation_file={val}",
+                              "-s", "data.max_length=64", "-s", "generate.max_new_tokens=65"])
+    assert res.exit_code == 2 and "generated length 65 (generate.max_new_tokens)" in res.stderr
+    assert "-s generate.max_new_tokens=64" in res.stderr and "Traceback" not in res.output
+    # finetune: summaries or generation past the positions refused before the run starts (nothing left behind)
+    train, val = _data(tmp_path)
+    for setting, name in (("data.max_target_length=100", "data.max_target_length"),
+                          ("generate.max_new_tokens=100", "generate.max_new_tokens")):
+        out = tmp_path / "ft-long"
+        res = runner.invoke(app, ["finetune", "--task", "xsum", "--out-dir", str(out), "-s", f"model={tiny_bart_teacher}",
+                                  "-s", f"data.train_file={train}", "-s", f"data.validation_file={val}",
+                                  "-s", "data.max_length=64", "-s", setting, "-s", "train.max_steps=1"])
+        assert res.exit_code == 2 and f"({name}) exceeds the model's 64 positions" in res.stderr, res.output
+        assert not out.exists()
 
 
 def test_task_flag_picks_the_bart_recipe():
