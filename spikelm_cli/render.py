@@ -52,6 +52,11 @@ def convert_summary(r) -> None:
 
 # -- training commands (finetune, distill, pretrain, eval) -------------------------------------
 
+def _metric(v) -> str:
+    """A metric as shown: counts (tokens, windows) as integers, scores to 4 decimals."""
+    return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else f"{v:.4f}"
+
+
 def enable_library_logs(level: int = 20) -> None:
     """Route the `spikelm` logger (INFO and up) to stderr as `info: ...` / `warning: ...` lines."""
     import logging
@@ -187,7 +192,7 @@ def training_result(r, fmt) -> None:
     if r.train_loss is not None:
         t.add_row("train loss", f"{r.train_loss:.4f}")
     for split, metrics in r.metrics.items():
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, (int, float)))
+        shown = ", ".join(f"{k} {_metric(v)}" for k, v in metrics.items() if isinstance(v, (int, float)))
         t.add_row(f"{split}", shown)
     if r.best_checkpoint:
         t.add_row("best checkpoint", r.best_checkpoint)
@@ -322,7 +327,7 @@ def eval_result(r, fmt) -> None:
     t.add_column("examples", justify="right")
     t.add_column("metrics")
     for split, metrics in r.metrics.items():
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        shown = ", ".join(f"{k} {_metric(v)}" for k, v in metrics.items())
         t.add_row(split, str(r.examples.get(split, "")), shown)
     out.print(t)
     out.print(f"model: {r.model}" + (f"   precision: {r.precision}" if r.precision else ""))

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from spikelm_core.sweep import minutes_text
+from spikelm_core.evaluation.metrics import display_name
+from spikelm_core.sweep import minutes_text, report_metric, shown
 
 from .console import out
 from .render import print_json
@@ -21,7 +22,7 @@ def sweep_result(report, fmt) -> None:
     if fmt.value == "json":
         print_json(report.to_dict())
         return
-    metric = next((r.metric_name for r in report.rows if r.metric_name), "metric")
+    metric = display_name(report_metric(report))
     t = Table(title=f"sweep: {report.out_dir}", title_justify="left")
     for col in ("point", "settings", metric, "firing rate", "energy ratio", "Pareto", "min"):
         t.add_column(col, justify="right" if col in (metric, "firing rate", "energy ratio", "min") else "left")
@@ -29,7 +30,7 @@ def sweep_result(report, fmt) -> None:
         settings = ", ".join(f"{k}={v}" for k, v in row.values.items())
         if row.same_as:
             settings += f" (= {row.same_as}, not run again)"
-        t.add_row(row.name, settings, "–" if row.metric is None else f"{100 * row.metric:.1f}",
+        t.add_row(row.name, settings, "–" if row.metric is None else f"{shown(row.metric, row.metric_name):.1f}",
                   _num(row.firing_rate), _num(row.energy_ratio, 2), "*" if row.pareto else "", minutes_text(row))
     out.print(t)
     plots = [name for name in ("pareto.png", "curves.png") if (Path(report.out_dir) / name).is_file()]

@@ -35,7 +35,8 @@ from typing import Any, Callable, Sequence
 
 from .config import (EvalConfig, config_from_dict, config_to_dict, load_config, parse_overrides,
                      set_dotted)
-from .errors import ConfigError
+from .errors import ConfigError, first_details
+from .evaluation.metrics import display_name, display_scale, higher_is_better
 from .io import atomic_write_bytes, atomic_write_text, check_output_location
 from .training.callbacks import read_metrics
 from .training.results import Timer
@@ -212,16 +213,29 @@ class SweepReport:
 
 
 def mark_pareto(rows: list[SweepRow]) -> None:
-    """Set `pareto` on the rows that no other row dominates in (metric up, relative energy down)."""
+    """Set `pareto` on the rows that no other row dominates in (metric better, relative energy down;
+    a better metric is a higher one, a lower one for perplexity)."""
     scored = [r for r in rows if r.status == "done" and r.metric is not None and r.relative_energy is not None]
     for row in rows:
         row.pareto = False
+    sign = {id(r): 1.0 if higher_is_better(r.metric_name) else -1.0 for r in scored}
     for row in scored:
+        mine = sign[id(row)] * row.metric
         row.pareto = not any(
-            o is not row and o.metric >= row.metric and o.relative_energy <= row.relative_energy
-            and (o.metric > row.metric or o.relative_energy < row.relative_energy)
+            o is not row and sign[id(o)] * o.metric >= mine and o.relative_energy <= row.relative_energy
+            and (sign[id(o)] * o.metric > mine or o.relative_energy < row.relative_energy)
             for o in scored
         )
+
+
+def shown(value: float, name: str | None) -> float:
+    """A metric as the table and the plots show it (`evaluation.metrics.display_scale`)."""
+    return display_scale(name) * value
+
+
+def report_metric(report: SweepReport) -> str | None:
+    """The sweep's metric name (its points share one)."""
+    return next((r.metric_name for r in report.rows if r.metric_name), None)
 
 
 COLUMNS = ("name", "status", "metric_name", "metric", "firing_rate", "energy_ratio", "paper_energy_ratio",
@@ -255,8 +269,8 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def _curve_text(curve: list[list[float]]) -> str:
-    return " / ".join(f"{100 * value:.1f}" for _, value in curve) if curve else "–"
+def _curve_text(curve: list[list[float]], name: str | None) -> str:
+    return " / ".join(f"{shown(value, name):.1f}" for _, value in curve) if curve else "–"
 
 
 def minutes_text(row: SweepRow) -> str:
@@ -270,14 +284,14 @@ def to_markdown(report: SweepReport) -> str:
             "| dev curve (each evaluation) |")
     lines = [head, "|---|---|---|---|---|---|---|---|---|"]
     for line, row in zip(table_rows(report), ([report.reference] if report.reference else []) + report.rows):
-        metric = "–" if row.metric is None else f"{100 * row.metric:.1f}"
+        metric = "–" if row.metric is None else f"{shown(row.metric, row.metric_name):.1f}"
         status = f" (= {row.same_as})" if row.same_as else ""
         settings = ", ".join(filter(None, [line["values"], row.start_from and f"from {row.start_from}'s model"]))
         lines.append(f"| {row.name}{status} | {settings or '–'} | {metric} | {_fmt(row.firing_rate)} | "
                      f"{_fmt(row.energy_ratio, 2)} | {_fmt(row.paper_energy_ratio, 2)} | {_fmt(row.pareto)} | "
-                     f"{minutes_text(row)} | {_curve_text(row.curve)} |")
-    metric_name = next((r.metric_name for r in report.rows if r.metric_name), "metric")
-    return (f"Sweep ({report.command}, {report.task}); metric: {metric_name} x 100 on the dev split.\n\n"
+                     f"{minutes_text(row)} | {_curve_text(row.curve, row.metric_name)} |")
+    return (f"Sweep ({report.command}, {report.task}); metric: {display_name(report_metric(report))} on the dev "
+            "split.\n\n"
             + "\n".join(lines) + "\n")
 
 
@@ -294,12 +308,13 @@ def _dress(ax, report: SweepReport, xlabel: str, title: str) -> bool:
     """The dense reference as a dashed line, the axis labels, title and grid of a sweep plot;
     whether there is a reference line."""
     ref = report.reference
+    name = report_metric(report)
     has_ref = ref is not None and ref.metric is not None
     if has_ref:
-        ax.axhline(100 * ref.metric, color="grey", linestyle="--", label=f"dense reference ({100 * ref.metric:.1f})")
-    metric_name = next((r.metric_name for r in report.rows if r.metric_name), "metric")
+        value = shown(ref.metric, name)
+        ax.axhline(value, color="grey", linestyle="--", label=f"dense reference ({value:.1f})")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(f"dev {metric_name} x 100")
+    ax.set_ylabel(f"dev {display_name(name)}")
     ax.set_title(f"{title}: {report.command} {report.task or ''}")
     ax.grid(alpha=0.3)
     return has_ref
@@ -318,17 +333,17 @@ def plot_pareto(report: SweepReport, path: Path) -> None:
     rows = [r for r in report.rows if r.status == "done" and r.metric is not None and r.relative_energy is not None]
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for row in rows:
-        ax.scatter(row.relative_energy, 100 * row.metric, s=40, zorder=3,
+        ax.scatter(row.relative_energy, shown(row.metric, row.metric_name), s=40, zorder=3,
                    color="tab:red" if row.pareto else "tab:blue")
-    front = sorted((r.relative_energy, 100 * r.metric) for r in rows if r.pareto)
-    if front:
+    front = sorted((r.relative_energy, shown(r.metric, r.metric_name)) for r in rows if r.pareto)
+    if front:  # better lies up (higher is better) or down (lower): the step follows the front either way
         ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="tab:red", alpha=0.6,
                 label="Pareto front")
     has_ref = _dress(ax, report, "spiking energy / dense energy (arithmetic, lower is better)", "accuracy-energy sweep")
     if front or has_ref:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    place_labels(ax, [(r.name, r.relative_energy, 100 * r.metric) for r in rows])
+    place_labels(ax, [(r.name, r.relative_energy, shown(r.metric, r.metric_name)) for r in rows])
     _save(plt, fig, path, 110)
 
 
@@ -372,7 +387,7 @@ def plot_curves(report: SweepReport, path: Path) -> None:
     for row in report.rows:
         if row.status == "done" and row.curve:
             steps, values = zip(*row.curve)
-            ax.plot(steps, [100 * v for v in values], marker="o", markersize=3, label=row.name)
+            ax.plot(steps, [shown(v, row.metric_name) for v in values], marker="o", markersize=3, label=row.name)
     _dress(ax, report, "training step", "learning curves")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -522,7 +537,25 @@ def plan_sweep(cfg, only: Sequence[str] | None = None) -> tuple[Path, list[Point
         key = json.dumps(_comparable(run_cfg), sort_keys=True, default=str)
         home[p.name] = homes.setdefault(key, p.name)
         configs.append(run_cfg)
+    _check_auditable(cfg, points, configs)
     return out_dir, points, configs, home
+
+
+def _check_auditable(cfg, points: list[Point], configs: list) -> None:
+    """ConfigError before anything trains when the energy audit would refuse a point after its training:
+    salient channels (`neuron.salient_fraction > 0`), which the audit does not bill yet."""
+    if not cfg.sweep.energy.enabled:
+        return
+    salient = [f"{p.name}: neuron.salient_fraction {c.neuron.salient_fraction}" for p, c in zip(points, configs)
+               if c.neuron.spiking and c.neuron.salient_fraction > 0]
+    if salient:
+        raise ConfigError(
+            "the sweep audits each trained point's energy, and the audit does not bill salient channels "
+            "(outlier-aware allocation) yet",
+            details=first_details(salient),
+            hint="-s neuron.salient_fraction=0 (as the grid's points need), or -s sweep.energy.enabled=false "
+            "to train and score the points without the audit",
+        )
 
 
 def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None,

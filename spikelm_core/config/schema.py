@@ -352,7 +352,8 @@ class TrainArgs(_RuledSection):
     report_to: tuple[Literal["none", "tensorboard", "wandb"], ...] = ("none",)
     """Extra metric sinks besides metrics.jsonl: a list of 'none', 'tensorboard', 'wandb'."""
     keep_best: bool = True
-    """Keep the best evaluated checkpoint (by the task's primary metric) as the final model."""
+    """Keep the best evaluated checkpoint as the final model: by the task's primary metric (GLUE), by
+    the teacher-forced dev loss (summarisation: ROUGE needs generation, which runs once, at the end)."""
     num_workers: int = Field(0, ge=0)
     """DataLoader worker processes."""
     compile: Literal["auto", "none", "layers"] = "auto"

@@ -20,10 +20,26 @@ from torch import nn
 from spikelm_core.calibration import spiking_neurons
 from spikelm_core.energy.components import COMPONENTS
 from spikelm_core.energy.errors import EnergyAuditError
+from spikelm_core.errors import ConfigError
 from spikelm_core.energy.macs import MacCount
 from spikelm_core.energy.report import EnergyReport, Interval, NeuronRates
 from spikelm_core.calibration import check_finite_neurons
 from spikelm_core.firing import FiringReport, SpikeProfile, measure_firing
+
+
+def check_billable(model: nn.Module) -> None:
+    """ConfigError (exit 2) for neurons whose output the audit cannot bill as ACs by construction:
+    salient channels (outlier-aware allocation, `salient_fraction > 0`) emit multi-level spikes or
+    floats. Checked on the settings, before any MAC count or firing pass."""
+    salient = sorted(name for name, neuron in spiking_neurons(model) if getattr(neuron, "salient_fraction", 0) > 0)
+    if salient:
+        raise ConfigError(
+            "the model's salient channels (outlier-aware allocation, neuron.salient_fraction > 0) emit multi-level "
+            "spikes or float values, which the energy audit does not bill yet",
+            details=[f"{len(salient)} neuron(s), e.g. {salient[0]}"],
+            hint="audit the same model converted without --salient-fraction (per-layer k alone is billed as usual); "
+            "a sweep: -s neuron.salient_fraction=0, or -s sweep.energy.enabled=false",
+        )
 
 
 def trace_firing(
@@ -59,14 +75,6 @@ def trace_firing(
     if report.missing:
         raise EnergyAuditError("neuron(s) never ran during the firing-rate pass", details=list(report.missing))
     dense = [name for name, stats in report.neurons.items() if stats.kind == "dense"]
-    allocating = {name for name, neuron in neurons if getattr(neuron, "allocating", False)}
-    if allocating & set(dense):
-        raise EnergyAuditError(
-            "the model's salient channels (outlier-aware allocation, neuron.salient_fraction > 0) emit multi-level "
-            "spikes or float values, which the energy audit does not bill yet",
-            details=sorted(allocating & set(dense))[:5],
-            hint="audit the same model converted without --salient-fraction (per-layer k alone is billed as usual)",
-        )
     if dense:
         raise EnergyAuditError(
             "neuron output(s) are not spikes (more than one magnitude per step): cannot bill them as ACs",

@@ -45,7 +45,7 @@ from spikelm_core.energy import models
 from spikelm_core.energy.components import DEFAULT_SEQ_LEN, ENCODER_COMPONENTS, SPIKING_COMPONENTS
 from spikelm_core.energy.costs import DEFAULT_PROFILE, CostProfile, get_profile
 from spikelm_core.energy.estimate import energy_from_counts, included_items
-from spikelm_core.energy.firing_pass import bootstrap, neuron_rates, per_position, trace_firing
+from spikelm_core.energy.firing_pass import bootstrap, check_billable, neuron_rates, per_position, trace_firing
 from spikelm_core.energy.macs import MacCount, count_macs
 from spikelm_core.energy.memory import (
     Assumptions,
@@ -290,7 +290,7 @@ def run_energy(args: EnergyArgs, progress: Progress | None = None) -> EnergySwee
 
     Raises:
         ConfigError (exit 2): bad settings, --seq-len beyond the model's positions, --k with
-            neurons that have no k, --target-len for a BERT.
+            neurons that have no k, --target-len for a BERT, salient channels (not billed yet).
         CheckpointError (exit 3): no such model, no config.json, not a BERT, BART or Llama, offline hub id.
         DataError (exit 4): missing, unreadable or empty --data.
         EnergyAuditError (exit 1): an uncounted matmul-class operator (named), a count that
@@ -313,6 +313,7 @@ def run_energy(args: EnergyArgs, progress: Progress | None = None) -> EnergySwee
         torch.manual_seed(args.seed)
         model = models.build_model(source, models.neuron_settings(source, T, plan.ks[0]))
         model.eval()
+        check_billable(model)  # before the MAC count and the firing pass, not after
         what = f"{args.seq_len} source / {plan.target_len} summary tokens" if plan.seq2seq else f"{args.seq_len} tokens"
         say(f"counting MACs at T={T}, {what} (fvcore)")
         count = count_macs(model, seq_len=args.seq_len, count_norm=args.count_norm, num_timesteps=T,

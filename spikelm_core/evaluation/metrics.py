@@ -36,9 +36,34 @@ __all__ = [
     "glue_compute_metrics",
     "rouge_scores",
     "ROUGE_TYPES",
+    "LOWER_IS_BETTER",
+    "display_name",
+    "display_scale",
+    "higher_is_better",
 ]
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+#: metrics where lower is better (every other: higher)
+LOWER_IS_BETTER = frozenset({"perplexity", "nll", "loss"})
+
+
+def higher_is_better(name: str | None) -> bool:
+    """Whether a larger value of metric `name` is better (False for perplexity and losses)."""
+    return name not in LOWER_IS_BETTER
+
+
+def display_scale(name: str | None) -> float:
+    """The factor a metric is shown with: 100 for fractions (accuracy, F1, correlations), 1 for
+    ROUGE (already x 100) and for perplexity and losses."""
+    return 1.0 if name in ROUGE_TYPES or name in LOWER_IS_BETTER else 100.0
+
+
+def display_name(name: str | None) -> str:
+    """A metric's column or axis label: 'accuracy x 100', 'rougeL', 'perplexity (lower is better)'."""
+    label = name or "metric"
+    if display_scale(name) != 1.0:
+        label += " x 100"
+    return label if higher_is_better(name) else f"{label} (lower is better)"
 
 
 def primary_metric(task: str) -> str:

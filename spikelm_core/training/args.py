@@ -58,6 +58,7 @@ def training_arguments(
     out_dir: str | Path,
     *,
     metric_for_best_model: str | None = None,
+    greater_is_better: bool = True,
     label_names: tuple[str, ...] = ("labels",),
     evaluate: bool = True,
     args_class=None,
@@ -65,7 +66,8 @@ def training_arguments(
     """`TrainingArguments` for `train`, writing checkpoints under `out_dir`.
 
     metric_for_best_model: the metric name (without the 'eval_' prefix) that selects the best
-        checkpoint when `train.keep_best`; greater is better for every GLUE metric.
+        checkpoint when `train.keep_best`; greater is better for every GLUE metric
+        (`greater_is_better=False` for a loss: summarisation selects by the dev loss).
     evaluate: False when the run has no evaluation data (pretraining); evaluation is then off.
     args_class: the arguments class, e.g. `Seq2SeqTrainingArguments` for seq2seq runs.
     """
@@ -113,7 +115,7 @@ def training_arguments(
         eval_steps=train.eval_steps if eval_strategy == "steps" else None,
         load_best_model_at_end=keep_best,
         metric_for_best_model=metric_for_best_model if keep_best else None,
-        greater_is_better=True if keep_best else None,
+        greater_is_better=greater_is_better if keep_best else None,
         # checkpoints
         save_strategy=save_strategy,
         save_steps=save_steps,

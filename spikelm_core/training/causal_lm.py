@@ -44,7 +44,7 @@ from ..evaluation.perplexity import PerplexityScore, lm_windows, score_windows, 
 from ..firing import record_firing
 from ..neurons.settings import NeuronSettings
 from .args import check_device
-from .pipeline import Evaluation, Pipeline, max_length
+from .pipeline import Evaluation, Pipeline, max_length, record_final_metrics
 from .results import Continuation, GenerationResult
 
 HEAD = "causal_lm"
@@ -267,6 +267,24 @@ class CausalLmPipeline(Pipeline):
             return load_lm_text(self.cfg.task, split, source=own)
         return load_lm_text(self.cfg.task, split, source=d.source, data_dir=d.data_dir)
 
+    def preflight(self) -> None:
+        train = self.cfg.train
+        asked = [f"train.{key}: {getattr(train, key)!r}" for key, off in (("eval_strategy", "no"), ("keep_best", False))
+                 if key in train.model_fields_set and getattr(train, key) != off]
+        if asked:  # set explicitly, never ignored in silence (their defaults are the other families')
+            raise ConfigError(
+                f"{self.cfg.task} runs score perplexity once, after training: no evaluation runs during it",
+                details=asked, hint="-s train.eval_strategy=no -s train.keep_best=false (the task's recipes set these)",
+            )
+        if train.calibration_examples is not None or train.calibration_order != "first":  # before the run starts
+            raise ConfigError("train.calibration_examples and train.calibration_order choose training examples, "
+                              "but a causal LM calibrates on the calibration text",
+                              hint="leave both at their defaults for causal LMs")
+        if self.cfg.data.max_length < 3:
+            raise ConfigError(f"data.max_length is {self.cfg.data.max_length}: a causal LM's windows need at least 3 "
+                              "tokens (calibration packs [BOS] and text into them)", hint="-s data.max_length=3 or more")
+        super().preflight()
+
     def check_data(self) -> None:
         for split in ("train", TRAINING_EVAL_SPLIT):
             self._text(split)
@@ -330,15 +348,13 @@ class CausalLmPipeline(Pipeline):
 
     def calibration_batch(self, train_ds, collator):
         """The calibration text, as `spikelm convert` calibrates a causal LM (not training examples)."""
-        t = self.cfg.train
-        if t.calibration_examples is not None or t.calibration_order != "first":
-            raise ConfigError("train.calibration_examples and train.calibration_order choose training examples, "
-                              "but a causal LM calibrates on the calibration text",
-                              hint="leave both at their defaults for causal LMs")
         return text_calibration_batch(self.tokenizer, causal=True, max_positions=self.max_length)
 
     def calibration_source(self, size: int) -> str:
         return "the calibration text, as spikelm convert calibrates"
+
+    def after_training(self, trainer, run, metrics):
+        record_final_metrics(trainer, run, metrics)
 
     def final_evaluation(self, trainer, evals, collator, tokenizer):
         model = trainer.model

@@ -139,6 +139,13 @@ class Pipeline:
         """Anything a family writes once training and evaluation are done."""
 
 
+def record_final_metrics(trainer, run: RunDirectory, metrics: dict) -> None:
+    """The final evaluation's metrics into metrics.jsonl as `final_<split>_<name>` (the families whose
+    final score the Trainer's own evaluation does not log: summarisation, language modelling)."""
+    run.append_metrics({"step": trainer.state.global_step,
+                        **{f"final_{split}_{k}": v for split, values in metrics.items() for k, v in values.items()}})
+
+
 def max_length(cfg, model) -> int:
     """Tokens per example: `data.max_length`, or the model's positions when fewer and the length
     was left at its default. A length set explicitly beyond the model's positions is an error."""

@@ -19,7 +19,7 @@ from ..data.summarization import check_lengths, get_summarization_task, load_sum
 from ..evaluation.summarization import evaluate_summarization
 from .args import training_arguments
 from .losses import logit_kd
-from .pipeline import Evaluation, Pipeline
+from .pipeline import Evaluation, Pipeline, record_final_metrics
 from .trainers import DistillTrainer, SpikelmTrainer
 
 HEAD = "seq2seq_lm"
@@ -130,7 +130,9 @@ class Seq2SeqPipeline(Pipeline):
     def training_arguments(self, out_dir):
         from transformers import Seq2SeqTrainingArguments
 
-        return training_arguments(self.cfg.train, out_dir, args_class=Seq2SeqTrainingArguments)
+        # keep_best: by the teacher-forced dev loss (ROUGE needs generation, run once at the end only)
+        return training_arguments(self.cfg.train, out_dir, metric_for_best_model="loss", greater_is_better=False,
+                                  args_class=Seq2SeqTrainingArguments)
 
     def trainer(self, teacher, **kwargs):
         kwargs.update(eval_dataset=self.eval_ds if kwargs["args"].eval_strategy != "no" else None,
@@ -144,8 +146,7 @@ class Seq2SeqPipeline(Pipeline):
         return {"validation": res.rouge}, PRIMARY, res.firing
 
     def after_training(self, trainer, run, metrics):
-        run.append_metrics({"step": trainer.state.global_step,
-                            **{f"final_validation_{k}": v for k, v in metrics["validation"].items()}})
+        record_final_metrics(trainer, run, metrics)
 
 
 class Seq2SeqEvaluation(Evaluation):

@@ -546,3 +546,14 @@ def test_break_even_rates_above_one_read_as_any_rate():
     from spikelm_core.energy.tables import break_even
 
     assert [break_even(x) for x in (0.1764, 1.128, None)] == ["0.176", "any (1.128)", "-"]
+
+
+def test_salient_channels_are_refused_before_any_count(tiny_bert, text_file, tmp_path):
+    """The audit cannot bill outlier-aware allocation yet: exit 2 at once, not after MACs and a firing pass."""
+    out = tmp_path / "salient"
+    res = runner.invoke(app, ["convert", str(tiny_bert), "--out", str(out), "--salient-fraction", "0.1",
+                              "--seq-len", str(SEQ), "--calib-data", str(text_file)])
+    assert res.exit_code == 0, res.output
+    res = run("--model", out, "--seq-len", SEQ, "--data", text_file, "--batches", 1, "--bootstrap", 0)
+    assert res.exit_code == 2 and "does not bill yet" in res.stderr and "Traceback" not in res.output
+    assert "counting MACs" not in res.stderr and "tracing firing" not in res.stderr

@@ -60,6 +60,7 @@ def test_k_sweep_end_to_end_then_nothing_to_do(tiny_dirs, tmp_path):
     ("neuron.k", "expected key=v1,v2"),
     ("neuron.k=2,-1", "neuron.k"),
     ("neuron.bogus=1,2", "bogus"),
+    ("neuron.salient_fraction=0,0.05", "salient_fraction0.05: neuron.salient_fraction 0.05"),  # the audit would refuse it after training
 ])
 def test_bad_grid_is_exit_2_without_traceback(tiny_dirs, tmp_path, grid, needle):
     res = runner.invoke(app, _args(tiny_dirs, tmp_path / "s", "-g", grid))

@@ -48,6 +48,7 @@ def test_finetune_then_eval_scores_the_same_perplexity(tiny_dense_llama_dir, tex
     assert v["tokens"] == 120 and v["windows"] == 8 and v["perplexity"] > 1  # [BOS] + 15 tokens per window
     records = [json.loads(line) for line in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
     assert [rec["step"] for rec in records if "loss" in rec] == [1, 2, 3]
+    assert records[-1]["final_validation_perplexity"] == pytest.approx(v["perplexity"])  # the run's record keeps it
     # the trained model, scored by eval on the same windows, gives the same number
     e = _run("eval", tmp_path / "ft" / "final", "--task", "wikitext2", "--data-dir", valid, "--seq-len", 16,
              "--max-tokens", 120, "--format", "json")
@@ -100,4 +101,11 @@ def test_causal_lm_refuses_training_calibration_examples(tiny_dense_llama_dir, t
         "-s", f"data.train_file={train}", "-s", f"data.validation_file={valid}", *TINY,
         "-s", "train.calibration_order=random")])
     assert res.exit_code == 2 and "calibration text" in res.stderr and "Traceback" not in res.stderr
-    assert not (tmp_path / "c" / "final").exists()
+    assert not (tmp_path / "c").exists()  # refused before the run starts: nothing left behind
+    for setting, message in (("train.eval_strategy=epoch", "no evaluation runs during it"),
+                             ("train.keep_best=true", "train.keep_best: needs evaluation"),
+                             ("data.max_length=2", "data.max_length is 2")):
+        res = runner.invoke(app, [str(a) for a in (
+            "finetune", "--task", "wikitext2", "--model", tiny_dense_llama_dir, "--out-dir", tmp_path / "c",
+            "-s", f"data.train_file={train}", "-s", f"data.validation_file={valid}", *TINY, "-s", setting)])
+        assert res.exit_code == 2 and message in res.stderr and not (tmp_path / "c").exists(), res.stderr

@@ -109,6 +109,21 @@ def test_pareto_front_by_hand():
     assert rows[0].relative_energy == 0.5
 
 
+def test_pareto_front_and_table_of_a_lower_is_better_metric():
+    """Perplexity: lower is better, and shown as it is (not x 100) in the table and on the plots."""
+    from spikelm_core.sweep import SweepReport, to_markdown
+
+    rows = [SweepRow(name=n, values={}, status="done", metric=m, metric_name="perplexity", energy_ratio=e)
+            for n, m, e in (("k2", 296.5, 3.0), ("k4", 341.5, 5.0), ("k3", 350.0, 4.0))]
+    mark_pareto(rows)
+    assert [r.name for r in rows if r.pareto] == ["k2", "k4"]  # k3: worse (higher) perplexity at more energy than k4
+    md = to_markdown(SweepReport(command="finetune", task="wikitext2", out_dir="s", rows=rows))
+    assert "metric: perplexity (lower is better)" in md and "| 296.5 |" in md and "29650" not in md
+    accuracy = [_row("a", 0.8, 2.0)]
+    accuracy[0].metric_name = "accuracy"
+    assert "metric: accuracy x 100" in to_markdown(SweepReport(command="distill", task="sst2", out_dir="s", rows=accuracy))
+
+
 class _FakeTrainer:
     """Stands in for run_finetune: writes what a finished run leaves (run_config.yaml, final/)."""
 

@@ -354,7 +354,11 @@ class SpikingBartModel(SpikingBartPreTrainedModel):
         """The `[T, B, S, D]` states the decoder cross-attends to."""
         T = self.config.num_timesteps
         steps = getattr(enc, "step_hidden_states", None)
-        if self.config.encoder_readout == "per_step" and steps is not None:
+        if self.config.encoder_readout == "per_step":
+            if steps is None:  # never fall back to the mean unasked: the decoder would read other states
+                raise ValueError("encoder_readout 'per_step' reads the encoder's per-step states: pass encoder_outputs "
+                                 "as the encoder's own output (SpikingBartEncoderOutput); a tuple or a plain "
+                                 "BaseModelOutput has none")
             return steps.transpose(0, 1)
         mean = enc.last_hidden_state
         return mean.unsqueeze(0).expand(T, *mean.shape)
@@ -444,6 +448,8 @@ class SpikingBartForConditionalGeneration(SpikingBartPreTrainedModel, Generation
             use_cache = False
             if decoder_input_ids is None:
                 decoder_input_ids = shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
+            if decoder_attention_mask is None:  # the summary's padding (labels -100): pads fire no counted spike
+                decoder_attention_mask = (labels != -100).long()  # (causal attention: real tokens never see them)
         out = self.model(
             input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
             decoder_attention_mask=decoder_attention_mask, encoder_outputs=encoder_outputs,
@@ -458,6 +464,27 @@ class SpikingBartForConditionalGeneration(SpikingBartPreTrainedModel, Generation
             loss=loss, logits=logits, cache=out.cache, decoder_hidden_states=out.decoder_hidden_states,
             encoder_last_hidden_state=out.encoder_last_hidden_state, encoder_hidden_states=out.encoder_hidden_states,
         )
+
+    def prepare_inputs_for_generation(self, input_ids, *args, **kwargs):
+        """`generate()`'s step inputs, with a decoder mask that marks the tokens fed after a sequence's
+        end (its EOS, and the pads after it, in a batch still generating) as padding: their spikes
+        are no work a lone sequence would do, so firing rates leave them out. The tokens generated
+        are the same (causal attention: no real token sees them)."""
+        if kwargs.get("decoder_attention_mask") is None:
+            kwargs["decoder_attention_mask"] = self._live_decoder_tokens(input_ids)
+        return super().prepare_inputs_for_generation(input_ids, *args, **kwargs)
+
+    def _live_decoder_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        """`[B, L]` 1 for each decoder token up to its sequence's first EOS (the start token, position 0,
+        always counts, even where it is the EOS id), 0 from the token after that EOS on."""
+        eos = self.generation_config.eos_token_id
+        eos = self.config.eos_token_id if eos is None else eos
+        live = torch.ones_like(ids)
+        if eos is None or ids.shape[1] < 2:
+            return live
+        ended = torch.isin(ids[:, 1:], torch.as_tensor(eos, device=ids.device).reshape(-1))
+        live[:, 1:] = (ended.long().cumsum(1) == 0).long()  # an EOS fed back as input is already past the end
+        return live
 
     def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor):
         return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)

@@ -85,6 +85,13 @@ def test_incremental_decoding_equals_full_forward(readout):
             cache = out.cache
             steps.append(out.logits)
     torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-4, rtol=1e-4)
+    as_tuple = (enc.last_hidden_state,)  # the per-step states lost: refused, never the mean read instead
+    if readout == "per_step":
+        with pytest.raises(ValueError, match="per_step' reads the encoder's per-step states"):
+            m(attention_mask=b["attention_mask"], encoder_outputs=as_tuple, decoder_input_ids=dec, use_cache=False)
+    else:
+        torch.testing.assert_close(m(attention_mask=b["attention_mask"], encoder_outputs=as_tuple,
+                                     decoder_input_ids=dec, use_cache=False).logits, full)
 
 
 @pytest.mark.parametrize("readout", ["mean", "last"])
@@ -115,6 +122,57 @@ def test_generate_with_and_without_cache_gives_same_tokens(num_beams):
     without = m.generate(**b, use_cache=False, **kw)
     assert with_cache.shape == (5, 8)
     assert torch.equal(with_cache, without)
+
+
+def test_live_decoder_tokens_end_after_the_first_eos():
+    m = SpikingBartForConditionalGeneration(tiny())
+    ids = torch.tensor([[2, 7, 3, 0, 0], [2, 7, 8, 9, 3], [3, 7, 8, 9, 9]])  # eos 3; a start token equal to eos counts
+    assert m._live_decoder_tokens(ids).tolist() == [[1, 1, 0, 0, 0], [1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]
+
+
+def _decoder_tokens(report) -> int:
+    """Decoder tokens the first decoder FFN neuron counted (its input is d_model wide, T steps)."""
+    stats = report.neurons["model.decoder.layers.0.fc1.neuron"]
+    return stats.total // (3 * BART_TINY["d_model"])
+
+
+def test_firing_counts_only_real_decoder_tokens_in_training_and_generation():
+    from spikelm_core.firing import record_firing
+
+    torch.manual_seed(2)
+    m = SpikingBartForConditionalGeneration(tiny(dropout=0.0)).eval()
+    b = batch(seed=3)
+    calibrate(m, b)
+    # training: summaries of 6 and 2 tokens padded with -100 to 6; the padded batch counts 8 decoder tokens
+    labels = torch.tensor([[11, 12, 13, 14, 15, 3], [21, 3, -100, -100, -100, -100]])
+    two = {k: v[:2] for k, v in b.items()}
+    with torch.no_grad(), record_firing(m) as padded:
+        loss = m(**two, labels=labels).loss
+    assert _decoder_tokens(padded) == 8
+    with torch.no_grad():  # the loss is the same as each summary alone
+        alone = [m(**{k: v[i:i + 1] for k, v in two.items()}, labels=labels[i:i + 1, :n]).loss for i, n in ((0, 6), (1, 2))]
+    torch.testing.assert_close(loss, (alone[0] * 6 + alone[1] * 2) / 8)
+    # generation: sequences that end early (EOS made likely for some) count no token after their end
+    with torch.no_grad():
+        first = m(**b, decoder_input_ids=torch.full((5, 1), 2)).logits[:, -1]
+    gap = first.max(-1).values - first[:, 3]
+    m.final_logits_bias[0, 3] += gap.median() + 1e-4  # about half the documents end at once
+    kw = dict(max_new_tokens=6, num_beams=1, do_sample=False, pad_token_id=0, eos_token_id=3, decoder_start_token_id=2)
+    with torch.no_grad(), record_firing(m) as batched:
+        out = m.generate(**b, use_cache=True, **kw)
+    lengths = m._live_decoder_tokens(out).sum(1)  # where each sequence ends
+    assert len(set(lengths.tolist())) > 1  # not all at once
+    fed = out[:, :-1]  # the tokens fed to the decoder; real ones: up to (not including) the first EOS fed
+    real = int(m._live_decoder_tokens(fed).sum())
+    assert real < fed.numel() and _decoder_tokens(batched) == real
+    singles = 0
+    for i in range(5):  # each document alone generates the same tokens and counts the same spikes' tokens
+        with torch.no_grad(), record_firing(m) as one:
+            alone = m.generate(**{k: v[i:i + 1, : int(b["attention_mask"][i].sum())] for k, v in b.items()},
+                               use_cache=True, **kw)
+        assert torch.equal(alone[0], out[i, : alone.shape[1]])
+        singles += _decoder_tokens(one)
+    assert singles == real
 
 
 def test_fused_and_reference_attention_agree():
