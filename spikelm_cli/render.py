@@ -42,7 +42,8 @@ def convert_summary(r) -> None:
             parts.append("k chosen: " + ", ".join(f"{k} x{n}" for k, n in a["k_chosen"].items()))
         t.add_row("allocation", "; ".join(parts))
     t.add_row("firing rate", f"{r.firing_rate:.3f} ({r.firing_rate_mean}; {r.calibration_tokens:,} tokens)")
-    t.add_row("per layer", " ".join(f"{x:.3f}" for x in r.layer_firing_rates.values()))
+    t.add_row("per layer", layer_rates_text(r.layer_firing_rates))
+    t.add_row("calibration text", "spikelm's packaged prose" if r.calibration_text == "packaged" else r.calibration_text)
     t.add_row("time", f"{r.seconds:.1f} s")
     out.print(t)
     if r.newly_initialised:
@@ -167,9 +168,9 @@ def progress_callback():
 
 
 def layer_rates_text(rates: dict[str, float]) -> str:
-    """Per-layer rates in layer order: bare numbers for BERT's `layer.N`, named otherwise (BART's
-    `encoder.layers.N` / `decoder.layers.N`, so encoder and decoder stay apart)."""
-    if all(key.startswith("layer.") for key in rates):
+    """Per-layer rates in layer order: bare numbers for one stack (BERT's `layer.N`, a Llama's
+    `layers.N`), named otherwise (BART's `encoder.layers.N` / `decoder.layers.N`, kept apart)."""
+    if all(key.split(".")[0] in ("layer", "layers") and key.count(".") == 1 for key in rates):
         return " ".join(f"{v:.3f}" for v in rates.values())
     return " ".join(f"{key.replace('.layers.', '.')} {v:.3f}" for key, v in rates.items())
 
@@ -333,7 +334,7 @@ def eval_result(r, fmt) -> None:
     out.print(f"model: {r.model}" + (f"   precision: {r.precision}" if r.precision else ""))
     if r.firing_rate is not None:
         out.print(f"firing rate: {r.firing_rate:.3f} ({r.firing_rate_mean})   per layer: "
-                  + " ".join(f"{k} {v:.3f}" for k, v in r.layer_firing_rates.items()))
+                  + layer_rates_text(r.layer_firing_rates))
 
 
 def firing_picture_written(picture, paths) -> None:

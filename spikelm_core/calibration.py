@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .data.text import read_utf8
+from .data.text import SHARED_DATA_DIR, read_utf8
 from .errors import ConfigError, DataError, first_details
 from .firing import FiringRecorder, real_token_rows
 from .inputs import model_inputs
@@ -37,16 +37,20 @@ code, which pads every batch to 128), or its real tokens only (pads excluded, as
 
 
 @torch.no_grad()
-def calibrate(model: nn.Module, batch: dict[str, torch.Tensor], *, tokens: CalibrationTokens = "all") -> None:
+def calibrate(model: nn.Module, batch: dict[str, torch.Tensor], *, tokens: CalibrationTokens = "all",
+              missing_only: bool = False) -> None:
     """Recalibrate every neuron's amplitudes on `batch` (one forward in eval mode).
 
     `tokens="real"` leaves the batch's pad positions out of every mean (the batch's `attention_mask`,
-    read as `firing` reads it), so the amplitudes do not depend on how the batch was padded."""
+    read as `firing` reads it), so the amplitudes do not depend on how the batch was padded.
+    `missing_only`: calibrate only the neurons not calibrated yet (a checkpoint saved with some
+    uncalibrated), keeping the amplitudes the others carry."""
     if tokens not in CALIBRATION_TOKENS:
         raise ValueError(f"tokens must be one of {', '.join(CALIBRATION_TOKENS)}, got {tokens!r}")
     neurons = spiking_neurons(model)
     for _, n in neurons:
-        n.mark_uncalibrated()
+        if not missing_only:
+            n.mark_uncalibrated()
     was_training = model.training
     model.eval()
     recorder = None
@@ -101,9 +105,9 @@ def _real_rows_of(recorder: FiringRecorder, name: str):
 
 # -- calibration text ---------------------------------------------------------------------------
 
-#: The default calibration text of causal LMs when it is present, relative to the working
-#: directory (the project root): WikiText-2 validation from the shared data beside the checkout.
-CAUSAL_CALIBRATION_FILE = Path("../shared/data/text/wikitext-2/valid.txt")
+#: The default calibration text of causal LMs when it is present: WikiText-2 validation from the
+#: shared data beside the checkout (found from the package, whatever the working directory).
+CAUSAL_CALIBRATION_FILE = SHARED_DATA_DIR / "text" / "wikitext-2" / "valid.txt"
 PACKAGED = "packaged"
 """What `calibration_text` reports as the source of the packaged text."""
 #: How `spikelm convert` calibrates (and `eval`, for a dense model it converts): on the first batch

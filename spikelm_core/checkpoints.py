@@ -995,6 +995,11 @@ def load_model(
             n.mark_uncalibrated()
     elif spiking:
         check_saved_amplitudes(model, role, name)
+        uncalibrated = [n for n, neuron in model.spiking_neurons() if not neuron.is_calibrated]
+        if uncalibrated:
+            log.warning("the %s '%s' was saved with %d uncalibrated neuron(s) (e.g. %s): they get amplitudes from "
+                        "this command's calibration batch, not saved ones", role, name, len(uncalibrated),
+                        uncalibrated[0])
     _load_generation_config(model, model_dir)
     model.eval()
     tok = load_tokenizer(model_dir, tokenizer) if need_tokenizer else None

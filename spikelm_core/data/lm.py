@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError, DataError
-from .text import read_utf8
+from .text import SHARED_DATA_DIR, read_utf8
 from ..hub import DATASET_OFFLINE_VARS, hub_reachable, offline_flag
 
 
@@ -46,8 +46,8 @@ LM_SPLITS = ("test", "valid", "train")
 """Split names, as WikiText's files are named; the first is the default."""
 _SPLIT_ALIASES = {"validation": "valid", "dev": "valid", "val": "valid"}
 _HUB_SPLITS = {"test": "test", "valid": "validation", "train": "train"}
-#: The shared data beside a checkout (relative to the project root), named in offline hints.
-SHARED_TEXT_DIR = Path("../shared/data/text")
+#: The shared text beside a checkout, named in offline hints.
+SHARED_TEXT_DIR = SHARED_DATA_DIR / "text"
 
 
 def normalize_lm_task(name: str) -> str | None:

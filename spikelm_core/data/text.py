@@ -17,6 +17,10 @@ from typing import Any
 
 from ..errors import DataError
 
+#: The shared data beside a checkout (`<checkout>/../shared/data`), found from this file, not from the
+#: working directory: the same default calibration text and hints wherever a command runs.
+SHARED_DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
 
 def read_utf8(path: str | Path) -> str:
     """The text of one file; DataError (exit 4) when it cannot be read or is not UTF-8. The one

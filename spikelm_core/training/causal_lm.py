@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from ..calibration import calibrate, spiking_neurons, text_calibration_batch
+from ..calibration import calibrate, is_calibrated, spiking_neurons, text_calibration_batch
 from ..checkpoints import MODEL_TYPES, LoadedModel, is_spiking_type, load_model, read_config, resolve_source
 from ..config import EvalConfig
 from ..data.lm import load_lm_text
@@ -75,12 +75,15 @@ def causal_config(source: str, what: str) -> dict:
 
 def load_causal_lm(cfg: EvalConfig) -> LoadedModel:
     """The model of `cfg`, on its device; a dense model converted here is calibrated as `spikelm
-    convert` calibrates (so it is ready to use, and equals its converted copy)."""
+    convert` calibrates (so it is ready to use, and equals its converted copy); so are the neurons a
+    spiking checkpoint was saved without amplitudes for (`checkpoints.load_model` warns), never on
+    the first window or prompt they meet."""
     loaded = load_model(cfg.model, head=HEAD, neuron=cfg.neuron, families=FAMILIES)
     loaded.model.to(device_of(cfg))
-    if loaded.converted:
+    if loaded.converted or not is_calibrated(loaded.model):
         calibrate(loaded.model, text_calibration_batch(loaded.tokenizer, causal=True,
-                                                       max_positions=loaded.model.config.max_position_embeddings))
+                                                       max_positions=loaded.model.config.max_position_embeddings),
+                  missing_only=not loaded.converted)
     return loaded
 
 

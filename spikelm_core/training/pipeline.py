@@ -427,6 +427,8 @@ def run_evaluation(evaluation: Evaluation) -> EvalResult:
     check_not_empty(cfg.task, data)
     if loaded.converted:
         calibrate_if_needed(loaded.model, evaluation.calibration_batch(loaded, data), True)
+    elif not is_calibrated(loaded.model):  # neurons saved uncalibrated (load_model warns): these alone, here
+        calibrate(loaded.model, evaluation.calibration_batch(loaded, data), missing_only=True)
     if evaluation.compiles:
         compile_if_asked(loaded.model, cfg.compile, work=sum(len(ds) for ds in data.values()),
                          threshold=AUTO_COMPILE_MIN_EXAMPLES)

@@ -215,6 +215,24 @@ def test_explicit_neuron_settings_must_agree_with_a_spiking_checkpoint(tmp_path)
         load_model(out, neuron=NeuronSettings(kind="dense"))
 
 
+def test_neurons_saved_uncalibrated_are_named_and_calibrated_alone(tmp_path, caplog):
+    from safetensors.torch import load_file, save_file
+
+    out = spiking_dir(tmp_path)
+    weights = load_file(out / "model.safetensors")
+    flags = sorted(k for k in weights if k.endswith(".calibrated"))
+    weights[flags[0]] = torch.zeros_like(weights[flags[0]])
+    save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
+    with caplog.at_level(logging.WARNING, logger="spikelm"):
+        model = load_model(out).model
+    (record,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "saved with 1 uncalibrated neuron(s)" in record.getMessage()
+    kept = {n: m.alpha.clone() for n, m in model.spiking_neurons() if m.is_calibrated}
+    calibrate(model, batch(), missing_only=True)  # what eval does: the missing one alone
+    assert all(m.is_calibrated for _, m in model.spiking_neurons())
+    assert all(torch.equal(m.alpha, kept[n]) for n, m in model.spiking_neurons() if n in kept)
+
+
 def test_learn_alpha_may_be_switched_on_for_a_spiking_checkpoint(tmp_path):
     out = spiking_dir(tmp_path)
     loaded = load_model(out, neuron=NeuronSettings(learn_alpha=True))
