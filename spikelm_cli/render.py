@@ -332,6 +332,11 @@ def eval_result(r, fmt) -> None:
         t.add_row(split, str(r.examples.get(split, "")), shown)
     out.print(t)
     out.print(f"model: {r.model}" + (f"   precision: {r.precision}" if r.precision else ""))
+    for split, samples in (r.summaries or {}).items():  # summarisation: what the model wrote, beside ROUGE
+        if samples:
+            s = samples[0]
+            out.print(f"{split}, first summary: {escape(s['prediction']) or '(empty)'}\n"
+                      f"  reference: {escape(s['reference'])}", soft_wrap=True)
     if r.firing_rate is not None:
         out.print(f"firing rate: {r.firing_rate:.3f} ({r.firing_rate_mean})   per layer: "
                   + layer_rates_text(r.layer_firing_rates))

@@ -95,7 +95,7 @@ def convert_model(
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
     if seq_len < 3:
-        raise ConfigError(f"--seq-len must be at least 3 ([CLS], a token, [SEP]), got {seq_len}")
+        raise ConfigError(f"--seq-len must be at least 3 tokens, got {seq_len}")
     check_output_dir(out_dir, force, inputs=[source, calib_data])  # fail before any work
     name = os.fspath(source)
     model_dir = resolve_source(name)
@@ -112,7 +112,8 @@ def convert_model(
     model, tok = loaded.model, loaded.tokenizer
     max_pos = model.config.max_position_embeddings
     if seq_len > max_pos:
-        raise ConfigError(f"sequence length {seq_len} exceeds the model's {max_pos} positions")
+        raise ConfigError(f"--seq-len {seq_len} exceeds the model's {max_pos} positions",
+                          hint=f"use --seq-len {max_pos} or less")
     batches = text_batches(tok, text, seq_len=seq_len, batch_size=batch_size, causal=causal, max_batches=calib_batches)
     calibrate(model, batches[0])
     report = measure_firing(model, batches)

@@ -24,7 +24,7 @@ def eval_command(
     model: ModelOpt = None,
     data_dir: DataDirOpt = None,
     overrides: OverridesOpt = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out-dir", help="Where eval_results.json and eval_config.yaml go (a training run's directory is fine: its run_config.yaml is left alone).")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out-dir", help="Where eval_results.json (with --prompt: generation_results.json) and eval_config.yaml go (a training run's directory is fine: its run_config.yaml is left alone).")] = None,
     print_config: PrintConfigOpt = False,
     format: FormatOpt = OutputFormat.table,
     plot_firing: Annotated[Optional[Path], typer.Option(
@@ -98,10 +98,14 @@ def eval_command(
     if greedy and (temperature is not None or top_p is not None):
         raise ConfigError("--greedy decodes without sampling; --temperature and --top-p sample: choose one")
     if prompt is not None:
-        text_flags = _given(seq_len=seq_len, stride=stride, max_tokens=max_tokens, plot_firing=plot_firing)
+        text_flags = _given(seq_len=seq_len, stride=stride, max_tokens=max_tokens, plot_firing=plot_firing,
+                            data_dir=data_dir)
         if text_flags:
             raise ConfigError(f"{', '.join(text_flags)}: --prompt generates text and scores no task",
                               hint="drop them, or drop --prompt to score a task (e.g. --task wikitext2)")
+        if dense is not None and not compare_dense:
+            raise ConfigError("--dense names the model --compare-dense continues the prompt with",
+                              hint="add --compare-dense, or drop --dense")
     if plot_firing is not None:
         from spikelm_core.firing_plots import check_picture_path
 

@@ -570,7 +570,16 @@ def load_config(
             set_dotted(raw, top, sub)
     _prefer_flags(raw, flags)
     command_origin = f"-s command={raw.get('command')}" if any(key == "command" for key, _ in given) else None
-    return _validate(cls, raw, errors, [], f"invalid {origin}", command_origin)
+    try:
+        return _validate(cls, raw, errors, [], f"invalid {origin}", command_origin)
+    except ConfigError as exc:
+        from_flags = tuple(f"{key}:" for key, value in flags.items() if value is not None)
+        if exc.details and from_flags and all(line.startswith(from_flags) for line in exc.details):
+            # every problem is a dedicated option's value: neither the recipe nor its keys are at fault
+            n = len(exc.details)
+            exc.message = f"invalid option value{'s' if n != 1 else ''}: {n} problem{'s' if n != 1 else ''}"
+            exc.hint = "each option's range is in the command's --help (the dotted name is its recipe key)"
+        raise
 
 
 def config_to_dict(cfg: BaseModel) -> dict[str, Any]:

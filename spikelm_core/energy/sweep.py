@@ -125,7 +125,7 @@ class EnergyArgs:
                 problems.append("--timesteps needs at least one value")
             problems += [f"time steps must be >= 1, got {t}" for t in self.timesteps if t < 1]
         if self.seq_len < 3:
-            problems.append(f"sequence length must be at least 3 ([CLS] x [SEP]), got {self.seq_len}")
+            problems.append(f"--seq-len must be at least 3 tokens, got {self.seq_len}")
         if self.target_len is not None and self.target_len < 1:
             problems.append(f"target length must be >= 1, got {self.target_len}")
         if self.batches < 1:
@@ -172,7 +172,7 @@ def _plan(args: EnergyArgs, source: models.AuditSource) -> _Plan:
     """Check the settings against the model (ConfigError naming the flag) and lay out the sweep."""
     cfg = source.config
     max_positions = int(cfg.get("max_position_embeddings", 512))
-    if args.seq_len > max_positions:
+    if args.seq_len > max_positions and not models.is_llama(cfg):  # a Llama: with its target length, below
         raise ConfigError(
             f"--seq-len {args.seq_len} exceeds the model's maximum of {max_positions} positions",
             hint=f"use --seq-len {max_positions} or less",
@@ -188,10 +188,15 @@ def _plan(args: EnergyArgs, source: models.AuditSource) -> _Plan:
     elif models.is_llama(cfg):
         target_len = args.target_len if args.target_len is not None else DEFAULT_TARGET_LEN
         if args.seq_len + target_len - 1 > max_positions:
+            if args.seq_len < max_positions:  # the prompt fits: a shorter generation does
+                fix = f"use --target-len {max_positions - args.seq_len + 1} or less"
+            else:  # both together, e.g. half the context each
+                seq = max(3, max_positions // 2)
+                fix = f"use e.g. --seq-len {seq} --target-len {max_positions - seq + 1} (seq_len + target_len - 1 <= {max_positions})"
             raise ConfigError(
                 f"--seq-len {args.seq_len} + --target-len {target_len} - 1 exceeds the model's maximum of "
                 f"{max_positions} positions (the last generation step attends to every earlier token)",
-                hint=f"use --target-len {max(1, max_positions - args.seq_len + 1)} or less",
+                hint=fix,
             )
     elif args.target_len is not None:
         raise ConfigError(

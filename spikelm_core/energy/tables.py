@@ -227,6 +227,8 @@ def energy_table(data: dict, star: str) -> list[Block]:
     blocks: list[Block] = [Table(title, tuple(columns), tuple(rows))]
     if star:
         blocks.append(Text("* random weights: not meaningful", "alert"))
+    blocks.append(Text("mean fr: the MAC-weighted mean firing rate (each spiking op weighted by the MACs its spikes "
+                       "drive), which prices the energy; convert, eval and training report the plain mean over neurons"))
     if conf is not None:
         first = next(r["ratio_ci"] for r in data["runs"] if r["ratio_ci"])
         blocks.append(Text(f"CI: bootstrap percentile interval of the ratio, {first['resamples']} resamples of the "

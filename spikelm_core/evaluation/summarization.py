@@ -25,6 +25,9 @@ class SummarizationResult:
     mean_firing_rate: float | None
     layer_firing_rates: dict[str, float] = field(default_factory=dict)
     examples: list[dict] = field(default_factory=list)
+    """The first few (document start, reference, prediction) triples."""
+    empty_predictions: int = 0
+    """Generated summaries with no text (the model ended at once): each scores ROUGE 0."""
     seconds: float = 0.0
     firing: FiringReport | None = field(default=None, repr=False)
     """The whole firing report (None for a dense model); `to_dict` leaves it out."""
@@ -99,6 +102,7 @@ def evaluate_summarization(
         layer_firing_rates=firing.layer_rates(),
         examples=[{"document": d[:300], "reference": r, "prediction": p}
                   for d, r, p in list(zip(documents, references, predictions))[:keep_examples]],
+        empty_predictions=sum(1 for p in predictions if not p.strip()),
         seconds=time.perf_counter() - start,
         firing=firing if firing.neurons else None,
     )

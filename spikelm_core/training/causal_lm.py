@@ -29,8 +29,10 @@ calibrates. The final evaluation is the perplexity of the validation split (or
 from __future__ import annotations
 
 import copy
+import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -42,6 +44,7 @@ from ..data.lm import load_lm_text
 from ..errors import CheckpointError, ConfigError
 from ..evaluation.perplexity import PerplexityScore, lm_windows, score_windows, window_stride
 from ..firing import record_firing
+from ..io import atomic_write_text, check_output_location
 from ..neurons.settings import NeuronSettings
 from .args import check_device
 from .pipeline import Evaluation, Pipeline, max_length, record_final_metrics
@@ -63,12 +66,12 @@ def device_of(cfg) -> torch.device:
 
 
 def causal_config(source: str, what: str) -> dict:
-    """config.json of `source`; ConfigError (exit 2) when it is no causal LM, since `what` (a task or
-    --prompt) needs one."""
+    """config.json of `source`; CheckpointError (exit 3, as any model of the wrong family) when it is
+    no causal LM, since `what` (a task or --prompt) needs one."""
     cfg = read_config(resolve_source(source))
     family = MODEL_TYPES[cfg["model_type"]]
     if not family.causal:
-        raise ConfigError(f"{what} needs a causal (decoder-only) LM; '{source}' is a {family.label} model "
+        raise CheckpointError(f"{what} needs a causal (decoder-only) LM; '{source}' is a {family.label} model "
                           f"('{cfg['model_type']}')", hint=MODEL_FIX)
     return cfg
 
@@ -129,9 +132,9 @@ def resolved_seq_len(cfg: EvalConfig, positions: int) -> int:
     if cfg.data.seq_len <= positions:
         return cfg.data.seq_len
     if "seq_len" in cfg.data.model_fields_set:
-        raise ConfigError(f"--seq-len {cfg.data.seq_len} exceeds the model's context: '{cfg.model}' has "
-                          f"{positions} positions (max_position_embeddings)",
-                          hint=f"use --seq-len {positions} or less")
+        raise ConfigError(f"--seq-len {cfg.data.seq_len} (data.seq_len) exceeds the model's context: '{cfg.model}' "
+                          f"has {positions} positions (max_position_embeddings)",
+                          hint=f"use --seq-len {positions} or less (finetune, distill: -s data.seq_len={positions})")
     return positions
 
 
@@ -431,6 +434,8 @@ def run_generation(cfg: EvalConfig) -> GenerationResult:
     if p is None:
         raise ConfigError("generation needs a prompt: --prompt TEXT (prompt.text)")
     check_device(cfg.device)
+    if cfg.out_dir:
+        check_output_location(Path(cfg.out_dir))  # fail before any work
     seed_everything(cfg.seed)
     config = causal_config(cfg.model, "--prompt")
     positions = int(config.get("max_position_embeddings") or 0)
@@ -456,12 +461,23 @@ def run_generation(cfg: EvalConfig) -> GenerationResult:
     if p.compare_dense:
         reference = load_dense_reference(source, model, next(model.parameters()).device)
         dense = continue_prompt(reference, tokenizer, ids, name=source, **settings)
-    return GenerationResult(
+    result = GenerationResult(
         model=str(cfg.model), prompt=p.text, chat=p.chat, prompt_tokens=len(ids), text=main.text, tokens=main.tokens,
         seconds=main.seconds, tokens_per_second=main.tokens_per_second, finish_reason=main.finish_reason,
         decoding=decoding, timesteps=getattr(model.config, "num_timesteps", None) if main.spiking else None,
         converted=loaded.converted, dense=dense,
     )
+    if cfg.out_dir:  # as eval's scores: the result and the resolved config, each written whole
+        from ..config import save_config
+
+        out = Path(cfg.out_dir)
+        save_config(cfg, out / "eval_config.yaml", header="Resolved config of a `spikelm eval --prompt` run")
+        atomic_write_text(out / GENERATION_RESULTS, json.dumps(result.to_dict(), indent=2) + "\n")
+    return result
+
+
+#: what `eval --prompt --out-dir DIR` writes in DIR (beside eval_config.yaml)
+GENERATION_RESULTS = "generation_results.json"
 
 
 __all__ = ["CausalLmEvaluation", "CausalLmPipeline", "collate_windows", "continue_prompt", "prompt_ids",

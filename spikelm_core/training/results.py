@@ -90,6 +90,9 @@ class EvalResult:
     """Positions the model read per second while scoring (all splits)."""
     dense_tokens_per_second: float | None = None
     """The same for the dense reference."""
+    summaries: dict[str, list[dict[str, str]]] | None = None
+    """Summarisation: the first generated summaries per split, each {document (its start), reference,
+    prediction}; null for other tasks."""
     firing_picture: dict[str, str] | None = None
     """With `eval --plot-firing`: where the picture went, {'png': ..., 'data': ...}; null without."""
     schema: str = EVAL_SCHEMA

@@ -182,8 +182,18 @@ class Seq2SeqEvaluation(Evaluation):
 
     def score(self, loaded, data):
         metrics, examples, report = {}, {}, None
+        self.results = {}
         for split, raw in data.items():
             res = _score(self.cfg, loaded.model, loaded.tokenizer, raw, self.cfg.batch_size)
             metrics[split], examples[split] = res.rouge, res.num_examples
+            self.results[split] = res
             report = report or res.firing
         return metrics, examples, PRIMARY, report
+
+    def warnings(self, loaded):
+        return [f"{split}: {res.empty_predictions} of {res.num_examples} generated summaries are empty (the model "
+                "ends at once), each scoring ROUGE 0; is it trained for this task?"
+                for split, res in getattr(self, "results", {}).items() if res.empty_predictions]
+
+    def result_fields(self):
+        return {"summaries": {split: res.examples for split, res in self.results.items()}}

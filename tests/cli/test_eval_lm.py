@@ -4,6 +4,7 @@ generation (`--prompt`), and their bad inputs, on a tiny odd-sized Llama."""
 from __future__ import annotations
 
 import json
+import re
 import random
 import shutil
 
@@ -106,7 +107,7 @@ def test_table_output_shows_perplexities_throughput_and_progress(tiny_dense_llam
                               "--seq-len", "16", *T3])
     assert res.exit_code == 0, res.stderr
     assert "perplexity" in res.stdout and "dense reference" in res.stdout and "tokens/s" in res.stdout
-    assert "layers.1" in res.stdout
+    assert re.search(r"per layer: 0\.\d{3} 0\.\d{3}\n", res.stdout)  # one stack: its layers in order
     assert "test, spiking: windows 20/20" in res.stderr and "test, dense: windows 20/20" in res.stderr
 
 
@@ -153,8 +154,11 @@ def test_generation_compares_with_the_dense_model(tiny_dense_llama_dir, spiking_
     assert r["dense"]["text"] == tok.decode(greedy[0, 3:], skip_special_tokens=True)
     assert r["dense"]["spiking"] is False and r["dense"]["model"] == str(tiny_dense_llama_dir)
     res = runner.invoke(app, ["eval", str(spiking_dir), "--prompt", "the river", "--max-new-tokens", "5",
-                              "--compare-dense", "--dense", str(tiny_dense_llama_dir)])
+                              "--compare-dense", "--dense", str(tiny_dense_llama_dir), "--out-dir", str(out := spiking_dir.parent / "gen")])
     assert res.exit_code == 0 and "tokens/s" in res.stdout and "(dense)" in res.stdout and "T=3" in res.stdout
+    saved = json.loads((out / "generation_results.json").read_text())  # --out-dir keeps the result
+    assert saved["text"] == r["text"] and saved["dense"]["text"] == r["dense"]["text"]
+    assert (out / "eval_config.yaml").is_file()
 
 
 def test_chat_template(tiny_dense_llama_dir, tmp_path):
@@ -182,7 +186,7 @@ BAD = {
     "text shorter than a window": (lambda d, t: [d, "--task", "wikitext2", "--data-dir", t, "--seq-len", 16],
                                    4, ["holds 6 tokens, fewer than one window", "needs 15 text tokens"]),
     "seq-len above the context": (lambda d, t: [d, "--task", "wikitext2", "--data-dir", t, "--seq-len", 65],
-                                  2, ["--seq-len 65 exceeds the model's context", "64 positions"]),
+                                  2, ["--seq-len 65 (data.seq_len) exceeds the model's context", "64 positions"]),
     "max-tokens below a window": (lambda d, t: [d, "--task", "wikitext2", "--data-dir", t, "--max-tokens", 10],
                                   2, ["--max-tokens 10 is less than one window"]),
     "stride wider than a window": (lambda d, t: [d, "--task", "wikitext2", "--data-dir", t, "--seq-len", 16,
@@ -196,6 +200,10 @@ BAD = {
     "prompt and a task": (lambda d, t: [d, "--prompt", "hi", "--task", "wikitext2"], 2, ["give one of them"]),
     "window options with a prompt": (lambda d, t: [d, "--prompt", "hi", "--seq-len", 8], 2,
                                      ["--seq-len: --prompt generates text"]),
+    "data-dir with a prompt": (lambda d, t: [d, "--prompt", "hi", "--data-dir", t], 2,
+                               ["--data-dir: --prompt generates text"]),
+    "dense without compare-dense": (lambda d, t: [d, "--prompt", "hi", "--dense", d], 2,
+                                    ["--dense names the model --compare-dense", "add --compare-dense"]),
     "compare-dense on a dense model": (lambda d, t: [d, "--prompt", "hi", "--compare-dense", "-s", "neuron.kind=dense"],
                                        2, ["no dense model to compare"]),
     "prompt longer than the context": (lambda d, t: [d, "--prompt", "the " * 40, "--max-new-tokens", 30], 2,
@@ -212,10 +220,10 @@ def test_bad_input(case, tiny_dense_llama_dir, tmp_path):
 
 
 def test_a_prompt_or_perplexity_needs_a_causal_lm(tiny_dense_bert_dir, text_file):
-    refused(runner.invoke(app, ["eval", str(tiny_dense_bert_dir), "--prompt", "hi"]), 2,
+    refused(runner.invoke(app, ["eval", str(tiny_dense_bert_dir), "--prompt", "hi"]), 3,
             "--prompt needs a causal (decoder-only) LM", "is a BERT model")
     refused(runner.invoke(app, ["eval", str(tiny_dense_bert_dir), "--task", "wikitext2", "--data-dir", str(text_file)]),
-            2, "--task wikitext2 needs a causal (decoder-only) LM")
+            3, "--task wikitext2 needs a causal (decoder-only) LM")  # a model of the wrong family: exit 3
 
 
 def test_a_spiking_dense_reference_is_refused_before_scoring(spiking_dir, text_file):
@@ -228,5 +236,5 @@ def test_a_spiking_dense_reference_is_refused_before_scoring(spiking_dir, text_f
 def test_finetune_on_the_language_modelling_task_needs_a_causal_lm(tiny_dense_bert_dir, text_file, tmp_path):
     res = runner.invoke(app, ["finetune", "--task", "wikitext2", "--model", str(tiny_dense_bert_dir), "--data-dir",
                               str(text_file), "--out-dir", str(tmp_path / "x"), "-s", "data.max_length=16"])
-    refused(res, 2, "finetune --task wikitext2 needs a causal (decoder-only) LM")
+    refused(res, 3, "finetune --task wikitext2 needs a causal (decoder-only) LM")
     assert not (tmp_path / "x").exists()

@@ -366,6 +366,8 @@ def test_cli_spiking_llama_checkpoint_and_config_only(tiny_dense_llama_dir, text
 def test_cli_llama_bad_lengths_and_two_models(tiny_dense_llama_dir, tiny_dense_bert_dir):
     res = run(tiny_dense_llama_dir, "--seq-len", 60, "--target-len", 6)  # 60 + 6 - 1 > 64 positions
     assert res.exit_code == 2 and "exceeds the model's maximum of 64 positions" in res.stderr and res.stdout == ""
-    assert "Traceback" not in res.output
+    assert "Traceback" not in res.output and "use --target-len 5 or less" in res.stderr
+    res = run(tiny_dense_llama_dir)  # the defaults (128 tokens, 64 generated) on a 64-position model: one hint for both
+    assert res.exit_code == 2 and "use e.g. --seq-len 32 --target-len 33" in res.stderr
     res = run(tiny_dense_llama_dir, "--model", tiny_dense_bert_dir)
     assert res.exit_code == 2 and "two models given" in res.stderr and res.stdout == ""
