@@ -328,9 +328,14 @@ def eval_result(r, fmt) -> None:
     t.add_column("examples", justify="right")
     t.add_column("metrics")
     for split, metrics in r.metrics.items():
-        shown = ", ".join(f"{k} {_metric(v)}" for k, v in metrics.items())
+        ci = (r.intervals or {}).get(split, {})  # summarisation: the bootstrap interval beside each ROUGE
+        shown = ", ".join(f"{k} {_metric(v)}" + (f" [{ci[k][0]:.2f}, {ci[k][1]:.2f}]" if k in ci else "")
+                          for k, v in metrics.items())
         t.add_row(split, str(r.examples.get(split, "")), shown)
     out.print(t)
+    if r.intervals:
+        out.print("[low, high]: 95% bootstrap interval of each ROUGE mean (1,000 resamples of the documents)",
+                  markup=False)
     out.print(f"model: {r.model}" + (f"   precision: {r.precision}" if r.precision else ""))
     for split, samples in (r.summaries or {}).items():  # summarisation: what the model wrote, beside ROUGE
         if samples:

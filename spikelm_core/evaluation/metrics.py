@@ -34,6 +34,7 @@ __all__ = [
     "primary_metric",
     "predictions_from_logits",
     "glue_compute_metrics",
+    "rouge_intervals",
     "rouge_scores",
     "ROUGE_TYPES",
     "LOWER_IS_BETTER",
@@ -183,6 +184,35 @@ def rouge_scores(predictions: Sequence[str], references: Sequence[str]) -> dict[
 
     For rougeLsum, sentences are the "\\n"-separated lines of each text.
     """
+    pairs = _rouge_pairs(predictions, references)
+    return {name: 100.0 * sum(score[name].fmeasure for score in pairs) / len(pairs) for name in ROUGE_TYPES}
+
+
+#: the bootstrap of `rouge_intervals`: resamples, confidence and seed (fixed: the same run, the same interval)
+ROUGE_RESAMPLES, ROUGE_CONFIDENCE, ROUGE_SEED = 1000, 0.95, 0
+
+
+def rouge_intervals(predictions: Sequence[str], references: Sequence[str]) -> dict[str, list[float]]:
+    """Per ROUGE type, the [low, high] bootstrap interval (x 100) of its mean F-measure: rouge-score's
+    `BootstrapAggregator` (`ROUGE_RESAMPLES` resamples of the pairs, `ROUGE_CONFIDENCE` percentile
+    interval), under a fixed seed; numpy's global random state is left as it was."""
+    from rouge_score import scoring
+
+    pairs = _rouge_pairs(predictions, references)
+    state = np.random.get_state()
+    try:
+        np.random.seed(ROUGE_SEED)
+        aggregator = scoring.BootstrapAggregator(confidence_interval=ROUGE_CONFIDENCE, n_samples=ROUGE_RESAMPLES)
+        for score in pairs:
+            aggregator.add_scores(score)
+        result = aggregator.aggregate()
+    finally:
+        np.random.set_state(state)
+    return {name: [100.0 * result[name].low.fmeasure, 100.0 * result[name].high.fmeasure] for name in ROUGE_TYPES}
+
+
+def _rouge_pairs(predictions: Sequence[str], references: Sequence[str]) -> list[dict]:
+    """rouge-score's scores of each (prediction, reference) pair, after checking the inputs."""
     from rouge_score import rouge_scorer
 
     predictions, references = list(predictions), list(references)
@@ -194,9 +224,4 @@ def rouge_scores(predictions: Sequence[str], references: Sequence[str]) -> dict[
     if bad:
         raise ValueError(f"predictions and references must be strings (first bad item at {bad[0]})")
     scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
-    totals = dict.fromkeys(ROUGE_TYPES, 0.0)
-    for prediction, reference in zip(predictions, references):
-        scores = scorer.score(reference, prediction)  # score(target, prediction)
-        for name in ROUGE_TYPES:
-            totals[name] += scores[name].fmeasure
-    return {name: 100.0 * total / len(predictions) for name, total in totals.items()}
+    return [scorer.score(reference, prediction) for prediction, reference in zip(predictions, references)]  # (target, prediction)

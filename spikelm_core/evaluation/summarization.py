@@ -11,7 +11,7 @@ import torch
 from ..data.summarization import check_lengths
 from ..errors import ConfigError
 from ..firing import FiringReport, record_firing
-from .metrics import rouge_scores
+from .metrics import rouge_intervals, rouge_scores
 
 
 @dataclass
@@ -26,6 +26,8 @@ class SummarizationResult:
     layer_firing_rates: dict[str, float] = field(default_factory=dict)
     examples: list[dict] = field(default_factory=list)
     """The first few (document start, reference, prediction) triples."""
+    rouge_intervals: dict[str, list[float]] = field(default_factory=dict)
+    """Per ROUGE type, its 95% bootstrap interval [low, high] (`metrics.rouge_intervals`)."""
     empty_predictions: int = 0
     """Generated summaries with no text (the model ended at once): each scores ROUGE 0."""
     seconds: float = 0.0
@@ -92,8 +94,9 @@ def evaluate_summarization(
             model, tokenizer, documents, num_beams=num_beams, max_source_length=max_source_length,
             max_new_tokens=max_new_tokens, batch_size=batch_size,
         )
-    scores = rouge_scores([_one_sentence_per_line(p) for p in predictions],
-                          [_one_sentence_per_line(r) for r in references])
+    split_predictions = [_one_sentence_per_line(p) for p in predictions]
+    split_references = [_one_sentence_per_line(r) for r in references]
+    scores = rouge_scores(split_predictions, split_references)
     return SummarizationResult(
         rouge=scores,
         num_examples=len(documents),
@@ -103,6 +106,7 @@ def evaluate_summarization(
         examples=[{"document": d[:300], "reference": r, "prediction": p}
                   for d, r, p in list(zip(documents, references, predictions))[:keep_examples]],
         empty_predictions=sum(1 for p in predictions if not p.strip()),
+        rouge_intervals=rouge_intervals(split_predictions, split_references),
         seconds=time.perf_counter() - start,
         firing=firing if firing.neurons else None,
     )

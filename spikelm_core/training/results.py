@@ -90,6 +90,9 @@ class EvalResult:
     """Positions the model read per second while scoring (all splits)."""
     dense_tokens_per_second: float | None = None
     """The same for the dense reference."""
+    intervals: dict[str, dict[str, list[float]]] | None = None
+    """Summarisation: per split, each ROUGE type's 95% bootstrap interval [low, high] (rouge-score's
+    BootstrapAggregator, 1,000 resamples of the documents, seed 0); null for other tasks."""
     summaries: dict[str, list[dict[str, str]]] | None = None
     """Summarisation: the first generated summaries per split, each {document (its start), reference,
     prediction}; null for other tasks."""

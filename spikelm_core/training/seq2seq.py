@@ -196,4 +196,5 @@ class Seq2SeqEvaluation(Evaluation):
                 for split, res in getattr(self, "results", {}).items() if res.empty_predictions]
 
     def result_fields(self):
-        return {"summaries": {split: res.examples for split, res in self.results.items()}}
+        return {"summaries": {split: res.examples for split, res in self.results.items()},
+                "intervals": {split: res.rouge_intervals for split, res in self.results.items()}}

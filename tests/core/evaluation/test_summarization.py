@@ -84,6 +84,23 @@ def test_rouge_hand_computed():
     assert scores["rougeL"] == pytest.approx(200 / 3)
 
 
+def test_rouge_intervals_bracket_the_mean_are_seeded_and_leave_numpy_alone():
+    import numpy as np
+
+    from spikelm_core.evaluation.metrics import rouge_intervals
+
+    preds = ["the cat sat on the mat", "a dog ran", "rain fell all day", "the river rose", "farmers moved cattle"]
+    refs = ["the cat sat", "the dog ran home", "it rained all day long", "the river rose fast", "cattle moved"]
+    means = rouge_scores(preds, refs)
+    np.random.seed(7)
+    before = np.random.get_state()[1].copy()
+    ci = rouge_intervals(preds, refs)
+    assert np.array_equal(np.random.get_state()[1], before)  # the caller's random state untouched
+    assert ci == rouge_intervals(preds, refs)  # the same interval every time
+    for name, (low, high) in ci.items():
+        assert low <= means[name] + 1e-9 and means[name] <= high + 1e-9 and low < high
+
+
 def test_generation_and_rouge_on_a_tiny_spiking_bart(tmp_path):
     tok = BertTokenizerFast(vocab=str(write_tiny_vocab(tmp_path / "vocab.txt")))
     cfg = SpikingBartConfig(**{**BART_TINY, "num_timesteps": 2, "pad_token_id": tok.pad_token_id,

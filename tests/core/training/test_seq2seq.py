@@ -85,6 +85,8 @@ def test_distill_then_eval_on_tiny_bart(tiny_bart_teacher, tmp_path):
     data = json.loads(res.stdout)
     assert set(data["metrics"]["validation"]) == {"rouge1", "rouge2", "rougeL", "rougeLsum"}
     assert data["examples"]["validation"] == 4 and 0 < data["firing_rate"] < 1
+    low, high = data["intervals"]["validation"]["rougeL"]  # a bootstrap interval around each ROUGE mean
+    assert low <= data["metrics"]["validation"]["rougeL"] <= high
     (first, *_) = data["summaries"]["validation"]  # what the model wrote, beside its ROUGE
     assert set(first) == {"document", "reference", "prediction"} and first["reference"]
     empty = sum(1 for s in data["summaries"]["validation"] if not s["prediction"].strip())
