@@ -752,17 +752,24 @@ class DistillConfig(_TrainingConfig):
         rules.require(self.neuron.spiking, "neuron.kind", "'dense' has no spiking student; choose elastic_bi or lif")
         rules.require(self.data.task is not None or self.data.source is not None, "data.source",
                       "is required: 'glue/<task>', a GLUE task directory, or a text file/directory for MLM")
-        rules.require(self.distill.hidden_match == "mean" or self.task_family == "glue", "distill.hidden_match",
-                      "'steps' needs a spiking BERT student (a GLUE task); BART and Llama students match the mean over T")
-        rules.require(not self.distill.augment.enabled or self.task_family == "glue", "distill.augment",
-                      "augments GLUE tasks only (the teacher labels word-replaced copies of sentences)")
-        if self.distill.spike_drop > 0:
-            rules.require(self.neuron.kind == "elastic_bi", "distill.spike_drop",
-                          f"acts on elastic bi-spiking neurons, but neuron.kind is {self.neuron.kind!r}: "
-                          "choose elastic_bi or set distill.spike_drop to 0")
-            rules.require(self.train.target_firing_rate is None, "distill.spike_drop",
-                          "cannot run with train.target_firing_rate: the firing penalty would count the "
-                          "passed float inputs as spikes; drop one of the two")
+        _distill_rules(rules, self.distill, self.neuron, self.train, glue=self.task_family == "glue")
+
+
+def _distill_rules(rules: _Rules, distill: DistillArgs, neuron, train: TrainArgs, *, glue: bool) -> None:
+    """The distillation settings a run can honour (`distill`, and `pretrain` with a teacher): never
+    one that would be ignored in silence."""
+    rules.require(distill.hidden_match == "mean" or glue, "distill.hidden_match",
+                  "'steps' needs a spiking BERT student on a GLUE task; masked-LM, BART and Llama students match "
+                  "the mean over T")
+    rules.require(not distill.augment.enabled or glue, "distill.augment",
+                  "augments GLUE tasks only (the teacher labels word-replaced copies of sentences)")
+    if distill.spike_drop > 0:
+        rules.require(neuron.kind == "elastic_bi", "distill.spike_drop",
+                      f"acts on elastic bi-spiking neurons, but neuron.kind is {neuron.kind!r}: "
+                      "choose elastic_bi or set distill.spike_drop to 0")
+        rules.require(train.target_firing_rate is None, "distill.spike_drop",
+                      "cannot run with train.target_firing_rate: the firing penalty would count the "
+                      "passed float inputs as spikes; drop one of the two")
 
 
 def _pretrain_train_defaults() -> TrainArgs:
@@ -814,6 +821,14 @@ class PretrainConfig(_ModelOverrides, _TaskConfig):
         rules.require(self.neuron.spiking, "neuron.kind", "'dense' is not a spiking model; choose elastic_bi or lif")
         rules.require(self.distill is None or self.distill.teacher is not None, "distill.teacher",
                       "is required when distill is set")
+        if self.distill is not None:
+            _distill_rules(rules, self.distill, self.neuron, self.train, glue=False)
+            rules.require(not self.mlm.nsp or self.distill.alpha_ce > 0, "distill.alpha_ce",
+                          "is 0, so with mlm.nsp the next-sentence head would never train (only the cross-entropy "
+                          "term reaches it): set distill.alpha_ce above 0, or mlm.nsp to false")
+        for key, off in (("eval_strategy", "no"), ("keep_best", False)):  # no evaluation data: never in silence
+            rules.require(getattr(self.train, key) == off, f"train.{key}",
+                          "pretraining has no evaluation data: leave eval_strategy 'no' and keep_best false")
 
 
 _EVAL_NEEDS = ("is required: set data.task (--task), e.g. sst2, xsum or wikitext2 (perplexity), or give "

@@ -73,7 +73,7 @@ def read_documents(source: str | Path) -> list[list[str]]:
 def mlm_dataset(source: str | Path, tokenizer: Any, max_length: int = 128, *, nsp: bool = False,
                 subset: int | None = None, seed: int = 0):
     """A `datasets.Dataset` of packed sequences: input_ids, token_type_ids, attention_mask
-    (+ next_sentence_label with `nsp`). `subset` keeps the first N sequences."""
+    (+ next_sentence_label with `nsp`) and `EXAMPLE_INDEX`. `subset` keeps the first N sequences."""
     import datasets
 
     if max_length < (5 if nsp else 3):
@@ -128,4 +128,9 @@ def mlm_dataset(source: str | Path, tokenizer: Any, max_length: int = 128, *, ns
         rows = {k: v[:subset] for k, v in rows.items()}
     if not rows["input_ids"]:
         raise DataError(f"the text corpus '{source}' is too short to make any sequence")
+    rows[EXAMPLE_INDEX] = list(range(len(rows["input_ids"])))  # the masking collator seeds each example's masks by it
     return datasets.Dataset.from_dict(rows)
+
+
+#: the column of `mlm_dataset` that numbers its sequences (`training.mlm.SeededMaskingCollator` reads it)
+EXAMPLE_INDEX = "example_index"

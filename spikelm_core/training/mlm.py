@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from ..checkpoints import LoadedModel, instantiate, load_model, load_teacher, load_tokenizer, resolve_source
-from ..data.text import mlm_dataset
+from ..data.text import EXAMPLE_INDEX, mlm_dataset
 from ..errors import CheckpointError, ConfigError, DataError
 from ..models.spiking_bert import SpikingBertConfig, SpikingBertForMaskedLM, SpikingBertForPreTraining
 from .args import training_arguments
@@ -20,6 +22,47 @@ from .pipeline import Pipeline, calibration_indices, firing_of, max_length
 from .trainers import DistillTrainer, SpikelmTrainer
 
 FAMILIES = ("bert",)
+
+
+def seeded_masking_collator(tokenizer, mlm_probability: float, seed: int):
+    """transformers' `DataCollatorForLanguageModeling` (15% of real tokens, 80/10/10, special tokens
+    never), with each example's masks drawn over its own tokens from its own generator, seeded by
+    (seed, epoch, the example's `EXAMPLE_INDEX`): a pure function of the example and the epoch, never
+    of the global random state, the batch the example lands in or its padding. So a run resumed from
+    a checkpoint masks every later batch as the uninterrupted run did (the global state is saved
+    after the data loader has already collated, and masked, the next batch). `set_epoch` (called by
+    `SpikelmTrainer` at each epoch) gives each epoch fresh masks. Examples without an index (none
+    of spikelm's) are masked from the global random state, as transformers masks them."""
+    from transformers import DataCollatorForLanguageModeling
+
+    class SeededMaskingCollator(DataCollatorForLanguageModeling):
+        epoch = 0
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epoch = int(epoch)
+
+        def torch_call(self, examples):
+            examples = [dict(e) for e in examples]
+            self._rows = [(e.pop(EXAMPLE_INDEX, None), len(e["input_ids"])) for e in examples]
+            return super().torch_call(examples)
+
+        def torch_mask_tokens(self, inputs, special_tokens_mask=None, offset_mapping=None):
+            rows, self._rows = getattr(self, "_rows", []), []
+            if len(rows) != inputs.shape[0] or any(index is None for index, _ in rows):
+                self.generator = None
+                return super().torch_mask_tokens(inputs, special_tokens_mask, offset_mapping)
+            inputs, labels = inputs.clone(), torch.full_like(inputs, -100)
+            for r, (index, n) in enumerate(rows):
+                key = ((seed * 1_000_003 + self.epoch) * 1_000_003 + int(index)) % 2**63
+                self.generator = torch.Generator().manual_seed(key)
+                row = inputs[r:r + 1, :n]  # the example's own tokens: its masks never see the batch's padding
+                special = torch.tensor([self.tokenizer.get_special_tokens_mask(row[0].tolist(),
+                                                                               already_has_special_tokens=True)])
+                inputs[r:r + 1, :n], labels[r:r + 1, :n] = super().torch_mask_tokens(row.clone(), special)
+            self.generator = None
+            return inputs, labels
+
+    return SeededMaskingCollator(tokenizer, mlm=True, mlm_probability=mlm_probability)
 
 
 def scratch_model(cfg, nsp: bool, tokenizer):
@@ -101,9 +144,7 @@ class MlmPipeline(Pipeline):
         return train, {}
 
     def collator(self, loaded: LoadedModel):
-        from transformers import DataCollatorForLanguageModeling
-
-        return DataCollatorForLanguageModeling(loaded.tokenizer, mlm=True, mlm_probability=self.cfg.mlm.mlm_probability)
+        return seeded_masking_collator(loaded.tokenizer, self.cfg.mlm.mlm_probability, self.cfg.train.seed)
 
     def training_arguments(self, out_dir):
         labels = ("labels", "next_sentence_label") if self.nsp else ("labels",)

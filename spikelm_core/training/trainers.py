@@ -108,6 +108,9 @@ class SpikelmTrainer(Trainer):
         if self.state.max_steps > 0 and self.state.global_step >= self.state.max_steps:
             self.control.should_training_stop = True
             return None
+        epoch = kwargs.get("epoch", args[1] if len(args) > 1 else None)
+        if epoch is not None and hasattr(self.data_collator, "set_epoch"):  # before the epoch's loader is made
+            self.data_collator.set_epoch(epoch)  # (masked-LM: each epoch's masks, from its seed)
         return super()._run_epoch(*args, **kwargs)
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):

@@ -1,0 +1,90 @@
+"""Masked-LM pretraining: masks that are a pure function of (seed, epoch, example), so a run killed
+and resumed from a checkpoint ends with the weights of an uninterrupted one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from spikelm_core.config import PretrainConfig, load_config
+from spikelm_core.data.text import EXAMPLE_INDEX
+from spikelm_core.training.mlm import seeded_masking_collator
+from spikelm_core.training.pretrain import run_pretrain
+from tests.training_fixtures import tiny_dirs  # noqa: F401
+
+
+class _Kill(Exception):
+    pass
+
+
+class _KillAfter:
+    def __init__(self, step):
+        self.step = step
+
+    def __getattr__(self, name):  # every other callback event: nothing
+        return lambda *a, **k: None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise _Kill()
+
+
+def _cfg(dirs, out, *extra):
+    sets = [f"tokenizer={dirs['dense']}", f"data.source={dirs['corpus']}", "data.max_length=16",
+            "neuron.num_timesteps=2", "train.batch_size=4", "train.max_steps=6", "train.save_steps=3",
+            "model_config.hidden_dropout_prob=0.0", "model_config.attention_probs_dropout_prob=0.0", *extra]
+    return load_config(PretrainConfig, "recipes/tiny/pretrain.yaml", sets, out_dir=str(out))
+
+
+def test_masks_are_a_function_of_seed_epoch_and_example(tiny_dirs):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_dirs["dense"])
+    rows = [tok(t) for t in ("the river rose over the old stone bridge at dawn today", "farmers moved")]
+    examples = [{"input_ids": r["input_ids"], EXAMPLE_INDEX: i} for i, r in enumerate(rows)]
+    collate = seeded_masking_collator(tok, 0.5, seed=3)
+    together = collate(examples)
+    alone = collate([examples[1]])  # another batch, no padding: the same masks for the same example
+    n = len(rows[1]["input_ids"])
+    assert torch.equal(together["labels"][1, :n], alone["labels"][0]) and (together["labels"][1, n:] == -100).all()
+    assert torch.equal(together["input_ids"][1, :n], alone["input_ids"][0])
+    assert torch.equal(collate(examples)["labels"], together["labels"])  # whatever the global random state did
+    first = torch.tensor(rows[0]["input_ids"])  # the longer row: no padding
+    assert (together["labels"][0][torch.isin(first, torch.tensor(tok.all_special_ids))] == -100).all()  # [CLS], [SEP]
+    assert (together["labels"] != -100).any()
+    collate.set_epoch(1)
+    assert not torch.equal(collate(examples)["labels"], together["labels"])  # a new epoch, new masks
+    assert EXAMPLE_INDEX not in together
+
+
+@pytest.mark.slow
+def test_pretrain_killed_and_resumed_ends_as_an_uninterrupted_run(tiny_dirs, tmp_path):
+    full = run_pretrain(_cfg(tiny_dirs, tmp_path / "full"))
+    with pytest.raises(_Kill):
+        run_pretrain(_cfg(tiny_dirs, tmp_path / "cut"), callbacks=[_KillAfter(4)])
+    assert (tmp_path / "cut" / "checkpoint-3").is_dir() and not (tmp_path / "cut" / "final").exists()
+    r = run_pretrain(_cfg(tiny_dirs, tmp_path / "cut"), resume="auto")
+    assert r.resumed_from.endswith("checkpoint-3") and r.global_step == full.global_step == 6
+    a = load_file(tmp_path / "full" / "final" / "model.safetensors")
+    b = load_file(tmp_path / "cut" / "final" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.parametrize("sets, needle", [
+    (["distill.hidden_match=steps"], "distill.hidden_match: 'steps' needs a spiking BERT student on a GLUE task"),
+    (["distill.augment.copies=1"], "distill.augment: augments GLUE tasks only"),
+    (["neuron.kind=lif", "distill.spike_drop=0.5", "distill.spike_drop_steps=2"],
+     "distill.spike_drop: acts on elastic bi-spiking neurons"),
+    (["mlm.nsp=true", "distill.alpha_ce=0"], "with mlm.nsp the next-sentence head would never train"),
+    (["train.eval_strategy=steps", "train.eval_steps=1"], "pretraining has no evaluation data"),
+], ids=["hidden-steps", "augment", "spike-drop-lif", "nsp-without-ce", "evaluation"])
+def test_settings_pretraining_would_ignore_are_refused(tiny_dirs, tmp_path, sets, needle):
+    from spikelm_core.errors import ConfigError
+
+    teacher = [] if sets[0].startswith("train.") else [f"distill.teacher={tiny_dirs['mlm_teacher']}"]
+    with pytest.raises(ConfigError) as exc:
+        _cfg(tiny_dirs, tmp_path / "x", *teacher, *sets)
+    assert any(needle in d for d in exc.value.details), exc.value.details
