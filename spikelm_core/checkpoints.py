@@ -258,7 +258,7 @@ def _labels(n: int) -> str:
     return "1 output (regression)" if n == 1 else f"{n} labels"
 
 
-def _resolve_as(name: str, role: str) -> Path:
+def resolve_as(name: str, role: str) -> Path:
     """`resolve_source(name)`, its errors saying which model of a run it is ('student', 'teacher')."""
     try:
         return resolve_source(name)
@@ -953,7 +953,7 @@ def load_model(
     """
     families = _validate_families(families)
     name = os.fspath(source)
-    model_dir = _resolve_as(name, role)
+    model_dir = resolve_as(name, role)
     cfg = read_config(model_dir)
     family = MODEL_TYPES[cfg["model_type"]]
     _check_family(family, families, cfg["model_type"], role, name)
@@ -1136,6 +1136,15 @@ def check_teacher(teacher, student, *, distill=None, num_labels: int | None = No
         )
 
 
+#: the dense teacher a head needs, in load_teacher's hint (the classifier: the default)
+_TEACHER_KINDS = {
+    "masked_lm": "a BertForMaskedLM (or BertForPreTraining) checkpoint with the student's vocabulary, e.g. bert-base-uncased",
+    "pretraining": "a BertForMaskedLM (or BertForPreTraining) checkpoint with the student's vocabulary, e.g. bert-base-uncased",
+    "seq2seq_lm": "a BartForConditionalGeneration checkpoint, e.g. facebook/bart-base",
+    "causal_lm": "a LlamaForCausalLM checkpoint, e.g. smollm2",
+}
+
+
 def load_teacher(
     source: str | os.PathLike,
     head: str,
@@ -1155,7 +1164,7 @@ def load_teacher(
     name = os.fspath(source)
     if attn_eager is None:
         attn_eager = float(getattr(distill, "alpha_attn", 0) or 0) > 0
-    model_dir = _resolve_as(name, "teacher")
+    model_dir = resolve_as(name, "teacher")
     cfg = read_config(model_dir)
     if is_spiking_type(cfg["model_type"]):
         raise CheckpointError(
@@ -1173,8 +1182,8 @@ def load_teacher(
         raise CheckpointError(
             f"the teacher '{name}' has no {head.replace('_', '-')} head (architectures: {archs})",
             details=[f"missing: {', '.join(head_missing[:3])}"],
-            hint="distill from a dense model fine-tuned with that head (e.g. a *ForSequenceClassification "
-            "checkpoint for a GLUE task)",
+            hint="distill from a dense model with that head: " + _TEACHER_KINDS.get(
+                head, "a *ForSequenceClassification checkpoint fine-tuned on the GLUE task"),
         )
     model.eval()
     if student is not None:

@@ -70,6 +70,12 @@ class JsonlMetricsCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
+        logs = dict(logs)
+        if "train_loss" in logs and self.resume_step:  # the Trainer's mean covers this call's steps only
+            if state.global_step <= self.resume_step:
+                logs.pop("train_loss")  # no step taken (a finished run resumed): no mean, not 0.0
+            else:
+                logs["train_loss_from_step"] = self.resume_step + 1
         record = {"step": state.global_step, "epoch": state.epoch}
         for key, value in logs.items():
             if _is_wall_clock(key):

@@ -13,15 +13,17 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoints import LoadedModel, instantiate, load_model, load_teacher, load_tokenizer, resolve_source
+from ..checkpoints import LoadedModel, instantiate, load_model, load_teacher, load_tokenizer, resolve_as
 from ..data.text import EXAMPLE_INDEX, mlm_dataset
 from ..errors import CheckpointError, ConfigError, DataError
+from ..log import get_logger
 from ..models.spiking_bert import SpikingBertConfig, SpikingBertForMaskedLM, SpikingBertForPreTraining
 from .args import training_arguments
 from .pipeline import Pipeline, calibration_indices, firing_of, max_length
 from .trainers import DistillTrainer, SpikelmTrainer
 
 FAMILIES = ("bert",)
+log = get_logger("mlm")
 
 
 def seeded_masking_collator(tokenizer, mlm_probability: float, seed: int):
@@ -103,9 +105,13 @@ class MlmPipeline(Pipeline):
             raise DataError(f"text source '{source}' does not exist",
                             hint="give a UTF-8 text file or a directory of .txt files as data.source")
 
+    def other_sources(self) -> list[tuple[str, str]]:
+        tokenizer = getattr(self.cfg, "tokenizer", None)  # from scratch (model: null), the run's only model source
+        return [("tokenizer", tokenizer)] if tokenizer is not None else []
+
     def _tokenizer_override(self):
         source = getattr(self.cfg, "tokenizer", None)
-        return None if source is None else load_tokenizer(resolve_source(source))
+        return None if source is None else load_tokenizer(resolve_as(source, "tokenizer"))
 
     def load_student(self) -> LoadedModel:
         cfg = self.cfg
@@ -141,6 +147,9 @@ class MlmPipeline(Pipeline):
         self.tokenizer = loaded.tokenizer
         train = mlm_dataset(cfg.data.source, loaded.tokenizer, self.max_length, nsp=self.nsp,
                             subset=cfg.data.train_subset, seed=cfg.train.seed)
+        if len(train) < cfg.train.batch_size:
+            log.warning("the text gives %d sequence(s) of %d tokens, fewer than one batch of %d: every step sees the "
+                        "same text", len(train), self.max_length, cfg.train.batch_size)
         return train, {}
 
     def collator(self, loaded: LoadedModel):

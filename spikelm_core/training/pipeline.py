@@ -16,12 +16,12 @@ import json
 import math
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
 from ..calibration import calibrate, is_calibrated, spiking_neurons
-from ..checkpoints import LOCAL_HINT, LoadedModel, reinitialise, resolve_source
+from ..checkpoints import LOCAL_HINT, LoadedModel, reinitialise, resolve_as, resolve_source
 from ..errors import CheckpointError, ConfigError, DataError, SpikelmError
 from ..firing import FiringReport, measure_firing
 from ..io import replace_dir
@@ -37,14 +37,21 @@ from .weight_average import WeightAverageCallback
 log = get_logger("training")
 
 
-def preflight(command: str, model: str | None, check_data, model_fix: str | None = None) -> None:
+def preflight(command: str, model: str | None, check_data, model_fix: str | None = None,
+              others: Sequence[tuple[str, str]] = ()) -> None:
     """Check that the model and the data can be had, reporting every problem at once.
 
-    The model source must resolve (local directory, alias or reachable hub id) and the data must
-    load (`check_data()` raises DataError otherwise). One problem is raised as it is; several as
-    one error listing each with its fix (exit code of the first: 3 for the model, 4 for data).
+    The model source must resolve (local directory, alias or reachable hub id), as must each
+    (role, source) of `others` (e.g. a separate tokenizer), and the data must load (`check_data()`
+    raises DataError otherwise). One problem is raised as it is; several as one error listing each
+    with its fix (exit code of the first: 3 for the model, 4 for data).
     """
     problems: list[SpikelmError] = []
+    for role, source in others:
+        try:
+            resolve_as(source, role)
+        except CheckpointError as exc:
+            problems.append(exc)
     if model is not None:
         try:
             resolve_source(model)
@@ -90,7 +97,12 @@ class Pipeline:
         teacher = self.distill.teacher if self.distill is not None else None
         twin = teacher is not None and self.cfg.model is not None and \
             Path(self.cfg.model).resolve() == Path(teacher).resolve()  # the same directory, however spelt
-        preflight(self.command, self.cfg.model, self.check_data, None if twin else self.model_fix)
+        preflight(self.command, self.cfg.model, self.check_data, None if twin else self.model_fix,
+                  others=self.other_sources())
+
+    def other_sources(self) -> list[tuple[str, str]]:
+        """(role, source) of the other models the run needs before it starts (a separate tokenizer)."""
+        return []
 
     def check_data(self) -> None:
         """Raise DataError when the run's data cannot be read (cheap: a few rows)."""

@@ -348,6 +348,9 @@ class _TiedMLMHead:
         "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
         "cls.predictions.decoder.bias": "cls.predictions.bias",
     }
+    # saved once, under their sources: so the Trainer, resuming from a checkpoint, ties them again
+    # instead of warning that they are missing
+    _keys_to_ignore_on_save = list(_tied_weights_keys)
 
     def get_output_embeddings(self):
         return self.cls.predictions.decoder

@@ -88,6 +88,9 @@ def test_resume_gives_identical_final_weights(tiny_dirs, tmp_path):
     assert (tmp_path / "cut" / "checkpoint-3").is_dir() and not (tmp_path / "cut" / "final").exists()
     r = run_finetune(_cfg(tiny_dirs, tmp_path / "cut", *extra), resume="auto")
     assert r.resumed_from.endswith("checkpoint-3") and r.global_step == 6
+    records = [json.loads(x) for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    (mean,) = [x for x in records if "train_loss" in x]
+    assert mean["train_loss_from_step"] == 4  # the resumed call's mean says which steps it covers
     full = load_file(tmp_path / "full" / "final" / "model.safetensors")
     cut = load_file(tmp_path / "cut" / "final" / "model.safetensors")
     assert full.keys() == cut.keys()
@@ -109,6 +112,8 @@ def test_resuming_from_the_last_steps_checkpoint_takes_no_step(tiny_dirs, tmp_pa
     shutil.rmtree(tmp_path / "run" / "final")
     r = run_finetune(_cfg(tiny_dirs, tmp_path / "run", *extra), resume="auto")
     assert r.resumed_from.endswith("checkpoint-6") and r.global_step == 6 and r.train_loss is None
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["train_loss"] for x in records if "train_loss" in x] == [first.train_loss]  # no 0.0 for no step
     assert not (tmp_path / "run" / "checkpoint-7").exists()
     assert r.metrics == first.metrics
     again = load_file(tmp_path / "run" / "final" / "model.safetensors")
