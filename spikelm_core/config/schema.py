@@ -752,12 +752,16 @@ class DistillConfig(_TrainingConfig):
         rules.require(self.neuron.spiking, "neuron.kind", "'dense' has no spiking student; choose elastic_bi or lif")
         rules.require(self.data.task is not None or self.data.source is not None, "data.source",
                       "is required: 'glue/<task>', a GLUE task directory, or a text file/directory for MLM")
-        _distill_rules(rules, self.distill, self.neuron, self.train, glue=self.task_family == "glue")
+        _distill_rules(rules, self.distill, self.neuron, self.train, glue=self.task_family == "glue",
+                       nsp=self.task_family == "mlm" and self.mlm.nsp)
 
 
-def _distill_rules(rules: _Rules, distill: DistillArgs, neuron, train: TrainArgs, *, glue: bool) -> None:
+def _distill_rules(rules: _Rules, distill: DistillArgs, neuron, train: TrainArgs, *, glue: bool, nsp: bool) -> None:
     """The distillation settings a run can honour (`distill`, and `pretrain` with a teacher): never
     one that would be ignored in silence."""
+    rules.require(not nsp or distill.alpha_ce > 0, "distill.alpha_ce",
+                  "is 0, so with mlm.nsp the next-sentence head would never train (only the cross-entropy "
+                  "term reaches it): set distill.alpha_ce above 0, or mlm.nsp to false")
     rules.require(distill.hidden_match == "mean" or glue, "distill.hidden_match",
                   "'steps' needs a spiking BERT student on a GLUE task; masked-LM, BART and Llama students match "
                   "the mean over T")
@@ -822,10 +826,7 @@ class PretrainConfig(_ModelOverrides, _TaskConfig):
         rules.require(self.distill is None or self.distill.teacher is not None, "distill.teacher",
                       "is required when distill is set")
         if self.distill is not None:
-            _distill_rules(rules, self.distill, self.neuron, self.train, glue=False)
-            rules.require(not self.mlm.nsp or self.distill.alpha_ce > 0, "distill.alpha_ce",
-                          "is 0, so with mlm.nsp the next-sentence head would never train (only the cross-entropy "
-                          "term reaches it): set distill.alpha_ce above 0, or mlm.nsp to false")
+            _distill_rules(rules, self.distill, self.neuron, self.train, glue=False, nsp=self.mlm.nsp)
         for key, off in (("eval_strategy", "no"), ("keep_best", False)):  # no evaluation data: never in silence
             rules.require(getattr(self.train, key) == off, f"train.{key}",
                           "pretraining has no evaluation data: leave eval_strategy 'no' and keep_best false")
