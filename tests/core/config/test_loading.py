@@ -482,7 +482,7 @@ ROUND_TRIP = [
     pytest.param(DistillConfig, ["model=m", "distill.teacher=t", "data.source=glue/mnli", "distill.temperature=2",
                                  "train.eval_strategy=steps", "train.eval_steps=7"], id="distill"),
     pytest.param(PretrainConfig, ["data.source=wiki.txt", "model_config={hidden_size: 24, num_attention_heads: 3}",
-                                  "distill.teacher=t", "mlm.nsp=true", "neuron.kind=lif"], id="pretrain"),
+                                  "distill.teacher=t", "distill.alpha_ce=0.5", "mlm.nsp=true", "neuron.kind=lif"], id="pretrain"),
     pytest.param(EvalConfig, ["model=m", "data.task=mnli", "splits=[dev_mismatched]", "neuron.k=3"], id="eval"),
     pytest.param(EvalConfig, ["model=m", "data.source=xsum", "generate.num_beams=2"], id="eval-xsum"),
 ]
