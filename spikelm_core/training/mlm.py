@@ -9,9 +9,11 @@ probability 0.15. The horizon is `train.schedule_steps`, implemented by `Spikelm
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from transformers import DataCollatorForLanguageModeling
 
 from ..checkpoints import LoadedModel, instantiate, load_model, load_teacher, load_tokenizer, resolve_as
 from ..data.text import EXAMPLE_INDEX, mlm_dataset
@@ -26,45 +28,50 @@ FAMILIES = ("bert",)
 log = get_logger("mlm")
 
 
-def seeded_masking_collator(tokenizer, mlm_probability: float, seed: int):
+@dataclass
+class SeededMaskingCollator(DataCollatorForLanguageModeling):
     """transformers' `DataCollatorForLanguageModeling` (15% of real tokens, 80/10/10, special tokens
     never), with each example's masks drawn over its own tokens from its own generator, seeded by
-    (seed, epoch, the example's `EXAMPLE_INDEX`): a pure function of the example and the epoch, never
-    of the global random state, the batch the example lands in or its padding. So a run resumed from
-    a checkpoint masks every later batch as the uninterrupted run did (the global state is saved
-    after the data loader has already collated, and masked, the next batch). `set_epoch` (called by
-    `SpikelmTrainer` at each epoch) gives each epoch fresh masks. Examples without an index (none
-    of spikelm's) are masked from the global random state, as transformers masks them."""
-    from transformers import DataCollatorForLanguageModeling
+    (`mask_seed`, `epoch`, the example's `EXAMPLE_INDEX`): a pure function of the example and the
+    epoch, never of the global random state, the batch the example lands in or its padding (right
+    padding, as BERT tokenizers pad). So a run resumed from a checkpoint masks every later batch as
+    the uninterrupted run did (the global state is saved after the data loader has already collated,
+    and masked, the next batch). `set_epoch` (called by `SpikelmTrainer` at each epoch) gives each
+    epoch fresh masks. Examples without an index (none of spikelm's) are masked from the global
+    random state, as transformers masks them. A module-level class, so data-loader workers started
+    by spawn or forkserver can pickle it."""
 
-    class SeededMaskingCollator(DataCollatorForLanguageModeling):
-        epoch = 0
+    mask_seed: int = 0
+    epoch: int = 0
 
-        def set_epoch(self, epoch: int) -> None:
-            self.epoch = int(epoch)
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
 
-        def torch_call(self, examples):
-            examples = [dict(e) for e in examples]
-            self._rows = [(e.pop(EXAMPLE_INDEX, None), len(e["input_ids"])) for e in examples]
-            return super().torch_call(examples)
+    def torch_call(self, examples):
+        examples = [dict(e) for e in examples]
+        self._rows = [(e.pop(EXAMPLE_INDEX, None), len(e["input_ids"])) for e in examples]
+        return super().torch_call(examples)
 
-        def torch_mask_tokens(self, inputs, special_tokens_mask=None, offset_mapping=None):
-            rows, self._rows = getattr(self, "_rows", []), []
-            if len(rows) != inputs.shape[0] or any(index is None for index, _ in rows):
-                self.generator = None
-                return super().torch_mask_tokens(inputs, special_tokens_mask, offset_mapping)
-            inputs, labels = inputs.clone(), torch.full_like(inputs, -100)
-            for r, (index, n) in enumerate(rows):
-                key = ((seed * 1_000_003 + self.epoch) * 1_000_003 + int(index)) % 2**63
-                self.generator = torch.Generator().manual_seed(key)
-                row = inputs[r:r + 1, :n]  # the example's own tokens: its masks never see the batch's padding
-                special = torch.tensor([self.tokenizer.get_special_tokens_mask(row[0].tolist(),
-                                                                               already_has_special_tokens=True)])
-                inputs[r:r + 1, :n], labels[r:r + 1, :n] = super().torch_mask_tokens(row.clone(), special)
+    def torch_mask_tokens(self, inputs, special_tokens_mask=None, offset_mapping=None):
+        rows, self._rows = getattr(self, "_rows", []), []
+        if len(rows) != inputs.shape[0] or any(index is None for index, _ in rows):
             self.generator = None
-            return inputs, labels
+            return super().torch_mask_tokens(inputs, special_tokens_mask, offset_mapping)
+        inputs, labels = inputs.clone(), torch.full_like(inputs, -100)
+        for r, (index, n) in enumerate(rows):
+            key = ((self.mask_seed * 1_000_003 + self.epoch) * 1_000_003 + int(index)) % 2**63
+            self.generator = torch.Generator().manual_seed(key)
+            row = inputs[r:r + 1, :n]  # the example's own tokens: its masks never see the batch's padding
+            special = torch.tensor([self.tokenizer.get_special_tokens_mask(row[0].tolist(),
+                                                                           already_has_special_tokens=True)])
+            inputs[r:r + 1, :n], labels[r:r + 1, :n] = super().torch_mask_tokens(row.clone(), special)
+        self.generator = None
+        return inputs, labels
 
-    return SeededMaskingCollator(tokenizer, mlm=True, mlm_probability=mlm_probability)
+
+def seeded_masking_collator(tokenizer, mlm_probability: float, seed: int) -> SeededMaskingCollator:
+    """The masked-LM collator of a run: `SeededMaskingCollator` seeded by the run's seed."""
+    return SeededMaskingCollator(tokenizer, mlm=True, mlm_probability=mlm_probability, mask_seed=seed)
 
 
 def scratch_model(cfg, nsp: bool, tokenizer):

@@ -196,14 +196,14 @@ def leading_batches(dataset, collator, batch_size: int, limit: int = 4) -> list[
 
 def calibrate_if_needed(model, batch: dict[str, torch.Tensor], converted: bool, *, tokens: str = "all") -> bool:
     """Calibrate amplitudes on `batch` (over `tokens`: see `calibration.calibrate`) when the model was
-    converted here or is uncalibrated.
+    converted here (every neuron) or holds uncalibrated neurons (those alone).
 
     Every rank passes the same batch and `calibrate` averages across ranks, so all ranks hold
     identical amplitudes. Returns whether it calibrated (False for a dense model)."""
     if not spiking_neurons(model):
         return False
-    if converted or not is_calibrated(model):
-        calibrate(model, batch, tokens=tokens)
+    if converted or not is_calibrated(model):  # a checkpoint's uncalibrated neurons alone: the others keep theirs
+        calibrate(model, batch, tokens=tokens, missing_only=not converted)
         return True
     return False
 
@@ -437,10 +437,8 @@ def run_evaluation(evaluation: Evaluation) -> EvalResult:
     loaded = evaluation.load()
     data = evaluation.load_data(loaded)
     check_not_empty(cfg.task, data)
-    if loaded.converted:
-        calibrate_if_needed(loaded.model, evaluation.calibration_batch(loaded, data), True)
-    elif not is_calibrated(loaded.model):  # neurons saved uncalibrated (load_model warns): these alone, here
-        calibrate(loaded.model, evaluation.calibration_batch(loaded, data), missing_only=True)
+    if loaded.converted or not is_calibrated(loaded.model):  # neurons saved uncalibrated (load_model warns): these alone
+        calibrate_if_needed(loaded.model, evaluation.calibration_batch(loaded, data), loaded.converted)
     if evaluation.compiles:
         compile_if_asked(loaded.model, cfg.compile, work=sum(len(ds) for ds in data.values()),
                          threshold=AUTO_COMPILE_MIN_EXAMPLES)

@@ -102,10 +102,25 @@ def test_causal_lm_refuses_training_calibration_examples(tiny_dense_llama_dir, t
         "-s", "train.calibration_order=random")])
     assert res.exit_code == 2 and "calibration text" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "c").exists()  # refused before the run starts: nothing left behind
-    for setting, message in (("train.eval_strategy=epoch", "no evaluation runs during it"),
-                             ("train.keep_best=true", "train.keep_best: needs evaluation"),
-                             ("data.max_length=2", "data.max_length is 2")):
+    for settings, message in ((["train.eval_strategy=steps", "train.eval_steps=2"], "no evaluation runs during it"),
+                              (["train.keep_best=true"], "train.keep_best: needs evaluation"),
+                              (["data.max_length=2"], "data.max_length is 2")):
         res = runner.invoke(app, [str(a) for a in (
             "finetune", "--task", "wikitext2", "--model", tiny_dense_llama_dir, "--out-dir", tmp_path / "c",
-            "-s", f"data.train_file={train}", "-s", f"data.validation_file={valid}", *TINY, "-s", setting)])
+            "-s", f"data.train_file={train}", "-s", f"data.validation_file={valid}", *TINY,
+            *(x for s in settings for x in ("-s", s)))])
         assert res.exit_code == 2 and message in res.stderr and not (tmp_path / "c").exists(), res.stderr
+
+
+def test_a_wikitext2_run_replays_from_its_run_config(tiny_dense_llama_dir, texts, tmp_path):
+    """run_config.yaml holds every setting, the unused evaluation defaults too: replaying it (as a
+    sweep's points and `--resume auto` do) is not refused."""
+    train, valid = texts
+    res = runner.invoke(app, [str(a) for a in (
+        "finetune", "--task", "wikitext2", "--model", tiny_dense_llama_dir, "--out-dir", tmp_path / "r",
+        "-s", f"data.train_file={train}", "-s", f"data.validation_file={valid}", *TINY,
+        "-s", "train.eval_strategy=epoch", "-s", "train.keep_best=true")])
+    assert res.exit_code == 0, res.stderr
+    assert "are not used" in res.stderr  # the evaluation defaults are named, not acted on
+    res = runner.invoke(app, ["finetune", str(tmp_path / "r" / "run_config.yaml"), "--resume", "auto"])
+    assert res.exit_code == 0, res.stderr

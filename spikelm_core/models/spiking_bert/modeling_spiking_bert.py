@@ -348,9 +348,14 @@ class _TiedMLMHead:
         "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
         "cls.predictions.decoder.bias": "cls.predictions.bias",
     }
-    # saved once, under their sources: so the Trainer, resuming from a checkpoint, ties them again
-    # instead of warning that they are missing
-    _keys_to_ignore_on_save = list(_tied_weights_keys)
+
+    def post_init(self):
+        """transformers' `post_init`; then the keys the config ties (saved once, under their sources)
+        are the keys to ignore on save, so the Trainer, resuming from a checkpoint, ties them again
+        instead of warning that they are missing. An untied decoder (tie_word_embeddings false) is
+        saved as usual."""
+        super().post_init()
+        self._keys_to_ignore_on_save = set(self._keys_to_ignore_on_save or ()) | set(self.all_tied_weights_keys)
 
     def get_output_embeddings(self):
         return self.cls.predictions.decoder

@@ -279,3 +279,18 @@ def test_attention_takes_plain_ops_for_half_precision_gradients_on_cpu(monkeypat
     for g, g_ac, ref_g in zip(grads, grads_ac, sdpa_grads):
         torch.testing.assert_close(g, ref_g, atol=3e-2, rtol=3e-2)
         torch.testing.assert_close(g_ac.float(), ref_g.float(), atol=3e-2, rtol=3e-2)
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_mlm_decoder_saved_unless_tied_and_tied_keys_ignored_on_save(tmp_path, tie):
+    """Tied decoder keys are saved once, under their sources (and so listed to ignore on save, which
+    keeps the Trainer from warning on resume); an untied decoder is saved and loads back as it was."""
+    from safetensors.torch import load_file
+
+    model = SpikingBertForMaskedLM(tiny_config(tie_word_embeddings=tie))
+    model.save_pretrained(tmp_path)
+    saved = set(load_file(tmp_path / "model.safetensors"))
+    decoder = {"cls.predictions.decoder.weight", "cls.predictions.decoder.bias"}
+    assert (decoder & saved == set()) == tie and (model._keys_to_ignore_on_save >= decoder) == tie
+    again = SpikingBertForMaskedLM.from_pretrained(tmp_path)
+    assert torch.equal(again.cls.predictions.decoder.weight, model.cls.predictions.decoder.weight)

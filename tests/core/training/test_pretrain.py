@@ -55,6 +55,10 @@ def test_masks_are_a_function_of_seed_epoch_and_example(tiny_dirs):
     assert (together["labels"] != -100).any()
     collate.set_epoch(1)
     assert not torch.equal(collate(examples)["labels"], together["labels"])  # a new epoch, new masks
+    import pickle  # data-loader workers started by spawn or forkserver receive it pickled
+
+    copy = pickle.loads(pickle.dumps(collate))
+    assert torch.equal(copy(examples)["labels"], collate(examples)["labels"])
     assert EXAMPLE_INDEX not in together
 
 
