@@ -6,5 +6,12 @@ MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "decoder_input_
 
 
 def model_inputs(batch: dict) -> dict:
-    """The batch entries a forward takes (labels dropped: calibration and firing need no loss)."""
-    return {k: v for k, v in batch.items() if k in MODEL_INPUTS}
+    """The batch entries a forward takes (labels dropped: calibration and firing need no loss). A
+    seq2seq batch's labels first give the decoder mask when it has none (-100: the summaries'
+    padding), as the model derives it from labels itself, so firing and calibration leave it out."""
+    out = {k: v for k, v in batch.items() if k in MODEL_INPUTS}
+    labels = batch.get("labels")
+    if "decoder_input_ids" in out and "decoder_attention_mask" not in out and labels is not None \
+            and getattr(labels, "shape", None) == out["decoder_input_ids"].shape:
+        out["decoder_attention_mask"] = (labels != -100).long()
+    return out

@@ -214,3 +214,14 @@ def test_convert_dense_bart_round_trip(tiny_dense_bart_dir, tmp_path):
     dense = BartForConditionalGeneration.from_pretrained(tiny_dense_bart_dir)
     assert torch.equal(model.model.shared.weight, dense.model.shared.weight)
     assert model.lm_head.weight.data_ptr() == model.model.shared.weight.data_ptr()
+
+
+def test_calibration_and_firing_inputs_carry_the_summaries_padding_as_the_decoder_mask():
+    from spikelm_core.inputs import model_inputs
+
+    labels = torch.tensor([[11, 12, 3], [21, 3, -100]])
+    batch = {"input_ids": torch.ones(2, 4, dtype=torch.long), "decoder_input_ids": torch.ones(2, 3, dtype=torch.long),
+             "labels": labels}
+    out = model_inputs(batch)
+    assert "labels" not in out and out["decoder_attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert "decoder_attention_mask" not in model_inputs({"input_ids": labels, "labels": labels})  # BERT MLM: none
