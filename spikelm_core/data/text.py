@@ -73,7 +73,10 @@ def read_documents(source: str | Path) -> list[list[str]]:
 def mlm_dataset(source: str | Path, tokenizer: Any, max_length: int = 128, *, nsp: bool = False,
                 subset: int | None = None, seed: int = 0):
     """A `datasets.Dataset` of packed sequences: input_ids, token_type_ids, attention_mask
-    (+ next_sentence_label with `nsp`) and `EXAMPLE_INDEX`. `subset` keeps the first N sequences."""
+    (+ next_sentence_label with `nsp`) and `EXAMPLE_INDEX`. `subset` keeps the first N sequences.
+    NSP: each piece split in two; half the time (label 1) the second segment is replaced by the
+    start of a random piece of another document (blank lines split documents; a corpus of one
+    document: another piece of it), as BERT builds its pairs; label 0 = the true continuation."""
     import datasets
 
     if max_length < (5 if nsp else 3):
@@ -83,11 +86,14 @@ def mlm_dataset(source: str | Path, tokenizer: Any, max_length: int = 128, *, ns
         raise DataError("the tokenizer has no [CLS]/[SEP]/[MASK] tokens; masked-LM needs a BERT-style tokenizer")
     body = max_length - (3 if nsp else 2)
     pieces: list[list[int]] = []
+    spans: list[tuple[int, int]] = []  # per piece, its document's [first, last + 1) piece indices
     for doc in read_documents(source):
         ids: list[int] = []
         for line in doc:
             ids.extend(tokenizer(line, add_special_tokens=False)["input_ids"])
+        start = len(pieces)
         pieces.extend(ids[i : i + body] for i in range(0, len(ids), body) if ids[i : i + body])
+        spans.extend([(start, len(pieces))] * (len(pieces) - start))
     if not pieces:
         raise DataError(f"the text corpus '{source}' holds no tokens")
     unk = tokenizer.unk_token_id
@@ -109,8 +115,13 @@ def mlm_dataset(source: str | Path, tokenizer: Any, max_length: int = 128, *, ns
             cut = len(piece) // 2
             a, b, label = piece[:cut], piece[cut:], 0
             if len(pieces) > 1 and rng.random() < 0.5:
-                j = rng.randrange(len(pieces) - 1)
-                j = j + 1 if j >= i else j
+                first, end = spans[i]
+                if len(pieces) > end - first:  # as BERT: the random second segment comes from another document
+                    j = rng.randrange(len(pieces) - (end - first))
+                    j = j + (end - first) if j >= first else j
+                else:  # a single document: another piece of it
+                    j = rng.randrange(len(pieces) - 1)
+                    j = j + 1 if j >= i else j
                 other = pieces[j]
                 b, label = other[: max(1, len(piece) - cut)], 1
             seq = [cls_id, *a, sep_id, *b, sep_id]

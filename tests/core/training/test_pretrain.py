@@ -92,3 +92,27 @@ def test_settings_pretraining_would_ignore_are_refused(tiny_dirs, tmp_path, sets
     with pytest.raises(ConfigError) as exc:
         _cfg(tiny_dirs, tmp_path / "x", *teacher, *sets)
     assert any(needle in d for d in exc.value.details), exc.value.details
+
+
+def test_nsp_negatives_come_from_another_document(tiny_dirs, tmp_path):
+    """Label 1 pairs take their second segment from another document (blank lines split documents),
+    as BERT builds them; the pairs are the same under the same seed."""
+    from transformers import AutoTokenizer
+
+    from spikelm_core.data.text import mlm_dataset
+
+    tok = AutoTokenizer.from_pretrained(tiny_dirs["dense"])
+    docs = [" ".join(f"w{3 * d + i % 3}" for i in range(40)) for d in range(6)]  # each document its own words
+    doc_of = {tok.convert_tokens_to_ids(f"w{3 * d + k}"): d for d in range(6) for k in range(3)}
+    corpus = tmp_path / "docs.txt"
+    corpus.write_text("\n\n".join(docs) + "\n")
+    ds = mlm_dataset(corpus, tok, max_length=12, nsp=True, seed=1)
+    negatives = [row for row in ds if row["next_sentence_label"] == 1]
+    assert negatives and len(negatives) < len(ds)
+    for row in ds:
+        ids, types = row["input_ids"], row["token_type_ids"]
+        a = {doc_of[t] for t, s in zip(ids, types) if s == 0 and t in doc_of}
+        b = {doc_of[t] for t, s in zip(ids, types) if s == 1 and t in doc_of}
+        assert len(a) == len(b) == 1 and (a != b) == (row["next_sentence_label"] == 1)
+    again = mlm_dataset(corpus, tok, max_length=12, nsp=True, seed=1)
+    assert again["input_ids"] == ds["input_ids"] and again["next_sentence_label"] == ds["next_sentence_label"]
