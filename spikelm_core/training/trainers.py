@@ -9,6 +9,7 @@ mixed precision, checkpointing and resume keep coming from transformers.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from contextlib import ExitStack, nullcontext
 
 import torch
@@ -153,9 +154,15 @@ class SpikelmTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def training_loss(self, model, inputs, num_items_in_batch=None):
-        """(loss, outputs, {part: unweighted term}) of one training batch: here the model's own loss."""
+        """(loss, outputs, {part: unweighted term}) of one training batch: here the model's own loss,
+        with the terms a model reports beside it (BERT pretraining: `mlm_loss`, `nsp_loss`) as parts,
+        logged only (`loss_mlm`, `loss_nsp`)."""
         loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
-        return loss, outputs, {}
+        parts = {}
+        if isinstance(outputs, Mapping):
+            parts = {key.removesuffix("_loss"): value.detach() for key, value in outputs.items()
+                     if key.endswith("_loss") and isinstance(value, torch.Tensor)}
+        return loss, outputs, parts
 
     def record_loss_parts(self, parts: dict[str, torch.Tensor]) -> None:
         for name, value in parts.items():

@@ -69,6 +69,10 @@ class SpikingBertForPreTrainingOutput(ModelOutput):
     seq_relationship_logits: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
+    mlm_loss: torch.FloatTensor | None = None
+    """The masked-LM term of `loss` (the Trainer logs it as `loss_mlm`)."""
+    nsp_loss: torch.FloatTensor | None = None
+    """The next-sentence term of `loss` (`loss_nsp`); None without NSP labels."""
 
 
 class SpikingBertSelfAttention(SharedInputProjections):
@@ -429,14 +433,15 @@ class SpikingBertForPreTraining(_TiedMLMHead, SpikingBertPreTrainedModel):
             output_hidden_states=output_hidden_states, return_dict=True,
         )
         mlm_logits, nsp_logits = self.cls(out.last_hidden_state, out.pooler_output)
-        loss = None
+        loss = mlm_loss = nsp_loss = None
         if labels is not None:
-            loss = token_cross_entropy(mlm_logits, labels)
+            loss = mlm_loss = token_cross_entropy(mlm_logits, labels)
             if next_sentence_label is not None:
-                loss = loss + F.cross_entropy(nsp_logits.view(-1, 2), next_sentence_label.view(-1))
+                nsp_loss = F.cross_entropy(nsp_logits.view(-1, 2), next_sentence_label.view(-1))
+                loss = loss + nsp_loss
         result = SpikingBertForPreTrainingOutput(
             loss=loss, prediction_logits=mlm_logits, seq_relationship_logits=nsp_logits,
-            hidden_states=out.hidden_states, attentions=out.attentions,
+            hidden_states=out.hidden_states, attentions=out.attentions, mlm_loss=mlm_loss, nsp_loss=nsp_loss,
         )
         return result if return_dict is not False else result.to_tuple()
 

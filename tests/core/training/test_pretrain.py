@@ -116,3 +116,14 @@ def test_nsp_negatives_come_from_another_document(tiny_dirs, tmp_path):
         assert len(a) == len(b) == 1 and (a != b) == (row["next_sentence_label"] == 1)
     again = mlm_dataset(corpus, tok, max_length=12, nsp=True, seed=1)
     assert again["input_ids"] == ds["input_ids"] and again["next_sentence_label"] == ds["next_sentence_label"]
+
+
+def test_pretraining_logs_its_mlm_and_nsp_terms(tiny_dirs, tmp_path):
+    import json
+
+    run_pretrain(_cfg(tiny_dirs, tmp_path / "p", "train.max_steps=2", "train.logging_steps=1"))
+    logs = [json.loads(x) for x in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()]
+    steps = [x for x in logs if "loss" in x]
+    assert len(steps) == 2
+    for x in steps:  # the logged loss is the sum of its two terms, each logged apart
+        assert x["loss"] == pytest.approx(x["loss_mlm"] + x["loss_nsp"], abs=1e-3)
