@@ -1027,13 +1027,18 @@ SIZING_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attentio
                  "encoder_ffn_dim", "decoder_ffn_dim")
 
 
+def _resized(cfg: Mapping[str, Any], overrides: Mapping[str, Any] | None) -> list[tuple[str, Any, Any]]:
+    """(field, the checkpoint's value, the value asked for) of each sizing field `overrides` changes."""
+    return [(key, cfg.get(key), value) for key, value in (overrides or {}).items()
+            if key in SIZING_FIELDS and cfg.get(key) != value]
+
+
 def _check_sizes_kept(cfg: Mapping[str, Any], overrides: Mapping[str, Any] | None, role: str, name: str) -> None:
     """Config overrides may not resize a model whose weights are loaded: called when the weights do
     not fit, a ConfigError (exit 2) naming the resizing fields, rather than the shape error that
     would call the checkpoint damaged. (A field that sizes no weight, e.g. a Llama's
     max_position_embeddings, never gets here.)"""
-    resized = [f"{key}: {cfg.get(key)!r} in the checkpoint, {value!r} asked for"
-               for key, value in (overrides or {}).items() if key in SIZING_FIELDS and cfg.get(key) != value]
+    resized = [f"{key}: {saved!r} in the checkpoint, {asked!r} asked for" for key, saved, asked in _resized(cfg, overrides)]
     if resized:
         raise ConfigError(
             f"model_config resizes the {role} '{name}', whose weights fix its sizes",
@@ -1047,8 +1052,7 @@ def _note_truncation(cfg: Mapping[str, Any], overrides: Mapping[str, Any] | None
                      role: str, name: str) -> None:
     """Warn when model_config shrank a loaded model whose weights still fit (fewer layers: the first
     ones load, the rest of the checkpoint is dropped), so the truncation is never silent."""
-    resized = [f"{key} {value!r} (the checkpoint has {cfg.get(key)!r})"
-               for key, value in (overrides or {}).items() if key in SIZING_FIELDS and cfg.get(key) != value]
+    resized = [f"{key} {asked!r} (the checkpoint has {saved!r})" for key, saved, asked in _resized(cfg, overrides)]
     if resized and report.dropped:
         log.warning("model_config sets %s: the %s '%s' loads truncated, %d of its weights dropped (e.g. %s)",
                     ", ".join(resized), role, name, len(report.dropped), report.dropped[0])
@@ -1137,9 +1141,10 @@ def check_teacher(teacher, student, *, distill=None, num_labels: int | None = No
 
 
 #: the dense teacher a head needs, in load_teacher's hint (the classifier: the default)
+_MLM_TEACHER = "a BertForMaskedLM (or BertForPreTraining) checkpoint with the student's vocabulary, e.g. bert-base-uncased"
 _TEACHER_KINDS = {
-    "masked_lm": "a BertForMaskedLM (or BertForPreTraining) checkpoint with the student's vocabulary, e.g. bert-base-uncased",
-    "pretraining": "a BertForMaskedLM (or BertForPreTraining) checkpoint with the student's vocabulary, e.g. bert-base-uncased",
+    "masked_lm": _MLM_TEACHER,
+    "pretraining": _MLM_TEACHER,
     "seq2seq_lm": "a BartForConditionalGeneration checkpoint, e.g. facebook/bart-base",
     "causal_lm": "a LlamaForCausalLM checkpoint, e.g. smollm2",
 }

@@ -13,5 +13,11 @@ def model_inputs(batch: dict) -> dict:
     labels = batch.get("labels")
     if "decoder_input_ids" in out and "decoder_attention_mask" not in out and labels is not None \
             and getattr(labels, "shape", None) == out["decoder_input_ids"].shape:
-        out["decoder_attention_mask"] = (labels != -100).long()
+        out["decoder_attention_mask"] = decoder_mask_from_labels(labels)
     return out
+
+
+def decoder_mask_from_labels(labels):
+    """A seq2seq batch's decoder mask from its labels: 1 for a summary token, 0 for its padding (-100).
+    (The decoder input at position i predicts label i, so the two line up.)"""
+    return (labels != -100).long()

@@ -39,6 +39,7 @@ from transformers.models.bart.modeling_bart import (
     shift_tokens_right,
 )
 
+from ...inputs import decoder_mask_from_labels
 from ...neurons import SpikingNeuron
 from ..common import (
     CompilableLayer,
@@ -449,7 +450,7 @@ class SpikingBartForConditionalGeneration(SpikingBartPreTrainedModel, Generation
             if decoder_input_ids is None:
                 decoder_input_ids = shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
             if decoder_attention_mask is None:  # the summary's padding (labels -100): pads fire no counted spike
-                decoder_attention_mask = (labels != -100).long()  # (causal attention: real tokens never see them)
+                decoder_attention_mask = decoder_mask_from_labels(labels)  # (causal: real tokens never see them)
         out = self.model(
             input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
             decoder_attention_mask=decoder_attention_mask, encoder_outputs=encoder_outputs,
