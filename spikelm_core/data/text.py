@@ -6,11 +6,13 @@ separate documents. Each document's tokens are packed into full `[CLS] ... [SEP]
 as BERT pretraining does. With `nsp=True` every sequence is a pair `[CLS] A [SEP] B [SEP]`: B is
 A's continuation (label 0) or, with probability 1/2, a segment from elsewhere in the corpus
 (label 1), drawn with a seeded generator so the dataset is the same on every run and rank.
-Masking is left to `DataCollatorForLanguageModeling` at batch time.
+Masking is left to the collator at batch time (`training.mlm.SeededMaskingCollator`). The corpus is
+streamed, tokenised in batches and cached as Arrow files (`mlm_dataset`), so it need not fit in memory.
 """
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -51,23 +53,128 @@ def text_files(source: str | Path) -> list[Path]:
     )
 
 
-def read_documents(source: str | Path) -> list[list[str]]:
-    """Documents (lists of non-empty lines) of all files of `source`; blank lines split documents."""
-    docs: list[list[str]] = []
-    for f in text_files(source):
-        text = read_utf8(f)
+def _documents(files: list[str], stamp: str, source: str):
+    """Each document of `files` as {"lines": [...]}: non-empty lines, stripped; blank lines (and the end
+    of a file) end a document. Streams line by line, so a corpus never has to fit in memory. `stamp`
+    only names the corpus version in the cache's fingerprint."""
+    empty = True
+    for name in files:
         current: list[str] = []
-        for line in text.splitlines():
-            if line.strip():
-                current.append(line.strip())
-            elif current:
-                docs.append(current)
-                current = []
+        try:
+            with open(name, encoding="utf-8") as fh:
+                for line in fh:
+                    line = line.strip()
+                    if line:
+                        current.append(line)
+                    elif current:
+                        yield {"lines": current}
+                        empty, current = False, []
+        except UnicodeDecodeError as exc:
+            raise DataError(f"cannot read '{name}': it is not UTF-8 text ({exc})") from None
+        except OSError as exc:
+            raise DataError(f"cannot read '{name}': {exc}") from None
         if current:
-            docs.append(current)
-    if not docs:
+            yield {"lines": current}
+        empty = empty and not current
+    if empty:
         raise DataError(f"the text corpus '{source}' is empty")
-    return docs
+
+
+def _cached(build, what: str):
+    """Run a `datasets` step, turning its wrapped errors back into spikelm's own (a DataError raised
+    inside a generator or map reaches the user as itself, exit 4)."""
+    try:
+        return build()
+    except Exception as exc:  # datasets wraps a generator's errors in DatasetGenerationError
+        cause = exc
+        while cause is not None and not isinstance(cause, DataError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:
+            raise cause from None
+        raise DataError(f"cannot build the {what}: {type(exc).__name__}: {exc}") from None
+
+
+def _tokenizer_key(tokenizer: Any) -> str:
+    """A content hash of a tokenizer (its full serialisation for fast tokenizers), for cache fingerprints."""
+    from datasets.fingerprint import Hasher
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        return Hasher.hash([type(tokenizer).__name__, backend.to_str()])
+    return Hasher.hash(tokenizer)
+
+
+def _pack(batch: dict, indices: list[int], *, tokenizer: Any, body: int) -> dict:
+    """Tokenise a batch of documents (one batched call, line by line without special tokens, as the
+    model reads each line alone) and cut each document's tokens into pieces of `body` tokens."""
+    flat = [line for doc in batch["lines"] for line in doc]
+    encoded = tokenizer(flat, add_special_tokens=False, return_attention_mask=False,
+                        return_token_type_ids=False, verbose=False)["input_ids"]
+    pieces: list[list[int]] = []
+    docs: list[int] = []
+    at = 0
+    for lines, doc in zip(batch["lines"], indices):
+        ids = [t for line_ids in encoded[at : at + len(lines)] for t in line_ids]
+        at += len(lines)
+        for i in range(0, len(ids), body):
+            pieces.append(ids[i : i + body])
+            docs.append(doc)
+    return {"piece": pieces, "doc": docs}
+
+
+def _sequences(batch: dict, indices: list[int], *, cls_id: int, sep_id: int, nsp: bool, seed: int,
+               pieces: Any = None, doc_of: Any = None) -> dict:
+    """`[CLS] piece [SEP]` rows, or NSP pairs `[CLS] A [SEP] B [SEP]`. A pair's random draws come from
+    a generator seeded by (seed, piece index), so a row does not depend on batching or on other rows."""
+    import numpy as np
+
+    out: dict[str, list] = {"input_ids": [], "token_type_ids": [], "attention_mask": [], EXAMPLE_INDEX: []}
+    if not nsp:
+        for piece, i in zip(batch["piece"], indices):
+            seq = [cls_id, *piece, sep_id]
+            out["input_ids"].append(seq)
+            out["token_type_ids"].append([0] * len(seq))
+            out["attention_mask"].append([1] * len(seq))
+            out[EXAMPLE_INDEX].append(i)
+        return out
+    out["next_sentence_label"] = []
+    n = len(doc_of)
+    draws: list[tuple[int, int, int]] = []  # (row in out, piece of the random second segment, its length)
+    for piece, i in zip(batch["piece"], indices):
+        if len(piece) < 2:
+            continue
+        cut = len(piece) // 2
+        a, b, label = piece[:cut], piece[cut:], 0
+        rng = random.Random((seed << 40) ^ i)
+        if n > 1 and rng.random() < 0.5:
+            doc = doc_of[i]
+            first = int(np.searchsorted(doc_of, doc, "left"))
+            size = int(np.searchsorted(doc_of, doc, "right")) - first
+            if n > size:  # as BERT: the random second segment comes from another document
+                j = rng.randrange(n - size)
+                j = j + size if j >= first else j
+            else:  # a single document: another piece of it
+                j = rng.randrange(n - 1)
+                j = j + 1 if j >= i else j
+            draws.append((len(out["input_ids"]), j, len(b)))
+            label = 1
+        out["input_ids"].append((a, b))
+        out["next_sentence_label"].append(label)
+        out[EXAMPLE_INDEX].append(i)
+    if draws:
+        others = pieces[[j for _, j, _ in draws]]["piece"]
+        for (row, _, length), other in zip(draws, others):
+            out["input_ids"][row] = (out["input_ids"][row][0], other[:length])
+    for row, (a, b) in enumerate(out["input_ids"]):
+        seq = [cls_id, *a, sep_id, *b, sep_id]
+        out["input_ids"][row] = seq
+        out["token_type_ids"].append([0] * (len(a) + 2) + [1] * (len(b) + 1))
+        out["attention_mask"].append([1] * len(seq))
+    return out
+
+
+#: Bump when the layout of the cached corpus changes: it is part of every cache fingerprint.
+_CACHE_FORMAT = "spikelm-mlm-2"
 
 
 def mlm_dataset(source: str | Path, tokenizer: Any, max_length: int = 128, *, nsp: bool = False,
@@ -76,8 +183,15 @@ def mlm_dataset(source: str | Path, tokenizer: Any, max_length: int = 128, *, ns
     (+ next_sentence_label with `nsp`) and `EXAMPLE_INDEX`. `subset` keeps the first N sequences.
     NSP: each piece split in two; half the time (label 1) the second segment is replaced by the
     start of a random piece of another document (blank lines split documents; a corpus of one
-    document: another piece of it), as BERT builds its pairs; label 0 = the true continuation."""
+    document: another piece of it), as BERT builds its pairs; label 0 = the true continuation.
+
+    Built for corpora of any size: documents stream from the files, are tokenised in batches and
+    written to Arrow files in the `datasets` cache (HF_DATASETS_CACHE), memory-mapped rather than held
+    in memory, with a progress bar. The cache is keyed by the files (path, size, modification time),
+    the tokenizer's content, the lengths and the seed, so a rerun or a resumed run reads it back
+    instead of tokenising again, and an edited file or another tokenizer builds a new one."""
     import datasets
+    from datasets.fingerprint import Hasher
 
     if max_length < (5 if nsp else 3):
         raise DataError(f"data.max_length must be at least {5 if nsp else 3} for masked-LM data, got {max_length}")
@@ -85,62 +199,54 @@ def mlm_dataset(source: str | Path, tokenizer: Any, max_length: int = 128, *, ns
     if cls_id is None or sep_id is None or tokenizer.mask_token_id is None:
         raise DataError("the tokenizer has no [CLS]/[SEP]/[MASK] tokens; masked-LM needs a BERT-style tokenizer")
     body = max_length - (3 if nsp else 2)
-    pieces: list[list[int]] = []
-    spans: list[tuple[int, int]] = []  # per piece, its document's [first, last + 1) piece indices
-    for doc in read_documents(source):
-        ids: list[int] = []
-        for line in doc:
-            ids.extend(tokenizer(line, add_special_tokens=False)["input_ids"])
-        start = len(pieces)
-        pieces.extend(ids[i : i + body] for i in range(0, len(ids), body) if ids[i : i + body])
-        spans.extend([(start, len(pieces))] * (len(pieces) - start))
-    if not pieces:
+    files = [str(f.resolve()) for f in text_files(source)]
+    stamp = Hasher.hash([_CACHE_FORMAT, [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]])
+    docs = _cached(lambda: datasets.Dataset.from_generator(
+        _documents, gen_kwargs={"files": files, "stamp": stamp, "source": str(source)}, fingerprint=stamp,
+        features=datasets.Features({"lines": datasets.List(datasets.Value("string"))})), "text corpus")
+    token_type = datasets.List(datasets.Value("int32"))
+    pieces = _cached(lambda: docs.map(
+        _pack, batched=True, with_indices=True, remove_columns=["lines"],
+        fn_kwargs={"tokenizer": tokenizer, "body": body},
+        features=datasets.Features({"piece": token_type, "doc": datasets.Value("int64")}),
+        new_fingerprint=Hasher.hash([stamp, _tokenizer_key(tokenizer), body]),
+        desc=f"tokenising {Path(source).name}"), "tokenised corpus")
+    if len(pieces) == 0:
         raise DataError(f"the text corpus '{source}' holds no tokens")
+    _check_vocabulary(pieces, tokenizer, source)
+    features = {"input_ids": token_type, "token_type_ids": datasets.List(datasets.Value("int8")),
+                "attention_mask": datasets.List(datasets.Value("int8"))}
+    kwargs: dict[str, Any] = {"cls_id": cls_id, "sep_id": sep_id, "nsp": nsp, "seed": seed}
+    if nsp:
+        features["next_sentence_label"] = datasets.Value("int64")
+        kwargs.update(pieces=pieces, doc_of=pieces.with_format("numpy")["doc"][:])
+    features[EXAMPLE_INDEX] = datasets.Value("int64")
+    rows = _cached(lambda: pieces.map(
+        _sequences, batched=True, with_indices=True, remove_columns=["piece", "doc"], fn_kwargs=kwargs,
+        features=datasets.Features(features),
+        new_fingerprint=Hasher.hash([pieces._fingerprint, cls_id, sep_id, nsp, seed if nsp else None]),
+        desc="NSP pairs" if nsp else "sequences"), "masked-LM sequences")
+    if subset is not None and subset < len(rows):
+        rows = rows.select(range(subset))
+    if len(rows) == 0:
+        raise DataError(f"the text corpus '{source}' is too short to make any sequence")
+    return rows
+
+
+def _check_vocabulary(pieces: Any, tokenizer: Any, source: str | Path, sample: int = 2000) -> None:
+    """Refuse a tokenizer that maps most of the corpus (its first `sample` pieces) to [UNK]."""
     unk = tokenizer.unk_token_id
-    n_tokens = sum(len(p) for p in pieces)
-    n_unk = sum(p.count(unk) for p in pieces) if unk is not None else 0
+    if unk is None:
+        return
+    head = pieces.select(range(min(sample, len(pieces))))["piece"]
+    n_tokens = sum(len(p) for p in head)
+    n_unk = sum(p.count(unk) for p in head)
     if n_tokens and n_unk > n_tokens / 2:
         raise DataError(
             f"the tokenizer maps {n_unk} of {n_tokens} tokens of '{source}' to {tokenizer.unk_token}",
             hint="the tokenizer's vocabulary does not fit this text (special tokens are never masked, so "
             "masked-LM would have nothing to learn); use the tokenizer the model was trained with",
         )
-    rows: dict[str, list] = {"input_ids": [], "token_type_ids": [], "attention_mask": []}
-    if nsp:
-        rows["next_sentence_label"] = []
-        rng = random.Random(seed)
-        for i, piece in enumerate(pieces):
-            if len(piece) < 2:
-                continue
-            cut = len(piece) // 2
-            a, b, label = piece[:cut], piece[cut:], 0
-            if len(pieces) > 1 and rng.random() < 0.5:
-                first, end = spans[i]
-                if len(pieces) > end - first:  # as BERT: the random second segment comes from another document
-                    j = rng.randrange(len(pieces) - (end - first))
-                    j = j + (end - first) if j >= first else j
-                else:  # a single document: another piece of it
-                    j = rng.randrange(len(pieces) - 1)
-                    j = j + 1 if j >= i else j
-                other = pieces[j]
-                b, label = other[: max(1, len(piece) - cut)], 1
-            seq = [cls_id, *a, sep_id, *b, sep_id]
-            rows["input_ids"].append(seq)
-            rows["token_type_ids"].append([0] * (len(a) + 2) + [1] * (len(b) + 1))
-            rows["attention_mask"].append([1] * len(seq))
-            rows["next_sentence_label"].append(label)
-    else:
-        for piece in pieces:
-            seq = [cls_id, *piece, sep_id]
-            rows["input_ids"].append(seq)
-            rows["token_type_ids"].append([0] * len(seq))
-            rows["attention_mask"].append([1] * len(seq))
-    if subset is not None:
-        rows = {k: v[:subset] for k, v in rows.items()}
-    if not rows["input_ids"]:
-        raise DataError(f"the text corpus '{source}' is too short to make any sequence")
-    rows[EXAMPLE_INDEX] = list(range(len(rows["input_ids"])))  # the masking collator seeds each example's masks by it
-    return datasets.Dataset.from_dict(rows)
 
 
 #: the column of `mlm_dataset` that numbers its sequences (`training.mlm.SeededMaskingCollator` reads it)

@@ -1,0 +1,115 @@
+"""Masked-LM corpora (`data.text.mlm_dataset`): the streamed, batched, cached build against a plain
+in-memory reference, the cache's invalidation, NSP pairs and bad corpora."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from spikelm_core.data.text import EXAMPLE_INDEX, mlm_dataset
+from spikelm_core.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    from tests.training_fixtures import make_tiny_dense
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(make_tiny_dense(tmp_path_factory.mktemp("tok") / "dense"))
+
+
+def reference_sequences(files, tok, max_length):
+    """The slow reference: read each file whole, split documents on blank (or whitespace-only) lines,
+    tokenise line by line, cut each document into pieces of max_length - 2 tokens, wrap them."""
+    body = max_length - 2
+    rows = []
+    for f in files:
+        docs, current = [], []
+        for line in open(f, encoding="utf-8").read().splitlines():
+            if line.strip():
+                current.append(line.strip())
+            elif current:
+                docs.append(current)
+                current = []
+        if current:
+            docs.append(current)
+        for doc in docs:
+            ids = [t for line in doc for t in tok(line, add_special_tokens=False)["input_ids"]]
+            rows += [[tok.cls_token_id, *ids[i : i + body], tok.sep_token_id] for i in range(0, len(ids), body)]
+    return rows
+
+
+def _corpus(folder, tok):
+    words = [w for w in tok.get_vocab() if w.isalpha() and w.islower()][:30]
+    folder.mkdir()
+    # two files (read in sorted order), documents split by empty and whitespace-only lines, a long line
+    (folder / "b.txt").write_text(" ".join(words[:7]) + "\n  \n" + " ".join(words * 3) + "\n" + words[2] + "\n")
+    (folder / "a.txt").write_text("\n\n" + " ".join(words[5:9]) + "\n" + " ".join(words[1:4]) + "\n\n\n" + words[0])
+    return folder, sorted(folder.glob("*.txt"))
+
+
+def test_matches_the_plain_reference(tok, tmp_path):
+    folder, files = _corpus(tmp_path / "c", tok)
+    for max_length in (3, 7, 64):
+        ds = mlm_dataset(folder, tok, max_length=max_length)
+        assert ds["input_ids"] == reference_sequences(files, tok, max_length)
+        assert ds[EXAMPLE_INDEX] == list(range(len(ds)))
+        assert all(set(t) == {0} for t in ds["token_type_ids"]) and all(set(m) == {1} for m in ds["attention_mask"])
+    assert mlm_dataset(folder, tok, max_length=7, subset=3)["input_ids"] == reference_sequences(files, tok, 7)[:3]
+
+
+def test_an_edited_corpus_is_tokenised_again(tok, tmp_path):
+    """The cache is keyed by the files: a changed file never reads back the old tokens."""
+    corpus = tmp_path / "t.txt"
+    corpus.write_text("the cat\n")
+    first = mlm_dataset(corpus, tok, max_length=16)["input_ids"]
+    assert mlm_dataset(corpus, tok, max_length=16)["input_ids"] == first  # read back from the cache
+    corpus.write_text("the dog and the cat\n")
+    os.utime(corpus, ns=(1, 1))  # even with an old modification time, the new size tells
+    assert mlm_dataset(corpus, tok, max_length=16)["input_ids"] == reference_sequences([corpus], tok, 16) != first
+
+
+def test_nsp_pairs_do_not_depend_on_batching(tok, tmp_path):
+    """A pair's draws are seeded by (seed, piece), so the rows are the same whichever batches the
+    map cuts; each row is [CLS] A [SEP] B [SEP] with B's segment ids, within max_length."""
+    import numpy as np
+
+    from spikelm_core.data.text import _sequences
+
+    folder, _ = _corpus(tmp_path / "c", tok)
+    ds = mlm_dataset(folder, tok, max_length=9, nsp=True, seed=4)
+    assert set(ds["next_sentence_label"]) == {0, 1}
+    for ids, types in zip(ds["input_ids"], ds["token_type_ids"]):
+        assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id and len(ids) <= 9
+        assert types == [0] * types.index(1) + [1] * (len(ids) - types.index(1))
+    pieces = [[t for t in ids[1:-1] if t != tok.sep_token_id] for ids in mlm_dataset(folder, tok, max_length=8)["input_ids"]]
+    import datasets
+
+    table = datasets.Dataset.from_dict({"piece": pieces, "doc": list(range(len(pieces)))})
+    kwargs = dict(cls_id=tok.cls_token_id, sep_id=tok.sep_token_id, nsp=True, seed=4, pieces=table,
+                  doc_of=np.arange(len(pieces)))
+    whole = _sequences({"piece": pieces}, list(range(len(pieces))), **kwargs)
+    cut = len(pieces) // 2
+    halves = [_sequences({"piece": pieces[a:b]}, list(range(a, b)), **kwargs) for a, b in ((0, cut), (cut, len(pieces)))]
+    assert whole["input_ids"] == halves[0]["input_ids"] + halves[1]["input_ids"]
+    assert mlm_dataset(folder, tok, max_length=9, nsp=True, seed=4)["input_ids"] == ds["input_ids"]
+    others = [mlm_dataset(folder, tok, max_length=9, nsp=True, seed=s)["next_sentence_label"] for s in range(5, 9)]
+    assert any(o != ds["next_sentence_label"] for o in others)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("blank", "is empty"), ("latin-1", "not UTF-8"), ("missing", "does not exist"), ("no txt", "no .txt files"),
+])
+def test_bad_corpora_are_refused(tok, tmp_path, case, message):
+    path = tmp_path / "x.txt"
+    if case == "blank":
+        path.write_text("\n  \n\n")
+    elif case == "latin-1":
+        path.write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    elif case == "no txt":
+        path = tmp_path / "folder"
+        path.mkdir()
+        (path / "notes.md").write_text("the cat\n")
+    with pytest.raises(DataError, match=message):
+        mlm_dataset(path, tok, max_length=16)
