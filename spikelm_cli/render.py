@@ -46,6 +46,8 @@ def convert_summary(r) -> None:
     t.add_row("calibration text", "spikelm's packaged prose" if r.calibration_text == "packaged" else r.calibration_text)
     t.add_row("time", f"{r.seconds:.1f} s")
     out.print(t)
+    for w in r.warnings:
+        err.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
     if r.newly_initialised:
         err.print(f"[yellow]note:[/] {len(r.newly_initialised)} tensor(s) not in the checkpoint were initialised "
                   f"randomly, e.g. {r.newly_initialised[0]}")
@@ -282,7 +284,7 @@ def _lm_result(r) -> None:
             row += [f"{d:.3f}" if d is not None else "", f"{m['perplexity'] / d:.3f} x" if d else ""]
         t.add_row(*row)
     out.print(t)
-    out.print(f"model: {r.model}" + (" (converted here and calibrated as spikelm convert does)" if r.converted else ""))
+    out.print(f"model: {r.model}" + (CONVERTED_HERE if r.converted else ""))
     if r.dense_model:
         out.print(f"dense reference: {r.dense_model}")
     out.print(f"windows: {r.seq_len} positions (BOS included), stride {r.stride}")
@@ -320,6 +322,10 @@ def generation_result(r, fmt) -> None:
         out.print(escape(c.text), soft_wrap=True)
 
 
+#: After the model's name, when eval converted a dense model (EvalResult.converted)
+CONVERTED_HERE = " (dense: converted here and calibrated as spikelm convert does)"
+
+
 def eval_result(r, fmt) -> None:
     """Dev metrics and per-layer firing rates of `spikelm eval` (stdout), or their JSON."""
     if getattr(fmt, "value", fmt) == "json":
@@ -341,7 +347,8 @@ def eval_result(r, fmt) -> None:
     if r.intervals:
         out.print("[low, high]: 95% bootstrap interval of each ROUGE mean (1,000 resamples of the documents)",
                   markup=False)
-    out.print(f"model: {r.model}" + (f"   precision: {r.precision}" if r.precision else ""))
+    out.print(f"model: {r.model}" + (CONVERTED_HERE if r.converted else "")
+              + (f"   precision: {r.precision}" if r.precision else ""))
     for split, samples in (r.summaries or {}).items():  # summarisation: what the model wrote, beside ROUGE
         if samples:
             s = samples[0]

@@ -137,15 +137,23 @@ def eval_command(
         return
     written = None
     if plot_firing is not None:  # before scoring: a bad input fails at once, and the picture is kept
-        from spikelm_core.firing_plots import write_firing_picture
+        from spikelm_core.firing_plots import picture_paths, write_firing_picture
         from spikelm_core.training.firing_picture import run_firing_picture
+        from spikelm_core.training.pipeline import EVAL_OUTPUTS, check_eval_out_dir
 
+        check_eval_out_dir(cfg.out_dir)  # the --out-dir refusals too come before the picture's work
+        if cfg.out_dir:
+            clash = [p for p in picture_paths(plot_firing)
+                     if p.resolve() in {(Path(cfg.out_dir) / name).resolve() for name in EVAL_OUTPUTS}]
+            if clash:
+                raise ConfigError(f"--plot-firing would write '{clash[0]}', where --out-dir keeps its "
+                                  f"{clash[0].name}", hint="choose another picture name, e.g. --plot-firing "
+                                  f"{Path(cfg.out_dir) / 'firing.png'}")
         picture = run_firing_picture(cfg, text=firing_text, example=firing_example)
         written = write_firing_picture(picture, plot_firing)
         render.firing_picture_written(picture, written)
-    result = run_eval(cfg, progress=render.eval_progress())
-    if written is not None:
-        result.firing_picture = {"png": str(written[0]), "data": str(written[1])}
+    result = run_eval(cfg, progress=render.eval_progress(),
+                      firing_picture={"png": str(written[0]), "data": str(written[1])} if written else None)
     render.eval_result(result, format)
 
 

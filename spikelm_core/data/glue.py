@@ -416,7 +416,25 @@ def _read_tsv(spec: GlueTask, path: Path) -> Any:
         ) from None
     except UnicodeDecodeError as exc:
         raise DataError(f"{path} is not UTF-8 text", details=[str(exc)]) from None
-    return frame.fillna("")  # short rows give NaN even with keep_default_na=False
+    return frame
+
+
+def _refuse_short_rows(spec: GlueTask, path: Path, positions: list[int], first_line: int) -> None:
+    """DataError naming the rows of `path` that lack a field the task reads (at `positions`): pandas
+    reads a missing field as an empty one, so such a row would be scored as an empty sentence."""
+    needed = max(positions) + 1
+    short = []
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        for number, line in enumerate(fh, start=1):
+            fields = line.rstrip("\r\n").count("\t") + 1
+            if number >= first_line and line.strip("\r\n") and fields < needed:
+                short.append(f"line {number}: {fields} field(s), the task reads field {needed}")
+    if short:
+        raise DataError(f"{path}: {len(short)} row(s) with too few tab-separated fields",
+                        details=first_details(short),
+                        hint=f"{spec.name} rows hold " + (", ".join(spec.column_names) + " (tab-separated, no header)"
+                                                          if spec.column_names else "every column of the header line"
+                                                          " (tab-separated)") + "; fix or remove these rows")
 
 
 def _read_split(spec: GlueTask, task_dir: Path, split: str) -> datasets.Dataset:
@@ -441,6 +459,8 @@ def _read_split(spec: GlueTask, task_dir: Path, split: str) -> datasets.Dataset:
             + ("; CoLA files have no header row" if spec.column_names else ""),
         )
     first_line = 1 if spec.column_names else 2
+    _refuse_short_rows(spec, path, [list(frame.columns).index(c) for c in wanted], first_line)
+    frame = frame.fillna("")
     labels, bad = [], []
     for row, raw in enumerate(frame[spec.label_column].tolist()):
         value = _parse_label(spec, raw)

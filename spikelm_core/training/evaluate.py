@@ -13,17 +13,19 @@ from .pipeline import run_evaluation
 from .results import EvalResult
 
 
-def run_eval(cfg: EvalConfig, *, progress: Progress | None = None) -> EvalResult:
+def run_eval(cfg: EvalConfig, *, progress: Progress | None = None,
+             firing_picture: dict[str, str] | None = None) -> EvalResult:
     """Evaluate `cfg.model` on `cfg.task`; write eval_results.json to `cfg.out_dir` when set.
 
     progress: called as scoring goes (language modelling only): progress(what, windows done,
-    windows in all, tokens read, seconds)."""
+    windows in all, tokens read, seconds). firing_picture: where a firing picture of this model
+    went ({'png': ..., 'data': ...}), recorded in the result."""
     if cfg.prompt is not None:
         raise ConfigError("this eval config has a prompt: generate with run_generation, or drop prompt to score a task")
     if cfg.task_family not in EVALUATIONS:
         raise ConfigError(NO_TASK)
     extra = {"progress": progress} if cfg.task_family == "lm" else {}
-    return run_evaluation(EVALUATIONS[cfg.task_family](cfg, **extra))
+    return run_evaluation(EVALUATIONS[cfg.task_family](cfg, **extra), firing_picture=firing_picture)
 
 
 __all__ = ["run_eval", "run_generation"]

@@ -2,7 +2,7 @@
 
 The input is a free sentence (`text`) or one example of the task's first dev split (`example`, 0 by
 default), tokenised exactly as `eval` tokenises it. The model is loaded, converted and calibrated
-as `run_eval` does (`Evaluation.load`, the first dev batch), then runs once with every neuron
+as `run_eval` does (`Evaluation.load`, `Evaluation.calibration_batch`: the calibration text), then runs once with every neuron
 recorded (`spikelm_core.firing.token_firing`).
 
 - GLUE (spiking BERT): one panel, the input tokens.

@@ -20,7 +20,7 @@ from ..data.glue import get_glue_task, glue_data_dir, load_glue, tokenize_glue
 from ..evaluation.metrics import glue_compute_metrics, glue_metrics, predictions_from_logits
 from ..log import get_logger
 from .args import training_arguments
-from .pipeline import Evaluation, Pipeline, firing_of, first_batch, leading_batches, max_length
+from .pipeline import Evaluation, Pipeline, max_length, split_firing
 from .trainers import DistillTrainer, SpikelmTrainer
 
 HEAD = "sequence_classification"
@@ -135,15 +135,15 @@ class GluePipeline(Pipeline):
             raw = trainer.evaluate(ds, metric_key_prefix=prefix)
             metrics[split] = {k[len(prefix) + 1:]: v for k, v in raw.items()
                               if k.startswith(prefix + "_") and not k.endswith(("_runtime", "_per_second"))}
-        select = evals[self.spec.eval_splits[0]]
-        report = firing_of(trainer.model, leading_batches(select, collator, self.cfg.train.eval_batch_size))
+        select = self.spec.eval_splits[0]
+        report = split_firing(trainer.model, evals[select], collator, self.cfg.train.eval_batch_size, select)
         return metrics, self.spec.primary_metric, report
 
 
 class GlueEvaluation(Evaluation):
     """eval on the dev split(s) of a GLUE task (a dense model is converted with the recipe's neuron
-    settings and calibrated on the first dev batch: the untrained spiking twin; with `neuron.kind:
-    dense` it is scored as it is)."""
+    settings and calibrated on the calibration text as `spikelm convert` calibrates: the untrained
+    spiking twin; with `neuron.kind: dense` it is scored as it is). Firing rates: `split_firing`."""
 
     model_fix = MODEL_FIX
 
@@ -176,9 +176,6 @@ class GlueEvaluation(Evaluation):
     def load_data(self, loaded: LoadedModel):
         return _splits(self.cfg, self.spec, loaded, self.split_names, self.cfg.data.eval_subset)
 
-    def calibration_batch(self, loaded, data):
-        return first_batch(data[self.split_names[0]], _collator(loaded.tokenizer), self.cfg.batch_size)
-
     def score(self, loaded, data):
         cfg, spec = self.cfg, self.spec
         collator = _collator(loaded.tokenizer)
@@ -194,7 +191,8 @@ class GlueEvaluation(Evaluation):
                 out = trainer.predict(ds, metric_key_prefix=split)
                 metrics[split] = glue_metrics(spec.name, predictions_from_logits(spec.name, out.predictions), out.label_ids)
                 examples[split] = len(ds)
-            report = firing_of(trainer.model, leading_batches(data[self.split_names[0]], collator, cfg.batch_size))
+            first = self.split_names[0]
+            report = split_firing(trainer.model, data[first], collator, cfg.batch_size, first)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         return metrics, examples, spec.primary_metric, report

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ..calibration import calibrate, is_calibrated, spiking_neurons
+from ..calibration import calibrate, is_calibrated, spiking_neurons, text_calibration_batch
 from ..checkpoints import LOCAL_HINT, LoadedModel, reinitialise, resolve_as, resolve_source
 from ..errors import CheckpointError, ConfigError, DataError, SpikelmError
 from ..firing import FiringReport, measure_firing
@@ -186,12 +186,23 @@ def calibration_indices(size: int, train) -> list[int]:
     return sorted(torch.randperm(size, generator=generator)[:n].tolist())
 
 
-def leading_batches(dataset, collator, batch_size: int, limit: int = 4) -> list[dict[str, torch.Tensor]]:
-    """Up to `limit` batches from the start of `dataset` (for firing rates)."""
-    out = []
-    for start in range(0, min(len(dataset), batch_size * limit), batch_size):
-        out.append(collator([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]))
-    return out
+#: An evaluation's firing rates cover the first this many examples of its first split (all when fewer):
+#: the same examples whatever the batch size, in one extra pass that stays cheap on large dev sets
+FIRING_EXAMPLES = 512
+
+
+def split_firing(model, dataset, collator, batch_size: int, split: str) -> FiringReport | None:
+    """The firing of `model` over the first `FIRING_EXAMPLES` examples of `dataset` (its `split`), in
+    batches of `batch_size` (pads are excluded, so the batching does not change the rates); the report's
+    description says which examples. None for a model without spiking neurons."""
+    n = min(len(dataset), FIRING_EXAMPLES)
+    batches = [collator([dataset[i] for i in range(start, min(start + batch_size, n))])
+               for start in range(0, n, batch_size)]
+    report = firing_of(model, batches)
+    if report is not None:
+        which = f"all {n:,}" if n == len(dataset) else f"the first {n:,} of {len(dataset):,}"
+        report.description = f"{report.description}; over {which} {split} examples"
+    return report
 
 
 def calibrate_if_needed(model, batch: dict[str, torch.Tensor], converted: bool, *, tokens: str = "all") -> bool:
@@ -405,7 +416,11 @@ class Evaluation:
         raise NotImplementedError
 
     def calibration_batch(self, loaded: LoadedModel, data: dict[str, Any]) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        """What a model converted here (or saved uncalibrated) calibrates on: the calibration text, as
+        `spikelm convert` calibrates, never the scored examples; so a dense model scores as its
+        converted twin does, whatever the batch size."""
+        return text_calibration_batch(loaded.tokenizer, causal=False,
+                                      max_positions=loaded.model.config.max_position_embeddings)
 
     def score(self, loaded: LoadedModel, data: dict[str, Any]) -> tuple[dict, dict, str, FiringReport | None]:
         """({split: metrics}, {split: examples}, primary metric, firing report)."""
@@ -416,22 +431,35 @@ class Evaluation:
         return {}
 
 
-def run_evaluation(evaluation: Evaluation) -> EvalResult:
+#: The files an evaluation writes into its `out_dir`.
+EVAL_OUTPUTS = ("eval_results.json", "eval_config.yaml")
+
+
+def check_eval_out_dir(out_dir: str | Path | None) -> None:
+    """Refuse an evaluation `out_dir` that is a file or cannot be written (before any work)."""
+    from ..io import check_output_location
+
+    if not out_dir:
+        return
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out-dir '{out}' is a file", hint="choose a directory for eval_results.json")
+    check_output_location(out)
+
+
+def run_evaluation(evaluation: Evaluation, *, firing_picture: dict[str, str] | None = None) -> EvalResult:
     """Score a model as `evaluation` says; write eval_results.json (and eval_config.yaml) to
     `out_dir` when one is given. Never writes run_config.yaml, so evaluating into a training run's
-    directory leaves that run replayable."""
+    directory leaves that run replayable. `firing_picture`: where `eval --plot-firing` put its
+    picture, recorded in the result."""
     from ..config import save_config
-    from ..io import atomic_write_text, check_output_location
+    from ..io import atomic_write_text
     from .rundir import seed_everything
 
     cfg = evaluation.cfg
     timer = Timer()
     check_device(cfg.device)
-    if cfg.out_dir:
-        out = Path(cfg.out_dir)
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"--out-dir '{out}' is a file", hint="choose a directory for eval_results.json")
-        check_output_location(out)
+    check_eval_out_dir(cfg.out_dir)
     seed_everything(cfg.seed)
     preflight("eval", cfg.model, evaluation.check_data, evaluation.model_fix)
     loaded = evaluation.load()
@@ -458,7 +486,7 @@ def run_evaluation(evaluation: Evaluation) -> EvalResult:
         firing_rate_mean=report.description if report else None,
         layer_firing_rates=report.layer_rates() if report else {},
         converted=loaded.converted, warnings=warnings, seconds=timer.seconds, precision=precision_name(bf16),
-        **evaluation.result_fields(),
+        firing_picture=firing_picture, **evaluation.result_fields(),
     )
     if cfg.out_dir:
         out_dir = Path(cfg.out_dir)

@@ -173,13 +173,6 @@ class Seq2SeqEvaluation(Evaluation):
                       max_new_tokens=self.cfg.generate.max_new_tokens)  # before a converted model calibrates
         return {s: _raw_split(self.cfg, s, self.cfg.data.eval_subset) for s in self.split_names}
 
-    def calibration_batch(self, loaded, data):
-        """A dense BART converted here calibrates on the first documents."""
-        raw = data[self.split_names[0]]
-        enc = loaded.tokenizer(list(raw["document"][: self.cfg.batch_size]), max_length=self.cfg.data.max_length,
-                               truncation=True, padding=True, return_tensors="pt")
-        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
-
     def score(self, loaded, data):
         metrics, examples, report = {}, {}, None
         self.results = {}

@@ -126,3 +126,52 @@ def test_bad_firing_flags(args, needles, tiny_dirs, tmp_path, monkeypatch):
                               *args])
     refused(res, 2, *needles)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_eval_results_record_the_picture(tiny_dirs, tmp_path):
+    png, out = tmp_path / "firing.png", tmp_path / "out"
+    res = runner.invoke(app, _eval(tiny_dirs, png, "--out-dir", str(out)))
+    assert res.exit_code == 0, res.output
+    saved = json.loads((out / "eval_results.json").read_text())
+    assert saved["firing_picture"] == {"png": str(png), "data": str(png.with_suffix(".json"))}
+
+
+@pytest.mark.parametrize("case", ["out-dir is a file", "picture data on eval_results.json"])
+def test_out_dir_refusals_come_before_the_picture(case, tiny_dirs, tmp_path):
+    """Nothing is computed or written when --out-dir cannot take the results, or when the picture's
+    data would land on them."""
+    if case == "out-dir is a file":
+        out, png, needle = tmp_path / "afile", tmp_path / "firing.png", "is a file"
+        out.write_text("keep me")
+    else:
+        out, needle = tmp_path / "out", "where --out-dir keeps its eval_results.json"
+        png = out / "eval_results.png"
+    refused(runner.invoke(app, _eval(tiny_dirs, png, "--out-dir", str(out))), 2, needle)
+    assert not png.exists() and not png.with_suffix(".json").exists()
+    assert out.is_file() if case == "out-dir is a file" else not out.exists()
+
+
+def test_a_dense_model_scores_as_its_converted_twin(tiny_dirs, tmp_path):
+    """eval converts a dense model and calibrates it as `spikelm convert` does (the calibration text,
+    not dev examples): the same scores and rates as eval of convert's output, whatever the batch
+    size; the firing rates say which examples they cover."""
+    twin = tmp_path / "twin"
+    res = runner.invoke(app, ["convert", str(tiny_dirs["teacher"]), "--out", str(twin), "--timesteps", "3",
+                                 "--seq-len", "64"])  # the tiny model has 64 positions: eval calibrates on 64 too
+    assert res.exit_code == 0, res.output
+    results = []
+    for model, batch in ((tiny_dirs["teacher"], 2), (tiny_dirs["teacher"], 7), (twin, 3)):
+        res = runner.invoke(app, ["eval", str(model), "--task", "sst2", "--data-dir", str(tiny_dirs["glue"]),
+                                  "-s", "data.max_length=16", "-s", "neuron.num_timesteps=3", "-s", f"batch_size={batch}",
+                                  "--format", "json"])
+        assert res.exit_code == 0, res.output
+        results.append(json.loads(res.stdout))
+    assert [r["converted"] for r in results] == [True, True, False]
+    for r in results[1:]:
+        assert r["metrics"] == results[0]["metrics"]
+        assert r["firing_rate"] == pytest.approx(results[0]["firing_rate"], abs=1e-6)
+    n = results[0]["examples"]["dev"]
+    assert results[0]["firing_rate_mean"].endswith(f"; over all {n} dev examples")
+    text = runner.invoke(app, ["eval", str(tiny_dirs["teacher"]), "--task", "sst2", "--data-dir",
+                               str(tiny_dirs["glue"]), "-s", "data.max_length=16"]).stdout
+    assert "converted here and calibrated as spikelm convert does" in " ".join(text.split())
