@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import warnings
 
 import typer
@@ -67,8 +68,15 @@ def _quiet_libraries() -> None:
     logging.getLogger("fvcore").setLevel(logging.ERROR)
 
 
+def _terminated(signum, frame) -> None:
+    """SIGTERM (a scheduler's or torchrun's stop) unwinds like Ctrl-C: half-written outputs are removed
+    on the way out (`io.atomic_output_dir`, run directories), and the exit status is 128 + 15."""
+    raise SystemExit(128 + signal.SIGTERM)
+
+
 def main() -> None:
     _quiet_libraries()
+    signal.signal(signal.SIGTERM, _terminated)
     app()
 
 

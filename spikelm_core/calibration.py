@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .data.text import SHARED_DATA_DIR, read_utf8
-from .errors import ConfigError, DataError, first_details
+from .errors import CheckpointError, ConfigError, DataError, first_details
 from .firing import FiringRecorder, real_token_rows
 from .inputs import model_inputs
 from .neurons import non_finite_neurons, spiking_neurons
@@ -47,6 +47,7 @@ def calibrate(model: nn.Module, batch: dict[str, torch.Tensor], *, tokens: Calib
     uncalibrated), keeping the amplitudes the others carry."""
     if tokens not in CALIBRATION_TOKENS:
         raise ValueError(f"tokens must be one of {', '.join(CALIBRATION_TOKENS)}, got {tokens!r}")
+    check_token_ids(model, batch)
     neurons = spiking_neurons(model)
     for _, n in neurons:
         if not missing_only:
@@ -142,6 +143,23 @@ def read_text_file(path: str | Path) -> str:
     return text
 
 
+def check_token_ids(model: nn.Module, batch: dict[str, torch.Tensor]) -> None:
+    """CheckpointError (exit 3) when `batch` holds token ids beyond the model's embeddings: the tokenizer
+    is not the model's (a bare IndexError deep in the embedding otherwise)."""
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    ids = batch.get("input_ids")
+    if vocab is None or ids is None or ids.numel() == 0:
+        return
+    top = int(ids.max())
+    if top >= vocab or int(ids.min()) < 0:
+        raise CheckpointError(
+            f"the tokenizer gives token id {top if top >= vocab else int(ids.min())}; the model's embeddings "
+            f"hold ids 0-{vocab - 1}",
+            hint="the tokenizer is not the model's: use the one it was trained with (drop --tokenizer, or "
+            "copy the model's tokenizer files into its folder)",
+        )
+
+
 def text_batches(tokenizer, text: str, seq_len: int = 128, batch_size: int = 8, *, causal: bool = False,
                  max_batches: int | None = None) -> list[dict[str, torch.Tensor]]:
     """Pack `text` into full sequences of `seq_len` tokens (no padding), in batches: `[CLS] ... [SEP]`
@@ -158,6 +176,9 @@ def text_batches(tokenizer, text: str, seq_len: int = 128, batch_size: int = 8, 
         head, tail = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else [], []
     else:
         head, tail = [tokenizer.cls_token_id], [tokenizer.sep_token_id]
+        if None in head + tail:
+            raise CheckpointError(f"the tokenizer ({type(tokenizer).__name__}) has no [CLS]/[SEP] tokens; an encoder "
+                                  "reads [CLS] text [SEP]", hint="use the BERT-style tokenizer the model was trained with")
     body = seq_len - len(head) - len(tail)
     needed = None if max_batches is None else max_batches * batch_size * body
     lines = [line.strip() for line in text.splitlines() if line.strip()]

@@ -115,6 +115,12 @@ class Family:
 
         return getattr(transformers, self.dense_config)
 
+    def foreign_architecture(self, cfg: Mapping[str, Any]) -> str | None:
+        """The first architecture `cfg` names that no head of this family is (e.g. BertForQuestionAnswering):
+        its head has no spiking counterpart. None when every named one is known, or none is named."""
+        known = {name for spiking_cls, dense_name in self.heads.values() for name in (spiking_cls.__name__, dense_name)}
+        return next((arch for arch in cfg.get("architectures") or [] if arch not in known), None)
+
     def head_of(self, cfg: Mapping[str, Any]) -> str:
         """The head a checkpoint was saved with, from its `architectures` ('base' when none matches)."""
         for arch in cfg.get("architectures") or []:
@@ -207,7 +213,8 @@ def unsupported_model_error(model_type: str | None, where: str) -> CheckpointErr
     labels = [f.label for f in FAMILIES.values()]
     families = ", ".join(f"{f.label} ({', '.join(f.model_types)})" for f in FAMILIES.values())
     return CheckpointError(
-        f"'{where}' holds a '{model_type}' model; spikelm supports {', '.join(labels[:-1])} and {labels[-1]} models",
+        (f"'{where}' holds a '{model_type}' model" if model_type else f"the config.json of '{where}' has no model_type")
+        + f"; spikelm supports {', '.join(labels[:-1])} and {labels[-1]} models",
         details=[f"supported model_type values: {', '.join(SUPPORTED_MODEL_TYPES)}", f"families: {families}"],
         hint="BERT-family checkpoints (bert-base-uncased, MiniLM, ...) become spiking BERT, "
         "BART checkpoints (facebook/bart-base, ...) spiking BART, "
@@ -795,6 +802,7 @@ class WeightReport:
     newly_initialised: list[str] = field(default_factory=list)  # model keys the checkpoint lacked
     dropped: list[str] = field(default_factory=list)  # checkpoint keys the model has no place for
     reinitialised: list[str] = field(default_factory=list)  # checkpoint keys replaced (reinit_head)
+    warnings: list[str] = field(default_factory=list)  # what the copy left out that a user must know (also logged)
 
 
 def _canonical_key(key: str) -> str:
@@ -964,7 +972,10 @@ def load_model(
     if num_labels is None and label_maps:
         num_labels = len(label_maps["id2label"])
     skip: list[str] = []
-    if resolved_head == "sequence_classification" and num_labels is not None:
+    foreign = family.foreign_architecture(cfg)
+    if foreign and resolved_head == "sequence_classification":  # e.g. a per-token classifier: not a sentence head
+        skip = _classifier_keys(state)
+    elif resolved_head == "sequence_classification" and num_labels is not None:
         saved = _classifier_labels(state)
         if saved is not None and saved != num_labels:
             if not reinit_head:
@@ -990,6 +1001,14 @@ def load_model(
         _check_sizes_kept(cfg, config_overrides, role, name)  # a resize asked for explains a shape mismatch
         raise
     _note_truncation(cfg, config_overrides, report, role, name)
+    head_keys = [k for k in [*report.dropped, *report.reinitialised] if not k.startswith(model.base_model_prefix + ".")]
+    if foreign and head_keys:
+        report.warnings.append(
+            f"the {role} '{name}' is a {foreign}: spiking {family.label} has no such head, so its {len(head_keys)} "
+            f"head weight(s) ({', '.join(head_keys[:3]) + (', ...' if len(head_keys) > 3 else '')}) are not loaded; "
+            f"the {role} is " + (f"its encoder with a fresh {resolved_head.replace('_', ' ')} head"
+                                 if resolved_head != "base" else "its base model alone"))
+        log.warning("%s", report.warnings[-1])
     if converted:
         for _, n in model.spiking_neurons():
             n.mark_uncalibrated()

@@ -53,6 +53,8 @@ class ConvertResult:
     calibration_text: str = "packaged"  # the file the amplitudes were calibrated on, or "packaged"
     newly_initialised: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """What the conversion left out (e.g. a task head spiking models do not have)."""
     seconds: float = 0.0
     allocation: dict | None = None
     """With outlier-aware allocation: `salient_channels` / `input_channels` over all neurons before
@@ -79,7 +81,8 @@ def convert_model(
     """Convert a dense BERT, BART or Llama-family model (local dir, GGUF file, alias or hub id) into a
     calibrated spiking model in `out_dir`.
 
-    The model keeps the checkpoint's head. The first text batch of `calib_data` (default:
+    The model keeps the checkpoint's head (one spiking models lack, e.g. question answering, is left
+    out with a warning in `ConvertResult.warnings`). The first text batch of `calib_data` (default:
     `calibration.calibration_text`) calibrates the amplitudes; the firing rate is then measured on
     up to `calib_batches` batches. The output appears atomically.
     Errors: ConfigError (exit 2) for settings and options, CheckpointError (exit 3) for the source
@@ -96,7 +99,7 @@ def convert_model(
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
     if seq_len < 3:
         raise ConfigError(f"--seq-len must be at least 3 tokens, got {seq_len}")
-    check_output_dir(out_dir, force, inputs=[source, calib_data])  # fail before any work
+    check_output_dir(out_dir, force, inputs=[source, calib_data, tokenizer])  # fail before any work
     name = os.fspath(source)
     model_dir = resolve_source(name)
     model_type = read_config(model_dir)["model_type"]
@@ -141,6 +144,7 @@ def convert_model(
         calibration_text=text_source,
         newly_initialised=loaded.weights.newly_initialised,
         dropped=loaded.weights.dropped,
+        warnings=loaded.weights.warnings,
         seconds=time.perf_counter() - start,
     )
 

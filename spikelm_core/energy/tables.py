@@ -578,7 +578,9 @@ CSV_COLUMNS = (
     "bytes_dense", "bytes_spiking", "break_even_firing_rate", "value",
 )
 """`value` holds the NeuroBench metrics (`--neurobench`): one row each, scope 'neurobench', the
-metric's name in `component` (e.g. `SynapticOperations.Effective_ACs`)."""
+metric's name in `component` (e.g. `SynapticOperations.Effective_ACs`). Generation with memory (BART,
+causal LMs): scope `memory_<bound>_generation_<mode>`, components `per_summary` / `per_token` (and their
+`.kv_cache` bytes) and `line.<part>` per part of the model."""
 
 
 def csv_text(report: EnergySweepReport) -> str:
@@ -627,6 +629,18 @@ def csv_text(report: EnergySweepReport) -> str:
                 writer.writerow({**base, "scope": f"memory_{bound}", "component": "what_if",
                                  "firing_rate": w["firing_rate"], "energy_dense_mj": m["energy_dense_mj"],
                                  "energy_spiking_mj": w["energy_spiking_mj"], "ratio": w["ratio"]})
+            for mode, g in (m.get("generation") or {}).items():  # encoder-decoder / causal generation, bytes included
+                parts = [(part, g[part]) for part in ("per_summary", "per_token") if isinstance(g.get(part), dict)]
+                parts += [(f"line.{x['line']}", x) for x in g.get("lines") or []]
+                for part, x in parts:
+                    writer.writerow({**base, "scope": f"memory_{bound}_generation_{mode}", "component": part,
+                                     "energy_dense_mj": x["energy_dense_mj"], "energy_spiking_mj": x["energy_spiking_mj"],
+                                     "ratio": x["ratio"], "bytes_dense": x["bytes_dense"],
+                                     "bytes_spiking": x["bytes_spiking"]})
+                    if x.get("kv_cache_bytes_dense") is not None and not part.startswith("line."):
+                        writer.writerow({**base, "scope": f"memory_{bound}_generation_{mode}",
+                                         "component": f"{part}.kv_cache", "bytes_dense": x["kv_cache_bytes_dense"],
+                                         "bytes_spiking": x["kv_cache_bytes_spiking"]})
             q = m.get("quantised_ann")
             if q:  # the dense model at ceil(log2(2T+1))-bit activations: its energy and E_ANN / E_spiking
                 writer.writerow({**base, "scope": f"memory_{bound}", "component": f"vs_{q['bits']}bit_ann",

@@ -42,8 +42,9 @@ ALLOCATION_TOKENS = 4096
 
 
 def salient_count(fraction: float, channels: int) -> int:
-    """How many of `channels` input channels are salient at `fraction` (at least one when > 0)."""
-    return 0 if fraction <= 0 else min(channels, max(1, round(fraction * channels)))
+    """How many of `channels` input channels are salient at `fraction`: at least one when > 0, and at
+    most all but one (the spiking channels' amplitudes are means over them: an empty set has none)."""
+    return 0 if fraction <= 0 else max(0, min(channels - 1, max(1, round(fraction * channels))))
 
 
 def saliency_scores(x: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:

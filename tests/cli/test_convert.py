@@ -243,3 +243,57 @@ def test_cli_convert_with_channel_scale_then_energy_audit(tiny_dense_bert_dir, t
     assert res.exit_code == 0, res.output
     runs = json.loads(res.stdout)["runs"]
     assert runs[0]["mean_firing_rate"] > runs[1]["mean_firing_rate"] > 0
+
+
+def _bert_with(tmp_path, name, cls_name, tokenizer_from, **config):
+    """A tiny dense BERT of class `cls_name` with `tokenizer_from`'s tokenizer files."""
+    import torch
+    import transformers
+
+    from tests.conftest import TINY
+
+    d = tmp_path / name
+    torch.manual_seed(0)
+    getattr(transformers, cls_name)(transformers.BertConfig(**{**TINY, **config})).save_pretrained(d)
+    for f in tokenizer_from.iterdir():
+        if "token" in f.name or f.name == "vocab.txt":
+            shutil.copy(f, d / f.name)
+    return d
+
+
+def test_a_head_spiking_bert_lacks_is_named_not_dropped_silently(tiny_dense_bert_dir, tmp_path):
+    qa = _bert_with(tmp_path, "qa", "BertForQuestionAnswering", tiny_dense_bert_dir)
+    res = run("convert", qa, "--out", tmp_path / "qa-s", "--seq-len", 16, "--format", "json")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["architecture"] == "SpikingBertModel" and "qa_outputs.weight" in data["dropped"]
+    (warning,) = data["warnings"]
+    assert "BertForQuestionAnswering" in warning and "qa_outputs.weight" in warning and "base model alone" in warning
+    assert "BertForQuestionAnswering" in " ".join(run("convert", qa, "--out", tmp_path / "qa-t", "--seq-len", 16).stderr.split())
+
+
+def test_eval_does_not_read_a_per_token_classifier_as_a_sentence_head(tiny_dense_bert_dir, tmp_path):
+    from tests.training_fixtures import write_glue
+
+    tok = _bert_with(tmp_path, "tok", "BertForTokenClassification", tiny_dense_bert_dir, num_labels=2)
+    res = run("eval", tok, "--task", "sst2", "--data-dir", write_glue(tmp_path / "glue", tasks=("sst2",)),
+              "-s", "data.max_length=16", "-s", "neuron.kind=dense")
+    assert res.exit_code == 0, res.output
+    said = " ".join(res.stderr.split())
+    assert "is a BertForTokenClassification" in said and "has no trained classifier" in said
+
+
+def test_a_tokenizer_that_does_not_fit_the_model_is_refused(tiny_dense_bert_dir, tmp_path):
+    small = _bert_with(tmp_path, "small", "BertModel", tiny_dense_bert_dir, vocab_size=20)
+    res = run("convert", small, "--out", tmp_path / "s", "--seq-len", 16)
+    assert res.exit_code == 3 and "Traceback" not in res.output, res.output
+    assert "the model's embeddings hold ids 0-19" in res.stderr and "not the model's" in res.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def test_the_tokenizer_folder_is_an_input_out_may_not_replace(tiny_dense_bert_dir, tmp_path):
+    toks = tmp_path / "toks"
+    shutil.copytree(tiny_dense_bert_dir, toks)
+    res = run("convert", tiny_dense_bert_dir, "--out", toks, "--tokenizer", toks, "--force", "--seq-len", 16)
+    assert res.exit_code == 2 and "holds this command's input" in res.stderr
+    assert sorted(p.name for p in toks.iterdir()) == sorted(p.name for p in tiny_dense_bert_dir.iterdir())

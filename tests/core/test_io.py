@@ -56,3 +56,23 @@ def test_force_refuses_a_folder_that_holds_the_commands_inputs(tmp_path):
     (tmp_path / "report").mkdir()
     (tmp_path / "report" / "old.md").write_text("x")
     assert check_output_dir(tmp_path / "report", force=True, inputs=[str(model)]) == tmp_path / "report"
+
+
+def test_sigterm_during_an_atomic_output_removes_its_temporary_directory(tmp_path):
+    """The CLI turns SIGTERM into an exit (status 143) that unwinds like Ctrl-C: no half-written folder."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os, signal\n"
+        "from spikelm_cli.main import _terminated\n"
+        "from spikelm_core.io import atomic_output_dir\n"
+        "signal.signal(signal.SIGTERM, _terminated)\n"
+        f"with atomic_output_dir({str(tmp_path / 'out')!r}) as tmp:\n"
+        "    (tmp / 'half.bin').write_bytes(b'x')\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    import time; time.sleep(5)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert done.returncode == 143, done.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -28,10 +28,10 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
+from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
 from transformers.models.bart.modeling_bart import (
     BartLearnedPositionalEmbedding,
@@ -149,7 +149,8 @@ class SpikingBartAttention(SharedInputProjections):
 
 
 class _SpikingBartLayer(nn.Module):
-    """The feed-forward sublayer both stacks share: neuron -> fc1 -> GELU -> neuron -> fc2, residual, LayerNorm."""
+    """The feed-forward sublayer both stacks share: neuron -> fc1 -> activation (GELU) -> neuron -> fc2, residual,
+    LayerNorm."""
 
     def _init_ffn(self, config: SpikingBartConfig, ffn_dim: int) -> None:
         d = config.d_model
@@ -157,9 +158,10 @@ class _SpikingBartLayer(nn.Module):
         self.fc2 = SpikeLinear(ffn_dim, d, make_neuron(config))
         self.final_layer_norm = nn.LayerNorm(d)
         self.dropout, self.activation_dropout = config.dropout, config.activation_dropout
+        self.act = ACT2FN[getattr(config, "activation_function", "gelu")]  # the checkpoint's (BART's: GELU)
 
     def _ffn(self, h):
-        x = uniform_dropout(F.gelu(self.fc1(h)), p=self.activation_dropout, training=self.training)
+        x = uniform_dropout(self.act(self.fc1(h)), p=self.activation_dropout, training=self.training)
         x = uniform_dropout(self.fc2(x), p=self.dropout, training=self.training)
         return self.final_layer_norm(h + x)
 

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
+from transformers.activations import ACT2FN
 from transformers.modeling_outputs import (
     BaseModelOutputWithPoolingAndCrossAttentions,
     MaskedLMOutput,
@@ -153,9 +154,11 @@ class SpikingBertIntermediate(nn.Module):
     def __init__(self, config: SpikingBertConfig):
         super().__init__()
         self.dense = SpikeLinear(config.hidden_size, config.intermediate_size, make_neuron(config))
+        # the checkpoint's activation (BERT's exact erf GELU, as in the released code, unless it names another)
+        self.act = ACT2FN[getattr(config, "hidden_act", "gelu")]
 
     def forward(self, x):
-        return F.gelu(self.dense(x))  # exact erf GELU, as in the released code
+        return self.act(self.dense(x))
 
 
 class SpikingBertOutput(nn.Module):

@@ -268,6 +268,18 @@ def test_cli_bart_json(bart_sweep):
     assert {p.name for p in out_dir.iterdir()} >= {"report.json", "report.csv", "report.md", "firing_rates.png"}
     assert "generation_kv_cache" in (out_dir / "report.csv").read_text()
     assert "Generation: one summary" in (out_dir / "report.md").read_text()
+    import csv  # the generation-with-memory figures are CSV rows too, equal to the JSON's
+
+    rows = list(csv.DictReader((out_dir / "report.csv").open()))
+    memory = runs[0]["memory"]["weight_stationary"]["generation"]["kv_cache"]
+    for component, x in (("per_summary", memory["per_summary"]), ("line.decoder", memory["lines"][2]),
+                         ("per_token.kv_cache", None)):
+        (row,) = [r for r in rows if r["k"] == str(runs[0]["k"]) and r["component"] == component
+                  and r["scope"] == "memory_weight_stationary_generation_kv_cache"]
+        if x is None:
+            assert float(row["bytes_dense"]) == memory["per_token"]["kv_cache_bytes_dense"]
+        else:
+            assert float(row["ratio"]) == pytest.approx(x["ratio"]) and float(row["bytes_spiking"]) == x["bytes_spiking"]
 
 
 def test_cli_bart_table(bart_sweep):

@@ -225,3 +225,18 @@ def test_calibration_and_firing_inputs_carry_the_summaries_padding_as_the_decode
     out = model_inputs(batch)
     assert "labels" not in out and out["decoder_attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
     assert "decoder_attention_mask" not in model_inputs({"input_ids": labels, "labels": labels})  # BERT MLM: none
+
+
+def test_feed_forward_takes_the_checkpoints_activation():
+    """Both stacks' feed-forward applies the config's `activation_function` (BART's default: GELU)."""
+    from spikelm_core.models.spiking_bart import SpikingBartForConditionalGeneration
+
+    torch.manual_seed(0)
+    for act, kind in (("relu", torch.nn.ReLU), ("gelu", None)):
+        model = SpikingBartForConditionalGeneration(tiny(activation_function=act)).eval()
+        layers = [*model.model.encoder.layers, *model.model.decoder.layers]
+        assert layers and all(kind is None or isinstance(layer.act, kind) for layer in layers)
+        x = torch.randn(3, 2, 4, BART_TINY["d_model"])
+        pre = layers[0].fc1(x)
+        expected = torch.relu(pre) if act == "relu" else torch.nn.functional.gelu(pre)
+        torch.testing.assert_close(layers[0].act(pre), expected)

@@ -294,3 +294,19 @@ def test_mlm_decoder_saved_unless_tied_and_tied_keys_ignored_on_save(tmp_path, t
     assert (decoder & saved == set()) == tie and (model._keys_to_ignore_on_save >= decoder) == tie
     again = SpikingBertForMaskedLM.from_pretrained(tmp_path)
     assert torch.equal(again.cls.predictions.decoder.weight, model.cls.predictions.decoder.weight)
+
+
+@pytest.mark.parametrize("act", ["relu", "gelu_new", "gelu"])
+def test_feed_forward_takes_the_checkpoints_activation(act):
+    """The intermediate layer applies the config's `hidden_act` (a ReLU BERT stays a ReLU BERT)."""
+    from transformers.activations import ACT2FN
+
+    from spikelm_core.models.spiking_bert.modeling_spiking_bert import SpikingBertIntermediate
+
+    torch.manual_seed(0)
+    layer = SpikingBertIntermediate(tiny_config(hidden_act=act))
+    x = torch.randn(3, 2, 5, TINY["hidden_size"])
+    pre = layer.dense(x)
+    assert (pre < 0).any()
+    torch.testing.assert_close(layer(x), ACT2FN[act](pre))
+    assert ((layer(x) >= 0).all()) == (act == "relu")

@@ -109,6 +109,13 @@ def test_salient_count():
     assert salient_count(0.0, 100) == 0
     assert salient_count(0.001, 100) == 1  # at least one channel once allocation is on
     assert salient_count(0.02, 576) == 12
+    assert salient_count(0.995, 64) == 63  # never every channel: the spiking ones' amplitudes average over them
+
+
+def test_a_fraction_near_one_keeps_a_spiking_channel_with_finite_amplitudes():
+    n = _neuron(salient_fraction=0.99)
+    n.calibrate(_inputs())
+    assert int(n.salient.sum()) == 10 and torch.isfinite(n.alpha).all()
 
 
 @pytest.mark.parametrize(
