@@ -678,7 +678,7 @@ class _BenchmarkConfig(_TaskConfig):
     """Start from a spiking checkpoint's weights alone: drop its saved neuron state (amplitudes,
     calibration, per-channel scales) and convert those weights again with the checkpoint's neuron
     settings, those this config sets explicitly (recipe, point, `-s neuron.*`) in their place,
-    calibrated again on the first training batch (`eval`: the first batch scored), e.g. a T=4 twin's
+    calibrated again on the first training batch (`eval`: the calibration text, as `spikelm convert`), e.g. a T=4 twin's
     weights as the start of a T=1 twin (`-s neuron.num_timesteps=1` alone).
     False runs a spiking checkpoint with its own neuron settings. No effect on a dense model. A sweep
     point sets it through `sweep.start_from`."""

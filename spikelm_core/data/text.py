@@ -17,7 +17,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError
+from ..errors import DataError, OutputError
 
 #: The shared data beside a checkout (`<checkout>/../shared/data`), found from this file, not from the
 #: working directory: the same default calibration text and hints wherever a command runs.
@@ -54,21 +54,22 @@ def text_files(source: str | Path) -> list[Path]:
 
 
 def _documents(files: list[str], stamp: str, source: str):
-    """Each document of `files` as {"lines": [...]}: non-empty lines, stripped; blank lines (and the end
-    of a file) end a document. Streams line by line, so a corpus never has to fit in memory. `stamp`
+    """Each document of `files` as {"lines": [...]}: non-empty lines (as `str.splitlines` splits them),
+    stripped; blank lines (and the end of a file) end a document. Streams line by line, so a corpus never has to fit in memory. `stamp`
     only names the corpus version in the cache's fingerprint."""
     empty = True
     for name in files:
         current: list[str] = []
         try:
             with open(name, encoding="utf-8") as fh:
-                for line in fh:
-                    line = line.strip()
-                    if line:
-                        current.append(line)
-                    elif current:
-                        yield {"lines": current}
-                        empty, current = False, []
+                for raw in fh:
+                    for line in raw.splitlines():  # str.splitlines' breaks too (form feed, U+2028, ...)
+                        line = line.strip()
+                        if line:
+                            current.append(line)
+                        elif current:
+                            yield {"lines": current}
+                            empty, current = False, []
         except UnicodeDecodeError as exc:
             raise DataError(f"cannot read '{name}': it is not UTF-8 text ({exc})") from None
         except OSError as exc:
@@ -80,18 +81,24 @@ def _documents(files: list[str], stamp: str, source: str):
         raise DataError(f"the text corpus '{source}' is empty")
 
 
-def _cached(build, what: str):
-    """Run a `datasets` step, turning its wrapped errors back into spikelm's own (a DataError raised
-    inside a generator or map reaches the user as itself, exit 4)."""
+def _cached(build):
+    """Run a `datasets` step, unwrapping its errors: a DataError raised inside a generator or map (which
+    datasets wraps in DatasetGenerationError) reaches the user as itself (exit 4); an OSError is the
+    cache folder's (the corpus is read inside, as DataErrors): an OutputError (exit 5) naming
+    HF_DATASETS_CACHE; anything else is raised as it is."""
     try:
         return build()
-    except Exception as exc:  # datasets wraps a generator's errors in DatasetGenerationError
+    except Exception as exc:
         cause = exc
-        while cause is not None and not isinstance(cause, DataError):
+        while cause is not None and not isinstance(cause, (DataError, OSError)):
             cause = cause.__cause__ or cause.__context__
-        if cause is not None:
+        if isinstance(cause, DataError):
             raise cause from None
-        raise DataError(f"cannot build the {what}: {type(exc).__name__}: {exc}") from None
+        if isinstance(cause, OSError):
+            raise OutputError(f"cannot write the tokenised corpus to the datasets cache: {cause}",
+                              hint="set HF_DATASETS_CACHE to a writable folder with free space (default "
+                              "~/.cache/huggingface/datasets)") from None
+        raise
 
 
 def _tokenizer_key(tokenizer: Any) -> str:
@@ -174,7 +181,14 @@ def _sequences(batch: dict, indices: list[int], *, cls_id: int, sep_id: int, nsp
 
 
 #: Bump when the layout of the cached corpus changes: it is part of every cache fingerprint.
-_CACHE_FORMAT = "spikelm-mlm-2"
+_CACHE_FORMAT = "spikelm-mlm-3"
+
+
+def _file_stamp(path: str) -> tuple:
+    """What says a file changed: path, inode, size, modification and status-change times (ctime: a
+    same-size edit whose mtime was set back, as `cp -p` or `rsync -t` do, still changes it)."""
+    st = os.stat(path)
+    return (path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def mlm_dataset(source: str | Path, tokenizer: Any, max_length: int = 128, *, nsp: bool = False,
@@ -187,7 +201,7 @@ def mlm_dataset(source: str | Path, tokenizer: Any, max_length: int = 128, *, ns
 
     Built for corpora of any size: documents stream from the files, are tokenised in batches and
     written to Arrow files in the `datasets` cache (HF_DATASETS_CACHE), memory-mapped rather than held
-    in memory, with a progress bar. The cache is keyed by the files (path, size, modification time),
+    in memory, with a progress bar. The cache is keyed by the files (`_file_stamp`),
     the tokenizer's content, the lengths and the seed, so a rerun or a resumed run reads it back
     instead of tokenising again, and an edited file or another tokenizer builds a new one."""
     import datasets
@@ -200,17 +214,17 @@ def mlm_dataset(source: str | Path, tokenizer: Any, max_length: int = 128, *, ns
         raise DataError("the tokenizer has no [CLS]/[SEP]/[MASK] tokens; masked-LM needs a BERT-style tokenizer")
     body = max_length - (3 if nsp else 2)
     files = [str(f.resolve()) for f in text_files(source)]
-    stamp = Hasher.hash([_CACHE_FORMAT, [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]])
+    stamp = Hasher.hash([_CACHE_FORMAT, [_file_stamp(f) for f in files]])
     docs = _cached(lambda: datasets.Dataset.from_generator(
         _documents, gen_kwargs={"files": files, "stamp": stamp, "source": str(source)}, fingerprint=stamp,
-        features=datasets.Features({"lines": datasets.List(datasets.Value("string"))})), "text corpus")
+        features=datasets.Features({"lines": datasets.List(datasets.Value("string"))})))
     token_type = datasets.List(datasets.Value("int32"))
     pieces = _cached(lambda: docs.map(
         _pack, batched=True, with_indices=True, remove_columns=["lines"],
         fn_kwargs={"tokenizer": tokenizer, "body": body},
         features=datasets.Features({"piece": token_type, "doc": datasets.Value("int64")}),
         new_fingerprint=Hasher.hash([stamp, _tokenizer_key(tokenizer), body]),
-        desc=f"tokenising {Path(source).name}"), "tokenised corpus")
+        desc=f"tokenising {Path(source).name}"))
     if len(pieces) == 0:
         raise DataError(f"the text corpus '{source}' holds no tokens")
     _check_vocabulary(pieces, tokenizer, source)
@@ -225,7 +239,7 @@ def mlm_dataset(source: str | Path, tokenizer: Any, max_length: int = 128, *, ns
         _sequences, batched=True, with_indices=True, remove_columns=["piece", "doc"], fn_kwargs=kwargs,
         features=datasets.Features(features),
         new_fingerprint=Hasher.hash([pieces._fingerprint, cls_id, sep_id, nsp, seed if nsp else None]),
-        desc="NSP pairs" if nsp else "sequences"), "masked-LM sequences")
+        desc="NSP pairs" if nsp else "sequences"))
     if subset is not None and subset < len(rows):
         rows = rows.select(range(subset))
     if len(rows) == 0:
@@ -249,5 +263,6 @@ def _check_vocabulary(pieces: Any, tokenizer: Any, source: str | Path, sample: i
         )
 
 
-#: the column of `mlm_dataset` that numbers its sequences (`training.mlm.SeededMaskingCollator` reads it)
+#: the column of `mlm_dataset` that numbers its sequences, each its own number (its piece's index: with NSP,
+#: pieces too short to split leave gaps); `training.mlm.SeededMaskingCollator` seeds each example's masks by it
 EXAMPLE_INDEX = "example_index"

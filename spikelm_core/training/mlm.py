@@ -22,6 +22,7 @@ from ..log import get_logger
 from ..models.spiking_bert import SpikingBertConfig, SpikingBertForMaskedLM, SpikingBertForPreTraining
 from .args import training_arguments
 from .pipeline import Pipeline, calibration_indices, firing_of, max_length
+from .rundir import local_main_process_first
 from .trainers import DistillTrainer, SpikelmTrainer
 
 FAMILIES = ("bert",)
@@ -152,8 +153,9 @@ class MlmPipeline(Pipeline):
     def load_data(self, loaded: LoadedModel):
         cfg = self.cfg
         self.tokenizer = loaded.tokenizer
-        train = mlm_dataset(cfg.data.source, loaded.tokenizer, self.max_length, nsp=self.nsp,
-                            subset=cfg.data.train_subset, seed=cfg.train.seed)
+        with local_main_process_first():  # one rank per node tokenises into the cache, the others read it back
+            train = mlm_dataset(cfg.data.source, loaded.tokenizer, self.max_length, nsp=self.nsp,
+                                subset=cfg.data.train_subset, seed=cfg.train.seed)
         if len(train) < cfg.train.batch_size:
             log.warning("the text gives %d sequence(s) of %d tokens, fewer than one batch of %d: every step sees the "
                         "same text", len(train), self.max_length, cfg.train.batch_size)

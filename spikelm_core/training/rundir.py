@@ -10,6 +10,7 @@ sequence-to-sequence) goes through it, so all run directories look alike:
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import os
@@ -53,6 +54,20 @@ def changed_settings(old, new) -> list[tuple[str, Any, Any]]:
 
 def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
+
+
+@contextlib.contextmanager
+def local_main_process_first():
+    """Under torchrun or accelerate (WORLD_SIZE > 1) each node's first rank runs the block first and the
+    others after it, e.g. a corpus tokenised into the datasets cache once and read back by the rest;
+    a no-op in a single process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        yield
+        return
+    from accelerate import PartialState
+
+    with PartialState().local_main_process_first():
+        yield
 
 
 def seed_everything(seed: int) -> None:

@@ -175,3 +175,22 @@ def test_a_dense_model_scores_as_its_converted_twin(tiny_dirs, tmp_path):
     text = runner.invoke(app, ["eval", str(tiny_dirs["teacher"]), "--task", "sst2", "--data-dir",
                                str(tiny_dirs["glue"]), "-s", "data.max_length=16"]).stdout
     assert "converted here and calibrated as spikelm convert does" in " ".join(text.split())
+
+
+def test_firing_rates_cover_the_first_examples_whatever_the_batch(tiny_dirs, tmp_path, monkeypatch):
+    """With more dev examples than `FIRING_EXAMPLES`, the rates are those of the first ones, the same at
+    any batch size, and the description says how many of how many."""
+    from spikelm_core.training import pipeline
+
+    monkeypatch.setattr(pipeline, "FIRING_EXAMPLES", 5)
+    results = []
+    for batch in (1, 4, 16):
+        res = runner.invoke(app, ["eval", str(tiny_dirs["teacher"]), "--task", "sst2", "--data-dir", str(tiny_dirs["glue"]),
+                                  *TINY_SETS, "-s", f"batch_size={batch}", "--format", "json"])
+        assert res.exit_code == 0, res.output
+        results.append(json.loads(res.stdout))
+    assert results[0]["firing_rate_mean"].endswith("; over the first 5 of 11 dev examples")
+    assert all(r["firing_rate"] == pytest.approx(results[0]["firing_rate"], abs=1e-6) for r in results)
+    every = runner.invoke(app, ["eval", str(tiny_dirs["teacher"]), "--task", "sst2", "--data-dir", str(tiny_dirs["glue"]),
+                                *TINY_SETS, "-s", "data.eval_subset=5", "--format", "json"])
+    assert json.loads(every.stdout)["firing_rate"] == pytest.approx(results[0]["firing_rate"], abs=1e-6)

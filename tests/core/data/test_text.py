@@ -44,7 +44,9 @@ def _corpus(folder, tok):
     words = [w for w in tok.get_vocab() if w.isalpha() and w.islower()][:30]
     folder.mkdir()
     # two files (read in sorted order), documents split by empty and whitespace-only lines, a long line
-    (folder / "b.txt").write_text(" ".join(words[:7]) + "\n  \n" + " ".join(words * 3) + "\n" + words[2] + "\n")
+    (folder / "b.txt").write_text(" ".join(words[:7]) + "\n  \n" + " ".join(words * 3) + "\n" + words[2] + "\n"
+                                  # str.splitlines' other breaks: a form feed, a line and a paragraph separator
+                                  + words[3] + "\x0c\n" + words[4] + "\u2028\u2028" + words[5] + "\x85" + words[6] + "\n")
     (folder / "a.txt").write_text("\n\n" + " ".join(words[5:9]) + "\n" + " ".join(words[1:4]) + "\n\n\n" + words[0])
     return folder, sorted(folder.glob("*.txt"))
 
@@ -67,7 +69,12 @@ def test_an_edited_corpus_is_tokenised_again(tok, tmp_path):
     assert mlm_dataset(corpus, tok, max_length=16)["input_ids"] == first  # read back from the cache
     corpus.write_text("the dog and the cat\n")
     os.utime(corpus, ns=(1, 1))  # even with an old modification time, the new size tells
-    assert mlm_dataset(corpus, tok, max_length=16)["input_ids"] == reference_sequences([corpus], tok, 16) != first
+    second = mlm_dataset(corpus, tok, max_length=16)["input_ids"]
+    assert second == reference_sequences([corpus], tok, 16) != first
+    stat = corpus.stat()
+    corpus.write_text("the cat and the dog\n")  # the same size, its modification time set back (cp -p, rsync -t)
+    os.utime(corpus, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert mlm_dataset(corpus, tok, max_length=16)["input_ids"] == reference_sequences([corpus], tok, 16) != second
 
 
 def test_nsp_pairs_do_not_depend_on_batching(tok, tmp_path):
@@ -86,13 +93,24 @@ def test_nsp_pairs_do_not_depend_on_batching(tok, tmp_path):
     pieces = [[t for t in ids[1:-1] if t != tok.sep_token_id] for ids in mlm_dataset(folder, tok, max_length=8)["input_ids"]]
     import datasets
 
-    table = datasets.Dataset.from_dict({"piece": pieces, "doc": list(range(len(pieces)))})
+    docs = [i // 3 for i in range(len(pieces))]  # documents of three pieces: negatives come from the others
+    table = datasets.Dataset.from_dict({"piece": pieces, "doc": docs})
     kwargs = dict(cls_id=tok.cls_token_id, sep_id=tok.sep_token_id, nsp=True, seed=4, pieces=table,
-                  doc_of=np.arange(len(pieces)))
+                  doc_of=np.array(docs))
     whole = _sequences({"piece": pieces}, list(range(len(pieces))), **kwargs)
     cut = len(pieces) // 2
     halves = [_sequences({"piece": pieces[a:b]}, list(range(a, b)), **kwargs) for a, b in ((0, cut), (cut, len(pieces)))]
     assert whole["input_ids"] == halves[0]["input_ids"] + halves[1]["input_ids"]
+    where = {tuple(p[: len(p) // 2]): i for i, p in enumerate(pieces)}
+    for ids, types, label in zip(whole["input_ids"], whole["token_type_ids"], whole["next_sentence_label"]):
+        a = ids[1 : types.index(1) - 1]
+        b = ids[types.index(1) : -1]
+        i = where[tuple(a)]
+        if label == 0:
+            assert a + b == pieces[i]
+        else:  # the start of a piece of another document, as long as the true continuation
+            j = next(j for j, p in enumerate(pieces) if p[: len(b)] == b and docs[j] != docs[i])
+            assert docs[j] != docs[i] and len(b) == len(pieces[i]) - len(a)
     assert mlm_dataset(folder, tok, max_length=9, nsp=True, seed=4)["input_ids"] == ds["input_ids"]
     others = [mlm_dataset(folder, tok, max_length=9, nsp=True, seed=s)["next_sentence_label"] for s in range(5, 9)]
     assert any(o != ds["next_sentence_label"] for o in others)
@@ -113,3 +131,26 @@ def test_bad_corpora_are_refused(tok, tmp_path, case, message):
         (path / "notes.md").write_text("the cat\n")
     with pytest.raises(DataError, match=message):
         mlm_dataset(path, tok, max_length=16)
+
+
+def test_datasets_errors_are_unwrapped():
+    """A DataError raised inside a datasets step reaches the user as itself; an OSError there is the
+    cache folder's (exit 5, naming HF_DATASETS_CACHE); anything else is raised as it is."""
+    from spikelm_core.data.text import _cached
+    from spikelm_core.errors import OutputError
+
+    def wrapped(inner):
+        def build():
+            try:
+                raise inner
+            except Exception as exc:
+                raise RuntimeError("datasets failed") from exc
+        return build
+
+    with pytest.raises(DataError, match="bad corpus"):
+        _cached(wrapped(DataError("bad corpus")))
+    with pytest.raises(OutputError, match="datasets cache") as exc:
+        _cached(wrapped(NotADirectoryError(20, "Not a directory")))
+    assert "HF_DATASETS_CACHE" in exc.value.hint
+    with pytest.raises(RuntimeError, match="datasets failed"):
+        _cached(wrapped(ValueError("a bug")))

@@ -310,3 +310,7 @@ def test_feed_forward_takes_the_checkpoints_activation(act):
     assert (pre < 0).any()
     torch.testing.assert_close(layer(x), ACT2FN[act](pre))
     assert ((layer(x) >= 0).all()) == (act == "relu")
+    if act == "gelu":  # BERT's default, the released code's exact erf GELU
+        default = SpikingBertIntermediate(tiny_config())
+        default.load_state_dict(layer.state_dict())
+        torch.testing.assert_close(default(x), torch.nn.functional.gelu(pre, approximate="none"))
