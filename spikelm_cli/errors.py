@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import signal
 
 import typer
 from rich.markup import escape
@@ -38,6 +39,11 @@ def output_error(exc: OSError) -> OutputError:
     )
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as a KeyboardInterrupt so that every cleanup written for Ctrl-C runs (libraries
+    such as `datasets` clean their temporary files on KeyboardInterrupt but not on SystemExit)."""
+
+
 def friendly_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -54,8 +60,9 @@ def friendly_errors(fn):
             error = output_error(exc)
             report(error)
             raise typer.Exit(error.exit_code) from None
-        except KeyboardInterrupt:
-            err.print("[red]interrupted[/]")
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (`Terminated`, raised by the CLI's handler)
+            stopped = isinstance(exc, Terminated)
+            err.print(f"[red]{'terminated' if stopped else 'interrupted'}[/]")
+            raise typer.Exit(128 + (signal.SIGTERM if stopped else signal.SIGINT)) from None
 
     return wrapper

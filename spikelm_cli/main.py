@@ -15,6 +15,7 @@ from .commands.energy import EnergyCommand, energy_command
 from .commands.eval import eval_command
 from .commands.finetune import finetune_command
 from .commands.pretrain import pretrain_command
+from .errors import Terminated
 
 app = typer.Typer(
     name="spikelm",
@@ -69,9 +70,10 @@ def _quiet_libraries() -> None:
 
 
 def _terminated(signum, frame) -> None:
-    """SIGTERM (a scheduler's or torchrun's stop) unwinds like Ctrl-C: half-written outputs are removed
-    on the way out (`io.atomic_output_dir`, run directories), and the exit status is 128 + 15."""
-    raise SystemExit(128 + signal.SIGTERM)
+    """SIGTERM (a scheduler's or torchrun's stop) unwinds as Ctrl-C does, so every cleanup that handles
+    Ctrl-C runs (`io.atomic_output_dir`, run directories, the temporary files of `datasets`); the
+    exit status is 128 + 15 (`errors.friendly_errors`)."""
+    raise Terminated()
 
 
 def main() -> None:

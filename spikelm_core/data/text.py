@@ -12,6 +12,7 @@ streamed, tokenised in batches and cached as Arrow files (`mlm_dataset`), so it 
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from pathlib import Path
@@ -61,17 +62,20 @@ def _documents(files: list[str], stamp: str, source: str):
     for name in files:
         current: list[str] = []
         try:
-            with open(name, encoding="utf-8") as fh:
-                for raw in fh:
-                    for line in raw.splitlines():  # str.splitlines' breaks too (form feed, U+2028, ...)
+            with open(name, "rb") as fh:
+                for number, raw in enumerate(fh, start=1):
+                    try:
+                        text = raw.decode("utf-8")
+                    except UnicodeDecodeError as exc:
+                        raise DataError(f"cannot read '{name}': line {number} is not UTF-8 text ({exc.reason} "
+                                        f"at byte {exc.start} of the line)") from None
+                    for line in text.splitlines():  # str.splitlines' breaks too (form feed, U+2028, ...)
                         line = line.strip()
                         if line:
                             current.append(line)
                         elif current:
                             yield {"lines": current}
                             empty, current = False, []
-        except UnicodeDecodeError as exc:
-            raise DataError(f"cannot read '{name}': it is not UTF-8 text ({exc})") from None
         except OSError as exc:
             raise DataError(f"cannot read '{name}': {exc}") from None
         if current:
@@ -106,8 +110,9 @@ def _tokenizer_key(tokenizer: Any) -> str:
     from datasets.fingerprint import Hasher
 
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        return Hasher.hash([type(tokenizer).__name__, backend.to_str()])
+    if backend is not None:  # without the truncation and padding state, which every call may change
+        spec = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")}
+        return Hasher.hash([type(tokenizer).__name__, json.dumps(spec, sort_keys=True)])
     return Hasher.hash(tokenizer)
 
 
@@ -187,7 +192,10 @@ _CACHE_FORMAT = "spikelm-mlm-3"
 def _file_stamp(path: str) -> tuple:
     """What says a file changed: path, inode, size, modification and status-change times (ctime: a
     same-size edit whose mtime was set back, as `cp -p` or `rsync -t` do, still changes it)."""
-    st = os.stat(path)
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise DataError(f"cannot read '{path}': {exc}") from None
     return (path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 

@@ -59,20 +59,29 @@ def test_force_refuses_a_folder_that_holds_the_commands_inputs(tmp_path):
 
 
 def test_sigterm_during_an_atomic_output_removes_its_temporary_directory(tmp_path):
-    """The CLI turns SIGTERM into an exit (status 143) that unwinds like Ctrl-C: no half-written folder."""
+    """The CLI turns SIGTERM into a KeyboardInterrupt (`Terminated`) that unwinds like Ctrl-C and exits
+    with status 143: no half-written folder is left."""
     import subprocess
     import sys
 
     script = (
-        "import os, signal\n"
+        "import os, signal, sys, typer\n"
         "from spikelm_cli.main import _terminated\n"
+        "from spikelm_cli.errors import friendly_errors\n"
         "from spikelm_core.io import atomic_output_dir\n"
         "signal.signal(signal.SIGTERM, _terminated)\n"
-        f"with atomic_output_dir({str(tmp_path / 'out')!r}) as tmp:\n"
-        "    (tmp / 'half.bin').write_bytes(b'x')\n"
-        "    os.kill(os.getpid(), signal.SIGTERM)\n"
-        "    import time; time.sleep(5)\n"
+        "@friendly_errors\n"
+        "def work():\n"
+        f"    with atomic_output_dir({str(tmp_path / 'out')!r}) as tmp:\n"
+        "        (tmp / 'half.bin').write_bytes(b'x')\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        import time; time.sleep(5)\n"
+        "try:\n"
+        "    work()\n"
+        "except typer.Exit as exc:\n"
+        "    sys.exit(exc.exit_code)\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120, text=True)
     assert done.returncode == 143, done.stderr
+    assert "terminated" in done.stderr
     assert list(tmp_path.iterdir()) == []

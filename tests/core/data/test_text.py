@@ -116,15 +116,29 @@ def test_nsp_pairs_do_not_depend_on_batching(tok, tmp_path):
     assert any(o != ds["next_sentence_label"] for o in others)
 
 
+def test_the_cache_key_ignores_the_tokenizers_call_state(tok):
+    """A tokenizer's truncation and padding state (which every call may change) is not its content."""
+    import copy
+
+    from spikelm_core.data.text import _tokenizer_key
+
+    tok = copy.deepcopy(tok)  # the module's tokenizer stays as it is
+    before = _tokenizer_key(tok)
+    tok(["a b c"] * 2, truncation=True, max_length=2, padding="max_length")
+    assert _tokenizer_key(tok) == before
+    tok.add_tokens(["zebra-crossing"])
+    assert _tokenizer_key(tok) != before
+
+
 @pytest.mark.parametrize("case, message", [
-    ("blank", "is empty"), ("latin-1", "not UTF-8"), ("missing", "does not exist"), ("no txt", "no .txt files"),
+    ("blank", "is empty"), ("latin-1", "line 3 is not UTF-8"), ("missing", "does not exist"), ("no txt", "no .txt files"),
 ])
 def test_bad_corpora_are_refused(tok, tmp_path, case, message):
     path = tmp_path / "x.txt"
     if case == "blank":
         path.write_text("\n  \n\n")
     elif case == "latin-1":
-        path.write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+        path.write_bytes(b"tea\nmilk\n" + "caf\xe9 au lait\n".encode("latin-1"))
     elif case == "no txt":
         path = tmp_path / "folder"
         path.mkdir()
