@@ -370,15 +370,25 @@ def _get(data: Mapping[str, Any], key: str) -> Any:
 
 
 def _resolve_paths(layer: dict[str, Any], base: Path) -> None:
-    """Make the relative input paths of one layer absolute against `base` (module docstring)."""
+    """Make the relative input paths of one layer absolute against `base` (module docstring); one that
+    is not there but exists from the current directory (where the run reads it) against that, so that
+    run_config.yaml replays from anywhere. `~` is expanded in these and in `out_dir`."""
+    out = _get(layer, "out_dir")
+    if isinstance(out, str) and out.startswith("~"):
+        set_dotted(layer, "out_dir", os.path.expanduser(out))
     for key in _PATH_KEYS:
         value = _get(layer, key)
+        if isinstance(value, str) and value.startswith("~"):
+            value = os.path.expanduser(value)
+            set_dotted(layer, key, value)
         if not isinstance(value, str) or not value or os.path.isabs(value):
             continue
         if key == "data.source" and value.strip().lower().startswith("glue/"):
             continue
         if value in (".", "..") or value.startswith(("./", "../")) or (base / value).exists():
             set_dotted(layer, key, os.path.normpath(os.path.join(os.path.abspath(base), value)))
+        elif os.path.exists(value):
+            set_dotted(layer, key, os.path.abspath(value))
 
 
 def _warn_once(key: str, message: str) -> None:

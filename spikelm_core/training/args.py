@@ -24,7 +24,10 @@ import torch
 
 from ..config.schema import TrainArgs
 from ..errors import ConfigError
+from ..log import get_logger
 from .precision import resolve_bf16, run_device
+
+log = get_logger("training")
 
 
 def check_device(device: str) -> None:
@@ -81,12 +84,12 @@ def training_arguments(
         save_strategy, save_steps = "epoch", train.save_steps
     else:
         save_strategy, save_steps = "steps", train.save_steps
-    if keep_best and eval_strategy == "steps" and save_steps % (train.eval_steps or 1) != 0:
-        raise ConfigError(
-            "train.save_steps must be a multiple of train.eval_steps to keep the best checkpoint",
-            details=[f"train.save_steps = {save_steps}, train.eval_steps = {train.eval_steps}"],
-            hint=f"set -s train.save_steps={train.eval_steps}, or -s train.keep_best=false",
-        )
+    if keep_best and eval_strategy == "steps" and save_steps != train.eval_steps:
+        # the Trainer keeps a best evaluation only when a checkpoint is saved at its step: one between
+        # two saves would be lost (the run ending on its last weights, best_checkpoint null)
+        log.info("train.keep_best: a checkpoint at every evaluation (train.save_steps %d -> train.eval_steps %d), "
+                 "so that the best one can be kept", save_steps, train.eval_steps)
+        save_steps = train.eval_steps
     if train.lr_schedule == "constant":
         scheduler = "constant_with_warmup" if train.warmup_steps > 0 else "constant"
     else:

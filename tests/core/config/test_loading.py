@@ -367,6 +367,19 @@ def test_relative_paths_resolve_against_the_recipe_folder(tmp_path, monkeypatch)
     assert hub.model == "facebook/bart-base" and hub.data.source == "glue/sst2"
 
 
+def test_recipe_paths_found_from_the_current_directory_are_recorded_absolute(tmp_path, monkeypatch):
+    """A recipe path not beside the recipe but there from the current directory (where the run reads it)
+    is made absolute, so run_config.yaml replays from anywhere; `~` is expanded, out_dir's too."""
+    recipe = write(tmp_path / "project" / "recipes", "command: finetune\nmodel: runs/teacher/final\ndata: {task: sst2}\n")
+    (tmp_path / "project" / "runs" / "teacher" / "final").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "project")
+    cfg = load_config(FinetuneConfig, recipe)
+    assert cfg.model == str(tmp_path / "project" / "runs" / "teacher" / "final")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = load_config(FinetuneConfig, recipe, ["model=~/m", "out_dir=~/out"])
+    assert (cfg.model, cfg.out_dir) == (str(tmp_path / "m"), str(tmp_path / "out"))
+
+
 def test_a_recipe_lays_itself_over_its_base(tmp_path, monkeypatch):
     common = tmp_path / "recipes" / "common"
     write(common, """

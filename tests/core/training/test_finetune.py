@@ -305,3 +305,15 @@ def test_model_config_overrides_reach_the_trained_model(tiny_dirs, tmp_path):
     assert exc.value.details == ["hidden_size: 24 in the checkpoint, 48 asked for"]
     assert not (tmp_path / "run3").exists()
     assert _cfg(tiny_dirs, tmp_path / "run4", "model_config=null").model_overrides == {}
+
+
+def test_keep_best_keeps_a_best_evaluation_between_saves(tiny_dirs, tmp_path):
+    """With evaluations more often than saves, the best evaluation is still the one kept: a checkpoint is
+    saved at every evaluation (the Trainer keeps only a best that was saved)."""
+    r = run_finetune(_cfg(tiny_dirs, tmp_path / "run", "train.max_steps=4", "train.eval_steps=1",
+                          "train.save_steps=4", "train.lr=5e-3"))
+    evals = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+             if '"eval_accuracy"' in x and '"final_' not in x]
+    best = max(evals, key=lambda e: (e["eval_accuracy"], -e["step"]))
+    assert r.best_checkpoint is not None and r.best_checkpoint.endswith(f"checkpoint-{best['step']}")
+    assert r.metrics["dev"]["accuracy"] == pytest.approx(best["eval_accuracy"])
