@@ -13,17 +13,20 @@ from spikelm_core.config import EvalConfig
 from .. import render
 from ..errors import friendly_errors
 from ..params import FormatOpt, OutputFormat
-from ._training import (DataDirOpt, ModelOpt, OverridesOpt, PrintConfigOpt, TaskOpt,
+from ._training import (DataDirOpt, ModelOpt, PrintConfigOpt,
                         load_run_config, print_config_and_exit)
+
+EvalTaskOpt = Annotated[Optional[str], typer.Option("--task", help="Benchmark task to score the model on: a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte), xsum, cnn_dm, or wikitext2 (a causal LM's perplexity).")]
+EvalOverridesOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override an eval setting: -s batch_size=64, -s data.eval_subset=200, -s neuron.kind=dense (repeatable).")]
 
 
 @friendly_errors
 def eval_command(
     source: Annotated[Optional[str], typer.Argument(help="Checkpoint directory (e.g. runs/sst2/final), alias, or an eval recipe (.yaml).")] = None,
-    task: TaskOpt = None,
+    task: EvalTaskOpt = None,
     model: ModelOpt = None,
     data_dir: DataDirOpt = None,
-    overrides: OverridesOpt = None,
+    overrides: EvalOverridesOpt = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out-dir", help="Where eval_results.json (with --prompt: generation_results.json) and eval_config.yaml go (a training run's directory is fine: its run_config.yaml is left alone).")] = None,
     print_config: PrintConfigOpt = False,
     format: FormatOpt = OutputFormat.table,

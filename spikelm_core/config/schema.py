@@ -815,7 +815,10 @@ class PretrainConfig(_ModelOverrides, _TaskConfig):
     @classmethod
     def _over_pretrain_defaults(cls, value: Any) -> Any:
         if isinstance(value, Mapping):
-            return {**_pretrain_train_defaults().model_dump(), **value}
+            defaults = _pretrain_train_defaults().model_dump()
+            if value.get("lr_schedule", "linear") != "linear":  # the 500k-step horizon is the linear schedule's
+                defaults["schedule_steps"] = None
+            return {**defaults, **value}
         return value
 
     def _check(self, rules: _Rules) -> None:

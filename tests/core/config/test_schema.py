@@ -61,6 +61,8 @@ def test_pretrain_defaults():
     assert cfg.model is None and cfg.model_overrides == {} and cfg.distill is None
     assert cfg.mlm == MlmArgs(mlm_probability=0.15, nsp=False)
     assert cfg.task is None and cfg.task_family == "mlm"
+    constant = load_config(PretrainConfig, None, ["data.source=text.txt", "train.lr_schedule=constant"]).train
+    assert constant.schedule_steps is None  # the default 500k horizon belongs to the linear schedule alone
 
 
 def test_neuron_section_is_neuron_settings():
