@@ -195,9 +195,7 @@ def training_result(r, fmt) -> None:
     if r.train_loss is not None:
         since = ""
         if r.resumed_from:  # the Trainer's mean covers the steps after the checkpoint only
-            from spikelm_core.training.rundir import steps_of_checkpoint
-
-            since = f" (mean of steps {(steps_of_checkpoint(r.resumed_from) or 0) + 1}-{r.global_step}, this call)"
+            since = f" (mean of steps {(r.resumed_at_step or 0) + 1}-{r.global_step}, this call)"
         t.add_row("train loss", f"{r.train_loss:.4f}{since}")
     for split, metrics in r.metrics.items():
         shown = ", ".join(f"{k} {_metric(v)}" for k, v in metrics.items() if isinstance(v, (int, float)))

@@ -578,6 +578,15 @@ def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None,
     # a selected point equal to an earlier one runs as that one (then shows as same_as), never twice
     selected = {home[name] for name in only or []}
     runner = {"finetune": run_finetune, "distill": run_distill}[cfg.command]
+    for point, run_cfg in zip(points, configs):  # before anything trains: a selected point's start must be there
+        source = cfg.sweep.start_from.get(point.name)
+        if (only and point.name in selected and source and home[source] not in selected
+                and not (out_dir / point.name / POINT_FILE).is_file() and not Path(run_cfg.model).is_dir()):
+            raise ConfigError(
+                f"sweep point {point.name!r} starts from point {source!r}'s trained model, which is not there "
+                "and not among --point",
+                details=[f"expected: {run_cfg.model}"],
+                hint=f"add --point {source}, or run the whole sweep")
     report = SweepReport(command=cfg.command, task=cfg.task, out_dir=str(out_dir), rows=[])
     report.reference = _reference_row(cfg, out_dir, say)
     energy = cfg.sweep.energy

@@ -471,7 +471,8 @@ class DistillArgs(_RuledSection):
     that layer, so every layer weighs the same."""
     hidden_stage_steps: int = Field(0, ge=0)
     """Staged schedule (TinyBERT): the first this many optimizer steps train on the hidden-state and
-    attention terms only; the logit and hard-label terms join after. 0 = one stage, all terms."""
+    attention terms only; the logit and hard-label terms join after (a firing-rate penalty,
+    `train.target_firing_rate`, applies in both stages). 0 = one stage, all terms."""
     hidden_stage_local: bool = False
     """In the hidden-state stage, train each layer on its own terms only (block-wise reconstruction):
     every layer reads the previous spiking layer's output detached, so no gradient crosses layers and

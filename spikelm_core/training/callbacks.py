@@ -48,8 +48,9 @@ class JsonlMetricsCallback(TrainerCallback):
     """Appends every Trainer log (training loss, learning rate, evaluation metrics, firing rate) to
     `<out_dir>/metrics.jsonl`, one JSON object per line with `step` and `epoch`.
 
-    On resume the lines after the checkpoint's step are dropped first, so a run killed mid-way
-    and resumed leaves the same file as one that was never interrupted.
+    On resume the lines after the checkpoint's step are dropped first, and the final scores at that
+    step (a run killed while it ended, or a finished run resumed: they are written again), so a run killed mid-way and
+    resumed leaves the same file as one that was never interrupted.
     """
 
     def __init__(self, path: str | Path, *, resume_step: int | None = None):
@@ -64,7 +65,8 @@ class JsonlMetricsCallback(TrainerCallback):
         if self.resume_step is None:
             self.path.write_text("", encoding="utf-8")
         elif self.path.exists():
-            kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= self.resume_step]
+            kept = [r for r in read_metrics(self.path) if r.get("step", 0) < self.resume_step
+                    or (r.get("step", 0) == self.resume_step and not _end_of_run(r))]  # the end comes again
             self.path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -84,8 +86,16 @@ class JsonlMetricsCallback(TrainerCallback):
             if isinstance(value, float) and not math.isfinite(value):
                 value = str(value)  # JSON has no NaN; keep the fact visible
             record[key] = value
+        if set(record) <= {"step", "epoch"}:  # nothing left to record (a finished run resumed)
+            return
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
+
+
+def _end_of_run(record: dict) -> bool:
+    """Whether a metrics.jsonl record holds the final scores a run writes as it ends (its training-loss
+    mean stays: a resumed call that takes no step has none of its own)."""
+    return any(key.startswith("final_") for key in record)
 
 
 class FiringRateCallback(TrainerCallback):

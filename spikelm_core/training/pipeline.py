@@ -351,6 +351,7 @@ def run_training(pipeline: Pipeline, *, resume: str | None, callbacks=None) -> R
         if run.resume_from is not None and start_step >= steps:
             log.info("%s is the run's last step (%d): no step left to train, the run ends as it did",
                      Path(run.resume_from).name, start_step)
+        trainer.resumed_from = run.resume_from  # callbacks read the checkpoint's own files (weight average)
         train_out = trainer.train(resume_from_checkpoint=run.resume_from)
         metrics, primary, report = pipeline.final_evaluation(trainer, evals, collator, loaded.tokenizer)
         # final/ appears whole or not at all: written beside it, then renamed into place
@@ -377,6 +378,7 @@ def run_training(pipeline: Pipeline, *, resume: str | None, callbacks=None) -> R
             primary_metric=primary,
             best_checkpoint=trainer.state.best_model_checkpoint,
             resumed_from=run.resume_from,
+            resumed_at_step=start_step if run.resume_from is not None else None,
             calibrated=calibrated,
             calibration=pipeline.calibration_source(len(train_ds)) if calibrated else None,
             firing_rate=report.mean_rate if report else None,

@@ -3,7 +3,7 @@
 JSON schemas: `spikelm.run/2` and `spikelm.eval/2` (version 2 renamed `glue_task` to `task`, which
 names any benchmark task: a GLUE task, xsum or cnn_dm, or null for masked-LM runs, and added
 `firing_rate_mean`, which says which mean `firing_rate` is). Fields added since, without a new
-version (readers of version 2 can ignore them): `spikelm.run/2` `target_firing_rate`, `precision`;
+version (readers of version 2 can ignore them): `spikelm.run/2` `target_firing_rate`, `precision`, `resumed_at_step`;
 `spikelm.eval/2` `precision`, and `perplexity`, `dense_perplexity`, `dense_model`, `tokens`, `seq_len`,
 `stride`, `tokens_per_second`, `dense_tokens_per_second` (language modelling, null for other tasks).
 
@@ -36,6 +36,8 @@ class RunResult:
     primary_metric: str | None = None
     best_checkpoint: str | None = None
     resumed_from: str | None = None
+    resumed_at_step: int | None = None
+    """The step of `resumed_from` (read when the run resumed: the Trainer may delete that checkpoint)."""
     calibrated: bool = False
     calibration: str | None = None
     """What the amplitudes were calibrated on, in words (`train.calibration_*`); None when not calibrated."""

@@ -200,7 +200,7 @@ class DistillTrainer(SpikelmTrainer):
     With `distill.hidden_match: steps` the hidden term matches every time step's state; with
     `distill.spike_drop` the student's neurons pass some inputs on unspiked over the first steps. With
     `distill.hidden_stage_steps` the first steps weigh the hidden and attention terms only (the other
-    parts are still logged), at `distill.hidden_stage_lr_scale` times the learning rate; with
+    parts are still logged; a firing-rate penalty applies in both stages), at `distill.hidden_stage_lr_scale` times the learning rate; with
     `distill.hidden_stage_local` each layer then learns from its own terms only (`layer_local_gradients`). Rows of an augmented batch marked `teacher_labelled` take
     the teacher's prediction as their hard label (`teacher_labelled`).
     """

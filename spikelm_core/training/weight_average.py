@@ -108,7 +108,8 @@ class WeightAverageCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         average = WeightAverage(model, self.decay)
         if state.global_step > 0:  # resumed: the average saved with the checkpoint resumed from
-            checkpoint = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            resumed = getattr(self.trainer, "resumed_from", None)  # the checkpoint resumed (maybe another run's)
+            checkpoint = Path(resumed) if resumed else Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
             if not (checkpoint / FILE).is_file():
                 raise CheckpointError(
                     f"'{checkpoint}' has no {FILE}, but this run averages its weights (train.weight_average)",

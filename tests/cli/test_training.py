@@ -271,6 +271,11 @@ def test_run_summary_shows_the_firing_target_beside_the_reached_rates(monkeypatc
     render.training_result(result, "text")
     text = buf.getvalue()
     assert "0.250 0.150" in text and "target rate" in text and "0.200 per layer" in text
+    # a resumed run whose checkpoint the Trainer has since deleted (save_total_limit): the step it resumed at
+    # travels in the result, nothing is read back
+    result.resumed_from, result.resumed_at_step = "o/checkpoint-2", 2
+    render.training_result(result, "text")
+    assert "mean of steps 3-4, this call" in buf.getvalue()
 
 
 def test_missing_metric_sink_is_a_config_error(tiny_dirs, tmp_path):

@@ -114,6 +114,8 @@ def test_resuming_from_the_last_steps_checkpoint_takes_no_step(tiny_dirs, tmp_pa
     assert r.resumed_from.endswith("checkpoint-6") and r.global_step == 6 and r.train_loss is None
     records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [x["train_loss"] for x in records if "train_loss" in x] == [first.train_loss]  # no 0.0 for no step
+    assert all(set(x) - {"step", "epoch"} for x in records)  # no empty record
+    assert len([x for x in records if any(k.startswith("final_") for k in x)]) <= 1  # final scores once
     assert not (tmp_path / "run" / "checkpoint-7").exists()
     assert r.metrics == first.metrics
     again = load_file(tmp_path / "run" / "final" / "model.safetensors")

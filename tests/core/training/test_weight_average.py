@@ -123,6 +123,11 @@ def test_resume_restores_the_average(tiny_dirs, tmp_path):
     cut = load_file(tmp_path / "cut" / "final" / "model.safetensors")
     for name in full:
         torch.testing.assert_close(cut[name], full[name], rtol=0, atol=0, msg=name)
+    # resumed from a checkpoint of another run directory: its own average is read
+    run_finetune(_cfg(tiny_dirs, tmp_path / "other", *extra), resume=str(tmp_path / "cut" / "checkpoint-3"))
+    other = load_file(tmp_path / "other" / "final" / "model.safetensors")
+    for name in full:
+        torch.testing.assert_close(other[name], full[name], rtol=0, atol=0, msg=name)
     (tmp_path / "cut" / "checkpoint-3" / FILE).unlink()  # a damaged checkpoint (a changed setting is refused before)
     with pytest.raises(CheckpointError, match="has no weight_average.safetensors"):
         run_finetune(_cfg(tiny_dirs, tmp_path / "cut", *extra), resume=str(tmp_path / "cut" / "checkpoint-3"))
