@@ -13,7 +13,10 @@ written with the user's dotted key.
 Relative input paths (`model`, `tokenizer`, `data.source`, `data.data_dir`, `data.train_file`,
 `data.validation_file`, `distill.teacher`, `dense_reference`) are made absolute: in a recipe against
 the recipe's folder, in `-s` overrides and flags against the current directory. A value counts as a path when
-it starts with ./ or ../, or when it exists there (so `minilm` and `facebook/bart-base` stay).
+it starts with ./ or ../, or when it exists there (so `minilm` and `facebook/bart-base` stay); a
+recipe's path that is not beside the recipe but exists from the current directory (where the run reads
+it) is made absolute against that, so run_config.yaml replays from anywhere. `~` is expanded (and in
+`out_dir`).
 
 A recipe may start from another: `base: ../common/teacher.yaml` (read from the recipe's folder)
 loads that recipe first and lays this one over it, mappings merged key by key, any other value

@@ -56,8 +56,8 @@ def text_files(source: str | Path) -> list[Path]:
 
 def _documents(files: list[str], stamp: str, source: str):
     """Each document of `files` as {"lines": [...]}: non-empty lines (as `str.splitlines` splits them),
-    stripped; blank lines (and the end of a file) end a document. Streams line by line, so a corpus never has to fit in memory. `stamp`
-    only names the corpus version in the cache's fingerprint."""
+    stripped; blank lines (and the end of a file) end a document. Streams line by line, so a corpus
+    never has to fit in memory. `stamp` only names the corpus version in the cache's fingerprint."""
     empty = True
     for name in files:
         current: list[str] = []

@@ -170,11 +170,6 @@ def max_length(cfg, model) -> int:
     return limit
 
 
-def first_batch(dataset, collator, batch_size: int) -> dict[str, torch.Tensor]:
-    """The first `batch_size` examples in file order, collated: the same batch on every rank."""
-    return collator([dataset[i] for i in range(min(batch_size, len(dataset)))])
-
-
 def calibration_indices(size: int, train) -> list[int]:
     """Indices of the training examples that calibrate the amplitudes (`train.calibration_examples`,
     default one batch): the first in file order, or a draw over all `size` examples under
