@@ -87,7 +87,8 @@ _KEY_ALIASES = {
     "dataloader_num_workers": "num_workers",
     "mask_probability": "mlm_probability",
 }
-_HINT = "recipe keys are dotted paths (train.lr, neuron.k, data.task); `spikelm <command> RECIPE --print-config` lists every field with its description"
+_HINT = ("keys are nested sections in a recipe file (train: {lr: 3.0e-5}) and dotted paths in -s (train.lr, neuron.k, "
+         "data.task); `spikelm <command> RECIPE --print-config` lists every field with its description")
 _KEY = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
 _PATH_KEYS = ("model", "tokenizer", "data.source", "data.data_dir", "data.train_file", "data.validation_file",
               "distill.teacher", "dense_reference")
@@ -200,7 +201,10 @@ def _problems(exc: ValidationError, root: type[BaseModel]) -> list[str]:
         if kind == "config_rules":
             lines += [f"{path + '.' if path else ''}{field}: {message}" for field, message in ctx["problems"]]
             continue
-        if kind == "extra_forbidden":
+        if kind == "extra_forbidden" and len(loc) == 1 and "." in str(loc[0]):  # `train.lr: 1e-4` in a file
+            head, _, rest = str(loc[0]).partition(".")
+            message = f"a recipe file nests its keys ({head}: {{{rest}: ...}}); dotted paths are for -s"
+        elif kind == "extra_forbidden":
             message = f"unknown key{_suggest(loc, root)}"
         elif kind == "missing":
             message = "required, no default"

@@ -597,3 +597,10 @@ def test_sst2_benchmark_recipes_load_as_before(name, monkeypatch):
     assert config_to_dict(cfg) == expected
     flagged = load_config(type(cfg), REPO / "recipes" / name, [], **{"data.data_dir": "../shared/data/glue"})
     assert config_to_dict(flagged)["data"] == {**expected["data"], "data_dir": str(REPO.parent / "shared" / "data" / "glue")}
+
+
+def test_a_dotted_key_in_a_recipe_file_is_told_to_nest(tmp_path):
+    recipe = write(tmp_path, "command: finetune\nmodel: m\ndata: {task: sst2}\ntrain.lr: 1.0e-4\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(FinetuneConfig, recipe)
+    assert "train.lr: a recipe file nests its keys (train: {lr: ...}); dotted paths are for -s" in str(exc.value)
