@@ -292,6 +292,33 @@ def _missing_recipe_hint(path: Path) -> str:
     return f"no such recipe in '{path.parent}'; recipes/README.md lists the shipped ones"
 
 
+def _read_back(cls: type[BaseModel], raw: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config's data with `_unset_defaults` applied when that changes no value (or when only
+    the pruned form is valid, e.g. a greedy prompt's sampling defaults); else as written."""
+    pruned = _unset_defaults(cls, raw)
+
+    def valid(data):
+        try:
+            return _validate(cls, data, [], [], "", None)
+        except ConfigError:
+            return None
+
+    after = valid(pruned)
+    if after is None:
+        return raw
+    before = valid(raw)
+    return pruned if before is None or before == after else raw
+
+
+def _is_resolved(path: Path) -> bool:
+    """Whether `path` is a config spikelm wrote out whole (its first line is `RESOLVED_MARK`)."""
+    try:
+        with path.open(encoding="utf-8") as fh:
+            return fh.readline().rstrip("\n") == RESOLVED_MARK
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def _read_recipe(path: Path, errors: list[str]) -> dict[str, Any] | None:
     """The recipe as a dict; None (with problems recorded) when it cannot be used."""
     if not path.exists():
@@ -579,6 +606,8 @@ def load_config(
             _warn_once("paths", f"{origin}: a spikelm 0.1.0 recipe, its relative paths are read from the current "
                                 "directory; once its keys are renamed they are read from the recipe's folder")
         raw = _with_base(path, data, errors, (path.resolve(),), cwd if legacy else path.parent)
+        if _is_resolved(path):
+            raw = _read_back(cls, raw)
     given = [*parse_overrides(overrides, errors), *((k, v) for k, v in flags.items() if v is not None)]
     for key, value in given:
         nested: dict[str, Any] = {}
@@ -606,20 +635,73 @@ def config_to_dict(cfg: BaseModel) -> dict[str, Any]:
     return cfg.model_dump(mode="json", by_alias=True)
 
 
+#: The first line of a config spikelm wrote out whole (run_config.yaml, eval_config.yaml, --print-config).
+#: Read back, its settings that some runs take from the model when left unset (`DEFAULTS_FROM_MODEL`)
+#: count as unset where they hold their defaults, as they were in the run that wrote it.
+RESOLVED_MARK = "# spikelm: a resolved config; settings at their defaults are read back as unset"
+#: Settings a run takes from its model when they are not set: a spiking checkpoint's neuron settings,
+#: the model's positions for the lengths; and the sampling settings a greedy prompt refuses when set.
+DEFAULTS_FROM_MODEL = ("neuron.", "data.max_length", "data.seq_len", "prompt.")
+
+
 def save_config(cfg: BaseModel, path: str | os.PathLike[str], *, header: str | None = None) -> Path:
     """Write `cfg` as YAML to `path` atomically (temp file in the same directory + os.replace).
 
-    Each `header` line is written as one `# ` comment first (a line that already starts with
-    '#' is not commented twice). Returns the path written.
+    The first line is `RESOLVED_MARK`; then each `header` line as one `# ` comment (a line that
+    already starts with '#' is not commented twice). Returns the path written.
     """
     from ..io import atomic_write_text
 
     target = Path(path)
     body = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=False, allow_unicode=True)
     lines = (re.sub(r"^#+ ?", "", line) for line in (header or "").splitlines())
-    comments = "".join(f"# {line}".rstrip() + "\n" for line in lines)
+    comments = RESOLVED_MARK + "\n" + "".join(f"# {line}".rstrip() + "\n" for line in lines)
     atomic_write_text(target, comments + body)
     return target
+
+
+def _field_default(cls: type[BaseModel], dotted: str) -> Any:
+    """The schema default of the leaf `dotted` of `cls` (`_NO_DEFAULT` for a required or unknown one)."""
+    from pydantic_core import PydanticUndefined
+
+    model: Any = cls
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return _NO_DEFAULT
+        if i == len(parts) - 1:
+            if field.default_factory is not None:
+                return field.default_factory()
+            return _NO_DEFAULT if field.default is PydanticUndefined else field.default
+        members = typing.get_args(field.annotation) or (field.annotation,)
+        model = next((m for m in members if isinstance(m, type) and issubclass(m, BaseModel)), None)
+        if model is None:
+            return _NO_DEFAULT
+    return _NO_DEFAULT
+
+
+_NO_DEFAULT = object()
+
+
+def _plain(value: Any) -> Any:
+    value = getattr(value, "value", value)  # enums as their values
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _unset_defaults(cls: type[BaseModel], raw: dict[str, Any]) -> dict[str, Any]:
+    """`raw` (a resolved config read back) without the `DEFAULTS_FROM_MODEL` leaves that hold their
+    defaults, so that they are unset again as in the run that wrote it."""
+    out = yaml.safe_load(yaml.safe_dump(raw))  # a deep copy of plain data
+    for key, value in flatten_dotted(raw).items():
+        if not key.startswith(DEFAULTS_FROM_MODEL):
+            continue
+        default = _field_default(cls, key)
+        if default is not _NO_DEFAULT and _plain(default) == _plain(value):
+            parent = _get(out, key.rpartition(".")[0]) if "." in key else out
+            if isinstance(parent, dict):
+                parent.pop(key.rpartition(".")[2], None)
+    return out
 
 
 def diff_configs(old: BaseModel, new: BaseModel) -> list[tuple[str, Any, Any]]:
@@ -635,7 +717,7 @@ def diff_configs(old: BaseModel, new: BaseModel) -> list[tuple[str, Any, Any]]:
 
 def describe_config(cfg: BaseModel) -> str:
     """The resolved config as YAML, each key preceded by its description as a `# ` comment (what
-    `--print-config` shows): a recipe that replays the run and documents itself."""
+    `--print-config` shows): a recipe that replays the run and documents itself (`RESOLVED_MARK` first)."""
     lines: list[str] = []
 
     def emit(model: BaseModel, indent: int) -> None:
@@ -656,4 +738,4 @@ def describe_config(cfg: BaseModel) -> str:
             lines.append(f"{pad}{dumped.removeprefix('{').removesuffix('}')}")
 
     emit(cfg, 0)
-    return "\n".join(lines) + "\n"
+    return RESOLVED_MARK + "\n" + "\n".join(lines) + "\n"

@@ -506,7 +506,7 @@ def test_save_and_replay_gives_an_equal_config(tmp_path, monkeypatch, cls, overr
     cfg = load_config(cls, None, overrides)
     path = save_config(cfg, tmp_path / "run" / "run_config.yaml", header="spikelm run config\nreplay it")
     text = path.read_text()
-    assert text.startswith(f"# spikelm run config\n# replay it\ncommand: {cfg.command}\n")
+    assert text.startswith(f"{loading.RESOLVED_MARK}\n# spikelm run config\n# replay it\ncommand: {cfg.command}\n")
     monkeypatch.chdir(tmp_path)  # a replay works from anywhere
     assert load_config(cls, path) == cfg
     assert config_from_dict(cls, config_to_dict(cfg)) == cfg
@@ -516,8 +516,8 @@ def test_save_and_replay_gives_an_equal_config(tmp_path, monkeypatch, cls, overr
 def test_header_is_commented_once(tmp_path):
     cfg = load_config(FinetuneConfig, None, MINIMAL)
     path = save_config(cfg, tmp_path / "run_config.yaml", header="# already a comment\nplain\n\n#no space")
-    head = path.read_text().splitlines()[:4]
-    assert head == ["# already a comment", "# plain", "#", "# no space"]
+    head = path.read_text().splitlines()[:5]
+    assert head == [loading.RESOLVED_MARK, "# already a comment", "# plain", "#", "# no space"]
     assert "# #" not in path.read_text()
 
 
@@ -604,3 +604,35 @@ def test_a_dotted_key_in_a_recipe_file_is_told_to_nest(tmp_path):
     with pytest.raises(ConfigError) as exc:
         load_config(FinetuneConfig, recipe)
     assert "train.lr: a recipe file nests its keys (train: {lr: ...}); dotted paths are for -s" in str(exc.value)
+
+
+def test_a_resolved_config_reads_back_what_the_run_left_unset(tmp_path):
+    """Settings a run takes from its model when unset (neuron settings, lengths; a greedy prompt's
+    sampling settings) are unset again when their saved values are the defaults, so run_config.yaml
+    and eval_config.yaml replay; a value set to something else, or set by -s on the replay, counts."""
+    cfg = load_config(FinetuneConfig, None, MINIMAL)
+    path = save_config(cfg, tmp_path / "run_config.yaml")
+    again = load_config(FinetuneConfig, path)
+    assert again == cfg and again.neuron.model_fields_set == set() and "max_length" not in again.data.model_fields_set
+    assert "lr" in again.train.model_fields_set  # other sections read as written
+    set_t = save_config(load_config(FinetuneConfig, None, [*MINIMAL, "neuron.num_timesteps=2"]), tmp_path / "t2.yaml")
+    assert load_config(FinetuneConfig, set_t).neuron.model_fields_set == {"num_timesteps"}
+    assert "k" in load_config(FinetuneConfig, path, ["neuron.k=2.0"]).neuron.model_fields_set
+    prompt = load_config(EvalConfig, None, ["model=minilm", "prompt.text=hi"])
+    saved = save_config(prompt, tmp_path / "eval_config.yaml")
+    assert load_config(EvalConfig, saved) == prompt  # its sampling defaults no longer count as asked for
+    plain = tmp_path / "recipe.yaml"  # a recipe a user wrote (no mark) is read as written
+    plain.write_text(saved.read_text().split("\n", 1)[1])
+    with pytest.raises(ConfigError, match="is for sampling"):
+        load_config(EvalConfig, plain)
+
+
+def test_print_config_output_reads_back(tmp_path):
+    """`--print-config` output (describe_config) carries the mark too: saved, it loads back as the same config."""
+    from spikelm_core.config.loading import describe_config
+
+    prompt = load_config(EvalConfig, None, ["model=minilm", "prompt.text=hi"])
+    path = tmp_path / "p.yaml"
+    path.write_text(describe_config(prompt))
+    assert path.read_text().startswith(loading.RESOLVED_MARK + "\n")
+    assert load_config(EvalConfig, path) == prompt
