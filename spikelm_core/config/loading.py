@@ -292,10 +292,10 @@ def _missing_recipe_hint(path: Path) -> str:
     return f"no such recipe in '{path.parent}'; recipes/README.md lists the shipped ones"
 
 
-def _read_back(cls: type[BaseModel], raw: dict[str, Any]) -> dict[str, Any]:
+def _read_back(cls: type[BaseModel], raw: dict[str, Any], explicit: set[str]) -> dict[str, Any]:
     """A resolved config's data with `_unset_defaults` applied when that changes no value (or when only
     the pruned form is valid, e.g. a greedy prompt's sampling defaults); else as written."""
-    pruned = _unset_defaults(cls, raw)
+    pruned = _unset_defaults(cls, raw, explicit)
 
     def valid(data):
         try:
@@ -310,13 +310,17 @@ def _read_back(cls: type[BaseModel], raw: dict[str, Any]) -> dict[str, Any]:
     return pruned if before is None or before == after else raw
 
 
-def _is_resolved(path: Path) -> bool:
-    """Whether `path` is a config spikelm wrote out whole (its first line is `RESOLVED_MARK`)."""
+def _resolved_explicit(path: Path) -> set[str] | None:
+    """The settings a config spikelm wrote out whole says were set (its first line: `resolved_mark`);
+    None for any other file."""
     try:
         with path.open(encoding="utf-8") as fh:
-            return fh.readline().rstrip("\n") == RESOLVED_MARK
+            first = fh.readline().rstrip("\n")
     except (OSError, UnicodeDecodeError):
-        return False
+        return None
+    if not first.startswith(RESOLVED_MARK):
+        return None
+    return set(first[len(RESOLVED_MARK):].split()) - {"none"}
 
 
 def _read_recipe(path: Path, errors: list[str]) -> dict[str, Any] | None:
@@ -606,8 +610,9 @@ def load_config(
             _warn_once("paths", f"{origin}: a spikelm 0.1.0 recipe, its relative paths are read from the current "
                                 "directory; once its keys are renamed they are read from the recipe's folder")
         raw = _with_base(path, data, errors, (path.resolve(),), cwd if legacy else path.parent)
-        if _is_resolved(path):
-            raw = _read_back(cls, raw)
+        explicit = _resolved_explicit(path)
+        if explicit is not None:
+            raw = _read_back(cls, raw, explicit)
     given = [*parse_overrides(overrides, errors), *((k, v) for k, v in flags.items() if v is not None)]
     for key, value in given:
         nested: dict[str, Any] = {}
@@ -635,10 +640,10 @@ def config_to_dict(cfg: BaseModel) -> dict[str, Any]:
     return cfg.model_dump(mode="json", by_alias=True)
 
 
-#: The first line of a config spikelm wrote out whole (run_config.yaml, eval_config.yaml, --print-config).
-#: Read back, its settings that some runs take from the model when left unset (`DEFAULTS_FROM_MODEL`)
-#: count as unset where they hold their defaults, as they were in the run that wrote it.
-RESOLVED_MARK = "# spikelm: a resolved config; settings at their defaults are read back as unset"
+#: The first line of a config spikelm wrote out whole (run_config.yaml, eval_config.yaml, --print-config),
+#: followed by the `DEFAULTS_FROM_MODEL` settings that were set (recipe, -s, flags). Read back, the
+#: others count as unset again, as they were in the run that wrote it.
+RESOLVED_MARK = "# spikelm: a resolved config; of the settings taken from the model when unset, these were set:"
 #: Settings a run takes from its model when they are not set: a spiking checkpoint's neuron settings,
 #: the model's positions for the lengths; and the sampling settings a greedy prompt refuses when set.
 DEFAULTS_FROM_MODEL = ("neuron.", "data.max_length", "data.seq_len", "prompt.")
@@ -655,9 +660,25 @@ def save_config(cfg: BaseModel, path: str | os.PathLike[str], *, header: str | N
     target = Path(path)
     body = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=False, allow_unicode=True)
     lines = (re.sub(r"^#+ ?", "", line) for line in (header or "").splitlines())
-    comments = RESOLVED_MARK + "\n" + "".join(f"# {line}".rstrip() + "\n" for line in lines)
+    comments = resolved_mark(cfg) + "\n" + "".join(f"# {line}".rstrip() + "\n" for line in lines)
     atomic_write_text(target, comments + body)
     return target
+
+
+def resolved_mark(cfg: BaseModel) -> str:
+    """`RESOLVED_MARK` and the `DEFAULTS_FROM_MODEL` settings of `cfg` that were set ('none' for none)."""
+    explicit: list[str] = []
+
+    def walk(model: BaseModel, prefix: str) -> None:
+        for name in type(model).model_fields:
+            value, key = getattr(model, name), prefix + name
+            if isinstance(value, BaseModel):
+                walk(value, key + ".")
+            elif name in model.model_fields_set and key.startswith(DEFAULTS_FROM_MODEL):
+                explicit.append(key)
+
+    walk(cfg, "")
+    return f"{RESOLVED_MARK} {' '.join(explicit) or 'none'}"
 
 
 def _field_default(cls: type[BaseModel], dotted: str) -> Any:
@@ -689,12 +710,12 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def _unset_defaults(cls: type[BaseModel], raw: dict[str, Any]) -> dict[str, Any]:
-    """`raw` (a resolved config read back) without the `DEFAULTS_FROM_MODEL` leaves that hold their
-    defaults, so that they are unset again as in the run that wrote it."""
+def _unset_defaults(cls: type[BaseModel], raw: dict[str, Any], explicit: set[str]) -> dict[str, Any]:
+    """`raw` (a resolved config read back) without the `DEFAULTS_FROM_MODEL` leaves not in `explicit`
+    that hold their defaults, so that they are unset again as in the run that wrote it."""
     out = yaml.safe_load(yaml.safe_dump(raw))  # a deep copy of plain data
     for key, value in flatten_dotted(raw).items():
-        if not key.startswith(DEFAULTS_FROM_MODEL):
+        if not key.startswith(DEFAULTS_FROM_MODEL) or key in explicit:
             continue
         default = _field_default(cls, key)
         if default is not _NO_DEFAULT and _plain(default) == _plain(value):
@@ -738,4 +759,4 @@ def describe_config(cfg: BaseModel) -> str:
             lines.append(f"{pad}{dumped.removeprefix('{').removesuffix('}')}")
 
     emit(cfg, 0)
-    return RESOLVED_MARK + "\n" + "\n".join(lines) + "\n"
+    return resolved_mark(cfg) + "\n" + "\n".join(lines) + "\n"

@@ -506,7 +506,7 @@ def test_save_and_replay_gives_an_equal_config(tmp_path, monkeypatch, cls, overr
     cfg = load_config(cls, None, overrides)
     path = save_config(cfg, tmp_path / "run" / "run_config.yaml", header="spikelm run config\nreplay it")
     text = path.read_text()
-    assert text.startswith(f"{loading.RESOLVED_MARK}\n# spikelm run config\n# replay it\ncommand: {cfg.command}\n")
+    assert text.startswith(f"{loading.resolved_mark(cfg)}\n# spikelm run config\n# replay it\ncommand: {cfg.command}\n")
     monkeypatch.chdir(tmp_path)  # a replay works from anywhere
     assert load_config(cls, path) == cfg
     assert config_from_dict(cls, config_to_dict(cfg)) == cfg
@@ -517,7 +517,7 @@ def test_header_is_commented_once(tmp_path):
     cfg = load_config(FinetuneConfig, None, MINIMAL)
     path = save_config(cfg, tmp_path / "run_config.yaml", header="# already a comment\nplain\n\n#no space")
     head = path.read_text().splitlines()[:5]
-    assert head == [loading.RESOLVED_MARK, "# already a comment", "# plain", "#", "# no space"]
+    assert head == [loading.resolved_mark(cfg), "# already a comment", "# plain", "#", "# no space"]
     assert "# #" not in path.read_text()
 
 
@@ -617,6 +617,10 @@ def test_a_resolved_config_reads_back_what_the_run_left_unset(tmp_path):
     assert "lr" in again.train.model_fields_set  # other sections read as written
     set_t = save_config(load_config(FinetuneConfig, None, [*MINIMAL, "neuron.num_timesteps=2"]), tmp_path / "t2.yaml")
     assert load_config(FinetuneConfig, set_t).neuron.model_fields_set == {"num_timesteps"}
+    # a setting set to its default by hand (e.g. k: 2.0 over a checkpoint saved with k 3) stays set
+    set_k = save_config(load_config(FinetuneConfig, None, [*MINIMAL, "neuron.k=2.0"]), tmp_path / "k.yaml")
+    assert set_k.read_text().splitlines()[0].endswith("these were set: neuron.k")
+    assert load_config(FinetuneConfig, set_k).neuron.model_fields_set == {"k"}
     assert "k" in load_config(FinetuneConfig, path, ["neuron.k=2.0"]).neuron.model_fields_set
     prompt = load_config(EvalConfig, None, ["model=minilm", "prompt.text=hi"])
     saved = save_config(prompt, tmp_path / "eval_config.yaml")
@@ -634,5 +638,5 @@ def test_print_config_output_reads_back(tmp_path):
     prompt = load_config(EvalConfig, None, ["model=minilm", "prompt.text=hi"])
     path = tmp_path / "p.yaml"
     path.write_text(describe_config(prompt))
-    assert path.read_text().startswith(loading.RESOLVED_MARK + "\n")
+    assert path.read_text().splitlines()[0] == loading.RESOLVED_MARK + " prompt.text"
     assert load_config(EvalConfig, path) == prompt
