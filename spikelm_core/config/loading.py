@@ -292,24 +292,6 @@ def _missing_recipe_hint(path: Path) -> str:
     return f"no such recipe in '{path.parent}'; recipes/README.md lists the shipped ones"
 
 
-def _read_back(cls: type[BaseModel], raw: dict[str, Any], explicit: set[str]) -> dict[str, Any]:
-    """A resolved config's data with `_unset_defaults` applied when that changes no value (or when only
-    the pruned form is valid, e.g. a greedy prompt's sampling defaults); else as written."""
-    pruned = _unset_defaults(cls, raw, explicit)
-
-    def valid(data):
-        try:
-            return _validate(cls, data, [], [], "", None)
-        except ConfigError:
-            return None
-
-    after = valid(pruned)
-    if after is None:
-        return raw
-    before = valid(raw)
-    return pruned if before is None or before == after else raw
-
-
 def _resolved_explicit(path: Path) -> set[str] | None:
     """The settings a config spikelm wrote out whole says were set (its first line: `resolved_mark`);
     None for any other file."""
@@ -612,7 +594,7 @@ def load_config(
         raw = _with_base(path, data, errors, (path.resolve(),), cwd if legacy else path.parent)
         explicit = _resolved_explicit(path)
         if explicit is not None:
-            raw = _read_back(cls, raw, explicit)
+            raw = _unset_defaults(cls, raw, explicit)
     given = [*parse_overrides(overrides, errors), *((k, v) for k, v in flags.items() if v is not None)]
     for key, value in given:
         nested: dict[str, Any] = {}

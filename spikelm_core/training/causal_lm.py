@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from ..calibration import calibrate, is_calibrated, spiking_neurons, text_calibration_batch
+from ..calibration import spiking_neurons, text_calibration_batch
 from ..checkpoints import MODEL_TYPES, LoadedModel, is_spiking_type, load_model, read_config, resolve_source
 from ..config import EvalConfig
 from ..data.lm import load_lm_text
@@ -48,7 +48,7 @@ from ..io import atomic_write_text, check_output_location
 from ..log import get_logger
 from ..neurons.settings import NeuronSettings
 from .args import check_device
-from .pipeline import Evaluation, Pipeline, max_length, record_final_metrics
+from .pipeline import Evaluation, Pipeline, calibrate_if_needed, max_length, record_final_metrics
 from .results import Continuation, GenerationResult
 
 HEAD = "causal_lm"
@@ -87,10 +87,8 @@ def load_causal_lm(cfg: EvalConfig) -> LoadedModel:
     the first window or prompt they meet."""
     loaded = load_model(cfg.model, head=HEAD, neuron=cfg.neuron, families=FAMILIES)
     loaded.model.to(device_of(cfg))
-    if loaded.converted or not is_calibrated(loaded.model):
-        calibrate(loaded.model, text_calibration_batch(loaded.tokenizer, causal=True,
-                                                       max_positions=loaded.model.config.max_position_embeddings),
-                  missing_only=not loaded.converted)
+    calibrate_if_needed(loaded.model, lambda: text_calibration_batch(
+        loaded.tokenizer, causal=True, max_positions=loaded.model.config.max_position_embeddings), loaded.converted)
     return loaded
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ..calibration import is_calibrated, spiking_neurons
+from ..calibration import spiking_neurons
 from ..config import EvalConfig
 from ..errors import ConfigError
 from ..firing import TokenFiring, token_firing
@@ -93,8 +93,7 @@ def run_firing_picture(cfg: EvalConfig, *, text: str | None = None, example: int
         )
     data = evaluation.load_data(loaded)
     check_not_empty(cfg.task, data)
-    if loaded.converted or not is_calibrated(model):  # the same amplitudes `run_eval` calibrates
-        calibrate_if_needed(model, evaluation.calibration_batch(loaded, data), loaded.converted)
+    calibrate_if_needed(model, lambda: evaluation.calibration_batch(loaded, data), loaded.converted)  # as run_eval
     split = evaluation.split_names[0]
     if text is None:
         example = example or 0

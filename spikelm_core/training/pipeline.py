@@ -16,7 +16,7 @@ import json
 import math
 import shutil
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -200,16 +200,18 @@ def split_firing(model, dataset, collator, batch_size: int, split: str) -> Firin
     return report
 
 
-def calibrate_if_needed(model, batch: dict[str, torch.Tensor], converted: bool, *, tokens: str = "all") -> bool:
+def calibrate_if_needed(model, batch: dict[str, torch.Tensor] | Callable[[], dict[str, torch.Tensor]],
+                        converted: bool, *, tokens: str = "all") -> bool:
     """Calibrate amplitudes on `batch` (over `tokens`: see `calibration.calibrate`) when the model was
-    converted here (every neuron) or holds uncalibrated neurons (those alone).
+    converted here (every neuron) or holds uncalibrated neurons (those alone). `batch` may be a
+    function that builds it, called only then.
 
     Every rank passes the same batch and `calibrate` averages across ranks, so all ranks hold
     identical amplitudes. Returns whether it calibrated (False for a dense model)."""
     if not spiking_neurons(model):
         return False
     if converted or not is_calibrated(model):  # a checkpoint's uncalibrated neurons alone: the others keep theirs
-        calibrate(model, batch, tokens=tokens, missing_only=not converted)
+        calibrate(model, batch() if callable(batch) else batch, tokens=tokens, missing_only=not converted)
         return True
     return False
 
@@ -462,8 +464,7 @@ def run_evaluation(evaluation: Evaluation, *, firing_picture: dict[str, str] | N
     loaded = evaluation.load()
     data = evaluation.load_data(loaded)
     check_not_empty(cfg.task, data)
-    if loaded.converted or not is_calibrated(loaded.model):  # neurons saved uncalibrated (load_model warns): these alone
-        calibrate_if_needed(loaded.model, evaluation.calibration_batch(loaded, data), loaded.converted)
+    calibrate_if_needed(loaded.model, lambda: evaluation.calibration_batch(loaded, data), loaded.converted)
     if evaluation.compiles:
         compile_if_asked(loaded.model, cfg.compile, work=sum(len(ds) for ds in data.values()),
                          threshold=AUTO_COMPILE_MIN_EXAMPLES)
