@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .data.text import SHARED_DATA_DIR, read_utf8
+from .data.text import SHARED_DATA_DIR, read_utf8, require_special_tokens
 from .errors import CheckpointError, ConfigError, DataError, first_details
 from .firing import FiringRecorder, real_token_rows
 from .inputs import model_inputs
@@ -175,10 +175,8 @@ def text_batches(tokenizer, text: str, seq_len: int = 128, batch_size: int = 8, 
     if causal:
         head, tail = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else [], []
     else:
-        head, tail = [tokenizer.cls_token_id], [tokenizer.sep_token_id]
-        if None in head + tail:
-            raise CheckpointError(f"the tokenizer ({type(tokenizer).__name__}) has no [CLS]/[SEP] tokens; an encoder "
-                                  "reads [CLS] text [SEP]", hint="use the BERT-style tokenizer the model was trained with")
+        cls_id, sep_id = require_special_tokens(tokenizer, ("cls", "sep"), "an encoder reads text framed by")
+        head, tail = [cls_id], [sep_id]
     body = seq_len - len(head) - len(tail)
     needed = None if max_batches is None else max_batches * batch_size * body
     lines = [line.strip() for line in text.splitlines() if line.strip()]

@@ -513,6 +513,21 @@ def _reference_row(cfg, out_dir: Path, say: Progress) -> SweepRow | None:
                             + (f" --data-dir {cfg.data.data_dir}" if cfg.data.data_dir else "") + " -s neuron.kind=dense")
 
 
+def masked_settings(cfg, given: Sequence[tuple[str, Any]], only: Sequence[str] | None = None) -> list[str]:
+    """One line per setting given on the command line (`given`: dotted key, value, as `-s` parses
+    them) that the sweep's points set themselves, so it does not reach them: 'neuron.num_timesteps=2
+    does not reach points T2, T1, which set their own neuron.num_timesteps'. Points outside `only` are not counted."""
+    points = [p for p in expand_points(cfg.sweep) if not only or p.name in only]
+    lines = []
+    for key, value in given:
+        inside = [p.name for p in points if any(k == key or k.startswith(f"{key}.") for k in p.values)]
+        if inside:
+            several = len(inside) > 1
+            lines.append(f"{key}={_show(value)} does not reach point{'s' if several else ''} {', '.join(inside)}, "
+                         f"which set{'' if several else 's'} {'their' if several else 'its'} own {key}")
+    return lines
+
+
 def plan_sweep(cfg, only: Sequence[str] | None = None) -> tuple[Path, list[Point], list, dict[str, str]]:
     """Check the sweep as it would start, before anything runs (`--print-config` checks it too):
     (its directory, its points, each point's run config, point -> the point whose run directory holds

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from spikelm_core.errors import ConfigError
 
@@ -105,18 +106,24 @@ def with_grid_option(cfg, grid: list[str] | None):
     return with_grid(cfg, parse_grid(grid)) if grid else cfg
 
 
-def check_sweep(cfg, points: list[str] | None = None) -> None:
+def check_sweep(cfg, points: list[str] | None = None, overrides: list[str] | None = None) -> None:
     """Refuse, before `--print-config` and before any run, what the sweep would refuse at its start
     (`spikelm_core.sweep.plan_sweep`: `--point` naming no point, `-g neuron.k=a,b`, `-g nosuch.key=1,2`),
-    and `--point` without a sweep."""
+    and `--point` without a sweep; warn of each `-s` override that the points to run set themselves."""
     if cfg.sweep is None:
         if points:
             raise ConfigError("--point names a sweep point, and this run has no sweep",
                               hint="give a recipe with a sweep: section or --grid, or drop --point")
         return
-    from spikelm_core.sweep import plan_sweep
+    from spikelm_core.config import parse_overrides
+    from spikelm_core.sweep import masked_settings, plan_sweep
+
+    from ..console import err
 
     plan_sweep(cfg, points)
+    given = [(key, value) for key, value in parse_overrides(overrides or []) if not key.startswith("sweep")]
+    for line in masked_settings(cfg, given, points):
+        err.print(f"[yellow]warning:[/] -s {escape(line)}", soft_wrap=True)
 
 
 def train_or_sweep(cfg, run, resume: str, fmt, points: list[str] | None = None) -> None:

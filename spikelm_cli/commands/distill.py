@@ -56,7 +56,7 @@ def distill_command(
         model = teacher  # the recipe's student is its teacher's spiking twin: so with the teacher given here
     cfg = load_run_config(DistillConfig, path, overrides, model=model, **common, **{"distill.teacher": teacher})
     cfg = with_grid_option(cfg, grid)
-    check_sweep(cfg, point)
+    check_sweep(cfg, point, overrides)
     if print_config:
         print_config_and_exit(cfg, format)
     train_or_sweep(cfg, run_distill, resume, format, point)

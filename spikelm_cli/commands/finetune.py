@@ -47,7 +47,7 @@ def finetune_command(
     cfg = load_run_config(FinetuneConfig, path, overrides, task=task, model=model, data_dir=data_dir, out_dir=out_dir,
                           reinit_head=reinit_head)
     cfg = with_grid_option(cfg, grid)
-    check_sweep(cfg, point)
+    check_sweep(cfg, point, overrides)
     if print_config:
         print_config_and_exit(cfg, format)
     train_or_sweep(cfg, run_finetune, resume, format, point)

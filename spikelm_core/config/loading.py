@@ -369,7 +369,8 @@ def parse_overrides(overrides: Sequence[str], errors: list[str] | None = None) -
 
 
 def set_dotted(target: dict[str, Any], key: str, value: Any) -> None:
-    """Set dotted `key` in nested dict `target`; mappings merge into mappings."""
+    """Set dotted `key` in nested dict `target`; mappings merge into mappings (`_merged`: their own
+    keys taken as they are, so `-s sweep.grid={neuron.k: [2, 3]}` keeps `neuron.k` one key)."""
     node = target
     *parents, leaf = key.split(".")
     for part in parents:
@@ -377,8 +378,7 @@ def set_dotted(target: dict[str, Any], key: str, value: Any) -> None:
             node[part] = {}
         node = node[part]
     if isinstance(value, Mapping) and isinstance(node.get(leaf), dict):
-        for sub_key, sub_value in value.items():
-            set_dotted(node[leaf], str(sub_key), sub_value)
+        node[leaf] = _merged(node[leaf], value)
     else:
         node[leaf] = dict(value) if isinstance(value, Mapping) else value
 
@@ -471,13 +471,18 @@ def _with_base(path: Path, data: Mapping[str, Any], errors: list[str], chain: tu
         errors.append(f"{path}: base: {ref} makes a cycle of recipes ({cycle})")
         return layer
     if len(chain) > _MAX_BASES:
-        errors.append(f"{path}: base: more than {_MAX_BASES} recipes deep")
+        errors.append(f"{path}: base: {ref} would make a chain of more than {_MAX_BASES} bases")
         return layer
     base_data = _read_recipe(base_path, errors)
     if base_data is None:
         errors.append(f"{path}: its base: {ref} cannot be read")
         return layer
-    return _merged(_with_base(base_path, base_data, errors, (*chain, base_path.resolve())), layer)
+    below = _with_base(base_path, base_data, errors, (*chain, base_path.resolve()))
+    mine, theirs = layer.get("command"), below.get("command")
+    if isinstance(mine, str) and isinstance(theirs, str) and mine != theirs:
+        errors.append(f"{path}: command: {mine}, but its base: {ref} is a '{theirs}' recipe; a recipe and its "
+                      f"bases serve one command")
+    return _merged(below, layer)
 
 
 def _merged(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -586,7 +591,11 @@ def load_config(
         if data is None:
             # Without a readable recipe, schema errors (missing 'model' ...) would only be noise.
             parse_overrides(overrides, errors)
-            raise _config_error(f"cannot load {origin}", errors, [_missing_recipe_hint(path)])
+            hint = (_missing_recipe_hint(path) if not path.is_file() else
+                    "fix the line named (YAML: `key: value`, two-space nesting, lists as [a, b])"
+                    if any("invalid YAML" in line for line in errors) else
+                    "give the path of a recipe YAML file; recipes/README.md lists the shipped ones")
+            raise _config_error(f"cannot load {origin}", errors, [hint])
         legacy = "task" in data and "command" not in data  # spikelm 0.1.0: paths from the current directory
         if legacy:
             _warn_once("paths", f"{origin}: a spikelm 0.1.0 recipe, its relative paths are read from the current "

@@ -613,11 +613,14 @@ class SweepArgs(_RuledSection):
     energy: SweepEnergyArgs = Field(default_factory=SweepEnergyArgs)
     """The energy audit of each trained point."""
 
-    @field_validator("points", "start_from", mode="before")
+    @field_validator("grid", "points", "start_from", mode="before")
     @classmethod
     def _kept_entries(cls, entries: Any, info) -> Any:
-        """Entries set to null are left out; a point's nested mapping becomes dotted keys."""
-        if not isinstance(entries, Mapping):
+        """null is none (`-s sweep.points=null` drops a recipe's points; a mapping given with -s merges
+        into the recipe's); entries set to null are left out; a point's nested mapping becomes dotted keys."""
+        if entries is None:
+            return {}
+        if not isinstance(entries, Mapping) or info.field_name == "grid":
             return entries
         kept = {name: value for name, value in entries.items() if value is not None}
         if info.field_name == "points":

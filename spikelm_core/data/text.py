@@ -199,6 +199,20 @@ def _file_stamp(path: str) -> tuple:
     return (path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
+def require_special_tokens(tokenizer, names: tuple[str, ...], why: str) -> list[int]:
+    """The ids of the tokenizer's special tokens `names` ('cls', 'sep', 'mask', ...); CheckpointError
+    (exit 3) naming those it lacks: an encoder reads [CLS] text [SEP], masked-LM needs [MASK] as well."""
+    from ..errors import CheckpointError
+
+    ids = [getattr(tokenizer, f"{name}_token_id", None) for name in names]
+    missing = [f"[{name.upper()}]" for name, i in zip(names, ids) if i is None]
+    if missing:
+        raise CheckpointError(f"the tokenizer ({type(tokenizer).__name__}) has no {'/'.join(missing)} token"
+                              f"{'s' if len(missing) > 1 else ''}; {why} {'/'.join(f'[{n.upper()}]' for n in names)}",
+                              hint="use the BERT-style tokenizer the model was trained with")
+    return ids
+
+
 def mlm_dataset(source: str | Path, tokenizer: Any, max_length: int = 128, *, nsp: bool = False,
                 subset: int | None = None, seed: int = 0):
     """A `datasets.Dataset` of packed sequences: input_ids, token_type_ids, attention_mask
@@ -217,9 +231,7 @@ def mlm_dataset(source: str | Path, tokenizer: Any, max_length: int = 128, *, ns
 
     if max_length < (5 if nsp else 3):
         raise DataError(f"data.max_length must be at least {5 if nsp else 3} for masked-LM data, got {max_length}")
-    cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
-    if cls_id is None or sep_id is None or tokenizer.mask_token_id is None:
-        raise DataError("the tokenizer has no [CLS]/[SEP]/[MASK] tokens; masked-LM needs a BERT-style tokenizer")
+    cls_id, sep_id, _ = require_special_tokens(tokenizer, ("cls", "sep", "mask"), "masked-LM training needs")
     body = max_length - (3 if nsp else 2)
     files = [str(f.resolve()) for f in text_files(source)]
     stamp = Hasher.hash([_CACHE_FORMAT, [_file_stamp(f) for f in files]])

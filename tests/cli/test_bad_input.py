@@ -396,6 +396,13 @@ def test_print_config_refuses_what_the_sweep_refuses(args, needle, tiny_dirs, tm
     assert res.stdout == "" and not out.exists()
 
 
+def test_an_override_the_sweep_points_set_themselves_is_named(tiny_dirs, tmp_path):
+    res = runner.invoke(app, finetune(tiny_dirs, tmp_path / "run", "neuron.k=3.0",
+                                      extra_args=["-g", "neuron.k=2,4", "--print-config"]))
+    assert res.exit_code == 0, res.output
+    assert "-s neuron.k=3 does not reach points k2, k4, which set their own neuron.k" in " ".join(res.stderr.split())
+
+
 @pytest.fixture(scope="module")
 def tiny_bart_dir(tmp_path_factory):
     """An untrained tiny dense BART with a WordPiece tokenizer."""

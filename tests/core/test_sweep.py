@@ -11,8 +11,8 @@ import pytest
 import spikelm_core.training as training
 from spikelm_core.config import FinetuneConfig, config_from_dict, load_config, save_config
 from spikelm_core.errors import ConfigError
-from spikelm_core.sweep import (POINT_FILE, SWEEP_SCHEMA, Point, SweepRow, expand_points, mark_pareto, parse_grid,
-                                point_config, run_sweep, with_grid)
+from spikelm_core.sweep import (POINT_FILE, SWEEP_SCHEMA, Point, SweepRow, expand_points, mark_pareto, masked_settings,
+                                parse_grid, point_config, run_sweep, with_grid)
 from spikelm_core.training.results import RunResult
 
 
@@ -85,6 +85,22 @@ def test_nested_point_settings_become_dotted_keys_and_the_later_one_wins(tmp_pat
     save_config(cfg, recipe)
     loaded = load_config(FinetuneConfig, recipe, ["sweep.points.lif.train.max_steps=60"])
     assert loaded.sweep.points["lif"] == {"neuron.kind": "lif", "train.max_steps": 60, "train.eval_steps": 25}
+    # null drops a recipe's points (a grid left, the sweep stands); with nothing left it is refused
+    gridded = load_config(FinetuneConfig, recipe, ["sweep.points=null", "sweep.grid={neuron.k: [2.0, 3.0]}"])
+    assert gridded.sweep.points == {} and gridded.sweep.grid == {"neuron.k": [2.0, 3.0]}
+    with pytest.raises(ConfigError, match="grid"):
+        load_config(FinetuneConfig, recipe, ["sweep.points=null"])
+
+
+def test_settings_given_on_the_command_line_that_points_set_themselves_are_named(tmp_path):
+    cfg = _cfg(tmp_path, {"grid": {"neuron.k": [2.0, 3.0]},
+                          "points": {"T1": {"neuron.num_timesteps": 1}, "lif": {"neuron.kind": "lif"}}})
+    given = [("neuron.k", 4), ("neuron.num_timesteps", 2), ("train.lr", 1e-4), ("neuron", {"kind": "lif"})]
+    assert masked_settings(cfg, given) == [
+        "neuron.k=4 does not reach points k2, k3, which set their own neuron.k",
+        "neuron.num_timesteps=2 does not reach point T1, which sets its own neuron.num_timesteps",
+        "neuron={'kind': 'lif'} does not reach points k2, k3, T1, lif, which set their own neuron"]
+    assert masked_settings(cfg, given[1:3], only=["k2", "lif"]) == []
 
 
 def test_grid_option_adds_to_the_recipe_grid_and_makes_a_sweep_section(tmp_path):

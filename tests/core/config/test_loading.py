@@ -427,6 +427,22 @@ def test_base_chains_and_their_problems(tmp_path):
     assert any("base: must be the path of another recipe" in line for line in problems(bad, MINIMAL))
     other = write(tmp_path, "base: a.yaml\n", "other.yaml")
     assert any("command" in line for line in problems(other, [], cls=DistillConfig))
+    # a recipe for one command on a base for another is refused, naming the base
+    mixed = write(tmp_path, "base: a.yaml\ncommand: distill\ndistill: {teacher: t}\n", "mixed.yaml")
+    assert any("its base: a.yaml is a 'finetune' recipe" in line for line in problems(mixed, [], cls=DistillConfig))
+    # eight bases below a recipe load; a ninth is refused
+    write(tmp_path, "command: finetune\nmodel: m\ndata: {task: sst2}\n", "d0.yaml")
+    for i in range(1, 10):
+        write(tmp_path, f"base: d{i - 1}.yaml\n", f"d{i}.yaml")
+    assert load_config(FinetuneConfig, tmp_path / "d8.yaml").model == "m"
+    assert any("more than 8 bases" in line for line in problems(tmp_path / "d9.yaml", []))
+
+
+def test_a_recipe_with_broken_yaml_gets_a_yaml_hint(tmp_path):
+    bad = write(tmp_path, "command: finetune\nmodel: [a\n", "bad.yaml")
+    with pytest.raises(ConfigError) as err:
+        load_config(FinetuneConfig, bad)
+    assert "invalid YAML at line" in str(err.value.details) and "fix the line" in err.value.hint
 
 
 def test_overrides_and_flags_resolve_against_the_current_directory(tmp_path, monkeypatch):

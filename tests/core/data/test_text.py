@@ -168,3 +168,21 @@ def test_datasets_errors_are_unwrapped():
     assert "HF_DATASETS_CACHE" in exc.value.hint
     with pytest.raises(RuntimeError, match="datasets failed"):
         _cached(wrapped(ValueError("a bug")))
+
+
+def test_a_tokenizer_without_bert_special_tokens_is_refused_naming_them(tok, tmp_path):
+    from types import SimpleNamespace
+
+    from spikelm_core.calibration import text_batches
+    from spikelm_core.data.text import require_special_tokens
+    from spikelm_core.errors import CheckpointError
+
+    assert require_special_tokens(tok, ("cls", "sep"), "needs") == [tok.cls_token_id, tok.sep_token_id]
+    no_mask = SimpleNamespace(cls_token_id=1, sep_token_id=2, mask_token_id=None)
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("one line\n")
+    with pytest.raises(CheckpointError, match=r"has no \[MASK\] token; masked-LM") as err:
+        mlm_dataset(corpus, no_mask, 16)
+    assert err.value.exit_code == 3
+    with pytest.raises(CheckpointError, match=r"has no \[CLS\]/\[SEP\] tokens; an encoder"):
+        text_batches(SimpleNamespace(cls_token_id=None, sep_token_id=None), "some text", seq_len=8)
