@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.table import Table
 
 from spikelm_core.evaluation.metrics import display_name
-from spikelm_core.sweep import minutes_text, report_metric, shown
+from spikelm_core.sweep import RATES_NOTE, minutes_text, report_metric, shown
 
 from .console import out
 from .render import print_json
@@ -24,15 +24,19 @@ def sweep_result(report, fmt) -> None:
         return
     metric = display_name(report_metric(report))
     t = Table(title=f"sweep: {report.out_dir}", title_justify="left")
-    for col in ("point", "settings", metric, "firing rate", "energy ratio", "Pareto", "min"):
-        t.add_column(col, justify="right" if col in (metric, "firing rate", "energy ratio", "min") else "left")
+    numbers = (metric, "firing rate", "audit rate", "energy ratio", "min")
+    for col in ("point", "settings", metric, "firing rate", "audit rate", "energy ratio", "Pareto", "min"):
+        t.add_column(col, justify="right" if col in numbers else "left")
     for row in ([report.reference] if report.reference else []) + report.rows:
         settings = ", ".join(f"{k}={v}" for k, v in row.values.items())
         if row.same_as:
             settings += f" (= {row.same_as}, not run again)"
         t.add_row(row.name, settings, "–" if row.metric is None else f"{shown(row.metric, row.metric_name):.1f}",
-                  _num(row.firing_rate), _num(row.energy_ratio, 2), "*" if row.pareto else "", minutes_text(row))
+                  _num(row.firing_rate), _num(row.energy_firing_rate), _num(row.energy_ratio, 2),
+                  "*" if row.pareto else "", minutes_text(row))
     out.print(t)
+    if any(row.energy_firing_rate is not None for row in report.rows):
+        out.print(RATES_NOTE, soft_wrap=True)
     plots = [name for name in ("pareto.png", "curves.png") if (Path(report.out_dir) / name).is_file()]
     out.print(f"table: {report.out_dir}/sweep.csv, sweep.json, sweep.md"
               + (f"; plots: {', '.join(f'{report.out_dir}/{name}' for name in plots)}" if plots else ""),

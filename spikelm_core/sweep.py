@@ -170,7 +170,8 @@ class SweepRow:
     paper_energy_ratio: float | None = None
     """The same measured rates applied to BERT-base at 128 tokens (the paper setting)."""
     energy_firing_rate: float | None = None
-    """MAC-weighted firing rate of the energy audit's firing pass."""
+    """MAC-weighted firing rate of the energy audit's firing pass (its calibration text): the rate that
+    `energy_ratio` is priced from, so not `firing_rate` (a neuron mean on the dev examples)."""
     minutes: float | None = None
     """Wall minutes of the call that finished this point: from its checkpoint on when it resumed."""
     resumed_from: str | None = None
@@ -238,7 +239,8 @@ def report_metric(report: SweepReport) -> str | None:
     return next((r.metric_name for r in report.rows if r.metric_name), None)
 
 
-COLUMNS = ("name", "status", "metric_name", "metric", "firing_rate", "energy_ratio", "paper_energy_ratio",
+COLUMNS = ("name", "status", "metric_name", "metric", "firing_rate", "energy_firing_rate", "energy_ratio",
+           "paper_energy_ratio",
            "relative_energy", "pareto", "minutes", "resumed_from", "same_as", "start_from", "values", "command")
 
 
@@ -280,19 +282,25 @@ def minutes_text(row: SweepRow) -> str:
 
 
 def to_markdown(report: SweepReport) -> str:
-    head = ("| point | settings | metric | firing rate | energy ratio | paper-setting ratio | Pareto | minutes "
-            "| dev curve (each evaluation) |")
-    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
+    head = ("| point | settings | metric | firing rate | audit rate | energy ratio | paper-setting ratio | Pareto "
+            "| minutes | dev curve (each evaluation) |")
+    lines = [head, "|---|---|---|---|---|---|---|---|---|---|"]
     for line, row in zip(table_rows(report), ([report.reference] if report.reference else []) + report.rows):
         metric = "–" if row.metric is None else f"{shown(row.metric, row.metric_name):.1f}"
         status = f" (= {row.same_as})" if row.same_as else ""
         settings = ", ".join(filter(None, [line["values"], row.start_from and f"from {row.start_from}'s model"]))
         lines.append(f"| {row.name}{status} | {settings or '–'} | {metric} | {_fmt(row.firing_rate)} | "
-                     f"{_fmt(row.energy_ratio, 2)} | {_fmt(row.paper_energy_ratio, 2)} | {_fmt(row.pareto)} | "
+                     f"{_fmt(row.energy_firing_rate)} | {_fmt(row.energy_ratio, 2)} | {_fmt(row.paper_energy_ratio, 2)} | {_fmt(row.pareto)} | "
                      f"{minutes_text(row)} | {_curve_text(row.curve, row.metric_name)} |")
     return (f"Sweep ({report.command}, {report.task}); metric: {display_name(report_metric(report))} on the dev "
             "split.\n\n"
-            + "\n".join(lines) + "\n")
+            + "\n".join(lines) + "\n\n" + RATES_NOTE + "\n")
+
+
+#: what the two firing-rate columns of a sweep's table hold
+RATES_NOTE = ("firing rate: the trained model's mean over its neurons on the dev examples (the run's summary); "
+              "audit rate: the MAC-weighted mean of the energy audit's pass over its calibration text, the rate "
+              "the energy ratio is priced from.")
 
 
 def _pyplot():

@@ -73,6 +73,7 @@ def eval_command(
     dense and spiking on the same windows); per-layer firing rates. With --prompt: generate text.
 
     Example: spikelm eval runs/sst2/final --task sst2 --data-dir ../shared/data/glue --format json
+    (a training run's model is scored with that run's input lengths and generation settings, unless set here)
 
     Perplexity: spikelm eval smollm2 --task wikitext2 --data-dir ../shared/data/text --max-tokens 4096
 
@@ -82,6 +83,7 @@ def eval_command(
     """
     from spikelm_core.errors import ConfigError
     from spikelm_core.training.evaluate import run_eval
+    from spikelm_core.training.rundir import settings_of_run
 
     is_recipe = source is not None and source.endswith((".yaml", ".yml"))
     if source is None and model is None:
@@ -123,6 +125,7 @@ def eval_command(
     }
     cfg = load_run_config(EvalConfig, Path(source) if is_recipe else None, overrides, task=task,
                           model=model or (None if is_recipe else source), data_dir=data_dir, out_dir=out_dir, **flags)
+    cfg = settings_of_run(cfg)  # a run's model is cut and generated for as that run did, unless set here
     perplexity_flags = _given(seq_len=seq_len, stride=stride, max_tokens=max_tokens, dense=dense)
     if cfg.prompt is None and cfg.task_family != "lm" and perplexity_flags:
         raise ConfigError(f"{', '.join(perplexity_flags)} {'is' if len(perplexity_flags) == 1 else 'are'} for "

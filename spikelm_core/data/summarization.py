@@ -3,8 +3,9 @@
 Every split comes back as a `datasets.Dataset` with two string columns, `document` and `summary`
 (plus whatever else the file holds). Sources, in order:
 
-1. `train_file` / `validation_file` / `test_file`: explicit jsonl, json or csv files;
-2. `data_dir`: a directory holding `<split>.jsonl` (or `.json`, `.csv`) per split;
+1. `train_file` / `validation_file`: explicit jsonl, json or csv files;
+2. `data_dir`: a directory holding `<split>.jsonl` (or `.json`, `.csv`) per split (the test split
+   is read from there alone: `<data_dir>/test.jsonl`);
 3. the hub (`EdinburghNLP/xsum`, `abisee/cnn_dailymail` config 3.0.0), only when not offline and
    the hub answers one quick probe, so offline runs fail at once.
 
@@ -143,10 +144,11 @@ def _normalise(ds, task: SummarizationTask, text_col: str, summary_col: str, whe
                 f" (counting from 0: {first!r})",
                 hint=f"remove or fill those rows; {hint}",
             )
-    if text_col != "document":
-        ds = ds.rename_column(text_col, "document") if "document" not in ds.column_names else ds
-    if summary_col != "summary":
-        ds = ds.rename_column(summary_col, "summary") if "summary" not in ds.column_names else ds
+    # the named columns become `document` and `summary`; a file's own columns of those names give way
+    for column, name in ((text_col, "document"), (summary_col, "summary")):
+        if column != name:
+            ds = ds.remove_columns([name]) if name in ds.column_names else ds
+            ds = ds.rename_column(column, name)
     return ds
 
 
@@ -179,10 +181,13 @@ def load_summarization(
             raise DataError(
                 f"no {split} file in '{d}'",
                 details=[f"looked for {', '.join(split + e for e in _EXTENSIONS)}"],
-                hint=f"name it explicitly with -s data.{split}_file=FILE, or lay the directory out as {split}.jsonl",
+                hint=(f"name it explicitly with -s data.{split}_file=FILE, or lay the directory out as {split}.jsonl"
+                      if split in ("train", "validation") else f"put the {split} split in the directory as {split}.jsonl"),
             )
         return _normalise(_read_file(path, split), spec, text_col, summary_col, f"'{path}'", subset)
-    hint = "give local files: --data-dir DIR (train.jsonl, validation.jsonl) or -s data.train_file=FILE -s data.validation_file=FILE"
+    hint = ("give local files: --data-dir DIR (train.jsonl, validation.jsonl) or -s data.train_file=FILE -s "
+            "data.validation_file=FILE" if split in ("train", "validation") else
+            f"give local files: --data-dir DIR holding {split}.jsonl (the {split} split is read from a directory alone)")
     flag = offline_flag(DATASET_OFFLINE_VARS)
     if flag:
         raise DataError(f"no local data for '{spec.name}', and the hub is offline ({flag})", hint=hint)

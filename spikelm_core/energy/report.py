@@ -25,22 +25,37 @@ from spikelm_core.energy.memory import MemoryCost, MemoryReport
 SCHEMA = "spikelm.energy/2"
 """Version tag of `EnergySweepReport.to_dict()`; bumped on any incompatible change."""
 
-ASSUMPTIONS = (
-    "arithmetic-only estimate, ignores data movement. "
-    "E_dense = E_MAC x MACs; E_spiking = E_AC x sum_op(T x fr_op x MACs_op) + E_MAC x MACs_float; "
-    "per sample at a fixed sequence length; one AC per non-zero spike of either sign "
-    "(ternary -alpha spikes are subtractions); alpha folded into the weights; "
-    "excluded on both sides: embedding lookups, LayerNorm, softmax, GELU, residual and bias adds, "
-    "the mean over T and neuron membrane updates"
-)
+def assumptions_text(*, count_norm: bool = False, memory: bool = False) -> str:
+    """The report's assumptions line: what the arithmetic counts (LayerNorm only with --count-norm) and
+    whether data movement is priced (the memory bounds) or left out."""
+    excluded = "embedding lookups, " + ("" if count_norm else "LayerNorm, ") + (
+        "softmax, GELU, residual and bias adds, the mean over T and neuron membrane updates")
+    return (
+        ("arithmetic estimate, with data movement in the memory bounds beside it. " if memory else
+         "arithmetic-only estimate, ignores data movement. ")
+        + "E_dense = E_MAC x MACs; E_spiking = E_AC x sum_op(T x fr_op x MACs_op) + E_MAC x MACs_float; "
+        "per sample at a fixed sequence length; one AC per non-zero spike of either sign "
+        "(ternary -alpha spikes are subtractions); alpha folded into the weights; "
+        + ("LayerNorm billed as MACs on both sides (--count-norm; every time step on the spiking side); " if count_norm
+           else "")
+        + f"excluded on both sides: {excluded}"
+    )
 
-CAVEAT = (
-    "This estimate covers arithmetic only, at 45 nm and fp32: it leaves out memory access and data "
-    "movement, addressing, control and state updates. Yan et al. (arXiv 2409.08290) count data "
-    "movement and compare SNNs with equivalent quantised ANNs: under typical neuromorphic-hardware "
-    "assumptions, SNNs with moderate T (5-10) then need average spike rates below about 6% to win "
-    "(6.4% in v2-v3, 5.7% at T = 5 in v4). SpikeLM's ~33% is far above that."
-)
+
+def caveat_text(profile: CostProfile | None = None) -> str:
+    """The caveat of an arithmetic-only report, naming its cost profile (fp32 at 45 nm by default)."""
+    costs = "45 nm fp32 costs" if profile is None or profile.name == "fp32" else f"the {profile.name} costs"
+    return (
+        f"This estimate covers arithmetic only, at {costs}: it leaves out memory access and data "
+        "movement, addressing, control and state updates. Yan et al. (arXiv 2409.08290) count data "
+        "movement and compare SNNs with equivalent quantised ANNs: under typical neuromorphic-hardware "
+        "assumptions, SNNs with moderate T (5-10) then need average spike rates below about 6% to win "
+        "(6.4% in v2-v3, 5.7% at T = 5 in v4). SpikeLM's ~33% is far above that."
+    )
+
+
+ASSUMPTIONS = assumptions_text()
+CAVEAT = caveat_text()
 
 MEMORY_CAVEAT = (
     "The arithmetic ratio covers arithmetic only. The memory bounds add the bytes moved under the dataflow "

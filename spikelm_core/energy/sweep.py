@@ -60,10 +60,12 @@ from spikelm_core.energy.memory import (
 )
 from spikelm_core.energy.neurobench import neurobench_metrics
 from spikelm_core.energy.paper import PAPER_SHAPES, bart_paper_setting, paper_setting
-from spikelm_core.energy.report import CAVEAT, MEMORY_CAVEAT, EnergyReport, EnergyRun, EnergySweepReport, FloatMatmul
+from spikelm_core.energy.report import (MEMORY_CAVEAT, EnergyReport, EnergyRun, EnergySweepReport, FloatMatmul,
+                                        assumptions_text, caveat_text)
 from spikelm_core.energy.seq2seq import generation_energy
 from spikelm_core.errors import ConfigError
 from spikelm_core.models.common import reads_last_step
+from spikelm_core.neurons import spiking_neurons
 
 DEFAULT_TARGET_LEN = 64
 """Tokens generated per input when auditing a BART (summary tokens) or a Llama (after the prompt): --target-len."""
@@ -347,8 +349,17 @@ def run_energy(args: EnergyArgs, progress: Progress | None = None) -> EnergySwee
         target_len=plan.target_len,
         decoder_only=plan.decoder_only,
         memory_cost=memory.cost if memory.bounds else None,
-        caveat=MEMORY_CAVEAT if memory.bounds else CAVEAT,
+        assumptions=assumptions_text(count_norm=args.count_norm, memory=bool(memory.bounds)),
+        caveat=MEMORY_CAVEAT if memory.bounds else caveat_text(profile),
     )
+
+
+def spikes_are_binary(model) -> bool:
+    """Whether every spiking neuron of `model` emits binary spikes ({0, a}: LIF, the `levels: binary`
+    ablation), as the neurons declare, not as a firing pass saw them (a ternary neuron that fired only
+    positive spikes, a binary one that never fired): a binary spike is stored in 1 bit, a ternary in 2."""
+    levels = [getattr(neuron, "levels", "ternary") for _, neuron in spiking_neurons(model)]
+    return bool(levels) and all(level == "binary" for level in levels)
 
 
 def _memory(model, plan: _Plan, args: EnergyArgs, profile: CostProfile, memory: MemorySettings,
@@ -365,7 +376,7 @@ def _memory(model, plan: _Plan, args: EnergyArgs, profile: CostProfile, memory: 
     bench = neurobench_metrics(model, ops, neurons, T) if args.neurobench else None
     if not memory.bounds:
         return None, None, bench
-    binary = bool(neurons) and all(n.kind == "binary" for n in neurons)
+    binary = spikes_are_binary(model)
     assumptions = Assumptions(T, profile, memory.cost, value_bytes(profile), 1 if binary else 2)
     generation = None
     if plan.generates:

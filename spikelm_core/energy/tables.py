@@ -214,7 +214,7 @@ def energy_table(data: dict, star: str) -> list[Block]:
     rows = []
     for r in data["runs"]:
         row = [k_label(r["k"]), str(r["timesteps"]), rate(r["mean_firing_rate"]) + star, num(r["dense_macs"]),
-               num(r["spiking_acs"]), num(r["spiking_macs"]), mj(r["energy_dense_mj"]),
+               num(r["spiking_acs"]) + star, num(r["spiking_macs"]), mj(r["energy_dense_mj"]),
                mj(r["energy_spiking_mj"]) + star, ratio(r["ratio"]) + star]
         rows.append(tuple(row + ([interval(r["ratio_ci"])] if conf is not None else [])))
     if is_bart(data):

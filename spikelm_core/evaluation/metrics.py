@@ -21,6 +21,8 @@ Design:
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -223,5 +225,22 @@ def _rouge_pairs(predictions: Sequence[str], references: Sequence[str]) -> list[
     bad = [i for i, t in enumerate(predictions + references) if not isinstance(t, str)]
     if bad:
         raise ValueError(f"predictions and references must be strings (first bad item at {bad[0]})")
-    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
-    return [scorer.score(reference, prediction) for prediction, reference in zip(predictions, references)]  # (target, prediction)
+    with _no_root_logging_setup():
+        scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+        return [scorer.score(reference, prediction) for prediction, reference in zip(predictions, references)]  # (target, prediction)
+
+
+@contextlib.contextmanager
+def _no_root_logging_setup():
+    """rouge-score logs through absl, which configures the root logger (`logging.basicConfig`) when it
+    has no handler: every later warning of an application's own logger would then print twice. A
+    handler that drops records keeps the root logger as the application left it."""
+    if logging.root.handlers:
+        yield
+        return
+    guard = logging.NullHandler()
+    logging.root.addHandler(guard)
+    try:
+        yield
+    finally:
+        logging.root.removeHandler(guard)

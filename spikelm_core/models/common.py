@@ -84,6 +84,17 @@ class SpikingFields:
         check_model_neuron_fields({name: getattr(self, name, None) for name in SPIKING_FIELDS})
 
 
+
+class TiedKeysNotSaved:
+    """A model whose tied weights (an LM head tied to the embeddings, ...) are saved once, under their
+    sources: after transformers' `post_init`, the keys the config ties are the keys to ignore on save,
+    so the Trainer, resuming from a checkpoint or loading the best one, ties them again instead of
+    warning that they are missing. Untied weights (tie_word_embeddings false) are saved as usual."""
+
+    def post_init(self):
+        super().post_init()
+        self._keys_to_ignore_on_save = set(self._keys_to_ignore_on_save or ()) | set(self.all_tied_weights_keys)
+
 def reads_last_step(config: SpikingFields | None) -> bool:
     """Whether the heads read the last of the T steps (`readout: last`) rather than the mean over T."""
     return getattr(config, "readout", "mean") == "last"

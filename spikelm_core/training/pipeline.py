@@ -200,6 +200,13 @@ def split_firing(model, dataset, collator, batch_size: int, split: str) -> Firin
     return report
 
 
+def _calibration_text(source: str, resumed_from: str | None) -> str:
+    """What a run's amplitudes were calibrated on, in words; a resumed run's came from its checkpoint."""
+    if resumed_from is None:
+        return source
+    return f"{source} at the run's start (this call resumed from {Path(resumed_from).name}, with its amplitudes)"
+
+
 def calibrate_if_needed(model, batch: dict[str, torch.Tensor] | Callable[[], dict[str, torch.Tensor]],
                         converted: bool, *, tokens: str = "all") -> bool:
     """Calibrate amplitudes on `batch` (over `tokens`: see `calibration.calibrate`) when the model was
@@ -377,7 +384,8 @@ def run_training(pipeline: Pipeline, *, resume: str | None, callbacks=None) -> R
             resumed_from=run.resume_from,
             resumed_at_step=start_step if run.resume_from is not None else None,
             calibrated=calibrated,
-            calibration=pipeline.calibration_source(len(train_ds)) if calibrated else None,
+            calibration=_calibration_text(pipeline.calibration_source(len(train_ds)), run.resume_from) if calibrated
+            else None,
             firing_rate=report.mean_rate if report else None,
             firing_rate_mean=report.description if report else None,
             layer_firing_rates=report.layer_rates() if report else {},

@@ -270,6 +270,58 @@ def default_out_dir(cfg, command: str) -> Path:
     return Path("runs") / (f"{command}-{cfg.task}" if cfg.task else command)
 
 
+#: The settings an evaluation of a run's model takes from that run when it leaves them unset: the
+#: lengths its inputs are cut to and how its summaries are generated (`settings_of_run`)
+RUN_SETTINGS_FOR_EVAL = ("data.max_length", "data.seq_len", "data.stride", "generate.num_beams",
+                         "generate.max_new_tokens")
+
+
+def run_of_model(model: str | os.PathLike[str]) -> Path | None:
+    """The run directory a saved model belongs to: `<run>/final` or `<run>/checkpoint-<step>` beside
+    a `run_config.yaml`; None for any other model."""
+    path = Path(model)
+    if not path.is_dir() or not (path.name == FINAL or path.name.startswith("checkpoint-")):
+        return None
+    return path.parent if (path.parent / RUN_CONFIG).is_file() else None
+
+
+def settings_of_run(cfg):
+    """`cfg` (an evaluation config) with the `RUN_SETTINGS_FOR_EVAL` it leaves unset taken from the
+    training run its model comes from, when that run trained on the same task: so `spikelm eval
+    runs/x/final` cuts and generates as the run's own evaluations did (an XSum run at 512 tokens and
+    4 beams is not scored at the 128-token default). Logs what it took; `cfg` unchanged otherwise."""
+    import yaml
+
+    from ..config import TASK_CONFIGS
+    from ..config.schema import normalize_task
+
+    run = run_of_model(cfg.model) if cfg.task is not None else None
+    if run is None:
+        return cfg
+    try:
+        command = (yaml.safe_load((run / RUN_CONFIG).read_text(encoding="utf-8")) or {}).get("command")
+        run_cfg = load_config(TASK_CONFIGS[command], run / RUN_CONFIG, [])
+    except Exception as exc:  # an unreadable or foreign run config: evaluate with this config as it is
+        log.debug("not reading %s: %s", run / RUN_CONFIG, exc)
+        return cfg
+    if run_cfg.task is None or normalize_task(run_cfg.task) != normalize_task(cfg.task):
+        return cfg
+    taken: list[str] = []
+    sections = {}
+    for key in RUN_SETTINGS_FOR_EVAL:
+        section, name = key.split(".")
+        mine = sections.get(section, getattr(cfg, section))
+        value = getattr(getattr(run_cfg, section), name)
+        if name in mine.model_fields_set or getattr(mine, name) == value:
+            continue
+        sections[section] = mine.model_copy(update={name: value})
+        taken.append(f"{key} {value}")
+    if not taken:
+        return cfg
+    log.info("from the run's %s: %s (set them to change)", run / RUN_CONFIG, ", ".join(taken))
+    return cfg.model_copy(update=sections)
+
+
 def replay_header(command: str, out_dir: Path) -> str:
     """The comment atop run_config.yaml: what wrote it and how to replay or continue the run."""
     return (f"Resolved config of a `spikelm {command}` run; replay or continue it with:\n"

@@ -25,7 +25,8 @@ from .trainers import DistillTrainer, SpikelmTrainer
 HEAD = "seq2seq_lm"
 FAMILIES = ("bart",)
 PRIMARY = "rougeL"
-MODEL_FIX = "pass --model bart-base (hub) or a (spiking) BART directory, e.g. from `spikelm convert DIR --out DIR2`"
+MODEL_FIX = ("pass --model DIR, a local (spiking) BART directory (e.g. from `spikelm convert DIR --out DIR2`), or "
+             "bart-base where the hub can be reached")
 
 
 class SpikelmSeq2SeqTrainer(SpikelmTrainer, Seq2SeqTrainer):
@@ -184,8 +185,9 @@ class Seq2SeqEvaluation(Evaluation):
         return metrics, examples, PRIMARY, report
 
     def warnings(self, loaded):
-        return [f"{split}: {res.empty_predictions} of {res.num_examples} generated summaries are empty (the model "
-                "ends at once), each scoring ROUGE 0; is it trained for this task?"
+        return [f"{split}: {res.empty_predictions} of {res.num_examples} generated summaries are empty once special "
+                "tokens are removed (the model ends at once or generates only special tokens), each scoring ROUGE 0; "
+                "is it trained for this task?"
                 for split, res in getattr(self, "results", {}).items() if res.empty_predictions]
 
     def result_fields(self):

@@ -87,7 +87,8 @@ def test_json_schema_and_component_rows_sum_to_totals(sweep):
     assert data["schema"] == SCHEMA
     assert data["constants"] == {"profile": "fp32", "e_mac_pj": 4.6, "e_ac_pj": 0.9,
                                  "source": "Horowitz, ISSCC 2014, 45 nm"}
-    assert data["assumptions"].startswith("arithmetic-only estimate, ignores data movement")
+    assert data["assumptions"].startswith("arithmetic estimate, with data movement in the memory bounds beside it")
+    assert "excluded on both sides: embedding lookups, LayerNorm," in data["assumptions"]
     assert "2409.08290" in data["caveat"] and data["firing_rates_meaningful"] is True
     assert data["model"]["kind"] == "dense" and data["seq_len"] == SEQ
     assert data["dense_twin"]["macs"] == data["runs"][0]["dense_macs"]
@@ -122,7 +123,7 @@ def test_json_per_neuron_step_and_position_rates(sweep):
 
 def test_table_shows_every_number_of_the_json(sweep):
     data, table, _, _ = sweep
-    assert "arithmetic-only estimate, ignores data movement" in table
+    assert "arithmetic estimate, with data movement in the memory bounds" in table
     assert "Horowitz, ISSCC 2014, 45 nm" in table and "fp32" in table
     assert "caveat:" in table and "2409.08290" in table
     assert "paper setting" in table and "spike purity" in table and "pooler.dense" in table
@@ -258,7 +259,7 @@ def test_csv_and_markdown(sweep):
     assert res.exit_code == 0, res.output
     md = res.stdout
     assert md.startswith("# spikelm energy: dense MACs vs spike-driven ACs") and "| k | T | mean fr |" in md
-    assert "arithmetic-only estimate, ignores data movement" in md and "2409.08290" in md
+    assert "arithmetic estimate, with data movement in the memory bounds" in md and "2409.08290" in md
     assert "### Components at k=4, T=4" in md and "pooler.dense" in md
 
 
@@ -271,7 +272,7 @@ def test_out_dir_files(sweep, tmp_path):
         assert (out_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads((out_dir / "report.json").read_text())
     assert saved["runs"] == data["runs"]
-    assert "ignores data movement" in (out_dir / "report.md").read_text()
+    assert "with data movement in the memory bounds" in (out_dir / "report.md").read_text()
     # an existing non-empty directory is refused before any work, then replaced with --force
     res = run(*common, "--out", out_dir, "--bootstrap", 0)
     assert res.exit_code == 2 and "not empty" in res.stderr and "Traceback" not in res.output
@@ -291,6 +292,17 @@ def test_timesteps_sweep_and_profiles(tiny_bert, text_file):
         assert r["paper_setting"]["dense_macs"] == 11_174_215_680
 
 
+def test_the_assumptions_and_caveat_say_what_this_audit_counted(tiny_bert, text_file):
+    res = run("--model", tiny_bert, "--k", 2, "--seq-len", SEQ, "--data", text_file, "--batches", 1, "--batch-size", 4,
+              "--bootstrap", 0, "--profile", "int8", "--memory", "none", "--count-norm", "--format", "json")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["assumptions"].startswith("arithmetic-only estimate, ignores data movement")
+    assert "LayerNorm billed as MACs on both sides" in data["assumptions"]
+    assert "excluded on both sides: embedding lookups, softmax" in data["assumptions"]
+    assert "at the int8 costs" in data["caveat"] and "fp32" not in data["caveat"]
+
+
 # --- model sources -------------------------------------------------------------------------------
 
 
@@ -307,6 +319,11 @@ def test_config_only_directory_is_marked(tiny_dense_bert_dir, tmp_path):
     res = run("--model", d, "--k", 2, "--seq-len", SEQ, "--batches", 1, "--batch-size", 4)
     assert res.exit_code == 0, res.output
     assert "NOT meaningful" in res.stdout and "0." in res.stdout and "*" in res.stdout
+    md = run("--model", d, "--k", 2, "--seq-len", SEQ, "--batches", 1, "--batch-size", 4, "--format", "markdown")
+    row = next(line for line in md.stdout.splitlines() if line.startswith("| 2 | 4 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # every number that comes from the random weights' firing is marked: rate, ACs, energy, ratio (not MACs)
+    assert [c.endswith("\\*") for c in cells[2:9]] == [True, False, True, False, False, True, True]
 
 
 def test_spiking_checkpoint_uses_its_own_amplitudes_unless_k_is_given(tiny_bert, text_file, tmp_path):

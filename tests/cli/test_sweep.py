@@ -40,6 +40,7 @@ def test_k_sweep_end_to_end_then_nothing_to_do(tiny_dirs, tmp_path):
     assert (k2["name"], k3["name"]) == ("k2", "k3")
     # a higher k fires less and costs less: the trend the sweep exists to show
     assert k3["firing_rate"] < k2["firing_rate"] and k3["energy_ratio"] > k2["energy_ratio"] > 1
+    assert k3["energy_firing_rate"] < k2["energy_firing_rate"]  # the rate the ratio is priced from
     assert k3["relative_energy"] == pytest.approx(1 / k3["energy_ratio"])
     assert any(r["pareto"] for r in report["rows"])
     run_config = (out / "k3" / "run_config.yaml").read_text()
@@ -47,6 +48,8 @@ def test_k_sweep_end_to_end_then_nothing_to_do(tiny_dirs, tmp_path):
     assert (out / "k3" / "final" / "model.safetensors").is_file()
     rows = list(csv.DictReader((out / "sweep.csv").open()))
     assert [r["name"] for r in rows] == ["reference", "k2", "k3"]
+    assert float(rows[2]["energy_firing_rate"]) == pytest.approx(k3["energy_firing_rate"])
+    assert "audit rate: the MAC-weighted mean" in (out / "sweep.md").read_text()
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     res = runner.invoke(app, _args(tiny_dirs, out, "-g", "neuron.k=2,3"))

@@ -46,6 +46,7 @@ from ..common import (
     SharedInputProjections,
     SpikeLinear,
     SpikeMatmul,
+    TiedKeysNotSaved,
     additive_mask,
     attention_with_dropout,
     causal_mask,
@@ -410,7 +411,7 @@ class SpikingBartModel(SpikingBartPreTrainedModel):
         )
 
 
-class SpikingBartForConditionalGeneration(SpikingBartPreTrainedModel, GenerationMixin):
+class SpikingBartForConditionalGeneration(TiedKeysNotSaved, SpikingBartPreTrainedModel, GenerationMixin):
     """Spiking BART with the (float) LM head, for summarisation; works with `generate()`."""
 
     _tied_weights_keys = {"lm_head.weight": "model.shared.weight"}

@@ -46,6 +46,7 @@ from ..common import (
     SharedInputProjections,
     SpikeLinear,
     SpikeMatmul,
+    TiedKeysNotSaved,
     UniformDropout,
     attention_with_dropout,
     make_kv_spike,
@@ -348,21 +349,13 @@ class SpikingBertForSequenceClassification(SpikingBertPreTrainedModel):
         return result if return_dict is not False else result.to_tuple()
 
 
-class _TiedMLMHead:
+class _TiedMLMHead(TiedKeysNotSaved):
     """The masked-LM decoder of `self.cls.predictions`, tied to the word embeddings (BERT's tying)."""
 
     _tied_weights_keys = {
         "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
         "cls.predictions.decoder.bias": "cls.predictions.bias",
     }
-
-    def post_init(self):
-        """transformers' `post_init`; then the keys the config ties (saved once, under their sources)
-        are the keys to ignore on save, so the Trainer, resuming from a checkpoint, ties them again
-        instead of warning that they are missing. An untied decoder (tie_word_embeddings false) is
-        saved as usual."""
-        super().post_init()
-        self._keys_to_ignore_on_save = set(self._keys_to_ignore_on_save or ()) | set(self.all_tied_weights_keys)
 
     def get_output_embeddings(self):
         return self.cls.predictions.decoder

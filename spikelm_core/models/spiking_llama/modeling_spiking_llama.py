@@ -54,6 +54,7 @@ from ..common import (
     SharedInputProjections,
     SpikeLinear,
     SpikeMatmul,
+    TiedKeysNotSaved,
     attention_with_dropout,
     causal_mask,
     make_kv_spike,
@@ -272,7 +273,7 @@ class SpikingLlamaModel(SpikingLlamaPreTrainedModel):
         )
 
 
-class SpikingLlamaForCausalLM(SpikingLlamaPreTrainedModel, GenerationMixin):
+class SpikingLlamaForCausalLM(TiedKeysNotSaved, SpikingLlamaPreTrainedModel, GenerationMixin):
     """Spiking Llama with the (float) LM head; works with `generate()` (KV-cached or not)."""
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}

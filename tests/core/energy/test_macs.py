@@ -278,3 +278,17 @@ def test_spiking_bert_variants():
 
     with pytest.raises(ConfigError, match="batch_size"):
         count_macs(SpikingBertModel(spiking_config()), seq_len=L, batch_size=3)  # B == T is ambiguous
+
+
+@pytest.mark.parametrize("kind, levels, binary", [("lif", "binary", True), ("elastic_bi", "ternary", False),
+                                                  ("elastic_bi", "binary", True)])
+def test_spike_width_of_the_memory_bounds_follows_the_neurons_declared_levels(kind, levels, binary):
+    """A LIF neuron that never fired is still binary (1 bit per spike), a ternary one that fired only
+    positive spikes still ternary (2 bits): the model says, not one firing pass."""
+    from spikelm_core.energy.sweep import spikes_are_binary
+    from spikelm_core.models.spiking_bert import SpikingBertModel
+
+    model = SpikingBertModel(spiking_config(neuron_kind=kind, levels=levels))
+    assert spikes_are_binary(model) is binary
+    assert not spikes_are_binary(BertModel(BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                                      intermediate_size=16)))

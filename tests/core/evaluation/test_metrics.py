@@ -177,3 +177,15 @@ def test_rouge_bad_inputs():
         rouge_scores([], [])
     with pytest.raises(ValueError, match="must be strings"):
         rouge_scores([None], ["a"])  # type: ignore[list-item]
+
+
+def test_rouge_leaves_the_root_logger_unconfigured(monkeypatch):
+    """rouge-score's absl logging would call logging.basicConfig on a bare root logger, and the CLI's
+    warnings would print twice."""
+    import logging
+
+    from spikelm_core.evaluation.metrics import rouge_scores
+
+    monkeypatch.setattr(logging.root, "handlers", [])
+    rouge_scores(["the cat sat"], ["a cat sat down"])
+    assert logging.root.handlers == []

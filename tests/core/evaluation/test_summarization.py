@@ -40,6 +40,19 @@ def test_missing_columns_are_named(tmp_path):
     assert "highlights" in exc.value.message and "article, abstract" in exc.value.details[0]
     ds = load_summarization("cnn_dm", "validation", files={"validation": f}, summary_column="abstract")
     assert ds[0]["summary"] == "y"
+    # the named columns win over a file's own document / summary columns
+    both = write_jsonl(tmp_path / "both.jsonl", [{"document": "d", "body": "b", "summary": "s", "alt": "t"}])
+    ds = load_summarization("xsum", "validation", files={"validation": both}, text_column="body", summary_column="alt")
+    assert (ds[0]["document"], ds[0]["summary"]) == ("b", "t")
+
+
+def test_the_test_split_hint_names_a_directory(tmp_path):
+    with pytest.raises(DataError) as exc:
+        load_summarization("xsum", "test", data_dir=_empty_dir(tmp_path))
+    assert "test.jsonl" in exc.value.hint and "test_file" not in exc.value.hint
+    with pytest.raises(DataError) as exc:
+        load_summarization("xsum", "test", files={"validation": tmp_path / "v.jsonl"})
+    assert "--data-dir DIR holding test.jsonl" in exc.value.hint
 
 
 def test_empty_document_and_missing_files(tmp_path):
@@ -141,3 +154,11 @@ def test_lead_1_on_real_xsum_matches_the_documented_sanity_value(shared_data):
     assert scores["rouge1"] == pytest.approx(17.5, abs=0.1)
     assert scores["rouge2"] == pytest.approx(1.5, abs=0.1)
     assert scores["rougeL"] == pytest.approx(12.8, abs=0.1)
+
+
+def test_the_progress_line_of_a_generation_pass():
+    from spikelm_core.evaluation.summarization import progress_line
+
+    assert progress_line(64, 400, 32.0) == "summaries 64/400 | 2.0 documents/s | eta 0:02:48"
+    assert progress_line(400, 400, 200.0) == "summaries 400/400 | 2.0 documents/s | 200.0 s"
+    assert progress_line(0, 400, 0.0) == "summaries 0/400"

@@ -240,3 +240,16 @@ def test_feed_forward_takes_the_checkpoints_activation():
         pre = layers[0].fc1(x)
         expected = torch.relu(pre) if act == "relu" else torch.nn.functional.gelu(pre)
         torch.testing.assert_close(layers[0].act(pre), expected)
+
+
+def test_tied_weights_are_saved_once_and_ignored_on_save_so_a_resume_ties_them_again(tmp_path):
+    """The Trainer loads a checkpoint with strict=False and warns of missing keys unless they are the
+    model's keys to ignore on save: the tied LM head and embeddings must be exactly those."""
+    model = SpikingBartForConditionalGeneration(tiny())
+    model.save_pretrained(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    fresh = SpikingBartForConditionalGeneration(tiny())
+    missing = set(fresh.load_state_dict(state, strict=False).missing_keys)
+    assert missing and missing == fresh._keys_to_ignore_on_save
+    fresh.tie_weights()
+    assert torch.equal(fresh.lm_head.weight, model.lm_head.weight)

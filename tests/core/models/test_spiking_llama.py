@@ -254,3 +254,14 @@ def test_outlier_aware_allocation_saves_loads_and_decodes_exactly(alloc, tmp_pat
         assert torch.equal(loaded(**b).logits, m(**b).logits)
     kw = dict(max_new_tokens=4, min_new_tokens=4, do_sample=False, pad_token_id=0, eos_token_id=2)
     assert torch.equal(m.generate(**b, use_cache=True, **kw), m.generate(**b, use_cache=False, **kw))
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_a_tied_lm_head_is_ignored_on_save_so_a_resume_ties_it_again(tmp_path, tie):
+    from safetensors.torch import load_file
+
+    model = SpikingLlamaForCausalLM(tiny(tie_word_embeddings=tie))
+    model.save_pretrained(tmp_path)
+    fresh = SpikingLlamaForCausalLM(tiny(tie_word_embeddings=tie))
+    missing = set(fresh.load_state_dict(load_file(tmp_path / "model.safetensors"), strict=False).missing_keys)
+    assert missing == fresh._keys_to_ignore_on_save == ({"lm_head.weight"} if tie else set())

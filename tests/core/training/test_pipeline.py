@@ -133,3 +133,11 @@ def test_max_epochs_caps_steps_by_passes_over_the_data():
     args = _args(-1)
     assert cap_steps_by_epochs(args, 3, 100) is None and args.max_steps == -1  # epochs alone: nothing to cap
     assert cap_steps_by_epochs(_args(50), None, 10) is None
+
+
+def test_a_resumed_runs_calibration_is_said_to_come_from_its_checkpoint():
+    from spikelm_core.training.pipeline import _calibration_text
+
+    assert _calibration_text("the first training batch", None) == "the first training batch"
+    text = _calibration_text("the first training batch", "/runs/x/checkpoint-5")
+    assert text.startswith("the first training batch at the run's start") and "checkpoint-5, with its amplitudes" in text

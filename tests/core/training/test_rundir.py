@@ -106,3 +106,35 @@ def test_a_run_refused_before_writing_leaves_no_directory(tmp_path):
             raise RuntimeError("later failure")
     assert (out / "run_config.yaml").is_file() and not (out / LOCK_NAME).exists()
     assert sorted(p.name for p in out.iterdir()) == ["run_config.yaml"]
+
+
+def test_an_evaluation_of_a_runs_model_takes_the_runs_lengths_and_generation_unless_set(tmp_path, caplog):
+    from spikelm_core.config import EvalConfig, load_config, save_config
+    from spikelm_core.training.rundir import settings_of_run
+
+    run = tmp_path / "run"
+    (run / "final").mkdir(parents=True)
+    (run / "checkpoint-7").mkdir()
+    trained = config_from_dict(FinetuneConfig, {"model": "m", "out_dir": str(run), "data": {"task": "xsum",
+                               "max_length": 512}, "generate": {"num_beams": 2, "max_new_tokens": 40}})
+    save_config(trained, run / "run_config.yaml")
+
+    def evaluated(model, task="xsum", *sets):
+        return settings_of_run(load_config(EvalConfig, None, [f"model={model}", f"data.task={task}", *sets]))
+
+    with caplog.at_level("INFO", logger="spikelm"):
+        cfg = evaluated(run / "final")
+    assert (cfg.data.max_length, cfg.generate.num_beams, cfg.generate.max_new_tokens) == (512, 2, 40)
+    assert "data.max_length 512, generate.num_beams 2, generate.max_new_tokens 40" in caplog.text
+    # what eval_config.yaml records replays as set
+    assert load_config(EvalConfig, save_config(cfg, tmp_path / "eval_config.yaml")) == cfg
+    # a setting given here stays; a checkpoint of the run counts as its model
+    cfg = evaluated(run / "checkpoint-7", "xsum", "data.max_length=256", "generate.num_beams=1")
+    assert (cfg.data.max_length, cfg.generate.num_beams, cfg.generate.max_new_tokens) == (256, 1, 40)
+    # another task, a model outside a run, or a run config that does not load: unchanged
+    default = load_config(EvalConfig, None, ["model=m", "data.task=sst2"])
+    assert evaluated(run / "final", "sst2") == load_config(EvalConfig, None, [f"model={run / 'final'}",
+                                                                              "data.task=sst2"])
+    assert settings_of_run(default) == default
+    (run / "run_config.yaml").write_text("command: finetune\nmodel: [\n")
+    assert evaluated(run / "final").data.max_length == 128
