@@ -1,5 +1,5 @@
 """`python -m spikelm_cli ...`, e.g. `torchrun --nproc-per-node 8 -m spikelm_cli finetune ...`."""
 
-from .main import main
+from .launch import main
 
 main()

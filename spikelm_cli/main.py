@@ -20,7 +20,7 @@ from .errors import Terminated
 app = typer.Typer(
     name="spikelm",
     help="Spiking language models (SpikeLM, ICML 2024): convert, train, evaluate and audit the energy of "
-    "spike-driven BERT and BART.",
+    "spike-driven BERT, BART and Llama-family decoders.",
     no_args_is_help=True,
     invoke_without_command=False,
     add_completion=True,

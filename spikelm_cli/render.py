@@ -285,7 +285,8 @@ def _lm_result(r) -> None:
     out.print(f"model: {r.model}" + (CONVERTED_HERE if r.converted else ""))
     if r.dense_model:
         out.print(f"dense reference: {r.dense_model}")
-    out.print(f"windows: {r.seq_len} positions (BOS included), stride {r.stride}")
+    framing = "BOS included" if r.window_bos is not False else "no BOS token: the tokenizer has none"
+    out.print(f"windows: {r.seq_len} positions ({framing}), stride {r.stride}")
     speed = [f"{r.tokens_per_second:.0f} tokens/s"] if r.tokens_per_second else []
     if r.dense_tokens_per_second:
         speed.append(f"dense {r.dense_tokens_per_second:.0f} tokens/s")

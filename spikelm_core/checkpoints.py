@@ -1112,9 +1112,11 @@ def _load_generation_config(model: nn.Module, model_dir: Path) -> None:
 
 # ----------------------------------------------------------------------------------- teachers
 
-def check_teacher(teacher, student, *, distill=None, num_labels: int | None = None, source: str = "teacher") -> None:
+def check_teacher(teacher, student, *, distill=None, num_labels: int | None = None, source: str = "teacher",
+                  positions: int | None = None) -> None:
     """Teacher and student must share family and vocabulary (and the label count, and the shapes the
-    distillation loss compares layer by layer). `distill` is read for `alpha_hidden` / `alpha_attn`."""
+    distillation loss compares layer by layer); the teacher must read the run's `positions` per
+    sequence. `distill` is read for `alpha_hidden` / `alpha_attn`."""
     t, s = teacher.config, student.config
     tf, sf = family_of(t.model_type), family_of(s.model_type)
     alpha_hidden = float(getattr(distill, "alpha_hidden", 0) or 0)
@@ -1126,6 +1128,9 @@ def check_teacher(teacher, student, *, distill=None, num_labels: int | None = No
         problems.append(f"vocabulary: teacher {t.vocab_size} tokens, student {s.vocab_size}")
     if num_labels is not None and t.num_labels != num_labels:
         problems.append(f"labels: teacher {t.num_labels}, task {num_labels}")
+    limit = getattr(t, "max_position_embeddings", None)
+    if positions is not None and limit is not None and limit < positions:
+        problems.append(f"positions: teacher {limit}, the run's sequences {positions} (data.max_length)")
     if tf is sf is BART:
         if alpha_attn > 0:
             problems.append("distill.alpha_attn: the seq2seq distillation has no attention term; set it to 0")
@@ -1178,8 +1183,10 @@ def load_teacher(
     num_labels: int | None = None,
     families: Iterable[str] | None = None,
     attn_eager: bool | None = None,
+    positions: int | None = None,
 ):
-    """The dense teacher for `head`, in eval mode, through `load_model`; checked against `student`.
+    """The dense teacher for `head`, in eval mode, through `load_model`; checked against `student`
+    (and against the run's `positions` per sequence, when given).
 
     A spiking teacher is refused, and so is a teacher without trained weights for `head` (a
     classifier teacher must have its classifier). `attn_eager` (default: `distill.alpha_attn > 0`)
@@ -1211,7 +1218,7 @@ def load_teacher(
         )
     model.eval()
     if student is not None:
-        check_teacher(model, student, distill=distill, num_labels=num_labels, source=name)
+        check_teacher(model, student, distill=distill, num_labels=num_labels, source=name, positions=positions)
     return model
 
 

@@ -73,7 +73,7 @@ def convert_model(
     calib_data: str | os.PathLike | None = None,
     calib_batches: int = 4,
     batch_size: int = CALIBRATION_BATCH_SIZE,
-    seq_len: int = CALIBRATION_SEQ_LEN,
+    seq_len: int | None = None,
     tokenizer: str | os.PathLike | None = None,
     force: bool = False,
     seed: int = 0,
@@ -84,7 +84,8 @@ def convert_model(
     The model keeps the checkpoint's head (one spiking models lack, e.g. question answering, is left
     out with a warning in `ConvertResult.warnings`). The first text batch of `calib_data` (default:
     `calibration.calibration_text`) calibrates the amplitudes; the firing rate is then measured on
-    up to `calib_batches` batches. The output appears atomically.
+    up to `calib_batches` batches, of `seq_len` tokens each (None: `CALIBRATION_SEQ_LEN`, or the
+    model's positions when fewer; a length given beyond them is an error). The output appears atomically.
     Errors: ConfigError (exit 2) for settings and options, CheckpointError (exit 3) for the source
     (a spiking source included: it is converted already), DataError (exit 4) for the text.
     """
@@ -97,7 +98,7 @@ def convert_model(
         raise ConfigError(f"calibration batches must be >= 1, got {calib_batches}")
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
-    if seq_len < 3:
+    if seq_len is not None and seq_len < 3:
         raise ConfigError(f"--seq-len must be at least 3 tokens, got {seq_len}")
     check_output_dir(out_dir, force, inputs=[source, calib_data, tokenizer])  # fail before any work
     name = os.fspath(source)
@@ -114,7 +115,9 @@ def convert_model(
     loaded = load_model(model_dir, head=None, neuron=settings, tokenizer=tokenizer)
     model, tok = loaded.model, loaded.tokenizer
     max_pos = model.config.max_position_embeddings
-    if seq_len > max_pos:
+    if seq_len is None:
+        seq_len = min(CALIBRATION_SEQ_LEN, max_pos)
+    elif seq_len > max_pos:
         raise ConfigError(f"--seq-len {seq_len} exceeds the model's {max_pos} positions",
                           hint=f"use --seq-len {max_pos} or less")
     batches = text_batches(tok, text, seq_len=seq_len, batch_size=batch_size, causal=causal, max_batches=calib_batches)

@@ -77,7 +77,7 @@ def convert_command(
     calib_data: Annotated[Optional[Path], typer.Option(help="UTF-8 text file to calibrate on (default: packaged text; causal LMs: ../shared/data/text/wikitext-2/valid.txt when present).")] = None,
     calib_batches: Annotated[int, typer.Option(help="Batches of text: the first calibrates, all measure firing.")] = 4,
     batch_size: Annotated[int, typer.Option(help="Sequences per calibration batch.")] = 8,
-    seq_len: Annotated[int, typer.Option(help="Tokens per calibration sequence.")] = 128,
+    seq_len: Annotated[Optional[int], typer.Option(help="Tokens per calibration sequence (default 128, or the model's positions when fewer).", show_default=False)] = None,
     tokenizer: Annotated[Optional[str], typer.Option(help="Tokenizer directory if SOURCE has none.")] = None,
     force: ForceOpt = False,
     format: FormatOpt = OutputFormat.table,

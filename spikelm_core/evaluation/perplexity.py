@@ -66,17 +66,20 @@ def window_stride(seq_len: int, stride: int | None) -> int:
 
 
 def lm_windows(ids: Sequence[int], seq_len: int, *, stride: int | None = None,
-               bos_token_id: int | None = None, what: str = "the text") -> list[Window]:
+               bos_token_id: int | None = None, what: str = "the text", setting: str = "--seq-len") -> list[Window]:
     """The windows of `ids` (see the module docstring). DataError (exit 4) when `ids` is shorter
-    than one window; ConfigError (exit 2) for a bad `seq_len` / `stride`."""
+    than one window, naming `setting`, the option or recipe key that gave `seq_len`; ConfigError
+    (exit 2) for a bad `seq_len` / `stride`."""
     step = window_stride(seq_len, stride)
     prefix = (bos_token_id,) if bos_token_id is not None else ()
     width = seq_len - len(prefix)  # text tokens per window
     if len(ids) < width:
         framing = f" ({seq_len} positions with the BOS token)" if prefix else ""
-        raise DataError(f"{what} holds {len(ids)} tokens, fewer than one window: --seq-len {seq_len} needs "
+        fits = len(ids) + len(prefix)
+        raise DataError(f"{what} holds {len(ids)} tokens, fewer than one window: {setting} {seq_len} needs "
                         f"{width} text tokens{framing}",
-                        hint=f"give a longer text, or a --seq-len of at most {len(ids) + len(prefix)}")
+                        hint=f"give a longer text, or {setting} {fits} or less"
+                        + ("" if setting.startswith("--") else f" (-s {setting}={fits})"))
     windows: list[Window] = []
     done = 0 if prefix else 1  # text tokens before `done` are scored (or, the very first without BOS, never can be)
     begin = 0

@@ -104,9 +104,10 @@ def dense_source(cfg: EvalConfig, loaded: LoadedModel) -> str | None:
 _DENSE_FIX = "give the dense model the spiking one was converted from (e.g. smollm2)"
 
 
-def check_dense_reference(source: str, vocab_size: int | None) -> None:
+def check_dense_reference(source: str, vocab_size: int | None, positions: int | None = None) -> None:
     """CheckpointError (exit 3), before any weights are read, unless `source` is a dense causal LM
-    of `vocab_size` tokens."""
+    of `vocab_size` tokens with at least `positions` positions (the windows or the prompt and its
+    continuation it is compared on)."""
     config = read_config(resolve_source(source))
     model_type = config["model_type"]
     if is_spiking_type(model_type):
@@ -117,6 +118,11 @@ def check_dense_reference(source: str, vocab_size: int | None) -> None:
     if vocab_size is not None and config.get("vocab_size") != vocab_size:
         raise CheckpointError(f"the dense reference '{source}' has {config.get('vocab_size')} tokens, the model "
                               f"{vocab_size}: their token ids do not match", hint=_DENSE_FIX)
+    limit = config.get("max_position_embeddings")
+    if positions is not None and limit is not None and int(limit) < positions:
+        raise CheckpointError(f"the dense reference '{source}' has {limit} positions; it would be compared on "
+                              f"{positions}", hint=f"{_DENSE_FIX}, or compare on {limit} positions or fewer "
+                              "(--seq-len; with --prompt, a shorter prompt or --max-new-tokens)")
 
 
 def load_dense_reference(source: str, model, device: torch.device):
@@ -173,7 +179,7 @@ class CausalLmEvaluation(Evaluation):
         self.seq_len = resolved_seq_len(self.cfg, int(config.get("max_position_embeddings") or self.cfg.data.seq_len))
         self.stride = window_stride(self.seq_len, self.cfg.data.stride)
         if self.cfg.dense_reference is not None:  # fail before any weights are read
-            check_dense_reference(self.cfg.dense_reference, config.get("vocab_size"))
+            check_dense_reference(self.cfg.dense_reference, config.get("vocab_size"), self.seq_len)
         loaded = load_model(self.cfg.model, head=HEAD, neuron=self.cfg.neuron, families=FAMILIES,
                             reconvert=self.cfg.reconvert)
         loaded.model.to(device_of(self.cfg))
@@ -239,6 +245,7 @@ class CausalLmEvaluation(Evaluation):
             "dense_model": source,
             "tokens": scores[first].tokens,
             "seq_len": self.seq_len,
+            "window_bos": loaded.tokenizer.bos_token_id is not None,
             "stride": self.stride,
             "tokens_per_second": rate(list(scores.values())),
             "dense_tokens_per_second": rate(list(dense_scores.values())),
@@ -314,7 +321,8 @@ class CausalLmPipeline(Pipeline):
             return None
         from ..checkpoints import load_teacher
 
-        return load_teacher(self.distill.teacher, HEAD, student=student, distill=self.distill, families=FAMILIES)
+        return load_teacher(self.distill.teacher, HEAD, student=student, distill=self.distill, families=FAMILIES,
+                            positions=self.max_length)
 
     def _ids(self, split: str) -> tuple[list[int], str]:
         text, where = self._text(split)
@@ -327,7 +335,8 @@ class CausalLmPipeline(Pipeline):
         ids, where = self._ids("train")
         width = self.max_length - (1 if bos is not None else 0)
         windows = [w for w in lm_windows(ids, self.max_length, stride=width, bos_token_id=bos,
-                                         what=f"the train text ({where})") if len(w.input_ids) == self.max_length]
+                                         what=f"the train text ({where})", setting="data.max_length")
+                   if len(w.input_ids) == self.max_length]
         if d.train_subset is not None:
             windows = windows[: d.train_subset]
         train = datasets.Dataset.from_dict({"input_ids": [list(w.input_ids) for w in windows]})
@@ -336,7 +345,7 @@ class CausalLmPipeline(Pipeline):
         if d.max_tokens is not None:
             eval_ids = eval_ids[: d.max_tokens]
         self.eval_windows = lm_windows(eval_ids, seq_len, stride=window_stride(seq_len, d.stride), bos_token_id=bos,
-                                       what=f"the {TRAINING_EVAL_SPLIT} text ({eval_where})")
+                                       what=f"the {TRAINING_EVAL_SPLIT} text ({eval_where})", setting="data.seq_len")
         if d.eval_subset is not None:
             self.eval_windows = self.eval_windows[: d.eval_subset]
         return train, {}
@@ -452,6 +461,8 @@ def run_generation(cfg: EvalConfig) -> GenerationResult:
         raise ConfigError(f"the prompt ({len(ids)} tokens) and --max-new-tokens {p.max_new_tokens} exceed the "
                           f"model's {positions} positions", hint="shorten the prompt or lower --max-new-tokens")
     source = dense_source(cfg, loaded)
+    if p.compare_dense and source is not None:
+        check_dense_reference(source, config.get("vocab_size"), len(ids) + p.max_new_tokens)
     if p.compare_dense and source is None:
         why = ("it is dense (neuron.kind dense)" if not spiking_neurons(model)
                else "it is a spiking checkpoint: name its dense model with --dense MODEL")

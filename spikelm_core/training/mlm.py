@@ -148,7 +148,7 @@ class MlmPipeline(Pipeline):
         if self.distill is None:
             return None
         return load_teacher(self.distill.teacher, "masked_lm", student=student, distill=self.distill,
-                            num_labels=None, families=FAMILIES)
+                            num_labels=None, families=FAMILIES, positions=self.max_length)
 
     def load_data(self, loaded: LoadedModel):
         cfg = self.cfg

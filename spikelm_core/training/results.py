@@ -5,7 +5,7 @@ names any benchmark task: a GLUE task, xsum or cnn_dm, or null for masked-LM run
 `firing_rate_mean`, which says which mean `firing_rate` is). Fields added since, without a new
 version (readers of version 2 can ignore them): `spikelm.run/2` `target_firing_rate`, `precision`, `resumed_at_step`;
 `spikelm.eval/2` `precision`, and `perplexity`, `dense_perplexity`, `dense_model`, `tokens`, `seq_len`,
-`stride`, `tokens_per_second`, `dense_tokens_per_second` (language modelling, null for other tasks).
+`window_bos`, `stride`, `tokens_per_second`, `dense_tokens_per_second` (language modelling, null for other tasks).
 
 `spikelm eval --prompt` returns a `GenerationResult`, schema `spikelm.generation/1`.
 """
@@ -85,7 +85,9 @@ class EvalResult:
     tokens: int | None = None
     """Tokens scored (every text token once; without a BOS token all but the first)."""
     seq_len: int | None = None
-    """Positions per window, the BOS token included."""
+    """Positions per window, the BOS token included (`window_bos`)."""
+    window_bos: bool | None = None
+    """Whether each window starts with the tokenizer's BOS token (false: it has none)."""
     stride: int | None = None
     """Text tokens between window starts (seq_len - 1: non-overlapping)."""
     tokens_per_second: float | None = None

@@ -58,6 +58,15 @@ def test_failure_leaves_no_partial_output(tiny_dense_bert_dir, tmp_path):
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
+def test_the_default_calibration_length_fits_a_model_with_fewer_positions(tiny_dense_llama_dir, tmp_path):
+    """128 tokens by default, the model's positions when fewer (64 here); only a length given is refused."""
+    res = run("convert", tiny_dense_llama_dir, "--out", tmp_path / "a", "-T", 2, "--calib-batches", 1,
+              "--batch-size", 2, "--format", "json")
+    assert res.exit_code == 0, res.output
+    res = run("convert", tiny_dense_llama_dir, "--out", tmp_path / "b", "--seq-len", 65)
+    assert res.exit_code == 2 and "--seq-len 65 exceeds the model's 64 positions" in res.stderr
+
+
 @pytest.mark.parametrize(
     "args,needle",
     [

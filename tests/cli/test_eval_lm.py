@@ -109,6 +109,21 @@ def test_table_output_shows_perplexities_throughput_and_progress(tiny_dense_llam
     assert "perplexity" in res.stdout and "dense reference" in res.stdout and "tokens/s" in res.stdout
     assert re.search(r"per layer: 0\.\d{3} 0\.\d{3}\n", res.stdout)  # one stack: its layers in order
     assert "test, spiking: windows 20/20" in res.stderr and "test, dense: windows 20/20" in res.stderr
+    assert "windows: 16 positions (BOS included)" in res.stdout
+
+
+def test_windows_of_a_tokenizer_without_bos_are_said_to_have_none(tiny_dense_llama_dir, text_file, tmp_path):
+    model = tmp_path / "nobos"
+    shutil.copytree(tiny_dense_llama_dir, model)
+    tok_config = json.loads((model / "tokenizer_config.json").read_text())
+    (model / "tokenizer_config.json").write_text(json.dumps({**tok_config, "bos_token": None}))
+    args = ["eval", str(model), "--task", "wikitext2", "--data-dir", str(text_file), "--seq-len", "16",
+            "--max-tokens", "64", "-s", "neuron.kind=dense"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.stderr
+    assert "windows: 16 positions (no BOS token: the tokenizer has none)" in res.stdout
+    res = runner.invoke(app, [*args, "--format", "json"])
+    assert json.loads(res.stdout)["window_bos"] is False
 
 
 def test_the_shared_wikitext_test_split(tiny_dense_llama_dir, shared_data):
@@ -238,3 +253,25 @@ def test_finetune_on_the_language_modelling_task_needs_a_causal_lm(tiny_dense_be
                               str(text_file), "--out-dir", str(tmp_path / "x"), "-s", "data.max_length=16"])
     refused(res, 3, "finetune --task wikitext2 needs a causal (decoder-only) LM")
     assert not (tmp_path / "x").exists()
+
+
+def test_a_dense_reference_or_teacher_with_fewer_positions_is_refused(tiny_dense_llama_dir, spiking_dir, text_file,
+                                                                       tmp_path):
+    short = tmp_path / "short"
+    shutil.copytree(tiny_dense_llama_dir, short)
+    config = json.loads((short / "config.json").read_text())
+    (short / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 12}))
+    res = runner.invoke(app, ["eval", str(spiking_dir), "--task", "wikitext2", "--data-dir", str(text_file),
+                              "--seq-len", "16", "--dense", str(short)])
+    refused(res, 3)
+    assert f"the dense reference '{short}' has 12 positions; it would be compared on 16" in " ".join(res.stderr.split())
+    assert "windows" not in res.stderr  # refused before anything was scored
+    res = runner.invoke(app, ["eval", str(spiking_dir), "--prompt", "the river", "--max-new-tokens", "20",
+                              "--compare-dense", "--dense", str(short)])
+    refused(res, 3)
+    assert "has 12 positions; it would be compared on 23" in " ".join(res.stderr.split())  # BOS + 2 + 20
+    res = runner.invoke(app, ["distill", "--task", "wikitext2", "--model", str(tiny_dense_llama_dir), "--teacher",
+                              str(short), "--data-dir", str(text_file), "--out-dir", str(tmp_path / "kd"),
+                              "-s", "data.max_length=16", "-s", "train.max_steps=1"])
+    refused(res, 3)
+    assert "positions: teacher 12, the run's sequences 16 (data.max_length)" in " ".join(res.stderr.split())

@@ -85,3 +85,24 @@ def test_sigterm_during_an_atomic_output_removes_its_temporary_directory(tmp_pat
     assert done.returncode == 143, done.stderr
     assert "terminated" in done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_while_the_cli_imports_ends_without_a_traceback():
+    """`spikelm` spends seconds importing torch and transformers: a Ctrl-C then says 'interrupted' and
+    exits 130, as one during the work does (`spikelm_cli.launch`)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import builtins, sys\n"
+        "real = builtins.__import__\n"
+        "def interrupted(name, *args, **kwargs):\n"
+        "    if name == 'main' or name == 'spikelm_cli.main':\n"
+        "        raise KeyboardInterrupt\n"
+        "    return real(name, *args, **kwargs)\n"
+        "builtins.__import__ = interrupted\n"
+        "from spikelm_cli.launch import main\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120, text=True)
+    assert done.returncode == 130 and done.stderr == "interrupted\n", done.stderr

@@ -47,6 +47,10 @@ def test_default_windows_do_not_overlap_with_bos_and_share_one_token_without():
 def test_a_text_shorter_than_one_window_is_a_data_error_with_the_counts():
     with pytest.raises(DataError, match=r"holds 5 tokens, fewer than one window: --seq-len 8 needs 7 text tokens"):
         lm_windows([5] * 5, 8, bos_token_id=BOS, what="the text")
+    # a training run's windows name the recipe key that sized them, and how to set it
+    with pytest.raises(DataError, match=r"data.max_length 8 needs 7 text tokens") as exc:
+        lm_windows([5] * 5, 8, bos_token_id=BOS, what="the train text", setting="data.max_length")
+    assert exc.value.hint == "give a longer text, or data.max_length 6 or less (-s data.max_length=6)"
 
 
 @pytest.mark.parametrize("seq_len, stride, needle", [
