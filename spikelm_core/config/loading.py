@@ -527,6 +527,9 @@ def _prefer_flags(raw: dict[str, Any], flags: Mapping[str, Any]) -> None:
     if flags.get("data.data_dir") is not None and not by_name and task_family(task) == "glue":
         data["task"] = given if given is not None else inferred
         del data["source"]
+    elif flags.get("data.data_dir") is not None and task is None and not isinstance(flag_task, str):
+        # masked-LM on text: the recipe's corpus is data.source; the flag's file or folder replaces it
+        data["source"] = data.pop("data_dir")
 
 
 def _check_command(cls: type[BaseModel], raw: dict[str, Any], errors: list[str], hints: list[str], origin: str) -> None:

@@ -758,6 +758,17 @@ class DistillConfig(_TrainingConfig):
                       "is required: 'glue/<task>', a GLUE task directory, or a text file/directory for MLM")
         _distill_rules(rules, self.distill, self.neuron, self.train, glue=self.task_family == "glue",
                        nsp=self.task_family == "mlm" and self.mlm.nsp)
+        if self.task_family == "mlm":
+            _text_corpus_rules(rules, self.data)
+
+
+def _text_corpus_rules(rules: _Rules, data: DataArgs) -> None:
+    """Masked-LM training reads its corpus from `data.source` alone: the other data paths would be
+    ignored in silence (a `validation_file` would promise a held-out score that no step computes)."""
+    for key in ("data_dir", "train_file", "validation_file"):
+        rules.require(getattr(data, key) is None, f"data.{key}",
+                      "is not read by masked-LM training on text, which reads data.source alone (a text file or "
+                      "a folder of .txt files) and scores nothing held out: drop it, or set data.source")
 
 
 def _distill_rules(rules: _Rules, distill: DistillArgs, neuron, train: TrainArgs, *, glue: bool, nsp: bool) -> None:
@@ -829,6 +840,7 @@ class PretrainConfig(_ModelOverrides, _TaskConfig):
         _not_blank(rules, self.model, "model", " (null = from scratch)")
         rules.require(self.data.source is not None, "data.source", "is required (a text file or directory)")
         rules.require(self.data.task is None, "data.task", "must be null: pretraining reads plain text")
+        _text_corpus_rules(rules, self.data)
         rules.require(self.neuron.spiking, "neuron.kind", "'dense' is not a spiking model; choose elastic_bi or lif")
         rules.require(self.distill is None or self.distill.teacher is not None, "distill.teacher",
                       "is required when distill is set")

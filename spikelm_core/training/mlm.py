@@ -135,6 +135,12 @@ class MlmPipeline(Pipeline):
             loaded = load_model(cfg.model, head=self.head, neuron=cfg.neuron,
                                 config_overrides=cfg.model_overrides, families=FAMILIES,
                                 role="student" if self.distill else "model", reconvert=getattr(cfg, "reconvert", False))
+            fresh = [k for k in (loaded.weights.newly_initialised if loaded.weights else []) if k.startswith("cls.")]
+            if fresh:  # e.g. minilm: an encoder without pretraining heads
+                log.info("%s untrained ('%s' has no weights for %s: %s%s): expect a first masked-LM loss near "
+                         "ln(vocabulary size) or above", "the masked-LM and NSP heads start" if self.nsp else
+                         "the masked-LM head starts", cfg.model, "them" if self.nsp else "it", ", ".join(fresh[:3]),
+                         ", ..." if len(fresh) > 3 else "")
             tokenizer = self._tokenizer_override()
             if tokenizer is not None:
                 loaded.tokenizer = tokenizer

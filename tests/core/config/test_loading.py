@@ -472,12 +472,17 @@ def test_data_dir_flag_beats_a_recipe_source_path(tmp_path, monkeypatch):
     assert load_config(FinetuneConfig, recipe).data.source == str(tmp_path / "elsewhere" / "SST-2")
     kept = load_config(FinetuneConfig, recipe, ["data.source=glue/sst2"], **{"data.data_dir": "glue"})
     assert kept.data.source == "glue/sst2"
-    # a GLUE root with data.task given goes too; a text corpus for MLM distillation stays
+    # a GLUE root with data.task given goes too; a text corpus for MLM distillation is replaced by the flag's
     root = load_config(FinetuneConfig, recipe, ["data.source=/x/glue", "data.task=rte"], **{"data.data_dir": "g"})
     assert (root.data.source, root.task) == (None, "rte")
     text = load_config(DistillConfig, None, ["model=m", "distill.teacher=t", "data.source=/c.txt"],
                        **{"data.data_dir": "g"})
-    assert text.data.source == "/c.txt"
+    assert (text.data.source, text.data.data_dir, text.task) == ("g", None, None)
+    # ... and masked-LM training refuses the data paths it would not read
+    lines = problems(None, ["model=m", "distill.teacher=t", "data.source=/c.txt", "data.validation_file=/v.txt",
+                            "data.data_dir=/d"], cls=DistillConfig)
+    assert any(line.startswith("data.validation_file: is not read by masked-LM training") for line in lines)
+    assert any(line.startswith("data.data_dir: is not read by masked-LM training") for line in lines)
     # with --task as well, the flags say which task and where: the recipe's path goes
     both = load_config(FinetuneConfig, recipe, [], **{"data.data_dir": "glue", "data.task": "rte"})
     assert (both.data.source, both.task) == (None, "rte")

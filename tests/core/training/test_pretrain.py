@@ -84,11 +84,12 @@ def test_pretrain_killed_and_resumed_ends_as_an_uninterrupted_run(tiny_dirs, tmp
      "distill.spike_drop: acts on elastic bi-spiking neurons"),
     (["mlm.nsp=true", "distill.alpha_ce=0"], "with mlm.nsp the next-sentence head would never train"),
     (["train.eval_strategy=steps", "train.eval_steps=1"], "pretraining has no evaluation data"),
-], ids=["hidden-steps", "augment", "spike-drop-lif", "nsp-without-ce", "evaluation"])
+    (["data.validation_file=held_out.txt"], "data.validation_file: is not read by masked-LM training"),
+], ids=["hidden-steps", "augment", "spike-drop-lif", "nsp-without-ce", "evaluation", "validation-file"])
 def test_settings_pretraining_would_ignore_are_refused(tiny_dirs, tmp_path, sets, needle):
     from spikelm_core.errors import ConfigError
 
-    teacher = [] if sets[0].startswith("train.") else [f"distill.teacher={tiny_dirs['mlm_teacher']}"]
+    teacher = [] if sets[0].startswith(("train.", "data.")) else [f"distill.teacher={tiny_dirs['mlm_teacher']}"]
     with pytest.raises(ConfigError) as exc:
         _cfg(tiny_dirs, tmp_path / "x", *teacher, *sets)
     assert any(needle in d for d in exc.value.details), exc.value.details
@@ -127,3 +128,11 @@ def test_pretraining_logs_its_mlm_and_nsp_terms(tiny_dirs, tmp_path):
     assert len(steps) == 2
     for x in steps:  # the logged loss is the sum of its two terms, each logged apart
         assert x["loss"] == pytest.approx(x["loss_mlm"] + x["loss_nsp"], abs=1e-3)
+
+
+def test_heads_a_model_lacks_are_said_to_start_untrained(tiny_dirs, tmp_path, caplog):
+    """From an encoder without pretraining heads (minilm, here the tiny dense BERT), the run says so."""
+    with caplog.at_level("INFO", logger="spikelm"):
+        run_pretrain(_cfg(tiny_dirs, tmp_path / "p", f"model={tiny_dirs['dense']}", "model_config=null",
+                          "train.max_steps=1"))
+    assert "the masked-LM and NSP heads start untrained" in caplog.text and "cls." in caplog.text
