@@ -178,7 +178,12 @@ def layer_rates_text(rates: dict[str, float]) -> str:
 
 
 def training_result(r, fmt) -> None:
-    """Summary of a finetune/distill/pretrain run (stdout), or its JSON."""
+    """Summary of a finetune/distill/pretrain run (stdout), or its JSON; printed by the main process
+    alone under torchrun (every rank returns the same result)."""
+    from spikelm_core.training.rundir import is_main_process
+
+    if not is_main_process():
+        return
     if getattr(fmt, "value", fmt) == "json":
         print_json(r.to_dict())
         return

@@ -276,6 +276,11 @@ def test_run_summary_shows_the_firing_target_beside_the_reached_rates(monkeypatc
     result.resumed_from, result.resumed_at_step = "o/checkpoint-2", 2
     render.training_result(result, "text")
     assert "mean of steps 3-4, this call" in buf.getvalue()
+    # under torchrun the main process alone prints it
+    monkeypatch.setenv("RANK", "1")
+    before = buf.getvalue()
+    render.training_result(result, "text")
+    assert buf.getvalue() == before
 
 
 def test_missing_metric_sink_is_a_config_error(tiny_dirs, tmp_path):
