@@ -29,7 +29,8 @@ import io
 import itertools
 import json
 import math
-from dataclasses import asdict, dataclass, field
+import os
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -134,7 +135,8 @@ def point_config(cfg, point: Point, out_dir: Path, start_dir: str | None = None)
     for key, value in point.values.items():
         set_dotted(data, key, value)
     if start_dir is not None:
-        data["model"] = str(out_dir / start_dir / FINAL)
+        # absolute, as the run's run_config.yaml reads back: a relative --out-dir then compares equal
+        data["model"] = os.path.abspath(out_dir / start_dir / FINAL)
         data["reconvert"] = True
     data["out_dir"] = str(out_dir / point.name)
     try:
@@ -506,8 +508,17 @@ def _reference_row(cfg, out_dir: Path, say: Progress) -> SweepRow | None:
     ref_dir = out_dir / "reference"
     results = ref_dir / "eval_results.json"
     if not results.is_file():
+        from .checkpoints import is_spiking_type, read_config, resolve_source
+        from .errors import CheckpointError
         from .training import run_eval
 
+        model_type = read_config(resolve_source(ref)).get("model_type")
+        if is_spiking_type(model_type):  # before its evaluation as a dense model names neuron settings instead
+            what = "the teacher (distill.teacher)" if ref == getattr(getattr(cfg, "distill", None), "teacher", None) \
+                else "sweep.reference"
+            raise CheckpointError(f"{what} '{ref}' is a spiking model ('{model_type}'); the sweep's reference, and a "
+                                  "teacher, must be dense",
+                                  hint="give the dense model the student was converted from, fine-tuned on the task")
         say(f"reference: evaluating the dense model {ref}")
         eval_cfg = config_from_dict(EvalConfig, {
             "command": "eval", "model": ref, "out_dir": str(ref_dir), "data": config_to_dict(cfg.data),
@@ -615,6 +626,22 @@ def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None,
     energy = cfg.sweep.energy
     seen: dict[str, str] = {}
     stale: set[str] = set()  # finished points not among --point whose settings changed since
+
+    def so_far() -> SweepReport:
+        """The table mid-sweep: the rows so far, then the rows of the points ahead that finished in an
+        earlier call (a call stopped part-way, by an error or Ctrl-C, leaves them in the table)."""
+        done = {row.name for row in report.rows} | stale
+        ahead = []
+        for p in points:
+            path = out_dir / p.name / POINT_FILE
+            if p.name in done or not path.is_file():
+                continue
+            try:
+                ahead.append(_row_from(p, json.loads(path.read_text(encoding="utf-8")), cfg.sweep.start_from.get(p.name)))
+            except (OSError, ValueError, KeyError):
+                continue
+        return replace(report, rows=[*report.rows, *ahead])
+
     for i, (point, run_cfg) in enumerate(zip(points, configs), 1):
         key = json.dumps(_comparable(run_cfg), sort_keys=True, default=str)
         run_dir = out_dir / point.name
@@ -675,7 +702,7 @@ def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None,
             record["energy"] = _energy(run_dir / FINAL, run_cfg, energy)
             atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
         report.rows.append(_row_from(point, record, cfg.sweep.start_from.get(point.name)))
-        write_report(report, out_dir)
+        write_report(so_far(), out_dir)
         gc.collect()
     write_report(report, out_dir)
     return report

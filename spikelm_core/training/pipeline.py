@@ -454,6 +454,18 @@ def check_eval_out_dir(out_dir: str | Path | None) -> None:
     check_output_location(out)
 
 
+def _averaged_checkpoint_warning(model) -> list[str]:
+    """A checkpoint of a `train.weight_average` run is scored with its raw weights: the run's own
+    evaluations (and its final/) used the average saved beside them."""
+    from .weight_average import FILE
+
+    if model is None or not (Path(model) / FILE).is_file():
+        return []
+    return [f"'{model}' is a checkpoint of a run that averages its weights (train.weight_average): these scores are "
+            f"of its raw weights, while the run's evaluations scored the average beside them ({FILE}); its final/ "
+            "holds the average"]
+
+
 def run_evaluation(evaluation: Evaluation, *, firing_picture: dict[str, str] | None = None) -> EvalResult:
     """Score a model as `evaluation` says; write eval_results.json (and eval_config.yaml) to
     `out_dir` when one is given. Never writes run_config.yaml, so evaluating into a training run's
@@ -483,7 +495,7 @@ def run_evaluation(evaluation: Evaluation, *, firing_picture: dict[str, str] | N
     bf16 = resolve_bf16(cfg.bf16, device, "eval")
     with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):  # eval's bf16
         metrics, examples, primary, report = evaluation.score(loaded, data)
-    warnings = evaluation.warnings(loaded)
+    warnings = [*evaluation.warnings(loaded), *_averaged_checkpoint_warning(cfg.model)]
     for message in warnings:
         log.warning(message)
     result = EvalResult(

@@ -173,6 +173,38 @@ def last_complete_checkpoint(out_dir: Path) -> str | None:
     return None
 
 
+def finished_step(out_dir: Path) -> int | None:
+    """The step a finished run in `out_dir` ended at (its final/ and the final scores metrics.jsonl
+    records as it ends), or None for a run that has not finished."""
+    metrics = out_dir / METRICS
+    if not (out_dir / FINAL).is_dir() or not metrics.is_file():
+        return None
+    steps = []
+    for line in metrics.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and \
+                any(key.startswith("final_") for key in record):
+            steps.append(record["step"])
+    return max(steps) if steps else None
+
+
+def _refuse_training_a_finished_run_again(out_dir: Path, last: str | None) -> None:
+    """`--resume auto` on a finished run whose latest checkpoint is older than its end (a `keep_best`
+    run keeps the best one) would train the last steps again and replace final/: refused."""
+    end = finished_step(out_dir)
+    at = steps_of_checkpoint(last) if last is not None else None
+    if end is None or (at is not None and at >= end):
+        return
+    raise ConfigError(
+        f"'{out_dir}' holds a finished run (final/, step {end}); its latest checkpoint is "
+        f"{Path(last).name if last else 'gone'}, so --resume auto would train "
+        f"{'steps ' + str(at + 1) + '-' + str(end) if at is not None else 'it'} again and replace final/",
+        hint=f"evaluate it (spikelm eval {out_dir / FINAL} ...), or give another --out-dir to train again")
+
+
 def resolve_resume(resume: str | None, out_dir: Path) -> str | None:
     """`never` -> None (refusing a directory with checkpoints); `auto` -> the latest complete
     checkpoint-<step>/ in `out_dir` or None; anything else must be a complete checkpoint directory."""
@@ -187,6 +219,7 @@ def resolve_resume(resume: str | None, out_dir: Path) -> str | None:
         return None
     if resume == "auto":
         last = last_complete_checkpoint(out_dir)
+        _refuse_training_a_finished_run_again(out_dir, last)
         if is_main_process():
             if last is None:
                 log.info("--resume auto: no checkpoint in %s, starting fresh", out_dir)
@@ -289,7 +322,8 @@ def settings_of_run(cfg):
     """`cfg` (an evaluation config) with the `RUN_SETTINGS_FOR_EVAL` it leaves unset taken from the
     training run its model comes from, when that run trained on the same task: so `spikelm eval
     runs/x/final` cuts and generates as the run's own evaluations did (an XSum run at 512 tokens and
-    4 beams is not scored at the 128-token default). Logs what it took; `cfg` unchanged otherwise."""
+    4 beams is not scored at the 128-token default), and a dense run's model (a teacher) is scored
+    dense, not converted, unless `neuron` is set. Logs what it took; `cfg` unchanged otherwise."""
     import yaml
 
     from ..config import TASK_CONFIGS
@@ -316,6 +350,11 @@ def settings_of_run(cfg):
             continue
         sections[section] = mine.model_copy(update={name: value})
         taken.append(f"{key} {value}")
+    if run_cfg.neuron.kind == "dense" and cfg.neuron is None:  # a dense run (a teacher) is scored dense
+        from ..neurons.settings import NeuronSettings
+
+        sections["neuron"] = NeuronSettings(kind="dense")
+        taken.append("neuron.kind dense")
     if not taken:
         return cfg
     log.info("from the run's %s: %s (set them to change)", run / RUN_CONFIG, ", ".join(taken))

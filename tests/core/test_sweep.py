@@ -323,6 +323,32 @@ def test_start_from_chains_each_point_from_the_one_before(tmp_path, monkeypatch)
     assert [(r.name, r.start_from) for r in report.rows] == [("k2", None), ("T2", "k2"), ("T1", "T2")]
 
 
+def test_a_call_stopped_part_way_keeps_the_finished_points_ahead_in_the_table(tmp_path, monkeypatch):
+    out = tmp_path / "study"
+    sweep = {"grid": {"neuron.k": [2.0, 3.0, 4.0]}, "energy": {"enabled": False}}
+    monkeypatch.setattr(training, "run_finetune", _FakeTrainer())
+    run_sweep(_cfg(out, sweep))
+    (out / "k3" / POINT_FILE).unlink()  # k3 to run again; this call stops there
+    monkeypatch.setattr(training, "run_finetune", _FakeTrainer(fail_on="k3"))
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(_cfg(out, sweep))
+    assert [r["name"] for r in csv.DictReader((out / "sweep.csv").open())] == ["k2", "k4"]
+
+
+def test_a_point_started_from_another_is_skipped_when_done_under_a_relative_out_dir(tmp_path, monkeypatch):
+    """`--out-dir runs/x` (relative): the start model's path compares equal to the one its run_config.yaml
+    reads back (absolute), so the finished point is skipped, not refused as changed."""
+    monkeypatch.chdir(tmp_path)
+    sweep = {"grid": {"neuron.k": [2.0]}, "points": {"T1": {"neuron.num_timesteps": 1}},
+             "start_from": {"T1": "k2"}, "energy": {"enabled": False}}
+    fake = _FakeTrainer()
+    monkeypatch.setattr(training, "run_finetune", fake)
+    run_sweep(_cfg("runs/study", sweep), only=["k2"])
+    run_sweep(_cfg("runs/study", sweep), only=["T1"])
+    report = run_sweep(_cfg("runs/study", sweep))
+    assert [c[0] for c in fake.calls] == ["k2", "T1"] and [r.status for r in report.rows] == ["done", "done"]
+
+
 def test_a_recipe_drops_points_and_starts_of_its_base_by_setting_them_null(tmp_path):
     (tmp_path / "base.yaml").write_text(
         "command: finetune\nmodel: m\ndata: {task: sst2}\n"
@@ -378,3 +404,17 @@ def test_crowded_pareto_labels_do_not_overlap():
     assert [t.get_text() for t in texts] == [p[0] for p in points]
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
     plt.close(fig)
+
+
+def test_a_spiking_reference_is_refused_before_it_is_evaluated(tmp_path):
+    from spikelm_core.config import DistillConfig
+    from spikelm_core.errors import CheckpointError
+    from spikelm_core.sweep import _reference_row
+
+    spiking = tmp_path / "twin"
+    spiking.mkdir()
+    (spiking / "config.json").write_text(json.dumps({"model_type": "spiking_bert"}))
+    cfg = config_from_dict(DistillConfig, {"model": "m", "out_dir": str(tmp_path / "s"), "data": {"task": "sst2"},
+                                           "distill": {"teacher": str(spiking)}, "sweep": {"grid": {"neuron.k": [2.0]}}})
+    with pytest.raises(CheckpointError, match=r"the teacher \(distill.teacher\) .* is a spiking model"):
+        _reference_row(cfg, tmp_path / "s", lambda message: None)

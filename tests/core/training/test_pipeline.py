@@ -141,3 +141,12 @@ def test_a_resumed_runs_calibration_is_said_to_come_from_its_checkpoint():
     assert _calibration_text("the first training batch", None) == "the first training batch"
     text = _calibration_text("the first training batch", "/runs/x/checkpoint-5")
     assert text.startswith("the first training batch at the run's start") and "checkpoint-5, with its amplitudes" in text
+
+
+def test_a_checkpoint_of_an_averaging_run_is_said_to_be_scored_raw(tmp_path):
+    from spikelm_core.training.pipeline import _averaged_checkpoint_warning
+
+    assert _averaged_checkpoint_warning(tmp_path) == [] and _averaged_checkpoint_warning(None) == []
+    (tmp_path / "weight_average.safetensors").write_bytes(b"")
+    (warning,) = _averaged_checkpoint_warning(tmp_path)
+    assert "raw weights" in warning and "final/ holds the average" in warning

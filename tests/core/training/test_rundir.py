@@ -136,5 +136,27 @@ def test_an_evaluation_of_a_runs_model_takes_the_runs_lengths_and_generation_unl
     assert evaluated(run / "final", "sst2") == load_config(EvalConfig, None, [f"model={run / 'final'}",
                                                                               "data.task=sst2"])
     assert settings_of_run(default) == default
+    # a dense run's model (a teacher) is scored dense, unless neuron settings are given
+    dense = config_from_dict(FinetuneConfig, {"model": "m", "out_dir": str(run), "data": {"task": "xsum"},
+                                              "neuron": {"kind": "dense"}})
+    save_config(dense, run / "run_config.yaml")
+    assert evaluated(run / "final").neuron.kind == "dense"
+    assert evaluated(run / "final", "xsum", "neuron.kind=elastic_bi").neuron.kind == "elastic_bi"
     (run / "run_config.yaml").write_text("command: finetune\nmodel: [\n")
     assert evaluated(run / "final").data.max_length == 128
+
+
+def test_resume_auto_refuses_to_train_a_finished_run_again_from_an_older_checkpoint(tmp_path):
+    """A finished keep_best run keeps its best checkpoint, older than its end: resuming from it would
+    train the last steps again and replace final/."""
+    (tmp_path / "final").mkdir()
+    (tmp_path / "metrics.jsonl").write_text('{"step": 2, "eval_accuracy": 0.6}\n{"step": 4, "final_dev_accuracy": 0.5}\n')
+    _checkpoint(tmp_path, 2, '{"global_step": 2}')
+    with pytest.raises(ConfigError, match=r"holds a finished run \(final/, step 4\).*train steps 3-4 again") as exc:
+        resolve_resume("auto", tmp_path)
+    assert "spikelm eval" in exc.value.hint
+    _checkpoint(tmp_path, 4, '{"global_step": 4}')  # its last step's checkpoint: the run ends as it did
+    assert resolve_resume("auto", tmp_path) == str(tmp_path / "checkpoint-4")
+    unfinished = tmp_path / "unfinished"
+    _checkpoint(unfinished, 2, '{"global_step": 2}')
+    assert resolve_resume("auto", unfinished) == str(unfinished / "checkpoint-2")
