@@ -7,6 +7,8 @@ import json
 from rich.markup import escape
 from rich.table import Table
 
+from spikelm_core.log import hms
+
 from .console import err, out
 
 
@@ -89,11 +91,6 @@ def _lower_level(record) -> bool:
     return True
 
 
-def _fmt_duration(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
 def status_line(step: int, total: int, logs: dict, ms_per_step: float | None) -> str:
     """`step 2000/20000 | loss 0.412 (ce 0.318, kd 0.094) | lr 4.8e-05 | spike rate 0.137 | 41 ms/step | eta 0:12:20`"""
     parts = [f"step {step}/{total}"]
@@ -106,7 +103,7 @@ def status_line(step: int, total: int, logs: dict, ms_per_step: float | None) ->
         parts.append(f"spike rate {logs['firing_rate']:.3f}")
     if ms_per_step is not None:
         parts.append(f"{ms_per_step:.0f} ms/step")
-        parts.append(f"eta {_fmt_duration(ms_per_step * max(0, total - step) / 1000)}")
+        parts.append(f"eta {hms(ms_per_step * max(0, total - step) / 1000)}")
     return " | ".join(parts)
 
 
@@ -239,7 +236,7 @@ def eval_progress(every_s: float = 10.0):
         if seconds > 0:
             parts.append(f"{read / seconds:.0f} tokens/s")
             if done < total:
-                parts.append(f"eta {_fmt_duration(seconds / done * (total - done))}")
+                parts.append(f"eta {hms(seconds / done * (total - done))}")
             else:
                 parts.append(f"{seconds:.1f} s")
         return " | ".join(parts)

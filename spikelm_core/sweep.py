@@ -627,20 +627,21 @@ def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None,
     seen: dict[str, str] = {}
     stale: set[str] = set()  # finished points not among --point whose settings changed since
 
-    def so_far() -> SweepReport:
-        """The table mid-sweep: the rows so far, then the rows of the points ahead that finished in an
-        earlier call (a call stopped part-way, by an error or Ctrl-C, leaves them in the table)."""
-        done = {row.name for row in report.rows} | stale
-        ahead = []
-        for p in points:
-            path = out_dir / p.name / POINT_FILE
-            if p.name in done or not path.is_file():
-                continue
+    earlier: dict[str, SweepRow] = {}  # the rows of points finished in an earlier call, read once
+    for p in points:
+        path = out_dir / p.name / POINT_FILE
+        if path.is_file():
             try:
-                ahead.append(_row_from(p, json.loads(path.read_text(encoding="utf-8")), cfg.sweep.start_from.get(p.name)))
+                earlier[p.name] = _row_from(p, json.loads(path.read_text(encoding="utf-8")),
+                                            cfg.sweep.start_from.get(p.name))
             except (OSError, ValueError, KeyError):
                 continue
-        return replace(report, rows=[*report.rows, *ahead])
+
+    def so_far() -> SweepReport:
+        """The table mid-sweep: the rows so far, then those of the points ahead that finished in an
+        earlier call (a call stopped part-way, by an error or Ctrl-C, leaves them in the table)."""
+        done = {row.name for row in report.rows} | stale
+        return replace(report, rows=[*report.rows, *(row for name, row in earlier.items() if name not in done)])
 
     for i, (point, run_cfg) in enumerate(zip(points, configs), 1):
         key = json.dumps(_comparable(run_cfg), sort_keys=True, default=str)

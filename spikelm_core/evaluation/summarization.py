@@ -11,7 +11,7 @@ import torch
 from ..data.summarization import check_lengths
 from ..errors import ConfigError
 from ..firing import FiringReport, record_firing
-from ..log import get_logger
+from ..log import get_logger, hms
 from .metrics import rouge_intervals, rouge_scores
 
 log = get_logger("evaluation")
@@ -97,8 +97,7 @@ def progress_line(done: int, total: int, seconds: float) -> str:
     parts = [f"summaries {done}/{total}"]
     if seconds > 0 and done:
         parts.append(f"{done / seconds:.1f} documents/s")
-        left = round(seconds / done * (total - done))
-        parts.append(f"eta {left // 3600}:{left % 3600 // 60:02d}:{left % 60:02d}" if done < total else f"{seconds:.1f} s")
+        parts.append(f"eta {hms(round(seconds / done * (total - done)))}" if done < total else f"{seconds:.1f} s")
     return " | ".join(parts)
 
 

@@ -66,7 +66,7 @@ class JsonlMetricsCallback(TrainerCallback):
             self.path.write_text("", encoding="utf-8")
         elif self.path.exists():
             kept = [r for r in read_metrics(self.path) if r.get("step", 0) < self.resume_step
-                    or (r.get("step", 0) == self.resume_step and not _end_of_run(r))]  # the end comes again
+                    or (r.get("step", 0) == self.resume_step and not end_of_run(r))]  # the end comes again
             self.path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -92,7 +92,7 @@ class JsonlMetricsCallback(TrainerCallback):
             fh.write(json.dumps(record) + "\n")
 
 
-def _end_of_run(record: dict) -> bool:
+def end_of_run(record: dict) -> bool:
     """Whether a metrics.jsonl record holds the final scores a run writes as it ends (its training-loss
     mean stays: a resumed call that takes no step has none of its own)."""
     return any(key.startswith("final_") for key in record)

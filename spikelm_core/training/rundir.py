@@ -24,7 +24,7 @@ from ..config import diff_configs, load_config, save_config
 from ..errors import CheckpointError, ConfigError
 from ..io import check_output_location
 from ..log import get_logger
-from .callbacks import JsonlMetricsCallback
+from .callbacks import JsonlMetricsCallback, end_of_run, read_metrics
 from .results import Timer
 
 log = get_logger("training")
@@ -176,18 +176,9 @@ def last_complete_checkpoint(out_dir: Path) -> str | None:
 def finished_step(out_dir: Path) -> int | None:
     """The step a finished run in `out_dir` ended at (its final/ and the final scores metrics.jsonl
     records as it ends), or None for a run that has not finished."""
-    metrics = out_dir / METRICS
-    if not (out_dir / FINAL).is_dir() or not metrics.is_file():
+    if not (out_dir / FINAL).is_dir():
         return None
-    steps = []
-    for line in metrics.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and isinstance(record.get("step"), int) and \
-                any(key.startswith("final_") for key in record):
-            steps.append(record["step"])
+    steps = [r["step"] for r in read_metrics(out_dir / METRICS) if isinstance(r.get("step"), int) and end_of_run(r)]
     return max(steps) if steps else None
 
 
