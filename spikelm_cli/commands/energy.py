@@ -107,9 +107,10 @@ def energy_command(
         "(its saved amplitudes), else 2.")] = None,
     timesteps: Annotated[Optional[list[int]], typer.Option(
         "--timesteps", "-T", help="Time step count(s) T to sweep, e.g. -T 1 4. Default: the checkpoint's own T, else 4.")] = None,
-    seq_len: Annotated[int, typer.Option(
+    seq_len: Annotated[Optional[int], typer.Option(
         help="Tokens per sequence (MACs are per sample at this length); for BART the source length, for a "
-        "Llama also the prompt length of generation.")] = 128,
+        "Llama also the prompt length of generation. Default: 128, or fewer where the model has fewer "
+        "positions (a Llama's prompt and generation share them).")] = None,
     target_len: Annotated[Optional[int], typer.Option(
         help="BART and Llama: tokens generated per input (decoder steps: a BART summary, or a Llama's "
         "continuation of the --seq-len prompt). Default: 64.")] = None,

@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -86,9 +86,10 @@ class EnergyArgs:
     """Frequency coefficients k to sweep; None = the checkpoint's own k (spiking) or 2.0 (dense)."""
     timesteps: tuple[int, ...] | None = None
     """Time steps T to sweep; None = the checkpoint's own T (spiking) or 4 (dense)."""
-    seq_len: int = DEFAULT_SEQ_LEN
+    seq_len: int | None = None
     """Tokens per sequence, for the MAC count and the calibration text (BART: source tokens n_e; Llama:
-    the prompt of generation)."""
+    the prompt of generation); None = DEFAULT_SEQ_LEN, lowered to what the model's positions hold
+    (`_default_lengths`)."""
     target_len: int | None = None
     """BART and Llama: tokens generated per input (m); None = DEFAULT_TARGET_LEN."""
     data: str | None = None
@@ -126,7 +127,7 @@ class EnergyArgs:
             if not self.timesteps:
                 problems.append("--timesteps needs at least one value")
             problems += [f"time steps must be >= 1, got {t}" for t in self.timesteps if t < 1]
-        if self.seq_len < 3:
+        if self.seq_len is not None and self.seq_len < 3:
             problems.append(f"--seq-len must be at least 3 tokens, got {self.seq_len}")
         if self.target_len is not None and self.target_len < 1:
             problems.append(f"target length must be >= 1, got {self.target_len}")
@@ -170,10 +171,33 @@ class _Plan:
         return self.target_len is not None
 
 
+def _default_lengths(args: EnergyArgs, cfg: dict) -> EnergyArgs:
+    """Fill an unset --seq-len: DEFAULT_SEQ_LEN, or fewer where the model's positions hold fewer.
+
+    A Llama's prompt and generation share its positions (seq_len + target_len - 1 of them): with both
+    unset and too long, the prompt keeps two thirds and the generation the rest; with --target-len
+    given, the prompt takes what it leaves. A length the user gave is never changed (`_plan` checks it).
+    """
+    if args.seq_len is not None:
+        return args
+    max_positions = int(cfg.get("max_position_embeddings", 512))
+    seq_len = min(DEFAULT_SEQ_LEN, max_positions)
+    if models.is_llama(cfg):
+        target_len = args.target_len if args.target_len is not None else DEFAULT_TARGET_LEN
+        if seq_len + target_len - 1 > max_positions:
+            if args.target_len is None:
+                seq_len = max(3, min(DEFAULT_SEQ_LEN, 2 * (max_positions + 1) // 3))
+                target_len = max(1, min(DEFAULT_TARGET_LEN, max_positions - seq_len + 1))
+                return replace(args, seq_len=seq_len, target_len=target_len)
+            seq_len = max(3, max_positions - target_len + 1)
+    return replace(args, seq_len=seq_len)
+
+
 def _plan(args: EnergyArgs, source: models.AuditSource) -> _Plan:
     """Check the settings against the model (ConfigError naming the flag) and lay out the sweep."""
     cfg = source.config
     max_positions = int(cfg.get("max_position_embeddings", 512))
+    assert args.seq_len is not None, "run_energy fills the default length first (_default_lengths)"
     if args.seq_len > max_positions and not models.is_llama(cfg):  # a Llama: with its target length, below
         raise ConfigError(
             f"--seq-len {args.seq_len} exceeds the model's maximum of {max_positions} positions",
@@ -308,6 +332,7 @@ def run_energy(args: EnergyArgs, progress: Progress | None = None) -> EnergySwee
     profile = get_profile(args.profile, e_mac_pj=args.e_mac_pj, e_ac_pj=args.e_ac_pj)
     memory = load_memory_cost(args.memory_cost, args.memory)
     source = models.open_source(args.model)
+    args = _default_lengths(args, source.config)
     plan = _plan(args, source)
     torch.manual_seed(args.seed)
     batches, data_info = models.calibration_batches(source, data=args.data, batches=args.batches,

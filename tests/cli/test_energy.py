@@ -426,6 +426,13 @@ def test_bad_input_clear_error_no_traceback(tiny_bert, tmp_path, args, code, mes
     assert res.stdout == ""
 
 
+def test_default_seq_len_is_lowered_to_the_models_positions(tiny_bert, text_file):
+    res = run("--model", tiny_bert, "--k", 2, "--data", text_file, "--batches", 1, "--batch-size", 2, "--bootstrap", 0,
+              "--memory", "none", "--format", "json")  # 128 tokens by default; the tiny BERT has 64 positions
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["seq_len"] == 64
+
+
 def test_model_sources_errors(tmp_path):
     res = run("--model", tmp_path, "--k", 2)
     assert res.exit_code == 3 and "no config.json" in res.stderr and "Traceback" not in res.output

@@ -367,7 +367,20 @@ def test_cli_llama_bad_lengths_and_two_models(tiny_dense_llama_dir, tiny_dense_b
     res = run(tiny_dense_llama_dir, "--seq-len", 60, "--target-len", 6)  # 60 + 6 - 1 > 64 positions
     assert res.exit_code == 2 and "exceeds the model's maximum of 64 positions" in res.stderr and res.stdout == ""
     assert "Traceback" not in res.output and "use --target-len 5 or less" in res.stderr
-    res = run(tiny_dense_llama_dir)  # the defaults (128 tokens, 64 generated) on a 64-position model: one hint for both
+    res = run(tiny_dense_llama_dir, "--seq-len", 128, "--target-len", 64)  # both given, too long: one hint for both
     assert res.exit_code == 2 and "use e.g. --seq-len 32 --target-len 33" in res.stderr
     res = run(tiny_dense_llama_dir, "--model", tiny_dense_bert_dir)
     assert res.exit_code == 2 and "two models given" in res.stderr and res.stdout == ""
+
+
+@pytest.mark.parametrize("args, lengths", [
+    pytest.param([], (43, 22), id="both-unset"),  # 128 + 64 - 1 > 64 positions: two thirds for the prompt
+    pytest.param(["--target-len", 6], (59, 6), id="target-given"),  # the prompt takes what it leaves
+])
+def test_cli_llama_default_lengths_fit_a_small_context(tiny_dense_llama_dir, text_file, args, lengths):
+    res = run(tiny_dense_llama_dir, *args, "--data", text_file, "--batches", 1, "--batch-size", 2, "--bootstrap", 0,
+              "--memory", "none", "--format", "json")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert (data["seq_len"], data["target_len"]) == lengths
+    assert lengths[0] + lengths[1] - 1 <= 64
