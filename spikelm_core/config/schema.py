@@ -255,7 +255,10 @@ class DataArgs(_RuledSection):
     plain-text file to train on (overrides source and data_dir)."""
     validation_file: str | None = None
     """Summarisation: a jsonl/json/csv validation file (overrides data_dir). Language modelling: the
-    plain-text file a training run's final perplexity reads."""
+    plain-text file a training run's final perplexity reads. Masked-LM training on text (pretrain,
+    distill without a task): held-out text (a file or a folder of .txt files) scored after training:
+    the masked tokens' loss, accuracy and perplexity, with masks fixed for every run
+    (`evaluation.masked_lm`); None = nothing held out."""
     text_column: str | None = None
     """Summarisation: the document column; None = the dataset's (document for XSUM, article for CNN/DM)."""
     summary_column: str | None = None
@@ -763,12 +766,14 @@ class DistillConfig(_TrainingConfig):
 
 
 def _text_corpus_rules(rules: _Rules, data: DataArgs) -> None:
-    """Masked-LM training reads its corpus from `data.source` alone: the other data paths would be
-    ignored in silence (a `validation_file` would promise a held-out score that no step computes)."""
-    for key in ("data_dir", "train_file", "validation_file"):
+    """Masked-LM training reads its corpus from `data.source` and its held-out text from
+    `data.validation_file`: the other data paths would be ignored in silence."""
+    for key in ("data_dir", "train_file"):
         rules.require(getattr(data, key) is None, f"data.{key}",
-                      "is not read by masked-LM training on text, which reads data.source alone (a text file or "
-                      "a folder of .txt files) and scores nothing held out: drop it, or set data.source")
+                      "is not read by masked-LM training on text, which trains on data.source (a text file or a "
+                      "folder of .txt files) and scores data.validation_file: drop it, or set data.source")
+    rules.require(data.eval_subset is None or data.validation_file is not None, "data.eval_subset",
+                  "limits the held-out sequences, but no data.validation_file is set: set one, or drop eval_subset")
 
 
 def _distill_rules(rules: _Rules, distill: DistillArgs, neuron, train: TrainArgs, *, glue: bool, nsp: bool) -> None:
@@ -848,7 +853,8 @@ class PretrainConfig(_ModelOverrides, _TaskConfig):
             _distill_rules(rules, self.distill, self.neuron, self.train, glue=False, nsp=self.mlm.nsp)
         for key, off in (("eval_strategy", "no"), ("keep_best", False)):  # no evaluation data: never in silence
             rules.require(getattr(self.train, key) == off, f"train.{key}",
-                          "pretraining has no evaluation data: leave eval_strategy 'no' and keep_best false")
+                          "pretraining scores its held-out text (data.validation_file) once, after training, not "
+                          "during it: leave eval_strategy 'no' and keep_best false")
 
 
 _EVAL_NEEDS = ("is required: set data.task (--task), e.g. sst2, xsum or wikitext2 (perplexity), or give "

@@ -43,12 +43,11 @@ from ..config import EvalConfig
 from ..data.lm import load_lm_text
 from ..errors import CheckpointError, ConfigError
 from ..evaluation.perplexity import PerplexityScore, lm_windows, score_windows, window_stride
-from ..firing import record_firing
 from ..io import atomic_write_text, check_output_location
 from ..log import get_logger
 from ..neurons.settings import NeuronSettings
 from .args import check_device
-from .pipeline import Evaluation, Pipeline, calibrate_if_needed, max_length, record_final_metrics
+from .pipeline import Evaluation, Pipeline, calibrate_if_needed, max_length, record_final_metrics, with_firing
 from .results import Continuation, GenerationResult
 
 HEAD = "causal_lm"
@@ -144,16 +143,6 @@ def resolved_seq_len(cfg: EvalConfig, positions: int) -> int:
                           f"has {positions} positions (max_position_embeddings)",
                           hint=f"use --seq-len {positions} or less (finetune, distill: -s data.seq_len={positions})")
     return positions
-
-
-def with_firing(model, run: Callable[[], Any]) -> tuple[Any, Any]:
-    """(`run()`, the firing report of exactly that run): a spiking `model`'s neurons are recorded while
-    it runs (so its layers run eagerly); a dense model's report is None."""
-    if not spiking_neurons(model):
-        return run(), None
-    with record_firing(model) as report:
-        result = run()
-    return result, report
 
 
 class CausalLmEvaluation(Evaluation):

@@ -18,14 +18,17 @@ from transformers import DataCollatorForLanguageModeling
 from ..checkpoints import LoadedModel, instantiate, load_model, load_teacher, load_tokenizer, resolve_as
 from ..data.text import EXAMPLE_INDEX, mlm_dataset
 from ..errors import CheckpointError, ConfigError, DataError
+from ..evaluation.masked_lm import HELD_OUT_MASK_SEED, score_masked_lm
 from ..log import get_logger
 from ..models.spiking_bert import SpikingBertConfig, SpikingBertForMaskedLM, SpikingBertForPreTraining
 from .args import training_arguments
-from .pipeline import Pipeline, calibration_indices, firing_of, max_length
+from .pipeline import Pipeline, calibration_indices, firing_of, max_length, record_final_metrics, with_firing
 from .rundir import local_main_process_first
 from .trainers import DistillTrainer, SpikelmTrainer
 
 FAMILIES = ("bert",)
+PRIMARY = "mlm_accuracy"
+"""The held-out score a masked-LM run reports first (data.validation_file)."""
 log = get_logger("mlm")
 
 
@@ -112,6 +115,10 @@ class MlmPipeline(Pipeline):
         if not source.exists():
             raise DataError(f"text source '{source}' does not exist",
                             hint="give a UTF-8 text file or a directory of .txt files as data.source")
+        held_out = self.cfg.data.validation_file
+        if held_out is not None and not Path(held_out).exists():
+            raise DataError(f"held-out text '{held_out}' (data.validation_file) does not exist",
+                            hint="give a UTF-8 text file or a directory of .txt files, or drop data.validation_file")
 
     def other_sources(self) -> list[tuple[str, str]]:
         tokenizer = getattr(self.cfg, "tokenizer", None)  # from scratch (model: null), the run's only model source
@@ -165,7 +172,12 @@ class MlmPipeline(Pipeline):
         if len(train) < cfg.train.batch_size:
             log.warning("the text gives %d sequence(s) of %d tokens, fewer than one batch of %d: every step sees the "
                         "same text", len(train), self.max_length, cfg.train.batch_size)
-        return train, {}
+        if cfg.data.validation_file is None:
+            return train, {}
+        with local_main_process_first():  # the pairs of NSP and the masks: the same for every run (seed fixed)
+            held_out = mlm_dataset(cfg.data.validation_file, loaded.tokenizer, self.max_length, nsp=self.nsp,
+                                   subset=cfg.data.eval_subset, seed=HELD_OUT_MASK_SEED)
+        return train, {"validation": held_out}
 
     def collator(self, loaded: LoadedModel):
         return seeded_masking_collator(loaded.tokenizer, self.cfg.mlm.mlm_probability, self.cfg.train.seed)
@@ -188,4 +200,23 @@ class MlmPipeline(Pipeline):
         return self._calib
 
     def final_evaluation(self, trainer, evals, collator, tokenizer):
-        return {}, None, firing_of(trainer.model, [self._calib])
+        """Without held-out text, the firing over the calibration rows; with it, the masked tokens'
+        loss, accuracy and perplexity (+ NSP accuracy), and the firing over that text."""
+        if "validation" not in evals:
+            return {}, None, firing_of(trainer.model, [self._calib])
+        held_out = evals["validation"]
+        masks = seeded_masking_collator(tokenizer, self.cfg.mlm.mlm_probability, HELD_OUT_MASK_SEED)
+        model = trainer.model
+        try:
+            score, report = with_firing(model, lambda: score_masked_lm(
+                model, held_out, masks, batch_size=self.cfg.train.eval_batch_size))
+        except ValueError as exc:
+            raise DataError(f"held-out text '{self.cfg.data.validation_file}': {exc}",
+                            hint="give more held-out text, or drop data.validation_file") from None
+        if report is not None:
+            report.description = f"{report.description}; over the {len(held_out):,} held-out sequences"
+        return {"validation": score.metrics()}, PRIMARY, report
+
+    def after_training(self, trainer, run, metrics):
+        if metrics:
+            record_final_metrics(trainer, run, metrics)

@@ -23,7 +23,7 @@ import torch
 from ..calibration import calibrate, is_calibrated, spiking_neurons, text_calibration_batch
 from ..checkpoints import LOCAL_HINT, LoadedModel, reinitialise, resolve_as, resolve_source
 from ..errors import CheckpointError, ConfigError, DataError, SpikelmError
-from ..firing import FiringReport, measure_firing
+from ..firing import FiringReport, measure_firing, record_firing
 from ..io import replace_dir
 from ..log import get_logger
 from .args import check_device
@@ -296,6 +296,16 @@ def firing_of(model, batches) -> FiringReport | None:
     if not spiking_neurons(model):
         return None
     return measure_firing(model, batches)
+
+
+def with_firing(model, run: Callable[[], Any]) -> tuple[Any, Any]:
+    """(`run()`, the firing report of exactly that run): a spiking `model`'s neurons are recorded while
+    it runs (so its layers run eagerly); a dense model's report is None."""
+    if not spiking_neurons(model):
+        return run(), None
+    with record_firing(model) as report:
+        result = run()
+    return result, report
 
 
 def check_not_empty(task: str | None, splits: dict[str, Any]) -> None:

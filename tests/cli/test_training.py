@@ -6,6 +6,7 @@ stdout carries results (tables or JSON), stderr progress and errors; no tracebac
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import pytest
@@ -124,7 +125,7 @@ def test_distill_tiny_recipe(tiny_dirs, tmp_path):
 @pytest.mark.parametrize("nsp", [True, False], ids=["mlm+nsp-from-scratch", "mlm-from-dense+kd"])
 def test_pretrain_tiny_recipe(tiny_dirs, tmp_path, nsp):
     sets = [f"tokenizer={tiny_dirs['dense']}", f"data.source={tiny_dirs['corpus']}", "data.max_length=16",
-            "neuron.num_timesteps=3", "train.batch_size=5"]
+            f"data.validation_file={tiny_dirs['corpus']}", "neuron.num_timesteps=3", "train.batch_size=5"]
     if not nsp:
         sets += ["mlm.nsp=false", f"model={tiny_dirs['dense']}", f"distill.teacher={tiny_dirs['mlm_teacher']}",
                  "distill.alpha_ce=1.0", "distill.alpha_hidden=1.0"]
@@ -134,6 +135,12 @@ def test_pretrain_tiny_recipe(tiny_dirs, tmp_path, nsp):
     data = json.loads(res.stdout)
     assert data["global_step"] == 4 and data["train_loss"] is not None and data["calibrated"]
     assert data["calibration"] == "the first training batch"
+    held_out = data["metrics"]["validation"]  # the recipe's eval_subset: 16 sequences, scored after training
+    assert data["primary_metric"] == "mlm_accuracy" and held_out["sequences"] == 16 and held_out["masked_tokens"] > 0
+    assert held_out["mlm_perplexity"] == pytest.approx(math.exp(held_out["mlm_loss"]))
+    assert ("nsp_accuracy" in held_out) == nsp and "over the 16 held-out sequences" in data["firing_rate_mean"]
+    final = [json.loads(x) for x in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines() if "final_" in x]
+    assert final[-1]["final_validation_mlm_accuracy"] == held_out["mlm_accuracy"]
     cfg = json.loads((tmp_path / "p" / "final" / "config.json").read_text())
     assert cfg["architectures"] == ["SpikingBertForPreTraining" if nsp else "SpikingBertForMaskedLM"]
     lrs = [json.loads(x)["learning_rate"] for x in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()

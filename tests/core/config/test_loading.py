@@ -479,9 +479,9 @@ def test_data_dir_flag_beats_a_recipe_source_path(tmp_path, monkeypatch):
                        **{"data.data_dir": "g"})
     assert (text.data.source, text.data.data_dir, text.task) == ("g", None, None)
     # ... and masked-LM training refuses the data paths it would not read
-    lines = problems(None, ["model=m", "distill.teacher=t", "data.source=/c.txt", "data.validation_file=/v.txt",
+    lines = problems(None, ["model=m", "distill.teacher=t", "data.source=/c.txt", "data.train_file=/v.txt",
                             "data.data_dir=/d"], cls=DistillConfig)
-    assert any(line.startswith("data.validation_file: is not read by masked-LM training") for line in lines)
+    assert any(line.startswith("data.train_file: is not read by masked-LM training") for line in lines)
     assert any(line.startswith("data.data_dir: is not read by masked-LM training") for line in lines)
     # with --task as well, the flags say which task and where: the recipe's path goes
     both = load_config(FinetuneConfig, recipe, [], **{"data.data_dir": "glue", "data.task": "rte"})

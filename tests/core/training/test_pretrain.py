@@ -31,7 +31,8 @@ class _KillAfter:
 
 
 def _cfg(dirs, out, *extra):
-    sets = [f"tokenizer={dirs['dense']}", f"data.source={dirs['corpus']}", "data.max_length=16",
+    sets = [f"tokenizer={dirs['dense']}", f"data.source={dirs['corpus']}", "data.validation_file=null",
+            "data.eval_subset=null", "data.max_length=16",
             "neuron.num_timesteps=2", "train.batch_size=4", "train.max_steps=6", "train.save_steps=3",
             "model_config.hidden_dropout_prob=0.0", "model_config.attention_probs_dropout_prob=0.0", *extra]
     return load_config(PretrainConfig, "recipes/tiny/pretrain.yaml", sets, out_dir=str(out))
@@ -83,9 +84,10 @@ def test_pretrain_killed_and_resumed_ends_as_an_uninterrupted_run(tiny_dirs, tmp
     (["neuron.kind=lif", "distill.spike_drop=0.5", "distill.spike_drop_steps=2"],
      "distill.spike_drop: acts on elastic bi-spiking neurons"),
     (["mlm.nsp=true", "distill.alpha_ce=0"], "with mlm.nsp the next-sentence head would never train"),
-    (["train.eval_strategy=steps", "train.eval_steps=1"], "pretraining has no evaluation data"),
-    (["data.validation_file=held_out.txt"], "data.validation_file: is not read by masked-LM training"),
-], ids=["hidden-steps", "augment", "spike-drop-lif", "nsp-without-ce", "evaluation", "validation-file"])
+    (["train.eval_strategy=steps", "train.eval_steps=1"], "pretraining scores its held-out text (data.validation_file) once, after training"),
+    (["data.train_file=more.txt"], "data.train_file: is not read by masked-LM training"),
+    (["data.eval_subset=4"], "data.eval_subset: limits the held-out sequences, but no data.validation_file is set"),
+], ids=["hidden-steps", "augment", "spike-drop-lif", "nsp-without-ce", "evaluation", "train-file", "eval-subset"])
 def test_settings_pretraining_would_ignore_are_refused(tiny_dirs, tmp_path, sets, needle):
     from spikelm_core.errors import ConfigError
 
