@@ -528,8 +528,8 @@ def _reference_row(cfg, out_dir: Path, say: Progress) -> SweepRow | None:
     return SweepRow(name="reference", values={"model": ref}, status="reference",
                     metric=_primary(data["metrics"], data.get("primary_metric")),
                     metric_name=data.get("primary_metric"), out_dir=str(ref_dir),
-                    command=f"spikelm eval {ref} --task {cfg.task}"
-                            + (f" --data-dir {cfg.data.data_dir}" if cfg.data.data_dir else "") + " -s neuron.kind=dense")
+                    # the resolved config it was scored with: the sweep's input lengths and eval subset, dense
+                    command=f"spikelm eval {ref_dir / 'eval_config.yaml'}")
 
 
 def masked_settings(cfg, given: Sequence[tuple[str, Any]], only: Sequence[str] | None = None) -> list[str]:

@@ -51,6 +51,16 @@ def test_k_sweep_end_to_end_then_nothing_to_do(tiny_dirs, tmp_path):
     assert float(rows[2]["energy_firing_rate"]) == pytest.approx(k3["energy_firing_rate"])
     assert "audit rate: the MAC-weighted mean" in (out / "sweep.md").read_text()
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the reference's command replays its evaluation: the sweep's length, dense, the same score
+    ref = report["reference"]
+    assert ref["command"] == f"spikelm eval {out / 'reference' / 'eval_config.yaml'}"
+    replay = runner.invoke(app, ["eval", str(out / "reference" / "eval_config.yaml"), "--format", "json"])
+    assert replay.exit_code == 0, replay.stderr
+    replayed = json.loads(replay.stdout)
+    assert replayed["primary_metric"] == ref["metric_name"] == "accuracy"
+    (scores,) = replayed["metrics"].values()
+    assert scores["accuracy"] == pytest.approx(ref["metric"])
+    assert "max_length: 16" in (out / "reference" / "eval_config.yaml").read_text()
 
     res = runner.invoke(app, _args(tiny_dirs, out, "-g", "neuron.k=2,3"))
     assert res.exit_code == 0, res.stderr
