@@ -41,7 +41,7 @@ from .evaluation.metrics import display_name, display_scale, higher_is_better
 from .io import atomic_write_bytes, atomic_write_text, check_output_location
 from .training.callbacks import read_metrics
 from .training.results import Timer
-from .training.rundir import FINAL, METRICS, RUN_CONFIG, changed_settings, default_out_dir
+from .training.rundir import FINAL, METRICS, RUN_CONFIG, changed_settings, continue_with, default_out_dir
 
 SWEEP_SCHEMA = "spikelm.sweep/1"
 POINT_FILE = "sweep_point.json"
@@ -694,7 +694,9 @@ def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None,
             say(f"{where}: {cfg.command} ({', '.join(f'{k}={_show(v)}' for k, v in point.values.items())}"
                 + (f"; from {source}'s model" if source else "") + ")")
             timer = Timer()
-            result = runner(run_cfg, resume="auto", callbacks=list(callbacks or []))
+            with continue_with(f"the same sweep command again (finished points are skipped; {point.name} "
+                               "continues)"):
+                result = runner(run_cfg, resume="auto", callbacks=list(callbacks or []))
             record = {"point": point.name, "values": point.values, "run": result.to_dict(),
                       "minutes": timer.seconds / 60, "command": _replay(cfg.command, run_dir), "energy": None}
             atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")

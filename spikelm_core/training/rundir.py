@@ -11,6 +11,7 @@ sequence-to-sequence) goes through it, so all run directories look alike:
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import difflib
 import json
 import os
@@ -352,6 +353,20 @@ def settings_of_run(cfg):
     return cfg.model_copy(update=sections)
 
 
+_CONTINUE_WITH: contextvars.ContextVar[str | None] = contextvars.ContextVar("continue_with", default=None)
+
+
+@contextlib.contextmanager
+def continue_with(instruction: str):
+    """Runs inside say `instruction` instead of their own replay command when stopped (a sweep's
+    point: the sweep's command again, which also records the point in the sweep's table)."""
+    token = _CONTINUE_WITH.set(instruction)
+    try:
+        yield
+    finally:
+        _CONTINUE_WITH.reset(token)
+
+
 def replay_header(command: str, out_dir: Path) -> str:
     """The comment atop run_config.yaml: what wrote it and how to replay or continue the run."""
     return (f"Resolved config of a `spikelm {command}` run; replay or continue it with:\n"
@@ -396,6 +411,9 @@ class RunDirectory:
 
     def __exit__(self, exc_type, *exc) -> None:
         self._lock.release()
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt) and self._config_written \
+                and is_main_process():
+            self._say_how_to_continue()
         if exc_type is not None and self._created and not self._config_written and is_main_process():
             # refused before anything was written: leave no empty run directory behind, nor the empty
             # folders created above it
@@ -405,6 +423,14 @@ class RunDirectory:
                     parent.rmdir()
                 except OSError:
                     break
+
+    def _say_how_to_continue(self) -> None:
+        """After Ctrl-C or SIGTERM: the command that continues the run, and from which checkpoint."""
+        last = last_complete_checkpoint(self.out_dir)
+        where = (f"from {Path(last).name}" if last is not None else
+                 "from the start: no checkpoint was saved yet; train.save_steps sets how often")
+        how = _CONTINUE_WITH.get() or f"spikelm {self.command} {self.out_dir / RUN_CONFIG} --resume auto"
+        log.warning("stopped; continue with: %s (%s)", how, where)
 
     def _check_contents(self) -> None:
         """Refuse a directory that holds files of something other than a spikelm run, and one that

@@ -3,6 +3,7 @@ and that a run refused early leaves nothing behind."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 
@@ -160,3 +161,30 @@ def test_resume_auto_refuses_to_train_a_finished_run_again_from_an_older_checkpo
     unfinished = tmp_path / "unfinished"
     _checkpoint(unfinished, 2, '{"global_step": 2}')
     assert resolve_resume("auto", unfinished) == str(unfinished / "checkpoint-2")
+
+
+@pytest.mark.parametrize("checkpoint, inside, expected", [
+    pytest.param(None, None, "--resume auto (from the start: no checkpoint was saved yet", id="no-checkpoint"),
+    pytest.param(3, None, "--resume auto (from checkpoint-3)", id="checkpoint"),
+    pytest.param(3, "the same sweep command again", "continue with: the same sweep command again (from checkpoint-3)",
+                 id="sweep-point"),
+])
+def test_a_stopped_run_says_how_to_continue_it(tmp_path, caplog, checkpoint, inside, expected):
+    from spikelm_core.training.rundir import continue_with
+
+    out = tmp_path / "run"
+    outer = continue_with(inside) if inside else contextlib.nullcontext()
+    with caplog.at_level("WARNING", logger="spikelm"), outer, pytest.raises(KeyboardInterrupt):
+        with RunDirectory(_cfg(out), "finetune", "auto") as run:
+            run.write_config()
+            if checkpoint is not None:
+                _checkpoint(out, checkpoint)
+            raise KeyboardInterrupt
+    assert expected in caplog.text
+    if inside is None:
+        assert f"spikelm finetune {out / 'run_config.yaml'} --resume auto" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="spikelm"), pytest.raises(ValueError):  # an error is not a stop
+        with RunDirectory(_cfg(out), "finetune", "auto") as run:
+            raise ValueError("bad")
+    assert "continue with" not in caplog.text
