@@ -54,10 +54,13 @@ def friendly_errors(fn):
                 raise
             report(exc)
             raise typer.Exit(exc.exit_code) from None
-        except OSError as exc:
-            if exc.errno not in _OUTPUT_ERRNOS or os.environ.get("SPIKELM_DEBUG") == "1":
+        except Exception as exc:  # an OSError, or a library's wrapper around one (safetensors on a full disk)
+            from spikelm_core.io import wrapped_os_error
+
+            wrapped = exc if isinstance(exc, OSError) else wrapped_os_error(exc)
+            if wrapped is None or wrapped.errno not in _OUTPUT_ERRNOS or os.environ.get("SPIKELM_DEBUG") == "1":
                 raise
-            error = output_error(exc)
+            error = output_error(wrapped)
             report(error)
             raise typer.Exit(error.exit_code) from None
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (`Terminated`, raised by the CLI's handler)

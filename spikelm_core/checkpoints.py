@@ -58,7 +58,7 @@ from torch import nn
 
 from .errors import CheckpointError, ConfigError, first_details
 from .hub import cached_snapshot, download_snapshot, hub_offline, hub_reachable, offline_flag
-from .io import atomic_output_dir, atomic_write_bytes
+from .io import atomic_output_dir, atomic_write_bytes, wrapped_os_error
 from .log import get_logger
 from .models.spiking_bart import SpikingBartConfig, SpikingBartForConditionalGeneration, SpikingBartModel
 from .models.spiking_bert import (
@@ -317,7 +317,11 @@ def resolve_source(name: str | os.PathLike) -> Path:
         error.recipe = maker[0] if maker else None
         raise error
     cached = cached_snapshot(repo_id)
-    if cached is not None:
+    if cached is not None and has_weights(cached):
+        return cached
+    # nothing cached, or a part (the config and tokenizer files a tokenizer download leaves): the hub
+    # gives the rest when it can be reached; otherwise the part is what there is (a tokenizer reads it)
+    if cached is not None and (hub_offline() or not hub_reachable()):
         return cached
     if hub_offline() or not hub_reachable():
         flag = offline_flag()
@@ -469,6 +473,13 @@ def read_config(model_dir: str | os.PathLike) -> dict:
     model_type = cfg.get("model_type")
     if family_of(model_type) is None:
         raise unsupported_model_error(model_type, str(model_dir))
+    if cfg.get("quantization_config"):
+        method = cfg["quantization_config"].get("quant_method", "?") if isinstance(cfg["quantization_config"], dict) \
+            else "?"
+        raise CheckpointError(
+            f"'{model_dir}' is a quantised checkpoint (quantization_config, quant_method {method}): its integer "
+            "weights and scales are not the full-precision weights spikelm converts",
+            hint="give the full-precision (float32, float16 or bfloat16) checkpoint it was quantised from")
     return cfg
 
 
@@ -488,12 +499,23 @@ def _weight_files(model_dir: Path) -> list[Path]:
                                   hint="a shard must be a file name inside the model directory")
         return [model_dir / n for n in names]
     pickled = sorted(p.name for pattern in ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl") for p in model_dir.glob(pattern))
+    if not pickled and _in_hub_cache(model_dir):
+        raise CheckpointError(
+            f"'{model_dir}' has no model.safetensors: the Hugging Face cache holds this model's config (and "
+            "tokenizer) files but not its weights",
+            hint="download them once online (run the command again with the hub reachable), or give a local "
+            "model directory")
     raise CheckpointError(
         f"'{model_dir}' has no model.safetensors",
         details=[f"found pickled weights: {', '.join(pickled)} (not opened)"] if pickled else [],
         hint="spikelm loads weights from safetensors only (pickles can run code); re-save the model "
         "with save_pretrained (transformers writes safetensors)",
     )
+
+
+def _in_hub_cache(model_dir: Path) -> bool:
+    """Whether `model_dir` is a snapshot of the Hugging Face cache (…/models--org--name/snapshots/<rev>)."""
+    return model_dir.parent.name == "snapshots" and model_dir.parent.parent.name.startswith("models--")
 
 
 def has_weights(model_dir: str | os.PathLike) -> bool:
@@ -784,14 +806,19 @@ def instantiate(cls, config, where: str) -> nn.Module:
     """`cls(config)`, with a model too large for this machine's memory refused by name, not by a traceback."""
     try:
         return cls(config)
-    except (MemoryError, RuntimeError) as exc:
-        if not isinstance(exc, MemoryError) and "allocate" not in str(exc):
-            raise
+    except Exception as exc:  # MemoryError is an Exception too
+        first = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]}"
         sizes = ", ".join(f"{name} {getattr(config, name)}" for name in ("vocab_size", "hidden_size", "intermediate_size",
                                                                           "num_hidden_layers") if hasattr(config, name))
-        raise CheckpointError(f"the model described by '{where}' does not fit in this machine's memory",
-                              details=[sizes, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"],
-                              hint="check the sizes in the configuration (a typo in one of them?)") from None
+        if isinstance(exc, MemoryError) or "allocate" in str(exc):
+            raise CheckpointError(f"the model described by '{where}' does not fit in this machine's memory",
+                                  details=[sizes, first],
+                                  hint="check the sizes in the configuration (a typo in one of them?)") from None
+        # a value the model's code cannot build from: an unknown activation or RoPE type, a negative size
+        raise CheckpointError(f"the model described by '{where}' cannot be built from its configuration",
+                              details=[first, sizes],
+                              hint="check its values (hidden_act / activation_function, rope_scaling, the sizes) "
+                              "against what this version of transformers knows") from exc  # SPIKELM_DEBUG=1 shows it
 
 
 @dataclass
@@ -860,6 +887,17 @@ def copy_weights(
                 f"weight '{key}' in '{where}' has shape {tuple(tensor.shape)}, the model expects {tuple(target[dest].shape)}",
                 hint="config.json and model.safetensors disagree; the checkpoint may be damaged",
             )
+        if is_neuron_state(dest):
+            pass  # the neurons' own state (flags, indices) keeps its dtypes; loading checks its values
+        elif tensor.is_floating_point() != target[dest].is_floating_point():  # int8 weights cast to float: garbage
+            raise CheckpointError(
+                f"weight '{key}' in '{where}' is {str(tensor.dtype).removeprefix('torch.')}, the model expects "
+                f"{str(target[dest].dtype).removeprefix('torch.')}",
+                hint="a quantised checkpoint? give the full-precision checkpoint it was quantised from",
+            )
+        elif tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"weight '{key}' in '{where}' holds NaN or infinite values",
+                                  hint="the checkpoint is damaged, or was saved after training diverged")
         mapped[dest] = tensor
     model.load_state_dict(mapped, strict=False)
     if hasattr(model, "tie_weights"):
@@ -1000,7 +1038,8 @@ def load_model(
     except CheckpointError:
         _check_sizes_kept(cfg, config_overrides, role, name)  # a resize asked for explains a shape mismatch
         raise
-    _note_truncation(cfg, config_overrides, report, role, name)
+    if not _note_truncation(cfg, config_overrides, report, role, name):
+        _note_dropped_base_weights(model, report, role, name)
     head_keys = [k for k in [*report.dropped, *report.reinitialised] if not k.startswith(model.base_model_prefix + ".")]
     if foreign and head_keys:
         report.warnings.append(
@@ -1068,13 +1107,32 @@ def _check_sizes_kept(cfg: Mapping[str, Any], overrides: Mapping[str, Any] | Non
 
 
 def _note_truncation(cfg: Mapping[str, Any], overrides: Mapping[str, Any] | None, report: WeightReport,
-                     role: str, name: str) -> None:
+                     role: str, name: str) -> bool:
     """Warn when model_config shrank a loaded model whose weights still fit (fewer layers: the first
-    ones load, the rest of the checkpoint is dropped), so the truncation is never silent."""
+    ones load, the rest of the checkpoint is dropped), so the truncation is never silent. True when
+    it warned."""
     resized = [f"{key} {asked!r} (the checkpoint has {saved!r})" for key, saved, asked in _resized(cfg, overrides)]
     if resized and report.dropped:
         log.warning("model_config sets %s: the %s '%s' loads truncated, %d of its weights dropped (e.g. %s)",
                     ", ".join(resized), role, name, len(report.dropped), report.dropped[0])
+        return True
+    return False
+
+
+def _note_dropped_base_weights(model, report: WeightReport, role: str, name: str) -> None:
+    """Warn (into `report.warnings`) when weights of the base model itself, not of a task head or the
+    pooler, have no place in the model config.json describes: a checkpoint with more layers than its
+    config says loads truncated otherwise, in silence."""
+    prefix = getattr(model, "base_model_prefix", "")
+    base = getattr(model, prefix, model) if prefix else model
+    parts = {child for child, _ in base.named_children()}
+    lost = [k for k in report.dropped
+            if (k.startswith(f"{prefix}.") or k.split(".", 1)[0] in parts) and "pooler" not in k.split(".")]
+    if lost:
+        report.warnings.append(
+            f"{len(lost)} weight(s) of the {role} '{name}' have no place in the model its config.json describes and "
+            f"are not loaded (e.g. {lost[0]}): does config.json match the weights (num_hidden_layers, the sizes)?")
+        log.warning("%s", report.warnings[-1])
 
 
 def reinitialise(loaded: LoadedModel, seed: int) -> LoadedModel:
@@ -1095,6 +1153,18 @@ def reinitialise(loaded: LoadedModel, seed: int) -> LoadedModel:
     return loaded
 
 
+_GENERATION_INTS = ("num_beams", "max_length", "max_new_tokens", "min_length", "no_repeat_ngram_size",
+                    "num_return_sequences", "top_k", "decoder_start_token_id", "bos_token_id", "eos_token_id",
+                    "pad_token_id", "forced_bos_token_id", "forced_eos_token_id")
+_GENERATION_NUMBERS = ("length_penalty", "temperature", "top_p", "repetition_penalty")
+
+
+def _is_int_or_ints(value, *, lists: bool) -> bool:
+    if isinstance(value, list) and lists:  # several end-of-sequence tokens
+        return bool(value) and all(_is_int_or_ints(v, lists=False) for v in value)
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _load_generation_config(model: nn.Module, model_dir: Path) -> None:
     path = model_dir / "generation_config.json"
     if not path.is_file() or not getattr(model, "can_generate", lambda: False)():
@@ -1104,6 +1174,13 @@ def _load_generation_config(model: nn.Module, model_dir: Path) -> None:
     data = _read_json(path, "the generation config")
     for key in REMOTE_CODE_KEYS:
         data.pop(key, None)
+    wrong = [f"{key}: {data[key]!r}" for key in _GENERATION_INTS
+             if data.get(key) is not None and not _is_int_or_ints(data[key], lists=key.endswith("token_id"))]
+    wrong += [f"{key}: {data[key]!r}" for key in _GENERATION_NUMBERS if data.get(key) is not None
+              and (isinstance(data[key], bool) or not isinstance(data[key], (int, float)))]
+    if wrong:
+        raise CheckpointError(f"'{path}' is not a valid generation config: not a number where one is needed",
+                              details=wrong, hint="fix those values, or delete the file to generate with the defaults")
     try:
         model.generation_config = GenerationConfig.from_dict(data)
     except Exception as exc:
@@ -1256,7 +1333,13 @@ def save_model(model, tokenizer, out_dir: str | os.PathLike, *, force: bool = Fa
     """
     out = Path(out_dir)
     with atomic_output_dir(out, force) as tmp:
-        model.save_pretrained(str(tmp))
+        try:
+            model.save_pretrained(str(tmp))
+        except Exception as exc:  # safetensors wraps a full disk in its own error type
+            wrapped = wrapped_os_error(exc, out)
+            if wrapped is None:
+                raise
+            raise wrapped from None
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
         stripped = _strip_remote_code(tmp)

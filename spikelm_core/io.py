@@ -4,12 +4,29 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from .errors import ConfigError, OutputError
+
+
+_WRAPPED_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def wrapped_os_error(exc: BaseException, filename: str | Path | None = None) -> OSError | None:
+    """The OSError inside an error of safetensors' writer (`SafetensorError: Error while serializing:
+    I/O error: No space left on device (os error 28)`), rebuilt with its errno so a full disk reads as
+    one; None for any other error."""
+    if type(exc).__name__ != "SafetensorError":
+        return None
+    found = _WRAPPED_OS_ERROR.search(str(exc))
+    if found is None:
+        return None
+    code = int(found.group(1))
+    return OSError(code, os.strerror(code), None if filename is None else str(filename))
 
 
 def check_output_location(out: str | Path) -> Path:
@@ -36,8 +53,11 @@ def check_output_location(out: str | Path) -> Path:
 
 def check_output_dir(out: str | Path, force: bool, inputs: Sequence[str | Path | None] = ()) -> Path:
     """Refuse an existing non-empty directory (or a file) unless `force`, a location that cannot
-    be written (`check_output_location`), and one that holds any of the command's `inputs` (its
-    model, its data: replacing it would delete them)."""
+    be written (`check_output_location`; for an existing directory, also the folder its replacement
+    is written in), one that holds any of the command's `inputs` (its model, its data: replacing it
+    would delete them), a mount point (it cannot be renamed), and, even with `force`, one that holds
+    folders (a model or a report holds files only: `--out runs` would delete every run) or the
+    current directory."""
     out = Path(out)
     check_output_location(out)
     target = out.resolve()
@@ -53,6 +73,12 @@ def check_output_dir(out: str | Path, force: bool, inputs: Sequence[str | Path |
     if out.exists():
         if not out.is_dir():
             raise ConfigError(f"output path '{out}' exists and is a file", hint="choose another --out")
+        if os.path.ismount(out):
+            raise ConfigError(
+                f"--out '{out}' is a mount point: an output is written beside its folder and renamed into place, "
+                "which a mount point cannot be",
+                hint=f"write into a folder inside it, e.g. --out {out / 'output'}",
+            )
         if any(out.iterdir()) and not force:
             raise ConfigError(
                 f"output directory '{out}' exists and is not empty",
@@ -64,6 +90,16 @@ def check_output_dir(out: str | Path, force: bool, inputs: Sequence[str | Path |
                 f"--force would replace '{out}', which holds the current directory",
                 hint="choose a new folder for --out, e.g. --out energy-report",
             )
+        folders = sorted(p.name for p in out.iterdir() if p.is_dir() and not p.is_symlink())
+        if force and folders:  # a model or a report holds files only: this is something else
+            shown = ", ".join(f"{name}/" for name in folders[:4]) + (", ..." if len(folders) > 4 else "")
+            raise ConfigError(
+                f"--force replaces '{out}' whole, and it holds folders ({shown}): it is not an output of this "
+                "command, and replacing it would delete them",
+                hint=f"choose a new folder for --out (e.g. '{out / 'output'}'), or delete '{out}' yourself",
+            )
+        # the new output is written beside it and renamed into its place: that folder must take writes
+        check_output_location(out.parent)
     return out
 
 

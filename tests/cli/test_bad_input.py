@@ -261,11 +261,18 @@ def test_output_holding_other_files(tiny_dirs, tmp_path):
     assert snapshot(out) == {"notes.txt": b"keep me"}
 
 
-def test_disk_full_while_writing_is_a_message_and_leaves_nothing(tiny_dirs, tmp_path, monkeypatch):
+class SafetensorError(Exception):
+    """Named as safetensors' own error, which wraps the OSError of its Rust writer in its message."""
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["oserror", "safetensors-wrapped"])
+def test_disk_full_while_writing_is_a_message_and_leaves_nothing(tiny_dirs, tmp_path, monkeypatch, wrapped):
     import transformers.modeling_utils
 
     def full(tensors, filename, *args, **kwargs):  # the disk fills up while the weights are written
         Path(filename).write_bytes(b"\0" * 16)
+        if wrapped:  # as safetensors raises it
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
         raise OSError(errno.ENOSPC, "No space left on device", str(filename))
 
     monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", full)

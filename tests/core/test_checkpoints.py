@@ -5,6 +5,7 @@ other module loads models, weights or tokenizers itself."""
 import ast
 import importlib.util
 import json
+import re
 import logging
 import pickle
 import shutil
@@ -815,23 +816,24 @@ def test_bundled_smollm2_gguf_is_found_without_importing_its_package():
         assert gguf_architecture(path) == "llama"
 
 
-def test_a_model_too_large_for_memory_is_refused_by_name():
+def test_a_model_too_large_for_memory_or_unbuildable_is_refused_by_name():
     from spikelm_core.checkpoints import instantiate
 
     class Huge(torch.nn.Module):
         def __init__(self, config):
             raise RuntimeError("[enforce fail at alloc_cpu.cpp:116] DefaultCPUAllocator: can't allocate memory")
 
-    class Broken(torch.nn.Module):
+    class Broken(torch.nn.Module):  # as transformers' ACT2FN meets "hidden_act": "nonexistent_act"
         def __init__(self, config):
-            raise RuntimeError("a bug, not the memory")
+            raise KeyError("nonexistent_act")
 
     config = BertConfig(vocab_size=2_000_000_000, hidden_size=12, num_hidden_layers=1, num_attention_heads=2)
     with pytest.raises(CheckpointError, match="does not fit in this machine's memory") as info:
         instantiate(Huge, config, "big/config.json")
     assert "vocab_size 2000000000" in info.value.details[0]
-    with pytest.raises(RuntimeError, match="a bug"):
-        instantiate(Broken, config, "big/config.json")
+    with pytest.raises(CheckpointError, match="'bad/config.json' cannot be built from its configuration") as info:
+        instantiate(Broken, config, "bad/config.json")
+    assert info.value.details[0] == "KeyError: 'nonexistent_act'" and "hidden_act" in info.value.hint
 
 
 @pytest.mark.parametrize("fields, needle", [
@@ -864,3 +866,80 @@ def test_a_run_directory_given_as_a_model_points_at_its_final(tmp_path):
 def test_a_missing_tokenizer_source_is_named_as_the_tokenizer(tmp_path):
     with pytest.raises(CheckpointError, match=r"^tokenizer: model directory '.*nodir' does not exist"):
         load_tokenizer(tmp_path, tokenizer=str(tmp_path / "nodir"))
+
+
+def test_a_partial_hub_cache_is_completed_online_and_named_offline(tmp_path, monkeypatch):
+    """A cache snapshot with config and tokenizer files only (what a tokenizer download leaves): online the
+    hub gives the weights; offline the snapshot is used (a tokenizer reads it) and the missing weights
+    are named as missing from the cache, not as pickles."""
+    import spikelm_core.checkpoints as ck
+
+    snap = tmp_path / "hub" / "models--org--tiny" / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text('{"model_type": "bert"}')
+    full = tmp_path / "downloaded"
+    full.mkdir()
+    (full / "model.safetensors").write_text("weights")
+    monkeypatch.setattr(ck, "cached_snapshot", lambda repo_id: snap)
+    monkeypatch.setattr(ck, "download_snapshot", lambda repo_id: full)
+    monkeypatch.setattr(ck, "hub_reachable", lambda *a, **k: True)
+    monkeypatch.setattr(ck, "hub_offline", lambda: False)
+    assert ck.resolve_source("org/tiny") == full
+    monkeypatch.setattr(ck, "hub_offline", lambda: True)
+    assert ck.resolve_source("org/tiny") == snap
+    with pytest.raises(CheckpointError, match="holds this model's config .and tokenizer. files but not its weights"):
+        ck._weight_files(snap)
+    (snap / "model.safetensors").write_text("weights")  # a complete cache is used as it is, online too
+    monkeypatch.setattr(ck, "hub_offline", lambda: False)
+    assert ck.resolve_source("org/tiny") == snap
+
+
+def _edit_weights(d: Path, edit) -> None:
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(d / "model.safetensors")
+    edit(state)
+    save_file(state, d / "model.safetensors", metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize("case, needle", [
+    pytest.param("int8", "is int8, the model expects float32", id="integer-weight"),
+    pytest.param("nan", "holds NaN or infinite values", id="nan-weight"),
+    pytest.param("quantised", "is a quantised checkpoint (quantization_config, quant_method bitsandbytes)",
+                 id="quantization-config"),
+])
+def test_weights_that_are_not_full_precision_numbers_are_refused(tmp_path, case, needle):
+    d = dense_dir(tmp_path, "bert")
+    key = "encoder.layer.0.attention.self.query.weight"
+    if case == "int8":
+        _edit_weights(d, lambda s: s.update({key: s[key].mul(100).to(torch.int8)}))
+    elif case == "nan":
+        _edit_weights(d, lambda s: s[key].view(-1).__setitem__(3, float("nan")))
+    else:
+        cfg = json.loads((d / "config.json").read_text())
+        cfg["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_8bit": True}
+        (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=re.escape(needle)):
+        load_model(d, head="base", neuron=NeuronSettings())
+
+
+def test_base_weights_without_a_place_in_the_config_are_named(tmp_path, caplog):
+    d = dense_dir(tmp_path, "bert")  # two layers of weights, and a config that says one
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["num_hidden_layers"] = 1
+    (d / "config.json").write_text(json.dumps(cfg))
+    with caplog.at_level("WARNING", logger="spikelm"):
+        loaded = load_model(d, head="base", neuron=NeuronSettings())
+    (warning,) = [w for w in loaded.weights.warnings if "have no place" in w]
+    assert warning.startswith("16 weight(s) of the model") and "encoder.layer.1." in warning
+    assert "num_hidden_layers" in warning and warning in caplog.text
+    clean = load_model(dense_dir(tmp_path / "clean", "bert-mlm"), head="base", neuron=NeuronSettings())
+    assert not any("have no place" in w for w in clean.weights.warnings)  # an MLM head dropped: no warning
+
+
+def test_a_generation_config_with_words_for_numbers_is_refused(tmp_path):
+    d = dense_dir(tmp_path, "bart")
+    (d / "generation_config.json").write_text(json.dumps({"num_beams": "x", "eos_token_id": [3, 2], "top_p": "high"}))
+    with pytest.raises(CheckpointError, match="not a valid generation config") as info:
+        load_model(d, head="seq2seq_lm", neuron=NeuronSettings())
+    assert info.value.details == ["num_beams: 'x'", "top_p: 'high'"]  # a list of end tokens is fine

@@ -58,6 +58,24 @@ def test_force_refuses_a_folder_that_holds_the_commands_inputs(tmp_path):
     assert check_output_dir(tmp_path / "report", force=True, inputs=[str(model)]) == tmp_path / "report"
 
 
+def test_force_refuses_a_folder_of_folders_and_a_mount_point(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    (runs / "sst2" / "final").mkdir(parents=True)
+    (runs / "sst2" / "final" / "model.txt").write_text("precious")
+    (runs / "notes.md").write_text("x")
+    with pytest.raises(ConfigError, match=r"holds folders \(sst2/\)") as exc:  # a mistyped --out runs
+        check_output_dir(runs, force=True)
+    assert "delete" in exc.value.hint and (runs / "sst2" / "final" / "model.txt").read_text() == "precious"
+    model = tmp_path / "model"  # a model (or a report) holds files only: --force replaces it
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    assert check_output_dir(model, force=True) == model
+    monkeypatch.setattr("os.path.ismount", lambda path: str(path) == str(model))
+    with pytest.raises(ConfigError, match="is a mount point") as exc:
+        check_output_dir(model, force=True)
+    assert str(model / "output") in exc.value.hint
+
+
 def test_sigterm_during_an_atomic_output_removes_its_temporary_directory(tmp_path):
     """The CLI turns SIGTERM into a KeyboardInterrupt (`Terminated`) that unwinds like Ctrl-C and exits
     with status 143: no half-written folder is left."""
