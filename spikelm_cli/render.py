@@ -371,3 +371,6 @@ def firing_picture_written(picture, paths) -> None:
         if panel.dead_layers():
             err.print(f"  [yellow]dead (no spike at any token):[/] {escape(', '.join(panel.dead_layers()))}",
                       soft_wrap=True)
+    for note in picture.notes:
+        if note.startswith("free text cut"):
+            err.print(f"  [yellow]note:[/] {escape(note)}", soft_wrap=True)

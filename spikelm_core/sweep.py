@@ -30,6 +30,7 @@ import itertools
 import json
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -66,10 +67,16 @@ def _show(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
+_UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9._=+-]+")
+
+
 def _grid_name(values: dict[str, Any]) -> str:
+    """`k2`, `lr0.0001`, `learn_alpha-true`: the point's run directory name, so a value's path
+    separators (a grid over models or data paths) become '-' and never nest or leave the sweep's folder."""
     parts = []
     for key, value in values.items():
-        leaf, shown = key.rsplit(".", 1)[-1], _show(value)
+        leaf = key.rsplit(".", 1)[-1]
+        shown = _UNSAFE_IN_NAME.sub("-", _show(value)).replace("..", "-").strip("-.")
         parts.append(f"{leaf}{'-' if shown[:1].isalpha() else ''}{shown}")
     return "_".join(parts)
 
@@ -89,7 +96,8 @@ def expand_points(sweep) -> list[Point]:
         raise ConfigError(
             f"two sweep points share the name {dupes[0]!r}",
             hint="rename the named point (grid points are named after their values)" if dupes[0] in sweep.points
-            else "give each grid value once: two of them name the same point (e.g. 2 and 2.0)")
+            else "give each grid value once: two of them name the same point (e.g. 2 and 2.0, or two paths "
+            "that differ only in their separators); named points (sweep.points) name them as you choose")
     return points
 
 

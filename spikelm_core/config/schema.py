@@ -418,6 +418,10 @@ class TrainArgs(_RuledSection):
                       "needs evaluation: set eval_strategy to 'epoch' or 'steps', or keep_best to false")
         rules.require(not ("none" in self.report_to and len(self.report_to) > 1), "report_to",
                       "'none' cannot be combined with other sinks")
+        for key, default in (("firing_rate_weight", 1.0), ("firing_rate_penalty", "hinge")):
+            rules.require(self.target_firing_rate is not None or getattr(self, key) == default, key,
+                          f"shapes the firing-rate penalty, which only train.target_firing_rate turns on: set a "
+                          f"target, or drop {key}")
 
 
 class AugmentArgs(_Section):
@@ -728,6 +732,10 @@ class _TrainingConfig(_ModelOverrides, _BenchmarkConfig):
         super()._check(rules)
         rules.require(self.train.target_firing_rate is None or self.neuron.spiking, "train.target_firing_rate",
                       "needs a spiking model, but neuron.kind is 'dense': choose elastic_bi or lif, or drop the target")
+        rules.require(self.train.target_firing_rate is None or not (
+            self.neuron.salient_fraction > 0 and self.neuron.salient_mode == "float"), "train.target_firing_rate",
+            "cannot run with float salient channels (neuron.salient_mode 'float'): the penalty would count their "
+            "float inputs as spikes; use salient_mode 'steps', or drop one of the two")
 
 
 class FinetuneConfig(_TrainingConfig):

@@ -116,6 +116,17 @@ def run_firing_picture(cfg: EvalConfig, *, text: str | None = None, example: int
         notes.append("target: decoder layers, teacher-forced with the reference summary (shifted right)")
     elif cfg.task_family == "summarization":
         notes.append("free text: encoder only (no reference summary to teacher-force the decoder)")
+    if text is not None:
+        kept = int(batch["input_ids"].shape[1])
+        if cfg.task_family == "lm":
+            whole = len(loaded.tokenizer(text, add_special_tokens=False)["input_ids"]) + (
+                loaded.tokenizer.bos_token_id is not None)
+            setting = "--seq-len (data.seq_len)"
+        else:
+            whole = len(loaded.tokenizer(text)["input_ids"])
+            setting = "data.max_length"
+        if whole > kept:
+            notes.append(f"free text cut at {kept} of its {whole} tokens ({setting})")
     return FiringPicture(
         model=str(cfg.model), task=str(cfg.task), timesteps=getattr(model.config, "num_timesteps", None),
         input=({"kind": "text", "text": text} if text is not None

@@ -57,7 +57,14 @@ def test_eval_pictures_a_free_sentence(tiny_dirs, tmp_path):
     assert "firing picture of free text" in res.stderr and "spikelm eval: sst2" in res.stdout
     data = _written(png)
     assert data["input"] == {"kind": "text", "text": "The river rose"}
-    assert data["panels"][0]["tokens"] == ["[CLS]", "the", "river", "rose", "[SEP]"]
+    assert data["panels"][0]["tokens"] == ["[CLS]", "the", "river", "rose", "[SEP]"] and data["notes"] == []
+    long = " ".join(["the river rose"] * 10)  # 32 tokens with [CLS] and [SEP], cut at data.max_length 16
+    res = runner.invoke(app, _eval(tiny_dirs, png, "--firing-text", long))
+    assert res.exit_code == 0, res.output
+    data = _written(png)
+    assert len(data["panels"][0]["tokens"]) == 16
+    assert data["notes"] == ["free text cut at 16 of its 32 tokens (data.max_length)"]
+    assert "note: free text cut at 16 of its 32 tokens" in res.stderr
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,15 @@ def test_grid_points_are_every_combination_first_key_slowest_then_named_points(t
     assert expand_points(_cfg(tmp_path, {"grid": {"neuron.kind": ["lif"]}}).sweep)[0].name == "kind-lif"
 
 
+def test_grid_values_that_are_paths_name_points_without_separators(tmp_path):
+    cfg = _cfg(tmp_path, {"grid": {"model": ["runs/tgt/final", "runs/tgt"]}})
+    assert [p.name for p in expand_points(cfg.sweep)] == ["model-runs-tgt-final", "model-runs-tgt"]
+    same = _cfg(tmp_path, {"grid": {"data.source": ["/data/glue/SST-2", "../../data/glue/SST-2"]}})
+    with pytest.raises(ConfigError, match="share the name 'source-data-glue-SST-2'") as exc:
+        expand_points(same.sweep)  # never a folder outside the sweep's own
+    assert "named points" in exc.value.hint
+
+
 def test_a_named_point_with_a_grid_point_name_is_refused(tmp_path):
     cfg = _cfg(tmp_path, {"grid": {"neuron.k": [2.0]}, "points": {"k2": {"neuron.k": 3.0}}})
     with pytest.raises(ConfigError, match="share the name 'k2'") as exc:

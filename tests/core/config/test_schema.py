@@ -318,6 +318,21 @@ def test_firing_rate_target():
         "train.target_firing_rate: needs a spiking model, but neuron.kind is 'dense': choose elastic_bi or lif, "
         "or drop the target"
     ]
+    # the penalty's shape without a target would be ignored in silence (a sweep over it: identical runs)
+    assert problems([*MINIMAL, "train.firing_rate_weight=100", "train.firing_rate_penalty=squared"]) == [
+        "train.firing_rate_weight: shapes the firing-rate penalty, which only train.target_firing_rate turns on: "
+        "set a target, or drop firing_rate_weight",
+        "train.firing_rate_penalty: shapes the firing-rate penalty, which only train.target_firing_rate turns on: "
+        "set a target, or drop firing_rate_penalty",
+    ]
+    # float salient channels are no spikes: the penalty would count them
+    assert problems([*MINIMAL, "train.target_firing_rate=0.2", "neuron.salient_fraction=0.01",
+                     "neuron.salient_mode=float"]) == [
+        "train.target_firing_rate: cannot run with float salient channels (neuron.salient_mode 'float'): the "
+        "penalty would count their float inputs as spikes; use salient_mode 'steps', or drop one of the two"
+    ]
+    assert load_config(FinetuneConfig, None, [*MINIMAL, "train.target_firing_rate=0.2",
+                                              "neuron.salient_fraction=0.01"]).neuron.salient_mode == "steps"
 
 
 # ---------------------------------------------------------------------------- benchmark task
