@@ -65,7 +65,8 @@ def friendly_errors(fn):
             raise typer.Exit(error.exit_code) from None
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (`Terminated`, raised by the CLI's handler)
             stopped = isinstance(exc, Terminated)
-            err.print(f"[red]{'terminated' if stopped else 'interrupted'}[/]")
+            if int(os.environ.get("RANK", "0")) == 0:  # every rank is stopped; the main process says so
+                err.print(f"[red]{'terminated' if stopped else 'interrupted'}[/]")
             raise typer.Exit(128 + (signal.SIGTERM if stopped else signal.SIGINT)) from None
 
     return wrapper

@@ -78,12 +78,15 @@ def enable_library_logs(level: int = 20) -> None:
             except Exception:
                 self.handleError(record)
 
+    from spikelm_core.training.rundir import is_main_process
+
     handler = _Stderr()
     handler._spikelm_cli = True
     handler.setFormatter(logging.Formatter("%(levelname_lower)s: %(message)s"))
     handler.addFilter(_lower_level)
     logger.addHandler(handler)
-    logger.setLevel(level)
+    # under torchrun the other ranks say what the main process says: their info and warnings stay quiet
+    logger.setLevel(level if is_main_process() else max(level, logging.ERROR))
 
 
 def _lower_level(record) -> bool:

@@ -19,6 +19,11 @@ def _num(value, digits: int = 3) -> str:
 
 
 def sweep_result(report, fmt) -> None:
+    """The sweep's table (stdout), or its JSON; printed by the main process alone under torchrun."""
+    from spikelm_core.training.rundir import is_main_process
+
+    if not is_main_process():
+        return
     if fmt.value == "json":
         print_json(report.to_dict())
         return

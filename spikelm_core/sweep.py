@@ -42,7 +42,8 @@ from .evaluation.metrics import display_name, display_scale, higher_is_better
 from .io import atomic_write_bytes, atomic_write_text, check_output_location
 from .training.callbacks import read_metrics
 from .training.results import Timer
-from .training.rundir import FINAL, METRICS, RUN_CONFIG, changed_settings, continue_with, default_out_dir
+from .training.rundir import (FINAL, METRICS, RUN_CONFIG, changed_settings, continue_with, default_out_dir,
+                               is_main_process)
 
 SWEEP_SCHEMA = "spikelm.sweep/1"
 POINT_FILE = "sweep_point.json"
@@ -614,7 +615,11 @@ def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None,
     """
     from .training import run_distill, run_finetune
 
-    say = progress or (lambda message: None)
+    # under torchrun every rank trains each point (DDP); the main process alone reports, evaluates the
+    # reference, audits the energy and writes the records and the table (final/ is whole on every rank
+    # once run_training returns: it waits for the main process to put it in place)
+    main = is_main_process()
+    say = (progress or (lambda message: None)) if main else (lambda message: None)
     out_dir, points, configs, home = plan_sweep(cfg, only)
     check_output_location(out_dir)
     # a selected point equal to an earlier one runs as that one (then shows as same_as), never twice
@@ -630,7 +635,7 @@ def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None,
                 details=[f"expected: {run_cfg.model}"],
                 hint=f"add --point {source}, or run the whole sweep")
     report = SweepReport(command=cfg.command, task=cfg.task, out_dir=str(out_dir), rows=[])
-    report.reference = _reference_row(cfg, out_dir, say)
+    report.reference = _reference_row(cfg, out_dir, say) if main else None
     energy = cfg.sweep.energy
     seen: dict[str, str] = {}
     stale: set[str] = set()  # finished points not among --point whose settings changed since
@@ -707,13 +712,16 @@ def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None,
                 result = runner(run_cfg, resume="auto", callbacks=list(callbacks or []))
             record = {"point": point.name, "values": point.values, "run": result.to_dict(),
                       "minutes": timer.seconds / 60, "command": _replay(cfg.command, run_dir), "energy": None}
-            atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
-        if energy.enabled and not record.get("energy") and run_cfg.neuron.spiking:
+            if main:
+                atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
+        if main and energy.enabled and not record.get("energy") and run_cfg.neuron.spiking:
             say(f"{where}: energy audit of {run_dir / FINAL}")
             record["energy"] = _energy(run_dir / FINAL, run_cfg, energy)
             atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
         report.rows.append(_row_from(point, record, cfg.sweep.start_from.get(point.name)))
-        write_report(so_far(), out_dir)
+        if main:
+            write_report(so_far(), out_dir)
         gc.collect()
-    write_report(report, out_dir)
+    if main:
+        write_report(report, out_dir)
     return report

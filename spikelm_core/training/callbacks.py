@@ -14,6 +14,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from ..firing import FiringRecorder
+from ..io import atomic_write_text
 from ..log import get_logger
 
 log = get_logger("training")
@@ -63,11 +64,11 @@ class JsonlMetricsCallback(TrainerCallback):
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.resume_step is None:
-            self.path.write_text("", encoding="utf-8")
-        elif self.path.exists():
+            atomic_write_text(self.path, "")
+        elif self.path.exists():  # rewritten by a rename: a kill now leaves the old file, never a cut one
             kept = [r for r in read_metrics(self.path) if r.get("step", 0) < self.resume_step
                     or (r.get("step", 0) == self.resume_step and not end_of_run(r))]  # the end comes again
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
@@ -144,7 +145,23 @@ class FiringRateCallback(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is not None and self.last_rate is not None and "loss" in logs:
-            logs["firing_rate"] = round(self.last_rate, 6)
+            (rate,) = mean_over_ranks([self.last_rate], args.device)  # the mean of every rank's last batch
+            logs["firing_rate"] = round(rate, 6)
+
+
+def mean_over_ranks(values: list[float], device) -> list[float]:
+    """`values` averaged over the processes of a distributed run (every rank must call it at the same
+    point, as the Trainer's logging does); unchanged in a single process. `device`: the run's device
+    (NCCL reduces CUDA tensors, gloo CPU ones)."""
+    import torch
+    import torch.distributed as dist
+
+    if not values or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64 if str(device).startswith("cpu") else torch.float32,
+                          device=device)
+    dist.all_reduce(tensor)
+    return [float(v) / dist.get_world_size() for v in tensor.tolist()]
 
 
 class CompileTimeCallback(TrainerCallback):

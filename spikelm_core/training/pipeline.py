@@ -31,7 +31,7 @@ from .callbacks import CompileTimeCallback, FiringRateCallback
 from .firing_target import FiringTarget
 from .precision import precision_name, resolve_bf16
 from .results import EvalResult, RunResult, Timer
-from .rundir import RunDirectory, check_resume_weights, steps_of_checkpoint
+from .rundir import RunDirectory, check_resume_weights, steps_of_checkpoint, warn_if_resumed_at_another_scale
 from .weight_average import WeightAverageCallback
 
 log = get_logger("training")
@@ -338,6 +338,8 @@ def run_training(pipeline: Pipeline, *, resume: str | None, callbacks=None) -> R
         check_not_empty(cfg.task, {"train": train_ds, **evals})
         collator = pipeline.collator(loaded)
         args = pipeline.training_arguments(run.out_dir)
+        if run.resume_from is not None:
+            warn_if_resumed_at_another_scale(run.resume_from, args)
         capped = cap_steps_by_epochs(args, cfg.train.max_epochs, len(train_ds))
         if capped is not None:
             log.info("max_epochs %g: %d steps (%g passes over %d training examples) instead of max_steps %d",
@@ -378,6 +380,7 @@ def run_training(pipeline: Pipeline, *, resume: str | None, callbacks=None) -> R
             # the Trainer's pickled arguments: run_config.yaml is the record, and final/ stays pickle-free
             (staging / "training_args.bin").unlink(missing_ok=True)
             replace_dir(staging, run.final_dir)
+        trainer.accelerator.wait_for_everyone()  # final/ in place before any rank reads it (a sweep's next point)
         pipeline.after_training(trainer, run, metrics)
         return RunResult(
             command=pipeline.command,

@@ -204,9 +204,12 @@ def resolve_resume(resume: str | None, out_dir: Path) -> str | None:
 
     if resume in (None, "", "never"):
         if out_dir.is_dir() and get_last_checkpoint(str(out_dir)) is not None:
+            end = finished_step(out_dir)
             raise ConfigError(
-                f"'{out_dir}' already holds checkpoints of an earlier run",
-                hint="pass --resume auto to continue it, or choose another --out-dir",
+                f"'{out_dir}' already holds checkpoints of an earlier run"
+                + (f", which finished (final/, step {end})" if end is not None else ""),
+                hint=f"evaluate it (spikelm eval {out_dir / FINAL} ...), or choose another --out-dir"
+                if end is not None else "pass --resume auto to continue it, or choose another --out-dir",
             )
         return None
     if resume == "auto":
@@ -260,6 +263,30 @@ def check_resume_state(checkpoint: str) -> None:
                     hint="resume from an earlier checkpoint (--resume DIR), or start a new run in another "
                     "--out-dir; spikelm never loads such a file with weights_only=False",
                 ) from None
+
+
+def processes_of_checkpoint(checkpoint: str | Path) -> int | None:
+    """How many processes saved `checkpoint`: the Trainer writes rng_state.pth for one and
+    rng_state_<rank>.pth for each of several; None when it holds neither."""
+    folder = Path(checkpoint)
+    ranks = [p for p in folder.glob("rng_state_*.pth") if p.stem.removeprefix("rng_state_").isdigit()]
+    if ranks:
+        return len(ranks)
+    return 1 if (folder / "rng_state.pth").is_file() else None
+
+
+def warn_if_resumed_at_another_scale(checkpoint: str, args) -> None:
+    """A run resumed with another number of processes takes other batches from the checkpoint on (the
+    global batch is per-device batch x processes x accumulation): it no longer ends as the run it
+    continues would have. Warned, not refused: on purpose it is a way to move a run."""
+    saved = processes_of_checkpoint(checkpoint)
+    now = int(args.world_size)
+    if saved is None or saved == now or not is_main_process():
+        return
+    per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps
+    log.warning("%s was saved by a run of %d process(es), global batch %d; this one has %d, global batch %d: "
+                "the steps from here see other batches (and epochs end at other steps) than the run it continues "
+                "would have", Path(checkpoint).name, saved, saved * per_step, now, now * per_step)
 
 
 def check_resume_weights(checkpoint: str, model) -> None:

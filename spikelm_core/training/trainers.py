@@ -21,6 +21,7 @@ from ..data.augment import FLAG
 from ..errors import SpikelmError
 from ..models.common import layer_local_gradients
 from ..neurons import spike_drop
+from .callbacks import mean_over_ranks
 from .firing_target import FiringTarget, LayerRateRecorder
 from .losses import attention_kl, attention_mse, hidden_mse, logit_kd
 from .weight_average import WeightAverage
@@ -170,9 +171,11 @@ class SpikelmTrainer(Trainer):
         self._part_count += 1
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs and self._part_count:
-            for name, total in self._part_sums.items():
-                logs[f"loss_{name}"] = round(total / self._part_count, 6)
+        if "loss" in logs and self._part_count:  # averaged over ranks, as the Trainer averages `loss`
+            names = list(self._part_sums)  # the same order on every rank (one code path)
+            means = mean_over_ranks([self._part_sums[name] / self._part_count for name in names], self.args.device)
+            for name, mean in zip(names, means):
+                logs[f"loss_{name}"] = round(mean, 6)
             self._part_sums, self._part_count = {}, 0
         super().log(logs, start_time)
 

@@ -315,7 +315,7 @@ def _resume_case(name, run: Path, tmp_path: Path):
     if name == "changed recipe":
         return ["--resume", "auto", "-s", "train.lr=0.5"], 2, ["differs", "train.lr"]
     if name == "never over checkpoints":
-        return [], 2, ["already holds checkpoints", "--resume auto"]
+        return [], 2, ["already holds checkpoints", "which finished (final/, step 2)", "spikelm eval"]
     if name == "live lock":
         (run / LOCK_NAME).write_text(f"{socket.gethostname()} {__import__('os').getppid()}\n")
         return ["--resume", "auto"], 2, ["in use by another run"]

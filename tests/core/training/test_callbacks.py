@@ -137,3 +137,35 @@ def test_compile_time_is_shown_once_after_the_second_step(caplog, monkeypatch):
             cb.on_step_end(None, state, None)
     assert caplog.text.count("compiled spiking layers") == 1
     assert "first step took 40.0 s, the second 1.50 s (about 38 s compiling" in caplog.text
+
+
+def _mean_over_two_ranks(rank: int, store_file: str, out_file: str) -> None:
+    import json
+
+    import torch.distributed as dist
+
+    from spikelm_core.training.callbacks import mean_over_ranks
+
+    dist.init_process_group("gloo", init_method=f"file://{store_file}", rank=rank, world_size=2)
+    try:
+        means = mean_over_ranks([1.0 + rank, 10.0 * rank], "cpu")
+        if rank == 0:
+            with open(out_file, "w") as fh:
+                json.dump(means, fh)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_logged_parts_and_rates_are_means_over_ranks(tmp_path):
+    """What each rank logs (loss parts, the firing rate) is the mean over ranks, as the Trainer logs `loss`;
+    in one process the values pass unchanged."""
+    import json
+
+    import torch.multiprocessing as mp
+
+    from spikelm_core.training.callbacks import mean_over_ranks
+
+    assert mean_over_ranks([0.25, 3.0], "cpu") == [0.25, 3.0]
+    out = tmp_path / "means.json"
+    mp.spawn(_mean_over_two_ranks, args=(str(tmp_path / "store"), str(out)), nprocs=2, join=True)
+    assert json.loads(out.read_text()) == [1.5, 5.0]

@@ -1,5 +1,6 @@
-"""A 2-process DDP fine-tuning run on CPU (gloo) launched with torchrun: it completes, and both ranks
-hold identical amplitudes after the explicit calibration and at the end of training."""
+"""A 2-process DDP fine-tuning run on CPU (gloo) launched with torchrun, as a one-point sweep: it
+completes, both ranks hold identical amplitudes after the explicit calibration and at the end of
+training, and the main process alone reports, audits and writes the sweep's files."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ torch.set_num_threads(1)
 from transformers import TrainerCallback
 from spikelm_core.config import FinetuneConfig, load_config
 from spikelm_core.calibration import spiking_neurons
-from spikelm_core.training import run_finetune
+from spikelm_core.sweep import run_sweep, with_grid
 
 def amplitudes(model):
     return {{n: m.alpha.tolist() for n, m in spiking_neurons(model) if hasattr(m, "alpha")}}
@@ -37,8 +38,8 @@ class Dump(TrainerCallback):
         with open(os.path.join({out!r}, f"rank{{rank}}.json"), "w") as fh:
             json.dump(out, fh)
 
-cfg = load_config(FinetuneConfig, {recipe!r}, {overrides!r}, out_dir={run!r})
-run_finetune(cfg, callbacks=[Dump()])
+cfg = with_grid(load_config(FinetuneConfig, {recipe!r}, {overrides!r}, out_dir={run!r}), {{"neuron.k": [2.0]}})
+report = run_sweep(cfg, callbacks=[Dump()], progress=lambda message: print("say:", message, flush=True))
 '''
 
 
@@ -66,5 +67,10 @@ def test_two_process_ddp_on_cpu(tmp_path):
     assert r0["world"] == r1["world"] == 2 and r0["step"] == r1["step"] == 3
     assert r0["begin"] and r0["begin"] == r1["begin"]
     assert r0["end"] == r1["end"]
-    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
-    assert len([x for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]) == 3
+    point = tmp_path / "run" / "k2"
+    assert (point / "final" / "model.safetensors").is_file() and (point / "sweep_point.json").is_file()
+    assert len([x for x in (point / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]) == 3
+    assert json.loads((point / "sweep_point.json").read_text())["energy"]["ratio"] > 1  # audited once, by rank 0
+    assert (tmp_path / "run" / "sweep.json").is_file()
+    said = [line for line in proc.stdout.splitlines() if line.startswith("say:")]
+    assert said and len(said) == len(set(said))  # the main process alone reports

@@ -188,3 +188,24 @@ def test_a_stopped_run_says_how_to_continue_it(tmp_path, caplog, checkpoint, ins
         with RunDirectory(_cfg(out), "finetune", "auto") as run:
             raise ValueError("bad")
     assert "continue with" not in caplog.text
+
+
+def test_a_resume_with_another_process_count_is_warned(tmp_path, caplog):
+    from types import SimpleNamespace
+
+    from spikelm_core.training.rundir import processes_of_checkpoint, warn_if_resumed_at_another_scale
+
+    two = _checkpoint(tmp_path, 4)
+    for rank in (0, 1):
+        (two / f"rng_state_{rank}.pth").write_bytes(b"")
+    one = _checkpoint(tmp_path, 8)
+    (one / "rng_state.pth").write_bytes(b"")
+    assert (processes_of_checkpoint(two), processes_of_checkpoint(one)) == (2, 1)
+    assert processes_of_checkpoint(_checkpoint(tmp_path, 9)) is None
+    args = SimpleNamespace(world_size=1, per_device_train_batch_size=8, gradient_accumulation_steps=1)
+    with caplog.at_level("WARNING", logger="spikelm"):
+        warn_if_resumed_at_another_scale(str(one), args)
+        assert caplog.text == ""
+        warn_if_resumed_at_another_scale(str(two), args)
+    assert "checkpoint-4 was saved by a run of 2 process(es), global batch 16; this one has 1, global batch 8" \
+        in caplog.text
