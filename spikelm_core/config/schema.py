@@ -780,8 +780,6 @@ def _text_corpus_rules(rules: _Rules, data: DataArgs) -> None:
         rules.require(getattr(data, key) is None, f"data.{key}",
                       "is not read by masked-LM training on text, which trains on data.source (a text file or a "
                       "folder of .txt files) and scores data.validation_file: drop it, or set data.source")
-    rules.require(data.eval_subset is None or data.validation_file is not None, "data.eval_subset",
-                  "limits the held-out sequences, but no data.validation_file is set: set one, or drop eval_subset")
 
 
 def _distill_rules(rules: _Rules, distill: DistillArgs, neuron, train: TrainArgs, *, glue: bool, nsp: bool) -> None:

@@ -173,6 +173,9 @@ class MlmPipeline(Pipeline):
             log.warning("the text gives %d sequence(s) of %d tokens, fewer than one batch of %d: every step sees the "
                         "same text", len(train), self.max_length, cfg.train.batch_size)
         if cfg.data.validation_file is None:
+            if cfg.data.eval_subset is not None:  # e.g. a GLUE recipe pointed at a text corpus
+                log.info("data.eval_subset %d limits held-out text, and none is given (data.validation_file): "
+                         "nothing is scored after training", cfg.data.eval_subset)
             return train, {}
         with local_main_process_first():  # the pairs of NSP and the masks: the same for every run (seed fixed)
             held_out = mlm_dataset(cfg.data.validation_file, loaded.tokenizer, self.max_length, nsp=self.nsp,
