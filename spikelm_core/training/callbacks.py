@@ -145,7 +145,7 @@ class FiringRateCallback(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is not None and self.last_rate is not None and "loss" in logs:
-            (rate,) = mean_over_ranks([self.last_rate], args.device)  # the mean of every rank's last batch
+            (rate,) = mean_over_ranks([self.last_rate], getattr(args, "device", "cpu"))  # every rank's last batch
             logs["firing_rate"] = round(rate, 6)
 
 
