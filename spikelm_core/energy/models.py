@@ -93,7 +93,7 @@ def model_info(source: AuditSource) -> dict[str, Any]:
         "source": source.name,
         "path": str(source.path),
         "kind": source.kind,
-        "architecture": (cfg.get("architectures") or ["BartModel" if seq2seq else "BertModel"])[0],
+        "architecture": "BartForConditionalGeneration" if seq2seq else (cfg.get("architectures") or ["BertModel"])[0],
         **({"model_type": cfg.get("model_type")} if seq2seq else {}),
         **{key: cfg.get(key) for key in (BART_SHAPE_KEYS if seq2seq else BERT_SHAPE_KEYS)},
     }
@@ -144,7 +144,10 @@ def build_model(source: AuditSource, settings: NeuronSettings) -> nn.Module:
         cfg.update(settings.model_fields_dict())
         neuron = None
     where = str(source.path / "config.json")
-    model, _ = checkpoints.build_model(cfg, head=None, neuron=neuron, where=where)
+    # a BART is audited generating (per summary token): with its LM head, whatever head config.json
+    # names (facebook/bart-base says BartModel; a bare BartConfig names none)
+    head = "seq2seq_lm" if is_bart(cfg) else None
+    model, _ = checkpoints.build_model(cfg, head=head, neuron=neuron, where=where)
     if source.kind != "config-only":
         family = checkpoints.family_of(cfg.get("model_type"))
         checkpoints.copy_weights(model, checkpoints.read_state_dict(source.path), family, neuron_state=False,

@@ -311,12 +311,18 @@ def test_cli_spiking_bart_checkpoint_and_config_only(tiny_dense_bart, tmp_path):
 
     config_only = tmp_path / "config_only"
     config_only.mkdir()
-    (config_only / "config.json").write_text((tiny_dense_bart / "config.json").read_text())
+    cfg = json.loads((tiny_dense_bart / "config.json").read_text())
+    cfg["architectures"] = ["BartModel"]  # as facebook/bart-base says: the audit of generation adds the LM head
+    (config_only / "config.json").write_text(json.dumps(cfg))
     res = run("--model", config_only, "--seq-len", SRC, "--target-len", TGT, "--batches", 1, "--batch-size", 2,
               "--bootstrap", 0, "--format", "json")
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     assert data["firing_rates_meaningful"] is False and data["data"]["source"].startswith("random token ids")
+    assert data["model"]["architecture"] == "BartForConditionalGeneration"
+    (run0,) = data["runs"]
+    assert [line["line"] for line in run0["generation"]["kv_cache"]["lines"]][-1] == "lm_head"
+    assert run0["spiking_macs"] > 0  # the LM head's float MACs
 
 
 def test_cli_bart_bad_target_len(tiny_dense_bart, tiny_dense_bert_dir):
