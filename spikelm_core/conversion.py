@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .calibration import CALIBRATION_BATCH_SIZE, CALIBRATION_SEQ_LEN, calibrate, calibration_text, text_batches
+from .calibration import (CALIBRATION_BATCH_SIZE, CALIBRATION_SEQ_LEN, calibrate, calibration_text, check_token_ids,
+                          text_batches)
 from .checkpoints import MODEL_TYPES, is_spiking_type, load_model, read_config, resolve_source, save_model
 from .errors import CheckpointError, ConfigError
 from .firing import measure_firing
@@ -121,6 +122,8 @@ def convert_model(
         raise ConfigError(f"--seq-len {seq_len} exceeds the model's {max_pos} positions",
                           hint=f"use --seq-len {max_pos} or less")
     batches = text_batches(tok, text, seq_len=seq_len, batch_size=batch_size, causal=causal, max_batches=calib_batches)
+    for batch in batches:  # every batch the firing is measured on, not the first alone (calibrate checks that)
+        check_token_ids(model, batch)
     calibrate(model, batches[0])
     report = measure_firing(model, batches)
     neurons = [n for _, n in model.spiking_neurons()]

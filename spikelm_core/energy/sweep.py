@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 
+from spikelm_core.calibration import check_token_ids
 from spikelm_core.energy import models
 from spikelm_core.energy.components import DEFAULT_SEQ_LEN, ENCODER_COMPONENTS, SPIKING_COMPONENTS
 from spikelm_core.energy.costs import DEFAULT_PROFILE, CostProfile, get_profile
@@ -346,6 +347,8 @@ def run_energy(args: EnergyArgs, progress: Progress | None = None) -> EnergySwee
         model = models.build_model(source, models.neuron_settings(source, T, plan.ks[0]))
         model.eval()
         check_billable(model)  # before the MAC count and the firing pass, not after
+        for batch in batches:  # a tokenizer that is not the model's: a named error, not an IndexError
+            check_token_ids(model, batch)
         what = f"{args.seq_len} source / {plan.target_len} summary tokens" if plan.seq2seq else f"{args.seq_len} tokens"
         say(f"counting MACs at T={T}, {what} (fvcore)")
         count = count_macs(model, seq_len=args.seq_len, count_norm=args.count_norm, num_timesteps=T,

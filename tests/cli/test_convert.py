@@ -306,3 +306,23 @@ def test_the_tokenizer_folder_is_an_input_out_may_not_replace(tiny_dense_bert_di
     res = run("convert", tiny_dense_bert_dir, "--out", toks, "--tokenizer", toks, "--force", "--seq-len", 16)
     assert res.exit_code == 2 and "holds this command's input" in res.stderr
     assert sorted(p.name for p in toks.iterdir()) == sorted(p.name for p in tiny_dense_bert_dir.iterdir())
+
+
+
+def test_a_token_id_past_the_embeddings_in_a_later_batch_is_refused(tiny_dense_bert_dir, tmp_path):
+    """The calibration batch fits, a later one (measured for firing) does not: refused before either runs."""
+    from transformers import AutoTokenizer
+
+    from spikelm_core.conversion import convert_model
+    from spikelm_core.errors import CheckpointError
+    from spikelm_core.neurons.settings import NeuronSettings
+
+    tok = AutoTokenizer.from_pretrained(tiny_dense_bert_dir)
+    top = max(tok.vocab, key=tok.vocab.get)  # the word with the largest id
+    text = tmp_path / "calib.txt"
+    text.write_text(" ".join(["the"] * 200) + " " + " ".join([top.removeprefix("##")] * 200) + "\n")
+    small = _bert_with(tmp_path, "small", "BertModel", tiny_dense_bert_dir, vocab_size=tok.vocab[top])
+    with pytest.raises(CheckpointError, match=f"the model's embeddings hold ids 0-{tok.vocab[top] - 1}"):
+        convert_model(str(small), tmp_path / "s", NeuronSettings(num_timesteps=2), seq_len=16, batch_size=4,
+                      calib_batches=6, calib_data=str(text))
+    assert not (tmp_path / "s").exists()
