@@ -4,7 +4,7 @@
     python benchmarks/bench.py --only default-path  # one section (repeatable)
     python benchmarks/bench.py --exec neurons --neuron-impl fast --only explicit   # the eager path
     python benchmarks/bench.py --only precision --timesteps 4   # bf16 autocast against float32
-    python benchmarks/bench.py --quick              # tiny shapes, seconds (a smoke run)
+    python benchmarks/bench.py --quick              # tiny shapes (a smoke run: a few minutes on 2 cores)
 
 Measures, in one process and one run so the ratios compare like with like:
 - default path: `spikelm convert minilm -T T`, then the saved model (1) as loaded

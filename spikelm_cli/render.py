@@ -27,11 +27,14 @@ def convert_summary(r) -> None:
     t.add_row("parameters", f"{r.parameters:,}")
     t.add_row("weights copied", f"{r.copied_tensors} tensors")
     t.add_row("neurons inserted", ", ".join(f"{n} {k}" for k, n in r.neurons.items()))
-    t.add_row(
-        "neuron settings",
-        f"{s['neuron_kind']}, T={s['num_timesteps']}, k={s['k']:g}, reset={s['reset']}, levels={s['levels']}"
-        + (", per-channel amplitudes" if s.get("channel_scale") else ""),
-    )
+    if s["neuron_kind"] == "lif":  # k, reset and levels are the elastic neuron's; LIF has its own constants
+        shown = f"lif, T={s['num_timesteps']}" + "".join(
+            f", {label}={s[key]:g}" for key, label in (("lif_tau", "tau"), ("lif_v_threshold", "threshold"),
+                                                     ("lif_v_reset", "v_reset")) if s.get(key) is not None)
+    else:
+        shown = (f"{s['neuron_kind']}, T={s['num_timesteps']}, k={s['k']:g}, reset={s['reset']}, levels={s['levels']}"
+                 + (", per-channel amplitudes" if s.get("channel_scale") else ""))
+    t.add_row("neuron settings", shown)
     if r.alpha_min is not None:
         t.add_row("amplitude range", f"{r.alpha_min:.4g} .. {r.alpha_max:.4g}")
     if r.allocation:

@@ -126,7 +126,7 @@ _COST_KEYS = ("name", "source", "preset", "pj_per_byte", "pj_per_access", "acces
 
 
 def _bad(key: str, problem: str, hint: str | None = None) -> ConfigError:
-    return ConfigError(f"memory cost: {key}: {problem}", hint=hint or "see docs/energy-report.md, 'Memory cost files'")
+    return ConfigError(f"memory cost: {key}: {problem}", hint=hint or "see docs/energy-report.md, 'Memory costs'")
 
 
 def _positive(data: Mapping[str, Any], key: str, *, allow_zero: bool = False) -> float:

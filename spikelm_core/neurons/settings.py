@@ -145,10 +145,12 @@ class NeuronSettings(BaseModel):
         return cls(**values)
 
 
+#: The LIF neuron's own constants, as model-config fields.
+LIF_CONSTANTS: tuple[str, ...] = ("lif_tau", "lif_v_threshold", "lif_v_reset", "lif_surrogate_alpha")
 #: Model-config names of the neuron settings, then the LIF neuron's own constants.
 SPIKING_FIELDS: tuple[str, ...] = tuple(
     "neuron_kind" if name == "kind" else name for name in NeuronSettings.model_fields
-) + ("lif_tau", "lif_v_threshold", "lif_v_reset", "lif_surrogate_alpha")
+) + LIF_CONSTANTS
 
 
 def validation_messages(exc: ValidationError, prefix: str = "") -> list[str]:
@@ -168,7 +170,7 @@ def check_model_neuron_fields(values: Mapping[str, Any]) -> None:
     kind = values.get("neuron_kind", "elastic_bi")
     if kind not in SPIKING_KINDS:
         raise ValueError(f"neuron_kind must be one of {', '.join(SPIKING_KINDS)}; got {kind!r}")
-    for name in ("lif_tau", "lif_v_threshold", "lif_v_reset", "lif_surrogate_alpha"):
+    for name in LIF_CONSTANTS:
         value = values.get(name)
         if value is not None and (isinstance(value, bool) or not math.isfinite(float(value))):
             raise ValueError(f"{name} must be a finite number, got {value!r}")

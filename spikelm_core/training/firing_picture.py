@@ -89,7 +89,8 @@ def run_firing_picture(cfg: EvalConfig, *, text: str | None = None, example: int
     if not spiking_neurons(model):
         raise ConfigError(
             f"'{cfg.model}' has no spiking neurons (neuron.kind is dense): there is no firing to picture",
-            hint="drop -s neuron.kind=dense to convert the model with spiking neurons, or picture a spiking checkpoint",
+            hint="picture a spiking checkpoint, or convert this one with spiking neurons: -s neuron.kind=elastic_bi "
+            "(a dense training run's model, a teacher, is scored dense unless neuron is set)",
         )
     data = evaluation.load_data(loaded)
     check_not_empty(cfg.task, data)

@@ -35,6 +35,9 @@ def test_choices_come_from_the_neuron_vocabulary(tiny_dense_bert_dir, tmp_path):
     assert res.exit_code == 0, res.output
     s = json.loads(res.stdout)["settings"]
     assert (s["reset"], s["levels"], s["neuron_kind"]) == ("none", "binary", "lif")
+    assert (s["lif_tau"], s["lif_v_threshold"], s["lif_v_reset"]) == (2.0, 1.0, 0.0)  # LIF's own constants
+    table = run("convert", tiny_dense_bert_dir, "--out", tmp_path / "z", "--neuron", "lif", "-T", 2, "--seq-len", 12)
+    assert table.exit_code == 0 and "lif, T=2, tau=2, threshold=1, v_reset=0" in table.stdout, table.output
     res = run("convert", tiny_dense_bert_dir, "--out", tmp_path / "y", "--neuron", "dense")
     assert res.exit_code == 2 and "dense" in res.output  # 'dense' builds no spiking model: not a choice
 
