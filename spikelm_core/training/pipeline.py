@@ -97,8 +97,10 @@ class Pipeline:
         teacher = self.distill.teacher if self.distill is not None else None
         twin = teacher is not None and self.cfg.model is not None and \
             Path(self.cfg.model).resolve() == Path(teacher).resolve()  # the same directory, however spelt
-        preflight(self.command, self.cfg.model, self.check_data, None if twin else self.model_fix,
-                  others=self.other_sources())
+        others = self.other_sources()
+        if teacher is not None and not twin:  # a missing teacher is said with the rest, not after the student loads
+            others = [("teacher", teacher), *others]
+        preflight(self.command, self.cfg.model, self.check_data, None if twin else self.model_fix, others=others)
 
     def other_sources(self) -> list[tuple[str, str]]:
         """(role, source) of the other models the run needs before it starts (a separate tokenizer)."""

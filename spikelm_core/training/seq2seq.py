@@ -16,6 +16,7 @@ from transformers import Seq2SeqTrainer
 
 from ..checkpoints import LoadedModel, load_model, load_teacher
 from ..data.summarization import check_lengths, get_summarization_task, load_summarization, tokenize_summarization
+from ..errors import DataError
 from ..evaluation.summarization import evaluate_summarization
 from .args import training_arguments
 from .losses import logit_kd
@@ -99,7 +100,18 @@ class Seq2SeqPipeline(Pipeline):
         self.spec = get_summarization_task(cfg.task)
 
     def check_data(self) -> None:  # the rows the run reads: a problem's count is the run's
-        _raw_split(self.cfg, "validation", self.cfg.data.eval_subset)
+        d, problems = self.cfg.data, []
+        for split, subset in (("train", d.train_subset), ("validation", d.eval_subset)):
+            try:
+                _raw_split(self.cfg, split, subset)
+            except DataError as exc:
+                problems.append(exc)
+        if len(problems) == 1:
+            raise problems[0]
+        if problems:  # both splits: said together, as preflight says model and data together
+            raise DataError(" and ".join(p.message for p in problems),
+                            details=[detail for p in problems for detail in p.details],
+                            hint="; ".join(dict.fromkeys(p.hint for p in problems if p.hint)) or None)
 
     def load_student(self) -> LoadedModel:
         return _load_bart(self.cfg, "student" if self.distill else "model")

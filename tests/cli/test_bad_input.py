@@ -429,3 +429,17 @@ def test_eval_malformed_xsum_jsonl(text, needles, tiny_bart_dir, tmp_path):
     (data / "validation.jsonl").write_text(text)
     refused(runner.invoke(app, ["eval", str(tiny_bart_dir), "--task", "xsum", "--data-dir", str(data),
                                 "-s", "data.max_length=16"]), 4, str(data / "validation.jsonl"), *needles)
+
+
+def test_a_summarisation_run_lists_its_missing_teacher_and_both_files_together(tmp_path):
+    from tests.conftest import write_tiny_bart
+
+    (tmp_path / "bart").mkdir()
+    student = write_tiny_bart(tmp_path / "bart")
+    out = tmp_path / "run"
+    res = runner.invoke(app, ["distill", "--task", "xsum", "--model", str(student), "--out-dir", str(out),
+                              "-s", f"distill.teacher={tmp_path / 'teacher' / 'final'}",
+                              "-s", f"data.train_file={tmp_path / 'train.jsonl'}",
+                              "-s", f"data.validation_file={tmp_path / 'validation.jsonl'}"])
+    refused(res, 3, "distill cannot start: 2 problems", "the teacher:", "train.jsonl", "validation.jsonl")
+    assert not out.exists()

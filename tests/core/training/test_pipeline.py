@@ -94,9 +94,12 @@ def test_a_twin_whose_teacher_is_missing_is_not_told_to_change_its_student(tmp_p
         pipeline.model_fix = "pass --model minilm"
         with pytest.raises(CheckpointError) as info:
             pipeline.preflight()
-        fixes[name] = info.value.hint or ""
+        fixes[name] = "\n".join([info.value.message, info.value.hint or "", *info.value.details])
     assert "--model minilm" not in fixes["twin"] and "--model minilm" not in fixes["twin, spelt otherwise"]
-    assert fixes["student"].endswith("pass --model minilm")
+    assert "cannot start" not in fixes["twin"]  # one model, one problem
+    # a student that is not its teacher: both missing, said together, the student's with the family's fix
+    assert "2 problems" in fixes["student"] and "the teacher:" in fixes["student"]
+    assert fixes["student"].rstrip().endswith("pass --model minilm")
 
 
 def _calib(examples=None, order="first", seed=42, batch_size=32):
