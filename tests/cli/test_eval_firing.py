@@ -110,7 +110,7 @@ BAD = {
     "example beyond the subset": (["--firing-example", "3", "-s", "data.eval_subset=2"], ["(data.eval_subset=2)"]),
     "negative example": (["--firing-example", "-1"], ["must be 0 or more"]),
     "text and example": (["--firing-text", "a", "--firing-example", "1"], ["not both"]),
-    "dense model": (["-s", "neuron.kind=dense"], ["has no spiking neurons", "neuron.kind=dense"]),
+    "dense model": (["-s", "neuron.kind=dense"], ["has no spiking neurons", "-s neuron.kind=elastic_bi"]),
 }
 
 
