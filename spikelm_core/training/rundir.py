@@ -215,11 +215,8 @@ def resolve_resume(resume: str | None, out_dir: Path) -> str | None:
     if resume == "auto":
         last = last_complete_checkpoint(out_dir)
         _refuse_training_a_finished_run_again(out_dir, last)
-        if is_main_process():
-            if last is None:
-                log.info("--resume auto: no checkpoint in %s, starting fresh", out_dir)
-            else:
-                log.info("--resume auto: continuing from %s", last)
+        if is_main_process() and last is None:  # a checkpoint found is said once the run's config is checked
+            log.info("--resume auto: no checkpoint in %s, starting fresh", out_dir)
         return last
     path = Path(resume)
     if not path.exists() and "/" not in resume and os.sep not in resume:  # a mistyped word, not a path
@@ -430,6 +427,8 @@ class RunDirectory:
             if self.resume_from is not None:
                 check_resume_state(self.resume_from)
             self._check_resumed_config()
+            if self.resume_from is not None and is_main_process():
+                log.info("resuming from %s", self.resume_from)
             seed_everything(self.cfg.train.seed)
         except BaseException:
             self.__exit__(*sys.exc_info())
