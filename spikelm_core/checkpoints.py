@@ -1126,8 +1126,10 @@ def _note_dropped_base_weights(model, report: WeightReport, role: str, name: str
     prefix = getattr(model, "base_model_prefix", "")
     base = getattr(model, prefix, model) if prefix else model
     parts = {child for child, _ in base.named_children()}
+    buffers = ("inv_freq", "masked_bias")  # rotary tables older checkpoints saved: recomputed, never weights
     lost = [k for k in report.dropped
-            if (k.startswith(f"{prefix}.") or k.split(".", 1)[0] in parts) and "pooler" not in k.split(".")]
+            if (k.startswith(f"{prefix}.") or k.split(".", 1)[0] in parts) and "pooler" not in k.split(".")
+            and k.rsplit(".", 1)[-1] not in buffers]
     if lost:
         report.warnings.append(
             f"{len(lost)} weight(s) of the {role} '{name}' have no place in the model its config.json describes and "

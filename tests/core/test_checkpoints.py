@@ -935,6 +935,10 @@ def test_base_weights_without_a_place_in_the_config_are_named(tmp_path, caplog):
     assert "num_hidden_layers" in warning and warning in caplog.text
     clean = load_model(dense_dir(tmp_path / "clean", "bert-mlm"), head="base", neuron=NeuronSettings())
     assert not any("have no place" in w for w in clean.weights.warnings)  # an MLM head dropped: no warning
+    llama = dense_dir(tmp_path / "llama", "llama")  # an older checkpoint's saved rotary tables: no warning
+    _edit_weights(llama, lambda s: s.update({"model.layers.0.self_attn.rotary_emb.inv_freq": torch.ones(4)}))
+    loaded = load_model(llama, head="causal_lm", neuron=NeuronSettings())
+    assert not any("have no place" in w for w in loaded.weights.warnings)
 
 
 def test_a_generation_config_with_words_for_numbers_is_refused(tmp_path):
