@@ -499,7 +499,7 @@ def _weight_files(model_dir: Path) -> list[Path]:
                                   hint="a shard must be a file name inside the model directory")
         return [model_dir / n for n in names]
     pickled = sorted(p.name for pattern in ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl") for p in model_dir.glob(pattern))
-    if not pickled and _in_hub_cache(model_dir):
+    if not pickled and _in_hub_cache(model_dir) and (hub_offline() or not hub_reachable()):
         raise CheckpointError(
             f"'{model_dir}' has no model.safetensors: the Hugging Face cache holds this model's config (and "
             "tokenizer) files but not its weights",
@@ -1126,7 +1126,8 @@ def _note_dropped_base_weights(model, report: WeightReport, role: str, name: str
     prefix = getattr(model, "base_model_prefix", "")
     base = getattr(model, prefix, model) if prefix else model
     parts = {child for child, _ in base.named_children()}
-    buffers = ("inv_freq", "masked_bias")  # rotary tables older checkpoints saved: recomputed, never weights
+    # what older checkpoints saved beside the weights (rotary tables, BART's stack versions): never weights
+    buffers = ("inv_freq", "masked_bias", "version")
     lost = [k for k in report.dropped
             if (k.startswith(f"{prefix}.") or k.split(".", 1)[0] in parts) and "pooler" not in k.split(".")
             and k.rsplit(".", 1)[-1] not in buffers]

@@ -76,8 +76,10 @@ def _grid_name(values: dict[str, Any]) -> str:
     separators (a grid over models or data paths) become '-' and never nest or leave the sweep's folder."""
     parts = []
     for key, value in values.items():
-        leaf = key.rsplit(".", 1)[-1]
-        shown = _UNSAFE_IN_NAME.sub("-", _show(value)).replace("..", "-").strip("-.")
+        leaf, raw = key.rsplit(".", 1)[-1], _show(value)
+        shown = _UNSAFE_IN_NAME.sub("-", raw).replace("..", "-").strip(".").rstrip("-")
+        if not raw.startswith("-"):  # a separator made '-', not a negative value's sign
+            shown = shown.lstrip("-")
         parts.append(f"{leaf}{'-' if shown[:1].isalpha() else ''}{shown}")
     return "_".join(parts)
 
@@ -615,9 +617,9 @@ def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None,
     """
     from .training import run_distill, run_finetune
 
-    # under torchrun every rank trains each point (DDP); the main process alone reports, evaluates the
-    # reference, audits the energy and writes the records and the table (final/ is whole on every rank
-    # once run_training returns: it waits for the main process to put it in place)
+    # under torchrun every rank trains each point (DDP); the main process alone reports, audits the
+    # energy and writes the records and the table (final/ is whole on every rank once run_training
+    # returns: it waits for the main process to put it in place)
     main = is_main_process()
     say = (progress or (lambda message: None)) if main else (lambda message: None)
     out_dir, points, configs, home = plan_sweep(cfg, only)
@@ -635,7 +637,8 @@ def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None,
                 details=[f"expected: {run_cfg.model}"],
                 hint=f"add --point {source}, or run the whole sweep")
     report = SweepReport(command=cfg.command, task=cfg.task, out_dir=str(out_dir), rows=[])
-    report.reference = _reference_row(cfg, out_dir, say) if main else None
+    # every rank: a GLUE reference is scored by the Trainer's predict, which splits the data across ranks
+    report.reference = _reference_row(cfg, out_dir, say)
     energy = cfg.sweep.energy
     seen: dict[str, str] = {}
     stale: set[str] = set()  # finished points not among --point whose settings changed since

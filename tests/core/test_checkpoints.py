@@ -889,6 +889,10 @@ def test_a_partial_hub_cache_is_completed_online_and_named_offline(tmp_path, mon
     assert ck.resolve_source("org/tiny") == snap
     with pytest.raises(CheckpointError, match="holds this model's config .and tokenizer. files but not its weights"):
         ck._weight_files(snap)
+    monkeypatch.setattr(ck, "hub_offline", lambda: False)  # online, the hub consulted: a repo without safetensors
+    with pytest.raises(CheckpointError, match="has no model.safetensors") as info:
+        ck._weight_files(snap)
+    assert "cache holds" not in info.value.message and "save_pretrained" in info.value.hint
     (snap / "model.safetensors").write_text("weights")  # a complete cache is used as it is, online too
     monkeypatch.setattr(ck, "hub_offline", lambda: False)
     assert ck.resolve_source("org/tiny") == snap
@@ -935,6 +939,9 @@ def test_base_weights_without_a_place_in_the_config_are_named(tmp_path, caplog):
     assert "num_hidden_layers" in warning and warning in caplog.text
     clean = load_model(dense_dir(tmp_path / "clean", "bert-mlm"), head="base", neuron=NeuronSettings())
     assert not any("have no place" in w for w in clean.weights.warnings)  # an MLM head dropped: no warning
+    bart = dense_dir(tmp_path / "bart", "bart")  # older BART checkpoints' stack versions: no warning
+    _edit_weights(bart, lambda s: s.update({"model.encoder.version": torch.tensor([2.0])}))
+    assert not any("have no place" in w for w in load_model(bart, head="seq2seq_lm", neuron=NeuronSettings()).weights.warnings)
     llama = dense_dir(tmp_path / "llama", "llama")  # an older checkpoint's saved rotary tables: no warning
     _edit_weights(llama, lambda s: s.update({"model.layers.0.self_attn.rotary_emb.inv_freq": torch.ones(4)}))
     loaded = load_model(llama, head="causal_lm", neuron=NeuronSettings())

@@ -41,6 +41,10 @@ def test_grid_values_that_are_paths_name_points_without_separators(tmp_path):
     with pytest.raises(ConfigError, match="share the name 'source-data-glue-SST-2'") as exc:
         expand_points(same.sweep)  # never a folder outside the sweep's own
     assert "named points" in exc.value.hint
+    signed = _cfg(tmp_path, {"grid": {"neuron.k": [2], "train.lr": [1e-4]}, "points": {}})
+    assert expand_points(signed.sweep)[0].name == "k2_lr0.0001"
+    negative = _cfg(tmp_path, {"grid": {"neuron.lif_v_reset": [-0.5, 0.5]}})
+    assert [p.name for p in expand_points(negative.sweep)] == ["lif_v_reset-0.5", "lif_v_reset0.5"]  # the sign kept
 
 
 def test_a_named_point_with_a_grid_point_name_is_refused(tmp_path):
