@@ -93,7 +93,9 @@ def model_info(source: AuditSource) -> dict[str, Any]:
         "source": source.name,
         "path": str(source.path),
         "kind": source.kind,
-        "architecture": "BartForConditionalGeneration" if seq2seq else (cfg.get("architectures") or ["BertModel"])[0],
+        # a BART is audited generating, with its LM head (`build_model`), whatever head its config names
+        "architecture": (("Spiking" if cfg.get("model_type") in SPIKING_TYPES else "") + "BartForConditionalGeneration"
+                         if seq2seq else (cfg.get("architectures") or ["BertModel"])[0]),
         **({"model_type": cfg.get("model_type")} if seq2seq else {}),
         **{key: cfg.get(key) for key in (BART_SHAPE_KEYS if seq2seq else BERT_SHAPE_KEYS)},
     }

@@ -308,6 +308,7 @@ def test_cli_spiking_bart_checkpoint_and_config_only(tiny_dense_bart, tmp_path):
     assert data["model"]["kind"] == "spiking" and data["model"]["model_type"] == "spiking_bart"
     (run0,) = data["runs"]
     assert run0["amplitudes"] == "checkpoint" and run0["timesteps"] == 2 and "generation" in run0
+    assert data["model"]["architecture"] == "SpikingBartForConditionalGeneration"
 
     config_only = tmp_path / "config_only"
     config_only.mkdir()
