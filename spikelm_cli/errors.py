@@ -64,8 +64,10 @@ def friendly_errors(fn):
             report(error)
             raise typer.Exit(error.exit_code) from None
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (`Terminated`, raised by the CLI's handler)
+            from spikelm_core.training.rundir import is_main_process
+
             stopped = isinstance(exc, Terminated)
-            if int(os.environ.get("RANK", "0")) == 0:  # every rank is stopped; the main process says so
+            if is_main_process():  # every rank is stopped; the main process says so
                 err.print(f"[red]{'terminated' if stopped else 'interrupted'}[/]")
             raise typer.Exit(128 + (signal.SIGTERM if stopped else signal.SIGINT)) from None
 

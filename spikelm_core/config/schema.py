@@ -418,8 +418,9 @@ class TrainArgs(_RuledSection):
                       "needs evaluation: set eval_strategy to 'epoch' or 'steps', or keep_best to false")
         rules.require(not ("none" in self.report_to and len(self.report_to) > 1), "report_to",
                       "'none' cannot be combined with other sinks")
-        for key, default in (("firing_rate_weight", 1.0), ("firing_rate_penalty", "hinge")):
-            rules.require(self.target_firing_rate is not None or getattr(self, key) == default, key,
+        for key in ("firing_rate_weight", "firing_rate_penalty"):
+            rules.require(self.target_firing_rate is not None or getattr(self, key) == type(self).model_fields[key].default,
+                          key,
                           f"shapes the firing-rate penalty, which only train.target_firing_rate turns on: set a "
                           f"target, or drop {key}")
 
