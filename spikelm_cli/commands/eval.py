@@ -1,5 +1,5 @@
-"""`spikelm eval`: dev metrics (GLUE), ROUGE (xsum, cnn_dm) or perplexity (wikitext2) and firing rates of a
-checkpoint; with `--prompt`, a causal LM's continuation of a prompt (eval's generation mode)."""
+"""`spikelm eval`: dev metrics (GLUE), ROUGE (xsum, cnn_dm), perplexity or masked-token scores (wikitext2)
+and firing rates of a checkpoint; with `--prompt`, a causal LM's continuation of a prompt (eval's generation mode)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from ..params import FormatOpt, OutputFormat
 from ._training import (DataDirOpt, ModelOpt, PrintConfigOpt,
                         load_run_config, print_config_and_exit)
 
-EvalTaskOpt = Annotated[Optional[str], typer.Option("--task", help="Benchmark task to score the model on: a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte), xsum, cnn_dm, or wikitext2 (a causal LM's perplexity).")]
+EvalTaskOpt = Annotated[Optional[str], typer.Option("--task", help="Benchmark task to score the model on: a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte), xsum, cnn_dm, or wikitext2 (a causal LM's perplexity; a BERT masked LM's masked-token loss and accuracy, masked as pretraining masks held-out text).")]
 EvalOverridesOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override an eval setting: -s batch_size=64, -s data.eval_subset=200, -s neuron.kind=dense (repeatable).")]
 
 
@@ -69,13 +69,16 @@ def eval_command(
         "--compare-dense", help="--prompt: also continue the prompt with the dense model (the model before "
         "conversion, or --dense), from the same seed.")] = False,
 ) -> None:
-    """Evaluate a checkpoint: GLUE dev metrics, beam-search ROUGE for xsum/cnn_dm, or perplexity (wikitext2,
-    dense and spiking on the same windows); per-layer firing rates. With --prompt: generate text.
+    """Evaluate a checkpoint: GLUE dev metrics, beam-search ROUGE for xsum/cnn_dm, or on wikitext2 a causal
+    LM's perplexity (dense and spiking on the same windows) or a masked LM's masked-token scores; per-layer
+    firing rates. With --prompt: generate text.
 
     Example: spikelm eval runs/sst2/final --task sst2 --data-dir ../shared/data/glue --format json
     (a training run's model is scored with that run's input lengths and generation settings, unless set here)
 
     Perplexity: spikelm eval smollm2 --task wikitext2 --data-dir ../shared/data/text --max-tokens 4096
+
+    Masked LM: spikelm eval runs/pretrain/final --task wikitext2 --data-dir ../shared/data/text -s data.eval_subset=200
 
     Generation: spikelm eval runs/smollm2-spiking --chat --prompt "What is the capital of France?" --compare-dense --dense smollm2
 

@@ -236,7 +236,7 @@ class DataArgs(_RuledSection):
     task: TaskName | None = None
     """Benchmark task: a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte), a summarisation
     task (xsum, cnn_dm) or the language-modelling task wikitext2 (a causal LM: perplexity in eval,
-    next-token training in finetune and distill); any usual spelling ('SST-2', 'cnndm', 'wikitext-2'). None = inferred from `source`; none
+    next-token training in finetune and distill; a masked LM: masked-token scores in eval); any usual spelling ('SST-2', 'cnndm', 'wikitext-2'). None = inferred from `source`; none
     at all = masked-LM on text (distill, pretrain)."""
     source: str | None = None
     """'glue/<task>', a local directory or file, a summarisation dataset name, or None (the task
@@ -903,11 +903,17 @@ class EvalConfig(_BenchmarkConfig):
     from the recipe's folder."""
     prompt: PromptArgs | None = None
     """Generation mode: continue `prompt.text` instead of scoring a task (--prompt); None = score `data.task`."""
+    mlm: MlmArgs = Field(default_factory=MlmArgs)
+    """A masked LM (BERT) on a language-modelling task (wikitext2) is scored on its masked tokens, masked
+    as a pretraining run's held-out text is (`mlm_probability`, fixed mask seed); `nsp` scores the
+    next-sentence head too. A pretraining run's model takes its run's settings unless set here."""
 
     def _check(self, rules: _Rules) -> None:
         super()._check(rules)
         task = self.data.task
         _not_blank(rules, self.dense_reference, "dense_reference")
+        rules.require(self.mlm == MlmArgs() or task in LM_TASKS, "mlm",
+                      f"masks the text a masked LM is scored on (--task wikitext2); {task} reads no mlm settings")
         if self.prompt is not None:
             rules.require(task is None, "prompt", f"generates text; data.task ({task}) scores a task: give one of them")
             return

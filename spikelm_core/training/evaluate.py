@@ -1,6 +1,7 @@
 """`run_eval`: score a saved model on a task's dev split(s) and measure its firing rates
 (GLUE: `glue.GlueEvaluation`; xsum/cnn_dm: beam search + ROUGE, `seq2seq.Seq2SeqEvaluation`;
-wikitext2: perplexity of a causal LM, `causal_lm.CausalLmEvaluation`). `run_generation`: eval's
+wikitext2: perplexity of a causal LM, `causal_lm.CausalLmEvaluation`, or a masked LM's held-out
+masked-token scores, `mlm.MaskedLmEvaluation`). `run_generation`: eval's
 generation mode (`--prompt`), a causal LM's continuation of one prompt."""
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 from ..config import EvalConfig
 from ..errors import ConfigError
 from .causal_lm import Progress, run_generation
-from .families import EVALUATIONS, NO_TASK
+from .families import evaluation_for
 from .pipeline import run_evaluation
 from .results import EvalResult
 
@@ -22,10 +23,7 @@ def run_eval(cfg: EvalConfig, *, progress: Progress | None = None,
     went ({'png': ..., 'data': ...}), recorded in the result."""
     if cfg.prompt is not None:
         raise ConfigError("this eval config has a prompt: generate with run_generation, or drop prompt to score a task")
-    if cfg.task_family not in EVALUATIONS:
-        raise ConfigError(NO_TASK)
-    extra = {"progress": progress} if cfg.task_family == "lm" else {}
-    return run_evaluation(EVALUATIONS[cfg.task_family](cfg, **extra), firing_picture=firing_picture)
+    return run_evaluation(evaluation_for(cfg, progress=progress), firing_picture=firing_picture)
 
 
 __all__ = ["run_eval", "run_generation"]

@@ -12,6 +12,8 @@ recorded (`spikelm_core.firing.token_firing`).
   in training). A free sentence has no reference, so only the encoder runs: one panel.
 - Language modelling (spiking Llama, wikitext2): one panel, a perplexity window (`[BOS]` + text
   tokens, `example` counts windows) or the free text after `[BOS]`, cut at `data.seq_len` positions.
+  A masked LM (spiking BERT) on that text: one panel, a scored sequence unmasked (`[CLS]` ... `[SEP]`,
+  `example` counts sequences) or the free text framed so, cut at `data.max_length` tokens.
 
 `spikelm_core.firing_plots` draws the picture and writes it with its JSON.
 """
@@ -28,7 +30,8 @@ from ..config import EvalConfig
 from ..errors import ConfigError
 from ..firing import TokenFiring, token_firing
 from .args import check_device
-from .families import EVALUATIONS, NO_TASK
+from .families import evaluation_for
+from .mlm import MaskedLmEvaluation
 from .pipeline import calibrate_if_needed, check_not_empty, max_length, preflight
 from .rundir import seed_everything
 
@@ -78,9 +81,7 @@ def run_firing_picture(cfg: EvalConfig, *, text: str | None = None, example: int
                           hint="give a sentence, or leave it out to picture the first dev example")
     if example is not None and example < 0:
         raise ConfigError(f"--firing-example must be 0 or more, got {example}")
-    if cfg.task_family not in EVALUATIONS:
-        raise ConfigError(NO_TASK)
-    evaluation = EVALUATIONS[cfg.task_family](cfg)
+    evaluation = evaluation_for(cfg)
     check_device(cfg.device)
     seed_everything(cfg.seed)
     preflight("eval", cfg.model, evaluation.check_data, evaluation.model_fix)
@@ -103,8 +104,11 @@ def run_firing_picture(cfg: EvalConfig, *, text: str | None = None, example: int
             subset = f" (data.eval_subset={cfg.data.eval_subset})" if cfg.data.eval_subset is not None else ""
             raise ConfigError(f"--firing-example {example} is out of range: the {cfg.task} {split} split has "
                               f"{size} example(s){subset}", hint=f"choose an index from 0 to {size - 1}")
+    masked = isinstance(evaluation, MaskedLmEvaluation)
     if cfg.task_family == "glue":
         batch, labels = _glue_input(cfg, loaded, data[split], text, example)
+    elif masked:
+        batch, labels = _mlm_input(evaluation, loaded, data[split], text, example)
     elif cfg.task_family == "lm":
         batch, labels = _lm_input(evaluation, loaded, data[split], text, example)
     else:
@@ -119,7 +123,7 @@ def run_firing_picture(cfg: EvalConfig, *, text: str | None = None, example: int
         notes.append("free text: encoder only (no reference summary to teacher-force the decoder)")
     if text is not None:
         kept = int(batch["input_ids"].shape[1])
-        if cfg.task_family == "lm":
+        if cfg.task_family == "lm" and not masked:
             whole = len(loaded.tokenizer(text, add_special_tokens=False)["input_ids"]) + (
                 loaded.tokenizer.bos_token_id is not None)
             setting = "--seq-len (data.seq_len)"
@@ -160,6 +164,19 @@ def _lm_input(evaluation, loaded, windows, text, example):
     else:
         ids = list(windows[example].input_ids)
     batch = {"input_ids": torch.tensor([ids], dtype=torch.long)}
+    batch["attention_mask"] = torch.ones_like(batch["input_ids"])
+    return batch, {"source_tokens": _tokens(loaded.tokenizer, batch["input_ids"])}
+
+
+def _mlm_input(evaluation, loaded, rows, text, example):
+    """A scored masked-LM sequence, unmasked (`[CLS]` text `[SEP]`), or the free text framed so (at
+    most `data.max_length` tokens)."""
+    if text is not None:
+        enc = loaded.tokenizer(text, max_length=evaluation.max_length, truncation=True)
+        ids, types = enc["input_ids"], enc.get("token_type_ids") or [0] * len(enc["input_ids"])
+    else:
+        ids, types = list(rows[example]["input_ids"]), list(rows[example]["token_type_ids"])
+    batch = {"input_ids": torch.tensor([ids], dtype=torch.long), "token_type_ids": torch.tensor([types])}
     batch["attention_mask"] = torch.ones_like(batch["input_ids"])
     return batch, {"source_tokens": _tokens(loaded.tokenizer, batch["input_ids"])}
 

@@ -1,6 +1,7 @@
 """The masked-LM family: pretraining (MLM, optionally + next-sentence prediction) of a spiking BERT on
 local text, from scratch (the paper) or from a checkpoint, optionally distilled from a dense MLM
-teacher (`pretrain` with a `distill` section, or `distill` without a task).
+teacher (`pretrain` with a `distill` section, or `distill` without a task); and `eval` of such a model
+on a language-modelling task's text (`MaskedLmEvaluation`: held-out masked-token scores).
 
 The released schedule (method doc 7.1): AdamW lr 2e-4, weight decay 0, linear schedule with 5k warmup
 over a 500k-step horizon, stopped at 100k steps, batch 512 (64 x 8 GPUs), length 128, mask
@@ -9,20 +10,27 @@ probability 0.15. The horizon is `train.schedule_steps`, implemented by `Spikelm
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import DataCollatorForLanguageModeling
 
-from ..checkpoints import LoadedModel, instantiate, load_model, load_teacher, load_tokenizer, resolve_as
+from ..checkpoints import (MODEL_TYPES, LoadedModel, instantiate, load_model, load_teacher, load_tokenizer,
+                           read_config, resolve_as, resolve_source)
+from ..data.lm import load_lm_text, local_text_path
 from ..data.text import EXAMPLE_INDEX, mlm_dataset
 from ..errors import CheckpointError, ConfigError, DataError
 from ..evaluation.masked_lm import HELD_OUT_MASK_SEED, score_masked_lm
 from ..log import get_logger
 from ..models.spiking_bert import SpikingBertConfig, SpikingBertForMaskedLM, SpikingBertForPreTraining
 from .args import training_arguments
-from .pipeline import Pipeline, calibration_indices, firing_of, max_length, record_final_metrics, with_firing
+from .causal_lm import device_of
+from .pipeline import (Evaluation, Pipeline, calibration_indices, firing_of, max_length, record_final_metrics,
+                       with_firing)
 from .rundir import local_main_process_first
 from .trainers import DistillTrainer, SpikelmTrainer
 
@@ -223,3 +231,101 @@ class MlmPipeline(Pipeline):
     def after_training(self, trainer, run, metrics):
         if metrics:
             record_final_metrics(trainer, run, metrics)
+
+
+class MaskedLmEvaluation(Evaluation):
+    """eval of a masked LM (a BERT-family model, e.g. a `pretrain` run's final/) on a language-modelling
+    task's text (`--task wikitext2`, or any text file with `--data-dir`): the masked tokens' loss,
+    accuracy and perplexity per split (+ NSP accuracy with `mlm.nsp`), masked exactly as a pretraining
+    run masks its held-out text (`HELD_OUT_MASK_SEED`, `mlm.mlm_probability`), in sequences of
+    `data.max_length` tokens built as training builds them (`data.text.mlm_dataset`), at most
+    `data.eval_subset` of them; so `spikelm eval <run>/final --task wikitext2 --data-dir <its held-out
+    file>` repeats the run's own held-out scores. The firing is that of exactly the scored sequences."""
+
+    model_fix = "give a BERT masked LM (a spikelm pretrain run's final/), or a causal LM (smollm2) for perplexity"
+    compiles = False  # the firing of every sequence is recorded: hooked layers run eagerly
+
+    _CAUSAL_ONLY = (("seq_len", "--seq-len (data.seq_len)"), ("stride", "--stride (data.stride)"),
+                    ("max_tokens", "--max-tokens (data.max_tokens)"))
+
+    @staticmethod
+    def takes(model: str | None) -> bool:
+        """Whether `model` is a BERT-family checkpoint (False when it cannot be read: the evaluation it
+        falls back to reports that with the data's problems)."""
+        if model is None:
+            return False
+        try:
+            return MODEL_TYPES[read_config(resolve_source(model))["model_type"]].name in FAMILIES
+        except (CheckpointError, KeyError):
+            return False
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        given = [flag for name, flag in self._CAUSAL_ONLY if name in cfg.data.model_fields_set]
+        given += ["--dense (dense_reference)"] if cfg.dense_reference is not None else []
+        if given:
+            raise ConfigError(f"{', '.join(given)}: for a causal LM's perplexity; '{cfg.model}' is a masked LM, "
+                              "scored on its masked tokens in sequences of data.max_length tokens",
+                              hint="drop them; -s data.max_length=N sets the sequence length, -s data.eval_subset=N "
+                              "the number of sequences")
+        self.split_names = list(cfg.splits) or ["test"]
+        self.nsp = bool(cfg.mlm.nsp)
+        self.max_length = cfg.data.max_length
+        self.untrained_head: list[str] = []
+
+    def check_data(self) -> None:
+        d = self.cfg.data
+        load_lm_text(self.cfg.task, self.split_names[0], source=d.source, data_dir=d.data_dir)
+
+    def load(self) -> LoadedModel:
+        cfg = self.cfg
+        loaded = load_model(cfg.model, head="pretraining" if self.nsp else "masked_lm", neuron=cfg.neuron,
+                            families=FAMILIES, reconvert=cfg.reconvert)
+        fresh = [k for k in (loaded.weights.newly_initialised if loaded.weights else []) if k.startswith("cls.")]
+        if self.nsp and any(k.startswith("cls.seq_relationship") for k in fresh):
+            raise ConfigError(f"mlm.nsp: '{cfg.model}' has no next-sentence head to score",
+                              hint="drop -s mlm.nsp=true (the masked tokens are scored without it)")
+        self.untrained_head = fresh
+        self.max_length = max_length(cfg, loaded.model)
+        loaded.model.to(device_of(cfg))
+        return loaded
+
+    def warnings(self, loaded: LoadedModel) -> list[str]:
+        if not self.untrained_head:
+            return []
+        return [f"'{self.cfg.model}' has no trained masked-LM head (no weights for "
+                f"{', '.join(self.untrained_head[:3])}{', ...' if len(self.untrained_head) > 3 else ''}): these "
+                "scores are of a randomly initialised head; score a pretrained masked LM (spikelm pretrain)"]
+
+    def load_data(self, loaded: LoadedModel) -> dict[str, Any]:
+        d = self.cfg.data
+        out = {}
+        for split in self.split_names:
+            path = local_text_path(self.cfg.task, split, source=d.source, data_dir=d.data_dir)
+            scratch = None
+            if path is None:  # the hub's text: mlm_dataset reads files
+                text, _ = load_lm_text(self.cfg.task, split, source=d.source, data_dir=d.data_dir)
+                scratch = Path(tempfile.mkdtemp(prefix="spikelm-mlm-"))
+                path = scratch / f"{self.cfg.task}-{split}.txt"
+                path.write_text(text, encoding="utf-8")
+            try:
+                out[split] = mlm_dataset(path, loaded.tokenizer, self.max_length, nsp=self.nsp,
+                                         subset=d.eval_subset, seed=HELD_OUT_MASK_SEED)
+            finally:
+                if scratch is not None:
+                    shutil.rmtree(scratch, ignore_errors=True)
+        return out
+
+    def score(self, loaded, data):
+        model, cfg = loaded.model, self.cfg
+        masks = seeded_masking_collator(loaded.tokenizer, cfg.mlm.mlm_probability, HELD_OUT_MASK_SEED)
+        try:
+            scores, report = with_firing(model, lambda: {
+                split: score_masked_lm(model, ds, masks, batch_size=cfg.batch_size) for split, ds in data.items()})
+        except ValueError as exc:
+            raise DataError(f"the {cfg.task} text: {exc}", hint="give more text, or a larger data.eval_subset") from None
+        if report is not None:
+            sequences = sum(len(ds) for ds in data.values())
+            report.description = f"{report.description}; over the {sequences:,} scored sequences"
+        return ({split: score.metrics() for split, score in scores.items()},
+                {split: len(ds) for split, ds in data.items()}, PRIMARY, report)

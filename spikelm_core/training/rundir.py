@@ -323,6 +323,9 @@ def default_out_dir(cfg, command: str) -> Path:
 #: lengths its inputs are cut to and how its summaries are generated (`settings_of_run`)
 RUN_SETTINGS_FOR_EVAL = ("data.max_length", "data.seq_len", "data.stride", "generate.num_beams",
                          "generate.max_new_tokens")
+#: ... and those a masked-LM run's model (pretrain, or distill on text) takes when it is scored on a
+#: language-modelling task's text: as the run scored its held-out text (data.validation_file)
+MLM_RUN_SETTINGS_FOR_EVAL = ("data.max_length", "mlm.mlm_probability", "mlm.nsp")
 
 
 def run_of_model(model: str | os.PathLike[str]) -> Path | None:
@@ -339,7 +342,9 @@ def settings_of_run(cfg):
     training run its model comes from, when that run trained on the same task: so `spikelm eval
     runs/x/final` cuts and generates as the run's own evaluations did (an XSum run at 512 tokens and
     4 beams is not scored at the 128-token default), and a dense run's model (a teacher) is scored
-    dense, not converted, unless `neuron` is set. Logs what it took; `cfg` unchanged otherwise."""
+    dense, not converted, unless `neuron` is set. A masked-LM run's model scored on a
+    language-modelling task takes `MLM_RUN_SETTINGS_FOR_EVAL` instead, so it scores text as its run
+    scored the held-out text. Logs what it took; `cfg` unchanged otherwise."""
     import yaml
 
     from ..config import TASK_CONFIGS
@@ -354,11 +359,12 @@ def settings_of_run(cfg):
     except Exception as exc:  # an unreadable or foreign run config: evaluate with this config as it is
         log.debug("not reading %s: %s", run / RUN_CONFIG, exc)
         return cfg
-    if run_cfg.task is None or normalize_task(run_cfg.task) != normalize_task(cfg.task):
+    masked = run_cfg.task is None and getattr(run_cfg, "mlm", None) is not None and cfg.task_family == "lm"
+    if not masked and (run_cfg.task is None or normalize_task(run_cfg.task) != normalize_task(cfg.task)):
         return cfg
     taken: list[str] = []
     sections = {}
-    for key in RUN_SETTINGS_FOR_EVAL:
+    for key in MLM_RUN_SETTINGS_FOR_EVAL if masked else RUN_SETTINGS_FOR_EVAL:
         section, name = key.split(".")
         mine = sections.get(section, getattr(cfg, section))
         value = getattr(getattr(run_cfg, section), name)

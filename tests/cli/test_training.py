@@ -141,6 +141,15 @@ def test_pretrain_tiny_recipe(tiny_dirs, tmp_path, nsp):
     assert ("nsp_accuracy" in held_out) == nsp and "over the 16 held-out sequences" in data["firing_rate_mean"]
     final = [json.loads(x) for x in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines() if "final_" in x]
     assert final[-1]["final_validation_mlm_accuracy"] == held_out["mlm_accuracy"]
+    # eval of the saved model on the same text, as many sequences: the run's held-out scores again
+    # (its length, masking and NSP taken from the run)
+    res = runner.invoke(app, ["eval", str(tmp_path / "p" / "final"), "--task", "wikitext2", "--data-dir",
+                              str(tiny_dirs["corpus"]), "-s", "data.eval_subset=16", "--format", "json"])
+    _ok(res)
+    again = json.loads(res.stdout)
+    assert again["metrics"]["test"] == pytest.approx(held_out, rel=1e-6)
+    assert again["firing_rate"] == pytest.approx(data["firing_rate"], rel=1e-6)
+    assert "data.max_length 16" in res.stderr and ("mlm.nsp True" in res.stderr) == nsp
     cfg = json.loads((tmp_path / "p" / "final" / "config.json").read_text())
     assert cfg["architectures"] == ["SpikingBertForPreTraining" if nsp else "SpikingBertForMaskedLM"]
     lrs = [json.loads(x)["learning_rate"] for x in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()
