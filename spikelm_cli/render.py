@@ -230,15 +230,15 @@ def training_result(r, fmt) -> None:
 def eval_progress(every_s: float = 10.0):
     """A `run_eval` progress callback (language modelling) drawing on stderr: a rich bar per scoring
     pass on a terminal; otherwise a status line every `every_s` seconds and at the end of each pass:
-    `test, spiking: windows 12/40 | 310 tokens/s | eta 0:01:30`."""
+    `test, spiking: windows 12/40 | 310 tokens/s | eta 0:01:30` (a masked LM counts sequences)."""
     import time
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     state = {"what": None, "bar": None, "task": None, "last": 0.0}
 
-    def line(what, done, total, read, seconds) -> str:
-        parts = [f"{what}: windows {done}/{total}"]
+    def line(what, done, total, read, seconds, unit) -> str:
+        parts = [f"{what}: {unit} {done}/{total}"]
         if seconds > 0:
             parts.append(f"{read / seconds:.0f} tokens/s")
             if done < total:
@@ -247,7 +247,7 @@ def eval_progress(every_s: float = 10.0):
                 parts.append(f"{seconds:.1f} s")
         return " | ".join(parts)
 
-    def progress(what, done, total, read, seconds) -> None:
+    def progress(what, done, total, read, seconds, unit="windows") -> None:
         if state["what"] != what:  # a new pass (split, spiking or dense)
             if state["bar"] is not None:
                 state["bar"].stop()
@@ -267,7 +267,7 @@ def eval_progress(every_s: float = 10.0):
         now = time.perf_counter()
         if done >= total or now - state["last"] >= every_s:
             state["last"] = now
-            err.print(line(what, done, total, read, seconds), soft_wrap=True, markup=False)
+            err.print(line(what, done, total, read, seconds, unit), soft_wrap=True, markup=False)
 
     return progress
 

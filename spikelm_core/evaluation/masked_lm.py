@@ -66,14 +66,16 @@ class MaskedLmScore:
 
 
 def score_masked_lm(model, dataset, collator: Callable[[list[dict]], dict[str, torch.Tensor]], *,
-                    batch_size: int = 32) -> MaskedLmScore:
+                    batch_size: int = 32, progress: Callable[[int, int, int, float], None] | None = None
+                    ) -> MaskedLmScore:
     """Score `model` (a masked-LM or pretraining head) on every example of `dataset`, masked by
-    `collator` (eval mode, no grad). Raises ValueError when no token gets masked."""
+    `collator` (eval mode, no grad). `progress(sequences done, sequences in all, real tokens read,
+    seconds so far)` is called after each batch. Raises ValueError when no token gets masked."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     nll = torch.zeros((), dtype=torch.float64)
-    correct = masked = pairs = 0
+    correct = masked = pairs = read = 0
     nsp_correct: int | None = None
     start = time.perf_counter()
     try:
@@ -95,6 +97,9 @@ def score_masked_lm(model, dataset, collator: Callable[[list[dict]], dict[str, t
                     nsp_correct = (nsp_correct or 0) + int(
                         (out.seq_relationship_logits.argmax(-1) == nsp_labels).sum())
                 pairs += len(rows)
+                if progress is not None:
+                    read += int(batch["attention_mask"].sum())
+                    progress(pairs, len(dataset), read, time.perf_counter() - start)
     finally:
         model.train(was_training)
     if masked == 0:

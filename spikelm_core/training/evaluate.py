@@ -19,7 +19,7 @@ def run_eval(cfg: EvalConfig, *, progress: Progress | None = None,
     """Evaluate `cfg.model` on `cfg.task`; write eval_results.json to `cfg.out_dir` when set.
 
     progress: called as scoring goes (language modelling only): progress(what, windows done,
-    windows in all, tokens read, seconds). firing_picture: where a firing picture of this model
+    windows in all, tokens read, seconds), with unit='sequences' for a masked LM (`causal_lm.Progress`). firing_picture: where a firing picture of this model
     went ({'png': ..., 'data': ...}), recorded in the result."""
     if cfg.prompt is not None:
         raise ConfigError("this eval config has a prompt: generate with run_generation, or drop prompt to score a task")

@@ -20,12 +20,12 @@ NO_TASK = "eval needs a task: set data.task (or --task), e.g. sst2, xsum or wiki
 def evaluation_for(cfg, **extra) -> Evaluation:
     """The evaluation of `cfg`: its task family's, except that a BERT-family model on a
     language-modelling task (wikitext2) gets held-out masked-LM scores instead of perplexity.
-    `extra` goes to the causal LM's evaluation (its progress callback)."""
+    `extra` goes to a language-modelling evaluation (its progress callback)."""
     if cfg.task_family not in EVALUATIONS:
         raise ConfigError(NO_TASK)
-    if cfg.task_family == "lm" and MaskedLmEvaluation.takes(cfg.model):
-        return MaskedLmEvaluation(cfg)
-    return EVALUATIONS[cfg.task_family](cfg, **(extra if cfg.task_family == "lm" else {}))
+    if cfg.task_family != "lm":
+        return EVALUATIONS[cfg.task_family](cfg)
+    return (MaskedLmEvaluation if MaskedLmEvaluation.takes(cfg.model) else CausalLmEvaluation)(cfg, **extra)
 
 
 __all__ = ["EVALUATIONS", "NO_TASK", "evaluation_for"]

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from transformers import DataCollatorForLanguageModeling
 
+from ..calibration import spiking_neurons
 from ..checkpoints import (MODEL_TYPES, LoadedModel, instantiate, load_model, load_teacher, load_tokenizer,
                            read_config, resolve_as, resolve_source)
 from ..data.lm import load_lm_text, local_text_path
@@ -259,8 +260,9 @@ class MaskedLmEvaluation(Evaluation):
         except (CheckpointError, KeyError):
             return False
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, progress=None):
         super().__init__(cfg)
+        self.progress = progress
         given = [flag for name, flag in self._CAUSAL_ONLY if name in cfg.data.model_fields_set]
         given += ["--dense (dense_reference)"] if cfg.dense_reference is not None else []
         if given:
@@ -319,9 +321,18 @@ class MaskedLmEvaluation(Evaluation):
     def score(self, loaded, data):
         model, cfg = loaded.model, self.cfg
         masks = seeded_masking_collator(loaded.tokenizer, cfg.mlm.mlm_probability, HELD_OUT_MASK_SEED)
+        kind = "spiking" if spiking_neurons(model) else "dense"
+
+        def progress_of(split):
+            if self.progress is None:
+                return None
+            return lambda done, total, read, seconds: self.progress(f"{split}, {kind}", done, total, read, seconds,
+                                                                    unit="sequences")
+
         try:
             scores, report = with_firing(model, lambda: {
-                split: score_masked_lm(model, ds, masks, batch_size=cfg.batch_size) for split, ds in data.items()})
+                split: score_masked_lm(model, ds, masks, batch_size=cfg.batch_size, progress=progress_of(split))
+                for split, ds in data.items()})
         except ValueError as exc:
             raise DataError(f"the {cfg.task} text: {exc}", hint="give more text, or a larger data.eval_subset") from None
         if report is not None:

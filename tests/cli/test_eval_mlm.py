@@ -65,6 +65,7 @@ def test_spiking_scores_and_an_untrained_head(tiny_dirs, tmp_path):
     assert got["metrics"]["test"]["sequences"] == 5 and 0 < got["firing_rate"] < 1
     assert "over the 5 scored sequences" in got["firing_rate_mean"]
     assert "no trained masked-LM head" in stderr and got["warnings"]
+    assert "test, spiking: sequences 5/5 |" in stderr  # the progress line at the end of the pass
     saved = json.loads((tmp_path / "e" / "eval_results.json").read_text())
     assert saved["metrics"] == got["metrics"]
 
