@@ -497,6 +497,29 @@ def _merged(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _data_dir_beats_files(raw: dict[str, Any], set_by_s: set[str], flag_task: Any) -> None:
+    """A `--data-dir` flag beats the recipe's `data.train_file` / `data.validation_file` (which beat
+    `data.data_dir` inside a recipe) for a summarisation or language-modelling task, so the data
+    comes from the flag's folder; files set with `-s` stay. Masked-LM text keeps its held-out file
+    (there `--data-dir` is the training corpus)."""
+    data = raw.get("data")
+    if not isinstance(data, dict):
+        return
+    named = next((v for v in (flag_task, data.get("task"), data.get("source")) if isinstance(v, str)), None)
+    try:
+        task = normalize_task(named) if named is not None else None
+    except (ConfigError, ValueError):
+        task = None
+    if task_family(task) not in ("summarization", "lm"):
+        return
+    dropped = [key for key in ("train_file", "validation_file")
+               if data.get(key) is not None and f"data.{key}" not in set_by_s]
+    for key in dropped:
+        del data[key]
+    if dropped:
+        log.info("--data-dir replaces the recipe's %s", " and ".join(f"data.{key}" for key in dropped))
+
+
 def _prefer_flags(raw: dict[str, Any], flags: Mapping[str, Any]) -> None:
     """Flags beat the recipe's `data.source` (see `DataArgs`): a `data.data_dir` flag drops a local
     GLUE directory path (after inferring `data.task` from it), a `data.task` flag drops a source
@@ -607,7 +630,10 @@ def load_config(
         explicit = _resolved_explicit(path)
         if explicit is not None:
             raw = _unset_defaults(cls, raw, explicit)
-    given = [*parse_overrides(overrides, errors), *((k, v) for k, v in flags.items() if v is not None)]
+    set_by_s = parse_overrides(overrides, errors)
+    if flags.get("data.data_dir") is not None:
+        _data_dir_beats_files(raw, {key for key, _ in set_by_s}, flags.get("data.task"))
+    given = [*set_by_s, *((k, v) for k, v in flags.items() if v is not None)]
     for key, value in given:
         nested: dict[str, Any] = {}
         set_dotted(nested, key, value)

@@ -226,8 +226,10 @@ class DataArgs(_RuledSection):
     The `--data-dir` flag beats a recipe's `source` path: when it is given and `source` is a local
     GLUE directory path (not 'glue/<task>'), `task` is first inferred from that path (if unset) and
     `source` is then dropped, so that the data comes from the flag's directory. Likewise a `--task`
-    flag (the `data.task` flag) drops a `source` that names another task ('glue/<task>', 'xsum').
-    The resolved config (run_config.yaml) shows the result.
+    flag (the `data.task` flag) drops a `source` that names another task ('glue/<task>', 'xsum'), and
+    for a summarisation or language-modelling task the `--data-dir` flag drops the recipe's
+    `train_file` / `validation_file` (those set with `-s` stay). The resolved config
+    (run_config.yaml) shows the result.
 
     Relative paths in a recipe (`source`, `data_dir`, `train_file`, `validation_file`) are read
     from the recipe file's folder; in `-s` overrides and flags, from the current directory.
@@ -252,10 +254,10 @@ class DataArgs(_RuledSection):
     """Use only the first N examples of each evaluation split; None = all."""
     train_file: str | None = None
     """Summarisation: a jsonl/json/csv training file (overrides data_dir). Language modelling: a
-    plain-text file to train on (overrides source and data_dir)."""
+    plain-text file to train on (overrides source and data_dir). A `--data-dir` flag drops a recipe's."""
     validation_file: str | None = None
-    """Summarisation: a jsonl/json/csv validation file (overrides data_dir). Language modelling: the
-    plain-text file a training run's final perplexity reads. Masked-LM training on text (pretrain,
+    """Summarisation: a jsonl/json/csv validation file (overrides data_dir; a `--data-dir` flag drops a
+    recipe's). Language modelling: the plain-text file a training run's final perplexity reads (likewise). Masked-LM training on text (pretrain,
     distill without a task): held-out text (a file or a folder of .txt files) scored after training:
     the masked tokens' loss, accuracy and perplexity, with masks fixed for every run
     (`evaluation.masked_lm`); None = nothing held out."""

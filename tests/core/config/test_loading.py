@@ -488,6 +488,26 @@ def test_data_dir_flag_beats_a_recipe_source_path(tmp_path, monkeypatch):
     assert (both.data.source, both.task) == (None, "rte")
 
 
+def test_data_dir_flag_beats_a_recipes_data_files(tmp_path, monkeypatch, caplog):
+    """A summarisation or language-modelling recipe's train_file / validation_file (which beat its own
+    data_dir) give way to a typed --data-dir; files set with -s stay; masked-LM text keeps its held-out file."""
+    recipe = write(tmp_path / "recipes", "command: distill\nmodel: m\ndata: {task: xsum, source: xsum, "
+                   "train_file: x.jsonl, validation_file: v.jsonl}\ndistill: {teacher: t}\n")
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.INFO, logger="spikelm"):
+        cfg = load_config(DistillConfig, recipe, [], **{"data.data_dir": "mine"})
+    assert (cfg.data.data_dir, cfg.data.train_file, cfg.data.validation_file) == ("mine", None, None)
+    assert "--data-dir replaces the recipe's data.train_file and data.validation_file" in caplog.text
+    kept = load_config(DistillConfig, recipe, ["data.validation_file=w.jsonl"], **{"data.data_dir": "mine"})
+    assert kept.data.train_file is None and kept.data.validation_file.endswith("w.jsonl")
+    assert load_config(DistillConfig, recipe).data.train_file.endswith("x.jsonl")  # without the flag
+    lm = write(tmp_path / "lm", "command: finetune\nmodel: m\ndata: {task: wikitext2, train_file: a.txt}\n")
+    assert load_config(FinetuneConfig, lm, [], **{"data.data_dir": "t"}).data.train_file is None
+    mlm = write(tmp_path / "mlm", "command: pretrain\nmodel: m\ndata: {source: c.txt, validation_file: h.txt}\n")
+    held = load_config(PretrainConfig, mlm, [], **{"data.data_dir": "corpus.txt"})
+    assert held.data.source == "corpus.txt" and held.data.validation_file.endswith("h.txt")
+
+
 def test_task_flag_beats_a_recipe_source_naming_another_task(tmp_path):
     recipe = write(tmp_path, "command: finetune\nmodel: m\ndata: {source: glue/sst2}\n")
     cfg = load_config(FinetuneConfig, recipe, [], **{"data.task": "RTE"})
