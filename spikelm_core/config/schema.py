@@ -530,6 +530,13 @@ class GenerateArgs(_Section):
     """Beam size (1 = greedy). Not public for the paper's BART experiments."""
     max_new_tokens: int = Field(64, ge=1)
     """Maximum summary tokens generated."""
+    length_penalty: float = 1.0
+    """Beam search's length penalty (the exponent of the length dividing a beam's log-probability;
+    above 1 favours longer summaries). spikelm's own setting, not the checkpoint's generation_config,
+    so a dense and a spiking model are scored alike (facebook/bart-large-xsum ships 1.0 as well)."""
+    no_repeat_ngram_size: int = Field(0, ge=0)
+    """Forbid generating any n-gram of this size twice (0 = off, spikelm's default whatever the
+    checkpoint's generation_config says; facebook/bart-base and bart-large-xsum ship 3)."""
 
 
 class PromptArgs(_RuledSection):

@@ -62,7 +62,9 @@ def generate_summaries(
     model, tokenizer, documents: list[str], *, num_beams: int = 4, max_source_length: int = 512,
     max_new_tokens: int = 64, batch_size: int = 8, length_penalty: float = 1.0, no_repeat_ngram_size: int = 0,
 ) -> list[str]:
-    """Beam-search summaries of `documents` (model in eval mode, KV cache on). A pass of more than one
+    """Beam-search summaries of `documents` (model in eval mode, KV cache on), with these settings
+    whatever the checkpoint's generation_config says (so a dense and a spiking model are generated for
+    alike). A pass of more than one
     batch logs its progress (`summaries 64/400 | 1.2 documents/s | eta 0:05:00`) every
     `PROGRESS_EVERY_S` seconds and at its end: beam search over a large dev set takes minutes."""
     if num_beams < 1:
@@ -103,7 +105,7 @@ def progress_line(done: int, total: int, seconds: float) -> str:
 
 def evaluate_summarization(
     model, tokenizer, dataset, *, num_beams: int = 4, max_source_length: int = 512, max_new_tokens: int = 64,
-    batch_size: int = 8, keep_examples: int = 3,
+    batch_size: int = 8, keep_examples: int = 3, length_penalty: float = 1.0, no_repeat_ngram_size: int = 0,
 ) -> SummarizationResult:
     """Generate a summary for every `document` of `dataset` and score it against `summary` with ROUGE."""
     start = time.perf_counter()
@@ -113,7 +115,8 @@ def evaluate_summarization(
     with record_firing(model) as firing:
         predictions = generate_summaries(
             model, tokenizer, documents, num_beams=num_beams, max_source_length=max_source_length,
-            max_new_tokens=max_new_tokens, batch_size=batch_size,
+            max_new_tokens=max_new_tokens, batch_size=batch_size, length_penalty=length_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size,
         )
     split_predictions = [_one_sentence_per_line(p) for p in predictions]
     split_references = [_one_sentence_per_line(r) for r in references]

@@ -131,6 +131,17 @@ def test_generation_and_rouge_on_a_tiny_spiking_bart(tmp_path):
     assert 0.0 < res.mean_firing_rate < 1.0 and "decoder.layers.0" in res.layer_firing_rates
     with pytest.raises(ConfigError, match="beam size"):
         generate_summaries(model, tok, ["x"], num_beams=0)
+    # spikelm's generation settings, not the checkpoint's: no repeated token with no_repeat_ngram_size=1,
+    # even where the model's generation_config asks otherwise
+    model.generation_config.no_repeat_ngram_size = 0
+    docs = list(ds["document"][:2])
+    plain = generate_summaries(model, tok, docs, num_beams=1, max_source_length=32, max_new_tokens=12)
+    unique = generate_summaries(model, tok, docs, num_beams=1, max_source_length=32, max_new_tokens=12,
+                                no_repeat_ngram_size=1)
+    assert any(len(set(p.split())) < len(p.split()) for p in plain)  # the untrained model repeats itself
+    assert all(len(set(u.split())) == len(u.split()) for u in unique)
+    model.generation_config.no_repeat_ngram_size = 1
+    assert generate_summaries(model, tok, docs, num_beams=1, max_source_length=32, max_new_tokens=12) == plain
 
 
 def test_rouge_lsum_splits_predictions_and_references_alike(tmp_path, monkeypatch):
