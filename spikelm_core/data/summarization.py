@@ -68,7 +68,8 @@ def _read_file(path: Path, split: str) -> datasets.Dataset:
         raise DataError(f"'{path}': expected a .jsonl, .json or .csv file, got '{suffix or 'no suffix'}'")
     builder = "csv" if suffix == ".csv" else "json"
     try:
-        ds = datasets.load_dataset(builder, data_files={split: str(path)}, split=split)
+        with quiet_progress():  # "Generating train split" bars: the CLI shows the run's own progress
+            ds = datasets.load_dataset(builder, data_files={split: str(path)}, split=split)
     except Exception as exc:  # pyarrow / json parse errors come in many types
         problem = _file_problem(path)
         if problem is not None:

@@ -116,8 +116,9 @@ def is_llama(data: dict) -> bool:
 def generation_title(data: dict) -> str:
     """What one generation is: a BART summary, or a Llama continuation of the prompt."""
     if is_llama(data):
-        return f"{data['target_len']} tokens generated after a prompt of {data['seq_len']} tokens"
-    return f"one summary of {data['target_len']} tokens from {data['seq_len']} source tokens"
+        return f"{data['target_len']} tokens generated after a prompt of {data['seq_len']} tokens (greedy, one sequence)"
+    return (f"one summary of {data['target_len']} tokens from {data['seq_len']} source tokens (greedy: a beam search "
+            "of b beams runs the decoder and LM-head lines about b times)")
 
 
 # ---------------------------------------------------------------------------------------------

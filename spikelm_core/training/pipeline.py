@@ -38,19 +38,22 @@ log = get_logger("training")
 
 
 def preflight(command: str, model: str | None, check_data, model_fix: str | None = None,
-              others: Sequence[tuple[str, str]] = ()) -> None:
+              others: Sequence[tuple[str, str]] = (), teacher_fix: str | None = None) -> None:
     """Check that the model and the data can be had, reporting every problem at once.
 
     The model source must resolve (local directory, alias or reachable hub id), as must each
     (role, source) of `others` (e.g. a separate tokenizer), and the data must load (`check_data()`
     raises DataError otherwise). One problem is raised as it is; several as one error listing each
-    with its fix (exit code of the first: 3 for the model, 4 for data).
+    with its fix (exit code of the first: 3 for the model, 4 for data). `teacher_fix` replaces the
+    loader's generic hint (which names models of every family) for a missing teacher.
     """
     problems: list[SpikelmError] = []
     for role, source in others:
         try:
             resolve_as(source, role)
         except CheckpointError as exc:
+            if role == "teacher" and teacher_fix and exc.hint == LOCAL_HINT:
+                exc.hint = teacher_fix
             problems.append(exc)
     if model is not None:
         try:
@@ -81,6 +84,8 @@ class Pipeline:
 
     family = ""
     model_fix: str | None = None
+    teacher_fix: str | None = None
+    """The fix said for a missing teacher (None: the loader's generic one)."""
     """How to get a model when the recipe's is missing (shown by `preflight`)."""
 
     def __init__(self, cfg, command: str, distill=None):
@@ -93,14 +98,15 @@ class Pipeline:
 
     def preflight(self) -> None:
         # a twin whose initialisation is its teacher: another --model would change the student alone,
-        # and the teacher would still be missing, so the family's fix is not offered
+        # and the teacher would still be missing, so the teacher's fix is offered, not the family's
         teacher = self.distill.teacher if self.distill is not None else None
         twin = teacher is not None and self.cfg.model is not None and \
             Path(self.cfg.model).resolve() == Path(teacher).resolve()  # the same directory, however spelt
         others = self.other_sources()
         if teacher is not None and not twin:  # a missing teacher is said with the rest, not after the student loads
             others = [("teacher", teacher), *others]
-        preflight(self.command, self.cfg.model, self.check_data, None if twin else self.model_fix, others=others)
+        preflight(self.command, self.cfg.model, self.check_data, self.teacher_fix if twin else self.model_fix,
+                  others=others, teacher_fix=self.teacher_fix)
 
     def other_sources(self) -> list[tuple[str, str]]:
         """(role, source) of the other models the run needs before it starts (a separate tokenizer)."""

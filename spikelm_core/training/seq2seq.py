@@ -95,6 +95,8 @@ class Seq2SeqPipeline(Pipeline):
 
     family = "summarization"
     model_fix = MODEL_FIX
+    teacher_fix = ("give the dense teacher: a BART directory fine-tuned on the task (spikelm finetune --task xsum "
+                   "--model DIR writes <out-dir>/final), or bart-base where the hub can be reached")
 
     def __init__(self, cfg, command: str, distill=None):
         super().__init__(cfg, command, distill)
@@ -109,9 +111,9 @@ class Seq2SeqPipeline(Pipeline):
                 problems.append(exc)
         if len(problems) == 1:
             raise problems[0]
-        if problems:  # both splits: said together, as preflight says model and data together
-            raise DataError(" and ".join(p.message for p in problems),
-                            details=[detail for p in problems for detail in p.details],
+        if problems:  # both splits: said together (once when alike), as preflight says model and data together
+            raise DataError(" and ".join(dict.fromkeys(p.message for p in problems)),
+                            details=list(dict.fromkeys(detail for p in problems for detail in p.details)),
                             hint="; ".join(dict.fromkeys(p.hint for p in problems if p.hint)) or None)
 
     def load_student(self) -> LoadedModel:

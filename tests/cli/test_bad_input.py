@@ -441,5 +441,12 @@ def test_a_summarisation_run_lists_its_missing_teacher_and_both_files_together(t
                               "-s", f"distill.teacher={tmp_path / 'teacher' / 'final'}",
                               "-s", f"data.train_file={tmp_path / 'train.jsonl'}",
                               "-s", f"data.validation_file={tmp_path / 'validation.jsonl'}"])
-    refused(res, 3, "distill cannot start: 2 problems", "the teacher:", "train.jsonl", "validation.jsonl")
-    assert not out.exists()
+    refused(res, 3, "distill cannot start: 2 problems", "the teacher:", "train.jsonl", "validation.jsonl",
+            "fix: give the dense teacher: a BART directory")  # the teacher's own fix, not MiniLM's or SmolLM2's
+    assert "minilm" not in res.stderr and not out.exists()
+    # the same file missing in both splits is said once
+    same = tmp_path / "gone.jsonl"
+    res = runner.invoke(app, ["finetune", "--task", "xsum", "--model", str(student), "--out-dir", str(out),
+                              "-s", f"data.train_file={same}", "-s", f"data.validation_file={same}"])
+    refused(res, 4)
+    assert res.stderr.count(str(same)) == 1, res.stderr

@@ -330,7 +330,7 @@ def test_cli_llama_json(llama_sweep):
 def test_cli_llama_table(llama_sweep):
     data, table, _ = llama_sweep
     assert "dense Llama, converted on the fly" in table and "1 K/V heads, d_h=8" in table
-    assert f"generation: {TGT} tokens generated after a prompt of {SEQ} tokens" in table
+    assert f"generation: {TGT} tokens generated after a prompt of {SEQ} tokens (greedy, one sequence)" in table
     assert "paper setting: not applicable to a decoder-only model" in table
     assert "model.embed_tokens" in table and "lm_head" in table and "spike purity: float ops" in table
     assert "generation lines at k=2, T=2" in table and "prompt" in table

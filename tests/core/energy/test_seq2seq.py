@@ -285,7 +285,7 @@ def test_cli_bart_json(bart_sweep):
 def test_cli_bart_table(bart_sweep):
     data, table, _ = bart_sweep
     assert "dense BART, converted on the fly" in table and "KV cache" in table and "no cache" in table
-    assert "generation: one summary of 5 tokens from 12 source tokens" in table
+    assert "generation: one summary of 5 tokens from 12 source tokens (greedy: a beam search" in table
     assert "paper setting: BART-base" in table and "lm_head" in table and "caveat:" in table
     assert "summary lines at k=3, T=4" in table and "decoder 1" in table  # --detail: per run, per stack layer
     for r in data["runs"]:
