@@ -778,6 +778,7 @@ class DistillConfig(_TrainingConfig):
         rules.require(self.data.task is not None or self.data.source is not None, "data.source",
                       "is required: 'glue/<task>', a GLUE task directory, or a text file/directory for MLM")
         _distill_rules(rules, self.distill, self.neuron, self.train, glue=self.task_family == "glue",
+                       encoder=self.task_family in ("glue", "mlm"),
                        nsp=self.task_family == "mlm" and self.mlm.nsp)
         if self.task_family == "mlm":
             _text_corpus_rules(rules, self.data)
@@ -792,9 +793,13 @@ def _text_corpus_rules(rules: _Rules, data: DataArgs) -> None:
                       "folder of .txt files) and scores data.validation_file: drop it, or set data.source")
 
 
-def _distill_rules(rules: _Rules, distill: DistillArgs, neuron, train: TrainArgs, *, glue: bool, nsp: bool) -> None:
+def _distill_rules(rules: _Rules, distill: DistillArgs, neuron, train: TrainArgs, *, glue: bool, nsp: bool,
+                   encoder: bool = True) -> None:
     """The distillation settings a run can honour (`distill`, and `pretrain` with a teacher): never
-    one that would be ignored in silence."""
+    one that would be ignored in silence. `encoder`: a BERT student (GLUE, masked-LM text)."""
+    rules.require(distill.alpha_attn == 0 or encoder, "distill.alpha_attn",
+                  "matches a spiking BERT student's attention maps (GLUE tasks, masked-LM text); BART and Llama "
+                  "students have no attention term: set it to 0")
     rules.require(not nsp or distill.alpha_ce > 0, "distill.alpha_ce",
                   "is 0, so with mlm.nsp the next-sentence head would never train (only the cross-entropy "
                   "term reaches it): set distill.alpha_ce above 0, or mlm.nsp to false")

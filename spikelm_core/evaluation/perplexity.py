@@ -72,14 +72,7 @@ def lm_windows(ids: Sequence[int], seq_len: int, *, stride: int | None = None,
     (exit 2) for a bad `seq_len` / `stride`."""
     step = window_stride(seq_len, stride)
     prefix = (bos_token_id,) if bos_token_id is not None else ()
-    width = seq_len - len(prefix)  # text tokens per window
-    if len(ids) < width:
-        framing = f" ({seq_len} positions with the BOS token)" if prefix else ""
-        fits = len(ids) + len(prefix)
-        raise DataError(f"{what} holds {len(ids)} tokens, fewer than one window: {setting} {seq_len} needs "
-                        f"{width} text tokens{framing}",
-                        hint=f"give a longer text, or {setting} {fits} or less"
-                        + ("" if setting.startswith("--") else f" (-s {setting}={fits})"))
+    width = _text_width(ids, seq_len, prefix, what, setting)
     windows: list[Window] = []
     done = 0 if prefix else 1  # text tokens before `done` are scored (or, the very first without BOS, never can be)
     begin = 0
@@ -89,6 +82,30 @@ def lm_windows(ids: Sequence[int], seq_len: int, *, stride: int | None = None,
         done = end
         begin += step
     return windows
+
+
+def _text_width(ids: Sequence[int], seq_len: int, prefix: tuple[int, ...], what: str, setting: str) -> int:
+    """Text tokens per window of `seq_len` positions after `prefix`; DataError (exit 4) when `ids`
+    is shorter than one window, naming `setting`."""
+    width = seq_len - len(prefix)
+    if len(ids) < width:
+        framing = f" ({seq_len} positions with the BOS token)" if prefix else ""
+        fits = len(ids) + len(prefix)
+        raise DataError(f"{what} holds {len(ids)} tokens, fewer than one window: {setting} {seq_len} needs "
+                        f"{width} text tokens{framing}",
+                        hint=f"give a longer text, or {setting} {fits} or less"
+                        + ("" if setting.startswith("--") else f" (-s {setting}={fits})"))
+    return width
+
+
+def packed_windows(ids: Sequence[int], length: int, *, bos_token_id: int | None = None, what: str = "the text",
+                   setting: str = "data.max_length") -> list[tuple[int, ...]]:
+    """Training windows: `ids` cut into non-overlapping full windows of `length` positions,
+    `[BOS] + length - 1` text tokens (`length` without BOS); a short tail is dropped. DataError when
+    `ids` is shorter than one window, as `lm_windows`."""
+    prefix = (bos_token_id,) if bos_token_id is not None else ()
+    width = _text_width(ids, length, prefix, what, setting)
+    return [prefix + tuple(ids[begin:begin + width]) for begin in range(0, len(ids) - width + 1, width)]
 
 
 def scored_tokens(windows: Sequence[Window]) -> int:

@@ -16,7 +16,7 @@ and the perplexity windows are), or with `prompt.chat` wrapped in the tokenizer'
 `prompt.compare_dense` continues it with the dense reference too, from the same seed.
 
 Training (`CausalLmPipeline`, task `wikitext2`): the train split (or `data.train_file`) is
-tokenised once and cut into full windows of `data.max_length` positions (`lm_windows`,
+tokenised once and cut into full windows of `data.max_length` positions (`packed_windows`,
 non-overlapping, framed `[BOS] + tokens` as calibration and scoring frame them); labels are the
 inputs (the model shifts them). finetune minimises next-token cross-entropy; distill adds (or, with
 `distill.alpha_ce: 0`, uses only) the KL to the dense teacher's next-token distribution at every
@@ -42,7 +42,7 @@ from ..checkpoints import MODEL_TYPES, LoadedModel, is_spiking_type, load_model,
 from ..config import EvalConfig
 from ..data.lm import load_lm_text
 from ..errors import CheckpointError, ConfigError
-from ..evaluation.perplexity import PerplexityScore, lm_windows, score_windows, window_stride
+from ..evaluation.perplexity import PerplexityScore, lm_windows, packed_windows, score_windows, window_stride
 from ..io import atomic_write_text, check_output_location
 from ..log import get_logger
 from ..neurons.settings import NeuronSettings
@@ -80,12 +80,29 @@ def causal_config(source: str, what: str) -> dict:
     return cfg
 
 
+def untrained_lm_head(loaded: LoadedModel) -> list[str]:
+    """The LM-head weights `loaded` got freshly initialised: its checkpoint has none (a `LlamaModel`
+    saved without its head, or a converted classifier) and its embeddings are not tied to the head."""
+    return [k for k in (loaded.weights.newly_initialised if loaded.weights else []) if k.startswith("lm_head.")]
+
+
+def require_lm_head(loaded: LoadedModel, source: str, what: str) -> None:
+    """CheckpointError (exit 3) when `loaded` would score or generate through a random LM head."""
+    fresh = untrained_lm_head(loaded)
+    if fresh:
+        raise CheckpointError(f"'{source}' has no language-modelling head ({', '.join(fresh)}; its embeddings are not "
+                              f"tied to one): {what} would come from a randomly initialised head",
+                              hint="give a LlamaForCausalLM checkpoint (or its spiking twin from `spikelm convert`), "
+                              "not a LlamaModel or a classifier")
+
+
 def load_causal_lm(cfg: EvalConfig) -> LoadedModel:
     """The model of `cfg`, on its device; a dense model converted here is calibrated as `spikelm
     convert` calibrates (so it is ready to use, and equals its converted copy); so are the neurons a
     spiking checkpoint was saved without amplitudes for (`checkpoints.load_model` warns), never on
     the first window or prompt they meet."""
     loaded = load_model(cfg.model, head=HEAD, neuron=cfg.neuron, families=FAMILIES)
+    require_lm_head(loaded, str(cfg.model), "its continuation")
     loaded.model.to(device_of(cfg))
     calibrate_if_needed(loaded.model, lambda: text_calibration_batch(
         loaded.tokenizer, causal=True, max_positions=loaded.model.config.max_position_embeddings), loaded.converted)
@@ -129,8 +146,9 @@ def load_dense_reference(source: str, model, device: torch.device):
     """The dense causal LM `source` (refused when spiking, or with another vocabulary than `model`)."""
     check_dense_reference(source, model.config.vocab_size)
     dense = load_model(source, head=HEAD, neuron=NeuronSettings(kind="dense"), families=FAMILIES,
-                       role="dense reference", need_tokenizer=False).model
-    return dense.to(device).eval()
+                       role="dense reference", need_tokenizer=False)
+    require_lm_head(dense, source, "the dense reference's numbers")
+    return dense.model.to(device).eval()
 
 
 # ------------------------------------------------------------------------------------ perplexity
@@ -140,9 +158,12 @@ def resolved_seq_len(cfg: EvalConfig, positions: int) -> int:
     if cfg.data.seq_len <= positions:
         return cfg.data.seq_len
     if "seq_len" in cfg.data.model_fields_set:
-        raise ConfigError(f"--seq-len {cfg.data.seq_len} (data.seq_len) exceeds the model's context: '{cfg.model}' "
-                          f"has {positions} positions (max_position_embeddings)",
-                          hint=f"use --seq-len {positions} or less (finetune, distill: -s data.seq_len={positions})")
+        setting = (f"--seq-len {cfg.data.seq_len} (data.seq_len)" if cfg.command == "eval"
+                   else f"data.seq_len {cfg.data.seq_len} (the final perplexity's windows)")
+        raise ConfigError(f"{setting} exceeds the model's context: '{cfg.model}' has {positions} positions "
+                          "(max_position_embeddings)",
+                          hint=f"use --seq-len {positions} or less" if cfg.command == "eval"
+                          else f"set -s data.seq_len={positions} or less")
     return positions
 
 
@@ -172,6 +193,7 @@ class CausalLmEvaluation(Evaluation):
             check_dense_reference(self.cfg.dense_reference, config.get("vocab_size"), self.seq_len)
         loaded = load_model(self.cfg.model, head=HEAD, neuron=self.cfg.neuron, families=FAMILIES,
                             reconvert=self.cfg.reconvert)
+        require_lm_head(loaded, str(self.cfg.model), "its perplexity")
         loaded.model.to(device_of(self.cfg))
         return loaded
 
@@ -302,6 +324,22 @@ class CausalLmPipeline(Pipeline):
         loaded = load_model(cfg.model, head=HEAD, neuron=cfg.neuron, families=FAMILIES,
                             config_overrides=cfg.model_overrides,
                             role="student" if self.distill else "model", reconvert=getattr(cfg, "reconvert", False))
+        positions = loaded.model.config.max_position_embeddings
+        problems = []
+        for check in (lambda: max_length(cfg, loaded.model), lambda: resolved_seq_len(cfg, positions)):
+            try:
+                check()
+            except ConfigError as exc:
+                problems.append(exc)
+        if len(problems) > 1:  # both lengths beyond the model: said together
+            raise ConfigError("the lengths exceed the model's positions",
+                              details=[p.message for p in problems], hint="; ".join(p.hint for p in problems if p.hint))
+        if problems:
+            raise problems[0]
+        fresh = untrained_lm_head(loaded)
+        if fresh:
+            log.warning("'%s' has no language-modelling head (%s; its embeddings are not tied to one): the head "
+                        "starts from random weights and trains from them", cfg.model, ", ".join(fresh))
         self.max_length = max_length(cfg, loaded.model)
         self.tokenizer = loaded.tokenizer
         return loaded
@@ -323,13 +361,10 @@ class CausalLmPipeline(Pipeline):
 
         d, bos = self.cfg.data, loaded.tokenizer.bos_token_id
         ids, where = self._ids("train")
-        width = self.max_length - (1 if bos is not None else 0)
-        windows = [w for w in lm_windows(ids, self.max_length, stride=width, bos_token_id=bos,
-                                         what=f"the train text ({where})", setting="data.max_length")
-                   if len(w.input_ids) == self.max_length]
+        windows = packed_windows(ids, self.max_length, bos_token_id=bos, what=f"the train text ({where})")
         if d.train_subset is not None:
             windows = windows[: d.train_subset]
-        train = datasets.Dataset.from_dict({"input_ids": [list(w.input_ids) for w in windows]})
+        train = datasets.Dataset.from_dict({"input_ids": [list(w) for w in windows]})
         seq_len = resolved_seq_len(self.cfg, loaded.model.config.max_position_embeddings)
         eval_ids, eval_where = self._ids(TRAINING_EVAL_SPLIT)
         if d.max_tokens is not None:

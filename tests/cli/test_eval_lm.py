@@ -240,6 +240,23 @@ def test_a_prompt_needs_a_causal_lm(tiny_dense_bert_dir):
             "--prompt needs a causal (decoder-only) LM", "is a BERT model")
 
 
+def test_a_llama_without_its_lm_head_is_refused_for_scores_and_text(text_file, tmp_path):
+    """A LlamaModel saved without its head (untied embeddings) would score and generate through a
+    random head: refused with exit 3, for the model and for a dense reference."""
+    from transformers import LlamaConfig, LlamaModel
+
+    from tests.conftest import LLAMA_TINY, tiny_llama_tokenizer
+
+    base = tmp_path / "base"
+    torch.manual_seed(0)
+    LlamaModel(LlamaConfig(**LLAMA_TINY)).save_pretrained(base)
+    tiny_llama_tokenizer().save_pretrained(base)
+    for args, what in ((["--task", "wikitext2", "--data-dir", str(text_file), "--seq-len", "16"], "its perplexity"),
+                       (["--prompt", "the river"], "its continuation")):
+        refused(runner.invoke(app, ["eval", str(base), *args]), 3, "has no language-modelling head (lm_head.weight",
+                f"{what} would come from a randomly initialised head")
+
+
 def test_a_spiking_dense_reference_is_refused_before_scoring(spiking_dir, text_file):
     res = runner.invoke(app, ["eval", str(spiking_dir), "--task", "wikitext2", "--data-dir", str(text_file),
                               "--seq-len", "16", "--dense", str(spiking_dir)])
@@ -271,6 +288,6 @@ def test_a_dense_reference_or_teacher_with_fewer_positions_is_refused(tiny_dense
     assert "has 12 positions; it would be compared on 23" in " ".join(res.stderr.split())  # BOS + 2 + 20
     res = runner.invoke(app, ["distill", "--task", "wikitext2", "--model", str(tiny_dense_llama_dir), "--teacher",
                               str(short), "--data-dir", str(text_file), "--out-dir", str(tmp_path / "kd"),
-                              "-s", "data.max_length=16", "-s", "train.max_steps=1"])
+                              "-s", "data.max_length=16", "-s", "data.seq_len=16", "-s", "train.max_steps=1"])
     refused(res, 3)
     assert "positions: teacher 12, the run's sequences 16 (data.max_length)" in " ".join(res.stderr.split())
