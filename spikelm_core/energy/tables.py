@@ -217,7 +217,8 @@ def energy_table(data: dict, star: str) -> list[Block]:
         row = [k_label(r["k"]), str(r["timesteps"]), rate(r["mean_firing_rate"]) + star, num(r["dense_macs"]),
                num(r["spiking_acs"]) + star, num(r["spiking_macs"]), mj(r["energy_dense_mj"]),
                mj(r["energy_spiking_mj"]) + star, ratio(r["ratio"]) + star]
-        rows.append(tuple(row + ([interval(r["ratio_ci"])] if conf is not None else [])))
+        rows.append(tuple(row + ([interval(r["ratio_ci"]) + (star if r["ratio_ci"] else "")] if conf is not None
+                                 else [])))
     if is_bart(data):
         title = ("energy per sample: one teacher-forced forward "
                  f"({data['seq_len']} source / {data['target_len']} summary tokens, LM head on every position)")
@@ -385,14 +386,14 @@ def memory_components_table(run: dict, star: str) -> list[Block]:
         m = run["memory"].get(b)
         if not m:
             continue
-        rows = [(component_label(c), num(c["bytes_dense"]), num(c["bytes_spiking"]),
+        rows = [(component_label(c), num(c["bytes_dense"]), num(c["bytes_spiking"]) + star,
                  num(c["spiking_bytes"]["weights"]), num(c["spiking_bytes"]["activations"]),
-                 num(c["spiking_bytes"]["spikes"]), num(c["spiking_bytes"]["membrane"]),
+                 num(c["spiking_bytes"]["spikes"]) + star, num(c["spiking_bytes"]["membrane"]),
                  num(c["spiking_bytes"]["kv_cache"]), mj(c["energy_dense_mj"]), mj(c["energy_spiking_mj"]) + star,
                  c["spike_format"] or "-")
                 for c in m["components"]]
-        rows.append(("total", num(m["bytes_dense"]), num(m["bytes_spiking"]), num(m["spiking_bytes"]["weights"]),
-                     num(m["spiking_bytes"]["activations"]), num(m["spiking_bytes"]["spikes"]),
+        rows.append(("total", num(m["bytes_dense"]), num(m["bytes_spiking"]) + star, num(m["spiking_bytes"]["weights"]),
+                     num(m["spiking_bytes"]["activations"]), num(m["spiking_bytes"]["spikes"]) + star,
                      num(m["spiking_bytes"]["membrane"]), num(m["spiking_bytes"]["kv_cache"]),
                      mj(m["energy_dense_mj"]), mj(m["energy_spiking_mj"]) + star, m["spike_format"] or "-"))
         columns = ("component", "bytes dense", "bytes spiking", "weights", "activations", "spikes", "membrane",
@@ -429,9 +430,10 @@ def generation_table(data: dict, star: str) -> list[Block]:
 
 def generation_lines_table(run: dict, star: str) -> Table:
     rows = tuple(
-        (label, line["line"], line["charged"], num(line["dense_macs"]), rate(line["mean_firing_rate"]),
-         num(line["spiking_acs"]), num(line["spiking_macs"]), mj(line["energy_dense_mj"]),
-         mj(line["energy_spiking_mj"]) + star)
+        (label, line["line"], line["charged"], num(line["dense_macs"]),
+         rate(line["mean_firing_rate"]) + (star if line["mean_firing_rate"] is not None else ""),
+         num(line["spiking_acs"]) + (star if line["spiking_acs"] else ""), num(line["spiking_macs"]),
+         mj(line["energy_dense_mj"]), mj(line["energy_spiking_mj"]) + star)
         for mode, label in MODES.items() for line in run["generation"][mode]["lines"]
     )
     columns = ("decoding", "line", "charged", "dense MACs", "fr", "spiking ACs", "spiking MACs", "E_dense (mJ)",
@@ -444,12 +446,14 @@ def components_table(run: dict, star: str) -> list[Block]:
     total = run["energy_spiking_mj"] or 1.0
     rows = [
         (component_label(c), num(c["macs"]), rate(c["firing_rate"]) + (star if c["firing_rate"] is not None else ""),
-         num(c["spiking_acs"]), num(c["spiking_macs"]), mj(c["energy_dense_mj"]), mj(c["energy_spiking_mj"]),
-         f"{c['energy_spiking_mj'] / total:.1%}")
+         num(c["spiking_acs"]) + (star if c["spiking_acs"] else ""), num(c["spiking_macs"]), mj(c["energy_dense_mj"]),
+         mj(c["energy_spiking_mj"]) + (star if c["spiking_acs"] else ""),
+         f"{c['energy_spiking_mj'] / total:.1%}" + star)  # a share of the random weights' total
         for c in run["components"]
     ]
-    rows.append(("total", num(run["dense_macs"]), rate(run["mean_firing_rate"]), num(run["spiking_acs"]),
-                 num(run["spiking_macs"]), mj(run["energy_dense_mj"]), mj(run["energy_spiking_mj"]), "100.0%"))
+    rows.append(("total", num(run["dense_macs"]), rate(run["mean_firing_rate"]) + star,
+                 num(run["spiking_acs"]) + star, num(run["spiking_macs"]), mj(run["energy_dense_mj"]),
+                 mj(run["energy_spiking_mj"]) + star, "100.0%"))
     columns = ("component", "MACs", "fr", "spiking ACs", "spiking MACs", "E_dense (mJ)", "E_spiking (mJ)",
                "share of E_spiking")
     neurons = run["neurons"]

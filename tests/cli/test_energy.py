@@ -324,6 +324,16 @@ def test_config_only_directory_is_marked(tiny_dense_bert_dir, tmp_path):
     cells = [c.strip() for c in row.strip("|").split("|")]
     # every number that comes from the random weights' firing is marked: rate, ACs, energy, ratio (not MACs)
     assert [c.endswith("\\*") for c in cells[2:9]] == [True, False, True, False, False, True, True]
+    # ... in the detail tables too: every component's rate, ACs and energy, and the total row's
+    detail = run("--model", d, "--k", 2, "--seq-len", SEQ, "--batches", 1, "--batch-size", 4, "--detail",
+                 "--format", "markdown").stdout.splitlines()
+    start = next(i for i, line in enumerate(detail) if "omponents at" in line)
+    rows = [line for line in detail[start:] if line.startswith("| ")][2:]
+    rows = rows[: next(i for i, line in enumerate(rows) if "total" in line) + 1]
+    for line in rows:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[3] not in ("0", "**0**"):  # a spike-driven component (or the total)
+            assert all(c.endswith(("\\*", "\\***")) for c in (cells[2], cells[3], cells[6])), line
 
 
 def test_spiking_checkpoint_uses_its_own_amplitudes_unless_k_is_given(tiny_bert, text_file, tmp_path):
