@@ -273,7 +273,6 @@ class MaskedLmEvaluation(Evaluation):
         self.split_names = list(cfg.splits) or ["test"]
         self.nsp = bool(cfg.mlm.nsp)
         self.max_length = cfg.data.max_length
-        self.untrained_head: list[str] = []
 
     def check_data(self) -> None:
         d = self.cfg.data
@@ -287,17 +286,15 @@ class MaskedLmEvaluation(Evaluation):
         if self.nsp and any(k.startswith("cls.seq_relationship") for k in fresh):
             raise ConfigError(f"mlm.nsp: '{cfg.model}' has no next-sentence head to score",
                               hint="drop -s mlm.nsp=true (the masked tokens are scored without it)")
-        self.untrained_head = fresh
+        if fresh:  # as a causal LM without its LM head: the scores would be a random head's
+            raise CheckpointError(f"'{cfg.model}' has no masked-LM head (no weights for {', '.join(fresh[:3])}"
+                                  f"{', ...' if len(fresh) > 3 else ''}): its masked-token scores would come from a "
+                                  "randomly initialised head",
+                                  hint="score a pretrained masked LM (a spikelm pretrain run's final/, or a "
+                                  "BertForMaskedLM / BertForPreTraining checkpoint)")
         self.max_length = max_length(cfg, loaded.model)
         loaded.model.to(device_of(cfg))
         return loaded
-
-    def warnings(self, loaded: LoadedModel) -> list[str]:
-        if not self.untrained_head:
-            return []
-        return [f"'{self.cfg.model}' has no trained masked-LM head (no weights for "
-                f"{', '.join(self.untrained_head[:3])}{', ...' if len(self.untrained_head) > 3 else ''}): these "
-                "scores are of a randomly initialised head; score a pretrained masked LM (spikelm pretrain)"]
 
     def load_data(self, loaded: LoadedModel) -> dict[str, Any]:
         d = self.cfg.data
