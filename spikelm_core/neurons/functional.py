@@ -41,8 +41,8 @@ def calibrate_bi_spike(
     T = x.shape[0]
     alpha = torch.empty(T, dtype=torch.float32, device=x.device)
     u = s = None
-    for t in range(T):
-        u = membrane_step(u, s, alpha[t - 1] if t else None, x[t], decay, reset)
+    for t in range(T):  # the amplitudes in the input's dtype, as the forward uses them (bf16 under autocast)
+        u = membrane_step(u, s, alpha[t - 1].to(x.dtype) if t else None, x[t], decay, reset)
         m = u.abs().float().mean()
         if reduce_mean is not None:
             m = reduce_mean(m)

@@ -7,6 +7,10 @@ to 1e-6 (see tests/test_neurons.py). Shapes are time-first: `x: [T, ...]`.
 Straight-through estimator: `s = spike.detach() + (c - c.detach())` with `c = u.clamp(lo*a, a)`.
 The forward value is the spike; the gradient is that of the clamp, 1 where `lo*a <= u <= a`
 (inclusive, as torch.clamp's backward is) and 0 elsewhere.
+
+The amplitudes enter the arithmetic in the input's dtype, as in the fast paths: under bf16 autocast
+the level is round(u / alpha) of a bf16 quotient, so the threshold alpha/2 holds to bf16's resolution
+(a quotient within 2^-9 above one half rounds to exactly one half, and then, half to even, to 0).
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ def bi_spike_reference(
     """
     lo = -1 if levels == "ternary" else 0
     unit = amplitude == "unit"
+    alpha = alpha.to(x.dtype)
     outs = []
     u = s = None
     for t in range(x.shape[0]):
@@ -93,6 +98,7 @@ def bi_spike_allocated_reference(
     lo = -1 if levels == "ternary" else 0
     unit = amplitude == "unit"
     m = torch.where(salient, float(steps), 1.0).to(x.dtype) if mode == "steps" else torch.ones_like(salient, dtype=x.dtype)
+    alpha = alpha.to(x.dtype)
     outs = []
     u = s = None
     for t in range(x.shape[0]):
@@ -126,18 +132,19 @@ def bi_spike_calibrate_reference(
 ) -> torch.Tensor:
     """The amplitudes a neuron calibrates on `x`: alpha_t = k * mean|u_t|, step by step."""
     lo = -1 if levels == "ternary" else 0
-    alpha = torch.empty(x.shape[0], dtype=x.dtype)
+    dtype = torch.promote_types(x.dtype, torch.float32)  # the amplitudes and means: float32 for bf16 input
+    alpha = torch.empty(x.shape[0], dtype=dtype)
     u = s = None
     with torch.no_grad():
         for t in range(x.shape[0]):
             if t == 0 or reset == "none":
                 u = x[t]
             elif reset == "official":
-                u = decay * u * (alpha[t - 1] - s) + x[t]
+                u = decay * u * (alpha[t - 1].to(x.dtype) - s) + x[t]
             else:
                 u = decay * (u - s) + x[t]
-            alpha[t] = k * u.abs().mean()
-            a = alpha[t].clamp_min(1e-5)
+            alpha[t] = k * u.abs().to(dtype).mean()
+            a = alpha[t].clamp_min(1e-5).to(x.dtype)
             q = torch.clamp(torch.round(u / a), lo, 1)
             s = q if amplitude == "unit" else a * q
     return alpha
@@ -149,6 +156,7 @@ def ternary_spike_reference(
     """Stateless spike of each time slice: s_t = alpha_t * clamp(round(x_t / alpha_t), lo, 1)."""
     lo = -1 if levels == "ternary" else 0
     unit = amplitude == "unit"
+    alpha = alpha.to(x.dtype)
     return torch.stack([_ste_spike(x[t], alpha[t].clamp_min(1e-5), lo, unit, learn_alpha) for t in range(x.shape[0])])
 
 

@@ -41,6 +41,26 @@ def test_bi_spike_fast_equals_reference(T, reset, k, levels, impl):
     torch.testing.assert_close(q, torch.round(q))
 
 
+@pytest.mark.parametrize("impl", ["fast", "inline"])
+@pytest.mark.parametrize("reset", ["official", "soft"])
+@pytest.mark.parametrize("levels", ["ternary", "binary"])
+def test_bf16_spikes_and_amplitudes_equal_reference(impl, reset, levels):
+    """In bf16 (autocast's FFN2 / O / K-V inputs) the fast paths, the calibration and the reference
+    compute with the amplitudes in bf16 alike: the same amplitudes, the same spikes (odd shapes, T=3)."""
+    torch.manual_seed(3)
+    x = (torch.randn(3, 64, 33, 37) * 1.3 + 0.1).to(torch.bfloat16)
+    n = BiSpikeNeuron(num_timesteps=3, k=2.0, reset=reset, levels=levels)
+    n.impl = impl
+    n.calibrate(x)
+    assert torch.equal(n.alpha, R.bi_spike_calibrate_reference(x, 2.0, reset=reset, levels=levels))
+    s = n(x)
+    assert s.dtype == torch.bfloat16 and torch.equal(s, R.bi_spike_reference(x, n.alpha, reset=reset, levels=levels))
+    stateless = TernarySpike(num_timesteps=3, levels=levels)
+    stateless.impl = impl
+    s = stateless(x)
+    assert torch.equal(s, R.ternary_spike_reference(x, stateless.alpha, levels))
+
+
 @pytest.mark.parametrize("reset", ["official", "soft", "none"])
 @pytest.mark.parametrize("levels", ["ternary", "binary"])
 def test_eager_neuron_with_unit_amplitude_equals_reference(reset, levels):
