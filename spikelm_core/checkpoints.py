@@ -917,6 +917,25 @@ def copy_weights(
     return report
 
 
+def _int_keyed(id2label: Mapping[Any, Any]) -> dict[int, Any]:
+    return {int(k): v for k, v in id2label.items()}
+
+
+def label_order(saved: Mapping[Any, Any] | None, task: Mapping[Any, Any]) -> list[int] | None:
+    """Where each of the task's labels sits in a checkpoint's `id2label` (`saved`): the index list
+    that reorders its classifier rows to the task's order, when `saved` names the task's labels
+    (case aside) in another order; None when they are in the same order, or are other or generic
+    names (LABEL_0, ...), or cannot be read."""
+    try:
+        mine = [str(v).strip().lower() for _, v in sorted(_int_keyed(saved or {}).items())]
+        theirs = [str(v).strip().lower() for _, v in sorted(_int_keyed(task).items())]
+    except (TypeError, ValueError):
+        return None
+    if mine == theirs or sorted(mine) != sorted(theirs) or len(set(mine)) != len(mine):
+        return None
+    return [mine.index(name) for name in theirs]
+
+
 def _classifier_labels(state: Mapping[str, torch.Tensor]) -> int | None:
     for key, tensor in state.items():
         if key.split(".")[-2:] == ["classifier", "weight"] and tensor.ndim == 2:
@@ -1026,6 +1045,12 @@ def load_model(
                     "finetune and distill start a fresh classifier on purpose with --reinit-head (recipe: reinit_head: true)",
                 )
             skip = _classifier_keys(state)
+    order = None
+    if resolved_head == "sequence_classification" and label_maps and not skip:
+        order = label_order(cfg.get("id2label"), label_maps["id2label"])
+        if order is not None:  # the same labels in another order: the classifier's rows follow the task's
+            state = {k: (v[order] if k in _classifier_keys(state) and v.shape[:1] == (len(order),) else v)
+                     for k, v in state.items()}
     where = str(model_dir / "config.json")
     model, converted = build_model(
         cfg, head=resolved_head, neuron=neuron, num_labels=num_labels, label_maps=label_maps,
@@ -1058,6 +1083,11 @@ def load_model(
             log.warning("the %s '%s' was saved with %d uncalibrated neuron(s) (e.g. %s): they get amplitudes from "
                         "this command's calibration batch, not saved ones", role, name, len(uncalibrated),
                         uncalibrated[0])
+    if order is not None:
+        saved = [str(v) for _, v in sorted(_int_keyed(cfg["id2label"]).items())]
+        report.warnings.append(f"the {role} '{name}' lists its labels as {saved}: its classifier's rows are reordered "
+                               f"to the task's {[str(v) for _, v in sorted(_int_keyed(label_maps['id2label']).items())]}")
+        log.info("%s", report.warnings[-1])
     _load_generation_config(model, model_dir)
     model.eval()
     tok = load_tokenizer(model_dir, tokenizer) if need_tokenizer else None
@@ -1264,9 +1294,11 @@ def load_teacher(
     families: Iterable[str] | None = None,
     attn_eager: bool | None = None,
     positions: int | None = None,
+    label_maps: Mapping[str, Any] | None = None,
 ):
     """The dense teacher for `head`, in eval mode, through `load_model`; checked against `student`
-    (and against the run's `positions` per sequence, when given).
+    (and against the run's `positions` per sequence, when given). `label_maps`: the task's labels, so a
+    teacher listing them in another order has its classifier's rows reordered (`label_order`).
 
     A spiking teacher is refused, and so is a teacher without trained weights for `head` (a
     classifier teacher must have its classifier). `attn_eager` (default: `distill.alpha_attn > 0`)
@@ -1282,8 +1314,11 @@ def load_teacher(
             f"the teacher '{name}' is a spiking model ('{cfg['model_type']}'); a teacher must be dense",
             hint="distill from the dense model the student was converted from, fine-tuned on the task",
         )
+    if label_maps and len(cfg.get("id2label") or {}) != len(label_maps["id2label"]):
+        label_maps = None  # another label count: check_teacher says so, below
     loaded = load_model(model_dir, head=head, neuron=NeuronSettings(kind="dense"), families=families, role="teacher",
-                        need_tokenizer=False, attn_implementation="eager" if attn_eager else None)
+                        need_tokenizer=False, attn_implementation="eager" if attn_eager else None,
+                        label_maps=label_maps)
     model = loaded.model
     prefix = getattr(model, "base_model_prefix", "") + "."
     buffers = {n for n, _ in model.named_buffers()}

@@ -473,7 +473,9 @@ def _read_split(spec: GlueTask, task_dir: Path, split: str) -> datasets.Dataset:
         raise DataError(
             f"{path}: {len(bad)} row(s) with an unreadable label",
             details=first_details(bad),
-            hint=f"{spec.name} labels must be {expected}{ids}",
+            hint=f"{spec.name} labels must be {expected}{ids}"
+            + ("; CoLA files have no header row (drop the first line)"
+               if spec.column_names and bad and bad[0].startswith("line 1:") else ""),
         )
     text_a = frame[spec.text_columns[0]].tolist()
     text_b = frame[spec.text_columns[1]].tolist() if spec.is_pair else [None] * len(frame)

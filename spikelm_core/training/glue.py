@@ -2,7 +2,8 @@
 
 The paper's setting (released code, method doc 7.2): AdamW, lr 2e-5 constant, batch 32, max length
 128 with dynamic padding, per-task epochs, evaluation on dev after every epoch, the best epoch kept by
-the task's primary metric; MNLI-mismatched is scored once, on the final model. Prediction in `eval`
+the task's primary metric; MNLI-mismatched is scored once, on the kept model (the released code: the
+last epoch's; docs/spikelm-method.md 7.2). Prediction in `eval`
 runs through `Trainer.predict` (so `torchrun` shards it as it shards training); metrics come from
 scikit-learn / scipy, offline.
 """
@@ -85,7 +86,8 @@ class GluePipeline(Pipeline):
         if self.distill is None:
             return None
         self.teacher = load_teacher(self.distill.teacher, HEAD, student=student, distill=self.distill,
-                                    num_labels=self.spec.num_labels, families=FAMILIES)
+                                    num_labels=self.spec.num_labels, families=FAMILIES,
+                                    label_maps=_label_maps(self.spec))
         return self.teacher
 
     def load_data(self, loaded: LoadedModel):
@@ -168,7 +170,8 @@ class GlueEvaluation(Evaluation):
         saved = [str(v).lower() for v in (loaded.config.get("id2label") or {}).values()]
         expected = [str(v).lower() for v in self.spec.id2label.values()]
         generic = all(label.startswith("label_") for label in saved)
-        if not fresh and saved and not generic and not self.spec.is_regression and saved != expected:
+        reordered = sorted(saved) == sorted(expected)  # the task's labels in another order: load_model reordered them
+        if not fresh and saved and not generic and not reordered and not self.spec.is_regression and saved != expected:
             out.append(f"'{self.cfg.model}' was trained with the labels {saved}, {self.spec.name} has {expected}: "
                        "is it a model of another task?")
         return out

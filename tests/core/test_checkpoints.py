@@ -954,3 +954,46 @@ def test_a_generation_config_with_words_for_numbers_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="not a valid generation config") as info:
         load_model(d, head="seq2seq_lm", neuron=NeuronSettings())
     assert info.value.details == ["num_beams: 'x'", "top_p: 'high'"]  # a list of end tokens is fine
+
+
+def test_a_classifier_listing_the_tasks_labels_in_another_order_is_reordered(tmp_path, tiny_dense_bert_dir, caplog):
+    """An MNLI checkpoint saved as [contradiction, entailment, neutral] (run_classifier's order) scores
+    as the task's [entailment, neutral, contradiction] once loaded: its classifier rows follow the task;
+    a teacher too. Other or generic names are left alone."""
+    from transformers import BertForSequenceClassification
+
+    from spikelm_core.checkpoints import label_order, load_model, load_teacher
+    from spikelm_core.data.glue import GLUE_TASKS
+
+    spec = GLUE_TASKS["mnli"]
+    maps = {"id2label": spec.id2label, "label2id": spec.label2id}
+    torch.manual_seed(0)
+    model = BertForSequenceClassification.from_pretrained(tiny_dense_bert_dir, num_labels=3)
+    model.config.id2label, model.config.label2id = dict(spec.id2label), dict(spec.label2id)
+    ours = tmp_path / "ours"
+    model.save_pretrained(ours)
+    theirs = tmp_path / "theirs"  # the same model, its rows and names in run_classifier's order
+    saved = ["contradiction", "entailment", "neutral"]
+    rows = [2, 0, 1]
+    with torch.no_grad():
+        model.classifier.weight.copy_(model.classifier.weight[rows].clone())
+        model.classifier.bias.copy_(model.classifier.bias[rows].clone())
+    model.config.id2label = dict(enumerate(saved))
+    model.config.label2id = {n: i for i, n in enumerate(saved)}
+    model.save_pretrained(theirs)
+    for d in (ours, theirs):
+        shutil.copy(tiny_dense_bert_dir / "vocab.txt", d / "vocab.txt")
+    ids = torch.tensor([[2, 7, 8, 9, 3]])
+    dense = NeuronSettings(kind="dense")
+    with caplog.at_level(logging.INFO, logger="spikelm"):
+        a = load_model(ours, head="sequence_classification", neuron=dense, label_maps=maps, need_tokenizer=False)
+        b = load_model(theirs, head="sequence_classification", neuron=dense, label_maps=maps, need_tokenizer=False)
+    assert torch.equal(a.model(input_ids=ids).logits, b.model(input_ids=ids).logits)
+    assert "its classifier's rows are reordered to the task's ['entailment', 'neutral', 'contradiction']" in caplog.text
+    assert b.model.config.id2label == spec.id2label
+    teacher = load_teacher(theirs, "sequence_classification", num_labels=3, label_maps=maps)
+    assert torch.equal(teacher(input_ids=ids).logits, a.model(input_ids=ids).logits)
+    assert label_order({"0": "Negative", "1": "Positive"}, {0: "negative", 1: "positive"}) is None  # same order
+    assert label_order({0: "LABEL_0", 1: "LABEL_1"}, {0: "negative", 1: "positive"}) is None
+    assert label_order({0: "yes", 1: "no"}, {0: "negative", 1: "positive"}) is None
+    assert label_order({"0": "POSITIVE", "1": "NEGATIVE"}, {0: "negative", 1: "positive"}) == [1, 0]

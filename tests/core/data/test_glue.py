@@ -354,6 +354,7 @@ def test_headered_cola_is_explained(tmp_path):
     with pytest.raises(DataError) as exc:
         load_glue("cola", tmp_path, split="dev")
     assert exc.value.details == ["line 1: label='label'"]
+    assert exc.value.hint.endswith("CoLA files have no header row (drop the first line)")
 
 
 def test_rows_with_extra_fields(tmp_path):
