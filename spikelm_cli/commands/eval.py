@@ -74,7 +74,8 @@ def eval_command(
     firing rates. With --prompt: generate text.
 
     Example: spikelm eval runs/sst2/final --task sst2 --data-dir ../shared/data/glue --format json
-    (a training run's model is scored with that run's input lengths and generation settings, unless set here)
+    (a training run's model is scored with that run's input lengths and generation settings, unless set here;
+    without --task, on the run's own task and data)
 
     Perplexity: spikelm eval smollm2 --task wikitext2 --data-dir ../shared/data/text --max-tokens 4096
 
@@ -126,6 +127,13 @@ def eval_command(
         "prompt.sample": sample, "prompt.temperature": temperature, "prompt.top_p": top_p,
         "prompt.compare_dense": compare_dense or None,
     }
+    if task is None and not is_recipe and prompt is None and source is not None:
+        from spikelm_core.training.rundir import task_of_run
+
+        of_run = task_of_run(source)  # `spikelm eval runs/sst2/final`: the run's task, on the run's data
+        if of_run is not None:
+            task, run_sets = of_run
+            overrides = [*(run_sets if data_dir is None else []), *(overrides or [])]
     cfg = load_run_config(EvalConfig, Path(source) if is_recipe else None, overrides, task=task,
                           model=model or (None if is_recipe else source), data_dir=data_dir, out_dir=out_dir, **flags)
     cfg = settings_of_run(cfg)  # a run's model is cut and generated for as that run did, unless set here

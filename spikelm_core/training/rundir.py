@@ -337,6 +337,31 @@ def run_of_model(model: str | os.PathLike[str]) -> Path | None:
     return path.parent if (path.parent / RUN_CONFIG).is_file() else None
 
 
+def task_of_run(model: str | os.PathLike[str]) -> tuple[str, list[str]] | None:
+    """(the task, `-s` settings of its data) of the training run `model` belongs to, for an eval that
+    names no task: `spikelm eval runs/sst2/final` scores the run's task on the run's data (its
+    data.source, data.data_dir and validation file). None for another model, a run without a task
+    (masked-LM text) or an unreadable run config."""
+    import json
+
+    import yaml
+
+    run = run_of_model(model)
+    if run is None:
+        return None
+    try:
+        data = (yaml.safe_load((run / RUN_CONFIG).read_text(encoding="utf-8")) or {}).get("data") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    task = data.get("task") if isinstance(data, dict) else None
+    if not isinstance(task, str):
+        return None
+    sets = [f"data.{key}={json.dumps(data[key])}" for key in ("source", "data_dir", "validation_file")
+            if isinstance(data.get(key), str)]
+    log.info("task %s and its data from the run's %s (--task and --data-dir choose others)", task, run / RUN_CONFIG)
+    return task, sets
+
+
 def settings_of_run(cfg):
     """`cfg` (an evaluation config) with the `RUN_SETTINGS_FOR_EVAL` it leaves unset taken from the
     training run its model comes from, when that run trained on the same task: so `spikelm eval

@@ -62,6 +62,10 @@ def test_finetune_then_eval(tiny_dirs, tmp_path):
     assert data["task"] == "sst2" and set(data["metrics"]) == {"dev"} and data["examples"]["dev"] == 11
     assert set(data["layer_firing_rates"]) == {"layer.0", "layer.1"} and 0 < data["firing_rate"] < 1
     assert not data["converted"]
+    # without --task: the run's task, on the run's data
+    res = runner.invoke(app, ["eval", str(final), "--format", "json"])
+    _ok(res)
+    assert json.loads(res.stdout)["metrics"] == data["metrics"] and "task sst2 and its data from the run's" in res.stderr
 
     res = runner.invoke(app, ["eval", "recipes/tiny/eval.yaml", *_sets(f"model={final}", "data.source=glue/sst2",
                                                                        f"data.data_dir={tiny_dirs['glue']}"),
