@@ -18,6 +18,7 @@ from ..checkpoints import LoadedModel, load_model, load_teacher
 from ..config import TrainArgs
 from ..data.augment import FLAG, augment_dataset, copies_for
 from ..data.glue import get_glue_task, glue_data_dir, load_glue, tokenize_glue
+from ..errors import ConfigError
 from ..evaluation.metrics import glue_compute_metrics, glue_metrics, predictions_from_logits
 from ..log import get_logger
 from .args import training_arguments
@@ -49,6 +50,11 @@ def _load_classifier(cfg, spec, role: str) -> LoadedModel:
 def _splits(cfg, spec, loaded, splits, subset) -> dict:
     where = glue_data_dir(cfg.data.source, cfg.data.data_dir)
     length = max_length(cfg, loaded.model)
+    shortest = 5 if spec.is_pair else 3  # [CLS] a [SEP] (b [SEP]): a token of each text besides the markers
+    if length < shortest:
+        raise ConfigError(f"data.max_length {length} is too short for {spec.name}: its "
+                          f"{'sentence pairs need' if spec.is_pair else 'sentences need'} at least {shortest} tokens "
+                          "with [CLS] and [SEP]", hint=f"set -s data.max_length={shortest} or more (the paper: 128)")
     return {s: tokenize_glue(load_glue(spec.name, where, split=s, subset=subset), loaded.tokenizer, length)
             for s in splits}
 

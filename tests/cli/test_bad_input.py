@@ -376,6 +376,14 @@ def test_eval_refuses_two_models(tiny_dirs, tmp_path):
             "two models given", f"MODEL: {tiny_dirs['dense']}", f"--model: {tiny_dirs['teacher']}")
 
 
+@pytest.mark.parametrize("task,length,shortest", [("stsb", 4, 5), ("sst2", 2, 3)])
+def test_a_length_too_short_for_the_task_is_refused(task, length, shortest, tiny_dirs):
+    """Truncation cannot cut a sentence pair below [CLS] a [SEP] b [SEP]: it used to leave it whole, silently."""
+    res = runner.invoke(app, ["eval", str(tiny_dirs["dense"]), "--task", task, "--data-dir", str(tiny_dirs["glue"]),
+                              "-s", f"data.max_length={length}"])
+    refused(res, 2, f"data.max_length {length} is too short for {task}", f"-s data.max_length={shortest} or more")
+
+
 def test_energy_refuses_a_memory_cost_without_memory_bounds(tiny_dirs, tmp_path):
     refused(runner.invoke(app, ["energy", str(tiny_dirs["dense"]), "--seq-len", "16", "--memory", "none",
                                 "--memory-cost", "dram"]), 2, "--memory-cost dram", "--memory none")
