@@ -926,8 +926,10 @@ def label_order(saved: Mapping[Any, Any] | None, task: Mapping[Any, Any]) -> lis
     that reorders its classifier rows to the task's order, when `saved` names the task's labels
     (case aside) in another order; None when they are in the same order, or are other or generic
     names (LABEL_0, ...), or cannot be read."""
+    if not isinstance(saved, Mapping) or not isinstance(task, Mapping):
+        return None
     try:
-        mine = [str(v).strip().lower() for _, v in sorted(_int_keyed(saved or {}).items())]
+        mine = [str(v).strip().lower() for _, v in sorted(_int_keyed(saved).items())]
         theirs = [str(v).strip().lower() for _, v in sorted(_int_keyed(task).items())]
     except (TypeError, ValueError):
         return None
@@ -1314,7 +1316,8 @@ def load_teacher(
             f"the teacher '{name}' is a spiking model ('{cfg['model_type']}'); a teacher must be dense",
             hint="distill from the dense model the student was converted from, fine-tuned on the task",
         )
-    if label_maps and len(cfg.get("id2label") or {}) != len(label_maps["id2label"]):
+    saved_labels = cfg.get("id2label")
+    if label_maps and (not isinstance(saved_labels, Mapping) or len(saved_labels) != len(label_maps["id2label"])):
         label_maps = None  # another label count: check_teacher says so, below
     loaded = load_model(model_dir, head=head, neuron=NeuronSettings(kind="dense"), families=families, role="teacher",
                         need_tokenizer=False, attn_implementation="eager" if attn_eager else None,

@@ -127,10 +127,10 @@ def eval_command(
         "prompt.sample": sample, "prompt.temperature": temperature, "prompt.top_p": top_p,
         "prompt.compare_dense": compare_dense or None,
     }
-    if task is None and not is_recipe and prompt is None and source is not None:
+    if task is None and not is_recipe and prompt is None and (model or source) is not None and not _sets_data(overrides):
         from spikelm_core.training.rundir import task_of_run
 
-        of_run = task_of_run(source)  # `spikelm eval runs/sst2/final`: the run's task, on the run's data
+        of_run = task_of_run(model or source)  # `spikelm eval runs/sst2/final`: the run's task, on the run's data
         if of_run is not None:
             task, run_sets = of_run
             overrides = [*(run_sets if data_dir is None else []), *(overrides or [])]
@@ -175,6 +175,12 @@ def eval_command(
 
 
 _GENERATE_EXAMPLE = 'spikelm eval runs/smollm2-spiking --chat --prompt "What is the capital of France?"'
+
+
+def _sets_data(overrides: list[str] | None) -> bool:
+    """Whether `-s` chooses the task or where its data is (then a run's own are not taken)."""
+    keys = ("data.task", "data.source", "data.data_dir", "data.validation_file")
+    return any(item.split("=", 1)[0].strip() in keys for item in overrides or [])
 
 
 def _given(**options) -> list[str]:

@@ -175,6 +175,11 @@ class CausalLmEvaluation(Evaluation):
 
     def __init__(self, cfg: EvalConfig, progress: Progress | None = None):
         super().__init__(cfg)
+        from ..config.schema import MlmArgs
+
+        if cfg.mlm != MlmArgs():
+            raise ConfigError(f"mlm: masks the text of a masked LM; '{cfg.model}' is scored by its perplexity, which "
+                              "masks nothing", hint="drop the mlm settings")
         self.progress = progress
         self.split_names = list(cfg.splits) or ["test"]
         self.seq_len = cfg.data.seq_len

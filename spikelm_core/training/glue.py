@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..checkpoints import LoadedModel, load_model, load_teacher
+from ..checkpoints import LoadedModel, label_order, load_model, load_teacher
 from ..config import TrainArgs
 from ..data.augment import FLAG, augment_dataset, copies_for
 from ..data.glue import get_glue_task, glue_data_dir, load_glue, tokenize_glue
@@ -173,10 +173,12 @@ class GlueEvaluation(Evaluation):
             out.append(f"'{self.cfg.model}' has no trained classifier: its {self.spec.name} head is newly "
                        "initialised, so these scores are those of a random classifier (evaluate a fine-tuned "
                        "model, e.g. a run's final/)")
-        saved = [str(v).lower() for v in (loaded.config.get("id2label") or {}).values()]
+        names = loaded.config.get("id2label")
+        saved = [str(v).lower() for v in names.values()] if isinstance(names, dict) else []
         expected = [str(v).lower() for v in self.spec.id2label.values()]
         generic = all(label.startswith("label_") for label in saved)
-        reordered = sorted(saved) == sorted(expected)  # the task's labels in another order: load_model reordered them
+        # the task's labels in another order: load_model reordered them (one rule: checkpoints.label_order)
+        reordered = label_order(loaded.config.get("id2label"), self.spec.id2label) is not None
         if not fresh and saved and not generic and not reordered and not self.spec.is_regression and saved != expected:
             out.append(f"'{self.cfg.model}' was trained with the labels {saved}, {self.spec.name} has {expected}: "
                        "is it a model of another task?")

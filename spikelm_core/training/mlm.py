@@ -10,8 +10,6 @@ probability 0.15. The horizon is `train.schedule_steps`, implemented by `Spikelm
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -301,18 +299,19 @@ class MaskedLmEvaluation(Evaluation):
         out = {}
         for split in self.split_names:
             path = local_text_path(self.cfg.task, split, source=d.source, data_dir=d.data_dir)
-            scratch = None
-            if path is None:  # the hub's text: mlm_dataset reads files
+            if path is None:  # the hub's text: mlm_dataset reads files, so it is kept as one in the datasets
+                # cache, at a fixed path, so the next eval reads its tokenisation back
+                import datasets
+
+                from ..io import atomic_write_text
+
                 text, _ = load_lm_text(self.cfg.task, split, source=d.source, data_dir=d.data_dir)
-                scratch = Path(tempfile.mkdtemp(prefix="spikelm-mlm-"))
-                path = scratch / f"{self.cfg.task}-{split}.txt"
-                path.write_text(text, encoding="utf-8")
-            try:
-                out[split] = mlm_dataset(path, loaded.tokenizer, self.max_length, nsp=self.nsp,
-                                         subset=d.eval_subset, seed=HELD_OUT_MASK_SEED)
-            finally:
-                if scratch is not None:
-                    shutil.rmtree(scratch, ignore_errors=True)
+                path = Path(datasets.config.HF_DATASETS_CACHE) / "spikelm-text" / f"{self.cfg.task}-{split}.txt"
+                if not path.is_file() or path.read_text(encoding="utf-8") != text:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    atomic_write_text(path, text)
+            out[split] = mlm_dataset(path, loaded.tokenizer, self.max_length, nsp=self.nsp,
+                                     subset=d.eval_subset, seed=HELD_OUT_MASK_SEED)
         return out
 
     def score(self, loaded, data):

@@ -321,7 +321,7 @@ def default_out_dir(cfg, command: str) -> Path:
 
 #: The settings an evaluation of a run's model takes from that run when it leaves them unset: the
 #: lengths its inputs are cut to and how its summaries are generated (`settings_of_run`)
-RUN_SETTINGS_FOR_EVAL = ("data.max_length", "data.seq_len", "data.stride", "generate.num_beams",
+RUN_SETTINGS_FOR_EVAL = ("data.max_length", "data.seq_len", "data.stride", "data.max_tokens", "generate.num_beams",
                          "generate.max_new_tokens", "generate.length_penalty", "generate.no_repeat_ngram_size")
 #: ... and those a masked-LM run's model (pretrain, or distill on text) takes when it is scored on a
 #: language-modelling task's text: as the run scored its held-out text (data.validation_file)
@@ -339,9 +339,10 @@ def run_of_model(model: str | os.PathLike[str]) -> Path | None:
 
 def task_of_run(model: str | os.PathLike[str]) -> tuple[str, list[str]] | None:
     """(the task, `-s` settings of its data) of the training run `model` belongs to, for an eval that
-    names no task: `spikelm eval runs/sst2/final` scores the run's task on the run's data (its
-    data.source, data.data_dir and validation file). None for another model, a run without a task
-    (masked-LM text) or an unreadable run config."""
+    names no task: `spikelm eval runs/sst2/final` scores the run's task on the run's data (GLUE: its
+    data.source and data.data_dir; summarisation: those, its validation file and columns; wikitext2:
+    the text its final perplexity read). None for another model, a run without a task (masked-LM
+    text) or an unreadable run config."""
     import json
 
     import yaml
@@ -356,8 +357,15 @@ def task_of_run(model: str | os.PathLike[str]) -> tuple[str, list[str]] | None:
     task = data.get("task") if isinstance(data, dict) else None
     if not isinstance(task, str):
         return None
-    sets = [f"data.{key}={json.dumps(data[key])}" for key in ("source", "data_dir", "validation_file")
-            if isinstance(data.get(key), str)]
+    from ..config.schema import normalize_task, task_family
+
+    family = task_family(normalize_task(task))
+    keys = {"summarization": ("source", "data_dir", "validation_file", "text_column", "summary_column")}.get(
+        family, ("source", "data_dir"))
+    taken = {key: data[key] for key in keys if isinstance(data.get(key), str)}
+    if family == "lm" and isinstance(data.get("validation_file"), str):
+        taken = {"source": data["validation_file"]}  # the text the run's final perplexity read
+    sets = [f"data.{key}={json.dumps(value)}" for key, value in taken.items()]
     log.info("task %s and its data from the run's %s (--task and --data-dir choose others)", task, run / RUN_CONFIG)
     return task, sets
 

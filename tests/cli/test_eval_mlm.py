@@ -105,3 +105,27 @@ def test_mlm_settings_are_refused_for_another_task(tiny_dirs):
     res = runner.invoke(app, ["eval", str(tiny_dirs["teacher"]), "--task", "sst2", "--data-dir", str(tiny_dirs["glue"]),
                               "-s", "mlm.mlm_probability=0.3"])
     refused(res, 2, "mlm: masks the text a masked LM is scored on", "sst2 reads no mlm settings")
+
+
+def test_hub_text_is_kept_at_one_path_so_its_tokenisation_is_read_back(tiny_dirs, tmp_path, monkeypatch):
+    """Text from the hub (no local file) is written once under the datasets cache, at a fixed path:
+    a second eval reads the first one's tokenisation back instead of building a new cache entry."""
+    import datasets
+
+    import spikelm_core.training.mlm as mlm
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(mlm, "local_text_path", lambda *a, **k: None)
+    monkeypatch.setattr(mlm, "load_lm_text", lambda *a, **k: (tiny_dirs["corpus"].read_text(), "hub (test)"))
+    first, _ = _eval(tiny_dirs["mlm_teacher"], "wikitext-2", "-s", "neuron.kind=dense")
+    kept = tmp_path / "cache" / "spikelm-text" / "wikitext2-test.txt"
+    assert kept.read_text() == tiny_dirs["corpus"].read_text()
+    stamp = kept.stat().st_mtime_ns
+    again, _ = _eval(tiny_dirs["mlm_teacher"], "wikitext-2", "-s", "neuron.kind=dense")
+    assert again["metrics"] == first["metrics"] and kept.stat().st_mtime_ns == stamp  # not rewritten
+
+
+def test_mlm_settings_are_refused_for_a_causal_lm(tiny_dense_llama_dir, tiny_dirs):
+    res = runner.invoke(app, ["eval", str(tiny_dense_llama_dir), "--task", "wikitext2", "--data-dir",
+                              str(tiny_dirs["corpus"]), "--seq-len", "16", "-s", "mlm.mlm_probability=0.5"])
+    refused(res, 2, "mlm: masks the text of a masked LM", "drop the mlm settings")

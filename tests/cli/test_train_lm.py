@@ -54,6 +54,9 @@ def test_finetune_then_eval_scores_the_same_perplexity(tiny_dense_llama_dir, tex
              "--max-tokens", 120, "--format", "json")
     assert e["perplexity"] == pytest.approx(v["perplexity"], rel=1e-6)
     assert e["firing_rate"] == pytest.approx(r["firing_rate"])
+    # without --task: the run's task, on the text its final perplexity read, with its windows
+    again = _run("eval", tmp_path / "ft" / "final", "--format", "json")
+    assert again["perplexity"] == pytest.approx(v["perplexity"], rel=1e-6)
 
 
 def test_a_tokenizer_without_bos_trains_on_full_windows_of_max_length(tiny_dense_llama_dir, texts, tmp_path):

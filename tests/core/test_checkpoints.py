@@ -997,3 +997,4 @@ def test_a_classifier_listing_the_tasks_labels_in_another_order_is_reordered(tmp
     assert label_order({0: "LABEL_0", 1: "LABEL_1"}, {0: "negative", 1: "positive"}) is None
     assert label_order({0: "yes", 1: "no"}, {0: "negative", 1: "positive"}) is None
     assert label_order({"0": "POSITIVE", "1": "NEGATIVE"}, {0: "negative", 1: "positive"}) == [1, 0]
+    assert label_order(["positive", "negative"], {0: "negative", 1: "positive"}) is None  # not a mapping: untouched
