@@ -25,6 +25,11 @@ from .firing import FiringRecorder, real_token_rows
 from .inputs import model_inputs
 from .neurons import non_finite_neurons, spiking_neurons
 
+#: config.json key `spikelm convert` writes: its amplitudes come from the calibration text, not from a
+#: task's data, so a training run starting from that checkpoint calibrates again on its first batch
+#: (method doc, gotcha 3), and its checkpoints no longer carry the key.
+CONVERT_AMPLITUDES = ("amplitudes_from", "spikelm convert")
+
 
 def is_calibrated(model: nn.Module) -> bool:
     return all(n.is_calibrated for _, n in spiking_neurons(model))

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .calibration import (CALIBRATION_BATCH_SIZE, CALIBRATION_SEQ_LEN, calibrate, calibration_text, check_token_ids,
+from .calibration import (CALIBRATION_BATCH_SIZE, CONVERT_AMPLITUDES, CALIBRATION_SEQ_LEN, calibrate, calibration_text, check_token_ids,
                           text_batches)
 from .checkpoints import MODEL_TYPES, is_spiking_type, load_model, read_config, resolve_source, save_model
 from .errors import CheckpointError, ConfigError
@@ -131,6 +131,8 @@ def convert_model(
     kinds: dict[str, int] = {}
     for n in neurons:
         kinds[type(n).__name__] = kinds.get(type(n).__name__, 0) + 1
+    key, value = CONVERT_AMPLITUDES
+    setattr(model.config, key, value)  # training recalibrates on task data (calibration.CONVERT_AMPLITUDES)
     save_model(model, tok, out_dir, force=force)
     return ConvertResult(
         allocation=allocation_summary(neurons) if settings.allocates else None,

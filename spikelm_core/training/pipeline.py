@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from ..calibration import calibrate, is_calibrated, spiking_neurons, text_calibration_batch
+from ..calibration import CONVERT_AMPLITUDES, calibrate, is_calibrated, spiking_neurons, text_calibration_batch
 from ..checkpoints import LOCAL_HINT, LoadedModel, reinitialise, resolve_as, resolve_source
 from ..errors import CheckpointError, ConfigError, DataError, SpikelmError
 from ..firing import FiringReport, measure_firing, record_firing
@@ -366,8 +366,14 @@ def run_training(pipeline: Pipeline, *, resume: str | None, callbacks=None) -> R
         )
         if cfg.train.weight_average is not None:
             trainer.add_callback(WeightAverageCallback(trainer, cfg.train.weight_average))
-        calibrated = calibrate_if_needed(trainer.model, pipeline.calibration_batch(train_ds, collator), loaded.converted,
-                                         tokens=cfg.train.calibration_tokens)
+        key, value = CONVERT_AMPLITUDES
+        from_convert = getattr(trainer.model.config, key, None) == value
+        if from_convert:  # amplitudes of the calibration text, not of this task (method doc, gotcha 3)
+            log.info("'%s' holds the amplitudes spikelm convert calibrated on its calibration text: they are "
+                     "calibrated again on this run's data", cfg.model)
+            delattr(trainer.model.config, key)
+        calibrated = calibrate_if_needed(trainer.model, pipeline.calibration_batch(train_ds, collator),
+                                         loaded.converted or from_convert, tokens=cfg.train.calibration_tokens)
         steps = planned_steps(args, len(train_ds))
         if compile_if_asked(trainer.model, training_compile_mode(cfg.train), work=steps):
             trainer.add_callback(CompileTimeCallback())

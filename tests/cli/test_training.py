@@ -82,6 +82,31 @@ def test_finetune_then_eval(tiny_dirs, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_convert_output_is_calibrated_again_on_the_task_a_trained_model_is_not(tiny_dirs, tmp_path):
+    """`spikelm convert` calibrates on its calibration text; training from that checkpoint calibrates on
+    the task's first batch (method doc, gotcha 3), and the trained model keeps its own amplitudes."""
+    import torch
+    from safetensors.torch import load_file
+
+    conv = tmp_path / "conv"
+    _ok(runner.invoke(app, ["convert", str(tiny_dirs["dense"]), "--out", str(conv), "--timesteps", "3"]))
+    assert json.loads((conv / "config.json").read_text())["amplitudes_from"] == "spikelm convert"
+    res = runner.invoke(app, [*_ft_args(tiny_dirs, tmp_path / "ft"), "-s", f"model={conv}", "--format", "json"])
+    _ok(res)
+    data = json.loads(res.stdout)
+    assert data["calibrated"] and data["calibration"] == "the first training batch"
+    assert "calibrated again on this run's data" in res.stderr
+    assert "amplitudes_from" not in json.loads((tmp_path / "ft" / "final" / "config.json").read_text())
+    before = {k: v for k, v in load_file(conv / "model.safetensors").items() if k.endswith(".alpha")}
+    after = {k.removeprefix("bert."): v for k, v in load_file(tmp_path / "ft" / "final" / "model.safetensors").items()}
+    assert before and any(not torch.equal(v, after[k]) for k, v in before.items())
+    res = runner.invoke(app, [*_ft_args(tiny_dirs, tmp_path / "ft2"), "-s", f"model={tmp_path / 'ft' / 'final'}",
+                              "--format", "json"])
+    _ok(res)
+    assert not json.loads(res.stdout)["calibrated"]
+
+
+@pytest.mark.slow
 def test_eval_in_bf16_repeats_a_bf16_runs_own_evaluation(tiny_dirs, tmp_path):
     """A `train.bf16` run evaluates under bfloat16 autocast: eval's `bf16` (and the run's batch size)
     gives its final dev numbers again; the float32 default scores the same weights otherwise."""
