@@ -1051,8 +1051,8 @@ def load_model(
     if resolved_head == "sequence_classification" and label_maps and not skip:
         order = label_order(cfg.get("id2label"), label_maps["id2label"])
         if order is not None:  # the same labels in another order: the classifier's rows follow the task's
-            state = {k: (v[order] if k in _classifier_keys(state) and v.shape[:1] == (len(order),) else v)
-                     for k, v in state.items()}
+            rows = set(_classifier_keys(state))
+            state = {k: (v[order] if k in rows and v.shape[:1] == (len(order),) else v) for k, v in state.items()}
     where = str(model_dir / "config.json")
     model, converted = build_model(
         cfg, head=resolved_head, neuron=neuron, num_labels=num_labels, label_maps=label_maps,

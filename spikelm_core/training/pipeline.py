@@ -84,9 +84,9 @@ class Pipeline:
 
     family = ""
     model_fix: str | None = None
+    """How to get a model when the recipe's is missing (shown by `preflight`)."""
     teacher_fix: str | None = None
     """The fix said for a missing teacher (None: the loader's generic one)."""
-    """How to get a model when the recipe's is missing (shown by `preflight`)."""
 
     def __init__(self, cfg, command: str, distill=None):
         self.cfg = cfg

@@ -359,7 +359,10 @@ def task_of_run(model: str | os.PathLike[str]) -> tuple[str, list[str]] | None:
         return None
     from ..config.schema import normalize_task, task_family
 
-    family = task_family(normalize_task(task))
+    try:
+        family = task_family(normalize_task(task))
+    except Exception:  # a hand-edited run config: eval says what is wrong with its own checks
+        return None
     keys = {"summarization": ("source", "data_dir", "validation_file", "text_column", "summary_column")}.get(
         family, ("source", "data_dir"))
     taken = {key: data[key] for key in keys if isinstance(data.get(key), str)}
