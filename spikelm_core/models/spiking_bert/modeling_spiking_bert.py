@@ -365,6 +365,18 @@ class _TiedMLMHead(TiedKeysNotSaved):
         self.cls.predictions.bias = new_embeddings.bias
 
 
+def mlm_head_activation(transform: nn.Module, config) -> None:
+    """Give the masked-LM head's transform `config.mlm_head_act` when set (default: `hidden_act`, as the
+    FFN). The released pretraining config is ReLU in this head alone, its FFN's GELU being hard-coded
+    (method doc, section 3): `model_config: {mlm_head_act: relu}` builds that split."""
+    name = getattr(config, "mlm_head_act", None)
+    if name is None:
+        return
+    if not isinstance(name, str) or name not in ACT2FN:
+        raise ValueError(f"mlm_head_act {name!r} is not an activation transformers knows (e.g. relu, gelu)")
+    transform.transform_act_fn = ACT2FN[name]
+
+
 class SpikingBertForMaskedLM(_TiedMLMHead, SpikingBertPreTrainedModel):
     """Masked-LM head (float) on the T-mean of the spiking encoder; decoder tied to the embeddings."""
 
@@ -372,6 +384,7 @@ class SpikingBertForMaskedLM(_TiedMLMHead, SpikingBertPreTrainedModel):
         super().__init__(config)
         self.bert = SpikingBertModel(config, add_pooling_layer=False)
         self.cls = BertOnlyMLMHead(config)
+        mlm_head_activation(self.cls.predictions.transform, config)
         self.post_init()
 
     def forward(
@@ -407,6 +420,7 @@ class SpikingBertForPreTraining(_TiedMLMHead, SpikingBertPreTrainedModel):
         super().__init__(config)
         self.bert = SpikingBertModel(config)
         self.cls = BertPreTrainingHeads(config)
+        mlm_head_activation(self.cls.predictions.transform, config)
         self.post_init()
 
     def forward(

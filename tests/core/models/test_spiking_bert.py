@@ -314,3 +314,26 @@ def test_feed_forward_takes_the_checkpoints_activation(act):
         default = SpikingBertIntermediate(tiny_config())
         default.load_state_dict(layer.state_dict())
         torch.testing.assert_close(default(x), torch.nn.functional.gelu(pre, approximate="none"))
+
+
+def test_mlm_head_activation_apart_from_the_ffn(tmp_path):
+    """`mlm_head_act: relu` (the released pretraining config) puts ReLU in the masked-LM head's transform
+    alone: the FFN keeps `hidden_act`; the setting survives save and load; an unknown name is refused."""
+    from transformers.activations import ACT2FN
+
+    from spikelm_core.models.spiking_bert import SpikingBertForPreTraining
+
+    for cls in (SpikingBertForMaskedLM, SpikingBertForPreTraining):
+        torch.manual_seed(0)
+        model = cls(SpikingBertConfig(**TINY, num_timesteps=2, mlm_head_act="relu"))
+        assert isinstance(model.cls.predictions.transform.transform_act_fn, type(ACT2FN["relu"]))
+        assert model.config.hidden_act == "gelu"
+        assert not isinstance(model.bert.encoder.layer[0].intermediate.act, type(ACT2FN["relu"]))
+        torch.manual_seed(0)
+        default = cls(SpikingBertConfig(**TINY, num_timesteps=2))
+        assert not isinstance(default.cls.predictions.transform.transform_act_fn, type(ACT2FN["relu"]))
+    model.save_pretrained(tmp_path / "m")
+    again = AutoModelForMaskedLM.from_pretrained(tmp_path / "m")
+    assert isinstance(again.cls.predictions.transform.transform_act_fn, type(ACT2FN["relu"]))
+    with pytest.raises(ValueError, match="mlm_head_act 'rellu' is not an activation"):
+        SpikingBertForMaskedLM(SpikingBertConfig(**TINY, num_timesteps=2, mlm_head_act="rellu"))
