@@ -533,10 +533,11 @@ class GenerateArgs(_Section):
     length_penalty: float = 1.0
     """Beam search's length penalty (the exponent of the length dividing a beam's log-probability;
     above 1 favours longer summaries). spikelm's own setting, not the checkpoint's generation_config,
-    so a dense and a spiking model are scored alike (facebook/bart-large-xsum ships 1.0 as well)."""
+    so a dense and a spiking model are scored alike (BART's authors generate XSum summaries at 1.0,
+    CNN/DailyMail ones at 2.0, in fairseq's BART examples)."""
     no_repeat_ngram_size: int = Field(0, ge=0)
     """Forbid generating any n-gram of this size twice (0 = off, spikelm's default whatever the
-    checkpoint's generation_config says; facebook/bart-base and bart-large-xsum ship 3)."""
+    checkpoint's generation_config says; fairseq's BART examples generate with 3)."""
 
 
 class PromptArgs(_RuledSection):
