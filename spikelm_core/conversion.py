@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .calibration import (CALIBRATION_BATCH_SIZE, CONVERT_AMPLITUDES, CALIBRATION_SEQ_LEN, calibrate, calibration_text, check_token_ids,
-                          text_batches)
+from .calibration import (CALIBRATION_BATCH_SIZE, CALIBRATION_SEQ_LEN, CONVERT_AMPLITUDES, calibrate, calibration_text,
+                          check_token_ids, text_batches)
 from .checkpoints import MODEL_TYPES, is_spiking_type, load_model, read_config, resolve_source, save_model
 from .errors import CheckpointError, ConfigError
 from .firing import measure_firing

@@ -178,9 +178,12 @@ _GENERATE_EXAMPLE = 'spikelm eval runs/smollm2-spiking --chat --prompt "What is 
 
 
 def _sets_data(overrides: list[str] | None) -> bool:
-    """Whether `-s` chooses the task or where its data is (then a run's own are not taken)."""
-    keys = ("data.task", "data.source", "data.data_dir", "data.validation_file")
-    return any(item.split("=", 1)[0].strip() in keys for item in overrides or [])
+    """Whether `-s` chooses the task or where its data is (then a run's own are not taken). A malformed
+    item counts for nothing here: loading the config reports it."""
+    from spikelm_core.config import parse_overrides
+
+    keys = {"data.task", "data.source", "data.data_dir", "data.validation_file"}
+    return any(key in keys for key, _ in parse_overrides(overrides or [], []))
 
 
 def _given(**options) -> list[str]:

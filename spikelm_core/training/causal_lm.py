@@ -40,6 +40,7 @@ import torch
 from ..calibration import spiking_neurons, text_calibration_batch
 from ..checkpoints import MODEL_TYPES, LoadedModel, is_spiking_type, load_model, read_config, resolve_source
 from ..config import EvalConfig
+from ..config.schema import MlmArgs
 from ..data.lm import load_lm_text
 from ..errors import CheckpointError, ConfigError
 from ..evaluation.perplexity import PerplexityScore, lm_windows, packed_windows, score_windows, window_stride
@@ -175,8 +176,6 @@ class CausalLmEvaluation(Evaluation):
 
     def __init__(self, cfg: EvalConfig, progress: Progress | None = None):
         super().__init__(cfg)
-        from ..config.schema import MlmArgs
-
         if cfg.mlm != MlmArgs():
             raise ConfigError(f"mlm: masks the text of a masked LM; '{cfg.model}' is scored by its perplexity, which "
                               "masks nothing", hint="drop the mlm settings")
@@ -330,10 +329,11 @@ class CausalLmPipeline(Pipeline):
                             config_overrides=cfg.model_overrides,
                             role="student" if self.distill else "model", reconvert=getattr(cfg, "reconvert", False))
         positions = loaded.model.config.max_position_embeddings
-        problems = []
-        for check in (lambda: max_length(cfg, loaded.model), lambda: resolved_seq_len(cfg, positions)):
+        problems, lengths = [], {}
+        for name, check in (("max_length", lambda: max_length(cfg, loaded.model)),
+                            ("seq_len", lambda: resolved_seq_len(cfg, positions))):
             try:
-                check()
+                lengths[name] = check()
             except ConfigError as exc:
                 problems.append(exc)
         if len(problems) > 1:  # both lengths beyond the model: said together
@@ -345,7 +345,7 @@ class CausalLmPipeline(Pipeline):
         if fresh:
             log.warning("'%s' has no language-modelling head (%s; its embeddings are not tied to one): the head "
                         "starts from random weights and trains from them", cfg.model, ", ".join(fresh))
-        self.max_length = max_length(cfg, loaded.model)
+        self.max_length, self.seq_len = lengths["max_length"], lengths["seq_len"]
         self.tokenizer = loaded.tokenizer
         return loaded
 
@@ -370,7 +370,7 @@ class CausalLmPipeline(Pipeline):
         if d.train_subset is not None:
             windows = windows[: d.train_subset]
         train = datasets.Dataset.from_dict({"input_ids": [list(w) for w in windows]})
-        seq_len = resolved_seq_len(self.cfg, loaded.model.config.max_position_embeddings)
+        seq_len = self.seq_len  # checked with max_length in load_student
         eval_ids, eval_where = self._ids(TRAINING_EVAL_SPLIT)
         if d.max_tokens is not None:
             eval_ids = eval_ids[: d.max_tokens]

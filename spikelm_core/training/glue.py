@@ -178,7 +178,7 @@ class GlueEvaluation(Evaluation):
         expected = [str(v).lower() for v in self.spec.id2label.values()]
         generic = all(label.startswith("label_") for label in saved)
         # the task's labels in another order: load_model reordered them (one rule: checkpoints.label_order)
-        reordered = label_order(loaded.config.get("id2label"), self.spec.id2label) is not None
+        reordered = label_order(names, self.spec.id2label) is not None
         if not fresh and saved and not generic and not reordered and not self.spec.is_regression and saved != expected:
             out.append(f"'{self.cfg.model}' was trained with the labels {saved}, {self.spec.name} has {expected}: "
                        "is it a model of another task?")
