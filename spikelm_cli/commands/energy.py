@@ -140,12 +140,14 @@ def energy_command(
 ) -> None:
     """Estimate dense vs spiking energy (arithmetic, and two memory bounds), sweeping k and T.
 
-    BERT: per sample at --seq-len tokens. BART: encoder once per input (--seq-len source tokens),
-    decoder per generated token (--target-len per summary), with and without the KV cache. Llama:
-    one forward over --seq-len tokens, and per generated token after a --seq-len prompt (--target-len
+    BERT: per sample at --seq-len tokens. BART: encoder once per input
+    (--seq-len source tokens), decoder per generated token (--target-len per
+    summary), with and without the KV cache. Llama: one forward over --seq-len
+    tokens, and per generated token after a --seq-len prompt (--target-len
     tokens), with and without the KV cache.
 
-    Example: spikelm energy --k 2 3 4;  spikelm energy smollm2 --seq-len 64 --target-len 16
+    Example: spikelm energy --k 2 3 4
+    Example: spikelm energy smollm2 --seq-len 64 --target-len 16
     """
     if source is not None and model is not None and source != model:
         raise ConfigError("two models given: the MODEL argument and --model differ",

@@ -74,8 +74,9 @@ def eval_command(
     firing rates. With --prompt: generate text.
 
     Example: spikelm eval runs/sst2/final --task sst2 --data-dir ../shared/data/glue --format json
-    (a training run's model is scored with that run's input lengths and generation settings, unless set here;
-    without --task, on the run's own task and data)
+    (a training run's model is scored with that run's input lengths and
+    generation settings, unless set here; without --task, on the run's own
+    task and data)
 
     Perplexity: spikelm eval smollm2 --task wikitext2 --data-dir ../shared/data/text --max-tokens 4096
 

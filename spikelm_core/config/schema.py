@@ -523,13 +523,17 @@ class DistillArgs(_RuledSection):
         return self.spike_drop * (1.0 - step / self.spike_drop_steps)
 
 
-class GenerateArgs(_Section):
+class GenerateArgs(_RuledSection):
     """Summarisation: how summaries are generated for ROUGE (beam search, KV cache)."""
 
     num_beams: int = Field(4, ge=1)
     """Beam size (1 = greedy). Not public for the paper's BART experiments."""
     max_new_tokens: int = Field(64, ge=1)
     """Maximum summary tokens generated."""
+    min_new_tokens: int = Field(0, ge=0)
+    """Minimum summary tokens generated: the end-of-sequence token is forbidden before this many (0 = off,
+    spikelm's default whatever the checkpoint's generation_config says; fairseq's BART examples generate
+    XSum summaries with a minimum of 10 tokens, CNN/DailyMail ones with 55)."""
     length_penalty: float = 1.0
     """Beam search's length penalty (the exponent of the length dividing a beam's log-probability;
     above 1 favours longer summaries). spikelm's own setting, not the checkpoint's generation_config,
@@ -538,6 +542,10 @@ class GenerateArgs(_Section):
     no_repeat_ngram_size: int = Field(0, ge=0)
     """Forbid generating any n-gram of this size twice (0 = off, spikelm's default whatever the
     checkpoint's generation_config says; fairseq's BART examples generate with 3)."""
+
+    def _check(self, rules: _Rules) -> None:
+        rules.require(self.min_new_tokens <= self.max_new_tokens, "min_new_tokens",
+                      f"({self.min_new_tokens}) must be at most max_new_tokens ({self.max_new_tokens})")
 
 
 class PromptArgs(_RuledSection):

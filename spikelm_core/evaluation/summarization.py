@@ -61,6 +61,7 @@ def _one_sentence_per_line(text: str) -> str:
 def generate_summaries(
     model, tokenizer, documents: list[str], *, num_beams: int = 4, max_source_length: int = 512,
     max_new_tokens: int = 64, batch_size: int = 8, length_penalty: float = 1.0, no_repeat_ngram_size: int = 0,
+    min_new_tokens: int = 0,
 ) -> list[str]:
     """Beam-search summaries of `documents` (model in eval mode, KV cache on), with these settings
     whatever the checkpoint's generation_config says (so a dense and a spiking model are generated for
@@ -71,11 +72,14 @@ def generate_summaries(
         raise ConfigError(f"beam size must be >= 1, got {num_beams}")
     if max_new_tokens < 1:
         raise ConfigError(f"max new tokens must be >= 1, got {max_new_tokens}")
+    if not 0 <= min_new_tokens <= max_new_tokens:
+        raise ConfigError(f"min new tokens must be between 0 and max new tokens ({max_new_tokens}), got {min_new_tokens}")
     model.eval()
     device = next(model.parameters()).device
     cfg = model.config
     gen_kwargs = dict(
-        num_beams=num_beams, max_new_tokens=max_new_tokens, do_sample=False, early_stopping=num_beams > 1,
+        num_beams=num_beams, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=False,
+        early_stopping=num_beams > 1,
         length_penalty=length_penalty, no_repeat_ngram_size=no_repeat_ngram_size, use_cache=True,
         pad_token_id=cfg.pad_token_id, eos_token_id=cfg.eos_token_id, decoder_start_token_id=cfg.decoder_start_token_id,
     )
@@ -106,6 +110,7 @@ def progress_line(done: int, total: int, seconds: float) -> str:
 def evaluate_summarization(
     model, tokenizer, dataset, *, num_beams: int = 4, max_source_length: int = 512, max_new_tokens: int = 64,
     batch_size: int = 8, keep_examples: int = 3, length_penalty: float = 1.0, no_repeat_ngram_size: int = 0,
+    min_new_tokens: int = 0,
 ) -> SummarizationResult:
     """Generate a summary for every `document` of `dataset` and score it against `summary` with ROUGE."""
     start = time.perf_counter()
@@ -116,7 +121,7 @@ def evaluate_summarization(
         predictions = generate_summaries(
             model, tokenizer, documents, num_beams=num_beams, max_source_length=max_source_length,
             max_new_tokens=max_new_tokens, batch_size=batch_size, length_penalty=length_penalty,
-            no_repeat_ngram_size=no_repeat_ngram_size,
+            no_repeat_ngram_size=no_repeat_ngram_size, min_new_tokens=min_new_tokens,
         )
     split_predictions = [_one_sentence_per_line(p) for p in predictions]
     split_references = [_one_sentence_per_line(r) for r in references]

@@ -322,7 +322,8 @@ def default_out_dir(cfg, command: str) -> Path:
 #: The settings an evaluation of a run's model takes from that run when it leaves them unset: the
 #: lengths its inputs are cut to and how its summaries are generated (`settings_of_run`)
 RUN_SETTINGS_FOR_EVAL = ("data.max_length", "data.seq_len", "data.stride", "data.max_tokens", "generate.num_beams",
-                         "generate.max_new_tokens", "generate.length_penalty", "generate.no_repeat_ngram_size")
+                         "generate.max_new_tokens", "generate.min_new_tokens", "generate.length_penalty",
+                         "generate.no_repeat_ngram_size")
 #: ... and those a masked-LM run's model (pretrain, or distill on text) takes when it is scored on a
 #: language-modelling task's text: as the run scored its held-out text (data.validation_file)
 MLM_RUN_SETTINGS_FOR_EVAL = ("data.max_length", "mlm.mlm_probability", "mlm.nsp")

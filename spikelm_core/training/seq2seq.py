@@ -87,7 +87,8 @@ def _score(cfg, model, tokenizer, raw, batch_size: int):
     g = cfg.generate
     return evaluate_summarization(model, tokenizer, raw, num_beams=g.num_beams, max_source_length=cfg.data.max_length,
                                   max_new_tokens=g.max_new_tokens, batch_size=batch_size,
-                                  length_penalty=g.length_penalty, no_repeat_ngram_size=g.no_repeat_ngram_size)
+                                  length_penalty=g.length_penalty, no_repeat_ngram_size=g.no_repeat_ngram_size,
+                                  min_new_tokens=g.min_new_tokens)
 
 
 class Seq2SeqPipeline(Pipeline):

@@ -245,6 +245,8 @@ def test_bounds_and_rules_all_reported():
         pytest.param(["model=' '"], "model: must not be empty", id="blank-model"),
         pytest.param(["data.source=' '"], "data.source: must not be empty", id="blank-source"),
         pytest.param(["data.train_subset=0"], "data.train_subset: must be >= 1, got 0", id="subset"),
+        pytest.param(["generate.max_new_tokens=8", "generate.min_new_tokens=9"],
+                     "generate.min_new_tokens: (9) must be at most max_new_tokens (8)", id="min-new-tokens"),
     ],
 )
 def test_single_rules(overrides, line):

@@ -142,6 +142,16 @@ def test_generation_and_rouge_on_a_tiny_spiking_bart(tmp_path):
     assert all(len(set(u.split())) == len(u.split()) for u in unique)
     model.generation_config.no_repeat_ngram_size = 1
     assert generate_summaries(model, tok, docs, num_beams=1, max_source_length=32, max_new_tokens=12) == plain
+    # min_new_tokens: a model that ends every summary at once writes at least that many tokens
+    model.lm_head.bias = torch.nn.Parameter(torch.zeros(cfg.vocab_size))
+    with torch.no_grad():
+        model.lm_head.bias[tok.all_special_ids] = -1e4  # no special token to hide in the decoded text ...
+        model.lm_head.bias[cfg.eos_token_id] = 1e4  # ... but the end of the summary, first
+    assert generate_summaries(model, tok, docs, num_beams=1, max_source_length=32, max_new_tokens=12) == ["", ""]
+    longer = generate_summaries(model, tok, docs, num_beams=1, max_source_length=32, max_new_tokens=12, min_new_tokens=6)
+    assert all(len(s.split()) == 6 for s in longer)  # then the end, as soon as it may come
+    with pytest.raises(ConfigError, match="min new tokens"):
+        generate_summaries(model, tok, docs, num_beams=1, max_new_tokens=4, min_new_tokens=5)
 
 
 def test_rouge_lsum_splits_predictions_and_references_alike(tmp_path, monkeypatch):
