@@ -186,7 +186,8 @@ class SweepRow:
     """MAC-weighted firing rate of the energy audit's firing pass (its calibration text): the rate that
     `energy_ratio` is priced from, so not `firing_rate` (a neuron mean on the dev examples)."""
     minutes: float | None = None
-    """Wall minutes of the call that finished this point: from its checkpoint on when it resumed."""
+    """Wall minutes of the run of the call that finished this point (its energy audit not included): from its
+    checkpoint on when it resumed."""
     resumed_from: str | None = None
     """The checkpoint an interrupted point continued from (so `minutes` counts only what followed)."""
     out_dir: str | None = None
@@ -420,10 +421,15 @@ def write_report(report: SweepReport, out_dir: Path, *, plot: bool = True) -> No
     atomic_write_text(out_dir / "sweep.json", json.dumps(report.to_dict(), indent=2) + "\n")
     atomic_write_text(out_dir / "sweep.csv", to_csv(report))
     atomic_write_text(out_dir / "sweep.md", to_markdown(report))
-    if plot and any(r.status == "done" and r.relative_energy is not None for r in report.rows):
-        plot_pareto(report, out_dir / "pareto.png")
-    if plot and any(r.status == "done" and r.curve for r in report.rows):
-        plot_curves(report, out_dir / "curves.png")
+    if not plot:
+        return
+    for name, draw, drawn in (("pareto.png", plot_pareto, any(r.status == "done" and r.relative_energy is not None
+                                                               for r in report.rows)),
+                              ("curves.png", plot_curves, any(r.status == "done" and r.curve for r in report.rows))):
+        if drawn:
+            draw(report, out_dir / name)
+        else:  # an earlier call's plot would show points this table no longer has
+            (out_dir / name).unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------- running
@@ -479,6 +485,19 @@ def _row_from(point: Point, record: dict[str, Any], start_from: str | None = Non
     )
 
 
+def _read_record(path: Path) -> dict[str, Any]:
+    """A finished point's sweep_point.json; ConfigError (exit 2) naming it when it cannot be read."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(record, dict) or not isinstance(record.get("run"), dict) or "out_dir" not in record["run"]:
+            raise ValueError("no 'run' record with its out_dir")
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the record of a finished sweep point: '{path}'", details=[str(exc)],
+                          hint="delete that file to run the point again (its run directory continues from its "
+                          "last checkpoint)") from None
+    return record
+
+
 def _check_start_from(sweep, points: list[Point]) -> None:
     """Each `sweep.start_from` entry names two points, the second one earlier than the first."""
     order = {p.name: i for i, p in enumerate(points)}
@@ -496,7 +515,14 @@ def _check_start_from(sweep, points: list[Point]) -> None:
 
 def _changed(run_cfg, run_dir: Path) -> list[tuple[str, object, object]]:
     """The settings a finished point was run with that differ from what the sweep now asks for."""
-    return changed_settings(load_config(type(run_cfg), run_dir / RUN_CONFIG, []), run_cfg)
+    try:
+        earlier = load_config(type(run_cfg), run_dir / RUN_CONFIG, [])
+    except ConfigError as exc:  # run by the other command, or a file that no longer loads
+        raise ConfigError(f"sweep point {run_dir.name!r} in '{run_dir}' was not run by this sweep's command "
+                          f"({run_cfg.command}), or its run_config.yaml no longer loads",
+                          details=[exc.message, *exc.details],
+                          hint="use another --out-dir for this sweep") from None
+    return changed_settings(earlier, run_cfg)
 
 
 def _check_unchanged(point: Point, run_cfg, run_dir: Path) -> None:
@@ -518,6 +544,12 @@ def _reference_row(cfg, out_dir: Path, say: Progress) -> SweepRow | None:
         return None
     ref_dir = out_dir / "reference"
     results = ref_dir / "eval_results.json"
+    eval_cfg = config_from_dict(EvalConfig, {
+        "command": "eval", "model": ref, "out_dir": str(ref_dir), "data": config_to_dict(cfg.data),
+        "neuron": {"kind": "dense"}, "batch_size": cfg.train.eval_batch_size, "device": cfg.train.device})
+    if results.is_file() and _scored_otherwise(eval_cfg, ref_dir / "eval_config.yaml"):
+        say(f"reference: scored earlier with another model or data; scoring {ref} again")
+        results.unlink()
     if not results.is_file():
         from .checkpoints import is_spiking_type, read_config, resolve_source
         from .errors import CheckpointError
@@ -531,9 +563,6 @@ def _reference_row(cfg, out_dir: Path, say: Progress) -> SweepRow | None:
                                   "teacher, must be dense",
                                   hint="give the dense model the student was converted from, fine-tuned on the task")
         say(f"reference: evaluating the dense model {ref}")
-        eval_cfg = config_from_dict(EvalConfig, {
-            "command": "eval", "model": ref, "out_dir": str(ref_dir), "data": config_to_dict(cfg.data),
-            "neuron": {"kind": "dense"}, "batch_size": cfg.train.eval_batch_size, "device": cfg.train.device})
         run_eval(eval_cfg)
     data = json.loads(results.read_text(encoding="utf-8"))
     return SweepRow(name="reference", values={"model": ref}, status="reference",
@@ -541,6 +570,17 @@ def _reference_row(cfg, out_dir: Path, say: Progress) -> SweepRow | None:
                     metric_name=data.get("primary_metric"), out_dir=str(ref_dir),
                     # the resolved config it was scored with: the sweep's input lengths and eval subset, dense
                     command=f"spikelm eval {ref_dir / 'eval_config.yaml'}")
+
+
+def _scored_otherwise(eval_cfg, saved: Path) -> bool:
+    """Whether the reference's saved evaluation (its eval_config.yaml) scored another model or other data
+    than `eval_cfg` asks for now (or cannot be read)."""
+    try:
+        earlier = config_to_dict(load_config(EvalConfig, saved, []))
+    except ConfigError:
+        return True
+    now = config_to_dict(eval_cfg)
+    return any(earlier.get(key) != now.get(key) for key in ("model", "data"))
 
 
 def masked_settings(cfg, given: Sequence[tuple[str, Any]], only: Sequence[str] | None = None) -> list[str]:
@@ -582,6 +622,11 @@ def plan_sweep(cfg, only: Sequence[str] | None = None) -> tuple[Path, list[Point
         key = json.dumps(_comparable(run_cfg), sort_keys=True, default=str)
         home[p.name] = homes.setdefault(key, p.name)
         configs.append(run_cfg)
+    tasks = {p.name: c.task for p, c in zip(points, configs)}
+    if len(set(tasks.values())) > 1:
+        raise ConfigError("the points of one sweep must share a task: its table and plots compare them on one metric",
+                          details=[f"{name}: {task or 'masked-LM on text'}" for name, task in tasks.items()],
+                          hint="run one sweep per task (each with its own --out-dir)")
     _check_auditable(cfg, points, configs)
     return out_dir, points, configs, home
 
@@ -591,6 +636,10 @@ def _check_auditable(cfg, points: list[Point], configs: list) -> None:
     salient channels (`neuron.salient_fraction > 0`), which the audit does not bill yet."""
     if not cfg.sweep.energy.enabled:
         return
+    if cfg.sweep.energy.data is not None:
+        from .calibration import read_text_file
+
+        read_text_file(cfg.sweep.energy.data)  # DataError now (missing, empty, unreadable), not after a point trained
     salient = [f"{p.name}: neuron.salient_fraction {c.neuron.salient_fraction}" for p, c in zip(points, configs)
                if c.neuron.spiking and c.neuron.salient_fraction > 0]
     if salient:
@@ -636,6 +685,9 @@ def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None,
                 "and not among --point",
                 details=[f"expected: {run_cfg.model}"],
                 hint=f"add --point {source}, or run the whole sweep")
+    for point, run_cfg in zip(points, configs):  # a point run by the other command: before the reference's scoring
+        if (out_dir / point.name / POINT_FILE).is_file():
+            _changed(run_cfg, out_dir / point.name)
     report = SweepReport(command=cfg.command, task=cfg.task, out_dir=str(out_dir), rows=[])
     # every rank: a GLUE reference is scored by the Trainer's predict, which splits the data across ranks
     report.reference = _reference_row(cfg, out_dir, say)
@@ -694,7 +746,7 @@ def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None,
                     f"sweep point {point.name!r} was trained from point {source!r}'s model, whose run has other settings",
                     details=[f"its run: {run_dir}"],
                     hint=f"run both again: delete their directories and add --point {source} --point {point.name}")
-            record = json.loads(record_path.read_text(encoding="utf-8"))
+            record = _read_record(record_path)
             say(f"{where}: finished earlier, skipped")
         else:
             if source_stale:

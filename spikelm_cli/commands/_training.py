@@ -66,8 +66,11 @@ def packaged_recipe(recipe: Path | None) -> Path | None:
 
 def load_run_config(cls, recipe: Path | None, overrides: list[str] | None, *, task: str | None = None,
                     model: str | None = None, data_dir: Path | None = None, out_dir: Path | None = None,
-                    **more: str | None):
-    """The task config from `recipe` < `-s` overrides < the command-line options.
+                    grid: list[str] | None = None, **more: str | None):
+    """The task config from `recipe` < `-s` overrides < the command-line options. `grid` (`--grid`
+    items) is added to the sweep section (one is made when the recipe has none; a key given here
+    replaces the recipe's) before the config is checked, so `-s sweep.*` settings and rules that a
+    grid satisfies hold for a recipe without a sweep section too.
 
     A run's own `run_config.yaml` replays that run: without `--out-dir` the run directory is the
     folder holding the file (so a copied run continues in its copy, never in the original)."""
@@ -77,7 +80,10 @@ def load_run_config(cls, recipe: Path | None, overrides: list[str] | None, *, ta
     if recipe is not None and recipe.name == "run_config.yaml" and out_dir is None:
         out_dir = recipe.resolve().parent
 
+    from spikelm_core.sweep import parse_grid
+
     flags = {
+        "sweep.grid": parse_grid(grid) if grid else None,
         "model": model,
         "out_dir": str(out_dir) if out_dir else None,
         "data.task": task,
@@ -97,13 +103,6 @@ def print_config_and_exit(cfg, format=None) -> None:
     else:
         sys.stdout.write(describe_config(cfg))
     raise typer.Exit(0)
-
-
-def with_grid_option(cfg, grid: list[str] | None):
-    """`cfg` with the `--grid` values added to its sweep section (one is made when it has none)."""
-    from spikelm_core.sweep import parse_grid, with_grid
-
-    return with_grid(cfg, parse_grid(grid)) if grid else cfg
 
 
 def check_sweep(cfg, points: list[str] | None = None, overrides: list[str] | None = None) -> None:
@@ -138,6 +137,10 @@ def train_or_sweep(cfg, run, resume: str, fmt, points: list[str] | None = None) 
     if cfg.sweep is None:
         render.training_result(run(cfg, resume=resume, callbacks=[render.progress_callback()]), fmt)
         return
+    if resume != "never":
+        raise ConfigError(f"--resume {resume} is for one run; a sweep continues each of its points by itself",
+                          hint="run the same sweep command again without --resume: finished points are skipped, "
+                          "an interrupted one continues from its last checkpoint")
     report = run_sweep(cfg, progress=lambda message: err.print(f"sweep: {message}", markup=False, soft_wrap=True),
                        callbacks=[render.progress_callback()], only=points)
     render_sweep.sweep_result(report, fmt)

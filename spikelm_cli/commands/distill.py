@@ -15,7 +15,7 @@ from ..errors import friendly_errors
 from ..params import FormatOpt, OutputFormat
 from ._training import (DataDirOpt, GridOpt, ModelOpt, OverridesOpt, PointOpt, PrintConfigOpt, ResumeOpt,
                         RunOutDirOpt, TaskOpt, check_sweep, load_run_config, print_config_and_exit,
-                        recipe_or_default, train_or_sweep, with_grid_option)
+                        recipe_or_default, train_or_sweep)
 
 
 @friendly_errors
@@ -54,8 +54,8 @@ def distill_command(
     common = dict(task=task, data_dir=data_dir, out_dir=out_dir, reinit_head=reinit_head)
     if teacher is not None and model is None and _student_is_twin(path, overrides, common):
         model = teacher  # the recipe's student is its teacher's spiking twin: so with the teacher given here
-    cfg = load_run_config(DistillConfig, path, overrides, model=model, **common, **{"distill.teacher": teacher})
-    cfg = with_grid_option(cfg, grid)
+    cfg = load_run_config(DistillConfig, path, overrides, model=model, grid=grid, **common,
+                          **{"distill.teacher": teacher})
     check_sweep(cfg, point, overrides)
     if print_config:
         print_config_and_exit(cfg, format)

@@ -14,7 +14,7 @@ from ..errors import friendly_errors
 from ..params import FormatOpt, OutputFormat
 from ._training import (DataDirOpt, GridOpt, ModelOpt, OverridesOpt, PointOpt, PrintConfigOpt, ResumeOpt,
                         RunOutDirOpt, TaskOpt, check_sweep, load_run_config, print_config_and_exit,
-                        recipe_or_default, train_or_sweep, with_grid_option)
+                        recipe_or_default, train_or_sweep)
 
 
 @friendly_errors
@@ -45,8 +45,7 @@ def finetune_command(
     path = recipe_or_default(recipe, task, "finetune")
     render.enable_library_logs()
     cfg = load_run_config(FinetuneConfig, path, overrides, task=task, model=model, data_dir=data_dir, out_dir=out_dir,
-                          reinit_head=reinit_head)
-    cfg = with_grid_option(cfg, grid)
+                          grid=grid, reinit_head=reinit_head)
     check_sweep(cfg, point, overrides)
     if print_config:
         print_config_and_exit(cfg, format)

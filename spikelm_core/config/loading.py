@@ -11,7 +11,8 @@ their choices, missing fields, broken rules) becomes one detail line of a single
 written with the user's dotted key.
 
 Relative input paths (`model`, `tokenizer`, `data.source`, `data.data_dir`, `data.train_file`,
-`data.validation_file`, `distill.teacher`, `dense_reference`) are made absolute: in a recipe against
+`data.validation_file`, `distill.teacher`, `dense_reference`, `sweep.reference`, `sweep.energy.data`,
+and those keys among a sweep's points and grid) are made absolute: in a recipe against
 the recipe's folder, in `-s` overrides and flags against the current directory. A value counts as a path when
 it starts with ./ or ../, or when it exists there (so `minilm` and `facebook/bart-base` stay); a
 recipe's path that is not beside the recipe but exists from the current directory (where the run reads
@@ -92,6 +93,7 @@ _HINT = ("keys are nested sections in a recipe file (train: {lr: 3.0e-5}) and do
 _KEY = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
 _PATH_KEYS = ("model", "tokenizer", "data.source", "data.data_dir", "data.train_file", "data.validation_file",
               "distill.teacher", "dense_reference")
+_SWEEP_PATH_KEYS = ("sweep.reference", "sweep.energy.data")
 _MAX_BASES = 8  # recipes in one base: chain
 _LEGACY_KEYS = {"task": "command", "glue_task": "data.task", "summarization_task": "data.task"}
 _warned: set[str] = set()
@@ -396,19 +398,41 @@ def _resolve_paths(layer: dict[str, Any], base: Path) -> None:
     out = _get(layer, "out_dir")
     if isinstance(out, str) and out.startswith("~"):
         set_dotted(layer, "out_dir", os.path.expanduser(out))
-    for key in _PATH_KEYS:
+    for key in (*_PATH_KEYS, *_SWEEP_PATH_KEYS):
         value = _get(layer, key)
-        if isinstance(value, str) and value.startswith("~"):
-            value = os.path.expanduser(value)
-            set_dotted(layer, key, value)
-        if not isinstance(value, str) or not value or os.path.isabs(value):
-            continue
-        if key == "data.source" and value.strip().lower().startswith("glue/"):
-            continue
-        if value in (".", "..") or value.startswith(("./", "../")) or (base / value).exists():
-            set_dotted(layer, key, os.path.normpath(os.path.join(os.path.abspath(base), value)))
-        elif os.path.exists(value):
-            set_dotted(layer, key, os.path.abspath(value))
+        if isinstance(value, str):
+            set_dotted(layer, key, _resolved_path(key, value, base))
+    sweep = layer.get("sweep")
+    if not isinstance(sweep, dict):
+        return
+    # the points' and the grid's values of path keys (dotted keys of their own, e.g. points.b.model)
+    for values in (sweep.get("points") or {}).values():
+        if isinstance(values, dict):
+            for key in _PATH_KEYS:
+                if isinstance(values.get(key), str):  # a dotted key of the point's own
+                    values[key] = _resolved_path(key, values[key], base)
+                elif "." in key and isinstance(_get(values, key), str):  # nested: {distill: {teacher: ...}}
+                    set_dotted(values, key, _resolved_path(key, _get(values, key), base))
+    grid = sweep.get("grid")
+    if isinstance(grid, dict):
+        for key in _PATH_KEYS:
+            if isinstance(grid.get(key), list):
+                grid[key] = [_resolved_path(key, v, base) if isinstance(v, str) else v for v in grid[key]]
+
+
+def _resolved_path(key: str, value: str, base: Path) -> str:
+    """One input path of a layer, read as `_resolve_paths` says."""
+    if value.startswith("~"):
+        value = os.path.expanduser(value)
+    if not value or os.path.isabs(value):
+        return value
+    if key == "data.source" and value.strip().lower().startswith("glue/"):
+        return value
+    if value in (".", "..") or value.startswith(("./", "../")) or (base / value).exists():
+        return os.path.normpath(os.path.join(os.path.abspath(base), value))
+    if os.path.exists(value):
+        return os.path.abspath(value)
+    return value
 
 
 def _warn_once(key: str, message: str) -> None:

@@ -65,6 +65,7 @@ def test_k_sweep_end_to_end_then_nothing_to_do(tiny_dirs, tmp_path):
     res = runner.invoke(app, _args(tiny_dirs, out, "-g", "neuron.k=2,3"))
     assert res.exit_code == 0, res.stderr
     assert res.stderr.count("finished earlier, skipped") == 2 and "step 1/" not in res.stderr
+    assert "reference:" not in res.stderr  # scored once, by the first call
     assert "k3" in res.stdout and "pareto.png" in res.stdout
     assert ("curves.png" in res.stdout) == (out / "curves.png").is_file()  # the plots written, each named
 
@@ -97,3 +98,16 @@ def test_point_names_a_point_of_the_sweep_or_is_exit_2(tiny_dirs, tmp_path):
     res = runner.invoke(app, _args(tiny_dirs, tmp_path / "one", "--point", "k2"))
     assert res.exit_code == 2, (res.stdout, res.stderr)
     assert "this run has no sweep" in res.stderr and not (tmp_path / "one").exists()
+
+
+def test_grid_with_sweep_settings_on_a_recipe_without_a_sweep_and_no_resume_flag(tiny_dirs, tmp_path):
+    """-s sweep.* on a recipe without a sweep section holds once --grid makes one (the grid is part of the
+    config that is checked); --resume is for one run and a sweep continues its points itself."""
+    res = runner.invoke(app, _args(tiny_dirs, tmp_path / "s", "-g", "neuron.k=2,3", "-s", "sweep.energy.enabled=false",
+                                   "--print-config"))
+    assert res.exit_code == 0, res.stderr
+    assert "grid: {neuron.k: [2, 3]}" in res.stdout and "enabled: false" in res.stdout
+    res = runner.invoke(app, _args(tiny_dirs, tmp_path / "s", "-g", "neuron.k=2", "--resume", "auto"))
+    assert res.exit_code == 2, (res.stdout, res.stderr)
+    assert "--resume auto is for one run" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "s").exists()

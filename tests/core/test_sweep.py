@@ -71,6 +71,9 @@ def test_parse_grid_reads_each_value_as_yaml():
     ({}, "sweep.grid: give a grid"),
     ({"points": {"a b": {"neuron.k": 3.0}}}, "sweep.points.a b: name"),
     ({"grid": {"neuron..k": [1]}}, "must be a dotted key"),
+    ({"points": {"reference": {"neuron.k": 3.0}}}, "sweep.points.reference: name: 'reference' is the folder"),
+    ({"grid": {"out_dir": ["a", "b"]}}, "sweep.grid.out_dir: the sweep sets this itself"),
+    ({"points": {"z": {"sweep.energy.enabled": False}}}, "sweep.points.z.sweep.energy.enabled: the sweep sets"),
 ])
 def test_bad_sweep_sections_name_the_field(tmp_path, sweep, where):
     with pytest.raises(ConfigError) as exc:
@@ -431,3 +434,104 @@ def test_a_spiking_reference_is_refused_before_it_is_evaluated(tmp_path):
                                            "distill": {"teacher": str(spiking)}, "sweep": {"grid": {"neuron.k": [2.0]}}})
     with pytest.raises(CheckpointError, match=r"the teacher \(distill.teacher\) .* is a spiking model"):
         _reference_row(cfg, tmp_path / "s", lambda message: None)
+
+
+def test_an_unreadable_point_record_is_named_and_a_plot_no_longer_drawn_is_removed(tmp_path, monkeypatch):
+    from spikelm_core.sweep import SweepReport, write_report
+
+    out = tmp_path / "study"
+    sweep = {"grid": {"neuron.k": [2.0, 3.0]}, "energy": {"enabled": False}}
+    monkeypatch.setattr(training, "run_finetune", _FakeTrainer())
+    run_sweep(_cfg(out, sweep))
+    (out / "k2" / POINT_FILE).write_text('{"point": "k2", "run": ')
+    with pytest.raises(ConfigError, match="cannot read the record of a finished sweep point") as exc:
+        run_sweep(_cfg(out, sweep))
+    assert str(out / "k2" / POINT_FILE) in exc.value.message and "delete that file" in exc.value.hint
+    # a table without energies (or curves) removes the plots of an earlier call, which would show other points
+    (out / "pareto.png").write_bytes(b"old")
+    assert (out / "curves.png").is_file()
+    write_report(SweepReport(command="finetune", task="sst2", out_dir=str(out), rows=[_row("a", 0.8, None)]), out)
+    assert not (out / "pareto.png").exists() and not (out / "curves.png").exists()
+
+
+def test_points_of_other_tasks_and_a_missing_audit_text_are_refused_before_anything_runs(tmp_path):
+    from spikelm_core.errors import DataError
+    from spikelm_core.sweep import plan_sweep
+
+    with pytest.raises(ConfigError, match="must share a task") as exc:
+        plan_sweep(_cfg(tmp_path, {"grid": {"data.task": ["sst2", "cola"]}}))
+    assert exc.value.details == ["task-sst2: sst2", "task-cola: cola"]
+    with pytest.raises(DataError, match="nope.txt"):
+        plan_sweep(_cfg(tmp_path, {"grid": {"neuron.k": [2.0]}, "energy": {"data": str(tmp_path / "nope.txt")}}))
+
+
+def test_a_point_run_by_the_other_command_is_refused_before_the_reference_is_scored(tmp_path, monkeypatch):
+    out = tmp_path / "study"
+    sweep = {"grid": {"neuron.k": [2.0]}, "energy": {"enabled": False}}
+    monkeypatch.setattr(training, "run_finetune", _FakeTrainer())
+    run_sweep(_cfg(out, sweep))
+    (out / "k2" / "run_config.yaml").write_text("command: distill\nmodel: m\ndistill: {teacher: t}\n")
+    scored = []
+    monkeypatch.setattr(training, "run_eval", lambda cfg: scored.append(cfg))
+    with pytest.raises(ConfigError, match="was not run by this sweep's command") as exc:
+        run_sweep(_cfg(out, {**sweep, "reference": "dense"}))
+    assert "another --out-dir" in exc.value.hint and scored == []
+
+
+def test_the_reference_is_scored_again_when_its_model_or_data_change(tmp_path, monkeypatch):
+    from spikelm_core.sweep import _reference_row
+    from spikelm_core.training.results import EvalResult  # noqa: F401 (the real writer is stood in for)
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    scored = []
+
+    def fake_eval(cfg):
+        from pathlib import Path
+
+        scored.append(cfg.model)
+        out = Path(cfg.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "eval_config.yaml")
+        (out / "eval_results.json").write_text(json.dumps({"metrics": {"dev": {"accuracy": 0.5 + len(scored) / 10}},
+                                                           "primary_metric": "accuracy"}))
+
+    monkeypatch.setattr(training, "run_eval", fake_eval)
+    out = tmp_path / "s"
+
+    def row(ref, **data):
+        cfg = _cfg(out, {"grid": {"neuron.k": [2.0]}, "reference": str(tmp_path / ref)},
+                   data={"task": "sst2", **data})
+        return _reference_row(cfg, out, lambda message: None)
+
+    assert row("a").metric == pytest.approx(0.6)
+    assert row("a").metric == pytest.approx(0.6) and len(scored) == 1  # scored once
+    assert row("b").metric == pytest.approx(0.7) and scored[-1] == str(tmp_path / "b")  # another model
+    assert row("b", max_length=64).metric == pytest.approx(0.8)  # other data settings
+    assert len(scored) == 3
+
+
+def test_relative_paths_of_the_sweep_section_are_read_from_the_recipes_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "recipes"
+    (folder / "tref").mkdir(parents=True)
+    (folder / "cal.txt").write_text("some text\n")
+    (folder / "r.yaml").write_text(
+        "command: finetune\nmodel: ./tref\ndata: {task: sst2}\n"
+        "sweep:\n  reference: ./tref\n  energy: {data: ./cal.txt}\n  grid: {model: [./tref, minilm]}\n"
+        "  points: {b: {model: ./tref}, c: {distill: {teacher: ./tref}}}\n")
+    monkeypatch.chdir(tmp_path)
+    from spikelm_core.config.loading import _resolve_paths
+
+    layer = {"sweep": {"reference": "./tref", "energy": {"data": "./cal.txt"}, "grid": {"model": ["./tref", "minilm"]},
+                       "points": {"b": {"model": "./tref"}, "c": {"distill": {"teacher": "./tref"}},
+                                  "d": {"distill.teacher": "./tref"}}}}
+    _resolve_paths(layer, folder)
+    ref = str(folder / "tref")
+    assert layer["sweep"]["reference"] == ref and layer["sweep"]["energy"]["data"] == str(folder / "cal.txt")
+    assert layer["sweep"]["grid"]["model"] == [ref, "minilm"]  # an alias stays as written
+    assert layer["sweep"]["points"]["b"]["model"] == ref
+    assert layer["sweep"]["points"]["c"]["distill"]["teacher"] == ref
+    assert layer["sweep"]["points"]["d"]["distill.teacher"] == ref
+    cfg = load_config(FinetuneConfig, folder / "r.yaml")
+    assert cfg.sweep.reference == ref and cfg.sweep.points["b"]["model"] == ref
