@@ -791,6 +791,7 @@ def build_model(
         elif len(fields.get("id2label") or {}) != num_labels:
             fields.pop("id2label", None)
             fields.pop("label2id", None)
+    check_config_fields(config_class, overrides, known=cfg)
     if attn_implementation is not None:
         fields["attn_implementation"] = attn_implementation
     try:
@@ -986,6 +987,31 @@ class LoadedModel:
     config: dict  # config.json as read (remote-code keys dropped)
     head: str = "base"
     weights: WeightReport | None = None
+
+
+
+#: config fields spikelm's models read that a default config does not hold (set through model_config)
+EXTRA_CONFIG_FIELDS = ("mlm_head_act",)
+
+
+def check_config_fields(config_class, overrides: Mapping[str, Any], known: Iterable[str] = ()) -> None:
+    """ConfigError (exit 2) for `model_config` keys that are no field of `config_class` (nor of the
+    checkpoint's config.json, `known`), with the nearest names: transformers would keep a misspelt
+    key as an unused attribute and the run would train with the value it meant to change."""
+    import difflib
+
+    fields = {*config_class().to_dict(), *getattr(config_class, "attribute_map", {}), *known, *EXTRA_CONFIG_FIELDS}
+    unknown = sorted(key for key in overrides if key not in fields)
+    if not unknown:
+        return
+    details = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, sorted(fields), n=1)
+        details.append(f"model_config.{key}" + (f": did you mean {close[0]}?" if close else ""))
+    raise ConfigError(f"model_config names {'a field' if len(unknown) == 1 else 'fields'} that "
+                      f"{config_class.__name__} does not have", details=details,
+                      hint="model_config changes fields of the model's config.json (e.g. hidden_dropout_prob); "
+                      "neuron settings go in the neuron section")
 
 
 def load_model(

@@ -20,9 +20,9 @@ from ._training import (ModelOpt, OverridesOpt, PrintConfigOpt, ResumeOpt, RunOu
 def pretrain_command(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML (or a run's run_config.yaml).")],
     model: ModelOpt = None,
-    text: Annotated[Optional[Path], typer.Option("--text", help="Text file or directory of .txt files to pretrain on (beats data.source).")] = None,
+    text: Annotated[Optional[Path], typer.Option("--text", help="Text file, or directory of .txt files (its subfolders too), to pretrain on (beats data.source).")] = None,
     held_out: Annotated[Optional[Path], typer.Option(
-        "--held-out", help="Held-out text (file or directory of .txt files) scored after training: masked-LM loss, "
+        "--held-out", help="Held-out text (file, or directory of .txt files and its subfolders) scored after training: masked-LM loss, "
         "accuracy and perplexity on masks fixed for every run (beats data.validation_file).")] = None,
     overrides: OverridesOpt = None,
     out_dir: RunOutDirOpt = None,

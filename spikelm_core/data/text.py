@@ -38,7 +38,8 @@ def read_utf8(path: str | Path) -> str:
 
 
 def text_files(source: str | Path) -> list[Path]:
-    """The files a text source names: the file itself, or the sorted `*.txt` files of a directory."""
+    """The files a text source names: the file itself, or the sorted `*.txt` files of a directory and its
+    subfolders."""
     p = Path(source).expanduser()
     if p.is_file():
         return [p]
@@ -57,8 +58,9 @@ def text_files(source: str | Path) -> list[Path]:
 def _documents(files: list[str], stamp: str, source: str):
     """Each document of `files` as {"lines": [...]}: non-empty lines (as `str.splitlines` splits them),
     stripped; blank lines (and the end of a file) end a document. Streams line by line, so a corpus
-    never has to fit in memory. `stamp` only names the corpus version in the cache's fingerprint."""
-    empty = True
+    never has to fit in memory. `stamp` only names the corpus version in the cache's fingerprint.
+    (`datasets` may call it once per file, as shards: whether the whole corpus is empty is the
+    caller's check.)"""
     for name in files:
         current: list[str] = []
         try:
@@ -75,14 +77,24 @@ def _documents(files: list[str], stamp: str, source: str):
                             current.append(line)
                         elif current:
                             yield {"lines": current}
-                            empty, current = False, []
+                            current = []
         except OSError as exc:
             raise DataError(f"cannot read '{name}': {exc}") from None
         if current:
             yield {"lines": current}
-        empty = empty and not current
-    if empty:
-        raise DataError(f"the text corpus '{source}' is empty")
+
+
+def _has_text(files: list[str]) -> bool:
+    """Whether any of `files` holds a line that is not blank (as `_documents` reads them); reads each
+    only up to its first such line. Unreadable bytes count as text here: `_documents` names them."""
+    for name in files:
+        try:
+            with open(name, "rb") as fh:
+                if any(line.strip() for raw in fh for line in raw.decode("utf-8", "replace").splitlines()):
+                    return True
+        except OSError as exc:
+            raise DataError(f"cannot read '{name}': {exc}") from None
+    return False
 
 
 def _cached(build):
@@ -235,6 +247,9 @@ def mlm_dataset(source: str | Path, tokenizer: Any, max_length: int = 128, *, ns
     body = max_length - (3 if nsp else 2)
     files = [str(f.resolve()) for f in text_files(source)]
     stamp = Hasher.hash([_CACHE_FORMAT, [_file_stamp(f) for f in files]])
+    if not _has_text(files):  # before the build: `datasets` refuses a generator that yields nothing
+        raise DataError(f"the text corpus '{source}' is empty" + (f" (its {len(files)} .txt files hold only blank lines)"
+                                                                   if len(files) > 1 else ""))
     docs = _cached(lambda: datasets.Dataset.from_generator(
         _documents, gen_kwargs={"files": files, "stamp": stamp, "source": str(source)}, fingerprint=stamp,
         features=datasets.Features({"lines": datasets.List(datasets.Value("string"))})))

@@ -65,6 +65,15 @@ class MaskedLmScore:
         return out
 
 
+NOTHING_MASKED = "no token of the held-out text was masked (too few real tokens)"
+
+
+def any_masked(dataset, collator: Callable[[list[dict]], dict[str, torch.Tensor]]) -> bool:
+    """Whether `collator` masks any token of `dataset` (read one example at a time, up to the first
+    one with a mask: the seeded masks of an example do not depend on its batch)."""
+    return any(bool((collator([dataset[i]])["labels"] != -100).any()) for i in range(len(dataset)))
+
+
 def score_masked_lm(model, dataset, collator: Callable[[list[dict]], dict[str, torch.Tensor]], *,
                     batch_size: int = 32, progress: Callable[[int, int, int, float], None] | None = None
                     ) -> MaskedLmScore:
@@ -103,8 +112,8 @@ def score_masked_lm(model, dataset, collator: Callable[[list[dict]], dict[str, t
     finally:
         model.train(was_training)
     if masked == 0:
-        raise ValueError("no token of the held-out text was masked (too few real tokens)")
+        raise ValueError(NOTHING_MASKED)
     return MaskedLmScore(float(nll), correct, masked, pairs, nsp_correct, time.perf_counter() - start)
 
 
-__all__ = ["HELD_OUT_MASK_SEED", "MaskedLmScore", "score_masked_lm"]
+__all__ = ["HELD_OUT_MASK_SEED", "NOTHING_MASKED", "MaskedLmScore", "any_masked", "score_masked_lm"]

@@ -18,12 +18,12 @@ import torch
 from transformers import DataCollatorForLanguageModeling
 
 from ..calibration import spiking_neurons
-from ..checkpoints import (MODEL_TYPES, LoadedModel, instantiate, load_model, load_teacher, load_tokenizer,
+from ..checkpoints import (MODEL_TYPES, LoadedModel, check_config_fields, instantiate, load_model, load_teacher, load_tokenizer,
                            read_config, resolve_as, resolve_source)
 from ..data.lm import load_lm_text, local_text_path
 from ..data.text import EXAMPLE_INDEX, mlm_dataset
 from ..errors import CheckpointError, ConfigError, DataError
-from ..evaluation.masked_lm import HELD_OUT_MASK_SEED, score_masked_lm
+from ..evaluation.masked_lm import HELD_OUT_MASK_SEED, NOTHING_MASKED, any_masked, score_masked_lm
 from ..log import get_logger
 from ..models.spiking_bert import SpikingBertConfig, SpikingBertForMaskedLM, SpikingBertForPreTraining
 from .args import training_arguments
@@ -89,6 +89,7 @@ def scratch_model(cfg, nsp: bool, tokenizer):
     """A randomly initialised spiking BERT sized by `cfg.model_config` and the tokenizer."""
     head_cls = SpikingBertForPreTraining if nsp else SpikingBertForMaskedLM
     fields = dict(cfg.model_overrides)
+    check_config_fields(SpikingBertConfig, fields)
     fields.setdefault("vocab_size", len(tokenizer))
     if fields["vocab_size"] < len(tokenizer):
         raise ConfigError(f"model_config.vocab_size ({fields['vocab_size']}) is smaller than the tokenizer's "
@@ -187,6 +188,10 @@ class MlmPipeline(Pipeline):
         with local_main_process_first():  # the pairs of NSP and the masks: the same for every run (seed fixed)
             held_out = mlm_dataset(cfg.data.validation_file, loaded.tokenizer, self.max_length, nsp=self.nsp,
                                    subset=cfg.data.eval_subset, seed=HELD_OUT_MASK_SEED)
+        masks = seeded_masking_collator(loaded.tokenizer, cfg.mlm.mlm_probability, HELD_OUT_MASK_SEED)
+        if not any_masked(held_out, masks):  # now, not after training: the masks do not depend on the model
+            raise DataError(f"held-out text '{cfg.data.validation_file}': {NOTHING_MASKED}",
+                            hint="give more held-out text, or drop it (-s data.validation_file=null)")
         return train, {"validation": held_out}
 
     def collator(self, loaded: LoadedModel):
@@ -222,7 +227,7 @@ class MlmPipeline(Pipeline):
                 model, held_out, masks, batch_size=self.cfg.train.eval_batch_size))
         except ValueError as exc:
             raise DataError(f"held-out text '{self.cfg.data.validation_file}': {exc}",
-                            hint="give more held-out text, or drop data.validation_file") from None
+                            hint="give more held-out text, or drop it (-s data.validation_file=null)") from None
         if report is not None:
             report.description = f"{report.description}; over the {len(held_out):,} held-out sequences"
         return {"validation": score.metrics()}, PRIMARY, report

@@ -41,14 +41,27 @@ RESUME_MAY_CHANGE = (
 )
 
 
+#: ... and, in a masked-LM run (pretrain, distill on text), the held-out text it scores once, after
+#: training: its training does not read it
+MASKED_LM_RESUME_MAY_CHANGE = ("data.validation_file", "data.eval_subset")
+
+
+def resume_may_change(cfg) -> tuple[str, ...]:
+    """The settings (dotted prefixes) a resumed run of `cfg`'s kind may change."""
+    masked_lm = getattr(cfg, "mlm", None) is not None and cfg.task is None
+    return RESUME_MAY_CHANGE + (MASKED_LM_RESUME_MAY_CHANGE if masked_lm else ())
+
+
 def changed_settings(old, new) -> list[tuple[str, Any, Any]]:
     """`(dotted key, old, new)` for each setting of run config `new` that would change the numbers of
-    the run `old` describes: `RESUME_MAY_CHANGE` left out, and `train.bf16` compared as the precision
-    it gives on this machine ('auto' is true where bf16 is native: `training/precision.py`)."""
+    the run `old` describes: `RESUME_MAY_CHANGE` left out (and `MASKED_LM_RESUME_MAY_CHANGE` in a
+    masked-LM run), and `train.bf16` compared as the precision it gives on this machine ('auto' is true
+    where bf16 is native: `training/precision.py`)."""
     from .precision import run_device, uses_bf16
 
+    may_change = resume_may_change(new)
     return [(k, a, b) for k, a, b in diff_configs(old, new)
-            if not k.startswith(RESUME_MAY_CHANGE)
+            if not k.startswith(may_change)
             and not (k == "train.bf16" and uses_bf16(a, run_device(old.train.device))
                      == uses_bf16(b, run_device(new.train.device)))]
 
@@ -325,7 +338,8 @@ RUN_SETTINGS_FOR_EVAL = ("data.max_length", "data.seq_len", "data.stride", "data
                          "generate.max_new_tokens", "generate.min_new_tokens", "generate.length_penalty",
                          "generate.no_repeat_ngram_size")
 #: ... and those a masked-LM run's model (pretrain, or distill on text) takes when it is scored on a
-#: language-modelling task's text: as the run scored its held-out text (data.validation_file)
+#: language-modelling task's text: as the run scored its held-out text (data.validation_file; on
+#: that file, data.eval_subset too)
 MLM_RUN_SETTINGS_FOR_EVAL = ("data.max_length", "mlm.mlm_probability", "mlm.nsp")
 
 
@@ -401,7 +415,10 @@ def settings_of_run(cfg):
         return cfg
     taken: list[str] = []
     sections = {}
-    for key in MLM_RUN_SETTINGS_FOR_EVAL if masked else RUN_SETTINGS_FOR_EVAL:
+    keys = MLM_RUN_SETTINGS_FOR_EVAL if masked else RUN_SETTINGS_FOR_EVAL
+    if masked and _scores_held_out_text(cfg, run_cfg):  # the run's held-out text: as many sequences as it scored
+        keys = (*keys, "data.eval_subset")
+    for key in keys:
         section, name = key.split(".")
         mine = sections.get(section, getattr(cfg, section))
         value = getattr(getattr(run_cfg, section), name)
@@ -418,6 +435,19 @@ def settings_of_run(cfg):
         return cfg
     log.info("from the run's %s: %s (set them to change)", run / RUN_CONFIG, ", ".join(taken))
     return cfg.model_copy(update=sections)
+
+
+def _scores_held_out_text(cfg, run_cfg) -> bool:
+    """Whether evaluation `cfg` reads the text file that masked-LM run `run_cfg` held out (its
+    data.validation_file, `pretrain --held-out`)."""
+    held_out = run_cfg.data.validation_file
+    text = cfg.data.data_dir or cfg.data.validation_file
+    if not held_out or not text:
+        return False
+    try:
+        return Path(text).expanduser().resolve() == Path(held_out).expanduser().resolve()
+    except OSError:
+        return False
 
 
 _CONTINUE_WITH: contextvars.ContextVar[str | None] = contextvars.ContextVar("continue_with", default=None)
@@ -540,7 +570,7 @@ class RunDirectory:
                 "the resumed run's config differs from the one it started with",
                 details=[f"{k}: {a!r} in {saved}, now {b!r}" for k, a, b in changed],
                 hint="resume with the same recipe and overrides, or start a new run in another --out-dir; "
-                f"these may change: {', '.join(RESUME_MAY_CHANGE)}",
+                f"these may change: {', '.join(resume_may_change(self.cfg))}",
             )
 
     def write_config(self) -> None:

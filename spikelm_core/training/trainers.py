@@ -19,12 +19,15 @@ from transformers.trainer_utils import get_last_checkpoint
 from ..config.schema import DistillArgs
 from ..data.augment import FLAG
 from ..errors import SpikelmError
+from ..log import get_logger
 from ..models.common import layer_local_gradients
 from ..neurons import spike_drop
 from .callbacks import mean_over_ranks
 from .firing_target import FiringTarget, LayerRateRecorder
 from .losses import attention_kl, attention_mse, hidden_mse, logit_kd
 from .weight_average import WeightAverage
+
+log = get_logger("training")
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -119,6 +122,10 @@ class SpikelmTrainer(Trainer):
         if self.schedule_steps is None or self.lr_scheduler is not None:
             return super().create_scheduler(num_training_steps, optimizer)
         optimizer = optimizer if optimizer is not None else self.optimizer
+        if num_training_steps > self.schedule_steps and self.is_world_process_zero():
+            log.warning("train.schedule_steps %d ends the linear schedule before the run's %d steps: its last %d "
+                        "step(s) train at learning rate 0 (raise schedule_steps, or lower max_steps or epochs)",
+                        self.schedule_steps, num_training_steps, num_training_steps - self.schedule_steps)
         factor = linear_schedule_with_horizon(self.args.get_warmup_steps(self.schedule_steps), self.schedule_steps)
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         self._created_lr_scheduler = True

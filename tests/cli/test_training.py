@@ -176,21 +176,60 @@ def test_pretrain_tiny_recipe(tiny_dirs, tmp_path, nsp):
     assert ("nsp_accuracy" in held_out) == nsp and "over the 16 held-out sequences" in data["firing_rate_mean"]
     final = [json.loads(x) for x in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines() if "final_" in x]
     assert final[-1]["final_validation_mlm_accuracy"] == held_out["mlm_accuracy"]
-    # eval of the saved model on the same text, as many sequences: the run's held-out scores again
-    # (its length, masking and NSP taken from the run)
+    # eval of the saved model on the same text: the run's held-out scores again (its length, masking,
+    # NSP and, on its held-out file, the number of sequences it scored taken from the run)
     res = runner.invoke(app, ["eval", str(tmp_path / "p" / "final"), "--task", "wikitext2", "--data-dir",
-                              str(tiny_dirs["corpus"]), "-s", "data.eval_subset=16", "--format", "json"])
+                              str(tiny_dirs["corpus"]), "--format", "json"])
     _ok(res)
     again = json.loads(res.stdout)
     assert again["metrics"]["test"] == pytest.approx(held_out, rel=1e-6)
     assert again["firing_rate"] == pytest.approx(data["firing_rate"], rel=1e-6)
     assert "data.max_length 16" in res.stderr and ("mlm.nsp True" in res.stderr) == nsp
+    assert "data.eval_subset 16" in res.stderr
     cfg = json.loads((tmp_path / "p" / "final" / "config.json").read_text())
     assert cfg["architectures"] == ["SpikingBertForPreTraining" if nsp else "SpikingBertForMaskedLM"]
     lrs = [json.loads(x)["learning_rate"] for x in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()
            if "learning_rate" in x]
     # the lr each step used: warmup over 2 steps, then linear decay over a 20-step horizon (not the 4 run)
     assert lrs == pytest.approx([0.0, 1e-4, 2e-4, 2e-4 * 17 / 18])
+
+
+def test_held_out_text_without_a_mask_is_refused_before_training_and_may_change_on_resume(tiny_dirs, tmp_path):
+    word = tmp_path / "word.txt"
+    word.write_text("the\n")
+    sets = [f"tokenizer={tiny_dirs['dense']}", f"data.source={tiny_dirs['corpus']}", "data.max_length=16",
+            "neuron.num_timesteps=2", "train.batch_size=5", "train.max_steps=2", "train.save_steps=1", "mlm.nsp=false",
+            "mlm.mlm_probability=0.01"]
+    out = tmp_path / "p"
+    res = runner.invoke(app, ["pretrain", "recipes/tiny/pretrain.yaml", "--out-dir", str(out), "--held-out", str(word),
+                              *_sets(*sets)])
+    assert res.exit_code == 4 and "Traceback" not in res.stderr, res.stderr
+    assert "no token of the held-out text was masked" in res.stderr and "-s data.validation_file=null" in res.stderr
+    assert not list(out.glob("checkpoint-*")) and not (out / "final").exists()  # nothing trained
+    # the held-out text is read once, after training: a resumed masked-LM run may change it, a GLUE run not
+    from spikelm_core.config import FinetuneConfig, PretrainConfig, config_from_dict
+    from spikelm_core.training.rundir import changed_settings
+
+    def two(cls, data, **changed):
+        return (config_from_dict(cls, data),
+                config_from_dict(cls, {**data, "data": {**data["data"], **changed}}))
+
+    pretrain = {"command": "pretrain", "data": {"source": str(tiny_dirs["corpus"]), "validation_file": "a.txt"}}
+    assert changed_settings(*two(PretrainConfig, pretrain, validation_file=None, eval_subset=5)) == []
+    finetune = {"command": "finetune", "model": "m", "data": {"task": "sst2"}}
+    assert [k for k, _, _ in changed_settings(*two(FinetuneConfig, finetune, eval_subset=5))] == ["data.eval_subset"]
+
+
+def test_a_schedule_that_ends_before_the_run_is_warned_of(tiny_dirs, tmp_path):
+    sets = [f"tokenizer={tiny_dirs['dense']}", f"data.source={tiny_dirs['corpus']}", "data.max_length=16",
+            "data.validation_file=null", "neuron.num_timesteps=2", "train.batch_size=5", "train.warmup_steps=0",
+            "train.schedule_steps=2", "train.max_steps=3", "mlm.nsp=false"]
+    res = runner.invoke(app, ["pretrain", "recipes/tiny/pretrain.yaml", "--out-dir", str(tmp_path / "p"), *_sets(*sets)])
+    _ok(res)
+    assert "train.schedule_steps 2 ends the linear schedule before the run's 3 steps: its last 1 step(s) train at learning rate 0" in res.stderr
+    lrs = [json.loads(x)["learning_rate"] for x in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()
+           if "learning_rate" in x]
+    assert lrs[-1] == 0.0
 
 
 # -- bad input ---------------------------------------------------------------------------------

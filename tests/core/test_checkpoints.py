@@ -283,6 +283,20 @@ def test_neuron_fields_in_config_overrides_are_refused(tmp_path):
         load_model(dense_dir(tmp_path, "bert"), config_overrides={"k": 3.0, "hidden_dropout_prob": 0.0})
 
 
+def test_unknown_config_overrides_are_refused_with_the_nearest_names(tmp_path):
+    """A misspelt model_config key would be kept as an unused attribute: the run would train with the
+    value it meant to change."""
+    d = dense_dir(tmp_path, "bert")
+    with pytest.raises(ConfigError, match="model_config names a field that SpikingBertConfig does not have") as exc:
+        load_model(d, config_overrides={"hiden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})
+    assert exc.value.details == ["model_config.hiden_dropout_prob: did you mean hidden_dropout_prob?"]
+    with pytest.raises(ConfigError, match="fields that BertConfig") as exc:
+        load_model(d, neuron=NeuronSettings(kind="dense"), config_overrides={"zzz": 1, "hidden_sise": 8})
+    assert exc.value.details == ["model_config.hidden_sise: did you mean hidden_size?", "model_config.zzz"]
+    loaded = load_model(d, head="masked_lm", config_overrides={"mlm_head_act": "relu", "hidden_dropout_prob": 0.0})
+    assert loaded.model.config.mlm_head_act == "relu"  # spikelm's own field, though no default config holds it
+
+
 def test_fewer_layers_in_config_overrides_load_the_first_layers_and_say_so(tmp_path, caplog):
     d = dense_dir(tmp_path, "bert")
     assert TINY["num_hidden_layers"] > 1
@@ -839,6 +853,7 @@ def test_a_model_too_large_for_memory_or_unbuildable_is_refused_by_name():
 @pytest.mark.parametrize("fields, needle", [
     pytest.param({"hidden_size": 25, "num_attention_heads": 3}, "not a multiple", id="heads"),
     pytest.param({"num_hidden_layers": 0}, "num_hidden_layers is 0", id="no-layers"),
+    pytest.param({"hiden_size": 48}, "does not have", id="misspelt"),
 ])
 def test_pretrain_from_scratch_refuses_an_impossible_shape(fields, needle):
     from spikelm_core.config import PretrainConfig, config_from_dict

@@ -61,6 +61,21 @@ def test_matches_the_plain_reference(tok, tmp_path):
     assert mlm_dataset(folder, tok, max_length=7, subset=3)["input_ids"] == reference_sequences(files, tok, 7)[:3]
 
 
+def test_an_empty_or_blank_file_in_a_folder_is_skipped_and_an_all_blank_folder_refused(tok, tmp_path):
+    """`datasets` reads the files as shards, one generator call each: one empty file is not an empty corpus."""
+    folder, files = _corpus(tmp_path / "c", tok)
+    (folder / "c.txt").write_text("")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "d.txt").write_text("\n \n")
+    assert mlm_dataset(folder, tok, max_length=7)["input_ids"] == reference_sequences(files, tok, 7)
+    blank = tmp_path / "blank"
+    blank.mkdir()
+    (blank / "a.txt").write_text("")
+    (blank / "b.txt").write_text("\n\n")
+    with pytest.raises(DataError, match=r"is empty \(its 2 .txt files hold only blank lines\)"):
+        mlm_dataset(blank, tok, max_length=7)
+
+
 def test_an_edited_corpus_is_tokenised_again(tok, tmp_path):
     """The cache is keyed by the files: a changed file never reads back the old tokens."""
     corpus = tmp_path / "t.txt"
