@@ -1000,6 +1000,8 @@ def check_config_fields(config_class, overrides: Mapping[str, Any], known: Itera
     key as an unused attribute and the run would train with the value it meant to change."""
     import difflib
 
+    if not overrides:
+        return
     fields = {*config_class().to_dict(), *getattr(config_class, "attribute_map", {}), *known, *EXTRA_CONFIG_FIELDS}
     unknown = sorted(key for key in overrides if key not in fields)
     if not unknown:
