@@ -80,10 +80,10 @@ def calibrate(model: nn.Module, batch: dict[str, torch.Tensor], *, tokens: Calib
     check_finite_neurons(model)
 
 
-def check_finite_neurons(model: nn.Module) -> None:
+def check_finite_neurons(model: nn.Module, soft_reset: str = "neuron.reset soft (--reset soft)") -> None:
     """ConfigError (exit 2) when calibration left a neuron's amplitudes (or other state) non-finite:
-    amplitudes that drive no spike. (Saved ones are checked as a checkpoint loads:
-    `checkpoints.check_saved_amplitudes`.)"""
+    amplitudes that drive no spike. `soft_reset` says how the caller's command asks for soft resets.
+    (Saved ones are checked as a checkpoint loads: `checkpoints.check_saved_amplitudes`.)"""
     bad = non_finite_neurons(model)
     if not bad:
         return
@@ -93,7 +93,7 @@ def check_finite_neurons(model: nn.Module) -> None:
         f"calibration gave non-finite amplitudes in {len(bad)} neuron state tensor(s)",
         details=first_details(bad),
         hint=("the 'official' reset (the released code's; docs/spikelm-method.md, 2.1) amplifies the membrane "
-              f"once amplitudes pass 4, which {steps} time steps reach: use neuron.reset soft (--reset soft), "
+              f"once amplitudes pass 4, which {steps} time steps reach: use {soft_reset}, "
               "fewer time steps, or another k" if official else
               "lower neuron.k or the number of time steps, or check the model's weights for NaN"),
     )

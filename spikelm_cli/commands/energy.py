@@ -108,7 +108,7 @@ def energy_command(
     timesteps: Annotated[Optional[list[int]], typer.Option(
         "--timesteps", "-T", help="Time step count(s) T to sweep, e.g. -T 1 4. Default: the checkpoint's own T, else 4.")] = None,
     seq_len: Annotated[Optional[int], typer.Option(
-        help="Tokens per sequence (MACs are per sample at this length); for BART the source length, for a "
+        help="Tokens per sequence, at least 3 (MACs are per sample at this length); for BART the source length, for a "
         "Llama also the prompt length of generation. Default: 128, or fewer where the model has fewer "
         "positions (a Llama's prompt and generation share them).")] = None,
     target_len: Annotated[Optional[int], typer.Option(

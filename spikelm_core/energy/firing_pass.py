@@ -71,7 +71,9 @@ def trace_firing(
     if uncalibrated:
         raise EnergyAuditError("calibration did not reach some neuron(s)", details=uncalibrated[:5])
     if calibrate:
-        check_finite_neurons(model)  # amplitudes that drive no spike: no numbers from them
+        # amplitudes that drive no spike: no numbers from them
+        check_finite_neurons(model, soft_reset="a model converted with soft resets (spikelm convert DENSE_MODEL "
+                                               "--reset soft --out DIR, then spikelm energy DIR -T ...)")
     if report.missing:
         raise EnergyAuditError("neuron(s) never ran during the firing-rate pass", details=list(report.missing))
     dense = [name for name, stats in report.neurons.items() if stats.kind == "dense"]

@@ -129,10 +129,23 @@ def _bad(key: str, problem: str, hint: str | None = None) -> ConfigError:
     return ConfigError(f"memory cost: {key}: {problem}", hint=hint or "see docs/energy-report.md, 'Memory costs'")
 
 
-def _positive(data: Mapping[str, Any], key: str, *, allow_zero: bool = False) -> float:
-    value = data[key]
+def _number(value: Any) -> float | None:
+    """A finite number, or None. A string that reads as one counts: YAML 1.1 (PyYAML) reads `5e-1`,
+    without a dot, as a string."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise _bad(key, f"must be a number, got {value!r}")
+        return None
+    return value
+
+
+def _positive(data: Mapping[str, Any], key: str, *, allow_zero: bool = False) -> float:
+    value = _number(data[key])
+    if value is None:
+        raise _bad(key, f"must be a number, got {data[key]!r}")
     if value < 0 or (value == 0 and not allow_zero):
         raise _bad(key, f"must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
     return float(value)
@@ -187,6 +200,9 @@ def load_memory_cost(spec: str | None = None, bounds: str | None = None) -> Memo
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as err:
         raise ConfigError(f"memory cost file {spec}: cannot read it ({err.strerror or err})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"memory cost file {spec}: it is not UTF-8 text ({err.reason} at byte {err.start})",
+                          hint="save it as UTF-8 YAML (docs/energy-report.md shows a cost file)") from None
     except yaml.YAMLError as err:
         from ..config.loading import yaml_problem
 
@@ -224,18 +240,26 @@ def load_memory_cost(spec: str | None = None, bounds: str | None = None) -> Memo
             points = []
             for size, pj in table.items():
                 where = f"buffer_pj.{size}"
-                if isinstance(size, bool) or not isinstance(size, (int, float)) or size < 0:
-                    raise _bad(where, f"buffer size must be a number of bytes >= 0, got {size!r}")
-                points.append((float(size), _positive({where: pj}, where, allow_zero=True)))
+                number = _number(size)
+                if number is None or number < 0:
+                    raise _bad(where, f"buffer size must be a finite number of bytes >= 0, got {size!r}")
+                points.append((float(number), _positive({where: pj}, where, allow_zero=True)))
             cost = MemoryCost(name, tuple(sorted(points)), access, source)
-    file_bounds = parse_bounds(data["bounds"], "bounds") if "bounds" in data else BOUNDS
+    file_bounds = parse_bounds(data["bounds"], "bounds") if data.get("bounds") is not None else BOUNDS
+    if not file_bounds:
+        raise _bad("bounds", f"names no bound ({data['bounds']!r}): a cost file prices the memory bounds",
+                   "list weight-stationary and/or event-driven, or drop the key (both); --memory none audits "
+                   "the arithmetic alone")
     rates = data.get("firing_rates", [])
     if not isinstance(rates, list):
         rates = [rates]
+    numbers = []
     for i, r in enumerate(rates):
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r <= 1:
+        number = _number(r)
+        if number is None or not 0 <= number <= 1:
             raise _bad(f"firing_rates[{i}]", f"a firing rate must lie in [0, 1], got {r!r}")
-    return MemorySettings(cost, flag_bounds if flag_bounds is not None else file_bounds, tuple(float(r) for r in rates))
+        numbers.append(float(number))
+    return MemorySettings(cost, flag_bounds if flag_bounds is not None else file_bounds, tuple(numbers))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -456,6 +480,16 @@ def mean_rate(ops: Iterable[MemOp]) -> float | None:
     return sum(op.firing_rate * op.macs for op in spiking) / macs if macs else None
 
 
+def rate_profile(ops: Sequence[MemOp]) -> tuple[Sequence[MemOp], float | None]:
+    """The ops whose rates a what-if mean rate scales, and their mean: the traced rates, or where no
+    spiking op fired (a mean of 0) every spiking op at rate 1, so a mean rate r is r at every op
+    (a traced profile of zeros cannot be scaled to any other mean)."""
+    mean = mean_rate(ops)
+    if mean != 0:
+        return ops, mean
+    return [replace(op, firing_rate=1.0) if op.firing_rate is not None else op for op in ops], 1.0
+
+
 def qann_bits(timesteps: int, spike_bits: int = 2) -> int:
     """Bits of the quantised ANN of the same effective precision: ceil(log2(2T+1)) ternary, ceil(log2(T+1)) binary."""
     levels = 2 * timesteps + 1 if spike_bits == 2 else timesteps + 1
@@ -604,15 +638,17 @@ def bound_report(ops: Sequence[MemOp], bound: str, a: Assumptions, what_if: Sequ
         total = total + row.traffic
     dense_pj = total.energy_dense_pj
     mean = mean_rate(ops)
-    scale = break_even_scale(ops, bound, a, dense_pj)
-    at = lambda r: total_traffic(ops, bound, a, r / mean).energy_spiking_pj / PJ_PER_MJ  # noqa: E731
+    profile, profile_mean = rate_profile(ops)
+    scale = break_even_scale(profile, bound, a, dense_pj)
+    at = lambda r: total_traffic(profile, bound, a, r / profile_mean).energy_spiking_pj / PJ_PER_MJ  # noqa: E731
     curve: tuple[tuple[float, float], ...] = ()
     what: tuple[tuple[float, float], ...] = ()
-    if mean:
+    if profile_mean:
         curve = tuple((r / 20, at(r / 20)) for r in range(21))
         what = tuple((r, at(r)) for r in what_if)
     qann = quantised_ann(qann_ops if qann_ops is not None else ops, bound, a, total)
-    return BoundReport(bound, total, rows, mean, None if scale is None or not mean else scale * mean, qann, curve, what)
+    break_even = None if scale is None or not profile_mean else scale * profile_mean
+    return BoundReport(bound, total, rows, mean, break_even, qann, curve, what)
 
 
 def quantised_ann(ops: Sequence[MemOp], bound: str, a: Assumptions, snn: Traffic) -> dict[str, Any]:
@@ -625,8 +661,8 @@ def quantised_ann(ops: Sequence[MemOp], bound: str, a: Assumptions, snn: Traffic
     qa = replace(a, activation_bytes=q / 8)
     t = total_traffic(ops, bound, qa)
     e_qann = t.energy_dense_pj
-    scale = break_even_scale(ops, bound, a, e_qann)
-    mean = mean_rate(ops)
+    profile, mean = rate_profile(ops)
+    scale = break_even_scale(profile, bound, a, e_qann)
     e_snn = snn.energy_spiking_pj
     return {"bits": q, "bytes": t.bytes_dense, "energy_mj": e_qann / PJ_PER_MJ,
             "ratio": _ratio(e_qann, e_snn),

@@ -120,14 +120,21 @@ class EnergyArgs:
             if not self.ks:
                 problems.append("--k needs at least one value")
             problems += [
-                f"k must be a finite number > 0, got {k:g}"
+                f"k must be a finite number > 0, got {k!r}"
                 for k in self.ks
-                if not (isinstance(k, (int, float)) and math.isfinite(k) and k > 0)
+                if not (isinstance(k, (int, float)) and not isinstance(k, bool) and math.isfinite(k) and k > 0)
             ]
         if self.timesteps is not None:
             if not self.timesteps:
                 problems.append("--timesteps needs at least one value")
-            problems += [f"time steps must be >= 1, got {t}" for t in self.timesteps if t < 1]
+            problems += [f"time steps must be an integer >= 1, got {t!r}" for t in self.timesteps
+                         if isinstance(t, bool) or not isinstance(t, int) or t < 1]
+        not_integers = [f"{name} must be an integer, got {value!r}" for name, value in
+                        (("seq_len", self.seq_len), ("target_len", self.target_len), ("batches", self.batches),
+                         ("batch_size", self.batch_size), ("bootstrap", self.bootstrap))
+                        if value is not None and (isinstance(value, bool) or not isinstance(value, int))]
+        if not_integers:  # before the ranges below compare them
+            raise ConfigError("invalid energy settings", details=problems + not_integers)
         if self.seq_len is not None and self.seq_len < 3:
             problems.append(f"--seq-len must be at least 3 tokens, got {self.seq_len}")
         if self.target_len is not None and self.target_len < 1:
@@ -485,8 +492,8 @@ def estimate_energy_sweep(
                           details=[f"known: {', '.join(EnergyArgs.__dataclass_fields__)}"])
     args = EnergyArgs(
         model=model,
-        ks=tuple(float(k) for k in ks) if ks is not None else None,
-        timesteps=tuple(int(t) for t in timesteps) if timesteps is not None else None,
+        ks=tuple(ks) if ks is not None else None,
+        timesteps=tuple(timesteps) if timesteps is not None else None,
         **settings,
     )
     return run_energy(args, progress)

@@ -349,14 +349,16 @@ def neurobench_blocks(data: dict, star: str) -> list[Block]:
         rows.append((k_label(r["k"]), str(r["timesteps"]), num(nb["Footprint"]), f"{nb['ConnectionSparsity']:.4f}",
                      f"{nb['ActivationSparsity']:.4f}" + star, num(syn["Effective_ACs"]) + star,
                      num(syn["Effective_MACs"]), num(syn["Dense"]), num(nb["MembraneUpdates"]),
-                     num(att["Effective_ACs"]) + star, num(att["Dense"])))
+                     # no spiking operand (spike_kv off): float MACs, fixed by the architecture, no random-weight mark
+                     num(att["Effective_ACs"]) + (star if att["Effective_ACs"] else ""), num(att["Effective_MACs"]),
+                     num(att["Dense"])))
     columns = ("k", "T", "Footprint (B)", "ConnectionSparsity", "ActivationSparsity", "Effective_ACs",
-               "Effective_MACs", "Dense", "MembraneUpdates", "attention ACs", "attention Dense")
+               "Effective_MACs", "Dense", "MembraneUpdates", "attention ACs", "attention MACs", "attention Dense")
     return [Table("NeuroBench metrics per sample (Linear layers; attention matmuls apart)", columns, tuple(rows)),
             Text(f"{runs[0]['neurobench']['source']}: Linear layers as NeuroBench's SynapticOperations counts them; "
                  "attention ACs / Dense: the Q.K^T and probs.V matmuls NeuroBench's layer hooks cannot see. Per real "
                  "sample (NeuroBench divides by the input's leading dimension, T times too many when T is folded "
-                 "into the batch).")]
+                 "into the batch). attention MACs: those matmuls with no spiking operand (spike_kv off).")]
 
 
 def memory_generation_table(data: dict, runs: list[dict], bounds: list[str], star: str) -> list[Block]:

@@ -401,7 +401,7 @@ def test_float_head_input_named_after_the_readout(tmp_path, text_file):
     [
         pytest.param(["--k", 0], 2, "k must be a finite number > 0", id="k-zero"),
         pytest.param(["--k", 2, -1], 2, "got -1", id="k-negative"),
-        pytest.param(["--timesteps", 0], 2, "time steps must be >= 1", id="timesteps-zero"),
+        pytest.param(["--timesteps", 0], 2, "time steps must be an integer >= 1, got 0", id="timesteps-zero"),
         pytest.param(["--seq-len", 65], 2, "exceeds the model's maximum of 64 positions", id="seq-len-too-long"),
         pytest.param(["--batches", 0], 2, "batches must be >= 1", id="no-batches"),
         pytest.param(["--format", "xml"], 2, "xml", id="unknown-format"),
@@ -521,6 +521,11 @@ def test_settings_errors_are_collected():
     with pytest.raises(ConfigError) as info:
         EnergyArgs(ks=(0.0, float("nan")), timesteps=(0,), seq_len=2, batch_size=0, bootstrap=-1, confidence=1.5)
     assert info.value.exit_code == 2 and len(info.value.details) == 7
+    # the Python API reads what the CLI reads: no 1.5 time steps run as 1, no k given as text
+    with pytest.raises(ConfigError) as info:
+        estimate_energy_sweep("minilm", timesteps=[1.5], ks=["3", True], seq_len=8.0)
+    assert info.value.details == ["k must be a finite number > 0, got '3'", "k must be a finite number > 0, got True",
+                                  "time steps must be an integer >= 1, got 1.5", "seq_len must be an integer, got 8.0"]
 
 
 def test_head_model_and_lif_checkpoint(tmp_path, text_file):

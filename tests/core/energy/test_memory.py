@@ -290,6 +290,9 @@ def test_cost_file_forms(tmp_path):
     f.write_text("preset: sram\n")
     assert load_memory_cost(str(f)).cost.pj_per_byte(1) == 100 / 8
     assert parse_bounds("none") == () and parse_bounds("weight-stationary") == ("weight_stationary",)
+    # YAML 1.1 reads 5e-1 (no dot) as a string: a number all the same
+    f.write_text("pj_per_byte: 5e-1\nfiring_rates: [1e-1]\n")
+    assert load_memory_cost(str(f)).cost.pj_per_byte(1) == 0.5 and load_memory_cost(str(f)).what_if == (0.1,)
 
 
 @pytest.mark.parametrize(
@@ -305,6 +308,9 @@ def test_cost_file_forms(tmp_path):
         pytest.param("pj_per_byte: 1\nfiring_rates: -0.1\n", "firing_rates[0]", id="rate-below-0"),
         pytest.param("pj_per_bytes: 1\n", "pj_per_bytes", id="unknown-key"),
         pytest.param("pj_per_byte: one\n", "pj_per_byte", id="not-a-number"),
+        pytest.param("access_bits: 32\nbuffer_pj: {.nan: 10, 8192: 20}\n", "buffer_pj.nan", id="nan-size"),
+        pytest.param("access_bits: 32\nbuffer_pj: {.inf: 10}\n", "buffer_pj.inf", id="infinite-size"),
+        pytest.param("pj_per_byte: 1\nbounds: []\n", "bounds", id="no-bound"),
     ],
 )
 def test_bad_cost_files_name_the_key(tmp_path, text, key):
@@ -323,6 +329,14 @@ def test_a_cost_file_that_is_not_yaml_says_where(tmp_path):
     assert err.value.exit_code == 2
 
 
+def test_a_cost_file_that_is_not_utf8_is_named(tmp_path):
+    f = tmp_path / "cost.yaml"
+    f.write_bytes(b"\xff\xfe bad")
+    with pytest.raises(ConfigError, match="is not UTF-8 text") as err:
+        load_memory_cost(str(f))
+    assert err.value.exit_code == 2
+
+
 def test_unknown_preset_and_bound():
     with pytest.raises(ConfigError, match="--memory-cost: unknown preset 'lemair'"):
         load_memory_cost("lemair")
@@ -335,6 +349,21 @@ def test_no_break_even_when_spiking_costs_more_without_spikes():
     heavy = MemOp("q", 0, 1, produced=10**6, read=10**6, weights=1, out=1, firing_rate=0.1)
     assert break_even_scale([heavy], "weight_stationary", a, 1.0) is None
     assert bound_report([heavy], "weight_stationary", a).break_even_firing_rate is None
+
+
+def test_a_model_that_never_fired_still_gets_its_curve_what_if_rates_and_break_even():
+    """With every traced rate 0 the profile cannot be scaled: a mean rate r is r at every spiking op,
+    the same numbers as a model that fired evenly."""
+    a = Assumptions(T, FP32, UNIT)
+    ops = [MemOp("q", 0, 64, produced=64, read=64, weights=64 * 64, out=64, firing_rate=rate) for rate in (0.0, 0.0)]
+    silent = bound_report(ops, "event_driven", a, what_if=(0.0, 0.25))
+    even = bound_report([MemOp("q", 0, 64, produced=64, read=64, weights=64 * 64, out=64, firing_rate=0.5)] * 2,
+                        "event_driven", a, what_if=(0.0, 0.25))
+    assert silent.mean_firing_rate == 0.0 and len(silent.curve) == 21
+    flat = lambda pairs: [x for pair in pairs for x in pair]  # noqa: E731
+    assert flat(silent.curve) == pytest.approx(flat(even.curve)) and flat(silent.what_if) == pytest.approx(flat(even.what_if))
+    assert silent.break_even_firing_rate == pytest.approx(even.break_even_firing_rate)
+    assert silent.break_even_firing_rate is not None
 
 
 def test_bert_base_paper_setting_dense_bytes_by_hand():
