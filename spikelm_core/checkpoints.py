@@ -443,7 +443,9 @@ def _read_json(path: Path, what: str) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"cannot read {what} '{path}': {exc}") from exc
+        raise CheckpointError(f"cannot read {what} '{path}': {exc}",
+                              hint="the file is damaged or not JSON: save the model again (save_pretrained), or "
+                              "copy the file back from where the model came from") from exc
     if not isinstance(data, dict):
         raise CheckpointError(f"{what} '{path}' does not hold a JSON object")
     return data

@@ -889,6 +889,11 @@ class PretrainConfig(_ModelOverrides, _TaskConfig):
         rules.require(self.data.source is not None, "data.source", "is required (a text file or directory)")
         rules.require(self.data.task is None, "data.task", "must be null: pretraining reads plain text")
         _text_corpus_rules(rules, self.data)
+        shortest = 5 if self.mlm.nsp else 3  # [CLS] a [SEP] (b [SEP]): a token in each segment
+        rules.require(self.data.max_length >= shortest, "data.max_length",
+                      f"must be at least {shortest} for masked-LM sequences"
+                      + (" with next-sentence prediction (two segments)" if self.mlm.nsp else "")
+                      + f", got {self.data.max_length}")
         rules.require(self.neuron.spiking, "neuron.kind", "'dense' is not a spiking model; choose elastic_bi or lif")
         rules.require(self.distill is None or self.distill.teacher is not None, "distill.teacher",
                       "is required when distill is set")

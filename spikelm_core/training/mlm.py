@@ -119,14 +119,17 @@ class MlmPipeline(Pipeline):
         self.head = "pretraining" if self.nsp else "masked_lm"
 
     def check_data(self) -> None:
-        source = Path(self.cfg.data.source)
-        if not source.exists():
-            raise DataError(f"text source '{source}' does not exist",
-                            hint="give a UTF-8 text file or a directory of .txt files as data.source")
-        held_out = self.cfg.data.validation_file
+        source, held_out = Path(self.cfg.data.source), self.cfg.data.validation_file
+        missing = [f"text source '{source}' (data.source)"] if not source.exists() else []
         if held_out is not None and not Path(held_out).exists():
-            raise DataError(f"held-out text '{held_out}' (data.validation_file) does not exist",
-                            hint="give a UTF-8 text file or a directory of .txt files, or drop data.validation_file")
+            missing.append(f"held-out text '{held_out}' (data.validation_file)")
+        if len(missing) == 1:
+            raise DataError(f"{missing[0]} does not exist",
+                            hint="give a UTF-8 text file or a directory of .txt files"
+                            + (", or drop data.validation_file" if held_out is not None and "held-out" in missing[0] else ""))
+        if missing:
+            raise DataError("the text files do not exist", details=missing,
+                            hint="give UTF-8 text files or directories of .txt files")
 
     def other_sources(self) -> list[tuple[str, str]]:
         tokenizer = getattr(self.cfg, "tokenizer", None)  # from scratch (model: null), the run's only model source
@@ -186,8 +189,12 @@ class MlmPipeline(Pipeline):
                          "nothing is scored after training", cfg.data.eval_subset)
             return train, {}
         with local_main_process_first():  # the pairs of NSP and the masks: the same for every run (seed fixed)
-            held_out = mlm_dataset(cfg.data.validation_file, loaded.tokenizer, self.max_length, nsp=self.nsp,
-                                   subset=cfg.data.eval_subset, seed=HELD_OUT_MASK_SEED)
+            try:
+                held_out = mlm_dataset(cfg.data.validation_file, loaded.tokenizer, self.max_length, nsp=self.nsp,
+                                       subset=cfg.data.eval_subset, seed=HELD_OUT_MASK_SEED)
+            except DataError as exc:  # "the text corpus ... is empty": say which text
+                exc.message = f"held-out text (data.validation_file, --held-out): {exc.message}"
+                raise
         masks = seeded_masking_collator(loaded.tokenizer, cfg.mlm.mlm_probability, HELD_OUT_MASK_SEED)
         if not any_masked(held_out, masks):  # now, not after training: the masks do not depend on the model
             raise DataError(f"held-out text '{cfg.data.validation_file}': {NOTHING_MASKED}",

@@ -356,8 +356,9 @@ def task_of_run(model: str | os.PathLike[str]) -> tuple[str, list[str]] | None:
     """(the task, `-s` settings of its data) of the training run `model` belongs to, for an eval that
     names no task: `spikelm eval runs/sst2/final` scores the run's task on the run's data (GLUE: its
     data.source and data.data_dir; summarisation: those, its validation file and columns; wikitext2:
-    the text its final perplexity read). None for another model, a run without a task (masked-LM
-    text) or an unreadable run config."""
+    the text its final perplexity read; a masked-LM run, pretrain or distill on text: wikitext2, the
+    masked-LM scores, on its held-out text). None for another model, a masked-LM run without held-out
+    text or an unreadable run config."""
     import json
 
     import yaml
@@ -366,10 +367,17 @@ def task_of_run(model: str | os.PathLike[str]) -> tuple[str, list[str]] | None:
     if run is None:
         return None
     try:
-        data = (yaml.safe_load((run / RUN_CONFIG).read_text(encoding="utf-8")) or {}).get("data") or {}
+        saved = yaml.safe_load((run / RUN_CONFIG).read_text(encoding="utf-8")) or {}
+        data = saved.get("data") or {}
     except (OSError, yaml.YAMLError, AttributeError):
         return None
     task = data.get("task") if isinstance(data, dict) else None
+    held_out = data.get("validation_file") if isinstance(data, dict) else None
+    if task is None and saved.get("command") in ("pretrain", "distill") and isinstance(held_out, str):
+        # a masked-LM run (pretrain, distill on text): its held-out text, scored as it scored it
+        log.info("a masked-LM run: scored on its held-out text %s (data.validation_file of %s; --task and "
+                 "--data-dir choose others)", held_out, run / RUN_CONFIG)
+        return "wikitext2", [f"data.data_dir={json.dumps(held_out)}"]
     if not isinstance(task, str):
         return None
     from ..config.schema import normalize_task, task_family

@@ -186,6 +186,11 @@ def test_pretrain_tiny_recipe(tiny_dirs, tmp_path, nsp):
     assert again["firing_rate"] == pytest.approx(data["firing_rate"], rel=1e-6)
     assert "data.max_length 16" in res.stderr and ("mlm.nsp True" in res.stderr) == nsp
     assert "data.eval_subset 16" in res.stderr
+    # without --task: the run's own held-out text, scored as the run scored it
+    res = runner.invoke(app, ["eval", str(tmp_path / "p" / "final"), "--format", "json"])
+    _ok(res)
+    assert json.loads(res.stdout)["metrics"]["test"] == pytest.approx(held_out, rel=1e-6)
+    assert "a masked-LM run: scored on its held-out text" in res.stderr
     cfg = json.loads((tmp_path / "p" / "final" / "config.json").read_text())
     assert cfg["architectures"] == ["SpikingBertForPreTraining" if nsp else "SpikingBertForMaskedLM"]
     lrs = [json.loads(x)["learning_rate"] for x in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()
@@ -218,6 +223,22 @@ def test_held_out_text_without_a_mask_is_refused_before_training_and_may_change_
     assert changed_settings(*two(PretrainConfig, pretrain, validation_file=None, eval_subset=5)) == []
     finetune = {"command": "finetune", "model": "m", "data": {"task": "sst2"}}
     assert [k for k, _, _ in changed_settings(*two(FinetuneConfig, finetune, eval_subset=5))] == ["data.eval_subset"]
+
+
+def test_pretraining_text_problems_are_named_together_and_early(tiny_dirs, tmp_path):
+    res = runner.invoke(app, ["pretrain", "recipes/tiny/pretrain.yaml", "--out-dir", str(tmp_path / "p"),
+                              "--text", str(tmp_path / "none.txt"), "--held-out", str(tmp_path / "gone.txt"),
+                              *_sets(f"tokenizer={tiny_dirs['dense']}")])
+    _fails(res, 4, "the text files do not exist", "none.txt' (data.source)", "gone.txt' (data.validation_file)")
+    res = runner.invoke(app, ["pretrain", "recipes/tiny/pretrain.yaml", "--out-dir", str(tmp_path / "p"),
+                              *_sets(f"tokenizer={tiny_dirs['dense']}", "data.max_length=4")])
+    _fails(res, 2, "data.max_length: must be at least 5 for masked-LM sequences with next-sentence prediction")
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n\n")
+    res = runner.invoke(app, ["pretrain", "recipes/tiny/pretrain.yaml", "--out-dir", str(tmp_path / "p"),
+                              "--held-out", str(blank), *_sets(f"tokenizer={tiny_dirs['dense']}",
+                                                              f"data.source={tiny_dirs['corpus']}")])
+    assert res.exit_code == 4 and "held-out text (data.validation_file, --held-out): the text corpus" in res.stderr
 
 
 def test_a_schedule_that_ends_before_the_run_is_warned_of(tiny_dirs, tmp_path):
