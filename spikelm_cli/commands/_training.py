@@ -26,7 +26,7 @@ ResumeOpt = Annotated[
     str,
     typer.Option("--resume", help="never (default), auto (latest checkpoint in the run directory, else fresh), or a checkpoint directory."),
 ]
-DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Local GLUE root (SST-2/, MNLI/, ...), for xsum/cnn_dm a directory with train.jsonl / validation.jsonl, for wikitext2 a folder with wikitext-2/<split>.txt or any text file, for masked-LM distillation on text (no task) the corpus file or folder; beats the recipe's data.source path.")]
+DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Local GLUE root (SST-2/, MNLI/, ...), for xsum/cnn_dm a directory with train.jsonl / validation.jsonl, for wikitext2 a folder with wikitext-2/<split>.txt or any text file (scoring a masked LM, also a folder of .txt files, read whole), for masked-LM distillation on text (no task) the corpus file or folder; beats the recipe's data.source path.")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model to start from: a local directory, an alias (minilm, bert-base, bart-base, ...) or a hub id; a dense model is converted with the recipe's neuron settings. Beats the recipe's model.")]
 PrintConfigOpt = Annotated[bool, typer.Option("--print-config", help="Print the resolved recipe (every field with its description, as YAML that replays the run) and exit.")]
 GridOpt = Annotated[

@@ -284,7 +284,24 @@ class MaskedLmEvaluation(Evaluation):
         self.nsp = bool(cfg.mlm.nsp)
         self.max_length = cfg.data.max_length
 
+    def _text_folder(self) -> Path | None:
+        """`--data-dir` (or data.source) when it is a folder of .txt files that are not laid out as the
+        task's splits (wikitext-2/<split>.txt): a corpus scored as a whole, as `pretrain --held-out`
+        reads such a folder. None otherwise."""
+        d = self.cfg.data
+        where = d.data_dir if d.data_dir is not None else d.source
+        if where is None or not Path(where).expanduser().is_dir():
+            return None
+        try:
+            local_text_path(self.cfg.task, self.split_names[0], data_dir=str(where))
+        except DataError:
+            folder = Path(where).expanduser()
+            return folder if any(folder.rglob("*.txt")) else None
+        return None
+
     def check_data(self) -> None:
+        if self._text_folder() is not None:
+            return
         d = self.cfg.data
         load_lm_text(self.cfg.task, self.split_names[0], source=d.source, data_dir=d.data_dir)
 
@@ -309,8 +326,9 @@ class MaskedLmEvaluation(Evaluation):
     def load_data(self, loaded: LoadedModel) -> dict[str, Any]:
         d = self.cfg.data
         out = {}
+        folder = self._text_folder()
         for split in self.split_names:
-            path = local_text_path(self.cfg.task, split, source=d.source, data_dir=d.data_dir)
+            path = folder or local_text_path(self.cfg.task, split, source=d.source, data_dir=d.data_dir)
             if path is None:  # the hub's text: mlm_dataset reads files, so it is kept as one in the datasets
                 # cache, at a fixed path, so the next eval reads its tokenisation back
                 import datasets

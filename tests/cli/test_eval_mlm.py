@@ -69,6 +69,21 @@ def test_spiking_scores(tiny_dirs, tmp_path):
     assert saved["metrics"] == got["metrics"]
 
 
+def test_a_folder_of_text_files_is_scored_as_one_corpus(tiny_dirs, tmp_path):
+    """A folder of .txt files not laid out as wikitext-2/<split>.txt is read as `pretrain --held-out`
+    reads it: its files in order, each ending a document, the same sequences as the text in one file."""
+    docs = [d for d in tiny_dirs["corpus"].read_text().split("\n\n") if d.strip()]
+    assert len(docs) > 1
+    (tmp_path / "one.txt").write_text("\n\n".join(docs))
+    folder = tmp_path / "folder"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.txt").write_text(docs[0])
+    (folder / "sub" / "b.txt").write_text("\n\n".join(docs[1:]))
+    whole, _ = _eval(tiny_dirs["mlm_teacher"], tmp_path / "one.txt", "-s", "neuron.kind=dense")
+    parts, _ = _eval(tiny_dirs["mlm_teacher"], folder, "-s", "neuron.kind=dense")
+    assert parts["metrics"]["test"] == pytest.approx(whole["metrics"]["test"], rel=1e-6)
+
+
 def test_firing_picture_of_a_masked_lm(tiny_dirs, tmp_path):
     res = runner.invoke(app, ["eval", str(tiny_dirs["mlm_teacher"]), "--task", "wikitext2", "--data-dir",
                               str(tiny_dirs["corpus"]), "-s", "data.max_length=16", "-s", "neuron.num_timesteps=3",
