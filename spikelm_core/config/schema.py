@@ -424,7 +424,8 @@ class TrainArgs(_RuledSection):
             rules.require(self.target_firing_rate is not None or getattr(self, key) == type(self).model_fields[key].default,
                           key,
                           f"shapes the firing-rate penalty, which only train.target_firing_rate turns on: set a "
-                          f"target, or drop {key}")
+                          f"target, or drop {key} (a sweep over targets: give {key} in the grid or in each "
+                          f"point beside the target)")
 
 
 class AugmentArgs(_Section):

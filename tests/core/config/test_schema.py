@@ -323,9 +323,11 @@ def test_firing_rate_target():
     # the penalty's shape without a target would be ignored in silence (a sweep over it: identical runs)
     assert problems([*MINIMAL, "train.firing_rate_weight=100", "train.firing_rate_penalty=squared"]) == [
         "train.firing_rate_weight: shapes the firing-rate penalty, which only train.target_firing_rate turns on: "
-        "set a target, or drop firing_rate_weight",
+        "set a target, or drop firing_rate_weight (a sweep over targets: give firing_rate_weight in the grid or in each point beside "
+        "the target)",
         "train.firing_rate_penalty: shapes the firing-rate penalty, which only train.target_firing_rate turns on: "
-        "set a target, or drop firing_rate_penalty",
+        "set a target, or drop firing_rate_penalty (a sweep over targets: give firing_rate_penalty in the grid or in each point beside "
+        "the target)",
     ]
     # float salient channels are no spikes: the penalty would count them
     assert problems([*MINIMAL, "train.target_firing_rate=0.2", "neuron.salient_fraction=0.01",
