@@ -314,6 +314,11 @@ class TrainArgs(_RuledSection):
     schedule_steps: int | None = Field(None, ge=1)
     """Horizon of the linear schedule when it differs from the run length (pretraining: 500000
     while stopping at 100000); None = the run length."""
+    mismatched_model: Literal["last", "kept"] = "last"
+    """MNLI: the model that scores the mismatched dev set, once: 'last', the model of the run's last
+    evaluation (the released code and docs/spikelm-method.md 7.2: the final epoch's, whichever epoch
+    the matched set selects); 'kept', the model keep_best keeps, which final/ holds (both numbers from
+    one model). The same model without keep_best or evaluations."""
     batch_size: int = Field(32, ge=1)
     """Training batch size per device."""
     eval_batch_size: int = Field(64, ge=1)

@@ -2,8 +2,9 @@
 
 The paper's setting (released code, method doc 7.2): AdamW, lr 2e-5 constant, batch 32, max length
 128 with dynamic padding, per-task epochs, evaluation on dev after every epoch, the best epoch kept by
-the task's primary metric; MNLI-mismatched is scored once, on the kept model (the released code: the
-last epoch's; docs/spikelm-method.md 7.2). Prediction in `eval`
+the task's primary metric; MNLI-mismatched is scored once, by the model of the last evaluation (the
+released code's, docs/spikelm-method.md 7.2; `train.mismatched_model: kept` scores it on the kept
+model instead: `ScoreAtLastEvaluation`). Prediction in `eval`
 runs through `Trainer.predict` (so `torchrun` shards it as it shards training); metrics come from
 scikit-learn / scipy, offline.
 """
@@ -13,6 +14,8 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+
+from transformers import TrainerCallback
 
 from ..checkpoints import LoadedModel, label_order, load_model, load_teacher
 from ..config import TrainArgs
@@ -81,6 +84,7 @@ class GluePipeline(Pipeline):
         self.spec = get_glue_task(cfg.task)
         self.evals: dict = {}
         self.teacher = None
+        self.at_last: ScoreAtLastEvaluation | None = None  # MNLI-mismatched at the last evaluation
 
     def check_data(self) -> None:
         _check_split(self.cfg, self.spec, self.spec.eval_splits[0])
@@ -127,25 +131,68 @@ class GluePipeline(Pipeline):
 
     def trainer(self, teacher, **kwargs):
         select = self.spec.eval_splits[0]  # MNLI: matched selects; mismatched is scored at the end
+        evaluates = kwargs["args"].eval_strategy != "no"
         kwargs.update(
-            eval_dataset=self.evals[select] if kwargs["args"].eval_strategy != "no" else None,
+            eval_dataset=self.evals[select] if evaluates else None,
             compute_metrics=glue_compute_metrics(self.spec.name),
             schedule_steps=self.cfg.train.schedule_steps,
         )
-        if teacher is None:
-            return SpikelmTrainer(**kwargs)
-        return DistillTrainer(**kwargs, teacher=teacher, distill=self.distill)
+        trainer = (SpikelmTrainer(**kwargs) if teacher is None
+                   else DistillTrainer(**kwargs, teacher=teacher, distill=self.distill))
+        self.at_last = None
+        if len(self.spec.eval_splits) > 1 and evaluates and self.cfg.train.mismatched_model == "last":
+            later = self.spec.eval_splits[1]
+            self.at_last = ScoreAtLastEvaluation(trainer, later, self.evals[later])
+            trainer.add_callback(self.at_last)
+        return trainer
 
     def final_evaluation(self, trainer, evals, collator, tokenizer):
         metrics = {}
         for split, ds in evals.items():
-            prefix = f"final_{split}"
-            raw = trainer.evaluate(ds, metric_key_prefix=prefix)
-            metrics[split] = {k[len(prefix) + 1:]: v for k, v in raw.items()
-                              if k.startswith(prefix + "_") and not k.endswith(("_runtime", "_per_second"))}
+            if self.at_last is not None and split == self.at_last.split:
+                if self.at_last.metrics is not None:  # the model of the last evaluation (train.mismatched_model)
+                    metrics[split] = self.at_last.metrics
+                    continue
+                if trainer.state.best_model_checkpoint is not None:
+                    log.warning("the run's last step had no evaluation, so %s is scored on the kept model "
+                                "(train.mismatched_model 'last' needs an evaluation at the last step)", split)
+            metrics[split] = _final_scores(trainer, ds, split)
         select = self.spec.eval_splits[0]
         report = split_firing(trainer.model, evals[select], collator, self.cfg.train.eval_batch_size, select)
         return metrics, self.spec.primary_metric, report
+
+
+def _final_scores(trainer, dataset, split: str) -> dict:
+    """`trainer.evaluate` on one split, as `final_<split>_*` (logged so), without its timing keys."""
+    prefix = f"final_{split}"
+    raw = trainer.evaluate(dataset, metric_key_prefix=prefix)
+    return {k[len(prefix) + 1:]: v for k, v in raw.items()
+            if k.startswith(prefix + "_") and not k.endswith(("_runtime", "_per_second"))}
+
+
+class ScoreAtLastEvaluation(TrainerCallback):
+    """Scores a second dev split (MNLI-mismatched) once, with the model of the run's last evaluation:
+    inside that evaluation (the weights it evaluates, a weight average included), at the last step,
+    before keep_best loads the best checkpoint back. `metrics` stays None when the last step has no
+    evaluation (an epoch-wise run stopped by max_steps within an epoch, or a resumed run with no step left)."""
+
+    def __init__(self, trainer, split: str, dataset):
+        self.trainer, self.split, self.dataset = trainer, split, dataset
+        self.metrics: dict | None = None
+        self._inside = False
+        self._trained = False
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._trained = True  # the evaluations after training (the kept model's) are not the last one's
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        if self._inside or self._trained or state.global_step < state.max_steps:
+            return
+        self._inside = True
+        try:
+            self.metrics = _final_scores(self.trainer, self.dataset, self.split)
+        finally:
+            self._inside = False
 
 
 class GlueEvaluation(Evaluation):

@@ -142,6 +142,36 @@ def test_finetune_task_flag_picks_the_paper_recipe_and_json(tiny_dirs, tmp_path)
 
 
 @pytest.mark.slow
+def test_mnli_mismatched_is_scored_by_the_last_evaluations_model_or_the_kept_one(tiny_dirs, tmp_path):
+    """The released code scores MNLI-mismatched on the last epoch's model whichever epoch matched selects
+    (train.mismatched_model 'last', the default); 'kept' scores it on the model final/ holds."""
+    sets = [f"model={tiny_dirs['dense']}", *TINY_SETS, "train.max_steps=3", "train.eval_strategy=steps",
+            "train.eval_steps=1", "train.save_steps=1", "train.keep_best=true", "train.lr=1e-3",
+            "data.train_subset=15"]
+    scores = {}
+    for mode in ("last", "kept"):
+        out = tmp_path / mode
+        res = runner.invoke(app, ["finetune", "--task", "mnli", "--data-dir", str(tiny_dirs["glue"]), "--out-dir",
+                                  str(out), "--format", "json", *_sets(*sets, f"train.mismatched_model={mode}")])
+        _ok(res)
+        data = json.loads(res.stdout)
+        assert data["best_checkpoint"] != str(out / "checkpoint-3")  # keep_best kept an earlier model
+        scores[mode] = data["metrics"]["dev_mismatched"]
+        logged = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()
+                  if "final_dev_mismatched_loss" in x]
+        # 'last': scored once, inside the last evaluation (step 3), before the best came back; 'kept': after
+        assert len(logged) == 1 and logged[0]["step"] == 3
+        assert logged[0]["final_dev_mismatched_loss"] == pytest.approx(scores[mode]["loss"])
+        res = runner.invoke(app, ["eval", str(out / "final"), "--task", "mnli", "--data-dir", str(tiny_dirs["glue"]),
+                                  "--format", "json", "-s", "batch_size=11"])
+        _ok(res)
+        scores[f"{mode} final/"] = json.loads(res.stdout)["metrics"]["dev_mismatched"]
+    # the same run twice (one seed): the last step's model and the kept (earlier) one score apart
+    assert scores["last"]["loss"] != pytest.approx(scores["kept"]["loss"], rel=1e-6)
+    assert scores["kept"]["accuracy"] == scores["kept final/"]["accuracy"]  # final/ holds the kept model
+
+
+@pytest.mark.slow
 def test_distill_tiny_recipe(tiny_dirs, tmp_path):
     res = runner.invoke(app, ["distill", "recipes/tiny/distill.yaml", "--teacher", str(tiny_dirs["teacher"]),
                               "--data-dir", str(tiny_dirs["glue"]), "--out-dir", str(tmp_path / "d"),

@@ -612,7 +612,8 @@ def _renamed(old: dict) -> dict:
     new["data"] = {"task": old["glue_task"], **old["data"], "seq_len": 256, "stride": None, "max_tokens": None}
     new["train"] = {**old["train"], "target_firing_rate": None, "firing_rate_weight": 1.0, "firing_rate_penalty": "hinge",
                     "calibration_examples": None, "calibration_order": "first",
-                    "calibration_tokens": "all", "max_epochs": None, "weight_average": None}
+                    "calibration_tokens": "all", "max_epochs": None, "weight_average": None,
+                    "mismatched_model": "last"}
     if "generate" in old:
         new["generate"] = {**old["generate"], "length_penalty": 1.0, "no_repeat_ngram_size": 0, "min_new_tokens": 0}
     new["neuron"] = {**old["neuron"], "salient_fraction": 0.0, "salient_mode": "steps", "salient_steps": 2,
