@@ -992,8 +992,10 @@ class LoadedModel:
 
 
 
-#: config fields spikelm's models read that a default config does not hold (set through model_config)
-EXTRA_CONFIG_FIELDS = ("mlm_head_act",)
+#: config fields spikelm's BERT models read that a default config does not hold (set through model_config)
+EXTRA_BERT_CONFIG_FIELDS = ("mlm_head_act",)
+#: the older names of `rope_parameters` entries, which transformers still reads into it
+LEGACY_ROPE_FIELDS = ("rope_theta", "rope_scaling")
 
 
 def check_config_fields(config_class, overrides: Mapping[str, Any], known: Iterable[str] = ()) -> None:
@@ -1002,9 +1004,17 @@ def check_config_fields(config_class, overrides: Mapping[str, Any], known: Itera
     key as an unused attribute and the run would train with the value it meant to change."""
     import difflib
 
+    import inspect
+
     if not overrides:
         return
-    fields = {*config_class().to_dict(), *getattr(config_class, "attribute_map", {}), *known, *EXTRA_CONFIG_FIELDS}
+    fields = {*config_class().to_dict(), *getattr(config_class, "attribute_map", {}), *known,
+              *inspect.signature(config_class.__init__).parameters}
+    fields.discard("self")
+    if "bert" in str(getattr(config_class, "model_type", "")):
+        fields.update(EXTRA_BERT_CONFIG_FIELDS)
+    if "rope_parameters" in fields:
+        fields.update(LEGACY_ROPE_FIELDS)
     unknown = sorted(key for key in overrides if key not in fields)
     if not unknown:
         return

@@ -37,6 +37,7 @@ from typing import Any, Callable, Sequence
 
 from .config import (EvalConfig, config_from_dict, config_to_dict, load_config, parse_overrides,
                      set_dotted)
+from .config.schema import SWEEP_OWNED_NOTE, sweep_owned_key
 from .errors import ConfigError, first_details
 from .evaluation.metrics import display_name, display_scale, higher_is_better
 from .io import atomic_write_bytes, atomic_write_text, check_output_location
@@ -113,6 +114,9 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
         key, eq, text = item.partition("=")
         if not eq or not text.strip():
             problems.append(f"--grid {item!r}: expected key=v1,v2,... (e.g. neuron.k=2,3,4)")
+            continue
+        if sweep_owned_key(key.strip()):
+            problems.append(f"--grid {key.strip()}: {SWEEP_OWNED_NOTE}")
             continue
         parsed = parse_overrides([f"{key.strip()}={v}" for v in text.split(",")], problems)
         grid.setdefault(key.strip(), []).extend(v for _, v in parsed)
@@ -549,7 +553,7 @@ def _reference_row(cfg, out_dir: Path, say: Progress) -> SweepRow | None:
         "neuron": {"kind": "dense"}, "batch_size": cfg.train.eval_batch_size, "device": cfg.train.device})
     if results.is_file() and _scored_otherwise(eval_cfg, ref_dir / "eval_config.yaml"):
         say(f"reference: scored earlier with another model or data; scoring {ref} again")
-        results.unlink()
+        results.unlink(missing_ok=True)  # every rank comes here
     if not results.is_file():
         from .checkpoints import is_spiking_type, read_config, resolve_source
         from .errors import CheckpointError
@@ -575,12 +579,17 @@ def _reference_row(cfg, out_dir: Path, say: Progress) -> SweepRow | None:
 def _scored_otherwise(eval_cfg, saved: Path) -> bool:
     """Whether the reference's saved evaluation (its eval_config.yaml) scored another model or other data
     than `eval_cfg` asks for now (or cannot be read)."""
-    try:
-        earlier = config_to_dict(load_config(EvalConfig, saved, []))
-    except ConfigError:
+    import yaml
+
+    try:  # the values as written (a load would read its relative paths from reference/ again)
+        earlier = yaml.safe_load(saved.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return True
+    if not isinstance(earlier, dict):
         return True
     now = config_to_dict(eval_cfg)
-    return any(earlier.get(key) != now.get(key) for key in ("model", "data"))
+    same = lambda a, b: json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)  # noqa: E731
+    return not all(same(earlier.get(key), now.get(key)) for key in ("model", "data"))
 
 
 def masked_settings(cfg, given: Sequence[tuple[str, Any]], only: Sequence[str] | None = None) -> list[str]:

@@ -52,7 +52,7 @@ def distill_command(
     path = recipe_or_default(recipe, task, "distill")
     render.enable_library_logs()
     common = dict(task=task, data_dir=data_dir, out_dir=out_dir, reinit_head=reinit_head)
-    if teacher is not None and model is None and _student_is_twin(path, overrides, common):
+    if teacher is not None and model is None and _student_is_twin(path, overrides, common, grid):
         model = teacher  # the recipe's student is its teacher's spiking twin: so with the teacher given here
     cfg = load_run_config(DistillConfig, path, overrides, model=model, grid=grid, **common,
                           **{"distill.teacher": teacher})
@@ -62,10 +62,10 @@ def distill_command(
     train_or_sweep(cfg, run_distill, resume, format, point)
 
 
-def _student_is_twin(path, overrides, common) -> bool:
-    """Whether the recipe (with its -s overrides) starts the student from its own teacher."""
+def _student_is_twin(path, overrides, common, grid=None) -> bool:
+    """Whether the recipe (with its -s overrides and --grid) starts the student from its own teacher."""
     try:
-        recipe = load_run_config(DistillConfig, path, overrides, **common)
+        recipe = load_run_config(DistillConfig, path, overrides, grid=grid, **common)
     except SpikelmError:  # e.g. no teacher in the recipe: the load with --teacher says what is wrong
         return False
     return recipe.model == recipe.distill.teacher

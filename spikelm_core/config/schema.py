@@ -625,11 +625,11 @@ class SweepEnergyArgs(_Section):
     """Calibration-text batches traced for the firing rates."""
 
 
-_SWEEP_OWNED_NOTE = ("the sweep sets this itself for every point (out_dir: <sweep's out_dir>/<point>; sweep: "
+SWEEP_OWNED_NOTE = ("the sweep sets this itself for every point (out_dir: <sweep's out_dir>/<point>; sweep: "
                      "none inside a point): choose another key")
 
 
-def _sweep_owned(key: str) -> bool:
+def sweep_owned_key(key: str) -> bool:
     """Keys a sweep point cannot set: its run directory and the sweep section itself."""
     return key == "out_dir" or key == "sweep" or key.startswith("sweep.")
 
@@ -673,14 +673,14 @@ class SweepArgs(_RuledSection):
         for key, values in self.grid.items():
             rules.require(bool(_DOTTED.fullmatch(key)), f"grid.{key}", "must be a dotted key such as neuron.k")
             rules.require(bool(values), f"grid.{key}", "needs at least one value")
-            rules.require(not _sweep_owned(key), f"grid.{key}", _SWEEP_OWNED_NOTE)
+            rules.require(not sweep_owned_key(key), f"grid.{key}", SWEEP_OWNED_NOTE)
         for name, values in self.points.items():
             rules.require(bool(_POINT_NAME.fullmatch(name)), f"points.{name}", "name: use letters, digits and . _ = + -")
             rules.require(name != "reference", f"points.{name}",
                           "name: 'reference' is the folder of the sweep's reference model: choose another name")
             for key in values:
                 rules.require(bool(_DOTTED.fullmatch(key)), f"points.{name}.{key}", "must be a dotted key such as neuron.k")
-                rules.require(not _sweep_owned(key), f"points.{name}.{key}", _SWEEP_OWNED_NOTE)
+                rules.require(not sweep_owned_key(key), f"points.{name}.{key}", SWEEP_OWNED_NOTE)
         rules.require(bool(self.grid or self.points), "grid", "give a grid (e.g. neuron.k: [2, 3, 4]) or named points")
         for name, source in self.start_from.items():
             rules.require(name != source, f"start_from.{name}", "a point cannot start from its own model")

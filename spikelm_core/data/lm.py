@@ -75,6 +75,13 @@ def get_lm_task(name: str) -> LmTask:
     return LM_TASKS[task]
 
 
+def has_split_layout(folder: Path, task: str) -> bool:
+    """Whether `folder` holds any split of `task` laid out as `local_text_path` reads it
+    (wikitext-2/<split>.txt, <split>.txt, wiki.<split>.tokens, ...)."""
+    spec = get_lm_task(task)
+    return any(f.is_file() for split in LM_SPLITS for f in _split_files(Path(folder), spec, split))
+
+
 def _split_files(folder: Path, task: LmTask, split: str) -> list[Path]:
     names = [f"{split}.txt", f"wiki.{split}.tokens", f"wiki.{split}.raw"]
     return [folder / task.local_dir / n for n in names] + [folder / n for n in names]

@@ -34,6 +34,7 @@ and its JSON schema in `report.py`. Nothing here prints or exits.
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -122,19 +123,27 @@ class EnergyArgs:
             problems += [
                 f"k must be a finite number > 0, got {k!r}"
                 for k in self.ks
-                if not (isinstance(k, (int, float)) and not isinstance(k, bool) and math.isfinite(k) and k > 0)
+                if not (_real(k) and math.isfinite(k) and k > 0)
             ]
         if self.timesteps is not None:
             if not self.timesteps:
                 problems.append("--timesteps needs at least one value")
             problems += [f"time steps must be an integer >= 1, got {t!r}" for t in self.timesteps
-                         if isinstance(t, bool) or not isinstance(t, int) or t < 1]
+                         if not _integer(t) or t < 1]
         not_integers = [f"{name} must be an integer, got {value!r}" for name, value in
                         (("seq_len", self.seq_len), ("target_len", self.target_len), ("batches", self.batches),
                          ("batch_size", self.batch_size), ("bootstrap", self.bootstrap))
-                        if value is not None and (isinstance(value, bool) or not isinstance(value, int))]
+                        if value is not None and not _integer(value)]
         if not_integers:  # before the ranges below compare them
             raise ConfigError("invalid energy settings", details=problems + not_integers)
+        # numpy's numbers as Python's, from here on (an np.int64 T, a k from an array)
+        for name in ("seq_len", "target_len", "batches", "batch_size", "bootstrap"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, int(getattr(self, name)))
+        if self.ks is not None and not problems:
+            object.__setattr__(self, "ks", tuple(float(k) for k in self.ks))
+        if self.timesteps is not None and not problems:
+            object.__setattr__(self, "timesteps", tuple(int(t) for t in self.timesteps))
         if self.seq_len is not None and self.seq_len < 3:
             problems.append(f"--seq-len must be at least 3 tokens, got {self.seq_len}")
         if self.target_len is not None and self.target_len < 1:
@@ -154,6 +163,16 @@ class EnergyArgs:
                 f"--memory-cost {self.memory_cost} prices the memory bounds, and --memory none turns them off",
                 hint="leave out --memory-cost, or drop --memory none to keep the memory bounds",
             )
+
+
+def _integer(value) -> bool:
+    """An integer (numpy's too), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _real(value) -> bool:
+    """A real number (numpy's too), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from transformers import DataCollatorForLanguageModeling
 from ..calibration import spiking_neurons
 from ..checkpoints import (MODEL_TYPES, LoadedModel, check_config_fields, instantiate, load_model, load_teacher, load_tokenizer,
                            read_config, resolve_as, resolve_source)
-from ..data.lm import load_lm_text, local_text_path
+from ..data.lm import has_split_layout, load_lm_text, local_text_path
 from ..data.text import EXAMPLE_INDEX, mlm_dataset
 from ..errors import CheckpointError, ConfigError, DataError
 from ..evaluation.masked_lm import HELD_OUT_MASK_SEED, NOTHING_MASKED, any_masked, score_masked_lm
@@ -285,19 +285,23 @@ class MaskedLmEvaluation(Evaluation):
         self.max_length = cfg.data.max_length
 
     def _text_folder(self) -> Path | None:
-        """`--data-dir` (or data.source) when it is a folder of .txt files that are not laid out as the
-        task's splits (wikitext-2/<split>.txt): a corpus scored as a whole, as `pretrain --held-out`
-        reads such a folder. None otherwise."""
+        """`--data-dir` (or data.source) when it is a folder to score as one corpus, every .txt file in
+        it, as `pretrain --held-out` reads a folder: the held-out folder of the run the model comes
+        from (whatever its layout), or a folder with no split laid out (no wikitext-2/<split>.txt, ...).
+        None otherwise: the split's own file (`local_text_path`), or the hub."""
+        from .rundir import held_out_of_run
+
         d = self.cfg.data
         where = d.data_dir if d.data_dir is not None else d.source
         if where is None or not Path(where).expanduser().is_dir():
             return None
-        try:
-            local_text_path(self.cfg.task, self.split_names[0], data_dir=str(where))
-        except DataError:
-            folder = Path(where).expanduser()
-            return folder if any(folder.rglob("*.txt")) else None
-        return None
+        folder = Path(where).expanduser()
+        held_out = held_out_of_run(self.cfg.model)
+        if held_out is not None and held_out.resolve() == folder.resolve():
+            return folder
+        if has_split_layout(folder, self.cfg.task) or not any(folder.rglob("*.txt")):
+            return None
+        return folder
 
     def check_data(self) -> None:
         if self._text_folder() is not None:

@@ -52,14 +52,13 @@ def resume_may_change(cfg) -> tuple[str, ...]:
     return RESUME_MAY_CHANGE + (MASKED_LM_RESUME_MAY_CHANGE if masked_lm else ())
 
 
-def changed_settings(old, new) -> list[tuple[str, Any, Any]]:
+def changed_settings(old, new, may_change: tuple[str, ...] = RESUME_MAY_CHANGE) -> list[tuple[str, Any, Any]]:
     """`(dotted key, old, new)` for each setting of run config `new` that would change the numbers of
-    the run `old` describes: `RESUME_MAY_CHANGE` left out (and `MASKED_LM_RESUME_MAY_CHANGE` in a
-    masked-LM run), and `train.bf16` compared as the precision it gives on this machine ('auto' is true
-    where bf16 is native: `training/precision.py`)."""
+    the run `old` describes: `may_change` left out (a resumed run passes `resume_may_change`: its
+    held-out text too, which a sweep's table compares), and `train.bf16` compared as the precision it
+    gives on this machine ('auto' is true where bf16 is native: `training/precision.py`)."""
     from .precision import run_device, uses_bf16
 
-    may_change = resume_may_change(new)
     return [(k, a, b) for k, a, b in diff_configs(old, new)
             if not k.startswith(may_change)
             and not (k == "train.bf16" and uses_bf16(a, run_device(old.train.device))
@@ -366,18 +365,16 @@ def task_of_run(model: str | os.PathLike[str]) -> tuple[str, list[str]] | None:
     run = run_of_model(model)
     if run is None:
         return None
+    held_out = held_out_of_run(model)
+    if held_out is not None:  # a masked-LM run (pretrain, distill on text): its held-out text, as it scored it
+        log.info("a masked-LM run: scored on its held-out text %s (data.validation_file of %s; --task and "
+                 "--data-dir choose others)", held_out, run / RUN_CONFIG)
+        return "wikitext2", [f"data.data_dir={json.dumps(str(held_out))}"]
     try:
-        saved = yaml.safe_load((run / RUN_CONFIG).read_text(encoding="utf-8")) or {}
-        data = saved.get("data") or {}
+        data = (yaml.safe_load((run / RUN_CONFIG).read_text(encoding="utf-8")) or {}).get("data") or {}
     except (OSError, yaml.YAMLError, AttributeError):
         return None
     task = data.get("task") if isinstance(data, dict) else None
-    held_out = data.get("validation_file") if isinstance(data, dict) else None
-    if task is None and saved.get("command") in ("pretrain", "distill") and isinstance(held_out, str):
-        # a masked-LM run (pretrain, distill on text): its held-out text, scored as it scored it
-        log.info("a masked-LM run: scored on its held-out text %s (data.validation_file of %s; --task and "
-                 "--data-dir choose others)", held_out, run / RUN_CONFIG)
-        return "wikitext2", [f"data.data_dir={json.dumps(held_out)}"]
     if not isinstance(task, str):
         return None
     from ..config.schema import normalize_task, task_family
@@ -434,6 +431,11 @@ def settings_of_run(cfg):
             continue
         sections[section] = mine.model_copy(update={name: value})
         taken.append(f"{key} {value}")
+    generate = sections.get("generate")
+    if generate is not None and generate.min_new_tokens > generate.max_new_tokens:
+        # the run's shortest summary, above the longest this eval allows: the eval's own minimum
+        sections["generate"] = generate.model_copy(update={"min_new_tokens": cfg.generate.min_new_tokens})
+        taken = [item for item in taken if not item.startswith("generate.min_new_tokens")]
     if run_cfg.neuron.kind == "dense" and cfg.neuron is None:  # a dense run (a teacher) is scored dense
         from ..neurons.settings import NeuronSettings
 
@@ -443,6 +445,24 @@ def settings_of_run(cfg):
         return cfg
     log.info("from the run's %s: %s (set them to change)", run / RUN_CONFIG, ", ".join(taken))
     return cfg.model_copy(update=sections)
+
+
+def held_out_of_run(model: str | os.PathLike[str] | None) -> Path | None:
+    """The held-out text (data.validation_file) of the masked-LM run `model` belongs to, else None."""
+    import yaml
+
+    run = run_of_model(model) if model is not None else None
+    if run is None:
+        return None
+    try:
+        saved = yaml.safe_load((run / RUN_CONFIG).read_text(encoding="utf-8")) or {}
+        data = saved.get("data") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    held_out = data.get("validation_file") if isinstance(data, dict) else None
+    if data.get("task") is not None or saved.get("command") not in ("pretrain", "distill") or not isinstance(held_out, str):
+        return None
+    return Path(held_out).expanduser()
 
 
 def _scores_held_out_text(cfg, run_cfg) -> bool:
@@ -572,7 +592,7 @@ class RunDirectory:
         if self.resume_from is None or not saved.is_file():
             return
         old = load_config(type(self.cfg), saved, [])
-        changed = changed_settings(old, self.cfg)
+        changed = changed_settings(old, self.cfg, resume_may_change(self.cfg))
         if changed:
             raise ConfigError(
                 "the resumed run's config differs from the one it started with",

@@ -196,6 +196,9 @@ def test_memory_flag_and_cost_file(tiny_bert, text_file, tmp_path):
     assert syn["Effective_MACs"] == data["runs"][0]["spiking_macs"]
     table = run(*common, "--memory", "none", "--neurobench")
     assert table.exit_code == 0 and "NeuroBench metrics per sample" in table.stdout and "memory bounds" not in table.stdout
+    markdown = run(*common, "--memory", "none", "--neurobench", "--format", "markdown").stdout
+    header = next(line for line in markdown.splitlines() if "MembraneUpdates" in line)
+    assert "| attention ACs | attention MACs | attention Dense |" in header
     as_csv = run(*common, "--memory", "none", "--neurobench", "--format", "csv")
     nb_rows = {r["component"]: float(r["value"]) for r in csv.DictReader(io.StringIO(as_csv.stdout)) if r["scope"] == "neurobench"}
     assert nb_rows["Footprint"] == nb["Footprint"] and nb_rows["SynapticOperations.Effective_ACs"] == syn["Effective_ACs"]
@@ -521,6 +524,11 @@ def test_settings_errors_are_collected():
     with pytest.raises(ConfigError) as info:
         EnergyArgs(ks=(0.0, float("nan")), timesteps=(0,), seq_len=2, batch_size=0, bootstrap=-1, confidence=1.5)
     assert info.value.exit_code == 2 and len(info.value.details) == 7
+    # numpy's numbers are numbers
+    import numpy as np
+
+    args = EnergyArgs(ks=(np.float32(2.0), np.int64(3)), timesteps=(np.int64(4),), seq_len=np.int64(64))
+    assert args.ks == (2.0, 3.0) and args.timesteps == (4,) and type(args.timesteps[0]) is int and args.seq_len == 64
     # the Python API reads what the CLI reads: no 1.5 time steps run as 1, no k given as text
     with pytest.raises(ConfigError) as info:
         estimate_energy_sweep("minilm", timesteps=[1.5], ks=["3", True], seq_len=8.0)

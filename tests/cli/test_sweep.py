@@ -107,6 +107,12 @@ def test_grid_with_sweep_settings_on_a_recipe_without_a_sweep_and_no_resume_flag
                                    "--print-config"))
     assert res.exit_code == 0, res.stderr
     assert "grid: {neuron.k: [2, 3]}" in res.stdout and "enabled: false" in res.stdout
+    # --teacher with a recipe whose student is its teacher's twin: still the twin with -s sweep.* and -g
+    twin = runner.invoke(app, ["distill", "recipes/tiny/distill.yaml", "--teacher", str(tiny_dirs["teacher"]),
+                               "--data-dir", str(tiny_dirs["glue"]), "-s", "data.source=glue/sst2", "-g", "neuron.k=2",
+                               "-s", "sweep.energy.enabled=false", "--print-config"])
+    assert twin.exit_code == 0, twin.stderr
+    assert f"model: {tiny_dirs['teacher']}" in twin.stdout
     res = runner.invoke(app, _args(tiny_dirs, tmp_path / "s", "-g", "neuron.k=2", "--resume", "auto"))
     assert res.exit_code == 2, (res.stdout, res.stderr)
     assert "--resume auto is for one run" in res.stderr and "Traceback" not in res.stderr

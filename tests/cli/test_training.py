@@ -243,14 +243,17 @@ def test_held_out_text_without_a_mask_is_refused_before_training_and_may_change_
     assert not list(out.glob("checkpoint-*")) and not (out / "final").exists()  # nothing trained
     # the held-out text is read once, after training: a resumed masked-LM run may change it, a GLUE run not
     from spikelm_core.config import FinetuneConfig, PretrainConfig, config_from_dict
-    from spikelm_core.training.rundir import changed_settings
+    from spikelm_core.training.rundir import changed_settings, resume_may_change
 
     def two(cls, data, **changed):
         return (config_from_dict(cls, data),
                 config_from_dict(cls, {**data, "data": {**data["data"], **changed}}))
 
     pretrain = {"command": "pretrain", "data": {"source": str(tiny_dirs["corpus"]), "validation_file": "a.txt"}}
-    assert changed_settings(*two(PretrainConfig, pretrain, validation_file=None, eval_subset=5)) == []
+    old, new = two(PretrainConfig, pretrain, validation_file=None, eval_subset=5)
+    assert changed_settings(old, new, resume_may_change(new)) == []
+    # a sweep's finished point is another matter: its table compares held-out scores
+    assert [k for k, _, _ in changed_settings(old, new)] == ["data.eval_subset", "data.validation_file"]
     finetune = {"command": "finetune", "model": "m", "data": {"task": "sst2"}}
     assert [k for k, _, _ in changed_settings(*two(FinetuneConfig, finetune, eval_subset=5))] == ["data.eval_subset"]
 
@@ -269,6 +272,32 @@ def test_pretraining_text_problems_are_named_together_and_early(tiny_dirs, tmp_p
                               "--held-out", str(blank), *_sets(f"tokenizer={tiny_dirs['dense']}",
                                                               f"data.source={tiny_dirs['corpus']}")])
     assert res.exit_code == 4 and "held-out text (data.validation_file, --held-out): the text corpus" in res.stderr
+
+
+def test_a_run_held_out_on_a_folder_is_scored_again_on_it_whatever_its_layout(tiny_dirs, tmp_path):
+    """pretrain --held-out FOLDER reads every .txt file in it; eval without --task reads it so too, even
+    laid out as wikitext-2 splits (where --task wikitext2 --data-dir reads the split's file alone)."""
+    folder = tmp_path / "held" / "wikitext-2"
+    folder.mkdir(parents=True)
+    docs = [d for d in tiny_dirs["corpus"].read_text().split("\n\n") if d.strip()]
+    (folder / "test.txt").write_text("\n\n".join(docs[: len(docs) // 2]))
+    (folder / "valid.txt").write_text("\n\n".join(docs[len(docs) // 2:]))
+    sets = [f"tokenizer={tiny_dirs['dense']}", f"data.source={tiny_dirs['corpus']}", "data.max_length=16",
+            "neuron.num_timesteps=2", "train.batch_size=5", "train.max_steps=1", "mlm.nsp=false",
+            "data.eval_subset=null"]
+    out = tmp_path / "p"
+    res = runner.invoke(app, ["pretrain", "recipes/tiny/pretrain.yaml", "--out-dir", str(out), "--held-out",
+                              str(tmp_path / "held"), "--format", "json", *_sets(*sets)])
+    _ok(res)
+    held_out = json.loads(res.stdout)["metrics"]["validation"]
+    res = runner.invoke(app, ["eval", str(out / "final"), "--format", "json"])
+    _ok(res)
+    assert json.loads(res.stdout)["metrics"]["test"] == pytest.approx(held_out, rel=1e-6)
+    # a wikitext-2 layout without the split asked for: refused, not read whole
+    (folder / "test.txt").unlink()
+    res = runner.invoke(app, ["eval", str(tiny_dirs["mlm_teacher"]), "--task", "wikitext2", "--data-dir",
+                              str(tmp_path / "held"), "-s", "data.max_length=16"])
+    assert res.exit_code == 4 and "no test text in" in res.stderr, res.stderr
 
 
 def test_a_schedule_that_ends_before_the_run_is_warned_of(tiny_dirs, tmp_path):

@@ -297,6 +297,19 @@ def test_unknown_config_overrides_are_refused_with_the_nearest_names(tmp_path):
     assert loaded.model.config.mlm_head_act == "relu"  # spikelm's own field, though no default config holds it
 
 
+def test_config_field_check_knows_each_familys_fields():
+    from transformers import BartConfig, LlamaConfig
+
+    from spikelm_core.checkpoints import check_config_fields
+
+    check_config_fields(LlamaConfig, {"rope_theta": 5e5, "rope_scaling": None, "attention_dropout": 0.0})
+    check_config_fields(BartConfig, {"dropout": 0.0, "activation_dropout": 0.0, "hidden_size": 16})  # an alias
+    with pytest.raises(ConfigError) as exc:
+        check_config_fields(BartConfig, {"mlm_head_act": "relu"})  # a BERT head's field: BART would ignore it
+    assert exc.value.details == ["model_config.mlm_head_act"]
+    check_config_fields(BartConfig, {"mlm_head_act": "relu"}, known=["mlm_head_act"])  # the checkpoint has it
+
+
 def test_fewer_layers_in_config_overrides_load_the_first_layers_and_say_so(tmp_path, caplog):
     d = dense_dir(tmp_path, "bert")
     assert TINY["num_hidden_layers"] > 1

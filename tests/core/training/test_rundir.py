@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from spikelm_core.config import FinetuneConfig, config_from_dict
+from spikelm_core.config import FinetuneConfig, config_from_dict, config_to_dict
 from spikelm_core.errors import CheckpointError, ConfigError
 from spikelm_core.training.rundir import LOCK_NAME, RunDirectory, RunLock, last_complete_checkpoint, resolve_resume
 
@@ -132,6 +132,13 @@ def test_an_evaluation_of_a_runs_model_takes_the_runs_lengths_and_generation_unl
     # a setting given here stays; a checkpoint of the run counts as its model
     cfg = evaluated(run / "checkpoint-7", "xsum", "data.max_length=256", "generate.num_beams=1")
     assert (cfg.data.max_length, cfg.generate.num_beams, cfg.generate.max_new_tokens) == (256, 1, 40)
+    # the run's shortest summary is not taken above the longest this eval allows
+    shortest = config_from_dict(FinetuneConfig, {**config_to_dict(trained),
+                                                 "generate": {"max_new_tokens": 40, "min_new_tokens": 10}})
+    save_config(shortest, run / "run_config.yaml")
+    assert evaluated(run / "final").generate.min_new_tokens == 10
+    assert evaluated(run / "final", "xsum", "generate.max_new_tokens=8").generate.min_new_tokens == 0
+    save_config(trained, run / "run_config.yaml")
     # another task, a model outside a run, or a run config that does not load: unchanged
     default = load_config(EvalConfig, None, ["model=m", "data.task=sst2"])
     assert evaluated(run / "final", "sst2") == load_config(EvalConfig, None, [f"model={run / 'final'}",
