@@ -574,8 +574,9 @@ def _prefer_flags(raw: dict[str, Any], flags: Mapping[str, Any]) -> None:
     if flags.get("data.data_dir") is not None and not by_name and task_family(task) == "glue":
         data["task"] = given if given is not None else inferred
         del data["source"]
-    elif flags.get("data.data_dir") is not None and task is None and not isinstance(flag_task, str):
+    elif flags.get("data.data_dir") is not None and task is None and not isinstance(flag_task, str) and not by_name:
         # masked-LM on text: the recipe's corpus is data.source; the flag's file or folder replaces it
+        # (not a 'glue/<name>' source naming no task spikelm knows: the schema names that one)
         data["source"] = data.pop("data_dir")
 
 

@@ -41,6 +41,7 @@ from spikelm_core.data.glue import (
     infer_glue_task,
     normalize_glue_split,
     normalize_glue_task,
+    unsupported_glue_task,
 )
 from spikelm_core.data.lm import LM_SPLITS, LM_TASKS, normalize_lm_split, normalize_lm_task
 from spikelm_core.data.summarization import SPLITS as SUMMARIZATION_SPLITS
@@ -282,6 +283,8 @@ class DataArgs(_RuledSection):
     @field_validator("task", mode="before")
     @classmethod
     def _task_spelling(cls, value: Any) -> Any:
+        if isinstance(value, str) and unsupported_glue_task(value):
+            raise ValueError(unsupported_glue_task(value))
         return (normalize_task(value) or value) if isinstance(value, str) else value
 
     def _check(self, rules: _Rules) -> None:

@@ -8,7 +8,7 @@ Design:
   splits and the metrics. Everything else reads from it.
 - Every split comes back with the same columns, whichever the task or source:
   `text_a` (str), `text_b` (str, or None for the single-sentence tasks CoLA and SST-2),
-  `label` (`ClassLabel` int ids; float32 score for STS-B) and `idx` (row number in the file).
+  `label` (`ClassLabel` int ids; float32 score for STS-B) and `idx` (the data row's index in the file, from 0: header and blank lines not counted).
 - Split names are the GLUE file stems: `train`, `dev`, and for MNLI `dev_matched` and
   `dev_mismatched`. The hub's names (`validation`, `validation_matched`, ...) are accepted
   as aliases. Test splits are not loaded: GLUE's test labels are not public.
@@ -31,16 +31,20 @@ import csv
 import difflib
 import math
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from spikelm_core.errors import ConfigError, DataError, first_details
+from spikelm_core.log import get_logger
 from spikelm_core.hub import DATASET_OFFLINE_VARS, hub_reachable, offline_flag
 
 if TYPE_CHECKING:  # pragma: no cover
     import datasets
+
+log = get_logger("data")
 
 __all__ = [
     "GlueTask",
@@ -261,6 +265,8 @@ def get_glue_task(name: str) -> GlueTask:
     Raises ConfigError listing the valid tasks (and the closest one) when it is unknown.
     """
     task = normalize_glue_task(name)
+    if task is None and unsupported_glue_task(name):
+        raise ConfigError(unsupported_glue_task(name), details=[f"valid tasks: {', '.join(GLUE_TASK_NAMES)}"])
     if task is None:
         close = difflib.get_close_matches(_squash(name), GLUE_TASK_NAMES, n=1, cutoff=0.6)
         raise ConfigError(
@@ -319,8 +325,22 @@ def _layout(spec: GlueTask) -> str:
 def _layout_hint(spec: GlueTask) -> str:
     return (
         f"{_layout(spec)}; pass --data-dir (data.data_dir), set GLUE_DIR, "
-        f"or point data.source at the {spec.dir_name} directory"
+        f"or point data.source at the {spec.dir_name} directory (a data.source path beats --data-dir, "
+        "which beats GLUE_DIR)"
     )
+
+
+#: GLUE's other folders (squashed name -> folder), which spikelm neither trains on nor scores, as the paper
+UNSUPPORTED_GLUE = {"wnli": "WNLI", "ax": "diagnostic (AX)", "diagnostic": "diagnostic (AX)"}
+
+
+def unsupported_glue_task(name: str) -> str | None:
+    """Why GLUE task `name` is not one spikelm takes (WNLI, the diagnostic set), or None."""
+    folder = UNSUPPORTED_GLUE.get(_squash(name.removeprefix("glue/")))
+    if folder is None:
+        return None
+    return (f"GLUE's {folder} is not supported: spikelm trains and scores the eight tasks the paper reports "
+            "(BERT and SpikeLM leave WNLI out; the diagnostic set has no training data)")
 
 
 def find_glue_task_dir(task: str, data_dir: str | os.PathLike[str]) -> Path:
@@ -347,6 +367,9 @@ def find_glue_task_dir(task: str, data_dir: str | os.PathLike[str]) -> Path:
             f"{root} is the {GLUE_TASKS[other].dir_name} directory, not {spec.dir_name}",
             hint=_layout_hint(spec),
         )
+    if other in UNSUPPORTED_GLUE:  # WNLI's ids mean the opposite of RTE's: never read one as the other
+        raise DataError(f"{root} is the {UNSUPPORTED_GLUE[other]} directory, which spikelm does not score, not "
+                        f"{spec.dir_name}", hint=_layout_hint(spec))
     if any((root / name).is_file() for _, name in spec.files):
         return root
     raise DataError(
@@ -386,26 +409,32 @@ def _parse_label(spec: GlueTask, raw: str) -> int | float | None:
         return value if math.isfinite(value) else None
     if text in spec.label_names:
         return spec.label_names.index(text)
-    if text.isdigit() and int(text) < len(spec.label_names):
+    if text.isascii() and text.isdigit() and int(text) < len(spec.label_names):
         return int(text)  # class ids are accepted for every classification task
     return None
+
+
+def _read_csv(pd, spec: GlueTask, path: Path) -> Any:
+    return pd.read_csv(
+        path,
+        sep="\t",
+        quoting=csv.QUOTE_NONE,
+        keep_default_na=False,
+        dtype=str,
+        encoding="utf-8-sig",
+        header=None if spec.column_names else 0,
+        names=list(spec.column_names) if spec.column_names else None,
+        index_col=False,
+    )
 
 
 def _read_tsv(spec: GlueTask, path: Path) -> Any:
     import pandas as pd
 
     try:
-        frame = pd.read_csv(
-            path,
-            sep="\t",
-            quoting=csv.QUOTE_NONE,
-            keep_default_na=False,
-            dtype=str,
-            encoding="utf-8-sig",
-            header=None if spec.column_names else 0,
-            names=list(spec.column_names) if spec.column_names else None,
-            index_col=False,
-        )
+        with warnings.catch_warnings():  # a first row longer than the header: `_scan_rows` names its line
+            warnings.simplefilter("ignore", pd.errors.ParserWarning)
+            frame = _read_csv(pd, spec, path)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path} is empty", hint=_layout_hint(spec)) from None
     except pd.errors.ParserError as exc:
@@ -419,22 +448,37 @@ def _read_tsv(spec: GlueTask, path: Path) -> Any:
     return frame
 
 
-def _refuse_short_rows(spec: GlueTask, path: Path, positions: list[int], first_line: int) -> None:
-    """DataError naming the rows of `path` that lack a field the task reads (at `positions`): pandas
-    reads a missing field as an empty one, so such a row would be scored as an empty sentence."""
+def _scan_rows(spec: GlueTask, path: Path, positions: list[int], columns: int, first_line: int) -> list[int]:
+    """The line number of each data row of `path` (pandas skips blank lines), after refusing, naming
+    their lines, rows that lack a field the task reads (at `positions`: pandas reads a missing field as
+    an empty one, so such a row would be scored as an empty sentence) and rows with more fields than
+    the file's `columns` (a tab inside a field: GLUE files are not quoted; pandas would drop the extra
+    fields of a first row without a word). Empty fields at a row's end do not count."""
     needed = max(positions) + 1
-    short = []
+    short, long, lines = [], [], []
     with open(path, encoding="utf-8-sig", newline="") as fh:
         for number, line in enumerate(fh, start=1):
-            fields = line.rstrip("\r\n").count("\t") + 1
-            if number >= first_line and line.strip() and fields < needed:  # pandas skips blank lines
-                short.append(f"line {number}: {fields} field(s), the task reads field {needed}")
+            if number < first_line or not line.strip():
+                continue
+            body = line.rstrip("\r\n")
+            lines.append(number)
+            if body.count("\t") + 1 < needed:
+                short.append(f"line {number}: {body.count(chr(9)) + 1} field(s), the task reads field {needed}")
+            elif body.rstrip("\t").count("\t") + 1 > columns:
+                long.append(f"line {number}: {body.rstrip(chr(9)).count(chr(9)) + 1} fields, the file has {columns} "
+                            "columns")
+    layout = (", ".join(spec.column_names) + " (tab-separated, no header)" if spec.column_names
+              else "every column of the header line (tab-separated)")
     if short:
         raise DataError(f"{path}: {len(short)} row(s) with too few tab-separated fields",
                         details=first_details(short),
-                        hint=f"{spec.name} rows hold " + (", ".join(spec.column_names) + " (tab-separated, no header)"
-                                                          if spec.column_names else "every column of the header line"
-                                                          " (tab-separated)") + "; fix or remove these rows")
+                        hint=f"{spec.name} rows hold {layout}; fix or remove these rows")
+    if long:
+        raise DataError(f"{path}: {len(long)} row(s) with more tab-separated fields than the file has columns",
+                        details=first_details(long),
+                        hint=f"{spec.name} rows hold {layout}; GLUE files are not quoted, so a tab inside a "
+                        "sentence splits it: replace it with a space")
+    return lines
 
 
 def _read_split(spec: GlueTask, task_dir: Path, split: str) -> datasets.Dataset:
@@ -455,18 +499,27 @@ def _read_split(spec: GlueTask, task_dir: Path, split: str) -> datasets.Dataset:
         raise DataError(
             f"{path}: missing column(s) {', '.join(map(repr, missing))}",
             details=[f"columns found: {', '.join(map(repr, map(str, frame.columns)))}"],
-            hint=_layout_hint(spec)
-            + ("; CoLA files have no header row" if spec.column_names else ""),
+            hint=("CoLA files have no header row: sentence source, label, original label, sentence"
+                  if spec.column_names else
+                  f"the first line of a {spec.name} file is its header, naming at least "
+                  + ", ".join(wanted) + " (tab-separated)" + (" (a file without its labels, such as GLUE's "
+                  "test.tsv, cannot be scored)" if spec.label_column in missing else "")),
         )
     first_line = 1 if spec.column_names else 2
-    _refuse_short_rows(spec, path, [list(frame.columns).index(c) for c in wanted], first_line)
+    lines = _scan_rows(spec, path, [list(frame.columns).index(c) for c in wanted], len(frame.columns), first_line)
+    line_of = (lambda row: lines[row]) if len(lines) == len(frame) else (lambda row: row + first_line)  # noqa: E731
     frame = frame.fillna("")
-    labels, bad = [], []
+    labels, bad, off_scale = [], [], []
     for row, raw in enumerate(frame[spec.label_column].tolist()):
         value = _parse_label(spec, raw)
         if value is None:
-            bad.append(f"line {row + first_line}: {spec.label_column}={raw!r}")
+            bad.append(f"line {line_of(row)}: {spec.label_column}={raw!r}")
+        elif spec.is_regression and not 0.0 <= value <= 5.0:
+            off_scale.append(f"line {line_of(row)}: {value:g}")
         labels.append(value)
+    if off_scale and not bad:
+        log.warning("%s: %d score(s) outside STS-B's 0-5 scale (%s): they are trained and scored as they are",
+                    path, len(off_scale), "; ".join(off_scale[:3]) + ("; ..." if len(off_scale) > 3 else ""))
     if bad:
         expected = "a number" if spec.is_regression else " or ".join(map(repr, spec.label_names))
         ids = "" if spec.is_regression else f" (or ids 0-{spec.num_labels - 1})"
@@ -578,7 +631,12 @@ def load_glue(
 
     local = data_dir if data_dir is not None else (os.environ.get("GLUE_DIR") or None)
     if local is not None:
-        task_dir = find_glue_task_dir(spec.name, local)
+        try:
+            task_dir = find_glue_task_dir(spec.name, local)
+        except DataError as exc:
+            if data_dir is None:  # say where the path came from
+                exc.message += " (from $GLUE_DIR)"
+            raise
         loaded = {name: _read_split(spec, task_dir, name) for name in canonical}
     else:
         loaded = _load_from_hub(spec, canonical)

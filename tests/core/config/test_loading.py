@@ -478,6 +478,10 @@ def test_data_dir_flag_beats_a_recipe_source_path(tmp_path, monkeypatch):
     text = load_config(DistillConfig, None, ["model=m", "distill.teacher=t", "data.source=/c.txt"],
                        **{"data.data_dir": "g"})
     assert (text.data.source, text.data.data_dir, text.task) == ("g", None, None)
+    # a 'glue/<name>' source naming no task is that error, not a text corpus in --data-dir
+    with pytest.raises(ConfigError, match="unknown GLUE task in 'glue/sst3'"):
+        load_config(DistillConfig, None, ["model=m", "distill.teacher=t", "data.source=glue/sst3"],
+                    **{"data.data_dir": "g"})
     # ... and masked-LM training refuses the data paths it would not read
     lines = problems(None, ["model=m", "distill.teacher=t", "data.source=/c.txt", "data.train_file=/v.txt",
                             "data.data_dir=/d"], cls=DistillConfig)

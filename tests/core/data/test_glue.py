@@ -367,6 +367,55 @@ def test_rows_with_extra_fields(tmp_path):
     assert "line 2" in exc.value.details[0]
 
 
+@pytest.mark.parametrize("dirname, task, text, line", [
+    ("MRPC", "mrpc", "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\t11\t12\t\"He said \t hi\"\tSecond.\n", 2),
+    ("CoLA", "cola", "gj04\t1\t\tThe cat\tsat.\ngj04\t1\t\tFine.\n", 1),
+])
+def test_a_first_row_with_a_tab_inside_a_field_is_refused_not_cut(tmp_path, dirname, task, text, line):
+    """pandas drops the extra fields of a first row without a word (later rows it refuses itself)."""
+    (tmp_path / dirname).mkdir()
+    (tmp_path / dirname / "dev.tsv").write_text(text)
+    with pytest.raises(DataError, match="more tab-separated fields than the file has columns") as exc:
+        load_glue(task, tmp_path, split="dev")
+    assert exc.value.details[0].startswith(f"line {line}:") and "not quoted" in exc.value.hint
+
+
+def test_trailing_tabs_blank_lines_and_odd_digits(tmp_path, caplog):
+    task_dir = tmp_path / "SST-2"
+    task_dir.mkdir()
+    (task_dir / "dev.tsv").write_text("sentence\tlabel\ngood\t1\t\nbad\t0\t\n")  # a trailing tab on each row
+    assert load_glue("sst2", tmp_path, split="dev")["label"] == [1, 0]
+    # blank lines do not shift the line an error names; '²' is a digit to Python, not a label
+    (task_dir / "dev.tsv").write_text("sentence\tlabel\na\t1\n\n  \nb\t2\nc\t\u00b2\n")
+    with pytest.raises(DataError) as exc:
+        load_glue("sst2", tmp_path, split="dev")
+    assert exc.value.details == ["line 5: label='2'", "line 6: label='\u00b2'"]
+    # STS-B scores off GLUE's 0-5 scale are trained as they are, with a warning
+    stsb = write_task(tmp_path, "stsb", splits=("dev",))
+    text = (stsb / "dev.tsv").read_text().replace("4.750", "7.5")
+    (stsb / "dev.tsv").write_text(text)
+    with caplog.at_level("WARNING", logger="spikelm"):
+        assert 7.5 in load_glue("stsb", tmp_path, split="dev")["label"]
+    assert "score(s) outside STS-B's 0-5 scale (line 2: 7.5)" in caplog.text
+
+
+def test_wnli_and_the_diagnostic_set_are_named_not_read_as_another_task(tmp_path):
+    (tmp_path / "WNLI").mkdir()
+    (tmp_path / "WNLI" / "dev.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\t1\n")
+    with pytest.raises(DataError, match="is the WNLI directory, which spikelm does not score, not RTE"):
+        load_glue("rte", tmp_path / "WNLI", split="dev")
+    with pytest.raises(ConfigError, match="GLUE's WNLI is not supported"):
+        get_glue_task("wnli")
+
+
+def test_a_header_without_the_task_columns_says_what_the_header_holds(tmp_path):
+    (tmp_path / "SST-2").mkdir()
+    (tmp_path / "SST-2" / "dev.tsv").write_text("it 's charming\t1\nit 's dull\t0\n")  # no header line
+    with pytest.raises(DataError, match="missing column") as exc:
+        load_glue("sst2", tmp_path, split="dev")
+    assert exc.value.hint.startswith("the first line of a sst2 file is its header, naming at least sentence, label")
+
+
 def test_empty_file(tmp_path):
     task_dir = tmp_path / "RTE"
     task_dir.mkdir()
