@@ -785,6 +785,8 @@ def build_model(
             fields.pop(name, None)
         cls, config_class = family.dense_class(head), family.dense_config_class()
     fields.update(overrides)
+    if "rope_theta" in overrides and isinstance(fields.get("rope_parameters"), dict):
+        fields["rope_parameters"] = {**fields["rope_parameters"], "rope_theta": fields.pop("rope_theta")}
     if num_labels is not None:
         fields["num_labels"] = num_labels
         if label_maps:
@@ -994,8 +996,9 @@ class LoadedModel:
 
 #: config fields spikelm's BERT models read that a default config does not hold (set through model_config)
 EXTRA_BERT_CONFIG_FIELDS = ("mlm_head_act",)
-#: the older names of `rope_parameters` entries, which transformers still reads into it
-LEGACY_ROPE_FIELDS = ("rope_theta", "rope_scaling")
+#: the older name of a `rope_parameters` entry: a model_config value is put into rope_parameters
+#: (transformers reads a bare one only where a config has no rope_parameters yet)
+LEGACY_ROPE_FIELDS = ("rope_theta",)
 
 
 def check_config_fields(config_class, overrides: Mapping[str, Any], known: Iterable[str] = ()) -> None:

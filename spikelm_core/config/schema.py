@@ -777,6 +777,8 @@ class _TrainingConfig(_ModelOverrides, _BenchmarkConfig):
             self.neuron.salient_fraction > 0 and self.neuron.salient_mode == "float"), "train.target_firing_rate",
             "cannot run with float salient channels (neuron.salient_mode 'float'): the penalty would count their "
             "float inputs as spikes; use salient_mode 'steps', or drop one of the two")
+        rules.require(self.train.mismatched_model == "last" or self.task == "mnli", "train.mismatched_model",
+                      f"is for MNLI, whose mismatched dev set it scores; {self.task or 'this run'} has none: drop it")
 
 
 class FinetuneConfig(_TrainingConfig):

@@ -458,7 +458,7 @@ def _scan_rows(spec: GlueTask, path: Path, positions: list[int], columns: int, f
     short, long, lines = [], [], []
     with open(path, encoding="utf-8-sig", newline="") as fh:
         for number, line in enumerate(fh, start=1):
-            if number < first_line or not line.strip():
+            if number < first_line or not line.replace("\t", "x").strip():  # pandas skips blank lines, not tabs
                 continue
             body = line.rstrip("\r\n")
             lines.append(number)

@@ -150,12 +150,15 @@ class GluePipeline(Pipeline):
         metrics = {}
         for split, ds in evals.items():
             if self.at_last is not None and split == self.at_last.split:
-                if self.at_last.metrics is not None:  # the model of the last evaluation (train.mismatched_model)
-                    metrics[split] = self.at_last.metrics
+                # the model of the last evaluation (train.mismatched_model): scored inside it, or, in a run
+                # resumed from its last step's checkpoint, as that evaluation logged it (trainer_state.json)
+                scores = self.at_last.metrics or _logged_scores(trainer, split)
+                if scores is not None:
+                    metrics[split] = scores
                     continue
                 if trainer.state.best_model_checkpoint is not None:
-                    log.warning("the run's last step had no evaluation, so %s is scored on the kept model "
-                                "(train.mismatched_model 'last' needs an evaluation at the last step)", split)
+                    log.warning("no evaluation at the run's last step scored %s, so it is scored on the kept model "
+                                "(train.mismatched_model 'last' scores it inside the last step's evaluation)", split)
             metrics[split] = _final_scores(trainer, ds, split)
         select = self.spec.eval_splits[0]
         report = split_firing(trainer.model, evals[select], collator, self.cfg.train.eval_batch_size, select)
@@ -170,11 +173,25 @@ def _final_scores(trainer, dataset, split: str) -> dict:
             if k.startswith(prefix + "_") and not k.endswith(("_runtime", "_per_second"))}
 
 
+def _logged_scores(trainer, split: str) -> dict | None:
+    """The `final_<split>_*` scores the trainer's log holds for its last step (a run resumed from that
+    step's checkpoint reads its log back), or None."""
+    if trainer.state.global_step < trainer.state.max_steps:
+        return None
+    prefix = f"final_{split}_"
+    for record in reversed(trainer.state.log_history):
+        if record.get("step") == trainer.state.global_step and any(k.startswith(prefix) for k in record):
+            return {k[len(prefix):]: v for k, v in record.items()
+                    if k.startswith(prefix) and not k.endswith(("_runtime", "_per_second"))}
+    return None
+
+
 class ScoreAtLastEvaluation(TrainerCallback):
     """Scores a second dev split (MNLI-mismatched) once, with the model of the run's last evaluation:
     inside that evaluation (the weights it evaluates, a weight average included), at the last step,
-    before keep_best loads the best checkpoint back. `metrics` stays None when the last step has no
-    evaluation (an epoch-wise run stopped by max_steps within an epoch, or a resumed run with no step left)."""
+    before keep_best loads the best checkpoint back; the scores are logged, so the checkpoint saved
+    after it keeps them. `metrics` stays None when no evaluation runs at the last step (a run resumed
+    from its last step's checkpoint: `_logged_scores` reads them from its log)."""
 
     def __init__(self, trainer, split: str, dataset):
         self.trainer, self.split, self.dataset = trainer, split, dataset

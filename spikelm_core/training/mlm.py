@@ -298,6 +298,8 @@ class MaskedLmEvaluation(Evaluation):
         folder = Path(where).expanduser()
         held_out = held_out_of_run(self.cfg.model)
         if held_out is not None and held_out.resolve() == folder.resolve():
+            log.info("%s is the folder the model's run held out: every .txt file in it is scored, as the run "
+                     "scored them", folder)
             return folder
         if has_split_layout(folder, self.cfg.task) or not any(folder.rglob("*.txt")):
             return None

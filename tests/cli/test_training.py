@@ -162,6 +162,13 @@ def test_mnli_mismatched_is_scored_by_the_last_evaluations_model_or_the_kept_one
         # 'last': scored once, inside the last evaluation (step 3), before the best came back; 'kept': after
         assert len(logged) == 1 and logged[0]["step"] == 3
         assert logged[0]["final_dev_mismatched_loss"] == pytest.approx(scores[mode]["loss"])
+        if mode == "last":  # resumed from its last step's checkpoint: the score that evaluation logged
+            res = runner.invoke(app, ["finetune", "--task", "mnli", "--data-dir", str(tiny_dirs["glue"]), "--out-dir",
+                                      str(out), "--format", "json", "--resume", "auto",
+                                      *_sets(*sets, f"train.mismatched_model={mode}")])
+            _ok(res)
+            assert json.loads(res.stdout)["metrics"]["dev_mismatched"] == pytest.approx(scores[mode])
+            assert "scored on the kept model" not in res.stderr
         res = runner.invoke(app, ["eval", str(out / "final"), "--task", "mnli", "--data-dir", str(tiny_dirs["glue"]),
                                   "--format", "json", "-s", "batch_size=11"])
         _ok(res)

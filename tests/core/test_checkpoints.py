@@ -297,12 +297,15 @@ def test_unknown_config_overrides_are_refused_with_the_nearest_names(tmp_path):
     assert loaded.model.config.mlm_head_act == "relu"  # spikelm's own field, though no default config holds it
 
 
-def test_config_field_check_knows_each_familys_fields():
+def test_config_field_check_knows_each_familys_fields(tmp_path):
     from transformers import BartConfig, LlamaConfig
 
     from spikelm_core.checkpoints import check_config_fields
 
-    check_config_fields(LlamaConfig, {"rope_theta": 5e5, "rope_scaling": None, "attention_dropout": 0.0})
+    check_config_fields(LlamaConfig, {"rope_theta": 5e5, "attention_dropout": 0.0})
+    # a Llama saved by transformers 5 holds rope_parameters, which would keep its own theta: the value goes in
+    loaded = load_model(dense_dir(tmp_path, "llama"), head="causal_lm", config_overrides={"rope_theta": 5e5})
+    assert loaded.model.config.rope_parameters["rope_theta"] == 5e5
     check_config_fields(BartConfig, {"dropout": 0.0, "activation_dropout": 0.0, "hidden_size": 16})  # an alias
     with pytest.raises(ConfigError) as exc:
         check_config_fields(BartConfig, {"mlm_head_act": "relu"})  # a BERT head's field: BART would ignore it

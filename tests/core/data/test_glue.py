@@ -386,10 +386,11 @@ def test_trailing_tabs_blank_lines_and_odd_digits(tmp_path, caplog):
     (task_dir / "dev.tsv").write_text("sentence\tlabel\ngood\t1\t\nbad\t0\t\n")  # a trailing tab on each row
     assert load_glue("sst2", tmp_path, split="dev")["label"] == [1, 0]
     # blank lines do not shift the line an error names; '²' is a digit to Python, not a label
-    (task_dir / "dev.tsv").write_text("sentence\tlabel\na\t1\n\n  \nb\t2\nc\t\u00b2\n")
+    (task_dir / "dev.tsv").write_text("sentence\tlabel\na\t1\n\n  \nb\t2\nc\t\u00b2\n\n\t\n")
     with pytest.raises(DataError) as exc:
         load_glue("sst2", tmp_path, split="dev")
-    assert exc.value.details == ["line 5: label='2'", "line 6: label='\u00b2'"]
+    # a line of a tab is a row to pandas (an empty sentence and label), not a blank line
+    assert exc.value.details == ["line 5: label='2'", "line 6: label='\u00b2'", "line 8: label=''"]
     # STS-B scores off GLUE's 0-5 scale are trained as they are, with a warning
     stsb = write_task(tmp_path, "stsb", splits=("dev",))
     text = (stsb / "dev.tsv").read_text().replace("4.750", "7.5")

@@ -103,7 +103,9 @@ def test_bad_inputs(task, preds, refs, message):
 
 
 def test_unknown_task():
-    with pytest.raises(ConfigError, match="unknown GLUE task 'wnli'"):
+    with pytest.raises(ConfigError, match="unknown GLUE task 'sst3'"):
+        glue_metrics("sst3", [0], [0])
+    with pytest.raises(ConfigError, match="GLUE's WNLI is not supported"):
         glue_metrics("wnli", [0], [0])
 
 
