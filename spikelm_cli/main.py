@@ -20,7 +20,8 @@ from .errors import Terminated
 app = typer.Typer(
     name="spikelm",
     help="Spiking language models (SpikeLM, ICML 2024): convert, train, evaluate and audit the energy of "
-    "spike-driven BERT, BART and Llama-family decoders.",
+    "spike-driven BERT, BART and Llama-family decoders.\n\n"
+    "Example: spikelm convert minilm --out runs/minilm-spiking\nExample: spikelm energy --k 2 3 4",
     no_args_is_help=True,
     invoke_without_command=False,
     add_completion=True,

@@ -26,7 +26,7 @@ from .models.spiking_bert import (
 )
 from .models.spiking_llama import SpikingLlamaConfig, SpikingLlamaForCausalLM, SpikingLlamaModel
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 
 def _register() -> None:

@@ -39,7 +39,7 @@ def test_wheel_in_a_fresh_environment_has_version_recipes_and_task(tmp_path):
     work.mkdir()
     clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SPIKELM_RECIPES")}
     spikelm = env / "bin" / "spikelm"
-    assert _run([spikelm, "--version"], cwd=work, env=clean).stdout.strip() == "spikelm 0.1.0"
+    assert _run([spikelm, "--version"], cwd=work, env=clean).stdout.strip() == "spikelm 0.2.0.dev0"
     where = _run([env / "bin" / "python", "-c", "import spikelm_core, spikelm_core.training.recipes as r; "
                   "print(spikelm_core.__file__); print(r.recipes_dir())"], cwd=work, env=clean).stdout.split()
     assert where[0].startswith(str(site)) and where[1].startswith(str(site))  # the installed copy, its recipes

@@ -37,7 +37,7 @@ PointOpt = Annotated[
     Optional[list[str]],
     typer.Option("--point", "-p", help="Run only this point of the sweep now (repeatable): -p spikelm. The other points' finished runs stay in the table; a later call without --point runs the rest."),
 ]
-TaskOpt = Annotated[Optional[str], typer.Option("--task", help="Benchmark task: a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte), xsum, cnn_dm, or wikitext2 (a causal LM's perplexity). Without RECIPE, picks the paper recipe (recipes/bert_base/, recipes/bart_base/; wikitext2: recipes/smollm2/).")]
+TaskOpt = Annotated[Optional[str], typer.Option("--task", help="Benchmark task: a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte), xsum, cnn_dm, or wikitext2 (a causal LM's perplexity). Without RECIPE, picks the paper recipe (recipes/bert_base/, recipes/bart_base/; wikitext2: recipes/smollm2/); distill has one for sst2, xsum, cnn_dm and wikitext2 (others: give a recipe, e.g. recipes/minilm_glue/).")]
 
 
 def recipe_or_default(recipe: Path | None, task: str | None, command: str) -> Path:

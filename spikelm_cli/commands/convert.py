@@ -73,7 +73,7 @@ def convert_command(
     salient_mode: Annotated[SalientMode, typer.Option(help="steps: salient channels run --salient-steps sub-steps per step (multi-level spikes); float: they stay float.")] = SalientMode(_DEFAULTS.salient_mode),
     salient_steps: Annotated[int, typer.Option(help="Sub-steps per time step of a salient channel (2: 2T steps).")] = _DEFAULTS.salient_steps,
     k_candidates: Annotated[Optional[str], typer.Option(help="Per-layer k: each linear layer's neuron picks from these k (comma-separated, e.g. 1,1.5,2,3,4) the one that best reproduces the layer's output on the calibration batch.")] = None,
-    channel_scale: Annotated[bool, typer.Option("--channel-scale/--no-channel-scale", help="Per-channel amplitudes: each linear layer's neuron spikes every input channel at its own scale mean|x_c| (folded into the weights; off = the paper).")] = _DEFAULTS.channel_scale,
+    channel_scale: Annotated[bool, typer.Option("--channel-scale", help="Per-channel amplitudes: each linear layer's neuron spikes every input channel at its own scale mean|x_c| (folded into the weights; off = the paper).")] = _DEFAULTS.channel_scale,
     calib_data: Annotated[Optional[Path], typer.Option(help="UTF-8 text file to calibrate on (default: packaged text; causal LMs: ../shared/data/text/wikitext-2/valid.txt when present).")] = None,
     calib_batches: Annotated[int, typer.Option(help="Batches of text: the first calibrates, all measure firing.")] = 4,
     batch_size: Annotated[int, typer.Option(help="Sequences per calibration batch.")] = 8,

@@ -25,7 +25,7 @@ def distill_command(
     model: ModelOpt = None,
     teacher: Annotated[Optional[str], typer.Option("--teacher", help="Dense teacher fine-tuned on the task: a directory, alias or hub id (beats distill.teacher). Where the recipe's student is its teacher's twin (model equal to distill.teacher), the student too, unless --model is given.")] = None,
     data_dir: DataDirOpt = None,
-    reinit_head: Annotated[Optional[bool], typer.Option("--reinit-head/--keep-head", help="Start a fresh classifier when the model's saved one has another label count (default: refuse such a model).", show_default=False)] = None,
+    reinit_head: Annotated[Optional[bool], typer.Option("--reinit-head/--keep-head", help="--reinit-head: start a fresh classifier when the model's saved one has another label count; --keep-head (the default): refuse such a model.", show_default=False)] = None,
     overrides: OverridesOpt = None,
     grid: GridOpt = None,
     point: PointOpt = None,

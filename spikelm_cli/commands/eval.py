@@ -69,9 +69,9 @@ def eval_command(
         "--compare-dense", help="--prompt: also continue the prompt with the dense model (the model before "
         "conversion, or --dense), from the same seed.")] = False,
 ) -> None:
-    """Evaluate a checkpoint: GLUE dev metrics, beam-search ROUGE for xsum/cnn_dm, or on wikitext2 a causal
-    LM's perplexity (dense and spiking on the same windows) or a masked LM's masked-token scores; per-layer
-    firing rates. With --prompt: generate text.
+    """Evaluate a checkpoint: GLUE dev metrics, beam-search ROUGE for xsum/cnn_dm, or on wikitext2 a causal \
+LM's perplexity (dense and spiking on the same windows) or a masked LM's masked-token scores; per-layer \
+firing rates. With --prompt: generate text.
 
     Example: spikelm eval runs/sst2/final --task sst2 --data-dir ../shared/data/glue --format json
     (a training run's model is scored with that run's input lengths and

@@ -23,7 +23,7 @@ def finetune_command(
     task: TaskOpt = None,
     model: ModelOpt = None,
     data_dir: DataDirOpt = None,
-    reinit_head: Annotated[Optional[bool], typer.Option("--reinit-head/--keep-head", help="Start a fresh classifier when the model's saved one has another label count (default: refuse such a model).", show_default=False)] = None,
+    reinit_head: Annotated[Optional[bool], typer.Option("--reinit-head/--keep-head", help="--reinit-head: start a fresh classifier when the model's saved one has another label count; --keep-head (the default): refuse such a model.", show_default=False)] = None,
     overrides: OverridesOpt = None,
     grid: GridOpt = None,
     point: PointOpt = None,

@@ -325,8 +325,8 @@ def _layout(spec: GlueTask) -> str:
 def _layout_hint(spec: GlueTask) -> str:
     return (
         f"{_layout(spec)}; pass --data-dir (data.data_dir), set GLUE_DIR, "
-        f"or point data.source at the {spec.dir_name} directory (a data.source path beats --data-dir, "
-        "which beats GLUE_DIR)"
+        f"or point data.source at the {spec.dir_name} directory (--data-dir replaces a recipe's data.source; "
+        "a data.source path beats the recipe key data.data_dir; either beats GLUE_DIR)"
     )
 
 
