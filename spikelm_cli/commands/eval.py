@@ -22,7 +22,7 @@ EvalOverridesOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", he
 
 @friendly_errors
 def eval_command(
-    source: Annotated[Optional[str], typer.Argument(help="Checkpoint directory (e.g. runs/sst2/final), alias, or an eval recipe (.yaml).")] = None,
+    source: Annotated[Optional[str], typer.Argument(metavar="MODEL", show_default=False, help="Checkpoint directory (e.g. runs/sst2/final), alias, or an eval recipe (.yaml).")] = None,
     task: EvalTaskOpt = None,
     model: ModelOpt = None,
     data_dir: DataDirOpt = None,

@@ -481,16 +481,33 @@ def _scan_rows(spec: GlueTask, path: Path, positions: list[int], columns: int, f
     return lines
 
 
+_warned_files: set[tuple[str, float]] = set()
+
+
+def _warn_once_for(path: Path) -> bool:
+    """True the first time this process warns of this version of `path` (a run checks a file, then reads it)."""
+    try:
+        key = (str(path.resolve()), path.stat().st_mtime)
+    except OSError:
+        return True
+    if key in _warned_files:
+        return False
+    _warned_files.add(key)
+    return True
+
+
 def _read_split(spec: GlueTask, task_dir: Path, split: str) -> datasets.Dataset:
     import datasets
 
     path = task_dir / spec.file_for(split)
     if not path.is_file():
         present = sorted(p.name for p in task_dir.iterdir() if p.is_file())
+        other = [name for name in spec.eval_splits if name != split and (task_dir / spec.file_for(name)).is_file()]
         raise DataError(
             f"missing {split} file for {spec.name}: {path}",
             details=[f"files in {task_dir}: {', '.join(present) or '(none)'}"],
-            hint=_layout_hint(spec),
+            hint=_layout_hint(spec) + (f"; eval scores the other dev set alone with -s 'splits=[{other[0]}]'"
+                                       if split in spec.eval_splits and other else ""),
         )
     frame = _read_tsv(spec, path)
     wanted = [*spec.text_columns, spec.label_column]
@@ -517,7 +534,7 @@ def _read_split(spec: GlueTask, task_dir: Path, split: str) -> datasets.Dataset:
         elif spec.is_regression and not 0.0 <= value <= 5.0:
             off_scale.append(f"line {line_of(row)}: {value:g}")
         labels.append(value)
-    if off_scale and not bad:
+    if off_scale and not bad and _warn_once_for(path):
         log.warning("%s: %d score(s) outside STS-B's 0-5 scale (%s): they are trained and scored as they are",
                     path, len(off_scale), "; ".join(off_scale[:3]) + ("; ..." if len(off_scale) > 3 else ""))
     if bad:

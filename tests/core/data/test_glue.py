@@ -409,6 +409,15 @@ def test_wnli_and_the_diagnostic_set_are_named_not_read_as_another_task(tmp_path
         get_glue_task("wnli")
 
 
+def test_a_missing_mnli_dev_set_hints_at_scoring_the_other(tmp_path):
+    (tmp_path / "MNLI").mkdir()
+    (tmp_path / "MNLI" / "dev_matched.tsv").write_text("index\tsentence1\tsentence2\tgold_label\n0\ta\tb\tneutral\n")
+    with pytest.raises(DataError, match="missing dev_mismatched file") as exc:
+        load_glue("mnli", tmp_path, split="dev_mismatched")
+    assert exc.value.hint.endswith("-s 'splits=[dev_matched]'")
+    assert len(load_glue("mnli", tmp_path, split="dev_matched")) == 1
+
+
 def test_a_header_without_the_task_columns_says_what_the_header_holds(tmp_path):
     (tmp_path / "SST-2").mkdir()
     (tmp_path / "SST-2" / "dev.tsv").write_text("it 's charming\t1\nit 's dull\t0\n")  # no header line
