@@ -13,8 +13,7 @@ from spikelm_core.config import EvalConfig
 from .. import render
 from ..errors import friendly_errors
 from ..params import FormatOpt, OutputFormat
-from ._training import (DataDirOpt, ModelOpt, PrintConfigOpt,
-                        load_run_config, print_config_and_exit)
+from ._training import PrintConfigOpt, load_run_config, print_config_and_exit
 
 EvalTaskOpt = Annotated[Optional[str], typer.Option("--task", help="Benchmark task to score the model on: a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte), xsum, cnn_dm, or wikitext2 (a causal LM's perplexity; a BERT masked LM's masked-token loss and accuracy, masked as pretraining masks held-out text).")]
 EvalOverridesOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override an eval setting: -s batch_size=64, -s data.eval_subset=200, -s neuron.kind=dense (repeatable).")]
@@ -24,8 +23,14 @@ EvalOverridesOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", he
 def eval_command(
     source: Annotated[Optional[str], typer.Argument(metavar="MODEL", show_default=False, help="Checkpoint directory (e.g. runs/sst2/final), alias, or an eval recipe (.yaml).")] = None,
     task: EvalTaskOpt = None,
-    model: ModelOpt = None,
-    data_dir: DataDirOpt = None,
+    model: Annotated[Optional[str], typer.Option(
+        "--model", "-m", help="The model to score, as MODEL (give one): a checkpoint directory, an alias (minilm, "
+        "bart-base, smollm2, ...) or a hub id; a dense model is converted with the neuron settings and calibrated, "
+        "unless -s neuron.kind=dense (a dense training run's model is scored dense). Beats an eval recipe's model.")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(
+        "--data-dir", help="Local data: a GLUE root (SST-2/, MNLI/, ...) or task folder; for xsum/cnn_dm a folder "
+        "with validation.jsonl; for wikitext2 a folder with wikitext-2/<split>.txt or any text file (a masked "
+        "LM: also a folder of .txt files, read whole). Beats an eval recipe's data.source.")] = None,
     overrides: EvalOverridesOpt = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out-dir", help="Where eval_results.json (with --prompt: generation_results.json) and eval_config.yaml go (a training run's directory is fine: its run_config.yaml is left alone).")] = None,
     print_config: PrintConfigOpt = False,
