@@ -993,7 +993,6 @@ class LoadedModel:
     weights: WeightReport | None = None
 
 
-
 #: config fields spikelm's BERT models read that a default config does not hold (set through model_config)
 EXTRA_BERT_CONFIG_FIELDS = ("mlm_head_act",)
 #: the older name of a `rope_parameters` entry: a model_config value is put into rope_parameters
@@ -1006,7 +1005,6 @@ def check_config_fields(config_class, overrides: Mapping[str, Any], known: Itera
     checkpoint's config.json, `known`), with the nearest names: transformers would keep a misspelt
     key as an unused attribute and the run would train with the value it meant to change."""
     import difflib
-
     import inspect
 
     if not overrides:

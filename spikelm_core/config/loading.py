@@ -48,7 +48,7 @@ from pydantic import BaseModel, ValidationError
 
 from spikelm_core.config.schema import TASK_CONFIGS, flatten_dotted, infer_task, normalize_task, task_family
 from spikelm_core.errors import ConfigError
-from spikelm_core.log import get_logger
+from spikelm_core.log import get_logger, warn_once
 
 __all__ = [
     "load_config",
@@ -436,9 +436,7 @@ def _resolved_path(key: str, value: str, base: Path) -> str:
 
 
 def _warn_once(key: str, message: str) -> None:
-    if key not in _warned:
-        _warned.add(key)
-        log.warning(message)
+    warn_once(log, key, "%s", message, seen=_warned)
 
 
 def _migrate(layer: dict[str, Any], where: str, errors: list[str]) -> dict[str, Any]:

@@ -283,8 +283,8 @@ class DataArgs(_RuledSection):
     @field_validator("task", mode="before")
     @classmethod
     def _task_spelling(cls, value: Any) -> Any:
-        if isinstance(value, str) and unsupported_glue_task(value):
-            raise ValueError(unsupported_glue_task(value))
+        if isinstance(value, str) and (why := unsupported_glue_task(value)):
+            raise ValueError(why)
         return (normalize_task(value) or value) if isinstance(value, str) else value
 
     def _check(self, rules: _Rules) -> None:

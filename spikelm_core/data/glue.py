@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from spikelm_core.errors import ConfigError, DataError, first_details
-from spikelm_core.log import get_logger
+from spikelm_core.log import get_logger, warn_once
 from spikelm_core.hub import DATASET_OFFLINE_VARS, hub_reachable, offline_flag
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -265,8 +265,8 @@ def get_glue_task(name: str) -> GlueTask:
     Raises ConfigError listing the valid tasks (and the closest one) when it is unknown.
     """
     task = normalize_glue_task(name)
-    if task is None and unsupported_glue_task(name):
-        raise ConfigError(unsupported_glue_task(name), details=[f"valid tasks: {', '.join(GLUE_TASK_NAMES)}"])
+    if task is None and (why := unsupported_glue_task(name)):
+        raise ConfigError(why, details=[f"valid tasks: {', '.join(GLUE_TASK_NAMES)}"])
     if task is None:
         close = difflib.get_close_matches(_squash(name), GLUE_TASK_NAMES, n=1, cutoff=0.6)
         raise ConfigError(
@@ -414,27 +414,23 @@ def _parse_label(spec: GlueTask, raw: str) -> int | float | None:
     return None
 
 
-def _read_csv(pd, spec: GlueTask, path: Path) -> Any:
-    return pd.read_csv(
-        path,
-        sep="\t",
-        quoting=csv.QUOTE_NONE,
-        keep_default_na=False,
-        dtype=str,
-        encoding="utf-8-sig",
-        header=None if spec.column_names else 0,
-        names=list(spec.column_names) if spec.column_names else None,
-        index_col=False,
-    )
-
-
 def _read_tsv(spec: GlueTask, path: Path) -> Any:
     import pandas as pd
 
     try:
         with warnings.catch_warnings():  # a first row longer than the header: `_scan_rows` names its line
             warnings.simplefilter("ignore", pd.errors.ParserWarning)
-            frame = _read_csv(pd, spec, path)
+            frame = pd.read_csv(
+                path,
+                sep="\t",
+                quoting=csv.QUOTE_NONE,
+                keep_default_na=False,
+                dtype=str,
+                encoding="utf-8-sig",
+                header=None if spec.column_names else 0,
+                names=list(spec.column_names) if spec.column_names else None,
+                index_col=False,
+            )
     except pd.errors.EmptyDataError:
         raise DataError(f"{path} is empty", hint=_layout_hint(spec)) from None
     except pd.errors.ParserError as exc:
@@ -462,11 +458,11 @@ def _scan_rows(spec: GlueTask, path: Path, positions: list[int], columns: int, f
                 continue
             body = line.rstrip("\r\n")
             lines.append(number)
-            if body.count("\t") + 1 < needed:
-                short.append(f"line {number}: {body.count(chr(9)) + 1} field(s), the task reads field {needed}")
-            elif body.rstrip("\t").count("\t") + 1 > columns:
-                long.append(f"line {number}: {body.rstrip(chr(9)).count(chr(9)) + 1} fields, the file has {columns} "
-                            "columns")
+            fields, filled = body.count("\t") + 1, body.rstrip("\t").count("\t") + 1  # filled: no empty ones at the end
+            if fields < needed:
+                short.append(f"line {number}: {fields} field(s), the task reads field {needed}")
+            elif filled > columns:
+                long.append(f"line {number}: {filled} fields, the file has {columns} columns")
     layout = (", ".join(spec.column_names) + " (tab-separated, no header)" if spec.column_names
               else "every column of the header line (tab-separated)")
     if short:
@@ -479,21 +475,6 @@ def _scan_rows(spec: GlueTask, path: Path, positions: list[int], columns: int, f
                         hint=f"{spec.name} rows hold {layout}; GLUE files are not quoted, so a tab inside a "
                         "sentence splits it: replace it with a space")
     return lines
-
-
-_warned_files: set[tuple[str, float]] = set()
-
-
-def _warn_once_for(path: Path) -> bool:
-    """True the first time this process warns of this version of `path` (a run checks a file, then reads it)."""
-    try:
-        key = (str(path.resolve()), path.stat().st_mtime)
-    except OSError:
-        return True
-    if key in _warned_files:
-        return False
-    _warned_files.add(key)
-    return True
 
 
 def _read_split(spec: GlueTask, task_dir: Path, split: str) -> datasets.Dataset:
@@ -534,9 +515,10 @@ def _read_split(spec: GlueTask, task_dir: Path, split: str) -> datasets.Dataset:
         elif spec.is_regression and not 0.0 <= value <= 5.0:
             off_scale.append(f"line {line_of(row)}: {value:g}")
         labels.append(value)
-    if off_scale and not bad and _warn_once_for(path):
-        log.warning("%s: %d score(s) outside STS-B's 0-5 scale (%s): they are trained and scored as they are",
-                    path, len(off_scale), "; ".join(off_scale[:3]) + ("; ..." if len(off_scale) > 3 else ""))
+    if off_scale and not bad:  # once per version of the file: a run checks it, then reads it
+        warn_once(log, ("stsb-scale", str(path.resolve()), path.stat().st_mtime),
+                  "%s: %d score(s) outside STS-B's 0-5 scale (%s): they are trained and scored as they are",
+                  path, len(off_scale), "; ".join(off_scale[:3]) + ("; ..." if len(off_scale) > 3 else ""))
     if bad:
         expected = "a number" if spec.is_regression else " or ".join(map(repr, spec.label_names))
         ids = "" if spec.is_regression else f" (or ids 0-{spec.num_labels - 1})"

@@ -55,7 +55,7 @@ def text_files(source: str | Path) -> list[Path]:
     )
 
 
-def _documents(files: list[str], stamp: str, source: str):
+def _documents(files: list[str], stamp: str):
     """Each document of `files` as {"lines": [...]}: non-empty lines (as `str.splitlines` splits them),
     stripped; blank lines (and the end of a file) end a document. Streams line by line, so a corpus
     never has to fit in memory. `stamp` only names the corpus version in the cache's fingerprint.
@@ -251,7 +251,7 @@ def mlm_dataset(source: str | Path, tokenizer: Any, max_length: int = 128, *, ns
         raise DataError(f"the text corpus '{source}' is empty" + (f" (its {len(files)} .txt files hold only blank lines)"
                                                                    if len(files) > 1 else ""))
     docs = _cached(lambda: datasets.Dataset.from_generator(
-        _documents, gen_kwargs={"files": files, "stamp": stamp, "source": str(source)}, fingerprint=stamp,
+        _documents, gen_kwargs={"files": files, "stamp": stamp}, fingerprint=stamp,
         features=datasets.Features({"lines": datasets.List(datasets.Value("string"))})))
     token_type = datasets.List(datasets.Value("int32"))
     pieces = _cached(lambda: docs.map(

@@ -11,6 +11,7 @@ probability 0.15. The horizon is `train.schedule_steps`, implemented by `Spikelm
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -284,6 +285,7 @@ class MaskedLmEvaluation(Evaluation):
         self.nsp = bool(cfg.mlm.nsp)
         self.max_length = cfg.data.max_length
 
+    @cached_property
     def _text_folder(self) -> Path | None:
         """`--data-dir` (or data.source) when it is a folder to score as one corpus, every .txt file in
         it, as `pretrain --held-out` reads a folder: the held-out folder of the run the model comes
@@ -306,7 +308,7 @@ class MaskedLmEvaluation(Evaluation):
         return folder
 
     def check_data(self) -> None:
-        if self._text_folder() is not None:
+        if self._text_folder is not None:
             return
         d = self.cfg.data
         load_lm_text(self.cfg.task, self.split_names[0], source=d.source, data_dir=d.data_dir)
@@ -332,7 +334,7 @@ class MaskedLmEvaluation(Evaluation):
     def load_data(self, loaded: LoadedModel) -> dict[str, Any]:
         d = self.cfg.data
         out = {}
-        folder = self._text_folder()
+        folder = self._text_folder
         for split in self.split_names:
             path = folder or local_text_path(self.cfg.task, split, source=d.source, data_dir=d.data_dir)
             if path is None:  # the hub's text: mlm_dataset reads files, so it is kept as one in the datasets

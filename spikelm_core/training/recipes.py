@@ -34,8 +34,8 @@ def paper_recipe(command: str, task: str) -> Path:
     from ..data.glue import unsupported_glue_task
 
     name = normalize_task(task)
-    if name is None and unsupported_glue_task(task):
-        raise ConfigError(unsupported_glue_task(task), details=[f"valid tasks: {', '.join(TASK_NAMES)}"])
+    if name is None and (why := unsupported_glue_task(task)):
+        raise ConfigError(why, details=[f"valid tasks: {', '.join(TASK_NAMES)}"])
     if name is None:
         close = difflib.get_close_matches(task.strip().lower(), TASK_NAMES, n=1, cutoff=0.6)
         raise ConfigError(f"unknown task {task!r}" + (f" (did you mean {close[0]!r}?)" if close else ""),
