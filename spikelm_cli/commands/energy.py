@@ -135,6 +135,12 @@ def energy_command(
     force: ForceOpt = False,
     detail: Annotated[bool, typer.Option("--detail", help="Add the per-component and per-layer breakdown.")] = False,
     count_norm: Annotated[bool, typer.Option("--count-norm", help="Also count LayerNorm (MAC, both sides).")] = False,
+    count_neuron_updates: Annotated[bool, typer.Option(
+        "--count-neuron-updates", help="Also bill the membrane updates: one AC per element of a stateful neuron per "
+        "step (spiking side only; syops' convention).")] = False,
+    count_alpha_scale: Annotated[bool, typer.Option(
+        "--count-alpha-scale", help="Also bill the rescaling by alpha left after folding it into the weights: one "
+        "MAC per output element of a spike-driven op per step (spiking side only).")] = False,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the ratio's confidence interval (0: none).")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap (and of random weights / token ids).")] = 0,
 ) -> None:
@@ -165,6 +171,8 @@ def energy_command(
         e_mac_pj=e_mac,
         e_ac_pj=e_ac,
         count_norm=count_norm,
+        count_neuron_updates=count_neuron_updates,
+        count_alpha_scale=count_alpha_scale,
         bootstrap=bootstrap,
         seed=seed,
         memory=memory.value if memory is not None else None,

@@ -7,7 +7,8 @@ under a weight-stationary and an event-driven bound (docs: energy-report.md).
 - `components`: the component vocabulary (q, k, v, o, ffn1, gate, up, ffn2, qk, av, cross_*, pooler, head, ...).
 - `closed_form`: BERT, BART and Llama closed-form MAC counts, the MAC counter's reference.
 - `macs`: `count_macs` (fvcore, per module/operator/component/layer/stack).
-- `estimate`: `energy_from_counts` (the arithmetic), `estimate_energy`.
+- `estimate`: `energy_from_counts` (the arithmetic), `estimate_energy`, `with_terms` (the spiking side's
+  membrane updates and alpha rescalings, `memory.SpikingTerms`, when switched on).
 - `report`: `EnergyRow`/`EnergyReport` (with `totals()`), the sweep report and its JSON schema.
 - `paper`: `paper_setting` / `bart_paper_setting`, measured rates applied to BERT-base / BART-base
   (none for a decoder-only model).
@@ -50,13 +51,16 @@ from spikelm_core.energy.components import (
 )
 from spikelm_core.energy.costs import FP16, FP32, INT8, PROFILES, CostProfile, get_profile
 from spikelm_core.energy.errors import EnergyAuditError
-from spikelm_core.energy.estimate import energy_from_counts, estimate_energy, implied_mean_firing_rate
+from spikelm_core.energy.estimate import energy_from_counts, estimate_energy, implied_mean_firing_rate, with_terms
 from spikelm_core.energy.macs import MacCount, MacRow, count_macs
 from spikelm_core.energy.memory import (
     MEMORY_PRESETS,
     MemoryCost,
     MemoryReport,
+    SpikingTerms,
+    alpha_scales,
     load_memory_cost,
+    membrane_updates,
     memory_report,
 )
 from spikelm_core.energy.neurobench import neurobench_metrics
@@ -114,6 +118,8 @@ __all__ = [
     "MemoryCost",
     "MemoryReport",
     "NeuronRates",
+    "SpikingTerms",
+    "alpha_scales",
     "bart_closed_form_macs",
     "bart_expected_macs",
     "bart_layer_macs",
@@ -132,8 +138,10 @@ __all__ = [
     "llama_closed_form_macs",
     "llama_layer_macs",
     "load_memory_cost",
+    "membrane_updates",
     "memory_report",
     "neurobench_metrics",
     "paper_setting",
     "run_energy",
+    "with_terms",
 ]

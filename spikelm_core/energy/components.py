@@ -14,10 +14,11 @@ DEFAULT_SEQ_LEN = 128
 COMPONENTS: tuple[str, ...] = (
     "q", "k", "v", "o", "ffn1", "gate", "up", "ffn2", "qk", "av",
     "cross_q", "cross_k", "cross_v", "cross_o", "cross_qk", "cross_av",
-    "pooler", "head", "norm", "other",
+    "pooler", "head", "norm", "neuron_updates", "alpha_scale", "other",
 )
 """Every component a MAC can be charged to, in report order (cross_*: BART decoder cross-attention;
-gate/up: a Llama FFN's two input projections)."""
+gate/up: a Llama FFN's two input projections; neuron_updates and alpha_scale: the spiking side's terms
+that only --count-neuron-updates and --count-alpha-scale bill, `memory.SpikingTerms`)."""
 ENCODER_COMPONENTS: tuple[str, ...] = ("q", "k", "v", "o", "ffn1", "ffn2", "qk", "av")
 """The matmul work of an encoder layer; in SpikeLM each has a spiking operand (billed as AC)."""
 CROSS_COMPONENTS: tuple[str, ...] = ("cross_q", "cross_k", "cross_v", "cross_o", "cross_qk", "cross_av")

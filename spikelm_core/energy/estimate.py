@@ -14,7 +14,7 @@ first. The report objects live in `report.py`; `paper.py` prices the paper's clo
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Union
 
 from torch import nn
@@ -23,6 +23,7 @@ from spikelm_core.energy.components import DEFAULT_SEQ_LEN, SPIKING_COMPONENTS
 from spikelm_core.energy.costs import FP32, CostProfile
 from spikelm_core.energy.errors import EnergyAuditError
 from spikelm_core.energy.macs import MacRow, count_macs
+from spikelm_core.energy.memory import MemOp, SpikingTerms, alpha_scales, membrane_updates
 from spikelm_core.energy.report import EnergyReport, EnergyRow
 from spikelm_core.errors import ConfigError
 from spikelm_core.firing import neuron_module_names
@@ -130,7 +131,12 @@ def energy_from_counts(
             details=missing,
             hint="key firing rates by neuron module name, (component, layer) or component",
         )
+    return _assemble(rows, profile, timesteps, seq_len, tuple(included))
 
+
+def _assemble(rows: Sequence[EnergyRow], profile: CostProfile, timesteps: int, seq_len: int | None,
+              included: tuple[str, ...]) -> EnergyReport:
+    """The report of priced rows: the one place its totals are summed."""
     total_macs = sum(r.macs for r in rows)
     spiking_rows = [r for r in rows if r.firing_rate is not None]
     spiking_macs = sum(r.macs for r in spiking_rows)
@@ -149,11 +155,42 @@ def energy_from_counts(
         ratio=energy_dense / energy_spiking if energy_spiking > 0 else math.inf,
         mean_firing_rate=mean_rate,
         seq_len=seq_len,
-        included=tuple(included),
+        included=included,
     )
 
 
-def included_items(count_norm: bool, components: Iterable[str]) -> tuple[str, ...]:
+def term_rows(ops: Iterable[MemOp], timesteps: int, profile: CostProfile, terms: SpikingTerms) -> tuple[EnergyRow, ...]:
+    """The rows of the spiking side's terms that `terms` switches on, one per (stack, layer) and term:
+    `neuron_updates` (membrane updates, ACs) and `alpha_scale` (rescalings by alpha, MACs). `ops` are the
+    memory model's ops of what was priced (`memory.forward_ops`, or one line of `memory.generation_ops`).
+    They have no dense twin: 0 dense MACs, 0 dense energy."""
+    counts: dict[tuple[str | None, int | None, str], int] = {}
+    for op in ops:
+        for on, component, n in ((terms.neuron_updates, "neuron_updates", membrane_updates(op, timesteps)),
+                                 (terms.alpha_scale, "alpha_scale", alpha_scales(op, timesteps))):
+            if on and n:
+                key = (op.stack, op.layer, component)
+                counts[key] = counts.get(key, 0) + n
+    rows = []
+    for (stack, layer, component), n in counts.items():
+        if component == "neuron_updates":
+            rows.append(EnergyRow(component, layer, 0, None, float(n), 0, 0.0, profile.e_ac_pj * n / PJ_PER_MJ,
+                                  op="membrane update", stack=stack))
+        else:
+            rows.append(EnergyRow(component, layer, 0, None, 0.0, n, 0.0, profile.e_mac_pj * n / PJ_PER_MJ,
+                                  op="alpha scale", stack=stack))
+    return tuple(rows)
+
+
+def with_terms(report: EnergyReport, ops: Iterable[MemOp], terms: SpikingTerms) -> EnergyReport:
+    """`report` with the rows of the terms `terms` switches on (`term_rows`) added to its rows and totals."""
+    if not terms.any:
+        return report
+    extra = term_rows(ops, report.num_timesteps, report.profile, terms)
+    return _assemble((*report.rows, *extra), report.profile, report.num_timesteps, report.seq_len, report.included)
+
+
+def included_items(count_norm: bool, components: Iterable[str], terms: SpikingTerms = SpikingTerms()) -> tuple[str, ...]:
     present = set(components)
     items = ["Q/K/V/O projections, FFN1/FFN2, Q.K^T and probs.V (AC when spiking)"]
     if "pooler" in present:
@@ -162,6 +199,12 @@ def included_items(count_norm: bool, components: Iterable[str]) -> tuple[str, ..
         items.append("task head (MAC)")
     if count_norm:
         items.append("LayerNorm (MAC, fvcore's 5 per element)")
+    if terms.neuron_updates:
+        items.append("membrane updates (--count-neuron-updates: one AC per element of a stateful neuron per step, "
+                     "spiking side only)")
+    if terms.alpha_scale:
+        items.append("rescaling by alpha (--count-alpha-scale: one MAC per output element of a spike-driven op per "
+                     "step, spiking side only)")
     if "other" in present:
         items.append("other counted ops (MAC)")
     return tuple(items)

@@ -300,6 +300,42 @@ class MemOp:
 
 
 @dataclass(frozen=True)
+class SpikingTerms:
+    """Work of the spiking side that the arithmetic leaves out by convention (energy-method.md, section 3),
+    and the switches that bill it. Neither term has a dense twin: both are billed on the spiking side only.
+
+    - `neuron_updates` (--count-neuron-updates): one AC per membrane update, one per element of a stateful
+      neuron per step (`membrane_updates`; syops bills them as ACs, NeuroBench counts them as MembraneUpdates);
+    - `alpha_scale` (--count-alpha-scale): one MAC per output element per step of each spike-driven op
+      (`alpha_scales`): the rescaling by the spike amplitude alpha that folding alpha into the weights leaves
+      (priced as a MAC, an upper bound of the one multiply it is).
+    """
+
+    neuron_updates: bool = False
+    alpha_scale: bool = False
+
+    @property
+    def any(self) -> bool:
+        return self.neuron_updates or self.alpha_scale
+
+    def pj(self, op: "MemOp", timesteps: int, profile: CostProfile) -> float:
+        """The energy (pJ) of the terms switched on, for one op."""
+        return ((profile.e_ac_pj * membrane_updates(op, timesteps) if self.neuron_updates else 0.0)
+                + (profile.e_mac_pj * alpha_scales(op, timesteps) if self.alpha_scale else 0.0))
+
+
+def membrane_updates(op: "MemOp", timesteps: int) -> int:
+    """Membrane updates of the neuron in front of `op`: T per element it produces (T·X) when it keeps a
+    membrane; none for the stateless K/V spikes of SpikeLM and for float ops."""
+    return timesteps * op.produced if op.firing_rate is not None and op.stateful else 0
+
+
+def alpha_scales(op: "MemOp", timesteps: int) -> int:
+    """Rescalings by alpha of a spike-driven op: one per output element per step (T·O); none for float ops."""
+    return timesteps * op.out if op.firing_rate is not None else 0
+
+
+@dataclass(frozen=True)
 class Traffic:
     """Bytes moved and their energy: per kind, dense and spiking, for one op or a sum of ops."""
 
@@ -366,6 +402,8 @@ class Assumptions:
     """Bits per element of a spike map: 2 ternary, 1 binary."""
     activation_bytes: float | None = None
     """Bytes of a float activation on the dense side (None: value_bytes); the quantised ANN uses q/8."""
+    terms: SpikingTerms = SpikingTerms()
+    """The spiking side's terms billed beside its ACs (--count-neuron-updates, --count-alpha-scale)."""
 
     @property
     def sign_bits(self) -> int:
@@ -423,7 +461,8 @@ def op_traffic(op: MemOp, bound: str, a: Assumptions, rate_scale: float = 1.0) -
                   + written * price(map_bytes(op.produced)) + fresh * price(map_bytes(op.read))
                   + membrane * price(op.produced * b) + cached * price(map_bytes(op.cached)))
     formats = frozenset(f for f, n in ((fmt, op.produced), (fmt_read, op.read), (fmt_cache, op.cached)) if n)
-    return Traffic(_full(dense), _full(spiking), dense_pj, spiking_pj, e_mac * op.macs, e_ac * acs, formats)
+    return Traffic(_full(dense), _full(spiking), dense_pj, spiking_pj, e_mac * op.macs,
+                   e_ac * acs + a.terms.pj(op, T, a.profile), formats)
 
 
 def _full(d: Mapping[str, float]) -> dict[str, float]:
@@ -767,7 +806,8 @@ def forward_ops(rows: Iterable[Any], s: Shape) -> list[MemOp]:
     return ops
 
 
-def generation_ops(forward: Sequence[MemOp], s: Shape, target_len: int, *, cache: bool) -> dict[str, list[MemOp]]:
+def generation_ops(forward: Sequence[MemOp], s: Shape, target_len: int, *, cache: bool,
+                   last_only: bool = False) -> dict[str, list[MemOp]]:
     """The MemOps of one generation of `target_len` tokens, per line, step by step (`schedule.decoding_steps`,
     the schedule of seq2seq.py), from the teacher-forced forward's ops (their rates and widths).
 
@@ -775,12 +815,17 @@ def generation_ops(forward: Sequence[MemOp], s: Shape, target_len: int, *, cache
     the cached K/V; without it, every step the prefix. Decoder-only (`s.causal`): step 1 runs the prompt
     (its K/V spikes written, nothing read from a cache); later steps feed one token that reads the n + j - 1
     cached K/V (cache) or re-run the prefix (no cache); the LM head scores one position per step.
+
+    `last_only`: the ops of the last step alone, as `seq2seq.decoder_step_rows` prices it (no encoder; BART's
+    cross K/V recomputed without the cache, nothing of them with it).
     """
     from spikelm_core.energy.schedule import decoding_steps
 
     n_e = s.seq_len
     n = s.seq_len if s.causal else s.decoder_len or 1  # the decoder length of the forward
     steps = decoding_steps(target_len, cache=cache, prompt_len=n if s.causal else None)
+    if last_only:
+        steps = steps[-1:]
     lines: dict[str, list[MemOp]] = {"encoder": [], "prompt": [], "cross_kv": [], "decoder": [], "lm_head": []}
 
     def line_of(op: MemOp, step) -> str:
@@ -790,14 +835,16 @@ def generation_ops(forward: Sequence[MemOp], s: Shape, target_len: int, *, cache
 
     for op in forward:
         if op.stack == "encoder":
-            lines["encoder"].append(op)
+            if not last_only:
+                lines["encoder"].append(op)
             continue
         if op.component in ("cross_k", "cross_v"):
-            lines["cross_kv"] += [replace(op, line="cross_kv")] * (1 if cache else target_len)
+            runs = (0 if cache else 1) if last_only else (1 if cache else target_len)
+            lines["cross_kv"] += [replace(op, line="cross_kv")] * runs
             continue
         if op.component.startswith("cross_") and op.component in MATMULS:
             inner = op.produced // n_e
-            if cache:  # the cached cross K/V spikes, made once
+            if cache and not last_only:  # the cached cross K/V spikes, made once
                 lines["cross_kv"].append(replace(op, macs=0, read=0, other=0, out=0, line="cross_kv"))
             for step in steps:
                 n_q = step.tokens

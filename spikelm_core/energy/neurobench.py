@@ -26,7 +26,7 @@ from typing import Any
 
 from torch import nn
 
-from spikelm_core.energy.memory import MATMULS, MemOp
+from spikelm_core.energy.memory import MATMULS, MemOp, membrane_updates
 
 SOURCE = "NeuroBench 2.3.0 definitions (Yik et al., Nature Communications 2025), computed by spikelm"
 
@@ -54,7 +54,7 @@ def workload_metrics(ops: Sequence[MemOp], neurons: Iterable[Any], timesteps: in
     acs = sum(timesteps * op.firing_rate * op.macs for op in linear if op.firing_rate is not None)
     macs = sum(op.steps * op.macs for op in linear if op.firing_rate is None)
     dense = sum((timesteps if op.firing_rate is not None else op.steps) * op.macs for op in linear)
-    updates = sum(timesteps * op.produced for op in ops if op.firing_rate is not None and op.stateful)
+    updates = sum(membrane_updates(op, timesteps) for op in ops)
     return {
         "ActivationSparsity": 1 - fired / elements if elements else 0.0,
         "SynapticOperations": {"Effective_MACs": macs, "Effective_ACs": acs, "Dense": dense},

@@ -12,9 +12,9 @@ from typing import Any
 from spikelm_core.energy.closed_form import bart_layer_macs, bert_layer_macs
 from spikelm_core.energy.components import DEFAULT_SEQ_LEN, ENCODER_COMPONENTS
 from spikelm_core.energy.costs import FP32, CostProfile
-from spikelm_core.energy.estimate import FiringRates, energy_from_counts, included_items
+from spikelm_core.energy.estimate import FiringRates, energy_from_counts, included_items, with_terms
 from spikelm_core.energy.macs import MacRow
-from spikelm_core.energy.memory import Shape
+from spikelm_core.energy.memory import Shape, SpikingTerms, forward_ops
 from spikelm_core.energy.report import EnergyReport
 
 
@@ -30,6 +30,7 @@ def paper_setting(
     intermediate: int = 3072,
     pooler: bool = True,
     float_components: Iterable[str] = (),
+    terms: SpikingTerms = SpikingTerms(),
 ) -> EnergyReport:
     """Energy of BERT-base at 128 tokens (closed form, batch 1) under the given firing rates.
 
@@ -37,6 +38,7 @@ def paper_setting(
     about 0.345): all encoder matmuls are ACs, the pooler is a MAC. `firing_rates` is one rate or
     a mapping keyed by component or (component, layer). Encoder components named in
     `float_components` (e.g. qk and av of a model with spike_kv off) are billed as float MACs.
+    `terms` adds the spiking side's membrane updates and alpha rescalings at these shapes.
     """
     per_layer = bert_layer_macs(hidden, heads, intermediate, seq_len)
     floats = set(float_components)
@@ -48,16 +50,18 @@ def paper_setting(
     ]
     if pooler:
         rows.append(MacRow(component="pooler", layer=None, macs=hidden * hidden, module="pooler.dense", op="closed form"))
-    return energy_from_counts(
+    report = energy_from_counts(
         rows,
         firing_rates,
         timesteps,
         profile,
         seq_len=seq_len,
-        included=included_items(False, ["pooler"] if pooler else []) + (
+        included=included_items(False, ["pooler"] if pooler else [], terms) + (
             f"closed form: d={hidden}, {layers} layers, {heads} heads, d_ff={intermediate}",
         ),
     )
+    shape = Shape(hidden=hidden, heads=heads, ffn=intermediate, seq_len=seq_len)
+    return with_terms(report, forward_ops(report.rows, shape), terms)
 
 
 BART_BASE = dict(d_model=768, encoder_layers=6, decoder_layers=6, encoder_ffn_dim=3072, decoder_ffn_dim=3072,
@@ -74,12 +78,13 @@ def bart_paper_setting(
     target_len: int = 128,
     lm_head: bool = True,
     float_components: Iterable[tuple[str, str]] = (),
+    terms: SpikingTerms = SpikingTerms(),
 ) -> EnergyReport:
     """Energy of BART-base, teacher-forced at `source_len`/`target_len` (closed form, batch 1).
 
     `firing_rates` is keyed by (stack, component) or component; the LM head (n_d·d·V) is a float
     MAC. (stack, component) pairs in `float_components` (e.g. K/V matmuls with spike_kv off) are
-    billed as float MACs, T times.
+    billed as float MACs, T times. `terms` adds the spiking side's membrane updates and alpha rescalings.
     """
     b = BART_BASE
     floats = set(float_components)
@@ -96,11 +101,14 @@ def bart_paper_setting(
     if lm_head:
         rows.append(MacRow(component="head", layer=None, macs=target_len * b["d_model"] * b["vocab_size"],
                            module="lm_head", op="closed form", spiking=False))
-    return energy_from_counts(
+    report = energy_from_counts(
         rows, firing_rates, timesteps, profile, seq_len=source_len,
         included=(f"closed form: BART-base d=768, 6+6 layers, d_ff=3072, {source_len}/{target_len} tokens"
                   + (", LM head V=50265 (MAC)" if lm_head else ""),),
     )
+    shape = Shape(hidden=b["d_model"], heads=12, ffn=b["encoder_ffn_dim"], seq_len=source_len, decoder_len=target_len,
+                  decoder_ffn=b["decoder_ffn_dim"])
+    return with_terms(report, forward_ops(report.rows, shape), terms)
 
 
 PAPER_SHAPES = {

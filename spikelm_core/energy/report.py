@@ -20,34 +20,42 @@ from typing import Any
 
 from spikelm_core.energy.components import COMPONENTS, STACKS
 from spikelm_core.energy.costs import CostProfile
-from spikelm_core.energy.memory import MemoryCost, MemoryReport
+from spikelm_core.energy.memory import MemoryCost, MemoryReport, SpikingTerms
 
 SCHEMA = "spikelm.energy/2"
 """Version tag of `EnergySweepReport.to_dict()`; bumped on any incompatible change."""
 
-def assumptions_text(*, count_norm: bool = False, memory: bool = False) -> str:
-    """The report's assumptions line: what the arithmetic counts (LayerNorm only with --count-norm) and
-    whether data movement is priced (the memory bounds) or left out."""
+def assumptions_text(*, count_norm: bool = False, memory: bool = False, terms: SpikingTerms = SpikingTerms()) -> str:
+    """The report's assumptions line: what the arithmetic counts (LayerNorm only with --count-norm, the
+    spiking side's membrane updates and alpha rescalings only with their switches) and whether data
+    movement is priced (the memory bounds) or left out."""
     excluded = "embedding lookups, " + ("" if count_norm else "LayerNorm, ") + (
-        "softmax, GELU, residual and bias adds, the mean over T and neuron membrane updates")
+        "softmax, GELU, residual and bias adds, the mean over T"
+        + ("" if terms.neuron_updates else " and neuron membrane updates"))
     return (
         ("arithmetic estimate, with data movement in the memory bounds beside it. " if memory else
          "arithmetic-only estimate, ignores data movement. ")
-        + "E_dense = E_MAC x MACs; E_spiking = E_AC x sum_op(T x fr_op x MACs_op) + E_MAC x MACs_float; "
+        + "E_dense = E_MAC x MACs; E_spiking = E_AC x sum_op(T x fr_op x MACs_op) + E_MAC x MACs_float"
+        + (" + E_AC x membrane updates" if terms.neuron_updates else "")
+        + (" + E_MAC x alpha rescalings" if terms.alpha_scale else "") + "; "
         "per sample at a fixed sequence length; one AC per non-zero spike of either sign "
-        "(ternary -alpha spikes are subtractions); alpha folded into the weights; "
+        "(ternary -alpha spikes are subtractions); alpha folded into the weights"
+        + ("; the rescaling by alpha this leaves billed as one MAC per output element and step of each "
+           "spike-driven op (--count-alpha-scale); " if terms.alpha_scale else "; ")
+        + ("membrane updates billed as one AC per element of a stateful neuron per step, spiking side only "
+           "(--count-neuron-updates); " if terms.neuron_updates else "")
         + ("LayerNorm billed as MACs on both sides (--count-norm; every time step on the spiking side); " if count_norm
            else "")
         + f"excluded on both sides: {excluded}"
     )
 
 
-def caveat_text(profile: CostProfile | None = None) -> str:
+def caveat_text(profile: CostProfile | None = None, terms: SpikingTerms = SpikingTerms()) -> str:
     """The caveat of an arithmetic-only report, naming its cost profile (fp32 at 45 nm by default)."""
     costs = "45 nm fp32 costs" if profile is None or profile.name == "fp32" else f"the {profile.name} costs"
     return (
         f"This estimate covers arithmetic only, at {costs}: it leaves out memory access and data "
-        "movement, addressing, control and state updates. Yan et al. (arXiv 2409.08290) count data "
+        f"movement, addressing{' and control' if terms.neuron_updates else ', control and state updates'}. Yan et al. (arXiv 2409.08290) count data "
         "movement and compare SNNs with equivalent quantised ANNs: under typical neuromorphic-hardware "
         "assumptions, SNNs with moderate T (5-10) then need average spike rates below about 6% to win "
         "(6.4% in v2-v3, 5.7% at T = 5 in v4). SpikeLM's ~33% is far above that."
@@ -353,6 +361,10 @@ class EnergySweepReport:
     """The cost of a byte moved (memory.py); None with --memory none."""
     decoder_only: bool = False
     """A decoder-only model (Llama): `seq_len` is the forward's length and the prompt of generation."""
+    count_neuron_updates: bool = False
+    """Membrane updates billed on the spiking side (--count-neuron-updates)."""
+    count_alpha_scale: bool = False
+    """The rescaling by alpha billed on the spiking side (--count-alpha-scale)."""
 
     @property
     def is_seq2seq(self) -> bool:
@@ -378,6 +390,8 @@ class EnergySweepReport:
             target_len        BART: summary tokens per input; Llama: tokens generated after the prompt
             data              {source, batches, sequences, tokens}
             count_norm        LayerNorm counted on both sides
+            count_neuron_updates, count_alpha_scale   the spiking side's membrane updates (ACs) and
+                              rescalings by alpha (MACs) billed: rows `neuron_updates` / `alpha_scale`
             dense_twin        {class, macs, components: {component: macs}}
             firing_rates_meaningful   false for a config-only (random weights) audit
             assumptions, included, caveat
@@ -389,8 +403,8 @@ class EnergySweepReport:
             k, timesteps, amplitudes, firing_rates_meaningful
             mean_firing_rate  MAC-weighted over the spike-driven ops
             dense_macs        dense twin MACs per sample          (the table's "dense MACs")
-            spiking_acs       sum over spike-driven ops of T * fr * MACs
-            spiking_macs      float MACs the spiking model still runs (x steps)
+            spiking_acs       sum over spike-driven ops of T * fr * MACs (+ membrane updates when counted)
+            spiking_macs      float MACs the spiking model still runs (x steps; + alpha rescalings when counted)
             energy_dense_mj, energy_spiking_mj, ratio (null if the spiking side is 0)
             ratio_ci, mean_firing_rate_ci   {low, high, confidence, resamples, unit} or null
             spike_driven_share  fraction of dense MACs that are spike-driven
@@ -430,6 +444,8 @@ class EnergySweepReport:
             **({"target_len": self.target_len} if self.target_len is not None else {}),
             "data": dict(self.data),
             "count_norm": self.count_norm,
+            "count_neuron_updates": self.count_neuron_updates,
+            "count_alpha_scale": self.count_alpha_scale,
             "dense_twin": dict(self.dense_twin),
             "firing_rates_meaningful": self.firing_rates_meaningful,
             "assumptions": self.assumptions,

@@ -44,14 +44,15 @@ generation are not traced).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
 from spikelm_core.energy.costs import FP32, CostProfile
 from spikelm_core.energy.errors import EnergyAuditError
-from spikelm_core.energy.estimate import FiringRates, energy_from_counts
+from spikelm_core.energy.estimate import FiringRates, energy_from_counts, with_terms
 from spikelm_core.energy.macs import MacCount, MacRow
+from spikelm_core.energy.memory import MemOp, Shape, SpikingTerms, generation_ops
 from spikelm_core.energy.report import CHARGED, GenerationEnergy, GenerationMode
 from spikelm_core.energy.schedule import Step, decoding_steps
 
@@ -182,16 +183,29 @@ def decoder_step_rows(count: MacCount, position: int, *, cache: bool) -> tuple[M
 
 
 def _mode(count: MacCount, firing_rates: FiringRates, timesteps: int, profile: CostProfile, target_len: int,
-          cache: bool, included: tuple[str, ...]) -> GenerationMode:
+          cache: bool, included: tuple[str, ...], terms: SpikingTerms, ops: Sequence[MemOp] | None,
+          shape: Shape | None) -> GenerationMode:
     lines = generation_rows(count, target_len, cache=cache)
-    price = lambda rows: energy_from_counts(rows, firing_rates, timesteps, profile,  # noqa: E731
-                                            seq_len=count.seq_len, included=included)
+    line_ops: dict[str, list[MemOp]] = {}
+    last_ops: list[MemOp] = []
+    if terms.any:
+        if ops is None or shape is None:
+            raise EnergyAuditError("the spiking side's terms of a generation need the forward's ops and shape")
+        line_ops = generation_ops(ops, shape, target_len, cache=cache)
+        last_ops = [op for step_ops in generation_ops(ops, shape, target_len, cache=cache, last_only=True).values()
+                    for op in step_ops]
+
+    def price(rows: Iterable[MacRow], term_ops: Iterable[MemOp]):
+        report = energy_from_counts(rows, firing_rates, timesteps, profile, seq_len=count.seq_len, included=included)
+        return with_terms(report, term_ops, terms)
+
     return GenerationMode(
         cache=cache,
         target_len=target_len,
-        lines={line: price(rows) for line, rows in lines.items()},
-        per_summary=price([row for rows in lines.values() for row in rows]),
-        last_token=price(decoder_step_rows(count, target_len, cache=cache)),
+        lines={line: price(rows, line_ops.get(line, ())) for line, rows in lines.items()},
+        per_summary=price([row for rows in lines.values() for row in rows],
+                          [op for line in line_ops.values() for op in line]),
+        last_token=price(decoder_step_rows(count, target_len, cache=cache), last_ops),
     )
 
 
@@ -203,6 +217,9 @@ def generation_energy(
     *,
     target_len: int = 64,
     included: Iterable[str] = (),
+    terms: SpikingTerms = SpikingTerms(),
+    ops: Sequence[MemOp] | None = None,
+    shape: Shape | None = None,
 ) -> GenerationEnergy:
     """Dense versus spiking energy of one generation of `target_len` tokens, with and without the KV cache.
 
@@ -213,14 +230,19 @@ def generation_energy(
         timesteps: T of the spiking model.
         target_len: tokens generated (m); the source (BART) or prompt (decoder-only) length is
             `count.seq_len`.
+        terms: the spiking side's membrane updates and alpha rescalings to bill beside the ACs; they
+            need `ops` (the forward's `memory.forward_ops`) and its `shape`, from which each line's ops
+            are scheduled (`memory.generation_ops`).
     """
     included = tuple(included)
+    modes = {cache: _mode(count, firing_rates, timesteps, profile, target_len, cache, included, terms, ops, shape)
+             for cache in (True, False)}
     return GenerationEnergy(
         source_len=count.seq_len,
         target_len=target_len,
         decoder_only=count.decoder_only,
-        kv_cache=_mode(count, firing_rates, timesteps, profile, target_len, True, included),
-        no_cache=_mode(count, firing_rates, timesteps, profile, target_len, False, included),
+        kv_cache=modes[True],
+        no_cache=modes[False],
     )
 
 

@@ -46,13 +46,16 @@ from spikelm_core.calibration import check_token_ids
 from spikelm_core.energy import models
 from spikelm_core.energy.components import DEFAULT_SEQ_LEN, ENCODER_COMPONENTS, SPIKING_COMPONENTS
 from spikelm_core.energy.costs import DEFAULT_PROFILE, CostProfile, get_profile
-from spikelm_core.energy.estimate import energy_from_counts, included_items
+from spikelm_core.energy.estimate import energy_from_counts, included_items, with_terms
 from spikelm_core.energy.firing_pass import bootstrap, check_billable, neuron_rates, per_position, trace_firing
 from spikelm_core.energy.macs import MacCount, count_macs
 from spikelm_core.energy.memory import (
     Assumptions,
+    MemOp,
     MemoryReport,
     MemorySettings,
+    Shape,
+    SpikingTerms,
     forward_ops,
     generation_ops,
     load_memory_cost,
@@ -104,6 +107,10 @@ class EnergyArgs:
     e_ac_pj: float | None = None
     count_norm: bool = False
     """Also count LayerNorm (fvcore's 5 per element) on both sides."""
+    count_neuron_updates: bool = False
+    """Also bill the membrane updates of the stateful neurons: one AC per element and step (spiking side)."""
+    count_alpha_scale: bool = False
+    """Also bill the rescaling by alpha: one MAC per output element and step of each spike-driven op."""
     bootstrap: int = 1000
     """Bootstrap resamples of the calibration sequences for the ratio CI; 0 = none."""
     confidence: float = 0.95
@@ -114,6 +121,11 @@ class EnergyArgs:
     """A memory cost preset (lemaire, flat, sram, dram) or a YAML cost file; None = lemaire."""
     neurobench: bool = False
     """Add NeuroBench-compatible metrics per run (neurobench.py)."""
+
+    @property
+    def terms(self) -> SpikingTerms:
+        """The spiking side's terms billed beside its ACs (memory.SpikingTerms)."""
+        return SpikingTerms(neuron_updates=self.count_neuron_updates, alpha_scale=self.count_alpha_scale)
 
     def __post_init__(self) -> None:
         problems = []
@@ -284,7 +296,7 @@ def _read_out(model: torch.nn.Module | None) -> str:
 
 
 def _included(plan: _Plan, args: EnergyArgs, count: MacCount, model: torch.nn.Module | None = None) -> tuple[str, ...]:
-    included = included_items(args.count_norm, (r.component for r in count.rows))
+    included = included_items(args.count_norm, (r.component for r in count.rows), args.terms)
     state = _read_out(model)
     if plan.decoder_only:
         llama = {"task head (MAC)": f"LM head (MAC: float x float, on {state} after the final RMSNorm)",
@@ -397,14 +409,16 @@ def run_energy(args: EnergyArgs, progress: Progress | None = None) -> EnergySwee
         dense_twin={"class": twin.model_class, "macs": twin.total, "components": twin.by_component(),
                     **({"stacks": {(k or "other"): v for k, v in twin.by_stack().items()}} if plan.seq2seq else {})},
         count_norm=args.count_norm,
+        count_neuron_updates=args.count_neuron_updates,
+        count_alpha_scale=args.count_alpha_scale,
         seed=args.seed,
         seconds=time.perf_counter() - start,
         included=included,
         target_len=plan.target_len,
         decoder_only=plan.decoder_only,
         memory_cost=memory.cost if memory.bounds else None,
-        assumptions=assumptions_text(count_norm=args.count_norm, memory=bool(memory.bounds)),
-        caveat=MEMORY_CAVEAT if memory.bounds else caveat_text(profile),
+        assumptions=assumptions_text(count_norm=args.count_norm, memory=bool(memory.bounds), terms=args.terms),
+        caveat=MEMORY_CAVEAT if memory.bounds else caveat_text(profile, args.terms),
     )
 
 
@@ -416,22 +430,26 @@ def spikes_are_binary(model) -> bool:
     return bool(levels) and all(level == "binary" for level in levels)
 
 
-def _memory(model, plan: _Plan, args: EnergyArgs, profile: CostProfile, memory: MemorySettings,
-            report: EnergyReport, paper: EnergyReport | None, neurons,
-            T: int) -> tuple[MemoryReport | None, MemoryReport | None, dict[str, Any] | None]:
-    """The memory bounds of one run (memory.py: the forward, and for a BART one summary per mode), of its
-    paper setting, and the NeuroBench-compatible metrics (neurobench.py), each when asked for."""
-    if not memory.bounds and not args.neurobench:
-        return None, None, None
+def _shape(model, plan: _Plan, args: EnergyArgs) -> Shape:
+    """The audited model's shapes for the memory model's ops (its linear layers' sizes included)."""
     linear = {name: (m.in_features, m.out_features) for name, m in model.named_modules()
               if isinstance(m, torch.nn.Linear)}
-    shape = shape_of(plan.source.config, args.seq_len, plan.target_len if plan.seq2seq else None, linear)
-    ops = forward_ops(report.rows, shape)
+    return shape_of(plan.source.config, args.seq_len, plan.target_len if plan.seq2seq else None, linear)
+
+
+def _memory(model, plan: _Plan, args: EnergyArgs, profile: CostProfile, memory: MemorySettings,
+            ops: Sequence[MemOp] | None, shape: Shape | None, paper: EnergyReport | None, neurons,
+            T: int) -> tuple[MemoryReport | None, MemoryReport | None, dict[str, Any] | None]:
+    """The memory bounds of one run (memory.py: the forward's `ops`, and for a BART one summary per mode), of
+    its paper setting, and the NeuroBench-compatible metrics (neurobench.py), each when asked for."""
+    if not memory.bounds and not args.neurobench:
+        return None, None, None
+    assert ops is not None and shape is not None, "_run_point builds the ops where the memory model needs them"
     bench = neurobench_metrics(model, ops, neurons, T) if args.neurobench else None
     if not memory.bounds:
         return None, None, bench
     binary = spikes_are_binary(model)
-    assumptions = Assumptions(T, profile, memory.cost, value_bytes(profile), 1 if binary else 2)
+    assumptions = Assumptions(T, profile, memory.cost, value_bytes(profile), 1 if binary else 2, terms=args.terms)
     generation = None
     if plan.generates:
         assert plan.target_len is not None
@@ -464,24 +482,31 @@ def _run_point(model, plan: _Plan, args: EnergyArgs, profile: CostProfile, memor
     firing = trace_firing(model, batches, calibrate=not checkpoint_amps, seq2seq=plan.seq2seq)
     rates = {name: stats.firing_rate for name, stats in firing.neurons.items()}
     report = energy_from_counts(count.rows, rates, T, profile, seq_len=args.seq_len, included=included)
+    shape, ops = None, None
+    if args.terms.any or memory.bounds or args.neurobench:  # the memory model's ops: only where they are used
+        shape = _shape(model, plan, args)
+        ops = forward_ops(report.rows, shape)
+        report = with_terms(report, ops, args.terms)
     floats = _float_matmuls(count, model)
     generation = None
     paper: EnergyReport | None
     if plan.generates:
         assert plan.target_len is not None
-        generation = generation_energy(count, rates, T, profile, target_len=plan.target_len, included=included)
+        generation = generation_energy(count, rates, T, profile, target_len=plan.target_len, included=included,
+                                       terms=args.terms, ops=ops, shape=shape)
     if plan.decoder_only:
         paper = None  # the paper reports no decoder-only model; the count itself is the closed form's
     elif plan.seq2seq:
         paper = bart_paper_setting(_component_rates(report), timesteps=T, profile=profile,
                                    float_components={(f.stack, f.component) for f in floats
-                                                     if f.component in SPIKING_COMPONENTS})
+                                                     if f.component in SPIKING_COMPONENTS}, terms=args.terms)
     else:
         paper = paper_setting(_component_rates(report), timesteps=T, profile=profile,
-                              float_components={f.component for f in floats if f.component in ENCODER_COMPONENTS})
+                              float_components={f.component for f in floats if f.component in ENCODER_COMPONENTS},
+                              terms=args.terms)
     ratio_ci, rate_ci = bootstrap(report, firing.profiles, args.bootstrap, args.confidence, args.seed)
     neurons = neuron_rates(firing, count)
-    run_memory, paper_memory, bench = _memory(model, plan, args, profile, memory, report, paper, neurons, T)
+    run_memory, paper_memory, bench = _memory(model, plan, args, profile, memory, ops, shape, paper, neurons, T)
     return EnergyRun(
         k=k, timesteps=T, report=report, paper=paper,
         neurons=neurons,
@@ -503,7 +528,8 @@ def estimate_energy_sweep(
     """Keyword form of `run_energy`: `estimate_energy_sweep("minilm", ks=[2, 3, 4])`.
 
     Other keywords are `EnergyArgs` fields (seq_len, data, batches, batch_size, profile, e_mac_pj,
-    e_ac_pj, count_norm, bootstrap, confidence, seed, memory, memory_cost, neurobench).
+    e_ac_pj, count_norm, count_neuron_updates, count_alpha_scale, bootstrap, confidence, seed, memory,
+    memory_cost, neurobench).
     """
     unknown = sorted(set(settings) - set(EnergyArgs.__dataclass_fields__))
     if unknown:

@@ -1,0 +1,238 @@
+"""The spiking side's terms beside its ACs: --count-neuron-updates and --count-alpha-scale.
+
+Hand formulas (energy-method.md, section 3), per sample, T steps, L tokens, width d, FFN width f, h heads:
+
+- membrane updates: T per element of every stateful neuron. A BERT layer has six: in front of Q, K, V and
+  O (L·d each), FFN1 (L·d) and FFN2 (L·f); SpikeLM's K/V spikes for Q·Kᵀ and probs·V are stateless.
+- alpha rescalings: T per output element of every spike-driven op: Q, K, V, O (L·d each), FFN1 (L·f),
+  FFN2 (L·d), Q·Kᵀ (h·L·L), probs·V (L·d). Float ops (pooler, heads) have none.
+
+Membrane updates are priced at E_AC, rescalings at E_MAC, on the spiking side only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from transformers import BartConfig, BartForConditionalGeneration, BertTokenizerFast
+from typer.testing import CliRunner
+
+from spikelm_cli.main import app
+from spikelm_core.energy import FP32, estimate_energy_sweep
+from spikelm_core.energy.memory import MemOp, SpikingTerms, alpha_scales, membrane_updates
+
+from tests.conftest import LLAMA_TINY, TINY, write_tiny_vocab
+from tests.core.models.test_spiking_bart import BART_TINY
+
+runner = CliRunner()
+E_AC, E_MAC = FP32.e_ac_pj * 1e-9, FP32.e_mac_pj * 1e-9  # mJ per op
+T = 4  # a dense model is audited at T=4
+
+
+def test_terms_of_one_op():
+    op = MemOp("ffn1", 0, macs=5 * 7 * 11, produced=5 * 7, read=5 * 7, weights=7 * 11, out=5 * 11, firing_rate=0.3)
+    assert membrane_updates(op, 3) == 3 * 35 and alpha_scales(op, 3) == 3 * 55
+    stateless = MemOp("qk", 0, macs=10, produced=6, read=6, out=9, firing_rate=0.2, stateful=False)
+    assert membrane_updates(stateless, 3) == 0 and alpha_scales(stateless, 3) == 27
+    dense = MemOp("head", None, macs=10, produced=0, read=5, weights=2, out=2, firing_rate=None)
+    assert membrane_updates(dense, 3) == 0 and alpha_scales(dense, 3) == 0
+    both = SpikingTerms(neuron_updates=True, alpha_scale=True)
+    assert math.isclose(both.pj(op, 3, FP32), 0.9 * 105 + 4.6 * 165)
+    assert SpikingTerms(alpha_scale=True).pj(op, 3, FP32) == pytest.approx(4.6 * 165)
+    assert SpikingTerms().pj(op, 3, FP32) == 0 and not SpikingTerms().any
+
+
+L = 11  # odd, below the tiny model's 64 positions
+D, H, FF, LAYERS = TINY["hidden_size"], TINY["num_attention_heads"], TINY["intermediate_size"], TINY["num_hidden_layers"]
+
+
+def bert_updates(t, layers, n, d, f):
+    return t * layers * (5 * n * d + n * f)
+
+
+def bert_scales(t, layers, n, d, f, h):
+    return t * layers * (6 * n * d + n * f + h * n * n)
+
+
+@pytest.fixture(scope="module")
+def bert_pair(tiny_dense_bert_dir):
+    common = dict(seq_len=L, batches=1, batch_size=3, bootstrap=40, neurobench=True)
+    base = estimate_energy_sweep(str(tiny_dense_bert_dir), **common)
+    both = estimate_energy_sweep(str(tiny_dense_bert_dir), count_neuron_updates=True, count_alpha_scale=True, **common)
+    return base.runs[0], both.runs[0], both
+
+
+def _component(report, name):
+    rows = [r for r in report.by_component() if r.component == name]
+    return rows[0] if rows else None
+
+
+def test_bert_terms_by_hand(bert_pair):
+    base, both, _ = bert_pair
+    u, s = bert_updates(T, LAYERS, L, D, FF), bert_scales(T, LAYERS, L, D, FF, H)
+    updates, scales = _component(both.report, "neuron_updates"), _component(both.report, "alpha_scale")
+    assert updates.spiking_acs == u and updates.spiking_macs == 0 and updates.macs == 0
+    assert scales.spiking_macs == s and scales.spiking_acs == 0 and scales.energy_dense_mj == 0
+    assert _component(base.report, "neuron_updates") is None and _component(base.report, "alpha_scale") is None
+    # per layer, as the layer table keys them
+    assert {r.layer: r.spiking_acs for r in both.report.by_layer() if r.component == "neuron_updates"} == {
+        i: u / LAYERS for i in range(LAYERS)}
+    # the totals: the rows sum to them; the dense side and the rates do not move
+    b, t = base.report, both.report
+    assert t.energy_dense_mj == b.energy_dense_mj and t.total_macs == b.total_macs
+    assert t.mean_firing_rate == b.mean_firing_rate
+    assert t.total_spiking_acs == pytest.approx(b.total_spiking_acs + u)
+    assert t.total_spiking_macs == b.total_spiking_macs + s
+    assert t.energy_spiking_mj == pytest.approx(b.energy_spiking_mj + E_AC * u + E_MAC * s, rel=1e-12)
+    assert t.ratio == pytest.approx(t.energy_dense_mj / t.energy_spiking_mj)
+    assert math.isclose(sum(r.energy_spiking_mj for r in t.rows), t.energy_spiking_mj, rel_tol=1e-12)
+    # the bootstrap resamples the same sequences: each resample costs more, so the interval moves down
+    assert both.ratio_ci.high < base.ratio_ci.high and both.ratio_ci.low < base.ratio_ci.low
+    assert both.mean_firing_rate_ci == base.mean_firing_rate_ci
+
+
+def test_bert_terms_reach_paper_memory_and_neurobench(bert_pair):
+    base, both, _ = bert_pair
+    # the paper setting: BERT-base at 128 tokens
+    u, s = bert_updates(T, 12, 128, 768, 3072), bert_scales(T, 12, 128, 768, 3072, 12)
+    assert _component(both.paper, "neuron_updates").spiking_acs == u
+    assert _component(both.paper, "alpha_scale").spiking_macs == s
+    assert both.paper.energy_spiking_mj == pytest.approx(base.paper.energy_spiking_mj + E_AC * u + E_MAC * s)
+    # the memory bounds bill the same arithmetic: the same difference, the same bytes
+    delta = E_AC * bert_updates(T, LAYERS, L, D, FF) + E_MAC * bert_scales(T, LAYERS, L, D, FF, H)
+    for bound in ("weight_stationary", "event_driven"):
+        mb, mt = base.memory.bounds[bound].total, both.memory.bounds[bound].total
+        assert mt.bytes_spiking == mb.bytes_spiking and mt.energy_dense_pj == mb.energy_dense_pj
+        assert (mt.energy_spiking_pj - mb.energy_spiking_pj) * 1e-9 == pytest.approx(delta, rel=1e-9)
+        pb, pt = base.paper_memory.bounds[bound].total, both.paper_memory.bounds[bound].total
+        assert (pt.energy_spiking_pj - pb.energy_spiking_pj) * 1e-9 == pytest.approx(E_AC * u + E_MAC * s, rel=1e-9)
+        # at BERT-base's shapes spikes break even at some rate: a lower one once the terms are billed
+        be0, be1 = (p.bounds[bound].break_even_firing_rate for p in (base.paper_memory, both.paper_memory))
+        assert be0 is not None and be1 is not None and be1 < be0
+    # NeuroBench's MembraneUpdates is the same count (one definition), with or without the switch
+    assert base.neurobench["MembraneUpdates"] == both.neurobench["MembraneUpdates"] == bert_updates(T, LAYERS, L, D, FF)
+
+
+def test_report_says_what_is_in(bert_pair):
+    _, _, report = bert_pair
+    data = report.to_dict()
+    assert data["count_neuron_updates"] is True and data["count_alpha_scale"] is True
+    assert any("--count-neuron-updates" in item for item in data["included"])
+    assert any("--count-alpha-scale" in item for item in data["included"])
+    assert "membrane updates billed" in data["assumptions"] and "and neuron membrane updates" not in data["assumptions"]
+    components = {c["component"]: c for c in data["runs"][0]["components"]}
+    assert components["alpha_scale"]["spiking_macs"] == bert_scales(T, LAYERS, L, D, FF, H)
+
+
+def test_one_switch_alone(tiny_dense_bert_dir):
+    run = estimate_energy_sweep(str(tiny_dense_bert_dir), seq_len=L, batches=1, batch_size=2, bootstrap=0,
+                                memory="none", count_alpha_scale=True)
+    components = {r.component for r in run.runs[0].report.rows}
+    assert "alpha_scale" in components and "neuron_updates" not in components
+    assert "neuron membrane updates" in run.assumptions and run.count_neuron_updates is False
+
+
+# --- generation: BART and Llama -------------------------------------------------------------------
+
+SRC, TGT = 12, 5
+BD, BF, BH = BART_TINY["d_model"], BART_TINY["encoder_ffn_dim"], BART_TINY["encoder_attention_heads"]
+
+
+@pytest.fixture(scope="module")
+def bart_pair(tmp_path_factory):
+    d = tmp_path_factory.mktemp("terms_bart") / "dense_bart"
+    torch.manual_seed(0)
+    BartForConditionalGeneration(BartConfig(**BART_TINY)).save_pretrained(d)
+    BertTokenizerFast(vocab=str(write_tiny_vocab(d.parent / "vocab.txt"))).save_pretrained(d)
+    common = dict(seq_len=SRC, target_len=TGT, batches=1, batch_size=2, bootstrap=0, memory="weight-stationary")
+    base = estimate_energy_sweep(str(d), **common).runs[0]
+    both = estimate_energy_sweep(str(d), count_neuron_updates=True, count_alpha_scale=True, **common).runs[0]
+    return base, both
+
+
+def _line(mode, name):
+    return {x["line"]: x for x in mode["lines"]}.get(name)
+
+
+def test_bart_generation_updates_by_hand(bart_pair):
+    base, both = bart_pair
+    g0, g = base.generation.to_dict(), both.generation.to_dict()
+    token = 7 * BD + BF  # a decoder token's stateful neurons: self q, k, v, o; cross q, o; ffn1 (d); ffn2 (f)
+    enc = T * 2 * (5 * SRC * BD + SRC * BF)
+    cross_kv = T * 2 * 2 * SRC * BD  # the neurons in front of the cross K/V projections
+    m = TGT
+    expected = {
+        "kv_cache": {"encoder": enc, "cross_kv": cross_kv, "decoder": T * 2 * m * token, "lm_head": 0,
+                     "last": T * 2 * token},
+        "no_cache": {"encoder": enc, "cross_kv": m * cross_kv, "decoder": T * 2 * (m * (m + 1) // 2) * token,
+                     "lm_head": 0, "last": T * 2 * (m * token + 2 * SRC * BD)},
+    }
+    for mode, want in expected.items():
+        for line in ("encoder", "cross_kv", "decoder", "lm_head"):
+            got = _line(g[mode], line)["spiking_acs"] - _line(g0[mode], line)["spiking_acs"]
+            assert got == pytest.approx(want[line]), (mode, line)
+        last = g[mode]["last_token"]["spiking_acs"] - g0[mode]["last_token"]["spiking_acs"]
+        assert last == pytest.approx(want["last"]), mode
+        summary = g[mode]["per_summary"]
+        for key in ("spiking_acs", "spiking_macs", "energy_spiking_mj"):
+            assert sum(x[key] for x in g[mode]["lines"]) == pytest.approx(summary[key], rel=1e-12), (mode, key)
+
+
+def test_bart_generation_alpha_last_token_by_hand(bart_pair):
+    base, both = bart_pair
+    g0, g = base.generation.to_dict(), both.generation.to_dict()
+    # one token with the cache: self q, k, v, o (4d), Q.K^T over m keys (h·m), probs.V (d), cross q, o (2d),
+    # cross Q.K^T over the source (h·n_e), cross probs.V (d), ffn1 (f), ffn2 (d)
+    per_layer = 9 * BD + BF + BH * (TGT + SRC)
+    got = g["kv_cache"]["last_token"]["spiking_macs"] - g0["kv_cache"]["last_token"]["spiking_macs"]
+    assert got == T * 2 * per_layer
+
+
+def test_bart_generation_memory_bills_the_same_terms(bart_pair):
+    base, both = bart_pair
+    for mode in ("kv_cache", "no_cache"):
+        arithmetic = (both.generation.to_dict()[mode]["per_summary"]["energy_spiking_mj"]
+                      - base.generation.to_dict()[mode]["per_summary"]["energy_spiking_mj"])
+        m0 = base.memory.to_dict()["weight_stationary"]["generation"][mode]["per_summary"]
+        m1 = both.memory.to_dict()["weight_stationary"]["generation"][mode]["per_summary"]
+        assert m1["bytes_spiking"] == m0["bytes_spiking"]
+        assert m1["energy_spiking_mj"] - m0["energy_spiking_mj"] == pytest.approx(arithmetic, rel=1e-9)
+
+
+def test_llama_generation_updates_by_hand(tiny_dense_llama_dir):
+    n, m = 9, 4
+    common = dict(seq_len=n, target_len=m, batches=1, batch_size=2, bootstrap=0, memory="none")
+    base = estimate_energy_sweep(str(tiny_dense_llama_dir), **common).runs[0]
+    both = estimate_energy_sweep(str(tiny_dense_llama_dir), count_neuron_updates=True, **common).runs[0]
+    d, f, layers = LLAMA_TINY["hidden_size"], LLAMA_TINY["intermediate_size"], LLAMA_TINY["num_hidden_layers"]
+    token = 6 * d + f  # q, k, v, o, gate, up read d (o: heads x d_h = d), down reads f; K/V spikes stateless
+    forward = [r for r in both.report.by_component() if r.component == "neuron_updates"][0]
+    assert forward.spiking_acs == T * layers * n * token
+    g0, g = base.generation.to_dict()["kv_cache"], both.generation.to_dict()["kv_cache"]
+    prompt = _line(g, "prompt")["spiking_acs"] - _line(g0, "prompt")["spiking_acs"]
+    decoder = _line(g, "decoder")["spiking_acs"] - _line(g0, "decoder")["spiking_acs"]
+    assert prompt == T * layers * n * token and decoder == T * layers * (m - 1) * token
+    assert g["last_token"]["spiking_acs"] - g0["last_token"]["spiking_acs"] == T * layers * token
+
+
+# --- the command ----------------------------------------------------------------------------------
+
+
+def test_cli_flags(tiny_dense_bert_dir):
+    args = ["energy", "--model", str(tiny_dense_bert_dir), "--seq-len", str(L), "--batches", "1", "--batch-size",
+            "2", "--bootstrap", "0", "--memory", "none"]
+    res = runner.invoke(app, [*args, "--count-neuron-updates", "--count-alpha-scale", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["count_neuron_updates"] and data["count_alpha_scale"]
+    components = {c["component"]: c for c in data["runs"][0]["components"]}
+    assert components["neuron_updates"]["spiking_acs"] == bert_updates(T, LAYERS, L, D, FF)
+    table = runner.invoke(app, [*args, "--count-neuron-updates", "--detail"])
+    assert table.exit_code == 0, table.output
+    assert "neuron_updates" in table.stdout and "membrane updates (--count-neuron-updates" in table.stdout
+    assert "and control." in table.stdout  # the caveat no longer says that state updates are left out
+    plain = runner.invoke(app, [*args, "--format", "json"])
+    assert json.loads(plain.stdout)["count_neuron_updates"] is False
