@@ -294,6 +294,8 @@ class MemOp:
     steps: int = 1
     stateful: bool = True
     """The neuron in front keeps a membrane over T (the stateless K/V spikes do not)."""
+    rescaled: bool = True
+    """Its spikes carry a per-step amplitude whose rescaling of the outputs `alpha_scales` bills."""
     stack: str | None = None
     line: str | None = None
     """Generation: encoder, prompt, cross_kv, decoder or lm_head (seq2seq.LINES)."""
@@ -331,8 +333,18 @@ def membrane_updates(op: "MemOp", timesteps: int) -> int:
 
 
 def alpha_scales(op: "MemOp", timesteps: int) -> int:
-    """Rescalings by alpha of a spike-driven op: one per output element per step (T·O); none for float ops."""
-    return timesteps * op.out if op.firing_rate is not None else 0
+    """Rescalings by alpha of a spike-driven op: one per output element per step (T·O); none for float ops
+    and for spikes with no step amplitude to rescale (`MemOp.rescaled`: LIF, unit or fixed amplitudes)."""
+    return timesteps * op.out if op.firing_rate is not None and op.rescaled else 0
+
+
+def rescales_outputs(config: Mapping[str, Any]) -> bool:
+    """Whether a spiking model's spikes carry a per-step amplitude alpha_t that folding into the weights
+    leaves as a rescaling of the outputs: SpikeLM's elastic amplitudes, calibrated per step (or learnt).
+    LIF spikes are {0, 1} and `amplitude: unit` spikes are +-1 (no alpha); a fixed alpha, the same at every
+    step, folds into the weights whole. A dense config (no neuron keys) reads as SpikeLM's defaults."""
+    return (config.get("neuron_kind", "elastic_bi") != "lif" and config.get("amplitude", "elastic") == "elastic"
+            and (config.get("alpha_mode", "calibrated") == "calibrated" or bool(config.get("learn_alpha", False))))
 
 
 @dataclass(frozen=True)
@@ -743,6 +755,10 @@ class Shape:
     """K/V spikes come from neurons with a membrane (LIF); SpikeLM's are stateless."""
     kv_heads: int | None = None
     """K/V heads of grouped-query attention (Llama); None: as many as `heads`."""
+    decoder_heads: int | None = None
+    """Attention heads of a BART decoder; None: as many as `heads` (the encoder's)."""
+    rescaled: bool = True
+    """The spikes carry a per-step amplitude (`rescales_outputs`)."""
     causal: bool = False
     """A decoder-only model (Llama): `seq_len` tokens, generation continues a prompt of that length."""
 
@@ -751,6 +767,11 @@ def _tokens(component: str, stack: str | None, s: Shape) -> int:
     if component in ("cross_k", "cross_v") or stack == "encoder" or (stack is None and s.decoder_len is None):
         return 1 if component in ("pooler", "head") and s.decoder_len is None else s.seq_len
     return s.decoder_len or s.seq_len
+
+
+def _heads(stack: str | None, s: Shape) -> int:
+    """Attention heads of the ops of `stack` (a BART decoder may have other heads than its encoder)."""
+    return s.decoder_heads if stack == "decoder" and s.decoder_heads else s.heads
 
 
 def _in_features(component: str, stack: str | None, s: Shape) -> int:
@@ -762,18 +783,20 @@ def _in_features(component: str, stack: str | None, s: Shape) -> int:
 def row_op(component: str, layer: int | None, stack: str | None, macs: int, firing_rate: float | None, steps: int,
            module: str, s: Shape) -> MemOp:
     """The MemOp of one MAC row (per step), its shape from `s`; refuses a count that does not factor."""
-    common = dict(component=component, layer=layer, macs=macs, firing_rate=firing_rate, steps=steps, stack=stack)
+    common = dict(component=component, layer=layer, macs=macs, firing_rate=firing_rate, steps=steps, stack=stack,
+                  rescaled=s.rescaled)
     if component in MATMULS:
         cross = component.startswith("cross_")
         n_q = s.decoder_len if stack == "decoder" and s.decoder_len else s.seq_len
         n_k = s.seq_len if cross or stack != "decoder" else n_q
+        heads = _heads(stack, s)
         inner, rest = divmod(macs, n_q * n_k)
-        kv_inner, kv_rest = divmod(inner * (s.kv_heads or s.heads), s.heads)
+        kv_inner, kv_rest = divmod(inner * (s.kv_heads or heads), heads)
         if rest or kv_rest:
             raise EnergyAuditError(f"{module or component}: {macs:,} MACs do not factor as {n_q} x {n_k} x width")
         # grouped-query attention: the spiked K/V holds H_kv heads, read once per group of query heads
         operand = n_k * kv_inner
-        probs = s.heads * n_q * n_k
+        probs = heads * n_q * n_k
         other, out = (n_q * inner, probs) if component.endswith("qk") else (probs, n_q * inner)
         return MemOp(produced=operand, read=operand, other=other, out=out, stateful=s.kv_stateful, **common)
     if module in s.linear_shapes:
@@ -848,7 +871,7 @@ def generation_ops(forward: Sequence[MemOp], s: Shape, target_len: int, *, cache
                 lines["cross_kv"].append(replace(op, macs=0, read=0, other=0, out=0, line="cross_kv"))
             for step in steps:
                 n_q = step.tokens
-                probs = s.heads * n_q * n_e
+                probs = _heads(op.stack, s) * n_q * n_e
                 other, out = (n_q * inner, probs) if op.component.endswith("qk") else (probs, n_q * inner)
                 read = (dict(produced=0, read=0, cached=n_e * inner) if cache
                         else dict(produced=n_e * inner, read=n_e * inner))
@@ -867,7 +890,7 @@ def generation_ops(forward: Sequence[MemOp], s: Shape, target_len: int, *, cache
             kv = op.produced // n  # K/V width H_kv·d_h (grouped-query heads)
             for step in steps:
                 n_q, n_k = step.tokens, step.keys
-                probs = s.heads * n_q * n_k
+                probs = _heads(op.stack, s) * n_q * n_k
                 other, out = (n_q * width, probs) if op.component.endswith("qk") else (probs, n_q * width)
                 if cache and not step.prompt:  # the new K/V spikes are written, all n_k read from the cache
                     read = dict(produced=n_q * kv, read=0, cached=n_k * kv)
@@ -898,16 +921,18 @@ def shape_of(config: Mapping[str, Any], seq_len: int, decoder_len: int | None,
         heads = int(config["num_attention_heads"])
         return Shape(hidden=int(config["hidden_size"]), heads=heads, ffn=int(config["intermediate_size"]),
                      seq_len=seq_len, linear_shapes=dict(linear_shapes or {}),
-                     kv_stateful=config.get("neuron_kind") == "lif",
+                     kv_stateful=config.get("neuron_kind") == "lif", rescaled=rescales_outputs(config),
                      kv_heads=int(config.get("num_key_value_heads") or heads), causal=True)
     if decoder_len is not None:
         return Shape(hidden=int(config["d_model"]), heads=int(config.get("encoder_attention_heads", 1)),
+                     decoder_heads=int(config.get("decoder_attention_heads") or config.get("encoder_attention_heads", 1)),
+                     rescaled=rescales_outputs(config),
                      ffn=int(config["encoder_ffn_dim"]), seq_len=seq_len, decoder_len=decoder_len,
                      decoder_ffn=int(config["decoder_ffn_dim"]), linear_shapes=dict(linear_shapes or {}),
                      kv_stateful=config.get("neuron_kind") == "lif")
     return Shape(hidden=int(config["hidden_size"]), heads=int(config["num_attention_heads"]),
                  ffn=int(config["intermediate_size"]), seq_len=seq_len, linear_shapes=dict(linear_shapes or {}),
-                 kv_stateful=config.get("neuron_kind") == "lif")
+                 kv_stateful=config.get("neuron_kind") == "lif", rescaled=rescales_outputs(config))
 
 
 def value_bytes(profile: CostProfile) -> int:

@@ -31,6 +31,8 @@ def paper_setting(
     pooler: bool = True,
     float_components: Iterable[str] = (),
     terms: SpikingTerms = SpikingTerms(),
+    kv_stateful: bool = False,
+    rescaled: bool = True,
 ) -> EnergyReport:
     """Energy of BERT-base at 128 tokens (closed form, batch 1) under the given firing rates.
 
@@ -38,7 +40,9 @@ def paper_setting(
     about 0.345): all encoder matmuls are ACs, the pooler is a MAC. `firing_rates` is one rate or
     a mapping keyed by component or (component, layer). Encoder components named in
     `float_components` (e.g. qk and av of a model with spike_kv off) are billed as float MACs.
-    `terms` adds the spiking side's membrane updates and alpha rescalings at these shapes.
+    `terms` adds the spiking side's membrane updates and alpha rescalings at these shapes, for neurons
+    like the audited model's (`kv_stateful`: K/V spikes with a membrane, LIF; `rescaled`: spikes with a
+    per-step amplitude, `memory.rescales_outputs`).
     """
     per_layer = bert_layer_macs(hidden, heads, intermediate, seq_len)
     floats = set(float_components)
@@ -60,7 +64,8 @@ def paper_setting(
             f"closed form: d={hidden}, {layers} layers, {heads} heads, d_ff={intermediate}",
         ),
     )
-    shape = Shape(hidden=hidden, heads=heads, ffn=intermediate, seq_len=seq_len)
+    shape = Shape(hidden=hidden, heads=heads, ffn=intermediate, seq_len=seq_len, kv_stateful=kv_stateful,
+                  rescaled=rescaled)
     return with_terms(report, forward_ops(report.rows, shape), terms)
 
 
@@ -79,12 +84,15 @@ def bart_paper_setting(
     lm_head: bool = True,
     float_components: Iterable[tuple[str, str]] = (),
     terms: SpikingTerms = SpikingTerms(),
+    kv_stateful: bool = False,
+    rescaled: bool = True,
 ) -> EnergyReport:
     """Energy of BART-base, teacher-forced at `source_len`/`target_len` (closed form, batch 1).
 
     `firing_rates` is keyed by (stack, component) or component; the LM head (n_d·d·V) is a float
     MAC. (stack, component) pairs in `float_components` (e.g. K/V matmuls with spike_kv off) are
-    billed as float MACs, T times. `terms` adds the spiking side's membrane updates and alpha rescalings.
+    billed as float MACs, T times. `terms` adds the spiking side's membrane updates and alpha rescalings
+    (`kv_stateful`, `rescaled`: as for `paper_setting`).
     """
     b = BART_BASE
     floats = set(float_components)
@@ -107,7 +115,7 @@ def bart_paper_setting(
                   + (", LM head V=50265 (MAC)" if lm_head else ""),),
     )
     shape = Shape(hidden=b["d_model"], heads=12, ffn=b["encoder_ffn_dim"], seq_len=source_len, decoder_len=target_len,
-                  decoder_ffn=b["decoder_ffn_dim"])
+                  decoder_ffn=b["decoder_ffn_dim"], kv_stateful=kv_stateful, rescaled=rescaled)
     return with_terms(report, forward_ops(report.rows, shape), terms)
 
 

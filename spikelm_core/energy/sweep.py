@@ -437,6 +437,11 @@ def _shape(model, plan: _Plan, args: EnergyArgs) -> Shape:
     return shape_of(plan.source.config, args.seq_len, plan.target_len if plan.seq2seq else None, linear)
 
 
+def _neurons_of(shape: Shape | None) -> dict[str, bool]:
+    """What the paper setting takes of the audited model's neurons: K/V membranes, per-step amplitudes."""
+    return {} if shape is None else {"kv_stateful": shape.kv_stateful, "rescaled": shape.rescaled}
+
+
 def _memory(model, plan: _Plan, args: EnergyArgs, profile: CostProfile, memory: MemorySettings,
             ops: Sequence[MemOp] | None, shape: Shape | None, paper: EnergyReport | None, neurons,
             T: int) -> tuple[MemoryReport | None, MemoryReport | None, dict[str, Any] | None]:
@@ -457,7 +462,7 @@ def _memory(model, plan: _Plan, args: EnergyArgs, profile: CostProfile, memory: 
                       for mode in ("kv_cache", "no_cache")}
     paper_memory = None
     if paper is not None:
-        paper_ops = forward_ops(paper.rows, PAPER_SHAPES["bart" if plan.seq2seq else "bert"])
+        paper_ops = forward_ops(paper.rows, replace(PAPER_SHAPES["bart" if plan.seq2seq else "bert"], **_neurons_of(shape)))
         paper_memory = memory_report(paper_ops, assumptions, memory.bounds)
     return (memory_report(ops, assumptions, memory.bounds, memory.what_if, generation, plan.target_len),
             paper_memory, bench)
@@ -499,11 +504,12 @@ def _run_point(model, plan: _Plan, args: EnergyArgs, profile: CostProfile, memor
     elif plan.seq2seq:
         paper = bart_paper_setting(_component_rates(report), timesteps=T, profile=profile,
                                    float_components={(f.stack, f.component) for f in floats
-                                                     if f.component in SPIKING_COMPONENTS}, terms=args.terms)
+                                                     if f.component in SPIKING_COMPONENTS},
+                                   terms=args.terms, **_neurons_of(shape))
     else:
         paper = paper_setting(_component_rates(report), timesteps=T, profile=profile,
                               float_components={f.component for f in floats if f.component in ENCODER_COMPONENTS},
-                              terms=args.terms)
+                              terms=args.terms, **_neurons_of(shape))
     ratio_ci, rate_ci = bootstrap(report, firing.profiles, args.bootstrap, args.confidence, args.seed)
     neurons = neuron_rates(firing, count)
     run_memory, paper_memory, bench = _memory(model, plan, args, profile, memory, ops, shape, paper, neurons, T)

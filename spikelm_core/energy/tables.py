@@ -446,10 +446,12 @@ def generation_lines_table(run: dict, star: str) -> Table:
 
 def components_table(run: dict, star: str) -> list[Block]:
     total = run["energy_spiking_mj"] or 1.0
+    # membrane updates, like MACs, are fixed by the architecture: no random-weight mark
+    acs_star = lambda c: star if c["spiking_acs"] and c["component"] != "neuron_updates" else ""  # noqa: E731
     rows = [
         (component_label(c), num(c["macs"]), rate(c["firing_rate"]) + (star if c["firing_rate"] is not None else ""),
-         num(c["spiking_acs"]) + (star if c["spiking_acs"] else ""), num(c["spiking_macs"]), mj(c["energy_dense_mj"]),
-         mj(c["energy_spiking_mj"]) + (star if c["spiking_acs"] else ""),
+         num(c["spiking_acs"]) + acs_star(c), num(c["spiking_macs"]), mj(c["energy_dense_mj"]),
+         mj(c["energy_spiking_mj"]) + acs_star(c),
          f"{c['energy_spiking_mj'] / total:.1%}" + star)  # a share of the random weights' total
         for c in run["components"]
     ]

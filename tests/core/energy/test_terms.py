@@ -236,3 +236,64 @@ def test_cli_flags(tiny_dense_bert_dir):
     assert "and control." in table.stdout  # the caveat no longer says that state updates are left out
     plain = runner.invoke(app, [*args, "--format", "json"])
     assert json.loads(plain.stdout)["count_neuron_updates"] is False
+
+
+# --- neurons without a per-step amplitude, LIF's membranes, a BART decoder with its own heads -------
+
+
+@pytest.fixture(scope="module")
+def lif_bert(tiny_dense_bert_dir, tmp_path_factory):
+    from spikelm_core.conversion import convert_model
+    from spikelm_core.neurons.settings import NeuronSettings
+
+    out = tmp_path_factory.mktemp("terms_lif") / "lif"
+    convert_model(str(tiny_dense_bert_dir), out, NeuronSettings(kind="lif", num_timesteps=2), seq_len=L,
+                  batch_size=2, calib_batches=1)
+    return out
+
+
+def test_lif_has_no_alpha_and_keeps_kv_membranes(lif_bert):
+    run = estimate_energy_sweep(str(lif_bert), seq_len=L, batches=1, batch_size=2, bootstrap=0,
+                                count_neuron_updates=True, count_alpha_scale=True).runs[0]
+    t = run.timesteps
+    assert t == 2
+    # LIF spikes are {0, 1}: no amplitude to rescale; K and V spike through neurons with a membrane
+    assert _component(run.report, "alpha_scale") is None
+    assert _component(run.report, "neuron_updates").spiking_acs == t * LAYERS * (7 * L * D + L * FF)
+    # the paper setting takes the same neurons, at BERT-base's shapes
+    assert _component(run.paper, "neuron_updates").spiking_acs == t * 12 * (7 * 128 * 768 + 128 * 3072)
+    assert _component(run.paper, "alpha_scale") is None
+
+
+@pytest.mark.parametrize("settings, rescaled", [
+    ({}, True), ({"neuron_kind": "lif"}, False), ({"amplitude": "unit"}, False), ({"alpha_mode": "fixed"}, False),
+    ({"alpha_mode": "fixed", "learn_alpha": True}, True),
+])
+def test_which_spikes_are_rescaled(settings, rescaled):
+    from spikelm_core.energy.memory import rescales_outputs
+
+    assert rescales_outputs({"model_type": "spiking_bert", **settings}) is rescaled
+
+
+def test_bart_decoder_heads_of_its_own(tmp_path):
+    d = tmp_path / "dense_bart"
+    torch.manual_seed(0)
+    BartForConditionalGeneration(BartConfig(**{**BART_TINY, "decoder_attention_heads": 2})).save_pretrained(d)
+    BertTokenizerFast(vocab=str(write_tiny_vocab(tmp_path / "vocab.txt"))).save_pretrained(d)
+    common = dict(seq_len=SRC, target_len=TGT, batches=1, batch_size=2, bootstrap=0, memory="none")
+    base = estimate_energy_sweep(str(d), **common).runs[0].generation.to_dict()["kv_cache"]["last_token"]
+    both = estimate_energy_sweep(str(d), count_alpha_scale=True, **common).runs[0].generation.to_dict()
+    got = both["kv_cache"]["last_token"]["spiking_macs"] - base["spiking_macs"]
+    assert got == T * 2 * (9 * BD + BF + 2 * (TGT + SRC))  # the decoder's 2 heads, not the encoder's 3
+
+
+def test_config_only_marks_rates_not_updates(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({**TINY, "model_type": "bert", "architectures": ["BertModel"]}))
+    res = runner.invoke(app, ["energy", "--model", str(tmp_path), "--seq-len", str(L), "--batches", "1",
+                              "--batch-size", "2", "--bootstrap", "0", "--memory", "none", "--count-neuron-updates",
+                              "--detail"])
+    assert res.exit_code == 0, res.output
+    (line,) = [x for x in res.stdout.splitlines() if "neuron_updates" in x]
+    cells = [c.strip() for c in line.split("│") if c.strip()]
+    assert cells[3] == f"{bert_updates(T, LAYERS, L, D, FF):,}"  # spiking ACs: no random-weight mark
+    assert not cells[6].endswith("*") and cells[7].endswith("*")  # its energy neither; its share of the total does
