@@ -446,17 +446,24 @@ def _primary(metrics: dict[str, dict[str, float]], name: str | None) -> float | 
     return None
 
 
+def _energy_settings(run_cfg, settings) -> dict[str, Any]:
+    """What a point's energy audit ran with (its record keeps them: an audit with others is run again)."""
+    return {"seq_len": settings.seq_len or run_cfg.data.max_length, "data": settings.data,
+            "batches": settings.batches, "count_neuron_updates": settings.count_neuron_updates,
+            "count_alpha_scale": settings.count_alpha_scale}
+
+
 def _energy(final_dir: Path, run_cfg, settings) -> dict[str, Any]:
     from .energy import EnergyArgs, run_energy
 
-    args = EnergyArgs(model=str(final_dir), seq_len=settings.seq_len or run_cfg.data.max_length,
-                      data=settings.data, batches=settings.batches, bootstrap=0, memory="none")
+    audit = _energy_settings(run_cfg, settings)
+    args = EnergyArgs(model=str(final_dir), bootstrap=0, memory="none", **audit)
     report = run_energy(args)
     run = report.runs[0]
     return {"ratio": run.report.totals()["ratio"],
             "paper_ratio": run.paper.totals()["ratio"] if run.paper is not None else None,  # none for a decoder
             "mean_firing_rate": run.report.mean_firing_rate, "seq_len": args.seq_len,
-            "data": report.data, "amplitudes": run.amplitudes}
+            "data": report.data, "amplitudes": run.amplitudes, "settings": audit}
 
 
 def _replay(command: str, run_dir: Path) -> str:
@@ -778,8 +785,10 @@ def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None,
                       "minutes": timer.seconds / 60, "command": _replay(cfg.command, run_dir), "energy": None}
             if main:
                 atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
-        if main and energy.enabled and not record.get("energy") and run_cfg.neuron.spiking:
-            say(f"{where}: energy audit of {run_dir / FINAL}")
+        audited = (record.get("energy") or {}).get("settings")
+        if main and energy.enabled and run_cfg.neuron.spiking and audited != _energy_settings(run_cfg, energy):
+            say(f"{where}: energy audit of {run_dir / FINAL}"
+                + (" (audited earlier with other or unrecorded settings)" if record.get("energy") else ""))
             record["energy"] = _energy(run_dir / FINAL, run_cfg, energy)
             atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
         report.rows.append(_row_from(point, record, cfg.sweep.start_from.get(point.name)))

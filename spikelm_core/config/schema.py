@@ -626,6 +626,10 @@ class SweepEnergyArgs(_Section):
     """A UTF-8 text file for the audit's firing pass; None = the packaged calibration text."""
     batches: int = Field(4, ge=1)
     """Calibration-text batches traced for the firing rates."""
+    count_neuron_updates: bool = False
+    """Also bill the membrane updates (`spikelm energy --count-neuron-updates`)."""
+    count_alpha_scale: bool = False
+    """Also bill the rescaling by alpha (`spikelm energy --count-alpha-scale`)."""
 
 
 SWEEP_OWNED_NOTE = ("the sweep sets this itself for every point (out_dir: <sweep's out_dir>/<point>; sweep: "

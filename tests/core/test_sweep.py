@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -535,3 +536,32 @@ def test_relative_paths_of_the_sweep_section_are_read_from_the_recipes_folder(tm
     assert layer["sweep"]["points"]["d"]["distill.teacher"] == ref
     cfg = load_config(FinetuneConfig, folder / "r.yaml")
     assert cfg.sweep.reference == ref and cfg.sweep.points["b"]["model"] == ref
+
+
+def test_the_energy_audit_runs_again_when_its_settings_change(tmp_path, monkeypatch):
+    from spikelm_core import sweep as sweep_module
+
+    audits = []
+
+    def fake_energy(final_dir, run_cfg, settings):
+        audits.append((Path(final_dir).parent.name, settings.batches, settings.count_neuron_updates))
+        ratio = 4.0 - (0.5 if settings.count_neuron_updates else 0.0)
+        return {"ratio": ratio, "paper_ratio": None, "mean_firing_rate": 0.3, "seq_len": 16, "data": {},
+                "amplitudes": "checkpoint", "settings": sweep_module._energy_settings(run_cfg, settings)}
+
+    monkeypatch.setattr(sweep_module, "_energy", fake_energy)
+    monkeypatch.setattr(training, "run_finetune", _FakeTrainer())
+    out = tmp_path / "study"
+    sweep = {"grid": {"neuron.k": [2.0, 3.0]}, "energy": {"batches": 2}}
+    run_sweep(_cfg(out, sweep))
+    assert audits == [("k2", 2, False), ("k3", 2, False)]
+    run_sweep(_cfg(out, sweep))  # the same settings: nothing to audit again
+    assert len(audits) == 2
+    trainer = _FakeTrainer()
+    monkeypatch.setattr(training, "run_finetune", trainer)
+    report = run_sweep(_cfg(out, {**sweep, "energy": {"batches": 2, "count_neuron_updates": True}}))
+    assert trainer.calls == []  # the points are not trained again
+    assert audits[2:] == [("k2", 2, True), ("k3", 2, True)]
+    assert [r.energy_ratio for r in report.rows] == [3.5, 3.5]
+    record = json.loads((out / "k2" / POINT_FILE).read_text())
+    assert record["energy"]["settings"]["count_neuron_updates"] is True
