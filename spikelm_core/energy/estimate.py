@@ -8,7 +8,8 @@ fraction of its spiking operand (a -alpha spike is one AC, like +alpha), `MACs_f
 two float operands (pooler, heads). It is arithmetic only and ignores data movement (section 9).
 
 `energy_from_counts` is the whole arithmetic on plain numbers; `estimate_energy` counts a model
-first. The report objects live in `report.py`; `paper.py` prices the paper's closed-form models.
+first; `with_terms` adds the spiking side's membrane updates and rescalings by alpha when switched on
+(`memory.SpikingTerms`: --count-neuron-updates, --count-alpha-scale). The report objects live in `report.py`; `paper.py` prices the paper's closed-form models.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from spikelm_core.energy.components import DEFAULT_SEQ_LEN, SPIKING_COMPONENTS
 from spikelm_core.energy.costs import FP32, CostProfile
 from spikelm_core.energy.errors import EnergyAuditError
 from spikelm_core.energy.macs import MacRow, count_macs
-from spikelm_core.energy.memory import MemOp, SpikingTerms, alpha_scales, membrane_updates
+from spikelm_core.energy.memory import MemOp, SpikingTerms, alpha_scales, forward_ops, membrane_updates, shape_of
 from spikelm_core.energy.report import EnergyReport, EnergyRow
 from spikelm_core.errors import ConfigError
 from spikelm_core.firing import neuron_module_names
@@ -218,12 +219,14 @@ def estimate_energy(
     seq_len: int = DEFAULT_SEQ_LEN,
     num_timesteps: int | None = None,
     count_norm: bool = False,
+    terms: SpikingTerms = SpikingTerms(),
 ) -> EnergyReport:
     """Count `model`'s MACs with fvcore (`count_macs`) and price them with `energy_from_counts`.
 
     `model` is the spiking model (T from its config; rates keyed by neuron module name, as
     `spikelm_core.firing.measure_firing` gives them) or a dense BERT of the same shape (then give
-    `num_timesteps` and rates keyed by component or (component, layer)).
+    `num_timesteps` and rates keyed by component or (component, layer)). `terms` adds the spiking
+    side's membrane updates and rescalings by alpha (`with_terms`), at the model's own shapes.
     """
     if neuron_module_names(model):
         count = count_macs(model, seq_len=seq_len, count_norm=count_norm, num_timesteps=num_timesteps)
@@ -236,14 +239,19 @@ def estimate_energy(
             )
         count = count_macs(model, seq_len=seq_len, count_norm=count_norm)
         timesteps = num_timesteps
-    return energy_from_counts(
+    report = energy_from_counts(
         count.rows,
         firing_rates,
         timesteps,
         profile,
         seq_len=seq_len,
-        included=included_items(count_norm, (r.component for r in count.rows)),
+        included=included_items(count_norm, (r.component for r in count.rows), terms),
     )
+    if not terms.any:
+        return report
+    linear = {name: (m.in_features, m.out_features) for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    shape = shape_of(model.config.to_dict(), seq_len, count.decoder_len, linear)
+    return with_terms(report, forward_ops(report.rows, shape), terms)
 
 
 def implied_mean_firing_rate(ratio: float, timesteps: int, profile: CostProfile = FP32) -> float:

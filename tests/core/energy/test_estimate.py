@@ -184,3 +184,11 @@ def test_dense_model_needs_timesteps():
     report = estimate_energy(dense, 0.3, seq_len=7, num_timesteps=4)
     assert report.mean_firing_rate == pytest.approx(0.3)
     assert report.energy_spiking_mj == pytest.approx((0.9 * 4 * 0.3 * 61824 + 4.6 * 576) / 1e9)
+    # the spiking side's terms at the model's own shapes (7 tokens, d 24, f 37, 3 heads, 2 layers, T 4)
+    from spikelm_core.energy import SpikingTerms
+
+    both = estimate_energy(dense, 0.3, seq_len=7, num_timesteps=4,
+                           terms=SpikingTerms(neuron_updates=True, alpha_scale=True))
+    updates, scales = 4 * 2 * (5 * 7 * 24 + 7 * 37), 4 * 2 * (6 * 7 * 24 + 7 * 37 + 3 * 7 * 7)
+    assert both.total_spiking_acs == pytest.approx(report.total_spiking_acs + updates)
+    assert both.energy_spiking_mj == pytest.approx(report.energy_spiking_mj + (0.9 * updates + 4.6 * scales) / 1e9)
