@@ -60,6 +60,7 @@ from .errors import CheckpointError, ConfigError, first_details
 from .hub import cached_snapshot, download_snapshot, hub_offline, hub_reachable, offline_flag
 from .io import atomic_output_dir, atomic_write_bytes, wrapped_os_error
 from .log import get_logger
+from .models.common import ignore_tied_keys_on_save
 from .models.spiking_bart import SpikingBartConfig, SpikingBartForConditionalGeneration, SpikingBartModel
 from .models.spiking_bert import (
     SpikingBertConfig,
@@ -1101,6 +1102,8 @@ def load_model(
         reconvert=reconvert,
     )
     spiking = hasattr(model, "spiking_neurons")
+    if not spiking:
+        ignore_tied_keys_on_save(model)  # a dense model's tied keys, as spikelm's classes have them
     try:
         report = copy_weights(model, state, family, neuron_state=spiking and not converted, skip=skip, where=str(model_dir))
     except CheckpointError:
@@ -1266,10 +1269,10 @@ def _load_generation_config(model: nn.Module, model_dir: Path) -> None:
 # ----------------------------------------------------------------------------------- teachers
 
 def check_teacher(teacher, student, *, distill=None, num_labels: int | None = None, source: str = "teacher",
-                  positions: int | None = None) -> None:
+                  positions: int | None = None, positions_key: str = "data.max_length") -> None:
     """Teacher and student must share family and vocabulary (and the label count, and the shapes the
     distillation loss compares layer by layer); the teacher must read the run's `positions` per
-    sequence. `distill` is read for `alpha_hidden` / `alpha_attn`."""
+    sequence (the setting `positions_key` asks for them). `distill` is read for `alpha_hidden` / `alpha_attn`."""
     t, s = teacher.config, student.config
     tf, sf = family_of(t.model_type), family_of(s.model_type)
     alpha_hidden = float(getattr(distill, "alpha_hidden", 0) or 0)
@@ -1283,7 +1286,7 @@ def check_teacher(teacher, student, *, distill=None, num_labels: int | None = No
         problems.append(f"labels: teacher {t.num_labels}, task {num_labels}")
     limit = getattr(t, "max_position_embeddings", None)
     if positions is not None and limit is not None and limit < positions:
-        problems.append(f"positions: teacher {limit}, the run's sequences {positions} (data.max_length)")
+        problems.append(f"positions: teacher {limit}, the run's sequences {positions} ({positions_key})")
     if tf is sf is BART:
         if alpha_attn > 0:
             problems.append("distill.alpha_attn: the seq2seq distillation has no attention term; set it to 0")
@@ -1338,6 +1341,7 @@ def load_teacher(
     attn_eager: bool | None = None,
     positions: int | None = None,
     label_maps: Mapping[str, Any] | None = None,
+    positions_key: str = "data.max_length",
 ):
     """The dense teacher for `head`, in eval mode, through `load_model`; checked against `student`
     (and against the run's `positions` per sequence, when given). `label_maps`: the task's labels, so a
@@ -1377,7 +1381,8 @@ def load_teacher(
         )
     model.eval()
     if student is not None:
-        check_teacher(model, student, distill=distill, num_labels=num_labels, source=name, positions=positions)
+        check_teacher(model, student, distill=distill, num_labels=num_labels, source=name, positions=positions,
+                      positions_key=positions_key)
     return model
 
 

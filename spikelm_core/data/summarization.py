@@ -67,6 +67,7 @@ def _read_file(path: Path, split: str) -> datasets.Dataset:
     if suffix not in _EXTENSIONS:
         raise DataError(f"'{path}': expected a .jsonl, .json or .csv file, got '{suffix or 'no suffix'}'")
     builder = "csv" if suffix == ".csv" else "json"
+    _check_utf8(path)  # pyarrow's JSON reader takes bad bytes in silently, and they surface later as a traceback
     try:
         with quiet_progress():  # "Generating train split" bars: the CLI shows the run's own progress
             ds = datasets.load_dataset(builder, data_files={split: str(path)}, split=split)
@@ -79,6 +80,23 @@ def _read_file(path: Path, split: str) -> datasets.Dataset:
 
 
 _ROW_EXAMPLE = '{"document": "...", "summary": "..."}'
+
+
+def _check_utf8(path: Path) -> None:
+    """DataError naming the first byte of `path` that is not UTF-8 (read in blocks: files may be large)."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    try:
+        with path.open("rb") as f:
+            while block := f.read(1 << 24):
+                decoder.decode(block)
+                offset += len(block)
+            decoder.decode(b"", final=True)  # a sequence cut off at the end
+    except UnicodeDecodeError as exc:
+        raise DataError(f"'{path}' is not UTF-8 text (byte {max(offset + exc.start, 0)})",
+                        hint="save the file as UTF-8") from exc
 
 
 def _file_problem(path: Path) -> DataError | None:
@@ -126,6 +144,11 @@ def _find_split_file(data_dir: Path, split: str) -> Path | None:
 
 
 def _normalise(ds, task: SummarizationTask, text_col: str, summary_col: str, where: str, subset: int | None):
+    if text_col == summary_col:
+        raise ConfigError(f"the document and the summary are both read from column '{text_col}'",
+                          details=[f"data.text_column: {text_col}", f"data.summary_column: {summary_col}"],
+                          hint=f"name two columns: task '{task.name}' reads '{task.text_column}' and "
+                               f"'{task.summary_column}' unless -s data.text_column=... / -s data.summary_column=... say otherwise")
     missing = [c for c in (text_col, summary_col) if c not in ds.column_names]
     if missing:
         raise DataError(
@@ -145,12 +168,11 @@ def _normalise(ds, task: SummarizationTask, text_col: str, summary_col: str, whe
                 f" (counting from 0: {first!r})",
                 hint=f"remove or fill those rows; {hint}",
             )
-    # the named columns become `document` and `summary`; a file's own columns of those names give way
-    for column, name in ((text_col, "document"), (summary_col, "summary")):
-        if column != name:
-            ds = ds.remove_columns([name]) if name in ds.column_names else ds
-            ds = ds.rename_column(column, name)
-    return ds
+    # the named columns become `document` and `summary` at once (two columns may swap names); a file's own
+    # columns of those names that are not read give way
+    names = {text_col: "document", summary_col: "summary"}
+    ds = ds.remove_columns([c for c in ("document", "summary") if c in ds.column_names and c not in names])
+    return ds.rename_columns({column: name for column, name in names.items() if column != name})
 
 
 def load_summarization(
@@ -175,6 +197,10 @@ def load_summarization(
         return _normalise(_read_file(path, split), spec, text_col, summary_col, f"'{path}'", subset)
     if data_dir is not None:
         d = Path(data_dir)
+        if d.is_file():
+            raise DataError(f"--data-dir '{d}' is a file: a summarisation task reads a directory of split files",
+                            hint=(f"give the file as -s data.{split}_file={d}, or put it in a directory as {split}.jsonl"
+                                  if split != "test" else "put it in a directory as test.jsonl and give that directory"))
         if not d.is_dir():
             raise DataError(f"data directory '{d}' does not exist")
         path = _find_split_file(d, split)

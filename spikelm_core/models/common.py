@@ -95,6 +95,15 @@ class TiedKeysNotSaved:
         super().post_init()
         self._keys_to_ignore_on_save = set(self._keys_to_ignore_on_save or ()) | set(self.all_tied_weights_keys)
 
+def ignore_tied_keys_on_save(model) -> None:
+    """What `TiedKeysNotSaved` does for spikelm's classes, on an instance of transformers' own (a dense
+    model trained by spikelm): its tied keys become keys to ignore on save, so a resumed run ties them
+    again instead of warning that they are missing from the checkpoint."""
+    tied = set(getattr(model, "all_tied_weights_keys", None) or ())
+    if tied:
+        model._keys_to_ignore_on_save = set(getattr(model, "_keys_to_ignore_on_save", None) or ()) | tied
+
+
 def reads_last_step(config: SpikingFields | None) -> bool:
     """Whether the heads read the last of the T steps (`readout: last`) rather than the mean over T."""
     return getattr(config, "readout", "mean") == "last"

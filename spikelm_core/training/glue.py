@@ -97,7 +97,7 @@ class GluePipeline(Pipeline):
             return None
         self.teacher = load_teacher(self.distill.teacher, HEAD, student=student, distill=self.distill,
                                     num_labels=self.spec.num_labels, families=FAMILIES,
-                                    label_maps=_label_maps(self.spec))
+                                    label_maps=_label_maps(self.spec), positions=self.cfg.data.max_length)
         return self.teacher
 
     def load_data(self, loaded: LoadedModel):

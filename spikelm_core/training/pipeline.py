@@ -151,6 +151,9 @@ class Pipeline:
             source = "the first training batch" if t.calibration_examples is None else f"the first {n} training examples"
         return source + (", pads excluded" if t.calibration_tokens == "real" else "")
 
+    final_warnings: list[str] = []
+    """What makes the final scores doubtful (set by `final_evaluation`; the run summary lists them)."""
+
     def final_evaluation(self, trainer, evals, collator, tokenizer) -> tuple[dict, str | None, FiringReport | None]:
         """({split: metrics}, primary metric, firing report) of the trained model."""
         raise NotImplementedError
@@ -417,7 +420,7 @@ def run_training(pipeline: Pipeline, *, resume: str | None, callbacks=None) -> R
             firing_rate_mean=report.description if report else None,
             layer_firing_rates=report.layer_rates() if report else {},
             target_firing_rate=cfg.train.target_firing_rate,
-            warnings=list(firing.warnings),
+            warnings=[*firing.warnings, *pipeline.final_warnings],
             samples_per_second=train_out.metrics.get("train_samples_per_second"),
             seconds=run.timer.seconds,
             precision=precision_name(args.bf16, args.fp16),

@@ -600,6 +600,12 @@ class RunDirectory:
                 hint="resume with the same recipe and overrides, or start a new run in another --out-dir; "
                 f"these may change: {', '.join(resume_may_change(self.cfg))}",
             )
+        # a data folder may move with the run (another machine, another mount); other data would change the run
+        for key, before, now in diff_configs(old, self.cfg):
+            if key == "data.data_dir" and is_main_process():
+                log.warning("data.data_dir was %s when the run started and is %s now: the steps from here read "
+                            "the files there; if they are not the same data, start a new run in another --out-dir",
+                            before, now)
 
     def write_config(self) -> None:
         """run_config.yaml with the run directory written out (absolute), so that a replay from any

@@ -18,11 +18,13 @@ from ..checkpoints import LoadedModel, load_model, load_teacher
 from ..data.summarization import check_lengths, get_summarization_task, load_summarization, tokenize_summarization
 from ..errors import DataError
 from ..evaluation.summarization import evaluate_summarization
+from ..log import get_logger
 from .args import training_arguments
 from .losses import logit_kd
 from .pipeline import Evaluation, Pipeline, record_final_metrics
 from .trainers import DistillTrainer, SpikelmTrainer
 
+log = get_logger("training")
 HEAD = "seq2seq_lm"
 FAMILIES = ("bart",)
 PRIMARY = "rougeL"
@@ -123,8 +125,10 @@ class Seq2SeqPipeline(Pipeline):
     def load_teacher(self, student):
         if self.distill is None:
             return None
+        d = self.cfg.data  # the teacher reads the sources and is fed the summaries: both within its positions
+        key = "data.max_target_length" if d.max_target_length > d.max_length else "data.max_length"
         return load_teacher(self.distill.teacher, HEAD, student=student, distill=self.distill, num_labels=None,
-                            families=FAMILIES)
+                            families=FAMILIES, positions=max(d.max_length, d.max_target_length), positions_key=key)
 
     def load_data(self, loaded: LoadedModel):
         d = self.cfg.data
@@ -160,10 +164,23 @@ class Seq2SeqPipeline(Pipeline):
 
     def final_evaluation(self, trainer, evals, collator, tokenizer):
         res = _score(self.cfg, trainer.model, tokenizer, evals["validation"], self.cfg.train.eval_batch_size)
+        self.final_warnings = _empty_summaries("validation", res)  # as eval says it: ROUGE 0 explained
+        if trainer.is_world_process_zero():
+            for message in self.final_warnings:
+                log.warning(message)
         return {"validation": res.rouge}, PRIMARY, res.firing
 
     def after_training(self, trainer, run, metrics):
         record_final_metrics(trainer, run, metrics)
+
+
+def _empty_summaries(split: str, res) -> list[str]:
+    """The warning of a split whose generated summaries are (partly) empty, each scoring ROUGE 0."""
+    if not res.empty_predictions:
+        return []
+    return [f"{split}: {res.empty_predictions} of {res.num_examples} generated summaries are empty once special "
+            "tokens are removed (the model ends at once or generates only special tokens), each scoring ROUGE 0; "
+            "is it trained for this task?"]
 
 
 class Seq2SeqEvaluation(Evaluation):
@@ -201,10 +218,7 @@ class Seq2SeqEvaluation(Evaluation):
         return metrics, examples, PRIMARY, report
 
     def warnings(self, loaded):
-        return [f"{split}: {res.empty_predictions} of {res.num_examples} generated summaries are empty once special "
-                "tokens are removed (the model ends at once or generates only special tokens), each scoring ROUGE 0; "
-                "is it trained for this task?"
-                for split, res in getattr(self, "results", {}).items() if res.empty_predictions]
+        return [message for split, res in getattr(self, "results", {}).items() for message in _empty_summaries(split, res)]
 
     def result_fields(self):
         return {"summaries": {split: res.examples for split, res in self.results.items()},

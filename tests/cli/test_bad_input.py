@@ -458,3 +458,28 @@ def test_a_summarisation_run_lists_its_missing_teacher_and_both_files_together(t
                               "-s", f"data.train_file={same}", "-s", f"data.validation_file={same}"])
     refused(res, 4)
     assert res.stderr.count(str(same)) == 1, res.stderr
+
+
+def test_a_summarisation_teacher_must_hold_the_summaries_positions(tmp_path):
+    import json
+
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    from tests.conftest import write_tiny_bart
+    from tests.core.models.test_spiking_bart import BART_TINY
+
+    (tmp_path / "s").mkdir()
+    student = write_tiny_bart(tmp_path / "s")
+    teacher = tmp_path / "teacher"
+    BartForConditionalGeneration(BartConfig(**{**BART_TINY, "max_position_embeddings": 12})).save_pretrained(teacher)
+    rows = "".join(json.dumps({"document": "the river rose over the bridge", "summary": "the river rose"}) + "\n"
+                   for _ in range(4))
+    for split in ("train", "validation"):
+        (tmp_path / f"{split}.jsonl").write_text(rows)
+    out = tmp_path / "run"
+    res = runner.invoke(app, ["distill", "--task", "xsum", "--model", str(student), "--out-dir", str(out),
+                              "-s", f"distill.teacher={teacher}", "-s", f"data.train_file={tmp_path / 'train.jsonl'}",
+                              "-s", f"data.validation_file={tmp_path / 'validation.jsonl'}", "-s", "data.max_length=10",
+                              "-s", "data.max_target_length=16", "-s", "train.max_steps=1", "-s", "train.device=cpu"])
+    refused(res, 3, "positions: teacher 12, the run's sequences 16 (data.max_target_length)")
+    assert not out.exists()  # refused before the run directory is made

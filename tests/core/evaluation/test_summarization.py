@@ -46,6 +46,30 @@ def test_missing_columns_are_named(tmp_path):
     assert (ds[0]["document"], ds[0]["summary"]) == ("b", "t")
 
 
+def test_columns_that_swap_or_collide(tmp_path):
+    f = write_jsonl(tmp_path / "swap.jsonl", [{"document": "the summary", "summary": "the document", "id": 3, "body": "b"}])
+    ds = load_summarization("xsum", "validation", files={"validation": f}, text_column="summary",
+                            summary_column="document")
+    assert (ds[0]["document"], ds[0]["summary"], ds[0]["id"]) == ("the document", "the summary", 3)
+    ds = load_summarization("xsum", "validation", files={"validation": f}, text_column="body", summary_column="summary")
+    assert set(ds.column_names) == {"document", "summary", "id"} and ds[0]["summary"] == "the document"
+    assert ds[0]["document"] == "b"  # the file's own document column, not read, gives way
+    with pytest.raises(ConfigError, match="both read from column 'summary'") as exc:
+        load_summarization("xsum", "validation", files={"validation": f}, text_column="summary")
+    assert "'document' and 'summary'" in exc.value.hint
+
+
+def test_non_utf8_json_lines_and_a_file_for_a_directory(tmp_path):
+    bad = tmp_path / "validation.jsonl"
+    bad.write_bytes(b'{"document": "ok", "summary": "s"}\n{"document": "He said \x92a good day\x92.", "summary": "G."}\n')
+    with pytest.raises(DataError, match=r"is not UTF-8 text \(byte 57\)") as exc:
+        load_summarization("xsum", "validation", data_dir=tmp_path)
+    assert exc.value.hint == "save the file as UTF-8"
+    with pytest.raises(DataError, match="is a file") as exc:
+        load_summarization("xsum", "validation", data_dir=bad)
+    assert f"-s data.validation_file={bad}" in exc.value.hint
+
+
 def test_the_test_split_hint_names_a_directory(tmp_path):
     with pytest.raises(DataError) as exc:
         load_summarization("xsum", "test", data_dir=_empty_dir(tmp_path))

@@ -253,3 +253,21 @@ def test_tied_weights_are_saved_once_and_ignored_on_save_so_a_resume_ties_them_a
     assert missing and missing == fresh._keys_to_ignore_on_save
     fresh.tie_weights()
     assert torch.equal(fresh.lm_head.weight, model.lm_head.weight)
+
+
+def test_a_dense_bart_loaded_for_training_ties_its_keys_again_on_resume(tmp_path):
+    """As spikelm's classes do (above): a dense BART that spikelm loads has its tied keys as the keys to
+    ignore on save, so the Trainer's resume ties them instead of warning that they are missing."""
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    from spikelm_core.checkpoints import load_model
+    from spikelm_core.neurons.settings import NeuronSettings
+
+    BartForConditionalGeneration(BartConfig(**BART_TINY)).save_pretrained(tmp_path / "dense")
+    loaded = load_model(tmp_path / "dense", head="seq2seq_lm", neuron=NeuronSettings(kind="dense"), need_tokenizer=False)
+    model = loaded.model
+    assert type(model).__name__ == "BartForConditionalGeneration"
+    model.save_pretrained(tmp_path / "checkpoint")
+    state = load_file(tmp_path / "checkpoint" / "model.safetensors")
+    missing = set(model.load_state_dict(state, strict=False).missing_keys)
+    assert missing == model._keys_to_ignore_on_save and "lm_head.weight" in missing

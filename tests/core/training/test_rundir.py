@@ -216,3 +216,27 @@ def test_a_resume_with_another_process_count_is_warned(tmp_path, caplog):
         warn_if_resumed_at_another_scale(str(two), args)
     assert "checkpoint-4 was saved by a run of 2 process(es), global batch 16; this one has 1, global batch 8" \
         in caplog.text
+
+
+def test_a_resume_from_another_data_folder_is_warned_and_other_settings_refused(tmp_path, caplog):
+    out = tmp_path / "run"
+
+    def cfg(**data):
+        return config_from_dict(FinetuneConfig, {"model": "m", "out_dir": str(out),
+                                                 "data": {"task": "sst2", **data}})
+
+    with RunDirectory(cfg(data_dir="/data/a"), "finetune", "never") as run:
+        run.write_config()
+    _checkpoint(out, 2, '{"global_step": 2}')
+    with caplog.at_level("WARNING", logger="spikelm"):
+        with RunDirectory(cfg(data_dir="/data/b"), "finetune", "auto") as run:
+            assert run.resume_from == str(out / "checkpoint-2")
+    assert "data.data_dir was /data/a when the run started and is /data/b now" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="spikelm"):
+        with RunDirectory(cfg(data_dir="/data/a"), "finetune", "auto"):
+            pass
+    assert "data.data_dir" not in caplog.text
+    with pytest.raises(ConfigError, match="differs from the one it started with"):
+        with RunDirectory(cfg(data_dir="/data/a", max_length=64), "finetune", "auto"):
+            pass

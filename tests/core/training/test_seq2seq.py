@@ -93,6 +93,23 @@ def test_distill_then_eval_on_tiny_bart(tiny_bart_teacher, tmp_path):
     assert not empty or any("generated summaries are empty" in w for w in data["warnings"])
 
 
+def test_a_runs_empty_summaries_are_warned_of_in_its_summary(tiny_bart_teacher, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    import spikelm_core.training.seq2seq as s2s
+
+    real = s2s._score
+    monkeypatch.setattr(s2s, "_score", lambda *a, **k: replace(real(*a, **k), empty_predictions=3))
+    train, val = _data(tmp_path)
+    res = runner.invoke(app, ["distill", "recipes/tiny/distill_xsum.yaml", "--out-dir", str(tmp_path / "run"),
+                              "--format", "json", "-s", f"model={tiny_bart_teacher}",
+                              "-s", f"distill.teacher={tiny_bart_teacher}", "-s", f"data.train_file={train}",
+                              "-s", f"data.validation_file={val}", "-s", "train.max_steps=1"])
+    assert res.exit_code == 0, res.output
+    assert any("validation: 3 of 4 generated summaries are empty" in w for w in json.loads(res.stdout)["warnings"])
+    assert "3 of 4 generated summaries are empty" in res.stderr  # said as the run ends, as eval says it
+
+
 @pytest.mark.slow
 def test_staged_local_distillation_on_tiny_bart(tiny_bart_teacher, tmp_path):
     out, _ = _distill_tiny_bart(tiny_bart_teacher, tmp_path, "train.max_steps=3", "distill.hidden_stage_steps=2",
