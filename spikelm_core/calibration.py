@@ -23,6 +23,9 @@ from .data.text import SHARED_DATA_DIR, read_utf8, require_special_tokens
 from .errors import CheckpointError, ConfigError, DataError, first_details
 from .firing import FiringRecorder, real_token_rows
 from .inputs import model_inputs
+from .log import get_logger
+
+log = get_logger("calibration")
 from .neurons import non_finite_neurons, spiking_neurons
 
 #: config.json key `spikelm convert` writes: its amplitudes come from the calibration text, not from a
@@ -199,6 +202,9 @@ def text_batches(tokenizer, text: str, seq_len: int = 128, batch_size: int = 8, 
         chunks = chunks[: max_batches * batch_size]
     if len(chunks) > 1 and len(chunks[-1]) < body:
         chunks.pop()
+    elif len(chunks[0]) < body:  # the only sequence, and short: the amplitudes rest on these few tokens
+        log.warning("the calibration text holds %d token(s), less than one sequence of %d: the amplitudes are "
+                    "calibrated on those alone (give a longer text)", len(chunks[0]), body)
     seqs = [[*head, *c, *tail] for c in chunks]
     batches = []
     for i in range(0, len(seqs), batch_size):

@@ -56,9 +56,9 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from .errors import CheckpointError, ConfigError, first_details
+from .errors import CheckpointError, ConfigError, OutputError, first_details
 from .hub import cached_snapshot, download_snapshot, hub_offline, hub_reachable, offline_flag
-from .io import atomic_output_dir, atomic_write_bytes, wrapped_os_error
+from .io import atomic_output_dir, atomic_write_bytes, check_output_location, wrapped_os_error
 from .log import get_logger
 from .models.common import ignore_tied_keys_on_save
 from .models.spiking_bart import SpikingBartConfig, SpikingBartForConditionalGeneration, SpikingBartModel
@@ -413,6 +413,12 @@ def gguf_model_dir(path: str | os.PathLike) -> Path:
     out = cache_root() / "gguf" / f"{path.stem}-{_file_digest(path)[:16]}"
     if (out / "config.json").is_file() and has_weights(out) and has_tokenizer(out):
         return out
+    try:  # before the de-quantisation: the cache is where this writes, not an output the user named
+        check_output_location(out)
+    except (ConfigError, OutputError) as exc:
+        exc.hint = ("spikelm caches the de-quantised model under $SPIKELM_CACHE (else $XDG_CACHE_HOME/spikelm or "
+                    "~/.cache/spikelm): point SPIKELM_CACHE at a writable folder")
+        raise
     log.info("de-quantising %s to fp32 (first use; cached in %s)", path, out)
     from transformers import AutoTokenizer, GgufConfig
 

@@ -41,7 +41,7 @@ def distill_command(
     spikelm distill recipes/tiny/distill.yaml --teacher runs/tiny-teacher/final --out-dir runs/tiny-distill
 
     A spiking decoder (KL to the dense model's next-token distribution; recipes/smollm2/distill_wikitext2.yaml):
-    spikelm distill --task wikitext2 --data-dir ../shared/data/text -s data.train_file=../shared/data/text/wikitext-2/valid.txt
+    spikelm distill --task wikitext2 -s data.train_file=../shared/data/text/wikitext-2/valid.txt -s data.validation_file=../shared/data/text/wikitext-2/test.txt
 
     Sweep (one run per point, then a table and a Pareto plot of metric against energy):
     spikelm distill recipes/minilm/sst2_distill_spikelm.yaml -g neuron.k=2,3,4 --out-dir runs/k-sweep

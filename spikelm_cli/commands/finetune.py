@@ -35,7 +35,7 @@ def finetune_command(
     """Fine-tune a spiking model (or a dense model converted on the fly) on a GLUE, summarization or language-modelling task.
 
     Example: spikelm finetune --task sst2 --model minilm --data-dir ../shared/data/glue -s train.max_steps=20
-    Example: spikelm finetune --task wikitext2 --model smollm2 --data-dir ../shared/data/text -s data.train_file=../shared/data/text/wikitext-2/valid.txt
+    Example: spikelm finetune --task wikitext2 --model smollm2 -s data.train_file=../shared/data/text/wikitext-2/valid.txt -s data.validation_file=../shared/data/text/wikitext-2/test.txt
 
     Sweep (one run per point, then a table and a Pareto plot of metric against energy):
     spikelm finetune recipes/tiny/finetune.yaml -g neuron.k=2,3,4 -g neuron.num_timesteps=1,4 --out-dir runs/sweep

@@ -108,7 +108,9 @@ def local_text_path(task: str, split: str, *, source: str | None = None, data_di
         if found is None:
             raise DataError(f"no {split} text in '{where}'",
                             details=["looked for " + ", ".join(str(c.relative_to(path)) for c in candidates)],
-                            hint=f"lay the folder out as {spec.local_dir}/{split}.txt, or give the text file itself")
+                            hint=f"lay the folder out as {spec.local_dir}/{split}.txt, or give the text file itself"
+                            + (f" (-s data.{'train' if split == 'train' else 'validation'}_file=FILE)"
+                               if split in ("train", "valid", "validation") else ""))
         return found
     return None
 

@@ -214,8 +214,9 @@ class CausalLmEvaluation(Evaluation):
             ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
             if d.max_tokens is not None:
                 ids = ids[: d.max_tokens]
-            out[split] = lm_windows(ids, self.seq_len, stride=self.stride, bos_token_id=bos,
-                                    what=f"the {split} text ({where})")
+            windows = lm_windows(ids, self.seq_len, stride=self.stride, bos_token_id=bos,
+                                 what=f"the {split} text ({where})")
+            out[split] = windows[: d.eval_subset] if d.eval_subset is not None else windows  # as a run's final score
         return out
 
     def calibration_batch(self, loaded, data):
@@ -319,8 +320,11 @@ class CausalLmPipeline(Pipeline):
         super().preflight()
 
     def check_data(self) -> None:
-        for split in ("train", TRAINING_EVAL_SPLIT):
-            self._text(split)
+        (train, where), (held_out, held_where) = (self._text(split) for split in ("train", TRAINING_EVAL_SPLIT))
+        if train == held_out:  # e.g. one file given as the training text and as --data-dir
+            log.warning("the text scored after training (%s) is the training text (%s): its perplexity measures how "
+                        "well the model fits what it trained on, not text it has not seen; give another with "
+                        "-s data.validation_file=FILE", held_where, where)
 
     def load_student(self) -> LoadedModel:
         cfg = self.cfg
@@ -371,6 +375,11 @@ class CausalLmPipeline(Pipeline):
             windows = windows[: d.train_subset]
         train = datasets.Dataset.from_dict({"input_ids": [list(w) for w in windows]})
         seq_len = self.seq_len  # checked with max_length in load_student
+        width = seq_len - (1 if bos is not None else 0)
+        if d.max_tokens is not None and d.max_tokens < width:
+            raise ConfigError(f"data.max_tokens {d.max_tokens} is less than one window of the final evaluation: "
+                              f"data.seq_len {seq_len} reads {width} text tokens",
+                              hint=f"-s data.max_tokens={width} or more, or a smaller data.seq_len")
         eval_ids, eval_where = self._ids(TRAINING_EVAL_SPLIT)
         if d.max_tokens is not None:
             eval_ids = eval_ids[: d.max_tokens]
@@ -396,11 +405,12 @@ class CausalLmPipeline(Pipeline):
         return DistillTrainer(**kwargs, teacher=teacher, distill=self.distill)
 
     def calibration_batch(self, train_ds, collator):
-        """The calibration text, as `spikelm convert` calibrates a causal LM (not training examples)."""
+        """The calibration text, as `spikelm convert` calibrates a causal LM (not training examples), in
+        sequences of the run's data.max_length (convert: the model's positions, up to its own cap)."""
         return text_calibration_batch(self.tokenizer, causal=True, max_positions=self.max_length)
 
     def calibration_source(self, size: int) -> str:
-        return "the calibration text, as spikelm convert calibrates"
+        return f"the calibration text, in sequences of data.max_length ({self.max_length}) tokens"
 
     def after_training(self, trainer, run, metrics):
         record_final_metrics(trainer, run, metrics)

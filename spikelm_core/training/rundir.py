@@ -389,6 +389,10 @@ def task_of_run(model: str | os.PathLike[str]) -> tuple[str, list[str]] | None:
     if family == "lm" and isinstance(data.get("validation_file"), str):
         taken = {"source": data["validation_file"]}  # the text the run's final perplexity read
     sets = [f"data.{key}={json.dumps(value)}" for key, value in taken.items()]
+    if family == "lm":  # the split its final perplexity scored (eval's own default is test)
+        from .causal_lm import TRAINING_EVAL_SPLIT
+
+        sets.append(f"splits={json.dumps([TRAINING_EVAL_SPLIT])}")
     log.info("task %s and its data from the run's %s (--task and --data-dir choose others)", task, run / RUN_CONFIG)
     return task, sets
 
@@ -422,6 +426,8 @@ def settings_of_run(cfg):
     sections = {}
     keys = MLM_RUN_SETTINGS_FOR_EVAL if masked else RUN_SETTINGS_FOR_EVAL
     if masked and _scores_held_out_text(cfg, run_cfg):  # the run's held-out text: as many sequences as it scored
+        keys = (*keys, "data.eval_subset")
+    elif cfg.task_family == "lm":  # a causal LM's windows: as many as its final perplexity scored
         keys = (*keys, "data.eval_subset")
     for key in keys:
         section, name = key.split(".")

@@ -59,6 +59,34 @@ def test_finetune_then_eval_scores_the_same_perplexity(tiny_dense_llama_dir, tex
     assert again["perplexity"] == pytest.approx(v["perplexity"], rel=1e-6)
 
 
+def test_eval_of_a_run_scores_its_split_and_windows_and_training_on_the_scored_text_is_warned_of(
+        tiny_dense_llama_dir, texts, tmp_path):
+    train, valid = texts
+    folder = tmp_path / "text" / "wikitext-2"
+    folder.mkdir(parents=True)
+    for name, source in (("train", train), ("valid", valid), ("test", train)):
+        (folder / f"{name}.txt").write_text(source.read_text())
+    r = _run("finetune", "--task", "wikitext2", "--model", tiny_dense_llama_dir, "--out-dir", tmp_path / "ft",
+             "--data-dir", tmp_path / "text", "-s", "data.eval_subset=3", *TINY)
+    v = r["metrics"]["validation"]
+    assert v["windows"] == 3
+    # without --task: the run's split (valid, not eval's default test) and its windows
+    e = _run("eval", tmp_path / "ft" / "final", "--format", "json")
+    assert list(e["metrics"]) == ["valid"] and e["metrics"]["valid"]["windows"] == 3
+    assert e["perplexity"] == pytest.approx(v["perplexity"], rel=1e-6)
+    # a run that scores the text it trained on says so
+    res = runner.invoke(app, ["finetune", "--task", "wikitext2", "--model", str(tiny_dense_llama_dir), "--out-dir",
+                              str(tmp_path / "same"), "--data-dir", str(tmp_path / "text"),
+                              "-s", f"data.train_file={folder / 'valid.txt'}", *TINY])
+    assert res.exit_code == 0, res.stderr
+    assert "is the training text" in " ".join(res.stderr.split())
+    # data.max_tokens below one window of the final evaluation: refused, naming the setting
+    res = runner.invoke(app, ["finetune", "--task", "wikitext2", "--model", str(tiny_dense_llama_dir), "--out-dir",
+                              str(tmp_path / "few"), "--data-dir", str(tmp_path / "text"), *TINY,
+                              "-s", "data.max_tokens=10"])
+    assert res.exit_code == 2 and "data.max_tokens 10 is less than one window" in " ".join(res.stderr.split())
+
+
 def test_a_tokenizer_without_bos_trains_on_full_windows_of_max_length(tiny_dense_llama_dir, texts, tmp_path):
     """Without a BOS token each training window is max_length text tokens (before, the stride rule of
     eval's windows refused every max_length)."""

@@ -58,6 +58,20 @@ def test_text_batches_frame_encoders_and_causal_lms():
     assert (encoder["input_ids"][:, -1] == tok.sep_token_id).all()
 
 
+def test_a_calibration_text_shorter_than_one_sequence_is_warned_of(caplog):
+    from spikelm_core.calibration import text_batches
+    from tests.conftest import tiny_llama_tokenizer
+
+    tok = tiny_llama_tokenizer()
+    with caplog.at_level("WARNING", logger="spikelm"):
+        (batch,) = text_batches(tok, "the river rose", seq_len=9, batch_size=4, causal=True)
+    assert batch["input_ids"].shape == (1, 4) and "holds 3 token(s), less than one sequence of 8" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="spikelm"):
+        text_batches(tok, "the river rose and the bridge " * 3, seq_len=9, batch_size=4, causal=True)
+    assert caplog.text == ""  # a last partial sequence beside full ones is dropped, as before
+
+
 def test_default_calibration_text_for_causal_lms(tmp_path, monkeypatch):
     from spikelm_core import calibration
 

@@ -1029,3 +1029,16 @@ def test_a_classifier_listing_the_tasks_labels_in_another_order_is_reordered(tmp
     assert label_order({0: "yes", 1: "no"}, {0: "negative", 1: "positive"}) is None
     assert label_order({"0": "POSITIVE", "1": "NEGATIVE"}, {0: "negative", 1: "positive"}) == [1, 0]
     assert label_order(["positive", "negative"], {0: "negative", 1: "positive"}) is None  # not a mapping: untouched
+
+
+def test_an_unwritable_gguf_cache_names_spikelm_cache(tmp_path, monkeypatch):
+    from spikelm_core import checkpoints
+
+    monkeypatch.setattr(checkpoints, "gguf_architecture", lambda path: "llama")  # the header: no reader needed
+    (tmp_path / "a_file").write_text("in the way")
+    monkeypatch.setenv("SPIKELM_CACHE", str(tmp_path / "a_file" / "cache"))
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    with pytest.raises(ConfigError) as exc:
+        checkpoints.gguf_model_dir(model)
+    assert "is a file" in exc.value.message and "point SPIKELM_CACHE at a writable folder" in exc.value.hint
