@@ -99,6 +99,22 @@ def end_of_run(record: dict) -> bool:
     return any(key.startswith("final_") for key in record)
 
 
+#: Written into each checkpoint: the precision its steps computed in (`train.bf16: auto` depends on the cores)
+PRECISION_FILE = "spikelm_precision.json"
+
+
+class PrecisionRecord(TrainerCallback):
+    """Writes `PRECISION_FILE` into every checkpoint the run saves (`rundir.warn_if_resumed_at_another_precision`)."""
+
+    def __init__(self, precision: str):
+        self.precision = precision
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero and folder.is_dir():
+            atomic_write_text(folder / PRECISION_FILE, json.dumps({"precision": self.precision}) + "\n")
+
+
 class FiringRateCallback(TrainerCallback):
     """Measures the firing rate on each logged step and adds it to the logs as `firing_rate`.
 

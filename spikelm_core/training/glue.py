@@ -25,7 +25,7 @@ from ..errors import ConfigError
 from ..evaluation.metrics import glue_compute_metrics, glue_metrics, predictions_from_logits
 from ..log import get_logger
 from .args import training_arguments
-from .pipeline import Evaluation, Pipeline, max_length, split_firing
+from .pipeline import Evaluation, Pipeline, calibration_indices, max_length, split_firing
 from .trainers import DistillTrainer, SpikelmTrainer
 
 HEAD = "sequence_classification"
@@ -111,6 +111,7 @@ class GluePipeline(Pipeline):
     def _augmented(self, train, loaded: LoadedModel):
         """The training set with the TinyBERT-style copies of `distill.augment` (teacher-labelled)."""
         a = self.distill.augment
+        self.real_examples = len(train)  # the originals come first; calibration draws from them alone
         copies = copies_for(len(train), a.copies, a.min_examples)
         out = augment_dataset(train, loaded.tokenizer, self.teacher.get_input_embeddings().weight, copies=copies,
                               word_prob=a.word_prob, neighbours=a.neighbours, seed=self.cfg.train.seed)
@@ -119,9 +120,13 @@ class GluePipeline(Pipeline):
         return out
 
     def calibration_batch(self, train_ds, collator):
-        batch = super().calibration_batch(train_ds, collator)
+        real = getattr(self, "real_examples", len(train_ds))  # augmented copies never calibrate
+        batch = collator([train_ds[i] for i in calibration_indices(real, self.cfg.train)])
         batch.pop(FLAG, None)
         return batch
+
+    def calibration_source(self, size: int) -> str:
+        return super().calibration_source(getattr(self, "real_examples", size))
 
     def collator(self, loaded: LoadedModel):
         return _collator(loaded.tokenizer)

@@ -27,11 +27,12 @@ from ..firing import FiringReport, measure_firing, record_firing
 from ..io import replace_dir
 from ..log import get_logger
 from .args import check_device
-from .callbacks import CompileTimeCallback, FiringRateCallback
+from .callbacks import CompileTimeCallback, FiringRateCallback, PrecisionRecord
 from .firing_target import FiringTarget
 from .precision import precision_name, resolve_bf16
 from .results import EvalResult, RunResult, Timer
-from .rundir import RunDirectory, check_resume_weights, steps_of_checkpoint, warn_if_resumed_at_another_scale
+from .rundir import (RunDirectory, check_resume_weights, steps_of_checkpoint, warn_if_resumed_at_another_precision,
+                     warn_if_resumed_at_another_scale)
 from .weight_average import WeightAverageCallback
 
 log = get_logger("training")
@@ -351,6 +352,7 @@ def run_training(pipeline: Pipeline, *, resume: str | None, callbacks=None) -> R
         args = pipeline.training_arguments(run.out_dir)
         if run.resume_from is not None:
             warn_if_resumed_at_another_scale(run.resume_from, args)
+            warn_if_resumed_at_another_precision(run.resume_from, precision_name(args.bf16, args.fp16))
         capped = cap_steps_by_epochs(args, cfg.train.max_epochs, len(train_ds))
         if capped is not None:
             log.info("max_epochs %g: %d steps (%g passes over %d training examples) instead of max_steps %d",
@@ -364,7 +366,8 @@ def run_training(pipeline: Pipeline, *, resume: str | None, callbacks=None) -> R
             train_dataset=train_ds,
             data_collator=collator,
             processing_class=loaded.tokenizer,
-            callbacks=[firing, run.metrics_callback(), *(callbacks or [])],
+            callbacks=[firing, run.metrics_callback(), PrecisionRecord(precision_name(args.bf16, args.fp16)),
+                       *(callbacks or [])],
             firing_target=FiringTarget.from_train_args(cfg.train),
         )
         if cfg.train.weight_average is not None:
@@ -378,6 +381,11 @@ def run_training(pipeline: Pipeline, *, resume: str | None, callbacks=None) -> R
         calibrated = calibrate_if_needed(trainer.model, pipeline.calibration_batch(train_ds, collator),
                                          loaded.converted or from_convert, tokens=cfg.train.calibration_tokens)
         steps = planned_steps(args, len(train_ds))
+        stage = int(getattr(pipeline.distill, "hidden_stage_steps", 0) or 0)
+        if stage >= steps and trainer.is_world_process_zero():  # the logit and label terms would never join
+            log.warning("distill.hidden_stage_steps %d covers the whole run of %d steps: every step matches hidden "
+                        "states alone (alpha_ce and alpha_kd never join, the rate stays scaled by "
+                        "hidden_stage_lr_scale); use a stage shorter than the run", stage, steps)
         if compile_if_asked(trainer.model, training_compile_mode(cfg.train), work=steps):
             trainer.add_callback(CompileTimeCallback())
         start_step = steps_of_checkpoint(run.resume_from) or 0

@@ -25,7 +25,7 @@ from ..config import diff_configs, load_config, save_config
 from ..errors import CheckpointError, ConfigError
 from ..io import check_output_location
 from ..log import get_logger
-from .callbacks import JsonlMetricsCallback, end_of_run, read_metrics
+from .callbacks import PRECISION_FILE, JsonlMetricsCallback, end_of_run, read_metrics
 from .results import Timer
 
 log = get_logger("training")
@@ -296,6 +296,22 @@ def warn_if_resumed_at_another_scale(checkpoint: str, args) -> None:
     log.warning("%s was saved by a run of %d process(es), global batch %d; this one has %d, global batch %d: "
                 "the steps from here see other batches (and epochs end at other steps) than the run it continues "
                 "would have", Path(checkpoint).name, saved, saved * per_step, now, now * per_step)
+
+
+def warn_if_resumed_at_another_precision(checkpoint: str, precision: str) -> None:
+    """A run resumed in another precision than its checkpoint's steps (`train.bf16: auto` on other cores:
+    bf16 where they have bf16 instructions, float32 elsewhere) no longer ends as the run it continues would
+    have. Warned, not refused, like another process count; checkpoints saved before this record say nothing."""
+    import json
+
+    try:
+        saved = json.loads((Path(checkpoint) / PRECISION_FILE).read_text(encoding="utf-8")).get("precision")
+    except (OSError, ValueError, AttributeError):
+        return
+    if isinstance(saved, str) and saved != precision and is_main_process():
+        log.warning("%s was trained in %s and this run continues in %s (train.bf16 'auto' follows the cores: "
+                    "bf16 where they have bf16 instructions): the steps from here compute otherwise than the run "
+                    "it continues would have", Path(checkpoint).name, saved, precision)
 
 
 def check_resume_weights(checkpoint: str, model) -> None:

@@ -126,6 +126,13 @@ def test_staged_schedule_weighs_hidden_terms_first(tiny_dirs, tmp_path, local):
         assert x["loss"] == pytest.approx(x["loss_kd"] + 0.5 * x["loss_ce"] + 0.25 * x["loss_hidden"], rel=1e-4)
 
 
+def test_a_stage_as_long_as_the_run_is_warned_of(tiny_dirs, tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="spikelm"):
+        steps = _sst2_step_logs(tiny_dirs, tmp_path, "kd", "train.max_steps=2", "distill.hidden_stage_steps=2")
+    assert len(steps) == 2
+    assert "distill.hidden_stage_steps 2 covers the whole run of 2 steps" in caplog.text
+
+
 @pytest.mark.slow
 def test_calibration_examples_of_a_run(tiny_dirs, tmp_path, monkeypatch):
     """`train.calibration_examples` / `calibration_order` choose the batch the converted twin calibrates on,
@@ -150,6 +157,10 @@ def test_calibration_examples_of_a_run(tiny_dirs, tmp_path, monkeypatch):
     assert drawn.shape[0] == 7 and not torch.equal(drawn[:5, :first.shape[1]], first)
     assert torch.equal(run("again", "train.calibration_examples=7", "train.calibration_order=random"), drawn)
     assert said == ["the first training batch"] + ["7 training examples drawn at random (seed 42)"] * 2
+    # with augmented copies the draw is over the originals alone: the same examples as without them
+    assert torch.equal(run("augmented", "train.calibration_examples=7", "train.calibration_order=random",
+                           "distill.augment.copies=3", "distill.augment.neighbours=3"), drawn)
+    assert said.pop() == said[-1] and tokens.pop() == "all"
     assert tokens == ["all"] * 3
     assert torch.equal(run("real", "train.calibration_tokens=real"), first)
     assert tokens[-1] == "real" and said[-1] == "the first training batch, pads excluded"

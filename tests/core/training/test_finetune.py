@@ -36,6 +36,8 @@ def test_finetune_writes_run_directory(tiny_dirs, tmp_path):
     assert (out / "final" / "model.safetensors").is_file() and (out / "final" / "config.json").is_file()
     assert (out / "final" / "tokenizer_config.json").is_file()
     assert (out / "checkpoint-2").is_dir() and (out / "checkpoint-4").is_dir()
+    # each checkpoint records the precision its steps computed in (a resume elsewhere compares it)
+    assert json.loads((out / "checkpoint-2" / "spikelm_precision.json").read_text()) == {"precision": r.precision}
     assert not (out / LOCK_NAME).exists()
     assert r.global_step == 4 and r.calibrated and r.task == "sst2"
     assert set(r.metrics) == {"dev"} and 0.0 <= r.metrics["dev"]["accuracy"] <= 1.0

@@ -240,3 +240,23 @@ def test_a_resume_from_another_data_folder_is_warned_and_other_settings_refused(
     with pytest.raises(ConfigError, match="differs from the one it started with"):
         with RunDirectory(cfg(data_dir="/data/a", max_length=64), "finetune", "auto"):
             pass
+
+
+def test_a_resume_in_another_precision_than_its_checkpoint_is_warned(tmp_path, caplog):
+    import json
+    from types import SimpleNamespace
+
+    from spikelm_core.training.callbacks import PRECISION_FILE, PrecisionRecord
+    from spikelm_core.training.rundir import warn_if_resumed_at_another_precision
+
+    checkpoint = _checkpoint(tmp_path, 3)
+    PrecisionRecord("bf16").on_save(SimpleNamespace(output_dir=str(tmp_path)),
+                                    SimpleNamespace(global_step=3, is_world_process_zero=True), None)
+    assert json.loads((checkpoint / PRECISION_FILE).read_text()) == {"precision": "bf16"}
+    with caplog.at_level("WARNING", logger="spikelm"):
+        warn_if_resumed_at_another_precision(str(checkpoint), "bf16")
+        assert caplog.text == ""
+        warn_if_resumed_at_another_precision(str(_checkpoint(tmp_path, 5)), "float32")  # saved before the record
+        assert caplog.text == ""
+        warn_if_resumed_at_another_precision(str(checkpoint), "float32")
+    assert "checkpoint-3 was trained in bf16 and this run continues in float32" in caplog.text
