@@ -786,7 +786,11 @@ def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None,
             if main:
                 atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
         audited = (record.get("energy") or {}).get("settings")
-        if main and energy.enabled and run_cfg.neuron.spiking and audited != _energy_settings(run_cfg, energy):
+        reaudit = main and energy.enabled and run_cfg.neuron.spiking and audited != _energy_settings(run_cfg, energy)
+        if reaudit and record.get("energy") and not (run_dir / FINAL).is_dir():
+            say(f"{where}: audited earlier with other or unrecorded settings, and its model ({run_dir / FINAL}) is "
+                "gone: that audit stays in the table")
+        elif reaudit:
             say(f"{where}: energy audit of {run_dir / FINAL}"
                 + (" (audited earlier with other or unrecorded settings)" if record.get("energy") else ""))
             record["energy"] = _energy(run_dir / FINAL, run_cfg, energy)

@@ -43,6 +43,8 @@ LM_TASKS = {
                         ("wikitext-2", "wikitext_2", "wikitext-2-raw-v1", "wikitext-2-v1", "wiki2")),
 }
 LM_SPLITS = ("test", "valid", "train")
+#: The split the final evaluation of a training run scores (eval's own default is test).
+TRAINING_EVAL_SPLIT = "valid"
 """Split names, as WikiText's files are named; the first is the default."""
 _SPLIT_ALIASES = {"validation": "valid", "dev": "valid", "val": "valid"}
 _HUB_SPLITS = {"test": "test", "valid": "validation", "train": "train"}
@@ -108,9 +110,7 @@ def local_text_path(task: str, split: str, *, source: str | None = None, data_di
         if found is None:
             raise DataError(f"no {split} text in '{where}'",
                             details=["looked for " + ", ".join(str(c.relative_to(path)) for c in candidates)],
-                            hint=f"lay the folder out as {spec.local_dir}/{split}.txt, or give the text file itself"
-                            + (f" (-s data.{'train' if split == 'train' else 'validation'}_file=FILE)"
-                               if split in ("train", "valid", "validation") else ""))
+                            hint=f"lay the folder out as {spec.local_dir}/{split}.txt, or give the text file itself")
         return found
     return None
 

@@ -82,31 +82,34 @@ def _read_file(path: Path, split: str) -> datasets.Dataset:
 _ROW_EXAMPLE = '{"document": "...", "summary": "..."}'
 
 
+_UTF8_BLOCK = 1 << 24
+
+
 def _check_utf8(path: Path) -> None:
     """DataError naming the first byte of `path` that is not UTF-8 (read in blocks: files may be large)."""
     import codecs
 
     decoder = codecs.getincrementaldecoder("utf-8")()
-    offset = 0
+    offset = start = 0  # start: where the bytes the decoder reads next begin (those it holds from the last block)
     try:
         with path.open("rb") as f:
-            while block := f.read(1 << 24):
+            while block := f.read(_UTF8_BLOCK):
+                start = offset - len(decoder.getstate()[0])
                 decoder.decode(block)
                 offset += len(block)
+            start = offset - len(decoder.getstate()[0])
             decoder.decode(b"", final=True)  # a sequence cut off at the end
     except UnicodeDecodeError as exc:
-        raise DataError(f"'{path}' is not UTF-8 text (byte {max(offset + exc.start, 0)})",
-                        hint="save the file as UTF-8") from exc
+        raise DataError(f"'{path}' is not UTF-8 text (byte {start + exc.start})", hint="save the file as UTF-8") from exc
 
 
 def _file_problem(path: Path) -> DataError | None:
     """What is wrong with a data file `datasets` could not read, where we can say it plainly: not
-    UTF-8, empty, or (json/jsonl) the first line that is not a JSON object. None when none of these."""
+    UTF-8 (`_check_utf8` says so before any read), empty, or (json/jsonl) the first line that is not a
+    JSON object. None when none of these."""
     try:
         text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        return DataError(f"'{path}' is not UTF-8 text (byte {exc.start})", hint="save the file as UTF-8")
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         return None
     if not text.strip():
         return DataError(f"'{path}' is empty",

@@ -41,8 +41,8 @@ from ..calibration import spiking_neurons, text_calibration_batch
 from ..checkpoints import MODEL_TYPES, LoadedModel, is_spiking_type, load_model, read_config, resolve_source
 from ..config import EvalConfig
 from ..config.schema import MlmArgs
-from ..data.lm import load_lm_text
-from ..errors import CheckpointError, ConfigError
+from ..data.lm import TRAINING_EVAL_SPLIT, load_lm_text
+from ..errors import CheckpointError, ConfigError, DataError
 from ..evaluation.perplexity import PerplexityScore, lm_windows, packed_windows, score_windows, window_stride
 from ..io import atomic_write_text, check_output_location
 from ..log import get_logger
@@ -281,8 +281,6 @@ class CausalLmEvaluation(Evaluation):
 
 # ------------------------------------------------------------------------------------ training
 
-#: The split the final evaluation of a training run scores.
-TRAINING_EVAL_SPLIT = "valid"
 
 
 class CausalLmPipeline(Pipeline):
@@ -297,7 +295,12 @@ class CausalLmPipeline(Pipeline):
         own = d.train_file if split == "train" else d.validation_file
         if own is not None:
             return load_lm_text(self.cfg.task, split, source=own)
-        return load_lm_text(self.cfg.task, split, source=d.source, data_dir=d.data_dir)
+        try:
+            return load_lm_text(self.cfg.task, split, source=d.source, data_dir=d.data_dir)
+        except DataError as exc:  # a training run may also name the file itself
+            if exc.message.startswith(f"no {split} text") and exc.hint:
+                exc.hint += f" (-s data.{'train' if split == 'train' else 'validation'}_file=FILE)"
+            raise
 
     def preflight(self) -> None:
         train = self.cfg.train

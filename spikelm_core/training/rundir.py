@@ -406,7 +406,7 @@ def task_of_run(model: str | os.PathLike[str]) -> tuple[str, list[str]] | None:
         taken = {"source": data["validation_file"]}  # the text the run's final perplexity read
     sets = [f"data.{key}={json.dumps(value)}" for key, value in taken.items()]
     if family == "lm":  # the split its final perplexity scored (eval's own default is test)
-        from .causal_lm import TRAINING_EVAL_SPLIT
+        from ..data.lm import TRAINING_EVAL_SPLIT
 
         sets.append(f"splits={json.dumps([TRAINING_EVAL_SPLIT])}")
     log.info("task %s and its data from the run's %s (--task and --data-dir choose others)", task, run / RUN_CONFIG)
@@ -443,8 +443,8 @@ def settings_of_run(cfg):
     keys = MLM_RUN_SETTINGS_FOR_EVAL if masked else RUN_SETTINGS_FOR_EVAL
     if masked and _scores_held_out_text(cfg, run_cfg):  # the run's held-out text: as many sequences as it scored
         keys = (*keys, "data.eval_subset")
-    elif cfg.task_family == "lm":  # a causal LM's windows: as many as its final perplexity scored
-        keys = (*keys, "data.eval_subset")
+    elif not masked and cfg.task_family == "lm" and _scores_run_validation(cfg, run_cfg):
+        keys = (*keys, "data.eval_subset")  # a causal LM's own validation text: as many windows as the run scored
     for key in keys:
         section, name = key.split(".")
         mine = sections.get(section, getattr(cfg, section))
@@ -487,17 +487,32 @@ def held_out_of_run(model: str | os.PathLike[str] | None) -> Path | None:
     return Path(held_out).expanduser()
 
 
+def same_place(a: str | os.PathLike[str] | None, b: str | os.PathLike[str] | None) -> bool:
+    """Whether two paths name one file or folder (relative, absolute, `.`, a trailing slash, links)."""
+    if not a or not b:
+        return False
+    try:
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    except OSError:
+        return False
+
+
 def _scores_held_out_text(cfg, run_cfg) -> bool:
     """Whether evaluation `cfg` reads the text file that masked-LM run `run_cfg` held out (its
     data.validation_file, `pretrain --held-out`)."""
-    held_out = run_cfg.data.validation_file
-    text = cfg.data.data_dir or cfg.data.validation_file
-    if not held_out or not text:
-        return False
-    try:
-        return Path(text).expanduser().resolve() == Path(held_out).expanduser().resolve()
-    except OSError:
-        return False
+    return same_place(cfg.data.data_dir or cfg.data.validation_file, run_cfg.data.validation_file)
+
+
+def _scores_run_validation(cfg, run_cfg) -> bool:
+    """Whether causal-LM evaluation `cfg` scores the text causal-LM run `run_cfg`'s final perplexity read:
+    its data.validation_file, else the valid split of its data.data_dir / data.source."""
+    from ..data.lm import TRAINING_EVAL_SPLIT
+
+    text, run = cfg.data.data_dir or cfg.data.source, run_cfg.data
+    if run.validation_file:
+        return same_place(text, run.validation_file)
+    run_text = run.data_dir or run.source
+    return list(cfg.splits or ()) == [TRAINING_EVAL_SPLIT] and (text == run_text or same_place(text, run_text))
 
 
 _CONTINUE_WITH: contextvars.ContextVar[str | None] = contextvars.ContextVar("continue_with", default=None)
@@ -624,7 +639,7 @@ class RunDirectory:
             )
         # a data folder may move with the run (another machine, another mount); other data would change the run
         for key, before, now in diff_configs(old, self.cfg):
-            if key == "data.data_dir" and is_main_process():
+            if key == "data.data_dir" and not same_place(before, now) and is_main_process():
                 log.warning("data.data_dir was %s when the run started and is %s now: the steps from here read "
                             "the files there; if they are not the same data, start a new run in another --out-dir",
                             before, now)

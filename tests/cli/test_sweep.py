@@ -65,6 +65,7 @@ def test_k_sweep_end_to_end_then_nothing_to_do(tiny_dirs, tmp_path):
     res = runner.invoke(app, _args(tiny_dirs, out, "-g", "neuron.k=2,3"))
     assert res.exit_code == 0, res.stderr
     assert res.stderr.count("finished earlier, skipped") == 2 and "step 1/" not in res.stderr
+    assert "energy audit" not in res.stderr  # each record keeps the settings it was audited with
     assert "reference:" not in res.stderr  # scored once, by the first call
     assert "k3" in res.stdout and "pareto.png" in res.stdout
     assert ("curves.png" in res.stdout) == (out / "curves.png").is_file()  # the plots written, each named

@@ -74,6 +74,10 @@ def test_eval_of_a_run_scores_its_split_and_windows_and_training_on_the_scored_t
     e = _run("eval", tmp_path / "ft" / "final", "--format", "json")
     assert list(e["metrics"]) == ["valid"] and e["metrics"]["valid"]["windows"] == 3
     assert e["perplexity"] == pytest.approx(v["perplexity"], rel=1e-6)
+    # another text (eval's default split, test) is scored whole: the run's window count is its own text's
+    other = _run("eval", tmp_path / "ft" / "final", "--task", "wikitext2", "--data-dir", tmp_path / "text",
+                 "--format", "json")
+    assert list(other["metrics"]) == ["test"] and other["metrics"]["test"]["windows"] > 3
     # a run that scores the text it trained on says so
     res = runner.invoke(app, ["finetune", "--task", "wikitext2", "--model", str(tiny_dense_llama_dir), "--out-dir",
                               str(tmp_path / "same"), "--data-dir", str(tmp_path / "text"),

@@ -565,3 +565,11 @@ def test_the_energy_audit_runs_again_when_its_settings_change(tmp_path, monkeypa
     assert [r.energy_ratio for r in report.rows] == [3.5, 3.5]
     record = json.loads((out / "k2" / POINT_FILE).read_text())
     assert record["energy"]["settings"]["count_neuron_updates"] is True
+    # a point whose model is gone keeps its earlier audit, said so, rather than failing the sweep
+    import shutil
+
+    shutil.rmtree(out / "k3" / "final")
+    said = []
+    report = run_sweep(_cfg(out, {**sweep, "energy": {"batches": 3}}), progress=said.append)
+    assert audits[4:] == [("k2", 3, False)] and [r.energy_ratio for r in report.rows] == [4.0, 3.5]
+    assert any("k3" in line and "that audit stays in the table" in line for line in said)

@@ -59,12 +59,21 @@ def test_columns_that_swap_or_collide(tmp_path):
     assert "'document' and 'summary'" in exc.value.hint
 
 
-def test_non_utf8_json_lines_and_a_file_for_a_directory(tmp_path):
+def test_non_utf8_json_lines_and_a_file_for_a_directory(tmp_path, monkeypatch):
     bad = tmp_path / "validation.jsonl"
     bad.write_bytes(b'{"document": "ok", "summary": "s"}\n{"document": "He said \x92a good day\x92.", "summary": "G."}\n')
     with pytest.raises(DataError, match=r"is not UTF-8 text \(byte 57\)") as exc:
         load_summarization("xsum", "validation", data_dir=tmp_path)
     assert exc.value.hint == "save the file as UTF-8"
+    from spikelm_core.data import summarization
+
+    bad.write_bytes('{"d": "\u20ac\u20ac'.encode() + b"\xe2\x28")  # a bad byte (13, as a whole-file decode says) after a character split between blocks
+    monkeypatch.setattr(summarization, "_UTF8_BLOCK", 8)
+    with pytest.raises(DataError, match=r"is not UTF-8 text \(byte 13\)"):
+        load_summarization("xsum", "validation", data_dir=tmp_path)
+    bad.write_bytes(b'{"document": "ab\xe2\x82')  # a character cut off at the end of the file
+    with pytest.raises(DataError, match=r"is not UTF-8 text \(byte 16\)"):
+        load_summarization("xsum", "validation", data_dir=tmp_path)
     with pytest.raises(DataError, match="is a file") as exc:
         load_summarization("xsum", "validation", data_dir=bad)
     assert f"-s data.validation_file={bad}" in exc.value.hint

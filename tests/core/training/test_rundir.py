@@ -4,6 +4,7 @@ and that a run refused early leaves nothing behind."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 
@@ -236,6 +237,8 @@ def test_a_resume_from_another_data_folder_is_warned_and_other_settings_refused(
     with caplog.at_level("WARNING", logger="spikelm"):
         with RunDirectory(cfg(data_dir="/data/a"), "finetune", "auto"):
             pass
+        with RunDirectory(cfg(data_dir="/data/./a/"), "finetune", "auto"):  # the same folder, spelt otherwise
+            pass
     assert "data.data_dir" not in caplog.text
     with pytest.raises(ConfigError, match="differs from the one it started with"):
         with RunDirectory(cfg(data_dir="/data/a", max_length=64), "finetune", "auto"):
@@ -260,3 +263,27 @@ def test_a_resume_in_another_precision_than_its_checkpoint_is_warned(tmp_path, c
         assert caplog.text == ""
         warn_if_resumed_at_another_precision(str(checkpoint), "float32")
     assert "checkpoint-3 was trained in bf16 and this run continues in float32" in caplog.text
+
+
+def test_an_eval_takes_a_runs_eval_subset_only_on_the_text_that_run_scored(tmp_path):
+    from spikelm_core.config import EvalConfig, PretrainConfig, load_config, save_config
+    from spikelm_core.training.rundir import settings_of_run
+
+    a, b = tmp_path / "A.txt", tmp_path / "B.txt"
+    for text in (a, b):
+        text.write_text("the river rose\n")
+    run = tmp_path / "pretrain"
+    (run / "final").mkdir(parents=True)
+    save_config(config_from_dict(PretrainConfig, {"command": "pretrain", "model": "m", "out_dir": str(run), "data": {
+        "source": str(a), "validation_file": str(a), "eval_subset": 16, "max_length": 16}}), run / "run_config.yaml")
+    for text, expected in ((a, 16), (b, None)):  # the masked-LM run's held-out text, then another text
+        ev = load_config(EvalConfig, None, ["data.task=wikitext2", f"model={run / 'final'}", f"data.data_dir={text}"])
+        assert settings_of_run(ev).data.eval_subset == expected, text
+    lm = tmp_path / "causal"
+    (lm / "final").mkdir(parents=True)
+    save_config(config_from_dict(FinetuneConfig, {"command": "finetune", "model": "m", "out_dir": str(lm), "data": {
+        "task": "wikitext2", "data_dir": str(tmp_path), "eval_subset": 3}}), lm / "run_config.yaml")
+    for splits, data_dir, expected in ((["valid"], tmp_path, 3), (["test"], tmp_path, None), (["valid"], a, None)):
+        ev = load_config(EvalConfig, None, ["data.task=wikitext2", f"model={lm / 'final'}", f"data.data_dir={data_dir}",
+                                            f"splits={json.dumps(splits)}"])
+        assert settings_of_run(ev).data.eval_subset == expected, (splits, data_dir)
