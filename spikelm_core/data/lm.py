@@ -43,9 +43,9 @@ LM_TASKS = {
                         ("wikitext-2", "wikitext_2", "wikitext-2-raw-v1", "wikitext-2-v1", "wiki2")),
 }
 LM_SPLITS = ("test", "valid", "train")
+"""Split names, as WikiText's files are named; the first is the default."""
 #: The split the final evaluation of a training run scores (eval's own default is test).
 TRAINING_EVAL_SPLIT = "valid"
-"""Split names, as WikiText's files are named; the first is the default."""
 _SPLIT_ALIASES = {"validation": "valid", "dev": "valid", "val": "valid"}
 _HUB_SPLITS = {"test": "test", "valid": "validation", "train": "train"}
 #: The shared text beside a checkout, named in offline hints.

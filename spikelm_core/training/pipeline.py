@@ -382,7 +382,8 @@ def run_training(pipeline: Pipeline, *, resume: str | None, callbacks=None) -> R
                                          loaded.converted or from_convert, tokens=cfg.train.calibration_tokens)
         steps = planned_steps(args, len(train_ds))
         stage = int(getattr(pipeline.distill, "hidden_stage_steps", 0) or 0)
-        if stage >= steps and trainer.is_world_process_zero():  # the logit and label terms would never join
+        joins = max(float(getattr(pipeline.distill, "alpha_kd", 0) or 0), float(getattr(pipeline.distill, "alpha_ce", 0) or 0))
+        if stage and stage >= steps and joins > 0 and trainer.is_world_process_zero():  # they would never join
             log.warning("distill.hidden_stage_steps %d covers the whole run of %d steps: every step matches hidden "
                         "states alone (alpha_ce and alpha_kd never join, the rate stays scaled by "
                         "hidden_stage_lr_scale); use a stage shorter than the run", stage, steps)

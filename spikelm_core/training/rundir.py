@@ -500,18 +500,21 @@ def same_place(a: str | os.PathLike[str] | None, b: str | os.PathLike[str] | Non
 def _scores_held_out_text(cfg, run_cfg) -> bool:
     """Whether evaluation `cfg` reads the text file that masked-LM run `run_cfg` held out (its
     data.validation_file, `pretrain --held-out`)."""
-    return same_place(cfg.data.data_dir or cfg.data.validation_file, run_cfg.data.validation_file)
+    return same_place(cfg.data.data_dir or cfg.data.source, run_cfg.data.validation_file)  # what the eval reads
 
 
 def _scores_run_validation(cfg, run_cfg) -> bool:
     """Whether causal-LM evaluation `cfg` scores the text causal-LM run `run_cfg`'s final perplexity read:
     its data.validation_file, else the valid split of its data.data_dir / data.source."""
-    from ..data.lm import TRAINING_EVAL_SPLIT
+    from ..data.lm import TRAINING_EVAL_SPLIT, normalize_lm_task
 
-    text, run = cfg.data.data_dir or cfg.data.source, run_cfg.data
+    def local(source):  # a task name (wikitext2, the hub's text) reads as no local text
+        return None if source is None or normalize_lm_task(source) is not None else source
+
+    text, run = cfg.data.data_dir or local(cfg.data.source), run_cfg.data
     if run.validation_file:
         return same_place(text, run.validation_file)
-    run_text = run.data_dir or run.source
+    run_text = run.data_dir or local(run.source)
     return list(cfg.splits or ()) == [TRAINING_EVAL_SPLIT] and (text == run_text or same_place(text, run_text))
 
 

@@ -25,6 +25,7 @@ from spikelm_core.energy import FP32, estimate_energy_sweep
 from spikelm_core.energy.memory import MemOp, SpikingTerms, alpha_scales, membrane_updates
 
 from tests.conftest import LLAMA_TINY, TINY, write_tiny_vocab
+from tests.core.energy.test_seq2seq import tiny_dense_bart  # noqa: F401 (the fixture)
 from tests.core.models.test_spiking_bart import BART_TINY
 
 runner = CliRunner()
@@ -142,11 +143,8 @@ BD, BF, BH = BART_TINY["d_model"], BART_TINY["encoder_ffn_dim"], BART_TINY["enco
 
 
 @pytest.fixture(scope="module")
-def bart_pair(tmp_path_factory):
-    d = tmp_path_factory.mktemp("terms_bart") / "dense_bart"
-    torch.manual_seed(0)
-    BartForConditionalGeneration(BartConfig(**BART_TINY)).save_pretrained(d)
-    BertTokenizerFast(vocab=str(write_tiny_vocab(d.parent / "vocab.txt"))).save_pretrained(d)
+def bart_pair(tiny_dense_bart):
+    d = tiny_dense_bart
     common = dict(seq_len=SRC, target_len=TGT, batches=1, batch_size=2, bootstrap=0, memory="weight-stationary")
     base = estimate_energy_sweep(str(d), **common).runs[0]
     both = estimate_energy_sweep(str(d), count_neuron_updates=True, count_alpha_scale=True, **common).runs[0]

@@ -126,11 +126,17 @@ def test_staged_schedule_weighs_hidden_terms_first(tiny_dirs, tmp_path, local):
         assert x["loss"] == pytest.approx(x["loss_kd"] + 0.5 * x["loss_ce"] + 0.25 * x["loss_hidden"], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_a_stage_as_long_as_the_run_is_warned_of(tiny_dirs, tmp_path, caplog):
     with caplog.at_level("WARNING", logger="spikelm"):
         steps = _sst2_step_logs(tiny_dirs, tmp_path, "kd", "train.max_steps=2", "distill.hidden_stage_steps=2")
     assert len(steps) == 2
     assert "distill.hidden_stage_steps 2 covers the whole run of 2 steps" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="spikelm"):  # hidden states alone on purpose: nothing to join later
+        _sst2_step_logs(tiny_dirs, tmp_path / "alone", "hidden", "train.max_steps=2", "distill.hidden_stage_steps=2",
+                        "distill.alpha_kd=0", "distill.alpha_ce=0", "distill.alpha_hidden=1.0")
+    assert "covers the whole run" not in caplog.text
 
 
 @pytest.mark.slow

@@ -279,6 +279,9 @@ def test_an_eval_takes_a_runs_eval_subset_only_on_the_text_that_run_scored(tmp_p
     for text, expected in ((a, 16), (b, None)):  # the masked-LM run's held-out text, then another text
         ev = load_config(EvalConfig, None, ["data.task=wikitext2", f"model={run / 'final'}", f"data.data_dir={text}"])
         assert settings_of_run(ev).data.eval_subset == expected, text
+    # data.validation_file is not what a masked-LM eval reads (it reads data_dir / source)
+    ev = load_config(EvalConfig, None, ["data.task=wikitext2", f"model={run / 'final'}", f"data.validation_file={a}"])
+    assert settings_of_run(ev).data.eval_subset is None
     lm = tmp_path / "causal"
     (lm / "final").mkdir(parents=True)
     save_config(config_from_dict(FinetuneConfig, {"command": "finetune", "model": "m", "out_dir": str(lm), "data": {
@@ -287,3 +290,9 @@ def test_an_eval_takes_a_runs_eval_subset_only_on_the_text_that_run_scored(tmp_p
         ev = load_config(EvalConfig, None, ["data.task=wikitext2", f"model={lm / 'final'}", f"data.data_dir={data_dir}",
                                             f"splits={json.dumps(splits)}"])
         assert settings_of_run(ev).data.eval_subset == expected, (splits, data_dir)
+    hub = tmp_path / "hub"  # a run on the hub's text (its source a task name), scored on that text's valid split
+    (hub / "final").mkdir(parents=True)
+    save_config(config_from_dict(FinetuneConfig, {"command": "finetune", "model": "m", "out_dir": str(hub), "data": {
+        "task": "wikitext2", "source": "wikitext-2", "eval_subset": 3}}), hub / "run_config.yaml")
+    ev = load_config(EvalConfig, None, ["data.task=wikitext2", f"model={hub / 'final'}", 'splits=["valid"]'])
+    assert settings_of_run(ev).data.eval_subset == 3
