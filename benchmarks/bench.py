@@ -422,6 +422,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.shape, args.batch, args.seq_len = "tiny", 4, 32
+        if args.only and "default-path" in args.only:  # it converts and runs the real MiniLM: no quick form
+            ap.error("--quick has no default-path section (it converts the bundled MiniLM at full size): "
+                     "drop --quick to measure it")
     if args.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda: no CUDA device is available here")
     DEVICE = torch.device(args.device)

@@ -31,7 +31,11 @@ def picture_paths(png: str | Path) -> tuple[Path, Path]:
 
 
 def check_picture_path(png: str | Path) -> tuple[Path, Path]:
-    """Refuse a picture path that is not a .png file name, or that cannot be written (before any work)."""
+    """Refuse a picture path that is not a .png file name, or that cannot be written, or a file in its place
+    that is not a firing picture (before any work)."""
+    if not Path(png).name or Path(png).is_dir():
+        raise ConfigError(f"--plot-firing '{png}' names no file" if not Path(png).name else
+                          f"--plot-firing: '{png}' is a directory", hint="name a .png file, e.g. --plot-firing firing.png")
     png, data = picture_paths(png)
     if png.suffix.lower() != ".png":
         raise ConfigError(f"--plot-firing '{png}' must name a .png file",
@@ -45,6 +49,9 @@ def check_picture_path(png: str | Path) -> tuple[Path, Path]:
     if data.is_file() and not _is_picture_data(data):
         raise ConfigError(f"--plot-firing: '{data}' exists and is not the data of a firing picture",
                           hint=f"the picture's data is written beside it as {data.name}; choose another picture name")
+    if png.is_file() and not (data.is_file() and _is_picture_data(data)):  # a picture is replaced, another file not
+        raise ConfigError(f"--plot-firing: '{png}' exists and is not a firing picture (no picture data beside it, "
+                          f"{data.name})", hint="choose another picture name, or remove that file")
     check_output_location(png.parent)
     return png, data
 

@@ -110,7 +110,7 @@ def plot_energy_vs_firing_rate(report: EnergySweepReport, path: Path) -> None:
         for i, run in enumerate(runs):
             m = run["memory"][bound]
             color = f"C{i % 10}"
-            ax.plot(m["curve"]["firing_rate"], m["curve"]["energy_spiking_mj"], color=color, label=f"spiking {run_label(run)}")
+            ax.plot(*_dense_curve(m), color=color, label=f"spiking {run_label(run)}")
             ax.plot([m["mean_firing_rate"]], [m["energy_spiking_mj"]], "o", color=color)
             if m["break_even_firing_rate"] is not None and m["break_even_firing_rate"] <= 1:
                 ax.axvline(m["break_even_firing_rate"], color=color, linestyle=":")
@@ -125,8 +125,28 @@ def plot_energy_vs_firing_rate(report: EnergySweepReport, path: Path) -> None:
     fig.suptitle(f"energy against firing rate, memory cost {data['memory_constants']['preset']}{suffix}"
                  if bounds else "no memory bound requested")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # a long title (the random-weights mark) is not cut off
     plt.close(fig)
+
+
+def _dense_curve(m: dict) -> tuple[list[float], list[float]]:
+    """The memory curve of one bound, drawn on a log axis: the report's 21 samples (energy affine in the rate
+    between kinks) filled in linearly, with the measured point and the break-even point on it, so the drawn
+    curve crosses the dense line where the dotted break-even line stands."""
+    import numpy as np
+
+    xs, ys = np.asarray(m["curve"]["firing_rate"], float), np.asarray(m["curve"]["energy_spiking_mj"], float)
+    known = {float(x): float(y) for x, y in zip(xs, ys)}
+    if m.get("mean_firing_rate") is not None and 0 <= m["mean_firing_rate"] <= 1:
+        known[float(m["mean_firing_rate"])] = float(m["energy_spiking_mj"])
+    be = m.get("break_even_firing_rate")
+    if be is not None and 0 <= be <= 1:
+        known[float(be)] = float(m["energy_dense_mj"])
+    fine = np.union1d(np.linspace(0.0, 1.0, 401), np.asarray(sorted(known), float))
+    values = np.interp(fine, xs, ys)
+    for i, x in enumerate(fine):
+        values[i] = known.get(float(x), values[i])
+    return fine.tolist(), values.tolist()
 
 
 __all__ = ["plot_energy_breakdown", "plot_energy_vs_firing_rate", "plot_firing_rates"]

@@ -87,6 +87,10 @@ def run_firing_picture(cfg: EvalConfig, *, text: str | None = None, example: int
     preflight("eval", cfg.model, evaluation.check_data, evaluation.model_fix)
     loaded = evaluation.load()
     model = loaded.model
+    tokenizer = getattr(loaded, "tokenizer", None)
+    if text is not None and tokenizer is not None and not tokenizer(text, add_special_tokens=False)["input_ids"]:
+        raise ConfigError(f"--firing-text {text!r} holds no token the model's tokenizer reads (control or "
+                          "zero-width characters only)", hint="give a sentence")
     if not spiking_neurons(model):
         raise ConfigError(
             f"'{cfg.model}' has no spiking neurons (neuron.kind is dense): there is no firing to picture",

@@ -105,6 +105,7 @@ def test_eval_pictures_bart_source_and_teacher_forced_target(tiny_bart, tmp_path
 
 BAD = {
     "empty text": (["--firing-text", "  "], ["--firing-text is empty"]),
+    "no token in the text": (["--firing-text", "\u200b\u200b"], ["holds no token the model's tokenizer reads"]),
     "example out of range": (["--firing-example", "11"], ["--firing-example 11 is out of range", "has 11 example",
                                                           "choose an index from 0 to 10"]),
     "example beyond the subset": (["--firing-example", "3", "-s", "data.eval_subset=2"], ["(data.eval_subset=2)"]),

@@ -86,11 +86,18 @@ def test_png_and_json_are_written_beside_each_other(tmp_path):
     pytest.param("dir.png", "is a directory", id="directory"),
     pytest.param("afile/f.png", "'.*afile' is a file", id="under-a-file"),
     pytest.param("mine.png", "not the data of a firing picture", id="foreign-json-beside"),
+    pytest.param("photo.png", "exists and is not a firing picture", id="foreign-png"),
+    pytest.param("", "is a directory", id="the-folder-itself"),
 ])
 def test_bad_picture_paths(name, needle, tmp_path):
     (tmp_path / "dir.png").mkdir()
     (tmp_path / "afile").write_text("x")
     (tmp_path / "mine.json").write_text('{"my": "results"}')
+    (tmp_path / "photo.png").write_bytes(PNG_MAGIC)
     with pytest.raises(ConfigError, match=needle):
         check_picture_path(tmp_path / name)
+    with pytest.raises(ConfigError, match="names no file"):
+        check_picture_path("")
+    png, _ = write_firing_picture(picture(), tmp_path / "again.png")  # a firing picture is replaced
+    assert check_picture_path(png) == (png, tmp_path / "again.json")
     assert check_picture_path(tmp_path / "new" / "f.PNG") == (tmp_path / "new" / "f.PNG", tmp_path / "new" / "f.json")

@@ -382,3 +382,18 @@ def test_bert_base_paper_setting_dense_bytes_by_hand():
     # event-driven weights: one per AC, T x fr x MACs x 4 bytes over the spike-driven ops
     linear_macs = 12 * (4 * n * d * d + 2 * n * d * f)
     assert close(r.total.spiking["weights"], 4 * 0.3 * linear_macs * 4 + d * d * 4)
+
+
+def test_the_plotted_memory_curve_crosses_the_dense_line_at_the_break_even_rate():
+    from spikelm_core.energy.plots import _dense_curve
+
+    rates = [i / 20 for i in range(21)]
+    m = {"curve": {"firing_rate": rates, "energy_spiking_mj": [4.89 + 936 * r for r in rates]},
+         "mean_firing_rate": 0.33, "energy_spiking_mj": 4.89 + 936 * 0.33, "energy_dense_mj": 19.35,
+         "break_even_firing_rate": (19.35 - 4.89) / 936}
+    xs, ys = _dense_curve(m)
+    assert len(xs) > 400 and xs == sorted(xs)
+    at = dict(zip(xs, ys))
+    assert at[m["break_even_firing_rate"]] == pytest.approx(19.35) and at[0.33] == pytest.approx(m["energy_spiking_mj"])
+    # filled in linearly (the energy is affine in the rate): a straight line on a linear axis, not on the log axis
+    assert at[0.025] == pytest.approx(4.89 + 936 * 0.025)
