@@ -67,7 +67,9 @@ def plot_energy_breakdown(report: EnergySweepReport, path: Path) -> None:
         by = {component_label(c): c["energy_spiking_mj"] for c in run["components"]}
         series.append((f"spiking {run_label(run)}", [by.get(c, 0.0) for c in comps]))
     width = 0.8 / len(series)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(comps) + 2), 4))
+    # about an inch per component up to 16 inches (BART's encoder and decoder give some 30 components;
+    # wider than a screen helps nobody), the labels turned where they crowd
+    fig, ax = plt.subplots(figsize=(min(16.0, max(6.0, 1.1 * len(comps) + 2)), 4.4))
     for i, (name, values) in enumerate(series):
         ax.bar([x + i * width for x in range(len(comps))], values, width, label=name)
     ax.set_xticks([x + width * (len(series) - 1) / 2 for x in range(len(comps))])

@@ -268,6 +268,10 @@ def test_cli_bart_json(bart_sweep):
     assert {p.name for p in out_dir.iterdir()} >= {"report.json", "report.csv", "report.md", "firing_rates.png"}
     assert "generation_kv_cache" in (out_dir / "report.csv").read_text()
     assert "Generation: one summary" in (out_dir / "report.md").read_text()
+    # the breakdown's width is capped: BART's encoder, decoder and cross-attention components made it
+    # 27 inches (3,000 pixels) wide before
+    header = (out_dir / "energy_breakdown.png").read_bytes()[:24]
+    assert len(data["runs"][0]["components"]) > 13 and int.from_bytes(header[16:20], "big") <= 16 * 110
     import csv  # the generation-with-memory figures are CSV rows too, equal to the JSON's
 
     rows = list(csv.DictReader((out_dir / "report.csv").open()))
