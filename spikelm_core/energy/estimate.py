@@ -191,8 +191,12 @@ def with_terms(report: EnergyReport, ops: Iterable[MemOp], terms: SpikingTerms) 
     return _assemble((*report.rows, *extra), report.profile, report.num_timesteps, report.seq_len, report.included)
 
 
-def included_items(count_norm: bool, components: Iterable[str], terms: SpikingTerms = SpikingTerms()) -> tuple[str, ...]:
+def included_items(count_norm: bool, components: Iterable[str], terms: SpikingTerms = SpikingTerms(),
+                   not_billed: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """What the arithmetic counts, in words; `not_billed` (`memory.terms_not_billed`): the terms switched on
+    that bill nothing in this model, and why."""
     present = set(components)
+    why = {key: f"; {text}" for key, text in (not_billed or {}).items()}
     items = ["Q/K/V/O projections, FFN1/FFN2, Q.K^T and probs.V (AC when spiking)"]
     if "pooler" in present:
         items.append("pooler (MAC)")
@@ -202,10 +206,10 @@ def included_items(count_norm: bool, components: Iterable[str], terms: SpikingTe
         items.append("LayerNorm (MAC, fvcore's 5 per element)")
     if terms.neuron_updates:
         items.append("membrane updates (--count-neuron-updates: one AC per element of a stateful neuron per step, "
-                     "spiking side only)")
+                     "spiking side only; none at T=1" + why.get("neuron_updates", "") + ")")
     if terms.alpha_scale:
         items.append("rescaling by alpha (--count-alpha-scale: one MAC per output element of a spike-driven op per "
-                     "step, spiking side only)")
+                     "step, spiking side only; none at T=1" + why.get("alpha_scale", "") + ")")
     if "other" in present:
         items.append("other counted ops (MAC)")
     return tuple(items)
@@ -249,8 +253,9 @@ def estimate_energy(
     )
     if not terms.any:
         return report
-    linear = {name: (m.in_features, m.out_features) for name, m in model.named_modules() if isinstance(m, nn.Linear)}
-    shape = shape_of(model.config.to_dict(), seq_len, count.decoder_len, linear)
+    inner = getattr(model, "_orig_mod", model)  # a torch.compile'd model: the row names are the inner model's
+    linear = {name: (m.in_features, m.out_features) for name, m in inner.named_modules() if isinstance(m, nn.Linear)}
+    shape = shape_of(inner.config.to_dict(), seq_len, count.decoder_len, linear)
     return with_terms(report, forward_ops(report.rows, shape), terms)
 
 

@@ -293,7 +293,8 @@ class MemOp:
     """None: a float op (pooler, heads), billed as its dense twin `steps` times."""
     steps: int = 1
     stateful: bool = True
-    """The neuron in front keeps a membrane over T (the stateless K/V spikes do not)."""
+    """The neuron in front keeps a membrane between steps (not the stateless K/V spikes of SpikeLM, nor a
+    neuron with `reset: none`); at T = 1 none does (`membrane_updates`)."""
     rescaled: bool = True
     """Its spikes carry a per-step amplitude whose rescaling of the outputs `alpha_scales` bills."""
     stack: str | None = None
@@ -328,14 +329,16 @@ class SpikingTerms:
 
 def membrane_updates(op: "MemOp", timesteps: int) -> int:
     """Membrane updates of the neuron in front of `op`: T per element it produces (T·X) when it keeps a
-    membrane; none for the stateless K/V spikes of SpikeLM and for float ops."""
-    return timesteps * op.produced if op.firing_rate is not None and op.stateful else 0
+    membrane between steps; none for the stateless K/V spikes of SpikeLM, for `reset: none`, for float ops,
+    and at T = 1, where every neuron is the stateless quantiser (u = x; the membrane bytes are 0 there too)."""
+    return timesteps * op.produced if op.firing_rate is not None and op.stateful and timesteps > 1 else 0
 
 
 def alpha_scales(op: "MemOp", timesteps: int) -> int:
-    """Rescalings by alpha of a spike-driven op: one per output element per step (T·O); none for float ops
-    and for spikes with no step amplitude to rescale (`MemOp.rescaled`: LIF, unit or fixed amplitudes)."""
-    return timesteps * op.out if op.firing_rate is not None and op.rescaled else 0
+    """Rescalings by alpha of a spike-driven op: one per output element per step (T·O); none for float ops,
+    for spikes with no step amplitude to rescale (`MemOp.rescaled`: LIF, unit or fixed amplitudes), and at
+    T = 1, where each neuron's one alpha folds into the weights whole, as a fixed alpha does."""
+    return timesteps * op.out if op.firing_rate is not None and op.rescaled and timesteps > 1 else 0
 
 
 def rescales_outputs(config: Mapping[str, Any]) -> bool:
@@ -345,6 +348,25 @@ def rescales_outputs(config: Mapping[str, Any]) -> bool:
     step, folds into the weights whole. A dense config (no neuron keys) reads as SpikeLM's defaults."""
     return (config.get("neuron_kind", "elastic_bi") != "lif" and config.get("amplitude", "elastic") == "elastic"
             and (config.get("alpha_mode", "calibrated") == "calibrated" or bool(config.get("learn_alpha", False))))
+
+
+def terms_not_billed(config: Mapping[str, Any]) -> dict[str, str]:
+    """The `SpikingTerms` that bill nothing in a model of this config, each with the reason in words
+    (for the report's lists; a term may also bill nothing at T = 1, which the lists say of every model)."""
+    out = {}
+    if not keeps_membrane(config):
+        out["neuron_updates"] = "none in this model: with reset none no neuron keeps a membrane"
+    if not rescales_outputs(config):
+        out["alpha_scale"] = ("none in this model: its spikes carry no per-step amplitude (LIF, unit or a fixed "
+                              "alpha)")
+    return out
+
+
+def keeps_membrane(config: Mapping[str, Any]) -> bool:
+    """Whether the neurons in front of a spiking model's linear layers carry a membrane from one step to
+    the next: LIF's always, SpikeLM's unless `reset: none` (u_t = x_t, the stateless quantiser). A dense
+    config (no neuron keys) reads as SpikeLM's defaults."""
+    return config.get("neuron_kind", "elastic_bi") == "lif" or config.get("reset", "official") != "none"
 
 
 @dataclass(frozen=True)
@@ -759,6 +781,8 @@ class Shape:
     """Attention heads of a BART decoder; None: as many as `heads` (the encoder's)."""
     rescaled: bool = True
     """The spikes carry a per-step amplitude (`rescales_outputs`)."""
+    stateful: bool = True
+    """The neurons in front of the linear layers keep a membrane between steps (`keeps_membrane`)."""
     causal: bool = False
     """A decoder-only model (Llama): `seq_len` tokens, generation continues a prompt of that length."""
 
@@ -808,7 +832,7 @@ def row_op(component: str, layer: int | None, stack: str | None, macs: int, firi
     if rest or not tokens:
         raise EnergyAuditError(f"{module or component}: {macs:,} MACs do not factor as tokens x in x out")
     return MemOp(produced=tokens * fan_in if firing_rate is not None else 0, read=tokens * fan_in,
-                 weights=fan_in * fan_out, out=tokens * fan_out, **common)
+                 weights=fan_in * fan_out, out=tokens * fan_out, stateful=s.stateful, **common)
 
 
 def forward_ops(rows: Iterable[Any], s: Shape) -> list[MemOp]:
@@ -867,14 +891,17 @@ def generation_ops(forward: Sequence[MemOp], s: Shape, target_len: int, *, cache
             continue
         if op.component.startswith("cross_") and op.component in MATMULS:
             inner = op.produced // n_e
-            if cache and not last_only:  # the cached cross K/V spikes, made once
-                lines["cross_kv"].append(replace(op, macs=0, read=0, other=0, out=0, line="cross_kv"))
+            made = replace(op, macs=0, read=0, other=0, out=0, line="cross_kv")  # the cross K/V spikes
+            if cache and not last_only:  # cached, made once
+                lines["cross_kv"].append(made)
             for step in steps:
+                if not cache:  # made again every step, in the cross K/V line as with the cache
+                    lines["cross_kv"].append(made)
                 n_q = step.tokens
                 probs = _heads(op.stack, s) * n_q * n_e
                 other, out = (n_q * inner, probs) if op.component.endswith("qk") else (probs, n_q * inner)
                 read = (dict(produced=0, read=0, cached=n_e * inner) if cache
-                        else dict(produced=n_e * inner, read=n_e * inner))
+                        else dict(produced=0, read=n_e * inner))
                 lines["decoder"].append(replace(op, macs=n_e * inner * n_q, other=other, out=out, line="decoder",
                                                 **read))
             continue
@@ -922,17 +949,18 @@ def shape_of(config: Mapping[str, Any], seq_len: int, decoder_len: int | None,
         return Shape(hidden=int(config["hidden_size"]), heads=heads, ffn=int(config["intermediate_size"]),
                      seq_len=seq_len, linear_shapes=dict(linear_shapes or {}),
                      kv_stateful=config.get("neuron_kind") == "lif", rescaled=rescales_outputs(config),
-                     kv_heads=int(config.get("num_key_value_heads") or heads), causal=True)
+                     stateful=keeps_membrane(config), kv_heads=int(config.get("num_key_value_heads") or heads), causal=True)
     if decoder_len is not None:
         return Shape(hidden=int(config["d_model"]), heads=int(config.get("encoder_attention_heads", 1)),
                      decoder_heads=int(config.get("decoder_attention_heads") or config.get("encoder_attention_heads", 1)),
-                     rescaled=rescales_outputs(config),
+                     rescaled=rescales_outputs(config), stateful=keeps_membrane(config),
                      ffn=int(config["encoder_ffn_dim"]), seq_len=seq_len, decoder_len=decoder_len,
                      decoder_ffn=int(config["decoder_ffn_dim"]), linear_shapes=dict(linear_shapes or {}),
                      kv_stateful=config.get("neuron_kind") == "lif")
     return Shape(hidden=int(config["hidden_size"]), heads=int(config["num_attention_heads"]),
                  ffn=int(config["intermediate_size"]), seq_len=seq_len, linear_shapes=dict(linear_shapes or {}),
-                 kv_stateful=config.get("neuron_kind") == "lif", rescaled=rescales_outputs(config))
+                 kv_stateful=config.get("neuron_kind") == "lif", rescaled=rescales_outputs(config),
+                 stateful=keeps_membrane(config))
 
 
 def value_bytes(profile: CostProfile) -> int:

@@ -33,6 +33,7 @@ def paper_setting(
     terms: SpikingTerms = SpikingTerms(),
     kv_stateful: bool = False,
     rescaled: bool = True,
+    stateful: bool = True,
 ) -> EnergyReport:
     """Energy of BERT-base at 128 tokens (closed form, batch 1) under the given firing rates.
 
@@ -42,7 +43,8 @@ def paper_setting(
     `float_components` (e.g. qk and av of a model with spike_kv off) are billed as float MACs.
     `terms` adds the spiking side's membrane updates and alpha rescalings at these shapes, for neurons
     like the audited model's (`kv_stateful`: K/V spikes with a membrane, LIF; `rescaled`: spikes with a
-    per-step amplitude, `memory.rescales_outputs`).
+    per-step amplitude, `memory.rescales_outputs`; `stateful`: the other neurons keep a membrane,
+    `memory.keeps_membrane`).
     """
     per_layer = bert_layer_macs(hidden, heads, intermediate, seq_len)
     floats = set(float_components)
@@ -65,7 +67,7 @@ def paper_setting(
         ),
     )
     shape = Shape(hidden=hidden, heads=heads, ffn=intermediate, seq_len=seq_len, kv_stateful=kv_stateful,
-                  rescaled=rescaled)
+                  rescaled=rescaled, stateful=stateful)
     return with_terms(report, forward_ops(report.rows, shape), terms)
 
 
@@ -86,13 +88,14 @@ def bart_paper_setting(
     terms: SpikingTerms = SpikingTerms(),
     kv_stateful: bool = False,
     rescaled: bool = True,
+    stateful: bool = True,
 ) -> EnergyReport:
     """Energy of BART-base, teacher-forced at `source_len`/`target_len` (closed form, batch 1).
 
     `firing_rates` is keyed by (stack, component) or component; the LM head (n_d·d·V) is a float
     MAC. (stack, component) pairs in `float_components` (e.g. K/V matmuls with spike_kv off) are
     billed as float MACs, T times. `terms` adds the spiking side's membrane updates and alpha rescalings
-    (`kv_stateful`, `rescaled`: as for `paper_setting`).
+    (`kv_stateful`, `rescaled`, `stateful`: as for `paper_setting`).
     """
     b = BART_BASE
     floats = set(float_components)
@@ -115,7 +118,8 @@ def bart_paper_setting(
                   + (", LM head V=50265 (MAC)" if lm_head else ""),),
     )
     shape = Shape(hidden=b["d_model"], heads=12, ffn=b["encoder_ffn_dim"], seq_len=source_len, decoder_len=target_len,
-                  decoder_ffn=b["decoder_ffn_dim"], kv_stateful=kv_stateful, rescaled=rescaled)
+                  decoder_ffn=b["decoder_ffn_dim"], kv_stateful=kv_stateful, rescaled=rescaled,
+                  stateful=stateful)
     return with_terms(report, forward_ops(report.rows, shape), terms)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -25,10 +25,12 @@ from spikelm_core.energy.memory import MemoryCost, MemoryReport, SpikingTerms
 SCHEMA = "spikelm.energy/2"
 """Version tag of `EnergySweepReport.to_dict()`; bumped on any incompatible change."""
 
-def assumptions_text(*, count_norm: bool = False, memory: bool = False, terms: SpikingTerms = SpikingTerms()) -> str:
+def assumptions_text(*, count_norm: bool = False, memory: bool = False, terms: SpikingTerms = SpikingTerms(),
+                     not_billed: Mapping[str, str] | None = None) -> str:
     """The report's assumptions line: what the arithmetic counts (LayerNorm only with --count-norm, the
     spiking side's membrane updates and alpha rescalings only with their switches) and whether data
-    movement is priced (the memory bounds) or left out."""
+    movement is priced (the memory bounds) or left out; `not_billed` as for `estimate.included_items`."""
+    why = {key: f"; {text}" for key, text in (not_billed or {}).items()}
     excluded = "embedding lookups, " + ("" if count_norm else "LayerNorm, ") + (
         "softmax, GELU, residual and bias adds, the mean over T"
         + ("" if terms.neuron_updates else " and neuron membrane updates"))
@@ -41,9 +43,11 @@ def assumptions_text(*, count_norm: bool = False, memory: bool = False, terms: S
         "per sample at a fixed sequence length; one AC per non-zero spike of either sign "
         "(ternary -alpha spikes are subtractions); alpha folded into the weights"
         + ("; the rescaling by alpha this leaves billed as one MAC per output element and step of each "
-           "spike-driven op (--count-alpha-scale); " if terms.alpha_scale else "; ")
+           "spike-driven op (--count-alpha-scale; none at T=1" + why.get("alpha_scale", "") + "); "
+           if terms.alpha_scale else "; ")
         + ("membrane updates billed as one AC per element of a stateful neuron per step, spiking side only "
-           "(--count-neuron-updates); " if terms.neuron_updates else "")
+           "(--count-neuron-updates; none at T=1" + why.get("neuron_updates", "") + "); " if terms.neuron_updates
+           else "")
         + ("LayerNorm billed as MACs on both sides (--count-norm; every time step on the spiking side); " if count_norm
            else "")
         + f"excluded on both sides: {excluded}"

@@ -61,6 +61,7 @@ from spikelm_core.energy.memory import (
     load_memory_cost,
     memory_report,
     shape_of,
+    terms_not_billed,
     value_bytes,
 )
 from spikelm_core.energy.neurobench import neurobench_metrics
@@ -296,7 +297,8 @@ def _read_out(model: torch.nn.Module | None) -> str:
 
 
 def _included(plan: _Plan, args: EnergyArgs, count: MacCount, model: torch.nn.Module | None = None) -> tuple[str, ...]:
-    included = included_items(args.count_norm, (r.component for r in count.rows), args.terms)
+    included = included_items(args.count_norm, (r.component for r in count.rows), args.terms,
+                              terms_not_billed(plan.source.config))
     state = _read_out(model)
     if plan.decoder_only:
         llama = {"task head (MAC)": f"LM head (MAC: float x float, on {state} after the final RMSNorm)",
@@ -417,7 +419,8 @@ def run_energy(args: EnergyArgs, progress: Progress | None = None) -> EnergySwee
         target_len=plan.target_len,
         decoder_only=plan.decoder_only,
         memory_cost=memory.cost if memory.bounds else None,
-        assumptions=assumptions_text(count_norm=args.count_norm, memory=bool(memory.bounds), terms=args.terms),
+        assumptions=assumptions_text(count_norm=args.count_norm, memory=bool(memory.bounds), terms=args.terms,
+                                     not_billed=terms_not_billed(plan.source.config)),
         caveat=MEMORY_CAVEAT if memory.bounds else caveat_text(profile, args.terms),
     )
 
@@ -438,8 +441,10 @@ def _shape(model, plan: _Plan, args: EnergyArgs) -> Shape:
 
 
 def _neurons_of(shape: Shape | None) -> dict[str, bool]:
-    """What the paper setting takes of the audited model's neurons: K/V membranes, per-step amplitudes."""
-    return {} if shape is None else {"kv_stateful": shape.kv_stateful, "rescaled": shape.rescaled}
+    """What the paper setting takes of the audited model's neurons: K/V membranes, per-step amplitudes,
+    the other neurons' membranes."""
+    return {} if shape is None else {"kv_stateful": shape.kv_stateful, "rescaled": shape.rescaled,
+                                     "stateful": shape.stateful}
 
 
 def _memory(model, plan: _Plan, args: EnergyArgs, profile: CostProfile, memory: MemorySettings,

@@ -268,9 +268,12 @@ def test_tiny_bart_generation_bytes_by_hand(bart, cache):
         assert t.spiking["weights"] == t.dense["weights"]  # weight-stationary reads them as the dense model does
     else:
         assert t.dense["kv_cache"] == 0 and t.spiking["kv_cache"] == 0
-        # the cross K / V projections run at every step
-        cross = [op for op in lines["cross_kv"]]
+        # the cross K / V projections run at every step, and their spikes are made again at every step
+        cross = [op for op in lines["cross_kv"] if op.component in ("cross_k", "cross_v")]
         assert len(cross) == m * 2 * layers and all(op.read == NE * BD for op in cross)
+        made = [op for op in lines["cross_kv"] if op.component not in ("cross_k", "cross_v")]
+        assert len(made) == m * 2 * layers and all((op.produced, op.read, op.macs) == (NE * BD, 0, 0) for op in made)
+        assert all(op.produced == 0 for op in lines["decoder"] if op.component in ("cross_qk", "cross_av"))
 
 
 # --- cost files and bounds -------------------------------------------------------------------------------------

@@ -44,6 +44,8 @@ def test_terms_of_one_op():
     assert math.isclose(both.pj(op, 3, FP32), 0.9 * 105 + 4.6 * 165)
     assert SpikingTerms(alpha_scale=True).pj(op, 3, FP32) == pytest.approx(4.6 * 165)
     assert SpikingTerms().pj(op, 3, FP32) == 0 and not SpikingTerms().any
+    # at T=1 every neuron is the stateless quantiser (u = x) and its one alpha folds into the weights
+    assert membrane_updates(op, 1) == 0 and alpha_scales(op, 1) == 0 and both.pj(op, 1, FP32) == 0
 
 
 L = 11  # odd, below the tiny model's 64 positions
@@ -251,9 +253,13 @@ def lif_bert(tiny_dense_bert_dir, tmp_path_factory):
 
 
 def test_lif_has_no_alpha_and_keeps_kv_membranes(lif_bert):
-    run = estimate_energy_sweep(str(lif_bert), seq_len=L, batches=1, batch_size=2, bootstrap=0,
-                                count_neuron_updates=True, count_alpha_scale=True).runs[0]
+    sweep = estimate_energy_sweep(str(lif_bert), seq_len=L, batches=1, batch_size=2, bootstrap=0,
+                                  count_neuron_updates=True, count_alpha_scale=True)
+    run = sweep.runs[0]
     t = run.timesteps
+    # the report says the switch bills nothing here, and why
+    assert any("--count-alpha-scale" in i and "no per-step amplitude" in i for i in sweep.included)
+    assert "none in this model: its spikes carry no per-step amplitude" in sweep.assumptions
     assert t == 2
     # LIF spikes are {0, 1}: no amplitude to rescale; K and V spike through neurons with a membrane
     assert _component(run.report, "alpha_scale") is None
@@ -261,6 +267,71 @@ def test_lif_has_no_alpha_and_keeps_kv_membranes(lif_bert):
     # the paper setting takes the same neurons, at BERT-base's shapes
     assert _component(run.paper, "neuron_updates").spiking_acs == t * 12 * (7 * 128 * 768 + 128 * 3072)
     assert _component(run.paper, "alpha_scale") is None
+
+
+def test_no_membrane_with_reset_none_nor_at_T1(tiny_dense_bert_dir, tmp_path):
+    from spikelm_core.conversion import convert_model
+    from spikelm_core.neurons.settings import NeuronSettings
+
+    out = tmp_path / "reset-none"
+    convert_model(str(tiny_dense_bert_dir), out, NeuronSettings(reset="none", num_timesteps=3), seq_len=L,
+                  batch_size=2, calib_batches=1)
+    sweep = estimate_energy_sweep(str(out), seq_len=L, batches=1, batch_size=2, bootstrap=0, neurobench=True,
+                                  count_neuron_updates=True, count_alpha_scale=True)
+    run = sweep.runs[0]
+    # u_t = x_t: no membrane to update or to move; the amplitudes still change from step to step
+    assert _component(run.report, "neuron_updates") is None and run.neurobench["MembraneUpdates"] == 0
+    assert _component(run.report, "alpha_scale").spiking_macs == bert_scales(3, LAYERS, L, D, FF, H)
+    assert _component(run.paper, "neuron_updates") is None
+    for bound in run.memory.bounds.values():
+        assert bound.total.spiking["membrane"] == 0
+    assert any("--count-neuron-updates" in i and "none in this model" in i for i in sweep.included)
+    assert not any("--count-alpha-scale" in i and "none in this model" in i for i in sweep.included)
+    assert "none in this model: with reset none" in sweep.assumptions
+    # T=1 (the dense model converted on the fly): neither term bills anything, in the model or the paper setting
+    one = estimate_energy_sweep(str(tiny_dense_bert_dir), timesteps=[1], seq_len=L, batches=1, batch_size=2,
+                                bootstrap=0, count_neuron_updates=True, count_alpha_scale=True).runs[0]
+    for report in (one.report, one.paper):
+        assert _component(report, "neuron_updates") is None and _component(report, "alpha_scale") is None
+
+
+def test_lif_cross_kv_spikes_in_their_line_with_or_without_the_cache(tiny_dense_bart, tmp_path):  # noqa: F811
+    from spikelm_core.conversion import convert_model
+    from spikelm_core.neurons.settings import NeuronSettings
+
+    out = tmp_path / "lif-bart"
+    convert_model(str(tiny_dense_bart), out, NeuronSettings(kind="lif", num_timesteps=2), seq_len=SRC,
+                  batch_size=2, calib_batches=1)
+    common = dict(seq_len=SRC, target_len=TGT, batches=1, batch_size=2, bootstrap=0, memory="weight-stationary")
+    base = estimate_energy_sweep(str(out), **common).runs[0]
+    both = estimate_energy_sweep(str(out), count_neuron_updates=True, **common).runs[0]
+    g0, g = base.generation.to_dict(), both.generation.to_dict()
+    added = {mode: {line: _line(g[mode], line)["spiking_acs"] - _line(g0[mode], line)["spiking_acs"]
+                    for line in ("cross_kv", "decoder")} for mode in ("kv_cache", "no_cache")}
+    # the neurons in front of the cross K/V projections and the K/V spikes' own (LIF: with a membrane), made
+    # once with the cache, every step without it; the decoder line the same per token either way
+    per_summary = 2 * 2 * 4 * SRC * BD
+    assert added["kv_cache"]["cross_kv"] == per_summary and added["no_cache"]["cross_kv"] == TGT * per_summary
+    token = 2 * 2 * (9 * BD + BF)  # self q, k, v, o, the K/V spikes, cross q, o; ffn1 (d), ffn2 (f)
+    assert added["kv_cache"]["decoder"] == TGT * token
+    # the memory bounds split the cross K/V spikes' bytes the same way: none left in the decoder line
+    lines = {x["line"]: x for x in base.memory.to_dict()["weight_stationary"]["generation"]["no_cache"]["lines"]}
+    cached = {x["line"]: x for x in base.memory.to_dict()["weight_stationary"]["generation"]["kv_cache"]["lines"]}
+    assert lines["cross_kv"]["bytes_spiking"] == pytest.approx(TGT * cached["cross_kv"]["bytes_spiking"])
+
+
+def test_a_compiled_model_counts_as_its_inner_model(tiny_dense_llama_dir):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from spikelm_core.energy import SpikingTerms, estimate_energy
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(**{**LLAMA_TINY, "head_dim": 16}))  # 3 heads x 16 = 48, not 24
+    terms = SpikingTerms(neuron_updates=True, alpha_scale=True)
+    plain = estimate_energy(model, 0.3, seq_len=9, num_timesteps=2, terms=terms)
+    compiled = estimate_energy(torch.compile(model), 0.3, seq_len=9, num_timesteps=2, terms=terms)
+    assert compiled.total_spiking_acs == plain.total_spiking_acs
+    assert compiled.total_spiking_macs == plain.total_spiking_macs
 
 
 @pytest.mark.parametrize("settings, rescaled", [
