@@ -3,30 +3,42 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import glob
+import logging
 import os
 import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from .errors import ConfigError, OutputError
 
+log = logging.getLogger(__name__)
 
 _WRAPPED_OS_ERROR = re.compile(r"\(os error (\d+)\)")
 
 
+#: what torch.save's zip writer raises when a write fails (a full disk): no errno to read
+_TORCH_WRITE_FAILED = ("PytorchStreamWriter failed writing", "unexpected pos", "basic_ios::clear: iostream error")
+
+
 def wrapped_os_error(exc: BaseException, filename: str | Path | None = None) -> OSError | None:
-    """The OSError inside an error of safetensors' writer (`SafetensorError: Error while serializing:
-    I/O error: No space left on device (os error 28)`), rebuilt with its errno so a full disk reads as
-    one; None for any other error."""
-    if type(exc).__name__ != "SafetensorError":
-        return None
+    """The OSError inside a library's error, rebuilt with its errno so a full disk reads as one: a Rust
+    library's message names it (safetensors' `SafetensorError: ... No space left on device (os error 28)`,
+    tokenizers' `Exception: No space left on device (os error 28)`), torch.save's zip writer only says its
+    write failed (ENOSPC then, its likeliest cause); None for any other error."""
+    where = None if filename is None else str(filename)
     found = _WRAPPED_OS_ERROR.search(str(exc))
-    if found is None:
-        return None
-    code = int(found.group(1))
-    return OSError(code, os.strerror(code), None if filename is None else str(filename))
+    if found is not None:
+        code = int(found.group(1))
+        return OSError(code, os.strerror(code), where)
+    if isinstance(exc, RuntimeError) and any(text in str(exc) for text in _TORCH_WRITE_FAILED):
+        return OSError(errno.ENOSPC, "a write failed (torch.save); is the disk full?", where)
+    return None
 
 
 def check_output_location(out: str | Path) -> Path:
@@ -110,9 +122,10 @@ def atomic_output_dir(out: str | Path, force: bool = False) -> Iterator[Path]:
     On any error the temporary directory is removed and `out` is left exactly as it was, so a
     crash or Ctrl-C never leaves a half-written model behind.
     """
+    clean_stale_siblings(out)
     out = check_output_dir(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     try:
         yield tmp
         replace_dir(tmp, out)
@@ -122,17 +135,80 @@ def atomic_output_dir(out: str | Path, force: bool = False) -> Iterator[Path]:
 
 
 def replace_dir(finished: str | Path, out: str | Path) -> None:
-    """Put the finished directory `finished` (a sibling of `out`) in `out`'s place by renames: readers
-    see the old `out` or the new one, never a part of either; permissions follow the umask."""
+    """Put the finished directory `finished` (a sibling of `out`) in `out`'s place: readers see the old
+    `out` or the new one, never a part of either, and never no `out`; permissions follow the umask.
+
+    An existing `out` is swapped with `finished` in one step (Linux `renameat2(RENAME_EXCHANGE)`), then the
+    old output is deleted. Where the system cannot swap, two renames with the old output set aside as
+    `.<out>.old-<pid>` (put back if the second fails; a process killed between the two leaves it, and
+    `clean_stale_siblings` puts it back on the next write to `out`)."""
     finished, out = Path(finished), Path(out)
-    _follow_umask(finished)
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-    os.replace(finished, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    follow_umask(finished)
+    if not out.exists():
+        os.replace(finished, out)
+        return
+    if _exchange(finished, out):
+        shutil.rmtree(finished, ignore_errors=True)  # the old output, now in the finished one's place
+        return
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    os.replace(out, old)
+    try:
+        os.replace(finished, out)
+    except BaseException:
+        os.replace(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths atomically (Linux renameat2 with RENAME_EXCHANGE); False where the system or
+    its file system cannot (then nothing moved)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # a C library without it (glibc before 2.28, musl)
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+_STALE = re.compile(r"^\.(?P<name>.+)\.(?:old|tmp)-(?P<pid>\d+)(?:-.*)?$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # someone else's process
+        return True
+    return True
+
+
+def clean_stale_siblings(out: str | Path) -> None:
+    """What a killed write to `out` left beside it: `.<out>.tmp-<pid>-*` folders of a dead process are
+    deleted, and a `.<out>.old-<pid>` folder (the old output set aside between two renames) is put back
+    where `out` is missing, else deleted. Folders of a live process are left alone."""
+    out = Path(out)
+    if not out.parent.is_dir():
+        return
+    for sibling in sorted(out.parent.glob(f".{glob.escape(out.name)}.*-*")):
+        found = _STALE.match(sibling.name)
+        if found is None or found["name"] != out.name or _alive(int(found["pid"])) or not sibling.is_dir():
+            continue
+        if ".old-" in sibling.name and not out.exists():
+            os.replace(sibling, out)
+            log.warning("%s: put back the previous output, which an interrupted write had set aside as %s",
+                        out, sibling.name)
+        else:
+            shutil.rmtree(sibling, ignore_errors=True)
 
 
 def _umask() -> int:
@@ -141,7 +217,7 @@ def _umask() -> int:
     return mask
 
 
-def _follow_umask(root: Path) -> None:
+def follow_umask(root: Path) -> None:
     """mkdtemp/mkstemp create private (0700/0600) entries; give the finished output the usual modes."""
     mask = _umask()
     for path in [root, *root.rglob("*")]:

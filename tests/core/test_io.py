@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from spikelm_core.errors import ConfigError
-from spikelm_core.io import atomic_output_dir, check_output_dir, replace_dir
+from spikelm_core import io
+from spikelm_core.io import atomic_output_dir, check_output_dir, clean_stale_siblings, replace_dir
 
 
 def test_replace_dir_swaps_whole_directories(tmp_path):
@@ -18,6 +19,59 @@ def test_replace_dir_swaps_whole_directories(tmp_path):
     replace_dir(new, out)
     assert sorted(p.name for p in out.iterdir()) == ["model.safetensors"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]  # neither the old nor the staging left
+
+
+def test_replace_dir_swaps_in_one_step_and_puts_the_old_back_when_it_cannot(tmp_path, monkeypatch):
+    out, new = tmp_path / "final", tmp_path / ".final.partial"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    new.mkdir()
+    (new / "model.safetensors").write_text("new")
+    renames = []
+    real = io.os.replace
+    monkeypatch.setattr(io.os, "replace", lambda a, b: renames.append((a, b)) or real(a, b))
+    replace_dir(new, out)  # Linux: one exchange, no rename at all, so `out` is never missing
+    assert renames == [] and sorted(p.name for p in tmp_path.iterdir()) == ["final"]
+    assert sorted(p.name for p in out.iterdir()) == ["model.safetensors"]
+    # where the system cannot exchange: two renames; a failed second one puts the old output back
+    new.mkdir()
+    monkeypatch.setattr(io, "_exchange", lambda a, b: False)
+
+    def second_fails(a, b):
+        if (a, b) == (new, out):
+            raise OSError(28, "No space left on device")
+        real(a, b)
+
+    monkeypatch.setattr(io.os, "replace", second_fails)
+    with pytest.raises(OSError):
+        replace_dir(new, out)
+    monkeypatch.setattr(io.os, "replace", real)
+    assert (out / "model.safetensors").read_text() == "new"  # back in place; the finished one stays for its caller
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".final.partial", "final"]
+
+
+def test_what_a_killed_write_left_is_put_back_or_removed(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    out = tmp_path / "report"
+    old = tmp_path / f".report.old-{dead}"  # killed between its two renames: no `out`, the old one aside
+    old.mkdir()
+    (old / "report.json").write_text("{}")
+    (tmp_path / f".report.tmp-{dead}-x1y2").mkdir()  # killed while writing
+    mine = tmp_path / f".report.tmp-{__import__('os').getpid()}-abcd"  # a live process's: left alone
+    mine.mkdir()
+    (tmp_path / f".other.tmp-{dead}-zz").mkdir()  # another output's
+    clean_stale_siblings(out)
+    assert (out / "report.json").read_text() == "{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".other.tmp-" + dead + "-zz", mine.name, "report"])
+    # with `out` in place an old copy is deleted; atomic_output_dir cleans up before it writes
+    old.mkdir()
+    with atomic_output_dir(out, force=True) as tmp:
+        (tmp / "report.json").write_text("[]")
+    assert not old.exists() and (out / "report.json").read_text() == "[]"
 
 
 def test_a_failed_atomic_output_leaves_the_old_directory(tmp_path):
