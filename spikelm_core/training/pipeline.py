@@ -400,12 +400,17 @@ def run_training(pipeline: Pipeline, *, resume: str | None, callbacks=None) -> R
         staging = run.out_dir / f".{run.final_dir.name}.partial"
         if trainer.is_world_process_zero():
             shutil.rmtree(staging, ignore_errors=True)  # what a killed save left
-        trainer.save_model(str(staging))  # every rank calls it; only the main process writes
-        if trainer.is_world_process_zero():
-            loaded.tokenizer.save_pretrained(str(staging))
-            # the Trainer's pickled arguments: run_config.yaml is the record, and final/ stays pickle-free
-            (staging / "training_args.bin").unlink(missing_ok=True)
-            replace_dir(staging, run.final_dir)
+        try:
+            trainer.save_model(str(staging))  # every rank calls it; only the main process writes
+            if trainer.is_world_process_zero():
+                loaded.tokenizer.save_pretrained(str(staging))
+                # the Trainer's pickled arguments: run_config.yaml is the record, and final/ stays pickle-free
+                (staging / "training_args.bin").unlink(missing_ok=True)
+                replace_dir(staging, run.final_dir)
+        except BaseException:  # a full disk, Ctrl-C: the part written goes (the checkpoints stay)
+            if trainer.is_world_process_zero():
+                shutil.rmtree(staging, ignore_errors=True)
+            raise
         trainer.accelerator.wait_for_everyone()  # final/ in place before any rank reads it (a sweep's next point)
         pipeline.after_training(trainer, run, metrics)
         return RunResult(

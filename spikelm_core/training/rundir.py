@@ -147,6 +147,19 @@ def _read_lock(path: Path) -> tuple[str | None, int | None]:
         return None, None
 
 
+def _cannot_write(exc: BaseException | None) -> bool:
+    """Whether `exc` says the run's folder took no more writes (a full disk, a quota): the run can go on
+    from its last checkpoint once there is room."""
+    import errno
+
+    from ..io import wrapped_os_error
+
+    if exc is None:
+        return False
+    found = exc if isinstance(exc, OSError) else wrapped_os_error(exc)
+    return found is not None and found.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -167,7 +180,33 @@ def checkpoint_is_complete(path: Path) -> bool:
         state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return isinstance(state, dict) and isinstance(state.get("global_step", 0), int)
+    return isinstance(state, dict) and all(isinstance(state.get(key), int) for key in TRAINER_STATE_INTS)
+
+
+#: trainer_state.json's fields that resuming computes with (a file without them is not the Trainer's)
+TRAINER_STATE_INTS = ("global_step", "train_batch_size")
+
+
+def own_best_checkpoint(checkpoint: str | Path) -> str | None:
+    """The best checkpoint that `checkpoint`'s trainer_state.json records, in the folder `checkpoint` is in.
+
+    The Trainer records it as an absolute path: a run moved or copied since would take (copied) another
+    run's best weights or (moved) none. The same checkpoint-<step>/ of this run is meant; None (warned) when
+    this run no longer holds it, or when none is recorded."""
+    folder = Path(checkpoint)
+    try:
+        best = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8")).get("best_model_checkpoint")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not best:
+        return None
+    here = folder.parent / Path(best).name
+    if here.is_dir():
+        return str(here)
+    if is_main_process():
+        log.warning("the best checkpoint the resumed state records, %s, is not in %s: the run ends without it "
+                    "(its last weights, or their average)", Path(best).name, folder.parent)
+    return None
 
 
 def last_complete_checkpoint(out_dir: Path) -> str | None:
@@ -260,6 +299,16 @@ def check_resume_state(checkpoint: str) -> None:
     from transformers.trainer_pt_utils import safe_globals  # the numpy RNG types the Trainer allows too
 
     folder = Path(checkpoint)
+    lacking = [name for name in ("optimizer.pt", "scheduler.pt") if not (folder / name).is_file()]
+    if processes_of_checkpoint(folder) is None:
+        lacking.append("rng_state.pth")
+    if lacking:  # the Trainer would go on without them in silence: a fresh optimizer, warmup and data order
+        raise CheckpointError(
+            f"cannot resume from '{folder}': it lacks {', '.join(lacking)}",
+            details=["spikelm saves the optimizer, the schedule and the random state with every checkpoint; "
+                     "without them the run would not continue as it stopped (an interrupted copy?)"],
+            hint="resume from an earlier checkpoint (--resume DIR), or start a new run in another --out-dir",
+        )
     for pattern in TRAINER_STATE_FILES:
         for path in sorted(folder.glob(pattern)):
             try:
@@ -576,10 +625,10 @@ class RunDirectory:
             raise
         return self
 
-    def __exit__(self, exc_type, *exc) -> None:
+    def __exit__(self, exc_type, exc_value=None, *exc) -> None:
         self._lock.release()
-        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt) and self._config_written \
-                and is_main_process():
+        if exc_type is not None and self._config_written and is_main_process() and (
+                issubclass(exc_type, KeyboardInterrupt) or _cannot_write(exc_value)):
             self._say_how_to_continue()
         if exc_type is not None and self._created and not self._config_written and is_main_process():
             # refused before anything was written: leave no empty run directory behind, nor the empty

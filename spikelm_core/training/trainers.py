@@ -8,9 +8,12 @@ mixed precision, checkpointing and resume keep coming from transformers.
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 from collections.abc import Mapping
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
+from pathlib import Path
 
 import torch
 from transformers import Trainer
@@ -19,11 +22,13 @@ from transformers.trainer_utils import get_last_checkpoint
 from ..config.schema import DistillArgs
 from ..data.augment import FLAG
 from ..errors import SpikelmError
+from ..io import follow_umask
 from ..log import get_logger
 from ..models.common import layer_local_gradients
 from ..neurons import spike_drop
 from .callbacks import mean_over_ranks
 from .firing_target import FiringTarget, LayerRateRecorder
+from .rundir import own_best_checkpoint
 from .losses import attention_kl, attention_mse, hidden_mse, logit_kd
 from .weight_average import WeightAverage
 
@@ -51,6 +56,19 @@ def linear_schedule_with_horizon(warmup_steps: int, horizon: int):
         return max(0.0, (horizon - step) / max(1, horizon - warmup_steps))
 
     return factor
+
+
+@contextmanager
+def _dropping(logger: logging.Logger, prefix: str):
+    """Leave out `logger`'s records whose message starts with `prefix` while the block runs."""
+    def keep(record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(prefix)
+
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
 
 
 class SpikelmTrainer(Trainer):
@@ -103,6 +121,20 @@ class SpikelmTrainer(Trainer):
         super().save_model(output_dir, _internal_call)
         if self.weight_average is not None and _internal_call and output_dir and self.args.should_save:
             self.weight_average.save(output_dir)
+        if output_dir and self.args.should_save and os.path.isdir(output_dir):
+            follow_umask(Path(output_dir))  # safetensors writes its file private (0600): a shared run folder
+
+    def _init_training_state(self, *args, **kwargs):
+        """`Trainer._init_training_state`, with the resumed state's best checkpoint found in this run's own
+        folder: trainer_state.json keeps its absolute path, so a run moved or copied would keep (or, moved,
+        drop) a best checkpoint of its old folder and end with other weights than it would have."""
+        resume = kwargs.get("resume_from_checkpoint", args[3] if len(args) > 3 else None)
+        if resume is None:
+            return super()._init_training_state(*args, **kwargs)
+        with _dropping(logging.getLogger("transformers.trainer"), "The best checkpoint "):  # said below instead
+            result = super()._init_training_state(*args, **kwargs)
+        self.state.best_model_checkpoint = own_best_checkpoint(resume)
+        return result
 
     def _run_epoch(self, *args, **kwargs):
         """`Trainer._run_epoch`, skipped once the run has taken all its steps. A run resumed from the

@@ -282,6 +282,37 @@ def test_disk_full_while_writing_is_a_message_and_leaves_nothing(tiny_dirs, tmp_
     assert list(tmp_path.iterdir()) == []  # neither the output nor its temporary directory
 
 
+@pytest.mark.parametrize("where", ["optimizer", "final"])
+def test_disk_full_during_training_says_how_to_continue(where, tiny_dirs, tmp_path, monkeypatch):
+    """torch.save's zip writer says only that its write failed; tokenizers and safetensors name the errno in
+    their message. Either way: exit 5, no traceback, how to go on, and no half-written final/ left."""
+    from spikelm_core.training.trainers import SpikelmTrainer
+
+    extra = ("train.max_steps=2", "train.save_steps=1", "train.eval_strategy=no", "train.keep_best=false")
+    if where == "optimizer":
+        def full(self, output_dir):
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1088 vs 976")
+
+        monkeypatch.setattr(SpikelmTrainer, "_save_optimizer_and_scheduler", full)
+        needle = "is the disk full?"
+    else:
+        original = SpikelmTrainer.save_model
+
+        def full(self, output_dir=None, _internal_call=False):
+            if output_dir and output_dir.endswith(".final.partial"):
+                Path(output_dir).mkdir(parents=True, exist_ok=True)
+                (Path(output_dir) / "model.safetensors").write_bytes(b"\0" * 16)
+                raise Exception("No space left on device (os error 28)")  # as tokenizers raises it
+            return original(self, output_dir, _internal_call)
+
+        monkeypatch.setattr(SpikelmTrainer, "save_model", full)
+        needle = "No space left on device"
+    out = tmp_path / "run"
+    res = runner.invoke(app, finetune(tiny_dirs, out, *extra))
+    refused(res, 5, needle, "continue with: spikelm finetune", "--resume auto")
+    assert not (out / ".final.partial").exists() and not (out / "final").exists()
+
+
 def test_eval_into_a_training_run_leaves_its_run_config_alone(tiny_dirs, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
@@ -331,6 +362,19 @@ def test_resume(case, finished_run, tiny_dirs, tmp_path):
     args, code, needles = _resume_case(case, run, tmp_path)
     before = snapshot(run)
     refused(runner.invoke(app, finetune(tiny_dirs, run, *RESUME, extra_args=args)), code, *needles)
+    assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("missing, needle", [("scheduler.pt", "lacks scheduler.pt"),
+                                             ("rng_state.pth", "lacks rng_state.pth")])
+def test_resume_from_a_checkpoint_without_its_training_state(missing, needle, finished_run, tiny_dirs, tmp_path):
+    """The Trainer would go on without the file in silence (a fresh schedule or data order)."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    (run / "checkpoint-2" / missing).unlink()
+    before = snapshot(run)
+    refused(runner.invoke(app, finetune(tiny_dirs, run, *RESUME, extra_args=["--resume", "auto"])), 3, needle,
+            "earlier checkpoint")
     assert snapshot(run) == before
 
 

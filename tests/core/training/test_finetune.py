@@ -157,6 +157,31 @@ def test_a_save_cut_short_is_skipped_and_resume_gives_identical_weights(tiny_dir
         torch.testing.assert_close(cut[k], full[k], rtol=0, atol=0, msg=k)
 
 
+def test_a_moved_or_copied_run_resumes_with_its_own_best_checkpoint(tiny_dirs, tmp_path):
+    """trainer_state.json records the best checkpoint by its absolute path: a run moved (or copied) and
+    resumed at its last checkpoint (killed before final/) kept (copied) the old folder's best weights or
+    (moved) none, and ended with other weights than it did."""
+    import shutil
+
+    extra = ("train.max_steps=4", "train.eval_steps=1", "train.save_steps=4", "train.lr=5e-3")
+    first = run_finetune(_cfg(tiny_dirs, tmp_path / "run", *extra))
+    assert first.best_checkpoint is not None
+    mask = os.umask(0)
+    os.umask(mask)  # the checkpoint's weights take the usual modes (safetensors writes them 0600)
+    assert os.stat(os.path.join(first.best_checkpoint, "model.safetensors")).st_mode & 0o777 == 0o666 & ~mask
+    done = load_file(tmp_path / "run" / "final" / "model.safetensors")
+    shutil.copytree(tmp_path / "run", tmp_path / "copy")
+    shutil.move(tmp_path / "run", tmp_path / "moved")
+    for name in ("moved", "copy"):
+        shutil.rmtree(tmp_path / name / "final")
+        r = run_finetune(_cfg(tiny_dirs, tmp_path / name, *extra), resume="auto")
+        assert r.best_checkpoint == str(tmp_path / name / os.path.basename(first.best_checkpoint)), name
+        assert r.metrics["dev"] == first.metrics["dev"], name
+        again = load_file(tmp_path / name / "final" / "model.safetensors")
+        for k in done:
+            torch.testing.assert_close(again[k], done[k], rtol=0, atol=0, msg=f"{name}: {k}")
+
+
 def test_resume_auto_without_checkpoint_starts_fresh(tiny_dirs, tmp_path, caplog):
     with caplog.at_level("INFO", logger="spikelm"):
         r = run_finetune(_cfg(tiny_dirs, tmp_path / "run", "train.max_steps=1", "train.eval_strategy=no",

@@ -15,12 +15,23 @@ from spikelm_core.errors import CheckpointError, ConfigError
 from spikelm_core.training.rundir import LOCK_NAME, RunDirectory, RunLock, last_complete_checkpoint, resolve_resume
 
 
-def _checkpoint(root, step, state='{"global_step": 1}'):
+def _checkpoint(root, step, state='{"global_step": 1}', files=True):
+    """A checkpoint-<step>/ as the Trainer leaves it (its training state files empty), or cut short."""
+    import torch
+
     d = root / f"checkpoint-{step}"
     d.mkdir(parents=True)
     (d / "config.json").write_text("{}")
     if state is not None:
+        try:
+            parsed = json.loads(state)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict) and isinstance(parsed.get("global_step"), int):
+            state = json.dumps({"train_batch_size": 8, **parsed})
         (d / "trainer_state.json").write_text(state)
+        for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth") if files else ():
+            torch.save({}, d / name)
     return d
 
 
@@ -203,13 +214,13 @@ def test_a_resume_with_another_process_count_is_warned(tmp_path, caplog):
 
     from spikelm_core.training.rundir import processes_of_checkpoint, warn_if_resumed_at_another_scale
 
-    two = _checkpoint(tmp_path, 4)
+    two = _checkpoint(tmp_path, 4, files=False)
     for rank in (0, 1):
         (two / f"rng_state_{rank}.pth").write_bytes(b"")
-    one = _checkpoint(tmp_path, 8)
+    one = _checkpoint(tmp_path, 8, files=False)
     (one / "rng_state.pth").write_bytes(b"")
     assert (processes_of_checkpoint(two), processes_of_checkpoint(one)) == (2, 1)
-    assert processes_of_checkpoint(_checkpoint(tmp_path, 9)) is None
+    assert processes_of_checkpoint(_checkpoint(tmp_path, 9, files=False)) is None
     args = SimpleNamespace(world_size=1, per_device_train_batch_size=8, gradient_accumulation_steps=1)
     with caplog.at_level("WARNING", logger="spikelm"):
         warn_if_resumed_at_another_scale(str(one), args)
@@ -296,3 +307,12 @@ def test_an_eval_takes_a_runs_eval_subset_only_on_the_text_that_run_scored(tmp_p
         "task": "wikitext2", "source": "wikitext-2", "eval_subset": 3}}), hub / "run_config.yaml")
     ev = load_config(EvalConfig, None, ["data.task=wikitext2", f"model={hub / 'final'}", 'splits=["valid"]'])
     assert settings_of_run(ev).data.eval_subset == 3
+
+
+def test_a_trainer_state_without_its_step_or_batch_is_no_complete_checkpoint(tmp_path):
+    from spikelm_core.training.rundir import checkpoint_is_complete
+
+    for state, complete in (({}, False), ({"global_step": 2}, False), ({"global_step": 2, "train_batch_size": 8}, True),
+                            ({"global_step": "2", "train_batch_size": 8}, False)):
+        (tmp_path / "trainer_state.json").write_text(json.dumps(state))
+        assert checkpoint_is_complete(tmp_path) is complete, state
