@@ -98,6 +98,9 @@ class Family:
     essential: tuple[str, ...]  # key fragments whose weights must all come from the checkpoint
     example: str  # a source to suggest in hints
     causal: bool = False  # a decoder-only LM: text is framed [BOS] + tokens (no [CLS]/[SEP])
+    head_keys: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """head -> prefixes of checkpoint keys that only that head's model has, tried in order: the head of a
+    config.json that names no architecture."""
 
     @property
     def model_types(self) -> tuple[str, ...]:
@@ -122,11 +125,18 @@ class Family:
         known = {name for spiking_cls, dense_name in self.heads.values() for name in (spiking_cls.__name__, dense_name)}
         return next((arch for arch in cfg.get("architectures") or [] if arch not in known), None)
 
-    def head_of(self, cfg: Mapping[str, Any]) -> str:
-        """The head a checkpoint was saved with, from its `architectures` ('base' when none matches)."""
+    def head_of(self, cfg: Mapping[str, Any], keys: Iterable[str] | None = None) -> str:
+        """The head a checkpoint was saved with, from its `architectures` ('base' when none matches); where
+        config.json names none, from its weights' `keys` when given (`head_keys`), as transformers' Auto
+        classes would load it: an LM head dropped in silence otherwise."""
         for arch in cfg.get("architectures") or []:
             for head, (spiking_cls, dense_name) in self.heads.items():
                 if head != "base" and arch in (spiking_cls.__name__, dense_name):
+                    return head
+        if not cfg.get("architectures") and keys is not None:
+            keys = list(keys)
+            for head, prefixes in self.head_keys.items():
+                if any(key.startswith(prefixes) for key in keys):
                     return head
         return "base"
 
@@ -148,6 +158,8 @@ BERT = Family(
     },
     essential=(".embeddings.", ".encoder."),
     example="'minilm' or the output of `spikelm convert minilm`",
+    head_keys={"pretraining": ("cls.seq_relationship.",), "masked_lm": ("cls.predictions.",),
+               "sequence_classification": ("classifier.",)},
 )
 BART = Family(
     name="bart",
@@ -164,6 +176,7 @@ BART = Family(
     },
     essential=(".shared.", ".encoder.", ".decoder."),
     example="the output of `spikelm convert bart-base`",
+    head_keys={"seq2seq_lm": ("lm_head.", "final_logits_bias", "model.")},
 )
 LLAMA = Family(
     name="llama",
@@ -181,6 +194,7 @@ LLAMA = Family(
     essential=(".embed_tokens.", ".layers.", ".norm."),
     example="'smollm2' or the output of `spikelm convert smollm2`",
     causal=True,
+    head_keys={"causal_lm": ("lm_head.", "model.")},
 )
 FAMILIES: dict[str, Family] = {f.name: f for f in (BERT, BART, LLAMA)}
 MODEL_TYPES: dict[str, Family] = {t: f for f in FAMILIES.values() for t in f.model_types}
@@ -738,6 +752,27 @@ def dense_view(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return cfg
 
 
+def _check_family_config(family: Family, cfg: Mapping[str, Any], where: str, *, spiking: bool) -> None:
+    """Settings of a config that the model built from it would crash on, or (`spiking`) that the spiking
+    twin would get wrong without a word."""
+    if family is BART:
+        nulls = [key for key in ("pad_token_id", "decoder_start_token_id") if key in cfg and cfg[key] is None]
+        if nulls:
+            raise CheckpointError(
+                f"{where} sets {' and '.join(nulls)} to null: a BART needs them to shift its target text right into "
+                "the decoder's input",
+                hint="set them in config.json to the tokenizer's pad id and the decoder's first token (BART's own: "
+                "pad_token_id 1, decoder_start_token_id 2)",
+            )
+    if spiking and family is BERT and (cfg.get("is_decoder") or cfg.get("add_cross_attention")):
+        raise CheckpointError(
+            f"{where} describes a BERT decoder (is_decoder / add_cross_attention): spiking BERT is an encoder, "
+            "whose attention sees every token",
+            hint="convert an encoder checkpoint (is_decoder false); for a spiking decoder use a Llama-family "
+            "model (docs/spiking-llama.md)",
+        )
+
+
 def build_model(
     cfg: Mapping[str, Any],
     *,
@@ -782,6 +817,7 @@ def build_model(
             neuron = _reconvert_neuron(cfg, neuron, where)
         cfg = dense_view(cfg)
     settings = _resolve_neuron(cfg, neuron, where)
+    _check_family_config(family, cfg, where, spiking=settings.spiking)
     spiking_ckpt = is_spiking_type(cfg.get("model_type"))
     fields = {k: v for k, v in cfg.items() if k not in _NOT_MODEL_FIELDS}
     if settings.spiking:
@@ -863,6 +899,27 @@ def _place(key: str, target: Mapping[str, Any], prefix: str) -> str | None:
     return None
 
 
+def _check_tied(target: Mapping[str, torch.Tensor], mapped: Mapping[str, torch.Tensor], sources: Mapping[str, str],
+                where: str) -> None:
+    """Refuse two different checkpoint tensors bound for one parameter the model ties (word embeddings and an
+    LM head or decoder, a BART's encoder and decoder tables): loading would keep the last of them in silence."""
+    shared: dict[int, list[str]] = {}
+    for dest in mapped:
+        if target[dest].numel() and not is_neuron_state(dest):
+            shared.setdefault(target[dest].data_ptr(), []).append(dest)
+    for dests in shared.values():
+        first = mapped[dests[0]]
+        for other in dests[1:]:
+            if not torch.equal(mapped[other].to(first.dtype), first):
+                raise CheckpointError(
+                    f"'{where}' holds two different tensors, '{sources[dests[0]]}' and '{sources[other]}', for one "
+                    "parameter of the model: its config ties them (tie_word_embeddings)",
+                    details=["loading both would keep one and lose the other"],
+                    hint="if they are meant to differ, set \"tie_word_embeddings\": false in the checkpoint's "
+                    "config.json (as the model that saved them had it)",
+                )
+
+
 def copy_weights(
     model: nn.Module,
     state: Mapping[str, torch.Tensor],
@@ -883,6 +940,7 @@ def copy_weights(
     skip = set(skip)
     report = WeightReport()
     mapped: dict[str, torch.Tensor] = {}
+    sources: dict[str, str] = {}
     for key, tensor in state.items():
         dest = _place(key, target, prefix)
         if dest is None:
@@ -911,6 +969,8 @@ def copy_weights(
             raise CheckpointError(f"weight '{key}' in '{where}' holds NaN or infinite values",
                                   hint="the checkpoint is damaged, or was saved after training diverged")
         mapped[dest] = tensor
+        sources[dest] = key
+    _check_tied(target, mapped, sources, where)
     model.load_state_dict(mapped, strict=False)
     if hasattr(model, "tie_weights"):
         model.tie_weights()
@@ -1075,7 +1135,7 @@ def load_model(
     if head is not None and head not in HEADS:
         raise ValueError(f"unknown head {head!r}; heads: {', '.join(HEADS)}")
     state = read_state_dict(model_dir)
-    resolved_head = family.head_of(cfg) if head is None else head
+    resolved_head = family.head_of(cfg, state) if head is None else head
     if num_labels is None and label_maps:
         num_labels = len(label_maps["id2label"])
     skip: list[str] = []

@@ -23,7 +23,7 @@ from .checkpoints import MODEL_TYPES, is_spiking_type, load_model, read_config, 
 from .errors import CheckpointError, ConfigError
 from .firing import measure_firing
 from .io import check_output_dir
-from .neurons.settings import LIF_CONSTANTS, NeuronSettings
+from .neurons.settings import ELASTIC_ONLY, LIF_CONSTANTS, NeuronSettings
 
 
 CONVERT_SCHEMA = "spikelm.convert/1"
@@ -141,7 +141,9 @@ def convert_model(
         architecture=type(model).__name__,
         parameters=sum(p.numel() for p in model.parameters()),
         neurons=kinds,
-        settings={"neuron_kind": settings.kind, **settings.model_fields_dict(),
+        settings={"neuron_kind": settings.kind,
+                  **{k: v for k, v in settings.model_fields_dict().items()
+                     if not (settings.kind == "lif" and k in ELASTIC_ONLY)},
                   **{name: getattr(model.config, name) for name in LIF_CONSTANTS
                      if settings.kind == "lif" and hasattr(model.config, name)}},
         alpha_min=float(torch.cat(alphas).min()) if alphas else None,

@@ -78,7 +78,7 @@ def convert_command(
     calib_batches: Annotated[int, typer.Option(help="Batches of text: the first calibrates, all measure firing.")] = 4,
     batch_size: Annotated[int, typer.Option(help="Sequences per calibration batch.")] = 8,
     seq_len: Annotated[Optional[int], typer.Option(help="Tokens per calibration sequence (default 128, or the model's positions when fewer).", show_default=False)] = None,
-    tokenizer: Annotated[Optional[str], typer.Option(help="Tokenizer directory if SOURCE has none.")] = None,
+    tokenizer: Annotated[Optional[str], typer.Option(help="Tokenizer to use instead of SOURCE's (directory, alias or hub id); needed when SOURCE has none.")] = None,
     force: ForceOpt = False,
     format: FormatOpt = OutputFormat.table,
 ) -> None:
@@ -89,6 +89,7 @@ def convert_command(
     Example: spikelm convert smollm2 --out runs/smollm2-alloc --salient-fraction 0.05 --salient-mode float
     Example: spikelm convert minilm --out runs/minilm-channel --channel-scale
     """
+    render.enable_library_logs()  # the library's warnings (a short calibration text) and notes reach the user
     settings = _settings(kind=neuron.value, num_timesteps=timesteps, k=k, reset=reset.value, levels=levels.value,
                          salient_fraction=salient_fraction, salient_mode=salient_mode.value,
                          salient_steps=salient_steps, k_candidates=_k_list(k_candidates), channel_scale=channel_scale)

@@ -145,6 +145,12 @@ class NeuronSettings(BaseModel):
         return cls(**values)
 
 
+#: The settings of SpikeLM's elastic bi-spiking neuron that a LIF neuron does not read (its spikes are {0, 1}
+#: at its own threshold): left out where a LIF model's settings are reported.
+ELASTIC_ONLY: tuple[str, ...] = ("k", "decay", "reset", "levels", "amplitude", "alpha_mode", "fixed_alpha",
+                                 "learn_alpha", "salient_fraction", "salient_mode", "salient_steps", "k_candidates",
+                                 "channel_scale")
+
 #: The LIF neuron's own constants, as model-config fields.
 LIF_CONSTANTS: tuple[str, ...] = ("lif_tau", "lif_v_threshold", "lif_v_reset", "lif_surrogate_alpha")
 #: Model-config names of the neuron settings, then the LIF neuron's own constants.

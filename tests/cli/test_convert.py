@@ -31,11 +31,16 @@ def test_cli_convert_prints_summary_and_json(tiny_dense_bert_dir, tmp_path):
 
 def test_choices_come_from_the_neuron_vocabulary(tiny_dense_bert_dir, tmp_path):
     res = run("convert", tiny_dense_bert_dir, "--out", tmp_path / "x", "--reset", "none", "--levels", "binary",
-              "--neuron", "lif", "-T", 2, "--seq-len", 12, "--format", "json")
+              "-T", 2, "--seq-len", 12, "--format", "json")
     assert res.exit_code == 0, res.output
     s = json.loads(res.stdout)["settings"]
-    assert (s["reset"], s["levels"], s["neuron_kind"]) == ("none", "binary", "lif")
+    assert (s["reset"], s["levels"], s["neuron_kind"]) == ("none", "binary", "elastic_bi")
+    res = run("convert", tiny_dense_bert_dir, "--out", tmp_path / "w", "--neuron", "lif", "-T", 2, "--seq-len", 12,
+              "--format", "json")
+    assert res.exit_code == 0, res.output
+    s = json.loads(res.stdout)["settings"]
     assert (s["lif_tau"], s["lif_v_threshold"], s["lif_v_reset"]) == (2.0, 1.0, 0.0)  # LIF's own constants
+    assert s["neuron_kind"] == "lif" and not {"k", "levels", "reset", "amplitude"} & set(s)  # not the LIF's
     table = run("convert", tiny_dense_bert_dir, "--out", tmp_path / "z", "--neuron", "lif", "-T", 2, "--seq-len", 12)
     assert table.exit_code == 0 and "lif, T=2, tau=2, threshold=1, v_reset=0" in table.stdout, table.output
     res = run("convert", tiny_dense_bert_dir, "--out", tmp_path / "y", "--neuron", "dense")

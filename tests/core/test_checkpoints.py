@@ -1042,3 +1042,44 @@ def test_an_unwritable_gguf_cache_names_spikelm_cache(tmp_path, monkeypatch):
     with pytest.raises(ConfigError) as exc:
         checkpoints.gguf_model_dir(model)
     assert "is a file" in exc.value.message and "point SPIKELM_CACHE at a writable folder" in exc.value.hint
+
+
+def test_the_head_of_a_config_without_architectures_comes_from_its_weights(tiny_dense_llama_dir, tmp_path):
+    """As transformers' Auto classes load it: an LM or MLM head was dropped in silence before."""
+    from spikelm_core.checkpoints import BART, BERT, LLAMA
+    from spikelm_core.conversion import convert_model
+
+    assert LLAMA.head_of({}, ["model.embed_tokens.weight"]) == "causal_lm"
+    assert LLAMA.head_of({}, ["embed_tokens.weight"]) == "base"
+    assert BERT.head_of({}, ["bert.embeddings.word_embeddings.weight", "cls.predictions.bias"]) == "masked_lm"
+    assert BERT.head_of({}, ["cls.predictions.bias", "cls.seq_relationship.weight"]) == "pretraining"
+    assert BERT.head_of({}, ["bert.pooler.dense.weight", "classifier.weight"]) == "sequence_classification"
+    assert BART.head_of({}, ["model.shared.weight"]) == "seq2seq_lm" and BART.head_of({}, ["shared.weight"]) == "base"
+    assert BERT.head_of({"architectures": ["BertModel"]}, ["cls.predictions.bias"]) == "base"  # a named one wins
+    assert BERT.head_of({}) == "base"
+    src = tmp_path / "llama"
+    shutil.copytree(tiny_dense_llama_dir, src)
+    cfg = json.loads((src / "config.json").read_text())
+    cfg.pop("architectures", None)
+    (src / "config.json").write_text(json.dumps(cfg))
+    r = convert_model(str(src), tmp_path / "spiking", NeuronSettings(num_timesteps=2), seq_len=8, batch_size=2,
+                      calib_batches=1)
+    assert r.architecture == "SpikingLlamaForCausalLM" and not r.dropped
+
+
+def test_configs_a_spiking_twin_would_crash_on_or_misread_are_refused():
+    from transformers import BartConfig, BertConfig
+
+    from spikelm_core.checkpoints import build_model
+    from tests.core.models.test_spiking_bart import BART_TINY
+
+    bart = BartConfig(**BART_TINY).to_dict()
+    for key in ("decoder_start_token_id", "pad_token_id"):  # the calibration forward shifts the target with them
+        with pytest.raises(CheckpointError, match=f"{key} to null"):
+            build_model({**bart, key: None}, neuron=NeuronSettings(num_timesteps=2))
+    bert = BertConfig(**TINY).to_dict()
+    build_model({**bert, "is_decoder": True}, neuron=NeuronSettings(kind="dense"))  # the dense model is one
+    for key in ("is_decoder", "add_cross_attention"):  # spiking BERT's attention is bidirectional
+        with pytest.raises(CheckpointError, match="BERT decoder"):
+            build_model({**bert, key: True}, neuron=NeuronSettings(num_timesteps=2))
+    build_model(bert, neuron=NeuronSettings(num_timesteps=2))

@@ -261,7 +261,8 @@ class SpikingBartPreTrainedModel(PreTrainedModel):
 
 class _SpikingBartStack(SpikingBartPreTrainedModel):
     """What the encoder and decoder stacks share: token and position embeddings (tokens tied to
-    the model's shared table), `layernorm_embedding`, the layers, and direct encoding over T."""
+    the model's shared table unless the config unties them), `layernorm_embedding`, the layers, and
+    direct encoding over T."""
 
     def __init__(self, config: SpikingBartConfig, embed_tokens: nn.Embedding | None, layer_cls, num_layers: int):
         super().__init__(config)
@@ -339,8 +340,11 @@ class SpikingBartModel(SpikingBartPreTrainedModel):
         super().__init__(config)
         scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0
         self.shared = BartScaledWordEmbedding(config.vocab_size, config.d_model, config.pad_token_id, embed_scale=scale)
-        self.encoder = SpikingBartEncoder(config, self.shared)
-        self.decoder = SpikingBartDecoder(config, self.shared)
+        # one token table for the encoder, the decoder and the LM head, unless the config unties them (as
+        # transformers' BartModel does: each stack its own table, `_tied_weights_keys` applied only when tied)
+        tied = self.shared if config.tie_word_embeddings else None
+        self.encoder = SpikingBartEncoder(config, tied)
+        self.decoder = SpikingBartDecoder(config, tied)
         self.post_init()
 
     def get_input_embeddings(self):

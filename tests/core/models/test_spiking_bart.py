@@ -216,6 +216,48 @@ def test_convert_dense_bart_round_trip(tiny_dense_bart_dir, tmp_path):
     assert model.lm_head.weight.data_ptr() == model.model.shared.weight.data_ptr()
 
 
+def test_convert_a_bart_with_untied_tables_keeps_each(tmp_path):
+    """tie_word_embeddings false: transformers keeps the shared, encoder and decoder tables and the LM head
+    apart; the spiking twin did tie them, and kept the last table loaded in silence."""
+    d = tmp_path / "untied"
+    torch.manual_seed(0)
+    dense = BartForConditionalGeneration(BartConfig(**BART_TINY, tie_word_embeddings=False))
+    with torch.no_grad():
+        for table in (dense.model.encoder.embed_tokens, dense.model.decoder.embed_tokens, dense.lm_head):
+            table.weight.normal_()
+    dense.save_pretrained(d)
+    BertTokenizerFast(vocab=str(write_tiny_vocab(tmp_path / "vocab.txt"))).save_pretrained(d)
+    out = tmp_path / "spiking"
+    convert_model(str(d), out, NeuronSettings(num_timesteps=2), seq_len=16, batch_size=2)
+    model = AutoModelForSeq2SeqLM.from_pretrained(out)
+    for name in ("model.shared", "model.encoder.embed_tokens", "model.decoder.embed_tokens", "lm_head"):
+        mine, theirs = model.get_submodule(name).weight, dense.get_submodule(name).weight
+        assert torch.equal(mine, theirs), name
+    assert len({model.get_submodule(n).weight.data_ptr() for n in ("model.encoder.embed_tokens",
+                                                                    "model.decoder.embed_tokens", "lm_head")}) == 3
+
+
+def test_two_different_tensors_for_one_tied_parameter_are_refused(tmp_path):
+    """A config that ties the embeddings over a checkpoint whose tables differ: refused, not one lost."""
+    import json
+
+    from spikelm_core.errors import CheckpointError
+
+    d = tmp_path / "mislabelled"
+    torch.manual_seed(0)
+    dense = BartForConditionalGeneration(BartConfig(**BART_TINY, tie_word_embeddings=False))
+    with torch.no_grad():
+        dense.model.decoder.embed_tokens.weight.normal_()
+    dense.save_pretrained(d)
+    BertTokenizerFast(vocab=str(write_tiny_vocab(tmp_path / "vocab.txt"))).save_pretrained(d)
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, "tie_word_embeddings": True}))
+    with pytest.raises(CheckpointError, match="two different tensors") as info:
+        convert_model(str(d), tmp_path / "spiking", NeuronSettings(num_timesteps=2), seq_len=16, batch_size=2)
+    assert "decoder.embed_tokens" in info.value.message and "tie_word_embeddings" in info.value.hint
+    assert not (tmp_path / "spiking").exists()
+
+
 def test_calibration_and_firing_inputs_carry_the_summaries_padding_as_the_decoder_mask():
     from spikelm_core.inputs import model_inputs
 
