@@ -50,9 +50,7 @@ def convert_summary(r) -> None:
     t.add_row("per layer", layer_rates_text(r.layer_firing_rates))
     t.add_row("calibration text", "spikelm's packaged prose" if r.calibration_text == "packaged" else r.calibration_text)
     t.add_row("time", f"{r.seconds:.1f} s")
-    out.print(t)
-    for w in r.warnings:
-        err.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
+    out.print(t)  # its warnings were logged as they arose (convert shows the library's log); JSON lists them
     if r.newly_initialised:
         err.print(f"[yellow]note:[/] {len(r.newly_initialised)} tensor(s) not in the checkpoint were initialised "
                   f"randomly, e.g. {r.newly_initialised[0]}")

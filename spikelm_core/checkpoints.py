@@ -98,9 +98,10 @@ class Family:
     essential: tuple[str, ...]  # key fragments whose weights must all come from the checkpoint
     example: str  # a source to suggest in hints
     causal: bool = False  # a decoder-only LM: text is framed [BOS] + tokens (no [CLS]/[SEP])
-    head_keys: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    """head -> prefixes of checkpoint keys that only that head's model has, tried in order: the head of a
-    config.json that names no architecture."""
+    head_keys: Mapping[str, tuple[tuple[str, ...], frozenset[str]]] = field(default_factory=dict)
+    """head -> (key prefixes its weights all have, the only top-level names its keys may start with), tried in
+    order: the head of a config.json that names no architecture (another head's keys, e.g. a token
+    classifier's or a `score.` head, match none, and the checkpoint loads as the base model)."""
 
     @property
     def model_types(self) -> tuple[str, ...]:
@@ -135,8 +136,9 @@ class Family:
                     return head
         if not cfg.get("architectures") and keys is not None:
             keys = list(keys)
-            for head, prefixes in self.head_keys.items():
-                if any(key.startswith(prefixes) for key in keys):
+            tops = {key.split(".", 1)[0] for key in keys}
+            for head, (needed, allowed) in self.head_keys.items():
+                if tops <= allowed and all(any(key.startswith(p) for key in keys) for p in needed):
                     return head
         return "base"
 
@@ -158,8 +160,10 @@ BERT = Family(
     },
     essential=(".embeddings.", ".encoder."),
     example="'minilm' or the output of `spikelm convert minilm`",
-    head_keys={"pretraining": ("cls.seq_relationship.",), "masked_lm": ("cls.predictions.",),
-               "sequence_classification": ("classifier.",)},
+    head_keys={"pretraining": (("cls.predictions.", "cls.seq_relationship."), frozenset({"bert", "cls"})),
+               "masked_lm": (("cls.predictions.",), frozenset({"bert", "cls"})),
+               # a token classifier has no pooler
+               "sequence_classification": (("classifier.", "bert.pooler."), frozenset({"bert", "classifier"}))},
 )
 BART = Family(
     name="bart",
@@ -176,7 +180,7 @@ BART = Family(
     },
     essential=(".shared.", ".encoder.", ".decoder."),
     example="the output of `spikelm convert bart-base`",
-    head_keys={"seq2seq_lm": ("lm_head.", "final_logits_bias", "model.")},
+    head_keys={"seq2seq_lm": (("model.",), frozenset({"model", "lm_head", "final_logits_bias"}))},
 )
 LLAMA = Family(
     name="llama",
@@ -194,7 +198,7 @@ LLAMA = Family(
     essential=(".embed_tokens.", ".layers.", ".norm."),
     example="'smollm2' or the output of `spikelm convert smollm2`",
     causal=True,
-    head_keys={"causal_lm": ("lm_head.", "model.")},
+    head_keys={"causal_lm": (("model.",), frozenset({"model", "lm_head"}))},
 )
 FAMILIES: dict[str, Family] = {f.name: f for f in (BERT, BART, LLAMA)}
 MODEL_TYPES: dict[str, Family] = {t: f for f in FAMILIES.values() for t in f.model_types}
@@ -913,10 +917,11 @@ def _check_tied(target: Mapping[str, torch.Tensor], mapped: Mapping[str, torch.T
             if not torch.equal(mapped[other].to(first.dtype), first):
                 raise CheckpointError(
                     f"'{where}' holds two different tensors, '{sources[dests[0]]}' and '{sources[other]}', for one "
-                    "parameter of the model: its config ties them (tie_word_embeddings)",
+                    "parameter of the model, which ties them",
                     details=["loading both would keep one and lose the other"],
-                    hint="if they are meant to differ, set \"tie_word_embeddings\": false in the checkpoint's "
-                    "config.json (as the model that saved them had it)",
+                    hint="spikelm's BART shares one token table between its encoder and decoder (as transformers 4 "
+                    "did), so a BART whose stack tables differ cannot be converted; for an LM head or decoder "
+                    "meant to differ from the embeddings, set \"tie_word_embeddings\": false in config.json",
                 )
 
 

@@ -35,7 +35,11 @@ def wrapped_os_error(exc: BaseException, filename: str | Path | None = None) -> 
     found = _WRAPPED_OS_ERROR.search(str(exc))
     if found is not None:
         code = int(found.group(1))
-        return OSError(code, os.strerror(code), where)
+        # safetensors' error here is always its writer's; another library's may come from a read, so only the
+        # errors no read gives (a full disk, a quota, a file too large) are taken from it
+        if type(exc).__name__ == "SafetensorError" or code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return OSError(code, os.strerror(code), where)
+        return None
     if isinstance(exc, RuntimeError) and any(text in str(exc) for text in _TORCH_WRITE_FAILED):
         return OSError(errno.ENOSPC, "a write failed (torch.save); is the disk full?", where)
     return None
@@ -122,10 +126,10 @@ def atomic_output_dir(out: str | Path, force: bool = False) -> Iterator[Path]:
     On any error the temporary directory is removed and `out` is left exactly as it was, so a
     crash or Ctrl-C never leaves a half-written model behind.
     """
-    clean_stale_siblings(out)
     out = check_output_dir(out, force)
+    clean_stale_siblings(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{_mark('tmp')}-", dir=out.parent))
     try:
         yield tmp
         replace_dir(tmp, out)
@@ -140,8 +144,8 @@ def replace_dir(finished: str | Path, out: str | Path) -> None:
 
     An existing `out` is swapped with `finished` in one step (Linux `renameat2(RENAME_EXCHANGE)`), then the
     old output is deleted. Where the system cannot swap, two renames with the old output set aside as
-    `.<out>.old-<pid>` (put back if the second fails; a process killed between the two leaves it, and
-    `clean_stale_siblings` puts it back on the next write to `out`)."""
+    `.<out>.spikelm-old-<host>-<pid>` (put back if the second fails; a process killed between the two leaves
+    it, and `clean_stale_siblings` puts it back on the next write to `out`)."""
     finished, out = Path(finished), Path(out)
     follow_umask(finished)
     if not out.exists():
@@ -150,7 +154,7 @@ def replace_dir(finished: str | Path, out: str | Path) -> None:
     if _exchange(finished, out):
         shutil.rmtree(finished, ignore_errors=True)  # the old output, now in the finished one's place
         return
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    old = out.parent / f".{out.name}.{_mark('old')}"
     os.replace(out, old)
     try:
         os.replace(finished, out)
@@ -179,7 +183,19 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(code, os.strerror(code), str(b))
 
 
-_STALE = re.compile(r"^\.(?P<name>.+)\.(?:old|tmp)-(?P<pid>\d+)(?:-.*)?$")
+_STALE = re.compile(r"^\.(?P<name>.+)\.spikelm-(?P<kind>old|tmp)-(?P<host>\w+)-(?P<pid>\d+)(?:-.*)?$")
+
+
+def _host() -> str:
+    import socket
+
+    return re.sub(r"\W", "_", socket.gethostname()) or "host"
+
+
+def _mark(kind: str) -> str:
+    """The name part that says which process of which machine set a folder aside: `spikelm-<kind>-<host>-<pid>`
+    (`clean_stale_siblings` acts on this machine's only: a shared file system's other hosts have other pids)."""
+    return f"spikelm-{kind}-{_host()}-{os.getpid()}"
 
 
 def _alive(pid: int) -> bool:
@@ -187,23 +203,26 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except OSError:  # someone else's process
+    except (OSError, OverflowError, ValueError):  # someone else's process, or no pid this system has
         return True
     return True
 
 
 def clean_stale_siblings(out: str | Path) -> None:
-    """What a killed write to `out` left beside it: `.<out>.tmp-<pid>-*` folders of a dead process are
-    deleted, and a `.<out>.old-<pid>` folder (the old output set aside between two renames) is put back
-    where `out` is missing, else deleted. Folders of a live process are left alone."""
+    """What a killed write to `out` left beside it, by a dead process of this machine: its temporary folders
+    (`.<out>.spikelm-tmp-<host>-<pid>-*`) are deleted, and an old output it set aside between two renames
+    (`.<out>.spikelm-old-<host>-<pid>`) is put back where `out` is missing, else deleted. Folders of a live
+    process, of another machine, or named otherwise are left alone."""
     out = Path(out)
     if not out.parent.is_dir():
         return
-    for sibling in sorted(out.parent.glob(f".{glob.escape(out.name)}.*-*")):
+    host = _host()
+    for sibling in sorted(out.parent.glob(f".{glob.escape(out.name)}.spikelm-*")):
         found = _STALE.match(sibling.name)
-        if found is None or found["name"] != out.name or _alive(int(found["pid"])) or not sibling.is_dir():
+        if (found is None or found["name"] != out.name or found["host"] != host or _alive(int(found["pid"]))
+                or not sibling.is_dir() or sibling.is_symlink()):
             continue
-        if ".old-" in sibling.name and not out.exists():
+        if found["kind"] == "old" and not out.exists():
             os.replace(sibling, out)
             log.warning("%s: put back the previous output, which an interrupted write had set aside as %s",
                         out, sibling.name)

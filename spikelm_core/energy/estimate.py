@@ -24,7 +24,8 @@ from spikelm_core.energy.components import DEFAULT_SEQ_LEN, SPIKING_COMPONENTS
 from spikelm_core.energy.costs import FP32, CostProfile
 from spikelm_core.energy.errors import EnergyAuditError
 from spikelm_core.energy.macs import MacRow, count_macs
-from spikelm_core.energy.memory import MemOp, SpikingTerms, alpha_scales, forward_ops, membrane_updates, shape_of
+from spikelm_core.energy.memory import (MemOp, SpikingTerms, alpha_scales, forward_ops, membrane_updates, shape_of,
+                                        terms_not_billed)
 from spikelm_core.energy.report import EnergyReport, EnergyRow
 from spikelm_core.errors import ConfigError
 from spikelm_core.firing import neuron_module_names
@@ -206,10 +207,10 @@ def included_items(count_norm: bool, components: Iterable[str], terms: SpikingTe
         items.append("LayerNorm (MAC, fvcore's 5 per element)")
     if terms.neuron_updates:
         items.append("membrane updates (--count-neuron-updates: one AC per element of a stateful neuron per step, "
-                     "spiking side only; none at T=1" + why.get("neuron_updates", "") + ")")
+                     "spiking side only" + why.get("neuron_updates", "") + ")")
     if terms.alpha_scale:
         items.append("rescaling by alpha (--count-alpha-scale: one MAC per output element of a spike-driven op per "
-                     "step, spiking side only; none at T=1" + why.get("alpha_scale", "") + ")")
+                     "step after the first, spiking side only" + why.get("alpha_scale", "") + ")")
     if "other" in present:
         items.append("other counted ops (MAC)")
     return tuple(items)
@@ -243,17 +244,18 @@ def estimate_energy(
             )
         count = count_macs(model, seq_len=seq_len, count_norm=count_norm)
         timesteps = num_timesteps
+    inner = getattr(model, "_orig_mod", model)  # a torch.compile'd model: the row names are the inner model's
     report = energy_from_counts(
         count.rows,
         firing_rates,
         timesteps,
         profile,
         seq_len=seq_len,
-        included=included_items(count_norm, (r.component for r in count.rows), terms),
+        included=included_items(count_norm, (r.component for r in count.rows), terms,
+                                terms_not_billed(inner.config.to_dict()) if terms.any else None),
     )
     if not terms.any:
         return report
-    inner = getattr(model, "_orig_mod", model)  # a torch.compile'd model: the row names are the inner model's
     linear = {name: (m.in_features, m.out_features) for name, m in inner.named_modules() if isinstance(m, nn.Linear)}
     shape = shape_of(inner.config.to_dict(), seq_len, count.decoder_len, linear)
     return with_terms(report, forward_ops(report.rows, shape), terms)

@@ -294,7 +294,7 @@ class MemOp:
     steps: int = 1
     stateful: bool = True
     """The neuron in front keeps a membrane between steps (not the stateless K/V spikes of SpikeLM, nor a
-    neuron with `reset: none`); at T = 1 none does (`membrane_updates`)."""
+    neuron with `reset: none` or decay 0: `keeps_membrane`)."""
     rescaled: bool = True
     """Its spikes carry a per-step amplitude whose rescaling of the outputs `alpha_scales` bills."""
     stack: str | None = None
@@ -309,9 +309,9 @@ class SpikingTerms:
 
     - `neuron_updates` (--count-neuron-updates): one AC per membrane update, one per element of a stateful
       neuron per step (`membrane_updates`; syops bills them as ACs, NeuroBench counts them as MembraneUpdates);
-    - `alpha_scale` (--count-alpha-scale): one MAC per output element per step of each spike-driven op
-      (`alpha_scales`): the rescaling by the spike amplitude alpha that folding alpha into the weights leaves
-      (priced as a MAC, an upper bound of the one multiply it is).
+    - `alpha_scale` (--count-alpha-scale): one MAC per output element of each spike-driven op for each step
+      after the first (`alpha_scales`): the rescaling by the spike amplitude alpha that folding the first
+      step's alpha into the weights leaves (priced as a MAC, an upper bound of the one multiply it is).
     """
 
     neuron_updates: bool = False
@@ -328,17 +328,18 @@ class SpikingTerms:
 
 
 def membrane_updates(op: "MemOp", timesteps: int) -> int:
-    """Membrane updates of the neuron in front of `op`: T per element it produces (T·X) when it keeps a
-    membrane between steps; none for the stateless K/V spikes of SpikeLM, for `reset: none`, for float ops,
-    and at T = 1, where every neuron is the stateless quantiser (u = x; the membrane bytes are 0 there too)."""
-    return timesteps * op.produced if op.firing_rate is not None and op.stateful and timesteps > 1 else 0
+    """Membrane updates of the neuron in front of `op`: T per element it produces (T·X, every step's charge,
+    the first included, as syops and NeuroBench count them) when it keeps a membrane between steps; none for
+    the stateless K/V spikes of SpikeLM, for neurons with `reset: none` or decay 0, and for float ops."""
+    return timesteps * op.produced if op.firing_rate is not None and op.stateful else 0
 
 
 def alpha_scales(op: "MemOp", timesteps: int) -> int:
-    """Rescalings by alpha of a spike-driven op: one per output element per step (T·O); none for float ops,
-    for spikes with no step amplitude to rescale (`MemOp.rescaled`: LIF, unit or fixed amplitudes), and at
-    T = 1, where each neuron's one alpha folds into the weights whole, as a fixed alpha does."""
-    return timesteps * op.out if op.firing_rate is not None and op.rescaled and timesteps > 1 else 0
+    """Rescalings by alpha of a spike-driven op: one per output element for each step after the first,
+    (T - 1)·O. The first step's alpha folds into the weights (W' = alpha_0 W); each later step's output is
+    W' s_t rescaled by alpha_t / alpha_0. None for float ops, for spikes with no step amplitude to rescale
+    (`MemOp.rescaled`: LIF, unit or fixed amplitudes, the same at every step), and so none at T = 1."""
+    return max(timesteps - 1, 0) * op.out if op.firing_rate is not None and op.rescaled else 0
 
 
 def rescales_outputs(config: Mapping[str, Any]) -> bool:
@@ -355,7 +356,7 @@ def terms_not_billed(config: Mapping[str, Any]) -> dict[str, str]:
     (for the report's lists; a term may also bill nothing at T = 1, which the lists say of every model)."""
     out = {}
     if not keeps_membrane(config):
-        out["neuron_updates"] = "none in this model: with reset none no neuron keeps a membrane"
+        out["neuron_updates"] = "none in this model: with reset none or decay 0 no neuron keeps a membrane"
     if not rescales_outputs(config):
         out["alpha_scale"] = ("none in this model: its spikes carry no per-step amplitude (LIF, unit or a fixed "
                               "alpha)")
@@ -364,9 +365,10 @@ def terms_not_billed(config: Mapping[str, Any]) -> dict[str, str]:
 
 def keeps_membrane(config: Mapping[str, Any]) -> bool:
     """Whether the neurons in front of a spiking model's linear layers carry a membrane from one step to
-    the next: LIF's always, SpikeLM's unless `reset: none` (u_t = x_t, the stateless quantiser). A dense
-    config (no neuron keys) reads as SpikeLM's defaults."""
-    return config.get("neuron_kind", "elastic_bi") == "lif" or config.get("reset", "official") != "none"
+    the next: LIF's always, SpikeLM's unless `reset: none` or decay 0 (u_t = x_t, the stateless quantiser).
+    A dense config (no neuron keys) reads as SpikeLM's defaults."""
+    return config.get("neuron_kind", "elastic_bi") == "lif" or (
+        config.get("reset", "official") != "none" and float(config.get("decay", 0.25)) > 0)
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,7 @@ def plot_energy_breakdown(report: EnergySweepReport, path: Path) -> None:
         by = {component_label(c): c["energy_spiking_mj"] for c in run["components"]}
         series.append((f"spiking {run_label(run)}", [by.get(c, 0.0) for c in comps]))
     width = 0.8 / len(series)
-    # about an inch per component up to 16 inches (BART's encoder and decoder give some 30 components;
+    # about an inch per component up to 16 inches (BART's encoder, decoder and cross-attention give 23;
     # wider than a screen helps nobody), the labels turned where they crowd
     fig, ax = plt.subplots(figsize=(min(16.0, max(6.0, 1.1 * len(comps) + 2)), 4.4))
     for i, (name, values) in enumerate(series):

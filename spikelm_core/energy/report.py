@@ -42,12 +42,11 @@ def assumptions_text(*, count_norm: bool = False, memory: bool = False, terms: S
         + (" + E_MAC x alpha rescalings" if terms.alpha_scale else "") + "; "
         "per sample at a fixed sequence length; one AC per non-zero spike of either sign "
         "(ternary -alpha spikes are subtractions); alpha folded into the weights"
-        + ("; the rescaling by alpha this leaves billed as one MAC per output element and step of each "
-           "spike-driven op (--count-alpha-scale; none at T=1" + why.get("alpha_scale", "") + "); "
-           if terms.alpha_scale else "; ")
+        + ("; the rescaling by alpha this leaves billed as one MAC per output element of each spike-driven op "
+           "for each step after the first, whose alpha folds in (--count-alpha-scale" + why.get("alpha_scale", "")
+           + "); " if terms.alpha_scale else "; ")
         + ("membrane updates billed as one AC per element of a stateful neuron per step, spiking side only "
-           "(--count-neuron-updates; none at T=1" + why.get("neuron_updates", "") + "); " if terms.neuron_updates
-           else "")
+           "(--count-neuron-updates" + why.get("neuron_updates", "") + "); " if terms.neuron_updates else "")
         + ("LayerNorm billed as MACs on both sides (--count-norm; every time step on the spiking side); " if count_norm
            else "")
         + f"excluded on both sides: {excluded}"

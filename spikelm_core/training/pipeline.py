@@ -24,7 +24,7 @@ from ..calibration import CONVERT_AMPLITUDES, calibrate, is_calibrated, spiking_
 from ..checkpoints import LOCAL_HINT, LoadedModel, reinitialise, resolve_as, resolve_source
 from ..errors import CheckpointError, ConfigError, DataError, SpikelmError
 from ..firing import FiringReport, measure_firing, record_firing
-from ..io import replace_dir
+from ..io import clean_stale_siblings, replace_dir
 from ..log import get_logger
 from .args import check_device
 from .callbacks import CompileTimeCallback, FiringRateCallback, PrecisionRecord
@@ -400,6 +400,8 @@ def run_training(pipeline: Pipeline, *, resume: str | None, callbacks=None) -> R
         staging = run.out_dir / f".{run.final_dir.name}.partial"
         if trainer.is_world_process_zero():
             shutil.rmtree(staging, ignore_errors=True)  # what a killed save left
+        if trainer.is_world_process_zero():
+            clean_stale_siblings(run.final_dir)  # an old final/ a kill set aside, where renames cannot exchange
         try:
             trainer.save_model(str(staging))  # every rank calls it; only the main process writes
             if trainer.is_world_process_zero():

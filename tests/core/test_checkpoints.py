@@ -1054,7 +1054,10 @@ def test_the_head_of_a_config_without_architectures_comes_from_its_weights(tiny_
     assert BERT.head_of({}, ["bert.embeddings.word_embeddings.weight", "cls.predictions.bias"]) == "masked_lm"
     assert BERT.head_of({}, ["cls.predictions.bias", "cls.seq_relationship.weight"]) == "pretraining"
     assert BERT.head_of({}, ["bert.pooler.dense.weight", "classifier.weight"]) == "sequence_classification"
+    assert BERT.head_of({}, ["bert.embeddings.x", "classifier.weight"]) == "base"  # a token classifier: no pooler
     assert BART.head_of({}, ["model.shared.weight"]) == "seq2seq_lm" and BART.head_of({}, ["shared.weight"]) == "base"
+    assert BART.head_of({}, ["model.shared.weight", "classification_head.dense.weight"]) == "base"
+    assert LLAMA.head_of({}, ["model.embed_tokens.weight", "score.weight"]) == "base"  # another head
     assert BERT.head_of({"architectures": ["BertModel"]}, ["cls.predictions.bias"]) == "base"  # a named one wins
     assert BERT.head_of({}) == "base"
     src = tmp_path / "llama"

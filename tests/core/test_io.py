@@ -51,25 +51,38 @@ def test_replace_dir_swaps_in_one_step_and_puts_the_old_back_when_it_cannot(tmp_
 
 
 def test_what_a_killed_write_left_is_put_back_or_removed(tmp_path):
+    import os
     import subprocess
     import sys
 
+    from spikelm_core.errors import ConfigError
+
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()
+    host = io._host()
     out = tmp_path / "report"
-    old = tmp_path / f".report.old-{dead}"  # killed between its two renames: no `out`, the old one aside
+    old = tmp_path / f".report.spikelm-old-{host}-{dead}"  # killed between its two renames: no `out`
     old.mkdir()
     (old / "report.json").write_text("{}")
-    (tmp_path / f".report.tmp-{dead}-x1y2").mkdir()  # killed while writing
-    mine = tmp_path / f".report.tmp-{__import__('os').getpid()}-abcd"  # a live process's: left alone
-    mine.mkdir()
-    (tmp_path / f".other.tmp-{dead}-zz").mkdir()  # another output's
+    (tmp_path / f".report.spikelm-tmp-{host}-{dead}-x1y2").mkdir()  # killed while writing
+    kept = [f".report.spikelm-tmp-{host}-{os.getpid()}-abcd",  # a live process's
+            f".report.spikelm-tmp-otherhost-{dead}-q",  # another machine's, on a shared file system
+            ".report.old-2024-03-01",  # a user's own folder
+            f".report.spikelm-tmp-{host}-99999999999999999999-a",  # no pid this system has
+            f".other.spikelm-tmp-{host}-{dead}-zz"]  # another output's
+    for name in kept:
+        (tmp_path / name).mkdir()
     clean_stale_siblings(out)
     assert (out / "report.json").read_text() == "{}"
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".other.tmp-" + dead + "-zz", mine.name, "report"])
-    # with `out` in place an old copy is deleted; atomic_output_dir cleans up before it writes
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*kept, "report"])
+    # a refused write touches nothing; one that goes ahead deletes an old copy left aside beside `out`
     old.mkdir()
+    with pytest.raises(ConfigError):
+        with atomic_output_dir(out, force=False):
+            pass
+    assert old.is_dir()
     with atomic_output_dir(out, force=True) as tmp:
+        assert tmp.name.startswith(f".report.spikelm-tmp-{host}-{os.getpid()}-")
         (tmp / "report.json").write_text("[]")
     assert not old.exists() and (out / "report.json").read_text() == "[]"
 

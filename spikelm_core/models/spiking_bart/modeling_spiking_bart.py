@@ -261,8 +261,7 @@ class SpikingBartPreTrainedModel(PreTrainedModel):
 
 class _SpikingBartStack(SpikingBartPreTrainedModel):
     """What the encoder and decoder stacks share: token and position embeddings (tokens tied to
-    the model's shared table unless the config unties them), `layernorm_embedding`, the layers, and
-    direct encoding over T."""
+    the model's shared table), `layernorm_embedding`, the layers, and direct encoding over T."""
 
     def __init__(self, config: SpikingBartConfig, embed_tokens: nn.Embedding | None, layer_cls, num_layers: int):
         super().__init__(config)
@@ -340,11 +339,11 @@ class SpikingBartModel(SpikingBartPreTrainedModel):
         super().__init__(config)
         scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0
         self.shared = BartScaledWordEmbedding(config.vocab_size, config.d_model, config.pad_token_id, embed_scale=scale)
-        # one token table for the encoder, the decoder and the LM head, unless the config unties them (as
-        # transformers' BartModel does: each stack its own table, `_tied_weights_keys` applied only when tied)
-        tied = self.shared if config.tie_word_embeddings else None
-        self.encoder = SpikingBartEncoder(config, tied)
-        self.decoder = SpikingBartDecoder(config, tied)
+        # one token table for the encoder and the decoder whatever `tie_word_embeddings` says (which unties the
+        # LM head alone), as transformers 4 and every spikelm BART saved it: their checkpoints hold `shared`
+        # only; a checkpoint whose stack tables differ is refused when loaded (`checkpoints._check_tied`)
+        self.encoder = SpikingBartEncoder(config, self.shared)
+        self.decoder = SpikingBartDecoder(config, self.shared)
         self.post_init()
 
     def get_input_embeddings(self):
@@ -354,6 +353,13 @@ class SpikingBartModel(SpikingBartPreTrainedModel):
         self.shared = value
         self.encoder.embed_tokens = self.shared
         self.decoder.embed_tokens = self.shared
+
+    def get_expanded_tied_weights_keys(self, all_submodels: bool = False) -> dict:
+        """transformers' ties, and the stacks' token tables tied to `shared` whatever `tie_word_embeddings` says
+        (transformers 5 would untie them with the LM head, and load a checkpoint that holds `shared` alone,
+        as every spikelm BART is saved, with two random tables)."""
+        keys = super().get_expanded_tied_weights_keys(all_submodels)
+        return keys if all_submodels else {**self._tied_weights_keys, **keys}
 
     def get_encoder(self):
         return self.encoder

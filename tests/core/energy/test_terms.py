@@ -4,8 +4,9 @@ Hand formulas (energy-method.md, section 3), per sample, T steps, L tokens, widt
 
 - membrane updates: T per element of every stateful neuron. A BERT layer has six: in front of Q, K, V and
   O (L·d each), FFN1 (L·d) and FFN2 (L·f); SpikeLM's K/V spikes for Q·Kᵀ and probs·V are stateless.
-- alpha rescalings: T per output element of every spike-driven op: Q, K, V, O (L·d each), FFN1 (L·f),
-  FFN2 (L·d), Q·Kᵀ (h·L·L), probs·V (L·d). Float ops (pooler, heads) have none.
+- alpha rescalings: T - 1 per output element of every spike-driven op (the first step's alpha folds into the
+  weights): Q, K, V, O (L·d each), FFN1 (L·f), FFN2 (L·d), Q·Kᵀ (h·L·L), probs·V (L·d). Float ops (pooler,
+  heads) have none.
 
 Membrane updates are priced at E_AC, rescalings at E_MAC, on the spiking side only.
 """
@@ -35,17 +36,17 @@ T = 4  # a dense model is audited at T=4
 
 def test_terms_of_one_op():
     op = MemOp("ffn1", 0, macs=5 * 7 * 11, produced=5 * 7, read=5 * 7, weights=7 * 11, out=5 * 11, firing_rate=0.3)
-    assert membrane_updates(op, 3) == 3 * 35 and alpha_scales(op, 3) == 3 * 55
+    assert membrane_updates(op, 3) == 3 * 35 and alpha_scales(op, 3) == 2 * 55
     stateless = MemOp("qk", 0, macs=10, produced=6, read=6, out=9, firing_rate=0.2, stateful=False)
-    assert membrane_updates(stateless, 3) == 0 and alpha_scales(stateless, 3) == 27
+    assert membrane_updates(stateless, 3) == 0 and alpha_scales(stateless, 3) == 18
     dense = MemOp("head", None, macs=10, produced=0, read=5, weights=2, out=2, firing_rate=None)
     assert membrane_updates(dense, 3) == 0 and alpha_scales(dense, 3) == 0
     both = SpikingTerms(neuron_updates=True, alpha_scale=True)
-    assert math.isclose(both.pj(op, 3, FP32), 0.9 * 105 + 4.6 * 165)
-    assert SpikingTerms(alpha_scale=True).pj(op, 3, FP32) == pytest.approx(4.6 * 165)
+    assert math.isclose(both.pj(op, 3, FP32), 0.9 * 105 + 4.6 * 110)
+    assert SpikingTerms(alpha_scale=True).pj(op, 3, FP32) == pytest.approx(4.6 * 110)
     assert SpikingTerms().pj(op, 3, FP32) == 0 and not SpikingTerms().any
-    # at T=1 every neuron is the stateless quantiser (u = x) and its one alpha folds into the weights
-    assert membrane_updates(op, 1) == 0 and alpha_scales(op, 1) == 0 and both.pj(op, 1, FP32) == 0
+    # at T=1 the one alpha folds into the weights; the membrane's one charge is counted, as at every step
+    assert membrane_updates(op, 1) == 35 and alpha_scales(op, 1) == 0
 
 
 L = 11  # odd, below the tiny model's 64 positions
@@ -57,7 +58,7 @@ def bert_updates(t, layers, n, d, f):
 
 
 def bert_scales(t, layers, n, d, f, h):
-    return t * layers * (6 * n * d + n * f + h * n * n)
+    return (t - 1) * layers * (6 * n * d + n * f + h * n * n)
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +189,7 @@ def test_bart_generation_alpha_last_token_by_hand(bart_pair):
     # cross Q.K^T over the source (h·n_e), cross probs.V (d), ffn1 (f), ffn2 (d)
     per_layer = 9 * BD + BF + BH * (TGT + SRC)
     got = g["kv_cache"]["last_token"]["spiking_macs"] - g0["kv_cache"]["last_token"]["spiking_macs"]
-    assert got == T * 2 * per_layer
+    assert got == (T - 1) * 2 * per_layer
 
 
 def test_bart_generation_memory_bills_the_same_terms(bart_pair):
@@ -269,7 +270,7 @@ def test_lif_has_no_alpha_and_keeps_kv_membranes(lif_bert):
     assert _component(run.paper, "alpha_scale") is None
 
 
-def test_no_membrane_with_reset_none_nor_at_T1(tiny_dense_bert_dir, tmp_path):
+def test_no_membrane_with_reset_none_and_no_alpha_at_T1(tiny_dense_bert_dir, tmp_path):
     from spikelm_core.conversion import convert_model
     from spikelm_core.neurons.settings import NeuronSettings
 
@@ -288,11 +289,17 @@ def test_no_membrane_with_reset_none_nor_at_T1(tiny_dense_bert_dir, tmp_path):
     assert any("--count-neuron-updates" in i and "none in this model" in i for i in sweep.included)
     assert not any("--count-alpha-scale" in i and "none in this model" in i for i in sweep.included)
     assert "none in this model: with reset none" in sweep.assumptions
-    # T=1 (the dense model converted on the fly): neither term bills anything, in the model or the paper setting
+    # T=1 (the dense model converted on the fly): the one alpha folds into the weights, in the model and the
+    # paper setting; each membrane's one charge is counted as at every T
     one = estimate_energy_sweep(str(tiny_dense_bert_dir), timesteps=[1], seq_len=L, batches=1, batch_size=2,
                                 bootstrap=0, count_neuron_updates=True, count_alpha_scale=True).runs[0]
     for report in (one.report, one.paper):
-        assert _component(report, "neuron_updates") is None and _component(report, "alpha_scale") is None
+        assert _component(report, "alpha_scale") is None
+    assert _component(one.report, "neuron_updates").spiking_acs == bert_updates(1, LAYERS, L, D, FF)
+    from spikelm_core.energy.memory import keeps_membrane
+
+    assert not keeps_membrane({"decay": 0.0}) and keeps_membrane({"neuron_kind": "lif", "decay": 0.0})
+    assert not keeps_membrane({"reset": "none"}) and keeps_membrane({})
 
 
 def test_lif_cross_kv_spikes_in_their_line_with_or_without_the_cache(tiny_dense_bart, tmp_path):  # noqa: F811
@@ -353,7 +360,7 @@ def test_bart_decoder_heads_of_its_own(tmp_path):
     base = estimate_energy_sweep(str(d), **common).runs[0].generation.to_dict()["kv_cache"]["last_token"]
     both = estimate_energy_sweep(str(d), count_alpha_scale=True, **common).runs[0].generation.to_dict()
     got = both["kv_cache"]["last_token"]["spiking_macs"] - base["spiking_macs"]
-    assert got == T * 2 * (9 * BD + BF + 2 * (TGT + SRC))  # the decoder's 2 heads, not the encoder's 3
+    assert got == (T - 1) * 2 * (9 * BD + BF + 2 * (TGT + SRC))  # the decoder's 2 heads, not the encoder's 3
 
 
 def test_config_only_marks_rates_not_updates(tmp_path):

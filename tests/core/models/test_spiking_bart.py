@@ -216,25 +216,32 @@ def test_convert_dense_bart_round_trip(tiny_dense_bart_dir, tmp_path):
     assert model.lm_head.weight.data_ptr() == model.model.shared.weight.data_ptr()
 
 
-def test_convert_a_bart_with_untied_tables_keeps_each(tmp_path):
-    """tie_word_embeddings false: transformers keeps the shared, encoder and decoder tables and the LM head
-    apart; the spiking twin did tie them, and kept the last table loaded in silence."""
+def test_convert_a_bart_with_an_untied_lm_head_and_refuse_one_with_untied_stack_tables(tmp_path):
+    """tie_word_embeddings false: transformers 5 keeps the shared, encoder and decoder tables and the LM head
+    apart. The spiking BART unties the LM head alone (its stacks share `shared`, as transformers 4 and every
+    spikelm BART saved them): stack tables that differ were lost in silence (the last one loaded won)."""
+    from spikelm_core.errors import CheckpointError
+
     d = tmp_path / "untied"
     torch.manual_seed(0)
     dense = BartForConditionalGeneration(BartConfig(**BART_TINY, tie_word_embeddings=False))
     with torch.no_grad():
-        for table in (dense.model.encoder.embed_tokens, dense.model.decoder.embed_tokens, dense.lm_head):
-            table.weight.normal_()
+        dense.lm_head.weight.normal_()
+        for table in (dense.model.encoder.embed_tokens, dense.model.decoder.embed_tokens):
+            table.weight.copy_(dense.model.shared.weight)
     dense.save_pretrained(d)
     BertTokenizerFast(vocab=str(write_tiny_vocab(tmp_path / "vocab.txt"))).save_pretrained(d)
     out = tmp_path / "spiking"
     convert_model(str(d), out, NeuronSettings(num_timesteps=2), seq_len=16, batch_size=2)
     model = AutoModelForSeq2SeqLM.from_pretrained(out)
     for name in ("model.shared", "model.encoder.embed_tokens", "model.decoder.embed_tokens", "lm_head"):
-        mine, theirs = model.get_submodule(name).weight, dense.get_submodule(name).weight
-        assert torch.equal(mine, theirs), name
-    assert len({model.get_submodule(n).weight.data_ptr() for n in ("model.encoder.embed_tokens",
-                                                                    "model.decoder.embed_tokens", "lm_head")}) == 3
+        assert torch.equal(model.get_submodule(name).weight, dense.get_submodule(name).weight), name
+    assert model.lm_head.weight.data_ptr() != model.model.shared.weight.data_ptr()
+    with torch.no_grad():
+        dense.model.decoder.embed_tokens.weight.normal_()
+    dense.save_pretrained(d)
+    with pytest.raises(CheckpointError, match="two different tensors"):
+        convert_model(str(d), tmp_path / "spiking2", NeuronSettings(num_timesteps=2), seq_len=16, batch_size=2)
 
 
 def test_two_different_tensors_for_one_tied_parameter_are_refused(tmp_path):
@@ -254,7 +261,7 @@ def test_two_different_tensors_for_one_tied_parameter_are_refused(tmp_path):
     (d / "config.json").write_text(json.dumps({**cfg, "tie_word_embeddings": True}))
     with pytest.raises(CheckpointError, match="two different tensors") as info:
         convert_model(str(d), tmp_path / "spiking", NeuronSettings(num_timesteps=2), seq_len=16, batch_size=2)
-    assert "decoder.embed_tokens" in info.value.message and "tie_word_embeddings" in info.value.hint
+    assert "embed_tokens" in info.value.message and "tie_word_embeddings" in info.value.hint
     assert not (tmp_path / "spiking").exists()
 
 
