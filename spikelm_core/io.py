@@ -127,7 +127,8 @@ def atomic_output_dir(out: str | Path, force: bool = False) -> Iterator[Path]:
     crash or Ctrl-C never leaves a half-written model behind.
     """
     out = check_output_dir(out, force)
-    clean_stale_siblings(out)
+    if clean_stale_siblings(out):  # an old output put back: it is checked as any existing output is
+        out = check_output_dir(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{_mark('tmp')}-", dir=out.parent))
     try:
@@ -208,14 +209,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def clean_stale_siblings(out: str | Path) -> None:
+def clean_stale_siblings(out: str | Path) -> bool:
     """What a killed write to `out` left beside it, by a dead process of this machine: its temporary folders
     (`.<out>.spikelm-tmp-<host>-<pid>-*`) are deleted, and an old output it set aside between two renames
     (`.<out>.spikelm-old-<host>-<pid>`) is put back where `out` is missing, else deleted. Folders of a live
-    process, of another machine, or named otherwise are left alone."""
+    process, of another machine, or named otherwise are left alone. True when an old output was put back."""
     out = Path(out)
+    restored = False
     if not out.parent.is_dir():
-        return
+        return restored
     host = _host()
     for sibling in sorted(out.parent.glob(f".{glob.escape(out.name)}.spikelm-*")):
         found = _STALE.match(sibling.name)
@@ -224,10 +226,12 @@ def clean_stale_siblings(out: str | Path) -> None:
             continue
         if found["kind"] == "old" and not out.exists():
             os.replace(sibling, out)
+            restored = True
             log.warning("%s: put back the previous output, which an interrupted write had set aside as %s",
                         out, sibling.name)
         else:
             shutil.rmtree(sibling, ignore_errors=True)
+    return restored
 
 
 def _umask() -> int:

@@ -136,11 +136,11 @@ def energy_command(
     detail: Annotated[bool, typer.Option("--detail", help="Add the per-component and per-layer breakdown.")] = False,
     count_norm: Annotated[bool, typer.Option("--count-norm", help="Also count LayerNorm (MAC, both sides).")] = False,
     count_neuron_updates: Annotated[bool, typer.Option(
-        "--count-neuron-updates", help="Also bill the membrane updates: one AC per element of a stateful neuron per "
-        "step (spiking side only; syops' convention).")] = False,
+        "--count-neuron-updates", help="Also bill the membrane updates: one AC per element of a neuron that keeps a "
+        "membrane, for each step after the first (spiking side only).")] = False,
     count_alpha_scale: Annotated[bool, typer.Option(
-        "--count-alpha-scale", help="Also bill the rescaling by alpha left after folding it into the weights: one "
-        "MAC per output element of a spike-driven op per step (spiking side only).")] = False,
+        "--count-alpha-scale", help="Also bill the rescaling by alpha left after folding the first step's into the "
+        "weights: one MAC per output element of a spike-driven op for each later step (spiking side only).")] = False,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the ratio's confidence interval (0: none).")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap (and of random weights / token ids).")] = 0,
 ) -> None:

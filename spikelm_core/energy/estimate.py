@@ -206,8 +206,8 @@ def included_items(count_norm: bool, components: Iterable[str], terms: SpikingTe
     if count_norm:
         items.append("LayerNorm (MAC, fvcore's 5 per element)")
     if terms.neuron_updates:
-        items.append("membrane updates (--count-neuron-updates: one AC per element of a stateful neuron per step, "
-                     "spiking side only" + why.get("neuron_updates", "") + ")")
+        items.append("membrane updates (--count-neuron-updates: one AC per element of a stateful neuron per step "
+                     "after the first, spiking side only" + why.get("neuron_updates", "") + ")")
     if terms.alpha_scale:
         items.append("rescaling by alpha (--count-alpha-scale: one MAC per output element of a spike-driven op per "
                      "step after the first, spiking side only" + why.get("alpha_scale", "") + ")")

@@ -308,7 +308,8 @@ class SpikingTerms:
     and the switches that bill it. Neither term has a dense twin: both are billed on the spiking side only.
 
     - `neuron_updates` (--count-neuron-updates): one AC per membrane update, one per element of a stateful
-      neuron per step (`membrane_updates`; syops bills them as ACs, NeuroBench counts them as MembraneUpdates);
+      neuron for each step after the first (`membrane_updates`; syops bills them as ACs, NeuroBench counts
+      them as MembraneUpdates, the first step's charge included);
     - `alpha_scale` (--count-alpha-scale): one MAC per output element of each spike-driven op for each step
       after the first (`alpha_scales`): the rescaling by the spike amplitude alpha that folding the first
       step's alpha into the weights leaves (priced as a MAC, an upper bound of the one multiply it is).
@@ -328,10 +329,12 @@ class SpikingTerms:
 
 
 def membrane_updates(op: "MemOp", timesteps: int) -> int:
-    """Membrane updates of the neuron in front of `op`: T per element it produces (T·X, every step's charge,
-    the first included, as syops and NeuroBench count them) when it keeps a membrane between steps; none for
-    the stateless K/V spikes of SpikeLM, for neurons with `reset: none` or decay 0, and for float ops."""
-    return timesteps * op.produced if op.firing_rate is not None and op.stateful else 0
+    """Membrane updates of the neuron in front of `op`: one per element it produces for each step after the
+    first, (T - 1)·X, when it keeps a membrane: each later step carries the membrane forward (decay, reset, add
+    the input); the first step's u = x is the stateless quantiser's work (none is billed for that), as the
+    memory bounds move no membrane bytes for it. None for the stateless K/V spikes of SpikeLM, for neurons
+    with `reset: none` or decay 0, for float ops, and so none at T = 1."""
+    return max(timesteps - 1, 0) * op.produced if op.firing_rate is not None and op.stateful else 0
 
 
 def alpha_scales(op: "MemOp", timesteps: int) -> int:
@@ -352,8 +355,8 @@ def rescales_outputs(config: Mapping[str, Any]) -> bool:
 
 
 def terms_not_billed(config: Mapping[str, Any]) -> dict[str, str]:
-    """The `SpikingTerms` that bill nothing in a model of this config, each with the reason in words
-    (for the report's lists; a term may also bill nothing at T = 1, which the lists say of every model)."""
+    """The `SpikingTerms` that bill nothing in a model of this config, each with the reason in words (for the
+    report's lists; at T = 1 neither term bills anything in any model, which the lists say of every model)."""
     out = {}
     if not keeps_membrane(config):
         out["neuron_updates"] = "none in this model: with reset none or decay 0 no neuron keeps a membrane"

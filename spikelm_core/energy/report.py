@@ -45,7 +45,8 @@ def assumptions_text(*, count_norm: bool = False, memory: bool = False, terms: S
         + ("; the rescaling by alpha this leaves billed as one MAC per output element of each spike-driven op "
            "for each step after the first, whose alpha folds in (--count-alpha-scale" + why.get("alpha_scale", "")
            + "); " if terms.alpha_scale else "; ")
-        + ("membrane updates billed as one AC per element of a stateful neuron per step, spiking side only "
+        + ("membrane updates billed as one AC per element of a stateful neuron per step after the first, spiking "
+           "side only "
            "(--count-neuron-updates" + why.get("neuron_updates", "") + "); " if terms.neuron_updates else "")
         + ("LayerNorm billed as MACs on both sides (--count-norm; every time step on the spiking side); " if count_norm
            else "")

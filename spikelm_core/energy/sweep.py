@@ -109,9 +109,11 @@ class EnergyArgs:
     count_norm: bool = False
     """Also count LayerNorm (fvcore's 5 per element) on both sides."""
     count_neuron_updates: bool = False
-    """Also bill the membrane updates of the stateful neurons: one AC per element and step (spiking side)."""
+    """Also bill the membrane updates of the stateful neurons: one AC per element for each step after the
+    first (spiking side)."""
     count_alpha_scale: bool = False
-    """Also bill the rescaling by alpha: one MAC per output element and step of each spike-driven op."""
+    """Also bill the rescaling by alpha: one MAC per output element of each spike-driven op for each step after
+    the first, whose alpha folds into the weights."""
     bootstrap: int = 1000
     """Bootstrap resamples of the calibration sequences for the ratio CI; 0 = none."""
     confidence: float = 0.95

@@ -52,6 +52,7 @@ def test_replace_dir_swaps_in_one_step_and_puts_the_old_back_when_it_cannot(tmp_
 
 def test_what_a_killed_write_left_is_put_back_or_removed(tmp_path):
     import os
+    import shutil
     import subprocess
     import sys
 
@@ -72,9 +73,15 @@ def test_what_a_killed_write_left_is_put_back_or_removed(tmp_path):
             f".other.spikelm-tmp-{host}-{dead}-zz"]  # another output's
     for name in kept:
         (tmp_path / name).mkdir()
-    clean_stale_siblings(out)
+    assert clean_stale_siblings(out) is True
     assert (out / "report.json").read_text() == "{}"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*kept, "report"])
+    # an output put back is checked as any existing one: without --force it is refused, and stays
+    shutil.move(out, old)
+    with pytest.raises(ConfigError, match="not empty"):
+        with atomic_output_dir(out, force=False):
+            pass
+    assert (out / "report.json").read_text() == "{}" and not old.exists()
     # a refused write touches nothing; one that goes ahead deletes an old copy left aside beside `out`
     old.mkdir()
     with pytest.raises(ConfigError):

@@ -2,7 +2,7 @@
 
 Hand formulas (energy-method.md, section 3), per sample, T steps, L tokens, width d, FFN width f, h heads:
 
-- membrane updates: T per element of every stateful neuron. A BERT layer has six: in front of Q, K, V and
+- membrane updates: T - 1 per element of every stateful neuron (the first step's u = x carries no membrane). A BERT layer has six: in front of Q, K, V and
   O (L·d each), FFN1 (L·d) and FFN2 (L·f); SpikeLM's K/V spikes for Q·Kᵀ and probs·V are stateless.
 - alpha rescalings: T - 1 per output element of every spike-driven op (the first step's alpha folds into the
   weights): Q, K, V, O (L·d each), FFN1 (L·f), FFN2 (L·d), Q·Kᵀ (h·L·L), probs·V (L·d). Float ops (pooler,
@@ -36,17 +36,17 @@ T = 4  # a dense model is audited at T=4
 
 def test_terms_of_one_op():
     op = MemOp("ffn1", 0, macs=5 * 7 * 11, produced=5 * 7, read=5 * 7, weights=7 * 11, out=5 * 11, firing_rate=0.3)
-    assert membrane_updates(op, 3) == 3 * 35 and alpha_scales(op, 3) == 2 * 55
+    assert membrane_updates(op, 3) == 2 * 35 and alpha_scales(op, 3) == 2 * 55
     stateless = MemOp("qk", 0, macs=10, produced=6, read=6, out=9, firing_rate=0.2, stateful=False)
     assert membrane_updates(stateless, 3) == 0 and alpha_scales(stateless, 3) == 18
     dense = MemOp("head", None, macs=10, produced=0, read=5, weights=2, out=2, firing_rate=None)
     assert membrane_updates(dense, 3) == 0 and alpha_scales(dense, 3) == 0
     both = SpikingTerms(neuron_updates=True, alpha_scale=True)
-    assert math.isclose(both.pj(op, 3, FP32), 0.9 * 105 + 4.6 * 110)
+    assert math.isclose(both.pj(op, 3, FP32), 0.9 * 70 + 4.6 * 110)
     assert SpikingTerms(alpha_scale=True).pj(op, 3, FP32) == pytest.approx(4.6 * 110)
     assert SpikingTerms().pj(op, 3, FP32) == 0 and not SpikingTerms().any
-    # at T=1 the one alpha folds into the weights; the membrane's one charge is counted, as at every step
-    assert membrane_updates(op, 1) == 35 and alpha_scales(op, 1) == 0
+    # at T=1 the one alpha folds into the weights, and no membrane is carried
+    assert membrane_updates(op, 1) == 0 and alpha_scales(op, 1) == 0
 
 
 L = 11  # odd, below the tiny model's 64 positions
@@ -54,7 +54,7 @@ D, H, FF, LAYERS = TINY["hidden_size"], TINY["num_attention_heads"], TINY["inter
 
 
 def bert_updates(t, layers, n, d, f):
-    return t * layers * (5 * n * d + n * f)
+    return (t - 1) * layers * (5 * n * d + n * f)
 
 
 def bert_scales(t, layers, n, d, f, h):
@@ -162,14 +162,14 @@ def test_bart_generation_updates_by_hand(bart_pair):
     base, both = bart_pair
     g0, g = base.generation.to_dict(), both.generation.to_dict()
     token = 7 * BD + BF  # a decoder token's stateful neurons: self q, k, v, o; cross q, o; ffn1 (d); ffn2 (f)
-    enc = T * 2 * (5 * SRC * BD + SRC * BF)
-    cross_kv = T * 2 * 2 * SRC * BD  # the neurons in front of the cross K/V projections
+    enc = (T - 1) * 2 * (5 * SRC * BD + SRC * BF)
+    cross_kv = (T - 1) * 2 * 2 * SRC * BD  # the neurons in front of the cross K/V projections
     m = TGT
     expected = {
-        "kv_cache": {"encoder": enc, "cross_kv": cross_kv, "decoder": T * 2 * m * token, "lm_head": 0,
-                     "last": T * 2 * token},
-        "no_cache": {"encoder": enc, "cross_kv": m * cross_kv, "decoder": T * 2 * (m * (m + 1) // 2) * token,
-                     "lm_head": 0, "last": T * 2 * (m * token + 2 * SRC * BD)},
+        "kv_cache": {"encoder": enc, "cross_kv": cross_kv, "decoder": (T - 1) * 2 * m * token, "lm_head": 0,
+                     "last": (T - 1) * 2 * token},
+        "no_cache": {"encoder": enc, "cross_kv": m * cross_kv, "decoder": (T - 1) * 2 * (m * (m + 1) // 2) * token,
+                     "lm_head": 0, "last": (T - 1) * 2 * (m * token + 2 * SRC * BD)},
     }
     for mode, want in expected.items():
         for line in ("encoder", "cross_kv", "decoder", "lm_head"):
@@ -211,12 +211,12 @@ def test_llama_generation_updates_by_hand(tiny_dense_llama_dir):
     d, f, layers = LLAMA_TINY["hidden_size"], LLAMA_TINY["intermediate_size"], LLAMA_TINY["num_hidden_layers"]
     token = 6 * d + f  # q, k, v, o, gate, up read d (o: heads x d_h = d), down reads f; K/V spikes stateless
     forward = [r for r in both.report.by_component() if r.component == "neuron_updates"][0]
-    assert forward.spiking_acs == T * layers * n * token
+    assert forward.spiking_acs == (T - 1) * layers * n * token
     g0, g = base.generation.to_dict()["kv_cache"], both.generation.to_dict()["kv_cache"]
     prompt = _line(g, "prompt")["spiking_acs"] - _line(g0, "prompt")["spiking_acs"]
     decoder = _line(g, "decoder")["spiking_acs"] - _line(g0, "decoder")["spiking_acs"]
-    assert prompt == T * layers * n * token and decoder == T * layers * (m - 1) * token
-    assert g["last_token"]["spiking_acs"] - g0["last_token"]["spiking_acs"] == T * layers * token
+    assert prompt == (T - 1) * layers * n * token and decoder == (T - 1) * layers * (m - 1) * token
+    assert g["last_token"]["spiking_acs"] - g0["last_token"]["spiking_acs"] == (T - 1) * layers * token
 
 
 # --- the command ----------------------------------------------------------------------------------
@@ -264,9 +264,9 @@ def test_lif_has_no_alpha_and_keeps_kv_membranes(lif_bert):
     assert t == 2
     # LIF spikes are {0, 1}: no amplitude to rescale; K and V spike through neurons with a membrane
     assert _component(run.report, "alpha_scale") is None
-    assert _component(run.report, "neuron_updates").spiking_acs == t * LAYERS * (7 * L * D + L * FF)
+    assert _component(run.report, "neuron_updates").spiking_acs == (t - 1) * LAYERS * (7 * L * D + L * FF)
     # the paper setting takes the same neurons, at BERT-base's shapes
-    assert _component(run.paper, "neuron_updates").spiking_acs == t * 12 * (7 * 128 * 768 + 128 * 3072)
+    assert _component(run.paper, "neuron_updates").spiking_acs == (t - 1) * 12 * (7 * 128 * 768 + 128 * 3072)
     assert _component(run.paper, "alpha_scale") is None
 
 
@@ -289,13 +289,12 @@ def test_no_membrane_with_reset_none_and_no_alpha_at_T1(tiny_dense_bert_dir, tmp
     assert any("--count-neuron-updates" in i and "none in this model" in i for i in sweep.included)
     assert not any("--count-alpha-scale" in i and "none in this model" in i for i in sweep.included)
     assert "none in this model: with reset none" in sweep.assumptions
-    # T=1 (the dense model converted on the fly): the one alpha folds into the weights, in the model and the
-    # paper setting; each membrane's one charge is counted as at every T
+    # T=1 (the dense model converted on the fly): the one alpha folds into the weights and no membrane is
+    # carried, in the model and the paper setting
     one = estimate_energy_sweep(str(tiny_dense_bert_dir), timesteps=[1], seq_len=L, batches=1, batch_size=2,
                                 bootstrap=0, count_neuron_updates=True, count_alpha_scale=True).runs[0]
     for report in (one.report, one.paper):
-        assert _component(report, "alpha_scale") is None
-    assert _component(one.report, "neuron_updates").spiking_acs == bert_updates(1, LAYERS, L, D, FF)
+        assert _component(report, "alpha_scale") is None and _component(report, "neuron_updates") is None
     from spikelm_core.energy.memory import keeps_membrane
 
     assert not keeps_membrane({"decay": 0.0}) and keeps_membrane({"neuron_kind": "lif", "decay": 0.0})
@@ -317,9 +316,9 @@ def test_lif_cross_kv_spikes_in_their_line_with_or_without_the_cache(tiny_dense_
                     for line in ("cross_kv", "decoder")} for mode in ("kv_cache", "no_cache")}
     # the neurons in front of the cross K/V projections and the K/V spikes' own (LIF: with a membrane), made
     # once with the cache, every step without it; the decoder line the same per token either way
-    per_summary = 2 * 2 * 4 * SRC * BD
+    per_summary = (2 - 1) * 2 * 4 * SRC * BD  # T - 1 = 1 step carries a membrane; 2 decoder layers
     assert added["kv_cache"]["cross_kv"] == per_summary and added["no_cache"]["cross_kv"] == TGT * per_summary
-    token = 2 * 2 * (9 * BD + BF)  # self q, k, v, o, the K/V spikes, cross q, o; ffn1 (d), ffn2 (f)
+    token = (2 - 1) * 2 * (9 * BD + BF)  # self q, k, v, o, the K/V spikes, cross q, o; ffn1 (d), ffn2 (f)
     assert added["kv_cache"]["decoder"] == TGT * token
     # the memory bounds split the cross K/V spikes' bytes the same way: none left in the decoder line
     lines = {x["line"]: x for x in base.memory.to_dict()["weight_stationary"]["generation"]["no_cache"]["lines"]}
