@@ -308,8 +308,8 @@ class SpikingTerms:
     and the switches that bill it. Neither term has a dense twin: both are billed on the spiking side only.
 
     - `neuron_updates` (--count-neuron-updates): one AC per membrane update, one per element of a stateful
-      neuron for each step after the first (`membrane_updates`; syops bills them as ACs, NeuroBench counts
-      them as MembraneUpdates, the first step's charge included);
+      neuron for each step after the first (`membrane_updates`; syops bills them as ACs; spikelm's
+      MembraneUpdates is this count, where NeuroBench's own code also counts the first step's charge);
     - `alpha_scale` (--count-alpha-scale): one MAC per output element of each spike-driven op for each step
       after the first (`alpha_scales`): the rescaling by the spike amplitude alpha that folding the first
       step's alpha into the weights leaves (priced as a MAC, an upper bound of the one multiply it is).

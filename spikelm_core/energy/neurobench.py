@@ -12,7 +12,8 @@ current rather than the spikes, and SpikeLM's spikes are ±α (NeuroBench only b
 - **SynapticOperations**: `Effective_ACs` (the Linear layers driven by spikes: one AC per non-zero input
   and weight, T·fr·MACs with no zero weights), `Effective_MACs` (Linear layers with float input: pooler,
   heads) and `Dense` (every Linear op as if every input were non-zero, every step), per sample.
-- **MembraneUpdates**: membrane updates of the stateful neurons: one per neuron per step.
+- **MembraneUpdates**: membrane updates of the neurons that keep a membrane: one per element for each step
+  after the first, Σ (T − 1)·X (`memory.membrane_updates`, the `neuron_updates` count); 0 at T = 1.
 
 NeuroBench does not see the attention matmuls Q·Kᵀ and probs·V (they are not layers): they are listed
 apart (`attention_matmuls`). NeuroBench divides by the leading dimension of the input, which is T times
