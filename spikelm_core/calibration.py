@@ -24,9 +24,9 @@ from .errors import CheckpointError, ConfigError, DataError, first_details
 from .firing import FiringRecorder, real_token_rows
 from .inputs import model_inputs
 from .log import get_logger
+from .neurons import non_finite_neurons, spiking_neurons
 
 log = get_logger("calibration")
-from .neurons import non_finite_neurons, spiking_neurons
 
 #: config.json key `spikelm convert` writes: its amplitudes come from the calibration text, not from a
 #: task's data, so a training run starting from that checkpoint calibrates again on its first batch

@@ -199,7 +199,9 @@ def _mark(kind: str) -> str:
     return f"spikelm-{kind}-{_host()}-{os.getpid()}"
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` of this machine may still run (another user's counts as alive; so does a pid no
+    system has, which nothing then treats as dead)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -221,7 +223,7 @@ def clean_stale_siblings(out: str | Path) -> bool:
     host = _host()
     for sibling in sorted(out.parent.glob(f".{glob.escape(out.name)}.spikelm-*")):
         found = _STALE.match(sibling.name)
-        if (found is None or found["name"] != out.name or found["host"] != host or _alive(int(found["pid"]))
+        if (found is None or found["name"] != out.name or found["host"] != host or process_alive(int(found["pid"]))
                 or not sibling.is_dir() or sibling.is_symlink()):
             continue
         if found["kind"] == "old" and not out.exists():

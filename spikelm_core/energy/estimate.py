@@ -24,8 +24,8 @@ from spikelm_core.energy.components import DEFAULT_SEQ_LEN, SPIKING_COMPONENTS
 from spikelm_core.energy.costs import FP32, CostProfile
 from spikelm_core.energy.errors import EnergyAuditError
 from spikelm_core.energy.macs import MacRow, count_macs
-from spikelm_core.energy.memory import (MemOp, SpikingTerms, alpha_scales, forward_ops, membrane_updates, shape_of,
-                                        terms_not_billed)
+from spikelm_core.energy.memory import (MemOp, SpikingTerms, alpha_scales, forward_ops, linear_shapes,
+                                        membrane_updates, shape_of, terms_not_billed)
 from spikelm_core.energy.report import EnergyReport, EnergyRow
 from spikelm_core.errors import ConfigError
 from spikelm_core.firing import neuron_module_names
@@ -244,7 +244,7 @@ def estimate_energy(
             )
         count = count_macs(model, seq_len=seq_len, count_norm=count_norm)
         timesteps = num_timesteps
-    inner = getattr(model, "_orig_mod", model)  # a torch.compile'd model: the row names are the inner model's
+    config = getattr(model, "_orig_mod", model).config.to_dict()  # a torch.compile'd model: its inner one's
     report = energy_from_counts(
         count.rows,
         firing_rates,
@@ -252,12 +252,11 @@ def estimate_energy(
         profile,
         seq_len=seq_len,
         included=included_items(count_norm, (r.component for r in count.rows), terms,
-                                terms_not_billed(inner.config.to_dict()) if terms.any else None),
+                                terms_not_billed(config) if terms.any else None),
     )
     if not terms.any:
         return report
-    linear = {name: (m.in_features, m.out_features) for name, m in inner.named_modules() if isinstance(m, nn.Linear)}
-    shape = shape_of(inner.config.to_dict(), seq_len, count.decoder_len, linear)
+    shape = shape_of(config, seq_len, count.decoder_len, linear_shapes(model))
     return with_terms(report, forward_ops(report.rows, shape), terms)
 
 

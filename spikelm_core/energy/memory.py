@@ -949,23 +949,30 @@ def shape_of(config: Mapping[str, Any], seq_len: int, decoder_len: int | None,
     from spikelm_core.checkpoints import family_of
 
     family = family_of(config.get("model_type"))
+    common = dict(seq_len=seq_len, linear_shapes=dict(linear_shapes or {}),  # and what the neurons keep
+                  kv_stateful=config.get("neuron_kind") == "lif", rescaled=rescales_outputs(config),
+                  stateful=keeps_membrane(config))
     if family is not None and family.causal:
         heads = int(config["num_attention_heads"])
         return Shape(hidden=int(config["hidden_size"]), heads=heads, ffn=int(config["intermediate_size"]),
-                     seq_len=seq_len, linear_shapes=dict(linear_shapes or {}),
-                     kv_stateful=config.get("neuron_kind") == "lif", rescaled=rescales_outputs(config),
-                     stateful=keeps_membrane(config), kv_heads=int(config.get("num_key_value_heads") or heads), causal=True)
+                     kv_heads=int(config.get("num_key_value_heads") or heads), causal=True, **common)
     if decoder_len is not None:
         return Shape(hidden=int(config["d_model"]), heads=int(config.get("encoder_attention_heads", 1)),
                      decoder_heads=int(config.get("decoder_attention_heads") or config.get("encoder_attention_heads", 1)),
-                     rescaled=rescales_outputs(config), stateful=keeps_membrane(config),
-                     ffn=int(config["encoder_ffn_dim"]), seq_len=seq_len, decoder_len=decoder_len,
-                     decoder_ffn=int(config["decoder_ffn_dim"]), linear_shapes=dict(linear_shapes or {}),
-                     kv_stateful=config.get("neuron_kind") == "lif")
+                     ffn=int(config["encoder_ffn_dim"]), decoder_len=decoder_len,
+                     decoder_ffn=int(config["decoder_ffn_dim"]), **common)
     return Shape(hidden=int(config["hidden_size"]), heads=int(config["num_attention_heads"]),
-                 ffn=int(config["intermediate_size"]), seq_len=seq_len, linear_shapes=dict(linear_shapes or {}),
-                 kv_stateful=config.get("neuron_kind") == "lif", rescaled=rescales_outputs(config),
-                 stateful=keeps_membrane(config))
+                 ffn=int(config["intermediate_size"]), **common)
+
+
+def linear_shapes(model) -> dict[str, tuple[int, int]]:
+    """module name -> (in_features, out_features) of every linear layer of `model` (a torch.compile'd model's
+    inner one: the names the MAC rows carry), for `shape_of`."""
+    import torch
+
+    inner = getattr(model, "_orig_mod", model)
+    return {name: (m.in_features, m.out_features) for name, m in inner.named_modules()
+            if isinstance(m, torch.nn.Linear)}
 
 
 def value_bytes(profile: CostProfile) -> int:

@@ -58,6 +58,7 @@ from spikelm_core.energy.memory import (
     SpikingTerms,
     forward_ops,
     generation_ops,
+    linear_shapes,
     load_memory_cost,
     memory_report,
     shape_of,
@@ -437,9 +438,8 @@ def spikes_are_binary(model) -> bool:
 
 def _shape(model, plan: _Plan, args: EnergyArgs) -> Shape:
     """The audited model's shapes for the memory model's ops (its linear layers' sizes included)."""
-    linear = {name: (m.in_features, m.out_features) for name, m in model.named_modules()
-              if isinstance(m, torch.nn.Linear)}
-    return shape_of(plan.source.config, args.seq_len, plan.target_len if plan.seq2seq else None, linear)
+    return shape_of(plan.source.config, args.seq_len, plan.target_len if plan.seq2seq else None,
+                    linear_shapes(model))
 
 
 def _neurons_of(shape: Shape | None) -> dict[str, bool]:

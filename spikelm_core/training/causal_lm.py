@@ -282,7 +282,6 @@ class CausalLmEvaluation(Evaluation):
 # ------------------------------------------------------------------------------------ training
 
 
-
 class CausalLmPipeline(Pipeline):
     """finetune and distill on a language-modelling text (see the module docstring)."""
 

@@ -152,7 +152,7 @@ class Pipeline:
             source = "the first training batch" if t.calibration_examples is None else f"the first {n} training examples"
         return source + (", pads excluded" if t.calibration_tokens == "real" else "")
 
-    final_warnings: list[str] = []
+    final_warnings: tuple[str, ...] | list[str] = ()
     """What makes the final scores doubtful (set by `final_evaluation`; the run summary lists them)."""
 
     def final_evaluation(self, trainer, evals, collator, tokenizer) -> tuple[dict, str | None, FiringReport | None]:

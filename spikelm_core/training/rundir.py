@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import difflib
+import errno
 import json
 import os
 import shutil
@@ -23,7 +24,7 @@ from typing import Any
 
 from ..config import diff_configs, load_config, save_config
 from ..errors import CheckpointError, ConfigError
-from ..io import check_output_location
+from ..io import check_output_location, process_alive, wrapped_os_error
 from ..log import get_logger
 from .callbacks import PRECISION_FILE, JsonlMetricsCallback, end_of_run, read_metrics
 from .results import Timer
@@ -111,7 +112,7 @@ class RunLock:
             except FileExistsError:
                 owner_host, pid = _read_lock(self.path)
                 other_host = owner_host is not None and owner_host != host
-                if other_host or (pid is not None and pid != os.getpid() and _alive(pid)):
+                if other_host or (pid is not None and pid != os.getpid() and process_alive(pid)):
                     where = f"host {owner_host}, pid {pid}" if other_host else f"pid {pid}"
                     raise ConfigError(
                         f"output directory '{self.path.parent}' is in use by another run ({where})",
@@ -150,24 +151,10 @@ def _read_lock(path: Path) -> tuple[str | None, int | None]:
 def _cannot_write(exc: BaseException | None) -> bool:
     """Whether `exc` says the run's folder took no more writes (a full disk, a quota): the run can go on
     from its last checkpoint once there is room."""
-    import errno
-
-    from ..io import wrapped_os_error
-
     if exc is None:
         return False
     found = exc if isinstance(exc, OSError) else wrapped_os_error(exc)
     return found is not None and found.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def checkpoint_is_complete(path: Path) -> bool:
@@ -351,8 +338,6 @@ def warn_if_resumed_at_another_precision(checkpoint: str, precision: str) -> Non
     """A run resumed in another precision than its checkpoint's steps (`train.bf16: auto` on other cores:
     bf16 where they have bf16 instructions, float32 elsewhere) no longer ends as the run it continues would
     have. Warned, not refused, like another process count; checkpoints saved before this record say nothing."""
-    import json
-
     try:
         saved = json.loads((Path(checkpoint) / PRECISION_FILE).read_text(encoding="utf-8")).get("precision")
     except (OSError, ValueError, AttributeError):
