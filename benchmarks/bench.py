@@ -24,7 +24,7 @@ Measures, in one process and one run so the ratios compare like with like:
   and compiled.
 The dense model is Hugging Face BERT, eager, as users run it; `--compile-dense` also measures it
 under torch.compile, for a second ratio. Times are medians over repeated steps after warm-up.
-Training steps of the dense and the spiking model alternate, and each ratio is the median of the
+Training steps (and inference forwards) of the dense and the spiking model alternate, and each ratio is the median of the
 per-pair ratios, so that drift in the machine's speed (other processes, thermal limits) cancels.
 """
 
@@ -159,16 +159,27 @@ def saved_activation_bytes(model, batch) -> int:
     return sum(n for ptr, n in seen.items() if ptr not in params)
 
 
-def inference_tokens_per_s(model, batch, warmup, repeat) -> float:
-    model.eval()
+def inference_fn(model, batch):
     inputs = {k: v for k, v in batch.items() if k != "labels"}
 
     def fwd():
+        model.eval()  # a training step in between leaves it in train mode
         with torch.inference_mode():
             model(**inputs)
 
-    t = median_time(fwd, warmup, repeat)
-    return batch["input_ids"].numel() / t
+    return fwd
+
+
+def inference_tokens_per_s(model, batch, warmup, repeat) -> float:
+    return batch["input_ids"].numel() / median_time(inference_fn(model, batch), warmup, repeat)
+
+
+def paired_inference(dense, model, batch, warmup, repeat) -> tuple[float, float, float]:
+    """(dense tokens/s, spiking tokens/s, median of the per-pair throughput ratios spiking / dense),
+    the two forwards alternating like the training steps, so that drift in the machine's speed cancels."""
+    dense_s, model_s, ratio = paired_times(inference_fn(dense, batch), inference_fn(model, batch), warmup, repeat)
+    tokens = batch["input_ids"].numel()
+    return tokens / dense_s, tokens / model_s, 1 / ratio
 
 
 def neuron_speedup(shape=(4, 16, 128, 1536), warmup=1, repeat=3) -> dict:
@@ -352,8 +363,7 @@ def default_path_bench(timesteps, batch, dense, dense_mem: int, dense_train, den
                 compile_if_asked(model, "auto", work=AUTO_COMPILE_MIN_STEPS)
             dense_now, step, ratio = paired_times(dense_train, train_step_fn(model, batch), warmup + 1, repeat)
             compiled = all(m._compiled is not None for m in model.modules() if isinstance(m, CompilableLayer))
-            tps = inference_tokens_per_s(model, batch, warmup + 1, repeat)
-            dense_tps = inference_tokens_per_s(dense, batch, warmup, repeat)
+            dense_tps, tps, tps_ratio = paired_inference(dense, model, batch, warmup + 1, repeat)
             mem = saved_activation_bytes(model, batch)
             per[mode] = {
                 "compiled_layers": compiled,
@@ -361,12 +371,12 @@ def default_path_bench(timesteps, batch, dense, dense_mem: int, dense_train, den
                 "dense_train_step_s": dense_now,
                 "train_step_ratio_over_T": ratio / T,
                 "train_step_ratio_over_T_vs_compiled_dense": None if dense_compiled_s is None else step / dense_compiled_s / T,
-                "inference_throughput_ratio_times_T": tps / dense_tps * T,
-                "peak_memory_ratio_over_T": mem / dense_mem / T,
+                "inference_throughput_ratio_times_T": tps_ratio * T,
+                "activation_memory_ratio_over_T": mem / dense_mem / T,
             }
             print(f"default path T={T}, {mode} ({'compiled' if compiled else 'eager'} layers): step {step:.3f} s "
                   f"against dense {dense_now:.3f} s (ratio/T {ratio / T:.3f}), inference x T / dense "
-                  f"{tps / dense_tps * T:.2f}, activations {mem / dense_mem / T:.2f} x T x dense",
+                  f"{tps_ratio * T:.2f}, activations {mem / dense_mem / T:.2f} x T x dense",
                   file=sys.stderr)
             del model
         out[str(T)] = per
@@ -507,7 +517,7 @@ def main() -> None:
             del apart
         dense_now, step, ratio = paired_times(dense_train, train_step_fn(model, batch), args.warmup + extra_warmup,
                                               args.repeat)
-        tps = inference_tokens_per_s(model, batch, args.warmup + extra_warmup, args.repeat)
+        dense_tps_now, tps, tps_ratio = paired_inference(dense, model, batch, args.warmup + extra_warmup, args.repeat)
         mem = saved_activation_bytes(model, batch)
         per_t[str(T)] = {
             "train_step_s": step,
@@ -515,11 +525,12 @@ def main() -> None:
             "train_step_ratio": ratio,
             "train_step_ratio_over_T": ratio / T,
             "inference_tokens_per_s": tps,
-            "inference_throughput_ratio": tps / dense_tps,
-            "inference_throughput_ratio_times_T": tps / dense_tps * T,
+            "dense_inference_tokens_per_s": dense_tps_now,
+            "inference_throughput_ratio": tps_ratio,
+            "inference_throughput_ratio_times_T": tps_ratio * T,
             "activation_bytes": mem,
-            "peak_memory_ratio": mem / dense_mem,
-            "peak_memory_ratio_over_T": mem / dense_mem / T,
+            "activation_memory_ratio": mem / dense_mem,
+            "activation_memory_ratio_over_T": mem / dense_mem / T,
             "sharing": sharing,
         }
         if dense_compiled is not None:
@@ -554,7 +565,7 @@ def main() -> None:
         "spiking": per_t,
         "train_step_ratio_over_T": {T: v["train_step_ratio_over_T"] for T, v in per_t.items()},
         "inference_throughput_ratio": {T: v["inference_throughput_ratio"] for T, v in per_t.items()},
-        "peak_memory_ratio": {T: v["peak_memory_ratio"] for T, v in per_t.items()},
+        "activation_memory_ratio": {T: v["activation_memory_ratio"] for T, v in per_t.items()},
         "neuron_speedup_vs_reference": None if neuron is None else neuron["speedup_fast"],
         "neuron": neuron,
         "precision": precision,

@@ -23,6 +23,9 @@ def test_bench_quick_smoke_run(tmp_path):
     assert set(data["spiking"]) == {"1", "3"} and data["exec"] == "neurons"
     assert data["default_path"] is None and data["generation"] is None and data["energy_command_s"] is None
     assert data["neuron"] is None and data["train_step_ratio_over_T"]["3"] > 0
+    point = data["spiking"]["3"]
+    assert point["inference_throughput_ratio"] > 0 and point["dense_inference_tokens_per_s"] > 0
+    assert point["activation_memory_ratio"] == pytest.approx(point["activation_memory_ratio_over_T"] * 3)
 
 
 def _glue_bench(tmp_path, script: str, *args: str) -> subprocess.CompletedProcess:

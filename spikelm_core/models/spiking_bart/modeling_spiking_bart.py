@@ -443,6 +443,17 @@ class SpikingBartForConditionalGeneration(TiedKeysNotSaved, SpikingBartPreTraine
     def set_output_embeddings(self, new_embeddings):
         self.lm_head = new_embeddings
 
+    def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):
+        """Resize the shared table and the LM head (transformers), and `final_logits_bias` with them:
+        cut to the new vocabulary, or padded with zeros for the new tokens."""
+        embeddings = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        vocab = embeddings.weight.shape[0]
+        bias = self.final_logits_bias
+        kept = bias[:, :vocab]
+        pad = bias.new_zeros((1, max(vocab - bias.shape[1], 0)))
+        self.final_logits_bias = torch.cat([kept, pad], dim=1)
+        return embeddings
+
     def forward(
         self,
         input_ids=None,

@@ -320,3 +320,19 @@ def test_a_dense_bart_loaded_for_training_ties_its_keys_again_on_resume(tmp_path
     state = load_file(tmp_path / "checkpoint" / "model.safetensors")
     missing = set(model.load_state_dict(state, strict=False).missing_keys)
     assert missing == model._keys_to_ignore_on_save and "lm_head.weight" in missing
+
+
+def test_resize_token_embeddings_resizes_final_logits_bias():
+    m = SpikingBartForConditionalGeneration(tiny())
+    with torch.no_grad():
+        m.final_logits_bias.copy_(torch.arange(99.0).reshape(1, 99))
+    m.resize_token_embeddings(104)
+    assert m.final_logits_bias.shape == (1, 104) and m.lm_head.weight.shape[0] == 104
+    assert torch.equal(m.final_logits_bias[0, :99], torch.arange(99.0))
+    assert torch.equal(m.final_logits_bias[0, 99:], torch.zeros(5))
+    logits = m(**batch(), decoder_input_ids=torch.full((5, 2), 2)).logits
+    assert logits.shape[-1] == 104
+    m.resize_token_embeddings(90)
+    assert m.final_logits_bias.shape == (1, 90)
+    assert torch.equal(m.final_logits_bias[0], torch.arange(90.0))
+    assert "final_logits_bias" in dict(m.named_buffers())
