@@ -14,7 +14,7 @@ from spikelm_core.energy import EnergyArgs, run_energy
 from spikelm_core.energy.tables import csv_text, markdown_text
 from spikelm_core.errors import ConfigError
 
-from .. import render_energy
+from .. import render, render_energy
 from ..console import err
 from ..errors import friendly_errors
 from ..params import ForceOpt
@@ -183,6 +183,7 @@ def energy_command(
         from spikelm_core.io import check_output_dir
 
         check_output_dir(out, force, inputs=[args.model, data, memory_cost])  # fail before any work
+    render.enable_library_logs()  # the library's warnings (e.g. a calibration text shorter than one sequence) reach the user
     progress = (lambda message: err.print(f"[dim]{message} ...[/]")) if format is EnergyFormat.table else None
     report = run_energy(args, progress=progress)
     if format is EnergyFormat.table:

@@ -446,6 +446,16 @@ def test_default_seq_len_is_lowered_to_the_models_positions(tiny_bert, text_file
     assert json.loads(res.stdout)["seq_len"] == 64
 
 
+def test_the_librarys_warnings_reach_the_user(tiny_bert, tmp_path):
+    short = tmp_path / "short.txt"
+    short.write_text("the river rose\n", encoding="utf-8")
+    res = run("--model", tiny_bert, "--k", 2, "--seq-len", SEQ, "--data", short, "--bootstrap", 0, "--memory", "none",
+              "--format", "json")
+    assert res.exit_code == 0, res.output
+    assert "warning: the calibration text holds 3 token(s), less than one sequence of 10" in res.stderr
+    json.loads(res.stdout)  # stdout stays machine-readable
+
+
 def test_model_sources_errors(tmp_path):
     res = run("--model", tmp_path, "--k", 2)
     assert res.exit_code == 3 and "no config.json" in res.stderr and "Traceback" not in res.output
