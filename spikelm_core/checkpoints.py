@@ -768,6 +768,15 @@ def _check_family_config(family: Family, cfg: Mapping[str, Any], where: str, *, 
                 hint="set them in config.json to the tokenizer's pad id and the decoder's first token (BART's own: "
                 "pad_token_id 1, decoder_start_token_id 2)",
             )
+    window = cfg.get("sliding_window")
+    if family is LLAMA and isinstance(window, int) and not isinstance(window, bool) and \
+            window < int(cfg.get("max_position_embeddings") or 0):
+        raise CheckpointError(
+            f"{where} sets sliding_window {window} (a Mistral-style local attention window): Llama models attend "
+            "to every earlier token, so this model would compute something else than the checkpoint was trained for",
+            hint="spikelm supports Llama-family models without a sliding window; if the window is unused, set "
+            "\"sliding_window\": null in config.json",
+        )
     if spiking and family is BERT and (cfg.get("is_decoder") or cfg.get("add_cross_attention")):
         raise CheckpointError(
             f"{where} describes a BERT decoder (is_decoder / add_cross_attention): spiking BERT is an encoder, "
@@ -915,13 +924,16 @@ def _check_tied(target: Mapping[str, torch.Tensor], mapped: Mapping[str, torch.T
         first = mapped[dests[0]]
         for other in dests[1:]:
             if not torch.equal(mapped[other].to(first.dtype), first):
+                tables = [mapped[d] for d in dests if not ("lm_head" in d or "predictions.decoder" in d)]
+                output_layer = all(torch.equal(t.to(tables[0].dtype), tables[0]) for t in tables[1:])  # the head alone differs
                 raise CheckpointError(
                     f"'{where}' holds two different tensors, '{sources[dests[0]]}' and '{sources[other]}', for one "
                     "parameter of the model, which ties them",
                     details=["loading both would keep one and lose the other"],
-                    hint="spikelm's BART shares one token table between its encoder and decoder (as transformers 4 "
-                    "did), so a BART whose stack tables differ cannot be converted; for an LM head or decoder "
-                    "meant to differ from the embeddings, set \"tie_word_embeddings\": false in config.json",
+                    hint="for an LM head or decoder meant to differ from the embeddings, set "
+                    "\"tie_word_embeddings\": false in config.json" if output_layer else
+                    "spikelm's BART shares one token table between its encoder and decoder (as transformers 4 "
+                    "did), so a BART whose stack tables differ cannot be converted",
                 )
 
 

@@ -1086,3 +1086,43 @@ def test_configs_a_spiking_twin_would_crash_on_or_misread_are_refused():
         with pytest.raises(CheckpointError, match="BERT decoder"):
             build_model({**bert, key: True}, neuron=NeuronSettings(num_timesteps=2))
     build_model(bert, neuron=NeuronSettings(num_timesteps=2))
+
+
+def test_a_llama_config_with_a_sliding_window_is_refused(tmp_path):
+    """A Mistral-style checkpoint relabelled 'llama' keeps a sliding_window no Llama class honours: refused, named."""
+    import json
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from spikelm_core.checkpoints import load_model
+    from spikelm_core.errors import CheckpointError
+    from tests.conftest import LLAMA_TINY
+
+    LlamaForCausalLM(LlamaConfig(**LLAMA_TINY)).save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**cfg, "sliding_window": 4}))
+    with pytest.raises(CheckpointError, match="sliding_window 4"):
+        load_model(tmp_path, head="causal_lm", need_tokenizer=False)
+    (tmp_path / "config.json").write_text(json.dumps({**cfg, "sliding_window": None}))
+    load_model(tmp_path, head="causal_lm", need_tokenizer=False)
+
+
+def test_a_tied_llama_with_its_own_lm_head_says_to_untie(tmp_path):
+    """tie_word_embeddings true over a checkpoint whose LM head differs: refused, and the hint is the LM head's."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from spikelm_core.checkpoints import load_model
+    from spikelm_core.errors import CheckpointError
+    from tests.conftest import LLAMA_TINY
+
+    LlamaForCausalLM(LlamaConfig(**{**LLAMA_TINY, "tie_word_embeddings": False})).save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**cfg, "tie_word_embeddings": True}))
+    state = load_file(tmp_path / "model.safetensors")
+    assert not torch.equal(state["lm_head.weight"], state["model.embed_tokens.weight"])
+    with pytest.raises(CheckpointError, match="two different tensors") as info:
+        load_model(tmp_path, head="causal_lm", need_tokenizer=False)
+    assert "tie_word_embeddings" in info.value.hint and "BART" not in info.value.hint
