@@ -23,6 +23,7 @@ metric at least as high at an energy at most as low (one of the two strictly).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gc
 import io
@@ -38,7 +39,7 @@ from typing import Any, Callable, Sequence
 from .config import (EvalConfig, config_from_dict, config_to_dict, load_config, parse_overrides,
                      set_dotted)
 from .config.schema import SWEEP_OWNED_NOTE, sweep_owned_key
-from .errors import ConfigError, first_details
+from .errors import CheckpointError, ConfigError, SpikelmError, first_details
 from .evaluation.metrics import display_name, display_scale, higher_is_better
 from .io import atomic_write_bytes, atomic_write_text, check_output_location
 from .training.callbacks import read_metrics
@@ -536,6 +537,39 @@ def _changed(run_cfg, run_dir: Path) -> list[tuple[str, object, object]]:
     return changed_settings(earlier, run_cfg)
 
 
+def _check_sources(points: list[Point], configs: list, home: dict[str, str], out_dir: Path,
+                   start_from: dict[str, str], selected: set[str] | None) -> None:
+    """The model (and a distillation's teacher) of each point still to run must be there before the
+    first point trains, not found missing after the points ahead of it have trained. Points that start
+    from another point's model (`sweep.start_from`) are checked when their turn comes."""
+    from .checkpoints import resolve_source
+
+    for point, run_cfg in zip(points, configs):
+        if (home[point.name] != point.name or (out_dir / point.name / POINT_FILE).is_file()
+                or (selected is not None and point.name not in selected) or point.name in start_from):
+            continue
+        teacher = getattr(getattr(run_cfg, "distill", None), "teacher", None)
+        for role, source in (("model", run_cfg.model), ("distill.teacher", teacher)):
+            if source:
+                try:
+                    resolve_source(source)
+                except CheckpointError as exc:
+                    raise CheckpointError(f"sweep point {point.name!r} ({role}): {exc.message}", details=exc.details,
+                                          hint=exc.hint) from None
+
+
+@contextlib.contextmanager
+def _naming_the_point(name: str):
+    """A spikelm error raised inside says which point it stopped (a bad data file found by the third point)."""
+    try:
+        yield
+    except SpikelmError as exc:
+        if not exc.message.startswith("sweep point "):
+            exc.message = f"sweep point {name!r}: {exc.message}"
+            exc.args = (exc.message,)
+        raise
+
+
 def _check_unchanged(point: Point, run_cfg, run_dir: Path) -> None:
     """A finished point must have been run with the settings the sweep now asks for."""
     changed = _changed(run_cfg, run_dir)
@@ -563,7 +597,6 @@ def _reference_row(cfg, out_dir: Path, say: Progress) -> SweepRow | None:
         results.unlink(missing_ok=True)  # every rank comes here
     if not results.is_file():
         from .checkpoints import is_spiking_type, read_config, resolve_source
-        from .errors import CheckpointError
         from .training import run_eval
 
         model_type = read_config(resolve_source(ref)).get("model_type")
@@ -596,7 +629,9 @@ def _scored_otherwise(eval_cfg, saved: Path) -> bool:
         return True
     now = config_to_dict(eval_cfg)
     same = lambda a, b: json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)  # noqa: E731
-    return not all(same(earlier.get(key), now.get(key)) for key in ("model", "data"))
+    # where the data lies (data.data_dir) may move, as for the points it scores beside (RESUME_MAY_CHANGE)
+    data = lambda d: {k: v for k, v in d.items() if k != "data_dir"} if isinstance(d, dict) else d  # noqa: E731
+    return not (same(earlier.get("model"), now.get("model")) and same(data(earlier.get("data")), data(now.get("data"))))
 
 
 def masked_settings(cfg, given: Sequence[tuple[str, Any]], only: Sequence[str] | None = None) -> list[str]:
@@ -678,7 +713,8 @@ def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None,
 
     Raises ConfigError (exit 2) for a bad point, an unknown name in `only`, a finished point run
     with other settings (among `only`, if given) or a point to run that starts from such a point,
-    and whatever a run raises.
+    and whatever a run raises; CheckpointError (exit 3), before anything runs, for a point to run whose
+    model or teacher is missing.
     """
     from .training import run_distill, run_finetune
 
@@ -701,9 +737,23 @@ def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None,
                 "and not among --point",
                 details=[f"expected: {run_cfg.model}"],
                 hint=f"add --point {source}, or run the whole sweep")
-    for point, run_cfg in zip(points, configs):  # a point run by the other command: before the reference's scoring
-        if (out_dir / point.name / POINT_FILE).is_file():
-            _changed(run_cfg, out_dir / point.name)
+    # before the reference's scoring and before any point trains: a point run by the other command, a finished
+    # point to keep whose settings changed (refused now, not after the points ahead of it have trained), and
+    # the finished points left out of the table (not among --point, run with other settings)
+    left_out: set[str] = set()
+    for point, run_cfg in zip(points, configs):
+        run_dir = out_dir / point.name
+        if not (run_dir / POINT_FILE).is_file():
+            continue
+        source = cfg.sweep.start_from.get(point.name)
+        if home[point.name] != point.name:
+            _changed(run_cfg, run_dir)
+        elif only and point.name not in selected:
+            if _changed(run_cfg, run_dir) or (source is not None and home[source] in left_out):
+                left_out.add(point.name)
+        else:
+            _check_unchanged(point, run_cfg, run_dir)
+    _check_sources(points, configs, home, out_dir, cfg.sweep.start_from, selected if only else None)
     report = SweepReport(command=cfg.command, task=cfg.task, out_dir=str(out_dir), rows=[])
     # every rank: a GLUE reference is scored by the Trainer's predict, which splits the data across ranks
     report.reference = _reference_row(cfg, out_dir, say)
@@ -714,7 +764,7 @@ def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None,
     earlier: dict[str, SweepRow] = {}  # the rows of points finished in an earlier call, read once
     for p in points:
         path = out_dir / p.name / POINT_FILE
-        if path.is_file():
+        if path.is_file() and p.name not in left_out:
             try:
                 earlier[p.name] = _row_from(p, json.loads(path.read_text(encoding="utf-8")),
                                             cfg.sweep.start_from.get(p.name))
@@ -779,7 +829,7 @@ def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None,
                 + (f"; from {source}'s model" if source else "") + ")")
             timer = Timer()
             with continue_with(f"the same sweep command again (finished points are skipped; {point.name} "
-                               "continues)"):
+                               "continues)"), _naming_the_point(point.name):
                 result = runner(run_cfg, resume="auto", callbacks=list(callbacks or []))
             record = {"point": point.name, "values": point.values, "run": result.to_dict(),
                       "minutes": timer.seconds / 60, "command": _replay(cfg.command, run_dir), "energy": None}
@@ -793,7 +843,12 @@ def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None,
         elif reaudit:
             say(f"{where}: energy audit of {run_dir / FINAL}"
                 + (" (audited earlier with other or unrecorded settings)" if record.get("energy") else ""))
-            record["energy"] = _energy(run_dir / FINAL, run_cfg, energy)
+            with _naming_the_point(point.name):
+                record["energy"] = _energy(run_dir / FINAL, run_cfg, energy)
+            atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
+        elif main and energy.enabled and not run_cfg.neuron.spiking and not record.get("energy"):
+            # a dense point (neuron.kind: dense) costs what the dense model costs: no audit, ratio 1
+            record["energy"] = {"ratio": 1.0, "paper_ratio": 1.0, "mean_firing_rate": None, "dense": True}
             atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
         report.rows.append(_row_from(point, record, cfg.sweep.start_from.get(point.name)))
         if main:

@@ -636,6 +636,10 @@ SWEEP_OWNED_NOTE = ("the sweep sets this itself for every point (out_dir: <sweep
                      "none inside a point): choose another key")
 
 
+#: what a sweep writes beside its points' run directories (its reference's folder, tables and plots): no point's name
+SWEEP_OUTPUT_NAMES = ("reference", "sweep.json", "sweep.csv", "sweep.md", "pareto.png", "curves.png")
+
+
 def sweep_owned_key(key: str) -> bool:
     """Keys a sweep point cannot set: its run directory and the sweep section itself."""
     return key == "out_dir" or key == "sweep" or key.startswith("sweep.")
@@ -665,11 +669,14 @@ class SweepArgs(_RuledSection):
     @classmethod
     def _kept_entries(cls, entries: Any, info) -> Any:
         """null is none (`-s sweep.points=null` drops a recipe's points; a mapping given with -s merges
-        into the recipe's); entries set to null are left out; a point's nested mapping becomes dotted keys."""
+        into the recipe's); points and starts set to null are left out; a point's nested mapping, and the
+        grid's, become dotted keys."""
         if entries is None:
             return {}
-        if not isinstance(entries, Mapping) or info.field_name == "grid":
+        if not isinstance(entries, Mapping):
             return entries
+        if info.field_name == "grid":  # `-s sweep.grid.neuron.k=[2,3]` writes {"neuron": {"k": [2, 3]}}
+            return flatten_dotted(entries) if entries else entries
         kept = {name: value for name, value in entries.items() if value is not None}
         if info.field_name == "points":
             kept = {name: flatten_dotted(values) if isinstance(values, Mapping) and values else values
@@ -683,8 +690,10 @@ class SweepArgs(_RuledSection):
             rules.require(not sweep_owned_key(key), f"grid.{key}", SWEEP_OWNED_NOTE)
         for name, values in self.points.items():
             rules.require(bool(_POINT_NAME.fullmatch(name)), f"points.{name}", "name: use letters, digits and . _ = + -")
-            rules.require(name != "reference", f"points.{name}",
-                          "name: 'reference' is the folder of the sweep's reference model: choose another name")
+            what = "the folder of the sweep's reference model" if name.lower() == "reference" else \
+                "one of the sweep's tables or plots, written beside the points' folders"
+            rules.require(name.lower() not in SWEEP_OUTPUT_NAMES, f"points.{name}",
+                          f"name: '{name}' is {what}: choose another name")
             for key in values:
                 rules.require(bool(_DOTTED.fullmatch(key)), f"points.{name}.{key}", "must be a dotted key such as neuron.k")
                 rules.require(not sweep_owned_key(key), f"points.{name}.{key}", SWEEP_OWNED_NOTE)

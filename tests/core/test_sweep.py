@@ -17,6 +17,15 @@ from spikelm_core.sweep import (POINT_FILE, SWEEP_SCHEMA, Point, SweepRow, expan
 from spikelm_core.training.results import RunResult
 
 
+@pytest.fixture(autouse=True)
+def _stand_in_model(monkeypatch):
+    """The stand-in model 'm' of these configs resolves (a sweep checks each point's model before the first trains)."""
+    import spikelm_core.checkpoints as checkpoints
+
+    real = checkpoints.resolve_source
+    monkeypatch.setattr(checkpoints, "resolve_source", lambda name: Path(".") if str(name) == "m" else real(name))
+
+
 def _cfg(out, sweep=None, **more):
     data = {"model": "m", "out_dir": str(out), "data": {"task": "sst2"}, "neuron": {"k": 2.0},
             "train": {"lr": 1e-4}, **more}
@@ -107,6 +116,9 @@ def test_nested_point_settings_become_dotted_keys_and_the_later_one_wins(tmp_pat
     assert gridded.sweep.points == {} and gridded.sweep.grid == {"neuron.k": [2.0, 3.0]}
     with pytest.raises(ConfigError, match="grid"):
         load_config(FinetuneConfig, recipe, ["sweep.points=null"])
+    # a grid key given with -s, as points' keys are: nested mappings become dotted keys there too
+    nested = load_config(FinetuneConfig, recipe, ["sweep.grid.neuron.k=[2, 3]", "sweep.grid.neuron.num_timesteps=[1]"])
+    assert nested.sweep.grid == {"neuron.k": [2.0, 3.0], "neuron.num_timesteps": [1]}
 
 
 def test_settings_given_on_the_command_line_that_points_set_themselves_are_named(tmp_path):
@@ -511,6 +523,8 @@ def test_the_reference_is_scored_again_when_its_model_or_data_change(tmp_path, m
     assert row("b").metric == pytest.approx(0.7) and scored[-1] == str(tmp_path / "b")  # another model
     assert row("b", max_length=64).metric == pytest.approx(0.8)  # other data settings
     assert len(scored) == 3
+    # the same data found elsewhere (data.data_dir, which a finished point may change too): not scored again
+    assert row("b", max_length=64, data_dir=str(tmp_path / "glue2")).metric == pytest.approx(0.8) and len(scored) == 3
 
 
 def test_relative_paths_of_the_sweep_section_are_read_from_the_recipes_folder(tmp_path, monkeypatch):
@@ -573,3 +587,69 @@ def test_the_energy_audit_runs_again_when_its_settings_change(tmp_path, monkeypa
     report = run_sweep(_cfg(out, {**sweep, "energy": {"batches": 3}}), progress=said.append)
     assert audits[4:] == [("k2", 3, False)] and [r.energy_ratio for r in report.rows] == [4.0, 3.5]
     assert any("k3" in line and "that audit stays in the table" in line for line in said)
+
+
+def test_a_dense_point_costs_what_the_dense_model_costs_and_stands_on_the_front(tmp_path, monkeypatch):
+    from spikelm_core import sweep as sweep_module
+
+    audited = []
+
+    def fake_energy(final_dir, run_cfg, settings):
+        audited.append(Path(final_dir).parent.name)
+        return {"ratio": 4.0, "paper_ratio": 3.9, "mean_firing_rate": 0.3, "seq_len": 16, "data": {},
+                "amplitudes": "checkpoint", "settings": sweep_module._energy_settings(run_cfg, settings)}
+
+    monkeypatch.setattr(sweep_module, "_energy", fake_energy)
+    monkeypatch.setattr(training, "run_finetune", _FakeTrainer())
+    out = tmp_path / "study"
+    sweep = {"grid": {"neuron.k": [2.0]}, "points": {"dense": {"neuron.kind": "dense", "neuron.k": 1.0}}}
+    report = run_sweep(_cfg(out, sweep))
+    assert audited == ["k2"]  # the dense point is not audited
+    dense = report.rows[1]
+    assert (dense.name, dense.energy_ratio, dense.relative_energy, dense.paper_energy_ratio) == ("dense", 1.0, 1.0, 1.0)
+    assert [r.pareto for r in report.rows] == [True, True]  # more accurate (0.85 > 0.8) at more energy
+    again = run_sweep(_cfg(out, sweep))  # read back from its record
+    assert audited == ["k2"] and again.rows[1].energy_ratio == 1.0
+
+
+def test_a_changed_finished_point_is_refused_before_the_points_ahead_of_it_train(tmp_path, monkeypatch):
+    out = tmp_path / "study"
+    monkeypatch.setattr(training, "run_finetune", _FakeTrainer())
+    run_sweep(_cfg(out, {"grid": {"neuron.k": [3.0]}, "energy": {"enabled": False}}))
+    table = (out / "sweep.csv").read_text()
+    fake = _FakeTrainer()
+    monkeypatch.setattr(training, "run_finetune", fake)
+    with pytest.raises(ConfigError, match="sweep point 'k3' .* was run with other settings"):
+        run_sweep(_cfg(out, {"grid": {"neuron.k": [4.0, 3.0]}, "energy": {"enabled": False}}, train={"lr": 3e-4}))
+    assert fake.calls == [] and not (out / "k4").exists()  # nothing trained first
+    assert (out / "sweep.csv").read_text() == table  # and no table mixing the old k3 with a new k4
+
+
+def test_a_missing_model_of_a_later_point_is_refused_before_the_first_trains(tmp_path, monkeypatch):
+    from spikelm_core.errors import CheckpointError
+
+    fake = _FakeTrainer()
+    monkeypatch.setattr(training, "run_finetune", fake)
+    with pytest.raises(CheckpointError, match="sweep point 'model-.*no-such-model' \\(model\\): model directory"):
+        run_sweep(_cfg(tmp_path / "s", {"grid": {"model": ["m", str(tmp_path / "no" / "such-model")]},
+                                         "energy": {"enabled": False}}))
+    assert fake.calls == []
+
+
+@pytest.mark.parametrize("name", ["sweep.csv", "pareto.png", "reference"])
+def test_a_point_named_like_the_sweeps_outputs_is_refused(tmp_path, name):
+    with pytest.raises(ConfigError, match=f"sweep.points.{name}: name: '{name}' is (the folder|one of the sweep's tables)"):
+        run_sweep(_cfg(tmp_path, {"points": {name: {"neuron.k": 3.0}}, "energy": {"enabled": False}}))
+
+
+def test_an_error_inside_a_point_names_the_point(tmp_path, monkeypatch):
+    from spikelm_core.errors import DataError
+
+    def failing(cfg, resume, callbacks):
+        raise DataError("the training file is empty", hint="give a file with examples")
+
+    monkeypatch.setattr(training, "run_finetune", failing)
+    with pytest.raises(DataError) as info:
+        run_sweep(_cfg(tmp_path / "study", {"grid": {"neuron.k": [2.0]}, "energy": {"enabled": False}}))
+    assert info.value.message == "sweep point 'k2': the training file is empty"
+    assert str(info.value).startswith("sweep point 'k2': the training file is empty\nhint: give a file")
