@@ -476,8 +476,9 @@ class DistillArgs(_RuledSection):
     alpha_attn: float = Field(0.0, ge=0)
     """Weight of the attention term (see `attn_loss`)."""
     attn_loss: Literal["mse", "kl"] = "mse"
-    """The attention term: `mse`, the MSE between the attention probabilities (TinyBERT compares
-    pre-softmax scores), or `kl`, KL(teacher || student) of each real query token's distribution over
+    """The attention term: `mse`, the MSE between the attention probabilities over every element, padded
+    query rows included, as docs/spikelm-method.md section 13 writes it (so a batch's padding changes the
+    term's scale; TinyBERT compares pre-softmax scores), or `kl`, KL(teacher || student) of each real query token's distribution over
     keys, averaged over heads, tokens and layers (MiniLM's self-attention distillation, every layer);
     the KL does not shrink with the sequence length as the MSE does."""
     hidden_match: Literal["mean", "steps"] = "mean"
@@ -837,6 +838,15 @@ def _text_corpus_rules(rules: _Rules, data: DataArgs) -> None:
         rules.require(getattr(data, key) is None, f"data.{key}",
                       "is not read by masked-LM training on text, which trains on data.source (a text file or a "
                       "folder of .txt files) and scores data.validation_file: drop it, or set data.source")
+    # the causal-LM and summarisation settings: a masked LM reads data.max_length-token sequences (a value
+    # other than the default, not a key present, so that a run's run_config.yaml, which holds every field, replays)
+    for key, use in (("seq_len", "data.max_length sets the sequence length"), ("stride", "sequences never overlap"),
+                     ("max_tokens", "data.train_subset / data.eval_subset limit the sequences"),
+                     ("text_column", "the text is read line by line"), ("summary_column", "there are no summaries"),
+                     ("max_target_length", "there are no summaries")):
+        default = type(data).model_fields[key].default
+        rules.require(getattr(data, key) == default, f"data.{key}",
+                      f"is not read by masked-LM training on text ({use}): drop it")
 
 
 def _distill_rules(rules: _Rules, distill: DistillArgs, neuron, train: TrainArgs, *, glue: bool, nsp: bool,

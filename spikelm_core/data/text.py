@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -143,15 +144,67 @@ def _pack(batch: dict, indices: list[int], *, tokenizer: Any, body: int) -> dict
         for i in range(0, len(ids), body):
             pieces.append(ids[i : i + body])
             docs.append(doc)
-    return {"piece": pieces, "doc": docs}
+    return {"piece": pieces, "doc": docs, "length": [len(p) for p in pieces]}
+
+
+@dataclass(frozen=True)
+class _Documents:
+    """Where each document's pieces lie, for drawing NSP's random second segments: per piece its
+    document's row here (`row_of`); per document its first piece and its token count. Pieces are in
+    document order, each `body` tokens but a document's last."""
+
+    row_of: Any
+    first: Any
+    tokens: Any
+    body: int
+
+    @classmethod
+    def of(cls, doc_of: Any, length: Any, body: int) -> "_Documents":
+        import numpy as np
+
+        _, first, row_of = np.unique(doc_of, return_index=True, return_inverse=True)
+        return cls(row_of=row_of, first=first, tokens=np.add.reduceat(length, first) if len(first) else first,
+                   body=body)
+
+
+#: NSP: draws of a random document before the longest one drawn stands in (a corpus of short documents)
+_NSP_DRAWS = 10
+
+
+def _random_segment(rng: random.Random, i: int, cut: int, length: int, docs: _Documents) -> tuple[int, int, int]:
+    """(document row, first token, token count) of the random second segment of piece `i`'s pair, as
+    BERT draws it: a random other document, then a random start from which `length` tokens fit (the
+    true continuation's length; fewer only where no document drawn holds that many). Documents too
+    short are drawn again, so that a negative's length does not give it away. A corpus of one document:
+    a random stretch of it other than the true continuation."""
+    own = int(docs.row_of[i])
+    count = len(docs.first)
+    if count == 1:
+        total = int(docs.tokens[0])
+        true_start = (i - int(docs.first[0])) * docs.body + cut
+        starts = max(total - length, 0)
+        start = rng.randrange(starts) if starts else 0
+        start = start + 1 if starts and start >= true_start else start  # never the continuation itself
+        return 0, start, min(length, total)
+    best = None
+    for _ in range(_NSP_DRAWS):
+        row = rng.randrange(count - 1)
+        row = row + 1 if row >= own else row
+        if best is None or docs.tokens[row] > docs.tokens[best]:
+            best = row
+        if docs.tokens[row] >= length:
+            break
+    total = int(docs.tokens[best])
+    start = rng.randrange(total - length + 1) if total >= length else 0
+    return best, start, min(length, total)
 
 
 def _sequences(batch: dict, indices: list[int], *, cls_id: int, sep_id: int, nsp: bool, seed: int,
-               pieces: Any = None, doc_of: Any = None) -> dict:
-    """`[CLS] piece [SEP]` rows, or NSP pairs `[CLS] A [SEP] B [SEP]`. A pair's random draws come from
-    a generator seeded by (seed, piece index), so a row does not depend on batching or on other rows."""
-    import numpy as np
-
+               pieces: Any = None, docs: _Documents | None = None) -> dict:
+    """`[CLS] piece [SEP]` rows, or NSP pairs `[CLS] A [SEP] B [SEP]`: each piece cut at a random token
+    into A and its true continuation B (label 0), or, half the time, B replaced by as many tokens from
+    a random start in another document (label 1; `_random_segment`). A pair's random draws come from a
+    generator seeded by (seed, piece index), so a row does not depend on batching or on other rows."""
     out: dict[str, list] = {"input_ids": [], "token_type_ids": [], "attention_mask": [], EXAMPLE_INDEX: []}
     if not nsp:
         for piece, i in zip(batch["piece"], indices):
@@ -162,33 +215,30 @@ def _sequences(batch: dict, indices: list[int], *, cls_id: int, sep_id: int, nsp
             out[EXAMPLE_INDEX].append(i)
         return out
     out["next_sentence_label"] = []
-    n = len(doc_of)
-    draws: list[tuple[int, int, int]] = []  # (row in out, piece of the random second segment, its length)
+    draws: list[tuple[int, int, int, int]] = []  # (row in out, document row, first token, token count)
     for piece, i in zip(batch["piece"], indices):
         if len(piece) < 2:
             continue
-        cut = len(piece) // 2
-        a, b, label = piece[:cut], piece[cut:], 0
         rng = random.Random((seed << 40) ^ i)
-        if n > 1 and rng.random() < 0.5:
-            doc = doc_of[i]
-            first = int(np.searchsorted(doc_of, doc, "left"))
-            size = int(np.searchsorted(doc_of, doc, "right")) - first
-            if n > size:  # as BERT: the random second segment comes from another document
-                j = rng.randrange(n - size)
-                j = j + size if j >= first else j
-            else:  # a single document: another piece of it
-                j = rng.randrange(n - 1)
-                j = j + 1 if j >= i else j
-            draws.append((len(out["input_ids"]), j, len(b)))
+        cut = rng.randint(1, len(piece) - 1)
+        a, b, label = piece[:cut], piece[cut:], 0
+        if rng.random() < 0.5 and (len(docs.first) > 1 or docs.tokens[0] > len(b)):
+            draws.append((len(out["input_ids"]), *_random_segment(rng, i, cut, len(b), docs)))
             label = 1
         out["input_ids"].append((a, b))
         out["next_sentence_label"].append(label)
         out[EXAMPLE_INDEX].append(i)
-    if draws:
-        others = pieces[[j for _, j, _ in draws]]["piece"]
-        for (row, _, length), other in zip(draws, others):
-            out["input_ids"][row] = (out["input_ids"][row][0], other[:length])
+    if draws:  # the pieces the segments lie in (a segment spans at most two: it is shorter than a piece)
+        spans = {}
+        for row, doc, start, length in draws:
+            first = int(docs.first[doc]) + start // docs.body
+            last = int(docs.first[doc]) + (start + length - 1) // docs.body
+            spans[row] = (range(first, last + 1), start % docs.body, length)
+        wanted = sorted({p for span, _, _ in spans.values() for p in span})
+        text = dict(zip(wanted, pieces[wanted]["piece"]))
+        for row, (span, offset, length) in spans.items():
+            tokens = [t for p in span for t in text[p]]
+            out["input_ids"][row] = (out["input_ids"][row][0], tokens[offset : offset + length])
     for row, (a, b) in enumerate(out["input_ids"]):
         seq = [cls_id, *a, sep_id, *b, sep_id]
         out["input_ids"][row] = seq
@@ -198,7 +248,7 @@ def _sequences(batch: dict, indices: list[int], *, cls_id: int, sep_id: int, nsp
 
 
 #: Bump when the layout of the cached corpus changes: it is part of every cache fingerprint.
-_CACHE_FORMAT = "spikelm-mlm-3"
+_CACHE_FORMAT = "spikelm-mlm-4"
 
 
 def _file_stamp(path: str) -> tuple:
@@ -229,9 +279,10 @@ def mlm_dataset(source: str | Path, tokenizer: Any, max_length: int = 128, *, ns
                 subset: int | None = None, seed: int = 0):
     """A `datasets.Dataset` of packed sequences: input_ids, token_type_ids, attention_mask
     (+ next_sentence_label with `nsp`) and `EXAMPLE_INDEX`. `subset` keeps the first N sequences.
-    NSP: each piece split in two; half the time (label 1) the second segment is replaced by the
-    start of a random piece of another document (blank lines split documents; a corpus of one
-    document: another piece of it), as BERT builds its pairs; label 0 = the true continuation.
+    NSP: each piece cut in two at a random token; half the time (label 1) the second segment is
+    replaced by as many tokens from a random start in another document (blank lines split documents;
+    a corpus of one document: another stretch of it), as BERT builds its pairs (it cuts at sentence
+    ends; spikelm's pieces are token runs); label 0 = the true continuation.
 
     Built for corpora of any size: documents stream from the files, are tokenised in batches and
     written to Arrow files in the `datasets` cache (HF_DATASETS_CACHE), memory-mapped rather than held
@@ -257,7 +308,8 @@ def mlm_dataset(source: str | Path, tokenizer: Any, max_length: int = 128, *, ns
     pieces = _cached(lambda: docs.map(
         _pack, batched=True, with_indices=True, remove_columns=["lines"],
         fn_kwargs={"tokenizer": tokenizer, "body": body},
-        features=datasets.Features({"piece": token_type, "doc": datasets.Value("int64")}),
+        features=datasets.Features({"piece": token_type, "doc": datasets.Value("int64"),
+                                    "length": datasets.Value("int64")}),
         new_fingerprint=Hasher.hash([stamp, _tokenizer_key(tokenizer), body]),
         desc=f"tokenising {Path(source).name}"))
     if len(pieces) == 0:
@@ -268,10 +320,11 @@ def mlm_dataset(source: str | Path, tokenizer: Any, max_length: int = 128, *, ns
     kwargs: dict[str, Any] = {"cls_id": cls_id, "sep_id": sep_id, "nsp": nsp, "seed": seed}
     if nsp:
         features["next_sentence_label"] = datasets.Value("int64")
-        kwargs.update(pieces=pieces, doc_of=pieces.with_format("numpy")["doc"][:])
+        table = pieces.with_format("numpy")
+        kwargs.update(pieces=pieces, docs=_Documents.of(table["doc"][:], table["length"][:], body))
     features[EXAMPLE_INDEX] = datasets.Value("int64")
     rows = _cached(lambda: pieces.map(
-        _sequences, batched=True, with_indices=True, remove_columns=["piece", "doc"], fn_kwargs=kwargs,
+        _sequences, batched=True, with_indices=True, remove_columns=["piece", "doc", "length"], fn_kwargs=kwargs,
         features=datasets.Features(features),
         new_fingerprint=Hasher.hash([pieces._fingerprint, cls_id, sep_id, nsp, seed if nsp else None]),
         desc="NSP pairs" if nsp else "sequences"))

@@ -68,7 +68,9 @@ def hidden_mse(student: tuple[torch.Tensor, ...], teacher: tuple[torch.Tensor, .
 
 
 def attention_mse(student: tuple[torch.Tensor, ...], teacher: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """Mean over layers of the MSE between attention probabilities [B, H, L, L]."""
+    """Mean over layers of the MSE between attention probabilities [B, H, L, L], over every element
+    (padded query rows too, as the method's distillation loss writes it; `attention_kl` averages over
+    real query tokens only)."""
     total = student[0].new_zeros(())
     for s, t in _layer_pairs(student, teacher, "attention maps"):
         if s.shape != t.shape:

@@ -226,7 +226,11 @@ class MlmPipeline(Pipeline):
         """Without held-out text, the firing over the calibration rows; with it, the masked tokens'
         loss, accuracy and perplexity (+ NSP accuracy), and the firing over that text."""
         if "validation" not in evals:
-            return {}, None, firing_of(trainer.model, [self._calib])
+            report = firing_of(trainer.model, [self._calib])
+            if report is not None:  # say which text, as the held-out and eval reports do
+                report.description = (f"{report.description}; over the {len(self._calib['input_ids']):,} "
+                                      "calibration sequences (unmasked training text; no held-out text given)")
+            return {}, None, report
         held_out = evals["validation"]
         masks = seeded_masking_collator(tokenizer, self.cfg.mlm.mlm_probability, HELD_OUT_MASK_SEED)
         model = trainer.model

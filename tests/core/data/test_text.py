@@ -97,7 +97,7 @@ def test_nsp_pairs_do_not_depend_on_batching(tok, tmp_path):
     map cuts; each row is [CLS] A [SEP] B [SEP] with B's segment ids, within max_length."""
     import numpy as np
 
-    from spikelm_core.data.text import _sequences
+    from spikelm_core.data.text import EXAMPLE_INDEX, _Documents, _sequences
 
     folder, _ = _corpus(tmp_path / "c", tok)
     ds = mlm_dataset(folder, tok, max_length=9, nsp=True, seed=4)
@@ -111,21 +111,27 @@ def test_nsp_pairs_do_not_depend_on_batching(tok, tmp_path):
     docs = [i // 3 for i in range(len(pieces))]  # documents of three pieces: negatives come from the others
     table = datasets.Dataset.from_dict({"piece": pieces, "doc": docs})
     kwargs = dict(cls_id=tok.cls_token_id, sep_id=tok.sep_token_id, nsp=True, seed=4, pieces=table,
-                  doc_of=np.array(docs))
+                  docs=_Documents.of(np.array(docs), np.array([len(p) for p in pieces]), 6))
     whole = _sequences({"piece": pieces}, list(range(len(pieces))), **kwargs)
     cut = len(pieces) // 2
     halves = [_sequences({"piece": pieces[a:b]}, list(range(a, b)), **kwargs) for a, b in ((0, cut), (cut, len(pieces)))]
     assert whole["input_ids"] == halves[0]["input_ids"] + halves[1]["input_ids"]
-    where = {tuple(p[: len(p) // 2]): i for i, p in enumerate(pieces)}
-    for ids, types, label in zip(whole["input_ids"], whole["token_type_ids"], whole["next_sentence_label"]):
+    text = {d: [t for p, pd in zip(pieces, docs) if pd == d for t in p] for d in set(docs)}  # each document's tokens
+    cuts = set()
+    for ids, types, label, i in zip(whole["input_ids"], whole["token_type_ids"], whole["next_sentence_label"],
+                                    whole[EXAMPLE_INDEX]):
         a = ids[1 : types.index(1) - 1]
         b = ids[types.index(1) : -1]
-        i = where[tuple(a)]
+        assert pieces[i][: len(a)] == a and 1 <= len(a) < len(pieces[i])
+        cuts.add(len(a))
+        assert len(b) == len(pieces[i]) - len(a)  # a negative is as long as the true continuation
         if label == 0:
             assert a + b == pieces[i]
-        else:  # the start of a piece of another document, as long as the true continuation
-            j = next(j for j, p in enumerate(pieces) if p[: len(b)] == b and docs[j] != docs[i])
-            assert docs[j] != docs[i] and len(b) == len(pieces[i]) - len(a)
+        else:  # a stretch of another document (tokens in a row, possibly across its pieces)
+            found = [d for d, tokens in text.items()
+                     if any(tokens[s : s + len(b)] == b for s in range(len(tokens) - len(b) + 1))]
+            assert any(d != docs[i] for d in found)
+    assert len(cuts) > 1  # cut at random, not at the middle
     assert mlm_dataset(folder, tok, max_length=9, nsp=True, seed=4)["input_ids"] == ds["input_ids"]
     others = [mlm_dataset(folder, tok, max_length=9, nsp=True, seed=s)["next_sentence_label"] for s in range(5, 9)]
     assert any(o != ds["next_sentence_label"] for o in others)

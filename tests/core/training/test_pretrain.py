@@ -86,7 +86,9 @@ def test_pretrain_killed_and_resumed_ends_as_an_uninterrupted_run(tiny_dirs, tmp
     (["mlm.nsp=true", "distill.alpha_ce=0"], "with mlm.nsp the next-sentence head would never train"),
     (["train.eval_strategy=steps", "train.eval_steps=1"], "pretraining scores its held-out text (data.validation_file) once, after training"),
     (["data.train_file=more.txt"], "data.train_file: is not read by masked-LM training"),
-], ids=["hidden-steps", "augment", "spike-drop-lif", "nsp-without-ce", "evaluation", "train-file"])
+    (["data.seq_len=64"], "data.seq_len: is not read by masked-LM training on text (data.max_length sets"),
+    (["data.stride=8"], "data.stride: is not read by masked-LM training"),
+], ids=["hidden-steps", "augment", "spike-drop-lif", "nsp-without-ce", "evaluation", "train-file", "seq-len", "stride"])
 def test_settings_pretraining_would_ignore_are_refused(tiny_dirs, tmp_path, sets, needle):
     from spikelm_core.errors import ConfigError
 
@@ -123,7 +125,8 @@ def test_nsp_negatives_come_from_another_document(tiny_dirs, tmp_path):
 def test_pretraining_logs_its_mlm_and_nsp_terms(tiny_dirs, tmp_path):
     import json
 
-    run_pretrain(_cfg(tiny_dirs, tmp_path / "p", "train.max_steps=2", "train.logging_steps=1"))
+    result = run_pretrain(_cfg(tiny_dirs, tmp_path / "p", "train.max_steps=2", "train.logging_steps=1"))
+    assert "over the 4 calibration sequences" in result.firing_rate_mean  # no held-out text: says which text
     logs = [json.loads(x) for x in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()]
     steps = [x for x in logs if "loss" in x]
     assert len(steps) == 2
