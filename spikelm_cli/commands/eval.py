@@ -133,10 +133,11 @@ firing rates. With --prompt: generate text.
         "prompt.sample": sample, "prompt.temperature": temperature, "prompt.top_p": top_p,
         "prompt.compare_dense": compare_dense or None,
     }
-    if task is None and not is_recipe and prompt is None and (model or source) is not None and not _sets_data(overrides):
+    if not is_recipe and prompt is None and (model or source) is not None and not _sets_data(overrides):
         from spikelm_core.training.rundir import task_of_run
 
-        of_run = task_of_run(model or source)  # `spikelm eval runs/sst2/final`: the run's task, on the run's data
+        # `spikelm eval runs/sst2/final` (or with --task sst2): the run's task, on the run's data
+        of_run = task_of_run(model or source, task)
         if of_run is not None:
             task, run_sets = of_run
             overrides = [*(run_sets if data_dir is None else []), *(overrides or [])]

@@ -10,13 +10,14 @@ size does not change it.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
+
+from .perplexity import perplexity
 
 HELD_OUT_MASK_SEED = 0
 """The masks' seed for held-out text: one set of masked positions for every run."""
@@ -49,7 +50,7 @@ class MaskedLmScore:
     def perplexity(self) -> float:
         """exp(loss): the masked tokens' perplexity (what run_mlm-style scripts report; not the
         pseudo-perplexity that masks every token in turn)."""
-        return math.exp(self.loss) if self.loss < 700 else math.inf
+        return perplexity(self.nll, self.masked_tokens)
 
     @property
     def nsp_accuracy(self) -> float | None:

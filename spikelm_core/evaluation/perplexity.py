@@ -29,6 +29,7 @@ only for the positions that predict scored tokens (`logits_to_keep`), and a batc
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -137,11 +138,18 @@ class PerplexityScore:
         return self.tokens_read / self.seconds if self.seconds > 0 else None
 
 
+#: the largest mean negative log-likelihood whose exponential is a finite float (about 709.78)
+MAX_FINITE_NLL = math.log(sys.float_info.max)
+
+
 def perplexity(nll_sum: float, tokens: int) -> float:
-    """exp(nll_sum / tokens): the exponential of the token-weighted mean negative log-likelihood."""
+    """exp(nll_sum / tokens): the exponential of the token-weighted mean negative log-likelihood;
+    math.inf when that is beyond the largest float (a diverged model), never an OverflowError. The
+    one perplexity of spikelm: a masked LM's masked-token perplexity is this too."""
     if tokens <= 0:
         raise ValueError("perplexity needs at least one scored token")
-    return math.exp(nll_sum / tokens)
+    mean = nll_sum / tokens
+    return math.inf if mean > MAX_FINITE_NLL else math.exp(mean)
 
 
 Progress = Callable[[int, int, int, float], None]
@@ -191,5 +199,5 @@ def score_windows(model, windows: Sequence[Window], *, batch_size: int = 8, prog
     return PerplexityScore(float(nll), scored_tokens(windows), len(windows), read, time.perf_counter() - start)
 
 
-__all__ = ["LOGIT_BUDGET", "PerplexityScore", "Window", "lm_windows", "perplexity", "score_windows",
+__all__ = ["LOGIT_BUDGET", "MAX_FINITE_NLL", "PerplexityScore", "Window", "lm_windows", "perplexity", "score_windows",
            "scored_tokens", "window_stride"]

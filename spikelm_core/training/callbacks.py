@@ -84,13 +84,19 @@ class JsonlMetricsCallback(TrainerCallback):
             if _is_wall_clock(key):
                 self.wall_clock[key] = value
                 continue
-            if isinstance(value, float) and not math.isfinite(value):
-                value = str(value)  # JSON has no NaN; keep the fact visible
             record[key] = value
+        record = jsonl_record(record)
         if set(record) <= {"step", "epoch"}:  # nothing left to record (a finished run resumed)
             return
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
+
+
+def jsonl_record(record: dict) -> dict:
+    """A metrics.jsonl record with each non-finite number as text ('nan', 'inf'): JSON has none, and the
+    fact (a diverged loss, a perplexity beyond the largest float) stays visible."""
+    return {key: str(value) if isinstance(value, float) and not math.isfinite(value) else value
+            for key, value in record.items()}
 
 
 def end_of_run(record: dict) -> bool:

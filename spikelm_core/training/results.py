@@ -12,6 +12,7 @@ version (readers of version 2 can ignore them): `spikelm.run/2` `target_firing_r
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -54,7 +55,8 @@ class RunResult:
     schema: str = RUN_SCHEMA
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """As standard JSON values (`json_values`: a non-finite number is null)."""
+        return json_values(asdict(self))
 
 
 @dataclass
@@ -105,7 +107,9 @@ class EvalResult:
     schema: str = EVAL_SCHEMA
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The result as standard JSON values: a non-finite number (the infinite perplexity of a
+        diverged model) is null, as JSON has no Infinity or NaN."""
+        return json_values(asdict(self))
 
 
 @dataclass
@@ -150,6 +154,17 @@ class GenerationResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def json_values(value: Any) -> Any:
+    """`value` with every non-finite float (inf, nan) replaced by None, in nested dicts and lists."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_values(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_values(v) for v in value]
+    return value
 
 
 class Timer:

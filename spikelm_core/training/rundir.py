@@ -26,7 +26,7 @@ from ..config import diff_configs, load_config, save_config
 from ..errors import CheckpointError, ConfigError
 from ..io import check_output_location, process_alive, wrapped_os_error
 from ..log import get_logger
-from .callbacks import PRECISION_FILE, JsonlMetricsCallback, end_of_run, read_metrics
+from .callbacks import PRECISION_FILE, JsonlMetricsCallback, end_of_run, jsonl_record, read_metrics
 from .results import Timer
 
 log = get_logger("training")
@@ -401,21 +401,26 @@ def run_of_model(model: str | os.PathLike[str]) -> Path | None:
     return path.parent if (path.parent / RUN_CONFIG).is_file() else None
 
 
-def task_of_run(model: str | os.PathLike[str]) -> tuple[str, list[str]] | None:
+def task_of_run(model: str | os.PathLike[str], task: str | None = None) -> tuple[str, list[str]] | None:
     """(the task, `-s` settings of its data) of the training run `model` belongs to, for an eval that
-    names no task: `spikelm eval runs/sst2/final` scores the run's task on the run's data (GLUE: its
-    data.source and data.data_dir; summarisation: those, its validation file and columns; wikitext2:
-    the text its final perplexity read; a masked-LM run, pretrain or distill on text: wikitext2, the
-    masked-LM scores, on its held-out text). None for another model, a masked-LM run without held-out
-    text or an unreadable run config."""
+    names no task, or names the run's own (`task`): `spikelm eval runs/sst2/final` scores the run's task on
+    the run's data (GLUE: its data.source and data.data_dir; summarisation: those, its validation file and
+    columns; wikitext2: the text its final perplexity read; a masked-LM run, pretrain or distill on text:
+    wikitext2, the masked-LM scores, on its held-out text). None for another model, another task than
+    `task`, a masked-LM run without held-out text or an unreadable run config."""
     import json
 
     import yaml
 
+    from ..config.schema import normalize_task, task_family
+
+    asked = None if task is None else (normalize_task(task) or task)
     run = run_of_model(model)
     if run is None:
         return None
     held_out = held_out_of_run(model)
+    if held_out is not None and asked not in (None, "wikitext2"):
+        return None
     if held_out is not None:  # a masked-LM run (pretrain, distill on text): its held-out text, as it scored it
         log.info("a masked-LM run: scored on its held-out text %s (data.validation_file of %s; --task and "
                  "--data-dir choose others)", held_out, run / RUN_CONFIG)
@@ -427,11 +432,11 @@ def task_of_run(model: str | os.PathLike[str]) -> tuple[str, list[str]] | None:
     task = data.get("task") if isinstance(data, dict) else None
     if not isinstance(task, str):
         return None
-    from ..config.schema import normalize_task, task_family
-
     try:
         family = task_family(normalize_task(task))
     except Exception:  # a hand-edited run config: eval says what is wrong with its own checks
+        return None
+    if asked is not None and asked != (normalize_task(task) or task):
         return None
     keys = {"summarization": ("source", "data_dir", "validation_file", "text_column", "summary_column")}.get(
         family, ("source", "data_dir"))
@@ -695,4 +700,4 @@ class RunDirectory:
     def append_metrics(self, record: dict) -> None:
         if is_main_process():
             with (self.out_dir / METRICS).open("a", encoding="utf-8") as fh:
-                fh.write(json.dumps(record) + "\n")
+                fh.write(json.dumps(jsonl_record(record)) + "\n")

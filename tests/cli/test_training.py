@@ -69,6 +69,11 @@ def test_finetune_then_eval(tiny_dirs, tmp_path):
     res = runner.invoke(app, ["eval", "--model", str(final), "--format", "json"])  # however the model is named
     _ok(res)
     assert json.loads(res.stdout)["metrics"] == data["metrics"]
+    res = runner.invoke(app, ["eval", str(final), "--task", "SST-2", "--format", "json"])  # naming the run's own task
+    _ok(res)
+    assert json.loads(res.stdout)["metrics"] == data["metrics"] and "task sst2 and its data from the run's" in res.stderr
+    res = runner.invoke(app, ["eval", str(final), "--task", "rte", "--print-config"])  # another task: not the run's data
+    assert res.exit_code == 0 and "from the run's" not in res.stderr and "rte" in res.stdout, res.output
     # ... but a task or data chosen with -s is the user's, not the run's
     res = runner.invoke(app, ["eval", str(final), "-s", "data.task=stsb", "-s", f"data.data_dir={tiny_dirs['glue']}"])
     assert res.exit_code == 3 and "1 output" in res.stderr and "from the run's" not in res.stderr, res.stderr

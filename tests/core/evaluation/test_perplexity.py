@@ -150,3 +150,21 @@ def test_spiking_perplexity_equals_a_hand_computation():
     expected, count = _by_hand(model, ids, seq_len=9)
     score = score_windows(model, lm_windows(ids, 9, bos_token_id=BOS), batch_size=3)
     assert score.tokens == count == 30 and score.perplexity == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_perplexity_beyond_the_largest_float_is_infinite_not_an_overflow_error():
+    """A diverged model (mean NLL above ~709.78 nats) scores math.inf; exp() would raise OverflowError
+    and crash eval (and a causal-LM training run's final evaluation, before final/ is saved)."""
+    from spikelm_core.evaluation.masked_lm import MaskedLmScore
+    from spikelm_core.training.results import EvalResult
+
+    assert perplexity(1445.8 * 200, 200) == math.inf
+    assert perplexity(700.0 * 3, 3) == pytest.approx(math.exp(700.0))
+    assert MaskedLmScore(nll=9999.0 * 16, correct=0, masked_tokens=16, sequences=4).perplexity == math.inf
+    # JSON has no Infinity: eval's machine-readable result says null
+    import json
+
+    result = EvalResult(model="m", task="wikitext2", metrics={"test": {"perplexity": math.inf, "nll": 1445.8}},
+                        perplexity=math.inf)
+    text = json.dumps(result.to_dict(), allow_nan=False)  # raises on a non-finite number
+    assert json.loads(text)["metrics"]["test"] == {"perplexity": None, "nll": 1445.8}

@@ -169,3 +169,18 @@ def test_logged_parts_and_rates_are_means_over_ranks(tmp_path):
     out = tmp_path / "means.json"
     mp.spawn(_mean_over_two_ranks, args=(str(tmp_path / "store"), str(out)), nprocs=2, join=True)
     assert json.loads(out.read_text()) == [1.5, 5.0]
+
+
+def test_non_finite_numbers_stay_visible_in_metrics_and_are_null_in_results(tmp_path):
+    """metrics.jsonl writes a diverged run's numbers as text, run and eval results as null: JSON has
+    neither Infinity nor NaN (json.loads of the standard would reject them)."""
+    from spikelm_core.training.callbacks import jsonl_record
+    from spikelm_core.training.results import RunResult
+
+    assert jsonl_record({"step": 3, "final_test_perplexity": float("inf"), "loss": 0.5}) == {
+        "step": 3, "final_test_perplexity": "inf", "loss": 0.5}
+    result = RunResult(command="finetune", out_dir="o", final_dir="o/final", task="wikitext2", global_step=3,
+                       epochs=1.0, train_loss=None, metrics={"test": {"perplexity": float("inf")}},
+                       primary_metric="perplexity")
+    text = json.dumps(result.to_dict(), allow_nan=False)
+    assert json.loads(text)["metrics"] == {"test": {"perplexity": None}}
