@@ -59,8 +59,11 @@ def convert_summary(r) -> None:
 # -- training commands (finetune, distill, pretrain, eval) -------------------------------------
 
 def _metric(v) -> str:
-    """A metric as shown: counts (tokens, windows) as integers, scores to 4 decimals."""
-    return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else f"{v:.4f}"
+    """A metric as shown: counts (tokens, windows) as integers, scores to 4 decimals (in scientific
+    notation from a million on: a diverged model's perplexity is not hundreds of digits)."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    return f"{v:.4e}" if abs(v) >= 1e6 else f"{v:.4f}"
 
 
 def enable_library_logs(level: int = 20) -> None:

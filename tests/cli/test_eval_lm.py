@@ -291,3 +291,9 @@ def test_a_dense_reference_or_teacher_with_fewer_positions_is_refused(tiny_dense
                               "-s", "data.max_length=16", "-s", "data.seq_len=16", "-s", "train.max_steps=1"])
     refused(res, 3)
     assert "positions: teacher 12, the run's sequences 16 (data.max_length)" in " ".join(res.stderr.split())
+
+
+def test_metrics_are_shown_as_numbers_a_reader_can_take_in():
+    from spikelm_cli.render import _metric
+
+    assert [_metric(v) for v in (12.345678, 1234, 4.7e253, float("inf"))] == ["12.3457", "1,234", "4.7000e+253", "inf"]
