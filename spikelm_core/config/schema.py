@@ -302,6 +302,15 @@ class DataArgs(_RuledSection):
             "task",
             f"{self.task!r} disagrees with data.source {self.source!r} (task {inferred!r})",
         )
+        # a summarisation task reads its files from data_dir / train_file / validation_file: a source that
+        # is no dataset name (a local path) would be ignored in silence
+        rules.require(
+            self.task not in SUMMARIZATION_TASKS or not self.source or inferred is not None,
+            "source",
+            f"{self.source!r} is not read by summarisation task {self.task!r}: data.source names the dataset "
+            "(xsum, cnn_dm); give a local directory as data.data_dir (--data-dir, holding train.jsonl / "
+            "validation.jsonl) or files as data.train_file / data.validation_file",
+        )
 
 
 class TrainArgs(_RuledSection):

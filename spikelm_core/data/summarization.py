@@ -218,11 +218,16 @@ def load_summarization(
     hint = ("give local files: --data-dir DIR (train.jsonl, validation.jsonl) or -s data.train_file=FILE -s "
             "data.validation_file=FILE" if split in ("train", "validation") else
             f"give local files: --data-dir DIR holding {split}.jsonl (the {split} split is read from a directory alone)")
+    what = f"no local data for '{spec.name}'"
+    given = [k for k in files if k != split]
+    if given and split in ("train", "validation"):  # the other split's file alone: say which one is missing
+        what = f"no local {split} data for '{spec.name}' (data.{given[0]}_file is given, data.{split}_file is not)"
+        hint = f"give -s data.{split}_file=FILE, or --data-dir DIR holding train.jsonl and validation.jsonl"
     flag = offline_flag(DATASET_OFFLINE_VARS)
     if flag:
-        raise DataError(f"no local data for '{spec.name}', and the hub is offline ({flag})", hint=hint)
+        raise DataError(f"{what}, and the hub is offline ({flag})", hint=hint)
     if not hub_reachable():
-        raise DataError(f"no local data for '{spec.name}', and the hub cannot be reached", hint=hint)
+        raise DataError(f"{what}, and the hub cannot be reached", hint=hint)
     import datasets
 
     try:

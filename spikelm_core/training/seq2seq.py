@@ -40,7 +40,7 @@ class Seq2SeqDistillTrainer(DistillTrainer, Seq2SeqTrainer):
     """`DistillTrainer` (teacher handling, loss-part logs) on the seq2seq Trainer, with the loss
     read off encoder-decoder outputs:
 
-        loss = alpha_ce * CE + alpha_kd * KL(student/T || teacher/T) * T^2 on summary tokens
+        loss = alpha_ce * CE + alpha_kd * KL(teacher/T || student/T) * T^2 on summary tokens
              + alpha_hidden * MSE(decoder and encoder hidden states)
 
     `distill.hidden_stage_steps` and `distill.hidden_stage_local` act as in `DistillTrainer`.
@@ -98,12 +98,14 @@ class Seq2SeqPipeline(Pipeline):
 
     family = "summarization"
     model_fix = MODEL_FIX
-    teacher_fix = ("give the dense teacher: a BART directory fine-tuned on the task (spikelm finetune --task xsum "
-                   "--model DIR writes <out-dir>/final), or bart-base where the hub can be reached")
 
     def __init__(self, cfg, command: str, distill=None):
         super().__init__(cfg, command, distill)
         self.spec = get_summarization_task(cfg.task)
+        # a dense finetune: the task's recipe converts the model to spiking (a spiking teacher is refused)
+        self.teacher_fix = (f"give the dense teacher: a BART directory fine-tuned on the task (spikelm finetune --task "
+                            f"{self.spec.name} --model DIR -s neuron.kind=dense writes <out-dir>/final), or bart-base "
+                            "where the hub can be reached")
 
     def check_data(self) -> None:  # the rows the run reads: a problem's count is the run's
         d, problems = self.cfg.data, []

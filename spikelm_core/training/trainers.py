@@ -230,7 +230,7 @@ def _logits(outputs):
 class DistillTrainer(SpikelmTrainer):
     """Knowledge distillation into a spiking student:
 
-        loss = alpha_ce * CE(student, labels) + alpha_kd * KL(student/T || teacher/T) * T^2
+        loss = alpha_ce * CE(student, labels) + alpha_kd * KL(teacher/T || student/T) * T^2
              + alpha_hidden * MSE(hidden states) + alpha_attn * attention term (`distill.attn_loss`:
                MSE of the probabilities, or KL(teacher || student) of each query's distribution)
 

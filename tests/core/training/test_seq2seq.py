@@ -210,3 +210,30 @@ def test_finetune_without_a_teacher_on_tiny_bart(tiny_bart_teacher, tmp_path, co
     data = json.loads(res.stdout)
     assert data["global_step"] == 2 and set(data["metrics"]["validation"]) >= {"rouge1", "rougeL"}
     assert data["calibrated"] is True  # the dense BART was converted and calibrated before training
+
+
+def test_one_local_split_names_the_missing_one_and_a_source_path_is_refused(tiny_bart_teacher, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    train, val = _data(tmp_path)
+    base = ["finetune", "--task", "xsum", "--model", str(tiny_bart_teacher), "-s", "data.max_length=64",
+            "-s", "train.max_steps=1"]
+    # the training file alone: the validation split is the one missing, and the fix names its setting
+    out = tmp_path / "one-split"
+    res = runner.invoke(app, base + ["--out-dir", str(out), "-s", f"data.train_file={train}"])
+    assert res.exit_code == 4 and "no local validation data for 'xsum'" in res.stderr, res.output
+    assert "-s data.validation_file=FILE" in res.stderr and not out.exists()
+    # data.source is a dataset name for summarisation: a local directory there is refused, not ignored
+    res = runner.invoke(app, base + ["--out-dir", str(out), "-s", f"data.source={tmp_path}"])
+    assert res.exit_code == 2 and "is not read by summarisation task 'xsum'" in res.stderr, res.output
+    assert "Traceback" not in res.output and not out.exists()
+
+
+def test_the_missing_teachers_fix_makes_a_dense_teacher_of_the_task(tiny_bart_teacher, tmp_path):
+    train, val = _data(tmp_path)
+    res = runner.invoke(app, ["distill", "--task", "cnn_dm", "--model", str(tiny_bart_teacher),
+                              "--out-dir", str(tmp_path / "run"), "-s", f"distill.teacher={tmp_path / 'nope'}",
+                              "-s", f"data.train_file={train}", "-s", f"data.validation_file={val}",
+                              "-s", "data.text_column=document", "-s", "data.summary_column=summary"])
+    # the task's recipe converts a finetuned model to spiking, which distill refuses as a teacher
+    assert res.exit_code == 3 and "spikelm finetune --task cnn_dm --model DIR -s neuron.kind=dense" in res.stderr, \
+        res.output
