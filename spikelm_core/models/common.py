@@ -260,7 +260,8 @@ class SharedInputProjections(nn.Module):
     The projections run apart whenever sharing would not be exact or would hide something: while a
     neuron is uncalibrated or learns its amplitudes (`learn_alpha`), when the amplitudes differ,
     while a hook watches a neuron (firing rates, the energy audit: each neuron's spikes are counted
-    as before), while TorchScript/fvcore traces the model (MACs are counted per projection), or with
+    as before), inside `spike_drop` in training (each neuron draws its own mask of passed inputs),
+    while TorchScript/fvcore traces the model (MACs are counted per projection), or with
     `share_input_spikes = False`. The synaptic operations (ACs) are the same either way; only the
     neuron work is done once instead of once per projection.
     """
@@ -308,6 +309,8 @@ class SharedInputProjections(nn.Module):
             return False
         if any(lin.neuron._forward_hooks or lin.neuron._forward_pre_hooks for lin in linears):
             return False
+        if any(getattr(lin.neuron, "spike_dropping", False) and lin.neuron.training for lin in linears):
+            return False  # `spike_drop`: each neuron draws its own mask of passed inputs
         if not torch.compiler.is_compiling():
             return self._decide(group)
         return self.sharing(group)
@@ -524,8 +527,10 @@ def compile_layers(model: nn.Module, *, dynamic: bool | None = None) -> int:
     The neurons run their "fast" autograd Functions, which the compiler traces into the layer's
     graph: each neuron's forward and hand-written backward are fused with their neighbours
     (LayerNorm, GELU, residual adds, dropout), and the backward keeps one int8 per element.
-    Neurons with `learn_alpha` trace their plain-op form. Spikes equal the eager model's exactly
-    (tests/test_compile_layers.py).
+    Neurons with `learn_alpha` trace their plain-op form. In float32 the spikes equal the eager model's
+    exactly (tests/core/models/test_compile_layers.py); under bf16 autocast the fused kernels keep their
+    intermediates in float32 (inductor's default), so a level round(u / a) near a/2 may differ from the
+    eager layer's bf16 quotient by one (about 0.1% of the elements: docs/spikelm-method.md, section 2).
     Falls back to the eager layers, with a warning, where torch.compile is unavailable or fails.
     """
     from ..neurons import set_neuron_impl

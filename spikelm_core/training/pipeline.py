@@ -226,12 +226,14 @@ def calibrate_if_needed(model, batch: dict[str, torch.Tensor] | Callable[[], dic
     function that builds it, called only then.
 
     Every rank passes the same batch and `calibrate` averages across ranks, so all ranks hold
-    identical amplitudes. Returns whether it calibrated (False for a dense model)."""
-    if not spiking_neurons(model):
+    identical amplitudes. Returns whether it calibrated amplitudes from data (False for a dense model, and
+    for neurons without data-calibrated amplitudes: LIF, or alpha_mode 'fixed')."""
+    neurons = spiking_neurons(model)
+    if not neurons:
         return False
     if converted or not is_calibrated(model):  # a checkpoint's uncalibrated neurons alone: the others keep theirs
         calibrate(model, batch() if callable(batch) else batch, tokens=tokens, missing_only=not converted)
-        return True
+        return any(getattr(n, "alpha_mode", None) == "calibrated" for _, n in neurons)
     return False
 
 

@@ -153,3 +153,20 @@ def test_bart_self_and_cross_attention_share_exactly():
     torch.testing.assert_close(outs[0][0], outs[1][0], rtol=0, atol=1e-5)
     for name in outs[1][1]:
         torch.testing.assert_close(outs[0][1][name], outs[1][1][name], rtol=0, atol=1e-5, msg=name)
+
+
+def test_spike_drop_runs_the_projections_apart():
+    """Inside `spike_drop` (training) each of Q, K and V draws its own mask of passed inputs: one shared
+    pass would give the three projections one mask."""
+    from spikelm_core.neurons import spike_drop
+
+    model = _model()
+    calibrate(model, _batch())
+    calls = _count_neuron_calls(model)
+    model.train()
+    with spike_drop(model, 0.5):
+        model(**_batch())
+    assert calls["n"] == 3 * len(_attentions(model))
+    calls["n"] = 0
+    model(**_batch())  # outside the block: shared again
+    assert calls["n"] == len(_attentions(model))

@@ -153,3 +153,20 @@ def test_a_checkpoint_of_an_averaging_run_is_said_to_be_scored_raw(tmp_path):
     (tmp_path / "weight_average.safetensors").write_bytes(b"")
     (warning,) = _averaged_checkpoint_warning(tmp_path)
     assert "raw weights" in warning and "final/ holds the average" in warning
+
+
+@pytest.mark.parametrize("kw,expected", [({}, True), ({"neuron_kind": "lif"}, False),
+                                         ({"alpha_mode": "fixed", "amplitude": "unit"}, False)])
+def test_calibrate_if_needed_says_calibrated_only_for_data_calibrated_amplitudes(kw, expected):
+    """A run's 'calibrated' (and its 'amplitudes calibrated on ...' line) is true only when amplitudes
+    came from data: LIF neurons have none, alpha_mode 'fixed' keeps fixed_alpha."""
+    import torch
+
+    from spikelm_core.models.spiking_bert import SpikingBertConfig, SpikingBertForSequenceClassification
+    from spikelm_core.training.pipeline import calibrate_if_needed
+    from tests.conftest import TINY
+
+    model = SpikingBertForSequenceClassification(SpikingBertConfig(**TINY, num_timesteps=2, **kw))
+    ids = torch.randint(5, 99, (2, 7))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    assert calibrate_if_needed(model, batch, converted=True) is expected
