@@ -380,7 +380,7 @@ def set_dotted(target: dict[str, Any], key: str, value: Any) -> None:
             node[part] = {}
         node = node[part]
     if isinstance(value, Mapping) and isinstance(node.get(leaf), dict):
-        node[leaf] = _merged(node[leaf], value)
+        node[leaf] = _merged(node[leaf], value, tuple(key.split(".")))
     else:
         node[leaf] = dict(value) if isinstance(value, Mapping) else value
 
@@ -507,13 +507,17 @@ def _with_base(path: Path, data: Mapping[str, Any], errors: list[str], chain: tu
     return _merged(below, layer)
 
 
-def _merged(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+def _merged(base: dict[str, Any], over: Mapping[str, Any], at: tuple[str, ...] = ()) -> dict[str, Any]:
     """`over` laid on `base`: mappings merged key by key (keys taken as they are: a sweep grid's
-    `neuron.k` is one key), anything else replaced."""
+    `neuron.k` is one key), anything else replaced. A sweep point's settings are made dotted keys on
+    both sides first, so that `{train: {max_steps: 300}}` and `{train.max_steps: 100}` name one setting
+    and the later layer wins whichever way each layer spells it."""
+    if at[:2] == ("sweep", "points") and len(at) == 3:
+        base, over = flatten_dotted(base) if base else base, flatten_dotted(over) if over else over
     out = dict(base)
     for key, value in over.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merged(dict(out[key]), value)
+            out[key] = _merged(dict(out[key]), value, (*at, str(key)))
         else:
             out[key] = value
     return out
@@ -562,8 +566,9 @@ def _prefer_flags(raw: dict[str, Any], flags: Mapping[str, Any]) -> None:
         return
     if (isinstance(flag_task, str) and not by_name and task_family(inferred) == "glue"
             and inferred != normalize_task(flag_task)):
-        # a GLUE task directory of another task: read the asked task from the same GLUE root
-        if data.get("data_dir") is None:
+        # a GLUE task directory of another task: read the asked GLUE task from the same GLUE root (a
+        # summarisation or language-modelling task is not there: only the recipe's source is dropped)
+        if data.get("data_dir") is None and task_family(normalize_task(flag_task)) == "glue":
             data["data_dir"] = str(Path(source).parent)
         del data["source"]
         return

@@ -353,14 +353,14 @@ def test_relative_paths_resolve_against_the_recipe_folder(tmp_path, monkeypatch)
     recipe = write(recipes, """
         command: distill
         model: minilm                       # an alias: kept
-        data: {source: ../../data/SST-2, train_file: ./train.jsonl}
+        data: {source: ../../data/SST-2, data_dir: ./glue}
         distill: {teacher: teacher}         # exists beside the recipe
         out_dir: runs/x                     # stays relative to the current directory
     """)
     monkeypatch.chdir(tmp_path)
     cfg = load_config(DistillConfig, recipe)
     assert cfg.data.source == str(tmp_path / "data" / "SST-2") and cfg.task == "sst2"
-    assert cfg.data.train_file == str(recipes / "train.jsonl")
+    assert cfg.data.data_dir == str(recipes / "glue")
     assert cfg.distill.teacher == str(recipes / "teacher")
     assert cfg.model == "minilm" and cfg.out_dir == "runs/x"
     hub = load_config(DistillConfig, recipe, ["model=facebook/bart-base", "data.source=glue/sst2"])
@@ -689,3 +689,40 @@ def test_print_config_output_reads_back(tmp_path):
     path.write_text(describe_config(prompt))
     assert path.read_text().splitlines()[0] == loading.RESOLVED_MARK + " prompt.text"
     assert load_config(EvalConfig, path) == prompt
+
+
+def test_a_sweep_point_setting_is_one_setting_however_each_layer_spells_it(tmp_path):
+    """`{train: {max_steps: 300}}` and `{train.max_steps: 100}` name one setting of a point: the later
+    layer (recipe over base, -s over recipe) wins whichever spelling each uses (it used to be the nested one)."""
+    write(tmp_path, """
+        command: distill
+        model: minilm
+        data: {task: sst2}
+        distill: {teacher: minilm}
+        sweep: {points: {lif: {neuron.kind: lif, train.max_steps: 150}}}
+    """, "base.yaml")
+    mid = write(tmp_path, "base: base.yaml\nsweep: {points: {lif: {train: {max_steps: 300}}}}\n", "mid.yaml")
+    top = write(tmp_path, "base: mid.yaml\nsweep: {points: {lif: {train.max_steps: 100}}}\n", "top.yaml")
+    assert load_config(DistillConfig, top).sweep.points["lif"] == {"neuron.kind": "lif", "train.max_steps": 100}
+    for override in ("sweep.points.lif={train.max_steps: 100}", "sweep.points.lif.train.max_steps=100"):
+        assert load_config(DistillConfig, mid, [override]).sweep.points["lif"]["train.max_steps"] == 100
+
+
+def test_a_task_flag_of_another_family_does_not_read_the_glue_root(tmp_path, monkeypatch):
+    """--task rte on a recipe reading a GLUE task directory reads RTE from that GLUE root; --task xsum or
+    wikitext2 drops the directory without pointing data_dir at the GLUE root."""
+    (tmp_path / "glue" / "SST-2").mkdir(parents=True)
+    recipe = write(tmp_path, "command: finetune\nmodel: minilm\ndata: {source: ./glue/SST-2}\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_config(FinetuneConfig, recipe, **{"data.task": "rte"}).data.data_dir == str(tmp_path / "glue")
+    for task in ("xsum", "wikitext2"):
+        cfg = load_config(FinetuneConfig, recipe, **{"data.task": task})
+        assert cfg.task == task and cfg.data.source is None and cfg.data.data_dir is None
+
+
+@pytest.mark.parametrize("key", ["train_file", "validation_file", "text_column", "summary_column"])
+def test_a_glue_task_refuses_data_keys_it_would_ignore(tmp_path, key):
+    recipe = write(tmp_path, "command: finetune\nmodel: minilm\ndata: {task: sst2}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(FinetuneConfig, recipe, [f"data.{key}=x"])
+    assert any(line.startswith(f"data.{key}: is read for") and "GLUE task sst2" in line for line in exc.value.details)
