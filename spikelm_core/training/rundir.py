@@ -571,6 +571,15 @@ def continue_with(instruction: str):
         _CONTINUE_WITH.reset(token)
 
 
+def with_glue_dir(cfg):
+    """`cfg` with the GLUE root it reads from $GLUE_DIR written as its data.data_dir (a GLUE run that
+    sets none), so that its run_config.yaml replays on the same data without the variable."""
+    data, glue_dir = getattr(cfg, "data", None), os.environ.get("GLUE_DIR")
+    if not glue_dir or getattr(cfg, "task_family", None) != "glue" or data is None or data.data_dir is not None:
+        return cfg
+    return cfg.model_copy(update={"data": data.model_copy(update={"data_dir": str(Path(glue_dir).resolve())})})
+
+
 def replay_header(command: str, out_dir: Path) -> str:
     """The comment atop run_config.yaml: what wrote it and how to replay or continue the run."""
     return (f"Resolved config of a `spikelm {command}` run; replay or continue it with:\n"
@@ -680,7 +689,7 @@ class RunDirectory:
                 f"these may change: {', '.join(resume_may_change(self.cfg))}",
             )
         # a data folder may move with the run (another machine, another mount); other data would change the run
-        for key, before, now in diff_configs(old, self.cfg):
+        for key, before, now in diff_configs(old, with_glue_dir(self.cfg)):
             if key == "data.data_dir" and not same_place(before, now) and is_main_process():
                 log.warning("data.data_dir was %s when the run started and is %s now: the steps from here read "
                             "the files there; if they are not the same data, start a new run in another --out-dir",
@@ -688,10 +697,11 @@ class RunDirectory:
 
     def write_config(self) -> None:
         """run_config.yaml with the run directory written out (absolute), so that a replay from any
-        folder continues this run."""
+        folder continues this run; a GLUE run's data read from $GLUE_DIR has that folder written as its
+        data.data_dir, so that a replay without the variable reads the same data."""
         self._config_written = True
         if is_main_process():
-            cfg = self.cfg.model_copy(update={"out_dir": str(self.out_dir.resolve())})
+            cfg = with_glue_dir(self.cfg.model_copy(update={"out_dir": str(self.out_dir.resolve())}))
             save_config(cfg, self.out_dir / RUN_CONFIG, header=replay_header(self.command, self.out_dir))
 
     def metrics_callback(self) -> JsonlMetricsCallback:

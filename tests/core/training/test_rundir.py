@@ -316,3 +316,20 @@ def test_a_trainer_state_without_its_step_or_batch_is_no_complete_checkpoint(tmp
                             ({"global_step": "2", "train_batch_size": 8}, False)):
         (tmp_path / "trainer_state.json").write_text(json.dumps(state))
         assert checkpoint_is_complete(tmp_path) is complete, state
+
+
+def test_a_glue_run_reading_glue_dir_records_it_as_its_data_dir(tmp_path, monkeypatch):
+    """run_config.yaml replays on the same data without $GLUE_DIR; a data_dir given stays, other tasks
+    and an unset variable change nothing."""
+    from spikelm_core.config import FinetuneConfig, config_from_dict
+    from spikelm_core.training.rundir import with_glue_dir
+
+    def cfg(**data):
+        return config_from_dict(FinetuneConfig, {"model": "m", "out_dir": str(tmp_path / "o"), "data": data})
+
+    monkeypatch.delenv("GLUE_DIR", raising=False)
+    assert with_glue_dir(cfg(task="sst2")).data.data_dir is None
+    monkeypatch.setenv("GLUE_DIR", str(tmp_path / "glue"))
+    assert with_glue_dir(cfg(task="sst2")).data.data_dir == str((tmp_path / "glue").resolve())
+    assert with_glue_dir(cfg(task="sst2", data_dir="/elsewhere")).data.data_dir == "/elsewhere"
+    assert with_glue_dir(cfg(task="xsum")).data.data_dir is None
