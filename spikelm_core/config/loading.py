@@ -307,6 +307,32 @@ def _resolved_explicit(path: Path) -> set[str] | None:
     return set(first[len(RESOLVED_MARK):].split()) - {"none"}
 
 
+#: the largest recipe read (bundled recipes and run_config.yaml files are a few KB)
+MAX_RECIPE_BYTES = 1 << 20
+#: the most values a recipe may hold once its YAML aliases are expanded (a recipe has a few hundred)
+MAX_RECIPE_VALUES = 100_000
+
+
+def _expanded_values(data: Any, limit: int) -> int:
+    """How many values `data` holds with every shared (aliased) mapping or list counted each time it
+    appears; stops counting past `limit` (a YAML alias bomb shares a few nodes a billion times)."""
+    sizes: dict[int, int] = {}
+
+    def size(node: Any) -> int:
+        if not isinstance(node, (dict, list)):
+            return 1
+        if id(node) not in sizes:
+            total = 1
+            for child in (node.values() if isinstance(node, dict) else node):
+                total += size(child)
+                if total > limit:
+                    break
+            sizes[id(node)] = total
+        return sizes[id(node)]
+
+    return size(data)
+
+
 def _read_recipe(path: Path, errors: list[str]) -> dict[str, Any] | None:
     """The recipe as a dict; None (with problems recorded) when it cannot be used."""
     if not path.exists():
@@ -319,6 +345,11 @@ def _read_recipe(path: Path, errors: list[str]) -> dict[str, Any] | None:
         errors.append(f"{path}: is not a regular file (a pipe, socket or device), not a recipe file")
         return None
     try:
+        size = path.stat().st_size
+        if size > MAX_RECIPE_BYTES:
+            errors.append(f"{path}: {size / 2**20:.1f} MiB is not a recipe file (recipes are a few KB; at most "
+                          f"{MAX_RECIPE_BYTES // 2**20} MiB)")
+            return None
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         errors.append(f"{path}: cannot read recipe ({exc})")
@@ -336,6 +367,10 @@ def _read_recipe(path: Path, errors: list[str]) -> dict[str, Any] | None:
         return {}
     if not isinstance(data, dict):
         errors.append(f"{path}: a recipe must be a mapping of keys, got {type(data).__name__}")
+        return None
+    if _expanded_values(data, MAX_RECIPE_VALUES) > MAX_RECIPE_VALUES:
+        errors.append(f"{path}: its YAML aliases expand to more than {MAX_RECIPE_VALUES:,} values, which is not "
+                      "a recipe (recipes hold a few hundred)")
         return None
     return data
 

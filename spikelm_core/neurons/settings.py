@@ -172,7 +172,7 @@ def validation_messages(exc: ValidationError, prefix: str = "") -> list[str]:
 
 def check_model_neuron_fields(values: Mapping[str, Any]) -> None:
     """Validate the spiking fields of a model config with `NeuronSettings`; ValueError naming the
-    field at fault. The kind must be a spiking one, and the LIF constants finite."""
+    field at fault. The kind must be a spiking one, the LIF constants finite and lif_tau positive."""
     kind = values.get("neuron_kind", "elastic_bi")
     if kind not in SPIKING_KINDS:
         raise ValueError(f"neuron_kind must be one of {', '.join(SPIKING_KINDS)}; got {kind!r}")
@@ -180,6 +180,9 @@ def check_model_neuron_fields(values: Mapping[str, Any]) -> None:
         value = values.get(name)
         if value is not None and (isinstance(value, bool) or not math.isfinite(float(value))):
             raise ValueError(f"{name} must be a finite number, got {value!r}")
+    tau = values.get("lif_tau")
+    if tau is not None and float(tau) <= 0:  # the membrane's time constant divides the input
+        raise ValueError(f"lif_tau must be positive, got {tau!r}")
     try:
         NeuronSettings.from_model_config(values)
     except ValidationError as exc:

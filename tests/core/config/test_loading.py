@@ -237,6 +237,22 @@ def test_recipe_that_is_a_pipe_is_refused_without_reading(tmp_path):
     assert problems(fifo) == [f"{fifo}: is not a regular file (a pipe, socket or device), not a recipe file"]
 
 
+def test_a_huge_file_and_a_yaml_alias_bomb_are_refused_before_use(tmp_path):
+    big = tmp_path / "big.yaml"
+    big.write_text("# " + "x" * (loading.MAX_RECIPE_BYTES) + "\nmodel: m\n")
+    assert problems(big) == [f"{big}: 1.0 MiB is not a recipe file (recipes are a few KB; at most 1 MiB)"]
+    levels = ["a0: &a0 [" + ", ".join(["1"] * 10) + "]"]
+    levels += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]  # 10^9 values
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(levels) + "\ntrain: {lr: *a8}\n")
+    assert problems(bomb) == [f"{bomb}: its YAML aliases expand to more than 100,000 values, which is not a recipe "
+                              "(recipes hold a few hundred)"]
+    shared = tmp_path / "shared.yaml"  # an alias or two, as a recipe may use them, still loads
+    shared.write_text("model: m\ndata: {task: sst2}\nneuron: &n {k: 3.0}\nsweep: {points: {a: *n}}\n")
+    assert loading._expanded_values({"a": [1, 2], "b": {"c": 3}}, 100) == 6
+    assert load_config(FinetuneConfig, shared, []).neuron.k == 3.0
+
+
 def test_recipe_must_be_a_mapping(tmp_path):
     assert problems(write(tmp_path, "- a\n- b\n")) == [f"{tmp_path / 'recipe.yaml'}: a recipe must be a mapping of keys, got list"]
 

@@ -336,3 +336,13 @@ def test_learn_alpha_with_a_fixed_amplitude_starts_there_and_learns():
     assert n.alpha.grad is not None and n.alpha.grad.abs().sum() > 0
     n.mark_uncalibrated()  # a fixed amplitude is never recalibrated: it keeps what it learnt
     assert n.is_calibrated
+
+
+def test_model_config_lif_constants_are_checked():
+    from spikelm_core.neurons.settings import check_model_neuron_fields
+
+    check_model_neuron_fields({"neuron_kind": "lif", "lif_tau": 2.0})
+    for bad, message in ((0, "lif_tau must be positive, got 0"), (-1.5, "lif_tau must be positive"),
+                         (float("inf"), "lif_tau must be a finite number")):
+        with pytest.raises(ValueError, match=message):
+            check_model_neuron_fields({"neuron_kind": "lif", "lif_tau": bad})
