@@ -103,7 +103,12 @@ _warned: set[str] = set()
 
 
 def _show(value: Any) -> str:
-    return "null" if value is None else repr(value)
+    """A value as an error message names it: null, or its repr cut to a readable length (a mapping
+    or list given by mistake may be huge)."""
+    if value is None:
+        return "null"
+    shown = repr(value)
+    return shown if len(shown) <= 200 else f"{shown[:160]} ... ({len(shown):,} characters)"
 
 
 def _fields(model: type[BaseModel]) -> dict[str, Any]:

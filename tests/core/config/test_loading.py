@@ -742,3 +742,9 @@ def test_a_glue_task_refuses_data_keys_it_would_ignore(tmp_path, key):
     with pytest.raises(ConfigError) as exc:
         load_config(FinetuneConfig, recipe, [f"data.{key}=x"])
     assert any(line.startswith(f"data.{key}: is read for") and "GLUE task sst2" in line for line in exc.value.details)
+
+
+def test_values_in_messages_are_cut_to_a_readable_length():
+    assert loading._show(None) == "null" and loading._show(3.0) == "3.0"
+    shown = loading._show(list(range(1000)))
+    assert len(shown) < 200 and shown.endswith("... (4,890 characters)")
