@@ -123,9 +123,8 @@ def check_sweep(cfg, points: list[str] | None = None, overrides: list[str] | Non
 
     plan_sweep(cfg, points)
     # a mapping (`-s train={lr: 1e-4}`) is each of its settings (train.lr), as the points' own are
-    given = [(f"{key}.{sub}", v) if isinstance(value, dict) and value else (key, v)
-             for key, value in parse_overrides(overrides or []) if not key.startswith("sweep")
-             for sub, v in (flatten_dotted(value).items() if isinstance(value, dict) and value else [("", value)])]
+    given = [item for key, value in parse_overrides(overrides or []) if not key.startswith("sweep")
+             for item in flatten_dotted(value, key).items()]
     for line in masked_settings(cfg, given, points):
         err.print(f"[yellow]warning:[/] -s {escape(line)}", soft_wrap=True)
 

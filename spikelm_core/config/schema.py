@@ -747,16 +747,6 @@ class _TaskConfig(_RuledSection):
 class _BenchmarkConfig(_TaskConfig):
     """A config that can score a benchmark task, summarisation included."""
 
-    def _check(self, rules: _Rules) -> None:
-        super()._check(rules)
-        if self.task_family == "glue":  # GLUE reads data.source / data.data_dir alone: the rest would be ignored in silence
-            for key, use in (("train_file", "summarisation and language modelling"),
-                             ("validation_file", "summarisation and language modelling"),
-                             ("text_column", "summarisation"), ("summary_column", "summarisation")):
-                rules.require(getattr(self.data, key) is None, f"data.{key}",
-                              f"is read for {use} only; GLUE task {self.task} reads data.source / data.data_dir "
-                              "(--data-dir): drop it")
-
     generate: GenerateArgs = Field(default_factory=GenerateArgs)
     """Summarisation: generation settings for the ROUGE evaluation."""
     reconvert: bool = False
@@ -767,6 +757,16 @@ class _BenchmarkConfig(_TaskConfig):
     weights as the start of a T=1 twin (`-s neuron.num_timesteps=1` alone).
     False runs a spiking checkpoint with its own neuron settings. No effect on a dense model. A sweep
     point sets it through `sweep.start_from`."""
+
+    def _check(self, rules: _Rules) -> None:
+        super()._check(rules)
+        if self.task_family == "glue":  # GLUE reads data.source / data.data_dir alone: the rest would be ignored in silence
+            for key, use in (("train_file", "summarisation and language modelling"),
+                             ("validation_file", "summarisation and language modelling"),
+                             ("text_column", "summarisation"), ("summary_column", "summarisation")):
+                rules.require(getattr(self.data, key) is None, f"data.{key}",
+                              f"is read for {use} only; GLUE task {self.task} reads data.source / data.data_dir "
+                              "(--data-dir): drop it")
 
 
 class _ModelOverrides(_Section):
