@@ -26,7 +26,7 @@ from spikelm_core.energy.errors import EnergyAuditError
 from spikelm_core.energy.macs import MacRow, count_macs
 from spikelm_core.energy.memory import (MemOp, SpikingTerms, alpha_scales, forward_ops, linear_shapes,
                                         membrane_updates, shape_of, terms_not_billed)
-from spikelm_core.energy.report import EnergyReport, EnergyRow
+from spikelm_core.energy.report import EnergyReport, EnergyRow, mac_weighted_rate
 from spikelm_core.errors import ConfigError
 from spikelm_core.firing import neuron_module_names
 
@@ -140,9 +140,6 @@ def _assemble(rows: Sequence[EnergyRow], profile: CostProfile, timesteps: int, s
               included: tuple[str, ...]) -> EnergyReport:
     """The report of priced rows: the one place its totals are summed."""
     total_macs = sum(r.macs for r in rows)
-    spiking_rows = [r for r in rows if r.firing_rate is not None]
-    spiking_macs = sum(r.macs for r in spiking_rows)
-    mean_rate = sum(r.firing_rate * r.macs for r in spiking_rows) / spiking_macs if spiking_macs else None
     energy_dense = sum(r.energy_dense_mj for r in rows)
     energy_spiking = sum(r.energy_spiking_mj for r in rows)
     return EnergyReport(
@@ -155,7 +152,7 @@ def _assemble(rows: Sequence[EnergyRow], profile: CostProfile, timesteps: int, s
         energy_dense_mj=energy_dense,
         energy_spiking_mj=energy_spiking,
         ratio=energy_dense / energy_spiking if energy_spiking > 0 else math.inf,
-        mean_firing_rate=mean_rate,
+        mean_firing_rate=mac_weighted_rate(rows),
         seq_len=seq_len,
         included=included,
     )

@@ -160,6 +160,14 @@ class EnergyReport:
         return data
 
 
+def mac_weighted_rate(rows: Iterable[EnergyRow]) -> float | None:
+    """The mean firing rate of the spike-driven rows, each weighted by its MACs (None when they have none):
+    the report's `mean_firing_rate` and each aggregated row's rate."""
+    spiking = [r for r in rows if r.firing_rate is not None]
+    macs = sum(r.macs for r in spiking)
+    return sum(r.firing_rate * r.macs for r in spiking) / macs if macs else None
+
+
 def _aggregate(rows: Iterable[EnergyRow], key: Any) -> tuple[EnergyRow, ...]:
     groups: dict[tuple[str | None, str, int | None], list[EnergyRow]] = {}
     for row in rows:
@@ -168,8 +176,7 @@ def _aggregate(rows: Iterable[EnergyRow], key: Any) -> tuple[EnergyRow, ...]:
     for (stack, component, layer), members in groups.items():
         macs = sum(r.macs for r in members)
         spiking = [r for r in members if r.firing_rate is not None]
-        spiking_macs = sum(r.macs for r in spiking)
-        rate = sum(r.firing_rate * r.macs for r in spiking) / spiking_macs if spiking_macs else None
+        rate = mac_weighted_rate(spiking)
         if rate is None and spiking:
             rate = sum(r.firing_rate for r in spiking) / len(spiking)
         out.append(
