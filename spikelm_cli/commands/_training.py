@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.markup import escape
@@ -105,10 +105,12 @@ def print_config_and_exit(cfg, format=None) -> None:
     raise typer.Exit(0)
 
 
-def check_sweep(cfg, points: list[str] | None = None, overrides: list[str] | None = None) -> None:
+def check_sweep(cfg, points: list[str] | None = None, overrides: list[str] | None = None,
+                flags: dict[str, tuple[str, Any]] | None = None) -> None:
     """Refuse, before `--print-config` and before any run, what the sweep would refuse at its start
     (`spikelm_core.sweep.plan_sweep`: `--point` naming no point, `-g neuron.k=a,b`, `-g nosuch.key=1,2`),
-    and `--point` without a sweep; warn of each `-s` override that the points to run set themselves."""
+    and `--point` without a sweep; warn of each `-s` override, and each option of `flags` (`{"--model":
+    ("model", value)}`, None when not given), that the points to run set themselves."""
     if cfg.sweep is None:
         if points:
             raise ConfigError("--point names a sweep point, and this run has no sweep",
@@ -127,6 +129,10 @@ def check_sweep(cfg, points: list[str] | None = None, overrides: list[str] | Non
              for item in flatten_dotted(value, key).items()]
     for line in masked_settings(cfg, given, points):
         err.print(f"[yellow]warning:[/] -s {escape(line)}", soft_wrap=True)
+    for flag, (key, value) in (flags or {}).items():
+        if value is not None:
+            for line in masked_settings(cfg, [(key, str(value))], points):
+                err.print(f"[yellow]warning:[/] {flag}: {escape(line)}", soft_wrap=True)
 
 
 def train_or_sweep(cfg, run, resume: str, fmt, points: list[str] | None = None) -> None:

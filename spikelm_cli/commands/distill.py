@@ -52,11 +52,13 @@ def distill_command(
     path = recipe_or_default(recipe, task, "distill")
     render.enable_library_logs()
     common = dict(task=task, data_dir=data_dir, out_dir=out_dir, reinit_head=reinit_head)
+    flags = {"--model": ("model", model), "--teacher": ("distill.teacher", teacher), "--task": ("data.task", task),
+             "--data-dir": ("data.data_dir", data_dir)}  # as given (before --teacher stands in for the twin's model)
     if teacher is not None and model is None and _student_is_twin(path, overrides, common, grid):
         model = teacher  # the recipe's student is its teacher's spiking twin: so with the teacher given here
     cfg = load_run_config(DistillConfig, path, overrides, model=model, grid=grid, **common,
                           **{"distill.teacher": teacher})
-    check_sweep(cfg, point, overrides)
+    check_sweep(cfg, point, overrides, flags)
     if print_config:
         print_config_and_exit(cfg, format)
     train_or_sweep(cfg, run_distill, resume, format, point)

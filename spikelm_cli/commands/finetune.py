@@ -46,7 +46,8 @@ def finetune_command(
     render.enable_library_logs()
     cfg = load_run_config(FinetuneConfig, path, overrides, task=task, model=model, data_dir=data_dir, out_dir=out_dir,
                           grid=grid, reinit_head=reinit_head)
-    check_sweep(cfg, point, overrides)
+    check_sweep(cfg, point, overrides, {"--model": ("model", model), "--task": ("data.task", task),
+                                        "--data-dir": ("data.data_dir", data_dir)})
     if print_config:
         print_config_and_exit(cfg, format)
     train_or_sweep(cfg, run_finetune, resume, format, point)

@@ -462,6 +462,17 @@ def test_an_override_the_sweep_points_set_themselves_is_named(tiny_dirs, tmp_pat
     assert "-s neuron.k=3 does not reach points k2, k4, which set their own neuron.k" in " ".join(res.stderr.split())
 
 
+def test_an_option_the_sweep_points_set_themselves_is_named(tiny_dirs, tmp_path):
+    """--model beside a grid over models reaches no point: said as -s is (and not for --data-dir, which none sets)."""
+    model = str(tiny_dirs["dense"])
+    res = runner.invoke(app, finetune(tiny_dirs, tmp_path / "run", extra_args=[
+        "-g", f"model={model}", "--model", model, "--data-dir", str(tiny_dirs["glue"]), "--print-config"]))
+    assert res.exit_code == 0, res.output
+    stderr = " ".join(res.stderr.split())
+    assert f"--model: model={model} does not reach point" in stderr and "which sets its own model" in stderr
+    assert "--data-dir" not in stderr
+
+
 @pytest.fixture(scope="module")
 def tiny_bart_dir(tmp_path_factory):
     """An untrained tiny dense BART with a WordPiece tokenizer."""
