@@ -19,6 +19,14 @@ from .console import err
 
 
 def report(exc: SpikelmError) -> None:
+    """`error: ...`, its details and hint. Under torchrun a rank other than 0 says its message and
+    details on one line naming the rank, without the hint (most errors stop every rank alike: the main
+    process gives the whole)."""
+    rank = int(os.environ.get("RANK", "0") or 0)
+    if rank > 0:
+        details = f" ({'; '.join(exc.details)})" if exc.details else ""
+        err.print(f"[bold red]error[/] {escape(f'[rank {rank}]: {exc.message}{details}')}", soft_wrap=True)
+        return
     err.print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
     for d in exc.details:
         err.print(f"  - {escape(d)}", soft_wrap=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -149,7 +150,9 @@ class Pipeline:
         if t.calibration_order == "random":
             source = f"{n} training examples drawn at random (seed {t.seed})"
         else:
-            source = "the first training batch" if t.calibration_examples is None else f"the first {n} training examples"
+            source = (f"the first {n} training examples" if t.calibration_examples is not None
+                      else "the first training batch" if n <= t.batch_size
+                      else f"the first global training batch ({n} examples, over {os.environ.get('WORLD_SIZE')} processes)")
         return source + (", pads excluded" if t.calibration_tokens == "real" else "")
 
     final_warnings: tuple[str, ...] | list[str] = ()
@@ -184,9 +187,11 @@ def max_length(cfg, model) -> int:
 
 def calibration_indices(size: int, train) -> list[int]:
     """Indices of the training examples that calibrate the amplitudes (`train.calibration_examples`,
-    default one batch): the first in file order, or a draw over all `size` examples under
-    `train.seed` (`train.calibration_order: random`), in file order. The same on every rank."""
-    n = min(train.calibration_examples or train.batch_size, size)
+    default one batch: the global one, `batch_size` times the processes of torchrun or accelerate, so
+    that N processes of batch b calibrate as one of batch N*b): the first in file order, or a draw over
+    all `size` examples under `train.seed` (`train.calibration_order: random`), in file order. The same
+    on every rank."""
+    n = min(train.calibration_examples or train.batch_size * int(os.environ.get("WORLD_SIZE", "1")), size)
     if train.calibration_order == "first":
         return list(range(n))
     generator = torch.Generator().manual_seed(train.seed)
@@ -554,7 +559,9 @@ def run_evaluation(evaluation: Evaluation, *, firing_picture: dict[str, str] | N
         converted=loaded.converted, warnings=warnings, seconds=timer.seconds, precision=precision_name(bf16),
         firing_picture=firing_picture, **evaluation.result_fields(),
     )
-    if cfg.out_dir:
+    from .rundir import is_main_process
+
+    if cfg.out_dir and is_main_process():  # under torchrun (a sweep's reference) every rank scores; one writes
         out_dir = Path(cfg.out_dir)
         results = out_dir / "eval_results.json"
         earlier = _earlier_eval(results)

@@ -167,7 +167,24 @@ def checkpoint_is_complete(path: Path) -> bool:
         state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return isinstance(state, dict) and all(isinstance(state.get(key), int) for key in TRAINER_STATE_INTS)
+    return (isinstance(state, dict) and all(isinstance(state.get(key), int) for key in TRAINER_STATE_INTS)
+            and not _missing_rank_states(path))
+
+
+def _rank_states(folder: Path) -> list[int]:
+    """The ranks whose rng_state_<rank>.pth a checkpoint of a multi-process run holds, sorted."""
+    return sorted(int(p.stem.removeprefix("rng_state_")) for p in folder.glob("rng_state_*.pth")
+                  if p.stem.removeprefix("rng_state_").isdigit())
+
+
+def _missing_rank_states(folder: Path) -> list[str]:
+    """rng_state_<rank>.pth files a multi-process checkpoint lacks: a gap in its ranks, or rank 0's alone (a
+    one-process run writes rng_state.pth, so rng_state_0.pth means at least two processes)."""
+    ranks = _rank_states(folder)
+    if not ranks:
+        return []
+    expected = range(max(max(ranks) + 1, 2))
+    return [f"rng_state_{rank}.pth" for rank in expected if rank not in ranks]
 
 
 #: trainer_state.json's fields that resuming computes with (a file without them is not the Trainer's)
@@ -289,6 +306,7 @@ def check_resume_state(checkpoint: str) -> None:
     lacking = [name for name in ("optimizer.pt", "scheduler.pt") if not (folder / name).is_file()]
     if processes_of_checkpoint(folder) is None:
         lacking.append("rng_state.pth")
+    lacking += _missing_rank_states(folder)  # another rank's random state: that rank would restart its own
     if lacking:  # the Trainer would go on without them in silence: a fresh optimizer, warmup and data order
         raise CheckpointError(
             f"cannot resume from '{folder}': it lacks {', '.join(lacking)}",
@@ -314,9 +332,9 @@ def processes_of_checkpoint(checkpoint: str | Path) -> int | None:
     """How many processes saved `checkpoint`: the Trainer writes rng_state.pth for one and
     rng_state_<rank>.pth for each of several; None when it holds neither."""
     folder = Path(checkpoint)
-    ranks = [p for p in folder.glob("rng_state_*.pth") if p.stem.removeprefix("rng_state_").isdigit()]
+    ranks = _rank_states(folder)
     if ranks:
-        return len(ranks)
+        return max(ranks) + 1
     return 1 if (folder / "rng_state.pth").is_file() else None
 
 
@@ -580,10 +598,22 @@ def with_glue_dir(cfg):
     return cfg.model_copy(update={"data": data.model_copy(update={"data_dir": str(Path(glue_dir).resolve())})})
 
 
+def launcher() -> str:
+    """How this process was started, as the start of a command that runs it again: `spikelm`, or under
+    torchrun (WORLD_SIZE > 1) `torchrun --nproc-per-node N -m spikelm_cli` (with `--nnodes` across
+    nodes), so that a continued run keeps its processes and global batch."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return "spikelm"
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    nodes = f"--nnodes {world // local} " if local and world // local > 1 else ""
+    return f"torchrun {nodes}--nproc-per-node {local} -m spikelm_cli"
+
+
 def replay_header(command: str, out_dir: Path) -> str:
     """The comment atop run_config.yaml: what wrote it and how to replay or continue the run."""
     return (f"Resolved config of a `spikelm {command}` run; replay or continue it with:\n"
-            f"  spikelm {command} {out_dir / RUN_CONFIG} --resume auto")
+            f"  {launcher()} {command} {out_dir / RUN_CONFIG} --resume auto")
 
 
 class RunDirectory:
@@ -644,7 +674,7 @@ class RunDirectory:
         last = last_complete_checkpoint(self.out_dir)
         where = (f"from {Path(last).name}" if last is not None else
                  "from the start: no checkpoint was saved yet; train.save_steps sets how often")
-        how = _CONTINUE_WITH.get() or f"spikelm {self.command} {self.out_dir / RUN_CONFIG} --resume auto"
+        how = _CONTINUE_WITH.get() or f"{launcher()} {self.command} {self.out_dir / RUN_CONFIG} --resume auto"
         log.warning("stopped; continue with: %s (%s)", how, where)
 
     def _check_contents(self) -> None:

@@ -124,6 +124,15 @@ class SpikelmTrainer(Trainer):
         if output_dir and self.args.should_save and os.path.isdir(output_dir):
             follow_umask(Path(output_dir))  # safetensors writes its file private (0600): a shared run folder
 
+    def _save_rng_state(self, output_dir: str) -> None:
+        """`Trainer._save_rng_state`, then a barrier: under DDP each rank writes its own
+        rng_state_<rank>.pth while the main process goes on to write trainer_state.json, which marks
+        the checkpoint complete (`rundir.checkpoint_is_complete`); without the barrier a kill in between
+        leaves a "complete" checkpoint lacking another rank's random state."""
+        super()._save_rng_state(output_dir)
+        if self.args.world_size > 1:
+            self.accelerator.wait_for_everyone()
+
     def _init_training_state(self, *args, **kwargs):
         """`Trainer._init_training_state`, with the resumed state's best checkpoint found in this run's own
         folder: trainer_state.json keeps its absolute path, so a run moved or copied would keep (or, moved,

@@ -538,3 +538,17 @@ def test_a_summarisation_teacher_must_hold_the_summaries_positions(tmp_path):
                               "-s", "data.max_target_length=16", "-s", "train.max_steps=1", "-s", "train.device=cpu"])
     refused(res, 3, "positions: teacher 12, the run's sequences 16 (data.max_target_length)")
     assert not out.exists()  # refused before the run directory is made
+
+
+def test_an_error_on_another_rank_is_one_line_naming_it(tmp_path, monkeypatch):
+    """Under torchrun every rank meets a bad config alike: rank 0 gives the whole error, the others one line."""
+    missing = str(tmp_path / "nope.yaml")
+    monkeypatch.setenv("RANK", "1")
+    res = runner.invoke(app, ["finetune", missing, "--print-config"])
+    assert res.exit_code == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error [rank 1]: ") and "hint" not in res.stderr
+    assert "recipe file not found" in lines[0]  # the details, on the same line
+    monkeypatch.setenv("RANK", "0")
+    res = runner.invoke(app, ["finetune", missing, "--print-config"])
+    assert res.exit_code == 2 and res.stderr.startswith("error: ") and "hint:" in res.stderr

@@ -112,6 +112,16 @@ def test_calibration_indices_first_in_file_order_by_default():
     assert calibration_indices(3, _calib(examples=5)) == [0, 1, 2]  # never more than the data
 
 
+def test_calibration_under_torchrun_reads_the_global_first_batch_on_every_rank(monkeypatch):
+    """2 processes of batch 32 calibrate on the 64 rows one process of batch 64 would (the same on each rank,
+    so the ranks' means agree with one process's); an explicit count stays as given."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank in ("0", "1"):
+        monkeypatch.setenv("RANK", rank)
+        assert calibration_indices(100, _calib()) == list(range(64))
+    assert calibration_indices(100, _calib(examples=5)) == [0, 1, 2, 3, 4]
+
+
 def test_calibration_indices_random_is_a_seeded_draw_over_the_whole_set():
     one = calibration_indices(1000, _calib(examples=50, order="random"))
     assert one == calibration_indices(1000, _calib(examples=50, order="random"))  # the same on every rank

@@ -333,3 +333,40 @@ def test_a_glue_run_reading_glue_dir_records_it_as_its_data_dir(tmp_path, monkey
     assert with_glue_dir(cfg(task="sst2")).data.data_dir == str((tmp_path / "glue").resolve())
     assert with_glue_dir(cfg(task="sst2", data_dir="/elsewhere")).data.data_dir == "/elsewhere"
     assert with_glue_dir(cfg(task="xsum")).data.data_dir is None
+
+
+def test_a_multi_process_checkpoint_lacking_a_rank_state_is_incomplete(tmp_path, caplog):
+    """A kill between the main process's trainer_state.json and another rank's rng_state_<rank>.pth leaves
+    a checkpoint that would resume that rank with fresh random state: skipped, as a cut save is."""
+    from spikelm_core.training.rundir import checkpoint_is_complete, processes_of_checkpoint
+
+    good = _checkpoint(tmp_path, 2, files=False)
+    for rank in (0, 1):
+        (good / f"rng_state_{rank}.pth").write_bytes(b"")
+    alone = _checkpoint(tmp_path, 4, files=False)
+    (alone / "rng_state_0.pth").write_bytes(b"")  # rank 1's never landed
+    gap = _checkpoint(tmp_path, 6, files=False)
+    for rank in (0, 2):
+        (gap / f"rng_state_{rank}.pth").write_bytes(b"")
+    assert checkpoint_is_complete(good) and not checkpoint_is_complete(alone) and not checkpoint_is_complete(gap)
+    assert processes_of_checkpoint(gap) == 3
+    with caplog.at_level("WARNING", logger="spikelm"):
+        assert last_complete_checkpoint(tmp_path) == str(good)
+    assert "checkpoint-6" in caplog.text and "checkpoint-4" in caplog.text
+
+
+def test_the_continue_command_names_torchrun_under_torchrun(tmp_path, monkeypatch):
+    """A run of 2 processes continued with plain `spikelm` would halve its global batch: the replay
+    header and the stop hint name the launcher and the process count (and the nodes across nodes)."""
+    from spikelm_core.training.rundir import launcher, replay_header
+
+    for key in ("WORLD_SIZE", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    assert launcher() == "spikelm"
+    assert replay_header("finetune", tmp_path).endswith(f"  spikelm finetune {tmp_path / 'run_config.yaml'} --resume auto")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert "torchrun --nproc-per-node 2 -m spikelm_cli finetune" in replay_header("finetune", tmp_path)
+    monkeypatch.setenv("WORLD_SIZE", "16")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert launcher() == "torchrun --nnodes 2 --nproc-per-node 8 -m spikelm_cli"
