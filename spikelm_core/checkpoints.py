@@ -1394,12 +1394,15 @@ def check_teacher(teacher, student, *, distill=None, num_labels: int | None = No
         if alpha_attn > 0 and t.num_attention_heads != s.num_attention_heads:
             problems.append(f"attention heads: teacher {t.num_attention_heads}, student {s.num_attention_heads}")
     if problems:
+        short = positions is not None and limit is not None and limit < positions
         raise CheckpointError(
             f"the teacher '{source}' does not match the student",
             details=problems,
-            hint="use a teacher built on the student's vocabulary and task (e.g. the dense model the student was "
-            "converted from, fine-tuned on the task); set distill.alpha_hidden / alpha_attn to 0 when only the "
-            "shapes differ",
+            hint=(f"set -s {positions_key}={limit} or less (the teacher's positions)"
+                  if short and len(problems) == 1 else
+                  "use a teacher built on the student's vocabulary and task (e.g. the dense model the student was "
+                  "converted from, fine-tuned on the task); set distill.alpha_hidden / alpha_attn to 0 when only the "
+                  "shapes differ" + (f"; {positions_key} at most {limit}" if short else "")),
         )
 
 

@@ -56,10 +56,10 @@ def neighbour_table(embeddings: torch.Tensor, words: np.ndarray, k: int, *, chun
     A word is never its own neighbour."""
     emb = torch.nn.functional.normalize(embeddings.detach().float(), dim=-1)
     ids = torch.from_numpy(np.flatnonzero(words[: emb.shape[0]]))
-    table = np.full((emb.shape[0], k), -1, dtype=np.int64)
-    if len(ids) <= k:
+    if len(ids) <= k:  # before the [V, k] table is allocated: a large k would not fit in memory
         raise ConfigError(f"distill.augment.neighbours is {k} but the vocabulary has only {len(ids)} one-piece words",
                           hint="lower distill.augment.neighbours")
+    table = np.full((emb.shape[0], k), -1, dtype=np.int64)
     cand = emb[ids]  # [W, D]
     for start in range(0, len(ids), chunk):
         rows = ids[start:start + chunk]

@@ -125,7 +125,8 @@ class GlueTask:
 
     @property
     def id2label(self) -> dict[int, str]:
-        """For the model config; regression gets {0: 'score'}."""
+        """The task's labels by id; regression: {0: 'score'} (what eval compares with a model's labels;
+        a regression model's config keeps its own, e.g. transformers' {0: 'LABEL_0'})."""
         names = self.label_names or ("score",)
         return dict(enumerate(names))
 

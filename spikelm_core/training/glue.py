@@ -45,8 +45,9 @@ def _load_classifier(cfg, spec, role: str) -> LoadedModel:
                         label_maps=_label_maps(spec), families=FAMILIES, role=role,
                         config_overrides=getattr(cfg, "model_overrides", None),  # eval: none
                         reinit_head=getattr(cfg, "reinit_head", False), reconvert=getattr(cfg, "reconvert", False))
-    if spec.is_regression:
-        loaded.model.config.problem_type = "regression"
+    # the task decides the loss, never the checkpoint's saved problem_type: a model fine-tuned on STS-B
+    # ('regression') given a fresh 2-label head (--reinit-head) would otherwise train SST-2 on MSE
+    loaded.model.config.problem_type = "regression" if spec.is_regression else "single_label_classification"
     return loaded
 
 

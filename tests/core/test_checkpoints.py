@@ -582,6 +582,10 @@ def test_check_teacher_bert_and_bart(tmp_path):
     with pytest.raises(CheckpointError, match="family: teacher BERT, student BART"):
         check_teacher(teacher, bart_student, source="t")
     load_teacher(dense_dir(tmp_path / "ok", "bart"), "seq2seq_lm", student=bart_student, distill=Distill())
+    # a teacher with too few positions alone: the fix is a shorter length, not the loss weights
+    with pytest.raises(CheckpointError) as exc:
+        check_teacher(student, student, distill=Distill(), positions=student.config.max_position_embeddings + 1)
+    assert exc.value.hint == f"set -s data.max_length={student.config.max_position_embeddings} or less (the teacher's positions)"
 
 
 # ----------------------------------------------------------------------------------- one loader only

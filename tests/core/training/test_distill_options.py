@@ -45,6 +45,8 @@ def test_neighbour_table_is_the_cosine_nearest_other_word():
     assert table[4].tolist() == [-1, -1]
     with pytest.raises(ConfigError, match="neighbours"):
         neighbour_table(emb, words, 4)
+    with pytest.raises(ConfigError, match="neighbours"):  # refused before its [V, k] table is allocated
+        neighbour_table(emb, words, 2**40)
 
 
 def test_replace_words_by_hand():

@@ -346,3 +346,16 @@ def test_keep_best_keeps_a_best_evaluation_between_saves(tiny_dirs, tmp_path):
     best = max(evals, key=lambda e: (e["eval_accuracy"], -e["step"]))
     assert r.best_checkpoint is not None and r.best_checkpoint.endswith(f"checkpoint-{best['step']}")
     assert r.metrics["dev"]["accuracy"] == pytest.approx(best["eval_accuracy"])
+
+
+def test_a_regression_checkpoint_with_a_fresh_head_trains_classification_on_cross_entropy(tiny_dirs, tmp_path):
+    """An STS-B model (config problem_type 'regression') restarted on SST-2 with --reinit-head: the task sets
+    the loss (its saved problem_type would make the 2-label head train on a broadcast MSE)."""
+    from tests.training_fixtures import make_tiny_dense
+
+    stsb = make_tiny_dense(tmp_path / "stsb", "cls", num_labels=1, problem_type="regression")
+    r = run_finetune(_cfg(tiny_dirs, tmp_path / "run", f"model={stsb}", "neuron.kind=dense", "reinit_head=true",
+                          "train.batch_size=2", "train.eval_batch_size=2"))
+    saved = json.loads((tmp_path / "run" / "final" / "config.json").read_text())
+    assert saved["problem_type"] == "single_label_classification" and len(saved["id2label"]) == 2
+    assert 0.0 <= r.metrics["dev"]["accuracy"] <= 1.0
