@@ -46,7 +46,7 @@ def convert_summary(r) -> None:
         if a["k_chosen"]:
             parts.append("k chosen: " + ", ".join(f"{k} x{n}" for k, n in a["k_chosen"].items()))
         t.add_row("allocation", "; ".join(parts))
-    t.add_row("firing rate", f"{r.firing_rate:.3f} ({r.firing_rate_mean}; {r.calibration_tokens:,} tokens)")
+    t.add_row("firing rate", f"{r.firing_rate:.3f} ({r.firing_rate_mean}; {r.firing_tokens:,} tokens)")
     t.add_row("per layer", layer_rates_text(r.layer_firing_rates))
     t.add_row("calibration text", "spikelm's packaged prose" if r.calibration_text == "packaged" else r.calibration_text)
     t.add_row("time", f"{r.seconds:.1f} s")

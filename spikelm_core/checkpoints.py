@@ -1217,7 +1217,7 @@ def load_model(
         report.warnings.append(f"the {role} '{name}' lists its labels as {saved}: its classifier's rows are reordered "
                                f"to the task's {[str(v) for _, v in sorted(_int_keyed(label_maps['id2label']).items())]}")
         log.info("%s", report.warnings[-1])
-    _load_generation_config(model, model_dir)
+    _load_generation_config(model, model_dir, cfg)
     model.eval()
     tok = load_tokenizer(model_dir, tokenizer) if need_tokenizer else None
     return LoadedModel(model=model, tokenizer=tok, model_dir=model_dir, family=family.name, converted=converted,
@@ -1327,13 +1327,30 @@ def _is_int_or_ints(value, *, lists: bool) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _load_generation_config(model: nn.Module, model_dir: Path) -> None:
+def _legacy_generation_settings(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The generation settings an older checkpoint keeps in config.json itself (num_beams, max_length, ...,
+    as facebook/bart-large-cnn was saved): transformers reads them when there is no generation_config.json,
+    and so does spikelm, or a converted model would generate with other settings than the dense one."""
+    from transformers import GenerationConfig
+
+    keys = set(GenerationConfig._get_default_generation_params()) - {"use_cache"}
+    return {k: v for k, v in (cfg or {}).items() if k in keys and v is not None}
+
+
+def _load_generation_config(model: nn.Module, model_dir: Path, cfg: Mapping[str, Any] | None = None) -> None:
     path = model_dir / "generation_config.json"
-    if not path.is_file() or not getattr(model, "can_generate", lambda: False)():
+    if not getattr(model, "can_generate", lambda: False)():
         return
     from transformers import GenerationConfig
 
-    data = _read_json(path, "the generation config")
+    if not path.is_file():
+        legacy = _legacy_generation_settings(cfg)
+        if not legacy:
+            return
+        data = {**{k: v for k, v in cfg.items() if k not in REMOTE_CODE_KEYS}, "_from_model_config": True}
+        path = model_dir / "config.json"  # where the values come from, in the messages below
+    else:
+        data = _read_json(path, "the generation config")
     for key in REMOTE_CODE_KEYS:
         data.pop(key, None)
     wrong = [f"{key}: {data[key]!r}" for key in _GENERATION_INTS
@@ -1342,9 +1359,11 @@ def _load_generation_config(model: nn.Module, model_dir: Path) -> None:
               and (isinstance(data[key], bool) or not isinstance(data[key], (int, float)))]
     if wrong:
         raise CheckpointError(f"'{path}' is not a valid generation config: not a number where one is needed",
-                              details=wrong, hint="fix those values, or delete the file to generate with the defaults")
+                              details=wrong, hint="fix those values" + ("" if path.name == "config.json" else
+                                                                         ", or delete the file to generate with the defaults"))
     try:
-        model.generation_config = GenerationConfig.from_dict(data)
+        model.generation_config = (GenerationConfig.from_model_config(data) if data.pop("_from_model_config", False)
+                                   else GenerationConfig.from_dict(data))
     except Exception as exc:
         raise CheckpointError(f"'{path}' is not a valid generation config: {exc}") from exc
 

@@ -26,7 +26,7 @@ from .io import check_output_dir
 from .neurons.settings import ELASTIC_ONLY, LIF_CONSTANTS, NeuronSettings
 
 
-CONVERT_SCHEMA = "spikelm.convert/1"
+CONVERT_SCHEMA = "spikelm.convert/2"
 """The `schema` key of `ConvertResult.to_dict()` (`spikelm convert --format json`)."""
 
 
@@ -49,7 +49,9 @@ class ConvertResult:
     firing_rate: float
     firing_rate_mean: str
     layer_firing_rates: dict[str, float]
-    calibration_tokens: int
+    firing_tokens: int
+    """Real tokens the firing rates were measured on (every --calib-batches batch; the amplitudes
+    calibrate on the first). Schema 1 called it calibration_tokens."""
     copied_tensors: int
     calibration_text: str = "packaged"  # the file the amplitudes were calibrated on, or "packaged"
     newly_initialised: list[str] = field(default_factory=list)
@@ -115,6 +117,7 @@ def convert_model(
     torch.manual_seed(seed)
     loaded = load_model(model_dir, head=None, neuron=settings, tokenizer=tokenizer)
     model, tok = loaded.model, loaded.tokenizer
+    check_head_loaded(loaded, name)
     max_pos = model.config.max_position_embeddings
     if seq_len is None:
         seq_len = min(CALIBRATION_SEQ_LEN, max_pos)
@@ -151,13 +154,38 @@ def convert_model(
         firing_rate=report.mean_rate,
         firing_rate_mean=report.description,
         layer_firing_rates=report.layer_rates(),
-        calibration_tokens=int(sum(int(b["attention_mask"].sum()) for b in batches)),
+        firing_tokens=int(sum(int(b["attention_mask"].sum()) for b in batches)),
         copied_tensors=loaded.weights.copied,
         calibration_text=text_source,
         newly_initialised=loaded.weights.newly_initialised,
         dropped=loaded.weights.dropped,
         warnings=loaded.weights.warnings,
         seconds=time.perf_counter() - start,
+    )
+
+
+def check_head_loaded(loaded, name: str) -> None:
+    """CheckpointError (exit 3) when the head the checkpoint's config.json names (an LM head, an MLM head, a
+    classifier) has weights the checkpoint lacks: a converted causal LM with a random LM head scores and
+    generates noise, which a 'note' under the summary does not make clear. Buffers (BART's
+    final_logits_bias, zeros) and the base model's own tensors (a pooler) are not head weights."""
+    if loaded.head == "base" or loaded.weights is None:
+        return
+    model = loaded.model
+    prefix = getattr(model, "base_model_prefix", "") + "."
+    buffers = {n for n, _ in model.named_buffers()}
+    missing = [k for k in loaded.weights.newly_initialised if not k.startswith(prefix) and k not in buffers]
+    if not missing:
+        return
+    archs = ", ".join(loaded.config.get("architectures") or []) or "none"
+    head = {"causal_lm": "LM", "seq2seq_lm": "LM", "masked_lm": "masked-LM", "pretraining": "pretraining",
+            "sequence_classification": "classifier"}.get(loaded.head, loaded.head)
+    raise CheckpointError(
+        f"'{name}' is a {archs} but holds no weights for its {head} head: converting it would start that head "
+        "from random values",
+        details=[f"missing: {', '.join(missing[:3])}" + (", ..." if len(missing) > 3 else "")],
+        hint="give the complete checkpoint; if its output layer shares the token embeddings, set "
+        "\"tie_word_embeddings\": true in config.json",
     )
 
 
@@ -177,4 +205,4 @@ def allocation_summary(neurons) -> dict:
     }
 
 
-__all__ = ["ConvertResult", "allocation_summary", "convert_model"]
+__all__ = ["ConvertResult", "allocation_summary", "check_head_loaded", "convert_model"]

@@ -153,7 +153,7 @@ def replace_dir(finished: str | Path, out: str | Path) -> None:
         os.replace(finished, out)
         return
     if _exchange(finished, out):
-        shutil.rmtree(finished, ignore_errors=True)  # the old output, now in the finished one's place
+        _remove_old(finished)  # the old output, now in the finished one's place
         return
     old = out.parent / f".{out.name}.{_mark('old')}"
     os.replace(out, old)
@@ -162,7 +162,17 @@ def replace_dir(finished: str | Path, out: str | Path) -> None:
     except BaseException:
         os.replace(old, out)
         raise
-    shutil.rmtree(old, ignore_errors=True)
+    _remove_old(old)
+
+
+def _remove_old(path: Path) -> None:
+    """Delete a replaced output: a folder with its files, or (an `--out` that was a symbolic link to a folder)
+    the link alone, never what it points to (`shutil.rmtree` refuses links, which left them behind)."""
+    if path.is_symlink():
+        with contextlib.suppress(OSError):
+            path.unlink()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _exchange(a: Path, b: Path) -> bool:

@@ -26,7 +26,7 @@ def test_cli_convert_prints_summary_and_json(tiny_dense_bert_dir, tmp_path):
     data = json.loads(res.stdout)
     assert data["settings"]["num_timesteps"] == 4 and data["settings"]["neuron_kind"] == "elastic_bi"
     assert data["parameters"] > 0 and set(data["layer_firing_rates"]) == {"layer.0", "layer.1"}
-    assert data["schema"] == "spikelm.convert/1"
+    assert data["schema"] == "spikelm.convert/2"
 
 
 def test_choices_come_from_the_neuron_vocabulary(tiny_dense_bert_dir, tmp_path):

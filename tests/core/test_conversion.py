@@ -82,6 +82,44 @@ def test_bart_conversion_keeps_the_lm_head_and_generation_settings(tmp_path):
     assert loaded.model.generation_config.decoder_start_token_id == 2
 
 
+def test_a_checkpoint_without_the_weights_of_its_head_is_refused(tiny_dense_llama_dir, tmp_path):
+    """A LlamaForCausalLM whose file holds no lm_head.weight (untied): a random LM head is refused, not noted."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    d = tmp_path / "no_head"
+    shutil.copytree(tiny_dense_llama_dir, d)
+    state = {k: v for k, v in load_file(d / "model.safetensors").items() if not k.startswith("lm_head.")}
+    save_file(state, str(d / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match="no weights for its LM head") as info:
+        convert_model(str(d), tmp_path / "out", NeuronSettings(num_timesteps=2), seq_len=16, batch_size=2)
+    assert "lm_head.weight" in info.value.details[0] and "tie_word_embeddings" in info.value.hint
+    assert not (tmp_path / "out").exists()
+
+
+def test_generation_settings_kept_in_an_older_config_json_are_kept(tmp_path):
+    """No generation_config.json, num_beams & co. in config.json (older BART checkpoints): transformers reads
+    them from there, and so does the conversion; the spiking model saves them in generation_config.json."""
+    import json
+
+    d = tmp_path / "bart"
+    torch.manual_seed(0)
+    BartForConditionalGeneration(BartConfig(**BART_TINY)).save_pretrained(d)
+    BertTokenizerFast(vocab=str(write_tiny_vocab(tmp_path / "vocab.txt"))).save_pretrained(d)
+    (d / "generation_config.json").unlink()
+    cfg = json.loads((d / "config.json").read_text())
+    cfg.update(num_beams=4, max_length=142, min_length=56, no_repeat_ngram_size=3, length_penalty=2.0)
+    (d / "config.json").write_text(json.dumps(cfg))
+    dense = BartForConditionalGeneration.from_pretrained(d).generation_config
+    convert_model(str(d), tmp_path / "out", NeuronSettings(num_timesteps=2), seq_len=16, batch_size=2)
+    for model_dir in (d, tmp_path / "out"):
+        g = load_model(model_dir, head=None).model.generation_config
+        for key in ("num_beams", "max_length", "min_length", "no_repeat_ngram_size", "length_penalty",
+                    "decoder_start_token_id"):
+            assert getattr(g, key) == getattr(dense, key), (model_dir, key)
+
+
 def test_llama_conversion_copies_every_weight_key_for_key(tiny_dense_llama_dir, tmp_path):
     from spikelm_core.calibration import CAUSAL_CALIBRATION_FILE
 
@@ -104,7 +142,7 @@ def test_llama_calibrates_on_the_given_text(tiny_dense_llama_dir, tmp_path):
     text.write_text("the river rose and the bridge was on the river .\n" * 40)
     r = convert_model(str(tiny_dense_llama_dir), tmp_path / "o", NeuronSettings(num_timesteps=1), calib_data=text,
                       seq_len=12, batch_size=3, calib_batches=2)
-    assert r.calibration_text == str(text) and r.calibration_tokens == 2 * 3 * 12
+    assert r.calibration_text == str(text) and r.firing_tokens == 2 * 3 * 12
 
 
 def test_dense_kind_is_refused(tiny_dense_bert_dir, tmp_path):

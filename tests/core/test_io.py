@@ -21,6 +21,24 @@ def test_replace_dir_swaps_whole_directories(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]  # neither the old nor the staging left
 
 
+@pytest.mark.parametrize("exchange", [True, False])
+def test_replacing_an_output_that_is_a_link_leaves_no_link_behind(tmp_path, monkeypatch, exchange):
+    """`--out link --force`, link -> a folder: the link is replaced, its folder untouched, and nothing is left
+    beside it (rmtree refuses links, so the swapped-out link used to stay as `.link.spikelm-tmp-...`)."""
+    target, out, new = tmp_path / "target", tmp_path / "link", tmp_path / ".link.partial"
+    target.mkdir()
+    (target / "keep.txt").write_text("keep")
+    out.symlink_to(target)
+    new.mkdir()
+    (new / "model.safetensors").write_text("new")
+    if not exchange:
+        monkeypatch.setattr(io, "_exchange", lambda a, b: False)
+    replace_dir(new, out)
+    assert out.is_dir() and not out.is_symlink() and (out / "model.safetensors").read_text() == "new"
+    assert (target / "keep.txt").read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "target"]
+
+
 def test_replace_dir_swaps_in_one_step_and_puts_the_old_back_when_it_cannot(tmp_path, monkeypatch):
     out, new = tmp_path / "final", tmp_path / ".final.partial"
     out.mkdir()
