@@ -169,14 +169,15 @@ def check_token_ids(model: nn.Module, batch: dict[str, torch.Tensor]) -> None:
 
 
 def text_batches(tokenizer, text: str, seq_len: int = 128, batch_size: int = 8, *, causal: bool = False,
-                 max_batches: int | None = None) -> list[dict[str, torch.Tensor]]:
+                 max_batches: int | None = None, source: str | None = None) -> list[dict[str, torch.Tensor]]:
     """Pack `text` into full sequences of `seq_len` tokens (no padding), in batches: `[CLS] ... [SEP]`
     with token_type_ids (encoders), or with `causal=True` (decoder-only LMs) `[BOS] ...` (no BOS when
     the tokenizer has none) and no token_type_ids, the lines kept as running text (newline-separated).
 
     Packing avoids pad tokens, so calibration means and firing rates see only real text. The last
     partial sequence is dropped unless it is the only one. `max_batches`: at most that many batches,
-    and only as much text tokenised as they need.
+    and only as much text tokenised as they need. `source`: the file the text came from, for the error
+    when it holds no tokens.
     """
     if seq_len < 3:
         raise DataError(f"sequence length must be at least 3, got {seq_len}")
@@ -196,7 +197,8 @@ def text_batches(tokenizer, text: str, seq_len: int = 128, batch_size: int = 8, 
         if needed is not None and len(ids) >= needed:
             break
     if not ids:
-        raise DataError("the calibration text holds no tokens")
+        raise DataError(f"the calibration text{f' {source!r}' if source else ''} holds no tokens",
+                        hint="give a file of real text in the model's language")
     chunks = [ids[i : i + body] for i in range(0, len(ids), body)]
     if needed is not None:
         chunks = chunks[: max_batches * batch_size]
@@ -226,7 +228,7 @@ def text_calibration_batch(tokenizer, *, causal: bool, max_positions: int | None
                            path: str | Path | None = None) -> dict[str, torch.Tensor]:
     """The batch `spikelm convert` calibrates on: the first `CALIBRATION_BATCH_SIZE` sequences of
     `CALIBRATION_SEQ_LEN` tokens (fewer for a model with fewer positions) of `calibration_text`."""
-    text, _ = calibration_text(path, causal=causal)
+    text, where = calibration_text(path, causal=causal)
     seq_len = min(CALIBRATION_SEQ_LEN, max_positions or CALIBRATION_SEQ_LEN)
     return text_batches(tokenizer, text, seq_len=seq_len, batch_size=CALIBRATION_BATCH_SIZE, causal=causal,
-                        max_batches=1)[0]
+                        max_batches=1, source=None if where == PACKAGED else where)[0]

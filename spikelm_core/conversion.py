@@ -124,7 +124,8 @@ def convert_model(
     elif seq_len > max_pos:
         raise ConfigError(f"--seq-len {seq_len} exceeds the model's {max_pos} positions",
                           hint=f"use --seq-len {max_pos} or less")
-    batches = text_batches(tok, text, seq_len=seq_len, batch_size=batch_size, causal=causal, max_batches=calib_batches)
+    batches = text_batches(tok, text, seq_len=seq_len, batch_size=batch_size, causal=causal, max_batches=calib_batches,
+                           source=None if text_source == "packaged" else text_source)
     for batch in batches:  # every batch the firing is measured on, not the first alone (calibrate checks that)
         check_token_ids(model, batch)
     calibrate(model, batches[0])

@@ -134,6 +134,10 @@ def per_position(profiles: dict[str, SpikeProfile], count: MacCount) -> dict[str
     return out
 
 
+_BOOTSTRAP_BLOCK_ELEMENTS = 1 << 22
+"""Elements of one block of bootstrap draws or rates (32 MiB of float64)."""
+
+
 def bootstrap(
     report: EnergyReport, profiles: dict[str, SpikeProfile], resamples: int, confidence: float, seed: int
 ) -> tuple[Interval | None, Interval | None]:
@@ -156,11 +160,17 @@ def bootstrap(
     float_pj = sum(r.energy_spiking_mj for r in report.rows if r.firing_rate is None) * 1e9
     dense_pj = report.energy_dense_mj * 1e9
     rng = np.random.default_rng(seed)
-    draws = rng.multinomial(samples, np.full(samples, 1.0 / samples), size=resamples).astype(np.float64)  # [R, S]
-    rates = (nonzero @ draws.T) / np.maximum(total @ draws.T, 1.0)  # [N, R]
-    spiking_pj = weights @ rates + float_pj
-    ratios = np.where(spiking_pj > 0, dense_pj / np.maximum(spiking_pj, 1e-300), np.inf)
-    mean_rates = (mac_weights @ rates) / mac_weights.sum() if mac_weights.sum() else np.zeros(resamples)
+    ratios, mean_rates = np.empty(resamples), np.zeros(resamples)
+    # in blocks of resamples, so memory stays bounded whatever --bootstrap is (the same draws as one call)
+    block = max(1, _BOOTSTRAP_BLOCK_ELEMENTS // max(samples, nonzero.shape[0]))
+    for start in range(0, resamples, block):
+        n = min(block, resamples - start)
+        draws = rng.multinomial(samples, np.full(samples, 1.0 / samples), size=n).astype(np.float64)  # [n, S]
+        rates = (nonzero @ draws.T) / np.maximum(total @ draws.T, 1.0)  # [N, n]
+        spiking_pj = weights @ rates + float_pj
+        ratios[start:start + n] = np.where(spiking_pj > 0, dense_pj / np.maximum(spiking_pj, 1e-300), np.inf)
+        if mac_weights.sum():
+            mean_rates[start:start + n] = (mac_weights @ rates) / mac_weights.sum()
     tail = (1 - confidence) / 2
     finite = ratios[np.isfinite(ratios)]
     ratio_ci = (

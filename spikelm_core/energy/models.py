@@ -267,11 +267,12 @@ def calibration_batches(
         what = "random token ids (no tokenizer)"
     elif causal:  # running text [BOS] ..., WikiText-2 validation by default when present (as convert)
         text, where = (text, str(data)) if text is not None else calibration_text(None, causal=True)
-        out = text_batches(tokenizer, text, seq_len=seq_len, batch_size=batch_size, causal=True, max_batches=batches)
+        out = text_batches(tokenizer, text, seq_len=seq_len, batch_size=batch_size, causal=True, max_batches=batches,
+                          source=where)
         what = "packaged calibration text" if where == PACKAGED else where
     else:
         out = text_batches(tokenizer, text if text is not None else packaged_calibration_text(),
-                           seq_len=seq_len, batch_size=batch_size)[:batches]
+                           seq_len=seq_len, batch_size=batch_size, source=str(data) if data else None)[:batches]
         what = str(data) if data else "packaged calibration text"
     info = {
         "source": what,

@@ -77,6 +77,9 @@ from spikelm_core.neurons import spiking_neurons
 DEFAULT_TARGET_LEN = 64
 """Tokens generated per input when auditing a BART (summary tokens) or a Llama (after the prompt): --target-len."""
 
+MAX_BOOTSTRAP = 1_000_000
+"""The most bootstrap resamples --bootstrap takes (a percentile interval settles long before)."""
+
 Progress = Callable[[str], None]
 
 _NON_MATMUL_OPS = frozenset({"layer_norm", "group_norm", "instance_norm", "batch_norm"})
@@ -168,8 +171,8 @@ class EnergyArgs:
             problems.append(f"batches must be >= 1, got {self.batches}")
         if self.batch_size < 1:
             problems.append(f"batch size must be >= 1, got {self.batch_size}")
-        if self.bootstrap < 0:
-            problems.append(f"bootstrap resamples must be >= 0, got {self.bootstrap}")
+        if not 0 <= self.bootstrap <= MAX_BOOTSTRAP:
+            problems.append(f"bootstrap resamples must be between 0 and {MAX_BOOTSTRAP:,}, got {self.bootstrap}")
         if not 0 < self.confidence < 1:
             problems.append(f"confidence must be in (0, 1), got {self.confidence}")
         if problems:
@@ -387,7 +390,10 @@ def run_energy(args: EnergyArgs, progress: Progress | None = None) -> EnergySwee
     for T in plan.timesteps:
         say(f"building the spiking model at T={T} from {source.name} ({source.kind})")
         torch.manual_seed(args.seed)
-        model = models.build_model(source, models.neuron_settings(source, T, plan.ks[0]))
+        # a spiking checkpoint audited without --k keeps its own neuron settings (its per-layer k
+        # candidates included) wherever it is recalibrated; --k replaces them
+        own_settings = plan.use_checkpoint_amplitudes
+        model = models.build_model(source, models.neuron_settings(source, T, None if own_settings else plan.ks[0]))
         model.eval()
         check_billable(model)  # before the MAC count and the firing pass, not after
         for batch in batches:  # a tokenizer that is not the model's: a named error, not an IndexError
@@ -485,9 +491,14 @@ def _run_point(model, plan: _Plan, args: EnergyArgs, profile: CostProfile, memor
     if checkpoint_amps:
         amplitudes = "checkpoint"
     else:
-        if k is not None:
+        candidates = getattr(model.config, "k_candidates", None) if plan.use_checkpoint_amplitudes else None
+        if k is not None and not plan.use_checkpoint_amplitudes:
             models.set_k(model, k)
-        amplitudes = f"calibrated at k={k:g}" if k is not None else "calibrated"
+        if candidates:  # the checkpoint's own per-layer k, recalibrated (another T, or no saved amplitudes)
+            amplitudes = ("calibrated at the checkpoint's per-layer k (candidates "
+                          + ", ".join(f"{c:g}" for c in candidates) + ")")
+        else:
+            amplitudes = f"calibrated at k={k:g}" if k is not None else "calibrated"
     label = f"k={k:g}, T={T}" if k is not None else f"T={T}"
     say(f"{label}: {'calibrating on batch 1, ' if not checkpoint_amps else ''}"
         f"tracing firing rates over {len(batches)} batch(es)")

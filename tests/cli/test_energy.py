@@ -9,7 +9,9 @@ import math
 import random
 import shutil
 import time
+from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -17,6 +19,10 @@ from typer.testing import CliRunner
 from spikelm_cli.commands.energy import expand_variadic
 from spikelm_cli.main import app
 from spikelm_core.energy import SCHEMA, EnergySweepReport, estimate_energy_sweep
+from spikelm_core import firing
+from spikelm_core.energy.costs import FP32
+from spikelm_core.energy.estimate import _assemble
+from spikelm_core.energy.report import EnergyRow
 
 from tests.conftest import TINY, write_tiny_vocab
 
@@ -234,6 +240,23 @@ def test_bootstrap_interval_brackets_the_point_estimate(sweep):
         assert rate["low"] * (1 - 1e-9) <= r["mean_firing_rate"] <= rate["high"] * (1 + 1e-9)
 
 
+def test_bootstrap_in_blocks_draws_what_one_call_draws(monkeypatch):
+    """The resamples are drawn in blocks (bounded memory for any --bootstrap); the interval is the same."""
+    from spikelm_core.energy import firing_pass
+
+    rng = np.random.default_rng(0)
+    profiles = {f"n{i}": firing.SpikeProfile.empty() for i in range(2)}
+    for i, name in enumerate(profiles):
+        nz = torch.tensor(rng.integers(0, 50, 9), dtype=torch.long)
+        profiles[name] = replace(profiles[name], sample_nonzero=nz, sample_total=torch.full((9,), 100, dtype=torch.long))
+    rows = (EnergyRow("q", 0, 1000, 0.3, 1200.0, 0, 4.6e-6, 1.08e-6, operand="n0"),
+            EnergyRow("k", 0, 500, 0.2, 400.0, 0, 2.3e-6, 3.6e-7, operand="n1"))
+    report = _assemble(rows, FP32, 4, 16, ())
+    whole = firing_pass.bootstrap(report, profiles, 1000, 0.95, 0)
+    monkeypatch.setattr(firing_pass, "_BOOTSTRAP_BLOCK_ELEMENTS", 70)
+    assert firing_pass.bootstrap(report, profiles, 1000, 0.95, 0) == whole
+
+
 def test_bootstrap_is_seeded(tiny_bert, text_file):
     kw = dict(ks=[2], seq_len=SEQ, data=str(text_file), batches=2, batch_size=5, bootstrap=200)
     a = estimate_energy_sweep(str(tiny_bert), **kw).runs[0].ratio_ci
@@ -355,6 +378,29 @@ def test_spiking_checkpoint_uses_its_own_amplitudes_unless_k_is_given(tiny_bert,
         (2.0, 3, "calibrated at k=2"), (4.0, 3, "calibrated at k=4")]
 
 
+def test_checkpoint_recalibrated_at_another_t_keeps_its_per_layer_k(tiny_bert, text_file, tmp_path):
+    """Without --k, a checkpoint audited at a T it holds no amplitudes for is recalibrated with its own
+    neuron settings: its per-layer k candidates, not one k for every neuron."""
+    from spikelm_core.energy import models
+    from spikelm_core.energy.firing_pass import trace_firing
+
+    ckpt = tmp_path / "spiking_kc"
+    res = runner.invoke(app, ["convert", str(tiny_bert), "--out", str(ckpt), "--k-candidates", "1,2,4",
+                              "--seq-len", str(SEQ)])
+    assert res.exit_code == 0, res.output
+    res = run("--model", ckpt, "-T", 1, "--seq-len", SEQ, "--data", text_file, "--batches", 1, "--bootstrap", 0,
+              "--memory", "none", "--format", "json")
+    assert res.exit_code == 0, res.output
+    (point,) = json.loads(res.stdout)["runs"]
+    assert point["amplitudes"] == "calibrated at the checkpoint's per-layer k (candidates 1, 2, 4)"
+    source = models.open_source(str(ckpt))
+    batches, _ = models.calibration_batches(source, data=str(text_file), batches=1, batch_size=8, seq_len=SEQ, seed=0)
+    model = models.build_model(source, models.neuron_settings(source, 1, None)).eval()
+    want = trace_firing(model, batches, calibrate=True)
+    got = {n["name"]: n["firing_rate"] for n in point["neurons"]}
+    assert got == pytest.approx({name: s.firing_rate for name, s in want.neurons.items()})
+
+
 def test_float_matmuls_listed_when_kv_not_spiked(tmp_path, text_file):
     from transformers import BertTokenizerFast
 
@@ -407,12 +453,15 @@ def test_float_head_input_named_after_the_readout(tmp_path, text_file):
         pytest.param(["--timesteps", 0], 2, "time steps must be an integer >= 1, got 0", id="timesteps-zero"),
         pytest.param(["--seq-len", 65], 2, "exceeds the model's maximum of 64 positions", id="seq-len-too-long"),
         pytest.param(["--batches", 0], 2, "batches must be >= 1", id="no-batches"),
+        pytest.param(["--bootstrap", 10**12], 2, "bootstrap resamples must be between 0 and 1,000,000",
+                     id="bootstrap-too-many"),
         pytest.param(["--format", "xml"], 2, "xml", id="unknown-format"),
         pytest.param(["--profile", "fp64"], 2, "fp64", id="unknown-profile"),
         pytest.param(["--e-mac", -1], 2, "e_mac_pj", id="bad-e-mac"),
         pytest.param(["--data", "{missing}"], 4, "does not exist", id="data-missing"),
         pytest.param(["--data", "{empty}"], 4, "is empty", id="data-empty"),
         pytest.param(["--data", "{binary}"], 4, "cannot read", id="data-not-utf8"),
+        pytest.param(["--data", "{nul}"], 4, "nul.txt' holds no tokens", id="data-without-tokens"),
         pytest.param(["--memory", "all"], 2, "all", id="unknown-memory-bound"),
         pytest.param(["--memory-cost", "lemair"], 2, "--memory-cost: unknown preset 'lemair'", id="unknown-memory-preset"),
         pytest.param(["--memory-cost", "{negative}"], 2, "pj_per_byte: must be >= 0, got -2", id="cost-negative"),
@@ -426,7 +475,9 @@ def test_float_head_input_named_after_the_readout(tmp_path, text_file):
 def test_bad_input_clear_error_no_traceback(tiny_bert, tmp_path, args, code, message):
     (tmp_path / "empty.txt").write_text("  \n\n", encoding="utf-8")
     (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00\x9f" * 10)
-    paths = {"missing": tmp_path / "nope.txt", "empty": tmp_path / "empty.txt", "binary": tmp_path / "binary.txt"}
+    (tmp_path / "nul.txt").write_bytes(b"\x00\x00\x00")
+    paths = {"missing": tmp_path / "nope.txt", "empty": tmp_path / "empty.txt", "binary": tmp_path / "binary.txt",
+             "nul": tmp_path / "nul.txt"}
     for name, text in (("negative", "pj_per_byte: -2\n"), ("nocost", "source: a chip\n"),
                        ("badrate", "pj_per_byte: 1\nfiring_rates: [1.2]\n"),
                        ("badbound", "pj_per_byte: 1\nbounds: [event-drive]\n"), ("badpreset", "preset: hbm\n")):
