@@ -21,8 +21,8 @@ def convert_summary(r) -> None:
     t.add_column(style="bold")
     t.add_column()
     s = r.settings
-    t.add_row("saved to", r.out_dir)
-    t.add_row("source", r.source)
+    t.add_row("saved to", escape(r.out_dir))
+    t.add_row("source", escape(r.source))
     t.add_row("architecture", r.architecture)
     t.add_row("parameters", f"{r.parameters:,}")
     t.add_row("weights copied", f"{r.copied_tensors} tensors")
@@ -48,7 +48,7 @@ def convert_summary(r) -> None:
         t.add_row("allocation", "; ".join(parts))
     t.add_row("firing rate", f"{r.firing_rate:.3f} ({r.firing_rate_mean}; {r.firing_tokens:,} tokens)")
     t.add_row("per layer", layer_rates_text(r.layer_firing_rates))
-    t.add_row("calibration text", "spikelm's packaged prose" if r.calibration_text == "packaged" else r.calibration_text)
+    t.add_row("calibration text", "spikelm's packaged prose" if r.calibration_text == "packaged" else escape(r.calibration_text))
     t.add_row("time", f"{r.seconds:.1f} s")
     out.print(t)  # its warnings were logged as they arose (convert shows the library's log); JSON lists them
     if r.newly_initialised:
@@ -194,13 +194,13 @@ def training_result(r, fmt) -> None:
     t = Table(title=f"spikelm {r.command}", show_header=False, title_justify="left")
     t.add_column(style="bold")
     t.add_column()
-    t.add_row("run directory", r.out_dir)
-    t.add_row("final model", r.final_dir)
+    t.add_row("run directory", escape(r.out_dir))
+    t.add_row("final model", escape(r.final_dir))
     if r.task:
         t.add_row("task", r.task)
     t.add_row("steps", f"{r.global_step} ({r.epochs:.2f} epochs)")
     if r.resumed_from:
-        t.add_row("resumed from", r.resumed_from)
+        t.add_row("resumed from", escape(r.resumed_from))
     if r.train_loss is not None:
         since = ""
         if r.resumed_from:  # the Trainer's mean covers the steps after the checkpoint only
@@ -210,7 +210,7 @@ def training_result(r, fmt) -> None:
         shown = ", ".join(f"{k} {_metric(v)}" for k, v in metrics.items() if isinstance(v, (int, float)))
         t.add_row(f"{split}", shown)
     if r.best_checkpoint:
-        t.add_row("best checkpoint", r.best_checkpoint)
+        t.add_row("best checkpoint", escape(r.best_checkpoint))
     if r.firing_rate is not None:
         t.add_row("firing rate", f"{r.firing_rate:.3f} ({r.firing_rate_mean})")
         t.add_row("per layer", layer_rates_text(r.layer_firing_rates))
@@ -225,7 +225,7 @@ def training_result(r, fmt) -> None:
     t.add_row("time", f"{r.seconds:.1f} s")
     out.print(t)
     for w in r.warnings:
-        err.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
+        err.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
 
 
 def eval_progress(every_s: float = 10.0):
@@ -291,9 +291,9 @@ def _lm_result(r) -> None:
             row += [f"{d:.3f}" if d is not None else "", f"{m['perplexity'] / d:.3f} x" if d else ""]
         t.add_row(*row)
     out.print(t)
-    out.print(f"model: {r.model}" + (CONVERTED_HERE if r.converted else ""))
+    out.print(f"model: {escape(r.model)}" + (CONVERTED_HERE if r.converted else ""))
     if r.dense_model:
-        out.print(f"dense reference: {r.dense_model}")
+        out.print(f"dense reference: {escape(r.dense_model)}")
     framing = "BOS included" if r.window_bos is not False else "no BOS token: the tokenizer has none"
     out.print(f"windows: {r.seq_len} positions ({framing}), stride {r.stride}")
     speed = [f"{r.tokens_per_second:.0f} tokens/s"] if r.tokens_per_second else []
@@ -355,7 +355,7 @@ def eval_result(r, fmt) -> None:
     if r.intervals:
         out.print("[low, high]: 95% bootstrap interval of each ROUGE mean (1,000 resamples of the documents)",
                   markup=False)
-    out.print(f"model: {r.model}" + (CONVERTED_HERE if r.converted else "")
+    out.print(f"model: {escape(r.model)}" + (CONVERTED_HERE if r.converted else "")
               + (f"   precision: {r.precision}" if r.precision else ""))
     for split, samples in (r.summaries or {}).items():  # summarisation: what the model wrote, beside ROUGE
         if samples:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
 from spikelm_core.evaluation.metrics import display_name
@@ -28,7 +29,7 @@ def sweep_result(report, fmt) -> None:
         print_json(report.to_dict())
         return
     metric = display_name(report_metric(report))
-    t = Table(title=f"sweep: {report.out_dir}", title_justify="left")
+    t = Table(title=f"sweep: {escape(str(report.out_dir))}", title_justify="left")
     numbers = (metric, "firing rate", "audit rate", "energy ratio", "min")
     for col in ("point", "settings", metric, "firing rate", "audit rate", "energy ratio", "Pareto", "min"):
         t.add_column(col, justify="right" if col in numbers else "left")
@@ -45,4 +46,4 @@ def sweep_result(report, fmt) -> None:
     plots = [name for name in ("pareto.png", "curves.png") if (Path(report.out_dir) / name).is_file()]
     out.print(f"table: {report.out_dir}/sweep.csv, sweep.json, sweep.md"
               + (f"; plots: {', '.join(f'{report.out_dir}/{name}' for name in plots)}" if plots else ""),
-              soft_wrap=True)
+              soft_wrap=True, markup=False)

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 from pydantic import ValidationError
+from rich.markup import escape
 
 from spikelm_core.conversion import convert_model
 from spikelm_core.errors import ConfigError
@@ -94,7 +95,7 @@ def convert_command(
                          salient_fraction=salient_fraction, salient_mode=salient_mode.value,
                          salient_steps=salient_steps, k_candidates=_k_list(k_candidates), channel_scale=channel_scale)
     if format is OutputFormat.table:
-        err.print(f"converting [bold]{source}[/] ...")
+        err.print(f"converting [bold]{escape(source)}[/] ...")
     result = convert_model(
         source, out, settings, calib_data=calib_data, calib_batches=calib_batches, batch_size=batch_size,
         seq_len=seq_len, tokenizer=tokenizer, force=force,

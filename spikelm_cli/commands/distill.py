@@ -44,7 +44,7 @@ def distill_command(
     spikelm distill --task wikitext2 -s data.train_file=../shared/data/text/wikitext-2/valid.txt -s data.validation_file=../shared/data/text/wikitext-2/test.txt
 
     Sweep (one run per point, then a table and a Pareto plot of metric against energy):
-    spikelm distill recipes/minilm/sst2_distill_spikelm.yaml -g neuron.k=2,3,4 --out-dir runs/k-sweep
+    spikelm distill recipes/minilm/sst2_distill_spikelm.yaml --data-dir ../shared/data/glue -g neuron.k=2,3,4 --out-dir runs/k-sweep
     (-p k2 runs that point alone now; the same call without -p later runs the rest)
     """
     from spikelm_core.training import run_distill

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from typer.core import TyperCommand
 
 from spikelm_core.energy import EnergyArgs, run_energy
@@ -184,7 +185,7 @@ def energy_command(
 
         check_output_dir(out, force, inputs=[args.model, data, memory_cost])  # fail before any work
     render.enable_library_logs()  # the library's warnings (e.g. a calibration text shorter than one sequence) reach the user
-    progress = (lambda message: err.print(f"[dim]{message} ...[/]")) if format is EnergyFormat.table else None
+    progress = (lambda message: err.print(f"[dim]{escape(message)} ...[/]")) if format is EnergyFormat.table else None
     report = run_energy(args, progress=progress)
     if format is EnergyFormat.table:
         render_energy.print_table(report, detail=detail)

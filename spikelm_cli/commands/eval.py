@@ -137,7 +137,7 @@ firing rates. With --prompt: generate text.
         from spikelm_core.training.rundir import task_of_run
 
         # `spikelm eval runs/sst2/final` (or with --task sst2): the run's task, on the run's data
-        of_run = task_of_run(model or source, task)
+        of_run = task_of_run(model or source, task, data_given=data_dir is not None)
         if of_run is not None:
             task, run_sets = of_run
             overrides = [*(run_sets if data_dir is None else []), *(overrides or [])]

@@ -34,7 +34,7 @@ def finetune_command(
 ) -> None:
     """Fine-tune a spiking model (or a dense model converted on the fly) on a GLUE, summarization or language-modelling task.
 
-    Example: spikelm finetune --task sst2 --model minilm --data-dir ../shared/data/glue -s train.max_steps=20
+    Example: spikelm finetune --task sst2 --model minilm --data-dir ../shared/data/glue -s train.max_steps=20 -s train.logging_steps=5
     Example: spikelm finetune --task wikitext2 --model smollm2 -s data.train_file=../shared/data/text/wikitext-2/valid.txt -s data.validation_file=../shared/data/text/wikitext-2/test.txt
 
     Sweep (one run per point, then a table and a Pareto plot of metric against energy):

@@ -419,13 +419,15 @@ def run_of_model(model: str | os.PathLike[str]) -> Path | None:
     return path.parent if (path.parent / RUN_CONFIG).is_file() else None
 
 
-def task_of_run(model: str | os.PathLike[str], task: str | None = None) -> tuple[str, list[str]] | None:
+def task_of_run(model: str | os.PathLike[str], task: str | None = None, *,
+                data_given: bool = False) -> tuple[str, list[str]] | None:
     """(the task, `-s` settings of its data) of the training run `model` belongs to, for an eval that
     names no task, or names the run's own (`task`): `spikelm eval runs/sst2/final` scores the run's task on
     the run's data (GLUE: its data.source and data.data_dir; summarisation: those, its validation file and
     columns; wikitext2: the text its final perplexity read; a masked-LM run, pretrain or distill on text:
     wikitext2, the masked-LM scores, on its held-out text). None for another model, another task than
-    `task`, a masked-LM run without held-out text or an unreadable run config."""
+    `task`, a masked-LM run without held-out text or an unreadable run config. `data_given`: the caller
+    reads other data (`--data-dir`) and drops the data settings; the log line then names the task alone."""
     import json
 
     import yaml
@@ -440,8 +442,11 @@ def task_of_run(model: str | os.PathLike[str], task: str | None = None) -> tuple
     if held_out is not None and asked not in (None, "wikitext2"):
         return None
     if held_out is not None:  # a masked-LM run (pretrain, distill on text): its held-out text, as it scored it
-        log.info("a masked-LM run: scored on its held-out text %s (data.validation_file of %s; --task and "
-                 "--data-dir choose others)", held_out, run / RUN_CONFIG)
+        if data_given:
+            log.info("a masked-LM run (%s): masked-token scores on the text of --data-dir", run / RUN_CONFIG)
+        else:
+            log.info("a masked-LM run: scored on its held-out text %s (data.validation_file of %s; --task and "
+                     "--data-dir choose others)", held_out, run / RUN_CONFIG)
         return "wikitext2", [f"data.data_dir={json.dumps(str(held_out))}"]
     try:
         data = (yaml.safe_load((run / RUN_CONFIG).read_text(encoding="utf-8")) or {}).get("data") or {}
@@ -466,7 +471,11 @@ def task_of_run(model: str | os.PathLike[str], task: str | None = None) -> tuple
         from ..data.lm import TRAINING_EVAL_SPLIT
 
         sets.append(f"splits={json.dumps([TRAINING_EVAL_SPLIT])}")
-    log.info("task %s and its data from the run's %s (--task and --data-dir choose others)", task, run / RUN_CONFIG)
+    if data_given:
+        log.info("task %s from the run's %s, on the data of --data-dir", task, run / RUN_CONFIG)
+    else:
+        log.info("task %s and its data from the run's %s (--task and --data-dir choose others)", task,
+                 run / RUN_CONFIG)
     return task, sets
 
 

@@ -414,6 +414,14 @@ def test_eval_refuses_wikitext2_flags_for_another_task(tiny_dirs, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("source", ["runs/a[/b]", "runs/model[v2]"])
+def test_a_path_with_brackets_is_shown_as_typed(source, tmp_path):
+    """Paths reach rich as text, not markup: '[/b]' raised MarkupError (a traceback), '[v2]' vanished."""
+    res = runner.invoke(app, ["convert", source, "--out", str(tmp_path / "out")])
+    refused(res, 3, f"converting {source} ...")
+    assert not (tmp_path / "out").exists()
+
+
 def test_eval_refuses_two_models(tiny_dirs, tmp_path):
     refused(runner.invoke(app, ["eval", str(tiny_dirs["dense"]), "--model", str(tiny_dirs["teacher"]), "--task", "sst2",
                                 "--data-dir", str(tiny_dirs["glue"])]), 2,

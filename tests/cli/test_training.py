@@ -62,6 +62,8 @@ def test_finetune_then_eval(tiny_dirs, tmp_path):
     assert data["task"] == "sst2" and set(data["metrics"]) == {"dev"} and data["examples"]["dev"] == 11
     assert set(data["layer_firing_rates"]) == {"layer.0", "layer.1"} and 0 < data["firing_rate"] < 1
     assert not data["converted"]
+    # --data-dir given: the run's task, on that data; the info line does not claim the run's data
+    assert "its data from the run's" not in res.stderr and "on the data of --data-dir" in res.stderr, res.stderr
     # without --task: the run's task, on the run's data
     res = runner.invoke(app, ["eval", str(final), "--format", "json"])
     _ok(res)
