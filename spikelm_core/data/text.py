@@ -275,6 +275,17 @@ def require_special_tokens(tokenizer, names: tuple[str, ...], why: str) -> list[
     return ids
 
 
+def corpus_files(source: str | Path) -> list[str]:
+    """The text files of a masked-LM corpus (a file, or a folder's .txt files), resolved; DataError when
+    they hold no text (checked before any tokenising: `datasets` refuses a generator that yields nothing,
+    and a held-out text is best refused before the training corpus is tokenised)."""
+    files = [str(f.resolve()) for f in text_files(source)]
+    if not _has_text(files):
+        raise DataError(f"the text corpus '{source}' is empty" + (f" (its {len(files)} .txt files hold only blank lines)"
+                                                                   if len(files) > 1 else ""))
+    return files
+
+
 def mlm_dataset(source: str | Path, tokenizer: Any, max_length: int = 128, *, nsp: bool = False,
                 subset: int | None = None, seed: int = 0):
     """A `datasets.Dataset` of packed sequences: input_ids, token_type_ids, attention_mask
@@ -296,11 +307,8 @@ def mlm_dataset(source: str | Path, tokenizer: Any, max_length: int = 128, *, ns
         raise DataError(f"data.max_length must be at least {5 if nsp else 3} for masked-LM data, got {max_length}")
     cls_id, sep_id, _ = require_special_tokens(tokenizer, ("cls", "sep", "mask"), "masked-LM training needs")
     body = max_length - (3 if nsp else 2)
-    files = [str(f.resolve()) for f in text_files(source)]
+    files = corpus_files(source)
     stamp = Hasher.hash([_CACHE_FORMAT, [_file_stamp(f) for f in files]])
-    if not _has_text(files):  # before the build: `datasets` refuses a generator that yields nothing
-        raise DataError(f"the text corpus '{source}' is empty" + (f" (its {len(files)} .txt files hold only blank lines)"
-                                                                   if len(files) > 1 else ""))
     docs = _cached(lambda: datasets.Dataset.from_generator(
         _documents, gen_kwargs={"files": files, "stamp": stamp}, fingerprint=stamp,
         features=datasets.Features({"lines": datasets.List(datasets.Value("string"))})))

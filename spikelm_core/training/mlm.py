@@ -10,6 +10,7 @@ probability 0.15. The horizon is `train.schedule_steps`, implemented by `Spikelm
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -22,7 +23,7 @@ from ..calibration import spiking_neurons
 from ..checkpoints import (MODEL_TYPES, LoadedModel, check_config_fields, instantiate, load_model, load_teacher, load_tokenizer,
                            read_config, resolve_as, resolve_source)
 from ..data.lm import has_split_layout, load_lm_text, local_text_path
-from ..data.text import EXAMPLE_INDEX, mlm_dataset
+from ..data.text import EXAMPLE_INDEX, corpus_files, mlm_dataset
 from ..errors import CheckpointError, ConfigError, DataError
 from ..evaluation.masked_lm import HELD_OUT_MASK_SEED, NOTHING_MASKED, any_masked, score_masked_lm
 from ..log import get_logger
@@ -38,6 +39,16 @@ FAMILIES = ("bert",)
 PRIMARY = "mlm_accuracy"
 """The held-out score a masked-LM run reports first (data.validation_file)."""
 log = get_logger("mlm")
+
+
+@contextlib.contextmanager
+def _held_out_named():
+    """A DataError of the held-out text ("the text corpus ... is empty") says which text it is."""
+    try:
+        yield
+    except DataError as exc:
+        exc.message = f"held-out text (data.validation_file, --held-out): {exc.message}"
+        raise
 
 
 @dataclass
@@ -178,6 +189,9 @@ class MlmPipeline(Pipeline):
     def load_data(self, loaded: LoadedModel):
         cfg = self.cfg
         self.tokenizer = loaded.tokenizer
+        if cfg.data.validation_file is not None:  # a held-out text that cannot serve: said before the corpus is tokenised
+            with _held_out_named():
+                corpus_files(cfg.data.validation_file)
         with local_main_process_first():  # one rank per node tokenises into the cache, the others read it back
             train = mlm_dataset(cfg.data.source, loaded.tokenizer, self.max_length, nsp=self.nsp,
                                 subset=cfg.data.train_subset, seed=cfg.train.seed)
@@ -190,12 +204,9 @@ class MlmPipeline(Pipeline):
                          "nothing is scored after training", cfg.data.eval_subset)
             return train, {}
         with local_main_process_first():  # the pairs of NSP and the masks: the same for every run (seed fixed)
-            try:
+            with _held_out_named():
                 held_out = mlm_dataset(cfg.data.validation_file, loaded.tokenizer, self.max_length, nsp=self.nsp,
                                        subset=cfg.data.eval_subset, seed=HELD_OUT_MASK_SEED)
-            except DataError as exc:  # "the text corpus ... is empty": say which text
-                exc.message = f"held-out text (data.validation_file, --held-out): {exc.message}"
-                raise
         masks = seeded_masking_collator(loaded.tokenizer, cfg.mlm.mlm_probability, HELD_OUT_MASK_SEED)
         if not any_masked(held_out, masks):  # now, not after training: the masks do not depend on the model
             raise DataError(f"held-out text '{cfg.data.validation_file}': {NOTHING_MASKED}",

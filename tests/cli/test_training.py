@@ -288,6 +288,21 @@ def test_pretraining_text_problems_are_named_together_and_early(tiny_dirs, tmp_p
     assert res.exit_code == 4 and "held-out text (data.validation_file, --held-out): the text corpus" in res.stderr
 
 
+def test_a_blank_held_out_text_is_refused_before_the_corpus_is_tokenised(tiny_dirs, tmp_path, monkeypatch):
+    from spikelm_core.training import mlm
+
+    def tokenised(*args, **kwargs):
+        raise AssertionError("the training corpus was tokenised before the held-out text was checked")
+
+    monkeypatch.setattr(mlm, "mlm_dataset", tokenised)
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n\n")
+    res = runner.invoke(app, ["pretrain", "recipes/tiny/pretrain.yaml", "--out-dir", str(tmp_path / "p"),
+                              "--held-out", str(blank), *_sets(f"tokenizer={tiny_dirs['dense']}",
+                                                              f"data.source={tiny_dirs['corpus']}")])
+    assert res.exit_code == 4 and "held-out text (data.validation_file, --held-out): the text corpus" in res.stderr
+
+
 def test_a_run_held_out_on_a_folder_is_scored_again_on_it_whatever_its_layout(tiny_dirs, tmp_path):
     """pretrain --held-out FOLDER reads every .txt file in it; eval without --task reads it so too, even
     laid out as wikitext-2 splits (where --task wikitext2 --data-dir reads the split's file alone)."""
