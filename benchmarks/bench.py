@@ -183,29 +183,29 @@ def paired_inference(dense, model, batch, warmup, repeat) -> tuple[float, float,
 
 
 def neuron_speedup(shape=(4, 16, 128, 1536), warmup=1, repeat=3) -> dict:
-    """Forward + backward of one elastic bi-spiking neuron: each implementation against the reference."""
+    """Forward + backward of one elastic bi-spiking neuron: each implementation against the reference,
+    the reference and the implementation alternating (`paired_times`), as the model ratios are."""
     x = torch.randn(*shape, device=DEVICE)
     n = BiSpikeNeuron(shape[0]).to(DEVICE)
     n(x)  # calibrate
     g = torch.randn(*shape, device=DEVICE)
 
     def run(impl):
-        n.impl = impl
-
         def f():
+            n.impl = impl
             xi = x.detach().requires_grad_()
             n(xi).backward(g)
 
-        return median_time(f, warmup + (1 if impl == "compiled" else 0), repeat)
+        return f
 
-    times = {impl: run(impl) for impl in ("reference", "fast", "compiled")}
-    ref = times["reference"]
-    return {
-        "shape": list(shape),
-        **{f"{k}_s": v for k, v in times.items()},
-        "speedup_fast": ref / times["fast"],
-        "speedup_compiled": ref / times["compiled"],
-    }
+    out: dict = {"shape": list(shape)}
+    for impl in ("fast", "compiled"):
+        ref_s, impl_s, ratio = paired_times(run("reference"), run(impl), warmup + (1 if impl == "compiled" else 0),
+                                            repeat)
+        out.setdefault("reference_s", ref_s)
+        out[f"{impl}_s"] = impl_s
+        out[f"speedup_{impl}"] = 1 / ratio
+    return out
 
 
 def precision_bench(shape: dict, T: int, batch: dict, warmup: int, repeat: int) -> dict:
@@ -347,12 +347,11 @@ def default_path_bench(timesteps, batch, dense, dense_mem: int, dense_train, den
     from spikelm_core.models.common import CompilableLayer
     from spikelm_core.training.pipeline import AUTO_COMPILE_MIN_STEPS, compile_if_asked
 
-    exe = Path(sys.executable).with_name("spikelm")
     out: dict = {}
     for T in timesteps:
         folder = workdir / f"minilm-spiking-T{T}"
-        if not (folder / "config.json").exists():
-            subprocess.run([str(exe), "convert", "minilm", "--out", str(folder), "-T", str(T), "--format", "json"],
+        if not (folder / "config.json").exists():  # this interpreter's spikelm (the checkout's, not another install's)
+            subprocess.run([sys.executable, "-m", "spikelm_cli", "convert", "minilm", "--out", str(folder), "-T", str(T), "--format", "json"],
                            check=True, capture_output=True, text=True)
         per: dict = {}
         for mode in ("as_loaded", "recipe"):
@@ -384,30 +383,47 @@ def default_path_bench(timesteps, batch, dense, dense_mem: int, dense_train, den
 
 
 def energy_wall_time() -> float | None:
-    exe = Path(sys.executable).with_name("spikelm")
-    if not exe.exists():
-        return None
-    probe = subprocess.run([str(exe), "energy", "--help"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        return None
+    """Wall time of `spikelm energy --k 2 3 4` run by this interpreter; None (with the reason on stderr)
+    when the command fails."""
     t0 = time.perf_counter()
-    res = subprocess.run([str(exe), "energy", "--k", "2", "3", "4", "--format", "json"], capture_output=True, text=True)
-    return time.perf_counter() - t0 if res.returncode == 0 else None
+    res = subprocess.run([sys.executable, "-m", "spikelm_cli", "energy", "--k", "2", "3", "4", "--format", "json"],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        print(f"spikelm energy failed (exit {res.returncode}); energy_command_s is null: "
+              f"{(res.stderr.strip().splitlines() or [''])[-1]}", file=sys.stderr)
+        return None
+    return time.perf_counter() - t0
 
 
 #: the harness's sections besides the dense model (`--only`)
 SECTIONS = ("default-path", "explicit", "neuron", "precision", "energy", "generation")
 
 
+def _count(least: int):
+    """An argparse type: an integer of at least `least` (a clear usage error otherwise, not a traceback
+    or a run that measures nothing)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+        return value
+
+    return parse
+
+
 def main() -> None:
     global DEVICE
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", choices=sorted(SHAPES), default="minilm")
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--seq-len", type=int, default=128)
-    ap.add_argument("--timesteps", type=int, nargs="+", default=[1, 4])
-    ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--batch", type=_count(1), default=16)
+    ap.add_argument("--seq-len", type=_count(2), default=128)
+    ap.add_argument("--timesteps", type=_count(1), nargs="+", default=[1, 4])
+    ap.add_argument("--warmup", type=_count(0), default=1)
+    ap.add_argument("--repeat", type=_count(1), default=5)
     ap.add_argument("--quick", action="store_true", help="tiny shapes, for a smoke run")
     ap.add_argument("--neuron-impl", choices=["fast", "compiled", "reference"], default="compiled",
                     help="neuron implementation of the spiking model with --exec neurons (default: compiled)")

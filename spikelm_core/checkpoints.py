@@ -56,7 +56,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from .errors import CheckpointError, ConfigError, OutputError, first_details
+from .errors import CheckpointError, ConfigError, OutputError, SpikelmError, first_details
 from .hub import cached_snapshot, download_snapshot, hub_offline, hub_reachable, offline_flag
 from .io import atomic_output_dir, atomic_write_bytes, check_output_location, wrapped_os_error
 from .log import get_logger
@@ -867,6 +867,8 @@ def instantiate(cls, config, where: str) -> nn.Module:
     """`cls(config)`, with a model too large for this machine's memory refused by name, not by a traceback."""
     try:
         return cls(config)
+    except SpikelmError:  # already says what is wrong (e.g. a bad SPIKELM_NEURON_IMPL): not the config's fault
+        raise
     except Exception as exc:  # MemoryError is an Exception too
         first = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]}"
         sizes = ", ".join(f"{name} {getattr(config, name)}" for name in ("vocab_size", "hidden_size", "intermediate_size",

@@ -28,6 +28,16 @@ def test_bench_quick_smoke_run(tmp_path):
     assert point["activation_memory_ratio"] == pytest.approx(point["activation_memory_ratio_over_T"] * 3)
 
 
+@pytest.mark.parametrize("args,needle", [(["--repeat", "0"], "--repeat: must be at least 1"),
+                                         (["--timesteps", "0"], "--timesteps: must be at least 1"),
+                                         (["--batch", "0"], "--batch: must be at least 1")])
+def test_bench_refuses_counts_that_measure_nothing(tmp_path, args, needle):
+    res = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench.py"), "--quick", "--only", "explicit", *args,
+                          "--out", str(tmp_path / "b.json")], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert res.returncode == 2 and needle in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "b.json").exists()
+
+
 def _glue_bench(tmp_path, script: str, *args: str) -> subprocess.CompletedProcess:
     """benchmarks/<script> on a tiny dense SST-2 teacher (made once per tmp_path) and tiny GLUE files:
     the teacher, --task sst2, --data-dir, then `args`."""

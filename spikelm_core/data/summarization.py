@@ -68,9 +68,17 @@ def _read_file(path: Path, split: str) -> datasets.Dataset:
         raise DataError(f"'{path}': expected a .jsonl, .json or .csv file, got '{suffix or 'no suffix'}'")
     builder = "csv" if suffix == ".csv" else "json"
     _check_utf8(path)  # pyarrow's JSON reader takes bad bytes in silently, and they surface later as a traceback
+    from datasets.fingerprint import Hasher
+
+    from .text import file_stamp
+
+    # the datasets cache keys a local file by its path and mtime alone: an edit that keeps the mtime
+    # (cp -p, rsync -t, a restored backup) would read the old rows back. The config name carries the
+    # file's full stamp (inode, size, mtime, ctime), as the text corpus cache does.
+    stamp = Hasher.hash([file_stamp(str(path.resolve()))])
     try:
         with quiet_progress():  # "Generating train split" bars: the CLI shows the run's own progress
-            ds = datasets.load_dataset(builder, data_files={split: str(path)}, split=split)
+            ds = datasets.load_dataset(builder, name=f"spikelm-{stamp}", data_files={split: str(path)}, split=split)
     except Exception as exc:  # pyarrow / json parse errors come in many types
         problem = _file_problem(path)
         if problem is not None:

@@ -251,7 +251,7 @@ def _sequences(batch: dict, indices: list[int], *, cls_id: int, sep_id: int, nsp
 _CACHE_FORMAT = "spikelm-mlm-4"
 
 
-def _file_stamp(path: str) -> tuple:
+def file_stamp(path: str) -> tuple:
     """What says a file changed: path, inode, size, modification and status-change times (ctime: a
     same-size edit whose mtime was set back, as `cp -p` or `rsync -t` do, still changes it)."""
     try:
@@ -297,7 +297,7 @@ def mlm_dataset(source: str | Path, tokenizer: Any, max_length: int = 128, *, ns
 
     Built for corpora of any size: documents stream from the files, are tokenised in batches and
     written to Arrow files in the `datasets` cache (HF_DATASETS_CACHE), memory-mapped rather than held
-    in memory, with a progress bar. The cache is keyed by the files (`_file_stamp`),
+    in memory, with a progress bar. The cache is keyed by the files (`file_stamp`),
     the tokenizer's content, the lengths and the seed, so a rerun or a resumed run reads it back
     instead of tokenising again, and an edited file or another tokenizer builds a new one."""
     import datasets
@@ -308,7 +308,7 @@ def mlm_dataset(source: str | Path, tokenizer: Any, max_length: int = 128, *, ns
     cls_id, sep_id, _ = require_special_tokens(tokenizer, ("cls", "sep", "mask"), "masked-LM training needs")
     body = max_length - (3 if nsp else 2)
     files = corpus_files(source)
-    stamp = Hasher.hash([_CACHE_FORMAT, [_file_stamp(f) for f in files]])
+    stamp = Hasher.hash([_CACHE_FORMAT, [file_stamp(f) for f in files]])
     docs = _cached(lambda: datasets.Dataset.from_generator(
         _documents, gen_kwargs={"files": files, "stamp": stamp}, fingerprint=stamp,
         features=datasets.Features({"lines": datasets.List(datasets.Value("string"))})))

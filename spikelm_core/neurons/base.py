@@ -26,7 +26,11 @@ def default_impl() -> str:
 
     impl = os.environ.get("SPIKELM_NEURON_IMPL", "fast")
     if impl not in IMPLS:
-        raise ValueError(f"SPIKELM_NEURON_IMPL must be one of {', '.join(IMPLS)}, got {impl!r}")
+        from ..errors import ConfigError
+
+        raise ConfigError(f"the environment variable SPIKELM_NEURON_IMPL={impl!r} is not a neuron implementation",
+                          details=[f"choices: {', '.join(IMPLS)}"],
+                          hint="unset it (the default, 'fast', is what every command runs) or set one of the choices")
     return impl
 
 

@@ -287,6 +287,12 @@ def compile_if_asked(model, mode: str, *, work: int = 0, threshold: int = AUTO_C
         if compilable:
             log.info("compile: auto -> %s (%d %s; compiled from %d)", mode, work,
                      "steps" if threshold == AUTO_COMPILE_MIN_STEPS else "examples", threshold)
+    if mode == "layers" and any(getattr(m, "impl", None) == "reference" for m in model.modules()):
+        # the reference loops were asked for (SPIKELM_NEURON_IMPL=reference): compiled layers would run
+        # the fast neurons instead, so they stay eager (as a model's own "auto" compile leaves them)
+        log.info("compile %r: the neurons run the reference loops (SPIKELM_NEURON_IMPL=reference), so the "
+                 "spiking layers stay eager", asked)
+        mode = "none"
     if mode != "layers":
         set_compile_policy(model, "none")  # decided here: the layers do not compile on their own
         return 0

@@ -216,3 +216,16 @@ def test_the_progress_line_of_a_generation_pass():
     assert progress_line(64, 400, 32.0) == "summaries 64/400 | 2.0 documents/s | eta 0:02:48"
     assert progress_line(400, 400, 200.0) == "summaries 400/400 | 2.0 documents/s | 200.0 s"
     assert progress_line(0, 400, 0.0) == "summaries 0/400"
+
+
+def test_an_edited_file_is_read_again_even_with_its_old_mtime(tmp_path):
+    """The datasets cache keys a local file by path and mtime: an edit that keeps the mtime (cp -p,
+    rsync -t) must still be read afresh, not served from the cache."""
+    import os
+
+    f = write_jsonl(tmp_path / "validation.jsonl", [{"document": "old text", "summary": "old"}])
+    st = os.stat(f)
+    assert load_summarization("xsum", "validation", data_dir=tmp_path)[0]["document"] == "old text"
+    write_jsonl(f, [{"document": "new longer text", "summary": "new"}])
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert load_summarization("xsum", "validation", data_dir=tmp_path)[0]["document"] == "new longer text"

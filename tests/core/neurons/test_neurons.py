@@ -346,3 +346,19 @@ def test_model_config_lif_constants_are_checked():
                          (float("inf"), "lif_tau must be a finite number")):
         with pytest.raises(ValueError, match=message):
             check_model_neuron_fields({"neuron_kind": "lif", "lif_tau": bad})
+
+
+def test_a_bad_neuron_impl_variable_is_a_config_error_naming_it(monkeypatch):
+    """SPIKELM_NEURON_IMPL is read when a neuron is built: a wrong value is named as the variable's fault
+    (exit 2), not blamed on the model's config.json."""
+    from spikelm_core.errors import ConfigError
+    from spikelm_core.models.spiking_bert import SpikingBertConfig, SpikingBertForSequenceClassification
+    from spikelm_core.checkpoints import instantiate
+
+    monkeypatch.setenv("SPIKELM_NEURON_IMPL", "bogus")
+    with pytest.raises(ConfigError, match="SPIKELM_NEURON_IMPL='bogus'"):
+        BiSpikeNeuron(2)
+    cfg = SpikingBertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                            intermediate_size=16, num_timesteps=2)
+    with pytest.raises(ConfigError, match="SPIKELM_NEURON_IMPL"):
+        instantiate(SpikingBertForSequenceClassification, cfg, "config.json")

@@ -40,6 +40,18 @@ def test_compile_auto_compiles_long_runs_only(mode, work, threshold, compiled):
     assert _layers_compiled(model) == [compiled] * TINY["num_hidden_layers"]
 
 
+@pytest.mark.parametrize("mode", ["auto", "layers"])
+def test_reference_neurons_asked_for_stay_eager(mode, monkeypatch):
+    """SPIKELM_NEURON_IMPL=reference is kept: compiled layers would switch the neurons to "fast"."""
+    from spikelm_core.neurons import spiking_neurons
+
+    monkeypatch.setenv("SPIKELM_NEURON_IMPL", "reference")
+    model = SpikingBertForSequenceClassification(SpikingBertConfig(**TINY, num_timesteps=2))
+    assert compile_if_asked(model, mode, work=10**6) == 0
+    assert _layers_compiled(model) == [False] * TINY["num_hidden_layers"]
+    assert {n.impl for _, n in spiking_neurons(model)} == {"reference"}
+
+
 def test_compile_auto_leaves_models_without_spiking_layers_alone(caplog):
     from transformers import BertConfig, BertForSequenceClassification
 
