@@ -37,7 +37,7 @@ def sweep_result(report, fmt) -> None:
         settings = ", ".join(f"{k}={v}" for k, v in row.values.items())
         if row.same_as:
             settings += f" (= {row.same_as}, not run again)"
-        t.add_row(row.name, settings, "–" if row.metric is None else f"{shown(row.metric, row.metric_name):.1f}",
+        t.add_row(escape(row.name), escape(settings), "–" if row.metric is None else f"{shown(row.metric, row.metric_name):.1f}",
                   _num(row.firing_rate), _num(row.energy_firing_rate), _num(row.energy_ratio, 2),
                   "*" if row.pareto else "", minutes_text(row))
     out.print(t)

@@ -1475,9 +1475,7 @@ def load_teacher(
                         need_tokenizer=False, attn_implementation="eager" if attn_eager else None,
                         label_maps=label_maps)
     model = loaded.model
-    prefix = getattr(model, "base_model_prefix", "") + "."
-    buffers = {n for n, _ in model.named_buffers()}
-    head_missing = [k for k in loaded.weights.newly_initialised if not k.startswith(prefix) and k not in buffers]
+    head_missing = head_weights_missing(loaded)
     if head_missing:
         archs = ", ".join(cfg.get("architectures") or []) or "none"
         raise CheckpointError(
@@ -1491,6 +1489,18 @@ def load_teacher(
         check_teacher(model, student, distill=distill, num_labels=num_labels, source=name, positions=positions,
                       positions_key=positions_key)
     return model
+
+
+def head_weights_missing(loaded: LoadedModel) -> list[str]:
+    """The head's tensors `loaded` started from random values because its checkpoint lacks them: those
+    newly initialised outside the base model (`base_model_prefix`), buffers (BART's final_logits_bias,
+    zeros) left out. The base model's own (a pooler) are not head weights."""
+    if loaded.weights is None:
+        return []
+    model = loaded.model
+    prefix = getattr(model, "base_model_prefix", "") + "."
+    buffers = {n for n, _ in model.named_buffers()}
+    return [k for k in loaded.weights.newly_initialised if not k.startswith(prefix) and k not in buffers]
 
 
 # ------------------------------------------------------------------------------------- saving

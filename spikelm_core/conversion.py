@@ -19,7 +19,8 @@ import torch
 
 from .calibration import (CALIBRATION_BATCH_SIZE, CALIBRATION_SEQ_LEN, CONVERT_AMPLITUDES, calibrate, calibration_text,
                           check_token_ids, text_batches)
-from .checkpoints import MODEL_TYPES, is_spiking_type, load_model, read_config, resolve_source, save_model
+from .checkpoints import (MODEL_TYPES, head_weights_missing, is_spiking_type, load_model, read_config, resolve_source,
+                          save_model)
 from .errors import CheckpointError, ConfigError
 from .firing import measure_firing
 from .io import check_output_dir
@@ -170,12 +171,7 @@ def check_head_loaded(loaded, name: str) -> None:
     classifier) has weights the checkpoint lacks: a converted causal LM with a random LM head scores and
     generates noise, which a 'note' under the summary does not make clear. Buffers (BART's
     final_logits_bias, zeros) and the base model's own tensors (a pooler) are not head weights."""
-    if loaded.head == "base" or loaded.weights is None:
-        return
-    model = loaded.model
-    prefix = getattr(model, "base_model_prefix", "") + "."
-    buffers = {n for n, _ in model.named_buffers()}
-    missing = [k for k in loaded.weights.newly_initialised if not k.startswith(prefix) and k not in buffers]
+    missing = [] if loaded.head == "base" else head_weights_missing(loaded)
     if not missing:
         return
     archs = ", ".join(loaded.config.get("architectures") or []) or "none"
@@ -185,8 +181,10 @@ def check_head_loaded(loaded, name: str) -> None:
         f"'{name}' is a {archs} but holds no weights for its {head} head: converting it would start that head "
         "from random values",
         details=[f"missing: {', '.join(missing[:3])}" + (", ..." if len(missing) > 3 else "")],
-        hint="give the complete checkpoint; if its output layer shares the token embeddings, set "
-        "\"tie_word_embeddings\": true in config.json",
+        hint="give the complete checkpoint" + ("; if its output layer shares the token embeddings, set "
+                                               "\"tie_word_embeddings\": true in config.json"
+                                               if any(k.endswith("lm_head.weight") or ".decoder.weight" in k for k in missing)
+                                               else ""),
     )
 
 

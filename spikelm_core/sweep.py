@@ -45,7 +45,7 @@ from .io import atomic_write_bytes, atomic_write_text, check_output_location
 from .training.callbacks import read_metrics
 from .training.results import Timer
 from .training.rundir import (FINAL, METRICS, RUN_CONFIG, changed_settings, continue_with, default_out_dir,
-                               is_main_process)
+                               is_main_process, launcher)
 
 SWEEP_SCHEMA = "spikelm.sweep/1"
 POINT_FILE = "sweep_point.json"
@@ -468,7 +468,7 @@ def _energy(final_dir: Path, run_cfg, settings) -> dict[str, Any]:
 
 
 def _replay(command: str, run_dir: Path) -> str:
-    return f"spikelm {command} {run_dir / RUN_CONFIG} --resume auto"
+    return f"{launcher()} {command} {run_dir / RUN_CONFIG} --resume auto"  # torchrun's, under torchrun
 
 
 def learning_curve(run_dir: Path, metric: str | None) -> list[list[float]]:

@@ -283,6 +283,13 @@ def resolve_resume(resume: str | None, out_dir: Path) -> str | None:
     if not path.exists():
         raise CheckpointError(f"--resume '{resume}' is neither auto, never nor an existing directory",
                               hint="give a checkpoint-<step>/ directory of an earlier run, or --resume auto")
+    missing = _missing_rank_states(path)
+    if missing and (path / "trainer_state.json").is_file():  # its state file is there: name what is not
+        raise CheckpointError(
+            f"cannot resume from '{resume}': it lacks {', '.join(missing)} (another process's random state; "
+            "its save did not finish on every rank)",
+            hint="resume from an earlier checkpoint of the run, or --resume auto (which skips this one)",
+        )
     if not checkpoint_is_complete(path):
         raise CheckpointError(
             f"'{resume}' is not a Trainer checkpoint, or its save did not finish (no readable trainer_state.json)",
@@ -306,7 +313,6 @@ def check_resume_state(checkpoint: str) -> None:
     lacking = [name for name in ("optimizer.pt", "scheduler.pt") if not (folder / name).is_file()]
     if processes_of_checkpoint(folder) is None:
         lacking.append("rng_state.pth")
-    lacking += _missing_rank_states(folder)  # another rank's random state: that rank would restart its own
     if lacking:  # the Trainer would go on without them in silence: a fresh optimizer, warmup and data order
         raise CheckpointError(
             f"cannot resume from '{folder}': it lacks {', '.join(lacking)}",
@@ -609,13 +615,15 @@ def with_glue_dir(cfg):
 
 def launcher() -> str:
     """How this process was started, as the start of a command that runs it again: `spikelm`, or under
-    torchrun (WORLD_SIZE > 1) `torchrun --nproc-per-node N -m spikelm_cli` (with `--nnodes` across
-    nodes), so that a continued run keeps its processes and global batch."""
+    torchrun (WORLD_SIZE > 1) `torchrun --nproc-per-node N -m spikelm_cli` (across nodes with `--nnodes`
+    and a placeholder for the rendezvous options, which the environment does not tell), so that a
+    continued run keeps its processes and global batch."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return "spikelm"
     local = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
-    nodes = f"--nnodes {world // local} " if local and world // local > 1 else ""
+    nodes = (f"--nnodes {world // local} <the rendezvous options it was started with> "
+             if local and world // local > 1 else "")
     return f"torchrun {nodes}--nproc-per-node {local} -m spikelm_cli"
 
 

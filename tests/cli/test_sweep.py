@@ -118,3 +118,25 @@ def test_grid_with_sweep_settings_on_a_recipe_without_a_sweep_and_no_resume_flag
     assert res.exit_code == 2, (res.stdout, res.stderr)
     assert "--resume auto is for one run" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "s").exists()
+
+
+def test_sweep_table_shows_settings_and_names_as_text(monkeypatch):
+    """A path with brackets in a point's settings or the reference's model reaches rich as text: '[/b]' was
+    a MarkupError traceback and '[v2]' vanished."""
+    from spikelm_cli import render_sweep
+    from spikelm_cli.params import OutputFormat
+    from spikelm_core.sweep import SweepReport, SweepRow
+
+    ref = SweepRow(name="reference", values={"model": "runs/t[v2]"}, status="reference", metric=0.9,
+                   metric_name="accuracy")
+    rows = [SweepRow(name="p[/b]", values={"model": "runs/a[/b]"}, status="done", metric=0.8, metric_name="accuracy")]
+    import io
+
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    monkeypatch.setattr(render_sweep, "out", Console(file=buffer, width=200, highlight=False))
+    render_sweep.sweep_result(SweepReport(command="finetune", task="sst2", out_dir="/tmp/x", rows=rows, reference=ref),
+                              OutputFormat.table)
+    shown = buffer.getvalue()
+    assert "model=runs/t[v2]" in shown and "model=runs/a[/b]" in shown and "p[/b]" in shown

@@ -369,4 +369,15 @@ def test_the_continue_command_names_torchrun_under_torchrun(tmp_path, monkeypatc
     assert "torchrun --nproc-per-node 2 -m spikelm_cli finetune" in replay_header("finetune", tmp_path)
     monkeypatch.setenv("WORLD_SIZE", "16")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
-    assert launcher() == "torchrun --nnodes 2 --nproc-per-node 8 -m spikelm_cli"
+    assert launcher() == ("torchrun --nnodes 2 <the rendezvous options it was started with> --nproc-per-node 8 "
+                          "-m spikelm_cli")
+
+
+def test_resuming_explicitly_from_a_checkpoint_lacking_a_rank_state_names_the_file(tmp_path):
+    """`--resume checkpoint-N` whose trainer_state.json is there but another rank's rng_state_<rank>.pth is not:
+    the error names the missing file (it said "no readable trainer_state.json")."""
+    alone = _checkpoint(tmp_path, 4, files=False)
+    (alone / "rng_state_0.pth").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"lacks rng_state_1\.pth") as info:
+        resolve_resume(str(alone), tmp_path)
+    assert "trainer_state.json" not in info.value.message
