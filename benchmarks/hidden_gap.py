@@ -131,17 +131,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from pydantic import ValidationError
+    from spikelm_cli.errors import run_script
 
-    from spikelm_core.errors import SpikelmError
-
-    try:
-        main()
-    except SpikelmError as exc:  # a bad model, task or data folder: the message, not a traceback
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(exc.exit_code) from None
-    except ValidationError as exc:  # a neuron field out of range
-        from spikelm_core.neurons.settings import validation_messages
-
-        print("error: " + "; ".join(validation_messages(exc, "neuron")), file=sys.stderr)
-        raise SystemExit(2) from None
+    run_script(main)

@@ -34,6 +34,25 @@ def report(exc: SpikelmError) -> None:
         err.print(f"[yellow]hint:[/] {escape(exc.hint)}", soft_wrap=True)
 
 
+def run_script(main) -> None:
+    """A script's `main()` (benchmarks/*.py) run as the CLI runs a command: a SpikelmError (a bad model,
+    task or data folder) or a neuron setting out of range gives its `error:` lines and exit code, not
+    a traceback."""
+    from pydantic import ValidationError
+
+    try:
+        main()
+    except SpikelmError as exc:
+        report(exc)
+        raise SystemExit(exc.exit_code) from None
+    except ValidationError as exc:
+        from spikelm_core.errors import ConfigError
+        from spikelm_core.neurons.settings import validation_messages
+
+        report(ConfigError("invalid neuron settings", details=validation_messages(exc, "neuron")))
+        raise SystemExit(2) from None
+
+
 #: errno values that mean "the output location cannot take the write", not a bug.
 _OUTPUT_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EBUSY, errno.EDQUOT, errno.EFBIG}
 

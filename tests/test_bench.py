@@ -1,6 +1,7 @@
 """The benchmark harness runs (tiny shapes, eager layers): sections and JSON keys."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -85,3 +86,16 @@ def test_hidden_gap_compares_each_layer_with_the_teacher(tmp_path):
     assert rows["converted num_timesteps=2"] != rows["converted num_timesteps=2,reset=soft,decay=1.0"]
     bad = _glue_bench(tmp_path, "hidden_gap.py", "--convert", "reset")
     assert bad.returncode != 0 and "expected key=value" in bad.stderr
+
+
+@pytest.mark.parametrize("script,args,code,needle", [
+    ("hidden_gap.py", ["{tmp}/nope", "--task", "sst2", "--data-dir", "{tmp}", "--convert", ""], 3, "nope"),
+    ("spike_sites.py", ["{tmp}/nope", "--task", "sst2", "--data-dir", "{tmp}"], 3, "nope"),
+], ids=["hidden_gap missing teacher", "spike_sites missing model"])
+def test_the_study_scripts_give_errors_not_tracebacks(tmp_path, script, args, code, needle):
+    """The scripts run their main through spikelm_cli.errors.run_script: the CLI's `error:` lines and exit code."""
+    res = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *(a.format(tmp=tmp_path) for a in args)],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    assert res.returncode == code, res.stderr[-2000:]
+    assert res.stderr.startswith("error: ") and needle in res.stderr and "Traceback" not in res.stderr
