@@ -414,7 +414,7 @@ class CompilableLayer(nn.Module):
         if torch.jit.is_tracing() or torch.compiler.is_compiling() or not self._compilable_now():
             return
         self.__dict__["_auto_tried"] = True
-        if any(getattr(n, "impl", None) == "reference" for n in self.__dict__["_neurons_cache"]):
+        if any(getattr(n, "impl", None) == "reference" for n in self._neurons()):
             return  # the reference loops were asked for: they stay eager
         from ..neurons import set_neuron_impl
 
@@ -436,13 +436,23 @@ class CompilableLayer(nn.Module):
             modules = self.__dict__["_sharing_cache"] = [m for m in self.modules() if isinstance(m, SharedInputProjections)]
         return modules
 
-    def _compilable_now(self) -> bool:
-        if torch.jit.is_tracing() or torch.compiler.is_compiling():
-            return False
+    def _neurons(self) -> list:
         neurons = self.__dict__.get("_neurons_cache")
         if neurons is None:
             neurons = self.__dict__["_neurons_cache"] = [m for m in self.modules() if isinstance(m, SpikingNeuron)]
-        return all(n.is_calibrated and not n._forward_hooks for n in neurons)  # hooked: firing is recorded
+        return neurons
+
+    def checkpointable(self) -> bool:
+        """Whether gradient checkpointing may recompute this layer: every neuron is calibrated. A
+        neuron calibrating inside the forward would change the layer's work between the forward
+        and the recomputation (it calibrates once; shared projections run apart while uncalibrated),
+        which `torch.utils.checkpoint` refuses; such a step runs without checkpointing."""
+        return all(n.is_calibrated for n in self._neurons())
+
+    def _compilable_now(self) -> bool:
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return False
+        return all(n.is_calibrated and not n._forward_hooks for n in self._neurons())  # hooked: firing is recorded
 
     def compile_forward(self, **compile_kwargs) -> None:
         """Compile `_forward` (neurons should run "fast" or "inline", which the compiler traces)."""
@@ -544,6 +554,20 @@ def compile_layers(model: nn.Module, *, dynamic: bool | None = None) -> int:
         layer.compile_forward(dynamic=dynamic)
     set_neuron_impl(model, "fast")  # traced into the layer graph; "compiled" would nest a compile
     return len(layers)
+
+
+def model_output(out, return_dict: bool | None, config):
+    """`out` as transformers models return it: the output object, or with `return_dict` False (the
+    argument, else `config.return_dict`) its tuple of the fields that are set."""
+    return out if (return_dict if return_dict is not None else config.return_dict) else out.to_tuple()
+
+
+def refuse_attentions(kwargs, model: str) -> None:
+    """ValueError for `output_attentions=True` on a model that does not return attention maps (rather
+    than an output without them)."""
+    if kwargs.get("output_attentions"):
+        raise ValueError(f"{model} does not return attention maps (output_attentions=True); the spiking BERT "
+                         "does (its eager attention)")
 
 
 def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

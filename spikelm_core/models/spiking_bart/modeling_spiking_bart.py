@@ -52,7 +52,9 @@ from ..common import (
     causal_mask,
     make_kv_spike,
     make_neuron,
+    model_output,
     read_out,
+    refuse_attentions,
     uniform_dropout,
     token_cross_entropy,
 )
@@ -391,6 +393,7 @@ class SpikingBartModel(SpikingBartPreTrainedModel):
         past_key_values=None,
         **kwargs,
     ):
+        refuse_attentions(kwargs, "spiking BART")
         cache = cache if cache is not None else past_key_values
         output_hidden_states = bool(output_hidden_states)
         if decoder_input_ids is None:
@@ -412,13 +415,13 @@ class SpikingBartModel(SpikingBartPreTrainedModel):
             decoder_input_ids, self._encoder_steps(encoder_outputs), attention_mask, decoder_attention_mask, cache,
             output_hidden_states=output_hidden_states,
         )
-        return Seq2SeqModelOutput(
+        return model_output(Seq2SeqModelOutput(
             last_hidden_state=read_out(h, self.config),
             cache=cache,
             decoder_hidden_states=dec_states,
             encoder_last_hidden_state=encoder_outputs.last_hidden_state,
             encoder_hidden_states=encoder_outputs.hidden_states,
-        )
+        ), return_dict, self.config)
 
 
 class SpikingBartForConditionalGeneration(TiedKeysNotSaved, SpikingBartPreTrainedModel, GenerationMixin):
@@ -469,6 +472,7 @@ class SpikingBartForConditionalGeneration(TiedKeysNotSaved, SpikingBartPreTraine
         past_key_values=None,
         **kwargs,
     ):
+        refuse_attentions(kwargs, "spiking BART")
         if labels is not None:
             use_cache = False
             if decoder_input_ids is None:
@@ -479,16 +483,16 @@ class SpikingBartForConditionalGeneration(TiedKeysNotSaved, SpikingBartPreTraine
             input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
             decoder_attention_mask=decoder_attention_mask, encoder_outputs=encoder_outputs,
             cache=cache if cache is not None else past_key_values, use_cache=use_cache,
-            output_hidden_states=output_hidden_states,
+            output_hidden_states=output_hidden_states, return_dict=True,
         )
         logits = self.lm_head(out.last_hidden_state) + self.final_logits_bias
         loss = None
         if labels is not None:
             loss = token_cross_entropy(logits, labels)
-        return Seq2SeqLMOutput(
+        return model_output(Seq2SeqLMOutput(
             loss=loss, logits=logits, cache=out.cache, decoder_hidden_states=out.decoder_hidden_states,
             encoder_last_hidden_state=out.encoder_last_hidden_state, encoder_hidden_states=out.encoder_hidden_states,
-        )
+        ), return_dict, self.config)
 
     def prepare_inputs_for_generation(self, input_ids, *args, **kwargs):
         """`generate()`'s step inputs, with a decoder mask that marks the tokens fed after a sequence's

@@ -51,6 +51,7 @@ from ..common import (
     attention_with_dropout,
     make_kv_spike,
     make_neuron,
+    model_output,
     read_out,
     token_cross_entropy,
 )
@@ -195,7 +196,7 @@ class SpikingBertEncoder(nn.Module):
         """`h: [T, B, L, D]` -> last `[T, B, L, D]`, per-layer states and attention probabilities."""
         states, attns = [h] if output_hidden_states else None, [] if output_attentions else None
         for layer in self.layer:
-            if self.gradient_checkpointing and self.training:
+            if self.gradient_checkpointing and self.training and layer.checkpointable():
                 h, probs = torch.utils.checkpoint.checkpoint(
                     layer, h, mask, output_attentions=output_attentions, use_reentrant=False
                 )
@@ -346,7 +347,7 @@ class SpikingBertForSequenceClassification(SpikingBertPreTrainedModel):
         result = SequenceClassifierOutput(
             loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions
         )
-        return result if return_dict is not False else result.to_tuple()
+        return model_output(result, return_dict, self.config)
 
 
 class _TiedMLMHead(TiedKeysNotSaved):
@@ -410,7 +411,7 @@ class SpikingBertForMaskedLM(_TiedMLMHead, SpikingBertPreTrainedModel):
         if labels is not None:
             loss = token_cross_entropy(logits, labels)
         result = MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
-        return result if return_dict is not False else result.to_tuple()
+        return model_output(result, return_dict, self.config)
 
 
 class SpikingBertForPreTraining(_TiedMLMHead, SpikingBertPreTrainedModel):
@@ -453,7 +454,7 @@ class SpikingBertForPreTraining(_TiedMLMHead, SpikingBertPreTrainedModel):
             loss=loss, prediction_logits=mlm_logits, seq_relationship_logits=nsp_logits,
             hidden_states=out.hidden_states, attentions=out.attentions, mlm_loss=mlm_loss, nsp_loss=nsp_loss,
         )
-        return result if return_dict is not False else result.to_tuple()
+        return model_output(result, return_dict, self.config)
 
 
 __all__ = [

@@ -59,7 +59,9 @@ from ..common import (
     causal_mask,
     make_kv_spike,
     make_neuron,
+    model_output,
     read_out,
+    refuse_attentions,
 )
 from .configuration_spiking_llama import SpikingLlamaConfig
 
@@ -237,6 +239,7 @@ class SpikingLlamaModel(SpikingLlamaPreTrainedModel):
         T-mean of every layer's output but the last, then `last_hidden_state` (after the final norm),
         so a dense teacher's hidden states compare entry for entry;
         `output_spike_states=True` adds the last layer's per-step `[T, B, L, D]` output."""
+        refuse_attentions(kwargs, "spiking Llama")
         cache = cache if cache is not None else past_key_values
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
@@ -256,7 +259,7 @@ class SpikingLlamaModel(SpikingLlamaPreTrainedModel):
         h = emb.unsqueeze(0).expand(self.config.num_timesteps, B, L, D)  # direct encoding: the same input at every step
         states = [emb] if output_hidden_states else None
         for layer in self.layers:
-            if self.gradient_checkpointing and self.training:
+            if self.gradient_checkpointing and self.training and layer.checkpointable():
                 h = torch.utils.checkpoint.checkpoint(layer, h, cos, sin, mask, None, use_reentrant=False)
             else:
                 h = layer(h, cos, sin, mask, cache)
@@ -265,12 +268,12 @@ class SpikingLlamaModel(SpikingLlamaPreTrainedModel):
         last = self.norm(read_out(h, self.config))
         if states is not None:
             states[-1] = last  # transformers' Llama: the final entry is the normed output
-        return SpikingLlamaModelOutput(
+        return model_output(SpikingLlamaModelOutput(
             last_hidden_state=last,
             cache=cache,
             hidden_states=tuple(states) if states is not None else None,
             spike_states=h if output_spike_states else None,
-        )
+        ), return_dict, self.config)
 
 
 class SpikingLlamaForCausalLM(TiedKeysNotSaved, SpikingLlamaPreTrainedModel, GenerationMixin):
@@ -314,12 +317,13 @@ class SpikingLlamaForCausalLM(TiedKeysNotSaved, SpikingLlamaPreTrainedModel, Gen
     ) -> CausalLMOutputWithPast:
         """As `LlamaForCausalLM.forward`: `labels` are the input ids (shifted inside the loss; -100 is
         ignored); `logits_to_keep` > 0 computes the logits of the last positions only."""
+        refuse_attentions(kwargs, "spiking Llama")
         if labels is not None:
             use_cache = False
         out = self.model(
             input_ids, attention_mask=attention_mask, position_ids=position_ids,
             cache=cache if cache is not None else past_key_values, inputs_embeds=inputs_embeds,
-            use_cache=use_cache, output_hidden_states=output_hidden_states,
+            use_cache=use_cache, output_hidden_states=output_hidden_states, return_dict=True,
         )
         hidden = out.last_hidden_state
         if isinstance(logits_to_keep, int):
@@ -330,7 +334,8 @@ class SpikingLlamaForCausalLM(TiedKeysNotSaved, SpikingLlamaPreTrainedModel, Gen
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=out.cache, hidden_states=out.hidden_states)
+        return model_output(CausalLMOutputWithPast(loss=loss, logits=logits, cache=out.cache,
+                                                   hidden_states=out.hidden_states), return_dict, self.config)
 
 
 __all__ = [

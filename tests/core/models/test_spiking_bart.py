@@ -336,3 +336,22 @@ def test_resize_token_embeddings_resizes_final_logits_bias():
     assert m.final_logits_bias.shape == (1, 90)
     assert torch.equal(m.final_logits_bias[0], torch.arange(90.0))
     assert "final_logits_bias" in dict(m.named_buffers())
+
+
+def test_return_dict_false_gives_the_tuple_and_attention_maps_are_refused():
+    """The transformers contract: return_dict=False (or config.return_dict False) returns the output's
+    tuple; output_attentions=True is refused (spiking BART returns no attention maps), not ignored."""
+    torch.manual_seed(0)
+    model = SpikingBartForConditionalGeneration(tiny()).eval()
+    b = batch()
+    with torch.no_grad():
+        out = model(**b)
+        as_tuple = model(**b, return_dict=False)
+        model.config.return_dict = False
+        from_config = model(**b)
+    assert isinstance(as_tuple, tuple) and isinstance(from_config, tuple)
+    torch.testing.assert_close(as_tuple[0], out.logits)
+    torch.testing.assert_close(from_config[0], out.logits)
+    model.config.return_dict = True
+    with pytest.raises(ValueError, match="attention maps"):
+        model(**b, output_attentions=True)

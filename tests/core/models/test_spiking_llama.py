@@ -265,3 +265,48 @@ def test_a_tied_lm_head_is_ignored_on_save_so_a_resume_ties_it_again(tmp_path, t
     fresh = SpikingLlamaForCausalLM(tiny(tie_word_embeddings=tie))
     missing = set(fresh.load_state_dict(load_file(tmp_path / "model.safetensors"), strict=False).missing_keys)
     assert missing == fresh._keys_to_ignore_on_save == ({"lm_head.weight"} if tie else set())
+
+
+@pytest.mark.parametrize("family", ["llama", "bert"])
+def test_gradient_checkpointing_on_an_uncalibrated_model_equals_plain_backward(family):
+    """The first training step of a fresh model calibrates inside the forward (and its shared projections
+    run apart meanwhile): checkpointing must not recompute that step, which torch refuses."""
+    from spikelm_core.models.spiking_bert import SpikingBertConfig, SpikingBertForSequenceClassification
+
+    def fresh():
+        torch.manual_seed(0)
+        if family == "llama":
+            return SpikingLlamaForCausalLM(tiny()).train()
+        cfg = SpikingBertConfig(vocab_size=101, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                intermediate_size=32, num_timesteps=3)
+        return SpikingBertForSequenceClassification(cfg).train()
+
+    b = batch()
+    labels = b["input_ids"] if family == "llama" else torch.arange(5) % 2
+    grads = []
+    for checkpointing in (False, True):
+        m = fresh()
+        if checkpointing:
+            m.gradient_checkpointing_enable()
+        for _ in range(2):  # the calibrating step, then a recomputed one
+            torch.manual_seed(1)
+            m.zero_grad()
+            m(**b, labels=labels).loss.backward()
+        grads.append({n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], msg=name)
+
+
+def test_return_dict_false_gives_the_tuple_and_attention_maps_are_refused():
+    torch.manual_seed(0)
+    model = SpikingLlamaForCausalLM(tiny()).eval()
+    b = batch()
+    with torch.no_grad():
+        out = model(**b, use_cache=False)
+        as_tuple = model(**b, use_cache=False, return_dict=False)
+        base = model.model(**b, use_cache=False, return_dict=False)
+    assert isinstance(as_tuple, tuple) and isinstance(base, tuple)
+    torch.testing.assert_close(as_tuple[0], out.logits)
+    with pytest.raises(ValueError, match="attention maps"):
+        model(**b, output_attentions=True)
