@@ -51,7 +51,8 @@ class JsonlMetricsCallback(TrainerCallback):
 
     On resume the lines after the checkpoint's step are dropped first, and the final scores at that
     step (a run killed while it ended, or a finished run resumed: they are written again), so a run killed mid-way and
-    resumed leaves the same file as one that was never interrupted.
+    resumed leaves the same file as one that was never interrupted, but for the last record's
+    `train_loss`: the mean over the resumed steps, marked `train_loss_from_step`.
     """
 
     def __init__(self, path: str | Path, *, resume_step: int | None = None):

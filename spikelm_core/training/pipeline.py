@@ -169,7 +169,7 @@ class Pipeline:
 def record_final_metrics(trainer, run: RunDirectory, metrics: dict) -> None:
     """The final evaluation's metrics into metrics.jsonl as `final_<split>_<name>` (the families whose
     final score the Trainer's own evaluation does not log: summarisation, language modelling)."""
-    run.append_metrics({"step": trainer.state.global_step,
+    run.append_metrics({"step": trainer.state.global_step, "epoch": trainer.state.epoch,
                         **{f"final_{split}_{k}": v for split, values in metrics.items() for k, v in values.items()}})
 
 

@@ -33,6 +33,8 @@ class RunResult:
     global_step: int
     epochs: float
     train_loss: float | None
+    """The Trainer's mean training loss over the steps this call trained: from `resumed_at_step` + 1
+    on when resumed (metrics.jsonl's last record then says `train_loss_from_step`)."""
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     primary_metric: str | None = None
     best_checkpoint: str | None = None
@@ -153,7 +155,7 @@ class GenerationResult:
     schema: str = GENERATION_SCHEMA
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return json_values(asdict(self))  # non-finite numbers as null, as the other results
 
 
 def json_values(value: Any) -> Any:

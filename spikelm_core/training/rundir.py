@@ -430,7 +430,7 @@ def task_of_run(model: str | os.PathLike[str], task: str | None = None, *,
     """(the task, `-s` settings of its data) of the training run `model` belongs to, for an eval that
     names no task, or names the run's own (`task`): `spikelm eval runs/sst2/final` scores the run's task on
     the run's data (GLUE: its data.source and data.data_dir; summarisation: those, its validation file and
-    columns; wikitext2: the text its final perplexity read; a masked-LM run, pretrain or distill on text:
+    columns; both: its data.eval_subset, the dev examples its final scores read, unless `data_given`; wikitext2: the text its final perplexity read; a masked-LM run, pretrain or distill on text:
     wikitext2, the masked-LM scores, on its held-out text). None for another model, another task than
     `task`, a masked-LM run without held-out text or an unreadable run config. `data_given`: the caller
     reads other data (`--data-dir`) and drops the data settings; the log line then names the task alone."""
@@ -473,6 +473,9 @@ def task_of_run(model: str | os.PathLike[str], task: str | None = None, *,
     if family == "lm" and isinstance(data.get("validation_file"), str):
         taken = {"source": data["validation_file"]}  # the text the run's final perplexity read
     sets = [f"data.{key}={json.dumps(value)}" for key, value in taken.items()]
+    subset = data.get("eval_subset")
+    if family != "lm" and isinstance(subset, int) and not isinstance(subset, bool) and not data_given:
+        sets.append(f"data.eval_subset={subset}")  # the dev examples its final scores read (LM: settings_of_run)
     if family == "lm":  # the split its final perplexity scored (eval's own default is test)
         from ..data.lm import TRAINING_EVAL_SPLIT
 

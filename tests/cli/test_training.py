@@ -220,6 +220,7 @@ def test_pretrain_tiny_recipe(tiny_dirs, tmp_path, nsp):
     assert ("nsp_accuracy" in held_out) == nsp and "over the 16 held-out sequences" in data["firing_rate_mean"]
     final = [json.loads(x) for x in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines() if "final_" in x]
     assert final[-1]["final_validation_mlm_accuracy"] == held_out["mlm_accuracy"]
+    assert final[-1]["epoch"] == pytest.approx(data["epochs"])  # every record has step and epoch
     # eval of the saved model on the same text: the run's held-out scores again (its length, masking,
     # NSP and, on its held-out file, the number of sequences it scored taken from the run)
     res = runner.invoke(app, ["eval", str(tmp_path / "p" / "final"), "--task", "wikitext2", "--data-dir",

@@ -381,3 +381,20 @@ def test_resuming_explicitly_from_a_checkpoint_lacking_a_rank_state_names_the_fi
     with pytest.raises(CheckpointError, match=r"lacks rng_state_1\.pth") as info:
         resolve_resume(str(alone), tmp_path)
     assert "trainer_state.json" not in info.value.message
+
+
+def test_eval_of_a_run_takes_its_task_data_and_dev_subset(tmp_path):
+    """`spikelm eval RUN/final`: the run's task, data and data.eval_subset (the dev examples its final
+    scores read); with --data-dir (data_given) the task alone; another task: None."""
+    import yaml
+
+    from spikelm_core.training.rundir import task_of_run
+
+    run = tmp_path / "run"
+    (run / "final").mkdir(parents=True)
+    (run / "run_config.yaml").write_text(yaml.safe_dump(
+        {"command": "finetune", "data": {"task": "sst2", "source": "glue/sst2", "data_dir": "/g", "eval_subset": 5}}))
+    task, sets = task_of_run(run / "final")
+    assert task == "sst2" and sets == ['data.source="glue/sst2"', 'data.data_dir="/g"', "data.eval_subset=5"]
+    assert "data.eval_subset=5" not in task_of_run(run / "final", data_given=True)[1]
+    assert task_of_run(run / "final", "rte") is None
