@@ -1335,7 +1335,9 @@ def _legacy_generation_settings(cfg: Mapping[str, Any] | None) -> dict[str, Any]
     and so does spikelm, or a converted model would generate with other settings than the dense one."""
     from transformers import GenerationConfig
 
-    keys = set(GenerationConfig._get_default_generation_params()) - {"use_cache"}
+    defaults = getattr(GenerationConfig, "_get_default_generation_params", None)  # private: guarded
+    keys = {k for k in (defaults() if callable(defaults) else GenerationConfig().to_dict())
+            if not k.startswith("_") and k not in ("use_cache", "transformers_version")}
     return {k: v for k, v in (cfg or {}).items() if k in keys and v is not None}
 
 

@@ -268,7 +268,7 @@ def calibration_batches(
     elif causal:  # running text [BOS] ..., WikiText-2 validation by default when present (as convert)
         text, where = (text, str(data)) if text is not None else calibration_text(None, causal=True)
         out = text_batches(tokenizer, text, seq_len=seq_len, batch_size=batch_size, causal=True, max_batches=batches,
-                          source=where)
+                          source=None if where == PACKAGED else where)
         what = "packaged calibration text" if where == PACKAGED else where
     else:
         out = text_batches(tokenizer, text if text is not None else packaged_calibration_text(),

@@ -430,7 +430,8 @@ def task_of_run(model: str | os.PathLike[str], task: str | None = None, *,
     """(the task, `-s` settings of its data) of the training run `model` belongs to, for an eval that
     names no task, or names the run's own (`task`): `spikelm eval runs/sst2/final` scores the run's task on
     the run's data (GLUE: its data.source and data.data_dir; summarisation: those, its validation file and
-    columns; both: its data.eval_subset, the dev examples its final scores read, unless `data_given`; wikitext2: the text its final perplexity read; a masked-LM run, pretrain or distill on text:
+    columns; both: its data.eval_subset, the dev examples its final scores read, unless `data_given`;
+    wikitext2: the text its final perplexity read; a masked-LM run, pretrain or distill on text:
     wikitext2, the masked-LM scores, on its held-out text). None for another model, another task than
     `task`, a masked-LM run without held-out text or an unreadable run config. `data_given`: the caller
     reads other data (`--data-dir`) and drops the data settings; the log line then names the task alone."""
