@@ -46,7 +46,9 @@ def recipe_or_default(recipe: Path | None, task: str | None, command: str) -> Pa
         return recipe
     if task is None:
         raise ConfigError(f"give a recipe, or --task to use the paper's {command} recipe",
-                          hint=f"spikelm {command} recipes/tiny/{command}.yaml  or  spikelm {command} --task sst2")
+                          hint=f"spikelm {command} recipes/tiny/{command}.yaml"
+                          + (" --teacher <a dense model fine-tuned on the task>" if command == "distill" else "")
+                          + f"  or  spikelm {command} --task sst2")
     from spikelm_core.training.recipes import paper_recipe
 
     return paper_recipe(command, task)

@@ -560,3 +560,10 @@ def test_an_error_on_another_rank_is_one_line_naming_it(tmp_path, monkeypatch):
     monkeypatch.setenv("RANK", "0")
     res = runner.invoke(app, ["finetune", missing, "--print-config"])
     assert res.exit_code == 2 and res.stderr.startswith("error: ") and "hint:" in res.stderr
+
+
+@pytest.mark.parametrize("command", ["finetune", "distill"])
+def test_no_recipe_and_no_task_is_told_a_runnable_command(command):
+    res = runner.invoke(app, [command])
+    refused(res, 2, "give a recipe, or --task", f"spikelm {command} recipes/tiny/{command}.yaml")
+    assert ("--teacher" in res.stderr) == (command == "distill")  # the tiny distill recipe names no teacher
