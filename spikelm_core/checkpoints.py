@@ -1347,11 +1347,11 @@ def _load_generation_config(model: nn.Module, model_dir: Path, cfg: Mapping[str,
         return
     from transformers import GenerationConfig
 
-    if not path.is_file():
-        legacy = _legacy_generation_settings(cfg)
-        if not legacy:
+    from_config = not path.is_file()  # an older checkpoint's settings in config.json, or none at all
+    if from_config:
+        if not _legacy_generation_settings(cfg):
             return
-        data = {**{k: v for k, v in cfg.items() if k not in REMOTE_CODE_KEYS}, "_from_model_config": True}
+        data = dict(cfg)
         path = model_dir / "config.json"  # where the values come from, in the messages below
     else:
         data = _read_json(path, "the generation config")
@@ -1363,10 +1363,10 @@ def _load_generation_config(model: nn.Module, model_dir: Path, cfg: Mapping[str,
               and (isinstance(data[key], bool) or not isinstance(data[key], (int, float)))]
     if wrong:
         raise CheckpointError(f"'{path}' is not a valid generation config: not a number where one is needed",
-                              details=wrong, hint="fix those values" + ("" if path.name == "config.json" else
+                              details=wrong, hint="fix those values" + ("" if from_config else
                                                                          ", or delete the file to generate with the defaults"))
     try:
-        model.generation_config = (GenerationConfig.from_model_config(data) if data.pop("_from_model_config", False)
+        model.generation_config = (GenerationConfig.from_model_config(data) if from_config
                                    else GenerationConfig.from_dict(data))
     except Exception as exc:
         raise CheckpointError(f"'{path}' is not a valid generation config: {exc}") from exc

@@ -595,7 +595,6 @@ def _reference_row(cfg, out_dir: Path, say: Progress) -> SweepRow | None:
     if results.is_file() and _scored_otherwise(eval_cfg, ref_dir / "eval_config.yaml"):
         say(f"reference: scored earlier with another model or data; scoring {ref} again")
         results.unlink(missing_ok=True)  # every rank comes here
-    data = None
     if not results.is_file():
         from .checkpoints import is_spiking_type, read_config, resolve_source
         from .training import run_eval
@@ -609,7 +608,7 @@ def _reference_row(cfg, out_dir: Path, say: Progress) -> SweepRow | None:
                                   hint="give the dense model the student was converted from, fine-tuned on the task")
         say(f"reference: evaluating the dense model {ref}")
         data = run_eval(eval_cfg).to_dict()  # the main process alone writes eval_results.json
-    if data is None:
+    else:
         data = json.loads(results.read_text(encoding="utf-8"))
     return SweepRow(name="reference", values={"model": ref}, status="reference",
                     metric=_primary(data["metrics"], data.get("primary_metric")),

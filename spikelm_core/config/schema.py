@@ -393,8 +393,9 @@ class TrainArgs(_RuledSection):
     """Training examples in the batch that calibrates the spiking neurons' amplitudes before training
     (alpha_t = k * mean|u_t| over the whole batch, method doc 2.3); None = one training batch
     (`batch_size`; under torchrun or accelerate the global batch, `batch_size` times the processes, on
-    every rank, in one no-grad forward: set a count here where that does not fit), as the released code. Only runs that convert a dense model calibrate; causal LMs
-    calibrate on the calibration text instead (and refuse this setting)."""
+    every rank, in one no-grad forward: set a count here where that does not fit), as the released
+    code. Only runs that convert a dense model calibrate; causal LMs calibrate on the calibration text
+    instead (and refuse this setting)."""
     calibration_order: Literal["first", "random"] = "first"
     """Which training examples calibrate: 'first' in file order (the released code: the first batch),
     or 'random', drawn over the whole training set under `seed`, so that a file ordered by genre or
