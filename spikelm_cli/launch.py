@@ -1,6 +1,6 @@
-"""The `spikelm` entry point. Importing the CLI takes seconds (torch, transformers, the model classes);
-a Ctrl-C in that time ends the command as one during its work does (`interrupted`, exit 130), not
-with a traceback from inside an import."""
+"""The `spikelm` entry point. A Ctrl-C while the CLI imports ends the command as one during its work
+does (`interrupted`, exit 130), not with a traceback from inside an import; the seconds of importing
+torch and transformers come later, when a verb is loaded (`spikelm_cli.main.load_command`)."""
 
 from __future__ import annotations
 

@@ -37,6 +37,9 @@ class EnergyCommand(TyperCommand):
         return super().parse_args(ctx, expand_variadic(args))
 
 
+COMMAND_CLASS = EnergyCommand  # the class `spikelm_cli.main.load_command` builds `energy` with
+
+
 def _split_attached(args: list[str]) -> list[str]:
     """`--k=2` -> `--k 2`, `-T1` / `-T=1` -> `-T 1`, so the numbers after them are read the same way."""
     out: list[str] = []

@@ -34,3 +34,72 @@ def test_datasets_progress_bars_are_off_without_a_terminal(monkeypatch):
     monkeypatch.setattr(sys, "stderr", io.StringIO())
     cli_main._quiet_libraries()
     assert os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] == "0"
+
+
+def _run_cli(args: list[str]) -> tuple[int, set[str], str]:
+    """`spikelm <args>` in a fresh interpreter: its exit code and whether torch / transformers got imported."""
+    import json
+    import subprocess
+
+    script = (
+        "import json, sys\n"
+        f"sys.argv = ['spikelm', *{args!r}]\n"
+        "from spikelm_cli.launch import main\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exc:\n"
+        "    code = exc.code or 0\n"
+        "else:\n"
+        "    code = 0\n"
+        "sys.stdout.flush()\n"
+        "sys.stderr.write(json.dumps([code, [m for m in ('torch', 'transformers') if m in sys.modules]]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    code, heavy = json.loads(done.stderr.strip().splitlines()[-1])
+    return code, set(heavy), done.stdout
+
+
+def test_version_and_the_verb_list_answer_without_importing_torch():
+    """`spikelm --version` and `spikelm --help` take a fraction of a second: no verb is imported (each pulls in
+    torch and transformers); running a verb's own --help imports it."""
+    from spikelm_core import __version__
+
+    code, heavy, stdout = _run_cli(["--version"])
+    assert (code, heavy, stdout.strip()) == (0, set(), f"spikelm {__version__}")
+    code, heavy, stdout = _run_cli(["--help"])
+    assert (code, heavy) == (0, set())
+    for verb in cli_main.COMMANDS:
+        assert f" {verb} " in stdout
+    code, heavy, stdout = _run_cli(["energy", "--help"])
+    assert code == 0 and "torch" in heavy and "--timesteps" in stdout
+
+
+def test_the_verb_list_shows_each_commands_own_summary():
+    """The listing's text (read from the source) is the loaded command's: one home, the docstring."""
+    group = typer_main_group()
+    ctx = click_context(group)
+    for verb in cli_main.COMMANDS:
+        command = group.get_command(ctx, verb)
+        assert command.name == verb
+        assert command.help.split("\n\n")[0] == cli_main.summary(verb)
+    assert group.get_command(ctx, "nosuch") is None
+
+
+def test_energy_keeps_its_variadic_options_when_loaded_lazily():
+    """`--k 2 3 4` works through the lazy group (energy's own command class)."""
+    from spikelm_cli.commands.energy import EnergyCommand
+
+    group = typer_main_group()
+    assert isinstance(group.get_command(click_context(group), "energy"), EnergyCommand)
+
+
+def typer_main_group():
+    import typer
+
+    return typer.main.get_command(cli_main.app)
+
+
+def click_context(group):
+    import click
+
+    return click.Context(group)

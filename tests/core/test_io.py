@@ -216,3 +216,25 @@ def test_ctrl_c_while_the_cli_imports_ends_without_a_traceback():
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120, text=True)
     assert done.returncode == 130 and done.stderr == "interrupted\n", done.stderr
+
+
+def test_ctrl_c_while_a_verb_imports_ends_without_a_traceback():
+    """The seconds of importing torch come when a verb is loaded (`spikelm_cli.main.load_command`): a Ctrl-C
+    then says 'interrupted' and exits 130 too."""
+    import subprocess
+    import sys
+
+    script = (
+        "import importlib, sys\n"
+        "real = importlib.import_module\n"
+        "def interrupted(name, *args, **kwargs):\n"
+        "    if name.startswith('spikelm_cli.commands.'):\n"
+        "        raise KeyboardInterrupt\n"
+        "    return real(name, *args, **kwargs)\n"
+        "importlib.import_module = interrupted\n"
+        "sys.argv = ['spikelm', 'eval', '--help']\n"
+        "from spikelm_cli.launch import main\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120, text=True)
+    assert done.returncode == 130 and done.stderr == "interrupted\n", done.stderr
