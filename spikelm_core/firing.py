@@ -347,14 +347,17 @@ class FiringReport:
 
     @property
     def mean_rate(self) -> float:
-        """Mean over neurons of `rate(name)` (0.0 when no neuron ran)."""
-        return _mean([s.firing_rate for s in self.neurons.values()])
+        """Mean over neurons of `rate(name)` (0.0 when no neuron ran); a neuron that saw no real token
+        has no rate and is left out (it is listed in `missing`)."""
+        return _mean([s.firing_rate for s in self.neurons.values() if s.total])
 
     def layer_rates(self) -> dict[str, float]:
-        """Mean of `rate(name)` over the neurons of each layer, keyed by `layer_key`, in layer order."""
+        """Mean of `rate(name)` over the neurons of each layer, keyed by `layer_key`, in layer order
+        (neurons that saw no real token left out, as in `mean_rate`)."""
         groups: dict[str, list[float]] = {}
         for name, stats in self.neurons.items():
-            groups.setdefault(layer_key(name), []).append(stats.firing_rate)
+            if stats.total:
+                groups.setdefault(layer_key(name), []).append(stats.firing_rate)
         return {key: _mean(rates) for key, rates in groups.items()}
 
     def to_dict(self) -> dict[str, Any]:
@@ -489,7 +492,8 @@ class FiringRecorder:
         report = self.report
         report.neurons = {n: report.neurons[n] for n in self._neurons if n in report.neurons}  # module order
         report.profiles = {n: report.profiles[n] for n in self._neurons if n in report.profiles}
-        report.missing = tuple(n for n in self._neurons if n not in report.neurons)
+        report.missing = tuple(n for n in self._neurons  # never ran, or saw no real token
+                               if n not in report.neurons or not report.neurons[n].total)
         return report
 
     def __enter__(self) -> FiringReport:

@@ -456,8 +456,13 @@ def _resolve_paths(layer: dict[str, Any], base: Path) -> None:
     grid = sweep.get("grid")
     if isinstance(grid, dict):
         for key in _PATH_KEYS:
-            if isinstance(grid.get(key), list):
-                grid[key] = [_resolved_path(key, v, base) if isinstance(v, str) else v for v in grid[key]]
+            values = grid.get(key) if key in grid else _get(grid, key)  # nested too: {distill: {teacher: [...]}}
+            if isinstance(values, list):
+                resolved = [_resolved_path(key, v, base) if isinstance(v, str) else v for v in values]
+                if key in grid:
+                    grid[key] = resolved
+                else:
+                    set_dotted(grid, key, resolved)
 
 
 def _resolved_path(key: str, value: str, base: Path) -> str:
@@ -468,11 +473,25 @@ def _resolved_path(key: str, value: str, base: Path) -> str:
         return value
     if key == "data.source" and value.strip().lower().startswith("glue/"):
         return value
-    if value in (".", "..") or value.startswith(("./", "../")) or (base / value).exists():
+    if value in (".", "..") or value.startswith(("./", "../")) or _names_a_path(key, value, base / value):
         return os.path.normpath(os.path.join(os.path.abspath(base), value))
-    if os.path.exists(value):
+    if _names_a_path(key, value, Path(value)):
         return os.path.abspath(value)
     return value
+
+
+def _names_a_path(key: str, value: str, candidate: Path) -> bool:
+    """Whether a bare `value` names the existing `candidate`: a model alias ('minilm', 'bert-base',
+    'smollm2') stays an alias unless `candidate` is a model folder (config.json), so `recipes/minilm/`
+    (recipes, no model) does not take the alias's place when a command runs from `recipes/`."""
+    if not candidate.exists():
+        return False
+    if key in ("model", "tokenizer", "distill.teacher", "dense_reference"):
+        from ..checkpoints import ALIASES, BUNDLED, BUNDLED_GGUF
+
+        if value.lower() in {*ALIASES, *BUNDLED, *BUNDLED_GGUF}:
+            return (candidate / "config.json").is_file()
+    return True
 
 
 def _warn_once(key: str, message: str) -> None:
@@ -513,15 +532,17 @@ def _layer(data: Mapping[str, Any], base: Path, where: str, errors: list[str]) -
 
 
 def _with_base(path: Path, data: Mapping[str, Any], errors: list[str], chain: tuple[Path, ...],
-               folder: Path | None = None) -> dict[str, Any]:
+               folder: Path | None = None, origins: dict[str, str] | None = None) -> dict[str, Any]:
     """The layer of recipe `path` on top of the layers of its `base:` chain (module docstring).
 
     `chain` holds the recipes already on the way (cycle check); `folder` is where the recipe's
-    relative paths are read from (its own folder unless a 0.1 recipe says otherwise)."""
+    relative paths are read from (its own folder unless a 0.1 recipe says otherwise); `origins`, when
+    given, receives the recipe file that set each dotted setting (the last layer's)."""
     where = f"recipe {str(path)!r}"
     layer = _layer({k: v for k, v in data.items() if k != "base"}, folder or path.parent, where, errors)
     ref = data.get("base")
     if ref is None:
+        _note_origin(origins, layer, os.path.normpath(path))
         return layer
     if not isinstance(ref, str) or not ref.strip():
         errors.append(f"{path}: base: must be the path of another recipe (read from this recipe's folder), "
@@ -539,12 +560,31 @@ def _with_base(path: Path, data: Mapping[str, Any], errors: list[str], chain: tu
     if base_data is None:
         errors.append(f"{path}: its base: {ref} cannot be read")
         return layer
-    below = _with_base(base_path, base_data, errors, (*chain, base_path.resolve()))
+    below = _with_base(base_path, base_data, errors, (*chain, base_path.resolve()), origins=origins)
+    _note_origin(origins, layer, os.path.normpath(path))
     mine, theirs = layer.get("command"), below.get("command")
     if isinstance(mine, str) and isinstance(theirs, str) and mine != theirs:
         errors.append(f"{path}: command: {mine}, but its base: {ref} is a '{theirs}' recipe; a recipe and its "
                       f"bases serve one command")
     return _merged(below, layer)
+
+
+def _note_origin(origins: dict[str, str] | None, layer: Mapping[str, Any], origin: str) -> None:
+    """Record `origin` as where each dotted setting of `layer` comes from (a later layer's wins)."""
+    if origins is not None:
+        origins.update(dict.fromkeys((key for key in flatten_dotted(layer) if key), origin))
+
+
+def _origin_of(line: str, origins: Mapping[str, str]) -> str | None:
+    """Where the setting a problem line ('train.lr: must be > 0, ...') names came from, or None."""
+    path = re.sub(r"\[\d+\]", "", line.partition(": ")[0])
+    if path.startswith("'") and line.partition(": ")[2].startswith(("expected key=value", "bad key", "value is")):
+        return "-s"  # `parse_overrides`: an -s item that is no key=value
+    if not _KEY.fullmatch(path):
+        return None
+    hits = [origin for key, origin in origins.items()
+            if key == path or key.startswith(path + ".") or path.startswith(key + ".")]
+    return hits[-1] if hits and all(h == hits[-1] for h in hits) else None
 
 
 def _merged(base: dict[str, Any], over: Mapping[str, Any], at: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -677,6 +717,7 @@ def load_config(
     """
     errors: list[str] = []
     raw: dict[str, Any] = {}
+    origins: dict[str, str] = {}  # dotted setting -> the recipe file, `-s` override or option that set it
     origin, cwd = "config", Path.cwd()
     if recipe is not None:
         path = Path(recipe)
@@ -694,7 +735,7 @@ def load_config(
         if legacy:
             _warn_once("paths", f"{origin}: a spikelm 0.1.0 recipe, its relative paths are read from the current "
                                 "directory; once its keys are renamed they are read from the recipe's folder")
-        raw = _with_base(path, data, errors, (path.resolve(),), cwd if legacy else path.parent)
+        raw = _with_base(path, data, errors, (path.resolve(),), cwd if legacy else path.parent, origins=origins)
         explicit = _resolved_explicit(path)
         if explicit is not None:
             raw = _unset_defaults(cls, raw, explicit)
@@ -702,9 +743,11 @@ def load_config(
     if flags.get("data.data_dir") is not None:
         _data_dir_beats_files(raw, {key for key, _ in set_by_s}, flags.get("data.task"))
     given = [*set_by_s, *((k, v) for k, v in flags.items() if v is not None)]
-    for key, value in given:
+    texts = {key.strip(): text.strip() for key, eq, text in (item.partition("=") for item in overrides) if eq}
+    for i, (key, value) in enumerate(given):
         nested: dict[str, Any] = {}
         set_dotted(nested, key, value)
+        _note_origin(origins, nested, f"-s {key}={texts.get(key, '')}" if i < len(set_by_s) else "option")
         for top, sub in _layer(nested, cwd, f"{key}={value}", errors).items():
             set_dotted(raw, top, sub)
     _prefer_flags(raw, flags)
@@ -712,6 +755,13 @@ def load_config(
     try:
         return _validate(cls, raw, errors, [], f"invalid {origin}", command_origin)
     except ConfigError as exc:
+        top = os.path.normpath(recipe) if recipe is not None else None
+        where = [_origin_of(line, origins) for line in exc.details]
+        if top is not None and exc.details and all(w is not None and w.startswith("-s") for w in where):
+            n = len(exc.details)  # every problem is an -s override's: the recipe is not at fault
+            exc.message = f"invalid -s override{'s' if n != 1 else ''}: {n} problem{'s' if n != 1 else ''}"
+        exc.details = [line if w is None or w == top or w == "option" or w.startswith("-s")
+                       else f"{line} (set in its base recipe {w!r})" for line, w in zip(exc.details, where)]
         from_flags = tuple(f"{key}:" for key, value in flags.items() if value is not None)
         if exc.details and from_flags and all(line.startswith(from_flags) for line in exc.details):
             # every problem is a dedicated option's value: neither the recipe nor its keys are at fault

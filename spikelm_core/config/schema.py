@@ -709,7 +709,8 @@ class SweepArgs(_RuledSection):
             for key in values:
                 rules.require(bool(_DOTTED.fullmatch(key)), f"points.{name}.{key}", "must be a dotted key such as neuron.k")
                 rules.require(not sweep_owned_key(key), f"points.{name}.{key}", SWEEP_OWNED_NOTE)
-        rules.require(bool(self.grid or self.points), "grid", "give a grid (e.g. neuron.k: [2, 3, 4]) or named points")
+        rules.require(bool(self.grid or self.points), "grid", "give a grid (e.g. neuron.k: [2, 3, 4]) or named points; "
+                      "-s sweep=null runs the recipe without a sweep")
         for name, source in self.start_from.items():
             rules.require(name != source, f"start_from.{name}", "a point cannot start from its own model")
             rules.require("model" not in self.points.get(name, {}), f"start_from.{name}",
@@ -769,6 +770,16 @@ class _BenchmarkConfig(_TaskConfig):
                 rules.require(getattr(self.data, key) is None, f"data.{key}",
                               f"is read for {use} only; GLUE task {self.task} reads data.source / data.data_dir "
                               "(--data-dir): drop it")
+            rules.require(self.generate == GenerateArgs(), "generate",
+                          f"is read for summarisation only (ROUGE); GLUE task {self.task} generates nothing: drop it")
+        # the language-modelling (and summarisation) lengths: a value other than the default, not a key present, so
+        # that a run_config.yaml (which holds every field) replays
+        others = {"glue": ("seq_len", "stride", "max_tokens", "max_target_length"),
+                  "summarization": ("seq_len", "stride", "max_tokens")}.get(self.task_family, ())
+        for key in others:
+            use = "summarisation" if key == "max_target_length" else "language modelling (wikitext2)"
+            rules.require(getattr(self.data, key) == type(self.data).model_fields[key].default, f"data.{key}",
+                          f"is read for {use} only; {self.task} does not read it (its length is data.max_length): drop it")
 
 
 class _ModelOverrides(_Section):

@@ -75,7 +75,8 @@ def trace_firing(
         check_finite_neurons(model, soft_reset="a model converted with soft resets (spikelm convert DENSE_MODEL "
                                                "--reset soft --out DIR, then spikelm energy DIR -T ...)")
     if report.missing:
-        raise EnergyAuditError("neuron(s) never ran during the firing-rate pass", details=list(report.missing))
+        raise EnergyAuditError("neuron(s) never ran (or saw no real token) during the firing-rate pass",
+                               details=list(report.missing))
     dense = [name for name, stats in report.neurons.items() if stats.kind == "dense"]
     if dense:
         raise EnergyAuditError(
@@ -89,7 +90,10 @@ def _with_decoder_mask(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
     mask = batch.get("attention_mask")
     out = {k: v for k, v in batch.items() if k != "token_type_ids"}
     if mask is not None and "decoder_input_ids" not in batch:
-        out["decoder_attention_mask"] = torch.cat([torch.ones_like(mask[:, :1]), mask[:, :-1]], dim=1)
+        # the decoder reads the text shifted right, so its token i predicts text token i: live where that is
+        # real, as training's mask from the labels (`inputs.decoder_mask_from_labels`) and generation's
+        # (the EOS fed back is past the end) count it
+        out["decoder_attention_mask"] = mask.clone()
     return out
 
 

@@ -33,6 +33,7 @@ from .args import check_device
 from .families import evaluation_for
 from .mlm import MaskedLmEvaluation
 from .pipeline import calibrate_if_needed, check_not_empty, max_length, preflight
+from .precision import precision_name, resolve_bf16
 from .rundir import seed_everything
 
 FIRING_PICTURE_SCHEMA = "spikelm.firing_tokens/1"
@@ -117,8 +118,11 @@ def run_firing_picture(cfg: EvalConfig, *, text: str | None = None, example: int
         batch, labels = _lm_input(evaluation, loaded, data[split], text, example)
     else:
         batch, labels = _summary_input(cfg, loaded, data[split], text, example)
-    panels = token_firing(model, batch, **labels)
-    notes = []
+    device = next(model.parameters()).device.type
+    bf16 = resolve_bf16(cfg.bf16, device, "eval")
+    with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):  # as eval scores (and counts)
+        panels = token_firing(model, batch, **labels)
+    notes = [f"precision: {precision_name(bf16)} (eval.bf16), as eval scores"] if bf16 else []
     if cfg.task_family == "summarization" and text is None:
         notes.append("source: encoder layers, then each decoder layer's cross-attention K/V spikes "
                      "(they read the source)")

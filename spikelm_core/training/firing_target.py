@@ -130,14 +130,19 @@ class LayerRateRecorder(FiringRecorder):
         self._fired[name], self._elements[name] = fired, elements
 
     def layer_rates(self) -> dict[str, torch.Tensor]:
-        """Per layer, the mean over its neurons of fired / elements (0 for a neuron that saw no real
-        token, as in firing.py), in module order."""
-        groups: dict[str, list[torch.Tensor]] = {}
+        """Per layer, the mean over its neurons of fired / elements, in module order; a neuron that saw
+        no real token has no rate and is left out, as in firing.py (a layer without any: 0)."""
+        groups: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         for name in self._order:
             if name in self._fired:
-                rate = self._fired[name] / self._elements[name].clamp_min(1)
-                groups.setdefault(layer_key(name), []).append(rate)
-        return {key: torch.stack(rates).mean() for key, rates in groups.items()}
+                elements = self._elements[name]
+                groups.setdefault(layer_key(name), []).append((self._fired[name] / elements.clamp_min(1), elements > 0))
+        out = {}
+        for key, pairs in groups.items():  # masked means: no host sync per neuron
+            rates = torch.stack([rate for rate, _ in pairs])
+            seen = torch.stack([real for _, real in pairs]).to(rates.dtype)
+            out[key] = (rates * seen).sum() / seen.sum().clamp_min(1)
+        return out
 
 
 __all__ = ["FiringTarget", "LayerRateRecorder", "fired_count"]

@@ -202,3 +202,17 @@ def test_firing_rates_cover_the_first_examples_whatever_the_batch(tiny_dirs, tmp
     every = runner.invoke(app, ["eval", str(tiny_dirs["teacher"]), "--task", "sst2", "--data-dir", str(tiny_dirs["glue"]),
                                 *TINY_SETS, "-s", "data.eval_subset=5", "--format", "json"])
     assert json.loads(every.stdout)["firing_rate"] == pytest.approx(results[0]["firing_rate"], abs=1e-6)
+
+
+def test_a_bf16_eval_pictures_in_bf16(tiny_dirs, tmp_path):
+    """`-s bf16=true`: eval scores and counts under bf16 autocast, and the picture of the one example
+    scored gives the same layer rates (a float32 picture would not)."""
+    png = tmp_path / "bf16.png"
+    res = runner.invoke(app, _eval(tiny_dirs, png, "-s", "bf16=true", "-s", "data.eval_subset=1", "-s", "compile=none",
+                                   "--format", "json"))
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.stdout)
+    assert result["precision"] == "bf16"
+    data = _written(png)
+    assert data["panels"][0]["layer_rates"] == pytest.approx(result["layer_firing_rates"], rel=1e-9)
+    assert any("bf16" in note for note in data["notes"])

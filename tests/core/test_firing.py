@@ -21,6 +21,7 @@ from spikelm_core.firing import (
     token_firing,
     token_row,
 )
+from spikelm_core.inputs import decoder_mask_from_labels
 from spikelm_core.models.spiking_bart import SpikingBartConfig, SpikingBartForConditionalGeneration
 from spikelm_core.models.spiking_bert import SpikingBertConfig, SpikingBertForSequenceClassification
 from tests.conftest import TINY
@@ -172,14 +173,15 @@ def test_bart_masks_encoder_decoder_and_cross_attention_apart():
     model = tiny_bart()
     batch = padded(batch=4, length=9)
     mask = batch["attention_mask"]
-    decoder_mask = torch.cat([torch.ones_like(mask[:, :1]), mask[:, :-1]], dim=1)
+    # training's decoder mask with the text as labels: the decoder token that reads the EOS is past the end
+    decoder_mask = decoder_mask_from_labels(batch["input_ids"].masked_fill(mask == 0, -100))
     calibrate(model, batch)
     report = measure_firing(model, [{**batch, "decoder_attention_mask": decoder_mask}])
     audit = trace_firing(model, [batch], calibrate=False, seq2seq=True)  # derives the same decoder mask
     assert report.neurons == audit.neurons
     d = BART_TINY["d_model"]
     src, dec = int(mask.sum()), int(decoder_mask.sum())
-    assert src < dec < mask.numel()
+    assert src == dec < mask.numel()
     assert report.neurons["model.encoder.layers.0.fc1.neuron"].total == T * src * d
     assert report.neurons["model.decoder.layers.0.fc1.neuron"].total == T * dec * d
     assert report.neurons["model.decoder.layers.0.encoder_attn.q_proj.neuron"].total == T * dec * d
@@ -398,3 +400,27 @@ def test_a_mask_only_recorder_tracks_token_masks_and_counts_nothing():
     assert len(seen) == 1 and torch.equal(seen[0], batch["attention_mask"])
     assert report.neurons == {} and len(report.missing) == 8 * TINY["num_hidden_layers"]
     assert recorder.token_mask(name) is None  # masks are dropped once the forward is over
+
+
+def test_a_neuron_without_a_real_token_has_no_rate():
+    """A BART decoder whose tokens are all padding: its neurons ran but saw no real token. They are
+    `missing`, and neither the mean nor the layer rates count them as silent (rate 0)."""
+    from spikelm_core.training.firing_target import LayerRateRecorder
+
+    model = tiny_bart()
+    batch = padded(batch=4, length=6)
+    calibrate(model, batch)
+    decoder = {"decoder_input_ids": batch["input_ids"][:, :3], "decoder_attention_mask": torch.zeros(4, 3, dtype=torch.long)}
+    report = measure_firing(model, [{**batch, **decoder}])
+    cross = [n for n in report.neurons if n.startswith("model.decoder.layers.0.") and "encoder_attn" in n
+             and n.endswith(("k_proj.neuron", "v_proj.neuron", "qk.neuron", "av.neuron"))]
+    blind = [n for n, s in report.neurons.items() if s.total == 0]
+    assert len(cross) == 4 and blind and set(blind) == set(report.missing)
+    assert report.layer_rates()["decoder.layers.0"] == pytest.approx(sum(report.rate(n) for n in cross) / 4)
+    seen = [s.firing_rate for s in report.neurons.values() if s.total]
+    assert report.mean_rate == pytest.approx(sum(seen) / len(seen))
+    recorder = LayerRateRecorder(model)
+    with recorder, torch.no_grad():
+        model(**batch, **decoder, use_cache=False)
+    for key, rate in recorder.layer_rates().items():
+        assert float(rate) == pytest.approx(report.layer_rates()[key], rel=1e-12), key

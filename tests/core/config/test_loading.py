@@ -748,3 +748,74 @@ def test_values_in_messages_are_cut_to_a_readable_length():
     assert loading._show(None) == "null" and loading._show(3.0) == "3.0"
     shown = loading._show(list(range(1000)))
     assert len(shown) < 200 and shown.endswith("... (4,890 characters)")
+
+
+# ------------------------------------------------------------- where a problem comes from (rev-cfg)
+
+
+def test_a_problem_of_an_override_does_not_blame_the_recipe(tmp_path):
+    recipe = write(tmp_path, "command: finetune\nmodel: m\ndata: {task: sst2}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(FinetuneConfig, recipe, ["train.lr=-1"])
+    assert exc.value.message == "invalid -s override: 1 problem"
+    assert exc.value.details == ["train.lr: must be > 0, got -1.0"]
+
+
+def test_a_problem_of_the_recipe_still_names_the_recipe(tmp_path):
+    recipe = write(tmp_path, "command: finetune\nmodel: m\ndata: {task: sst2}\ntrain: {lr: -1}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(FinetuneConfig, recipe, ["train.max_steps=-5"])
+    assert exc.value.message.startswith(f"invalid recipe {str(recipe)!r}")
+
+
+def test_a_problem_in_a_base_names_the_base(tmp_path):
+    write(tmp_path, "command: finetune\nmodel: m\ntrain: {lrr: 1.0e-4}\n", name="common/base.yaml")
+    recipe = write(tmp_path, "base: ../common/base.yaml\ndata: {task: sst2}\n", name="tasks/sst2.yaml")
+    details = problems(recipe)
+    assert details == ["train.lrr: unknown key (did you mean 'train.lr'?) (set in its base recipe "
+                       f"{str(tmp_path / 'common' / 'base.yaml')!r})"]
+
+
+def test_nested_grid_paths_are_read_from_the_recipe_folder(tmp_path):
+    (tmp_path / "t1").mkdir()
+    recipe = write(tmp_path, """
+        command: distill
+        model: m
+        data: {task: sst2}
+        distill: {teacher: m}
+        sweep:
+          grid:
+            distill: {teacher: [./t1]}
+    """)
+    cfg = load_config(DistillConfig, recipe)
+    assert cfg.sweep.grid == {"distill.teacher": [str(tmp_path / "t1")]}
+
+
+
+@pytest.mark.parametrize("setting", ["data.seq_len=64", "data.stride=8", "data.max_tokens=100",
+                                     "data.max_target_length=10", "generate.num_beams=8"])
+def test_settings_a_glue_task_never_reads_are_refused(setting):
+    details = problems(None, [*MINIMAL, setting])
+    assert len(details) == 1 and details[0].startswith(setting.partition("=")[0].rsplit(".", 1)[0]
+                                                       if setting.startswith("generate") else setting.partition("=")[0])
+
+
+def test_a_language_modelling_length_on_a_summarisation_task_is_refused():
+    assert problems(None, ["model=m", "data.task=xsum", "data.seq_len=64"])[0].startswith("data.seq_len: is read for")
+
+
+def test_a_model_alias_stays_an_alias_beside_a_folder_of_that_name(tmp_path, monkeypatch):
+    """From a folder holding `minilm/` (recipes/ has one: YAML files, no model), `model: minilm` is still the
+    bundled MiniLM; a folder that is a model (config.json) is taken as the path, as any other value is."""
+    recipe = tmp_path / "tiny" / "r.yaml"
+    recipe.parent.mkdir()
+    recipe.write_text("command: finetune\nmodel: minilm\ndata: {task: sst2}\n")
+    (tmp_path / "minilm").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert load_config(FinetuneConfig, "tiny/r.yaml").model == "minilm"
+    (tmp_path / "minilm" / "config.json").write_text("{}")
+    assert load_config(FinetuneConfig, "tiny/r.yaml").model == str(tmp_path / "minilm")
+    other = tmp_path / "tiny" / "runs-x"
+    other.mkdir()
+    recipe.write_text("command: finetune\nmodel: runs-x\ndata: {task: sst2}\n")
+    assert load_config(FinetuneConfig, "tiny/r.yaml").model == str(other)
