@@ -121,13 +121,27 @@ def neuron_rates(firing: FiringReport, count: MacCount) -> tuple[NeuronRates, ..
 
 
 def per_position(profiles: dict[str, SpikeProfile], count: MacCount) -> dict[str, tuple[float, ...]]:
-    """Firing rate per token position, over 'all' neurons and per component (pads excluded)."""
-    where = {r.operand: r.component for r in count.rows if r.operand}
-    groups: dict[str, list[SpikeProfile]] = {"all": list(profiles.values())}
+    """Firing rate per token position (pads excluded), over 'all' neurons and per component; each a
+    pooled rate (every element of the group's neurons at that position weighs the same). With stacks
+    (BART) the encoder's source positions and the decoder's target positions are never pooled: the keys
+    are `encoder`, `decoder` (all neurons of that stack at target positions) and `<stack>.<component>`;
+    the decoder's `cross_k` / `cross_v` read the encoder's states, so their positions are source
+    positions and they count in their own keys only."""
+    where = {r.operand: (r.stack, r.component) for r in count.rows if r.operand}
+    stacked = any(stack is not None for stack, _ in where.values())
+    groups: dict[str, list[SpikeProfile]] = {} if stacked else {"all": list(profiles.values())}
     for name, p in profiles.items():
-        groups.setdefault(where.get(name, "other"), []).append(p)
+        stack, component = where.get(name, (None, "other"))
+        if stack is None:
+            groups.setdefault(component, []).append(p)
+            continue
+        groups.setdefault(f"{stack}.{component}", []).append(p)
+        if component not in ("cross_k", "cross_v"):  # source positions: not pooled with target ones
+            groups.setdefault(stack, []).append(p)
+    order = ["all", *COMPONENTS] if not stacked else [
+        *(f"{stack}{part}" for stack in ("encoder", "decoder") for part in ("", *(f".{c}" for c in COMPONENTS)))]
     out = {}
-    for key in ["all", *[c for c in COMPONENTS if c in groups]]:
+    for key in [k for k in order if k in groups]:
         members = [p for p in groups[key] if p.position_total.numel()]
         if not members:
             continue

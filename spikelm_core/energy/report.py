@@ -424,7 +424,8 @@ class EnergySweepReport:
             layers            the same per (component, layer)
             neurons           [{name, component, layer, kind, firing_rate, positive_rate,
                                 negative_rate, step_rates, step_positive, step_negative, elements}]
-            per_position      {"all": [L rates], "<component>": [L rates]}  pads excluded
+            per_position      {"all": [L rates], "<component>": [L rates]}  pads excluded (BART: "encoder",
+                              "decoder", "<stack>.<component>"; firing_pass.per_position)
             float_matmuls     [{module, op, component, layer, macs, steps, reason}]
             paper_setting     {model, seq_len, timesteps, dense_macs, spiking_acs, spiking_macs,
                                energy_dense_mj, energy_spiking_mj, ratio, mean_firing_rate,

@@ -30,13 +30,14 @@ from .precision import resolve_bf16, run_device
 log = get_logger("training")
 
 
-def check_device(device: str) -> None:
-    """Refuse `device: cuda` on a machine without a usable CUDA device (ConfigError, exit 2)."""
+def check_device(device: str, key: str = "train.device") -> None:
+    """Refuse `device: cuda` on a machine without a usable CUDA device (ConfigError, exit 2). `key`: the
+    setting's name in the command's config (`train.device` for training, `device` for eval)."""
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
-            "train.device is 'cuda' but no CUDA device is available",
+            f"{key} is 'cuda' but no CUDA device is available",
             details=[f"torch {torch.__version__}, torch.cuda.is_available() = False"],
-            hint="set -s train.device=cpu (or auto), or run on a machine with a CUDA GPU",
+            hint=f"set -s {key}=cpu (or auto), or run on a machine with a CUDA GPU",
         )
 
 

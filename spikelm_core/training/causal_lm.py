@@ -488,7 +488,7 @@ def run_generation(cfg: EvalConfig) -> GenerationResult:
     p = cfg.prompt
     if p is None:
         raise ConfigError("generation needs a prompt: --prompt TEXT (prompt.text)")
-    check_device(cfg.device)
+    check_device(cfg.device, "device")
     if cfg.out_dir:
         check_output_location(Path(cfg.out_dir))  # fail before any work
     seed_everything(cfg.seed)

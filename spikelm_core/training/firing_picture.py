@@ -83,7 +83,7 @@ def run_firing_picture(cfg: EvalConfig, *, text: str | None = None, example: int
     if example is not None and example < 0:
         raise ConfigError(f"--firing-example must be 0 or more, got {example}")
     evaluation = evaluation_for(cfg)
-    check_device(cfg.device)
+    check_device(cfg.device, "device")
     seed_everything(cfg.seed)
     preflight("eval", cfg.model, evaluation.check_data, evaluation.model_fix)
     loaded = evaluation.load()

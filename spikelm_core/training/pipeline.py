@@ -536,7 +536,7 @@ def run_evaluation(evaluation: Evaluation, *, firing_picture: dict[str, str] | N
 
     cfg = evaluation.cfg
     timer = Timer()
-    check_device(cfg.device)
+    check_device(cfg.device, "device")
     check_eval_out_dir(cfg.out_dir)
     seed_everything(cfg.seed)
     preflight("eval", cfg.model, evaluation.check_data, evaluation.model_fix)

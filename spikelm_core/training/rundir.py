@@ -534,6 +534,17 @@ def settings_of_run(cfg):
         # the run's shortest summary, above the longest this eval allows: the eval's own minimum
         sections["generate"] = generate.model_copy(update={"min_new_tokens": cfg.generate.min_new_tokens})
         taken = [item for item in taken if not item.startswith("generate.min_new_tokens")]
+    generate = sections.get("generate")
+    if generate is not None and generate.min_new_tokens > generate.max_new_tokens:
+        # this eval's own minimum (-s generate.min_new_tokens) above the run's longest summary, taken here:
+        # say so now, naming both keys, rather than after the model is loaded
+        from ..errors import ConfigError
+
+        raise ConfigError(
+            f"generate.min_new_tokens {generate.min_new_tokens} exceeds generate.max_new_tokens "
+            f"{generate.max_new_tokens}, taken from the run's {run / RUN_CONFIG}",
+            hint=f"-s generate.max_new_tokens={generate.min_new_tokens} (or more), or a smaller generate.min_new_tokens",
+        )
     if run_cfg.neuron.kind == "dense" and cfg.neuron is None:  # a dense run (a teacher) is scored dense
         from ..neurons.settings import NeuronSettings
 

@@ -338,3 +338,34 @@ def test_cli_bart_bad_target_len(tiny_dense_bart, tiny_dense_bert_dir):
     assert res.exit_code == 2 and "target length must be >= 1" in res.stderr and res.stdout == ""
     res = run("--model", tiny_dense_bert_dir, "--seq-len", SRC, "--target-len", 5)
     assert res.exit_code == 2 and "applies to generating models (BART, Llama)" in res.stderr and res.stdout == ""
+
+
+def test_bart_per_position_keeps_source_and_target_positions_apart():
+    """Encoder neurons index source tokens, decoder neurons target tokens: never pooled; the decoder's
+    cross K/V read the source, so they stay in their own keys."""
+    from types import SimpleNamespace
+
+    from spikelm_core.energy.firing_pass import per_position
+
+    def profile(nonzero):
+        return SimpleNamespace(position_nonzero=torch.tensor(nonzero), position_total=torch.tensor([4, 4, 4]))
+
+    rows = [SimpleNamespace(operand="enc.q", stack="encoder", component="q"),
+            SimpleNamespace(operand="dec.q", stack="decoder", component="q"),
+            SimpleNamespace(operand="dec.ck", stack="decoder", component="cross_k")]
+    out = per_position({"enc.q": profile([4, 4, 0]), "dec.q": profile([0, 2, 0]), "dec.ck": profile([4, 0, 4])},
+                       SimpleNamespace(rows=rows))
+    assert list(out) == ["encoder", "encoder.q", "decoder", "decoder.q", "decoder.cross_k"]
+    assert out["encoder"] == out["encoder.q"] == (1.0, 1.0, 0.0)
+    assert out["decoder"] == out["decoder.q"] == (0.0, 0.5, 0.0)  # cross_k's source positions left out
+    assert out["decoder.cross_k"] == (1.0, 0.0, 1.0)
+    bert = per_position({"q": profile([4, 0, 0]), "v": profile([0, 0, 4])},
+                        SimpleNamespace(rows=[SimpleNamespace(operand="q", stack=None, component="q"),
+                                              SimpleNamespace(operand="v", stack=None, component="v")]))
+    assert bert == {"all": (0.5, 0.0, 0.5), "q": (1.0, 0.0, 0.0), "v": (0.0, 0.0, 1.0)}
+
+
+def test_cli_bart_per_position_keys(bart_sweep):
+    data, _, _ = bart_sweep
+    keys = set(data["runs"][0]["per_position"])
+    assert {"encoder", "decoder", "encoder.q", "decoder.cross_k"} <= keys and "all" not in keys

@@ -151,6 +151,11 @@ def test_an_evaluation_of_a_runs_model_takes_the_runs_lengths_and_generation_unl
     assert evaluated(run / "final").generate.min_new_tokens == 10
     assert evaluated(run / "final", "xsum", "generate.max_new_tokens=8").generate.min_new_tokens == 0
     save_config(trained, run / "run_config.yaml")
+    # this eval's own shortest summary above the run's longest, taken here: refused now, naming both keys
+    from spikelm_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="generate.min_new_tokens 50 exceeds generate.max_new_tokens 40"):
+        evaluated(run / "final", "xsum", "generate.min_new_tokens=50")
     # another task, a model outside a run, or a run config that does not load: unchanged
     default = load_config(EvalConfig, None, ["model=m", "data.task=sst2"])
     assert evaluated(run / "final", "sst2") == load_config(EvalConfig, None, [f"model={run / 'final'}",
@@ -398,3 +403,18 @@ def test_eval_of_a_run_takes_its_task_data_and_dev_subset(tmp_path):
     assert task == "sst2" and sets == ['data.source="glue/sst2"', 'data.data_dir="/g"', "data.eval_subset=5"]
     assert "data.eval_subset=5" not in task_of_run(run / "final", data_given=True)[1]
     assert task_of_run(run / "final", "rte") is None
+
+
+def test_device_error_names_the_commands_own_key(monkeypatch):
+    import torch
+
+    from spikelm_core.errors import ConfigError
+    from spikelm_core.training.args import check_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="train.device is 'cuda'") as train:
+        check_device("cuda")
+    assert "-s train.device=cpu" in train.value.hint
+    with pytest.raises(ConfigError, match="^device is 'cuda'") as evaluation:  # eval's key is `device`
+        check_device("cuda", "device")
+    assert "-s device=cpu" in evaluation.value.hint
