@@ -124,6 +124,8 @@ def _file_problem(path: Path) -> DataError | None:
                          hint="give a header row and one row per example" if path.suffix.lower() == ".csv" else
                          f"give one JSON object per line, e.g. {_ROW_EXAMPLE}")
     if path.suffix.lower() == ".csv":
+        if sum(1 for line in text.splitlines() if line.strip()) < 2:  # a header alone
+            return DataError(f"'{path}' has a header row and no examples", hint="give one row per example under the header")
         return None
     if path.suffix.lower() == ".json" and text.lstrip().startswith("["):  # one JSON document: a list of rows
         try:

@@ -216,7 +216,9 @@ class Seq2SeqEvaluation(Evaluation):
             res = _score(self.cfg, loaded.model, loaded.tokenizer, raw, self.cfg.batch_size)
             metrics[split], examples[split] = res.rouge, res.num_examples
             self.results[split] = res
-            report = report or res.firing
+            if report is None and res.firing is not None:  # the first split's, as a GLUE eval's: say which
+                report = res.firing
+                report.description = f"{report.description}; while generating {res.num_examples:,} {split} summaries"
         return metrics, examples, PRIMARY, report
 
     def warnings(self, loaded):

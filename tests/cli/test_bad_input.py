@@ -502,6 +502,14 @@ def test_eval_malformed_xsum_jsonl(text, needles, tiny_bart_dir, tmp_path):
                                 "-s", "data.max_length=16"]), 4, str(data / "validation.jsonl"), *needles)
 
 
+def test_eval_xsum_csv_with_a_header_alone(tiny_bart_dir, tmp_path):
+    data = tmp_path / "xsum"
+    data.mkdir()
+    (data / "validation.csv").write_text("document,summary\n")
+    refused(runner.invoke(app, ["eval", str(tiny_bart_dir), "--task", "xsum", "--data-dir", str(data),
+                                "-s", "data.max_length=16"]), 4, str(data / "validation.csv"), "no examples")
+
+
 def test_a_summarisation_run_lists_its_missing_teacher_and_both_files_together(tmp_path):
     from tests.conftest import write_tiny_bart
 

@@ -85,6 +85,7 @@ def test_distill_then_eval_on_tiny_bart(tiny_bart_teacher, tmp_path):
     data = json.loads(res.stdout)
     assert set(data["metrics"]["validation"]) == {"rouge1", "rouge2", "rougeL", "rougeLsum"}
     assert data["examples"]["validation"] == 4 and 0 < data["firing_rate"] < 1
+    assert data["firing_rate_mean"].endswith("; while generating 4 validation summaries")  # which split's
     low, high = data["intervals"]["validation"]["rougeL"]  # a bootstrap interval around each ROUGE mean
     assert low <= data["metrics"]["validation"]["rougeL"] <= high
     (first, *_) = data["summaries"]["validation"]  # what the model wrote, beside its ROUGE
