@@ -4,6 +4,7 @@
     python benchmarks/bench.py --only default-path  # one section (repeatable)
     python benchmarks/bench.py --exec neurons --neuron-impl fast --only explicit   # the eager path
     python benchmarks/bench.py --only precision --timesteps 4   # bf16 autocast against float32
+    python benchmarks/bench.py --only checkpointing --timesteps 4   # activation checkpointing: time and memory
     python benchmarks/bench.py --quick              # tiny shapes (a smoke run: a few minutes on 2 cores)
 
 Measures, in one process and one run so the ratios compare like with like:
@@ -19,6 +20,8 @@ Measures, in one process and one run so the ratios compare like with like:
 - the eager ("fast") and compiled neuron against the reference loop on [4, 16, 128, 1536];
 - precision: bf16 autocast against float32 for a spiking training step (no dropout, fused AdamW),
   with attention fwd+bwd by SDPA and by plain ops in both, and AdamW's loop against its fused kernel;
+- checkpointing: a spiking training step with `train.activation_checkpointing` against one without,
+  its time and the bytes kept for the backward (the checkpointed layers' inputs included);
 - the wall time of `spikelm energy --k 2 3 4`;
 - BART-base generation throughput (greedy and beam 4, KV cache), dense against spiking T=4, eager
   and compiled.
@@ -157,6 +160,51 @@ def saved_activation_bytes(model, batch) -> int:
         loss = model(**batch).loss
     del loss
     return sum(n for ptr, n in seen.items() if ptr not in params)
+
+
+def kept_activation_bytes(model, batch) -> int:
+    """`saved_activation_bytes`, with the inputs that activation checkpointing keeps for each recomputed
+    layer (they are held by `torch.utils.checkpoint`, not saved through autograd's hooks)."""
+    import torch.utils.checkpoint as tuc
+
+    inputs: dict[int, int] = {}
+    real = tuc.checkpoint
+
+    def counting(fn, *args, **kwargs):
+        for t in args:
+            if isinstance(t, torch.Tensor):
+                inputs[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return real(fn, *args, **kwargs)
+
+    tuc.checkpoint = counting
+    try:
+        saved = saved_activation_bytes(model, batch)
+    finally:
+        tuc.checkpoint = real
+    return saved + sum(inputs.values())
+
+
+def checkpointing_bench(shape: dict, T: int, batch: dict, warmup: int, repeat: int) -> dict:
+    """`train.activation_checkpointing` (each layer recomputed in the backward) against keeping the
+    activations: a spiking training step (compiled layers, as a recipe trains) of two models with the
+    same weights, alternating; the bytes kept for the backward by each."""
+    torch._dynamo.reset()
+    plain = build("spiking", shape, T)
+    calibrate(plain, batch)
+    recomputed = build("spiking", shape, T)
+    recomputed.load_state_dict(plain.state_dict())
+    calibrate(recomputed, batch)
+    recomputed.load_state_dict(plain.state_dict())  # the same amplitudes too
+    for model in (plain, recomputed):
+        compile_layers(model)
+    recomputed.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    a, b, r = paired_times(train_step_fn(plain, batch), train_step_fn(recomputed, batch), warmup + 1, repeat)
+    kept, kept_ckpt = kept_activation_bytes(plain, batch), kept_activation_bytes(recomputed, batch)
+    out = {"T": T, "plain_step_s": a, "checkpointed_step_s": b, "step_ratio": r, "plain_bytes": kept,
+           "checkpointed_bytes": kept_ckpt, "memory_ratio": kept_ckpt / kept}
+    print(f"activation checkpointing, spiking T={T}: step {a:.3f} s -> {b:.3f} s ({r:.2f}x), kept for the backward "
+          f"{kept / 2**20:.1f} MiB -> {kept_ckpt / 2**20:.1f} MiB ({kept_ckpt / kept:.3f}x)", file=sys.stderr)
+    return out
 
 
 def inference_fn(model, batch):
@@ -396,7 +444,7 @@ def energy_wall_time() -> float | None:
 
 
 #: the harness's sections besides the dense model (`--only`)
-SECTIONS = ("default-path", "explicit", "neuron", "precision", "energy", "generation")
+SECTIONS = ("default-path", "explicit", "neuron", "precision", "checkpointing", "energy", "generation")
 
 
 def _count(least: int):
@@ -568,6 +616,9 @@ def main() -> None:
     precision = None
     if "precision" in sections:
         precision = precision_bench(shape, max(args.timesteps), batch, args.warmup, args.repeat)
+    checkpointing = None
+    if "checkpointing" in sections:
+        checkpointing = checkpointing_bench(shape, max(args.timesteps), batch, args.warmup, args.repeat)
     energy_s = None if args.skip_energy else energy_wall_time()
     generation = None
     if not args.skip_generation:
@@ -585,6 +636,7 @@ def main() -> None:
         "neuron_speedup_vs_reference": None if neuron is None else neuron["speedup_fast"],
         "neuron": neuron,
         "precision": precision,
+        "checkpointing": checkpointing,
         "energy_command_s": energy_s,
         "generation": generation,
         "default_path": default_path,

@@ -70,7 +70,7 @@ def calibrate(model: nn.Module, batch: dict[str, torch.Tensor], *, tokens: Calib
         recorder.start(count=False)  # the token masks only
     try:
         device = next(model.parameters()).device
-        model(**{k: v.to(device) for k, v in model_inputs(batch).items()})
+        out = model(**{k: v.to(device) for k, v in model_inputs(batch).items()})
     finally:
         model.train(was_training)
         if recorder is not None:
@@ -81,6 +81,7 @@ def calibrate(model: nn.Module, batch: dict[str, torch.Tensor], *, tokens: Calib
     if missing:  # a neuron the forward never reached (e.g. an unused head)
         raise RuntimeError(f"calibration did not reach {len(missing)} neuron(s), first: {missing[0]}")
     check_finite_neurons(model)
+    check_live_output(model, out)
 
 
 def check_finite_neurons(model: nn.Module, soft_reset: str = "neuron.reset soft (--reset soft)") -> None:
@@ -99,6 +100,38 @@ def check_finite_neurons(model: nn.Module, soft_reset: str = "neuron.reset soft 
               f"once amplitudes pass 4, which {steps} time steps reach: use {soft_reset}, "
               "fewer time steps, or another k" if official else
               "lower neuron.k or the number of time steps, or check the model's weights for NaN"),
+    )
+
+
+def check_live_output(model: nn.Module, out, soft_reset: str = "neuron.reset soft (--reset soft)") -> None:
+    """ConfigError (exit 2) when the calibration forward's `logits` (a model with a head) are
+    non-finite, or constant across their last dimension at some position. Finite but huge
+    amplitudes (the 'official' reset amplifying over many steps) overflow the float32 mean square of
+    a later RMSNorm/LayerNorm, which then returns zeros: the model scores every token alike (a causal
+    LM's perplexity is then exactly its vocabulary size) while every amplitude is finite."""
+    scores = getattr(out, "logits", None)
+    if not torch.is_tensor(scores) or not scores.is_floating_point() or scores.dim() < 2 or scores.shape[-1] < 2:
+        return
+    rows = scores.detach().float().reshape(-1, scores.shape[-1])
+    non_finite = int((~torch.isfinite(rows)).any(-1).sum())
+    constant = int((rows.amax(-1) == rows.amin(-1)).sum())
+    if not non_finite and not constant:
+        return
+    spiking = spiking_neurons(model)
+    official = any(getattr(n, "reset", None) == "official" for _, n in spiking)
+    steps = max((getattr(n, "num_timesteps", 1) for _, n in spiking), default=1)
+    alphas = [n.alpha.detach().abs().max() for _, n in spiking
+              if torch.is_tensor(getattr(n, "alpha", None)) and n.alpha.numel()]
+    what = (f"{non_finite} of {rows.shape[0]} positions give non-finite scores" if non_finite else
+            f"{constant} of {rows.shape[0]} positions give every output the same score (a state overflowed "
+            "float32 and a normalisation turned it to zeros)")
+    raise ConfigError(
+        f"after calibration the model's outputs collapsed: {what}",
+        details=[f"largest amplitude: {float(max(alphas)):.4g}"] if alphas else [],
+        hint=("the 'official' reset (the released code's; docs/spikelm-method.md, 2.1) amplifies the membrane "
+              f"once amplitudes pass 4, which {steps} time steps reach: use {soft_reset}, "
+              "fewer time steps, or another k" if official else
+              "lower neuron.k or the number of time steps, or check the model's weights"),
     )
 
 

@@ -416,6 +416,13 @@ class TrainArgs(_RuledSection):
     """'hinge' = mean over layers of max(0, rate - target)^2: a budget, only rates above the target
     cost; 'squared' = mean of (rate - target)^2, towards the target from both sides (ternary neurons'
     straight-through gradient can only lower rates)."""
+    activation_checkpointing: bool = False
+    """Activation (gradient) checkpointing: keep no layer's activations for the backward; recompute each
+    layer there instead (`torch.utils.checkpoint`, non-reentrant; spiking BERT, BART and Llama, and the
+    dense models of transformers; the Trainer's `activation_checkpointing`): a spiking layer keeps T times a dense layer's activations, so this is what lets a
+    larger batch or T fit in memory, for about one more forward per step. The same loss and gradients
+    (dropout replayed); a layer whose neurons still calibrate (a converted model's first step) runs
+    plainly. Not with `target_firing_rate`, whose penalty reads the spikes through hooks."""
     weight_average: float | None = Field(None, gt=0, lt=1)
     """An exponential moving average of the trained weights with this decay, updated after every
     optimizer step from the weights training starts with; the decay warms up as min(decay, (1 + n) /
@@ -439,6 +446,9 @@ class TrainArgs(_RuledSection):
                       "needs evaluation: set eval_strategy to 'epoch' or 'steps', or keep_best to false")
         rules.require(not ("none" in self.report_to and len(self.report_to) > 1), "report_to",
                       "'none' cannot be combined with other sinks")
+        rules.require(not (self.activation_checkpointing and self.target_firing_rate is not None), "activation_checkpointing",
+                      "cannot run with train.target_firing_rate: the penalty reads every neuron's spikes through "
+                      "hooks, which the recomputation in the backward would run again; drop one of the two")
         for key in ("firing_rate_weight", "firing_rate_penalty"):
             rules.require(self.target_firing_rate is not None or getattr(self, key) == type(self).model_fields[key].default,
                           key,

@@ -89,14 +89,16 @@ def _split_files(folder: Path, task: LmTask, split: str) -> list[Path]:
     return [folder / task.local_dir / n for n in names] + [folder / n for n in names]
 
 
-def local_text_path(task: str, split: str, *, source: str | None = None, data_dir: str | None = None) -> Path | None:
+def local_text_path(task: str, split: str, *, source: str | None = None, data_dir: str | None = None,
+                    source_key: str = "data.source") -> Path | None:
     """The local file that holds `split` of `task`, or None when the text comes from the hub.
 
     `data_dir` beats `source`; either may be a text file (every split reads it) or a folder (see the
-    module docstring). A path that does not exist, or a folder without the split, is a DataError."""
+    module docstring). A path that does not exist, or a folder without the split, is a DataError
+    naming `--data-dir` or `source_key` (the setting that gave `source`)."""
     spec = get_lm_task(task)
-    for where, flag in ((data_dir, "--data-dir"), (source, "data.source")):
-        if where is None or (flag == "data.source" and normalize_lm_task(where) is not None):
+    for where, flag in ((data_dir, "--data-dir"), (source, source_key)):
+        if where is None or (flag == source_key and normalize_lm_task(where) is not None):
             continue
         path = Path(where).expanduser()
         if path.is_file():
@@ -130,13 +132,13 @@ def _offline_hint(spec: LmTask) -> str:
 
 
 def load_lm_text(task: str, split: str = "test", *, source: str | None = None,
-                 data_dir: str | None = None) -> tuple[str, str]:
+                 data_dir: str | None = None, source_key: str = "data.source") -> tuple[str, str]:
     """(the text of `split`, where it came from: a file path or '<hub id> (<split>)')."""
     spec = get_lm_task(task)
     name = normalize_lm_split(split)
     if name is None:
         raise ConfigError(f"{spec.name} has no split '{split}'", details=[f"splits: {', '.join(LM_SPLITS)}"])
-    path = local_text_path(spec.name, name, source=source, data_dir=data_dir)
+    path = local_text_path(spec.name, name, source=source, data_dir=data_dir, source_key=source_key)
     if path is not None:
         return _read(path), str(path)
     flag = offline_flag(DATASET_OFFLINE_VARS)

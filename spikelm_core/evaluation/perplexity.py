@@ -123,6 +123,8 @@ class PerplexityScore:
     tokens_read: int = 0
     """Positions the model computed (BOS and context tokens included)."""
     seconds: float = 0.0
+    uniform: int = 0
+    """Scored tokens whose logits were all equal (a collapsed model: its prediction there is uniform)."""
 
     @property
     def mean_nll(self) -> float:
@@ -179,7 +181,7 @@ def score_windows(model, windows: Sequence[Window], *, batch_size: int = 8, prog
     device = next(model.parameters()).device
     vocab = model.config.vocab_size
     nll = torch.zeros((), dtype=torch.float64)
-    read = done = 0
+    read = done = uniform = 0
     start = time.perf_counter()
     try:
         for group in _batches(windows, batch_size, vocab):
@@ -190,13 +192,15 @@ def score_windows(model, windows: Sequence[Window], *, batch_size: int = 8, prog
                 predicting = logits[row, keep - 1 - w.scored: keep - 1]  # the positions before each scored token
                 targets = ids[row, ids.shape[1] - w.scored:]
                 nll += F.cross_entropy(predicting, targets, reduction="sum").double().cpu()
+                uniform += int((predicting.amax(-1) == predicting.amin(-1)).sum())
             done += len(group)
             read += ids.numel()
             if progress is not None:
                 progress(done, len(windows), read, time.perf_counter() - start)
     finally:
         model.train(was_training)
-    return PerplexityScore(float(nll), scored_tokens(windows), len(windows), read, time.perf_counter() - start)
+    return PerplexityScore(float(nll), scored_tokens(windows), len(windows), read, time.perf_counter() - start,
+                           uniform)
 
 
 __all__ = ["LOGIT_BUDGET", "MAX_FINITE_NLL", "PerplexityScore", "Window", "lm_windows", "perplexity", "score_windows",

@@ -442,6 +442,17 @@ class CompilableLayer(nn.Module):
             neurons = self.__dict__["_neurons_cache"] = [m for m in self.modules() if isinstance(m, SpikingNeuron)]
         return neurons
 
+    def recomputed(self, *args, **kwargs):
+        """This layer's forward on `args` and `kwargs` under activation checkpointing: nothing inside is kept for the
+        backward, which runs the layer again (non-reentrant `torch.utils.checkpoint`; the caller checks
+        `checkpointable` first). Early stopping of the recomputation is off: the layers run as compiled
+        graphs (`compile_layers`), which torch's early stop cannot unwind (an assertion in its pack
+        hook); the whole layer is recomputed either way."""
+        import torch.utils.checkpoint
+
+        with torch.utils.checkpoint.set_checkpoint_early_stop(False):
+            return torch.utils.checkpoint.checkpoint(self, *args, use_reentrant=False, **kwargs)
+
     def checkpointable(self) -> bool:
         """Whether gradient checkpointing may recompute this layer: every neuron is calibrated. A
         neuron calibrating inside the forward would change the layer's work between the forward

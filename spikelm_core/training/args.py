@@ -114,6 +114,9 @@ def training_arguments(
         bf16=resolve_bf16(train.bf16, run_device(train.device)),  # 'auto': bf16 where native
         fp16=train.fp16,
         use_cpu=train.device == "cpu",
+        # memory: recompute each layer in the backward (the models' own non-reentrant checkpointing)
+        activation_checkpointing=train.activation_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if train.activation_checkpointing else None,
         # evaluation and model selection
         eval_strategy=eval_strategy,
         eval_steps=train.eval_steps if eval_strategy == "steps" else None,

@@ -38,7 +38,8 @@ from typing import Any
 import torch
 
 from ..calibration import spiking_neurons, text_calibration_batch
-from ..checkpoints import MODEL_TYPES, LoadedModel, is_spiking_type, load_model, read_config, resolve_source
+from ..checkpoints import (MODEL_TYPES, LoadedModel, _weight_files, is_spiking_type, load_model, read_config,
+                           resolve_source)
 from ..config import EvalConfig
 from ..config.schema import MlmArgs
 from ..data.lm import TRAINING_EVAL_SPLIT, load_lm_text
@@ -126,7 +127,8 @@ def check_dense_reference(source: str, vocab_size: int | None, positions: int | 
     """CheckpointError (exit 3), before any weights are read, unless `source` is a dense causal LM
     of `vocab_size` tokens with at least `positions` positions (the windows or the prompt and its
     continuation it is compared on)."""
-    config = read_config(resolve_source(source))
+    where = resolve_source(source)
+    config = read_config(where)
     model_type = config["model_type"]
     if is_spiking_type(model_type):
         raise CheckpointError(f"the dense reference '{source}' is a spiking model ('{model_type}')", hint=_DENSE_FIX)
@@ -141,6 +143,7 @@ def check_dense_reference(source: str, vocab_size: int | None, positions: int | 
         raise CheckpointError(f"the dense reference '{source}' has {limit} positions; it would be compared on "
                               f"{positions}", hint=f"{_DENSE_FIX}, or compare on {limit} positions or fewer "
                               "(--seq-len; with --prompt, a shorter prompt or --max-new-tokens)")
+    _weight_files(where)  # no weights (a config-only directory): said now, not after the spiking model has scored
 
 
 def load_dense_reference(source: str, model, device: torch.device):
@@ -184,6 +187,8 @@ class CausalLmEvaluation(Evaluation):
         self.seq_len = cfg.data.seq_len
         self.stride = cfg.data.stride
         self.fields: dict[str, Any] = {}
+        self.collapsed: dict[str, tuple[int, int]] = {}
+        """'split, spiking|dense' -> (scored tokens predicted from all-equal logits, scored tokens)."""
 
     def check_data(self) -> None:
         d = self.cfg.data
@@ -256,6 +261,9 @@ class CausalLmEvaluation(Evaluation):
             seconds = sum(v.seconds for v in values)
             return sum(v.tokens_read for v in values) / seconds if values and seconds > 0 else None
 
+        self.collapsed = {f"{split}, {name}": (s.uniform, s.tokens)
+                          for name, by_split in ((kind, scores), ("dense", dense_scores))
+                          for split, s in by_split.items() if s.uniform}
         self.fields = {
             "perplexity": scores[first].perplexity,
             "dense_perplexity": dense_scores[first].perplexity if dense_scores else None,
@@ -270,10 +278,15 @@ class CausalLmEvaluation(Evaluation):
         return metrics, examples, PRIMARY, report
 
     def warnings(self, loaded):
+        out = []
         if self.cfg.dense_reference is not None and not spiking_neurons(loaded.model):
-            return [f"'{self.cfg.model}' is scored dense (neuron.kind dense): the dense reference "
-                    f"'{self.cfg.dense_reference}' is not scored"]
-        return []
+            out.append(f"'{self.cfg.model}' is scored dense (neuron.kind dense): the dense reference "
+                       f"'{self.cfg.dense_reference}' is not scored")
+        for what, (uniform, tokens) in self.collapsed.items():
+            out.append(f"{what}: {uniform:,} of {tokens:,} scored tokens were predicted from logits that are all equal "
+                       "(a uniform guess over the vocabulary: the model's output collapsed, e.g. a state "
+                       "overflowed float32): the perplexity measures that collapse, not the model")
+        return out
 
     def result_fields(self) -> dict[str, Any]:
         return dict(self.fields)
@@ -293,7 +306,8 @@ class CausalLmPipeline(Pipeline):
         d = self.cfg.data
         own = d.train_file if split == "train" else d.validation_file
         if own is not None:
-            return load_lm_text(self.cfg.task, split, source=own)
+            return load_lm_text(self.cfg.task, split, source=own,
+                                source_key="data.train_file" if split == "train" else "data.validation_file")
         try:
             return load_lm_text(self.cfg.task, split, source=d.source, data_dir=d.data_dir)
         except DataError as exc:  # a training run may also name the file itself

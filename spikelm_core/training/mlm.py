@@ -57,12 +57,12 @@ class SeededMaskingCollator(DataCollatorForLanguageModeling):
     never), with each example's masks drawn over its own tokens from its own generator, seeded by
     (`mask_seed`, `epoch`, the example's `EXAMPLE_INDEX`): a pure function of the example and the
     epoch, never of the global random state, the batch the example lands in or its padding (right
-    padding, as BERT tokenizers pad). So a run resumed from a checkpoint masks every later batch as
-    the uninterrupted run did (the global state is saved after the data loader has already collated,
-    and masked, the next batch). `set_epoch` (called by `SpikelmTrainer` at each epoch) gives each
-    epoch fresh masks. Examples without an index (none of spikelm's) are masked from the global
-    random state, as transformers masks them. A module-level class, so data-loader workers started
-    by spawn or forkserver can pickle it."""
+    padding, as BERT tokenizers pad, or left where the tokenizer's padding_side says so). So a run
+    resumed from a checkpoint masks every later batch as the uninterrupted run did (the global state
+    is saved after the data loader has already collated, and masked, the next batch). `set_epoch`
+    (called by `SpikelmTrainer` at each epoch) gives each epoch fresh masks. Examples without an
+    index (none of spikelm's) are masked from the global random state, as transformers masks them.
+    A module-level class, so data-loader workers started by spawn or forkserver can pickle it."""
 
     mask_seed: int = 0
     epoch: int = 0
@@ -81,13 +81,15 @@ class SeededMaskingCollator(DataCollatorForLanguageModeling):
             self.generator = None
             return super().torch_mask_tokens(inputs, special_tokens_mask, offset_mapping)
         inputs, labels = inputs.clone(), torch.full_like(inputs, -100)
+        left = getattr(self.tokenizer, "padding_side", "right") == "left"  # a tokenizer may pad on the left
         for r, (index, n) in enumerate(rows):
             key = ((self.mask_seed * 1_000_003 + self.epoch) * 1_000_003 + int(index)) % 2**63
             self.generator = torch.Generator().manual_seed(key)
-            row = inputs[r:r + 1, :n]  # the example's own tokens: its masks never see the batch's padding
+            own = slice(inputs.shape[1] - n, inputs.shape[1]) if left else slice(0, n)
+            row = inputs[r:r + 1, own]  # the example's own tokens: its masks never see the batch's padding
             special = torch.tensor([self.tokenizer.get_special_tokens_mask(row[0].tolist(),
                                                                            already_has_special_tokens=True)])
-            inputs[r:r + 1, :n], labels[r:r + 1, :n] = super().torch_mask_tokens(row.clone(), special)
+            inputs[r:r + 1, own], labels[r:r + 1, own] = super().torch_mask_tokens(row.clone(), special)
         self.generator = None
         return inputs, labels
 
@@ -191,12 +193,18 @@ class MlmPipeline(Pipeline):
         self.tokenizer = loaded.tokenizer
         if cfg.data.validation_file is not None:  # a held-out text that cannot serve: said before the corpus is tokenised
             with _held_out_named():
-                corpus_files(cfg.data.validation_file)
+                held_files = corpus_files(cfg.data.validation_file)
+            shared = sorted(set(held_files) & set(corpus_files(cfg.data.source)))
+            if shared:  # its scores are then those of text the model trained on, not of held-out text
+                log.warning("the held-out text (data.validation_file, --held-out) is also training text (data.source, "
+                            "--text): %s%s; its scores after training are not held-out scores (give held-out text "
+                            "outside the training text, e.g. --text .../valid.txt --held-out .../test.txt)",
+                            ", ".join(shared[:3]), f" and {len(shared) - 3} more" if len(shared) > 3 else "")
         with local_main_process_first():  # one rank per node tokenises into the cache, the others read it back
             train = mlm_dataset(cfg.data.source, loaded.tokenizer, self.max_length, nsp=self.nsp,
                                 subset=cfg.data.train_subset, seed=cfg.train.seed)
         if len(train) < cfg.train.batch_size:
-            log.warning("the text gives %d sequence(s) of %d tokens, fewer than one batch of %d: every step sees the "
+            log.warning("the text gives %d sequence(s) of up to %d tokens, fewer than one batch of %d: every step sees the "
                         "same text", len(train), self.max_length, cfg.train.batch_size)
         if cfg.data.validation_file is None:
             if cfg.data.eval_subset is not None:  # e.g. a GLUE recipe pointed at a text corpus

@@ -200,6 +200,34 @@ def test_distill_tiny_recipe(tiny_dirs, tmp_path):
     assert all(k in logs[0] for k in ("loss_ce", "loss_kd", "loss_hidden", "loss_attn"))
 
 
+def test_activation_checkpointing_trains_the_same_run(tiny_dirs, tmp_path, monkeypatch):
+    """`train.activation_checkpointing` recomputes each spiking layer in the backward: the same losses, step
+    by step (the first, calibrating step runs plainly); refused beside a firing-rate target."""
+    import torch.utils.checkpoint
+
+    calls, real = [], torch.utils.checkpoint.checkpoint
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k))
+    losses = []
+    for on in (False, True):
+        out = tmp_path / f"d{on}"
+        res = runner.invoke(app, ["distill", "recipes/tiny/distill.yaml", "--teacher", str(tiny_dirs["teacher"]),
+                                  "--data-dir", str(tiny_dirs["glue"]), "--out-dir", str(out),
+                                  *_sets("data.source=glue/sst2", *TINY_SETS, "train.logging_steps=1",
+                                         f"train.activation_checkpointing={str(on).lower()}")])
+        _ok(res)
+        logs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        losses.append([(r["step"], r["loss"]) for r in logs if "loss" in r and "step" in r])
+        assert yaml.safe_load((out / "run_config.yaml").read_text())["train"]["activation_checkpointing"] is on
+        assert bool(calls) is on  # the student's layers (2) recomputed on every step after the first
+    assert len(losses[0]) >= 3
+    for (step, a), (step_b, b) in zip(*losses, strict=True):
+        assert step == step_b and math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6), (step, a, b)
+    res = runner.invoke(app, ["distill", "recipes/tiny/distill.yaml", "--teacher", str(tiny_dirs["teacher"]),
+                              "--print-config", *_sets("train.activation_checkpointing=true",
+                                                       "train.target_firing_rate=0.2")])
+    _fails(res, 2, "train.activation_checkpointing", "target_firing_rate")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("nsp", [True, False], ids=["mlm+nsp-from-scratch", "mlm-from-dense+kd"])
 def test_pretrain_tiny_recipe(tiny_dirs, tmp_path, nsp):

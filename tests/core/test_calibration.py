@@ -219,3 +219,25 @@ def test_non_finite_amplitudes_are_refused_when_calibrated_and_when_loaded(tmp_p
     with pytest.raises(CheckpointError, match="holds non-finite amplitudes in 1 neuron state tensor") as exc:
         load_model(tmp_path / "nan", head="sequence_classification", need_tokenizer=False)
     assert exc.value.details == [f"{name}.alpha (from step 5)"]
+
+
+def test_a_model_whose_outputs_collapse_after_calibration_is_refused():
+    """Finite but huge amplitudes (the official reset over 8 or 9 steps: ~1e20) overflow RMSNorm's
+    float32 mean square, which returns zeros: every logit equal, a perplexity of exactly the
+    vocabulary size. Refused; soft resets at the same T are fine."""
+    from spikelm_core.calibration import calibrate
+    from spikelm_core.errors import ConfigError
+    from spikelm_core.models.spiking_llama import SpikingLlamaConfig, SpikingLlamaForCausalLM
+
+    from tests.conftest import LLAMA_TINY
+
+    ids = torch.randint(4, LLAMA_TINY["vocab_size"], (8, 32), generator=torch.Generator().manual_seed(0))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    torch.manual_seed(0)
+    m = SpikingLlamaForCausalLM(SpikingLlamaConfig(**LLAMA_TINY, num_timesteps=9))
+    with pytest.raises(ConfigError, match="collapsed") as err:
+        calibrate(m, batch)
+    assert "--reset soft" in err.value.hint
+    torch.manual_seed(0)
+    calibrate(SpikingLlamaForCausalLM(SpikingLlamaConfig(**LLAMA_TINY, num_timesteps=9,
+                                                         reset="soft")), batch)

@@ -247,6 +247,7 @@ class SpikingBartPreTrainedModel(PreTrainedModel):
     config_class = SpikingBartConfig
     config: SpikingBartConfig
     base_model_prefix = "model"
+    supports_gradient_checkpointing = True  # each stack recomputes its calibrated layers (`_SpikingBartStack`)
     _no_split_modules = ["SpikingBartEncoderLayer", "SpikingBartDecoderLayer"]
     _keys_to_ignore_on_load_unexpected = ["encoder.version", "decoder.version"]
 
@@ -276,7 +277,14 @@ class _SpikingBartStack(SpikingBartPreTrainedModel):
         self.layers = nn.ModuleList([layer_cls(config, i) for i in range(num_layers)])
         self.layernorm_embedding = nn.LayerNorm(d)
         self.dropout = config.dropout
+        self.gradient_checkpointing = False  # training: recompute each calibrated layer in the backward
         self.post_init()
+
+    def _checkpointed(self, layer) -> bool:
+        """Whether this training step recomputes `layer` in the backward instead of keeping its activations
+        (`gradient_checkpointing_enable()`; a layer whose neurons still calibrate runs plainly,
+        `CompilableLayer.checkpointable`)."""
+        return self.gradient_checkpointing and self.training and layer.checkpointable()
 
     def _steps(self, embeds: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Float embeddings `[B, L, D]`, computed once and repeated over T: `[T, B, L, D]`."""
@@ -299,7 +307,7 @@ class SpikingBartEncoder(_SpikingBartStack):
             mask = additive_mask(attention_mask.bool()[:, None, None, :], h.dtype)  # [B, 1, 1, S]
         states = [h.mean(0)] if output_hidden_states else None
         for layer in self.layers:
-            h = layer(h, mask)
+            h = layer.recomputed(h, mask) if self._checkpointed(layer) else layer(h, mask)
             if states is not None:
                 states.append(h.mean(0))
         return SpikingBartEncoderOutput(
@@ -325,7 +333,10 @@ class SpikingBartDecoder(_SpikingBartStack):
             enc_mask = additive_mask(encoder_attention_mask.bool()[:, None, None, :], h.dtype)
         states = [h.mean(0)] if output_hidden_states else None
         for layer in self.layers:
-            h = layer(h, self_mask, encoder_states, enc_mask, cache)
+            if cache is None and self._checkpointed(layer):  # training reads no cache
+                h = layer.recomputed(h, self_mask, encoder_states, enc_mask)
+            else:
+                h = layer(h, self_mask, encoder_states, enc_mask, cache)
             if states is not None:
                 states.append(h.mean(0))
         return h, (tuple(states) if states is not None else None)

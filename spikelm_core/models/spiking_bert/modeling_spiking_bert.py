@@ -197,9 +197,7 @@ class SpikingBertEncoder(nn.Module):
         states, attns = [h] if output_hidden_states else None, [] if output_attentions else None
         for layer in self.layer:
             if self.gradient_checkpointing and self.training and layer.checkpointable():
-                h, probs = torch.utils.checkpoint.checkpoint(
-                    layer, h, mask, output_attentions=output_attentions, use_reentrant=False
-                )
+                h, probs = layer.recomputed(h, mask, output_attentions=output_attentions)
             else:
                 h, probs = layer(h, mask, output_attentions=output_attentions)
             if output_hidden_states:

@@ -252,6 +252,11 @@ class SpikingLlamaModel(SpikingLlamaPreTrainedModel):
             cache = None
         B, L, D = emb.shape
         past = cache.get_seq_length() if cache is not None else 0
+        if position_ids is None and attention_mask is not None and attention_mask.shape[-1] >= past + L:
+            # positions count real tokens only: a left-padded row gets the positions it has alone. K is
+            # spiked after RoPE, so (unlike a dense Llama) the spiking model is not invariant to a shift of
+            # every position, and generate() passes no position_ids
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)[:, -L:].to(emb.device)
         if position_ids is None:
             position_ids = torch.arange(past, past + L, device=emb.device).unsqueeze(0).expand(B, L)
         cos, sin = self.rotary_emb(emb, position_ids)  # [B, L, d_h], float
@@ -260,7 +265,7 @@ class SpikingLlamaModel(SpikingLlamaPreTrainedModel):
         states = [emb] if output_hidden_states else None
         for layer in self.layers:
             if self.gradient_checkpointing and self.training and layer.checkpointable():
-                h = torch.utils.checkpoint.checkpoint(layer, h, cos, sin, mask, None, use_reentrant=False)
+                h = layer.recomputed(h, cos, sin, mask, None)
             else:
                 h = layer(h, cos, sin, mask, cache)
             if states is not None:

@@ -84,3 +84,8 @@ def test_the_shared_wikitext_files(shared_data):
     assert where.endswith("wikitext-2/test.txt") and text.startswith(" \n = Robert <unk> = \n")
     valid, _ = load_lm_text("wikitext2", "validation", data_dir=str(shared_data / "text"))
     assert valid != text and len(valid) > 100_000
+
+
+def test_a_missing_file_is_named_by_the_setting_that_gave_it(tmp_path):
+    with pytest.raises(DataError, match="data.train_file '.*nope.txt' does not exist"):
+        load_lm_text("wikitext2", "train", source=str(tmp_path / "nope.txt"), source_key="data.train_file")

@@ -168,3 +168,24 @@ def test_a_perplexity_beyond_the_largest_float_is_infinite_not_an_overflow_error
                         perplexity=math.inf)
     text = json.dumps(result.to_dict(), allow_nan=False)  # raises on a non-finite number
     assert json.loads(text)["metrics"]["test"] == {"perplexity": None, "nll": 1445.8}
+
+
+def test_tokens_predicted_from_all_equal_logits_are_counted():
+    """A collapsed model (every logit equal) scores exactly the vocabulary size; the score says how many
+    tokens it guessed uniformly, so eval can warn instead of reporting it as a measurement."""
+    from types import SimpleNamespace
+
+    class Flat(torch.nn.Module):
+        config = SimpleNamespace(vocab_size=11)
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, input_ids, use_cache=False, logits_to_keep=0):
+            B, L = input_ids.shape
+            return SimpleNamespace(logits=torch.zeros(B, logits_to_keep or L, 11) * self.w)
+
+    score = score_windows(Flat(), lm_windows(list(range(3, 10)) * 5, 8, bos_token_id=1))
+    assert score.uniform == score.tokens == 35
+    assert score.perplexity == pytest.approx(11)

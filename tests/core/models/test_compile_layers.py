@@ -246,3 +246,26 @@ def test_dropout_masks_are_the_same_eager_and_compiled():
     for name in runs[0][2]:
         torch.testing.assert_close(runs[1][2][name], runs[0][2][name], atol=1e-5, rtol=1e-4, msg=name)
     assert all(layer._compiled is not None for layer in compiled.bert.encoder.layer)
+
+
+def test_compiled_layers_recomputed_by_activation_checkpointing_equal_eager():
+    """Compiled layers under activation checkpointing (`train.activation_checkpointing` with `train.compile:
+    layers`): the recomputation runs the compiled graph again (torch's early stop, which cannot unwind
+    it, is off: `CompilableLayer.recomputed`); the same gradients as the eager model."""
+    import torch._dynamo
+
+    eager = _model(3)
+    b = _batch()
+    calibrate(eager, {k: v for k, v in b.items() if k != "labels"})
+    compiled = _model(3)
+    compiled.load_state_dict(eager.state_dict())
+    torch._dynamo.reset()
+    compile_layers(compiled)
+    compiled.activation_checkpointing_enable()
+    eager.train(), compiled.train()
+    ref = _run(eager, b)
+    got = _run(compiled, b)
+    got_again = _run(compiled, b)  # a second step: the compiled graph reused
+    for name in ref[2]:
+        torch.testing.assert_close(got[2][name], ref[2][name], atol=1e-5, rtol=1e-4, msg=name)
+        torch.testing.assert_close(got_again[2][name], got[2][name], msg=name)

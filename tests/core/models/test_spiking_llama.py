@@ -267,31 +267,46 @@ def test_a_tied_lm_head_is_ignored_on_save_so_a_resume_ties_it_again(tmp_path, t
     assert missing == fresh._keys_to_ignore_on_save == ({"lm_head.weight"} if tie else set())
 
 
-@pytest.mark.parametrize("family", ["llama", "bert"])
+@pytest.mark.parametrize("family", ["llama", "bert", "bart"])
 def test_gradient_checkpointing_on_an_uncalibrated_model_equals_plain_backward(family):
     """The first training step of a fresh model calibrates inside the forward (and its shared projections
     run apart meanwhile): checkpointing must not recompute that step, which torch refuses."""
+    from spikelm_core.models.common import CompilableLayer
     from spikelm_core.models.spiking_bert import SpikingBertConfig, SpikingBertForSequenceClassification
 
     def fresh():
         torch.manual_seed(0)
         if family == "llama":
             return SpikingLlamaForCausalLM(tiny()).train()
+        if family == "bart":  # the encoder and the decoder stacks, dropout on (the recomputation replays it)
+            from spikelm_core.models.spiking_bart import SpikingBartConfig, SpikingBartForConditionalGeneration
+            from tests.core.models.test_spiking_bart import BART_TINY
+
+            return SpikingBartForConditionalGeneration(SpikingBartConfig(
+                **{**BART_TINY, "vocab_size": 101, "num_timesteps": 3, "dropout": 0.1})).train()
         cfg = SpikingBertConfig(vocab_size=101, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                                 intermediate_size=32, num_timesteps=3)
         return SpikingBertForSequenceClassification(cfg).train()
 
     b = batch()
-    labels = b["input_ids"] if family == "llama" else torch.arange(5) % 2
+    labels = b["input_ids"] if family in ("llama", "bart") else torch.arange(5) % 2
     grads = []
     for checkpointing in (False, True):
         m = fresh()
         if checkpointing:
-            m.gradient_checkpointing_enable()
-        for _ in range(2):  # the calibrating step, then a recomputed one
+            m.activation_checkpointing_enable()
+            assert m.is_activation_checkpointing
+        calls = []
+        for step in range(2):  # the calibrating step, then a recomputed one
             torch.manual_seed(1)
             m.zero_grad()
+            if step == 1:  # every layer runs twice (the forward, the recomputation) when checkpointed
+                layers = [mod for mod in m.modules() if isinstance(mod, CompilableLayer)]
+                hooks = [layer.register_forward_pre_hook(lambda *_: calls.append(1)) for layer in layers]
             m(**b, labels=labels).loss.backward()
+        for hook in hooks:
+            hook.remove()
+        assert len(calls) == len(layers) * (2 if checkpointing else 1)
         grads.append({n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None})
     assert grads[0].keys() == grads[1].keys()
     for name in grads[0]:
@@ -310,3 +325,17 @@ def test_return_dict_false_gives_the_tuple_and_attention_maps_are_refused():
     torch.testing.assert_close(as_tuple[0], out.logits)
     with pytest.raises(ValueError, match="attention maps"):
         model(**b, output_attentions=True)
+
+
+def test_a_left_padded_row_scores_as_it_does_alone():
+    """K is spiked after RoPE, so the spiking model is not invariant to shifting every position (a dense
+    Llama is): positions must count real tokens, or batched generation depends on the padding."""
+    m = calibrated(seed=5, initializer_range=0.3)
+    ids = batch(B=1, L=5, seed=6)["input_ids"]
+    padded = torch.cat([torch.zeros(1, 4, dtype=torch.long), ids], 1)
+    mask = torch.cat([torch.zeros(1, 4, dtype=torch.long), torch.ones_like(ids)], 1)
+    kw = dict(max_new_tokens=4, min_new_tokens=4, do_sample=False, pad_token_id=0, eos_token_id=2)
+    with torch.no_grad():
+        alone = m(ids).logits
+        torch.testing.assert_close(m(padded, attention_mask=mask).logits[:, 4:], alone, atol=1e-5, rtol=1e-5)
+        assert torch.equal(m.generate(padded, attention_mask=mask, **kw)[:, 9:], m.generate(ids, **kw)[:, 5:])

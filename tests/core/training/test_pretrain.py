@@ -3,6 +3,8 @@ and resumed from a checkpoint ends with the weights of an uninterrupted one."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -140,3 +142,38 @@ def test_heads_a_model_lacks_are_said_to_start_untrained(tiny_dirs, tmp_path, ca
         run_pretrain(_cfg(tiny_dirs, tmp_path / "p", f"model={tiny_dirs['dense']}", "model_config=null",
                           "train.max_steps=1"))
     assert "the masked-LM and NSP heads start untrained" in caplog.text and "cls." in caplog.text
+
+
+def test_masks_do_not_depend_on_the_padding_side(tiny_dirs):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_dirs["dense"])
+    rows = [tok(t)["input_ids"] for t in ("farmers moved the old stone", "the river rose over the old stone bridge at dawn")]
+    examples = [{"input_ids": r, EXAMPLE_INDEX: i} for i, r in enumerate(rows)]
+    right = seeded_masking_collator(tok, 0.5, seed=3)(examples)
+    tok.padding_side = "left"
+    left = seeded_masking_collator(tok, 0.5, seed=3)(examples)
+    n, width = len(rows[0]), right["labels"].shape[1]
+    assert (right["labels"][0, :n] != -100).any()  # the short row has masks ...
+    assert torch.equal(left["labels"][0, width - n:], right["labels"][0, :n])  # ... wherever its padding lies
+    assert torch.equal(left["input_ids"][0, width - n:], right["input_ids"][0, :n])
+    assert (left["labels"][0, :width - n] == -100).all()
+
+
+def test_held_out_text_inside_the_training_text_is_said(tiny_dirs, tmp_path, caplog):
+    """--text FOLDER with --held-out FOLDER/test.txt (or the same file twice): the held-out scores would be
+    those of training text, which the run says."""
+    folder = tmp_path / "text"
+    folder.mkdir()
+    (folder / "held.txt").write_text(tiny_dirs["corpus"].read_text())
+    for i, (source, held) in enumerate(((tiny_dirs["corpus"], tiny_dirs["corpus"]), (folder, folder / "held.txt"))):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="spikelm"):
+            run_pretrain(_cfg(tiny_dirs, tmp_path / f"out{i}", f"data.source={source}",
+                              f"data.validation_file={held}", "train.max_steps=1"))
+        assert "is also training text" in caplog.text and Path(held).name in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="spikelm"):
+        run_pretrain(_cfg(tiny_dirs, tmp_path / "apart", f"data.validation_file={folder / 'held.txt'}",
+                          "train.max_steps=1"))
+    assert "is also training text" not in caplog.text
