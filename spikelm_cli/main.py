@@ -6,6 +6,7 @@ A verb's module is imported only to run it or show its own --help (`LazyGroup`):
 from __future__ import annotations
 
 import ast
+import difflib
 import importlib
 import importlib.util
 import logging
@@ -14,10 +15,13 @@ import signal
 import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import click
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
+
+if TYPE_CHECKING:  # typer (>= 0.29) runs on its own copy of click; the `click` package is not a dependency
+    import click
 
 # The verbs in the order `spikelm --help` lists them; each is `<verb>_command` in `commands/<verb>.py`, with
 # `COMMAND_CLASS` there when it needs its own click command class.
@@ -48,15 +52,35 @@ class LazyGroup(TyperGroup):
         if name not in COMMANDS:
             return None
         if self._listing:
-            return click.Command(name, help=summary(name))
+            return TyperCommand(name, help=summary(name))
         if name not in self._loaded:
             self._loaded[name] = load_command(name)
         return self._loaded[name]
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        """A mistyped verb gets typer's 'Did you mean ...?', which typer draws from the registered commands, none
+        in a lazy group: the same suggestion from `COMMANDS`."""
+        name = args[0] if args else None
+        if name is not None and name not in COMMANDS and not name.startswith("-") and not ctx.resilient_parsing:
+            matches = difflib.get_close_matches(name, COMMANDS)
+            if matches:
+                ctx.fail(f"No such command {name!r}. Did you mean {', '.join(repr(m) for m in matches)}?")
+        return super().resolve_command(ctx, args)
 
     def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         self._listing = True
         try:
             super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
+    def shell_complete(self, ctx: click.Context, incomplete: str) -> list:
+        """Completing a verb's name lists the verbs with their summaries, importing none of them (click
+        asks `get_command` of every verb whose name matches); completing a verb's options still loads that
+        verb (click resolves it through `get_command` before it gets here)."""
+        self._listing = True
+        try:
+            return super().shell_complete(ctx, incomplete)
         finally:
             self._listing = False
 
@@ -148,7 +172,10 @@ def _terminated(signum, frame) -> None:
 
 
 def main() -> None:
-    app()
+    # One program name however it is started (`spikelm`, `python -m spikelm_cli`, `torchrun -m spikelm_cli`):
+    # click would otherwise call it `python -m spikelm_cli`, and --show-completion / --install-completion
+    # would write a script for a command named `python` (and a file named `python -m spikelm_cli.sh`).
+    app(prog_name="spikelm")
 
 
 if __name__ == "__main__":

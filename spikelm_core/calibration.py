@@ -38,6 +38,10 @@ def is_calibrated(model: nn.Module) -> bool:
     return all(n.is_calibrated for _, n in spiking_neurons(model))
 
 
+CalibrationMode = Literal["eval", "train"]
+CALIBRATION_MODES: tuple[str, ...] = typing.get_args(CalibrationMode)
+"""The model's mode during the calibration forward: 'eval' (spikelm's default, no dropout) or 'train'
+(dropout on, as the released code's first pretraining step calibrates)."""
 CalibrationTokens = Literal["all", "real"]
 CALIBRATION_TOKENS: tuple[str, ...] = typing.get_args(CalibrationTokens)
 """What the calibration means average over: every position of the batch, pads included (the released
@@ -46,8 +50,10 @@ code, which pads every batch to 128), or its real tokens only (pads excluded, as
 
 @torch.no_grad()
 def calibrate(model: nn.Module, batch: dict[str, torch.Tensor], *, tokens: CalibrationTokens = "all",
-              missing_only: bool = False) -> None:
-    """Recalibrate every neuron's amplitudes on `batch` (one forward in eval mode).
+              missing_only: bool = False, mode: CalibrationMode = "eval") -> None:
+    """Recalibrate every neuron's amplitudes on `batch` (one forward without gradients; `mode` "eval":
+    dropout off, so the amplitudes depend on the batch alone; "train": dropout on, as the released code
+    calibrates inside its first training step).
 
     `tokens="real"` leaves the batch's pad positions out of every mean (the batch's `attention_mask`,
     read as `firing` reads it), so the amplitudes do not depend on how the batch was padded.
@@ -60,8 +66,10 @@ def calibrate(model: nn.Module, batch: dict[str, torch.Tensor], *, tokens: Calib
     for _, n in neurons:
         if not missing_only:
             n.mark_uncalibrated()
+    if mode not in CALIBRATION_MODES:
+        raise ValueError(f"mode must be one of {', '.join(CALIBRATION_MODES)}, got {mode!r}")
     was_training = model.training
-    model.eval()
+    model.train(mode == "train")
     recorder = None
     if tokens == "real":
         recorder = FiringRecorder(model)
@@ -238,8 +246,8 @@ def text_batches(tokenizer, text: str, seq_len: int = 128, batch_size: int = 8, 
     if len(chunks) > 1 and len(chunks[-1]) < body:
         chunks.pop()
     elif len(chunks[0]) < body:  # the only sequence, and short: the amplitudes rest on these few tokens
-        log.warning("the calibration text holds %d token(s), less than one sequence of %d: the amplitudes are "
-                    "calibrated on those alone (give a longer text)", len(chunks[0]), body)
+        log.warning("the calibration text holds %d token(s), less than one sequence of %d: the firing rates (and "
+                    "amplitudes calibrated on it) rest on those alone (give a longer text)", len(chunks[0]), body)
     seqs = [[*head, *c, *tail] for c in chunks]
     batches = []
     for i in range(0, len(seqs), batch_size):

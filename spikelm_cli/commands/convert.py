@@ -63,7 +63,7 @@ def _settings(**values) -> NeuronSettings:
 
 @friendly_errors
 def convert_command(
-    source: Annotated[str, typer.Argument(help="Local model directory, GGUF file, alias (bert-base, bert-large, bart-base, bart-large, minilm, smollm2) or hub id.")],
+    source: Annotated[str, typer.Argument(help="Local model directory, GGUF file, alias (bert-base, bert-large, bert-base-cased, bart-base, bart-large, minilm, all-minilm-l6-v2, smollm2) or hub id.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory for the spiking model.")],
     neuron: Annotated[SpikingKind, typer.Option(help="elastic_bi (SpikeLM) or lif (LIF-BERT baseline).")] = SpikingKind(_DEFAULTS.kind),
     timesteps: Annotated[int, typer.Option("--timesteps", "-T", help="Time steps T per forward.")] = _DEFAULTS.num_timesteps,

@@ -34,7 +34,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from spikelm_core.calibration import CalibrationTokens
+from spikelm_core.calibration import CalibrationMode, CalibrationTokens
 from spikelm_core.data.glue import (
     GLUE_TASK_NAMES,
     GLUE_TASKS,
@@ -405,6 +405,12 @@ class TrainArgs(_RuledSection):
     included (the released code, which pads every batch to 128; spikelm pads each batch to its
     longest example), or its 'real' tokens only (pads excluded, as firing rates count them), so that
     the amplitudes do not depend on how the batch was padded."""
+    calibration_mode: CalibrationMode = "eval"
+    """The model's mode in the calibration forward: 'eval' (spikelm's default: no dropout, so the amplitudes
+    depend on the calibration batch alone) or 'train' (dropout on, as the released code calibrates inside
+    its first pretraining step, method doc 2.3; the paper's pretraining recipes set it). With BERT's
+    dropout 0.1 at random initialisation the two put amplitudes up to about 15 % apart; a model without
+    dropout calibrates the same either way."""
     target_firing_rate: float | None = Field(None, gt=0, lt=1)
     """Firing-rate target: add `firing_rate_weight` times a penalty on the per-layer firing rates
     of each training batch (non-zero fraction of each neuron's output, pads excluded, mean over a
@@ -504,8 +510,9 @@ class DistillArgs(_RuledSection):
     the KL does not shrink with the sequence length as the MSE does."""
     hidden_match: Literal["mean", "steps"] = "mean"
     """What the hidden-state term matches to the teacher's layer outputs: the student's mean over its
-    T time steps (`mean`, the released code), or each time step's state (`steps`: the MSE of every
-    step, averaged; it also penalises the spread over steps). `steps` needs a spiking BERT student."""
+    T time steps (`mean`, method doc 13; the released code has no distillation), or each time step's
+    state (`steps`: the MSE of every step, averaged; it also penalises the spread over steps). `steps`
+    needs a spiking BERT student."""
     hidden_norm: Literal["none", "relative"] = "none"
     """Scale of the hidden-state term: `none`, the MSE of every layer averaged over layers (layers with
     larger states weigh more), or `relative`, each layer's MSE divided by the teacher's mean square at

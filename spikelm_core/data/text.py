@@ -1,7 +1,8 @@
 """Masked-LM corpora from local text files (offline; e.g. ../shared/data/text/wikitext-2).
 
 A source is a UTF-8 text file or a directory of `*.txt` files (read in sorted order). Blank lines
-separate documents. Each document's tokens are packed into full `[CLS] ... [SEP]` sequences of
+separate documents (and every `DOCUMENT_LINES` lines in a row end one, so a file without blank lines
+streams too). Each document's tokens are packed into full `[CLS] ... [SEP]` sequences of
 `max_length` tokens (no padding inside a document; the last piece of a document may be shorter),
 as BERT pretraining does. With `nsp=True` every sequence is a pair `[CLS] A [SEP] B [SEP]`: B is
 A's continuation (label 0) or, with probability 1/2, a segment from elsewhere in the corpus
@@ -56,10 +57,18 @@ def text_files(source: str | Path) -> list[Path]:
     )
 
 
+#: The most lines one document holds: a longer run of lines without a blank one (a corpus written without
+#: blank lines is one document) is read as documents of this many lines each, so that memory stays
+#: bounded (a document is tokenised and packed whole); its pieces are then packed, and NSP's random
+#: segments drawn, per part. Far above an article's length (WikiText-2's longest: a few hundred lines).
+DOCUMENT_LINES = 10_000
+
+
 def _documents(files: list[str], stamp: str):
     """Each document of `files` as {"lines": [...]}: non-empty lines (as `str.splitlines` splits them),
-    stripped; blank lines (and the end of a file) end a document. Streams line by line, so a corpus
-    never has to fit in memory. `stamp` only names the corpus version in the cache's fingerprint.
+    stripped; blank lines (and the end of a file) end a document, as do `DOCUMENT_LINES` lines in a row.
+    Streams line by line, so a corpus never has to fit in memory. `stamp` only names the corpus version
+    in the cache's fingerprint.
     (`datasets` may call it once per file, as shards: whether the whole corpus is empty is the
     caller's check.)"""
     for name in files:
@@ -76,6 +85,9 @@ def _documents(files: list[str], stamp: str):
                         line = line.strip()
                         if line:
                             current.append(line)
+                            if len(current) >= DOCUMENT_LINES:
+                                yield {"lines": current}
+                                current = []
                         elif current:
                             yield {"lines": current}
                             current = []

@@ -153,7 +153,8 @@ class Pipeline:
             source = (f"the first {n} training examples" if t.calibration_examples is not None
                       else "the first training batch" if n <= t.batch_size
                       else f"the first global training batch ({n} examples, over {os.environ.get('WORLD_SIZE')} processes)")
-        return source + (", pads excluded" if t.calibration_tokens == "real" else "")
+        return (source + (", pads excluded" if t.calibration_tokens == "real" else "")
+                + (", dropout on" if t.calibration_mode == "train" else ""))
 
     final_warnings: tuple[str, ...] | list[str] = ()
     """What makes the final scores doubtful (set by `final_evaluation`; the run summary lists them)."""
@@ -225,7 +226,7 @@ def _calibration_text(source: str, resumed_from: str | None) -> str:
 
 
 def calibrate_if_needed(model, batch: dict[str, torch.Tensor] | Callable[[], dict[str, torch.Tensor]],
-                        converted: bool, *, tokens: str = "all") -> bool:
+                        converted: bool, *, tokens: str = "all", mode: str = "eval") -> bool:
     """Calibrate amplitudes on `batch` (over `tokens`: see `calibration.calibrate`) when the model was
     converted here (every neuron) or holds uncalibrated neurons (those alone). `batch` may be a
     function that builds it, called only then.
@@ -237,7 +238,7 @@ def calibrate_if_needed(model, batch: dict[str, torch.Tensor] | Callable[[], dic
     if not neurons:
         return False
     if converted or not is_calibrated(model):  # a checkpoint's uncalibrated neurons alone: the others keep theirs
-        calibrate(model, batch() if callable(batch) else batch, tokens=tokens, missing_only=not converted)
+        calibrate(model, batch() if callable(batch) else batch, tokens=tokens, missing_only=not converted, mode=mode)
         return any(getattr(n, "alpha_mode", None) == "calibrated" for _, n in neurons)
     return False
 
@@ -392,7 +393,8 @@ def run_training(pipeline: Pipeline, *, resume: str | None, callbacks=None) -> R
                      "calibrated again on this run's data", cfg.model)
             delattr(trainer.model.config, key)
         calibrated = calibrate_if_needed(trainer.model, pipeline.calibration_batch(train_ds, collator),
-                                         loaded.converted or from_convert, tokens=cfg.train.calibration_tokens)
+                                         loaded.converted or from_convert, tokens=cfg.train.calibration_tokens,
+                                         mode=cfg.train.calibration_mode)
         steps = planned_steps(args, len(train_ds))
         stage = int(getattr(pipeline.distill, "hidden_stage_steps", 0) or 0)
         joins = max(float(getattr(pipeline.distill, "alpha_kd", 0) or 0), float(getattr(pipeline.distill, "alpha_ce", 0) or 0))

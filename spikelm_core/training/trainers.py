@@ -47,7 +47,7 @@ def linear_schedule_with_horizon(warmup_steps: int, horizon: int):
     """lr factor: linear warmup 0 -> 1 over `warmup_steps`, then linear decay to 0 at `horizon`.
 
     The horizon may exceed the steps actually run (the released pretraining: 5k warmup over a
-    500k horizon, stopped at 100k, where the factor is 0.8163).
+    500k horizon, stopped at 100k, where the factor is 400000/495000 = 0.8081).
     """
 
     def factor(step: int) -> float:

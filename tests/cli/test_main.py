@@ -74,6 +74,20 @@ def test_version_and_the_verb_list_answer_without_importing_torch():
     assert code == 0 and "torch" in heavy and "--timesteps" in stdout
 
 
+def test_shell_completion_of_the_verbs_imports_no_verb(monkeypatch):
+    """`spikelm <TAB>` (bash completion) answers the verb names without importing torch; completing a verb's
+    options loads that verb."""
+    monkeypatch.setenv("_SPIKELM_COMPLETE", "complete_bash")
+    monkeypatch.setenv("COMP_WORDS", "spikelm ")
+    monkeypatch.setenv("COMP_CWORD", "1")
+    code, heavy, stdout = _run_cli([])
+    assert (code, heavy, stdout.split()) == (0, set(), list(cli_main.COMMANDS))
+    monkeypatch.setenv("COMP_WORDS", "spikelm energy --ti")
+    monkeypatch.setenv("COMP_CWORD", "2")
+    code, heavy, stdout = _run_cli([])
+    assert code == 0 and "--timesteps" in stdout.split()
+
+
 def test_the_verb_list_shows_each_commands_own_summary():
     """The listing's text (read from the source) is the loaded command's: one home, the docstring."""
     group = typer_main_group()
@@ -100,6 +114,30 @@ def typer_main_group():
 
 
 def click_context(group):
-    import click
+    import typer
 
-    return click.Context(group)
+    return typer.Context(group)  # typer's own click, as the group's
+
+
+def test_python_m_writes_the_completion_script_of_spikelm():
+    """`python -m spikelm_cli --show-completion` gives the script of the `spikelm` command, not one for a
+    command named `python` (click's name for a `-m` start)."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "spikelm_cli", "--show-completion", "bash"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "_SPIKELM_COMPLETE=complete_bash" in done.stdout
+    assert done.stdout.rstrip().endswith("complete -o default -F _spikelm_completion spikelm")
+
+
+def test_a_mistyped_verb_is_suggested_without_importing_any():
+    """`spikelm conver` says "Did you mean 'convert'?" (typer's suggestion, lost when the verbs became lazy)."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "spikelm_cli", "conver"], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "COLUMNS": "200"})
+    assert done.returncode == 2
+    assert "No such command 'conver'. Did you mean 'convert'?" in done.stderr
+    code, heavy, _ = _run_cli(["conver"])
+    assert (code, heavy) == (2, set())

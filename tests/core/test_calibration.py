@@ -241,3 +241,29 @@ def test_a_model_whose_outputs_collapse_after_calibration_is_refused():
     torch.manual_seed(0)
     calibrate(SpikingLlamaForCausalLM(SpikingLlamaConfig(**LLAMA_TINY, num_timesteps=9,
                                                          reset="soft")), batch)
+
+
+def test_calibration_mode_train_draws_dropout_as_the_released_first_step():
+    """`mode="train"` calibrates with dropout on (the released code's first pretraining step): other
+    amplitudes than eval mode's when the model has dropout, the same without; the model's mode is restored."""
+    from spikelm_core.models.spiking_bert import SpikingBertConfig, SpikingBertForSequenceClassification
+    from tests.conftest import TINY
+
+    from spikelm_core.calibration import calibrate
+
+    def alphas(dropout, mode):
+        torch.manual_seed(0)
+        model = SpikingBertForSequenceClassification(SpikingBertConfig(
+            **{**TINY, "num_timesteps": 2, "hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}))
+        model.eval()
+        g = torch.Generator().manual_seed(3)
+        batch = {"input_ids": torch.randint(5, 99, (4, 9), generator=g), "attention_mask": torch.ones(4, 9, dtype=torch.long)}
+        torch.manual_seed(1)
+        calibrate(model, batch, mode=mode)
+        assert not model.training
+        return torch.cat([n.alpha.flatten() for _, n in model.spiking_neurons()])
+
+    assert not torch.equal(alphas(0.3, "train"), alphas(0.3, "eval"))
+    torch.testing.assert_close(alphas(0.0, "train"), alphas(0.0, "eval"))
+    with pytest.raises(ValueError, match="mode must be one of"):
+        alphas(0.0, "sometimes")

@@ -111,8 +111,11 @@ class SpikingBertSelfAttention(SharedInputProjections):
             scores = self.qk(q, k) / math.sqrt(self.head_dim)
             if mask is not None:
                 scores = scores + mask
-            probs = self.dropout(torch.softmax(scores, dim=-1))
-            ctx = self.av(probs, v)  # [T, B, H, L, dh]
+            # the maps returned are the probabilities (rows summing to 1), dropout acting on the product
+            # alone: distillation's attention terms (method doc 13) compare distributions, which a
+            # dropped map (zeros, rows off 1) is not
+            probs = torch.softmax(scores, dim=-1)
+            ctx = self.av(self.dropout(probs), v)  # [T, B, H, L, dh]
         T, B, H, L, dh = ctx.shape
         ctx = ctx.transpose(2, 3).reshape(T, B, L, H * dh)
         return ctx, (probs if output_attentions else None)

@@ -207,3 +207,16 @@ def test_a_tokenizer_without_bert_special_tokens_is_refused_naming_them(tok, tmp
     assert err.value.exit_code == 3
     with pytest.raises(CheckpointError, match=r"has no \[CLS\]/\[SEP\] tokens; an encoder"):
         text_batches(SimpleNamespace(cls_token_id=None, sep_token_id=None), "some text", seq_len=8)
+
+
+def test_a_corpus_without_blank_lines_is_read_in_bounded_documents(tmp_path, monkeypatch):
+    """A run of lines with no blank one ends a document every `DOCUMENT_LINES` lines: memory stays bounded,
+    and every line is read once, in order."""
+    from spikelm_core.data import text
+
+    corpus = tmp_path / "flat.txt"
+    corpus.write_text("".join(f"line {i}\n" for i in range(25)) + "\nafter a blank\n")
+    monkeypatch.setattr(text, "DOCUMENT_LINES", 10)
+    docs = [d["lines"] for d in text._documents([str(corpus)], "stamp")]
+    assert [len(d) for d in docs] == [10, 10, 5, 1]
+    assert [line for d in docs for line in d] == [f"line {i}" for i in range(25)] + ["after a blank"]

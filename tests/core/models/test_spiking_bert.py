@@ -337,3 +337,20 @@ def test_mlm_head_activation_apart_from_the_ffn(tmp_path):
     assert isinstance(again.cls.predictions.transform.transform_act_fn, type(ACT2FN["relu"]))
     with pytest.raises(ValueError, match="mlm_head_act 'rellu' is not an activation"):
         SpikingBertForMaskedLM(SpikingBertConfig(**TINY, num_timesteps=2, mlm_head_act="rellu"))
+
+
+@pytest.mark.parametrize("T", [1, 3])
+def test_attention_maps_are_probabilities_under_dropout(T):
+    """The maps distillation compares (method doc 13) are the softmax rows, also in training mode with
+    attention dropout: a dropped map has exact zeros (attention_kl's log) and rows off 1."""
+    torch.manual_seed(0)
+    model = SpikingBertForSequenceClassification(tiny_config(num_timesteps=T, attention_probs_dropout_prob=0.5,
+                                                             hidden_dropout_prob=0.0, num_labels=2))
+    b = batch()
+    calibrate(model, b)
+    model.train()
+    with torch.no_grad():
+        maps = model(**b, output_attentions=True).attentions
+    for a in maps:
+        torch.testing.assert_close(a.sum(-1), torch.ones(a.shape[:-1]))
+        assert (a[1:] > 0).all()  # the unpadded examples: no key dropped to zero

@@ -149,8 +149,10 @@ def test_calibration_examples_of_a_run(tiny_dirs, tmp_path, monkeypatch):
 
     seen, tokens = [], []
     real = pipeline.calibrate
+    modes = []
     monkeypatch.setattr(pipeline, "calibrate", lambda model, batch, **kw: (seen.append(batch), tokens.append(kw["tokens"]),
-                                                                           real(model, batch, **kw))[2])
+                                                                           modes.append(kw["mode"]),
+                                                                           real(model, batch, **kw))[3])
 
     said = []
 
@@ -172,6 +174,9 @@ def test_calibration_examples_of_a_run(tiny_dirs, tmp_path, monkeypatch):
     assert tokens == ["all"] * 3
     assert torch.equal(run("real", "train.calibration_tokens=real"), first)
     assert tokens[-1] == "real" and said[-1] == "the first training batch, pads excluded"
+    assert set(modes) == {"eval"}
+    run("dropout", "train.calibration_mode=train")
+    assert modes[-1] == "train" and said[-1] == "the first training batch, dropout on"
 
 
 @pytest.mark.slow
