@@ -625,15 +625,15 @@ BENCHMARK = json.loads((Path(__file__).parent / "sst2_benchmark_0.1.0.json").rea
 def _renamed(old: dict) -> dict:
     """A 0.1.0 config dict with the renamed fields (task -> command, glue_task -> data.task) and the
     fields added since, at their defaults (reinit_head, reconvert, model_init, sweep, the train.*firing_rate*, calibration,
-    max_epochs and weight_average fields, the language-modelling data.seq_len / stride / max_tokens, the
+    max_epochs, weight_average and activation_checkpointing fields, the language-modelling data.seq_len / stride / max_tokens, the
     generation's length_penalty, no_repeat_ngram_size and min_new_tokens, the neuron's
     outlier-aware allocation, the distillation options, attn_loss among them, model_config)."""
     new = {"command": old["task"], **{k: v for k, v in old.items() if k not in ("task", "glue_task", "summarization_task")}}
     new["data"] = {"task": old["glue_task"], **old["data"], "seq_len": 256, "stride": None, "max_tokens": None}
     new["train"] = {**old["train"], "target_firing_rate": None, "firing_rate_weight": 1.0, "firing_rate_penalty": "hinge",
                     "calibration_examples": None, "calibration_order": "first",
-                    "calibration_tokens": "all", "max_epochs": None, "weight_average": None,
-                    "mismatched_model": "last"}
+                    "calibration_tokens": "all", "calibration_mode": "eval", "max_epochs": None, "weight_average": None,
+                    "mismatched_model": "last", "activation_checkpointing": False}
     if "generate" in old:
         new["generate"] = {**old["generate"], "length_penalty": 1.0, "no_repeat_ngram_size": 0, "min_new_tokens": 0}
     new["neuron"] = {**old["neuron"], "salient_fraction": 0.0, "salient_mode": "steps", "salient_steps": 2,
