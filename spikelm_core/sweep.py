@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import gc
+import hashlib
 import io
 import itertools
 import json
@@ -311,7 +312,7 @@ def to_markdown(report: SweepReport) -> str:
         lines.append(f"| {row.name}{status} | {settings or '–'} | {metric} | {_fmt(row.firing_rate)} | "
                      f"{_fmt(row.energy_firing_rate)} | {_fmt(row.energy_ratio, 2)} | {_fmt(row.paper_energy_ratio, 2)} | {_fmt(row.pareto)} | "
                      f"{minutes_text(row)} | {_curve_text(row.curve, row.metric_name)} |")
-    return (f"Sweep ({report.command}, {report.task}); metric: {display_name(report_metric(report))} on the dev "
+    return (f"Sweep ({report.command}, {report.task or 'masked-LM on text'}); metric: {display_name(report_metric(report))} on the dev "
             "split.\n\n"
             + "\n".join(lines) + "\n\n" + RATES_NOTE + "\n")
 
@@ -484,16 +485,22 @@ def learning_curve(run_dir: Path, metric: str | None) -> list[list[float]]:
     return [[step, by_step[step]] for step in sorted(by_step)]
 
 
-def _row_from(point: Point, record: dict[str, Any], start_from: str | None = None) -> SweepRow:
+def _row_from(point: Point, record: dict[str, Any], start_from: str | None = None,
+              run_dir: Path | None = None) -> SweepRow:
+    """`run_dir`: where the point's run is now (a sweep folder moved since keeps its curves and commands)."""
     run, energy = record["run"], record.get("energy") or {}
+    command = record.get("command")
+    if run_dir is not None and command and str(run_dir) != run["out_dir"]:
+        command = command.replace(str(Path(run["out_dir"]) / RUN_CONFIG), str(run_dir / RUN_CONFIG))
+    run_dir = run_dir or Path(run["out_dir"])
     return SweepRow(start_from=start_from,
-        curve=learning_curve(Path(run["out_dir"]), run.get("primary_metric")),
+        curve=learning_curve(run_dir, run.get("primary_metric")),
         name=point.name, values=point.values, status="done",
         metric=_primary(run["metrics"], run.get("primary_metric")), metric_name=run.get("primary_metric"),
         firing_rate=run.get("firing_rate"), layer_firing_rates=run.get("layer_firing_rates") or {},
         energy_ratio=energy.get("ratio"), paper_energy_ratio=energy.get("paper_ratio"),
         energy_firing_rate=energy.get("mean_firing_rate"), minutes=record.get("minutes"),
-        resumed_from=run.get("resumed_from"), out_dir=run["out_dir"], command=record.get("command"),
+        resumed_from=run.get("resumed_from"), out_dir=str(run_dir), command=command,
     )
 
 
@@ -526,7 +533,9 @@ def _check_start_from(sweep, points: list[Point]) -> None:
 
 
 def _changed(run_cfg, run_dir: Path) -> list[tuple[str, object, object]]:
-    """The settings a finished point was run with that differ from what the sweep now asks for."""
+    """The settings a finished point was run with that differ from what the sweep now asks for. The start
+    model of a point started from another (`<sweep>/<point>/final`, `sweep.start_from`) compares by its place in
+    the sweep, so a sweep folder moved or copied elsewhere keeps its points (`_stale_start` checks the weights)."""
     try:
         earlier = load_config(type(run_cfg), run_dir / RUN_CONFIG, [])
     except ConfigError as exc:  # run by the other command, or a file that no longer loads
@@ -534,7 +543,42 @@ def _changed(run_cfg, run_dir: Path) -> list[tuple[str, object, object]]:
                           f"({run_cfg.command}), or its run_config.yaml no longer loads",
                           details=[exc.message, *exc.details],
                           hint="use another --out-dir for this sweep") from None
-    return changed_settings(earlier, run_cfg)
+    sweep_dir_now = Path(os.path.abspath(run_dir.parent))
+    moved = lambda a, b: (run_cfg.reconvert and isinstance(a, str) and isinstance(b, str)  # noqa: E731
+                          and Path(b).parent.parent == sweep_dir_now and Path(a).parts[-2:] == Path(b).parts[-2:])
+    return [(k, a, b) for k, a, b in changed_settings(earlier, run_cfg) if not (k == "model" and moved(a, b))]
+
+
+def weights_fingerprint(final_dir: Path) -> str | None:
+    """sha256 over the safetensors weights in `final_dir` (None when there are none): what a point started
+    from another's trained model (`sweep.start_from`) records, so that a later run of that point is seen."""
+    files = sorted(Path(final_dir).glob("*.safetensors")) if Path(final_dir).is_dir() else []
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode())
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _stale_start(run_cfg, run_dir: Path, source_dir: Path) -> str | None:
+    """Why the finished run in `run_dir`, started from the trained model of the point in `source_dir`, no longer
+    matches that model (the point ran again since, or is to run again: its record is gone); None when it does
+    or cannot be told (a record from before start models were recorded, a model deleted after it finished)."""
+    try:
+        was = json.loads((run_dir / POINT_FILE).read_text(encoding="utf-8")).get("start_weights")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not was:
+        return None
+    now = weights_fingerprint(Path(run_cfg.model))
+    if now == was or (now is None and (source_dir / POINT_FILE).is_file()):
+        return None
+    return (f"trained from an earlier run of point {source_dir.name!r}"
+            + (" (whose model has changed since)" if now else f" (which is to run again: {run_cfg.model} is not there)"))
 
 
 def _check_sources(points: list[Point], configs: list, home: dict[str, str], out_dir: Path,
@@ -586,6 +630,10 @@ def _reference_row(cfg, out_dir: Path, say: Progress) -> SweepRow | None:
     if ref is None and cfg.command == "distill":
         ref = cfg.distill.teacher
     if ref is None:
+        return None
+    if cfg.task is None:  # masked-LM distillation on text: eval scores a benchmark task, not the points' held-out text
+        say(f"reference: none for a masked-LM sweep on text (its points' held-out masked-LM scores have no dense "
+            f"counterpart here; score {ref} with spikelm eval --task wikitext2 --data-dir <the held-out text>)")
         return None
     ref_dir = out_dir / "reference"
     results = ref_dir / "eval_results.json"
@@ -747,13 +795,22 @@ def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None,
         if not (run_dir / POINT_FILE).is_file():
             continue
         source = cfg.sweep.start_from.get(point.name)
+        stale_start = source is not None and home[point.name] == point.name and _stale_start(
+            run_cfg, run_dir, out_dir / home[source])
         if home[point.name] != point.name:
             _changed(run_cfg, run_dir)
         elif only and point.name not in selected:
-            if _changed(run_cfg, run_dir) or (source is not None and home[source] in left_out):
+            if _changed(run_cfg, run_dir) or stale_start or (source is not None and home[source] in left_out):
                 left_out.add(point.name)
         else:
             _check_unchanged(point, run_cfg, run_dir)
+            if stale_start:
+                later = [p for p, s in cfg.sweep.start_from.items() if s == point.name]
+                raise ConfigError(
+                    f"sweep point {point.name!r} in '{run_dir}' was {stale_start}",
+                    details=[f"its start model: {run_cfg.model}"],
+                    hint=f"delete '{run_dir}'" + (f" (and the points started from it: {', '.join(later)})" if later else "")
+                    + " to train it again from the new model, or use another --out-dir")
     _check_sources(points, configs, home, out_dir, cfg.sweep.start_from, selected if only else None)
     report = SweepReport(command=cfg.command, task=cfg.task, out_dir=str(out_dir), rows=[])
     # every rank: a GLUE reference is scored by the Trainer's predict, which splits the data across ranks
@@ -768,7 +825,7 @@ def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None,
         if path.is_file() and p.name not in left_out:
             try:
                 earlier[p.name] = _row_from(p, json.loads(path.read_text(encoding="utf-8")),
-                                            cfg.sweep.start_from.get(p.name))
+                                            cfg.sweep.start_from.get(p.name), out_dir / p.name)
             except (OSError, ValueError, KeyError):
                 continue
 
@@ -802,6 +859,8 @@ def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None,
                     why = f"run with other settings ({setting}: {was!r} there, now {now!r})"
                 elif source_stale:
                     why = f"trained from point {source!r}, whose run has other settings"
+                elif source is not None and (start_gone := _stale_start(run_cfg, run_dir, out_dir / home[source])):
+                    why = start_gone
                 if why:
                     say(f"{where}: not among --point and {why}, left out of the table until it runs again")
                     stale.add(point.name)
@@ -828,12 +887,15 @@ def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None,
                     hint=f"run that point first (--point {source}), or the whole sweep")
             say(f"{where}: {cfg.command} ({', '.join(f'{k}={_show(v)}' for k, v in point.values.items())}"
                 + (f"; from {source}'s model" if source else "") + ")")
+            start_weights = weights_fingerprint(Path(run_cfg.model)) if source else None
             timer = Timer()
             with continue_with(f"the same sweep command again (finished points are skipped; {point.name} "
                                "continues)"), _naming_the_point(point.name):
                 result = runner(run_cfg, resume="auto", callbacks=list(callbacks or []))
             record = {"point": point.name, "values": point.values, "run": result.to_dict(),
                       "minutes": timer.seconds / 60, "command": _replay(cfg.command, run_dir), "energy": None}
+            if start_weights is not None:
+                record["start_weights"] = start_weights
             if main:
                 atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
         audited = (record.get("energy") or {}).get("settings")
@@ -851,7 +913,7 @@ def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None,
             # a dense point (neuron.kind: dense) costs what the dense model costs: no audit, ratio 1
             record["energy"] = {"ratio": 1.0, "paper_ratio": 1.0, "mean_firing_rate": None, "dense": True}
             atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
-        report.rows.append(_row_from(point, record, cfg.sweep.start_from.get(point.name)))
+        report.rows.append(_row_from(point, record, cfg.sweep.start_from.get(point.name), run_dir))
         if main:
             write_report(so_far(), out_dir)
         gc.collect()

@@ -655,3 +655,76 @@ def test_an_error_inside_a_point_names_the_point(tmp_path, monkeypatch):
         run_sweep(_cfg(tmp_path / "study", {"grid": {"neuron.k": [2.0]}, "energy": {"enabled": False}}))
     assert info.value.message == "sweep point 'k2': the training file is empty"
     assert str(info.value).startswith("sweep point 'k2': the training file is empty\nhint: give a file")
+
+
+class _WeightsTrainer(_FakeTrainer):
+    """As _FakeTrainer, with weights in final/ that depend on the run's settings (what start_from points record)."""
+
+    def __call__(self, cfg, resume, callbacks):
+        result = super().__call__(cfg, resume, callbacks)
+        (Path(cfg.out_dir) / "final" / "model.safetensors").write_bytes(
+            f"{cfg.neuron.k} {cfg.train.seed} {cfg.neuron.num_timesteps}".encode())
+        return result
+
+
+def test_a_point_started_from_a_point_that_ran_again_is_not_reused(tmp_path, monkeypatch):
+    """T1 trained from a's model; a's folder deleted (as the changed-settings hint says) and a run again with
+    other settings: T1 is not skipped as finished, with or without --point."""
+    import shutil
+
+    out = tmp_path / "study"
+
+    def sweep(seed=42):
+        return {"points": {"a": {"neuron.k": 2.0, "train.seed": seed}, "T1": {"neuron.num_timesteps": 1}},
+                "start_from": {"T1": "a"}, "energy": {"enabled": False}}
+
+    fake = _WeightsTrainer()
+    monkeypatch.setattr(training, "run_finetune", fake)
+    run_sweep(_cfg(out, sweep()))
+    assert json.loads((out / "T1" / POINT_FILE).read_text())["start_weights"]
+    run_sweep(_cfg(out, sweep()))
+    assert [c[0] for c in fake.calls] == ["a", "T1"]  # unchanged: both skipped
+
+    shutil.rmtree(out / "a")
+    with pytest.raises(ConfigError, match="'T1' .* was trained from an earlier run of point 'a'") as exc:
+        run_sweep(_cfg(out, sweep(seed=7)))
+    assert "delete" in exc.value.hint and len(fake.calls) == 2  # refused before a trains again
+
+    said = []
+    report = run_sweep(_cfg(out, sweep(seed=7)), only=["a"], progress=said.append)
+    assert [c[0] for c in fake.calls] == ["a", "T1", "a"] and [r.name for r in report.rows] == ["a"]
+    assert any("T1: not among --point and trained from an earlier run of point 'a'" in s for s in said)
+    with pytest.raises(ConfigError, match="'T1' .* was trained from an earlier run of point 'a'"):
+        run_sweep(_cfg(out, sweep(seed=7)))
+    shutil.rmtree(out / "T1")
+    run_sweep(_cfg(out, sweep(seed=7)))
+    assert [c[0] for c in fake.calls] == ["a", "T1", "a", "T1"]
+
+
+def test_a_moved_sweep_keeps_its_started_points_curves_and_commands(tmp_path, monkeypatch):
+    import shutil
+
+    sweep = {"grid": {"neuron.k": [2.0]}, "points": {"T1": {"neuron.num_timesteps": 1}},
+             "start_from": {"T1": "k2"}, "energy": {"enabled": False}}
+    fake = _WeightsTrainer()
+    monkeypatch.setattr(training, "run_finetune", fake)
+    run_sweep(_cfg(tmp_path / "old", sweep))
+    shutil.move(tmp_path / "old", tmp_path / "new")
+    report = run_sweep(_cfg(tmp_path / "new", sweep))
+    assert len(fake.calls) == 2  # nothing trained again
+    assert all(r.curve for r in report.rows) and (tmp_path / "new" / "curves.png").is_file()
+    assert [r.command for r in report.rows] == [
+        f"spikelm finetune {tmp_path / 'new' / name / 'run_config.yaml'} --resume auto" for name in ("k2", "T1")]
+
+
+def test_a_masked_lm_sweep_on_text_has_no_reference_row(tmp_path):
+    from spikelm_core.config import DistillConfig
+    from spikelm_core.sweep import _reference_row
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the river and the bridge\n" * 8)
+    cfg = config_from_dict(DistillConfig, {"model": "m", "out_dir": str(tmp_path / "s"), "data": {"source": str(corpus)},
+                                           "distill": {"teacher": "t"}, "sweep": {"grid": {"neuron.k": [2.0]}}})
+    said = []
+    assert cfg.task is None and _reference_row(cfg, tmp_path / "s", said.append) is None
+    assert "reference: none for a masked-LM sweep on text" in said[0]
