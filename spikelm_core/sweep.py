@@ -123,7 +123,11 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
         parsed = parse_overrides([f"{key.strip()}={v}" for v in text.split(",")], problems)
         grid.setdefault(key.strip(), []).extend(v for _, v in parsed)
     if problems:
-        raise ConfigError("invalid --grid", details=problems)
+        brackets = any(c in item.partition("=")[2] for item in items for c in "[]{}")
+        raise ConfigError("invalid --grid", details=problems,
+                          hint="--grid splits its values on commas, so a list or mapping cannot be one value there: "
+                               "give such values in the recipe's sweep.grid (a YAML list of them)"
+                          if brackets else None)
     return grid
 
 

@@ -74,7 +74,10 @@ def test_parse_grid_reads_each_value_as_yaml():
     assert parse_grid(["neuron.k=2", "neuron.T=1", "neuron.k=3,4"]) == {"neuron.k": [2, 3, 4], "neuron.T": [1]}
     with pytest.raises(ConfigError) as exc:
         parse_grid(["neuron.k", "neuron.k=", "bad key=1"])
-    assert len(exc.value.details) == 3
+    assert len(exc.value.details) == 3 and exc.value.hint is None
+    with pytest.raises(ConfigError) as exc:  # a list value: the comma split is what breaks it, and the hint says so
+        parse_grid(["neuron.k_candidates=[2,3]"])
+    assert "splits its values on commas" in exc.value.hint
 
 
 @pytest.mark.parametrize("sweep, where", [
