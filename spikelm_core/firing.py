@@ -383,6 +383,14 @@ def _mean(values: list[float]) -> float:
 # recording
 
 
+def _recomputing() -> bool:
+    """Whether this forward runs inside a backward: activation checkpointing (`train.activation_checkpointing`)
+    running a layer again. Its spikes were counted in the forward, and its token masks are gone by then (the
+    mask-taking module's forward has returned), so it is not counted again."""
+    current = getattr(torch._C, "_current_graph_task_id", None)  # torch's: -1 outside a backward
+    return current is not None and current() != -1
+
+
 class FiringRecorder:
     """Forward hooks that fill a `FiringReport` while the model runs.
 
@@ -449,7 +457,7 @@ class FiringRecorder:
 
     def _neuron_hook(self, name: str):
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            if torch.jit.is_tracing():
+            if torch.jit.is_tracing() or _recomputing():
                 return
             spikes = module.spike_levels(output[0] if isinstance(output, (tuple, list)) else output)
             self.observe(name, module, spikes, self.token_mask(name))

@@ -91,6 +91,7 @@ firing rates. With --prompt: generate text.
 
     Firing picture: spikelm eval runs/sst2/final --task sst2 --data-dir ../shared/data/glue --plot-firing firing.png
     """
+    from spikelm_core.config.schema import TASK_NAMES, normalize_task, task_family
     from spikelm_core.errors import ConfigError
     from spikelm_core.training.evaluate import run_eval
     from spikelm_core.training.rundir import settings_of_run
@@ -141,14 +142,21 @@ firing rates. With --prompt: generate text.
         if of_run is not None:
             task, run_sets = of_run
             overrides = [*(run_sets if data_dir is None else []), *(overrides or [])]
+    perplexity_flags = _given(seq_len=seq_len, stride=stride, max_tokens=max_tokens, dense=dense)
+
+    def refuse_perplexity_flags(scored: str) -> None:
+        raise ConfigError(f"{', '.join(perplexity_flags)} {'is' if len(perplexity_flags) == 1 else 'are'} for "
+                          f"wikitext2 (perplexity); this eval scores {scored}",
+                          hint="drop them, or use --task wikitext2 to score perplexity")
+
+    if prompt is None and perplexity_flags and task is not None and normalize_task(task) in TASK_NAMES \
+            and task_family(normalize_task(task)) != "lm":  # said by the flags' names, before the recipe's rules
+        refuse_perplexity_flags(normalize_task(task))
     cfg = load_run_config(EvalConfig, Path(source) if is_recipe else None, overrides, task=task,
                           model=model or (None if is_recipe else source), data_dir=data_dir, out_dir=out_dir, **flags)
     cfg = settings_of_run(cfg)  # a run's model is cut and generated for as that run did, unless set here
-    perplexity_flags = _given(seq_len=seq_len, stride=stride, max_tokens=max_tokens, dense=dense)
     if cfg.prompt is None and cfg.task_family != "lm" and perplexity_flags:
-        raise ConfigError(f"{', '.join(perplexity_flags)} {'is' if len(perplexity_flags) == 1 else 'are'} for "
-                          f"wikitext2 (perplexity); this eval scores {cfg.task}",
-                          hint="drop them, or use --task wikitext2 to score perplexity")
+        refuse_perplexity_flags(cfg.task)
     if print_config:
         print_config_and_exit(cfg, format)
     if cfg.prompt is not None:

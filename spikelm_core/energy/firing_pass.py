@@ -120,13 +120,18 @@ def neuron_rates(firing: FiringReport, count: MacCount) -> tuple[NeuronRates, ..
     return tuple(out)
 
 
+#: The decoder's components whose neurons spike the encoder's states (source positions): cross-attention's K and
+#: V projections, and the spikes of the projected K and V that Q.K^T and probs.V read (`encoder_attn.qk` / `.av`).
+SOURCE_SIDE = ("cross_k", "cross_v", "cross_qk", "cross_av")
+
+
 def per_position(profiles: dict[str, SpikeProfile], count: MacCount) -> dict[str, tuple[float, ...]]:
     """Firing rate per token position (pads excluded), over 'all' neurons and per component; each a
     pooled rate (every element of the group's neurons at that position weighs the same). With stacks
     (BART) the encoder's source positions and the decoder's target positions are never pooled: the keys
     are `encoder`, `decoder` (all neurons of that stack at target positions) and `<stack>.<component>`;
-    the decoder's `cross_k` / `cross_v` read the encoder's states, so their positions are source
-    positions and they count in their own keys only."""
+    the decoder's `SOURCE_SIDE` components (`cross_k`, `cross_v`, `cross_qk`, `cross_av`) spike the encoder's
+    states, so their positions are source positions and they count in their own keys only."""
     where = {r.operand: (r.stack, r.component) for r in count.rows if r.operand}
     stacked = any(stack is not None for stack, _ in where.values())
     groups: dict[str, list[SpikeProfile]] = {} if stacked else {"all": list(profiles.values())}
@@ -136,7 +141,7 @@ def per_position(profiles: dict[str, SpikeProfile], count: MacCount) -> dict[str
             groups.setdefault(component, []).append(p)
             continue
         groups.setdefault(f"{stack}.{component}", []).append(p)
-        if component not in ("cross_k", "cross_v"):  # source positions: not pooled with target ones
+        if component not in SOURCE_SIDE:  # source positions: not pooled with target ones
             groups.setdefault(stack, []).append(p)
     order = ["all", *COMPONENTS] if not stacked else [
         *(f"{stack}{part}" for stack in ("encoder", "decoder") for part in ("", *(f".{c}" for c in COMPONENTS)))]

@@ -117,6 +117,10 @@ def training_arguments(
         # memory: recompute each layer in the backward (the models' own non-reentrant checkpointing)
         activation_checkpointing=train.activation_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False} if train.activation_checkpointing else None,
+        # DDP looks for parameters a step leaves unused (a hidden-state-only distillation leaves the head) as it
+        # does without checkpointing: the Trainer would stop looking once checkpointing is on (a rule for the
+        # reentrant kind; the non-reentrant recomputation used here supports the search)
+        ddp_find_unused_parameters=True if train.activation_checkpointing else None,
         # evaluation and model selection
         eval_strategy=eval_strategy,
         eval_steps=train.eval_steps if eval_strategy == "steps" else None,

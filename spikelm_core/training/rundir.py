@@ -508,6 +508,12 @@ def settings_of_run(cfg):
     try:
         command = (yaml.safe_load((run / RUN_CONFIG).read_text(encoding="utf-8")) or {}).get("command")
         run_cfg = load_config(TASK_CONFIGS[command], run / RUN_CONFIG, [])
+    except ConfigError as exc:  # e.g. a run config an older spikelm wrote, with a setting its task never read
+        log.warning("the run's %s does not load (%s%s): its lengths and generation settings (%s) are not taken, "
+                    "this eval uses its own (set them with -s if the run's differed)", run / RUN_CONFIG, exc.message,
+                    "".join(f"; {line}" for line in exc.details[:3]),
+                    ", ".join(RUN_SETTINGS_FOR_EVAL))
+        return cfg
     except Exception as exc:  # an unreadable or foreign run config: evaluate with this config as it is
         log.debug("not reading %s: %s", run / RUN_CONFIG, exc)
         return cfg
@@ -538,8 +544,6 @@ def settings_of_run(cfg):
     if generate is not None and generate.min_new_tokens > generate.max_new_tokens:
         # this eval's own minimum (-s generate.min_new_tokens) above the run's longest summary, taken here:
         # say so now, naming both keys, rather than after the model is loaded
-        from ..errors import ConfigError
-
         raise ConfigError(
             f"generate.min_new_tokens {generate.min_new_tokens} exceeds generate.max_new_tokens "
             f"{generate.max_new_tokens}, taken from the run's {run / RUN_CONFIG}",

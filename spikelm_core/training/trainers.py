@@ -287,11 +287,26 @@ class DistillTrainer(SpikelmTrainer):
         """Whether this step belongs to the first stage of a staged schedule (hidden terms only)."""
         return self.state.global_step < self.distill.hidden_stage_steps
 
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """`SpikelmTrainer.training_step` inside `student_forward_scope`, the backward included:
+        `train.activation_checkpointing` runs each student layer again in the backward, which must see
+        the forward's spike drop and layer-local detaching (torch refuses a recomputation that saves
+        other tensors, and would otherwise get other activations)."""
+        with self.student_forward_scope(model):
+            self._student_scope_open = True
+            try:
+                return super().training_step(model, inputs, num_items_in_batch)
+            finally:
+                self._student_scope_open = False
+
     def student_forward_scope(self, model) -> ExitStack:
         """Where the student's forward runs: with layer-local gradients (`layer_local_gradients`) in the
         hidden-state stage when `distill.hidden_stage_local`, and with spike drop (`neurons.spike_drop`)
-        while `distill.spike_drop_at` this step is above 0."""
+        while `distill.spike_drop_at` this step is above 0. Empty inside `training_step`, which holds
+        the scope open through the backward."""
         scope = ExitStack()
+        if getattr(self, "_student_scope_open", False):
+            return scope
         if self.distill.hidden_stage_local and self.in_hidden_stage():
             scope.enter_context(layer_local_gradients(model))
         p = self.distill.spike_drop_at(self.state.global_step)

@@ -216,16 +216,39 @@ def test_activation_checkpointing_trains_the_same_run(tiny_dirs, tmp_path, monke
                                          f"train.activation_checkpointing={str(on).lower()}")])
         _ok(res)
         logs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-        losses.append([(r["step"], r["loss"]) for r in logs if "loss" in r and "step" in r])
+        losses.append([(r["step"], r["loss"], r["firing_rate"]) for r in logs if "loss" in r and "step" in r])
         assert yaml.safe_load((out / "run_config.yaml").read_text())["train"]["activation_checkpointing"] is on
         assert bool(calls) is on  # the student's layers (2) recomputed on every step after the first
     assert len(losses[0]) >= 3
-    for (step, a), (step_b, b) in zip(*losses, strict=True):
+    for (step, a, rate_a), (step_b, b, rate_b) in zip(*losses, strict=True):
         assert step == step_b and math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6), (step, a, b)
+        # the logged rate counts each forward once, pads excluded: the recomputation (whose masks are gone) is not counted
+        assert math.isclose(rate_a, rate_b, rel_tol=1e-6), (step, rate_a, rate_b)
     res = runner.invoke(app, ["distill", "recipes/tiny/distill.yaml", "--teacher", str(tiny_dirs["teacher"]),
                               "--print-config", *_sets("train.activation_checkpointing=true",
                                                        "train.target_firing_rate=0.2")])
     _fails(res, 2, "train.activation_checkpointing", "target_firing_rate")
+
+
+@pytest.mark.parametrize("scoped", [("distill.spike_drop=0.5", "distill.spike_drop_steps=4"),
+                                    ("distill.hidden_stage_steps=3", "distill.hidden_stage_local=true")],
+                         ids=["spike_drop", "hidden_stage_local"])
+def test_activation_checkpointing_recomputes_under_the_students_scope(tiny_dirs, tmp_path, scoped):
+    """Spike drop and layer-local gradients act on the student's forward; activation checkpointing runs that
+    forward again in the backward, which must see them too (torch refused the recomputation: a traceback)."""
+    losses = []
+    for on in (False, True):
+        out = tmp_path / f"d{on}"
+        res = runner.invoke(app, ["distill", "recipes/tiny/distill.yaml", "--teacher", str(tiny_dirs["teacher"]),
+                                  "--data-dir", str(tiny_dirs["glue"]), "--out-dir", str(out),
+                                  *_sets("data.source=glue/sst2", *TINY_SETS, "train.logging_steps=1", *scoped,
+                                         f"train.activation_checkpointing={str(on).lower()}")])
+        _ok(res)
+        logs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        losses.append([(r["step"], r["loss"]) for r in logs if "loss" in r and "step" in r])
+    assert len(losses[0]) >= 3
+    for (step, a), (step_b, b) in zip(*losses, strict=True):
+        assert step == step_b and math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6), (step, a, b)
 
 
 @pytest.mark.slow

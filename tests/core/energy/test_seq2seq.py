@@ -352,12 +352,13 @@ def test_bart_per_position_keeps_source_and_target_positions_apart():
 
     rows = [SimpleNamespace(operand="enc.q", stack="encoder", component="q"),
             SimpleNamespace(operand="dec.q", stack="decoder", component="q"),
-            SimpleNamespace(operand="dec.ck", stack="decoder", component="cross_k")]
-    out = per_position({"enc.q": profile([4, 4, 0]), "dec.q": profile([0, 2, 0]), "dec.ck": profile([4, 0, 4])},
-                       SimpleNamespace(rows=rows))
-    assert list(out) == ["encoder", "encoder.q", "decoder", "decoder.q", "decoder.cross_k"]
+            SimpleNamespace(operand="dec.ck", stack="decoder", component="cross_k"),
+            SimpleNamespace(operand="dec.cqk", stack="decoder", component="cross_qk")]  # spikes the source's K
+    out = per_position({"enc.q": profile([4, 4, 0]), "dec.q": profile([0, 2, 0]), "dec.ck": profile([4, 0, 4]),
+                        "dec.cqk": profile([4, 4, 4])}, SimpleNamespace(rows=rows))
+    assert list(out) == ["encoder", "encoder.q", "decoder", "decoder.q", "decoder.cross_k", "decoder.cross_qk"]
     assert out["encoder"] == out["encoder.q"] == (1.0, 1.0, 0.0)
-    assert out["decoder"] == out["decoder.q"] == (0.0, 0.5, 0.0)  # cross_k's source positions left out
+    assert out["decoder"] == out["decoder.q"] == (0.0, 0.5, 0.0)  # cross_k's and cross_qk's source positions left out
     assert out["decoder.cross_k"] == (1.0, 0.0, 1.0)
     bert = per_position({"q": profile([4, 0, 0]), "v": profile([0, 0, 4])},
                         SimpleNamespace(rows=[SimpleNamespace(operand="q", stack=None, component="q"),

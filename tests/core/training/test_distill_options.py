@@ -187,7 +187,8 @@ def test_attention_kl_term_in_a_run(tiny_dirs, tmp_path):
     assert len(steps) == 2
     for x in steps:  # a spiking student's attention differs from its dense teacher's: KL > 0
         assert x["loss_attn"] > 0
-        assert x["loss"] == pytest.approx(x["loss_kd"] + 2.0 * x["loss_attn"], rel=1e-4)
+        # the logs round to 6 decimals, and the undropped maps of a twin put the terms near 1e-4
+        assert x["loss"] == pytest.approx(x["loss_kd"] + 2.0 * x["loss_attn"], rel=1e-4, abs=2e-6)
 
 
 @pytest.mark.slow

@@ -100,3 +100,13 @@ def test_auto_resumes_a_run_saved_with_the_precision_it_gives_here(cpu):
     assert changed_settings(saved, now) == [("train.bf16", True, "auto")]
     assert changed_settings(cfg("train.bf16=false"), now) == []
     assert changed_settings(cfg("train.seed=1"), cfg("train.seed=2", "train.logging_steps=7")) == [("train.seed", 1, 2)]
+
+
+def test_activation_checkpointing_keeps_ddp_looking_for_unused_parameters(tmp_path):
+    """The Trainer turns DDP's search for unused parameters off once checkpointing is on; a hidden-state-only
+    distillation leaves the classifier unused, and DDP then failed at the second step (torchrun, 2 ranks)."""
+    for on, expected in ((False, None), (True, True)):
+        cfg = load_config(FinetuneConfig, None, ["model=m", "data.task=sst2", "train.device=cpu",
+                                                 f"train.activation_checkpointing={str(on).lower()}"])
+        args = training_arguments(cfg.train, tmp_path)
+        assert (args.activation_checkpointing, args.ddp_find_unused_parameters) == (on, expected)

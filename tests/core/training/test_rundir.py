@@ -9,6 +9,7 @@ import os
 import socket
 
 import pytest
+import yaml
 
 from spikelm_core.config import FinetuneConfig, config_from_dict, config_to_dict
 from spikelm_core.errors import CheckpointError, ConfigError
@@ -169,6 +170,16 @@ def test_an_evaluation_of_a_runs_model_takes_the_runs_lengths_and_generation_unl
     assert evaluated(run / "final", "xsum", "neuron.kind=elastic_bi").neuron.kind == "elastic_bi"
     (run / "run_config.yaml").write_text("command: finetune\nmodel: [\n")
     assert evaluated(run / "final").data.max_length == 128
+    # a GLUE run config an older spikelm wrote with a setting its task never read (refused today): its lengths
+    # are not taken, and the eval says so instead of scoring at its own default in silence
+    old = {**config_to_dict(config_from_dict(FinetuneConfig, {"model": "m", "out_dir": str(run),
+                                                              "data": {"task": "sst2", "max_length": 32}}))}
+    old["data"]["max_target_length"] = 128
+    (run / "run_config.yaml").write_text(yaml.safe_dump(old))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="spikelm"):
+        assert evaluated(run / "final", "sst2").data.max_length == 128
+    assert "does not load" in caplog.text and "data.max_target_length" in caplog.text and "data.max_length" in caplog.text
 
 
 def test_resume_auto_refuses_to_train_a_finished_run_again_from_an_older_checkpoint(tmp_path):
