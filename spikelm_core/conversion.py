@@ -24,8 +24,10 @@ from .checkpoints import (MODEL_TYPES, head_weights_missing, is_spiking_type, lo
 from .errors import CheckpointError, ConfigError
 from .firing import measure_firing
 from .io import check_output_dir
+from .log import get_logger
 from .neurons.settings import ELASTIC_ONLY, LIF_CONSTANTS, NeuronSettings
 
+log = get_logger("conversion")
 
 CONVERT_SCHEMA = "spikelm.convert/2"
 """The `schema` key of `ConvertResult.to_dict()` (`spikelm convert --format json`)."""
@@ -119,6 +121,21 @@ def convert_model(
     loaded = load_model(model_dir, head=None, neuron=settings, tokenizer=tokenizer)
     model, tok = loaded.model, loaded.tokenizer
     check_head_loaded(loaded, name)
+    head_warned = bool(loaded.weights.warnings)  # load_model named a foreign architecture's head already
+    fresh_pooler = [k for k in loaded.weights.newly_initialised if k.split(".")[-3:-2] == ["pooler"]]
+    if fresh_pooler and getattr(model, "pooler", None) is not None:  # e.g. a BertForTokenClassification / QA checkpoint
+        model.pooler = None  # not saved: a later load reports it as newly initialised instead of trusting random values
+        loaded.weights.newly_initialised = [k for k in loaded.weights.newly_initialised if k not in fresh_pooler]
+        loaded.weights.warnings.append(f"'{name}' has no pooler weights: the spiking model is saved without a pooler "
+                                       "(a classifier fine-tuned from it starts one afresh)")
+        log.warning("%s", loaded.weights.warnings[-1])
+    head_dropped = [k for k in loaded.weights.dropped if not k.startswith(model.base_model_prefix + ".")
+                    and k.split(".", 1)[0] not in dict(model.named_children())]
+    if head_dropped and not head_warned:
+        loaded.weights.warnings.append(f"'{name}' holds {len(head_dropped)} weight(s) of a head spiking "
+                                       f"{MODEL_TYPES[model_type].label} models lack, not converted (e.g. {head_dropped[0]}); "
+                                       "the model is its base model alone")
+        log.warning("%s", loaded.weights.warnings[-1])
     max_pos = model.config.max_position_embeddings
     if seq_len is None:
         seq_len = min(CALIBRATION_SEQ_LEN, max_pos)

@@ -190,3 +190,28 @@ def test_core_imports_without_typer_and_rich():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "ok"
+
+
+def test_a_checkpoint_without_a_pooler_is_saved_without_one_and_a_headless_drop_is_warned(tmp_path):
+    """A BertForQuestionAnswering (no pooler, no architectures): the converted model keeps no random pooler
+    that a later load would trust, and the dropped qa_outputs head is named."""
+    import json
+
+    from transformers import BertConfig, BertForQuestionAnswering
+
+    from spikelm_core.checkpoints import load_model
+    from tests.conftest import TINY
+    from tests.training_fixtures import tiny_tokenizer
+
+    src = tmp_path / "qa"
+    torch.manual_seed(0)
+    BertForQuestionAnswering(BertConfig(**TINY)).save_pretrained(src)
+    tiny_tokenizer(src / "vocab.txt").save_pretrained(src)
+    cfg = json.loads((src / "config.json").read_text())
+    cfg.pop("architectures")
+    (src / "config.json").write_text(json.dumps(cfg))
+    result = convert_model(src, tmp_path / "out", calib_batches=1, batch_size=2, seq_len=16)
+    assert not result.newly_initialised
+    assert any("pooler" in w for w in result.warnings) and any("qa_outputs" in w for w in result.warnings)
+    again = load_model(tmp_path / "out", head="sequence_classification", num_labels=2, need_tokenizer=False)
+    assert "bert.pooler.dense.weight" in again.weights.newly_initialised
