@@ -1151,6 +1151,12 @@ def load_model(
     cfg = read_config(model_dir)
     family = MODEL_TYPES[cfg["model_type"]]
     _check_family(family, families, cfg["model_type"], role, name)
+    if cfg["model_type"] == "bart" and "BartForCausalLM" in (cfg.get("architectures") or []):
+        raise CheckpointError(  # BART's decoder alone: no encoder weights (the check below would call them lost)
+            f"the {role} '{name}' is a BartForCausalLM (BART's decoder alone, no encoder); spiking BART is an "
+            "encoder-decoder model",
+            hint="convert a BartForConditionalGeneration or BartModel checkpoint (facebook/bart-base, ...), or a "
+            "Llama-family causal LM for a spiking decoder-only model")
     if head is not None and head not in HEADS:
         raise ValueError(f"unknown head {head!r}; heads: {', '.join(HEADS)}")
     state = read_state_dict(model_dir)

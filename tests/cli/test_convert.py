@@ -335,3 +335,26 @@ def test_a_token_id_past_the_embeddings_in_a_later_batch_is_refused(tiny_dense_b
         convert_model(str(small), tmp_path / "s", NeuronSettings(num_timesteps=2), seq_len=16, batch_size=4,
                       calib_batches=6, calib_data=str(text))
     assert not (tmp_path / "s").exists()
+
+
+def test_a_decoder_only_bart_is_refused_as_an_architecture_not_as_damaged(tmp_path):
+    """BartForCausalLM (BART's decoder alone) lacks every encoder weight: said as what it is, not as lost weights."""
+    import torch
+    from transformers import BartConfig, BartForCausalLM
+
+    from tests.conftest import write_tiny_bart
+    from tests.core.models.test_spiking_bart import BART_TINY
+
+    (tmp_path / "b").mkdir()
+    source = write_tiny_bart(tmp_path / "b")  # for its tokenizer files
+    causal = tmp_path / "causal"
+    torch.manual_seed(0)
+    BartForCausalLM(BartConfig(**BART_TINY)).save_pretrained(causal)
+    for f in source.iterdir():
+        if "token" in f.name or f.suffix in (".txt", ".json") and f.name != "config.json":
+            shutil.copy(f, causal / f.name)
+    res = run("convert", causal, "--out", tmp_path / "o")
+    assert res.exit_code == 3 and "Traceback" not in res.output, res.output
+    said = " ".join(res.stderr.split())
+    assert "is a BartForCausalLM" in said and "BartForConditionalGeneration" in said and "lacks" not in said
+    assert not (tmp_path / "o").exists()
