@@ -310,7 +310,12 @@ def _lm_result(r) -> None:
 
 
 def generation_result(r, fmt) -> None:
-    """`eval --prompt`: the continuation(s) and tokens/s (stdout), or their JSON."""
+    """`eval --prompt`: the continuation(s) and tokens/s (stdout), or their JSON; printed by the main process
+    alone under torchrun."""
+    from spikelm_core.training.rundir import is_main_process
+
+    if not is_main_process():
+        return
     if getattr(fmt, "value", fmt) == "json":
         print_json(r.to_dict())
         return
@@ -335,7 +340,12 @@ CONVERTED_HERE = " (dense: converted here and calibrated as spikelm convert does
 
 
 def eval_result(r, fmt) -> None:
-    """Dev metrics and per-layer firing rates of `spikelm eval` (stdout), or their JSON."""
+    """Dev metrics and per-layer firing rates of `spikelm eval` (stdout), or their JSON; printed by the
+    main process alone under torchrun (every rank returns the same result)."""
+    from spikelm_core.training.rundir import is_main_process
+
+    if not is_main_process():
+        return
     if getattr(fmt, "value", fmt) == "json":
         print_json(r.to_dict())
         return

@@ -12,7 +12,8 @@ Design:
   ROUGE values are F-measures x 100, as summarisation papers report them.
 - A correlation that is undefined because one side is constant (a fresh model predicting one
   class or one score) is reported as 0.0, the convention scikit-learn uses for Matthews, not
-  NaN: a NaN first evaluation would stick as the Trainer's "best" metric forever.
+  NaN: a NaN first evaluation would stick as the Trainer's "best" metric forever. Non-finite
+  predictions (a model whose weights just overflowed) give 0.0 too, for the same reason.
 - rougeLsum splits sentences on "\\n" only (rouge-score's default); nltk's punkt data is not
   needed. Put one sentence per line in both predictions and references.
 - Bad inputs (length mismatch, logits where labels are expected) are programming errors and
@@ -99,7 +100,7 @@ def _class_ids(values: np.ndarray, what: str) -> np.ndarray:
 def _correlation(kind: str, preds: np.ndarray, refs: np.ndarray) -> float:
     from scipy import stats
 
-    if np.ptp(preds) == 0 or np.ptp(refs) == 0:
+    if not (np.isfinite(preds).all() and np.isfinite(refs).all()) or np.ptp(preds) == 0 or np.ptp(refs) == 0:
         return 0.0  # undefined; see the module docstring
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

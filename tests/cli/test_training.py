@@ -570,3 +570,26 @@ def test_a_missing_teacher_is_named_and_the_refused_run_leaves_no_folders(tiny_d
                               *_sets(f"model={tiny_dirs['dense']}", "data.source=glue/sst2", *TINY_SETS)])
     _fails(res, 3, "the teacher: model directory")
     assert not (tmp_path / "new").exists()
+
+
+def test_eval_result_printed_by_the_main_process_alone(monkeypatch):
+    """Under torchrun every rank returns the same EvalResult; only rank 0 prints it (a second copy of the
+    JSON would make `--format json` output unparsable)."""
+    import io
+
+    from rich.console import Console
+
+    from spikelm_cli import render
+    from spikelm_core.training.results import EvalResult
+
+    buf = io.StringIO()
+    monkeypatch.setattr(render, "out", Console(file=buf, width=200))
+    result = EvalResult(model="m", task="stsb", metrics={"dev": {"pearson": 0.5, "spearmanr": 0.4}},
+                        examples={"dev": 3}, primary_metric="pearson")
+    render.eval_result(result, "json")
+    assert buf.getvalue().count('"schema"') == 1
+    monkeypatch.setenv("RANK", "1")
+    before = buf.getvalue()
+    render.eval_result(result, "json")
+    render.eval_result(result, "text")
+    assert buf.getvalue() == before

@@ -61,6 +61,8 @@ def test_spearman_by_hand():
 
 def test_constant_regression_predictions_score_zero_not_nan():
     assert glue_metrics("stsb", [2.5, 2.5, 2.5], [1.0, 2.0, 5.0]) == {"pearson": 0.0, "spearmanr": 0.0}
+    for bad in (float("nan"), float("inf")):  # weights that overflowed: 0.0 as well, never a NaN "best"
+        assert glue_metrics("stsb", [1.0, bad, 2.0], [1.0, 2.0, 3.0]) == {"pearson": 0.0, "spearmanr": 0.0}
 
 
 @pytest.mark.parametrize("task", ["sst2", "mnli", "qnli", "rte"])
