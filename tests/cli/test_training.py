@@ -200,6 +200,18 @@ def test_distill_tiny_recipe(tiny_dirs, tmp_path):
     assert all(k in logs[0] for k in ("loss_ce", "loss_kd", "loss_hidden", "loss_attn"))
 
 
+def _tiny_distill_logs(dirs, tmp_path, checkpointing: bool, *extra):
+    """The tiny distillation with `train.activation_checkpointing` on or off: (its out-dir, its per-step loss logs)."""
+    out = tmp_path / f"d{checkpointing}"
+    res = runner.invoke(app, ["distill", "recipes/tiny/distill.yaml", "--teacher", str(dirs["teacher"]),
+                              "--data-dir", str(dirs["glue"]), "--out-dir", str(out),
+                              *_sets("data.source=glue/sst2", *TINY_SETS, "train.logging_steps=1", *extra,
+                                     f"train.activation_checkpointing={str(checkpointing).lower()}")])
+    _ok(res)
+    logs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return out, [r for r in logs if "loss" in r and "step" in r]
+
+
 def test_activation_checkpointing_trains_the_same_run(tiny_dirs, tmp_path, monkeypatch):
     """`train.activation_checkpointing` recomputes each spiking layer in the backward: the same losses, step
     by step (the first, calibrating step runs plainly); refused beside a firing-rate target."""
@@ -209,14 +221,8 @@ def test_activation_checkpointing_trains_the_same_run(tiny_dirs, tmp_path, monke
     monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k))
     losses = []
     for on in (False, True):
-        out = tmp_path / f"d{on}"
-        res = runner.invoke(app, ["distill", "recipes/tiny/distill.yaml", "--teacher", str(tiny_dirs["teacher"]),
-                                  "--data-dir", str(tiny_dirs["glue"]), "--out-dir", str(out),
-                                  *_sets("data.source=glue/sst2", *TINY_SETS, "train.logging_steps=1",
-                                         f"train.activation_checkpointing={str(on).lower()}")])
-        _ok(res)
-        logs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-        losses.append([(r["step"], r["loss"], r["firing_rate"]) for r in logs if "loss" in r and "step" in r])
+        out, logs = _tiny_distill_logs(tiny_dirs, tmp_path, on)
+        losses.append([(r["step"], r["loss"], r["firing_rate"]) for r in logs])
         assert yaml.safe_load((out / "run_config.yaml").read_text())["train"]["activation_checkpointing"] is on
         assert bool(calls) is on  # the student's layers (2) recomputed on every step after the first
     assert len(losses[0]) >= 3
@@ -236,16 +242,8 @@ def test_activation_checkpointing_trains_the_same_run(tiny_dirs, tmp_path, monke
 def test_activation_checkpointing_recomputes_under_the_students_scope(tiny_dirs, tmp_path, scoped):
     """Spike drop and layer-local gradients act on the student's forward; activation checkpointing runs that
     forward again in the backward, which must see them too (torch refused the recomputation: a traceback)."""
-    losses = []
-    for on in (False, True):
-        out = tmp_path / f"d{on}"
-        res = runner.invoke(app, ["distill", "recipes/tiny/distill.yaml", "--teacher", str(tiny_dirs["teacher"]),
-                                  "--data-dir", str(tiny_dirs["glue"]), "--out-dir", str(out),
-                                  *_sets("data.source=glue/sst2", *TINY_SETS, "train.logging_steps=1", *scoped,
-                                         f"train.activation_checkpointing={str(on).lower()}")])
-        _ok(res)
-        logs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-        losses.append([(r["step"], r["loss"]) for r in logs if "loss" in r and "step" in r])
+    losses = [[(r["step"], r["loss"]) for r in _tiny_distill_logs(tiny_dirs, tmp_path, on, *scoped)[1]]
+              for on in (False, True)]
     assert len(losses[0]) >= 3
     for (step, a), (step_b, b) in zip(*losses, strict=True):
         assert step == step_b and math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6), (step, a, b)
