@@ -197,42 +197,27 @@ def test_sigterm_during_an_atomic_output_removes_its_temporary_directory(tmp_pat
     assert list(tmp_path.iterdir()) == []
 
 
-def test_ctrl_c_while_the_cli_imports_ends_without_a_traceback():
-    """`spikelm` spends seconds importing torch and transformers: a Ctrl-C then says 'interrupted' and
-    exits 130, as one during the work does (`spikelm_cli.launch`)."""
+@pytest.mark.parametrize("hooked, interrupts, argv", [
+    ("builtins.__import__", "name == 'main' or name == 'spikelm_cli.main'", []),
+    ("importlib.import_module", "name.startswith('spikelm_cli.commands.')", ["eval", "--help"]),
+], ids=["the-cli", "a-verb"])
+def test_ctrl_c_while_importing_ends_without_a_traceback(hooked, interrupts, argv):
+    """`spikelm` spends seconds importing torch and transformers, when the CLI loads (`spikelm_cli.launch`) and
+    when a verb is loaded (`spikelm_cli.main.load_command`): a Ctrl-C then says 'interrupted' and exits 130,
+    as one during the work does."""
     import subprocess
     import sys
 
+    module = hooked.split(".")[0]
     script = (
-        "import builtins, sys\n"
-        "real = builtins.__import__\n"
+        f"import {module}, sys\n"
+        f"real = {hooked}\n"
         "def interrupted(name, *args, **kwargs):\n"
-        "    if name == 'main' or name == 'spikelm_cli.main':\n"
+        f"    if {interrupts}:\n"
         "        raise KeyboardInterrupt\n"
         "    return real(name, *args, **kwargs)\n"
-        "builtins.__import__ = interrupted\n"
-        "from spikelm_cli.launch import main\n"
-        "main()\n"
-    )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120, text=True)
-    assert done.returncode == 130 and done.stderr == "interrupted\n", done.stderr
-
-
-def test_ctrl_c_while_a_verb_imports_ends_without_a_traceback():
-    """The seconds of importing torch come when a verb is loaded (`spikelm_cli.main.load_command`): a Ctrl-C
-    then says 'interrupted' and exits 130 too."""
-    import subprocess
-    import sys
-
-    script = (
-        "import importlib, sys\n"
-        "real = importlib.import_module\n"
-        "def interrupted(name, *args, **kwargs):\n"
-        "    if name.startswith('spikelm_cli.commands.'):\n"
-        "        raise KeyboardInterrupt\n"
-        "    return real(name, *args, **kwargs)\n"
-        "importlib.import_module = interrupted\n"
-        "sys.argv = ['spikelm', 'eval', '--help']\n"
+        f"{hooked} = interrupted\n"
+        f"sys.argv = ['spikelm', *{argv!r}]\n"
         "from spikelm_cli.launch import main\n"
         "main()\n"
     )
