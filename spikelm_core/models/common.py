@@ -442,6 +442,14 @@ class CompilableLayer(nn.Module):
             neurons = self.__dict__["_neurons_cache"] = [m for m in self.modules() if isinstance(m, SpikingNeuron)]
         return neurons
 
+    def run(self, *args, recompute: bool = False, **kwargs):
+        """This layer's forward, the one decision every spiking stack makes per layer: with `recompute`
+        (the stack's `gradient_checkpointing`, false whenever a cache is read) in training, under activation
+        checkpointing (`recomputed`) once every neuron is calibrated (`checkpointable`); plainly otherwise."""
+        if recompute and self.training and self.checkpointable():
+            return self.recomputed(*args, **kwargs)
+        return self(*args, **kwargs)
+
     def recomputed(self, *args, **kwargs):
         """This layer's forward on `args` and `kwargs` under activation checkpointing: nothing inside is kept for the
         backward, which runs the layer again (non-reentrant `torch.utils.checkpoint`; the caller checks

@@ -280,12 +280,6 @@ class _SpikingBartStack(SpikingBartPreTrainedModel):
         self.gradient_checkpointing = False  # training: recompute each calibrated layer in the backward
         self.post_init()
 
-    def _checkpointed(self, layer) -> bool:
-        """Whether this training step recomputes `layer` in the backward instead of keeping its activations
-        (`gradient_checkpointing_enable()`; a layer whose neurons still calibrate runs plainly,
-        `CompilableLayer.checkpointable`)."""
-        return self.gradient_checkpointing and self.training and layer.checkpointable()
-
     def _steps(self, embeds: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Float embeddings `[B, L, D]`, computed once and repeated over T: `[T, B, L, D]`."""
         h = uniform_dropout(self.layernorm_embedding(embeds + positions), p=self.dropout, training=self.training)
@@ -307,7 +301,7 @@ class SpikingBartEncoder(_SpikingBartStack):
             mask = additive_mask(attention_mask.bool()[:, None, None, :], h.dtype)  # [B, 1, 1, S]
         states = [h.mean(0)] if output_hidden_states else None
         for layer in self.layers:
-            h = layer.recomputed(h, mask) if self._checkpointed(layer) else layer(h, mask)
+            h = layer.run(h, mask, recompute=self.gradient_checkpointing)
             if states is not None:
                 states.append(h.mean(0))
         return SpikingBartEncoderOutput(
@@ -333,10 +327,8 @@ class SpikingBartDecoder(_SpikingBartStack):
             enc_mask = additive_mask(encoder_attention_mask.bool()[:, None, None, :], h.dtype)
         states = [h.mean(0)] if output_hidden_states else None
         for layer in self.layers:
-            if cache is None and self._checkpointed(layer):  # training reads no cache
-                h = layer.recomputed(h, self_mask, encoder_states, enc_mask)
-            else:
-                h = layer(h, self_mask, encoder_states, enc_mask, cache)
+            h = layer.run(h, self_mask, encoder_states, enc_mask, cache,
+                          recompute=self.gradient_checkpointing and cache is None)
             if states is not None:
                 states.append(h.mean(0))
         return h, (tuple(states) if states is not None else None)

@@ -199,10 +199,7 @@ class SpikingBertEncoder(nn.Module):
         """`h: [T, B, L, D]` -> last `[T, B, L, D]`, per-layer states and attention probabilities."""
         states, attns = [h] if output_hidden_states else None, [] if output_attentions else None
         for layer in self.layer:
-            if self.gradient_checkpointing and self.training and layer.checkpointable():
-                h, probs = layer.recomputed(h, mask, output_attentions=output_attentions)
-            else:
-                h, probs = layer(h, mask, output_attentions=output_attentions)
+            h, probs = layer.run(h, mask, output_attentions=output_attentions, recompute=self.gradient_checkpointing)
             if output_hidden_states:
                 states.append(h)
             if output_attentions:

@@ -264,10 +264,7 @@ class SpikingLlamaModel(SpikingLlamaPreTrainedModel):
         h = emb.unsqueeze(0).expand(self.config.num_timesteps, B, L, D)  # direct encoding: the same input at every step
         states = [emb] if output_hidden_states else None
         for layer in self.layers:
-            if self.gradient_checkpointing and self.training and layer.checkpointable():
-                h = layer.recomputed(h, cos, sin, mask, None)
-            else:
-                h = layer(h, cos, sin, mask, cache)
+            h = layer.run(h, cos, sin, mask, cache, recompute=self.gradient_checkpointing and cache is None)
             if states is not None:
                 states.append(h.mean(0))
         last = self.norm(read_out(h, self.config))
