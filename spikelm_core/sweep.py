@@ -910,8 +910,13 @@ def run_sweep(cfg, *, progress: Progress | None = None, callbacks=None,
         elif reaudit:
             say(f"{where}: energy audit of {run_dir / FINAL}"
                 + (" (audited earlier with other or unrecorded settings)" if record.get("energy") else ""))
-            with _naming_the_point(point.name):
-                record["energy"] = _energy(run_dir / FINAL, run_cfg, energy)
+            try:
+                with _naming_the_point(point.name):
+                    record["energy"] = _energy(run_dir / FINAL, run_cfg, energy)
+            except KeyboardInterrupt:
+                say(f"{where}: stopped during its energy audit; its training is kept: the same sweep command "
+                    "again audits it (finished points are skipped)")
+                raise
             atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
         elif main and energy.enabled and not run_cfg.neuron.spiking and not record.get("energy"):
             # a dense point (neuron.kind: dense) costs what the dense model costs: no audit, ratio 1

@@ -594,6 +594,30 @@ def test_the_energy_audit_runs_again_when_its_settings_change(tmp_path, monkeypa
     assert any("k3" in line and "that audit stays in the table" in line for line in said)
 
 
+def test_ctrl_c_during_a_points_audit_keeps_its_training_and_says_how_to_go_on(tmp_path, monkeypatch):
+    from spikelm_core import sweep as sweep_module
+
+    def stopped(final_dir, run_cfg, settings):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep_module, "_energy", stopped)
+    trainer = _FakeTrainer()
+    monkeypatch.setattr(training, "run_finetune", trainer)
+    out, said = tmp_path / "study", []
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(_cfg(out, {"grid": {"neuron.k": [2.0]}}), progress=said.append)
+    assert any("stopped during its energy audit" in line and "same sweep command" in line for line in said)
+    assert json.loads((out / "k2" / POINT_FILE).read_text())["energy"] is None  # trained, recorded, not audited
+
+    def audit(final_dir, run_cfg, settings):
+        return {"ratio": 4.0, "paper_ratio": None, "mean_firing_rate": 0.3, "seq_len": 16, "data": {},
+                "amplitudes": "checkpoint", "settings": sweep_module._energy_settings(run_cfg, settings)}
+
+    monkeypatch.setattr(sweep_module, "_energy", audit)
+    report = run_sweep(_cfg(out, {"grid": {"neuron.k": [2.0]}}))
+    assert len(trainer.calls) == 1 and report.rows[0].energy_ratio == 4.0  # audited, not trained again
+
+
 def test_a_dense_point_costs_what_the_dense_model_costs_and_stands_on_the_front(tmp_path, monkeypatch):
     from spikelm_core import sweep as sweep_module
 
