@@ -134,6 +134,31 @@ def make_neuron(config: SpikingFields) -> SpikingNeuron:
     )
 
 
+def init_neuron_state(module: nn.Module) -> None:
+    """A neuron's state as a fresh neuron holds it (amplitudes 1 and uncalibrated; `fixed_alpha` and
+    calibrated with `alpha_mode: fixed`; no salient channel, channel scales 1, the chosen k = k), for
+    the spiking models' `_init_weights`. transformers' `from_pretrained` creates the model without
+    initialising it and fills in only the tensors the checkpoint holds: a dense checkpoint holds no
+    neuron state, so without this the amplitudes and the `calibrated` flag would be uninitialised
+    memory (a neuron marked calibrated with arbitrary amplitudes). transformers' init functions skip
+    the tensors it loaded, so saved neuron state is kept."""
+    from transformers import initialization as init
+
+    from ..neurons.elastic import _AmplitudeNeuron
+
+    if not isinstance(module, _AmplitudeNeuron):
+        return
+    fixed = module.alpha_mode == "fixed"
+    init.constant_(module.alpha, module.fixed_alpha if fixed else 1.0)
+    init.constant_(module.calibrated, fixed)
+    for name, value in (("salient", False), ("channel_scales", 1.0), ("k_chosen", getattr(module, "k", 1.0))):
+        tensor = getattr(module, name, None)
+        if torch.is_tensor(tensor):
+            init.constant_(tensor, value)
+    module._calibrated_seen = False  # the flag is read again on the next forward
+    module.state_version += 1
+
+
 def make_kv_spike(config: SpikingFields) -> nn.Module:
     """The spike applied to K or V after its projection (identity when `spike_kv` is off)."""
     if not config.spike_kv:

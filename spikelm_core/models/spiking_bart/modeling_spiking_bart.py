@@ -50,6 +50,7 @@ from ..common import (
     additive_mask,
     attention_with_dropout,
     causal_mask,
+    init_neuron_state,
     make_kv_spike,
     make_neuron,
     model_output,
@@ -253,6 +254,7 @@ class SpikingBartPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module):
         super()._init_weights(module)
+        init_neuron_state(module)
         if isinstance(module, SpikingBartForConditionalGeneration):
             with torch.no_grad():
                 module.final_logits_bias.zero_()

@@ -49,6 +49,7 @@ from ..common import (
     TiedKeysNotSaved,
     UniformDropout,
     attention_with_dropout,
+    init_neuron_state,
     make_kv_spike,
     make_neuron,
     model_output,
@@ -216,6 +217,7 @@ class SpikingBertPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module):
         super()._init_weights(module)
+        init_neuron_state(module)
         if isinstance(module, BertEmbeddings):
             with torch.no_grad():
                 module.position_ids.copy_(torch.arange(module.position_ids.shape[-1]).expand((1, -1)))

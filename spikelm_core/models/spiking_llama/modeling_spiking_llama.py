@@ -57,6 +57,7 @@ from ..common import (
     TiedKeysNotSaved,
     attention_with_dropout,
     causal_mask,
+    init_neuron_state,
     make_kv_spike,
     make_neuron,
     model_output,
@@ -194,6 +195,10 @@ class SpikingLlamaPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["SpikingLlamaDecoderLayer"]
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        init_neuron_state(module)
 
     def spiking_neurons(self):
         """(name, neuron) for every spiking neuron in the model, in forward order."""
