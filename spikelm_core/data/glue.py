@@ -347,8 +347,9 @@ def unsupported_glue_task(name: str) -> str | None:
 def find_glue_task_dir(task: str, data_dir: str | os.PathLike[str]) -> Path:
     """The directory holding `task`'s TSVs: `data_dir` itself or its `<dir_name>` child.
 
-    `data_dir` counts as the task directory when its name is the task's (SST-2, sst2, ...) or
-    when it directly holds one of the task's files and has no `<dir_name>` child.
+    `data_dir` counts as the task directory when its name is the task's (SST-2, sst2, ...), unless it
+    holds none of the task's files but a task folder (sst2/SST-2/: that folder), or when it directly
+    holds one of the task's files and has no `<dir_name>` child.
     """
     spec = get_glue_task(task)
     root = Path(data_dir).expanduser()
@@ -356,10 +357,13 @@ def find_glue_task_dir(task: str, data_dir: str | os.PathLike[str]) -> Path:
         raise DataError(f"GLUE data directory not found: {root}", hint=_layout_hint(spec))
     if not root.is_dir():
         raise DataError(f"GLUE data path is not a directory: {root}", hint=_layout_hint(spec))
-    if _squash(root.name) == spec.name:
-        return root
     children = [p for p in root.iterdir() if p.is_dir() and _squash(p.name) == spec.name]
     exact = [p for p in children if p.name == spec.dir_name]
+    if _squash(root.name) == spec.name and (exact or children) and not any(
+            (root / name).is_file() for _, name in spec.files):
+        return (exact or sorted(children))[0]  # a folder named after the task holding its folder: sst2/SST-2/
+    if _squash(root.name) == spec.name:
+        return root
     if exact or children:
         return (exact or sorted(children))[0]
     other = _squash(root.name)
@@ -442,6 +446,9 @@ def _read_tsv(spec: GlueTask, path: Path) -> Any:
         ) from None
     except UnicodeDecodeError as exc:
         raise DataError(f"{path} is not UTF-8 text", details=[str(exc)]) from None
+    except OSError as exc:  # unreadable input: without this, the CLI reports EACCES as "cannot write"
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}",
+                        hint="check the file's permissions (and that it is a regular file)") from None
     return frame
 
 

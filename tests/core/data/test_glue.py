@@ -611,3 +611,27 @@ def test_real_glue_details():
     assert sum(sst2["label"]) == 444
     stsb = load_glue("stsb", REAL_GLUE, split="dev", subset=2)
     assert stsb["label"] == [5.0, 4.75]
+
+
+def test_unreadable_file_is_a_read_error_not_an_output_error(tmp_path, monkeypatch):
+    import errno
+
+    import pandas as pd
+
+    task_dir = tmp_path / "SST-2"
+    task_dir.mkdir()
+    (task_dir / "dev.tsv").write_text("sentence\tlabel\nfine\t1\n")
+
+    def deny(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(pd, "read_csv", deny)
+    with pytest.raises(DataError, match="cannot read .*dev.tsv: Permission denied"):
+        load_glue("sst2", tmp_path, split="dev")
+
+
+def test_folder_named_after_the_task_holding_the_task_folder(tmp_path):
+    root = tmp_path / "sst2"
+    write_task(root, "sst2")
+    assert find_glue_task_dir("sst2", root) == root / "SST-2"
+    assert len(load_glue("sst2", root, split="dev")) > 0
