@@ -13,6 +13,9 @@ from dataclasses import dataclass, replace
 
 from spikelm_core.errors import ConfigError
 
+PJ_PER_MJ = 1e9
+"""Picojoules per millijoule: energies are summed in pJ and reported in mJ."""
+
 HOROWITZ_2014 = "Horowitz, ISSCC 2014, 45 nm"
 
 

@@ -21,7 +21,7 @@ from typing import Any, Union
 from torch import nn
 
 from spikelm_core.energy.components import DEFAULT_SEQ_LEN, SPIKING_COMPONENTS
-from spikelm_core.energy.costs import FP32, CostProfile
+from spikelm_core.energy.costs import FP32, PJ_PER_MJ, CostProfile
 from spikelm_core.energy.errors import EnergyAuditError
 from spikelm_core.energy.macs import MacRow, count_macs
 from spikelm_core.energy.memory import (MemOp, SpikingTerms, alpha_scales, forward_ops, linear_shapes,
@@ -30,7 +30,6 @@ from spikelm_core.energy.report import EnergyReport, EnergyRow, mac_weighted_rat
 from spikelm_core.errors import ConfigError
 from spikelm_core.firing import neuron_module_names
 
-PJ_PER_MJ = 1e9
 
 FiringRates = Union[float, Mapping[Any, float]]
 """One rate for every spiking op, or a mapping keyed by operand neuron name, (component, layer)

@@ -19,6 +19,7 @@ from torch import nn
 
 from spikelm_core.calibration import spiking_neurons
 from spikelm_core.energy.components import COMPONENTS
+from spikelm_core.energy.costs import PJ_PER_MJ
 from spikelm_core.energy.errors import EnergyAuditError
 from spikelm_core.errors import ConfigError
 from spikelm_core.energy.macs import MacCount
@@ -180,8 +181,8 @@ def bootstrap(
     for r in spiking:
         weights[index[r.operand]] += report.profile.e_ac_pj * report.num_timesteps * r.macs
         mac_weights[index[r.operand]] += r.macs
-    float_pj = sum(r.energy_spiking_mj for r in report.rows if r.firing_rate is None) * 1e9
-    dense_pj = report.energy_dense_mj * 1e9
+    float_pj = sum(r.energy_spiking_mj for r in report.rows if r.firing_rate is None) * PJ_PER_MJ
+    dense_pj = report.energy_dense_mj * PJ_PER_MJ
     rng = np.random.default_rng(seed)
     ratios, mean_rates = np.empty(resamples), np.zeros(resamples)
     # in blocks of resamples, so memory stays bounded whatever --bootstrap is (the same draws as one call)

@@ -36,11 +36,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from spikelm_core.energy.costs import HOROWITZ_2014, CostProfile
+from spikelm_core.energy.costs import HOROWITZ_2014, PJ_PER_MJ, CostProfile
 from spikelm_core.energy.errors import EnergyAuditError
 from spikelm_core.errors import ConfigError
 
-PJ_PER_MJ = 1e9
 KB = 1024
 MB = 1024 * 1024
 
@@ -82,21 +81,9 @@ class MemoryCost:
                 return (y0 + (y1 - y0) * (buffer_bytes - x0) / (x1 - x0)) / self.access_bytes
         return pts[-1][1] / self.access_bytes
 
-    def describe(self) -> str:
-        unit = f"per {self.access_bytes * 8:g}-bit access" if self.access_bytes != 1 else "per byte"
-        if len(self.points) == 1:
-            cost = f"{self.points[0][1]:g} pJ {unit}"
-        else:
-            cost = ", ".join(f"{y:g} pJ at {_size(x)}" for x, y in self.points) + f" {unit} (linear between, clamped)"
-        return f"{self.name}: {cost} ({self.source})"
-
     def to_dict(self) -> dict[str, Any]:
         return {"preset": self.name, "access_bits": self.access_bytes * 8,
                 "points": [{"buffer_bytes": x, "pj_per_access": y} for x, y in self.points], "source": self.source}
-
-
-def _size(n: float) -> str:
-    return f"{n / MB:g} MB" if n >= MB else f"{n / KB:g} KB"
 
 
 MEMORY_PRESETS: dict[str, MemoryCost] = {
@@ -223,8 +210,13 @@ def load_memory_cost(spec: str | None = None, bounds: str | None = None) -> Memo
         raise _bad(given[1], f"give only one of {', '.join(given)}")
     name = str(data.get("name", path.stem))
     source = str(data.get("source", f"user cost file {path.name}"))
+    if "access_bits" in data and given[0] in ("preset", "pj_per_byte"):
+        raise _bad("access_bits", f"does not apply to {given[0]} (it sizes the access of pj_per_access and buffer_pj)",
+                   "drop access_bits, or give pj_per_access / buffer_pj with it")
     if "preset" in data:
-        cost = replace(_preset(data["preset"], "preset"), name=name if "name" in data else data["preset"])
+        base = _preset(data["preset"], "preset")
+        cost = replace(base, name=name if "name" in data else data["preset"],
+                       source=source if "source" in data else base.source)
     elif "pj_per_byte" in data:
         cost = MemoryCost(name, ((0, _positive(data, "pj_per_byte", allow_zero=True)),), 1, source)
     else:

@@ -125,7 +125,8 @@ def bart_paper_setting(
 
 PAPER_SHAPES = {
     "bert": Shape(hidden=768, heads=12, ffn=3072, seq_len=DEFAULT_SEQ_LEN),
-    "bart": Shape(hidden=768, heads=12, ffn=3072, seq_len=128, decoder_len=128, decoder_ffn=3072),
+    "bart": Shape(hidden=BART_BASE["d_model"], heads=12, ffn=BART_BASE["encoder_ffn_dim"], seq_len=128,
+                  decoder_len=128, decoder_ffn=BART_BASE["decoder_ffn_dim"]),
 }
 """BERT-base at 128 tokens and BART-base at 128/128 tokens, for the memory model of the paper setting."""
 

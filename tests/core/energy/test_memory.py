@@ -292,6 +292,8 @@ def test_cost_file_forms(tmp_path):
     assert load_memory_cost(str(f)).cost.pj_per_byte(2048) == 6 / 4
     f.write_text("preset: sram\n")
     assert load_memory_cost(str(f)).cost.pj_per_byte(1) == 100 / 8
+    f.write_text("preset: sram\nsource: measured on my chip\n")  # the file's source names a preset's too
+    assert load_memory_cost(str(f)).cost.source == "measured on my chip"
     assert parse_bounds("none") == () and parse_bounds("weight-stationary") == ("weight_stationary",)
     # YAML 1.1 reads 5e-1 (no dot) as a string: a number all the same
     f.write_text("pj_per_byte: 5e-1\nfiring_rates: [1e-1]\n")
@@ -314,6 +316,8 @@ def test_cost_file_forms(tmp_path):
         pytest.param("access_bits: 32\nbuffer_pj: {.nan: 10, 8192: 20}\n", "buffer_pj.nan", id="nan-size"),
         pytest.param("access_bits: 32\nbuffer_pj: {.inf: 10}\n", "buffer_pj.inf", id="infinite-size"),
         pytest.param("pj_per_byte: 1\nbounds: []\n", "bounds", id="no-bound"),
+        pytest.param("pj_per_byte: 10\naccess_bits: 64\n", "access_bits", id="access-bits-per-byte"),
+        pytest.param("preset: sram\naccess_bits: 32\n", "access_bits", id="access-bits-preset"),
     ],
 )
 def test_bad_cost_files_name_the_key(tmp_path, text, key):
