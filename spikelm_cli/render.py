@@ -12,14 +12,24 @@ from spikelm_core.log import hms
 from .console import err, out
 
 
+def print_text(text: str) -> None:
+    """Machine-readable text to stdout as it is: never highlighted, styled or wrapped by rich (which
+    colours a terminal, and any stdout under FORCE_COLOR: invalid JSON in a file)."""
+    out.file.write(text if text.endswith("\n") else text + "\n")
+    out.file.flush()
+
+
 def print_json(data) -> None:
-    out.print_json(json.dumps(data))
+    """`--format json`: plain standard JSON on stdout (a non-finite number as null, as JSON has none)."""
+    from spikelm_core.training.results import json_values
+
+    print_text(json.dumps(json_values(data), indent=2, ensure_ascii=False))
 
 
 def convert_summary(r) -> None:
     t = Table(title="spiking model", show_header=False, title_justify="left")
     t.add_column(style="bold")
-    t.add_column()
+    t.add_column(overflow="fold")  # a path is folded, never cut (stdout in a file or log is 80 columns)
     s = r.settings
     t.add_row("saved to", escape(r.out_dir))
     t.add_row("source", escape(r.source))
@@ -193,7 +203,7 @@ def training_result(r, fmt) -> None:
         return
     t = Table(title=f"spikelm {r.command}", show_header=False, title_justify="left")
     t.add_column(style="bold")
-    t.add_column()
+    t.add_column(overflow="fold")  # a path is folded, never cut (stdout in a file or log is 80 columns)
     t.add_row("run directory", escape(r.out_dir))
     t.add_row("final model", escape(r.final_dir))
     if r.task:
@@ -355,7 +365,7 @@ def eval_result(r, fmt) -> None:
     t = Table(title=f"spikelm eval: {r.task}", title_justify="left")
     t.add_column("split", style="bold")
     t.add_column("examples", justify="right")
-    t.add_column("metrics")
+    t.add_column("metrics", overflow="fold")
     for split, metrics in r.metrics.items():
         ci = (r.intervals or {}).get(split, {})  # summarisation: the bootstrap interval beside each ROUGE
         shown = ", ".join(f"{k} {_metric(v)}" + (f" [{ci[k][0]:.2f}, {ci[k][1]:.2f}]" if k in ci else "")

@@ -17,7 +17,7 @@ from spikelm_core.energy.plots import plot_energy_breakdown, plot_energy_vs_firi
 from spikelm_core.energy.tables import Table, Text, csv_text, markdown_text, report_blocks
 from spikelm_core.io import atomic_output_dir
 
-from .console import err, out
+from .console import PIPE_WIDTH, err, out
 
 _STYLES = {"title": "bold", "lead": "bold yellow", "header": "dim", "alert": "bold red", "note": "dim"}
 _LABEL_STYLES = {"warning": "yellow", "ok": "green"}
@@ -25,7 +25,7 @@ _LABEL_STYLES = {"warning": "yellow", "ok": "green"}
 
 def _console() -> Console:
     """stdout; not a terminal (a pipe, a file, the README), wide enough that no column is cut."""
-    return out if out.is_terminal else Console(highlight=False, width=150)
+    return out if out.is_terminal else Console(highlight=False, width=PIPE_WIDTH)
 
 
 def _rich_table(table: Table) -> RichTable:
@@ -83,12 +83,6 @@ def write_outputs(report: EnergySweepReport, out_dir: Path, *, force: bool = Fal
 def print_written(paths: list[Path]) -> None:
     err.print(f"wrote {len(paths)} file(s) to [bold]{escape(str(paths[0].parent))}[/]: "
               + ", ".join(p.name for p in paths))
-
-
-def print_text(text: str) -> None:
-    """Machine-readable text to stdout, untouched by rich."""
-    out.file.write(text if text.endswith("\n") else text + "\n")
-    out.file.flush()
 
 
 def print_caveat_to_stderr(report: EnergySweepReport) -> None:

@@ -32,7 +32,9 @@ def sweep_result(report, fmt) -> None:
     t = Table(title=f"sweep: {escape(str(report.out_dir))}", title_justify="left")
     numbers = (metric, "firing rate", "audit rate", "energy ratio", "min")
     for col in ("point", "settings", metric, "firing rate", "audit rate", "energy ratio", "Pareto", "min"):
-        t.add_column(col, justify="right" if col in numbers else "left")
+        # names and settings fold, never cut to 'neuron.…' (stdout in a file or log is 80 columns)
+        t.add_column(col, justify="right" if col in numbers else "left",
+                     overflow="fold" if col in ("point", "settings") else "ellipsis")
     for row in ([report.reference] if report.reference else []) + report.rows:
         settings = ", ".join(f"{k}={v}" for k, v in row.values.items())
         if row.same_as:

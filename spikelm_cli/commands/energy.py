@@ -193,11 +193,11 @@ def energy_command(
     if format is EnergyFormat.table:
         render_energy.print_table(report, detail=detail)
     elif format is EnergyFormat.json:
-        render_energy.print_text(render_energy.json_text(report))
+        render.print_text(render_energy.json_text(report))
     elif format is EnergyFormat.csv:
-        render_energy.print_text(csv_text(report))
+        render.print_text(csv_text(report))
         render_energy.print_caveat_to_stderr(report)
     else:
-        render_energy.print_text(markdown_text(report, detail=detail))
+        render.print_text(markdown_text(report, detail=detail))
     if out is not None:
         render_energy.print_written(render_energy.write_outputs(report, out, force=force))

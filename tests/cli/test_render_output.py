@@ -1,0 +1,55 @@
+"""What the commands print on stdout: `--format json` is plain JSON whatever rich thinks of the terminal, and a
+table on a narrow stdout (a pipe or a log file: 80 columns) folds its names and paths, never cuts them."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from rich.console import Console
+
+
+def test_json_is_plain_on_a_colour_terminal(monkeypatch):
+    """FORCE_COLOR (or a terminal) made rich highlight `--format json`: ANSI codes in a file, invalid JSON."""
+    from spikelm_cli import render
+
+    buf = io.StringIO()
+    monkeypatch.setattr(render, "out", Console(file=buf, force_terminal=True, color_system="truecolor", width=40))
+    render.print_json({"model": "runs/" + "x" * 100, "ratio": float("inf"), "k": [2.0, 3.0], "text": "é [b]"})
+    text = buf.getvalue()
+    assert "\x1b" not in text
+    assert json.loads(text) == {"model": "runs/" + "x" * 100, "ratio": None, "k": [2.0, 3.0], "text": "é [b]"}
+
+
+def test_narrow_stdout_folds_sweep_settings_and_run_paths(monkeypatch):
+    from spikelm_cli import render, render_sweep
+    from spikelm_cli.params import OutputFormat
+    from spikelm_core.sweep import SweepReport, SweepRow
+    from spikelm_core.training import RunResult
+
+    buf = io.StringIO()
+    monkeypatch.setattr(render_sweep, "out", Console(file=buf, width=80, highlight=False))
+    rows = [SweepRow(name="k2-T4", values={"neuron.k": 2, "neuron.num_timesteps": 4}, status="done", metric=0.8,
+                     metric_name="accuracy", firing_rate=0.3, energy_firing_rate=0.3, energy_ratio=3.8)]
+    render_sweep.sweep_result(SweepReport(command="finetune", task="sst2", out_dir="runs/sweep", rows=rows,
+                                          reference=None), OutputFormat.table)
+    assert "…" not in buf.getvalue()  # folded at 80 columns
+
+    buf = io.StringIO()
+    monkeypatch.setattr(render, "out", Console(file=buf, width=80, highlight=False))
+    out_dir = "runs/" + "a-very-long-run-directory-name-" * 3
+    render.training_result(RunResult(command="finetune", out_dir=out_dir, final_dir=out_dir + "/final", task="sst2",
+                                     global_step=4, epochs=1.0, train_loss=0.5), "table")
+    assert "…" not in buf.getvalue()
+
+
+def test_stdout_that_is_no_terminal_is_wide():
+    """rich gives a pipe or a file 80 columns; the CLI's stdout there is PIPE_WIDTH wide (as energy's tables)."""
+    import subprocess
+    import sys
+
+    from spikelm_cli.console import PIPE_WIDTH
+
+    width = subprocess.run([sys.executable, "-c", "from spikelm_cli.console import out; print(out.width)"],
+                           capture_output=True, text=True, check=True).stdout
+    assert int(width) == PIPE_WIDTH
