@@ -50,6 +50,9 @@ def test_stdout_that_is_no_terminal_is_wide():
 
     from spikelm_cli.console import PIPE_WIDTH
 
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")}
     width = subprocess.run([sys.executable, "-c", "from spikelm_cli.console import out; print(out.width)"],
-                           capture_output=True, text=True, check=True).stdout
+                           capture_output=True, text=True, check=True, env=env).stdout
     assert int(width) == PIPE_WIDTH
