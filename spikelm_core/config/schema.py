@@ -383,8 +383,8 @@ class TrainArgs(_RuledSection):
     torch.compile'd graph that fuses the neurons with their neighbours (faster steps after a one-off
     compile, about a minute on CPU, cached by torch (TORCHINDUCTOR_CACHE_DIR) for later runs; steps
     that record firing rates run eagerly); 'none': eager layers; 'auto' (default): 'layers' when the
-    run has at least 300 optimizer steps, so that the compile pays for itself, else 'none'. Same
-    spikes either way."""
+    run has at least 300 optimizer steps left to train (a resumed run counts from its checkpoint), so
+    that the compile pays for itself, else 'none'. Same spikes either way."""
     sampling: Literal["random", "group_by_length"] = "random"
     """Order of training examples: 'random' (shuffled) or 'group_by_length' (shuffled, then batches
     of similar length, so that dynamic padding wastes little: faster on short, varied texts such as

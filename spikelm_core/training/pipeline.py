@@ -287,7 +287,7 @@ def compile_if_asked(model, mode: str, *, work: int = 0, threshold: int = AUTO_C
         mode = "layers" if compilable and work >= threshold else "none"
         if compilable:
             log.info("compile: auto -> %s (%d %s; compiled from %d)", mode, work,
-                     "steps" if threshold == AUTO_COMPILE_MIN_STEPS else "examples", threshold)
+                     "steps to train" if threshold == AUTO_COMPILE_MIN_STEPS else "examples", threshold)
     if mode == "layers" and any(getattr(m, "impl", None) == "reference" for m in model.modules()):
         # the reference loops were asked for (SPIKELM_NEURON_IMPL=reference): compiled layers would run
         # the fast neurons instead, so they stay eager (as a model's own "auto" compile leaves them)
@@ -402,9 +402,10 @@ def run_training(pipeline: Pipeline, *, resume: str | None, callbacks=None) -> R
             log.warning("distill.hidden_stage_steps %d covers the whole run of %d steps: every step matches hidden "
                         "states alone (alpha_ce and alpha_kd never join, the rate stays scaled by "
                         "hidden_stage_lr_scale); use a stage shorter than the run", stage, steps)
-        if compile_if_asked(trainer.model, training_compile_mode(cfg.train), work=steps):
-            trainer.add_callback(CompileTimeCallback())
         start_step = steps_of_checkpoint(run.resume_from) or 0
+        # `auto` weighs the compile against the steps this call will take: a resumed run's, not the whole run's
+        if compile_if_asked(trainer.model, training_compile_mode(cfg.train), work=max(0, steps - start_step)):
+            trainer.add_callback(CompileTimeCallback())
         if run.resume_from is not None and start_step >= steps:
             log.info("%s is the run's last step (%d): no step left to train, the run ends as it did",
                      Path(run.resume_from).name, start_step)

@@ -101,6 +101,27 @@ def test_resume_gives_identical_final_weights(tiny_dirs, tmp_path):
     assert _losses(tmp_path / "cut" / "metrics.jsonl") == _losses(tmp_path / "full" / "metrics.jsonl")
 
 
+def test_compile_auto_weighs_the_steps_a_resumed_run_has_left(tiny_dirs, tmp_path, monkeypatch):
+    """`compile: auto` compiles for the steps this call trains: a run resumed near its end is not
+    charged a compile for the steps it already took."""
+    from spikelm_core.training import pipeline
+
+    asked = []
+    real = pipeline.compile_if_asked
+
+    def record(model, mode, *, work=0, **kwargs):
+        asked.append((mode, work))
+        return real(model, mode, work=work, **kwargs)
+
+    monkeypatch.setattr(pipeline, "compile_if_asked", record)
+    extra = ("train.max_steps=6", "train.save_steps=3", "train.eval_strategy=no", "train.keep_best=false",
+             "train.compile=auto")
+    with pytest.raises(_Kill):
+        run_finetune(_cfg(tiny_dirs, tmp_path / "cut", *extra), callbacks=[_KillAfter(4)])
+    run_finetune(_cfg(tiny_dirs, tmp_path / "cut", *extra), resume="auto")
+    assert asked == [("auto", 6), ("auto", 3)]  # resumed from checkpoint-3: 3 steps left
+
+
 @pytest.mark.parametrize("extra", [("train.keep_best=false",), ("train.eval_steps=3", "train.weight_average=0.9")])
 def test_resuming_from_the_last_steps_checkpoint_takes_no_step(tiny_dirs, tmp_path, extra):
     """Killed after its last checkpoint but before final/ (or --resume auto on a finished run): the
