@@ -234,6 +234,22 @@ def test_bad_input(case, tiny_dense_llama_dir, tmp_path):
     assert res.stdout == ""
 
 
+def test_a_prompt_may_fill_the_context_as_energy_counts_it(tiny_dense_llama_dir):
+    """The last new token is never read back: a prompt of L tokens may ask for 64 - L + 1 new ones on
+    a 64-position model (`spikelm energy`'s --seq-len + --target-len - 1 <= 64), one more is refused."""
+    from transformers import AutoTokenizer
+
+    from spikelm_core.training.causal_lm import prompt_ids
+
+    length = len(prompt_ids(AutoTokenizer.from_pretrained(tiny_dense_llama_dir), "the river", chat=False))
+    fits = 64 - length + 1
+    res = runner.invoke(app, ["eval", str(tiny_dense_llama_dir), "--prompt", "the river", "--max-new-tokens",
+                              str(fits), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    refused(runner.invoke(app, ["eval", str(tiny_dense_llama_dir), "--prompt", "the river", "--max-new-tokens",
+                                str(fits + 1)]), 2, "exceed the model's 64 positions", f"--max-new-tokens {fits} or less")
+
+
 def test_a_prompt_needs_a_causal_lm(tiny_dense_bert_dir):
     # (a BERT on --task wikitext2 is scored as a masked LM: tests/cli/test_eval_mlm.py)
     refused(runner.invoke(app, ["eval", str(tiny_dense_bert_dir), "--prompt", "hi"]), 3,
