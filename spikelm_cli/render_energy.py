@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table as RichTable
 
@@ -17,15 +16,10 @@ from spikelm_core.energy.plots import plot_energy_breakdown, plot_energy_vs_firi
 from spikelm_core.energy.tables import Table, Text, csv_text, markdown_text, report_blocks
 from spikelm_core.io import atomic_output_dir
 
-from .console import PIPE_WIDTH, err, out
+from .console import err, out
 
 _STYLES = {"title": "bold", "lead": "bold yellow", "header": "dim", "alert": "bold red", "note": "dim"}
 _LABEL_STYLES = {"warning": "yellow", "ok": "green"}
-
-
-def _console() -> Console:
-    """stdout; not a terminal (a pipe, a file, the README), wide enough that no column is cut."""
-    return out if out.is_terminal else Console(highlight=False, width=PIPE_WIDTH)
 
 
 def _rich_table(table: Table) -> RichTable:
@@ -50,7 +44,7 @@ def _rich_text(text: Text) -> str:
 
 
 def print_table(report: EnergySweepReport, *, detail: bool = False) -> None:
-    console = _console()
+    console = out  # not a terminal (a pipe, a file, the README): PIPE_WIDTH wide, so no column is cut
     for block in report_blocks(report, detail=detail):
         if isinstance(block, Table):
             console.print(_rich_table(block))

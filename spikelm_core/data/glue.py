@@ -349,7 +349,8 @@ def find_glue_task_dir(task: str, data_dir: str | os.PathLike[str]) -> Path:
 
     `data_dir` counts as the task directory when its name is the task's (SST-2, sst2, ...), unless it
     holds none of the task's files but a task folder (sst2/SST-2/: that folder), or when it directly
-    holds one of the task's files and has no `<dir_name>` child.
+    holds one of the task's files and has no `<dir_name>` child. A child named after the task is read
+    by the same rules (GLUE/sst2/SST-2/: GLUE/sst2/SST-2).
     """
     spec = get_glue_task(task)
     root = Path(data_dir).expanduser()
@@ -364,8 +365,8 @@ def find_glue_task_dir(task: str, data_dir: str | os.PathLike[str]) -> Path:
         return (exact or sorted(children))[0]  # a folder named after the task holding its folder: sst2/SST-2/
     if _squash(root.name) == spec.name:
         return root
-    if exact or children:
-        return (exact or sorted(children))[0]
+    if exact or children:  # that folder, by the rules above (GLUE/stsb/STS-B/: STS-B)
+        return find_glue_task_dir(task, (exact or sorted(children))[0])
     other = _squash(root.name)
     if other in GLUE_TASKS:
         raise DataError(

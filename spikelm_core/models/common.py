@@ -141,7 +141,9 @@ def init_neuron_state(module: nn.Module) -> None:
     initialising it and fills in only the tensors the checkpoint holds: a dense checkpoint holds no
     neuron state, so without this the amplitudes and the `calibrated` flag would be uninitialised
     memory (a neuron marked calibrated with arbitrary amplitudes). transformers' init functions skip
-    the tensors it loaded, so saved neuron state is kept."""
+    the tensors it loaded, so saved neuron state is kept. The spike-drop probability, a
+    non-persistent buffer no checkpoint holds, is set to 0 for spiking checkpoints too (uninitialised,
+    it could read as non-finite to `non_finite_neurons`)."""
     from transformers import initialization as init
 
     from ..neurons.elastic import _AmplitudeNeuron
@@ -155,6 +157,10 @@ def init_neuron_state(module: nn.Module) -> None:
         tensor = getattr(module, name, None)
         if torch.is_tensor(tensor):
             init.constant_(tensor, value)
+    drop = getattr(module, "spike_drop_p", None)
+    if torch.is_tensor(drop):  # a non-persistent buffer: never in a checkpoint, so always set here
+        with torch.no_grad():
+            drop.fill_(0.0)
     module._calibrated_seen = False  # the flag is read again on the next forward
     module.state_version += 1
 

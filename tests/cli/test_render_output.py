@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
+
 from rich.console import Console
 
 
@@ -43,16 +45,24 @@ def test_narrow_stdout_folds_sweep_settings_and_run_paths(monkeypatch):
     assert "…" not in buf.getvalue()
 
 
-def test_stdout_that_is_no_terminal_is_wide():
-    """rich gives a pipe or a file 80 columns; the CLI's stdout there is PIPE_WIDTH wide (as energy's tables)."""
+@pytest.mark.parametrize("force_color", [None, "1"])
+def test_stdout_that_is_no_terminal_is_wide(force_color):
+    """rich gives a pipe or a file 80 columns; the CLI's stdout there is PIPE_WIDTH wide (as energy's
+    tables), in colour too (FORCE_COLOR, as a CI log sets it); COLUMNS still sets it."""
+    import os
     import subprocess
     import sys
 
     from spikelm_cli.console import PIPE_WIDTH
 
-    import os
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS")}
+    if force_color:
+        env["FORCE_COLOR"] = force_color
 
-    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")}
-    width = subprocess.run([sys.executable, "-c", "from spikelm_cli.console import out; print(out.width)"],
-                           capture_output=True, text=True, check=True, env=env).stdout
-    assert int(width) == PIPE_WIDTH
+    def width(**extra):
+        return int(subprocess.run([sys.executable, "-c", "from spikelm_cli.console import out; print(out.width)"],
+                                  capture_output=True, text=True, check=True, env={**env, **extra}).stdout)
+
+    assert width() == PIPE_WIDTH
+    assert width(COLUMNS="100") == 100

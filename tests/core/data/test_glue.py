@@ -635,3 +635,13 @@ def test_folder_named_after_the_task_holding_the_task_folder(tmp_path):
     write_task(root, "sst2")
     assert find_glue_task_dir("sst2", root) == root / "SST-2"
     assert len(load_glue("sst2", root, split="dev")) > 0
+
+
+def test_a_task_named_folder_holding_the_task_folder_is_found_from_its_parent(tmp_path):
+    """GLUE_DIR/stsb/STS-B/ (GLUE_DIR the parent, as usual): the child named after the task is read by
+    the same rules as a --data-dir naming it."""
+    write_task(tmp_path / "stsb", "stsb")
+    assert find_glue_task_dir("stsb", tmp_path) == tmp_path / "stsb" / "STS-B"
+    assert len(load_glue("stsb", tmp_path, split="dev")) > 0
+    write_task(tmp_path / "other", "sst2")  # the standard layout is read as before
+    assert find_glue_task_dir("sst2", tmp_path / "other") == tmp_path / "other" / "SST-2"

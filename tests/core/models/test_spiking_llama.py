@@ -313,6 +313,36 @@ def test_gradient_checkpointing_on_an_uncalibrated_model_equals_plain_backward(f
         torch.testing.assert_close(grads[1][name], grads[0][name], msg=name)
 
 
+def test_a_cache_passed_in_training_is_read_and_filled_with_activation_checkpointing():
+    """Training mode, activation checkpointing on, a prefix then its continuation through one cache: a
+    layer that reads a cache is not recomputed (the cache would be written twice), so the cache is kept
+    and the continuation's logits and gradients equal those without checkpointing."""
+    from transformers import DynamicCache
+
+    ids = torch.randint(4, LLAMA_TINY["vocab_size"], (2, 8), generator=torch.Generator().manual_seed(0))
+    results = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        m = SpikingLlamaForCausalLM(tiny(attention_dropout=0.0)).eval()
+        with torch.no_grad():
+            m(input_ids=ids)  # calibrates
+        m.train()
+        if checkpointing:
+            m.activation_checkpointing_enable()
+        cache = DynamicCache(config=m.config)
+        m(input_ids=ids[:, :4], past_key_values=cache, use_cache=True)
+        out = m(input_ids=ids[:, 4:], past_key_values=cache, use_cache=True)
+        out.logits.sum().backward()
+        results.append((cache.get_seq_length(), out.logits.detach(),
+                        {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}))
+    (plain_len, plain_logits, plain_grads), (len_, logits, grads) = results
+    assert plain_len == len_ == 8
+    torch.testing.assert_close(logits, plain_logits)
+    assert grads.keys() == plain_grads.keys()
+    for name in grads:
+        torch.testing.assert_close(grads[name], plain_grads[name], msg=name)
+
+
 def test_return_dict_false_gives_the_tuple_and_attention_maps_are_refused():
     torch.manual_seed(0)
     model = SpikingLlamaForCausalLM(tiny()).eval()
