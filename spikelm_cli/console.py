@@ -20,6 +20,6 @@ def _stdout_is_a_terminal() -> bool:
 
 
 out = Console(highlight=False)
-if not _stdout_is_a_terminal() and not os.environ.get("COLUMNS"):  # COLUMNS: the user's width, as rich reads it
+if not _stdout_is_a_terminal() and not os.environ.get("COLUMNS", "").isdigit():  # the user's width, as rich reads it
     out = Console(highlight=False, width=PIPE_WIDTH)
 err = Console(stderr=True, highlight=False)

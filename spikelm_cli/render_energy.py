@@ -25,7 +25,8 @@ _LABEL_STYLES = {"warning": "yellow", "ok": "green"}
 def _rich_table(table: Table) -> RichTable:
     t = RichTable(title=table.title, title_justify="left")
     for name in table.columns:
-        t.add_column(name, justify="left" if name in table.left else "right")
+        # folded, never cut, where even PIPE_WIDTH is too narrow (the generation-with-memory table)
+        t.add_column(name, justify="left" if name in table.left else "right", overflow="fold")
     for i, row in enumerate(table.rows):
         cells = [escape(cell) for cell in row]
         if table.total_row and i == len(table.rows) - 1:

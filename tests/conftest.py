@@ -11,6 +11,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # a model as loaded compiles its spiking layers at its first large training step: tests that want
 # that say so (tests/core/models/test_compile_layers.py)
 os.environ.setdefault("SPIKELM_COMPILE", "none")
+# the CLI's piped stdout is PIPE_WIDTH wide unless COLUMNS says otherwise: tests read that width
+os.environ.pop("COLUMNS", None)
 
 from pathlib import Path  # noqa: E402
 

@@ -513,14 +513,17 @@ def run_generation(cfg: EvalConfig) -> GenerationResult:
     loaded = load_causal_lm(cfg)
     model, tokenizer = loaded.model, loaded.tokenizer
     ids = prompt_ids(tokenizer, p.text, chat=p.chat, source=f"'{cfg.model}'")
-    if positions and len(ids) + p.max_new_tokens - 1 > positions:  # the last new token is not read back
+    read = len(ids) + p.max_new_tokens - 1  # positions the model reads: the last new token is never read back
+    if positions and read > positions:
         raise ConfigError(f"the prompt ({len(ids)} tokens) and --max-new-tokens {p.max_new_tokens} exceed the "
                           f"model's {positions} positions (prompt + max-new-tokens - 1, as `spikelm energy` "
                           f"counts --seq-len + --target-len - 1)",
-                          hint=f"shorten the prompt or use --max-new-tokens {max(1, positions - len(ids) + 1)} or less")
+                          hint=f"use --max-new-tokens {positions - len(ids) + 1} or less, or shorten the prompt"
+                          if len(ids) <= positions else
+                          f"shorten the prompt by at least {len(ids) - positions} tokens")
     source = dense_source(cfg, loaded)
     if p.compare_dense and source is not None:
-        check_dense_reference(source, config.get("vocab_size"), len(ids) + p.max_new_tokens)
+        check_dense_reference(source, config.get("vocab_size"), read)
     if p.compare_dense and source is None:
         why = ("it is dense (neuron.kind dense)" if not spiking_neurons(model)
                else "it is a spiking checkpoint: name its dense model with --dense MODEL")

@@ -234,20 +234,36 @@ def test_bad_input(case, tiny_dense_llama_dir, tmp_path):
     assert res.stdout == ""
 
 
-def test_a_prompt_may_fill_the_context_as_energy_counts_it(tiny_dense_llama_dir):
+def _without_eos(model_dir, out):
+    """A copy of `model_dir` whose generation never stops at an end-of-sequence token."""
+    import shutil
+
+    shutil.copytree(model_dir, out)
+    for name in ("config.json", "generation_config.json"):
+        if (out / name).is_file():
+            cfg = json.loads((out / name).read_text())
+            cfg["eos_token_id"] = None
+            (out / name).write_text(json.dumps(cfg))
+    return out
+
+
+def test_a_prompt_may_fill_the_context_as_energy_counts_it(tiny_dense_llama_dir, spiking_dir, tmp_path):
     """The last new token is never read back: a prompt of L tokens may ask for 64 - L + 1 new ones on
-    a 64-position model (`spikelm energy`'s --seq-len + --target-len - 1 <= 64), one more is refused."""
+    a 64-position model (`spikelm energy`'s --seq-len + --target-len - 1 <= 64), beside its dense
+    reference too; one more is refused, naming what fits; a prompt alone too long is told to shorten."""
     from transformers import AutoTokenizer
 
     from spikelm_core.training.causal_lm import prompt_ids
 
-    length = len(prompt_ids(AutoTokenizer.from_pretrained(tiny_dense_llama_dir), "the river", chat=False))
+    dense, spiking = _without_eos(tiny_dense_llama_dir, tmp_path / "dense"), _without_eos(spiking_dir, tmp_path / "spiking")
+    length = len(prompt_ids(AutoTokenizer.from_pretrained(dense), "the river", chat=False))
     fits = 64 - length + 1
-    res = runner.invoke(app, ["eval", str(tiny_dense_llama_dir), "--prompt", "the river", "--max-new-tokens",
-                              str(fits), "--format", "json"])
-    assert res.exit_code == 0, res.output
-    refused(runner.invoke(app, ["eval", str(tiny_dense_llama_dir), "--prompt", "the river", "--max-new-tokens",
-                                str(fits + 1)]), 2, "exceed the model's 64 positions", f"--max-new-tokens {fits} or less")
+    r = _json(spiking, "--prompt", "the river", "--max-new-tokens", fits, "--compare-dense", "--dense", dense)
+    assert r["tokens"] == r["dense"]["tokens"] == fits and r["finish_reason"] == "length"
+    refused(runner.invoke(app, ["eval", str(dense), "--prompt", "the river", "--max-new-tokens", str(fits + 1)]),
+            2, "exceed the model's 64 positions", f"--max-new-tokens {fits} or less")
+    refused(runner.invoke(app, ["eval", str(dense), "--prompt", "the " * 70, "--max-new-tokens", "1"]),
+            2, "exceed the model's 64 positions", "shorten the prompt by at least 7 tokens")
 
 
 def test_a_prompt_needs_a_causal_lm(tiny_dense_bert_dir):
@@ -301,7 +317,7 @@ def test_a_dense_reference_or_teacher_with_fewer_positions_is_refused(tiny_dense
     res = runner.invoke(app, ["eval", str(spiking_dir), "--prompt", "the river", "--max-new-tokens", "20",
                               "--compare-dense", "--dense", str(short)])
     refused(res, 3)
-    assert "has 12 positions; it would be compared on 23" in " ".join(res.stderr.split())  # BOS + 2 + 20
+    assert "has 12 positions; it would be compared on 22" in " ".join(res.stderr.split())  # BOS + 2 + 20 - 1
     res = runner.invoke(app, ["distill", "--task", "wikitext2", "--model", str(tiny_dense_llama_dir), "--teacher",
                               str(short), "--data-dir", str(text_file), "--out-dir", str(tmp_path / "kd"),
                               "-s", "data.max_length=16", "-s", "data.seq_len=16", "-s", "train.max_steps=1"])

@@ -66,3 +66,19 @@ def test_stdout_that_is_no_terminal_is_wide(force_color):
 
     assert width() == PIPE_WIDTH
     assert width(COLUMNS="100") == 100
+    assert width(COLUMNS="wide") == PIPE_WIDTH  # rich ignores a width that is no number
+
+
+def test_an_energy_table_wider_than_stdout_folds_its_cells():
+    """Energy's widest table (generation with memory: eleven columns) exceeds even the piped 150
+    columns: its cells fold ('weight-station' / 'ary'), never cut to 'weight-statio…'."""
+    from spikelm_cli import render_energy
+    from spikelm_core.energy.tables import Table
+
+    columns = ("k", "T", "bound", "decoding", *(f"bytes/token column {i}" for i in range(7)))
+    table = Table("generation with memory", columns, (("2", "4", "weight-stationary", "KV cache",
+                                                        *("113,348" for _ in range(7))),),
+                  left=frozenset({"bound", "decoding"}))
+    buf = io.StringIO()
+    Console(file=buf, width=100, highlight=False).print(render_energy._rich_table(table))
+    assert "…" not in buf.getvalue() and "113,348" in buf.getvalue()
