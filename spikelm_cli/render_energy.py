@@ -45,12 +45,12 @@ def _rich_text(text: Text) -> str:
 
 
 def print_table(report: EnergySweepReport, *, detail: bool = False) -> None:
-    console = out  # not a terminal (a pipe, a file, the README): PIPE_WIDTH wide, so no column is cut
+    # `out`: not a terminal (a pipe, a file, the README), PIPE_WIDTH wide, so no column is cut
     for block in report_blocks(report, detail=detail):
         if isinstance(block, Table):
-            console.print(_rich_table(block))
+            out.print(_rich_table(block))
         else:  # notes wrap at the console's width; header lines, warnings and labelled lines do not
-            console.print(_rich_text(block), soft_wrap=block.style != "note" or bool(block.label))
+            out.print(_rich_text(block), soft_wrap=block.style != "note" or bool(block.label))
 
 
 def json_text(report: EnergySweepReport) -> str:

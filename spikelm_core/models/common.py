@@ -153,14 +153,11 @@ def init_neuron_state(module: nn.Module) -> None:
     fixed = module.alpha_mode == "fixed"
     init.constant_(module.alpha, module.fixed_alpha if fixed else 1.0)
     init.constant_(module.calibrated, fixed)
-    for name, value in (("salient", False), ("channel_scales", 1.0), ("k_chosen", getattr(module, "k", 1.0))):
+    for name, value in (("salient", False), ("channel_scales", 1.0), ("k_chosen", getattr(module, "k", 1.0)),
+                        ("spike_drop_p", 0.0)):  # spike_drop_p: non-persistent, so never loaded and always set
         tensor = getattr(module, name, None)
         if torch.is_tensor(tensor):
             init.constant_(tensor, value)
-    drop = getattr(module, "spike_drop_p", None)
-    if torch.is_tensor(drop):  # a non-persistent buffer: never in a checkpoint, so always set here
-        with torch.no_grad():
-            drop.fill_(0.0)
     module._calibrated_seen = False  # the flag is read again on the next forward
     module.state_version += 1
 
